@@ -1,0 +1,21 @@
+// Utility, not a projection variant: writes a quiet NaN (bit pattern 0x7fc00000) into every
+// element of an output buffer before each projection dispatch, so that an element the kernel
+// never writes fails validation instead of passing with a stale value.
+//
+// Shape contract: data [n] of 32-bit words, n = arrayLength(&data).
+// Dispatch: (g, 1, 1) workgroups of 256 for any g >= 1; a grid-stride loop covers the rest,
+// so g can stay under the 65,535 per-dimension limit for any buffer size.
+
+@group(0) @binding(0) var<storage, read_write> data: array<u32>;
+
+@compute @workgroup_size(256, 1, 1)
+fn main(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(num_workgroups) groups: vec3<u32>,
+) {
+    let n = arrayLength(&data);
+    let stride = groups.x * 256u;
+    for (var i = gid.x; i < n; i += stride) {
+        data[i] = 0x7fc00000u;
+    }
+}

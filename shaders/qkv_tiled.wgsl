@@ -1,0 +1,93 @@
+// Variant 1, `tiled` (the default): classic shared-memory tiling over d_model. Each 16 x 16
+// workgroup owns a 16 x 16 block of the fused [tokens, n_out] output; it walks d_model in
+// steps of TILE, staging a TILE x TILE tile of X and of W in workgroup memory, so each global
+// element is read once per workgroup instead of once per invocation. One output per
+// invocation, f32 accumulation.
+//
+// Shape contract (all row-major f32):
+//   x    [tokens, d_model]
+//   w    [d_model, n_out], n_out = q_width + 2 * kv_width; columns [0, q_width) are Wq,
+//        [q_width, q_width + kv_width) are Wk, the rest are Wv (one GEMM for all three)
+//   bias [n_out], read only when HAS_BIAS (a 1-element placeholder is bound otherwise)
+//   q    [tokens, q_width], k [tokens, kv_width], v [tokens, kv_width]
+// Dispatch: (ceil(n_out / 16), ceil(tokens / 16), 1) workgroups of 16 x 16 invocations.
+
+struct Params {
+    tokens: u32,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+}
+
+override HAS_BIAS: bool = false;
+
+const TILE: u32 = 16u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<storage, read_write> q: array<f32>;
+@group(0) @binding(5) var<storage, read_write> k: array<f32>;
+@group(0) @binding(6) var<storage, read_write> v: array<f32>;
+
+// xs[r][i] = X[tile_row + r, k0 + i]; ws[i][c] = W[k0 + i, tile_col + c]. Zero outside the
+// matrices, so ragged edges add nothing to the sum.
+var<workgroup> xs: array<array<f32, TILE>, TILE>;
+var<workgroup> ws: array<array<f32, TILE>, TILE>;
+
+// Routes fused column `col` of token `row` to the Q, K or V buffer it belongs to.
+fn store(row: u32, col: u32, value: f32) {
+    let qw = params.q_width;
+    let kvw = params.kv_width;
+    if col < qw {
+        q[row * qw + col] = value;
+    } else if col < qw + kvw {
+        k[row * kvw + (col - qw)] = value;
+    } else {
+        v[row * kvw + (col - qw - kvw)] = value;
+    }
+}
+
+@compute @workgroup_size(16, 16, 1)
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let d = params.d_model;
+    let n_out = params.q_width + 2u * params.kv_width;
+    let col = wid.x * TILE + lid.x;
+    let row = wid.y * TILE + lid.y;
+
+    var acc = 0.0;
+    // The loop bound is uniform across the workgroup, so every invocation reaches every
+    // barrier, including those whose own output lies outside the matrix.
+    for (var k0 = 0u; k0 < d; k0 += TILE) {
+        let xk = k0 + lid.x;
+        var xv = 0.0;
+        if row < params.tokens && xk < d {
+            xv = x[row * d + xk];
+        }
+        xs[lid.y][lid.x] = xv;
+
+        let wk = k0 + lid.y;
+        var wv = 0.0;
+        if wk < d && col < n_out {
+            wv = w[wk * n_out + col];
+        }
+        ws[lid.y][lid.x] = wv;
+        workgroupBarrier();
+
+        for (var i = 0u; i < TILE; i++) {
+            acc += xs[lid.y][i] * ws[i][lid.x];
+        }
+        workgroupBarrier();
+    }
+
+    if row < params.tokens && col < n_out {
+        if HAS_BIAS {
+            acc += bias[col];
+        }
+        store(row, col, acc);
+    }
+}

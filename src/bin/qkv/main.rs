@@ -1,0 +1,128 @@
+//! `qkv`: run, check and time the fused Q/K/V projection on any GPU wgpu can drive.
+//!
+//! Exit codes: 0 success (every check passed), 1 a validation failed, 2 bad arguments or
+//! input, 3 no usable GPU or a GPU error.
+
+mod adapters;
+mod run;
+
+use clap::{Args, Parser, Subcommand};
+use qkv_wgpu::{AdapterFilter, BackendChoice, Error, GpuContext, Kernel};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "qkv",
+    version,
+    about = "Fused Q/K/V self-attention projections on any GPU (WGSL through wgpu), \
+             checked against an f64 CPU reference",
+    long_about = "Computes Q = X·Wq + bq, K = X·Wk + bk, V = X·Wv + bv as one GEMM over the \
+                  concatenated [Wq | Wk | Wv] in one compute dispatch, checks every element \
+                  against a CPU reference with f64 accumulation, and times it.\n\n\
+                  Start with `qkv run` (a GPT-2-small-shaped projection) or `qkv explain` (the \
+                  worked example).",
+    after_help = "Exit codes: 0 success, 1 validation failed, 2 bad arguments or input, \
+                  3 no usable GPU or a GPU error."
+)]
+struct Cli {
+    #[command(flatten)]
+    gpu: GpuArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Adapter choice, shared by every command.
+#[derive(Args, Debug, Clone)]
+struct GpuArgs {
+    /// Graphics API to use [default: the best of Vulkan, Metal, DX12; GL only if none]
+    #[arg(long, global = true, env = "QKV_BACKEND", value_enum)]
+    backend: Option<BackendChoice>,
+    /// Use the first adapter whose name contains this text (case-insensitive)
+    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING")]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    fn filter(&self) -> AdapterFilter {
+        AdapterFilter {
+            backend: self.backend,
+            name: self.adapter.clone(),
+        }
+    }
+
+    fn context(&self) -> Result<GpuContext, Error> {
+        GpuContext::new(&self.filter())
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Project seeded random X through seeded random weights on the GPU, check every element
+    /// against the CPU reference, and time it
+    Run(run::RunArgs),
+    /// List every adapter wgpu sees, with the limits and features that matter here
+    Adapters(adapters::AdaptersArgs),
+    /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
+    Explain {
+        /// Kernel variant: a name or number (see `qkv run --help`)
+        #[arg(long, default_value_t = Kernel::DEFAULT, value_parser = parse_kernel)]
+        kernel: Kernel,
+    },
+}
+
+fn parse_kernel(s: &str) -> Result<Kernel, String> {
+    s.parse()
+}
+
+/// What a command failed with, and the exit code it maps to.
+enum Failure {
+    /// Ran fine, but a check failed (exit 1); already reported.
+    Validation,
+    /// A library error (exit 2 for the user's input, 3 for the GPU).
+    Error(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+fn exit_code(e: &Error) -> u8 {
+    match e {
+        Error::Shape(_) | Error::Input(_) | Error::DeviceLimit { .. } => 2,
+        _ => 3,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Run(args) => run::run(&cli.gpu, args),
+        Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
+        Command::Explain { kernel } => explain(&cli.gpu, *kernel),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Validation) => ExitCode::from(1),
+        Err(Failure::Error(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::from(exit_code(&e))
+        }
+    }
+}
+
+fn explain(gpu: &GpuArgs, kernel: Kernel) -> Result<(), Failure> {
+    let ctx = gpu.context()?;
+    let e = qkv_wgpu::explain::explain(&ctx, kernel)?;
+    println!("{}", e.render());
+    let expected = [2.0, 17.0];
+    if e.same.iter().any(|v| *v != expected) {
+        eprintln!(
+            "FAIL: the GPU gave {:?} for the worked example; expected (2, 17) for each of q, k, v",
+            e.same
+        );
+        return Err(Failure::Validation);
+    }
+    Ok(())
+}

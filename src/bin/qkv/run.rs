@@ -1,0 +1,302 @@
+//! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
+//! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
+
+use crate::{Failure, GpuArgs};
+use clap::Args;
+use qkv_wgpu::{
+    absmax, random_inputs, reference, Error, Kernel, KernelTimer, Projector, QkvReport, QkvShape,
+    Tolerance,
+};
+use serde::Serialize;
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Rows of X (tokens in the batch)
+    #[arg(long, default_value_t = 512)]
+    tokens: u32,
+    /// Columns of X; rows of Wq, Wk, Wv
+    #[arg(long, default_value_t = 768)]
+    d_model: u32,
+    /// Columns of Wq (query heads x head_dim)
+    #[arg(long, default_value_t = 768)]
+    q_width: u32,
+    /// Columns of Wk and Wv (key/value heads x head_dim; smaller than --q-width for
+    /// grouped-query attention) [default: --q-width]
+    #[arg(long)]
+    kv_width: Option<u32>,
+    /// Add a bias to each projection
+    #[arg(long)]
+    bias: bool,
+    /// Kernel variants: names or numbers, comma-separated, or `all`
+    /// (0 naive: one output per invocation; 1 tiled: 16x16 workgroup-memory tiles)
+    #[arg(long, default_value = "tiled", value_parser = parse_kernels)]
+    kernel: KernelList,
+    /// Seed for X and the weights (uniform in [-1, 1))
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Timed runs per kernel after one untimed warm-up; every run is validated
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    repeats: u32,
+    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
+    #[arg(long, allow_negative_numbers = true)]
+    atol: Option<f64>,
+    /// Relative tolerance [default: 1e-4]
+    #[arg(long, allow_negative_numbers = true)]
+    rtol: Option<f64>,
+    /// Print one JSON object per kernel (one line each) instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone)]
+struct KernelList(Vec<Kernel>);
+
+fn parse_kernels(s: &str) -> Result<KernelList, String> {
+    Kernel::parse_list(s).map(KernelList)
+}
+
+/// One kernel's results: what `--json` prints.
+#[derive(Debug, Serialize)]
+struct KernelResult {
+    adapter: String,
+    backend: String,
+    device_type: String,
+    kernel: &'static str,
+    kernel_number: u32,
+    tokens: u32,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+    bias: bool,
+    seed: u64,
+    repeats: u32,
+    kernel_timer: KernelTimer,
+    gpu_kernel_ms: f64,
+    gpu_kernel_ms_min: f64,
+    gpu_kernel_ms_max: f64,
+    gpu_total_ms: f64,
+    upload_ms: f64,
+    dispatch_ms: f64,
+    readback_ms: f64,
+    weights_upload_ms: f64,
+    cpu_ms: f64,
+    gflops: f64,
+    gflop_per_run: f64,
+    max_abs_err: f64,
+    max_rel_err: f64,
+    rel_l2_err: f64,
+    atol: f64,
+    rtol: f64,
+    pass: bool,
+    #[serde(skip)]
+    report: Option<QkvReport>,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median, min and max of `values` (non-empty).
+fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// Progress on stderr, only when a person is watching it.
+fn progress(msg: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("... {msg}");
+    }
+}
+
+pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
+    let kv_width = args.kv_width.unwrap_or(args.q_width);
+    let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
+    for (name, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
+        if let Some(v) = value {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(
+                    Error::Input(format!("{name} must be a finite number >= 0, got {v}")).into(),
+                );
+            }
+        }
+    }
+    let ctx = gpu.context()?;
+    // Fail on a shape the device cannot hold before spending time on inputs and the reference.
+    for &kernel in &args.kernel.0 {
+        qkv_wgpu::projector::check_fits(&ctx, &shape, kernel)?;
+    }
+
+    progress(&format!("generating inputs (seed {})", args.seed));
+    let (x, weights) = random_inputs(&shape, args.seed);
+    let default_tol = Tolerance::for_f32_accumulation(
+        shape.d_model,
+        absmax(&x),
+        absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[]))),
+    );
+    let tol = Tolerance {
+        atol: args.atol.unwrap_or(default_tol.atol),
+        rtol: args.rtol.unwrap_or(default_tol.rtol),
+    };
+    progress("computing the CPU reference (f64)");
+    let start = Instant::now();
+    let expected = reference(&shape, &x, &weights);
+    let cpu = start.elapsed();
+
+    let s = &ctx.summary;
+    if !args.json {
+        println!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
+        println!("shape     {shape}");
+        println!(
+            "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}",
+            shape.flops() / 1e9,
+            args.seed
+        );
+        println!(
+            "check     |gpu - ref| <= atol + rtol·|ref|, atol {:.3e}, rtol {:.1e}; CPU \
+             reference (f64) {:.1} ms",
+            tol.atol,
+            tol.rtol,
+            ms(cpu)
+        );
+    }
+
+    let mut all_pass = true;
+    for &kernel in &args.kernel.0 {
+        progress(&format!(
+            "kernel {kernel}: 1 warm-up + {} timed runs",
+            args.repeats
+        ));
+        let mut projector = Projector::new(&ctx, shape, kernel)?;
+        let weights_upload = projector.set_weights(&weights)?;
+        let mut kernel_ms = Vec::new();
+        let mut parts = Vec::new();
+        let mut timer = KernelTimer::Host;
+        let mut worst: Option<QkvReport> = None;
+        for i in 0..=args.repeats {
+            let out = projector.run(&x)?;
+            let report = QkvReport::new(
+                (&out.q, &out.k, &out.v),
+                &expected,
+                args.q_width,
+                kv_width,
+                tol,
+            );
+            let keep = match &worst {
+                None => true,
+                Some(w) => w.pass() && !report.pass(),
+            };
+            if keep {
+                worst = Some(report);
+            }
+            if i > 0 {
+                let t = out.timings;
+                timer = t.kernel_timer;
+                kernel_ms.push(ms(t.kernel));
+                parts.push(t);
+            }
+        }
+        let report = worst.expect("at least one run");
+        let (kernel_med, kernel_min, kernel_max) = spread(kernel_ms);
+        let median_of = |f: &dyn Fn(&qkv_wgpu::RunTimings) -> Duration| {
+            spread(parts.iter().map(|t| ms(f(t))).collect()).0
+        };
+        let result = KernelResult {
+            adapter: s.name.clone(),
+            backend: s.backend.clone(),
+            device_type: s.device_type.clone(),
+            kernel: kernel.name(),
+            kernel_number: kernel.number(),
+            tokens: shape.tokens,
+            d_model: shape.d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            bias: shape.bias,
+            seed: args.seed,
+            repeats: args.repeats,
+            kernel_timer: timer,
+            gpu_kernel_ms: kernel_med,
+            gpu_kernel_ms_min: kernel_min,
+            gpu_kernel_ms_max: kernel_max,
+            gpu_total_ms: median_of(&|t| t.total()),
+            upload_ms: median_of(&|t| t.upload),
+            dispatch_ms: median_of(&|t| t.dispatch_wall),
+            readback_ms: median_of(&|t| t.readback),
+            weights_upload_ms: ms(weights_upload),
+            cpu_ms: ms(cpu),
+            gflops: shape.gflops(kernel_med / 1e3),
+            gflop_per_run: shape.flops() / 1e9,
+            max_abs_err: report.max_abs_err(),
+            max_rel_err: report.max_rel_err(),
+            rel_l2_err: report.rel_l2_err(),
+            atol: tol.atol,
+            rtol: tol.rtol,
+            pass: report.pass(),
+            report: Some(report),
+        };
+        all_pass &= result.pass;
+        if args.json {
+            println!(
+                "{}",
+                serde_json::to_string(&result).expect("results serialize")
+            );
+        } else {
+            print_text(&result, kernel);
+        }
+    }
+    if args.kernel.0.len() > 1 && !args.json {
+        println!(
+            "\n{}",
+            if all_pass {
+                "PASS (all kernels)"
+            } else {
+                "FAIL (see above)"
+            }
+        );
+    }
+    if all_pass {
+        Ok(())
+    } else {
+        Err(Failure::Validation)
+    }
+}
+
+fn print_text(r: &KernelResult, kernel: Kernel) {
+    let timer = match r.kernel_timer {
+        KernelTimer::GpuTimestamp => "GPU timestamps",
+        KernelTimer::Host => "host clock: no timestamp queries on this adapter",
+    };
+    println!(
+        "\nkernel    {} ({}): {}",
+        kernel.name(),
+        kernel.number(),
+        kernel.description()
+    );
+    println!(
+        "  GPU kernel   {:>10.3} ms  median of {} (min {:.3}, max {:.3}; {timer})  {:.2} GFLOP/s",
+        r.gpu_kernel_ms, r.repeats, r.gpu_kernel_ms_min, r.gpu_kernel_ms_max, r.gflops
+    );
+    println!(
+        "  end-to-end   {:>10.3} ms  upload X {:.3} + dispatch {:.3} + readback Q,K,V {:.3} \
+         (weights uploaded once: {:.3} ms)",
+        r.gpu_total_ms, r.upload_ms, r.dispatch_ms, r.readback_ms, r.weights_upload_ms
+    );
+    println!(
+        "  CPU          {:>10.3} ms  f64 reference (the accuracy oracle, not a speed baseline)",
+        r.cpu_ms
+    );
+    if let Some(report) = &r.report {
+        for part in report.parts() {
+            println!("  {part}");
+        }
+    }
+    println!("  {}", if r.pass { "PASS" } else { "FAIL" });
+}

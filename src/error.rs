@@ -1,0 +1,119 @@
+//! The one error type of the library: every failure a user can cause or meet (bad shapes,
+//! missing adapters, device limits, GPU validation errors) as a message that says what to do.
+
+use std::time::Duration;
+
+/// What can go wrong while setting up or running a projection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No adapter at all: the machine has no usable GPU driver.
+    #[error(
+        "no GPU adapter found{filter}.\n\
+         wgpu needs a Vulkan, Metal or DX12 driver. On Linux without a GPU, install Mesa's \
+         software Vulkan driver (lavapipe):\n    sudo apt-get install mesa-vulkan-drivers\n\
+         or run scripts/setup.sh, which does that for you. `qkv adapters` lists what wgpu sees."
+    )]
+    NoAdapter {
+        /// The filter that was applied, already formatted (" matching ...") or empty.
+        filter: String,
+    },
+
+    /// Adapters exist, but none matches `--backend` / `--adapter`.
+    #[error("no adapter matches {filter}; available: {available}")]
+    AdapterNotFound {
+        /// The filter, formatted for the user.
+        filter: String,
+        /// The adapters that do exist, formatted for the user.
+        available: String,
+    },
+
+    /// The adapter refused to create a device.
+    #[error("could not create a device on adapter '{adapter}': {source}")]
+    RequestDevice {
+        /// Name of the adapter.
+        adapter: String,
+        /// wgpu's reason.
+        source: wgpu::RequestDeviceError,
+    },
+
+    /// A shape that makes no sense (a zero dimension, an overflow, mismatched data).
+    #[error("invalid shape: {0}")]
+    Shape(String),
+
+    /// A shape that is valid but does not fit the device.
+    #[error(
+        "{what} needs {needed} but this device allows at most {limit} ({limit_name}); \
+         use a smaller shape{hint}"
+    )]
+    DeviceLimit {
+        /// The resource, e.g. "the Q output buffer".
+        what: String,
+        /// The amount needed, formatted with its unit.
+        needed: String,
+        /// The device's limit, formatted with its unit.
+        limit: String,
+        /// The wgpu limit's name, so the user can look it up in `qkv adapters`.
+        limit_name: &'static str,
+        /// Extra advice, starting with "; " when present.
+        hint: String,
+    },
+
+    /// Input data that cannot be projected (wrong length, non-finite where not allowed).
+    #[error("invalid input: {0}")]
+    Input(String),
+
+    /// wgpu reported a validation, out-of-memory or internal error.
+    #[error("GPU error during {during}: {message}")]
+    Gpu {
+        /// The operation in progress, e.g. "dispatch of kernel tiled".
+        during: String,
+        /// wgpu's message.
+        message: String,
+    },
+
+    /// The device was lost (driver reset, watchdog, out of memory on some backends).
+    #[error("the GPU device was lost during {during}: {message}")]
+    DeviceLost {
+        /// The operation in progress.
+        during: String,
+        /// The driver's reason.
+        message: String,
+    },
+
+    /// Waiting on the GPU failed or timed out.
+    #[error("waiting for the GPU failed during {during}: {message}")]
+    Poll {
+        /// The operation in progress.
+        during: String,
+        /// wgpu's reason.
+        message: String,
+    },
+
+    /// Mapping a readback buffer failed.
+    #[error("reading results back from the GPU failed: {0}")]
+    Readback(String),
+
+    /// A timed region took longer than wgpu allows to wait.
+    #[error("the GPU did not finish {during} within {timeout:?}")]
+    Timeout {
+        /// The operation in progress.
+        during: String,
+        /// How long we waited.
+        timeout: Duration,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Formats a byte count for messages: exact bytes plus a human unit.
+pub(crate) fn fmt_bytes(bytes: u64) -> String {
+    const MIB: f64 = 1024.0 * 1024.0;
+    if bytes >= 1 << 30 {
+        format!("{bytes} bytes ({:.2} GiB)", bytes as f64 / (MIB * 1024.0))
+    } else if bytes >= 1 << 20 {
+        format!("{bytes} bytes ({:.1} MiB)", bytes as f64 / MIB)
+    } else {
+        format!("{bytes} bytes")
+    }
+}

@@ -1,0 +1,40 @@
+//! qkv-wgpu: the Q, K and V projections of self-attention (Q = X·Wq + bq, K = X·Wk + bk,
+//! V = X·Wv + bv) as one fused GEMM over [Wq | Wk | Wv] in one WGSL compute dispatch, on any
+//! GPU wgpu drives, validated against an f64 CPU reference.
+//!
+//! ```no_run
+//! use qkv_wgpu::{AdapterFilter, GpuContext, Kernel, Projector, QkvShape};
+//! # fn main() -> qkv_wgpu::Result<()> {
+//! let ctx = GpuContext::new(&AdapterFilter::default())?;         // once
+//! let shape = QkvShape::new(1024, 768, 768, 768, true)?;
+//! let (x, weights) = qkv_wgpu::random_inputs(&shape, 42);
+//! let mut projector = Projector::new(&ctx, shape, Kernel::DEFAULT)?; // once per shape
+//! projector.set_weights(&weights)?;
+//! let out = projector.run(&x)?;                                   // many times
+//! let reference = qkv_wgpu::reference(&shape, &x, &weights);
+//! let tol = qkv_wgpu::Tolerance::for_f32_accumulation(768, 1.0, 1.0);
+//! let report = qkv_wgpu::QkvReport::new((&out.q, &out.k, &out.v), &reference, 768, 768, tol);
+//! assert!(report.pass());
+//! # Ok(()) }
+//! ```
+
+pub mod context;
+pub mod error;
+pub mod explain;
+pub mod kernels;
+pub mod projector;
+pub mod reference;
+pub mod shape;
+pub mod validate;
+pub mod weights;
+
+pub use context::{
+    list_adapters, AdapterFilter, AdapterSummary, BackendChoice, ContextOptions, GpuContext,
+};
+pub use error::{Error, Result};
+pub use kernels::Kernel;
+pub use projector::{KernelTimer, Projector, QkvOutput, RunTimings};
+pub use reference::{reference, Reference};
+pub use shape::QkvShape;
+pub use validate::{absmax, validate, QkvReport, Report, Tolerance};
+pub use weights::{random_inputs, FusedWeights, Projection};

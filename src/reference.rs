@@ -1,0 +1,122 @@
+//! The CPU reference: Q, K and V with every sum accumulated in f64. It is the accuracy
+//! oracle that every GPU result is checked against, not a speed baseline.
+
+use crate::shape::QkvShape;
+use crate::weights::FusedWeights;
+
+/// Q [tokens, q_width], K and V [tokens, kv_width], in f64.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reference {
+    /// Q, row-major.
+    pub q: Vec<f64>,
+    /// K, row-major.
+    pub k: Vec<f64>,
+    /// V, row-major.
+    pub v: Vec<f64>,
+}
+
+/// Computes the fused rows `rows` of X . W + b into `out` ([rows.len(), n_out], f64).
+fn fused_rows(
+    shape: &QkvShape,
+    x: &[f32],
+    weights: &FusedWeights,
+    rows: std::ops::Range<usize>,
+    out: &mut [f64],
+) {
+    let d = shape.d_model as usize;
+    let n = shape.n_out() as usize;
+    for (row, acc) in rows.zip(out.chunks_exact_mut(n)) {
+        match &weights.bias {
+            Some(b) => acc.iter_mut().zip(b).for_each(|(a, &b)| *a = b as f64),
+            None => acc.fill(0.0),
+        }
+        // i outer, j inner: W is read row by row, contiguously.
+        for (i, &xi) in x[row * d..(row + 1) * d].iter().enumerate() {
+            let xi = xi as f64;
+            for (a, &wij) in acc.iter_mut().zip(&weights.w[i * n..(i + 1) * n]) {
+                *a += xi * wij as f64;
+            }
+        }
+    }
+}
+
+/// Q = X . Wq + bq, K = X . Wk + bk, V = X . Wv + bv with f64 accumulation.
+///
+/// `x` is [tokens, d_model] row-major; `weights` must match `shape` (checked by callers that
+/// build both from one source; mismatched lengths panic here as a programming error).
+/// Rows are split across the machine's cores.
+pub fn reference(shape: &QkvShape, x: &[f32], weights: &FusedWeights) -> Reference {
+    assert_eq!(x.len(), shape.x_len(), "X does not match the shape");
+    assert_eq!(weights.w.len(), shape.w_len(), "W does not match the shape");
+    let tokens = shape.tokens as usize;
+    let n = shape.n_out() as usize;
+    let mut fused = vec![0f64; tokens * n];
+    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
+    let rows_per = tokens.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (chunk, out) in fused.chunks_mut(rows_per * n).enumerate() {
+            let start = chunk * rows_per;
+            let rows = start..start + out.len() / n;
+            scope.spawn(move || fused_rows(shape, x, weights, rows, out));
+        }
+    });
+    let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
+    let mut r = Reference {
+        q: Vec::with_capacity(tokens * qw),
+        k: Vec::with_capacity(tokens * kvw),
+        v: Vec::with_capacity(tokens * kvw),
+    };
+    for row in fused.chunks_exact(n) {
+        r.q.extend_from_slice(&row[..qw]);
+        r.k.extend_from_slice(&row[qw..qw + kvw]);
+        r.v.extend_from_slice(&row[qw + kvw..]);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::weights::random_inputs;
+
+    #[test]
+    fn worked_example_is_exact() {
+        // x = (2, 3), W = [[1, 10], [0, -1]] gives (2, 17), for each of Q, K and V.
+        let shape = QkvShape::new(1, 2, 2, 2, false).unwrap();
+        let row = |a: f32, b: f32| [a, b, a, b, a, b];
+        let w: Vec<f32> = [row(1.0, 10.0), row(0.0, -1.0)].concat();
+        let weights = FusedWeights {
+            d_model: 2,
+            q_width: 2,
+            kv_width: 2,
+            w,
+            bias: None,
+        };
+        let r = reference(&shape, &[2.0, 3.0], &weights);
+        assert_eq!(r.q, vec![2.0, 17.0]);
+        assert_eq!(r.k, vec![2.0, 17.0]);
+        assert_eq!(r.v, vec![2.0, 17.0]);
+    }
+
+    #[test]
+    fn threaded_rows_match_a_plain_triple_loop() {
+        let shape = QkvShape::new(13, 7, 5, 3, true).unwrap();
+        let (x, w) = random_inputs(&shape, 1);
+        let r = reference(&shape, &x, &w);
+        let n = shape.n_out() as usize;
+        for t in 0..13 {
+            for j in 0..n {
+                let mut acc = w.bias.as_ref().unwrap()[j] as f64;
+                for i in 0..7 {
+                    acc += x[t * 7 + i] as f64 * w.w[i * n + j] as f64;
+                }
+                let got = match j {
+                    j if j < 5 => r.q[t * 5 + j],
+                    j if j < 8 => r.k[t * 3 + j - 5],
+                    j => r.v[t * 3 + j - 8],
+                };
+                assert_eq!(got, acc, "row {t} col {j}");
+            }
+        }
+    }
+}

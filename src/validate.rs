@@ -1,0 +1,319 @@
+//! Validation of GPU results against the f64 reference. One condition decides and reports:
+//! an element passes when |gpu - ref| <= atol + rtol * |ref| (NaN matches NaN and an infinity
+//! matches the same infinity, so inputs that carry them compare like for like).
+
+use serde::Serialize;
+use std::fmt;
+
+/// The tolerance of the check `|gpu - ref| <= atol + rtol * |ref|`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Tolerance {
+    /// Absolute part.
+    pub atol: f64,
+    /// Relative part.
+    pub rtol: f64,
+}
+
+impl Tolerance {
+    /// The default for f32 accumulation of dot products of length `d_model` whose terms are
+    /// bounded by `x_absmax * w_absmax`.
+    ///
+    /// Rounding each of the d_model f32 additions adds an error of at most 2^-24 of the
+    /// running sum; those errors are close to independent, so the total grows like
+    /// sqrt(d_model) x 2^-24 x (partial sums of size up to sqrt(d_model) x term). `atol` is
+    /// 1e-5 x sqrt(d_model) x x_absmax x w_absmax, a margin of about 100x over that typical
+    /// error at d_model 768 and still far below any real bug (a wrong index or a missed term
+    /// moves an element by about one term, x_absmax x w_absmax). `rtol` = 1e-4 covers results
+    /// much larger than their terms (a bias of large magnitude).
+    pub fn for_f32_accumulation(d_model: u32, x_absmax: f32, w_absmax: f32) -> Self {
+        let scale = x_absmax as f64 * w_absmax as f64;
+        let scale = if scale.is_finite() { scale } else { 0.0 };
+        Self {
+            atol: 1e-5 * (d_model.max(1) as f64).sqrt() * scale,
+            rtol: 1e-4,
+        }
+    }
+
+    /// Whether one element passes. This is the only place the condition is written.
+    pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
+        let g = gpu as f64;
+        if g.is_nan() && reference.is_nan() || g == reference {
+            return true;
+        }
+        // Otherwise a non-finite value on either side is a mismatch: the bound below would
+        // accept +inf against -inf, since atol + rtol * inf is itself infinite.
+        if !g.is_finite() || !reference.is_finite() {
+            return false;
+        }
+        (g - reference).abs() <= self.atol + self.rtol * reference.abs()
+    }
+}
+
+/// The largest finite absolute value in `data` (0 for none); the scale tolerances use.
+pub fn absmax(data: &[f32]) -> f32 {
+    data.iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |m, v| m.max(v.abs()))
+}
+
+/// One element that failed the check.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Mismatch {
+    /// Row (token).
+    pub row: usize,
+    /// Column within the output.
+    pub col: usize,
+    /// What the GPU wrote (NaN: never written, or computed as NaN).
+    pub gpu: f32,
+    /// The f64 reference.
+    pub reference: f64,
+}
+
+/// The check of one output matrix.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// "Q", "K" or "V".
+    pub name: &'static str,
+    /// Elements compared.
+    pub elements: usize,
+    /// Largest |gpu - ref| (infinite when an element is NaN or infinite on one side only).
+    pub max_abs_err: f64,
+    /// Largest |gpu - ref| / |ref| over elements with ref != 0.
+    pub max_rel_err: f64,
+    /// ||gpu - ref||_2 / ||ref||_2 over elements that are finite on both sides.
+    pub rel_l2_err: f64,
+    /// Elements that failed the check.
+    pub mismatches: usize,
+    /// The first few of them, in row-major order.
+    pub first_mismatches: Vec<Mismatch>,
+    /// The tolerance applied.
+    pub tolerance: Tolerance,
+    /// True when no element failed.
+    pub pass: bool,
+}
+
+/// How many mismatches a report keeps for printing.
+pub const MISMATCHES_SHOWN: usize = 5;
+
+/// Checks `gpu` against `reference`, both [rows, cols] row-major, with `tol`.
+pub fn validate(
+    name: &'static str,
+    gpu: &[f32],
+    reference: &[f64],
+    cols: usize,
+    tol: Tolerance,
+) -> Report {
+    assert_eq!(gpu.len(), reference.len(), "{name}: lengths differ");
+    let mut report = Report {
+        name,
+        elements: gpu.len(),
+        max_abs_err: 0.0,
+        max_rel_err: 0.0,
+        rel_l2_err: 0.0,
+        mismatches: 0,
+        first_mismatches: Vec::new(),
+        tolerance: tol,
+        pass: true,
+    };
+    let (mut diff2, mut ref2) = (0f64, 0f64);
+    for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
+        let ok = tol.accepts(g, r);
+        let g64 = g as f64;
+        if g64.is_finite() && r.is_finite() {
+            let err = (g64 - r).abs();
+            report.max_abs_err = report.max_abs_err.max(err);
+            if r != 0.0 {
+                report.max_rel_err = report.max_rel_err.max(err / r.abs());
+            }
+            diff2 += err * err;
+            ref2 += r * r;
+        } else if !ok {
+            report.max_abs_err = f64::INFINITY;
+            report.max_rel_err = f64::INFINITY;
+        }
+        if !ok {
+            report.mismatches += 1;
+            if report.first_mismatches.len() < MISMATCHES_SHOWN {
+                report.first_mismatches.push(Mismatch {
+                    row: i / cols.max(1),
+                    col: i % cols.max(1),
+                    gpu: g,
+                    reference: r,
+                });
+            }
+        }
+    }
+    report.rel_l2_err = if report.max_abs_err.is_infinite() {
+        f64::INFINITY
+    } else if ref2 > 0.0 {
+        (diff2 / ref2).sqrt()
+    } else {
+        diff2.sqrt()
+    };
+    report.pass = report.mismatches == 0;
+    report
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} elements, max abs err {:.3e}, max rel err {:.3e}, rel L2 err {:.3e}, \
+             {} mismatches -> {}",
+            self.name,
+            self.elements,
+            self.max_abs_err,
+            self.max_rel_err,
+            self.rel_l2_err,
+            self.mismatches,
+            if self.pass { "PASS" } else { "FAIL" }
+        )?;
+        for m in &self.first_mismatches {
+            write!(
+                f,
+                "\n    [{}, {}]: gpu {:e}, reference {:e}",
+                m.row, m.col, m.gpu, m.reference
+            )?;
+        }
+        if self.mismatches > self.first_mismatches.len() {
+            write!(
+                f,
+                "\n    ... and {} more",
+                self.mismatches - self.first_mismatches.len()
+            )?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOL: Tolerance = Tolerance {
+        atol: 1e-5,
+        rtol: 1e-4,
+    };
+
+    #[test]
+    fn exact_and_within_tolerance_pass() {
+        let r = validate("Q", &[1.0, 2.0, 3.0], &[1.0, 2.0000001, 3.0], 3, TOL);
+        assert!(r.pass, "{r}");
+        assert_eq!(r.mismatches, 0);
+    }
+
+    #[test]
+    fn a_planted_wrong_element_fails_and_is_located() {
+        let gpu = [1.0, 2.0, 3.0, 4.5, 5.0, 6.0];
+        let reference = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let r = validate("K", &gpu, &reference, 3, TOL);
+        assert!(!r.pass);
+        assert_eq!(r.mismatches, 1);
+        assert_eq!(
+            r.first_mismatches[0],
+            Mismatch {
+                row: 1,
+                col: 0,
+                gpu: 4.5,
+                reference: 4.0
+            }
+        );
+        assert!((r.max_abs_err - 0.5).abs() < 1e-12);
+        assert!(r.to_string().contains("[1, 0]: gpu 4.5e0, reference 4e0"));
+    }
+
+    #[test]
+    fn an_unwritten_nan_element_fails() {
+        let r = validate("V", &[1.0, f32::NAN], &[1.0, 2.0], 2, TOL);
+        assert!(!r.pass);
+        assert_eq!(r.mismatches, 1);
+        assert!(r.max_abs_err.is_infinite());
+        assert!(r.to_string().contains("FAIL"));
+    }
+
+    #[test]
+    fn nan_matches_nan_and_infinities_match_themselves() {
+        let r = validate(
+            "Q",
+            &[f32::NAN, f32::INFINITY],
+            &[f64::NAN, f64::INFINITY],
+            2,
+            TOL,
+        );
+        assert!(r.pass, "{r}");
+        let r = validate("Q", &[f32::INFINITY], &[f64::NEG_INFINITY], 1, TOL);
+        assert!(!r.pass);
+    }
+
+    #[test]
+    fn tolerance_scales_with_d_model_and_magnitudes() {
+        let a = Tolerance::for_f32_accumulation(100, 1.0, 1.0);
+        let b = Tolerance::for_f32_accumulation(400, 1.0, 1.0);
+        assert!((b.atol / a.atol - 2.0).abs() < 1e-12);
+        let c = Tolerance::for_f32_accumulation(100, 2.0, 3.0);
+        assert!((c.atol / a.atol - 6.0).abs() < 1e-12);
+        assert_eq!(absmax(&[-3.0, 2.0, f32::NAN, f32::INFINITY]), 3.0);
+    }
+}
+
+/// The check of all three outputs of one projection.
+#[derive(Debug, Clone, Serialize)]
+pub struct QkvReport {
+    /// Q against the reference.
+    pub q: Report,
+    /// K against the reference.
+    pub k: Report,
+    /// V against the reference.
+    pub v: Report,
+}
+
+impl QkvReport {
+    /// Checks Q, K and V of one run (q: [tokens, q_width], k and v: [tokens, kv_width]).
+    pub fn new(
+        gpu: (&[f32], &[f32], &[f32]),
+        reference: &crate::reference::Reference,
+        q_width: u32,
+        kv_width: u32,
+        tol: Tolerance,
+    ) -> Self {
+        Self {
+            q: validate("Q", gpu.0, &reference.q, q_width as usize, tol),
+            k: validate("K", gpu.1, &reference.k, kv_width as usize, tol),
+            v: validate("V", gpu.2, &reference.v, kv_width as usize, tol),
+        }
+    }
+
+    /// The three reports.
+    pub fn parts(&self) -> [&Report; 3] {
+        [&self.q, &self.k, &self.v]
+    }
+
+    /// True when all three pass.
+    pub fn pass(&self) -> bool {
+        self.parts().iter().all(|r| r.pass)
+    }
+
+    /// The worst max absolute error of the three.
+    pub fn max_abs_err(&self) -> f64 {
+        self.parts()
+            .iter()
+            .map(|r| r.max_abs_err)
+            .fold(0.0, f64::max)
+    }
+
+    /// The worst max relative error of the three.
+    pub fn max_rel_err(&self) -> f64 {
+        self.parts()
+            .iter()
+            .map(|r| r.max_rel_err)
+            .fold(0.0, f64::max)
+    }
+
+    /// The worst relative L2 error of the three.
+    pub fn rel_l2_err(&self) -> f64 {
+        self.parts()
+            .iter()
+            .map(|r| r.rel_l2_err)
+            .fold(0.0, f64::max)
+    }
+}

@@ -1,0 +1,193 @@
+//! Weights in the layout the kernels read: Wq, Wk and Wv concatenated column-wise into one
+//! [d_model, q_width + 2 * kv_width] matrix, so the three projections are one GEMM; and the
+//! seeded random inputs `qkv run` and the tests use.
+
+use crate::error::{Error, Result};
+use crate::shape::QkvShape;
+use rand::{Rng, SeedableRng};
+
+/// The fused projection weights, row-major [d_model, n_out] ("in-out": y = x . W + b), with
+/// columns [0, q_width) = Wq, [q_width, q_width + kv_width) = Wk, the rest = Wv.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FusedWeights {
+    /// Rows of W.
+    pub d_model: u32,
+    /// Columns of Wq.
+    pub q_width: u32,
+    /// Columns of Wk and of Wv.
+    pub kv_width: u32,
+    /// W [d_model, n_out], row-major.
+    pub w: Vec<f32>,
+    /// bias [n_out] = bq ++ bk ++ bv, if the projection has one.
+    pub bias: Option<Vec<f32>>,
+}
+
+/// One projection's matrix [d_model, width] in in-out layout, and its optional bias [width].
+#[derive(Debug, Clone, Copy)]
+pub struct Projection<'a> {
+    /// W [d_model, width], row-major.
+    pub w: &'a [f32],
+    /// Columns of W.
+    pub width: u32,
+    /// bias [width].
+    pub bias: Option<&'a [f32]>,
+}
+
+impl FusedWeights {
+    /// Fuses three in-out matrices Wq [d_model, q_width], Wk and Wv [d_model, kv_width] and
+    /// their biases (all three or none) into one.
+    pub fn fuse(d_model: u32, q: Projection, k: Projection, v: Projection) -> Result<Self> {
+        if k.width != v.width {
+            return Err(Error::Shape(format!(
+                "Wk has {} columns but Wv has {}; K and V must have the same width",
+                k.width, v.width
+            )));
+        }
+        let shape = QkvShape::new(1, d_model, q.width, k.width, q.bias.is_some())?;
+        let d = d_model as usize;
+        for (name, p) in [("Wq", q), ("Wk", k), ("Wv", v)] {
+            let expected = d * p.width as usize;
+            if p.w.len() != expected {
+                return Err(Error::Shape(format!(
+                    "{name} has {} elements; [{d_model}, {}] needs {expected}",
+                    p.w.len(),
+                    p.width
+                )));
+            }
+            if let Some(b) = p.bias {
+                if b.len() != p.width as usize {
+                    return Err(Error::Shape(format!(
+                        "the bias of {name} has {} elements; it needs {}",
+                        b.len(),
+                        p.width
+                    )));
+                }
+            }
+        }
+        let with_bias = [q, k, v].iter().filter(|p| p.bias.is_some()).count();
+        if with_bias != 0 && with_bias != 3 {
+            return Err(Error::Shape(
+                "give a bias for all three of Q, K and V, or for none".into(),
+            ));
+        }
+        let n_out = shape.n_out() as usize;
+        let mut w = Vec::with_capacity(shape.w_len());
+        for row in 0..d {
+            for p in [q, k, v] {
+                let width = p.width as usize;
+                w.extend_from_slice(&p.w[row * width..(row + 1) * width]);
+            }
+        }
+        debug_assert_eq!(w.len(), d * n_out);
+        let bias = q.bias.map(|bq| {
+            let mut b = Vec::with_capacity(n_out);
+            b.extend_from_slice(bq);
+            b.extend_from_slice(k.bias.unwrap_or_default());
+            b.extend_from_slice(v.bias.unwrap_or_default());
+            b
+        });
+        Ok(Self {
+            d_model,
+            q_width: q.width,
+            kv_width: k.width,
+            w,
+            bias,
+        })
+    }
+
+    /// Columns of the fused matrix.
+    pub fn n_out(&self) -> u32 {
+        self.q_width + 2 * self.kv_width
+    }
+
+    /// The projection shape these weights give for `tokens` rows of X.
+    pub fn shape(&self, tokens: u32) -> Result<QkvShape> {
+        QkvShape::new(
+            tokens,
+            self.d_model,
+            self.q_width,
+            self.kv_width,
+            self.bias.is_some(),
+        )
+    }
+}
+
+/// Seeded inputs for a shape: X and fused weights (and bias, if the shape has one) drawn
+/// uniformly from [-1, 1). The same seed gives the same numbers on every machine.
+pub fn random_inputs(shape: &QkvShape, seed: u64) -> (Vec<f32>, FusedWeights) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let x = draw(shape.x_len());
+    let w = draw(shape.w_len());
+    let bias = shape.bias.then(|| draw(shape.n_out() as usize));
+    (
+        x,
+        FusedWeights {
+            d_model: shape.d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            w,
+            bias,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_interleaves_rows_column_wise() {
+        // d_model 2; Wq [2,2], Wk [2,1], Wv [2,1].
+        let wq: &'static [f32] = &[1.0, 2.0, 3.0, 4.0];
+        let wk: &'static [f32] = &[5.0, 6.0];
+        let wv: &'static [f32] = &[7.0, 8.0];
+        let p = |w: &'static [f32], width| Projection {
+            w,
+            width,
+            bias: None,
+        };
+        let f = FusedWeights::fuse(2, p(wq, 2), p(wk, 1), p(wv, 1)).unwrap();
+        assert_eq!(f.w, vec![1.0, 2.0, 5.0, 7.0, 3.0, 4.0, 6.0, 8.0]);
+        assert_eq!(f.n_out(), 4);
+        assert!(f.bias.is_none());
+    }
+
+    #[test]
+    fn fuse_rejects_wrong_lengths_and_partial_bias() {
+        let w = [1.0f32; 4];
+        let ok = Projection {
+            w: &w,
+            width: 2,
+            bias: None,
+        };
+        let short = Projection {
+            w: &w[..3],
+            width: 2,
+            bias: None,
+        };
+        assert!(FusedWeights::fuse(2, ok, short, ok).is_err());
+        let b = [0.5f32; 2];
+        let biased = Projection {
+            bias: Some(&b),
+            ..ok
+        };
+        let err = FusedWeights::fuse(2, biased, ok, ok)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("all three"), "{err}");
+    }
+
+    #[test]
+    fn random_inputs_are_seeded_nonzero_and_in_range() {
+        let s = QkvShape::new(3, 5, 4, 2, true).unwrap();
+        let (x1, w1) = random_inputs(&s, 7);
+        let (x2, w2) = random_inputs(&s, 7);
+        let (x3, _) = random_inputs(&s, 8);
+        assert_eq!((&x1, &w1), (&x2, &w2));
+        assert_ne!(x1, x3);
+        assert_eq!(w1.bias.as_ref().unwrap().len(), 8);
+        assert!(x1.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(x1.iter().any(|v| *v != 0.0));
+    }
+}

@@ -1,0 +1,58 @@
+//! Helpers shared by the GPU test files: one context per test binary, and a projection
+//! checked end to end against the CPU reference.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use qkv_wgpu::{
+    absmax, random_inputs, reference, AdapterFilter, GpuContext, Kernel, Projector, QkvReport,
+    QkvShape, Tolerance,
+};
+use std::sync::OnceLock;
+
+/// The context every GPU test in this binary shares. A missing adapter fails the test with
+/// the reason: GPU tests never skip.
+pub fn ctx() -> &'static GpuContext {
+    static CTX: OnceLock<GpuContext> = OnceLock::new();
+    CTX.get_or_init(|| {
+        let filter = AdapterFilter::from_env().expect("QKV_BACKEND / QKV_ADAPTER are valid");
+        GpuContext::new(&filter).unwrap_or_else(|e| {
+            panic!(
+                "GPU tests need an adapter and never skip.\n{e}\n\
+                 Run scripts/setup.sh (installs Mesa's lavapipe where no GPU driver exists)."
+            )
+        })
+    })
+}
+
+/// The default tolerance for these inputs.
+pub fn tolerance(shape: &QkvShape, x: &[f32], w: &qkv_wgpu::FusedWeights) -> Tolerance {
+    let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
+    Tolerance::for_f32_accumulation(shape.d_model, absmax(x), wmax)
+}
+
+/// Seeded random inputs through `kernel` on the GPU, checked against the f64 reference.
+pub fn check(shape: QkvShape, kernel: Kernel, seed: u64) -> QkvReport {
+    let ctx = ctx();
+    let (x, w) = random_inputs(&shape, seed);
+    let mut p = Projector::new(ctx, shape, kernel).expect("projector");
+    p.set_weights(&w).expect("weights");
+    let out = p.run(&x).expect("run");
+    let r = reference(&shape, &x, &w);
+    QkvReport::new(
+        (&out.q, &out.k, &out.v),
+        &r,
+        shape.q_width,
+        shape.kv_width,
+        tolerance(&shape, &x, &w),
+    )
+}
+
+/// Panics with every part's report unless all three pass.
+pub fn assert_pass(report: &QkvReport, what: &str) {
+    assert!(
+        report.pass(),
+        "{what}:\n  {}\n  {}\n  {}",
+        report.q,
+        report.k,
+        report.v
+    );
+}

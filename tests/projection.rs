@@ -1,0 +1,286 @@
+//! GPU projections against the f64 CPU reference: the worked example, Wq = Wk = Wv, random
+//! ragged shapes for every kernel (proptest), repeated runs on one projector, and the
+//! errors a projector gives for misuse and for shapes past the device's limits.
+
+mod common;
+
+use common::{assert_pass, check, ctx, tolerance};
+use proptest::prelude::*;
+use qkv_wgpu::{
+    explain, random_inputs, reference, ContextOptions, Error, FusedWeights, GpuContext, Kernel,
+    Projection, Projector, QkvReport, QkvShape,
+};
+
+#[test]
+fn worked_example_is_exact_on_every_kernel() {
+    for kernel in Kernel::ALL {
+        let e = explain::explain(ctx(), kernel).unwrap();
+        assert_eq!(e.same, [[2.0, 17.0]; 3], "kernel {kernel}");
+        assert_eq!(
+            e.different,
+            [[2.0, 17.0], [3.0, 2.0], [1.0, 6.0]],
+            "kernel {kernel}"
+        );
+        let text = e.render();
+        assert!(text.contains("y_0 = 2·1 + 3·0 = 2"), "{text}");
+        assert!(text.contains("y_1 = 2·10 + 3·(-1) = 17"), "{text}");
+    }
+}
+
+#[test]
+fn equal_weights_give_equal_q_k_v() {
+    let (d, width, tokens) = (37u32, 19u32, 29u32);
+    let shape = QkvShape::new(tokens, d, width, width, true).unwrap();
+    let (x, random) = random_inputs(&shape, 5);
+    let wq: Vec<f32> = random.w[..(d * width) as usize].to_vec();
+    let b: Vec<f32> = (0..width).map(|i| i as f32 * 0.25 - 2.0).collect();
+    let p = Projection {
+        w: &wq,
+        width,
+        bias: Some(&b),
+    };
+    let weights = FusedWeights::fuse(d, p, p, p).unwrap();
+    for kernel in Kernel::ALL {
+        let mut projector = Projector::new(ctx(), shape, kernel).unwrap();
+        projector.set_weights(&weights).unwrap();
+        let out = projector.run(&x).unwrap();
+        // Same arithmetic in the same order for every column: bitwise equal, not just close.
+        assert_eq!(out.q, out.k, "kernel {kernel}");
+        assert_eq!(out.q, out.v, "kernel {kernel}");
+        let r = reference(&shape, &x, &weights);
+        let report = QkvReport::new(
+            (&out.q, &out.k, &out.v),
+            &r,
+            width,
+            width,
+            tolerance(&shape, &x, &weights),
+        );
+        assert_pass(&report, &format!("kernel {kernel}"));
+    }
+}
+
+#[test]
+fn ragged_and_edge_shapes_pass_on_every_kernel() {
+    // Sizes around the 16-wide tiles: 1, 15, 16, 17, 33, and grouped K/V narrower than Q.
+    let shapes = [
+        (1, 1, 1, 1),
+        (1, 17, 3, 1),
+        (15, 16, 16, 16),
+        (16, 15, 17, 5),
+        (17, 33, 64, 16),
+        (33, 1, 31, 2),
+        (70, 100, 96, 32),
+    ];
+    for kernel in Kernel::ALL {
+        for (i, &(t, d, q, kv)) in shapes.iter().enumerate() {
+            for bias in [false, true] {
+                let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
+                let report = check(shape, kernel, 100 + i as u64);
+                assert_pass(&report, &format!("kernel {kernel}, {shape}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn many_runs_on_one_projector_give_fresh_right_answers() {
+    let shape = QkvShape::new(45, 40, 24, 8, true).unwrap();
+    for kernel in Kernel::ALL {
+        let mut projector = Projector::new(ctx(), shape, kernel).unwrap();
+        let mut previous_q: Option<Vec<f32>> = None;
+        for seed in 0..4u64 {
+            // New X every run, and new weights on every other run.
+            let (x, w) = random_inputs(&shape, 1000 + seed / 2 * 2);
+            let (x, _) = if seed % 2 == 1 {
+                random_inputs(&shape, 5000 + seed)
+            } else {
+                (x, w.clone())
+            };
+            projector.set_weights(&w).unwrap();
+            let out = projector.run(&x).unwrap();
+            let r = reference(&shape, &x, &w);
+            let report = QkvReport::new(
+                (&out.q, &out.k, &out.v),
+                &r,
+                shape.q_width,
+                shape.kv_width,
+                tolerance(&shape, &x, &w),
+            );
+            assert_pass(&report, &format!("kernel {kernel}, run {seed}"));
+            assert_ne!(
+                previous_q.as_ref(),
+                Some(&out.q),
+                "a run returned stale output"
+            );
+            previous_q = Some(out.q);
+        }
+    }
+}
+
+#[test]
+fn poisoned_outputs_read_back_as_nan_and_fail_validation() {
+    // What every run does first: an element the kernel never wrote must read NaN.
+    let shape = QkvShape::new(9, 5, 7, 3, false).unwrap();
+    let (x, w) = random_inputs(&shape, 3);
+    let mut projector = Projector::new(ctx(), shape, Kernel::DEFAULT).unwrap();
+    projector.set_weights(&w).unwrap();
+    projector.run(&x).unwrap();
+    projector.poison_outputs().unwrap();
+    let [q, k, v] = projector.read_outputs().unwrap();
+    assert!(q.iter().chain(&k).chain(&v).all(|e| e.is_nan()));
+    let r = reference(&shape, &x, &w);
+    let report = QkvReport::new((&q, &k, &v), &r, 7, 3, tolerance(&shape, &x, &w));
+    assert!(!report.pass());
+    assert_eq!(report.q.mismatches, q.len());
+}
+
+#[test]
+fn the_validator_catches_a_planted_error_in_real_gpu_output() {
+    let shape = QkvShape::new(20, 24, 12, 4, true).unwrap();
+    let (x, w) = random_inputs(&shape, 9);
+    let mut projector = Projector::new(ctx(), shape, Kernel::DEFAULT).unwrap();
+    projector.set_weights(&w).unwrap();
+    let mut out = projector.run(&x).unwrap();
+    let r = reference(&shape, &x, &w);
+    let tol = tolerance(&shape, &x, &w);
+    let clean = QkvReport::new((&out.q, &out.k, &out.v), &r, 12, 4, tol);
+    assert_pass(&clean, "unmodified output");
+
+    out.k[4 * 7 + 2] += 1e-2; // row 7, column 2 of K
+    out.v[5] = f32::NAN; // row 1, column 1 of V: as if never written
+    let bad = QkvReport::new((&out.q, &out.k, &out.v), &r, 12, 4, tol);
+    assert!(!bad.pass());
+    assert!(bad.q.pass);
+    assert_eq!((bad.k.mismatches, bad.v.mismatches), (1, 1));
+    let (mk, mv) = (bad.k.first_mismatches[0], bad.v.first_mismatches[0]);
+    assert_eq!((mk.row, mk.col), (7, 2));
+    assert_eq!((mv.row, mv.col), (1, 1));
+    assert!(mv.gpu.is_nan());
+}
+
+#[test]
+fn misuse_is_an_error_not_a_panic() {
+    let shape = QkvShape::new(4, 3, 2, 2, true).unwrap();
+    let (x, w) = random_inputs(&shape, 1);
+    let mut p = Projector::new(ctx(), shape, Kernel::Naive).unwrap();
+    assert!(
+        matches!(p.run(&x), Err(Error::Input(_))),
+        "run before weights"
+    );
+    let mut no_bias = w.clone();
+    no_bias.bias = None;
+    assert!(matches!(p.set_weights(&no_bias), Err(Error::Shape(_))));
+    let other = QkvShape::new(4, 3, 3, 2, true).unwrap();
+    let (_, wrong) = random_inputs(&other, 1);
+    assert!(matches!(p.set_weights(&wrong), Err(Error::Shape(_))));
+    p.set_weights(&w).unwrap();
+    assert!(matches!(p.run(&x[..5]), Err(Error::Shape(_))), "short X");
+}
+
+#[test]
+fn shapes_past_lowered_limits_are_clear_errors() {
+    // Ask for small limits on purpose: a 64 KiB binding and 8 workgroups per dimension (on
+    // top of WebGPU's defaults, which every adapter wgpu exposes for compute must meet).
+    let adapter_ctx = ctx();
+    let limits = wgpu::Limits {
+        max_storage_buffer_binding_size: 64 * 1024,
+        max_compute_workgroups_per_dimension: 8,
+        ..wgpu::Limits::default()
+    };
+    let small = GpuContext::with_options(
+        &qkv_wgpu::AdapterFilter {
+            name: Some(adapter_ctx.summary.name.clone()),
+            ..qkv_wgpu::AdapterFilter::from_env().unwrap()
+        },
+        &ContextOptions {
+            limits: Some(limits),
+        },
+    )
+    .unwrap();
+    assert_eq!(small.limits().max_storage_buffer_binding_size, 64 * 1024);
+
+    // Too few storage buffers for the kernels' bindings: refused when the context is made.
+    let err = GpuContext::with_options(
+        &qkv_wgpu::AdapterFilter {
+            name: Some(adapter_ctx.summary.name.clone()),
+            ..qkv_wgpu::AdapterFilter::from_env().unwrap()
+        },
+        &ContextOptions {
+            limits: Some(wgpu::Limits::downlevel_defaults()),
+        },
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("max_storage_buffers_per_shader_stage"),
+        "{err}"
+    );
+
+    // X = 100 x 200 x 4 bytes = 80,000 bytes > 65,536.
+    let big_x = QkvShape::new(100, 200, 8, 8, false).unwrap();
+    let err = Projector::new(&small, big_x, Kernel::Naive).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, Error::DeviceLimit { .. }), "{msg}");
+    assert!(
+        msg.contains("X [tokens, d_model]") && msg.contains("max_storage_buffer_binding_size"),
+        "{msg}"
+    );
+
+    // 8 groups x 16 tokens = 128 tokens at most.
+    let many_tokens = QkvShape::new(129, 2, 2, 2, false).unwrap();
+    let msg = Projector::new(&small, many_tokens, Kernel::Tiled)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        msg.contains("max_compute_workgroups_per_dimension"),
+        "{msg}"
+    );
+
+    // Just inside both limits: runs and passes on the small device.
+    let fits = QkvShape::new(128, 100, 40, 20, true).unwrap();
+    let (x, w) = random_inputs(&fits, 2);
+    let mut p = Projector::new(&small, fits, Kernel::Tiled).unwrap();
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    let r = reference(&fits, &x, &w);
+    let report = QkvReport::new(
+        (&out.q, &out.k, &out.v),
+        &r,
+        40,
+        20,
+        tolerance(&fits, &x, &w),
+    );
+    assert_pass(&report, "shape at the lowered limits");
+}
+
+fn kernel_strategy() -> impl Strategy<Value = Kernel> {
+    prop::sample::select(Kernel::ALL.to_vec())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 40,
+        // A failing shape is shrunk, but each case is a GPU run: keep shrinking bounded.
+        max_shrink_iters: 64,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn random_shapes_match_the_reference(
+        tokens in 1u32..=300,
+        d_model in 1u32..=257,
+        q_width in 1u32..=300,
+        kv_width in 1u32..=300,
+        bias in any::<bool>(),
+        kernel in kernel_strategy(),
+        seed in any::<u64>(),
+    ) {
+        let shape = QkvShape::new(tokens, d_model, q_width, kv_width, bias).unwrap();
+        let report = check(shape, kernel, seed);
+        prop_assert!(
+            report.pass(),
+            "kernel {kernel}, {shape}, seed {seed}:\n  {}\n  {}\n  {}",
+            report.q, report.k, report.v
+        );
+    }
+}

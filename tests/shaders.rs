@@ -1,0 +1,71 @@
+//! Every WGSL file under `shaders/` parses and validates with naga, with no adapter needed,
+//! and every file is one the crate actually compiles (no orphans, no missing files).
+
+use qkv_wgpu::kernels::ALL_SHADERS;
+use std::path::Path;
+
+fn validate(name: &str, source: &str) {
+    let module = naga::front::wgsl::parse_str(source)
+        .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::empty(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(source)));
+}
+
+#[test]
+fn every_shader_file_parses_and_validates() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "wgsl") {
+            let source = std::fs::read_to_string(&path).unwrap();
+            validate(&path.display().to_string(), &source);
+            seen += 1;
+        }
+    }
+    assert!(seen > 0, "no .wgsl files found in {}", dir.display());
+}
+
+#[test]
+fn the_registry_and_the_directory_name_the_same_files() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".wgsl"))
+        .collect();
+    on_disk.sort();
+    let mut registered: Vec<String> = ALL_SHADERS.iter().map(|s| s.file.to_string()).collect();
+    registered.sort();
+    assert_eq!(on_disk, registered);
+    for s in ALL_SHADERS {
+        let on_disk = std::fs::read_to_string(dir.join(s.file)).unwrap();
+        assert_eq!(
+            on_disk, s.wgsl,
+            "{} differs from the compiled-in copy",
+            s.file
+        );
+        validate(s.file, s.wgsl);
+    }
+}
+
+#[test]
+fn a_broken_shader_is_caught() {
+    // The check above is only worth something if naga rejects bad WGSL.
+    let broken = "@compute @workgroup_size(1) fn main() { let a: f32 = 1u; }";
+    let parsed = naga::front::wgsl::parse_str(broken);
+    let rejected = match parsed {
+        Err(_) => true,
+        Ok(m) => naga::valid::Validator::new(
+            naga::valid::ValidationFlags::all(),
+            naga::valid::Capabilities::empty(),
+        )
+        .validate(&m)
+        .is_err(),
+    };
+    assert!(rejected);
+}
