@@ -9,7 +9,10 @@
 //   w    [d_model, n_out], n_out = q_width + 2 * kv_width; columns [0, q_width) are Wq,
 //        [q_width, q_width + kv_width) are Wk, the rest are Wv (one GEMM for all three)
 //   bias [n_out], read only when HAS_BIAS (a 1-element placeholder is bound otherwise)
-//   q    [tokens, q_width], k [tokens, kv_width], v [tokens, kv_width]
+//   q    [tokens, q_width], k [tokens, kv_width], v [tokens, kv_width]; with HEAD_LAYOUT,
+//        q [batch, q_width / q_head_dim, seq_len, q_head_dim] and k, v [batch,
+//        kv_width / kv_head_dim, seq_len, kv_head_dim], where token = batch_index * seq_len + s
+//        (the layout attention kernels read, written here directly, not by a second pass)
 // Dispatch: (ceil(n_out / 16), ceil(tokens / 16), 1) workgroups of 16 x 16 invocations.
 
 struct Params {
@@ -17,9 +20,16 @@ struct Params {
     d_model: u32,
     q_width: u32,
     kv_width: u32,
+    // Used only with HEAD_LAYOUT.
+    seq_len: u32,
+    q_head_dim: u32,
+    kv_head_dim: u32,
+    _pad: u32,
 }
 
 override HAS_BIAS: bool = false;
+// Write Q, K, V as [batch, heads, seq, head_dim] instead of [tokens, width].
+override HEAD_LAYOUT: bool = false;
 
 const TILE: u32 = 16u;
 
@@ -36,16 +46,30 @@ const TILE: u32 = 16u;
 var<workgroup> xs: array<array<f32, TILE>, TILE>;
 var<workgroup> ws: array<array<f32, TILE>, TILE>;
 
+// Where element (row, c) of an output `width` columns wide goes: row-major [tokens, width],
+// or with HEAD_LAYOUT [batch, width / head_dim, seq_len, head_dim].
+fn out_index(row: u32, c: u32, width: u32, head_dim: u32) -> u32 {
+    if HEAD_LAYOUT {
+        let seq = params.seq_len;
+        let b = row / seq;
+        let s = row - b * seq;
+        let h = c / head_dim;
+        let d = c - h * head_dim;
+        return ((b * (width / head_dim) + h) * seq + s) * head_dim + d;
+    }
+    return row * width + c;
+}
+
 // Routes fused column `col` of token `row` to the Q, K or V buffer it belongs to.
 fn store(row: u32, col: u32, value: f32) {
     let qw = params.q_width;
     let kvw = params.kv_width;
     if col < qw {
-        q[row * qw + col] = value;
+        q[out_index(row, col, qw, params.q_head_dim)] = value;
     } else if col < qw + kvw {
-        k[row * kvw + (col - qw)] = value;
+        k[out_index(row, col - qw, kvw, params.kv_head_dim)] = value;
     } else {
-        v[row * kvw + (col - qw - kvw)] = value;
+        v[out_index(row, col - qw - kvw, kvw, params.kv_head_dim)] = value;
     }
 }
 

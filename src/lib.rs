@@ -21,7 +21,9 @@
 pub mod context;
 pub mod error;
 pub mod explain;
+pub mod io;
 pub mod kernels;
+pub mod layout;
 pub mod projector;
 pub mod reference;
 pub mod shape;
@@ -33,6 +35,7 @@ pub use context::{
 };
 pub use error::{Error, Result};
 pub use kernels::Kernel;
+pub use layout::{HeadSplit, OutputLayout};
 pub use projector::{KernelTimer, Projector, QkvOutput, RunTimings};
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;

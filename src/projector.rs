@@ -7,6 +7,7 @@
 use crate::context::GpuContext;
 use crate::error::{fmt_bytes, Error, Result};
 use crate::kernels::{Kernel, FILL_NAN};
+use crate::layout::OutputLayout;
 use crate::shape::QkvShape;
 use crate::weights::FusedWeights;
 use serde::Serialize;
@@ -22,6 +23,10 @@ struct Params {
     d_model: u32,
     q_width: u32,
     kv_width: u32,
+    seq_len: u32,
+    q_head_dim: u32,
+    kv_head_dim: u32,
+    _pad: u32,
 }
 
 /// Bind group layouts and pipeline layouts shared by all kernels of a context, so one bind
@@ -126,7 +131,8 @@ impl RunTimings {
     }
 }
 
-/// Q [tokens, q_width], K and V [tokens, kv_width], as read back from the GPU.
+/// Q [tokens, q_width], K and V [tokens, kv_width] (or in the projector's head layout), as
+/// read back from the GPU.
 #[derive(Debug, Clone)]
 pub struct QkvOutput {
     /// Q, row-major.
@@ -151,6 +157,7 @@ pub struct Projector<'c> {
     ctx: &'c GpuContext,
     shape: QkvShape,
     kernel: Kernel,
+    layout: OutputLayout,
     pipeline: Arc<wgpu::ComputePipeline>,
     fill_pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
@@ -224,14 +231,40 @@ pub fn check_fits(ctx: &GpuContext, shape: &QkvShape, kernel: Kernel) -> Result<
 }
 
 impl<'c> Projector<'c> {
-    /// Allocates the buffers for `shape` and compiles (or reuses) `kernel`'s pipeline.
+    /// Allocates the buffers for `shape` and compiles (or reuses) `kernel`'s pipeline; Q, K
+    /// and V come back token-major.
     /// Fails with [`Error::DeviceLimit`] if a buffer or the dispatch exceeds the device.
     pub fn new(ctx: &'c GpuContext, shape: QkvShape, kernel: Kernel) -> Result<Self> {
+        Self::with_layout(ctx, shape, kernel, OutputLayout::Tokens)
+    }
+
+    /// As [`Projector::new`], with Q, K and V written by the kernel in `layout`.
+    pub fn with_layout(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        kernel: Kernel,
+        layout: OutputLayout,
+    ) -> Result<Self> {
         check_fits(ctx, &shape, kernel)?;
+        let (seq_len, q_head_dim, kv_head_dim) = match layout {
+            OutputLayout::Tokens => (shape.tokens, shape.q_width, shape.kv_width),
+            OutputLayout::Heads(h) => {
+                // Re-check: a HeadSplit may have been built for another shape.
+                let h = crate::layout::HeadSplit::new(&shape, h.seq_len, h.heads, h.kv_heads)?;
+                (h.seq_len, h.q_head_dim(&shape), h.kv_head_dim(&shape))
+            }
+        };
         let layouts = ctx.layouts();
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let pipeline = ctx.pipeline(
             kernel.source(),
-            &[("HAS_BIAS", if shape.bias { 1.0 } else { 0.0 })],
+            &[
+                ("HAS_BIAS", flag(shape.bias)),
+                (
+                    "HEAD_LAYOUT",
+                    flag(matches!(layout, OutputLayout::Heads(_))),
+                ),
+            ],
             &layouts.projection,
         )?;
         let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &layouts.fill)?;
@@ -284,6 +317,10 @@ impl<'c> Projector<'c> {
                     d_model: shape.d_model,
                     q_width: shape.q_width,
                     kv_width: shape.kv_width,
+                    seq_len,
+                    q_head_dim,
+                    kv_head_dim,
+                    _pad: 0,
                 }),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
@@ -351,6 +388,7 @@ impl<'c> Projector<'c> {
             ctx,
             shape,
             kernel,
+            layout,
             pipeline,
             fill_pipeline,
             bind_group,
@@ -368,6 +406,11 @@ impl<'c> Projector<'c> {
     /// The shape this projector was made for.
     pub fn shape(&self) -> &QkvShape {
         &self.shape
+    }
+
+    /// The layout Q, K and V are written in.
+    pub fn layout(&self) -> OutputLayout {
+        self.layout
     }
 
     /// The kernel variant it dispatches.

@@ -4,6 +4,8 @@
 //! input, 3 no usable GPU or a GPU error.
 
 mod adapters;
+mod project;
+mod report;
 mod run;
 
 use clap::{Args, Parser, Subcommand};
@@ -60,6 +62,9 @@ enum Command {
     /// Project seeded random X through seeded random weights on the GPU, check every element
     /// against the CPU reference, and time it
     Run(run::RunArgs),
+    /// Project X from a .npy file through Q/K/V weights from a safetensors checkpoint, check
+    /// the result, and write q.npy, k.npy, v.npy
+    Project(Box<project::ProjectArgs>),
     /// List every adapter wgpu sees, with the limits and features that matter here
     Adapters(adapters::AdaptersArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli.gpu, args),
+        Command::Project(args) => project::project(&cli.gpu, args),
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };

@@ -1,14 +1,11 @@
 //! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
+use crate::report::{ms, print_checks, print_condition, progress, spread, tolerance};
 use crate::{Failure, GpuArgs};
 use clap::Args;
-use qkv_wgpu::{
-    absmax, random_inputs, reference, Error, Kernel, KernelTimer, Projector, QkvReport, QkvShape,
-    Tolerance,
-};
+use qkv_wgpu::{random_inputs, reference, Kernel, KernelTimer, Projector, QkvReport, QkvShape};
 use serde::Serialize;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 #[derive(Args, Debug)]
@@ -94,41 +91,9 @@ struct KernelResult {
     report: Option<QkvReport>,
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-/// Median, min and max of `values` (non-empty).
-fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
-}
-
-/// Progress on stderr, only when a person is watching it.
-fn progress(msg: &str) {
-    if std::io::stderr().is_terminal() {
-        eprintln!("... {msg}");
-    }
-}
-
 pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let kv_width = args.kv_width.unwrap_or(args.q_width);
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
-    for (name, value) in [("--atol", args.atol), ("--rtol", args.rtol)] {
-        if let Some(v) = value {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(
-                    Error::Input(format!("{name} must be a finite number >= 0, got {v}")).into(),
-                );
-            }
-        }
-    }
     let ctx = gpu.context()?;
     // Fail on a shape the device cannot hold before spending time on inputs and the reference.
     for &kernel in &args.kernel.0 {
@@ -137,15 +102,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
 
     progress(&format!("generating inputs (seed {})", args.seed));
     let (x, weights) = random_inputs(&shape, args.seed);
-    let default_tol = Tolerance::for_f32_accumulation(
-        shape.d_model,
-        absmax(&x),
-        absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[]))),
-    );
-    let tol = Tolerance {
-        atol: args.atol.unwrap_or(default_tol.atol),
-        rtol: args.rtol.unwrap_or(default_tol.rtol),
-    };
+    let tol = tolerance(shape.d_model, &x, &weights, args.atol, args.rtol)?;
     progress("computing the CPU reference (f64)");
     let start = Instant::now();
     let expected = reference(&shape, &x, &weights);
@@ -160,13 +117,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             shape.flops() / 1e9,
             args.seed
         );
-        println!(
-            "check     |gpu - ref| <= atol + rtol·|ref|, atol {:.3e}, rtol {:.1e}; CPU \
-             reference (f64) {:.1} ms",
-            tol.atol,
-            tol.rtol,
-            ms(cpu)
-        );
+        print_condition(&tol);
     }
 
     let mut all_pass = true;
@@ -294,9 +245,6 @@ fn print_text(r: &KernelResult, kernel: Kernel) {
         r.cpu_ms
     );
     if let Some(report) = &r.report {
-        for part in report.parts() {
-            println!("  {part}");
-        }
+        print_checks(report);
     }
-    println!("  {}", if r.pass { "PASS" } else { "FAIL" });
 }

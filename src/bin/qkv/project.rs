@@ -1,0 +1,466 @@
+//! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors checkpoint,
+//! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
+
+use crate::report::{ms, print_checks, print_condition, progress, tolerance};
+use crate::{parse_kernel, Failure, GpuArgs};
+use clap::{ArgGroup, Args, ValueEnum};
+use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
+use qkv_wgpu::io::{npy, NonFinite};
+use qkv_wgpu::{reference, Error, HeadSplit, Kernel, OutputLayout, Projector, QkvReport, QkvShape};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+#[command(
+    group(ArgGroup::new("source").required(true).args(["prefix", "wq", "wqkv"])),
+    after_help = "Families --prefix recognizes (P is the prefix of one attention layer):\n  \
+        BERT   P.attention.self.{query,key,value}.{weight,bias}   [out, in]\n  \
+        Llama  P.self_attn.{q,k,v}_proj.weight (+ .bias)          [out, in]\n  \
+        GPT-2  P.attn.c_attn.weight [d_model, 3·d_model] + .bias   [in, out]\n\n\
+        Examples:\n  \
+        qkv project --input x.npy --weights model.safetensors --prefix bert.encoder.layer.0 --out out/\n  \
+        qkv project --input x.npy --weights model.safetensors --prefix model.layers.0 \\\n      \
+        --heads 32 --kv-heads 8 --head-layout heads --out out/"
+)]
+pub struct ProjectArgs {
+    /// X as a C-order .npy array of f32, f16 or f64: [tokens, d_model] or [batch, seq, d_model]
+    #[arg(long, value_name = "X.npy")]
+    input: PathBuf,
+    /// safetensors checkpoint holding the projection weights (F32, F16 or BF16)
+    #[arg(long, value_name = "MODEL.safetensors")]
+    weights: PathBuf,
+    /// Find a BERT, Llama or GPT-2 attention layer under this tensor-name prefix
+    #[arg(long, value_name = "P")]
+    prefix: Option<String>,
+    /// Name of Wq (with --wk and --wv)
+    #[arg(long, value_name = "NAME", requires_all = ["wk", "wv"])]
+    wq: Option<String>,
+    /// Name of Wk
+    #[arg(long, value_name = "NAME", requires = "wq")]
+    wk: Option<String>,
+    /// Name of Wv
+    #[arg(long, value_name = "NAME", requires = "wq")]
+    wv: Option<String>,
+    /// Name of bq (with --bk and --bv)
+    #[arg(long, value_name = "NAME", requires_all = ["wq", "bk", "bv"])]
+    bq: Option<String>,
+    /// Name of bk
+    #[arg(long, value_name = "NAME", requires = "bq")]
+    bk: Option<String>,
+    /// Name of bv
+    #[arg(long, value_name = "NAME", requires = "bq")]
+    bv: Option<String>,
+    /// Name of one fused [Wq | Wk | Wv] matrix
+    #[arg(long, value_name = "NAME")]
+    wqkv: Option<String>,
+    /// Name of its fused bias
+    #[arg(long, value_name = "NAME", requires = "wqkv")]
+    bqkv: Option<String>,
+    /// How the weights are stored [default: the family's convention, or what the shapes prove]
+    #[arg(long, value_enum)]
+    weight_layout: Option<WeightLayout>,
+    /// Query heads: splits Q for --head-layout heads (and a fused matrix with grouped K/V)
+    #[arg(long, value_name = "H")]
+    heads: Option<u32>,
+    /// Key/value heads [default: --heads, or as many as kv_width holds at Q's head size]
+    #[arg(long, value_name = "H", requires = "heads")]
+    kv_heads: Option<u32>,
+    /// Output layout: [tokens, width] (or [batch, seq, width]), or [batch, heads, seq, head_dim]
+    #[arg(long, value_enum, default_value_t = HeadLayoutArg::Tokens)]
+    head_layout: HeadLayoutArg,
+    /// Directory for q.npy, k.npy and v.npy (created if missing)
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Overwrite q.npy, k.npy, v.npy if they exist
+    #[arg(long)]
+    force: bool,
+    /// Skip the CPU reference check
+    #[arg(long)]
+    no_check: bool,
+    /// Write the outputs even when X or the weights hold NaN or Inf
+    #[arg(long)]
+    allow_nonfinite: bool,
+    /// Kernel variant: a name or number (see `qkv run --help`)
+    #[arg(long, default_value_t = Kernel::DEFAULT, value_parser = parse_kernel)]
+    kernel: Kernel,
+    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
+    #[arg(long, allow_negative_numbers = true)]
+    atol: Option<f64>,
+    /// Relative tolerance [default: 1e-4]
+    #[arg(long, allow_negative_numbers = true)]
+    rtol: Option<f64>,
+    /// Print one JSON object instead of text
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HeadLayoutArg {
+    /// [tokens, width], or [batch, seq, width] when X is 3-D
+    Tokens,
+    /// [batch, heads, seq, head_dim] for Q, [batch, kv_heads, seq, head_dim] for K and V
+    Heads,
+}
+
+#[derive(Debug, Serialize)]
+struct ProjectResult {
+    adapter: String,
+    backend: String,
+    kernel: &'static str,
+    input: String,
+    input_dtype: &'static str,
+    weights: String,
+    family: Option<&'static str>,
+    weight_layout: String,
+    weight_layout_reason: String,
+    tensors: Vec<(String, String, Vec<usize>)>,
+    tokens: u32,
+    batch: Option<u32>,
+    seq: Option<u32>,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+    bias: bool,
+    head_layout: &'static str,
+    heads: Option<u32>,
+    kv_heads: Option<u32>,
+    q_shape: Vec<u64>,
+    kv_shape: Vec<u64>,
+    gpu_kernel_ms: f64,
+    gpu_total_ms: f64,
+    cpu_ms: Option<f64>,
+    gflops: f64,
+    checked: bool,
+    max_abs_err: Option<f64>,
+    max_rel_err: Option<f64>,
+    rel_l2_err: Option<f64>,
+    atol: f64,
+    rtol: f64,
+    pass: Option<bool>,
+    nonfinite: Vec<String>,
+    written: bool,
+    outputs: Vec<String>,
+}
+
+const OUTPUTS: [&str; 3] = ["q.npy", "k.npy", "v.npy"];
+
+fn output_paths(dir: &Path) -> [PathBuf; 3] {
+    OUTPUTS.map(|f| dir.join(f))
+}
+
+/// Refuses to go on if writing would overwrite something the user did not offer.
+fn check_outputs(dir: &Path, force: bool) -> Result<(), Error> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::Input(format!(
+            "--out {} exists and is not a directory",
+            dir.display()
+        )));
+    }
+    if !force {
+        let existing: Vec<String> = output_paths(dir)
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !existing.is_empty() {
+            return Err(Error::Input(format!(
+                "{} already exist{}; pass --force to overwrite",
+                existing.join(", "),
+                if existing.len() == 1 { "s" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the three outputs next to their final names, then renames them into place, so a
+/// failure leaves no partial or mixed set behind.
+fn write_outputs(dir: &Path, arrays: [(&[u64], &[f32]); 3]) -> Result<Vec<String>, Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
+    let finals = output_paths(dir);
+    let partials = OUTPUTS.map(|f| dir.join(format!(".{f}.partial-{}", std::process::id())));
+    let written = (|| {
+        for ((shape, data), partial) in arrays.iter().zip(&partials) {
+            npy::write_f32(partial, shape, data)?;
+        }
+        for (partial, dest) in partials.iter().zip(&finals) {
+            std::fs::rename(partial, dest).map_err(|e| {
+                Error::Input(format!("cannot move {} into place: {e}", dest.display()))
+            })?;
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        for p in &partials {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+    written.map(|()| finals.iter().map(|p| p.display().to_string()).collect())
+}
+
+fn request(args: &ProjectArgs) -> WeightRequest {
+    let source = if let Some(p) = &args.prefix {
+        WeightSource::Prefix(p.clone())
+    } else if let Some(w) = &args.wqkv {
+        WeightSource::Named(Names::Fused {
+            w: w.clone(),
+            b: args.bqkv.clone(),
+        })
+    } else {
+        // clap's group and `requires` guarantee all three when --wq is given.
+        let name = |n: &Option<String>| n.clone().unwrap_or_default();
+        WeightSource::Named(Names::Separate {
+            w: [name(&args.wq), name(&args.wk), name(&args.wv)],
+            b: args
+                .bq
+                .as_ref()
+                .map(|_| [name(&args.bq), name(&args.bk), name(&args.bv)]),
+        })
+    };
+    WeightRequest {
+        source,
+        layout: args.weight_layout,
+        heads: args.heads,
+        kv_heads: args.kv_heads,
+    }
+}
+
+/// The head split for `--head-layout heads`, or a check of --heads alone.
+fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<HeadSplit>, Error> {
+    let Some(heads) = args.heads else {
+        if args.head_layout == HeadLayoutArg::Heads {
+            return Err(Error::Input("--head-layout heads needs --heads".into()));
+        }
+        return Ok(None);
+    };
+    if !shape.q_width.is_multiple_of(heads) {
+        return Err(Error::Shape(format!(
+            "q_width {} is not divisible by --heads {heads}",
+            shape.q_width
+        )));
+    }
+    let head_dim = shape.q_width / heads;
+    let kv_heads = match args.kv_heads {
+        Some(kv) => kv,
+        None if shape.kv_width.is_multiple_of(head_dim) => shape.kv_width / head_dim,
+        None => {
+            return Err(Error::Shape(format!(
+                "kv_width {} is not a multiple of Q's head size {head_dim}; give --kv-heads",
+                shape.kv_width
+            )))
+        }
+    };
+    if !shape.kv_width.is_multiple_of(kv_heads) {
+        return Err(Error::Shape(format!(
+            "kv_width {} is not divisible by --kv-heads {kv_heads}",
+            shape.kv_width
+        )));
+    }
+    HeadSplit::new(shape, seq, heads, kv_heads).map(Some)
+}
+
+pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
+    check_outputs(&args.out, args.force)?;
+
+    progress(&format!("reading {}", args.input.display()));
+    let x = npy::read_f32(&args.input)?;
+    let (batch_seq, d_model) = match x.shape.as_slice() {
+        &[t, d] => (None, (t, d)),
+        &[b, s, d] => (Some((b, s)), (b * s, d)),
+        other => {
+            return Err(Error::Input(format!(
+                "{}: X has shape {other:?}; it must be [tokens, d_model] or [batch, seq, d_model]",
+                args.input.display()
+            ))
+            .into())
+        }
+    };
+    let to_u32 = |v: usize, what: &str| {
+        u32::try_from(v).map_err(|_| Error::Shape(format!("{what} = {v} is too large")))
+    };
+    let (tokens, d_model) = (to_u32(d_model.0, "tokens")?, to_u32(d_model.1, "d_model")?);
+    let batch_seq = match batch_seq {
+        Some((b, s)) => Some((to_u32(b, "batch")?, to_u32(s, "seq")?)),
+        None => None,
+    };
+
+    progress(&format!("reading {}", args.weights.display()));
+    let ckpt = Checkpoint::open(&args.weights)?;
+    let loaded = ckpt.load_qkv(&request(args), d_model)?;
+    let w = &loaded.weights;
+    let shape = QkvShape::new(tokens, d_model, w.q_width, w.kv_width, w.bias.is_some())?;
+    let seq = batch_seq.map_or(tokens, |(_, s)| s);
+    let split = head_split(args, &shape, seq)?;
+    let layout = match (args.head_layout, split) {
+        (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
+        _ => OutputLayout::Tokens,
+    };
+    let tol = tolerance(d_model, &x.data, w, args.atol, args.rtol)?;
+
+    let mut nonfinite: Vec<NonFinite> = Vec::new();
+    nonfinite.extend(NonFinite::scan("X", &x.data, &x.shape));
+    nonfinite.extend(loaded.nonfinite.iter().cloned());
+    for nf in &nonfinite {
+        eprintln!("warning: {nf}");
+    }
+
+    let ctx = gpu.context()?;
+    let mut projector = Projector::with_layout(&ctx, shape, args.kernel, layout)?;
+    projector.set_weights(w)?;
+    progress(&format!("projecting on {}", ctx.summary.name));
+    let out = projector.run(&x.data)?;
+
+    let (report, cpu_ms) = if args.no_check {
+        (None, None)
+    } else {
+        progress("checking against the CPU reference (f64)");
+        let start = Instant::now();
+        let r = reference(&shape, &x.data, w);
+        let cpu = start.elapsed();
+        let (heads, kv_heads) = split.map_or((1, 1), |h| (h.heads, h.kv_heads));
+        let arranged = qkv_wgpu::Reference {
+            q: layout.arrange(&r.q, tokens, shape.q_width, heads),
+            k: layout.arrange(&r.k, tokens, shape.kv_width, kv_heads),
+            v: layout.arrange(&r.v, tokens, shape.kv_width, kv_heads),
+        };
+        let (qc, kvc) = match layout {
+            OutputLayout::Tokens => (shape.q_width, shape.kv_width),
+            OutputLayout::Heads(h) => (h.q_head_dim(&shape), h.kv_head_dim(&shape)),
+        };
+        let report = QkvReport::new((&out.q, &out.k, &out.v), &arranged, qc, kvc, tol);
+        (Some(report), Some(ms(cpu)))
+    };
+
+    let pass = report.as_ref().map(QkvReport::pass);
+    let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
+    let q_shape = layout.dims(&shape, false, batch_seq);
+    let kv_shape = layout.dims(&shape, true, batch_seq);
+    let outputs = if pass != Some(false) && !blocked_by_nonfinite {
+        write_outputs(
+            &args.out,
+            [(&q_shape, &out.q), (&kv_shape, &out.k), (&kv_shape, &out.v)],
+        )?
+    } else {
+        Vec::new()
+    };
+
+    let s = &ctx.summary;
+    let result = ProjectResult {
+        adapter: s.name.clone(),
+        backend: s.backend.clone(),
+        kernel: args.kernel.name(),
+        input: args.input.display().to_string(),
+        input_dtype: x.dtype,
+        weights: args.weights.display().to_string(),
+        family: loaded.family.map(|f| f.name()),
+        weight_layout: loaded.layout.to_string(),
+        weight_layout_reason: loaded.layout_reason.clone(),
+        tensors: loaded.tensors.clone(),
+        tokens,
+        batch: batch_seq.map(|b| b.0),
+        seq: batch_seq.map(|b| b.1),
+        d_model,
+        q_width: shape.q_width,
+        kv_width: shape.kv_width,
+        bias: shape.bias,
+        head_layout: match layout {
+            OutputLayout::Tokens => "tokens",
+            OutputLayout::Heads(_) => "heads",
+        },
+        heads: split.map(|h| h.heads),
+        kv_heads: split.map(|h| h.kv_heads),
+        q_shape: q_shape.clone(),
+        kv_shape: kv_shape.clone(),
+        gpu_kernel_ms: ms(out.timings.kernel),
+        gpu_total_ms: ms(out.timings.total()),
+        cpu_ms,
+        gflops: shape.gflops(out.timings.kernel.as_secs_f64()),
+        checked: report.is_some(),
+        max_abs_err: report.as_ref().map(QkvReport::max_abs_err),
+        max_rel_err: report.as_ref().map(QkvReport::max_rel_err),
+        rel_l2_err: report.as_ref().map(QkvReport::rel_l2_err),
+        atol: tol.atol,
+        rtol: tol.rtol,
+        pass,
+        nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
+        written: !outputs.is_empty(),
+        outputs,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&result).expect("results serialize")
+        );
+    } else {
+        print_text(&result, report.as_ref(), &tol);
+    }
+
+    if pass == Some(false) {
+        eprintln!("FAIL: the GPU result does not match the reference; nothing was written");
+        return Err(Failure::Validation);
+    }
+    if blocked_by_nonfinite {
+        return Err(Error::Input(format!(
+            "the inputs hold NaN or Inf ({}); nothing was written. Pass --allow-nonfinite to \
+             write the outputs anyway",
+            nonfinite
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+        .into());
+    }
+    Ok(())
+}
+
+fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tolerance) {
+    println!("adapter   {} ({})", r.adapter, r.backend);
+    let dims = match (r.batch, r.seq) {
+        (Some(b), Some(s)) => format!("[{b}, {s}, {}]", r.d_model),
+        _ => format!("[{}, {}]", r.tokens, r.d_model),
+    };
+    println!("input     {} ({}, {dims})", r.input, r.input_dtype);
+    println!(
+        "weights   {}: {}{} stored {} (by {})",
+        r.weights,
+        r.family
+            .map(|f| format!("{f} family, "))
+            .unwrap_or_default(),
+        r.tensors
+            .iter()
+            .map(|(n, d, s)| format!("{n} {d} {s:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.weight_layout,
+        r.weight_layout_reason
+    );
+    println!(
+        "shape     d_model {} -> q {} + k {} + v {}{}; Q {:?}, K and V {:?} ({} layout)",
+        r.d_model,
+        r.q_width,
+        r.kv_width,
+        r.kv_width,
+        if r.bias { " + bias" } else { "" },
+        r.q_shape,
+        r.kv_shape,
+        r.head_layout
+    );
+    println!(
+        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms",
+        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms
+    );
+    match (report, r.cpu_ms) {
+        (Some(report), Some(cpu)) => {
+            print_condition(tol);
+            println!("  CPU reference (f64): {cpu:.1} ms");
+            print_checks(report);
+        }
+        _ => println!("check     skipped (--no-check)"),
+    }
+    if r.written {
+        println!("wrote     {}", r.outputs.join(", "));
+    }
+}

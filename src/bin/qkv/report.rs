@@ -1,0 +1,70 @@
+//! Output helpers shared by the commands: times, progress lines, the tolerance and the check.
+
+use qkv_wgpu::{absmax, Error, FusedWeights, QkvReport, Tolerance};
+use std::io::IsTerminal;
+use std::time::Duration;
+
+/// Milliseconds.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median, min and max of `values` (non-empty).
+pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let median = if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    };
+    (median, values[0], values[n - 1])
+}
+
+/// Progress on stderr, only when a person is watching it.
+pub fn progress(msg: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("... {msg}");
+    }
+}
+
+/// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
+pub fn tolerance(
+    d_model: u32,
+    x: &[f32],
+    weights: &FusedWeights,
+    atol: Option<f64>,
+    rtol: Option<f64>,
+) -> Result<Tolerance, Error> {
+    for (name, value) in [("--atol", atol), ("--rtol", rtol)] {
+        if let Some(v) = value {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(Error::Input(format!(
+                    "{name} must be a finite number >= 0, got {v}"
+                )));
+            }
+        }
+    }
+    let wmax = absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[])));
+    let default = Tolerance::for_f32_accumulation(d_model, absmax(x), wmax);
+    Ok(Tolerance {
+        atol: atol.unwrap_or(default.atol),
+        rtol: rtol.unwrap_or(default.rtol),
+    })
+}
+
+/// The check line that states the condition and its numbers.
+pub fn print_condition(tol: &Tolerance) {
+    println!(
+        "check     |gpu - ref| <= atol + rtol·|ref|, atol {:.3e}, rtol {:.1e}",
+        tol.atol, tol.rtol
+    );
+}
+
+/// Q, K and V reports, then PASS or FAIL.
+pub fn print_checks(report: &QkvReport) {
+    for part in report.parts() {
+        println!("  {part}");
+    }
+    println!("  {}", if report.pass() { "PASS" } else { "FAIL" });
+}

@@ -1,0 +1,629 @@
+//! safetensors checkpoints, memory-mapped: tensors read as f32 from F32, F16 or BF16, and the
+//! Q/K/V projection of one attention layer found by the naming conventions of common model
+//! families, or by explicit names.
+//!
+//! | family  | tensors under a prefix P                                  | stored as         |
+//! |---------|-----------------------------------------------------------|-------------------|
+//! | BERT    | P.attention.self.{query,key,value}.{weight,bias}          | nn.Linear [out, in] |
+//! | Llama   | P.self_attn.{q,k,v}_proj.weight (+ .bias, e.g. Qwen)      | nn.Linear [out, in] |
+//! | GPT-2   | P.attn.c_attn.weight [d_model, 3·d_model], P.attn.c_attn.bias | Conv1D [in, out] |
+
+use crate::error::{Error, Result};
+use crate::io::NonFinite;
+use crate::weights::{FusedWeights, Projection};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::fmt;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// How a weight matrix is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum WeightLayout {
+    /// [out_features, in_features], y = x·Wᵀ + b: PyTorch nn.Linear (BERT, Llama, most models).
+    OutIn,
+    /// [in_features, out_features], y = x·W + b: GPT-2's Conv1D, and this crate's own layout.
+    InOut,
+}
+
+impl fmt::Display for WeightLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            WeightLayout::OutIn => "out-in",
+            WeightLayout::InOut => "in-out",
+        })
+    }
+}
+
+/// A model family whose attention projections `--prefix` recognizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// BERT, RoBERTa and friends: separate query/key/value nn.Linear layers.
+    Bert,
+    /// Llama, Mistral, Qwen and friends: q_proj/k_proj/v_proj, often grouped K/V.
+    Llama,
+    /// GPT-2: one fused c_attn Conv1D.
+    Gpt2,
+}
+
+impl Family {
+    /// Every family, in the order `--prefix` tries them.
+    pub const ALL: [Family; 3] = [Family::Bert, Family::Llama, Family::Gpt2];
+
+    /// Name for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Family::Bert => "BERT",
+            Family::Llama => "Llama",
+            Family::Gpt2 => "GPT-2",
+        }
+    }
+
+    /// The layout the family stores its weights in.
+    pub fn layout(self) -> WeightLayout {
+        match self {
+            Family::Bert | Family::Llama => WeightLayout::OutIn,
+            Family::Gpt2 => WeightLayout::InOut,
+        }
+    }
+
+    /// The tensor-name suffixes of (weights, biases) after the prefix.
+    fn names(self) -> Names<&'static str> {
+        match self {
+            Family::Bert => Names::Separate {
+                w: [
+                    "attention.self.query.weight",
+                    "attention.self.key.weight",
+                    "attention.self.value.weight",
+                ],
+                b: Some([
+                    "attention.self.query.bias",
+                    "attention.self.key.bias",
+                    "attention.self.value.bias",
+                ]),
+            },
+            Family::Llama => Names::Separate {
+                w: [
+                    "self_attn.q_proj.weight",
+                    "self_attn.k_proj.weight",
+                    "self_attn.v_proj.weight",
+                ],
+                b: Some([
+                    "self_attn.q_proj.bias",
+                    "self_attn.k_proj.bias",
+                    "self_attn.v_proj.bias",
+                ]),
+            },
+            Family::Gpt2 => Names::Fused {
+                w: "attn.c_attn.weight",
+                b: Some("attn.c_attn.bias"),
+            },
+        }
+    }
+}
+
+/// Tensor names of one attention layer's Q/K/V projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Names<S> {
+    /// Three matrices, and optionally three biases.
+    Separate {
+        /// Wq, Wk, Wv.
+        w: [S; 3],
+        /// bq, bk, bv.
+        b: Option<[S; 3]>,
+    },
+    /// One matrix with Q, K, V side by side (in that order), and optionally one bias.
+    Fused {
+        /// Wqkv.
+        w: S,
+        /// bqkv.
+        b: Option<S>,
+    },
+}
+
+/// Which tensors hold the projection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WeightSource {
+    /// Find a known family's tensors under this prefix ("" for none).
+    Prefix(String),
+    /// Exactly these tensors.
+    Named(Names<String>),
+}
+
+/// What to load, and how to read it.
+#[derive(Debug, Clone)]
+pub struct WeightRequest {
+    /// Where the tensors are.
+    pub source: WeightSource,
+    /// The stored layout; None: the family's convention, or whatever the shapes prove.
+    pub layout: Option<WeightLayout>,
+    /// Query heads, needed only to split a fused matrix with grouped K/V.
+    pub heads: Option<u32>,
+    /// Key/value heads, likewise.
+    pub kv_heads: Option<u32>,
+}
+
+/// Projection weights read from a checkpoint, fused, with how they were found.
+#[derive(Debug, Clone)]
+pub struct LoadedWeights {
+    /// The weights in the kernels' layout.
+    pub weights: FusedWeights,
+    /// The family recognized by `--prefix`, if that is how they were found.
+    pub family: Option<Family>,
+    /// The stored layout that was used.
+    pub layout: WeightLayout,
+    /// Why that layout: "--weight-layout", "the BERT convention", or "the tensor shapes".
+    pub layout_reason: String,
+    /// Every tensor read, with its stored dtype and shape.
+    pub tensors: Vec<(String, String, Vec<usize>)>,
+    /// Non-finite values found in them.
+    pub nonfinite: Vec<NonFinite>,
+}
+
+/// A tensor read as f32.
+#[derive(Debug, Clone)]
+pub struct Tensor {
+    /// Dimensions as stored.
+    pub shape: Vec<usize>,
+    /// Elements, row-major, converted to f32.
+    pub data: Vec<f32>,
+    /// The stored dtype: "F32", "F16" or "BF16".
+    pub dtype: String,
+}
+
+/// A memory-mapped safetensors file whose header has been checked.
+pub struct Checkpoint {
+    path: PathBuf,
+    map: Mmap,
+}
+
+impl fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Checkpoint {
+    /// Opens and memory-maps `path`, and checks its header and offsets.
+    pub fn open(path: &Path) -> Result<Self> {
+        let bad = |why: String| Error::Input(format!("{}: {why}", path.display()));
+        let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+            return Err(bad("the file is empty".into()));
+        }
+        // SAFETY: the map is read-only; a file changed under it by another process while we
+        // read could give inconsistent values, as with any reader, but not unsafety in Rust.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(format!("cannot map: {e}")))?;
+        SafeTensors::deserialize(&map).map_err(|e| {
+            bad(format!(
+                "not a valid safetensors file (corrupt or truncated header or data): {e}"
+            ))
+        })?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.map).expect("checked in open")
+    }
+
+    /// Every tensor name, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// The names nearest to `name`, for "did you mean" messages.
+    pub fn nearest(&self, name: &str, n: usize) -> Vec<String> {
+        let mut scored: Vec<(usize, String)> = self
+            .names()
+            .into_iter()
+            .map(|c| (strsim::levenshtein(name, &c), c))
+            .collect();
+        scored.sort();
+        scored.into_iter().take(n).map(|(_, c)| c).collect()
+    }
+
+    fn unknown(&self, name: &str) -> Error {
+        let near = self.nearest(name, 3);
+        Error::Input(format!(
+            "{}: no tensor named '{name}'; nearest names: {}",
+            self.path.display(),
+            if near.is_empty() {
+                "(the file holds no tensors)".to_string()
+            } else {
+                near.join(", ")
+            }
+        ))
+    }
+
+    /// Reads tensor `name` as f32.
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        let tensors = self.tensors();
+        let view = tensors.tensor(name).map_err(|_| self.unknown(name))?;
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(Error::Input(format!(
+                    "{}: tensor '{name}' has dtype {other:?}; supported: F32, F16, BF16",
+                    self.path.display()
+                )))
+            }
+        };
+        Ok(Tensor {
+            shape: view.shape().to_vec(),
+            data,
+            dtype: format!("{:?}", view.dtype()),
+        })
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.tensors().tensor(name).is_ok()
+    }
+
+    /// Finds one attention layer of a known family under `prefix`.
+    pub fn find_family(&self, prefix: &str) -> Result<(Family, Names<String>)> {
+        let prefix = prefix.trim_end_matches('.');
+        let mut found: Vec<(Family, String)> = Vec::new();
+        for family in Family::ALL {
+            let first = match family.names() {
+                Names::Separate { w, .. } => w[0],
+                Names::Fused { w, .. } => w,
+            };
+            for name in self.names() {
+                let Some(stem) = name.strip_suffix(first) else {
+                    continue;
+                };
+                let stem = stem.trim_end_matches('.');
+                if prefix.is_empty() || stem == prefix || stem.starts_with(&format!("{prefix}.")) {
+                    found.push((family, stem.to_string()));
+                }
+            }
+        }
+        // An exact match of the prefix wins over deeper ones ("layers.1" is not "layers.10").
+        if let Some(exact) = found.iter().find(|(_, stem)| stem == prefix) {
+            found = vec![exact.clone()];
+        }
+        match found.len() {
+            1 => {
+                let (family, stem) = found.pop().expect("one");
+                let full = |suffix: &str| {
+                    if stem.is_empty() {
+                        suffix.to_string()
+                    } else {
+                        format!("{stem}.{suffix}")
+                    }
+                };
+                let names = match family.names() {
+                    Names::Separate { w, b } => Names::Separate {
+                        w: w.map(full),
+                        b: b.map(|b| b.map(full))
+                            .filter(|b| b.iter().any(|n| self.has(n))),
+                    },
+                    Names::Fused { w, b } => Names::Fused {
+                        w: full(w),
+                        b: b.map(full).filter(|n| self.has(n)),
+                    },
+                };
+                Ok((family, names))
+            }
+            0 => {
+                let looked: Vec<String> = Family::ALL
+                    .iter()
+                    .map(|f| {
+                        let first = match f.names() {
+                            Names::Separate { w, .. } => w[0],
+                            Names::Fused { w, .. } => w,
+                        };
+                        let p = if prefix.is_empty() {
+                            String::new()
+                        } else {
+                            format!("{prefix}.")
+                        };
+                        format!("{p}{first} ({})", f.name())
+                    })
+                    .collect();
+                let near = self.nearest(&format!("{prefix}.attention"), 3);
+                Err(Error::Input(format!(
+                    "{}: no Q/K/V projection found under prefix '{prefix}'; looked for {}; \
+                     nearest names: {}",
+                    self.path.display(),
+                    looked.join(", "),
+                    near.join(", ")
+                )))
+            }
+            _ => {
+                let stems: Vec<String> = found
+                    .iter()
+                    .take(6)
+                    .map(|(f, s)| format!("'{s}' ({})", f.name()))
+                    .collect();
+                Err(Error::Input(format!(
+                    "{}: prefix '{prefix}' matches {} attention layers, e.g. {}; give the \
+                     prefix of one layer",
+                    self.path.display(),
+                    found.len(),
+                    stems.join(", ")
+                )))
+            }
+        }
+    }
+
+    /// Loads and fuses the projection described by `request`, for X with `d_model` columns.
+    pub fn load_qkv(&self, request: &WeightRequest, d_model: u32) -> Result<LoadedWeights> {
+        let (family, names) = match &request.source {
+            WeightSource::Prefix(p) => {
+                let (f, n) = self.find_family(p)?;
+                (Some(f), n)
+            }
+            WeightSource::Named(n) => (None, n.clone()),
+        };
+        let mut tensors = Vec::new();
+        let mut nonfinite = Vec::new();
+        let mut read = |name: &str| -> Result<Tensor> {
+            let t = self.tensor(name)?;
+            if let Some(nf) = NonFinite::scan(name, &t.data, &t.shape) {
+                nonfinite.push(nf);
+            }
+            tensors.push((name.to_string(), t.dtype.clone(), t.shape.clone()));
+            Ok(t)
+        };
+        let (mats, biases, fused) = match &names {
+            Names::Separate { w, b } => {
+                let mats = [read(&w[0])?, read(&w[1])?, read(&w[2])?];
+                let biases = match b {
+                    Some(b) => Some([read(&b[0])?, read(&b[1])?, read(&b[2])?]),
+                    None => None,
+                };
+                (mats.to_vec(), biases.map(|b| b.to_vec()), None)
+            }
+            Names::Fused { w, b } => {
+                let m = read(w)?;
+                let bias = match b {
+                    Some(b) => Some(vec![read(b)?]),
+                    None => None,
+                };
+                (vec![m], bias, Some(w.clone()))
+            }
+        };
+        let mat_names: Vec<String> = match &names {
+            Names::Separate { w, .. } => w.to_vec(),
+            Names::Fused { w, .. } => vec![w.clone()],
+        };
+        for (m, name) in mats.iter().zip(&mat_names) {
+            if m.shape.len() != 2 {
+                return Err(Error::Input(format!(
+                    "tensor '{name}' has shape {:?}; a projection weight must be 2-D",
+                    m.shape
+                )));
+            }
+        }
+        let (layout, layout_reason) = match (request.layout, family) {
+            (Some(l), _) => (l, "--weight-layout".to_string()),
+            (None, Some(f)) => (f.layout(), format!("the {} convention", f.name())),
+            (None, None) => (
+                decide_layout(&mats, &mat_names, d_model)?,
+                "the tensor shapes".into(),
+            ),
+        };
+        // Every matrix as in-out [d_model, width].
+        let mut in_out = Vec::new();
+        for (m, name) in mats.iter().zip(&mat_names) {
+            let (rows, cols) = (m.shape[0], m.shape[1]);
+            let (inputs, outputs) = match layout {
+                WeightLayout::InOut => (rows, cols),
+                WeightLayout::OutIn => (cols, rows),
+            };
+            if inputs != d_model as usize {
+                return Err(Error::Input(format!(
+                    "X has d_model {d_model} but '{name}' ({layout}, shape {:?}) takes {inputs} \
+                     inputs",
+                    m.shape
+                )));
+            }
+            let data = match layout {
+                WeightLayout::InOut => m.data.clone(),
+                WeightLayout::OutIn => transpose(&m.data, rows, cols),
+            };
+            in_out.push((data, outputs));
+        }
+        let bias_data: Option<Vec<Vec<f32>>> =
+            biases.map(|b| b.into_iter().map(|t| t.data).collect());
+
+        let weights = if let Some(name) = fused {
+            let (w, n) = &in_out[0];
+            let (qw, kvw) = split_fused(*n, request.heads, request.kv_heads, &name)?;
+            if let Some(b) = &bias_data {
+                if b[0].len() != *n {
+                    return Err(Error::Input(format!(
+                        "the bias of '{name}' has {} elements; it needs {n}",
+                        b[0].len()
+                    )));
+                }
+            }
+            let d = d_model as usize;
+            let column_block = |start: usize, width: usize| -> Vec<f32> {
+                (0..d)
+                    .flat_map(|r| w[r * n + start..r * n + start + width].iter().copied())
+                    .collect()
+            };
+            let parts = [
+                column_block(0, qw),
+                column_block(qw, kvw),
+                column_block(qw + kvw, kvw),
+            ];
+            let bias_parts = bias_data.as_ref().map(|b| {
+                let b = &b[0];
+                [
+                    b[..qw].to_vec(),
+                    b[qw..qw + kvw].to_vec(),
+                    b[qw + kvw..].to_vec(),
+                ]
+            });
+            fuse(d_model, &parts, [qw, kvw, kvw], bias_parts.as_ref())?
+        } else {
+            let widths = [in_out[0].1, in_out[1].1, in_out[2].1];
+            let parts = [
+                in_out[0].0.clone(),
+                in_out[1].0.clone(),
+                in_out[2].0.clone(),
+            ];
+            let bias_parts = bias_data.map(|b| [b[0].clone(), b[1].clone(), b[2].clone()]);
+            fuse(d_model, &parts, widths, bias_parts.as_ref())?
+        };
+        Ok(LoadedWeights {
+            weights,
+            family,
+            layout,
+            layout_reason,
+            tensors,
+            nonfinite,
+        })
+    }
+}
+
+fn fuse(
+    d_model: u32,
+    parts: &[Vec<f32>; 3],
+    widths: [usize; 3],
+    biases: Option<&[Vec<f32>; 3]>,
+) -> Result<FusedWeights> {
+    let width = |w: usize| {
+        u32::try_from(w)
+            .map_err(|_| Error::Shape(format!("a projection width of {w} is too large")))
+    };
+    let p = |i: usize| -> Result<Projection<'_>> {
+        Ok(Projection {
+            w: &parts[i],
+            width: width(widths[i])?,
+            bias: biases.map(|b| b[i].as_slice()),
+        })
+    };
+    FusedWeights::fuse(d_model, p(0)?, p(1)?, p(2)?)
+}
+
+/// Row-major [rows, cols] to row-major [cols, rows].
+fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
+/// The stored layout of explicitly named matrices, proven by their shapes or refused.
+fn decide_layout(mats: &[Tensor], names: &[String], d_model: u32) -> Result<WeightLayout> {
+    let d = d_model as usize;
+    let mut votes = Vec::new();
+    for (m, name) in mats.iter().zip(names) {
+        let (r, c) = (m.shape[0], m.shape[1]);
+        let vote = match (r == d, c == d) {
+            (true, false) => Some(WeightLayout::InOut),
+            (false, true) => Some(WeightLayout::OutIn),
+            (true, true) => None,
+            (false, false) => {
+                return Err(Error::Input(format!(
+                    "X has d_model {d_model} but '{name}' has shape [{r}, {c}]: neither side \
+                     matches"
+                )))
+            }
+        };
+        votes.extend(vote);
+    }
+    votes.dedup();
+    match votes.as_slice() {
+        [one] => Ok(*one),
+        [] => Err(Error::Input(format!(
+            "cannot tell whether {} {} stored [out, in] (PyTorch nn.Linear) or [in, out] \
+             (GPT-2 Conv1D): every shape is square [{d_model}, {d_model}]; give \
+             --weight-layout out-in or in-out",
+            names.join(", "),
+            if names.len() == 1 { "is" } else { "are" }
+        ))),
+        _ => Err(Error::Input(format!(
+            "the shapes of {} disagree on the layout (some [out, in], some [in, out]); give \
+             --weight-layout",
+            names.join(", ")
+        ))),
+    }
+}
+
+/// Widths (q, kv) of a fused matrix with `n` output columns: thirds, or by heads.
+fn split_fused(
+    n: usize,
+    heads: Option<u32>,
+    kv_heads: Option<u32>,
+    name: &str,
+) -> Result<(usize, usize)> {
+    match (heads, kv_heads) {
+        (Some(h), kv) => {
+            let kv = kv.unwrap_or(h) as usize;
+            let h = h as usize;
+            let units = h + 2 * kv;
+            if h == 0 || kv == 0 || !n.is_multiple_of(units) {
+                return Err(Error::Shape(format!(
+                    "'{name}' has {n} output columns, which do not split into {h} query heads \
+                     and 2 x {kv} key/value heads of one head size"
+                )));
+            }
+            let head_dim = n / units;
+            Ok((h * head_dim, kv * head_dim))
+        }
+        (None, Some(_)) => Err(Error::Input("--kv-heads needs --heads".into())),
+        (None, None) => {
+            if !n.is_multiple_of(3) {
+                return Err(Error::Shape(format!(
+                    "'{name}' has {n} output columns, not three equal parts; give --heads and \
+                     --kv-heads to split grouped K/V"
+                )));
+            }
+            Ok((n / 3, n / 3))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_axes() {
+        assert_eq!(
+            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
+
+    #[test]
+    fn fused_splits_by_thirds_or_heads() {
+        assert_eq!(split_fused(9, None, None, "w").unwrap(), (3, 3));
+        assert!(split_fused(10, None, None, "w").is_err());
+        // 32 query heads + 2 x 8 kv heads of 4: 192 columns.
+        assert_eq!(split_fused(192, Some(32), Some(8), "w").unwrap(), (128, 32));
+        assert!(split_fused(190, Some(32), Some(8), "w").is_err());
+    }
+}

@@ -1,0 +1,79 @@
+//! Reading model data from files and writing results: `.npy` arrays ([`npy`]) and
+//! safetensors checkpoints with the Q/K/V naming conventions of common model families
+//! ([`checkpoint`]).
+
+pub mod checkpoint;
+pub mod npy;
+
+use std::fmt;
+
+/// Non-finite values (NaN, +-Inf) found in an input, for the report users get before the
+/// projection runs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NonFinite {
+    /// Which input: "X" or a tensor name.
+    pub what: String,
+    /// How many elements are NaN or infinite.
+    pub count: usize,
+    /// Coordinates of the first one, in the input's own dimensions.
+    pub first_at: Vec<usize>,
+    /// Its value.
+    pub first_value: f32,
+}
+
+impl NonFinite {
+    /// Scans `data` (row-major with dimensions `dims`); None when every value is finite.
+    pub fn scan(what: &str, data: &[f32], dims: &[usize]) -> Option<Self> {
+        let first = data.iter().position(|v| !v.is_finite())?;
+        Some(Self {
+            what: what.to_string(),
+            count: data.iter().filter(|v| !v.is_finite()).count(),
+            first_at: unravel(first, dims),
+            first_value: data[first],
+        })
+    }
+}
+
+impl fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at: Vec<String> = self.first_at.iter().map(|i| i.to_string()).collect();
+        write!(
+            f,
+            "{} has {} non-finite value{} (first: {} at [{}])",
+            self.what,
+            self.count,
+            if self.count == 1 { "" } else { "s" },
+            self.first_value,
+            at.join(", ")
+        )
+    }
+}
+
+/// Row-major coordinates of flat `index` in an array of dimensions `dims`.
+pub fn unravel(mut index: usize, dims: &[usize]) -> Vec<usize> {
+    let mut at = vec![0; dims.len()];
+    for (slot, &d) in at.iter_mut().zip(dims).rev() {
+        let d = d.max(1);
+        *slot = index % d;
+        index /= d;
+    }
+    at
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_counts_and_locates_the_first() {
+        let data = [1.0, 2.0, 3.0, f32::INFINITY, 5.0, f32::NAN];
+        let nf = NonFinite::scan("X", &data, &[2, 3]).unwrap();
+        assert_eq!((nf.count, nf.first_at.clone()), (2, vec![1, 0]));
+        assert_eq!(
+            nf.to_string(),
+            "X has 2 non-finite values (first: inf at [1, 0])"
+        );
+        assert!(NonFinite::scan("X", &[1.0, 2.0], &[2]).is_none());
+        assert_eq!(unravel(7, &[2, 2, 3]), vec![1, 0, 1]);
+    }
+}
