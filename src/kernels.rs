@@ -6,11 +6,14 @@
 //! |---|---------|--------------------------|--------------------------------------------------|
 //! | 0 | `naive` | `shaders/qkv_naive.wgsl` | one output per invocation, straight from storage |
 //! | 1 | `tiled` | `shaders/qkv_tiled.wgsl` | 16x16 workgroup-memory tiles over d_model        |
+//! | 3 | `direct`| `shaders/qkv_direct.wgsl`| 8x4 outputs per invocation from registers,       |
+//! |   |         |                          | storage only, no barriers; tunable `wg`          |
 //!
 //! Run one variant:
 //! ```text
 //! cargo run --release -- run --kernel naive    # or --kernel 0
 //! cargo run --release -- run --kernel tiled    # or --kernel 1 (the default)
+//! cargo run --release -- run --kernel direct   # or --kernel 3; direct(wg=16) sets its size
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
 //! ```
 
@@ -24,6 +27,8 @@ pub enum Kernel {
     Naive = 0,
     /// Workgroup-memory tiles over d_model.
     Tiled = 1,
+    /// Register-blocked, storage only, no barriers.
+    Direct = 3,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -45,12 +50,16 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 3] =
-    [Kernel::Naive.source(), Kernel::Tiled.source(), FILL_NAN];
+pub const ALL_SHADERS: [ShaderSource; 4] = [
+    Kernel::Naive.source(),
+    Kernel::Tiled.source(),
+    Kernel::Direct.source(),
+    FILL_NAN,
+];
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 2] = [Kernel::Naive, Kernel::Tiled];
+    pub const ALL: [Kernel; 3] = [Kernel::Naive, Kernel::Tiled, Kernel::Direct];
 
     /// The variant `qkv run` uses when none is named.
     pub const DEFAULT: Kernel = Kernel::Tiled;
@@ -60,6 +69,7 @@ impl Kernel {
         match self {
             Kernel::Naive => "naive",
             Kernel::Tiled => "tiled",
+            Kernel::Direct => "direct",
         }
     }
 
@@ -73,6 +83,9 @@ impl Kernel {
         match self {
             Kernel::Naive => "one output per invocation, operands straight from storage",
             Kernel::Tiled => "16x16 workgroup-memory tiles of X and W over d_model",
+            Kernel::Direct => {
+                "8x4 outputs per invocation in registers, no workgroup memory or barriers"
+            }
         }
     }
 
@@ -89,30 +102,145 @@ impl Kernel {
                 wgsl: include_str!("../shaders/qkv_tiled.wgsl"),
                 entry_point: "main",
             },
+            Kernel::Direct => ShaderSource {
+                file: "qkv_direct.wgsl",
+                wgsl: include_str!("../shaders/qkv_direct.wgsl"),
+                entry_point: "main",
+            },
+        }
+    }
+
+    /// Parses a list of kernels separated by ';' or ',' (outside parentheses), or `all`;
+    /// each may carry parameters: `naive;direct(wg=32)`.
+    pub fn parse_list(list: &str) -> Result<Vec<KernelConfig>, String> {
+        if list.trim() == "all" {
+            return Ok(Kernel::ALL.map(KernelConfig::from).to_vec());
+        }
+        let mut configs: Vec<KernelConfig> = Vec::new();
+        let (mut depth, mut start) = (0, 0);
+        let mut parts = Vec::new();
+        for (i, ch) in list.char_indices() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' | ';' if depth == 0 => {
+                    parts.push(&list[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&list[start..]);
+        for part in parts {
+            let config: KernelConfig = part.parse()?;
+            if !configs.contains(&config) {
+                configs.push(config);
+            }
+        }
+        Ok(configs)
+    }
+}
+
+/// A kernel variant with its tuning parameters: the WGSL override constants it is compiled
+/// with. Variants without parameters have `wg` 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelConfig {
+    /// The variant.
+    pub kernel: Kernel,
+    /// Invocations per workgroup (`direct`: 1..=256).
+    pub wg: u32,
+}
+
+impl From<Kernel> for KernelConfig {
+    fn from(kernel: Kernel) -> Self {
+        KernelConfig::default_for(kernel)
+    }
+}
+
+impl KernelConfig {
+    /// The configuration a variant runs with when none was tuned.
+    pub const fn default_for(kernel: Kernel) -> Self {
+        let wg = match kernel {
+            Kernel::Naive | Kernel::Tiled => 0,
+            Kernel::Direct => 64,
+        };
+        Self { kernel, wg }
+    }
+
+    /// Checks the parameters against what the variant's shader supports.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = match self.kernel {
+            Kernel::Naive | Kernel::Tiled => self.wg == 0,
+            Kernel::Direct => (1..=256).contains(&self.wg),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(format!(
+                "{self} is not a valid configuration of {}",
+                self.kernel
+            ))
+        }
+    }
+
+    /// The override constants the pipeline is compiled with (besides HAS_BIAS, HEAD_LAYOUT).
+    pub fn constants(&self) -> Vec<(&'static str, f64)> {
+        match self.kernel {
+            Kernel::Naive | Kernel::Tiled => Vec::new(),
+            Kernel::Direct => vec![("WG", self.wg as f64)],
         }
     }
 
     /// Output elements (columns, rows) covered by one workgroup: the dispatch grid is
     /// (ceil(n_out / cols), ceil(tokens / rows), 1).
-    pub const fn workgroup_tile(self) -> (u32, u32) {
-        match self {
+    pub const fn workgroup_tile(&self) -> (u32, u32) {
+        match self.kernel {
             Kernel::Naive | Kernel::Tiled => (16, 16),
+            Kernel::Direct => (self.wg * 4, 8),
         }
     }
+}
 
-    /// Parses a comma-separated list of names or numbers, or `all`.
-    pub fn parse_list(list: &str) -> Result<Vec<Kernel>, String> {
-        if list.trim() == "all" {
-            return Ok(Kernel::ALL.to_vec());
-        }
-        let mut kernels = Vec::new();
-        for part in list.split(',') {
-            let kernel: Kernel = part.trim().parse()?;
-            if !kernels.contains(&kernel) {
-                kernels.push(kernel);
+impl FromStr for KernelConfig {
+    type Err = String;
+
+    /// A kernel name or number, optionally with parameters: `direct`, `3`,
+    /// `direct(wg=32)`; unnamed parameters keep their defaults.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (name, params) = match s.split_once('(') {
+            Some((n, rest)) => (
+                n,
+                rest.strip_suffix(')')
+                    .ok_or_else(|| format!("'{s}': missing ')'"))?,
+            ),
+            None => (s, ""),
+        };
+        let mut config = KernelConfig::default_for(name.trim().parse()?);
+        for kv in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}': expected key=value"))?;
+            let value: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
+            match key.trim() {
+                "wg" => config.wg = value,
+                other => return Err(format!("'{other}' is not a parameter (wg)")),
             }
         }
-        Ok(kernels)
+        config.check()?;
+        Ok(config)
+    }
+}
+
+impl fmt::Display for KernelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kernel {
+            Kernel::Naive | Kernel::Tiled => write!(f, "{}", self.kernel),
+            Kernel::Direct => write!(f, "{}(wg={})", self.kernel, self.wg),
+        }
     }
 }
 
@@ -158,11 +286,25 @@ mod tests {
 
     #[test]
     fn lists_parse_dedup_and_expand_all() {
-        assert_eq!(Kernel::parse_list("all").unwrap(), Kernel::ALL.to_vec());
+        let k = |k: Kernel| KernelConfig::from(k);
+        assert_eq!(
+            Kernel::parse_list("all").unwrap(),
+            Kernel::ALL.map(KernelConfig::from).to_vec()
+        );
         assert_eq!(
             Kernel::parse_list("1, naive,tiled").unwrap(),
-            vec![Kernel::Tiled, Kernel::Naive]
+            vec![k(Kernel::Tiled), k(Kernel::Naive)]
         );
         assert!(Kernel::parse_list("tiled,nope").is_err());
+        let c = Kernel::parse_list("0,direct( wg=32 );3").unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[1].wg, 32);
+        assert_eq!(c[1].to_string(), "direct(wg=32)");
+        assert_eq!(c[1].to_string().parse::<KernelConfig>(), Ok(c[1]));
+        assert_eq!(c[2], KernelConfig::from(Kernel::Direct));
+        assert!("direct(wg=999)".parse::<KernelConfig>().is_err());
+        assert!("direct(rows=2)".parse::<KernelConfig>().is_err());
+        assert!("naive(wg=2)".parse::<KernelConfig>().is_err());
+        assert!("direct(wg=8".parse::<KernelConfig>().is_err());
     }
 }

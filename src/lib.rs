@@ -34,7 +34,7 @@ pub use context::{
     list_adapters, AdapterFilter, AdapterSummary, BackendChoice, ContextOptions, GpuContext,
 };
 pub use error::{Error, Result};
-pub use kernels::Kernel;
+pub use kernels::{Kernel, KernelConfig};
 pub use layout::{HeadSplit, OutputLayout};
 pub use projector::{KernelTimer, Projector, QkvOutput, RunTimings};
 pub use reference::{reference, Reference};

@@ -6,7 +6,7 @@
 
 use crate::context::GpuContext;
 use crate::error::{fmt_bytes, Error, Result};
-use crate::kernels::{Kernel, FILL_NAN};
+use crate::kernels::{Kernel, KernelConfig, FILL_NAN};
 use crate::layout::OutputLayout;
 use crate::shape::QkvShape;
 use crate::weights::FusedWeights;
@@ -156,7 +156,7 @@ struct Timestamps {
 pub struct Projector<'c> {
     ctx: &'c GpuContext,
     shape: QkvShape,
-    kernel: Kernel,
+    config: KernelConfig,
     layout: OutputLayout,
     pipeline: Arc<wgpu::ComputePipeline>,
     fill_pipeline: Arc<wgpu::ComputePipeline>,
@@ -175,7 +175,7 @@ impl std::fmt::Debug for Projector<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Projector")
             .field("shape", &self.shape)
-            .field("kernel", &self.kernel)
+            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
@@ -183,7 +183,12 @@ impl std::fmt::Debug for Projector<'_> {
 /// Checks that every buffer and the dispatch grid of `shape` fit the device's limits, with
 /// an error naming the first that does not. [`Projector::new`] runs it too; callers run it
 /// first to fail before preparing large inputs.
-pub fn check_fits(ctx: &GpuContext, shape: &QkvShape, kernel: Kernel) -> Result<()> {
+pub fn check_fits(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    config: impl Into<KernelConfig>,
+) -> Result<()> {
+    let config = config.into();
     let limits = ctx.limits();
     let binding = limits
         .max_storage_buffer_binding_size
@@ -210,7 +215,7 @@ pub fn check_fits(ctx: &GpuContext, shape: &QkvShape, kernel: Kernel) -> Result<
             });
         }
     }
-    let (cols, rows) = kernel.workgroup_tile();
+    let (cols, rows) = config.workgroup_tile();
     let max_groups = limits.max_compute_workgroups_per_dimension;
     for (what, n, per) in [
         ("the dispatch over output columns", shape.n_out(), cols),
@@ -234,18 +239,24 @@ impl<'c> Projector<'c> {
     /// Allocates the buffers for `shape` and compiles (or reuses) `kernel`'s pipeline; Q, K
     /// and V come back token-major.
     /// Fails with [`Error::DeviceLimit`] if a buffer or the dispatch exceeds the device.
-    pub fn new(ctx: &'c GpuContext, shape: QkvShape, kernel: Kernel) -> Result<Self> {
-        Self::with_layout(ctx, shape, kernel, OutputLayout::Tokens)
+    pub fn new(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+    ) -> Result<Self> {
+        Self::with_layout(ctx, shape, config, OutputLayout::Tokens)
     }
 
     /// As [`Projector::new`], with Q, K and V written by the kernel in `layout`.
     pub fn with_layout(
         ctx: &'c GpuContext,
         shape: QkvShape,
-        kernel: Kernel,
+        config: impl Into<KernelConfig>,
         layout: OutputLayout,
     ) -> Result<Self> {
-        check_fits(ctx, &shape, kernel)?;
+        let config = config.into();
+        config.check().map_err(Error::Input)?;
+        check_fits(ctx, &shape, config)?;
         let (seq_len, q_head_dim, kv_head_dim) = match layout {
             OutputLayout::Tokens => (shape.tokens, shape.q_width, shape.kv_width),
             OutputLayout::Heads(h) => {
@@ -256,17 +267,15 @@ impl<'c> Projector<'c> {
         };
         let layouts = ctx.layouts();
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let pipeline = ctx.pipeline(
-            kernel.source(),
-            &[
-                ("HAS_BIAS", flag(shape.bias)),
-                (
-                    "HEAD_LAYOUT",
-                    flag(matches!(layout, OutputLayout::Heads(_))),
-                ),
-            ],
-            &layouts.projection,
-        )?;
+        let mut constants = vec![
+            ("HAS_BIAS", flag(shape.bias)),
+            (
+                "HEAD_LAYOUT",
+                flag(matches!(layout, OutputLayout::Heads(_))),
+            ),
+        ];
+        constants.extend(config.constants());
+        let pipeline = ctx.pipeline(config.kernel.source(), &constants, &layouts.projection)?;
         let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &layouts.fill)?;
 
         let device = &ctx.device;
@@ -387,7 +396,7 @@ impl<'c> Projector<'c> {
         Ok(Self {
             ctx,
             shape,
-            kernel,
+            config,
             layout,
             pipeline,
             fill_pipeline,
@@ -415,7 +424,12 @@ impl<'c> Projector<'c> {
 
     /// The kernel variant it dispatches.
     pub fn kernel(&self) -> Kernel {
-        self.kernel
+        self.config.kernel
+    }
+
+    /// The variant and its tuning parameters.
+    pub fn config(&self) -> KernelConfig {
+        self.config
     }
 
     /// Uploads the fused weights (and bias); they stay on the GPU for every later run.
@@ -502,7 +516,7 @@ impl<'c> Projector<'c> {
             )));
         }
         let ctx = self.ctx;
-        let kernel_label = format!("dispatch of kernel {}", self.kernel);
+        let kernel_label = format!("dispatch of kernel {}", self.config);
 
         // Untimed: poison the outputs so an unwritten element cannot pass.
         self.poison_outputs()?;
@@ -517,7 +531,7 @@ impl<'c> Projector<'c> {
         let upload = start.elapsed();
 
         // The fused dispatch: Q, K and V in one.
-        let (cols, rows) = self.kernel.workgroup_tile();
+        let (cols, rows) = self.config.workgroup_tile();
         let groups = (
             self.shape.n_out().div_ceil(cols),
             self.shape.tokens.div_ceil(rows),
@@ -530,7 +544,7 @@ impl<'c> Projector<'c> {
         ctx.checked(&kernel_label, || {
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(self.kernel.name()),
+                    label: Some(self.config.kernel.name()),
                     timestamp_writes: self.timestamps.as_ref().map(|t| {
                         wgpu::ComputePassTimestampWrites {
                             query_set: &t.set,

@@ -4,7 +4,9 @@
 use crate::report::{ms, print_checks, print_condition, progress, spread, tolerance};
 use crate::{Failure, GpuArgs};
 use clap::Args;
-use qkv_wgpu::{random_inputs, reference, Kernel, KernelTimer, Projector, QkvReport, QkvShape};
+use qkv_wgpu::{
+    random_inputs, reference, Kernel, KernelConfig, KernelTimer, Projector, QkvReport, QkvShape,
+};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 
@@ -26,8 +28,9 @@ pub struct RunArgs {
     /// Add a bias to each projection
     #[arg(long)]
     bias: bool,
-    /// Kernel variants: names or numbers, comma-separated, or `all`
-    /// (0 naive: one output per invocation; 1 tiled: 16x16 workgroup-memory tiles)
+    /// Kernel variants: names or numbers, comma-separated, or `all`; each may carry tuning
+    /// parameters, e.g. `direct(wg=32)` (0 naive: one output per invocation; 1 tiled: 16x16
+    /// workgroup-memory tiles; 3 direct: 8x4 outputs per invocation, no barriers)
     #[arg(long, default_value = "tiled", value_parser = parse_kernels)]
     kernel: KernelList,
     /// Seed for X and the weights (uniform in [-1, 1))
@@ -48,7 +51,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Clone)]
-struct KernelList(Vec<Kernel>);
+struct KernelList(Vec<KernelConfig>);
 
 fn parse_kernels(s: &str) -> Result<KernelList, String> {
     Kernel::parse_list(s).map(KernelList)
@@ -62,6 +65,7 @@ struct KernelResult {
     device_type: String,
     kernel: &'static str,
     kernel_number: u32,
+    config: String,
     tokens: u32,
     d_model: u32,
     q_width: u32,
@@ -96,8 +100,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
     let ctx = gpu.context()?;
     // Fail on a shape the device cannot hold before spending time on inputs and the reference.
-    for &kernel in &args.kernel.0 {
-        qkv_wgpu::projector::check_fits(&ctx, &shape, kernel)?;
+    for &config in &args.kernel.0 {
+        qkv_wgpu::projector::check_fits(&ctx, &shape, config)?;
     }
 
     progress(&format!("generating inputs (seed {})", args.seed));
@@ -121,12 +125,13 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 
     let mut all_pass = true;
-    for &kernel in &args.kernel.0 {
+    for &config in &args.kernel.0 {
+        let kernel = config.kernel;
         progress(&format!(
             "kernel {kernel}: 1 warm-up + {} timed runs",
             args.repeats
         ));
-        let mut projector = Projector::new(&ctx, shape, kernel)?;
+        let mut projector = Projector::new(&ctx, shape, config)?;
         let weights_upload = projector.set_weights(&weights)?;
         let mut kernel_ms = Vec::new();
         let mut parts = Vec::new();
@@ -166,6 +171,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             device_type: s.device_type.clone(),
             kernel: kernel.name(),
             kernel_number: kernel.number(),
+            config: config.to_string(),
             tokens: shape.tokens,
             d_model: shape.d_model,
             q_width: shape.q_width,
@@ -200,7 +206,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
                 serde_json::to_string(&result).expect("results serialize")
             );
         } else {
-            print_text(&result, kernel);
+            print_text(&result, config);
         }
     }
     if args.kernel.0.len() > 1 && !args.json {
@@ -220,14 +226,15 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 }
 
-fn print_text(r: &KernelResult, kernel: Kernel) {
+fn print_text(r: &KernelResult, config: KernelConfig) {
+    let kernel: Kernel = config.kernel;
     let timer = match r.kernel_timer {
         KernelTimer::GpuTimestamp => "GPU timestamps",
         KernelTimer::Host => "host clock: no timestamp queries on this adapter",
     };
     println!(
         "\nkernel    {} ({}): {}",
-        kernel.name(),
+        config,
         kernel.number(),
         kernel.description()
     );
