@@ -30,7 +30,9 @@ struct Params {
     seq_len: u32,
     q_head_dim: u32,
     kv_head_dim: u32,
-    _pad: u32,
+    // Row stride of W in elements: n_out, or n_out padded to a multiple of 4 for kernels that
+    // read W as vec4 (only those use it).
+    w_stride: u32,
 }
 
 override HAS_BIAS: bool = false;

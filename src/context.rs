@@ -275,11 +275,10 @@ impl GpuContext {
             ..wgpu::Limits::default().or_worse_values_from(&best)
         });
         let timestamps = summary.timestamp_query;
-        let required_features = if timestamps {
-            wgpu::Features::TIMESTAMP_QUERY
-        } else {
-            wgpu::Features::empty()
-        };
+        // Ask for what some kernel can use, where the adapter has it; kernels that need a
+        // feature check `KernelConfig::unsupported_on` first.
+        let required_features =
+            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("qkv-wgpu device"),
             required_features,

@@ -8,12 +8,15 @@
 //! | 1 | `tiled` | `shaders/qkv_tiled.wgsl` | 16x16 workgroup-memory tiles over d_model        |
 //! | 3 | `direct`| `shaders/qkv_direct.wgsl`| 8x4 outputs per invocation from registers,       |
 //! |   |         |                          | storage only, no barriers; tunable `wg`          |
+//! | 4 | `subgroup` | `shaders/qkv_subgroup.wgsl` | `direct` with X shared by subgroup        |
+//! |   |         |                          | broadcasts; needs SUBGROUP, subgroup size >= 8   |
 //!
 //! Run one variant:
 //! ```text
 //! cargo run --release -- run --kernel naive    # or --kernel 0
 //! cargo run --release -- run --kernel tiled    # or --kernel 1 (the default)
 //! cargo run --release -- run --kernel direct   # or --kernel 3; direct(wg=16) sets its size
+//! cargo run --release -- run --kernel subgroup # or --kernel 4, where the adapter has subgroups
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
 //! ```
 
@@ -29,6 +32,8 @@ pub enum Kernel {
     Tiled = 1,
     /// Register-blocked, storage only, no barriers.
     Direct = 3,
+    /// `Direct` with X shared through subgroup broadcasts.
+    Subgroup = 4,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -50,16 +55,29 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 4] = [
+pub const ALL_SHADERS: [ShaderSource; 5] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Direct.source(),
+    Kernel::Subgroup.source(),
     FILL_NAN,
 ];
 
+impl ShaderSource {
+    /// Whether the shader uses subgroup operations (it reads `subgroup_invocation_id`).
+    pub fn needs_subgroups(&self) -> bool {
+        self.wgsl.contains("subgroup_invocation_id")
+    }
+}
+
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 3] = [Kernel::Naive, Kernel::Tiled, Kernel::Direct];
+    pub const ALL: [Kernel; 4] = [
+        Kernel::Naive,
+        Kernel::Tiled,
+        Kernel::Direct,
+        Kernel::Subgroup,
+    ];
 
     /// The variant `qkv run` uses when none is named.
     pub const DEFAULT: Kernel = Kernel::Tiled;
@@ -70,6 +88,7 @@ impl Kernel {
             Kernel::Naive => "naive",
             Kernel::Tiled => "tiled",
             Kernel::Direct => "direct",
+            Kernel::Subgroup => "subgroup",
         }
     }
 
@@ -86,6 +105,7 @@ impl Kernel {
             Kernel::Direct => {
                 "8x4 outputs per invocation in registers, no workgroup memory or barriers"
             }
+            Kernel::Subgroup => "direct, with X shared through subgroup broadcasts",
         }
     }
 
@@ -105,6 +125,11 @@ impl Kernel {
             Kernel::Direct => ShaderSource {
                 file: "qkv_direct.wgsl",
                 wgsl: include_str!("../shaders/qkv_direct.wgsl"),
+                entry_point: "main",
+            },
+            Kernel::Subgroup => ShaderSource {
+                file: "qkv_subgroup.wgsl",
+                wgsl: include_str!("../shaders/qkv_subgroup.wgsl"),
                 entry_point: "main",
             },
         }
@@ -162,7 +187,7 @@ impl KernelConfig {
     pub const fn default_for(kernel: Kernel) -> Self {
         let wg = match kernel {
             Kernel::Naive | Kernel::Tiled => 0,
-            Kernel::Direct => 64,
+            Kernel::Direct | Kernel::Subgroup => 64,
         };
         Self { kernel, wg }
     }
@@ -172,6 +197,7 @@ impl KernelConfig {
         let ok = match self.kernel {
             Kernel::Naive | Kernel::Tiled => self.wg == 0,
             Kernel::Direct => (1..=256).contains(&self.wg),
+            Kernel::Subgroup => (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8),
         };
         if ok {
             Ok(())
@@ -183,11 +209,35 @@ impl KernelConfig {
         }
     }
 
+    /// The row stride of W the kernel reads: `n_out`, or `n_out` rounded up to a multiple of
+    /// 4 for kernels that load W as vec4 (the padding is zeros and is never stored).
+    pub const fn w_stride(&self, n_out: u32) -> u32 {
+        match self.kernel {
+            Kernel::Subgroup => n_out.div_ceil(4) * 4,
+            _ => n_out,
+        }
+    }
+
+    /// Why this adapter cannot run the configuration, if it cannot.
+    pub fn unsupported_on(&self, summary: &crate::context::AdapterSummary) -> Option<String> {
+        match self.kernel {
+            Kernel::Subgroup if !summary.subgroup => Some(format!(
+                "kernel {} needs subgroup operations, which '{}' does not offer",
+                self.kernel, summary.name
+            )),
+            Kernel::Subgroup if summary.subgroup_size.0 < 8 => Some(format!(
+                "kernel {} needs subgroups of at least 8 invocations; '{}' may use {}",
+                self.kernel, summary.name, summary.subgroup_size.0
+            )),
+            _ => None,
+        }
+    }
+
     /// The override constants the pipeline is compiled with (besides HAS_BIAS, HEAD_LAYOUT).
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => Vec::new(),
-            Kernel::Direct => vec![("WG", self.wg as f64)],
+            Kernel::Direct | Kernel::Subgroup => vec![("WG", self.wg as f64)],
         }
     }
 
@@ -196,7 +246,7 @@ impl KernelConfig {
     pub const fn workgroup_tile(&self) -> (u32, u32) {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => (16, 16),
-            Kernel::Direct => (self.wg * 4, 8),
+            Kernel::Direct | Kernel::Subgroup => (self.wg * 4, 8),
         }
     }
 }
@@ -239,7 +289,7 @@ impl fmt::Display for KernelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => write!(f, "{}", self.kernel),
-            Kernel::Direct => write!(f, "{}(wg={})", self.kernel, self.wg),
+            Kernel::Direct | Kernel::Subgroup => write!(f, "{}(wg={})", self.kernel, self.wg),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! ```
 
 pub mod context;
+pub mod cpu;
 pub mod error;
 pub mod explain;
 pub mod io;
@@ -27,6 +28,7 @@ pub mod layout;
 pub mod projector;
 pub mod reference;
 pub mod shape;
+pub mod tune;
 pub mod validate;
 pub mod weights;
 

@@ -26,7 +26,7 @@ struct Params {
     seq_len: u32,
     q_head_dim: u32,
     kv_head_dim: u32,
-    _pad: u32,
+    w_stride: u32,
 }
 
 /// Bind group layouts and pipeline layouts shared by all kernels of a context, so one bind
@@ -200,7 +200,10 @@ pub fn check_fits(
     };
     for (what, elems) in [
         ("X [tokens, d_model]", shape.x_len()),
-        ("the fused W [d_model, q_width + 2*kv_width]", shape.w_len()),
+        (
+            "the fused W [d_model, q_width + 2*kv_width]",
+            shape.d_model as usize * config.w_stride(shape.n_out()) as usize,
+        ),
         ("Q [tokens, q_width]", shape.q_len()),
         ("K and V [tokens, kv_width]", shape.kv_len()),
     ] {
@@ -256,6 +259,9 @@ impl<'c> Projector<'c> {
     ) -> Result<Self> {
         let config = config.into();
         config.check().map_err(Error::Input)?;
+        if let Some(why) = config.unsupported_on(&ctx.summary) {
+            return Err(Error::Input(why));
+        }
         check_fits(ctx, &shape, config)?;
         let (seq_len, q_head_dim, kv_head_dim) = match layout {
             OutputLayout::Tokens => (shape.tokens, shape.q_width, shape.kv_width),
@@ -291,7 +297,8 @@ impl<'c> Projector<'c> {
             };
             let copy_dst = wgpu::BufferUsages::COPY_DST;
             let x = storage("x", shape.x_len(), copy_dst);
-            let w = storage("w (fused Wq|Wk|Wv)", shape.w_len(), copy_dst);
+            let w_len = shape.d_model as usize * config.w_stride(shape.n_out()) as usize;
+            let w = storage("w (fused Wq|Wk|Wv)", w_len, copy_dst);
             // Without a bias the binding still needs a buffer; HAS_BIAS=false never reads it.
             let bias_len = if shape.bias {
                 shape.n_out() as usize
@@ -329,7 +336,7 @@ impl<'c> Projector<'c> {
                     seq_len,
                     q_head_dim,
                     kv_head_dim,
-                    _pad: 0,
+                    w_stride: config.w_stride(shape.n_out()),
                 }),
                 usage: wgpu::BufferUsages::UNIFORM,
             });
@@ -482,10 +489,28 @@ impl<'c> Projector<'c> {
             _ => {}
         }
         let start = Instant::now();
+        let n_out = s.n_out() as usize;
+        let stride = self.config.w_stride(s.n_out()) as usize;
+        // Kernels that read W as vec4 get rows padded with zeros to a multiple of 4 columns.
+        let padded: Vec<f32>;
+        let w: &[f32] = if stride == n_out {
+            &weights.w
+        } else {
+            padded = weights
+                .w
+                .chunks_exact(n_out)
+                .flat_map(|row| {
+                    row.iter()
+                        .copied()
+                        .chain(std::iter::repeat_n(0.0, stride - n_out))
+                })
+                .collect();
+            &padded
+        };
         self.ctx.checked("uploading weights", || {
             self.ctx
                 .queue
-                .write_buffer(&self.w, 0, bytemuck::cast_slice(&weights.w));
+                .write_buffer(&self.w, 0, bytemuck::cast_slice(w));
             if let Some(b) = &weights.bias {
                 self.ctx
                     .queue

@@ -4,8 +4,14 @@
 use assert_cmd::Command;
 use predicates::prelude::*;
 
+/// The binary, with autotuning results kept out of the user's own cache.
 fn qkv() -> Command {
-    Command::cargo_bin("qkv").unwrap()
+    let mut cmd = Command::cargo_bin("qkv").unwrap();
+    cmd.env(
+        "QKV_CACHE_DIR",
+        std::env::temp_dir().join(format!("qkv-test-cache-{}", std::process::id())),
+    );
+    cmd
 }
 
 /// Runs `args`, asserts the exit code, that nothing panicked, and returns (stdout, stderr).
@@ -141,8 +147,14 @@ fn bad_arguments_exit_2_with_a_message() {
         (&["run", "--tokens", "lots"], "invalid value"),
         (&["run", "--kernel", "bogus"], "unknown kernel 'bogus'"),
         (&["run", "--repeats", "0"], "--repeats"),
-        (&["run", "--atol", "-1"], "--atol must be a finite number"),
-        (&["run", "--rtol", "NaN"], "--rtol must be a finite number"),
+        (
+            &["run", "--atol", "-1"],
+            "must be a finite number >= 0, got -1",
+        ),
+        (
+            &["run", "--rtol", "NaN"],
+            "must be a finite number >= 0, got NaN",
+        ),
         (
             &["run", "--tokens", "4000000000", "--d-model", "4000000000"],
             "more than a 32-bit index",

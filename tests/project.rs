@@ -158,8 +158,11 @@ fn assert_close(what: &str, got: &[f32], want: &[f64], d_model: usize) {
 }
 
 fn qkv(args: &[&str]) -> std::process::Output {
+    // Autotuning results stay out of the user's own cache.
+    let cache = std::env::temp_dir().join(format!("qkv-test-cache-{}", std::process::id()));
     let out = Command::cargo_bin("qkv")
         .unwrap()
+        .env("QKV_CACHE_DIR", cache)
         .args(args)
         .output()
         .unwrap();

@@ -2,11 +2,11 @@
 //! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
 use crate::report::{ms, print_checks, print_condition, progress, tolerance};
-use crate::{parse_kernel, Failure, GpuArgs};
+use crate::{Failure, GpuArgs};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
 use qkv_wgpu::io::{npy, NonFinite};
-use qkv_wgpu::{reference, Error, HeadSplit, Kernel, OutputLayout, Projector, QkvReport, QkvShape};
+use qkv_wgpu::{reference, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -81,14 +81,18 @@ pub struct ProjectArgs {
     /// Write the outputs even when X or the weights hold NaN or Inf
     #[arg(long)]
     allow_nonfinite: bool,
-    /// Kernel variant: a name or number (see `qkv run --help`)
-    #[arg(long, default_value_t = Kernel::DEFAULT, value_parser = parse_kernel)]
-    kernel: Kernel,
+    /// `auto` (autotuned for this adapter and shape class) or one configuration, e.g. `tiled`,
+    /// `direct(wg=32)` (see `qkv run --help`)
+    #[arg(long, default_value = "auto", value_parser = crate::run::parse_kernels)]
+    kernel: crate::run::KernelList,
+    /// Autotune again instead of using the cached choice (with --kernel auto)
+    #[arg(long)]
+    tune: bool,
     /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
     atol: Option<f64>,
     /// Relative tolerance [default: 1e-4]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
     rtol: Option<f64>,
     /// Print one JSON object instead of text
     #[arg(long)]
@@ -107,7 +111,8 @@ enum HeadLayoutArg {
 struct ProjectResult {
     adapter: String,
     backend: String,
-    kernel: &'static str,
+    kernel: String,
+    config_reason: String,
     input: String,
     input_dtype: &'static str,
     weights: String,
@@ -307,7 +312,14 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     }
 
     let ctx = gpu.context()?;
-    let mut projector = Projector::with_layout(&ctx, shape, args.kernel, layout)?;
+    let configs = crate::run::resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
+    let [(config, config_reason)] = configs.as_slice() else {
+        return Err(Error::Input(
+            "qkv project runs one kernel configuration; name one, or auto".into(),
+        )
+        .into());
+    };
+    let mut projector = Projector::with_layout(&ctx, shape, *config, layout)?;
     projector.set_weights(w)?;
     progress(&format!("projecting on {}", ctx.summary.name));
     let out = projector.run(&x.data)?;
@@ -350,7 +362,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let result = ProjectResult {
         adapter: s.name.clone(),
         backend: s.backend.clone(),
-        kernel: args.kernel.name(),
+        kernel: config.to_string(),
+        config_reason: config_reason.clone(),
         input: args.input.display().to_string(),
         input_dtype: x.dtype,
         weights: args.weights.display().to_string(),
@@ -449,8 +462,8 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
         r.head_layout
     );
     println!(
-        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms",
-        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms
+        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms\n          chosen: {}",
+        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms, r.config_reason
     );
     match (report, r.cpu_ms) {
         (Some(report), Some(cpu)) => {

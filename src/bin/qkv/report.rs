@@ -28,6 +28,14 @@ pub fn progress(msg: &str) {
     }
 }
 
+/// Parses --atol / --rtol: a finite number >= 0, refused before any work starts.
+pub fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number >= 0, got {s}")),
+    }
+}
+
 /// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
 pub fn tolerance(
     d_model: u32,

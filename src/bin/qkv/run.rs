@@ -28,11 +28,16 @@ pub struct RunArgs {
     /// Add a bias to each projection
     #[arg(long)]
     bias: bool,
-    /// Kernel variants: names or numbers, comma-separated, or `all`; each may carry tuning
+    /// `auto` (the configuration autotuned for this adapter and shape class), or kernel
+    /// variants by name or number, comma-separated, or `all`; each may carry tuning
     /// parameters, e.g. `direct(wg=32)` (0 naive: one output per invocation; 1 tiled: 16x16
-    /// workgroup-memory tiles; 3 direct: 8x4 outputs per invocation, no barriers)
-    #[arg(long, default_value = "tiled", value_parser = parse_kernels)]
+    /// workgroup-memory tiles; 3 direct: 8x4 outputs per invocation, no barriers; 4 subgroup:
+    /// direct with X shared by subgroup broadcasts)
+    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     kernel: KernelList,
+    /// Autotune again instead of using the cached choice (with --kernel auto)
+    #[arg(long)]
+    tune: bool,
     /// Seed for X and the weights (uniform in [-1, 1))
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -40,21 +45,70 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     repeats: u32,
     /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
     atol: Option<f64>,
     /// Relative tolerance [default: 1e-4]
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
     rtol: Option<f64>,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
     json: bool,
 }
 
+/// What `--kernel` asked for.
 #[derive(Debug, Clone)]
-struct KernelList(Vec<KernelConfig>);
+pub enum KernelList {
+    /// The autotuned configuration.
+    Auto,
+    /// Exactly these; `all` means every variant this adapter can run.
+    Given {
+        configs: Vec<KernelConfig>,
+        all: bool,
+    },
+}
 
-fn parse_kernels(s: &str) -> Result<KernelList, String> {
-    Kernel::parse_list(s).map(KernelList)
+pub fn parse_kernels(s: &str) -> Result<KernelList, String> {
+    match s.trim() {
+        "auto" => Ok(KernelList::Auto),
+        other => Kernel::parse_list(other).map(|configs| KernelList::Given {
+            configs,
+            all: other == "all",
+        }),
+    }
+}
+
+/// The configurations to run, each with why it was chosen.
+pub fn resolve_kernels(
+    ctx: &qkv_wgpu::GpuContext,
+    shape: &QkvShape,
+    list: &KernelList,
+    force_tune: bool,
+) -> Result<Vec<(KernelConfig, String)>, qkv_wgpu::Error> {
+    match list {
+        KernelList::Auto => {
+            progress("choosing a kernel configuration (autotuning on first use)");
+            let choice = qkv_wgpu::tune::choose(
+                ctx,
+                shape,
+                &qkv_wgpu::tune::TuneOptions {
+                    force: force_tune,
+                    ..Default::default()
+                },
+            )?;
+            Ok(vec![(choice.config, choice.reason)])
+        }
+        KernelList::Given { configs, all } => {
+            let mut out = Vec::new();
+            for &c in configs {
+                match c.unsupported_on(&ctx.summary) {
+                    Some(why) if *all => eprintln!("skipping {c}: {why}"),
+                    Some(why) => return Err(qkv_wgpu::Error::Input(why)),
+                    None => out.push((c, "named with --kernel".to_string())),
+                }
+            }
+            Ok(out)
+        }
+    }
 }
 
 /// One kernel's results: what `--json` prints.
@@ -66,6 +120,7 @@ struct KernelResult {
     kernel: &'static str,
     kernel_number: u32,
     config: String,
+    config_reason: String,
     tokens: u32,
     d_model: u32,
     q_width: u32,
@@ -83,6 +138,10 @@ struct KernelResult {
     readback_ms: f64,
     weights_upload_ms: f64,
     cpu_ms: f64,
+    cpu_gflops: f64,
+    cpu_threads: usize,
+    speedup: f64,
+    reference_ms: f64,
     gflops: f64,
     gflop_per_run: f64,
     max_abs_err: f64,
@@ -95,13 +154,34 @@ struct KernelResult {
     report: Option<QkvReport>,
 }
 
+/// Median time of the fast CPU baseline over `repeats` runs after one warm-up, in ms.
+fn time_cpu_baseline(
+    shape: &QkvShape,
+    x: &[f32],
+    weights: &qkv_wgpu::FusedWeights,
+    repeats: u32,
+) -> f64 {
+    let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
+    qkv_wgpu::cpu::fused_gemm(shape, x, weights, &mut out);
+    let times = (0..repeats)
+        .map(|_| {
+            let start = Instant::now();
+            qkv_wgpu::cpu::fused_gemm(shape, x, weights, &mut out);
+            ms(start.elapsed())
+        })
+        .collect();
+    spread(times).0
+}
+
 pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let kv_width = args.kv_width.unwrap_or(args.q_width);
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
     let ctx = gpu.context()?;
     // Fail on a shape the device cannot hold before spending time on inputs and the reference.
-    for &config in &args.kernel.0 {
-        qkv_wgpu::projector::check_fits(&ctx, &shape, config)?;
+    qkv_wgpu::projector::check_fits(&ctx, &shape, Kernel::Naive)?;
+    let configs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
+    for (config, _) in &configs {
+        qkv_wgpu::projector::check_fits(&ctx, &shape, *config)?;
     }
 
     progress(&format!("generating inputs (seed {})", args.seed));
@@ -110,7 +190,9 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     progress("computing the CPU reference (f64)");
     let start = Instant::now();
     let expected = reference(&shape, &x, &weights);
-    let cpu = start.elapsed();
+    let reference_time = start.elapsed();
+    progress("timing the CPU baseline (f32 GEMM)");
+    let cpu_ms = time_cpu_baseline(&shape, &x, &weights, args.repeats);
 
     let s = &ctx.summary;
     if !args.json {
@@ -125,8 +207,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 
     let mut all_pass = true;
-    for &config in &args.kernel.0 {
-        let kernel = config.kernel;
+    for (config, why) in &configs {
+        let (config, kernel) = (*config, config.kernel);
         progress(&format!(
             "kernel {kernel}: 1 warm-up + {} timed runs",
             args.repeats
@@ -172,6 +254,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             kernel: kernel.name(),
             kernel_number: kernel.number(),
             config: config.to_string(),
+            config_reason: why.clone(),
             tokens: shape.tokens,
             d_model: shape.d_model,
             q_width: shape.q_width,
@@ -188,7 +271,11 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             dispatch_ms: median_of(&|t| t.dispatch_wall),
             readback_ms: median_of(&|t| t.readback),
             weights_upload_ms: ms(weights_upload),
-            cpu_ms: ms(cpu),
+            cpu_ms,
+            cpu_gflops: shape.gflops(cpu_ms / 1e3),
+            cpu_threads: qkv_wgpu::cpu::threads(),
+            speedup: cpu_ms / kernel_med,
+            reference_ms: ms(reference_time),
             gflops: shape.gflops(kernel_med / 1e3),
             gflop_per_run: shape.flops() / 1e9,
             max_abs_err: report.max_abs_err(),
@@ -209,7 +296,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             print_text(&result, config);
         }
     }
-    if args.kernel.0.len() > 1 && !args.json {
+    if configs.len() > 1 && !args.json {
         println!(
             "\n{}",
             if all_pass {
@@ -238,6 +325,7 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         kernel.number(),
         kernel.description()
     );
+    println!("  chosen       {}", r.config_reason);
     println!(
         "  GPU kernel   {:>10.3} ms  median of {} (min {:.3}, max {:.3}; {timer})  {:.2} GFLOP/s",
         r.gpu_kernel_ms, r.repeats, r.gpu_kernel_ms_min, r.gpu_kernel_ms_max, r.gflops
@@ -248,8 +336,13 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         r.gpu_total_ms, r.upload_ms, r.dispatch_ms, r.readback_ms, r.weights_upload_ms
     );
     println!(
-        "  CPU          {:>10.3} ms  f64 reference (the accuracy oracle, not a speed baseline)",
-        r.cpu_ms
+        "  CPU          {:>10.3} ms  f32 GEMM, matrixmultiply on {} threads, median of {}  {:.2} \
+         GFLOP/s; GPU kernel speed-up {:.2}x",
+        r.cpu_ms, r.cpu_threads, r.repeats, r.cpu_gflops, r.speedup
+    );
+    println!(
+        "  reference    {:>10.3} ms  f64 accumulation: the accuracy oracle, not a speed baseline",
+        r.reference_ms
     );
     if let Some(report) = &r.report {
         print_checks(report);

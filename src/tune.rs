@@ -1,0 +1,328 @@
+//! Autotuning: for an (adapter, driver, shape class), try every kernel configuration the
+//! adapter can run on a small proxy of the shape, validate each against the reference, keep
+//! the fastest, and cache the choice in the user's cache directory. A cached choice is used
+//! only after it has been re-checked: it must still parse, name a variant the adapter can run,
+//! come from the same shader source, and validate on fresh inputs; otherwise it is discarded
+//! and the shape class is tuned again.
+//!
+//! Barriers and workgroup memory are cheap on a GPU and costly on a CPU driver such as
+//! lavapipe, so no single kernel is the best everywhere: that is what this is for.
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, KernelConfig};
+use crate::projector::Projector;
+use crate::reference::reference;
+use crate::shape::QkvShape;
+use crate::validate::{absmax, QkvReport, Tolerance};
+use crate::weights::random_inputs;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Every configuration worth trying on this adapter, in a fixed order. The naive baseline is
+/// not among them: it exists to be beaten.
+pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
+    let mut out = vec![KernelConfig::from(Kernel::Tiled)];
+    for wg in [16, 32, 64, 128] {
+        out.push(KernelConfig {
+            kernel: Kernel::Direct,
+            wg,
+        });
+    }
+    for wg in [16, 32, 64] {
+        out.push(KernelConfig {
+            kernel: Kernel::Subgroup,
+            wg,
+        });
+    }
+    let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
+    out.retain(|c| c.unsupported_on(&ctx.summary).is_none() && c.wg <= max_wg);
+    out
+}
+
+/// How to tune.
+#[derive(Debug, Clone, Default)]
+pub struct TuneOptions {
+    /// Ignore the cache and tune again (`--tune`).
+    pub force: bool,
+    /// Where the cache lives; default `QKV_CACHE_DIR`, else the user's cache directory.
+    pub cache_dir: Option<PathBuf>,
+    /// The tolerance candidates must pass; default: [`Tolerance::for_f32_accumulation`].
+    pub tolerance: Option<Tolerance>,
+}
+
+/// One candidate's result.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Trial {
+    /// The configuration, as `KernelConfig` displays it.
+    pub config: String,
+    /// Its median kernel time on the proxy shape, when it ran and validated.
+    pub ms: Option<f64>,
+    /// "ok", or why it was rejected.
+    pub status: String,
+}
+
+/// What the tuner chose and why.
+#[derive(Debug, Clone)]
+pub struct Choice {
+    /// The configuration to run.
+    pub config: KernelConfig,
+    /// Why: tuned now, or taken from the cache (and what was discarded on the way).
+    pub reason: String,
+    /// The trials of the tuning run that chose it.
+    pub trials: Vec<Trial>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Entry {
+    config: String,
+    shader_hash: String,
+    proxy: String,
+    trials: Vec<Trial>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Cache {
+    entries: BTreeMap<String, Entry>,
+}
+
+fn cache_path(opts: &TuneOptions) -> Option<PathBuf> {
+    let dir = opts
+        .cache_dir
+        .clone()
+        .or_else(|| std::env::var_os("QKV_CACHE_DIR").map(PathBuf::from))
+        .or_else(|| dirs::cache_dir().map(|d| d.join("qkv-wgpu")))?;
+    Some(dir.join("tuning.json"))
+}
+
+fn load_cache(path: &Option<PathBuf>) -> Cache {
+    path.as_ref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+/// Writes the cache through a temporary file, so a crash never leaves it half written. A
+/// cache that cannot be written only costs a re-tune next time.
+fn save_cache(path: &Option<PathBuf>, cache: &Cache) {
+    let Some(path) = path else { return };
+    let Some(dir) = path.parent() else { return };
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
+    let Ok(text) = serde_json::to_string_pretty(cache) else {
+        return;
+    };
+    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+/// Shapes whose tokens, d_model and n_out fall in the same power-of-two buckets tune alike.
+fn bucket(v: u32) -> u32 {
+    v.max(1).next_power_of_two()
+}
+
+/// The cache key: adapter, backend, driver and shape class.
+pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
+    let s = &ctx.summary;
+    format!(
+        "{} | {} | {} | tokens<={} d_model<={} n_out<={}",
+        s.name,
+        s.backend,
+        s.driver,
+        bucket(shape.tokens),
+        bucket(shape.d_model),
+        bucket(shape.n_out())
+    )
+}
+
+/// The small shape candidates are timed on: the class's widths with few enough tokens that
+/// the slowest candidate still finishes in about a second on a CPU driver.
+fn proxy(shape: &QkvShape) -> QkvShape {
+    let tokens = shape.tokens.min(128);
+    QkvShape { tokens, ..*shape }
+}
+
+/// FNV-1a of the WGSL, so an entry tuned for an older shader is not trusted.
+fn shader_hash(config: &KernelConfig) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in config.kernel.source().wgsl.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Runs `config` on seeded inputs of `shape` `repeats` times, validating every run; the
+/// median kernel time if all pass.
+fn trial(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    config: KernelConfig,
+    repeats: usize,
+    tol: Option<Tolerance>,
+    seed: u64,
+) -> Result<std::result::Result<Duration, String>> {
+    let (x, w) = random_inputs(shape, seed);
+    let expected = reference(shape, &x, &w);
+    let tol = tol.unwrap_or_else(|| {
+        let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
+        Tolerance::for_f32_accumulation(shape.d_model, absmax(&x), wmax)
+    });
+    let mut projector = Projector::new(ctx, *shape, config)?;
+    projector.set_weights(&w)?;
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let out = projector.run(&x)?;
+        let report = QkvReport::new(
+            (&out.q, &out.k, &out.v),
+            &expected,
+            shape.q_width,
+            shape.kv_width,
+            tol,
+        );
+        if !report.pass() {
+            return Ok(Err(format!(
+                "failed validation: {} mismatches, max abs err {:.3e}",
+                report.q.mismatches + report.k.mismatches + report.v.mismatches,
+                report.max_abs_err()
+            )));
+        }
+        times.push(out.timings.kernel);
+    }
+    times.sort();
+    Ok(Ok(times[times.len() / 2]))
+}
+
+/// Why a cached entry cannot be used, or None when it checks out.
+fn recheck(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    entry: &Entry,
+    tol: Option<Tolerance>,
+) -> Result<std::result::Result<KernelConfig, String>> {
+    let config: KernelConfig = match entry.config.parse() {
+        Ok(c) => c,
+        Err(e) => return Ok(Err(format!("it names no usable configuration ({e})"))),
+    };
+    if let Some(why) = config.unsupported_on(&ctx.summary) {
+        return Ok(Err(why));
+    }
+    if entry.shader_hash != shader_hash(&config) {
+        return Ok(Err(format!(
+            "{} changed since it was tuned",
+            config.kernel.source().file
+        )));
+    }
+    Ok(trial(ctx, &proxy(shape), config, 1, tol, 0x5eed_cafe)?.map(|_| config))
+}
+
+/// The configuration to run `shape` with on this context: from the cache when a re-checked
+/// entry exists, else tuned now (and cached).
+pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<Choice> {
+    let path = cache_path(opts);
+    let key = shape_class_key(ctx, shape);
+    let mut cache = load_cache(&path);
+    let mut discarded = None;
+    if !opts.force {
+        if let Some(entry) = cache.entries.get(&key) {
+            match recheck(ctx, shape, entry, opts.tolerance)? {
+                Ok(config) => {
+                    return Ok(Choice {
+                        config,
+                        reason: format!(
+                            "autotuned earlier for this adapter and shape class, re-validated \
+                             now (cache: {})",
+                            path.as_ref()
+                                .map_or("none".into(), |p| p.display().to_string())
+                        ),
+                        trials: entry.trials.clone(),
+                    })
+                }
+                Err(why) => discarded = Some(format!("{}: {why}", entry.config)),
+            }
+        }
+    }
+
+    let p = proxy(shape);
+    let mut trials = Vec::new();
+    let mut best: Option<(Duration, KernelConfig)> = None;
+    for config in candidates(ctx) {
+        // Compile, warm up and validate once; then time three validated runs, unless the
+        // first run was already over 4x the best so far (its figure then stands alone).
+        let first = trial(ctx, &p, config, 1, opts.tolerance, 1);
+        let result = match first {
+            Ok(Ok(t)) if best.is_some_and(|(b, _)| t > 4 * b) => {
+                Ok(Ok((t, "ok (one run: over 4x the best so far)")))
+            }
+            Ok(Ok(_)) => trial(ctx, &p, config, 3, opts.tolerance, 2).map(|r| r.map(|t| (t, "ok"))),
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
+        let (ms, status) = match result {
+            Ok(Ok((t, status))) => {
+                if best.is_none_or(|(b, _)| t < b) {
+                    best = Some((t, config));
+                }
+                (Some(t.as_secs_f64() * 1e3), status.to_string())
+            }
+            Ok(Err(why)) => (None, why),
+            // A configuration the device rejects (too large a workgroup, say) is skipped.
+            Err(e) => (None, format!("could not run: {e}")),
+        };
+        trials.push(Trial {
+            config: config.to_string(),
+            ms,
+            status,
+        });
+    }
+    let Some((_, config)) = best else {
+        return Err(Error::Input(format!(
+            "no kernel configuration ran and validated on this adapter: {}{}",
+            trials
+                .iter()
+                .map(|t| format!("{}: {}", t.config, t.status))
+                .collect::<Vec<_>>()
+                .join("; "),
+            discarded
+                .map(|d| format!("; the cached choice was discarded: {d}"))
+                .unwrap_or_default()
+        )));
+    };
+    cache.entries.insert(
+        key,
+        Entry {
+            config: config.to_string(),
+            shader_hash: shader_hash(&config),
+            proxy: format!(
+                "tokens {}, d_model {}, n_out {}",
+                p.tokens,
+                p.d_model,
+                p.n_out()
+            ),
+            trials: trials.clone(),
+        },
+    );
+    save_cache(&path, &cache);
+    let mut reason = format!(
+        "autotuned now: fastest of {} validated candidates on {} tokens x d_model {} x n_out {}",
+        trials.iter().filter(|t| t.ms.is_some()).count(),
+        p.tokens,
+        p.d_model,
+        p.n_out()
+    );
+    if opts.force {
+        reason.push_str(" (--tune)");
+    }
+    if let Some(d) = discarded {
+        reason.push_str(&format!("; the cached choice was discarded: {d}"));
+    }
+    Ok(Choice {
+        config,
+        reason,
+        trials,
+    })
+}

@@ -1,0 +1,166 @@
+//! Autotuning: every candidate is correct on ragged shapes; the tuner picks a validated
+//! configuration and caches it; a cached choice that is stale, unknown or no longer validates
+//! is discarded, never trusted.
+
+mod common;
+
+use common::{assert_pass, check, ctx};
+use qkv_wgpu::tune::{candidates, choose, shape_class_key, TuneOptions};
+use qkv_wgpu::{Kernel, QkvShape, Tolerance};
+
+#[test]
+fn every_candidate_is_correct_on_ragged_shapes() {
+    let cands = candidates(ctx());
+    assert!(cands.len() >= 5, "{cands:?}");
+    // lavapipe, the CI adapter, has subgroups of 8: the subgroup variant must be in the set.
+    if ctx().summary.subgroup && ctx().summary.subgroup_size.0 >= 8 {
+        assert!(cands.iter().any(|c| c.kernel == Kernel::Subgroup));
+    }
+    for (i, &(t, d, q, kv)) in [
+        (1, 1, 1, 1),
+        (9, 13, 5, 3),
+        (33, 70, 130, 6),
+        (70, 17, 64, 64),
+    ]
+    .iter()
+    .enumerate()
+    {
+        for config in &cands {
+            for bias in [false, true] {
+                let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
+                let report = check_config(shape, *config, 40 + i as u64);
+                assert_pass(&report, &format!("{config}, {shape}"));
+            }
+        }
+    }
+}
+
+fn check_config(shape: QkvShape, config: qkv_wgpu::KernelConfig, seed: u64) -> qkv_wgpu::QkvReport {
+    let (x, w) = qkv_wgpu::random_inputs(&shape, seed);
+    let mut p = qkv_wgpu::Projector::new(ctx(), shape, config).unwrap();
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    let r = qkv_wgpu::reference(&shape, &x, &w);
+    qkv_wgpu::QkvReport::new(
+        (&out.q, &out.k, &out.v),
+        &r,
+        shape.q_width,
+        shape.kv_width,
+        common::tolerance(&shape, &x, &w),
+    )
+}
+
+fn opts(dir: &tempfile::TempDir) -> TuneOptions {
+    TuneOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..Default::default()
+    }
+}
+
+/// A small shape so tuning takes well under a second per candidate on lavapipe.
+fn small() -> QkvShape {
+    QkvShape::new(40, 24, 16, 8, true).unwrap()
+}
+
+#[test]
+fn tuning_picks_a_validated_candidate_caches_it_and_reuses_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert!(
+        first.reason.starts_with("autotuned now"),
+        "{}",
+        first.reason
+    );
+    assert!(first
+        .trials
+        .iter()
+        .any(|t| t.config == first.config.to_string() && t.ms.is_some()));
+    let report = check_config(small(), first.config, 7);
+    assert_pass(&report, "the tuned choice");
+    let cache = std::fs::read_to_string(dir.path().join("tuning.json")).unwrap();
+    assert!(cache.contains(&first.config.to_string()));
+
+    let again = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert_eq!(again.config, first.config);
+    assert!(
+        again.reason.starts_with("autotuned earlier"),
+        "{}",
+        again.reason
+    );
+
+    let forced = choose(
+        ctx(),
+        &small(),
+        &TuneOptions {
+            force: true,
+            ..opts(&dir)
+        },
+    )
+    .unwrap();
+    assert!(forced.reason.contains("--tune"), "{}", forced.reason);
+}
+
+/// Rewrites the cached entry for `small()` with `edit` applied to its JSON.
+fn tamper(dir: &tempfile::TempDir, edit: impl Fn(&mut serde_json::Value)) {
+    choose(ctx(), &small(), &opts(dir)).unwrap();
+    let path = dir.path().join("tuning.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let key = shape_class_key(ctx(), &small());
+    edit(&mut v["entries"][&key]);
+    std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_cached_choice_naming_no_real_variant_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    tamper(&dir, |e| e["config"] = "warp9(wg=3)".into());
+    let c = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert!(
+        c.reason
+            .contains("the cached choice was discarded: warp9(wg=3)"),
+        "{}",
+        c.reason
+    );
+    assert!(c.reason.contains("unknown kernel 'warp9'"), "{}", c.reason);
+}
+
+#[test]
+fn a_cached_choice_for_a_changed_shader_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    tamper(&dir, |e| e["shader_hash"] = "0000000000000000".into());
+    let c = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert!(
+        c.reason.contains("changed since it was tuned"),
+        "{}",
+        c.reason
+    );
+}
+
+#[test]
+fn a_cached_choice_that_no_longer_validates_is_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    choose(ctx(), &small(), &opts(&dir)).unwrap();
+    // A zero tolerance that no f32 result meets: the cached choice must fail its re-check,
+    // be discarded, and (with every candidate failing too) nothing may be chosen.
+    let strict = TuneOptions {
+        tolerance: Some(Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+        }),
+        ..opts(&dir)
+    };
+    let err = choose(ctx(), &small(), &strict).unwrap_err().to_string();
+    assert!(err.contains("the cached choice was discarded"), "{err}");
+    assert!(err.contains("failed validation"), "{err}");
+}
+
+#[test]
+fn a_tiny_ragged_shape_passes_for_every_candidate_and_the_default() {
+    let shape = QkvShape::new(3, 5, 7, 2, false).unwrap();
+    for config in candidates(ctx()) {
+        assert_pass(&check_config(shape, config, 1), &config.to_string());
+    }
+    // And the plain helper still covers the default kernels.
+    assert_pass(&check(shape, Kernel::DEFAULT, 2), "default");
+}
