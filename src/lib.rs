@@ -25,6 +25,7 @@ pub mod explain;
 pub mod io;
 pub mod kernels;
 pub mod layout;
+pub mod presets;
 pub mod projector;
 pub mod reference;
 pub mod shape;

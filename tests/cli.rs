@@ -237,3 +237,118 @@ fn help_names_every_command_and_the_exit_codes() {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
     }
 }
+
+#[test]
+fn bench_prints_a_table_json_csv_and_a_plot() {
+    let base = [
+        "bench",
+        "--shape",
+        "gpt2",
+        "--tokens",
+        "8,17",
+        "--kernel",
+        "naive,direct",
+        "--repeats",
+        "1",
+    ];
+    let (table, _) = exits(&base, 0);
+    for needle in [
+        "shape",
+        "GFLOP/s",
+        "GPU/CPU",
+        "naive",
+        "direct(wg=64)",
+        "PASS",
+    ] {
+        assert!(table.contains(needle), "missing {needle:?} in:\n{table}");
+    }
+    assert_eq!(
+        table.lines().filter(|l| l.starts_with("gpt2")).count(),
+        4,
+        "{table}"
+    );
+
+    let (json, _) = exits(&[&base[..], &["--json"]].concat(), 0);
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert!(rows
+        .iter()
+        .all(|r| r["pass"] == true && r["gpu_gflops"].as_f64().unwrap() > 0.0));
+    assert!(rows.iter().all(|r| r["cpu_gflops"].as_f64().unwrap() > 0.0));
+
+    let (csv, _) = exits(&[&base[..], &["--csv"]].concat(), 0);
+    let mut lines = csv.lines();
+    assert!(
+        lines.next().unwrap().starts_with("shape,tokens,d_model"),
+        "{csv}"
+    );
+    assert_eq!(lines.count(), 4, "{csv}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("plot.svg");
+    exits(
+        &[&base[..], &["--no-cpu", "--plot", svg.to_str().unwrap()]].concat(),
+        0,
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        text.starts_with("<svg") && text.contains("gpt2 naive"),
+        "{}",
+        &text[..200.min(text.len())]
+    );
+}
+
+#[test]
+fn bench_and_run_choose_a_kernel_by_autotuning_and_say_so() {
+    let (json, _) = exits(
+        &[
+            "bench",
+            "--d-model",
+            "24",
+            "--q-width",
+            "16",
+            "--kv-width",
+            "8",
+            "--tokens",
+            "5",
+            "--json",
+        ],
+        0,
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert_eq!(rows.len(), 1);
+    let mut args = SMALL.to_vec();
+    args.extend(["--json", "--repeats", "1"]);
+    let (out, _) = exits(&args, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(
+        v["config_reason"].as_str().unwrap().contains("autotuned"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bench_refuses_unknown_shapes_and_bad_sizes() {
+    let (_, err) = exits(&["bench", "--shape", "gpt5"], 2);
+    assert!(
+        err.contains("unknown shape 'gpt5'; known: gpt2, bert-base, vit-b16, llama3-8b"),
+        "{err}"
+    );
+    let (_, err) = exits(&["bench", "--d-model", "0", "--q-width", "4"], 2);
+    assert!(err.contains("d_model must be at least 1"), "{err}");
+    let (_, err) = exits(
+        &[
+            "bench",
+            "--d-model",
+            "8",
+            "--q-width",
+            "4",
+            "--tokens",
+            "5",
+            "--kernel",
+            "warp9",
+        ],
+        2,
+    );
+    assert!(err.contains("unknown kernel 'warp9'"), "{err}");
+}

@@ -4,6 +4,8 @@
 //! input, 3 no usable GPU or a GPU error.
 
 mod adapters;
+mod bench;
+mod plot;
 mod project;
 mod report;
 mod run;
@@ -65,6 +67,9 @@ enum Command {
     /// Project X from a .npy file through Q/K/V weights from a safetensors checkpoint, check
     /// the result, and write q.npy, k.npy, v.npy
     Project(Box<project::ProjectArgs>),
+    /// Time named model shapes over a sweep of token counts, GPU against the CPU baseline,
+    /// every configuration validated first; table, JSON, CSV or an SVG plot
+    Bench(bench::BenchArgs),
     /// List every adapter wgpu sees, with the limits and features that matter here
     Adapters(adapters::AdaptersArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
@@ -105,6 +110,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli.gpu, args),
         Command::Project(args) => project::project(&cli.gpu, args),
+        Command::Bench(args) => bench::bench(&cli.gpu, args),
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };

@@ -1,0 +1,349 @@
+//! `qkv bench`: named model shapes (or a custom one) over a sweep of token counts, every
+//! configuration validated before it is timed, against the fast CPU baseline; a table, JSON,
+//! CSV and an SVG plot of GFLOP/s against tokens.
+
+use crate::report::{ms, spread};
+use crate::run::{parse_kernels, resolve_kernels, KernelList};
+use crate::{Failure, GpuArgs};
+use clap::Args;
+use qkv_wgpu::presets::{preset, Preset, PRESETS};
+use qkv_wgpu::{
+    absmax, random_inputs, reference, Error, Projector, QkvReport, QkvShape, Tolerance,
+};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Named shapes, comma-separated, or `all`: gpt2, bert-base, vit-b16, llama3-8b
+    #[arg(long, default_value = "gpt2", conflicts_with = "d_model")]
+    shape: String,
+    /// A custom shape instead of a named one (with --q-width; --kv-width defaults to it)
+    #[arg(long, requires = "q_width")]
+    d_model: Option<u32>,
+    /// Q width of the custom shape
+    #[arg(long, requires = "d_model")]
+    q_width: Option<u32>,
+    /// K/V width of the custom shape [default: --q-width]
+    #[arg(long, requires = "d_model")]
+    kv_width: Option<u32>,
+    /// Add a bias (custom shape; named shapes follow their model)
+    #[arg(long, requires = "d_model")]
+    bias: bool,
+    /// Token counts, comma-separated [default: powers of two from 64 to --max-tokens;
+    /// for vit-b16, 197 per image times powers of two]
+    #[arg(long, value_delimiter = ',')]
+    tokens: Vec<u32>,
+    /// Largest token count of the default sweep
+    #[arg(long, default_value_t = 1024)]
+    max_tokens: u32,
+    /// `auto`, or kernel configurations as for `qkv run --kernel` (e.g. `all`, `naive,auto`
+    /// is not allowed: auto stands alone)
+    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    kernel: KernelList,
+    /// Autotune again instead of using the cached choice (with --kernel auto)
+    #[arg(long)]
+    tune: bool,
+    /// Timed runs per configuration (after one validated warm-up); the median is reported
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeats: u32,
+    /// Skip the CPU baseline
+    #[arg(long)]
+    no_cpu: bool,
+    /// Seed for X and the weights
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print a JSON array of rows instead of the table
+    #[arg(long, conflicts_with = "csv")]
+    json: bool,
+    /// Print CSV instead of the table
+    #[arg(long)]
+    csv: bool,
+    /// Also draw GFLOP/s against tokens, per kernel and for the CPU, into this SVG file
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+}
+
+/// One measured configuration: a row of the table, JSON and CSV.
+#[derive(Debug, Clone, Serialize)]
+struct Row {
+    shape: String,
+    tokens: u32,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+    bias: bool,
+    kernel: String,
+    kernel_timer: String,
+    kernel_ms: f64,
+    gpu_gflops: f64,
+    end_to_end_ms: f64,
+    cpu_ms: Option<f64>,
+    cpu_gflops: Option<f64>,
+    speedup: Option<f64>,
+    max_abs_err: f64,
+    pass: bool,
+}
+
+struct Workload {
+    name: String,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+    bias: bool,
+    tokens: Vec<u32>,
+}
+
+fn sweep(unit: u32, max: u32) -> Vec<u32> {
+    let base = if unit > 0 { unit } else { 64 };
+    let mut out = vec![base];
+    while let Some(&last) = out.last() {
+        match last.checked_mul(2) {
+            Some(next) if next <= max => out.push(next),
+            _ => break,
+        }
+    }
+    out
+}
+
+fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
+    let from_preset = |p: Preset| Workload {
+        name: p.name.to_string(),
+        d_model: p.d_model,
+        q_width: p.q_width,
+        kv_width: p.kv_width,
+        bias: p.bias,
+        tokens: if args.tokens.is_empty() {
+            sweep(p.tokens_unit, args.max_tokens.max(p.tokens_unit))
+        } else {
+            args.tokens.clone()
+        },
+    };
+    if let (Some(d), Some(q)) = (args.d_model, args.q_width) {
+        return Ok(vec![Workload {
+            name: "custom".into(),
+            d_model: d,
+            q_width: q,
+            kv_width: args.kv_width.unwrap_or(q),
+            bias: args.bias,
+            tokens: if args.tokens.is_empty() {
+                sweep(0, args.max_tokens)
+            } else {
+                args.tokens.clone()
+            },
+        }]);
+    }
+    if args.shape.trim() == "all" {
+        return Ok(PRESETS.iter().copied().map(from_preset).collect());
+    }
+    args.shape
+        .split(',')
+        .map(|n| preset(n.trim()).map(from_preset).map_err(Error::Input))
+        .collect()
+}
+
+pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
+    let loads = workloads(args)?;
+    let ctx = gpu.context()?;
+    // Check every shape first: a sweep should not fail an hour in.
+    let mut jobs = Vec::new();
+    for w in &loads {
+        for &t in &w.tokens {
+            let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
+            qkv_wgpu::projector::check_fits(&ctx, &shape, qkv_wgpu::Kernel::Naive)?;
+            jobs.push((w.name.clone(), shape));
+        }
+    }
+    let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} shapes, {elapsed} elapsed, ~{eta} left  {msg}",
+        )
+        .expect("valid template"),
+    );
+    if !args.json && !args.csv {
+        eprintln!(
+            "adapter: {} ({}, {})",
+            ctx.summary.name, ctx.summary.backend, ctx.summary.device_type
+        );
+    }
+
+    let mut rows = Vec::new();
+    for (name, shape) in &jobs {
+        bar.set_message(format!("{name} x {} tokens", shape.tokens));
+        let configs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
+        let (x, w) = random_inputs(shape, args.seed);
+        let expected = reference(shape, &x, &w);
+        let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
+        let tol = Tolerance::for_f32_accumulation(shape.d_model, absmax(&x), wmax);
+        let cpu_ms = (!args.no_cpu).then(|| {
+            let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
+            qkv_wgpu::cpu::fused_gemm(shape, &x, &w, &mut out);
+            let times = (0..args.repeats)
+                .map(|_| {
+                    let start = Instant::now();
+                    qkv_wgpu::cpu::fused_gemm(shape, &x, &w, &mut out);
+                    ms(start.elapsed())
+                })
+                .collect();
+            spread(times).0
+        });
+        for (config, _) in configs {
+            let mut projector = Projector::new(&ctx, *shape, config)?;
+            projector.set_weights(&w)?;
+            let mut kernel = Vec::new();
+            let mut total = Vec::new();
+            let mut worst = 0f64;
+            let mut pass = true;
+            let mut timer = String::new();
+            // Run 0 validates and warms up; the rest are timed, and validated too.
+            for i in 0..=args.repeats {
+                let out = projector.run(&x)?;
+                let report = QkvReport::new(
+                    (&out.q, &out.k, &out.v),
+                    &expected,
+                    shape.q_width,
+                    shape.kv_width,
+                    tol,
+                );
+                worst = worst.max(report.max_abs_err());
+                pass &= report.pass();
+                if !pass {
+                    bar.suspend(|| {
+                        eprintln!("FAIL: {config} on {name} x {} tokens:", shape.tokens);
+                        for p in report.parts() {
+                            eprintln!("  {p}");
+                        }
+                    });
+                    break;
+                }
+                if i > 0 {
+                    kernel.push(ms(out.timings.kernel));
+                    total.push(ms(out.timings.total()));
+                    timer = format!("{:?}", out.timings.kernel_timer);
+                }
+            }
+            let kernel_ms = if kernel.is_empty() {
+                f64::NAN
+            } else {
+                spread(kernel).0
+            };
+            let total_ms = if total.is_empty() {
+                f64::NAN
+            } else {
+                spread(total).0
+            };
+            rows.push(Row {
+                shape: name.clone(),
+                tokens: shape.tokens,
+                d_model: shape.d_model,
+                q_width: shape.q_width,
+                kv_width: shape.kv_width,
+                bias: shape.bias,
+                kernel: config.to_string(),
+                kernel_timer: timer,
+                kernel_ms,
+                gpu_gflops: shape.gflops(kernel_ms / 1e3),
+                end_to_end_ms: total_ms,
+                cpu_ms,
+                cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
+                speedup: cpu_ms.map(|c| c / kernel_ms),
+                max_abs_err: worst,
+                pass,
+            });
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).expect("rows serialize")
+        );
+    } else if args.csv {
+        let mut out = csv::Writer::from_writer(std::io::stdout());
+        for r in &rows {
+            out.serialize(r)
+                .map_err(|e| Error::Input(format!("writing CSV: {e}")))?;
+        }
+        out.flush()
+            .map_err(|e| Error::Input(format!("writing CSV: {e}")))?;
+    } else {
+        print_table(&rows);
+    }
+    if let Some(path) = &args.plot {
+        crate::plot::plot(path, &rows_for_plot(&rows), &ctx.summary.name)?;
+        if !args.json && !args.csv {
+            println!("plot: {}", path.display());
+        }
+    }
+    if rows.iter().all(|r| r.pass) {
+        Ok(())
+    } else {
+        Err(Failure::Validation)
+    }
+}
+
+fn rows_for_plot(rows: &[Row]) -> Vec<crate::plot::Point> {
+    let mut points = Vec::new();
+    for r in rows {
+        points.push(crate::plot::Point {
+            series: format!("{} {}", r.shape, r.kernel),
+            tokens: r.tokens,
+            gflops: r.gpu_gflops,
+        });
+        if let Some(c) = r.cpu_gflops {
+            points.push(crate::plot::Point {
+                series: format!("{} CPU f32 GEMM", r.shape),
+                tokens: r.tokens,
+                gflops: c,
+            });
+        }
+    }
+    points
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or("-".into(), |v| format!("{v:.digits$}"))
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:<10} {:>7} {:<17} {:>11} {:>9} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
+        "shape",
+        "tokens",
+        "kernel",
+        "kernel ms",
+        "GFLOP/s",
+        "e2e ms",
+        "CPU ms",
+        "CPU GF/s",
+        "GPU/CPU",
+        "max err",
+        "check"
+    );
+    for r in rows {
+        println!(
+            "{:<10} {:>7} {:<17} {:>11.3} {:>9.2} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
+            r.shape,
+            r.tokens,
+            r.kernel,
+            r.kernel_ms,
+            r.gpu_gflops,
+            r.end_to_end_ms,
+            opt(r.cpu_ms, 3),
+            opt(r.cpu_gflops, 2),
+            opt(r.speedup, 3),
+            r.max_abs_err,
+            if r.pass { "PASS" } else { "FAIL" }
+        );
+    }
+    println!(
+        "kernel ms: GPU timestamps where the adapter has them (median); e2e: upload X + \
+         dispatch + read Q,K,V back; CPU: f32 GEMM (matrixmultiply, {} threads); GPU/CPU: CPU \
+         ms / kernel ms; GFLOP/s = 2·tokens·d_model·n_out (+ bias adds) / time",
+        qkv_wgpu::cpu::threads()
+    );
+}
