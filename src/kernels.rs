@@ -79,7 +79,9 @@ impl Kernel {
         Kernel::Subgroup,
     ];
 
-    /// The variant `qkv run` uses when none is named.
+    /// The variant used where nothing is tuned (`qkv explain`, library callers that do not
+    /// call [`crate::tune::choose`]): workgroup-memory tiling, the classic GPU layout.
+    /// `qkv run`, `project` and `bench` autotune by default instead.
     pub const DEFAULT: Kernel = Kernel::Tiled;
 
     /// The name used on the command line and in reports.

@@ -126,7 +126,8 @@ fn bucket(v: u32) -> u32 {
     v.max(1).next_power_of_two()
 }
 
-/// The cache key: adapter, backend, driver and shape class.
+/// The cache key: adapter, backend, driver and shape class. Token counts at or above the
+/// proxy's share one class: tuning runs on the proxy, so they would tune identically.
 pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
     let s = &ctx.summary;
     format!(
@@ -134,17 +135,22 @@ pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
         s.name,
         s.backend,
         s.driver,
-        bucket(shape.tokens),
+        bucket(proxy(shape).tokens),
         bucket(shape.d_model),
         bucket(shape.n_out())
     )
 }
 
-/// The small shape candidates are timed on: the class's widths with few enough tokens that
-/// the slowest candidate still finishes in about a second on a CPU driver.
+/// The small shape candidates are timed on: the class's widths with at most 128 tokens and
+/// about 0.5 GFLOP, so the slowest candidate stays near a second even on a CPU driver
+/// (Llama-3-8B's 4096 x 6144 gets 8 tokens; GPT-2's 768 x 2304 gets 128).
 fn proxy(shape: &QkvShape) -> QkvShape {
-    let tokens = shape.tokens.min(128);
-    QkvShape { tokens, ..*shape }
+    let per_token = 2.0 * shape.d_model as f64 * shape.n_out() as f64;
+    let budget = ((0.5e9 / per_token) as u32 / 8 * 8).clamp(8, 128);
+    QkvShape {
+        tokens: shape.tokens.min(budget),
+        ..*shape
+    }
 }
 
 /// FNV-1a of the WGSL, so an entry tuned for an older shader is not trusted.

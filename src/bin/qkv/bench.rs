@@ -274,7 +274,8 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         print_table(&rows);
     }
     if let Some(path) = &args.plot {
-        crate::plot::plot(path, &rows_for_plot(&rows), &ctx.summary.name)?;
+        let auto = matches!(args.kernel, KernelList::Auto);
+        crate::plot::plot(path, &rows_for_plot(&rows, auto), &ctx.summary.name)?;
         if !args.json && !args.csv {
             println!("plot: {}", path.display());
         }
@@ -286,11 +287,17 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     }
 }
 
-fn rows_for_plot(rows: &[Row]) -> Vec<crate::plot::Point> {
+/// Plot points: one line per shape and configuration, or with `auto` one line per shape for
+/// whatever the tuner chose at each size (it may pick different workgroup sizes).
+fn rows_for_plot(rows: &[Row], auto: bool) -> Vec<crate::plot::Point> {
     let mut points = Vec::new();
     for r in rows {
         points.push(crate::plot::Point {
-            series: format!("{} {}", r.shape, r.kernel),
+            series: if auto {
+                format!("{} GPU (autotuned)", r.shape)
+            } else {
+                format!("{} {}", r.shape, r.kernel)
+            },
             tokens: r.tokens,
             gflops: r.gpu_gflops,
         });

@@ -81,7 +81,7 @@ pub fn plot(path: &Path, points: &[Point], adapter: &str) -> Result<(), Error> {
         .configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .draw()
         .map_err(|e| bad(e.to_string()))?;
     root.present().map_err(|e| bad(e.to_string()))?;
