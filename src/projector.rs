@@ -400,6 +400,25 @@ impl<'c> Projector<'c> {
             None
         };
 
+        // Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
+        // pipeline creation. One workgroup on the fresh (zeroed) buffers forces that here,
+        // outside every timed region; every run poisons the outputs before its own dispatch.
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("pipeline warm-up"),
+            });
+        ctx.checked("warming up the pipeline", || {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("pipeline warm-up"),
+                timestamp_writes: None,
+            });
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &bind_group, &[]);
+            pass.dispatch_workgroups(1, 1, 1);
+        })?;
+        ctx.submit_and_wait(encoder, "warming up the pipeline")?;
+
         Ok(Self {
             ctx,
             shape,
