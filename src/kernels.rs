@@ -6,6 +6,8 @@
 //! |---|---------|--------------------------|--------------------------------------------------|
 //! | 0 | `naive` | `shaders/qkv_naive.wgsl` | one output per invocation, straight from storage |
 //! | 1 | `tiled` | `shaders/qkv_tiled.wgsl` | 16x16 workgroup-memory tiles over d_model        |
+//! | 2 | `regtile` | `shaders/qkv_regtile.wgsl` | 4x4 outputs per invocation from workgroup- |
+//! |   |         |                          | memory tiles, vec4 W; tunable `wgx`, `wgy` (GPUs) |
 //! | 3 | `direct`| `shaders/qkv_direct.wgsl`| 8x4 outputs per invocation from registers,       |
 //! |   |         |                          | storage only, no barriers; tunable `wg`          |
 //! | 4 | `subgroup` | `shaders/qkv_subgroup.wgsl` | `direct` with X shared by subgroup        |
@@ -15,6 +17,7 @@
 //! ```text
 //! cargo run --release -- run --kernel naive    # or --kernel 0
 //! cargo run --release -- run --kernel tiled    # or --kernel 1 (the default)
+//! cargo run --release -- run --kernel regtile  # or --kernel 2; regtile(wgx=8,wgy=16)
 //! cargo run --release -- run --kernel direct   # or --kernel 3; direct(wg=16) sets its size
 //! cargo run --release -- run --kernel subgroup # or --kernel 4, where the adapter has subgroups
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
@@ -30,6 +33,8 @@ pub enum Kernel {
     Naive = 0,
     /// Workgroup-memory tiles over d_model.
     Tiled = 1,
+    /// Register-blocked 4x4 per invocation over workgroup-memory tiles.
+    Regtile = 2,
     /// Register-blocked, storage only, no barriers.
     Direct = 3,
     /// `Direct` with X shared through subgroup broadcasts.
@@ -55,9 +60,10 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 5] = [
+pub const ALL_SHADERS: [ShaderSource; 6] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
+    Kernel::Regtile.source(),
     Kernel::Direct.source(),
     Kernel::Subgroup.source(),
     FILL_NAN,
@@ -72,9 +78,10 @@ impl ShaderSource {
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 4] = [
+    pub const ALL: [Kernel; 5] = [
         Kernel::Naive,
         Kernel::Tiled,
+        Kernel::Regtile,
         Kernel::Direct,
         Kernel::Subgroup,
     ];
@@ -89,6 +96,7 @@ impl Kernel {
         match self {
             Kernel::Naive => "naive",
             Kernel::Tiled => "tiled",
+            Kernel::Regtile => "regtile",
             Kernel::Direct => "direct",
             Kernel::Subgroup => "subgroup",
         }
@@ -104,6 +112,7 @@ impl Kernel {
         match self {
             Kernel::Naive => "one output per invocation, operands straight from storage",
             Kernel::Tiled => "16x16 workgroup-memory tiles of X and W over d_model",
+            Kernel::Regtile => "4x4 outputs per invocation from workgroup-memory tiles, vec4 W",
             Kernel::Direct => {
                 "8x4 outputs per invocation in registers, no workgroup memory or barriers"
             }
@@ -122,6 +131,11 @@ impl Kernel {
             Kernel::Tiled => ShaderSource {
                 file: "qkv_tiled.wgsl",
                 wgsl: include_str!("../shaders/qkv_tiled.wgsl"),
+                entry_point: "main",
+            },
+            Kernel::Regtile => ShaderSource {
+                file: "qkv_regtile.wgsl",
+                wgsl: include_str!("../shaders/qkv_regtile.wgsl"),
                 entry_point: "main",
             },
             Kernel::Direct => ShaderSource {
@@ -174,8 +188,10 @@ impl Kernel {
 pub struct KernelConfig {
     /// The variant.
     pub kernel: Kernel,
-    /// Invocations per workgroup (`direct`: 1..=256).
+    /// Invocations per workgroup (`direct`, `subgroup`), or along columns (`regtile`).
     pub wg: u32,
+    /// Invocations along token rows (`regtile` only; 0 otherwise).
+    pub wgy: u32,
 }
 
 impl From<Kernel> for KernelConfig {
@@ -187,19 +203,27 @@ impl From<Kernel> for KernelConfig {
 impl KernelConfig {
     /// The configuration a variant runs with when none was tuned.
     pub const fn default_for(kernel: Kernel) -> Self {
-        let wg = match kernel {
-            Kernel::Naive | Kernel::Tiled => 0,
-            Kernel::Direct | Kernel::Subgroup => 64,
+        let (wg, wgy) = match kernel {
+            Kernel::Naive | Kernel::Tiled => (0, 0),
+            Kernel::Regtile => (16, 16),
+            Kernel::Direct | Kernel::Subgroup => (64, 0),
         };
-        Self { kernel, wg }
+        Self { kernel, wg, wgy }
     }
 
     /// Checks the parameters against what the variant's shader supports.
     pub fn check(&self) -> Result<(), String> {
         let ok = match self.kernel {
-            Kernel::Naive | Kernel::Tiled => self.wg == 0,
-            Kernel::Direct => (1..=256).contains(&self.wg),
-            Kernel::Subgroup => (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8),
+            Kernel::Naive | Kernel::Tiled => self.wg == 0 && self.wgy == 0,
+            Kernel::Regtile => {
+                (1..=64).contains(&self.wg)
+                    && (1..=64).contains(&self.wgy)
+                    && self.wg * self.wgy <= 1024
+            }
+            Kernel::Direct => (1..=256).contains(&self.wg) && self.wgy == 0,
+            Kernel::Subgroup => {
+                (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
+            }
         };
         if ok {
             Ok(())
@@ -215,7 +239,7 @@ impl KernelConfig {
     /// 4 for kernels that load W as vec4 (the padding is zeros and is never stored).
     pub const fn w_stride(&self, n_out: u32) -> u32 {
         match self.kernel {
-            Kernel::Subgroup => n_out.div_ceil(4) * 4,
+            Kernel::Subgroup | Kernel::Regtile => n_out.div_ceil(4) * 4,
             _ => n_out,
         }
     }
@@ -239,6 +263,7 @@ impl KernelConfig {
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => Vec::new(),
+            Kernel::Regtile => vec![("WG_X", self.wg as f64), ("WG_Y", self.wgy as f64)],
             Kernel::Direct | Kernel::Subgroup => vec![("WG", self.wg as f64)],
         }
     }
@@ -248,6 +273,7 @@ impl KernelConfig {
     pub const fn workgroup_tile(&self) -> (u32, u32) {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => (16, 16),
+            Kernel::Regtile => (self.wg * 4, self.wgy * 4),
             Kernel::Direct | Kernel::Subgroup => (self.wg * 4, 8),
         }
     }
@@ -278,8 +304,9 @@ impl FromStr for KernelConfig {
                 .parse()
                 .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
             match key.trim() {
-                "wg" => config.wg = value,
-                other => return Err(format!("'{other}' is not a parameter (wg)")),
+                "wg" | "wgx" => config.wg = value,
+                "wgy" => config.wgy = value,
+                other => return Err(format!("'{other}' is not a parameter (wg, wgx, wgy)")),
             }
         }
         config.check()?;
@@ -291,6 +318,7 @@ impl fmt::Display for KernelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => write!(f, "{}", self.kernel),
+            Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
             Kernel::Direct | Kernel::Subgroup => write!(f, "{}(wg={})", self.kernel, self.wg),
         }
     }
@@ -356,6 +384,10 @@ mod tests {
         assert_eq!(c[2], KernelConfig::from(Kernel::Direct));
         assert!("direct(wg=999)".parse::<KernelConfig>().is_err());
         assert!("direct(rows=2)".parse::<KernelConfig>().is_err());
+        assert!("direct(wgy=4)".parse::<KernelConfig>().is_err());
+        let r: KernelConfig = "regtile(wgx=8,wgy=16)".parse().unwrap();
+        assert_eq!((r.wg, r.wgy, r.workgroup_tile()), (8, 16, (32, 64)));
+        assert_eq!(r.to_string().parse::<KernelConfig>(), Ok(r));
         assert!("naive(wg=2)".parse::<KernelConfig>().is_err());
         assert!("direct(wg=8".parse::<KernelConfig>().is_err());
     }

@@ -25,20 +25,29 @@ use std::time::Duration;
 /// not among them: it exists to be beaten.
 pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
     let mut out = vec![KernelConfig::from(Kernel::Tiled)];
+    for (wg, wgy) in [(16, 16), (8, 8), (16, 8), (32, 8)] {
+        out.push(KernelConfig {
+            kernel: Kernel::Regtile,
+            wg,
+            wgy,
+        });
+    }
     for wg in [16, 32, 64, 128] {
         out.push(KernelConfig {
             kernel: Kernel::Direct,
             wg,
+            wgy: 0,
         });
     }
     for wg in [16, 32, 64] {
         out.push(KernelConfig {
             kernel: Kernel::Subgroup,
             wg,
+            wgy: 0,
         });
     }
     let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
-    out.retain(|c| c.unsupported_on(&ctx.summary).is_none() && c.wg <= max_wg);
+    out.retain(|c| c.unsupported_on(&ctx.summary).is_none() && c.wg * c.wgy.max(1) <= max_wg);
     out
 }
 
