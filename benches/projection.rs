@@ -9,8 +9,7 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use qkv_wgpu::presets::PRESETS;
 use qkv_wgpu::{
-    absmax, random_inputs, reference, AdapterFilter, GpuContext, Projector, QkvReport, QkvShape,
-    Tolerance,
+    random_inputs, reference, AdapterFilter, GpuContext, Projector, QkvReport, QkvShape, Tolerance,
 };
 
 fn projection(c: &mut Criterion) {
@@ -27,7 +26,7 @@ fn projection(c: &mut Criterion) {
         let shape = QkvShape::new(tokens, p.d_model, p.q_width, p.kv_width, p.bias).unwrap();
         let (x, w) = random_inputs(&shape, 42);
         let expected = reference(&shape, &x, &w);
-        let tol = Tolerance::for_f32_accumulation(shape.d_model, absmax(&x), absmax(&w.w));
+        let tol = Tolerance::for_inputs(shape.d_model, &x, &w);
         let mut group = c.benchmark_group(format!("{}/{}tok", p.name, tokens));
         group.sample_size(10);
         group.throughput(Throughput::Elements(shape.flops() as u64));
@@ -35,13 +34,7 @@ fn projection(c: &mut Criterion) {
             let mut projector = Projector::new(&ctx, shape, *config).unwrap();
             projector.set_weights(&w).unwrap();
             let out = projector.run(&x).unwrap();
-            let report = QkvReport::new(
-                (&out.q, &out.k, &out.v),
-                &expected,
-                shape.q_width,
-                shape.kv_width,
-                tol,
-            );
+            let report = QkvReport::of(&out, &expected, &shape, tol);
             assert!(report.pass(), "{config} on {}: {}", p.name, report.q);
             group.bench_function(config.to_string(), |b| {
                 b.iter(|| projector.run(&x).unwrap())

@@ -14,7 +14,7 @@ use crate::kernels::{Kernel, KernelConfig};
 use crate::projector::Projector;
 use crate::reference::reference;
 use crate::shape::QkvShape;
-use crate::validate::{absmax, QkvReport, Tolerance};
+use crate::validate::{QkvReport, Tolerance};
 use crate::weights::random_inputs;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -183,22 +183,13 @@ fn trial(
 ) -> Result<std::result::Result<Duration, String>> {
     let (x, w) = random_inputs(shape, seed);
     let expected = reference(shape, &x, &w);
-    let tol = tol.unwrap_or_else(|| {
-        let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
-        Tolerance::for_f32_accumulation(shape.d_model, absmax(&x), wmax)
-    });
+    let tol = tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w));
     let mut projector = Projector::new(ctx, *shape, config)?;
     projector.set_weights(&w)?;
     let mut times = Vec::new();
     for _ in 0..repeats {
         let out = projector.run(&x)?;
-        let report = QkvReport::new(
-            (&out.q, &out.k, &out.v),
-            &expected,
-            shape.q_width,
-            shape.kv_width,
-            tol,
-        );
+        let report = QkvReport::of(&out, &expected, shape, tol);
         if !report.pass() {
             return Ok(Err(format!(
                 "failed validation: {} mismatches, max abs err {:.3e}",

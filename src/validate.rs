@@ -34,6 +34,13 @@ impl Tolerance {
         }
     }
 
+    /// [`Tolerance::for_f32_accumulation`] for these inputs: the scale is the largest finite
+    /// |x| times the largest finite |w| or |bias|.
+    pub fn for_inputs(d_model: u32, x: &[f32], weights: &crate::weights::FusedWeights) -> Self {
+        let wmax = absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[])));
+        Self::for_f32_accumulation(d_model, absmax(x), wmax)
+    }
+
     /// Whether one element passes. This is the only place the condition is written.
     pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
         let g = gpu as f64;
@@ -281,6 +288,22 @@ impl QkvReport {
             k: validate("K", gpu.1, &reference.k, kv_width as usize, tol),
             v: validate("V", gpu.2, &reference.v, kv_width as usize, tol),
         }
+    }
+
+    /// Checks a token-major run of `shape` against its reference.
+    pub fn of(
+        out: &crate::projector::QkvOutput,
+        reference: &crate::reference::Reference,
+        shape: &crate::shape::QkvShape,
+        tol: Tolerance,
+    ) -> Self {
+        Self::new(
+            (&out.q, &out.k, &out.v),
+            reference,
+            shape.q_width,
+            shape.kv_width,
+            tol,
+        )
     }
 
     /// The three reports.

@@ -80,3 +80,37 @@ fn a_broken_shader_is_caught() {
     };
     assert!(rejected);
 }
+
+/// The text from `start` to the line that closes it at column 0 (a struct or a function).
+fn block<'a>(source: &'a str, start: &str, file: &str) -> &'a str {
+    let from = source
+        .find(start)
+        .unwrap_or_else(|| panic!("{file} has no `{start}`"));
+    let len = source[from..]
+        .find("\n}\n")
+        .unwrap_or_else(|| panic!("{file}: `{start}` never closes"));
+    &source[from..from + len + 2]
+}
+
+#[test]
+fn the_blocks_every_kernel_repeats_are_identical() {
+    // WGSL has no includes, so each kernel file carries its own copy of the uniform struct
+    // and of the output routing; they must not drift apart (the host writes one Params).
+    let kernels: Vec<_> = ALL_SHADERS
+        .iter()
+        .filter(|s| s.file.starts_with("qkv_"))
+        .collect();
+    assert!(kernels.len() >= 2);
+    for start in ["struct Params {", "fn out_index(", "fn store("] {
+        let first = block(kernels[0].wgsl, start, kernels[0].file);
+        for s in &kernels[1..] {
+            assert_eq!(
+                block(s.wgsl, start, s.file),
+                first,
+                "`{start}` in {} differs from {}",
+                s.file,
+                kernels[0].file
+            );
+        }
+    }
+}

@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use qkv_wgpu::{
-    absmax, random_inputs, reference, AdapterFilter, GpuContext, Kernel, Projector, QkvReport,
-    QkvShape, Tolerance,
+    random_inputs, reference, AdapterFilter, GpuContext, Kernel, Projector, QkvReport, QkvShape,
+    Tolerance,
 };
 use std::sync::OnceLock;
 
@@ -25,8 +25,7 @@ pub fn ctx() -> &'static GpuContext {
 
 /// The default tolerance for these inputs.
 pub fn tolerance(shape: &QkvShape, x: &[f32], w: &qkv_wgpu::FusedWeights) -> Tolerance {
-    let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
-    Tolerance::for_f32_accumulation(shape.d_model, absmax(x), wmax)
+    Tolerance::for_inputs(shape.d_model, x, w)
 }
 
 /// Seeded random inputs through `kernel` on the GPU, checked against the f64 reference.

@@ -7,9 +7,7 @@ use crate::run::{parse_kernels, resolve_kernels, KernelList};
 use crate::{Failure, GpuArgs};
 use clap::Args;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
-use qkv_wgpu::{
-    absmax, random_inputs, reference, Error, Projector, QkvReport, QkvShape, Tolerance,
-};
+use qkv_wgpu::{random_inputs, reference, Error, Projector, QkvReport, QkvShape, Tolerance};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -175,8 +173,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         let configs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
         let (x, w) = random_inputs(shape, args.seed);
         let expected = reference(shape, &x, &w);
-        let wmax = absmax(&w.w).max(absmax(w.bias.as_deref().unwrap_or(&[])));
-        let tol = Tolerance::for_f32_accumulation(shape.d_model, absmax(&x), wmax);
+        let tol = Tolerance::for_inputs(shape.d_model, &x, &w);
         let cpu_ms = (!args.no_cpu).then(|| {
             let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
             qkv_wgpu::cpu::fused_gemm(shape, &x, &w, &mut out);
@@ -200,13 +197,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             // Run 0 validates and warms up; the rest are timed, and validated too.
             for i in 0..=args.repeats {
                 let out = projector.run(&x)?;
-                let report = QkvReport::new(
-                    (&out.q, &out.k, &out.v),
-                    &expected,
-                    shape.q_width,
-                    shape.kv_width,
-                    tol,
-                );
+                let report = QkvReport::of(&out, &expected, shape, tol);
                 worst = worst.max(report.max_abs_err());
                 pass &= report.pass();
                 if !pass {

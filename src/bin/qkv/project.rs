@@ -257,12 +257,6 @@ fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<H
             )))
         }
     };
-    if !shape.kv_width.is_multiple_of(kv_heads) {
-        return Err(Error::Shape(format!(
-            "kv_width {} is not divisible by --kv-heads {kv_heads}",
-            shape.kv_width
-        )));
-    }
     HeadSplit::new(shape, seq, heads, kv_heads).map(Some)
 }
 

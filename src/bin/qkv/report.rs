@@ -1,6 +1,6 @@
 //! Output helpers shared by the commands: times, progress lines, the tolerance and the check.
 
-use qkv_wgpu::{absmax, Error, FusedWeights, QkvReport, Tolerance};
+use qkv_wgpu::{Error, FusedWeights, QkvReport, Tolerance};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -53,8 +53,7 @@ pub fn tolerance(
             }
         }
     }
-    let wmax = absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[])));
-    let default = Tolerance::for_f32_accumulation(d_model, absmax(x), wmax);
+    let default = Tolerance::for_inputs(d_model, x, weights);
     Ok(Tolerance {
         atol: atol.unwrap_or(default.atol),
         rtol: rtol.unwrap_or(default.rtol),

@@ -221,13 +221,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         let mut worst: Option<QkvReport> = None;
         for i in 0..=args.repeats {
             let out = projector.run(&x)?;
-            let report = QkvReport::new(
-                (&out.q, &out.k, &out.v),
-                &expected,
-                args.q_width,
-                kv_width,
-                tol,
-            );
+            let report = QkvReport::of(&out, &expected, &shape, tol);
             let keep = match &worst {
                 None => true,
                 Some(w) => w.pass() && !report.pass(),
