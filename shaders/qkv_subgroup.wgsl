@@ -1,13 +1,14 @@
-// Variant 4, `subgroup`: `direct` (8 x 4 outputs per invocation in registers, no workgroup
-// memory, no barriers) with X shared through subgroup operations. All invocations of a
-// workgroup need the same 8 X rows; instead of every invocation loading every X element,
-// lanes 0..7 of each subgroup load 8 consecutive elements of each row, and
+// Variant 4, `subgroup`: 32 x 4 outputs per invocation in registers (32 vec4 accumulators),
+// no workgroup memory, no barriers, with X shared through subgroup operations. All
+// invocations of a workgroup need the same 32 X rows; instead of every invocation loading
+// every X element, lanes 0..7 of each subgroup load 8 consecutive elements of each row, and
 // subgroupBroadcast hands each one to every lane. Each invocation's 4 columns are adjacent
 // and read as one vec4 (W rows are padded to a multiple of 4 columns). Per 8 steps of d_model
-// an invocation then does 8 scalar X loads + 8 vec4 W loads for 256 FMAs, against
-// `direct`'s 96 scalar loads. On Mesa's lavapipe, where every per-invocation load is a loop
-// over SIMD lanes but a broadcast from a constant lane is one register shuffle, that is most
-// of the cost.
+// an invocation then does 32 scalar X loads + 8 vec4 W loads for 1024 FMAs. On Mesa's
+// lavapipe, where every per-invocation load is a loop over SIMD lanes but a broadcast from a
+// constant lane is one register shuffle, loads are most of the cost. 32 rows measured best
+// there: 8 rows gave 3.0 GFLOP/s, 16 gave 4.5, 32 gave 5.5, and 64 fell back to 4.5 (register
+// spills). The block is written out in full because broadcast lanes must be constants.
 //
 // Needs the SUBGROUP feature, a subgroup size of at least 8, and WG a multiple of 8 (the
 // host never selects it otherwise).
@@ -21,8 +22,8 @@
 //   q    [tokens, q_width], k [tokens, kv_width], v [tokens, kv_width]; with HEAD_LAYOUT,
 //        q [batch, q_width / q_head_dim, seq_len, q_head_dim] and k, v [batch,
 //        kv_width / kv_head_dim, seq_len, kv_head_dim], where token = batch_index * seq_len + s
-// Dispatch: (ceil(n_out / (4 * WG)), ceil(tokens / 8), 1) workgroups of WG invocations;
-// invocation i of workgroup (gx, gy) computes rows 8gy..8gy+7 of columns 4(WG·gx + i) + j,
+// Dispatch: (ceil(n_out / (4 * WG)), ceil(tokens / 32), 1) workgroups of WG invocations;
+// invocation i of workgroup (gx, gy) computes rows 32gy..32gy+31 of columns 4(WG·gx + i) + j,
 // j = 0..3.
 
 // Subgroup builtins need the device's SUBGROUP feature. WGSL's `enable subgroups;` directive
@@ -93,11 +94,9 @@ fn main(
 ) {
     let d = params.d_model;
     let n_out = params.q_width + 2u * params.kv_width;
-    let row0 = wid.y * 8u;
+    let row0 = wid.y * 32u;
     let group = wid.x * WG + lid.x;
     let col_base = group * 4u;
-    // Row stride of W in vec4s, and this invocation's vec4 within a row (clamped: a group
-    // past the edge reads valid data and stores nothing).
     let w_row = params.w_stride / 4u;
     let wc = min(group, w_row - 1u);
     let last = params.tokens - 1u;
@@ -109,9 +108,31 @@ fn main(
     let x5 = min(row0 + 5u, last) * d;
     let x6 = min(row0 + 6u, last) * d;
     let x7 = min(row0 + 7u, last) * d;
-    // The step of d_model whose X elements this lane fetches for its subgroup.
+    let x8 = min(row0 + 8u, last) * d;
+    let x9 = min(row0 + 9u, last) * d;
+    let x10 = min(row0 + 10u, last) * d;
+    let x11 = min(row0 + 11u, last) * d;
+    let x12 = min(row0 + 12u, last) * d;
+    let x13 = min(row0 + 13u, last) * d;
+    let x14 = min(row0 + 14u, last) * d;
+    let x15 = min(row0 + 15u, last) * d;
+    let x16 = min(row0 + 16u, last) * d;
+    let x17 = min(row0 + 17u, last) * d;
+    let x18 = min(row0 + 18u, last) * d;
+    let x19 = min(row0 + 19u, last) * d;
+    let x20 = min(row0 + 20u, last) * d;
+    let x21 = min(row0 + 21u, last) * d;
+    let x22 = min(row0 + 22u, last) * d;
+    let x23 = min(row0 + 23u, last) * d;
+    let x24 = min(row0 + 24u, last) * d;
+    let x25 = min(row0 + 25u, last) * d;
+    let x26 = min(row0 + 26u, last) * d;
+    let x27 = min(row0 + 27u, last) * d;
+    let x28 = min(row0 + 28u, last) * d;
+    let x29 = min(row0 + 29u, last) * d;
+    let x30 = min(row0 + 30u, last) * d;
+    let x31 = min(row0 + 31u, last) * d;
     let my_k = min(lane, 7u);
-
     var a0 = vec4<f32>();
     var a1 = vec4<f32>();
     var a2 = vec4<f32>();
@@ -120,9 +141,30 @@ fn main(
     var a5 = vec4<f32>();
     var a6 = vec4<f32>();
     var a7 = vec4<f32>();
-    // a_r[j] accumulates row row0 + r, column c_j. The loop bound is uniform, so every lane
-    // reaches every broadcast. Steps past the end of d_model load a valid element and select
-    // zero instead (not multiply by zero, which would turn an infinite input into NaN).
+    var a8 = vec4<f32>();
+    var a9 = vec4<f32>();
+    var a10 = vec4<f32>();
+    var a11 = vec4<f32>();
+    var a12 = vec4<f32>();
+    var a13 = vec4<f32>();
+    var a14 = vec4<f32>();
+    var a15 = vec4<f32>();
+    var a16 = vec4<f32>();
+    var a17 = vec4<f32>();
+    var a18 = vec4<f32>();
+    var a19 = vec4<f32>();
+    var a20 = vec4<f32>();
+    var a21 = vec4<f32>();
+    var a22 = vec4<f32>();
+    var a23 = vec4<f32>();
+    var a24 = vec4<f32>();
+    var a25 = vec4<f32>();
+    var a26 = vec4<f32>();
+    var a27 = vec4<f32>();
+    var a28 = vec4<f32>();
+    var a29 = vec4<f32>();
+    var a30 = vec4<f32>();
+    var a31 = vec4<f32>();
     for (var k0 = 0u; k0 < d; k0 += 8u) {
         let kx = k0 + my_k;
         let kx_ok = kx < d;
@@ -135,6 +177,30 @@ fn main(
         let s5 = select(0.0, x[x5 + kxc], kx_ok);
         let s6 = select(0.0, x[x6 + kxc], kx_ok);
         let s7 = select(0.0, x[x7 + kxc], kx_ok);
+        let s8 = select(0.0, x[x8 + kxc], kx_ok);
+        let s9 = select(0.0, x[x9 + kxc], kx_ok);
+        let s10 = select(0.0, x[x10 + kxc], kx_ok);
+        let s11 = select(0.0, x[x11 + kxc], kx_ok);
+        let s12 = select(0.0, x[x12 + kxc], kx_ok);
+        let s13 = select(0.0, x[x13 + kxc], kx_ok);
+        let s14 = select(0.0, x[x14 + kxc], kx_ok);
+        let s15 = select(0.0, x[x15 + kxc], kx_ok);
+        let s16 = select(0.0, x[x16 + kxc], kx_ok);
+        let s17 = select(0.0, x[x17 + kxc], kx_ok);
+        let s18 = select(0.0, x[x18 + kxc], kx_ok);
+        let s19 = select(0.0, x[x19 + kxc], kx_ok);
+        let s20 = select(0.0, x[x20 + kxc], kx_ok);
+        let s21 = select(0.0, x[x21 + kxc], kx_ok);
+        let s22 = select(0.0, x[x22 + kxc], kx_ok);
+        let s23 = select(0.0, x[x23 + kxc], kx_ok);
+        let s24 = select(0.0, x[x24 + kxc], kx_ok);
+        let s25 = select(0.0, x[x25 + kxc], kx_ok);
+        let s26 = select(0.0, x[x26 + kxc], kx_ok);
+        let s27 = select(0.0, x[x27 + kxc], kx_ok);
+        let s28 = select(0.0, x[x28 + kxc], kx_ok);
+        let s29 = select(0.0, x[x29 + kxc], kx_ok);
+        let s30 = select(0.0, x[x30 + kxc], kx_ok);
+        let s31 = select(0.0, x[x31 + kxc], kx_ok);
         {
             let kw = k0 + 0u;
             let wv = select(vec4<f32>(), w[min(kw, d - 1u) * w_row + wc], kw < d);
@@ -146,6 +212,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 0u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 0u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 0u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 0u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 0u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 0u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 0u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 0u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 0u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 0u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 0u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 0u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 0u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 0u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 0u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 0u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 0u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 0u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 0u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 0u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 0u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 0u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 0u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 0u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 0u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 0u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 0u)), wv, a31);
         }
         {
             let kw = k0 + 1u;
@@ -158,6 +248,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 1u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 1u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 1u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 1u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 1u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 1u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 1u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 1u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 1u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 1u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 1u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 1u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 1u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 1u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 1u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 1u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 1u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 1u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 1u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 1u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 1u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 1u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 1u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 1u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 1u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 1u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 1u)), wv, a31);
         }
         {
             let kw = k0 + 2u;
@@ -170,6 +284,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 2u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 2u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 2u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 2u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 2u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 2u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 2u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 2u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 2u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 2u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 2u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 2u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 2u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 2u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 2u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 2u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 2u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 2u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 2u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 2u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 2u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 2u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 2u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 2u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 2u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 2u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 2u)), wv, a31);
         }
         {
             let kw = k0 + 3u;
@@ -182,6 +320,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 3u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 3u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 3u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 3u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 3u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 3u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 3u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 3u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 3u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 3u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 3u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 3u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 3u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 3u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 3u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 3u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 3u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 3u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 3u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 3u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 3u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 3u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 3u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 3u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 3u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 3u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 3u)), wv, a31);
         }
         {
             let kw = k0 + 4u;
@@ -194,6 +356,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 4u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 4u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 4u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 4u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 4u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 4u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 4u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 4u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 4u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 4u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 4u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 4u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 4u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 4u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 4u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 4u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 4u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 4u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 4u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 4u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 4u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 4u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 4u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 4u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 4u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 4u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 4u)), wv, a31);
         }
         {
             let kw = k0 + 5u;
@@ -206,6 +392,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 5u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 5u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 5u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 5u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 5u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 5u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 5u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 5u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 5u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 5u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 5u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 5u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 5u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 5u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 5u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 5u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 5u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 5u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 5u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 5u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 5u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 5u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 5u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 5u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 5u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 5u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 5u)), wv, a31);
         }
         {
             let kw = k0 + 6u;
@@ -218,6 +428,30 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 6u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 6u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 6u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 6u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 6u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 6u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 6u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 6u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 6u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 6u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 6u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 6u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 6u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 6u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 6u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 6u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 6u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 6u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 6u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 6u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 6u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 6u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 6u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 6u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 6u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 6u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 6u)), wv, a31);
         }
         {
             let kw = k0 + 7u;
@@ -230,10 +464,33 @@ fn main(
             a5 = fma(vec4<f32>(subgroupBroadcast(s5, 7u)), wv, a5);
             a6 = fma(vec4<f32>(subgroupBroadcast(s6, 7u)), wv, a6);
             a7 = fma(vec4<f32>(subgroupBroadcast(s7, 7u)), wv, a7);
+            a8 = fma(vec4<f32>(subgroupBroadcast(s8, 7u)), wv, a8);
+            a9 = fma(vec4<f32>(subgroupBroadcast(s9, 7u)), wv, a9);
+            a10 = fma(vec4<f32>(subgroupBroadcast(s10, 7u)), wv, a10);
+            a11 = fma(vec4<f32>(subgroupBroadcast(s11, 7u)), wv, a11);
+            a12 = fma(vec4<f32>(subgroupBroadcast(s12, 7u)), wv, a12);
+            a13 = fma(vec4<f32>(subgroupBroadcast(s13, 7u)), wv, a13);
+            a14 = fma(vec4<f32>(subgroupBroadcast(s14, 7u)), wv, a14);
+            a15 = fma(vec4<f32>(subgroupBroadcast(s15, 7u)), wv, a15);
+            a16 = fma(vec4<f32>(subgroupBroadcast(s16, 7u)), wv, a16);
+            a17 = fma(vec4<f32>(subgroupBroadcast(s17, 7u)), wv, a17);
+            a18 = fma(vec4<f32>(subgroupBroadcast(s18, 7u)), wv, a18);
+            a19 = fma(vec4<f32>(subgroupBroadcast(s19, 7u)), wv, a19);
+            a20 = fma(vec4<f32>(subgroupBroadcast(s20, 7u)), wv, a20);
+            a21 = fma(vec4<f32>(subgroupBroadcast(s21, 7u)), wv, a21);
+            a22 = fma(vec4<f32>(subgroupBroadcast(s22, 7u)), wv, a22);
+            a23 = fma(vec4<f32>(subgroupBroadcast(s23, 7u)), wv, a23);
+            a24 = fma(vec4<f32>(subgroupBroadcast(s24, 7u)), wv, a24);
+            a25 = fma(vec4<f32>(subgroupBroadcast(s25, 7u)), wv, a25);
+            a26 = fma(vec4<f32>(subgroupBroadcast(s26, 7u)), wv, a26);
+            a27 = fma(vec4<f32>(subgroupBroadcast(s27, 7u)), wv, a27);
+            a28 = fma(vec4<f32>(subgroupBroadcast(s28, 7u)), wv, a28);
+            a29 = fma(vec4<f32>(subgroupBroadcast(s29, 7u)), wv, a29);
+            a30 = fma(vec4<f32>(subgroupBroadcast(s30, 7u)), wv, a30);
+            a31 = fma(vec4<f32>(subgroupBroadcast(s31, 7u)), wv, a31);
         }
     }
-
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let acc = array<vec4<f32>, 32>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31);
     for (var c = 0u; c < 4u; c++) {
         let col = col_base + c;
         if col >= n_out {
@@ -243,7 +500,7 @@ fn main(
         if HAS_BIAS {
             b = bias[col];
         }
-        for (var r = 0u; r < 8u; r++) {
+        for (var r = 0u; r < 32u; r++) {
             let row = row0 + r;
             if row < params.tokens {
                 store(row, col, acc[r][c] + b);

@@ -10,8 +10,8 @@
 //! |   |         |                          | memory tiles, vec4 W; tunable `wgx`, `wgy` (GPUs) |
 //! | 3 | `direct`| `shaders/qkv_direct.wgsl`| 8x4 outputs per invocation from registers,       |
 //! |   |         |                          | storage only, no barriers; tunable `wg`          |
-//! | 4 | `subgroup` | `shaders/qkv_subgroup.wgsl` | `direct` with X shared by subgroup        |
-//! |   |         |                          | broadcasts; needs SUBGROUP, subgroup size >= 8   |
+//! | 4 | `subgroup` | `shaders/qkv_subgroup.wgsl` | 32x4 outputs per invocation, X shared by |
+//! |   |         |                          | subgroup broadcasts; needs SUBGROUP, size >= 8   |
 //!
 //! Run one variant:
 //! ```text
@@ -116,7 +116,7 @@ impl Kernel {
             Kernel::Direct => {
                 "8x4 outputs per invocation in registers, no workgroup memory or barriers"
             }
-            Kernel::Subgroup => "direct, with X shared through subgroup broadcasts",
+            Kernel::Subgroup => "32x4 outputs per invocation, X shared through subgroup broadcasts",
         }
     }
 
@@ -274,7 +274,8 @@ impl KernelConfig {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => (16, 16),
             Kernel::Regtile => (self.wg * 4, self.wgy * 4),
-            Kernel::Direct | Kernel::Subgroup => (self.wg * 4, 8),
+            Kernel::Direct => (self.wg * 4, 8),
+            Kernel::Subgroup => (self.wg * 4, 32),
         }
     }
 }
