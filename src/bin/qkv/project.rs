@@ -88,12 +88,8 @@ pub struct ProjectArgs {
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
-    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
-    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
-    atol: Option<f64>,
-    /// Relative tolerance [default: 1e-4]
-    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
-    rtol: Option<f64>,
+    #[command(flatten)]
+    tolerance: crate::report::ToleranceArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -296,7 +292,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
     };
-    let tol = tolerance(d_model, &x.data, w, args.atol, args.rtol)?;
+    let tol = tolerance(d_model, &x.data, w, args.tolerance)?;
 
     let mut nonfinite: Vec<NonFinite> = Vec::new();
     nonfinite.extend(NonFinite::scan("X", &x.data, &x.shape));

@@ -36,14 +36,25 @@ pub fn parse_tolerance(s: &str) -> Result<f64, String> {
     }
 }
 
+/// `--atol` and `--rtol`, shared by the commands that check results.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct ToleranceArgs {
+    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    pub atol: Option<f64>,
+    /// Relative tolerance [default: 1e-4]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    pub rtol: Option<f64>,
+}
+
 /// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
 pub fn tolerance(
     d_model: u32,
     x: &[f32],
     weights: &FusedWeights,
-    atol: Option<f64>,
-    rtol: Option<f64>,
+    args: ToleranceArgs,
 ) -> Result<Tolerance, Error> {
+    let (atol, rtol) = (args.atol, args.rtol);
     for (name, value) in [("--atol", atol), ("--rtol", rtol)] {
         if let Some(v) = value {
             if !(v.is_finite() && v >= 0.0) {

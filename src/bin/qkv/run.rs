@@ -44,12 +44,8 @@ pub struct RunArgs {
     /// Timed runs per kernel after one untimed warm-up; every run is validated
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     repeats: u32,
-    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
-    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
-    atol: Option<f64>,
-    /// Relative tolerance [default: 1e-4]
-    #[arg(long, allow_negative_numbers = true, value_parser = crate::report::parse_tolerance)]
-    rtol: Option<f64>,
+    #[command(flatten)]
+    tolerance: crate::report::ToleranceArgs,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
     json: bool,
@@ -186,7 +182,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
 
     progress(&format!("generating inputs (seed {})", args.seed));
     let (x, weights) = random_inputs(&shape, args.seed);
-    let tol = tolerance(shape.d_model, &x, &weights, args.atol, args.rtol)?;
+    let tol = tolerance(shape.d_model, &x, &weights, args.tolerance)?;
     progress("computing the CPU reference (f64)");
     let start = Instant::now();
     let expected = reference(&shape, &x, &weights);
