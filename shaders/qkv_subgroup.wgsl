@@ -8,7 +8,9 @@
 // lavapipe, where every per-invocation load is a loop over SIMD lanes but a broadcast from a
 // constant lane is one register shuffle, loads are most of the cost. 32 rows measured best
 // there: 8 rows gave 3.0 GFLOP/s, 16 gave 4.5, 32 gave 5.5, and 64 fell back to 4.5 (register
-// spills). The block is written out in full because broadcast lanes must be constants.
+// spills). The block is written out in full because broadcast lanes must be constants, and so
+// is the store of the results: indexing an array of the accumulators by a loop counter put
+// them in memory (32 rows: 5.5 GFLOP/s that way, 7.0 written out).
 //
 // Needs the SUBGROUP feature, a subgroup size of at least 8, and WG a multiple of 8 (the
 // host never selects it otherwise).
@@ -490,21 +492,203 @@ fn main(
             a31 = fma(vec4<f32>(subgroupBroadcast(s31, 7u)), wv, a31);
         }
     }
-    let acc = array<vec4<f32>, 32>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15, a16, a17, a18, a19, a20, a21, a22, a23, a24, a25, a26, a27, a28, a29, a30, a31);
-    for (var c = 0u; c < 4u; c++) {
-        let col = col_base + c;
-        if col >= n_out {
-            continue;
-        }
-        var b = 0.0;
-        if HAS_BIAS {
-            b = bias[col];
-        }
-        for (var r = 0u; r < 32u; r++) {
-            let row = row0 + r;
-            if row < params.tokens {
-                store(row, col, acc[r][c] + b);
-            }
-        }
+    var b = vec4<f32>();
+    if HAS_BIAS {
+        b.x = bias[min(col_base + 0u, n_out - 1u)];
+        b.y = bias[min(col_base + 1u, n_out - 1u)];
+        b.z = bias[min(col_base + 2u, n_out - 1u)];
+        b.w = bias[min(col_base + 3u, n_out - 1u)];
+    }
+    if row0 + 0u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 0u, col_base + 0u, a0.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 0u, col_base + 1u, a0.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 0u, col_base + 2u, a0.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 0u, col_base + 3u, a0.w + b.w); }
+    }
+    if row0 + 1u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 1u, col_base + 0u, a1.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 1u, col_base + 1u, a1.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 1u, col_base + 2u, a1.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 1u, col_base + 3u, a1.w + b.w); }
+    }
+    if row0 + 2u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 2u, col_base + 0u, a2.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 2u, col_base + 1u, a2.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 2u, col_base + 2u, a2.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 2u, col_base + 3u, a2.w + b.w); }
+    }
+    if row0 + 3u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 3u, col_base + 0u, a3.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 3u, col_base + 1u, a3.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 3u, col_base + 2u, a3.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 3u, col_base + 3u, a3.w + b.w); }
+    }
+    if row0 + 4u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 4u, col_base + 0u, a4.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 4u, col_base + 1u, a4.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 4u, col_base + 2u, a4.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 4u, col_base + 3u, a4.w + b.w); }
+    }
+    if row0 + 5u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 5u, col_base + 0u, a5.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 5u, col_base + 1u, a5.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 5u, col_base + 2u, a5.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 5u, col_base + 3u, a5.w + b.w); }
+    }
+    if row0 + 6u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 6u, col_base + 0u, a6.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 6u, col_base + 1u, a6.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 6u, col_base + 2u, a6.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 6u, col_base + 3u, a6.w + b.w); }
+    }
+    if row0 + 7u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 7u, col_base + 0u, a7.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 7u, col_base + 1u, a7.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 7u, col_base + 2u, a7.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 7u, col_base + 3u, a7.w + b.w); }
+    }
+    if row0 + 8u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 8u, col_base + 0u, a8.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 8u, col_base + 1u, a8.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 8u, col_base + 2u, a8.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 8u, col_base + 3u, a8.w + b.w); }
+    }
+    if row0 + 9u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 9u, col_base + 0u, a9.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 9u, col_base + 1u, a9.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 9u, col_base + 2u, a9.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 9u, col_base + 3u, a9.w + b.w); }
+    }
+    if row0 + 10u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 10u, col_base + 0u, a10.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 10u, col_base + 1u, a10.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 10u, col_base + 2u, a10.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 10u, col_base + 3u, a10.w + b.w); }
+    }
+    if row0 + 11u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 11u, col_base + 0u, a11.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 11u, col_base + 1u, a11.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 11u, col_base + 2u, a11.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 11u, col_base + 3u, a11.w + b.w); }
+    }
+    if row0 + 12u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 12u, col_base + 0u, a12.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 12u, col_base + 1u, a12.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 12u, col_base + 2u, a12.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 12u, col_base + 3u, a12.w + b.w); }
+    }
+    if row0 + 13u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 13u, col_base + 0u, a13.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 13u, col_base + 1u, a13.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 13u, col_base + 2u, a13.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 13u, col_base + 3u, a13.w + b.w); }
+    }
+    if row0 + 14u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 14u, col_base + 0u, a14.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 14u, col_base + 1u, a14.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 14u, col_base + 2u, a14.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 14u, col_base + 3u, a14.w + b.w); }
+    }
+    if row0 + 15u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 15u, col_base + 0u, a15.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 15u, col_base + 1u, a15.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 15u, col_base + 2u, a15.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 15u, col_base + 3u, a15.w + b.w); }
+    }
+    if row0 + 16u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 16u, col_base + 0u, a16.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 16u, col_base + 1u, a16.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 16u, col_base + 2u, a16.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 16u, col_base + 3u, a16.w + b.w); }
+    }
+    if row0 + 17u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 17u, col_base + 0u, a17.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 17u, col_base + 1u, a17.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 17u, col_base + 2u, a17.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 17u, col_base + 3u, a17.w + b.w); }
+    }
+    if row0 + 18u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 18u, col_base + 0u, a18.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 18u, col_base + 1u, a18.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 18u, col_base + 2u, a18.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 18u, col_base + 3u, a18.w + b.w); }
+    }
+    if row0 + 19u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 19u, col_base + 0u, a19.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 19u, col_base + 1u, a19.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 19u, col_base + 2u, a19.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 19u, col_base + 3u, a19.w + b.w); }
+    }
+    if row0 + 20u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 20u, col_base + 0u, a20.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 20u, col_base + 1u, a20.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 20u, col_base + 2u, a20.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 20u, col_base + 3u, a20.w + b.w); }
+    }
+    if row0 + 21u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 21u, col_base + 0u, a21.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 21u, col_base + 1u, a21.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 21u, col_base + 2u, a21.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 21u, col_base + 3u, a21.w + b.w); }
+    }
+    if row0 + 22u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 22u, col_base + 0u, a22.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 22u, col_base + 1u, a22.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 22u, col_base + 2u, a22.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 22u, col_base + 3u, a22.w + b.w); }
+    }
+    if row0 + 23u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 23u, col_base + 0u, a23.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 23u, col_base + 1u, a23.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 23u, col_base + 2u, a23.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 23u, col_base + 3u, a23.w + b.w); }
+    }
+    if row0 + 24u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 24u, col_base + 0u, a24.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 24u, col_base + 1u, a24.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 24u, col_base + 2u, a24.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 24u, col_base + 3u, a24.w + b.w); }
+    }
+    if row0 + 25u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 25u, col_base + 0u, a25.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 25u, col_base + 1u, a25.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 25u, col_base + 2u, a25.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 25u, col_base + 3u, a25.w + b.w); }
+    }
+    if row0 + 26u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 26u, col_base + 0u, a26.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 26u, col_base + 1u, a26.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 26u, col_base + 2u, a26.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 26u, col_base + 3u, a26.w + b.w); }
+    }
+    if row0 + 27u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 27u, col_base + 0u, a27.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 27u, col_base + 1u, a27.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 27u, col_base + 2u, a27.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 27u, col_base + 3u, a27.w + b.w); }
+    }
+    if row0 + 28u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 28u, col_base + 0u, a28.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 28u, col_base + 1u, a28.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 28u, col_base + 2u, a28.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 28u, col_base + 3u, a28.w + b.w); }
+    }
+    if row0 + 29u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 29u, col_base + 0u, a29.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 29u, col_base + 1u, a29.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 29u, col_base + 2u, a29.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 29u, col_base + 3u, a29.w + b.w); }
+    }
+    if row0 + 30u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 30u, col_base + 0u, a30.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 30u, col_base + 1u, a30.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 30u, col_base + 2u, a30.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 30u, col_base + 3u, a30.w + b.w); }
+    }
+    if row0 + 31u < params.tokens {
+        if col_base + 0u < n_out { store(row0 + 31u, col_base + 0u, a31.x + b.x); }
+        if col_base + 1u < n_out { store(row0 + 31u, col_base + 1u, a31.y + b.y); }
+        if col_base + 2u < n_out { store(row0 + 31u, col_base + 2u, a31.z + b.z); }
+        if col_base + 3u < n_out { store(row0 + 31u, col_base + 3u, a31.w + b.w); }
     }
 }

@@ -272,6 +272,7 @@ impl GpuContext {
             max_compute_workgroup_size_x: best.max_compute_workgroup_size_x,
             max_compute_workgroup_size_y: best.max_compute_workgroup_size_y,
             max_compute_workgroups_per_dimension: best.max_compute_workgroups_per_dimension,
+            max_texture_dimension_2d: best.max_texture_dimension_2d,
             ..wgpu::Limits::default().or_worse_values_from(&best)
         });
         let timestamps = summary.timestamp_query;

@@ -12,6 +12,10 @@
 //! |   |         |                          | storage only, no barriers; tunable `wg`          |
 //! | 4 | `subgroup` | `shaders/qkv_subgroup.wgsl` | 32x4 outputs per invocation, X shared by |
 //! |   |         |                          | subgroup broadcasts; needs SUBGROUP, size >= 8   |
+//! | 5 | `texture` | `shaders/qkv_texture.wgsl` | 16x4 outputs per invocation, X and W read  |
+//! |   |         |                          | through textures, no barriers; tunable `wg`      |
+//! | 6 | `subgroup-texture` | `shaders/qkv_subgroup_texture.wgsl` | 32x4 per invocation, |
+//! |   |         |                          | textures plus subgroup broadcasts of X           |
 //!
 //! Run one variant:
 //! ```text
@@ -20,6 +24,8 @@
 //! cargo run --release -- run --kernel regtile  # or --kernel 2; regtile(wgx=8,wgy=16)
 //! cargo run --release -- run --kernel direct   # or --kernel 3; direct(wg=16) sets its size
 //! cargo run --release -- run --kernel subgroup # or --kernel 4, where the adapter has subgroups
+//! cargo run --release -- run --kernel texture  # or --kernel 5
+//! cargo run --release -- run --kernel subgroup-texture # or --kernel 6, with subgroups
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
 //! ```
 
@@ -39,6 +45,10 @@ pub enum Kernel {
     Direct = 3,
     /// `Direct` with X shared through subgroup broadcasts.
     Subgroup = 4,
+    /// Register-blocked, X and W read through textures.
+    Texture = 5,
+    /// `Texture` with X shared through subgroup broadcasts.
+    SubgroupTexture = 6,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -60,12 +70,14 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 6] = [
+pub const ALL_SHADERS: [ShaderSource; 8] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
     Kernel::Direct.source(),
     Kernel::Subgroup.source(),
+    Kernel::Texture.source(),
+    Kernel::SubgroupTexture.source(),
     FILL_NAN,
 ];
 
@@ -78,12 +90,14 @@ impl ShaderSource {
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 5] = [
+    pub const ALL: [Kernel; 7] = [
         Kernel::Naive,
         Kernel::Tiled,
         Kernel::Regtile,
         Kernel::Direct,
         Kernel::Subgroup,
+        Kernel::Texture,
+        Kernel::SubgroupTexture,
     ];
 
     /// The variant used where nothing is tuned (`qkv explain`, library callers that do not
@@ -99,6 +113,8 @@ impl Kernel {
             Kernel::Regtile => "regtile",
             Kernel::Direct => "direct",
             Kernel::Subgroup => "subgroup",
+            Kernel::Texture => "texture",
+            Kernel::SubgroupTexture => "subgroup-texture",
         }
     }
 
@@ -117,7 +133,22 @@ impl Kernel {
                 "8x4 outputs per invocation in registers, no workgroup memory or barriers"
             }
             Kernel::Subgroup => "32x4 outputs per invocation, X shared through subgroup broadcasts",
+            Kernel::Texture => "16x4 outputs per invocation, X and W read through textures",
+            Kernel::SubgroupTexture => {
+                "32x4 outputs per invocation, X and W through textures, X shared by subgroups"
+            }
         }
+    }
+
+    /// Whether the kernel reads X and W through textures (see [`TextureLayout`]) rather than
+    /// storage buffers.
+    pub const fn reads_textures(self) -> bool {
+        matches!(self, Kernel::Texture | Kernel::SubgroupTexture)
+    }
+
+    /// Whether the kernel uses subgroup operations.
+    pub const fn needs_subgroups(self) -> bool {
+        matches!(self, Kernel::Subgroup | Kernel::SubgroupTexture)
     }
 
     /// The variant's WGSL source.
@@ -146,6 +177,16 @@ impl Kernel {
             Kernel::Subgroup => ShaderSource {
                 file: "qkv_subgroup.wgsl",
                 wgsl: include_str!("../shaders/qkv_subgroup.wgsl"),
+                entry_point: "main",
+            },
+            Kernel::Texture => ShaderSource {
+                file: "qkv_texture.wgsl",
+                wgsl: include_str!("../shaders/qkv_texture.wgsl"),
+                entry_point: "main",
+            },
+            Kernel::SubgroupTexture => ShaderSource {
+                file: "qkv_subgroup_texture.wgsl",
+                wgsl: include_str!("../shaders/qkv_subgroup_texture.wgsl"),
                 entry_point: "main",
             },
         }
@@ -188,7 +229,8 @@ impl Kernel {
 pub struct KernelConfig {
     /// The variant.
     pub kernel: Kernel,
-    /// Invocations per workgroup (`direct`, `subgroup`), or along columns (`regtile`).
+    /// Invocations per workgroup (`direct`, `subgroup`, `texture`, `subgroup-texture`), or
+    /// along columns (`regtile`).
     pub wg: u32,
     /// Invocations along token rows (`regtile` only; 0 otherwise).
     pub wgy: u32,
@@ -207,6 +249,7 @@ impl KernelConfig {
             Kernel::Naive | Kernel::Tiled => (0, 0),
             Kernel::Regtile => (16, 16),
             Kernel::Direct | Kernel::Subgroup => (64, 0),
+            Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
         };
         Self { kernel, wg, wgy }
     }
@@ -220,8 +263,8 @@ impl KernelConfig {
                     && (1..=64).contains(&self.wgy)
                     && self.wg * self.wgy <= 1024
             }
-            Kernel::Direct => (1..=256).contains(&self.wg) && self.wgy == 0,
-            Kernel::Subgroup => {
+            Kernel::Direct | Kernel::Texture => (1..=256).contains(&self.wg) && self.wgy == 0,
+            Kernel::Subgroup | Kernel::SubgroupTexture => {
                 (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
             }
         };
@@ -239,23 +282,28 @@ impl KernelConfig {
     /// 4 for kernels that load W as vec4 (the padding is zeros and is never stored).
     pub const fn w_stride(&self, n_out: u32) -> u32 {
         match self.kernel {
-            Kernel::Subgroup | Kernel::Regtile => n_out.div_ceil(4) * 4,
+            Kernel::Subgroup | Kernel::Regtile | Kernel::Texture | Kernel::SubgroupTexture => {
+                n_out.div_ceil(4) * 4
+            }
             _ => n_out,
         }
     }
 
     /// Why this adapter cannot run the configuration, if it cannot.
     pub fn unsupported_on(&self, summary: &crate::context::AdapterSummary) -> Option<String> {
-        match self.kernel {
-            Kernel::Subgroup if !summary.subgroup => Some(format!(
+        let subgroups = self.kernel.needs_subgroups();
+        if subgroups && !summary.subgroup {
+            Some(format!(
                 "kernel {} needs subgroup operations, which '{}' does not offer",
                 self.kernel, summary.name
-            )),
-            Kernel::Subgroup if summary.subgroup_size.0 < 8 => Some(format!(
+            ))
+        } else if subgroups && summary.subgroup_size.0 < 8 {
+            Some(format!(
                 "kernel {} needs subgroups of at least 8 invocations; '{}' may use {}",
                 self.kernel, summary.name, summary.subgroup_size.0
-            )),
-            _ => None,
+            ))
+        } else {
+            None
         }
     }
 
@@ -264,7 +312,9 @@ impl KernelConfig {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => Vec::new(),
             Kernel::Regtile => vec![("WG_X", self.wg as f64), ("WG_Y", self.wgy as f64)],
-            Kernel::Direct | Kernel::Subgroup => vec![("WG", self.wg as f64)],
+            Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
+                vec![("WG", self.wg as f64)]
+            }
         }
     }
 
@@ -275,7 +325,8 @@ impl KernelConfig {
             Kernel::Naive | Kernel::Tiled => (16, 16),
             Kernel::Regtile => (self.wg * 4, self.wgy * 4),
             Kernel::Direct => (self.wg * 4, 8),
-            Kernel::Subgroup => (self.wg * 4, 32),
+            Kernel::Subgroup | Kernel::SubgroupTexture => (self.wg * 4, 32),
+            Kernel::Texture => (self.wg * 4, 16),
         }
     }
 }
@@ -320,7 +371,9 @@ impl fmt::Display for KernelConfig {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled => write!(f, "{}", self.kernel),
             Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
-            Kernel::Direct | Kernel::Subgroup => write!(f, "{}(wg={})", self.kernel, self.wg),
+            Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
+                write!(f, "{}(wg={})", self.kernel, self.wg)
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ struct Params {
 pub(crate) struct Layouts {
     projection_group: wgpu::BindGroupLayout,
     pub(crate) projection: wgpu::PipelineLayout,
+    textured_group: wgpu::BindGroupLayout,
+    pub(crate) textured: wgpu::PipelineLayout,
     fill_group: wgpu::BindGroupLayout,
     pub(crate) fill: wgpu::PipelineLayout,
 }
@@ -57,7 +59,8 @@ impl Layouts {
     pub(crate) const STORAGE_BUFFERS: u32 = 6;
 
     /// Bindings of every `shaders/qkv_*.wgsl`: 0 params (uniform), 1 x, 2 w, 3 bias
-    /// (read-only storage), 4 q, 5 k, 6 v (read-write storage). `fill_nan.wgsl`: 0 data.
+    /// (read-only storage), 4 q, 5 k, 6 v (read-write storage); the texture kernels bind x
+    /// and w as unfilterable float 2-D textures instead. `fill_nan.wgsl`: 0 data.
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -80,6 +83,27 @@ impl Layouts {
             bind_group_layouts: &[Some(&projection_group)],
             immediate_size: 0,
         });
+        for binding in [1, 2] {
+            entries[binding] = wgpu::BindGroupLayoutEntry {
+                binding: binding as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Texture {
+                    sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                    view_dimension: wgpu::TextureViewDimension::D2,
+                    multisampled: false,
+                },
+                count: None,
+            };
+        }
+        let textured_group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("projection (textures) bind group layout"),
+            entries: &entries,
+        });
+        let textured = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("projection (textures) pipeline layout"),
+            bind_group_layouts: &[Some(&textured_group)],
+            immediate_size: 0,
+        });
         let fill_group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("fill_nan bind group layout"),
             entries: &[storage_entry(0, false)],
@@ -92,8 +116,127 @@ impl Layouts {
         Self {
             projection_group,
             projection,
+            textured_group,
+            textured,
             fill_group,
             fill,
+        }
+    }
+}
+
+/// How the texture kernels (`texture`, `subgroup-texture`) hold X and W: `rgba32float`
+/// textures, one texel = 4 consecutive f32 of a row, zero-padded so that their d_model loop
+/// needs no bounds checks (the contract is in the shaders' headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextureLayout {
+    /// X: (texels per row, rows) = (ceil(d_model / 32) * 8, tokens).
+    pub x: (u32, u32),
+    /// W: (texels per row, rows) = (w_stride / 4, ceil(d_model / 32) * 32).
+    pub w: (u32, u32),
+}
+
+impl TextureLayout {
+    /// The textures of `shape` for a kernel reading W rows `w_stride` elements wide.
+    pub fn of(shape: &QkvShape, w_stride: u32) -> Self {
+        let d_pad = shape.d_model.div_ceil(32) * 32;
+        Self {
+            x: (d_pad / 4, shape.tokens),
+            w: (w_stride.div_ceil(4), d_pad),
+        }
+    }
+}
+
+/// Where a kernel reads X or W from.
+enum Operand {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::Texture, wgpu::TextureView),
+}
+
+impl Operand {
+    /// A storage buffer of `elems` f32, or an `rgba32float` texture `(width, height)` texels.
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        textures: bool,
+        elems: usize,
+        (width, height): (u32, u32),
+    ) -> Self {
+        if textures {
+            let texture = device.create_texture(&wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                label: Some(label),
+                ..Default::default()
+            });
+            Operand::Texture(texture, view)
+        } else {
+            Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: elems as u64 * 4,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        }
+    }
+
+    /// Writes a matrix of `row_len`-element rows: as it is into a buffer; into a texture with
+    /// each row zero-padded to the texture's width (a copy only where rows need padding).
+    fn write(&self, queue: &wgpu::Queue, data: &[f32], row_len: usize) {
+        match self {
+            Operand::Buffer(b) => queue.write_buffer(b, 0, bytemuck::cast_slice(data)),
+            Operand::Texture(t, _) => {
+                let (width, height) = (t.width(), t.height());
+                let padded_len = width as usize * 4;
+                let padded: Vec<f32>;
+                let rows = data.len() / row_len.max(1);
+                let texels: &[f32] = if padded_len == row_len && rows == height as usize {
+                    data
+                } else {
+                    let mut p = vec![0f32; padded_len * height as usize];
+                    for (dst, src) in p
+                        .chunks_exact_mut(padded_len)
+                        .zip(data.chunks_exact(row_len))
+                    {
+                        dst[..row_len].copy_from_slice(src);
+                    }
+                    padded = p;
+                    &padded
+                };
+                queue.write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: t,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d::ZERO,
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    bytemuck::cast_slice(texels),
+                    wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(width * 16),
+                        rows_per_image: Some(height),
+                    },
+                    t.size(),
+                );
+            }
+        }
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Operand::Buffer(b) => b.as_entire_binding(),
+            Operand::Texture(_, view) => wgpu::BindingResource::TextureView(view),
         }
     }
 }
@@ -162,8 +305,8 @@ pub struct Projector<'c> {
     fill_pipeline: Arc<wgpu::ComputePipeline>,
     bind_group: wgpu::BindGroup,
     fill_groups: Vec<(wgpu::BindGroup, u64)>,
-    x: wgpu::Buffer,
-    w: wgpu::Buffer,
+    x: Operand,
+    w: Operand,
     bias: wgpu::Buffer,
     outputs: [wgpu::Buffer; 3],
     staging: [wgpu::Buffer; 3],
@@ -190,6 +333,7 @@ pub fn check_fits(
 ) -> Result<()> {
     let config = config.into();
     let limits = ctx.limits();
+    let textures = config.kernel.reads_textures();
     let binding = limits
         .max_storage_buffer_binding_size
         .min(limits.max_buffer_size);
@@ -198,15 +342,38 @@ pub fn check_fits(
     } else {
         "max_buffer_size"
     };
-    for (what, elems) in [
-        ("X [tokens, d_model]", shape.x_len()),
-        (
-            "the fused W [d_model, q_width + 2*kv_width]",
-            shape.d_model as usize * config.w_stride(shape.n_out()) as usize,
-        ),
+    let x_what = "X [tokens, d_model]";
+    let w_what = "the fused W [d_model, q_width + 2*kv_width]";
+    if textures {
+        let max = limits.max_texture_dimension_2d;
+        let t = TextureLayout::of(shape, config.w_stride(shape.n_out()));
+        for (what, (width, height)) in [(x_what, t.x), (w_what, t.w)] {
+            if width.max(height) > max {
+                return Err(Error::DeviceLimit {
+                    what: format!("{what} as a texture (kernel {config})"),
+                    needed: format!("{width} x {height} texels"),
+                    limit: format!("{max} x {max}"),
+                    limit_name: "max_texture_dimension_2d",
+                    hint: " (fewer tokens, or a kernel that reads storage buffers)".into(),
+                });
+            }
+        }
+    }
+    let mut buffers = vec![
         ("Q [tokens, q_width]", shape.q_len()),
         ("K and V [tokens, kv_width]", shape.kv_len()),
-    ] {
+    ];
+    if !textures {
+        buffers.insert(0, (x_what, shape.x_len()));
+        buffers.insert(
+            1,
+            (
+                w_what,
+                shape.d_model as usize * config.w_stride(shape.n_out()) as usize,
+            ),
+        );
+    }
+    for (what, elems) in buffers {
         let bytes = elems as u64 * 4;
         if bytes > binding {
             return Err(Error::DeviceLimit {
@@ -281,7 +448,13 @@ impl<'c> Projector<'c> {
             ),
         ];
         constants.extend(config.constants());
-        let pipeline = ctx.pipeline(config.kernel.source(), &constants, &layouts.projection)?;
+        let textures = config.kernel.reads_textures();
+        let (group_layout, pipeline_layout) = if textures {
+            (&layouts.textured_group, &layouts.textured)
+        } else {
+            (&layouts.projection_group, &layouts.projection)
+        };
+        let pipeline = ctx.pipeline(config.kernel.source(), &constants, pipeline_layout)?;
         let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &layouts.fill)?;
 
         let device = &ctx.device;
@@ -296,9 +469,11 @@ impl<'c> Projector<'c> {
                 })
             };
             let copy_dst = wgpu::BufferUsages::COPY_DST;
-            let x = storage("x", shape.x_len(), copy_dst);
-            let w_len = shape.d_model as usize * config.w_stride(shape.n_out()) as usize;
-            let w = storage("w (fused Wq|Wk|Wv)", w_len, copy_dst);
+            let w_stride = config.w_stride(shape.n_out());
+            let tex = TextureLayout::of(&shape, w_stride);
+            let x = Operand::new(device, "x", textures, shape.x_len(), tex.x);
+            let w_len = shape.d_model as usize * w_stride as usize;
+            let w = Operand::new(device, "w (fused Wq|Wk|Wv)", textures, w_len, tex.w);
             // Without a bias the binding still needs a buffer; HAS_BIAS=false never reads it.
             let bias_len = if shape.bias {
                 shape.n_out() as usize
@@ -344,18 +519,23 @@ impl<'c> Projector<'c> {
         })?;
 
         let (bind_group, fill_groups) = ctx.checked("creating bind groups", || {
-            let entries: Vec<wgpu::BindGroupEntry> = [&params, &x, &w, &bias]
-                .into_iter()
-                .chain(outputs.iter())
-                .enumerate()
-                .map(|(i, b)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource: b.as_entire_binding(),
-                })
-                .collect();
+            let entries: Vec<wgpu::BindGroupEntry> = [
+                params.as_entire_binding(),
+                x.resource(),
+                w.resource(),
+                bias.as_entire_binding(),
+            ]
+            .into_iter()
+            .chain(outputs.iter().map(|b| b.as_entire_binding()))
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
+            })
+            .collect();
             let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
                 label: Some("projection bind group"),
-                layout: &layouts.projection_group,
+                layout: group_layout,
                 entries: &entries,
             });
             let fill_groups = outputs
@@ -527,9 +707,7 @@ impl<'c> Projector<'c> {
             &padded
         };
         self.ctx.checked("uploading weights", || {
-            self.ctx
-                .queue
-                .write_buffer(&self.w, 0, bytemuck::cast_slice(w));
+            self.w.write(&self.ctx.queue, w, stride);
             if let Some(b) = &weights.bias {
                 self.ctx
                     .queue
@@ -567,9 +745,8 @@ impl<'c> Projector<'c> {
 
         // Upload.
         let start = Instant::now();
-        ctx.checked("uploading X", || {
-            ctx.queue.write_buffer(&self.x, 0, bytemuck::cast_slice(x))
-        })?;
+        let d_model = self.shape.d_model as usize;
+        ctx.checked("uploading X", || self.x.write(&ctx.queue, x, d_model))?;
         let index = ctx.queue.submit([]);
         ctx.wait(index, "uploading X")?;
         let upload = start.elapsed();

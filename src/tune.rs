@@ -11,7 +11,7 @@
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig};
-use crate::projector::Projector;
+use crate::projector::{check_fits, Projector};
 use crate::reference::reference;
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
@@ -27,6 +27,11 @@ pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
     // Likely-fast variants first: once one has set a best time, a candidate over 4x slower
     // is measured once instead of four times, which keeps tuning short.
     let mut out = Vec::new();
+    for kernel in [Kernel::SubgroupTexture, Kernel::Texture] {
+        for wg in [16, 32] {
+            out.push(KernelConfig { kernel, wg, wgy: 0 });
+        }
+    }
     for wg in [16, 32, 64] {
         out.push(KernelConfig {
             kernel: Kernel::Subgroup,
@@ -153,12 +158,14 @@ pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
     )
 }
 
-/// The small shape candidates are timed on: the class's widths with at most 128 tokens and
-/// about 0.5 GFLOP, so the slowest candidate stays near a second even on a CPU driver
-/// (Llama-3-8B's 4096 x 6144 gets 8 tokens; GPT-2's 768 x 2304 gets 128).
+/// The small shape candidates are timed on: the class's widths with 32 to 128 tokens and
+/// about 0.5 GFLOP, so the slowest candidate stays near seconds even on a CPU driver
+/// (Llama-3-8B's 4096 x 6144 gets 32 tokens; GPT-2's 768 x 2304 gets 128). Never fewer
+/// than 32, the most rows one workgroup computes: on 8 tokens a 32-row kernel would be
+/// timed doing 4x the useful work and lose to one that is slower on the real shape.
 fn proxy(shape: &QkvShape) -> QkvShape {
     let per_token = 2.0 * shape.d_model as f64 * shape.n_out() as f64;
-    let budget = ((0.5e9 / per_token) as u32 / 8 * 8).clamp(8, 128);
+    let budget = ((0.5e9 / per_token) as u32 / 8 * 8).clamp(32, 128);
     QkvShape {
         tokens: shape.tokens.min(budget),
         ..*shape
@@ -220,6 +227,9 @@ fn recheck(
     if let Some(why) = config.unsupported_on(&ctx.summary) {
         return Ok(Err(why));
     }
+    if let Err(e) = check_fits(ctx, shape, config) {
+        return Ok(Err(format!("it does not fit this shape: {e}")));
+    }
     if entry.shader_hash != shader_hash(&config) {
         return Ok(Err(format!(
             "{} changed since it was tuned",
@@ -260,6 +270,16 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     let mut trials = Vec::new();
     let mut best: Option<(Duration, KernelConfig)> = None;
     for config in candidates(ctx) {
+        // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
+        // texture past the device's texture size, say) is not a candidate for it.
+        if let Err(e) = check_fits(ctx, shape, config) {
+            trials.push(Trial {
+                config: config.to_string(),
+                ms: None,
+                status: format!("does not fit this shape: {e}"),
+            });
+            continue;
+        }
         // Compile, warm up and validate once; then time three validated runs, unless the
         // first run was already over 4x the best so far (its figure then stands alone).
         let first = trial(ctx, &p, config, 1, opts.tolerance, 1);

@@ -185,6 +185,7 @@ fn shapes_past_lowered_limits_are_clear_errors() {
     let limits = wgpu::Limits {
         max_storage_buffer_binding_size: 64 * 1024,
         max_compute_workgroups_per_dimension: 8,
+        max_texture_dimension_2d: 64,
         ..wgpu::Limits::default()
     };
     let small = GpuContext::with_options(
@@ -225,6 +226,25 @@ fn shapes_past_lowered_limits_are_clear_errors() {
         msg.contains("X [tokens, d_model]") && msg.contains("max_storage_buffer_binding_size"),
         "{msg}"
     );
+
+    // The texture kernels hold X as a texture one row per token: 100 rows > 64.
+    let tall_x = QkvShape::new(100, 8, 8, 8, false).unwrap();
+    for kernel in [Kernel::Texture, Kernel::SubgroupTexture] {
+        let Err(err) = Projector::new(&small, tall_x, kernel) else {
+            panic!("{kernel}: 100 texture rows past a limit of 64 were accepted");
+        };
+        let msg = err.to_string();
+        // (subgroup-texture may instead be refused for the adapter's subgroups)
+        if kernel.needs_subgroups() && !small.summary.subgroup {
+            continue;
+        }
+        assert!(
+            matches!(err, Error::DeviceLimit { .. }) && msg.contains("max_texture_dimension_2d"),
+            "{msg}"
+        );
+    }
+    // The storage-buffer kernels are not bound by it.
+    assert!(Projector::new(&small, tall_x, Kernel::Naive).is_ok());
 
     // 8 groups x 16 tokens = 128 tokens at most.
     let many_tokens = QkvShape::new(129, 2, 2, 2, false).unwrap();

@@ -31,8 +31,10 @@ pub struct RunArgs {
     /// `auto` (the configuration autotuned for this adapter and shape class), or kernel
     /// variants by name or number, comma-separated, or `all`; each may carry tuning
     /// parameters, e.g. `direct(wg=32)` (0 naive: one output per invocation; 1 tiled: 16x16
-    /// workgroup-memory tiles; 3 direct: 8x4 outputs per invocation, no barriers; 4 subgroup:
-    /// direct with X shared by subgroup broadcasts)
+    /// workgroup-memory tiles; 2 regtile: 4x4 per invocation over tiles; 3 direct: 8x4
+    /// outputs per invocation, no barriers; 4 subgroup: direct with X shared by subgroup
+    /// broadcasts; 5 texture: 16x4 per invocation, X and W read through textures;
+    /// 6 subgroup-texture: texture with X shared by subgroup broadcasts)
     #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     kernel: KernelList,
     /// Autotune again instead of using the cached choice (with --kernel auto)
