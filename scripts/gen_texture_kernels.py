@@ -76,7 +76,7 @@ def epilogue(rows):
     o = ["    var b = vec4<f32>();\n"]
     o.append("    if HAS_BIAS {\n")
     for c, comp in enumerate("xyzw"):
-        o.append(f"        b.{comp} = bias[min(col_base + {c}u, n_out - 1u)];\n")
+        o.append(f"        b.{comp} = bias[params.col0 + min(col_base + {c}u, n_out - 1u)];\n")
     o.append("    }\n")
     for r in range(rows):
         o.append(f"    if row0 + {r}u < params.tokens {{\n")

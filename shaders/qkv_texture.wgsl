@@ -32,9 +32,13 @@ struct Params {
     seq_len: u32,
     q_head_dim: u32,
     kv_head_dim: u32,
-    // Row stride of W in elements: n_out, or n_out padded to a multiple of 4 for kernels that
-    // read W as vec4 (only those use it).
+    // Row stride of W in elements: n_cols, or n_cols padded to a multiple of 4 for kernels
+    // that read W as vec4 (only those use it).
     w_stride: u32,
+    // The bound W holds fused columns [col0, col0 + n_cols) (all n_out of them unless the
+    // host split the columns to fit a device limit); the kernel computes those columns only.
+    col0: u32,
+    n_cols: u32,
 }
 
 override HAS_BIAS: bool = false;
@@ -65,10 +69,12 @@ fn out_index(row: u32, c: u32, width: u32, head_dim: u32) -> u32 {
     return row * width + c;
 }
 
-// Routes fused column `col` of token `row` to the Q, K or V buffer it belongs to.
-fn store(row: u32, col: u32, value: f32) {
+// Routes column `local` of the bound W (fused column col0 + local) of token `row` to the Q,
+// K or V buffer it belongs to.
+fn store(row: u32, local: u32, value: f32) {
     let qw = params.q_width;
     let kvw = params.kv_width;
+    let col = params.col0 + local;
     if col < qw {
         q[out_index(row, col, qw, params.q_head_dim)] = value;
     } else if col < qw + kvw {
@@ -220,10 +226,10 @@ fn main(
     }
     var b = vec4<f32>();
     if HAS_BIAS {
-        b.x = bias[min(col_base + 0u, n_out - 1u)];
-        b.y = bias[min(col_base + 1u, n_out - 1u)];
-        b.z = bias[min(col_base + 2u, n_out - 1u)];
-        b.w = bias[min(col_base + 3u, n_out - 1u)];
+        b.x = bias[params.col0 + min(col_base + 0u, n_out - 1u)];
+        b.y = bias[params.col0 + min(col_base + 1u, n_out - 1u)];
+        b.z = bias[params.col0 + min(col_base + 2u, n_out - 1u)];
+        b.w = bias[params.col0 + min(col_base + 3u, n_out - 1u)];
     }
     if row0 + 0u < params.tokens {
         if col_base + 0u < n_out { store(row0 + 0u, col_base + 0u, a0.x + b.x); }

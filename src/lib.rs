@@ -25,6 +25,7 @@ pub mod explain;
 pub mod io;
 pub mod kernels;
 pub mod layout;
+pub mod plan;
 pub mod presets;
 pub mod projector;
 pub mod reference;
@@ -39,7 +40,8 @@ pub use context::{
 pub use error::{Error, Result};
 pub use kernels::{Kernel, KernelConfig};
 pub use layout::{HeadSplit, OutputLayout};
-pub use projector::{KernelTimer, Projector, QkvOutput, RunTimings};
+pub use plan::{ChunkOptions, ChunkPlan};
+pub use projector::{ChunkOutput, KernelTimer, Projector, QkvOutput, RunTimings};
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};

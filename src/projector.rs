@@ -1,19 +1,28 @@
 //! The host side of one projection shape: buffers, bind groups and pipeline made once, then
 //! many runs of upload X -> fused dispatch -> read Q, K, V back, each phase timed.
 //!
-//! Every run first fills Q, K and V with NaN on the GPU (untimed), so an element the kernel
-//! never writes reads back as NaN and fails validation.
+//! A batch larger than the device's buffers runs in token chunks (and, where W alone is too
+//! large, column blocks), planned by [`crate::plan`]. Chunks stream through two sets of chunk
+//! buffers, so that the upload of chunk i+1 and the readback of chunk i-1 overlap the kernel
+//! on chunk i. [`Projector::stream`] takes X from a source and hands each chunk's Q, K, V to
+//! a sink (a file writer, a validator), so host memory is bounded by the chunks;
+//! [`Projector::run`] is the same over slices in memory.
+//!
+//! Every chunk's Q, K and V buffers are filled with NaN on the GPU before its dispatch, so an
+//! element the kernel never writes reads back as NaN and fails validation.
 
 use crate::context::GpuContext;
-use crate::error::{fmt_bytes, Error, Result};
+use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig, FILL_NAN};
 use crate::layout::OutputLayout;
+pub use crate::plan::check_fits;
+use crate::plan::{ChunkOptions, ChunkPlan};
 use crate::shape::QkvShape;
 use crate::weights::FusedWeights;
 use serde::Serialize;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use wgpu::util::DeviceExt;
 
 /// The uniform every projection kernel reads; mirrors `struct Params` in `shaders/qkv_*.wgsl`.
 #[repr(C)]
@@ -27,6 +36,8 @@ struct Params {
     q_head_dim: u32,
     kv_head_dim: u32,
     w_stride: u32,
+    col0: u32,
+    n_cols: u32,
 }
 
 /// Bind group layouts and pipeline layouts shared by all kernels of a context, so one bind
@@ -242,35 +253,63 @@ impl Operand {
 }
 
 /// How a kernel time was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelTimer {
     /// GPU timestamps written at the start and end of the compute pass.
     GpuTimestamp,
     /// Host clock around submit-and-wait of the dispatch alone (includes submission overhead;
     /// used where the adapter has no TIMESTAMP_QUERY).
+    #[default]
     Host,
 }
 
-/// Where the time of one run went. `total()` is the end-to-end time a caller waits.
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Where the time of one run went, summed over its chunks. `total()` is the end-to-end time a
+/// caller waits.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RunTimings {
-    /// Host clock: writing X into its GPU buffer and waiting for the copy.
+    /// Host clock: writing X into its GPU buffer (without streaming, also waiting for the
+    /// copy).
     pub upload: Duration,
-    /// The fused dispatch alone.
+    /// The fused dispatches alone.
     pub kernel: Duration,
     /// How `kernel` was measured.
     pub kernel_timer: KernelTimer,
-    /// Host clock: dispatch submit-and-wait (equals `kernel` under the host timer).
+    /// Host clock: waiting for dispatches to finish (without streaming, submit-and-wait of
+    /// each dispatch, which equals `kernel` under the host timer).
     pub dispatch_wall: Duration,
-    /// Host clock: copying Q, K, V to mappable buffers, mapping and copying them out.
+    /// Host clock: from a chunk's results being ready to the sink having taken them (copy
+    /// out, and whatever the sink does: storing, validating, writing a file).
     pub readback: Duration,
+    /// Host clock: the source producing X chunks (copying, reading a file, generating).
+    pub input: Duration,
+    /// Host clock: the whole run, start to end.
+    pub wall: Duration,
+    /// Token chunks the batch ran in.
+    pub chunks: u32,
+    /// Column blocks per chunk (1 unless W was split to fit the device).
+    pub col_blocks: u32,
+    /// Whether chunks were streamed (two buffer sets, transfers overlapping kernels).
+    pub streamed: bool,
 }
 
 impl RunTimings {
-    /// Upload + dispatch + readback, host clock.
+    /// The end-to-end time of the run (host clock).
     pub fn total(&self) -> Duration {
-        self.upload + self.dispatch_wall + self.readback
+        self.wall
+    }
+
+    /// Host-side transfer and I/O work: upload + readback + input.
+    pub fn transfers(&self) -> Duration {
+        self.upload + self.readback + self.input
+    }
+
+    /// The part of [`transfers`](Self::transfers) that ran while kernels did, i.e. did not
+    /// add to the wall time: (kernel + transfers - wall), within [0, transfers].
+    pub fn hidden(&self) -> Duration {
+        (self.kernel + self.transfers())
+            .saturating_sub(self.wall)
+            .min(self.transfers())
     }
 }
 
@@ -295,22 +334,63 @@ struct Timestamps {
     period_ns: f64,
 }
 
+/// One chunk's Q, K and V as read back, with the X rows they came from.
+#[derive(Debug)]
+pub struct ChunkOutput<'a> {
+    /// Which chunk (0-based) of how many.
+    pub index: u32,
+    /// Of how many chunks.
+    pub of: u32,
+    /// Its token rows within the batch.
+    pub rows: Range<u32>,
+    /// X [rows, d_model].
+    pub x: &'a [f32],
+    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout).
+    pub q: &'a [f32],
+    /// K [rows, kv_width] (likewise).
+    pub k: &'a [f32],
+    /// V [rows, kv_width] (likewise).
+    pub v: &'a [f32],
+}
+
+/// A submitted chunk whose results have not been read yet.
+struct Pending {
+    index: u32,
+    rows: Range<u32>,
+    submission: wgpu::SubmissionIndex,
+}
+
+/// One set of chunk buffers. Streaming uses two, so one chunk's transfers overlap the other's
+/// kernel.
+struct Slot {
+    x: Operand,
+    x_host: Vec<f32>,
+    outputs: [wgpu::Buffer; 3],
+    staging: [wgpu::Buffer; 3],
+    /// Per column block: its params uniform and its bind group.
+    params: Vec<wgpu::Buffer>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    fill_groups: Vec<(wgpu::BindGroup, u64)>,
+    timestamps: Option<Timestamps>,
+    pending: Option<Pending>,
+}
+
 /// One projection shape on one context with one kernel: made once, run many times.
 pub struct Projector<'c> {
     ctx: &'c GpuContext,
     shape: QkvShape,
     config: KernelConfig,
     layout: OutputLayout,
+    plan: ChunkPlan,
+    streaming: bool,
     pipeline: Arc<wgpu::ComputePipeline>,
     fill_pipeline: Arc<wgpu::ComputePipeline>,
-    bind_group: wgpu::BindGroup,
-    fill_groups: Vec<(wgpu::BindGroup, u64)>,
-    x: Operand,
-    w: Operand,
+    /// W per column block.
+    w: Vec<Operand>,
     bias: wgpu::Buffer,
-    outputs: [wgpu::Buffer; 3],
-    staging: [wgpu::Buffer; 3],
-    timestamps: Option<Timestamps>,
+    slots: Vec<Slot>,
+    /// (seq_len, q_head_dim, kv_head_dim) as the kernels read them.
+    heads: (u32, u32, u32),
     weights_loaded: bool,
 }
 
@@ -319,102 +399,27 @@ impl std::fmt::Debug for Projector<'_> {
         f.debug_struct("Projector")
             .field("shape", &self.shape)
             .field("config", &self.config)
+            .field("plan", &self.plan)
             .finish_non_exhaustive()
     }
 }
 
-/// Checks that every buffer and the dispatch grid of `shape` fit the device's limits, with
-/// an error naming the first that does not. [`Projector::new`] runs it too; callers run it
-/// first to fail before preparing large inputs.
-pub fn check_fits(
-    ctx: &GpuContext,
-    shape: &QkvShape,
-    config: impl Into<KernelConfig>,
-) -> Result<()> {
-    let config = config.into();
-    let limits = ctx.limits();
-    let textures = config.kernel.reads_textures();
-    let binding = limits
-        .max_storage_buffer_binding_size
-        .min(limits.max_buffer_size);
-    let limit_name = if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
-        "max_storage_buffer_binding_size"
-    } else {
-        "max_buffer_size"
-    };
-    let x_what = "X [tokens, d_model]";
-    let w_what = "the fused W [d_model, q_width + 2*kv_width]";
-    if textures {
-        let max = limits.max_texture_dimension_2d;
-        let t = TextureLayout::of(shape, config.w_stride(shape.n_out()));
-        for (what, (width, height)) in [(x_what, t.x), (w_what, t.w)] {
-            if width.max(height) > max {
-                return Err(Error::DeviceLimit {
-                    what: format!("{what} as a texture (kernel {config})"),
-                    needed: format!("{width} x {height} texels"),
-                    limit: format!("{max} x {max}"),
-                    limit_name: "max_texture_dimension_2d",
-                    hint: " (fewer tokens, or a kernel that reads storage buffers)".into(),
-                });
-            }
-        }
-    }
-    let mut buffers = vec![
-        ("Q [tokens, q_width]", shape.q_len()),
-        ("K and V [tokens, kv_width]", shape.kv_len()),
-    ];
-    if !textures {
-        buffers.insert(0, (x_what, shape.x_len()));
-        buffers.insert(
-            1,
-            (
-                w_what,
-                shape.d_model as usize * config.w_stride(shape.n_out()) as usize,
-            ),
-        );
-    }
-    for (what, elems) in buffers {
-        let bytes = elems as u64 * 4;
-        if bytes > binding {
-            return Err(Error::DeviceLimit {
-                what: what.to_string(),
-                needed: fmt_bytes(bytes),
-                limit: fmt_bytes(binding),
-                limit_name,
-                hint: " (fewer tokens, or a narrower d_model or width)".into(),
-            });
-        }
-    }
-    let (cols, rows) = config.workgroup_tile();
-    let max_groups = limits.max_compute_workgroups_per_dimension;
-    for (what, n, per) in [
-        ("the dispatch over output columns", shape.n_out(), cols),
-        ("the dispatch over tokens", shape.tokens, rows),
-    ] {
-        let groups = n.div_ceil(per);
-        if groups > max_groups {
-            return Err(Error::DeviceLimit {
-                what: what.to_string(),
-                needed: format!("{groups} workgroups"),
-                limit: format!("{max_groups}"),
-                limit_name: "max_compute_workgroups_per_dimension",
-                hint: String::new(),
-            });
-        }
-    }
-    Ok(())
-}
-
 impl<'c> Projector<'c> {
     /// Allocates the buffers for `shape` and compiles (or reuses) `kernel`'s pipeline; Q, K
-    /// and V come back token-major.
-    /// Fails with [`Error::DeviceLimit`] if a buffer or the dispatch exceeds the device.
+    /// and V come back token-major. A batch past the device's limits is chunked.
+    /// Fails with [`Error::DeviceLimit`] only if not even one token fits.
     pub fn new(
         ctx: &'c GpuContext,
         shape: QkvShape,
         config: impl Into<KernelConfig>,
     ) -> Result<Self> {
-        Self::with_layout(ctx, shape, config, OutputLayout::Tokens)
+        Self::with_options(
+            ctx,
+            shape,
+            config,
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
     }
 
     /// As [`Projector::new`], with Q, K and V written by the kernel in `layout`.
@@ -424,13 +429,23 @@ impl<'c> Projector<'c> {
         config: impl Into<KernelConfig>,
         layout: OutputLayout,
     ) -> Result<Self> {
+        Self::with_options(ctx, shape, config, layout, &ChunkOptions::default())
+    }
+
+    /// As [`Projector::with_layout`], chunked as `opts` says.
+    pub fn with_options(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+        layout: OutputLayout,
+        opts: &ChunkOptions,
+    ) -> Result<Self> {
         let config = config.into();
         config.check().map_err(Error::Input)?;
         if let Some(why) = config.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why));
         }
-        check_fits(ctx, &shape, config)?;
-        let (seq_len, q_head_dim, kv_head_dim) = match layout {
+        let heads = match layout {
             OutputLayout::Tokens => (shape.tokens, shape.q_width, shape.kv_width),
             OutputLayout::Heads(h) => {
                 // Re-check: a HeadSplit may have been built for another shape.
@@ -438,6 +453,9 @@ impl<'c> Projector<'c> {
                 (h.seq_len, h.q_head_dim(&shape), h.kv_head_dim(&shape))
             }
         };
+        let plan = ChunkPlan::new(ctx, &shape, config, layout, opts)?;
+        // One buffer set suffices when there is only one chunk.
+        let streaming = opts.streaming && plan.chunks() > 1;
         let layouts = ctx.layouts();
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let mut constants = vec![
@@ -458,131 +476,191 @@ impl<'c> Projector<'c> {
         let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &layouts.fill)?;
 
         let device = &ctx.device;
-        let during = format!("allocating buffers for {shape}");
-        let (x, w, bias, outputs, staging, params) = ctx.checked(&during, || {
-            let storage = |label: &str, elems: usize, usage: wgpu::BufferUsages| {
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: elems as u64 * 4,
-                    usage: wgpu::BufferUsages::STORAGE | usage,
-                    mapped_at_creation: false,
+        let chunk = plan.chunk_tokens;
+        let chunk_shape = QkvShape {
+            tokens: chunk,
+            ..shape
+        };
+        let d = shape.d_model as usize;
+        let during =
+            format!("allocating buffers for {shape} in chunks of {chunk} tokens (out of memory?)");
+        let (w, bias) = ctx.checked(&during, || {
+            let w = plan
+                .col_blocks
+                .iter()
+                .map(|&(_, n_cols)| {
+                    let stride = config.w_stride(n_cols);
+                    let tex = TextureLayout::of(&chunk_shape, stride);
+                    Operand::new(
+                        device,
+                        "w (fused Wq|Wk|Wv, one column block)",
+                        textures,
+                        d * stride as usize,
+                        tex.w,
+                    )
                 })
-            };
-            let copy_dst = wgpu::BufferUsages::COPY_DST;
-            let w_stride = config.w_stride(shape.n_out());
-            let tex = TextureLayout::of(&shape, w_stride);
-            let x = Operand::new(device, "x", textures, shape.x_len(), tex.x);
-            let w_len = shape.d_model as usize * w_stride as usize;
-            let w = Operand::new(device, "w (fused Wq|Wk|Wv)", textures, w_len, tex.w);
+                .collect::<Vec<_>>();
             // Without a bias the binding still needs a buffer; HAS_BIAS=false never reads it.
             let bias_len = if shape.bias {
                 shape.n_out() as usize
             } else {
                 1
             };
-            let bias = storage("bias", bias_len, copy_dst);
-            let out_usage = wgpu::BufferUsages::COPY_SRC;
-            let outputs = [
-                storage("q", shape.q_len(), out_usage),
-                storage("k", shape.kv_len(), out_usage),
-                storage("v", shape.kv_len(), out_usage),
-            ];
-            // A MAP_READ buffer may only be a COPY_DST, so results come back through these.
-            let staging = ["q staging", "k staging", "v staging"].map(|label| {
-                let len = if label.starts_with('q') {
-                    shape.q_len()
-                } else {
-                    shape.kv_len()
+            let bias = device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("bias"),
+                size: bias_len as u64 * 4,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            (w, bias)
+        })?;
+
+        let mut slots = Vec::new();
+        for slot in 0..if streaming { 2 } else { 1 } {
+            let during = format!("{during}, buffer set {slot}");
+            let s = ctx.checked(&during, || {
+                let storage = |label: &str, elems: usize, usage: wgpu::BufferUsages| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: elems as u64 * 4,
+                        usage: wgpu::BufferUsages::STORAGE | usage,
+                        mapped_at_creation: false,
+                    })
                 };
-                device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size: len as u64 * 4,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            });
-            let params = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("params"),
-                contents: bytemuck::bytes_of(&Params {
-                    tokens: shape.tokens,
-                    d_model: shape.d_model,
-                    q_width: shape.q_width,
-                    kv_width: shape.kv_width,
-                    seq_len,
-                    q_head_dim,
-                    kv_head_dim,
-                    w_stride: config.w_stride(shape.n_out()),
-                }),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            (x, w, bias, outputs, staging, params)
-        })?;
+                let tex = TextureLayout::of(&chunk_shape, 4);
+                let x = Operand::new(
+                    device,
+                    "x (one chunk)",
+                    textures,
+                    chunk_shape.x_len(),
+                    tex.x,
+                );
+                let out_usage = wgpu::BufferUsages::COPY_SRC;
+                let outputs = [
+                    storage("q (one chunk)", chunk_shape.q_len(), out_usage),
+                    storage("k (one chunk)", chunk_shape.kv_len(), out_usage),
+                    storage("v (one chunk)", chunk_shape.kv_len(), out_usage),
+                ];
+                // A MAP_READ buffer may only be a COPY_DST, so results come back through these.
+                let staging = [
+                    ("q staging", chunk_shape.q_len()),
+                    ("k staging", chunk_shape.kv_len()),
+                    ("v staging", chunk_shape.kv_len()),
+                ]
+                .map(|(label, len)| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some(label),
+                        size: len as u64 * 4,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                });
+                let params: Vec<wgpu::Buffer> = plan
+                    .col_blocks
+                    .iter()
+                    .map(|_| {
+                        device.create_buffer(&wgpu::BufferDescriptor {
+                            label: Some("params (one column block)"),
+                            size: std::mem::size_of::<Params>() as u64,
+                            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                            mapped_at_creation: false,
+                        })
+                    })
+                    .collect();
+                let bind_groups = params
+                    .iter()
+                    .zip(&w)
+                    .map(|(params, w)| {
+                        let entries: Vec<wgpu::BindGroupEntry> = [
+                            params.as_entire_binding(),
+                            x.resource(),
+                            w.resource(),
+                            bias.as_entire_binding(),
+                        ]
+                        .into_iter()
+                        .chain(outputs.iter().map(|b| b.as_entire_binding()))
+                        .enumerate()
+                        .map(|(i, resource)| wgpu::BindGroupEntry {
+                            binding: i as u32,
+                            resource,
+                        })
+                        .collect();
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("projection bind group"),
+                            layout: group_layout,
+                            entries: &entries,
+                        })
+                    })
+                    .collect();
+                let fill_groups = outputs
+                    .iter()
+                    .map(|b| {
+                        let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("fill_nan bind group"),
+                            layout: &layouts.fill_group,
+                            entries: &[wgpu::BindGroupEntry {
+                                binding: 0,
+                                resource: b.as_entire_binding(),
+                            }],
+                        });
+                        (group, b.size() / 4)
+                    })
+                    .collect();
+                let timestamps = ctx.has_timestamps().then(|| Timestamps {
+                    set: device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("kernel timestamps"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 2,
+                    }),
+                    resolve: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("timestamp resolve"),
+                        size: 16,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    readback: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("timestamp readback"),
+                        size: 16,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                    period_ns: ctx.queue.get_timestamp_period() as f64,
+                });
+                Slot {
+                    x,
+                    x_host: vec![0.0; chunk_shape.x_len()],
+                    outputs,
+                    staging,
+                    params,
+                    bind_groups,
+                    fill_groups,
+                    timestamps,
+                    pending: None,
+                }
+            })?;
+            slots.push(s);
+        }
 
-        let (bind_group, fill_groups) = ctx.checked("creating bind groups", || {
-            let entries: Vec<wgpu::BindGroupEntry> = [
-                params.as_entire_binding(),
-                x.resource(),
-                w.resource(),
-                bias.as_entire_binding(),
-            ]
-            .into_iter()
-            .chain(outputs.iter().map(|b| b.as_entire_binding()))
-            .enumerate()
-            .map(|(i, resource)| wgpu::BindGroupEntry {
-                binding: i as u32,
-                resource,
-            })
-            .collect();
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("projection bind group"),
-                layout: group_layout,
-                entries: &entries,
-            });
-            let fill_groups = outputs
-                .iter()
-                .map(|b| {
-                    let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                        label: Some("fill_nan bind group"),
-                        layout: &layouts.fill_group,
-                        entries: &[wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: b.as_entire_binding(),
-                        }],
-                    });
-                    (group, b.size() / 4)
-                })
-                .collect();
-            (bind_group, fill_groups)
-        })?;
-
-        let timestamps = if ctx.has_timestamps() {
-            Some(ctx.checked("creating timestamp queries", || Timestamps {
-                set: device.create_query_set(&wgpu::QuerySetDescriptor {
-                    label: Some("kernel timestamps"),
-                    ty: wgpu::QueryType::Timestamp,
-                    count: 2,
-                }),
-                resolve: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("timestamp resolve"),
-                    size: 16,
-                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }),
-                readback: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("timestamp readback"),
-                    size: 16,
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }),
-                period_ns: ctx.queue.get_timestamp_period() as f64,
-            })?)
-        } else {
-            None
+        let projector = Self {
+            ctx,
+            shape,
+            config,
+            layout,
+            plan,
+            streaming,
+            pipeline,
+            fill_pipeline,
+            w,
+            bias,
+            slots,
+            heads,
+            weights_loaded: false,
         };
 
         // Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
         // pipeline creation. One workgroup on the fresh (zeroed) buffers forces that here,
         // outside every timed region; every run poisons the outputs before its own dispatch.
+        projector.write_params(0, 1)?;
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -593,29 +671,12 @@ impl<'c> Projector<'c> {
                 label: Some("pipeline warm-up"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipeline);
-            pass.set_bind_group(0, &bind_group, &[]);
+            pass.set_pipeline(&projector.pipeline);
+            pass.set_bind_group(0, &projector.slots[0].bind_groups[0], &[]);
             pass.dispatch_workgroups(1, 1, 1);
         })?;
         ctx.submit_and_wait(encoder, "warming up the pipeline")?;
-
-        Ok(Self {
-            ctx,
-            shape,
-            config,
-            layout,
-            pipeline,
-            fill_pipeline,
-            bind_group,
-            fill_groups,
-            x,
-            w,
-            bias,
-            outputs,
-            staging,
-            timestamps,
-            weights_loaded: false,
-        })
+        Ok(projector)
     }
 
     /// The shape this projector was made for.
@@ -636,6 +697,47 @@ impl<'c> Projector<'c> {
     /// The variant and its tuning parameters.
     pub fn config(&self) -> KernelConfig {
         self.config
+    }
+
+    /// How the batch is split into chunks and column blocks.
+    pub fn plan(&self) -> &ChunkPlan {
+        &self.plan
+    }
+
+    /// Whether chunks stream through two buffer sets (only with more than one chunk).
+    pub fn streaming(&self) -> bool {
+        self.streaming
+    }
+
+    /// Writes the params of every column block of `slot` for a chunk of `rows` tokens.
+    fn write_params(&self, slot: usize, rows: u32) -> Result<()> {
+        let (seq_len, q_head_dim, kv_head_dim) = self.heads;
+        let s = &self.shape;
+        self.ctx.checked("writing the kernel parameters", || {
+            for (buffer, &(col0, n_cols)) in
+                self.slots[slot].params.iter().zip(&self.plan.col_blocks)
+            {
+                let params = Params {
+                    tokens: rows,
+                    d_model: s.d_model,
+                    q_width: s.q_width,
+                    kv_width: s.kv_width,
+                    seq_len: if matches!(self.layout, OutputLayout::Heads(_)) {
+                        seq_len
+                    } else {
+                        rows
+                    },
+                    q_head_dim,
+                    kv_head_dim,
+                    w_stride: self.config.w_stride(n_cols),
+                    col0,
+                    n_cols,
+                };
+                self.ctx
+                    .queue
+                    .write_buffer(buffer, 0, bytemuck::bytes_of(&params));
+            }
+        })
     }
 
     /// Uploads the fused weights (and bias); they stay on the GPU for every later run.
@@ -689,45 +791,48 @@ impl<'c> Projector<'c> {
         }
         let start = Instant::now();
         let n_out = s.n_out() as usize;
-        let stride = self.config.w_stride(s.n_out()) as usize;
-        // Kernels that read W as vec4 get rows padded with zeros to a multiple of 4 columns.
-        let padded: Vec<f32>;
-        let w: &[f32] = if stride == n_out {
-            &weights.w
-        } else {
-            padded = weights
-                .w
-                .chunks_exact(n_out)
-                .flat_map(|row| {
-                    row.iter()
-                        .copied()
-                        .chain(std::iter::repeat_n(0.0, stride - n_out))
-                })
-                .collect();
-            &padded
-        };
-        self.ctx.checked("uploading weights", || {
-            self.w.write(&self.ctx.queue, w, stride);
-            if let Some(b) = &weights.bias {
+        for (operand, &(col0, n_cols)) in self.w.iter().zip(&self.plan.col_blocks) {
+            let stride = self.config.w_stride(n_cols) as usize;
+            let (c0, n) = (col0 as usize, n_cols as usize);
+            // Each block's rows hold its columns, zero-padded to the stride the kernel reads
+            // (a multiple of 4 for the vec4 kernels); no copy where that is all of W as it is.
+            let block: Vec<f32>;
+            let w: &[f32] = if n == n_out && stride == n_out {
+                &weights.w
+            } else {
+                block = weights
+                    .w
+                    .chunks_exact(n_out)
+                    .flat_map(|row| {
+                        row[c0..c0 + n]
+                            .iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0.0, stride - n))
+                    })
+                    .collect();
+                &block
+            };
+            self.ctx.checked("uploading weights", || {
+                operand.write(&self.ctx.queue, w, stride)
+            })?;
+        }
+        if let Some(b) = &weights.bias {
+            self.ctx.checked("uploading the bias", || {
                 self.ctx
                     .queue
-                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(b));
-            }
-        })?;
+                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(b))
+            })?;
+        }
         let index = self.ctx.queue.submit([]);
         self.ctx.wait(index, "uploading weights")?;
         self.weights_loaded = true;
         Ok(start.elapsed())
     }
 
-    /// Projects X [tokens, d_model]: fills Q, K, V with NaN, uploads X, runs the fused
-    /// dispatch, reads Q, K, V back. Weights must have been set.
+    /// Projects X [tokens, d_model] held in memory and returns Q, K, V in memory: fills each
+    /// chunk's Q, K, V with NaN, uploads X, runs the fused dispatch, reads Q, K, V back.
+    /// Weights must have been set.
     pub fn run(&mut self, x: &[f32]) -> Result<QkvOutput> {
-        if !self.weights_loaded {
-            return Err(Error::Input(
-                "no weights uploaded: call set_weights before run".into(),
-            ));
-        }
         if x.len() != self.shape.x_len() {
             return Err(Error::Shape(format!(
                 "X has {} elements; [{}, {}] needs {}",
@@ -737,36 +842,164 @@ impl<'c> Projector<'c> {
                 self.shape.x_len()
             )));
         }
+        let s = self.shape;
+        let d = s.d_model as usize;
+        let (qw, kvw) = (s.q_width as usize, s.kv_width as usize);
+        let mut q = vec![0f32; s.q_len()];
+        let mut k = vec![0f32; s.kv_len()];
+        let mut v = vec![0f32; s.kv_len()];
+        // A chunk holds whole sequences, so in either layout its outputs are one contiguous
+        // range starting at its first token.
+        let timings = self.stream(
+            |rows, dst| {
+                dst.copy_from_slice(&x[rows.start as usize * d..rows.end as usize * d]);
+                Ok(())
+            },
+            |c| {
+                let r = c.rows.start as usize;
+                q[r * qw..r * qw + c.q.len()].copy_from_slice(c.q);
+                k[r * kvw..r * kvw + c.k.len()].copy_from_slice(c.k);
+                v[r * kvw..r * kvw + c.v.len()].copy_from_slice(c.v);
+                Ok(())
+            },
+            |_| {},
+        )?;
+        Ok(QkvOutput { q, k, v, timings })
+    }
+
+    /// Projects the whole batch chunk by chunk: `source(rows, dst)` fills X for the token
+    /// `rows` into `dst` [rows, d_model]; `sink` receives each chunk's Q, K, V in token order;
+    /// `progress` is told the tokens done after each chunk. With streaming, chunk i+1 is
+    /// uploaded and chunk i-1 read back while the kernel runs on chunk i.
+    ///
+    /// Host memory is what the chunks need, whatever the batch. An error names the chunk it
+    /// happened in; chunks already handed to the sink stay with the sink, which must not treat
+    /// them as a complete result (`qkv project` writes to temporary files and renames them
+    /// only after the last chunk).
+    pub fn stream(
+        &mut self,
+        mut source: impl FnMut(Range<u32>, &mut [f32]) -> Result<()>,
+        mut sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        mut progress: impl FnMut(u32),
+    ) -> Result<RunTimings> {
+        if !self.weights_loaded {
+            return Err(Error::Input(
+                "no weights uploaded: call set_weights before run".into(),
+            ));
+        }
+        let wall = Instant::now();
+        let mut t = RunTimings {
+            kernel_timer: if self.slots[0].timestamps.is_some() {
+                KernelTimer::GpuTimestamp
+            } else {
+                KernelTimer::Host
+            },
+            chunks: self.plan.chunks(),
+            col_blocks: self.plan.col_blocks.len() as u32,
+            streamed: self.streaming,
+            ..Default::default()
+        };
+        let n = self.plan.chunks();
+        let result = (|| {
+            for i in 0..n {
+                let slot = i as usize % self.slots.len();
+                // With two slots, this slot's previous chunk (i-2) was finished last round.
+                if let Some(p) = self.slots[slot].pending.take() {
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+                let rows = self.plan.chunk(i);
+                let label = format!(
+                    "chunk {} of {n} (tokens {}..{})",
+                    i + 1,
+                    rows.start,
+                    rows.end
+                );
+                let len = rows.len() * self.shape.d_model as usize;
+                let start = Instant::now();
+                source(rows.clone(), &mut self.slots[slot].x_host[..len])?;
+                t.input += start.elapsed();
+                self.submit(slot, i, rows.clone(), &label, &mut t)?;
+                if self.streaming {
+                    let other = 1 - slot;
+                    if let Some(p) = self.slots[other].pending.take() {
+                        self.finish(other, p, &mut sink, &mut t)?;
+                    }
+                } else {
+                    let p = self.slots[slot].pending.take().expect("just submitted");
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+                progress(rows.end);
+            }
+            // The last chunk (and, with streaming, possibly none other) is still out.
+            for slot in 0..self.slots.len() {
+                if let Some(p) = self.slots[slot].pending.take() {
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Leave no chunk half-tracked: a later run starts clean.
+            for s in &mut self.slots {
+                s.pending = None;
+            }
+            let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            return Err(e);
+        }
+        t.wall = wall.elapsed();
+        Ok(t)
+    }
+
+    /// Uploads X of chunk `index` from its slot's host buffer and submits NaN fill, dispatch
+    /// and the copies to staging.
+    fn submit(
+        &mut self,
+        slot: usize,
+        index: u32,
+        rows: Range<u32>,
+        label: &str,
+        t: &mut RunTimings,
+    ) -> Result<()> {
         let ctx = self.ctx;
-        let kernel_label = format!("dispatch of kernel {}", self.config);
-
-        // Untimed: poison the outputs so an unwritten element cannot pass.
-        self.poison_outputs()?;
-
-        // Upload.
+        let count = rows.len() as u32;
+        let d = self.shape.d_model as usize;
+        let s = &self.slots[slot];
         let start = Instant::now();
-        let d_model = self.shape.d_model as usize;
-        ctx.checked("uploading X", || self.x.write(&ctx.queue, x, d_model))?;
-        let index = ctx.queue.submit([]);
-        ctx.wait(index, "uploading X")?;
-        let upload = start.elapsed();
+        ctx.checked(&format!("{label}: uploading X"), || {
+            s.x.write(&ctx.queue, &s.x_host[..count as usize * d], d)
+        })?;
+        self.write_params(slot, count)?;
+        if !self.streaming {
+            let index = ctx.queue.submit([]);
+            ctx.wait(index, &format!("{label}: uploading X"))?;
+        }
+        t.upload += start.elapsed();
 
-        // The fused dispatch: Q, K and V in one.
-        let (cols, rows) = self.config.workgroup_tile();
-        let groups = (
-            self.shape.n_out().div_ceil(cols),
-            self.shape.tokens.div_ceil(rows),
-        );
+        let s = &self.slots[slot];
+        let kernel_label = format!("{label}: dispatch of kernel {}", self.config);
+        let (cols_per_group, rows_per_group) = self.config.workgroup_tile();
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("projection"),
             });
+        let chunk_shape = QkvShape {
+            tokens: count,
+            ..self.shape
+        };
         ctx.checked(&kernel_label, || {
+            {
+                // Untimed: poison the outputs so an unwritten element cannot pass.
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("fill_nan"),
+                    timestamp_writes: None,
+                });
+                self.encode_fill(&mut pass, slot);
+            }
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(self.config.kernel.name()),
-                    timestamp_writes: self.timestamps.as_ref().map(|t| {
+                    timestamp_writes: s.timestamps.as_ref().map(|t| {
                         wgpu::ComputePassTimestampWrites {
                             query_set: &t.set,
                             beginning_of_pass_write_index: Some(0),
@@ -775,48 +1008,152 @@ impl<'c> Projector<'c> {
                     }),
                 });
                 pass.set_pipeline(&self.pipeline);
-                pass.set_bind_group(0, &self.bind_group, &[]);
-                pass.dispatch_workgroups(groups.0, groups.1, 1);
+                for (group, &(_, n_cols)) in s.bind_groups.iter().zip(&self.plan.col_blocks) {
+                    pass.set_bind_group(0, group, &[]);
+                    pass.dispatch_workgroups(
+                        n_cols.div_ceil(cols_per_group),
+                        count.div_ceil(rows_per_group),
+                        1,
+                    );
+                }
             }
-            if let Some(t) = &self.timestamps {
-                encoder.resolve_query_set(&t.set, 0..2, &t.resolve, 0);
-                encoder.copy_buffer_to_buffer(&t.resolve, 0, &t.readback, 0, 16);
+            if let Some(ts) = &s.timestamps {
+                encoder.resolve_query_set(&ts.set, 0..2, &ts.resolve, 0);
+                encoder.copy_buffer_to_buffer(&ts.resolve, 0, &ts.readback, 0, 16);
+            }
+            for ((src, dst), len) in s.outputs.iter().zip(&s.staging).zip([
+                chunk_shape.q_len(),
+                chunk_shape.kv_len(),
+                chunk_shape.kv_len(),
+            ]) {
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, len as u64 * 4);
             }
         })?;
         let start = Instant::now();
-        ctx.submit_and_wait(encoder, &kernel_label)?;
-        let dispatch_wall = start.elapsed();
-        let (kernel, kernel_timer) = match &self.timestamps {
-            Some(t) => {
-                let mut ticks = [0u64; 2];
-                ctx.read_mapped(&t.readback, &mut ticks, "reading timestamps")?;
-                let ns = ticks[1].saturating_sub(ticks[0]) as f64 * t.period_ns;
-                (Duration::from_nanos(ns as u64), KernelTimer::GpuTimestamp)
-            }
-            None => (dispatch_wall, KernelTimer::Host),
-        };
-
-        // Readback.
-        let start = Instant::now();
-        let [q, k, v] = self.read_outputs()?;
-        let readback = start.elapsed();
-
-        Ok(QkvOutput {
-            q,
-            k,
-            v,
-            timings: RunTimings {
-                upload,
-                kernel,
-                kernel_timer,
-                dispatch_wall,
-                readback,
-            },
-        })
+        let submission = ctx.checked(&kernel_label, || ctx.queue.submit([encoder.finish()]))?;
+        if !self.streaming {
+            ctx.wait(submission.clone(), &kernel_label)?;
+            t.dispatch_wall += start.elapsed();
+        }
+        self.slots[slot].pending = Some(Pending {
+            index,
+            rows,
+            submission,
+        });
+        Ok(())
     }
 
-    /// Fills Q, K and V on the GPU with NaN (bit pattern 0x7fc00000). `run` does this before
-    /// every dispatch; it is public so that tests can show an unwritten element reads NaN.
+    fn encode_fill(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
+        pass.set_pipeline(&self.fill_pipeline);
+        // The shader's grid-stride loop covers any size with any number of groups, so stay
+        // within both a modest grid and the device's per-dimension limit.
+        let max_groups = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .min(4096) as u64;
+        for (group, words) in &self.slots[slot].fill_groups {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(words.div_ceil(256).clamp(1, max_groups) as u32, 1, 1);
+        }
+    }
+
+    /// Waits for a submitted chunk, reads its kernel time and hands Q, K, V to the sink.
+    fn finish(
+        &mut self,
+        slot: usize,
+        p: Pending,
+        sink: &mut impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        t: &mut RunTimings,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let n = self.plan.chunks();
+        let label = format!(
+            "chunk {} of {n} (tokens {}..{}): reading Q, K, V back",
+            p.index + 1,
+            p.rows.start,
+            p.rows.end
+        );
+        let s = &self.slots[slot];
+        let count = p.rows.len();
+        let lens = [
+            count * self.shape.q_width as usize,
+            count * self.shape.kv_width as usize,
+            count * self.shape.kv_width as usize,
+        ];
+        let mut buffers: Vec<(&wgpu::Buffer, u64)> = s
+            .staging
+            .iter()
+            .zip(lens)
+            .map(|(b, len)| (b, len as u64 * 4))
+            .collect();
+        if let Some(ts) = &s.timestamps {
+            buffers.push((&ts.readback, 16));
+        }
+        let start = Instant::now();
+        let receivers: Vec<_> = buffers
+            .iter()
+            .map(|&(b, bytes)| {
+                let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+                b.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+                    sender.send(r).ok();
+                });
+                receiver
+            })
+            .collect();
+        // Wait for this chunk only: with streaming the next one is already queued behind it.
+        ctx.wait(p.submission, &label)?;
+        for r in receivers {
+            match pollster::block_on(r.receive()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
+                None => return Err(Error::Readback(format!("{label}: mapping never completed"))),
+            }
+        }
+        if self.streaming {
+            t.dispatch_wall += start.elapsed();
+        }
+        let start = Instant::now();
+        let result = (|| {
+            let views = buffers
+                .iter()
+                .map(|&(b, bytes)| {
+                    b.slice(..bytes)
+                        .get_mapped_range()
+                        .map_err(|e| Error::Readback(format!("{label}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(ts) = &s.timestamps {
+                let ticks: &[u64] = bytemuck::cast_slice(&views[3]);
+                let ns = ticks[1].saturating_sub(ticks[0]) as f64 * ts.period_ns;
+                t.kernel += Duration::from_nanos(ns as u64);
+            }
+            let d = self.shape.d_model as usize;
+            sink(ChunkOutput {
+                index: p.index,
+                of: n,
+                rows: p.rows.clone(),
+                x: &s.x_host[..count * d],
+                q: bytemuck::cast_slice(&views[0]),
+                k: bytemuck::cast_slice(&views[1]),
+                v: bytemuck::cast_slice(&views[2]),
+            })
+        })();
+        for (b, _) in &buffers {
+            b.unmap();
+        }
+        result?;
+        t.readback += start.elapsed();
+        if s.timestamps.is_none() {
+            // Host timer: without streaming, the dispatch's submit-and-wait.
+            t.kernel = t.dispatch_wall;
+        }
+        Ok(())
+    }
+
+    /// Fills the first buffer set's Q, K and V on the GPU with NaN (bit pattern 0x7fc00000).
+    /// Every chunk does this before its dispatch; it is public so that tests can show an
+    /// unwritten element reads NaN.
     pub fn poison_outputs(&mut self) -> Result<()> {
         let ctx = self.ctx;
         let mut encoder = ctx
@@ -829,39 +1166,33 @@ impl<'c> Projector<'c> {
                 label: Some("fill_nan"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&self.fill_pipeline);
-            // The shader's grid-stride loop covers any size with any number of groups, so
-            // stay within both a modest grid and the device's per-dimension limit.
-            let max_groups = ctx.limits().max_compute_workgroups_per_dimension.min(4096) as u64;
-            for (group, words) in &self.fill_groups {
-                pass.set_bind_group(0, group, &[]);
-                pass.dispatch_workgroups(words.div_ceil(256).clamp(1, max_groups) as u32, 1, 1);
-            }
+            self.encode_fill(&mut pass, 0);
         })?;
         ctx.submit_and_wait(encoder, "filling outputs with NaN")
     }
 
-    /// Copies Q, K and V as they are now on the GPU into host vectors.
+    /// Copies the first buffer set's Q, K and V (one chunk's worth) as they are now on the GPU
+    /// into host vectors.
     pub fn read_outputs(&mut self) -> Result<[Vec<f32>; 3]> {
         let ctx = self.ctx;
+        let s = &self.slots[0];
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
         ctx.checked("copying Q, K, V for readback", || {
-            for (src, dst) in self.outputs.iter().zip(&self.staging) {
+            for (src, dst) in s.outputs.iter().zip(&s.staging) {
                 encoder.copy_buffer_to_buffer(src, 0, dst, 0, src.size());
             }
         })?;
         ctx.submit_and_wait(encoder, "copying Q, K, V for readback")?;
-        let mut out = [
-            vec![0f32; self.shape.q_len()],
-            vec![0f32; self.shape.kv_len()],
-            vec![0f32; self.shape.kv_len()],
-        ];
+        let mut out = s
+            .outputs
+            .each_ref()
+            .map(|b| vec![0f32; (b.size() / 4) as usize]);
         for ((staging, buf), name) in
-            self.staging
+            s.staging
                 .iter()
                 .zip(out.iter_mut())
                 .zip(["reading Q", "reading K", "reading V"])

@@ -1,0 +1,408 @@
+//! How a batch is split to fit the device: token chunks (each its own dispatch, streamed
+//! through double-buffered GPU buffers) and, where one weight matrix alone is past a binding
+//! or texture limit, blocks of output columns (each its own dispatch over its own slice of W).
+//!
+//! Every size comes from the device's actual limits; `--chunk-tokens` overrides the token
+//! chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
+
+use crate::context::GpuContext;
+use crate::error::{fmt_bytes, Error, Result};
+use crate::kernels::KernelConfig;
+use crate::layout::OutputLayout;
+use crate::shape::QkvShape;
+use std::ops::Range;
+
+/// Host memory one chunk may use by default (X, Q, K and V of the chunk together), so that a
+/// streamed run's memory is bounded by its chunks, not by the batch.
+pub const DEFAULT_CHUNK_BYTES: u64 = 64 << 20;
+
+/// How to split a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkOptions {
+    /// Tokens per chunk; `None` picks the largest that fits the device and `max_chunk_bytes`.
+    pub chunk_tokens: Option<u32>,
+    /// The byte budget of one chunk's X + Q + K + V when `chunk_tokens` is `None`.
+    pub max_chunk_bytes: u64,
+    /// Overlap the upload of chunk i+1 and the readback of chunk i-1 with the kernel on
+    /// chunk i (two sets of chunk buffers); `false` runs chunks one after another.
+    pub streaming: bool,
+}
+
+impl Default for ChunkOptions {
+    fn default() -> Self {
+        Self {
+            chunk_tokens: None,
+            max_chunk_bytes: DEFAULT_CHUNK_BYTES,
+            streaming: true,
+        }
+    }
+}
+
+/// A batch split into token chunks and output-column blocks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkPlan {
+    /// Tokens in the whole batch.
+    pub tokens: u32,
+    /// Tokens per chunk; the last chunk may be shorter.
+    pub chunk_tokens: u32,
+    /// Fused output columns per block: (first column, columns). One block unless W had to be
+    /// split to fit.
+    pub col_blocks: Vec<(u32, u32)>,
+    /// Why the chunk has the size it has (the limit that bound it, or the user's choice).
+    pub chunk_reason: String,
+}
+
+impl ChunkPlan {
+    /// Number of token chunks.
+    pub fn chunks(&self) -> u32 {
+        self.tokens.div_ceil(self.chunk_tokens)
+    }
+
+    /// The token rows of chunk `i`.
+    pub fn chunk(&self, i: u32) -> Range<u32> {
+        let start = i * self.chunk_tokens;
+        start..(start + self.chunk_tokens).min(self.tokens)
+    }
+
+    /// Plans `shape` for `config` on the device's limits. Fails with
+    /// [`Error::DeviceLimit`] only where not even one token (one sequence, with a head
+    /// layout) or four output columns fit, and with [`Error::Input`] for a `chunk_tokens`
+    /// that does not fit or does not hold whole sequences.
+    pub fn new(
+        ctx: &GpuContext,
+        shape: &QkvShape,
+        config: KernelConfig,
+        layout: OutputLayout,
+        opts: &ChunkOptions,
+    ) -> Result<Self> {
+        plan(&ctx.limits(), shape, config, layout, opts)
+    }
+}
+
+/// Checks that `shape` can run with `config` on this device at all (chunked as needed), with
+/// an error naming the limit that stops it.
+pub fn check_fits(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    config: impl Into<KernelConfig>,
+) -> Result<()> {
+    ChunkPlan::new(
+        ctx,
+        shape,
+        config.into(),
+        OutputLayout::Tokens,
+        &ChunkOptions::default(),
+    )
+    .map(|_| ())
+}
+
+fn plan(
+    limits: &wgpu::Limits,
+    shape: &QkvShape,
+    config: KernelConfig,
+    layout: OutputLayout,
+    opts: &ChunkOptions,
+) -> Result<ChunkPlan> {
+    let textures = config.kernel.reads_textures();
+    let (binding, binding_name) =
+        if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
+            (
+                limits.max_storage_buffer_binding_size,
+                "max_storage_buffer_binding_size",
+            )
+        } else {
+            (limits.max_buffer_size, "max_buffer_size")
+        };
+    let max_groups = limits.max_compute_workgroups_per_dimension as u64;
+    let max_tex = limits.max_texture_dimension_2d as u64;
+    let (wg_cols, wg_rows) = config.workgroup_tile();
+    let d = shape.d_model as u64;
+    let d_pad = d.div_ceil(32) * 32;
+    let limit =
+        |what: String, needed: String, limit: String, name: &'static str| Error::DeviceLimit {
+            what,
+            needed,
+            limit,
+            limit_name: name,
+            hint: String::new(),
+        };
+
+    // Column blocks: the widest W slice (a multiple of 4 columns) every limit allows.
+    let mut max_cols = u64::MAX;
+    let mut col_limit = "";
+    let mut tighten = |cols: u64, name: &'static str| {
+        if cols < max_cols {
+            max_cols = cols;
+            col_limit = name;
+        }
+    };
+    if textures {
+        if d_pad > max_tex {
+            return Err(limit(
+                format!("W as a texture (kernel {config}): one row per element of d_model"),
+                format!("{d_pad} rows"),
+                format!("{max_tex}"),
+                "max_texture_dimension_2d",
+            ));
+        }
+        if d_pad / 4 > max_tex {
+            return Err(limit(
+                format!("X as a texture (kernel {config}): d_model / 4 texels per row"),
+                format!("{} texels", d_pad / 4),
+                format!("{max_tex}"),
+                "max_texture_dimension_2d",
+            ));
+        }
+        tighten(max_tex * 4, "max_texture_dimension_2d");
+    } else {
+        // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
+        tighten(binding / (d * 4) / 4 * 4, binding_name);
+    }
+    tighten(
+        max_groups * wg_cols as u64,
+        "max_compute_workgroups_per_dimension",
+    );
+    if max_cols < 4 {
+        return Err(limit(
+            "four columns of the fused W [d_model, n_out]".into(),
+            fmt_bytes(d * 16),
+            fmt_bytes(binding),
+            col_limit,
+        ));
+    }
+    let n_out = shape.n_out() as u64;
+    let blocks = n_out.div_ceil(max_cols);
+    // Equal blocks, each a multiple of 4 columns but the last.
+    let per_block = n_out.div_ceil(blocks).div_ceil(4) * 4;
+    let col_blocks: Vec<(u32, u32)> = (0..blocks)
+        .map(|b| b * per_block)
+        .take_while(|&c0| c0 < n_out)
+        .map(|c0| (c0 as u32, per_block.min(n_out - c0) as u32))
+        .collect();
+
+    // Token chunks: the most rows every per-chunk buffer, texture and the dispatch allow.
+    let widest = shape.q_width.max(shape.kv_width) as u64;
+    let mut bounds: Vec<(u64, String, &'static str)> = vec![
+        (
+            binding / (widest * 4),
+            format!("a chunk of Q, K or V ({widest} columns)"),
+            binding_name,
+        ),
+        (
+            max_groups * wg_rows as u64,
+            format!("the dispatch over tokens ({wg_rows} per workgroup)"),
+            "max_compute_workgroups_per_dimension",
+        ),
+    ];
+    if textures {
+        bounds.push((
+            max_tex,
+            format!("X as a texture (kernel {config}): one row per token"),
+            "max_texture_dimension_2d",
+        ));
+    } else {
+        bounds.push((
+            binding / (d * 4),
+            format!("a chunk of X ({d} columns)"),
+            binding_name,
+        ));
+    }
+    // Rows per chunk stay below 2^32 / width so that u32 element indices cannot overflow.
+    bounds.push((
+        (u32::MAX as u64) / widest.max(d),
+        "32-bit element indices in one chunk".into(),
+        "u32 index range",
+    ));
+    let (device_max, what, name) = bounds
+        .into_iter()
+        .min_by_key(|b| b.0)
+        .expect("bounds is not empty");
+    let seq = match layout {
+        OutputLayout::Tokens => 1,
+        OutputLayout::Heads(h) => h.seq_len as u64,
+    };
+    if device_max < seq.max(1) {
+        return Err(limit(
+            what,
+            if seq > 1 {
+                format!("one sequence of {seq} tokens per chunk")
+            } else {
+                "one token per chunk".into()
+            },
+            format!("{device_max} tokens"),
+            name,
+        ));
+    }
+    let tokens = shape.tokens as u64;
+    let (chunk, reason) = match opts.chunk_tokens {
+        Some(0) => return Err(Error::Input("--chunk-tokens must be at least 1".into())),
+        Some(c) => {
+            let c = c as u64;
+            if c > device_max {
+                return Err(Error::Input(format!(
+                    "--chunk-tokens {c} does not fit this device: {what} allows at most \
+                     {device_max} tokens ({name})"
+                )));
+            }
+            if !c.is_multiple_of(seq) {
+                return Err(Error::Input(format!(
+                    "--chunk-tokens {c} must be a multiple of the sequence length {seq}, so \
+                     that each chunk holds whole sequences of the head layout"
+                )));
+            }
+            (c, "--chunk-tokens".to_string())
+        }
+        None => {
+            let row_bytes = (d + n_out) * 4;
+            let budget = (opts.max_chunk_bytes / row_bytes).max(1);
+            let (mut c, mut reason) = if budget < device_max {
+                (
+                    budget,
+                    format!(
+                        "{} per chunk for X, Q, K, V",
+                        fmt_bytes(opts.max_chunk_bytes)
+                    ),
+                )
+            } else {
+                (device_max, format!("{what} ({name})"))
+            };
+            // Whole sequences; whole workgroup tiles where that costs nothing.
+            c = (c / seq).max(1) * seq;
+            if c > wg_rows as u64 && seq == 1 {
+                c = c / wg_rows as u64 * wg_rows as u64;
+            }
+            if c >= tokens {
+                reason = "the whole batch fits one chunk".into();
+            }
+            (c, reason)
+        }
+    };
+    Ok(ChunkPlan {
+        tokens: shape.tokens,
+        chunk_tokens: chunk.min(tokens) as u32,
+        col_blocks,
+        chunk_reason: reason,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::Kernel;
+
+    fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
+        wgpu::Limits {
+            max_storage_buffer_binding_size: binding,
+            max_buffer_size: 1 << 40,
+            max_compute_workgroups_per_dimension: groups,
+            max_texture_dimension_2d: tex,
+            ..wgpu::Limits::default()
+        }
+    }
+
+    fn shape(tokens: u32, d: u32, q: u32, kv: u32) -> QkvShape {
+        QkvShape::new(tokens, d, q, kv, false).unwrap()
+    }
+
+    #[test]
+    fn chunks_cover_every_row_once() {
+        let s = shape(1000, 8, 8, 8);
+        for chunk in [1, 7, 250, 999, 1000] {
+            let opts = ChunkOptions {
+                chunk_tokens: Some(chunk),
+                ..Default::default()
+            };
+            let p = plan(
+                &limits(1 << 20, 65535, 8192),
+                &s,
+                Kernel::Naive.into(),
+                OutputLayout::Tokens,
+                &opts,
+            )
+            .unwrap();
+            let mut next = 0;
+            for i in 0..p.chunks() {
+                let r = p.chunk(i);
+                assert_eq!(r.start, next);
+                assert!(!r.is_empty() && r.len() as u32 <= chunk);
+                next = r.end;
+            }
+            assert_eq!(next, 1000);
+        }
+    }
+
+    #[test]
+    fn binding_limit_bounds_chunks_and_splits_columns() {
+        // 4 KiB bindings: X rows of 64 f32 = 256 B -> 16 rows; Q of 100 columns -> 10 rows.
+        let s = shape(95, 64, 100, 30);
+        let p = plan(
+            &limits(4096, 65535, 8192),
+            &s,
+            Kernel::Naive.into(),
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(p.chunk_tokens, 10);
+        // W is 64 x 160 f32 = 40 KiB: blocks of at most 4096 / 256 = 16 columns.
+        assert!(p.col_blocks.len() >= 10);
+        let mut next = 0;
+        for &(c0, n) in &p.col_blocks {
+            assert_eq!(c0, next);
+            assert!(n <= 16 && n > 0);
+            next += n;
+        }
+        assert_eq!(next, 160);
+    }
+
+    #[test]
+    fn a_chunk_that_does_not_fit_is_refused_not_shrunk() {
+        let s = shape(95, 64, 100, 30);
+        let opts = ChunkOptions {
+            chunk_tokens: Some(11),
+            ..Default::default()
+        };
+        let err = plan(
+            &limits(4096, 65535, 8192),
+            &s,
+            Kernel::Naive.into(),
+            OutputLayout::Tokens,
+            &opts,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--chunk-tokens 11") && err.contains("at most 10"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn one_row_past_the_limit_is_a_device_limit_error() {
+        let s = shape(4, 2048, 8, 8);
+        let err = plan(
+            &limits(4096, 65535, 8192),
+            &s,
+            Kernel::Naive.into(),
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap_err();
+        assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
+    }
+
+    #[test]
+    fn texture_kernels_chunk_by_texture_rows() {
+        let s = shape(300, 8, 8, 8);
+        let p = plan(
+            &limits(1 << 20, 65535, 64),
+            &s,
+            Kernel::Texture.into(),
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(p.chunk_tokens, 64);
+        assert_eq!(p.chunks(), 5);
+    }
+}
