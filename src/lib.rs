@@ -45,4 +45,4 @@ pub use projector::{ChunkOutput, KernelTimer, Projector, QkvOutput, RunTimings};
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};
-pub use weights::{random_inputs, FusedWeights, Projection};
+pub use weights::{random_inputs, random_weights, random_x_rows, FusedWeights, Projection};

@@ -97,6 +97,10 @@ pub struct Report {
     pub tolerance: Tolerance,
     /// True when no element failed.
     pub pass: bool,
+    /// Sums of squared differences and squared references behind `rel_l2_err`, so that
+    /// reports of chunks can be merged.
+    #[serde(skip)]
+    l2_sums: (f64, f64),
 }
 
 /// How many mismatches a report keeps for printing.
@@ -121,6 +125,7 @@ pub fn validate(
         first_mismatches: Vec::new(),
         tolerance: tol,
         pass: true,
+        l2_sums: (0.0, 0.0),
     };
     let (mut diff2, mut ref2) = (0f64, 0f64);
     for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
@@ -150,15 +155,43 @@ pub fn validate(
             }
         }
     }
-    report.rel_l2_err = if report.max_abs_err.is_infinite() {
-        f64::INFINITY
-    } else if ref2 > 0.0 {
-        (diff2 / ref2).sqrt()
-    } else {
-        diff2.sqrt()
-    };
-    report.pass = report.mismatches == 0;
+    report.l2_sums = (diff2, ref2);
+    report.finish();
     report
+}
+
+impl Report {
+    fn finish(&mut self) {
+        let (diff2, ref2) = self.l2_sums;
+        self.rel_l2_err = if self.max_abs_err.is_infinite() {
+            f64::INFINITY
+        } else if ref2 > 0.0 {
+            (diff2 / ref2).sqrt()
+        } else {
+            diff2.sqrt()
+        };
+        self.pass = self.mismatches == 0;
+    }
+
+    /// Folds in the check of more rows of the same output (another chunk, say), as if both
+    /// had been checked at once. `row_offset` is added to `other`'s mismatch rows.
+    pub fn merge(&mut self, other: &Report, row_offset: usize) {
+        self.elements += other.elements;
+        self.max_abs_err = self.max_abs_err.max(other.max_abs_err);
+        self.max_rel_err = self.max_rel_err.max(other.max_rel_err);
+        self.mismatches += other.mismatches;
+        for m in &other.first_mismatches {
+            if self.first_mismatches.len() < MISMATCHES_SHOWN {
+                self.first_mismatches.push(Mismatch {
+                    row: m.row + row_offset,
+                    ..*m
+                });
+            }
+        }
+        self.l2_sums.0 += other.l2_sums.0;
+        self.l2_sums.1 += other.l2_sums.1;
+        self.finish();
+    }
 }
 
 impl fmt::Display for Report {
@@ -253,6 +286,21 @@ mod tests {
     }
 
     #[test]
+    fn merged_reports_equal_one_report_of_all_rows() {
+        let gpu = [1.0, 2.0, 3.0, 4.5, 5.0, 6.25];
+        let reference = [1.0, 2.1, 3.0, 4.0, 5.0, 6.0];
+        let whole = validate("Q", &gpu, &reference, 2, TOL);
+        let mut merged = validate("Q", &gpu[..2], &reference[..2], 2, TOL);
+        merged.merge(&validate("Q", &gpu[2..], &reference[2..], 2, TOL), 1);
+        assert_eq!(merged.elements, whole.elements);
+        assert_eq!(merged.mismatches, whole.mismatches);
+        assert_eq!(merged.first_mismatches, whole.first_mismatches);
+        assert!((merged.rel_l2_err - whole.rel_l2_err).abs() < 1e-15);
+        assert_eq!(merged.max_abs_err, whole.max_abs_err);
+        assert!(!merged.pass);
+    }
+
+    #[test]
     fn tolerance_scales_with_d_model_and_magnitudes() {
         let a = Tolerance::for_f32_accumulation(100, 1.0, 1.0);
         let b = Tolerance::for_f32_accumulation(400, 1.0, 1.0);
@@ -288,6 +336,14 @@ impl QkvReport {
             k: validate("K", gpu.1, &reference.k, kv_width as usize, tol),
             v: validate("V", gpu.2, &reference.v, kv_width as usize, tol),
         }
+    }
+
+    /// Folds in the check of more rows (another chunk); `row_offset` is added to the rows
+    /// `other` names.
+    pub fn merge(&mut self, other: &QkvReport, row_offset: usize) {
+        self.q.merge(&other.q, row_offset);
+        self.k.merge(&other.k, row_offset);
+        self.v.merge(&other.v, row_offset);
     }
 
     /// Checks a token-major run of `shape` against its reference.

@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::shape::QkvShape;
 use rand::{Rng, SeedableRng};
+use std::ops::Range;
 
 /// The fused projection weights, row-major [d_model, n_out] ("in-out": y = x . W + b), with
 /// columns [0, q_width) = Wq, [q_width, q_width + kv_width) = Wk, the rest = Wv.
@@ -113,28 +114,58 @@ impl FusedWeights {
 }
 
 /// Seeded inputs for a shape: X and fused weights (and bias, if the shape has one) drawn
-/// uniformly from [-1, 1). The same seed gives the same numbers on every machine.
+/// uniformly from [-1, 1). The same seed gives the same numbers on every machine. X is
+/// [`random_x_rows`] over all tokens, so a chunked run can generate the same X chunk by chunk.
 pub fn random_inputs(shape: &QkvShape, seed: u64) -> (Vec<f32>, FusedWeights) {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut x = vec![0f32; shape.x_len()];
+    random_x_rows(shape.d_model, seed, 0..shape.tokens, &mut x);
+    (x, random_weights(shape, seed))
+}
+
+/// The seeded fused weights (and bias) of [`random_inputs`].
+pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(!seed);
     let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
-    let x = draw(shape.x_len());
     let w = draw(shape.w_len());
     let bias = shape.bias.then(|| draw(shape.n_out() as usize));
-    (
-        x,
-        FusedWeights {
-            d_model: shape.d_model,
-            q_width: shape.q_width,
-            kv_width: shape.kv_width,
-            w,
-            bias,
-        },
-    )
+    FusedWeights {
+        d_model: shape.d_model,
+        q_width: shape.q_width,
+        kv_width: shape.kv_width,
+        w,
+        bias,
+    }
+}
+
+/// Rows `rows` of the seeded X [tokens, d_model] into `out` [rows, d_model], uniform in
+/// [-1, 1). Row r depends only on (seed, r), so any chunk can be generated on its own.
+pub fn random_x_rows(d_model: u32, seed: u64, rows: Range<u32>, out: &mut [f32]) {
+    let d = d_model as usize;
+    assert_eq!(out.len(), rows.len() * d, "out must hold [rows, d_model]");
+    for (row, dst) in rows.zip(out.chunks_exact_mut(d.max(1))) {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(
+            seed ^ (row as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        for v in dst {
+            *v = rng.random_range(-1.0..1.0);
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn x_rows_generate_the_same_in_any_chunking() {
+        let mut whole = vec![0f32; 10 * 3];
+        random_x_rows(3, 42, 0..10, &mut whole);
+        let mut part = vec![0f32; 4 * 3];
+        random_x_rows(3, 42, 5..9, &mut part);
+        assert_eq!(&whole[15..27], &part[..]);
+        assert!(whole.iter().all(|v| (-1.0..1.0).contains(v)));
+        assert!(whole.windows(2).any(|w| w[0] != w[1]));
+    }
 
     #[test]
     fn fuse_interleaves_rows_column_wise() {

@@ -177,22 +177,62 @@ fn bad_arguments_exit_2_with_a_message() {
 
 #[test]
 fn a_shape_past_the_device_limit_is_refused_before_any_work() {
-    // X = 70,000 x 1,000 x 4 bytes = 280 MB: past the 128 MiB binding limit of lavapipe and
-    // of wgpu's defaults.
+    // A batch past the limits runs in chunks, but four columns of W with d_model 40,000,000
+    // (640 MB) fit no binding (128 MiB on lavapipe and by wgpu's default): refused before
+    // the weights are generated.
     let (_, err) = exits(
         &[
             "run",
             "--tokens",
-            "70000",
+            "2",
             "--d-model",
-            "1000",
+            "40000000",
             "--q-width",
             "8",
         ],
         2,
     );
-    assert!(err.contains("max_storage_buffer_binding_size"), "{err}");
-    assert!(err.contains("X [tokens, d_model]"), "{err}");
+    assert!(err.contains("four columns of the fused W"), "{err}");
+    assert!(err.contains("max_"), "{err}");
+}
+
+#[test]
+fn a_large_batch_runs_in_reported_chunks() {
+    let out = qkv()
+        .args([
+            "run",
+            "--tokens",
+            "100",
+            "--d-model",
+            "16",
+            "--q-width",
+            "8",
+            "--kernel",
+            "naive",
+            "--repeats",
+            "1",
+            "--chunk-tokens",
+            "30",
+            "--check-rows",
+            "10",
+        ])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        out.contains("chunks       4 of up to 30 tokens (--chunk-tokens)"),
+        "{out}"
+    );
+    assert!(out.contains("streamed"), "{out}");
+    assert!(out.contains("about 10 rows"), "{out}");
+    assert!(out.contains("PASS"), "{out}");
+    let (_, err) = exits(&["run", "--chunk-tokens", "0"], 2);
+    assert!(err.contains("--chunk-tokens must be at least 1"), "{err}");
+    let (_, err) = exits(&["run", "--check-rows", "none"], 2);
+    assert!(err.contains("expected `all` or a number"), "{err}");
 }
 
 #[test]

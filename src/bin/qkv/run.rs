@@ -5,7 +5,8 @@ use crate::report::{ms, print_checks, print_condition, progress, spread, toleran
 use crate::{Failure, GpuArgs};
 use clap::Args;
 use qkv_wgpu::{
-    random_inputs, reference, Kernel, KernelConfig, KernelTimer, Projector, QkvReport, QkvShape,
+    random_weights, random_x_rows, reference, ChunkOptions, ChunkPlan, Kernel, KernelConfig,
+    KernelTimer, OutputLayout, Projector, QkvReport, QkvShape,
 };
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -48,9 +49,83 @@ pub struct RunArgs {
     repeats: u32,
     #[command(flatten)]
     tolerance: crate::report::ToleranceArgs,
+    #[command(flatten)]
+    chunking: ChunkArgs,
+    /// Rows checked against the f64 reference in every run: `all`, or N rows spread over
+    /// every chunk (each chunk's first and last row included) [default: all up to 20 GFLOP
+    /// per run, else 4096]
+    #[arg(long, value_parser = parse_check_rows)]
+    check_rows: Option<CheckRows>,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
     json: bool,
+}
+
+/// How a batch larger than one dispatch is split; shared by `run`, `project` and `bench`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ChunkArgs {
+    /// Tokens per chunk (each chunk its own dispatch) [default: the most that fit the
+    /// device's limits and 64 MiB of X, Q, K, V]
+    #[arg(long)]
+    pub chunk_tokens: Option<u32>,
+    /// Run chunks one after another instead of overlapping the transfers of one chunk with
+    /// the kernel of the next (for comparison)
+    #[arg(long)]
+    pub no_stream: bool,
+}
+
+impl ChunkArgs {
+    pub fn options(&self) -> ChunkOptions {
+        ChunkOptions {
+            chunk_tokens: self.chunk_tokens,
+            streaming: !self.no_stream,
+            ..Default::default()
+        }
+    }
+}
+
+/// Which rows `--check-rows` validates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRows {
+    All,
+    Sample(u32),
+}
+
+fn parse_check_rows(s: &str) -> Result<CheckRows, String> {
+    match s.trim() {
+        "all" => Ok(CheckRows::All),
+        n => match n.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!("'{s}': expected `all` or a number of rows >= 1")),
+            Ok(n) => Ok(CheckRows::Sample(n)),
+        },
+    }
+}
+
+impl CheckRows {
+    /// The default: every row where the f64 reference is cheap, else a sample.
+    pub fn default_for(shape: &QkvShape) -> Self {
+        if shape.flops() <= 20e9 {
+            CheckRows::All
+        } else {
+            CheckRows::Sample(4096)
+        }
+    }
+
+    /// The rows of a chunk to check, as offsets within it: all, or `n x len / tokens`
+    /// (at least 2) spread evenly from the first to the last.
+    pub fn rows_in(&self, len: usize, tokens: usize) -> Vec<usize> {
+        let m = match *self {
+            CheckRows::All => len,
+            CheckRows::Sample(n) => ((n as usize * len).div_ceil(tokens.max(1))).clamp(2, len),
+        }
+        .min(len);
+        if m == len {
+            return (0..len).collect();
+        }
+        let mut rows: Vec<usize> = (0..m).map(|j| j * (len - 1) / (m - 1)).collect();
+        rows.dedup();
+        rows
+    }
 }
 
 /// What `--kernel` asked for.
@@ -126,6 +201,11 @@ struct KernelResult {
     bias: bool,
     seed: u64,
     repeats: u32,
+    chunks: u32,
+    chunk_tokens: u32,
+    chunk_reason: String,
+    col_blocks: u32,
+    streamed: bool,
     kernel_timer: KernelTimer,
     gpu_kernel_ms: f64,
     gpu_kernel_ms_min: f64,
@@ -134,12 +214,19 @@ struct KernelResult {
     upload_ms: f64,
     dispatch_ms: f64,
     readback_ms: f64,
+    input_ms: f64,
+    transfers_ms: f64,
+    hidden_ms: f64,
+    tokens_per_s: f64,
+    kernel_tokens_per_s: f64,
     weights_upload_ms: f64,
     cpu_ms: f64,
+    cpu_tokens: u32,
     cpu_gflops: f64,
     cpu_threads: usize,
     speedup: f64,
     reference_ms: f64,
+    checked_rows: usize,
     gflops: f64,
     gflop_per_run: f64,
     max_abs_err: f64,
@@ -152,45 +239,141 @@ struct KernelResult {
     report: Option<QkvReport>,
 }
 
-/// Median time of the fast CPU baseline over `repeats` runs after one warm-up, in ms.
+/// Median time of the fast CPU baseline over `repeats` runs after one warm-up, in ms, on
+/// `shape` (at most the first 16384 tokens of the batch: the baseline holds X and Q, K, V).
 fn time_cpu_baseline(
     shape: &QkvShape,
-    x: &[f32],
+    seed: u64,
     weights: &qkv_wgpu::FusedWeights,
     repeats: u32,
 ) -> f64 {
+    let mut x = vec![0f32; shape.x_len()];
+    random_x_rows(shape.d_model, seed, 0..shape.tokens, &mut x);
     let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
-    qkv_wgpu::cpu::fused_gemm(shape, x, weights, &mut out);
+    qkv_wgpu::cpu::fused_gemm(shape, &x, weights, &mut out);
     let times = (0..repeats)
         .map(|_| {
             let start = Instant::now();
-            qkv_wgpu::cpu::fused_gemm(shape, x, weights, &mut out);
+            qkv_wgpu::cpu::fused_gemm(shape, &x, weights, &mut out);
             ms(start.elapsed())
         })
         .collect();
     spread(times).0
 }
 
+/// The rows of a run kept for checking: copied out of each chunk as it streams by (cheap,
+/// part of reading back), checked against the f64 reference after the timed run.
+#[derive(Default)]
+struct Collected {
+    rows: Vec<usize>,
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Collected {
+    /// Copies the rows `check` picks from one chunk.
+    fn take(&mut self, c: &qkv_wgpu::ChunkOutput<'_>, shape: &QkvShape, check: CheckRows) {
+        let d = shape.d_model as usize;
+        let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
+        for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
+            self.rows.push(c.rows.start as usize + r);
+            self.x.extend_from_slice(&c.x[r * d..(r + 1) * d]);
+            self.q.extend_from_slice(&c.q[r * qw..(r + 1) * qw]);
+            self.k.extend_from_slice(&c.k[r * kvw..(r + 1) * kvw]);
+            self.v.extend_from_slice(&c.v[r * kvw..(r + 1) * kvw]);
+        }
+    }
+
+    /// Checks the kept rows against the f64 reference; the report names batch rows. Returns
+    /// the time the reference took.
+    fn check(
+        &self,
+        shape: &QkvShape,
+        weights: &qkv_wgpu::FusedWeights,
+        tol: qkv_wgpu::Tolerance,
+    ) -> (QkvReport, Duration) {
+        let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
+        let sub = QkvShape {
+            tokens: self.rows.len() as u32,
+            ..*shape
+        };
+        let start = Instant::now();
+        let expected = reference(&sub, &self.x, weights);
+        let took = start.elapsed();
+        let mut all: Option<QkvReport> = None;
+        for (j, &row) in self.rows.iter().enumerate() {
+            let one = |data: &[f32], w: usize| data[j * w..(j + 1) * w].to_vec();
+            let one64 = |data: &[f64], w: usize| data[j * w..(j + 1) * w].to_vec();
+            let report = QkvReport::new(
+                (&one(&self.q, qw), &one(&self.k, kvw), &one(&self.v, kvw)),
+                &qkv_wgpu::Reference {
+                    q: one64(&expected.q, qw),
+                    k: one64(&expected.k, kvw),
+                    v: one64(&expected.v, kvw),
+                },
+                shape.q_width,
+                shape.kv_width,
+                tol,
+            );
+            match &mut all {
+                Some(a) => a.merge(&report, row),
+                None => {
+                    let mut first = report;
+                    for part in [&mut first.q, &mut first.k, &mut first.v] {
+                        for m in &mut part.first_mismatches {
+                            m.row += row;
+                        }
+                    }
+                    all = Some(first);
+                }
+            }
+        }
+        (all.expect("at least one row is checked"), took)
+    }
+}
+
+/// A progress bar over the tokens of a long run (hidden when stderr is not a terminal).
+fn token_bar(tokens: u32, chunks: u32, show: bool) -> indicatif::ProgressBar {
+    if !show || chunks < 2 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(tokens as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} tokens, {per_sec}, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("valid template"),
+    );
+    bar
+}
+
 pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let kv_width = args.kv_width.unwrap_or(args.q_width);
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
     let ctx = gpu.context()?;
+    let chunking = args.chunking.options();
     // Fail on a shape the device cannot hold before spending time on inputs and the reference.
     qkv_wgpu::projector::check_fits(&ctx, &shape, Kernel::Naive)?;
     let configs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
     for (config, _) in &configs {
-        qkv_wgpu::projector::check_fits(&ctx, &shape, *config)?;
+        ChunkPlan::new(&ctx, &shape, *config, OutputLayout::Tokens, &chunking)?;
     }
 
-    progress(&format!("generating inputs (seed {})", args.seed));
-    let (x, weights) = random_inputs(&shape, args.seed);
-    let tol = tolerance(shape.d_model, &x, &weights, args.tolerance)?;
-    progress("computing the CPU reference (f64)");
-    let start = Instant::now();
-    let expected = reference(&shape, &x, &weights);
-    let reference_time = start.elapsed();
+    progress(&format!("generating weights (seed {})", args.seed));
+    let weights = random_weights(&shape, args.seed);
+    // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
+    let tol = tolerance(shape.d_model, &[1.0], &weights, args.tolerance)?;
+    let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
+    let cpu_shape = QkvShape {
+        tokens: shape.tokens.min(16384),
+        ..shape
+    };
     progress("timing the CPU baseline (f32 GEMM)");
-    let cpu_ms = time_cpu_baseline(&shape, &x, &weights, args.repeats);
+    let cpu_ms_measured = time_cpu_baseline(&cpu_shape, args.seed, &weights, args.repeats);
+    // Scaled to the whole batch where it was measured on its first 16384 tokens.
+    let cpu_ms = cpu_ms_measured * shape.tokens as f64 / cpu_shape.tokens as f64;
 
     let s = &ctx.summary;
     if !args.json {
@@ -202,24 +385,51 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             args.seed
         );
         print_condition(&tol);
+        match check {
+            CheckRows::All => println!("          every row of every run is checked"),
+            CheckRows::Sample(n) => println!(
+                "          about {n} rows of every run are checked, spread over every chunk \
+                 (its first and last rows included); --check-rows all checks every row"
+            ),
+        }
     }
 
     let mut all_pass = true;
     for (config, why) in &configs {
         let (config, kernel) = (*config, config.kernel);
+        let mut projector =
+            Projector::with_options(&ctx, shape, config, OutputLayout::Tokens, &chunking)?;
+        let plan = projector.plan().clone();
         progress(&format!(
-            "kernel {kernel}: 1 warm-up + {} timed runs",
-            args.repeats
+            "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
+            args.repeats,
+            plan.chunks(),
+            plan.chunk_tokens
         ));
-        let mut projector = Projector::new(&ctx, shape, config)?;
         let weights_upload = projector.set_weights(&weights)?;
         let mut kernel_ms = Vec::new();
         let mut parts = Vec::new();
         let mut timer = KernelTimer::Host;
         let mut worst: Option<QkvReport> = None;
+        let mut reference_time = Duration::ZERO;
         for i in 0..=args.repeats {
-            let out = projector.run(&x)?;
-            let report = QkvReport::of(&out, &expected, &shape, tol);
+            let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
+            let mut kept = Collected::default();
+            let d = shape.d_model;
+            let t = projector.stream(
+                |rows, dst| {
+                    random_x_rows(d, args.seed, rows, dst);
+                    Ok(())
+                },
+                |c| {
+                    kept.take(&c, &shape, check);
+                    Ok(())
+                },
+                |done| bar.set_position(done as u64),
+            )?;
+            bar.finish_and_clear();
+            let (report, took) = kept.check(&shape, &weights, tol);
+            reference_time += took;
             let keep = match &worst {
                 None => true,
                 Some(w) => w.pass() && !report.pass(),
@@ -228,7 +438,6 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
                 worst = Some(report);
             }
             if i > 0 {
-                let t = out.timings;
                 timer = t.kernel_timer;
                 kernel_ms.push(ms(t.kernel));
                 parts.push(t);
@@ -239,6 +448,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         let median_of = |f: &dyn Fn(&qkv_wgpu::RunTimings) -> Duration| {
             spread(parts.iter().map(|t| ms(f(t))).collect()).0
         };
+        let wall_ms = median_of(&|t| t.wall);
         let result = KernelResult {
             adapter: s.name.clone(),
             backend: s.backend.clone(),
@@ -254,20 +464,32 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             bias: shape.bias,
             seed: args.seed,
             repeats: args.repeats,
+            chunks: plan.chunks(),
+            chunk_tokens: plan.chunk_tokens,
+            chunk_reason: plan.chunk_reason.clone(),
+            col_blocks: plan.col_blocks.len() as u32,
+            streamed: projector.streaming(),
             kernel_timer: timer,
             gpu_kernel_ms: kernel_med,
             gpu_kernel_ms_min: kernel_min,
             gpu_kernel_ms_max: kernel_max,
-            gpu_total_ms: median_of(&|t| t.total()),
+            gpu_total_ms: wall_ms,
             upload_ms: median_of(&|t| t.upload),
             dispatch_ms: median_of(&|t| t.dispatch_wall),
             readback_ms: median_of(&|t| t.readback),
+            input_ms: median_of(&|t| t.input),
+            transfers_ms: median_of(&|t| t.transfers()),
+            hidden_ms: median_of(&|t| t.hidden()),
+            tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
+            kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
             weights_upload_ms: ms(weights_upload),
             cpu_ms,
-            cpu_gflops: shape.gflops(cpu_ms / 1e3),
+            cpu_tokens: cpu_shape.tokens,
+            cpu_gflops: cpu_shape.gflops(cpu_ms_measured / 1e3),
             cpu_threads: qkv_wgpu::cpu::threads(),
             speedup: cpu_ms / kernel_med,
-            reference_ms: ms(reference_time),
+            reference_ms: ms(reference_time) / (args.repeats + 1) as f64,
+            checked_rows: report.q.elements / shape.q_width as usize,
             gflops: shape.gflops(kernel_med / 1e3),
             gflop_per_run: shape.flops() / 1e9,
             max_abs_err: report.max_abs_err(),
@@ -322,19 +544,57 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         "  GPU kernel   {:>10.3} ms  median of {} (min {:.3}, max {:.3}; {timer})  {:.2} GFLOP/s",
         r.gpu_kernel_ms, r.repeats, r.gpu_kernel_ms_min, r.gpu_kernel_ms_max, r.gflops
     );
+    if r.chunks > 1 {
+        println!(
+            "  chunks       {} of up to {} tokens ({}){}; {}",
+            r.chunks,
+            r.chunk_tokens,
+            r.chunk_reason,
+            if r.col_blocks > 1 {
+                format!(", W in {} column blocks", r.col_blocks)
+            } else {
+                String::new()
+            },
+            if r.streamed {
+                "streamed: two buffer sets, transfers overlap kernels"
+            } else {
+                "one after another (--no-stream)"
+            }
+        );
+    }
     println!(
-        "  end-to-end   {:>10.3} ms  upload X {:.3} + dispatch {:.3} + readback Q,K,V {:.3} \
-         (weights uploaded once: {:.3} ms)",
-        r.gpu_total_ms, r.upload_ms, r.dispatch_ms, r.readback_ms, r.weights_upload_ms
+        "  end-to-end   {:>10.3} ms  {:.0} tokens/s (kernel alone: {:.0} tokens/s); weights uploaded \
+         once: {:.3} ms",
+        r.gpu_total_ms, r.tokens_per_s, r.kernel_tokens_per_s, r.weights_upload_ms
+    );
+    println!(
+        "  transfers    {:>10.3} ms  generate X {:.3} + upload X {:.3} + read back Q,K,V \
+         {:.3}; {:.3} ms of it ({:.0}%) hidden behind kernels",
+        r.transfers_ms,
+        r.input_ms,
+        r.upload_ms,
+        r.readback_ms,
+        r.hidden_ms,
+        100.0 * r.hidden_ms / r.transfers_ms.max(1e-9)
     );
     println!(
         "  CPU          {:>10.3} ms  f32 GEMM, matrixmultiply on {} threads, median of {}  {:.2} \
-         GFLOP/s; GPU kernel speed-up {:.2}x",
-        r.cpu_ms, r.cpu_threads, r.repeats, r.cpu_gflops, r.speedup
+         GFLOP/s{}; GPU kernel speed-up {:.2}x",
+        r.cpu_ms,
+        r.cpu_threads,
+        r.repeats,
+        r.cpu_gflops,
+        if r.cpu_tokens < r.tokens {
+            format!(" (measured on the first {} tokens, scaled)", r.cpu_tokens)
+        } else {
+            String::new()
+        },
+        r.speedup
     );
     println!(
-        "  reference    {:>10.3} ms  f64 accumulation: the accuracy oracle, not a speed baseline",
-        r.reference_ms
+        "  reference    {:>10.3} ms  f64 accumulation over the {} checked rows: the accuracy \
+         oracle, not a speed baseline",
+        r.reference_ms, r.checked_rows
     );
     if let Some(report) = &r.report {
         print_checks(report);
