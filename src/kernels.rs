@@ -140,7 +140,7 @@ impl Kernel {
         }
     }
 
-    /// Whether the kernel reads X and W through textures (see [`TextureLayout`]) rather than
+    /// Whether the kernel reads X and W through textures (see [`crate::projector::TextureLayout`]) rather than
     /// storage buffers.
     pub const fn reads_textures(self) -> bool {
         matches!(self, Kernel::Texture | Kernel::SubgroupTexture)

@@ -294,7 +294,6 @@ impl Collected {
         weights: &qkv_wgpu::FusedWeights,
         tol: qkv_wgpu::Tolerance,
     ) -> (QkvReport, Duration) {
-        let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
         let sub = QkvShape {
             tokens: self.rows.len() as u32,
             ..*shape
@@ -302,35 +301,20 @@ impl Collected {
         let start = Instant::now();
         let expected = reference(&sub, &self.x, weights);
         let took = start.elapsed();
-        let mut all: Option<QkvReport> = None;
-        for (j, &row) in self.rows.iter().enumerate() {
-            let one = |data: &[f32], w: usize| data[j * w..(j + 1) * w].to_vec();
-            let one64 = |data: &[f64], w: usize| data[j * w..(j + 1) * w].to_vec();
-            let report = QkvReport::new(
-                (&one(&self.q, qw), &one(&self.k, kvw), &one(&self.v, kvw)),
-                &qkv_wgpu::Reference {
-                    q: one64(&expected.q, qw),
-                    k: one64(&expected.k, kvw),
-                    v: one64(&expected.v, kvw),
-                },
-                shape.q_width,
-                shape.kv_width,
-                tol,
-            );
-            match &mut all {
-                Some(a) => a.merge(&report, row),
-                None => {
-                    let mut first = report;
-                    for part in [&mut first.q, &mut first.k, &mut first.v] {
-                        for m in &mut part.first_mismatches {
-                            m.row += row;
-                        }
-                    }
-                    all = Some(first);
-                }
+        let mut report = QkvReport::new(
+            (&self.q, &self.k, &self.v),
+            &expected,
+            shape.q_width,
+            shape.kv_width,
+            tol,
+        );
+        // The report counts rows of the kept set; name the batch rows instead.
+        for part in [&mut report.q, &mut report.k, &mut report.v] {
+            for m in &mut part.first_mismatches {
+                m.row = self.rows[m.row];
             }
         }
-        (all.expect("at least one row is checked"), took)
+        (report, took)
     }
 }
 
