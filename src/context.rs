@@ -351,7 +351,13 @@ impl GpuContext {
         &self.layouts
     }
 
-    /// Whether kernel times come from GPU timestamps (else they are host-measured).
+    /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
+    /// ramp from idle, and barriers that cost more than they do on a GPU.
+    pub fn is_cpu(&self) -> bool {
+        self.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+
+    /// Whether kernel times come from GPU timestamps (the adapter has TIMESTAMP_QUERY).
     pub fn has_timestamps(&self) -> bool {
         self.timestamps
     }

@@ -16,6 +16,8 @@
 //! |   |         |                          | through textures, no barriers; tunable `wg`      |
 //! | 6 | `subgroup-texture` | `shaders/qkv_subgroup_texture.wgsl` | 32x4 per invocation, |
 //! |   |         |                          | textures plus subgroup broadcasts of X           |
+//! | 7 | `blocktile` | `shaders/qkv_blocktile.wgsl` | 8x8 outputs per invocation, 128x128  |
+//! |   |         |                          | workgroup tiles, prefetch; the GPU kernel        |
 //!
 //! Run one variant:
 //! ```text
@@ -26,6 +28,7 @@
 //! cargo run --release -- run --kernel subgroup # or --kernel 4, where the adapter has subgroups
 //! cargo run --release -- run --kernel texture  # or --kernel 5
 //! cargo run --release -- run --kernel subgroup-texture # or --kernel 6, with subgroups
+//! cargo run --release -- run --kernel blocktile # or --kernel 7
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
 //! ```
 
@@ -49,6 +52,8 @@ pub enum Kernel {
     Texture = 5,
     /// `Texture` with X shared through subgroup broadcasts.
     SubgroupTexture = 6,
+    /// Register-blocked 8x8 per invocation over 128x128 workgroup tiles, with prefetch.
+    Blocktile = 7,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -70,7 +75,7 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 8] = [
+pub const ALL_SHADERS: [ShaderSource; 9] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
@@ -78,6 +83,7 @@ pub const ALL_SHADERS: [ShaderSource; 8] = [
     Kernel::Subgroup.source(),
     Kernel::Texture.source(),
     Kernel::SubgroupTexture.source(),
+    Kernel::Blocktile.source(),
     FILL_NAN,
 ];
 
@@ -90,7 +96,7 @@ impl ShaderSource {
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 7] = [
+    pub const ALL: [Kernel; 8] = [
         Kernel::Naive,
         Kernel::Tiled,
         Kernel::Regtile,
@@ -98,6 +104,7 @@ impl Kernel {
         Kernel::Subgroup,
         Kernel::Texture,
         Kernel::SubgroupTexture,
+        Kernel::Blocktile,
     ];
 
     /// The variant used where nothing is tuned (`qkv explain`, library callers that do not
@@ -115,6 +122,7 @@ impl Kernel {
             Kernel::Subgroup => "subgroup",
             Kernel::Texture => "texture",
             Kernel::SubgroupTexture => "subgroup-texture",
+            Kernel::Blocktile => "blocktile",
         }
     }
 
@@ -136,6 +144,9 @@ impl Kernel {
             Kernel::Texture => "16x4 outputs per invocation, X and W read through textures",
             Kernel::SubgroupTexture => {
                 "32x4 outputs per invocation, X and W through textures, X shared by subgroups"
+            }
+            Kernel::Blocktile => {
+                "8x8 outputs per invocation from 128x128 workgroup-memory tiles, prefetched"
             }
         }
     }
@@ -187,6 +198,11 @@ impl Kernel {
             Kernel::SubgroupTexture => ShaderSource {
                 file: "qkv_subgroup_texture.wgsl",
                 wgsl: include_str!("../shaders/qkv_subgroup_texture.wgsl"),
+                entry_point: "main",
+            },
+            Kernel::Blocktile => ShaderSource {
+                file: "qkv_blocktile.wgsl",
+                wgsl: include_str!("../shaders/qkv_blocktile.wgsl"),
                 entry_point: "main",
             },
         }
@@ -246,7 +262,7 @@ impl KernelConfig {
     /// The configuration a variant runs with when none was tuned.
     pub const fn default_for(kernel: Kernel) -> Self {
         let (wg, wgy) = match kernel {
-            Kernel::Naive | Kernel::Tiled => (0, 0),
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => (0, 0),
             Kernel::Regtile => (16, 16),
             Kernel::Direct | Kernel::Subgroup => (64, 0),
             Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
@@ -257,7 +273,7 @@ impl KernelConfig {
     /// Checks the parameters against what the variant's shader supports.
     pub fn check(&self) -> Result<(), String> {
         let ok = match self.kernel {
-            Kernel::Naive | Kernel::Tiled => self.wg == 0 && self.wgy == 0,
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => self.wg == 0 && self.wgy == 0,
             Kernel::Regtile => {
                 (1..=64).contains(&self.wg)
                     && (1..=64).contains(&self.wgy)
@@ -282,9 +298,11 @@ impl KernelConfig {
     /// 4 for kernels that load W as vec4 (the padding is zeros and is never stored).
     pub const fn w_stride(&self, n_out: u32) -> u32 {
         match self.kernel {
-            Kernel::Subgroup | Kernel::Regtile | Kernel::Texture | Kernel::SubgroupTexture => {
-                n_out.div_ceil(4) * 4
-            }
+            Kernel::Subgroup
+            | Kernel::Regtile
+            | Kernel::Texture
+            | Kernel::SubgroupTexture
+            | Kernel::Blocktile => n_out.div_ceil(4) * 4,
             _ => n_out,
         }
     }
@@ -310,7 +328,7 @@ impl KernelConfig {
     /// The override constants the pipeline is compiled with (besides HAS_BIAS, HEAD_LAYOUT).
     pub fn constants(&self) -> Vec<(&'static str, f64)> {
         match self.kernel {
-            Kernel::Naive | Kernel::Tiled => Vec::new(),
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => Vec::new(),
             Kernel::Regtile => vec![("WG_X", self.wg as f64), ("WG_Y", self.wgy as f64)],
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 vec![("WG", self.wg as f64)]
@@ -327,6 +345,7 @@ impl KernelConfig {
             Kernel::Direct => (self.wg * 4, 8),
             Kernel::Subgroup | Kernel::SubgroupTexture => (self.wg * 4, 32),
             Kernel::Texture => (self.wg * 4, 16),
+            Kernel::Blocktile => (128, 128),
         }
     }
 }
@@ -369,7 +388,7 @@ impl FromStr for KernelConfig {
 impl fmt::Display for KernelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.kernel {
-            Kernel::Naive | Kernel::Tiled => write!(f, "{}", self.kernel),
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
             Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 write!(f, "{}(wg={})", self.kernel, self.wg)
@@ -415,7 +434,7 @@ mod tests {
             assert_eq!(k.number().to_string().parse::<Kernel>(), Ok(k));
         }
         assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
-        assert!("7".parse::<Kernel>().is_err());
+        assert!("8".parse::<Kernel>().is_err());
     }
 
     #[test]

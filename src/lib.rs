@@ -41,7 +41,7 @@ pub use error::{Error, Result};
 pub use kernels::{Kernel, KernelConfig};
 pub use layout::{HeadSplit, OutputLayout};
 pub use plan::{ChunkOptions, ChunkPlan};
-pub use projector::{ChunkOutput, KernelTimer, Projector, QkvOutput, RunTimings};
+pub use projector::{ChunkOutput, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings};
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};

@@ -375,6 +375,69 @@ struct Slot {
     pending: Option<Pending>,
 }
 
+/// One bind group per column block: params, X, that block's W, bias, Q, K, V.
+fn projection_bind_groups(
+    device: &wgpu::Device,
+    layout: &wgpu::BindGroupLayout,
+    params: &[wgpu::Buffer],
+    x: &Operand,
+    w: &[Operand],
+    bias: &wgpu::Buffer,
+    outputs: &[wgpu::Buffer; 3],
+) -> Vec<wgpu::BindGroup> {
+    params
+        .iter()
+        .zip(w)
+        .map(|(params, w)| {
+            let entries: Vec<wgpu::BindGroupEntry> = [
+                params.as_entire_binding(),
+                x.resource(),
+                w.resource(),
+                bias.as_entire_binding(),
+            ]
+            .into_iter()
+            .chain(outputs.iter().map(|b| b.as_entire_binding()))
+            .enumerate()
+            .map(|(i, resource)| wgpu::BindGroupEntry {
+                binding: i as u32,
+                resource,
+            })
+            .collect();
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("projection bind group"),
+                layout,
+                entries: &entries,
+            })
+        })
+        .collect()
+}
+
+/// Kernel times of back-to-back dispatches of the whole batch (see
+/// [`Projector::time_kernel`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct KernelTimes {
+    /// One time per timed repeat: every chunk's dispatches of the batch.
+    pub samples: Vec<Duration>,
+    /// Untimed repeats run just before, back to back with the timed ones.
+    pub warmups: u32,
+    /// How the samples were measured.
+    pub timer: KernelTimer,
+}
+
+impl KernelTimes {
+    /// (median, min, max) of the samples.
+    pub fn spread(&self) -> (Duration, Duration, Duration) {
+        let mut v = self.samples.clone();
+        v.sort();
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    }
+
+    /// The median sample.
+    pub fn median(&self) -> Duration {
+        self.spread().0
+    }
+}
+
 /// One projection shape on one context with one kernel: made once, run many times.
 pub struct Projector<'c> {
     ctx: &'c GpuContext,
@@ -567,31 +630,8 @@ impl<'c> Projector<'c> {
                         })
                     })
                     .collect();
-                let bind_groups = params
-                    .iter()
-                    .zip(&w)
-                    .map(|(params, w)| {
-                        let entries: Vec<wgpu::BindGroupEntry> = [
-                            params.as_entire_binding(),
-                            x.resource(),
-                            w.resource(),
-                            bias.as_entire_binding(),
-                        ]
-                        .into_iter()
-                        .chain(outputs.iter().map(|b| b.as_entire_binding()))
-                        .enumerate()
-                        .map(|(i, resource)| wgpu::BindGroupEntry {
-                            binding: i as u32,
-                            resource,
-                        })
-                        .collect();
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("projection bind group"),
-                            layout: group_layout,
-                            entries: &entries,
-                        })
-                    })
-                    .collect();
+                let bind_groups =
+                    projection_bind_groups(device, group_layout, &params, &x, &w, &bias, &outputs);
                 let fill_groups = outputs
                     .iter()
                     .map(|b| {
@@ -711,12 +751,16 @@ impl<'c> Projector<'c> {
 
     /// Writes the params of every column block of `slot` for a chunk of `rows` tokens.
     fn write_params(&self, slot: usize, rows: u32) -> Result<()> {
+        self.write_params_to(&self.slots[slot].params, rows)
+    }
+
+    /// Writes the params of every column block for a chunk of `rows` tokens into `buffers`
+    /// (one per column block).
+    fn write_params_to(&self, buffers: &[wgpu::Buffer], rows: u32) -> Result<()> {
         let (seq_len, q_head_dim, kv_head_dim) = self.heads;
         let s = &self.shape;
         self.ctx.checked("writing the kernel parameters", || {
-            for (buffer, &(col0, n_cols)) in
-                self.slots[slot].params.iter().zip(&self.plan.col_blocks)
-            {
+            for (buffer, &(col0, n_cols)) in buffers.iter().zip(&self.plan.col_blocks) {
                 let params = Params {
                     tokens: rows,
                     d_model: s.d_model,
@@ -865,6 +909,216 @@ impl<'c> Projector<'c> {
             |_| {},
         )?;
         Ok(QkvOutput { q, k, v, timings })
+    }
+
+    /// Times the kernel alone at steady state: every chunk's dispatches of the batch, run
+    /// `warmups` times untimed and then `repeats` times timed, all queued back to back so the
+    /// GPU never idles between them (no uploads, readbacks or host work in between). The
+    /// dispatches read the X rows last uploaded (call [`run`](Self::run) or
+    /// [`stream`](Self::stream) first; they validate) and overwrite the outputs with the same
+    /// values.
+    ///
+    /// Why: a GPU lowers its clocks when idle, and a run's host work between dispatches
+    /// (copying, validating) is long enough for that. One dispatch after such a gap can run
+    /// several times slower than the same dispatch in a busy stream (seen on an H100: 5x), so
+    /// per-run timestamps measure the clock governor, not the kernel. Use
+    /// [`steady_warmups`](Self::steady_warmups) for `warmups`.
+    pub fn time_kernel(&mut self, warmups: u32, repeats: u32) -> Result<KernelTimes> {
+        if !self.weights_loaded {
+            return Err(Error::Input(
+                "no weights uploaded: call set_weights before timing".into(),
+            ));
+        }
+        if !(1..=2000).contains(&repeats) {
+            return Err(Error::Input(format!(
+                "kernel timing repeats must be 1 to 2000, not {repeats}"
+            )));
+        }
+        let ctx = self.ctx;
+        let device = &ctx.device;
+        let plan = self.plan.clone();
+        let full = plan.chunk_tokens;
+        let last = plan.chunk(plan.chunks() - 1).len() as u32;
+        // Params for a full chunk and, when the last chunk is shorter, for it, bound to the
+        // first buffer set.
+        let during = "setting up kernel timing";
+        let make_params = || -> Vec<wgpu::Buffer> {
+            plan.col_blocks
+                .iter()
+                .map(|_| {
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("params (timing)"),
+                        size: std::mem::size_of::<Params>() as u64,
+                        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    })
+                })
+                .collect()
+        };
+        let layouts = ctx.layouts();
+        let group_layout = if self.config.kernel.reads_textures() {
+            &layouts.textured_group
+        } else {
+            &layouts.projection_group
+        };
+        let slot = &self.slots[0];
+        let (full_params, last_params) = ctx.checked(during, || (make_params(), make_params()))?;
+        let (full_groups, last_groups) = ctx.checked(during, || {
+            let groups = |params: &[wgpu::Buffer]| {
+                projection_bind_groups(
+                    device,
+                    group_layout,
+                    params,
+                    &slot.x,
+                    &self.w,
+                    &self.bias,
+                    &slot.outputs,
+                )
+            };
+            (groups(&full_params), groups(&last_params))
+        })?;
+        self.write_params_to(&full_params, full)?;
+        self.write_params_to(&last_params, last)?;
+        let timestamps = ctx.has_timestamps();
+        let queries = ctx.checked(during, || {
+            timestamps.then(|| {
+                let bytes = 16 * repeats as u64;
+                (
+                    device.create_query_set(&wgpu::QuerySetDescriptor {
+                        label: Some("kernel timing"),
+                        ty: wgpu::QueryType::Timestamp,
+                        count: 2 * repeats,
+                    }),
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kernel timing resolve"),
+                        size: bytes,
+                        usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("kernel timing readback"),
+                        size: bytes,
+                        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                        mapped_at_creation: false,
+                    }),
+                )
+            })
+        })?;
+        let (cols_per_group, rows_per_group) = self.config.workgroup_tile();
+        let label = format!("timing kernel {}", self.config);
+        // One submission per repeat: all are queued before waiting, so they run back to back,
+        // and no single submission runs long enough to trip a driver watchdog.
+        let encode = |timed: Option<u32>| -> Result<wgpu::CommandBuffer> {
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kernel timing"),
+            });
+            ctx.checked(&label, || {
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(self.config.kernel.name()),
+                        timestamp_writes: match (&queries, timed) {
+                            (Some((set, _, _)), Some(i)) => {
+                                Some(wgpu::ComputePassTimestampWrites {
+                                    query_set: set,
+                                    beginning_of_pass_write_index: Some(2 * i),
+                                    end_of_pass_write_index: Some(2 * i + 1),
+                                })
+                            }
+                            _ => None,
+                        },
+                    });
+                    pass.set_pipeline(&self.pipeline);
+                    for c in 0..plan.chunks() {
+                        let rows = plan.chunk(c).len() as u32;
+                        let groups = if rows == full {
+                            &full_groups
+                        } else {
+                            &last_groups
+                        };
+                        for (group, &(_, n_cols)) in groups.iter().zip(&plan.col_blocks) {
+                            pass.set_bind_group(0, group, &[]);
+                            pass.dispatch_workgroups(
+                                n_cols.div_ceil(cols_per_group),
+                                rows.div_ceil(rows_per_group),
+                                1,
+                            );
+                        }
+                    }
+                }
+                encoder.finish()
+            })
+        };
+        let mut samples = Vec::with_capacity(repeats as usize);
+        for _ in 0..warmups {
+            let commands = encode(None)?;
+            ctx.checked(&label, || ctx.queue.submit([commands]))?;
+        }
+        if let Some((set, resolve, readback)) = &queries {
+            for i in 0..repeats {
+                let commands = encode(Some(i))?;
+                ctx.checked(&label, || ctx.queue.submit([commands]))?;
+            }
+            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("kernel timing resolve"),
+            });
+            encoder.resolve_query_set(set, 0..2 * repeats, resolve, 0);
+            encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, 16 * repeats as u64);
+            ctx.submit_and_wait(encoder, &label)?;
+            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+            readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
+                sender.send(r).ok();
+            });
+            let index = ctx.queue.submit([]);
+            ctx.wait(index, &label)?;
+            match pollster::block_on(receiver.receive()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
+                None => return Err(Error::Readback(format!("{label}: mapping never completed"))),
+            }
+            {
+                let view = readback
+                    .slice(..)
+                    .get_mapped_range()
+                    .map_err(|e| Error::Readback(format!("{label}: {e}")))?;
+                let ticks: &[u64] = bytemuck::cast_slice(&view);
+                let period = ctx.queue.get_timestamp_period() as f64;
+                for pair in ticks.chunks_exact(2) {
+                    let ns = pair[1].saturating_sub(pair[0]) as f64 * period;
+                    samples.push(Duration::from_nanos(ns as u64));
+                }
+            }
+            readback.unmap();
+        } else {
+            // Host clock: each repeat's submit-and-wait (the warm-ups are still queued ahead
+            // of the first one).
+            for _ in 0..repeats {
+                let commands = encode(None)?;
+                let start = Instant::now();
+                let index = ctx.checked(&label, || ctx.queue.submit([commands]))?;
+                ctx.wait(index, &label)?;
+                samples.push(start.elapsed());
+            }
+        }
+        Ok(KernelTimes {
+            samples,
+            warmups,
+            timer: if timestamps {
+                KernelTimer::GpuTimestamp
+            } else {
+                KernelTimer::Host
+            },
+        })
+    }
+
+    /// Untimed repeats to run before timing a batch whose kernel took about `estimate`: on
+    /// a GPU, enough for about half a second of work (at least 3), so that clocks have risen
+    /// from idle; on a CPU driver, which has no such clocks, none.
+    pub fn steady_warmups(&self, estimate: Duration) -> u32 {
+        if self.ctx.is_cpu() {
+            return 0;
+        }
+        let per = estimate.as_secs_f64().max(1e-6);
+        ((0.5 / per).ceil() as u32).clamp(3, 2000)
     }
 
     /// Projects the whole batch chunk by chunk: `source(rows, dst)` fills X for the token

@@ -12,10 +12,10 @@ use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig};
 use crate::projector::{check_fits, Projector};
-use crate::reference::reference;
+use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
-use crate::weights::random_inputs;
+use crate::weights::{random_inputs, FusedWeights};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -25,8 +25,13 @@ use std::time::Duration;
 /// not among them: it exists to be beaten.
 pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
     // Likely-fast variants first: once one has set a best time, a candidate over 4x slower
-    // is measured once instead of four times, which keeps tuning short.
+    // is measured once instead of four times, which keeps tuning short. On a GPU that is the
+    // workgroup-tiled kernel; on a CPU driver, the texture kernels.
     let mut out = Vec::new();
+    let on_cpu = ctx.is_cpu();
+    if !on_cpu {
+        out.push(KernelConfig::from(Kernel::Blocktile));
+    }
     for kernel in [Kernel::SubgroupTexture, Kernel::Texture] {
         for wg in [16, 32] {
             out.push(KernelConfig { kernel, wg, wgy: 0 });
@@ -54,6 +59,9 @@ pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
         });
     }
     out.push(KernelConfig::from(Kernel::Tiled));
+    if on_cpu {
+        out.push(KernelConfig::from(Kernel::Blocktile));
+    }
     let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
     out.retain(|c| c.unsupported_on(&ctx.summary).is_none() && c.wg * c.wgy.max(1) <= max_wg);
     out
@@ -152,20 +160,28 @@ pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
         s.name,
         s.backend,
         s.driver,
-        bucket(proxy(shape).tokens),
+        bucket(proxy(ctx, shape).tokens),
         bucket(shape.d_model),
         bucket(shape.n_out())
     )
 }
 
-/// The small shape candidates are timed on: the class's widths with 32 to 128 tokens and
-/// about 0.5 GFLOP, so the slowest candidate stays near seconds even on a CPU driver
-/// (Llama-3-8B's 4096 x 6144 gets 32 tokens; GPT-2's 768 x 2304 gets 128). Never fewer
-/// than 32, the most rows one workgroup computes: on 8 tokens a 32-row kernel would be
-/// timed doing 4x the useful work and lose to one that is slower on the real shape.
-fn proxy(shape: &QkvShape) -> QkvShape {
+/// The shape candidates are timed on: the class's widths with fewer tokens. On a CPU driver,
+/// 32 to 128 tokens and about 0.5 GFLOP, so the slowest candidate stays near seconds
+/// (Llama-3-8B's 4096 x 6144 gets 32 tokens; GPT-2's 768 x 2304 gets 128). Never fewer than
+/// 32, the most rows one workgroup computes there: on 8 tokens a 32-row kernel would be timed
+/// doing 4x the useful work and lose to one that is slower on the real shape. On a GPU, about
+/// 32 GFLOP and up to 8192 tokens (Llama-3-8B gets 632, GPT-2 8192): a proxy must have
+/// enough workgroups to fill every compute unit, or a kernel with small tiles wins tuning and
+/// loses on the real batch (on an H100, 128 GPT-2 tokens picked a kernel 5x slower at 4096).
+fn proxy(ctx: &GpuContext, shape: &QkvShape) -> QkvShape {
     let per_token = 2.0 * shape.d_model as f64 * shape.n_out() as f64;
-    let budget = ((0.5e9 / per_token) as u32 / 8 * 8).clamp(32, 128);
+    let (flop, max) = if ctx.is_cpu() {
+        (0.5e9, 128)
+    } else {
+        (32e9, 8192)
+    };
+    let budget = ((flop / per_token) as u32 / 8 * 8).clamp(32, max);
     QkvShape {
         tokens: shape.tokens.min(budget),
         ..*shape
@@ -181,36 +197,54 @@ fn shader_hash(config: &KernelConfig) -> String {
     format!("{h:016x}")
 }
 
-/// Runs `config` on seeded inputs of `shape` `repeats` times, validating every run; the
-/// median kernel time if all pass.
+/// Seeded inputs of a proxy shape and their reference, made once and shared by every
+/// candidate (the f64 reference of a GPU-sized proxy takes seconds).
+struct Inputs {
+    shape: QkvShape,
+    x: Vec<f32>,
+    w: FusedWeights,
+    expected: Reference,
+    tol: Tolerance,
+}
+
+impl Inputs {
+    fn new(shape: &QkvShape, seed: u64, tol: Option<Tolerance>) -> Self {
+        let (x, w) = random_inputs(shape, seed);
+        let expected = reference(shape, &x, &w);
+        let tol = tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w));
+        Inputs {
+            shape: *shape,
+            x,
+            w,
+            expected,
+            tol,
+        }
+    }
+}
+
+/// Runs `config` on `inputs` once and validates the result; if it passes, times `repeats`
+/// back-to-back dispatches at steady state ([`Projector::time_kernel`]) and returns their
+/// median.
 fn trial(
     ctx: &GpuContext,
-    shape: &QkvShape,
+    inputs: &Inputs,
     config: KernelConfig,
-    repeats: usize,
-    tol: Option<Tolerance>,
-    seed: u64,
+    repeats: u32,
 ) -> Result<std::result::Result<Duration, String>> {
-    let (x, w) = random_inputs(shape, seed);
-    let expected = reference(shape, &x, &w);
-    let tol = tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w));
+    let shape = &inputs.shape;
     let mut projector = Projector::new(ctx, *shape, config)?;
-    projector.set_weights(&w)?;
-    let mut times = Vec::new();
-    for _ in 0..repeats {
-        let out = projector.run(&x)?;
-        let report = QkvReport::of(&out, &expected, shape, tol);
-        if !report.pass() {
-            return Ok(Err(format!(
-                "failed validation: {} mismatches, max abs err {:.3e}",
-                report.q.mismatches + report.k.mismatches + report.v.mismatches,
-                report.max_abs_err()
-            )));
-        }
-        times.push(out.timings.kernel);
+    projector.set_weights(&inputs.w)?;
+    let out = projector.run(&inputs.x)?;
+    let report = QkvReport::of(&out, &inputs.expected, shape, inputs.tol);
+    if !report.pass() {
+        return Ok(Err(format!(
+            "failed validation: {} mismatches, max abs err {:.3e}",
+            report.q.mismatches + report.k.mismatches + report.v.mismatches,
+            report.max_abs_err()
+        )));
     }
-    times.sort();
-    Ok(Ok(times[times.len() / 2]))
+    let warmups = projector.steady_warmups(out.timings.kernel);
+    Ok(Ok(projector.time_kernel(warmups, repeats)?.median()))
 }
 
 /// Why a cached entry cannot be used, or None when it checks out.
@@ -236,7 +270,8 @@ fn recheck(
             config.kernel.source().file
         )));
     }
-    Ok(trial(ctx, &proxy(shape), config, 1, tol, 0x5eed_cafe)?.map(|_| config))
+    let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol);
+    Ok(trial(ctx, &inputs, config, 1)?.map(|_| config))
 }
 
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
@@ -266,7 +301,9 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
         }
     }
 
-    let p = proxy(shape);
+    let p = proxy(ctx, shape);
+    let first_inputs = Inputs::new(&p, 1, opts.tolerance);
+    let mut timed_inputs = None;
     let mut trials = Vec::new();
     let mut best: Option<(Duration, KernelConfig)> = None;
     for config in candidates(ctx) {
@@ -280,14 +317,18 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
             });
             continue;
         }
-        // Compile, warm up and validate once; then time three validated runs, unless the
-        // first run was already over 4x the best so far (its figure then stands alone).
-        let first = trial(ctx, &p, config, 1, opts.tolerance, 1);
+        // Compile, validate and time once; then validate on other inputs and time three
+        // dispatches, unless the first was already over 4x the best so far (its figure then
+        // stands alone).
+        let first = trial(ctx, &first_inputs, config, 1);
         let result = match first {
             Ok(Ok(t)) if best.is_some_and(|(b, _)| t > 4 * b) => {
                 Ok(Ok((t, "ok (one run: over 4x the best so far)")))
             }
-            Ok(Ok(_)) => trial(ctx, &p, config, 3, opts.tolerance, 2).map(|r| r.map(|t| (t, "ok"))),
+            Ok(Ok(_)) => {
+                let inputs = timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance));
+                trial(ctx, inputs, config, 3).map(|r| r.map(|t| (t, "ok")))
+            }
             Ok(Err(e)) => Ok(Err(e)),
             Err(e) => Err(e),
         };

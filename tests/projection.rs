@@ -6,9 +6,10 @@ mod common;
 
 use common::{assert_pass, check, ctx, tolerance};
 use proptest::prelude::*;
+use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::{
     explain, random_inputs, reference, ContextOptions, Error, FusedWeights, GpuContext, Kernel,
-    Projection, Projector, QkvReport, QkvShape,
+    KernelTimer, OutputLayout, Projection, Projector, QkvReport, QkvShape,
 };
 
 #[test]
@@ -114,6 +115,61 @@ fn many_runs_on_one_projector_give_fresh_right_answers() {
             );
             previous_q = Some(out.q);
         }
+    }
+}
+
+#[test]
+fn steady_state_kernel_timing_covers_every_chunk_and_leaves_the_projector_usable() {
+    // Chunks of 16 tokens over 37: two full chunks and a ragged one of 5, each timed pass
+    // dispatching all three.
+    let shape = QkvShape::new(37, 24, 20, 12, true).unwrap();
+    let opts = ChunkOptions {
+        chunk_tokens: Some(16),
+        ..Default::default()
+    };
+    let (x, w) = random_inputs(&shape, 21);
+    let r = reference(&shape, &x, &w);
+    for kernel in [Kernel::Direct, Kernel::Blocktile] {
+        let mut p =
+            Projector::with_options(ctx(), shape, kernel, OutputLayout::Tokens, &opts).unwrap();
+        assert_eq!(p.plan().chunks(), 3);
+        let err = p.time_kernel(0, 2).unwrap_err();
+        assert!(matches!(err, Error::Input(_)), "{err}");
+        p.set_weights(&w).unwrap();
+        let check_run = |p: &mut Projector, when: &str| {
+            let out = p.run(&x).unwrap();
+            let report = QkvReport::new(
+                (&out.q, &out.k, &out.v),
+                &r,
+                shape.q_width,
+                shape.kv_width,
+                tolerance(&shape, &x, &w),
+            );
+            assert_pass(&report, &format!("kernel {kernel}, {when}"));
+            out.timings.kernel
+        };
+        let in_run = check_run(&mut p, "before timing");
+        let warmups = p.steady_warmups(in_run);
+        if ctx().is_cpu() {
+            assert_eq!(warmups, 0, "a CPU driver has no clocks to warm up");
+        } else {
+            assert!(warmups >= 3);
+        }
+        let times = p.time_kernel(1, 3).unwrap();
+        assert_eq!(times.samples.len(), 3);
+        assert_eq!(times.warmups, 1);
+        assert!(times.samples.iter().all(|t| !t.is_zero()), "{times:?}");
+        let (median, min, max) = times.spread();
+        assert!(min <= median && median <= max);
+        let expected = if ctx().has_timestamps() {
+            KernelTimer::GpuTimestamp
+        } else {
+            KernelTimer::Host
+        };
+        assert_eq!(times.timer, expected);
+        assert!(matches!(p.time_kernel(0, 0), Err(Error::Input(_))));
+        // Timing rewrote the first buffer set's outputs; a run after it is still right.
+        check_run(&mut p, "after timing");
     }
 }
 
