@@ -229,6 +229,33 @@ fn a_large_batch_runs_in_reported_chunks() {
     assert!(out.contains("streamed"), "{out}");
     assert!(out.contains("about 10 rows"), "{out}");
     assert!(out.contains("PASS"), "{out}");
+    // bench streams the same way: chunks, a sample of rows checked, JSON saying so.
+    let (out, _) = exits(
+        &[
+            "bench",
+            "--d-model",
+            "16",
+            "--q-width",
+            "8",
+            "--tokens",
+            "100",
+            "--kernel",
+            "direct",
+            "--repeats",
+            "1",
+            "--no-cpu",
+            "--chunk-tokens",
+            "30",
+            "--check-rows",
+            "10",
+            "--json",
+        ],
+        0,
+    );
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(rows[0]["pass"], true, "{out}");
+    // 10 of 100 rows: 3 in each chunk of 30 (both ends and one between), both of the last 10.
+    assert_eq!(rows[0]["checked_rows"], 11, "{out}");
     let (_, err) = exits(&["run", "--chunk-tokens", "0"], 2);
     assert!(err.contains("--chunk-tokens must be at least 1"), "{err}");
     let (_, err) = exits(&["run", "--check-rows", "none"], 2);

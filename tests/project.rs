@@ -745,3 +745,144 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
     write_checkpoint(&infw, &t);
     run(&x, &infw, &[], 2, "bert.encoder.layer.0.attention.self.key.weight has 1 non-finite value (first: -inf at [3, 1])");
 }
+
+#[test]
+fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_outputs() {
+    // X [5, 3, 12]: 15 tokens in sequences of 3. Q 4 heads of 3, K/V 2 heads of 3, with bias.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+    let tensors = vec![
+        tensor("wq", Dtype::F32, &[12, 12], &mut rng),
+        tensor("wk", Dtype::F32, &[6, 12], &mut rng),
+        tensor("wv", Dtype::F32, &[6, 12], &mut rng),
+        tensor("bq", Dtype::F32, &[12], &mut rng),
+        tensor("bk", Dtype::F32, &[6], &mut rng),
+        tensor("bv", Dtype::F32, &[6], &mut rng),
+    ];
+    let ckpt = dir.path().join("m.safetensors");
+    write_checkpoint(&ckpt, &tensors);
+    let xp = dir.path().join("x.npy");
+    let x = write_x(&xp, "f32", &[5, 3, 12], &mut rng);
+    let base = |out: &Path| -> Vec<String> {
+        [
+            "project",
+            "--input",
+            s(&xp),
+            "--weights",
+            s(&ckpt),
+            "--wq",
+            "wq",
+            "--wk",
+            "wk",
+            "--wv",
+            "wv",
+            "--bq",
+            "bq",
+            "--bk",
+            "bk",
+            "--bv",
+            "bv",
+            "--weight-layout",
+            "out-in",
+            "--heads",
+            "4",
+            "--kernel",
+            "direct",
+            "--json",
+            "--out",
+            s(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let run = |name: &str, extra: &[&str]| -> (PathBuf, serde_json::Value) {
+        let out = dir.path().join(name);
+        let mut args = base(&out);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let json: serde_json::Value = serde_json::from_str(ok(&args).trim()).unwrap();
+        assert_eq!(json["pass"], true, "{name}: {json}");
+        (out, json)
+    };
+    for layout in ["tokens", "heads"] {
+        let lay = ["--head-layout", layout];
+        let (whole, j) = run(&format!("{layout}-whole"), &lay);
+        assert_eq!(
+            (j["chunks"].as_u64(), j["checked_rows"].as_u64()),
+            (Some(1), Some(15))
+        );
+        // Head layout chunks hold whole sequences: 6 tokens (2 sequences); tokens: 4.
+        let chunk = if layout == "heads" { "6" } else { "4" };
+        for stream in [None, Some("--no-stream")] {
+            let mut extra = vec!["--head-layout", layout, "--chunk-tokens", chunk];
+            extra.extend(stream);
+            let (chunked, j) = run(&format!("{layout}-{chunk}-{stream:?}"), &extra);
+            assert_eq!(
+                j["chunks"].as_u64(),
+                Some(if layout == "heads" { 3 } else { 4 })
+            );
+            assert_eq!(j["streamed"], stream.is_none(), "{j}");
+            for f in ["q.npy", "k.npy", "v.npy"] {
+                assert_eq!(
+                    std::fs::read(chunked.join(f)).unwrap(),
+                    std::fs::read(whole.join(f)).unwrap(),
+                    "{layout} {f} chunked by {chunk} {stream:?}"
+                );
+            }
+        }
+        // And the whole run agrees with an independent computation.
+        let flat = expected(&x, 15, 12, &tensors[0], true, Some(&tensors[3]));
+        let got = read(&whole.join("q.npy"));
+        if layout == "tokens" {
+            assert_eq!(got.shape, vec![5, 3, 12]);
+            assert_close("q", &got.data, &flat, 12);
+        } else {
+            assert_eq!(got.shape, vec![5, 4, 3, 3]);
+            let mut want = Vec::new();
+            for b in 0..5 {
+                for h in 0..4 {
+                    for t in 0..3 {
+                        let row = (b * 3 + t) * 12 + h * 3;
+                        want.extend_from_slice(&flat[row..row + 3]);
+                    }
+                }
+            }
+            assert_close("q heads", &got.data, &want, 12);
+        }
+    }
+    // A sample: 2 rows of each of 4 chunks (first and last), 8 checked.
+    let (_, j) = run("sampled", &["--chunk-tokens", "4", "--check-rows", "2"]);
+    assert_eq!(j["checked_rows"].as_u64(), Some(8), "{j}");
+    // A check that fails (no tolerance at all) writes nothing, keeps what --force would have
+    // replaced, and leaves no partial file behind.
+    let out = dir.path().join("kept");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("q.npy"), b"precious").unwrap();
+    let mut args = base(&out);
+    args.extend(
+        [
+            "--force",
+            "--atol",
+            "0",
+            "--rtol",
+            "0",
+            "--chunk-tokens",
+            "4",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = qkv(&args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("q.npy")]);
+    assert_eq!(std::fs::read(out.join("q.npy")).unwrap(), b"precious");
+}

@@ -24,13 +24,30 @@ pub struct NonFinite {
 impl NonFinite {
     /// Scans `data` (row-major with dimensions `dims`); None when every value is finite.
     pub fn scan(what: &str, data: &[f32], dims: &[usize]) -> Option<Self> {
+        Self::scan_at(what, data, 0, dims)
+    }
+
+    /// As [`scan`](Self::scan), for a part of an array: `data` starts at flat index `start`
+    /// of the array of dimensions `dims` (X read chunk by chunk).
+    pub fn scan_at(what: &str, data: &[f32], start: usize, dims: &[usize]) -> Option<Self> {
         let first = data.iter().position(|v| !v.is_finite())?;
         Some(Self {
             what: what.to_string(),
             count: data.iter().filter(|v| !v.is_finite()).count(),
-            first_at: unravel(first, dims),
+            first_at: unravel(start + first, dims),
             first_value: data[first],
         })
+    }
+
+    /// Adds what a later part of the same array holds: counts add, the first stays first.
+    pub fn merge(earlier: Option<Self>, later: Option<Self>) -> Option<Self> {
+        match (earlier, later) {
+            (Some(mut a), Some(b)) => {
+                a.count += b.count;
+                Some(a)
+            }
+            (a, b) => a.or(b),
+        }
     }
 }
 
@@ -74,6 +91,14 @@ mod tests {
             "X has 2 non-finite values (first: inf at [1, 0])"
         );
         assert!(NonFinite::scan("X", &[1.0, 2.0], &[2]).is_none());
+        // The same array scanned in parts of 4 and 2: the same finding.
+        let parts = NonFinite::merge(
+            NonFinite::scan_at("X", &data[..4], 0, &[2, 3]),
+            NonFinite::scan_at("X", &data[4..], 4, &[2, 3]),
+        );
+        assert_eq!(parts.unwrap().to_string(), nf.to_string());
+        let later = NonFinite::merge(None, NonFinite::scan_at("X", &data[4..], 4, &[2, 3]));
+        assert_eq!(later.unwrap().first_at, vec![1, 2]);
         assert_eq!(unravel(7, &[2, 2, 3]), vec![1, 0, 1]);
     }
 }

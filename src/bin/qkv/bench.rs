@@ -2,15 +2,19 @@
 //! configuration validated before it is timed, against the fast CPU baseline; a table, JSON,
 //! CSV and an SVG plot of GFLOP/s against tokens.
 
+use crate::check::{CheckRows, Collected};
 use crate::report::{ms, spread};
+use crate::run::time_cpu_baseline;
 use crate::run::{parse_kernels, resolve_kernels, KernelList};
 use crate::{Failure, GpuArgs};
 use clap::Args;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
-use qkv_wgpu::{random_inputs, reference, Error, Projector, QkvReport, QkvShape, Tolerance};
+use qkv_wgpu::{
+    random_weights, random_x_rows, Error, OutputLayout, Projector, QkvShape, Tolerance,
+};
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -61,6 +65,12 @@ pub struct BenchArgs {
     /// Also draw GFLOP/s against tokens, per kernel and for the CPU, into this SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    #[command(flatten)]
+    chunking: crate::run::ChunkArgs,
+    /// Rows of each run checked against the f64 reference: `all`, or N spread over every
+    /// chunk [default: all up to 20 GFLOP per run, else 4096]
+    #[arg(long, value_parser = crate::check::parse_check_rows)]
+    check_rows: Option<CheckRows>,
 }
 
 /// One measured configuration: a row of the table, JSON and CSV.
@@ -80,7 +90,11 @@ struct Row {
     cpu_ms: Option<f64>,
     cpu_gflops: Option<f64>,
     speedup: Option<f64>,
+    /// Tokens the CPU baseline ran on (its time is scaled to the batch past 16384).
+    cpu_tokens: Option<u32>,
     max_abs_err: f64,
+    /// Rows of each run checked against the f64 reference (all up to 20 GFLOP, else 4096).
+    checked_rows: usize,
     pass: bool,
 }
 
@@ -171,23 +185,29 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     for (name, shape) in &jobs {
         bar.set_message(format!("{name} x {} tokens", shape.tokens));
         let configs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
-        let (x, w) = random_inputs(shape, args.seed);
-        let expected = reference(shape, &x, &w);
-        let tol = Tolerance::for_inputs(shape.d_model, &x, &w);
+        // X is generated chunk by chunk as each run streams, and checked on sampled rows past
+        // 20 GFLOP, so a batch whose X or Q, K, V pass 2 GiB needs no more memory than a chunk.
+        let w = random_weights(shape, args.seed);
+        // X is uniform in [-1, 1): 1 bounds its magnitude.
+        let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w);
+        let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
+        // The CPU baseline holds X and Q, K, V: at most the first 16384 tokens, scaled.
+        let cpu_shape = QkvShape {
+            tokens: shape.tokens.min(16384),
+            ..*shape
+        };
         let cpu_ms = (!args.no_cpu).then(|| {
-            let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
-            qkv_wgpu::cpu::fused_gemm(shape, &x, &w, &mut out);
-            let times = (0..args.repeats)
-                .map(|_| {
-                    let start = Instant::now();
-                    qkv_wgpu::cpu::fused_gemm(shape, &x, &w, &mut out);
-                    ms(start.elapsed())
-                })
-                .collect();
-            spread(times).0
+            time_cpu_baseline(&cpu_shape, args.seed, &w, args.repeats) * shape.tokens as f64
+                / cpu_shape.tokens as f64
         });
         for (config, _) in configs {
-            let mut projector = Projector::new(&ctx, *shape, config)?;
+            let mut projector = Projector::with_options(
+                &ctx,
+                *shape,
+                config,
+                OutputLayout::Tokens,
+                &args.chunking.options(),
+            )?;
             projector.set_weights(&w)?;
             let mut in_run = Duration::ZERO;
             let mut total = Vec::new();
@@ -195,9 +215,23 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             let mut pass = true;
             let mut timer = String::new();
             // Run 0 validates and warms up; the rest are timed, and validated too.
+            let mut checked_rows = 0;
             for i in 0..=args.repeats {
-                let out = projector.run(&x)?;
-                let report = QkvReport::of(&out, &expected, shape, tol);
+                let mut kept = Collected::default();
+                let d = shape.d_model;
+                let timings = projector.stream(
+                    |rows, dst| {
+                        random_x_rows(d, args.seed, rows, dst);
+                        Ok(())
+                    },
+                    |c| {
+                        kept.take(&c, shape, OutputLayout::Tokens, check);
+                        Ok(())
+                    },
+                    |_| {},
+                )?;
+                let (report, _) = kept.check(shape, &w, tol);
+                checked_rows = kept.len();
                 worst = worst.max(report.max_abs_err());
                 pass &= report.pass();
                 if !pass {
@@ -210,9 +244,9 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                     break;
                 }
                 if i > 0 {
-                    total.push(ms(out.timings.total()));
+                    total.push(ms(timings.total()));
                 }
-                in_run = out.timings.kernel;
+                in_run = timings.kernel;
             }
             // The kernel alone, at steady state: back-to-back dispatches after warm-ups (a
             // GPU idle during the validation above lowers its clocks).
@@ -244,7 +278,9 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 cpu_ms,
                 cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
                 speedup: cpu_ms.map(|c| c / kernel_ms),
+                cpu_tokens: (!args.no_cpu).then_some(cpu_shape.tokens),
                 max_abs_err: worst,
+                checked_rows,
                 pass,
             });
         }
@@ -345,7 +381,8 @@ fn print_table(rows: &[Row]) {
     println!(
         "kernel ms: median of back-to-back dispatches after warm-ups, GPU timestamps where the \
          adapter has them; e2e: upload X + \
-         dispatch + read Q,K,V back; CPU: f32 GEMM (matrixmultiply, {} threads); GPU/CPU: CPU \
+         dispatch + read Q,K,V back; CPU: f32 GEMM (matrixmultiply, {} threads; past 16384 tokens timed on the first 16384 and \
+         scaled); GPU/CPU: CPU \
          ms / kernel ms; GFLOP/s = 2·tokens·d_model·n_out (+ bias adds) / time",
         qkv_wgpu::cpu::threads()
     );

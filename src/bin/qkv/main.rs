@@ -5,6 +5,7 @@
 
 mod adapters;
 mod bench;
+mod check;
 mod plot;
 mod project;
 mod report;

@@ -1,12 +1,15 @@
 //! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors checkpoint,
 //! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
+use crate::check::{CheckRows, Collected};
+use crate::report::token_bar;
 use crate::report::{ms, print_checks, print_condition, progress, tolerance};
 use crate::{Failure, GpuArgs};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
-use qkv_wgpu::io::{npy, NonFinite};
-use qkv_wgpu::{reference, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
+use qkv_wgpu::io::npy::{NpyRowWriter, NpyRows};
+use qkv_wgpu::io::NonFinite;
+use qkv_wgpu::{Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -76,8 +79,14 @@ pub struct ProjectArgs {
     #[arg(long)]
     force: bool,
     /// Skip the CPU reference check
-    #[arg(long)]
+    #[arg(long, conflicts_with = "check_rows")]
     no_check: bool,
+    /// Rows checked against the f64 reference: `all`, or N rows spread over every chunk (each
+    /// chunk's first and last row included) [default: all up to 20 GFLOP, else 4096]
+    #[arg(long, value_parser = crate::check::parse_check_rows)]
+    check_rows: Option<CheckRows>,
+    #[command(flatten)]
+    chunking: crate::run::ChunkArgs,
     /// Write the outputs even when X or the weights hold NaN or Inf
     #[arg(long)]
     allow_nonfinite: bool,
@@ -130,9 +139,17 @@ struct ProjectResult {
     kv_shape: Vec<u64>,
     gpu_kernel_ms: f64,
     gpu_total_ms: f64,
+    chunks: u32,
+    chunk_tokens: u32,
+    chunk_reason: String,
+    streamed: bool,
+    read_ms: f64,
+    write_ms: f64,
+    tokens_per_s: f64,
     cpu_ms: Option<f64>,
     gflops: f64,
     checked: bool,
+    checked_rows: usize,
     max_abs_err: Option<f64>,
     max_rel_err: Option<f64>,
     rel_l2_err: Option<f64>,
@@ -175,30 +192,75 @@ fn check_outputs(dir: &Path, force: bool) -> Result<(), Error> {
     Ok(())
 }
 
-/// Writes the three outputs next to their final names, then renames them into place, so a
-/// failure leaves no partial or mixed set behind.
-fn write_outputs(dir: &Path, arrays: [(&[u64], &[f32]); 3]) -> Result<Vec<String>, Error> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
-    let finals = output_paths(dir);
-    let partials = OUTPUTS.map(|f| dir.join(format!(".{f}.partial-{}", std::process::id())));
-    let written = (|| {
-        for ((shape, data), partial) in arrays.iter().zip(&partials) {
-            npy::write_f32(partial, shape, data)?;
+/// Q, K and V being written chunk by chunk: into partial files beside their final names,
+/// renamed into place only by [`commit`](Self::commit). Dropped uncommitted (an error, a
+/// failed check, NaN in the inputs), it removes the partial files: nothing incomplete is ever
+/// left under a final name, and existing outputs stay untouched.
+struct PartialOutputs {
+    partials: [PathBuf; 3],
+    finals: [PathBuf; 3],
+    writers: Vec<NpyRowWriter>,
+    committed: bool,
+}
+
+impl PartialOutputs {
+    fn create(dir: &Path, shapes: [&[u64]; 3]) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
+        let mut out = Self {
+            partials: OUTPUTS.map(|f| dir.join(format!(".{f}.partial-{}", std::process::id()))),
+            finals: output_paths(dir),
+            writers: Vec::new(),
+            committed: false,
+        };
+        for (path, shape) in out.partials.iter().zip(shapes) {
+            let w = NpyRowWriter::create(path, shape)?;
+            out.writers.push(w);
         }
-        for (partial, dest) in partials.iter().zip(&finals) {
+        Ok(out)
+    }
+
+    fn write(&mut self, parts: [&[f32]; 3]) -> Result<(), Error> {
+        for (w, data) in self.writers.iter_mut().zip(parts) {
+            w.write(data)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the three files (each must be complete); they stay partial.
+    fn finish(&mut self) -> Result<(), Error> {
+        for w in self.writers.drain(..) {
+            w.finish()?;
+        }
+        Ok(())
+    }
+
+    /// Renames the finished files into place.
+    fn commit(mut self) -> Result<Vec<String>, Error> {
+        self.finish()?;
+        for (partial, dest) in self.partials.iter().zip(&self.finals) {
             std::fs::rename(partial, dest).map_err(|e| {
                 Error::Input(format!("cannot move {} into place: {e}", dest.display()))
             })?;
         }
-        Ok(())
-    })();
-    if written.is_err() {
-        for p in &partials {
-            let _ = std::fs::remove_file(p);
+        self.committed = true;
+        Ok(self
+            .finals
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect())
+    }
+}
+
+impl Drop for PartialOutputs {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.writers.clear();
+            for p in &self.partials {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
-    written.map(|()| finals.iter().map(|p| p.display().to_string()).collect())
 }
 
 fn request(args: &ProjectArgs) -> WeightRequest {
@@ -259,9 +321,10 @@ fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<H
 pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     check_outputs(&args.out, args.force)?;
 
-    progress(&format!("reading {}", args.input.display()));
-    let x = npy::read_f32(&args.input)?;
-    let (batch_seq, d_model) = match x.shape.as_slice() {
+    // X is read chunk by chunk as the projection streams; only its header is read here.
+    let mut x = NpyRows::open(&args.input)?;
+    let x_dims = x.shape.clone();
+    let (batch_seq, d_model) = match x_dims.as_slice() {
         &[t, d] => (None, (t, d)),
         &[b, s, d] => (Some((b, s)), (b * s, d)),
         other => {
@@ -292,12 +355,9 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
     };
-    let tol = tolerance(d_model, &x.data, w, args.tolerance)?;
-
-    let mut nonfinite: Vec<NonFinite> = Vec::new();
-    nonfinite.extend(NonFinite::scan("X", &x.data, &x.shape));
-    nonfinite.extend(loaded.nonfinite.iter().cloned());
-    for nf in &nonfinite {
+    // Checks --atol/--rtol now; the default atol needs max|X|, known once X has been read.
+    tolerance(d_model, &[1.0], w, args.tolerance)?;
+    for nf in &loaded.nonfinite {
         eprintln!("warning: {nf}");
     }
 
@@ -309,42 +369,73 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         )
         .into());
     };
-    let mut projector = Projector::with_layout(&ctx, shape, *config, layout)?;
+    let mut projector =
+        Projector::with_options(&ctx, shape, *config, layout, &args.chunking.options())?;
     projector.set_weights(w)?;
-    progress(&format!("projecting on {}", ctx.summary.name));
-    let out = projector.run(&x.data)?;
+    let plan = projector.plan().clone();
 
-    let (report, cpu_ms) = if args.no_check {
-        (None, None)
-    } else {
-        progress("checking against the CPU reference (f64)");
-        let start = Instant::now();
-        let r = reference(&shape, &x.data, w);
-        let cpu = start.elapsed();
-        let (heads, kv_heads) = split.map_or((1, 1), |h| (h.heads, h.kv_heads));
-        let arranged = qkv_wgpu::Reference {
-            q: layout.arrange(&r.q, tokens, shape.q_width, heads),
-            k: layout.arrange(&r.k, tokens, shape.kv_width, kv_heads),
-            v: layout.arrange(&r.v, tokens, shape.kv_width, kv_heads),
-        };
-        let (qc, kvc) = match layout {
-            OutputLayout::Tokens => (shape.q_width, shape.kv_width),
-            OutputLayout::Heads(h) => (h.q_head_dim(&shape), h.kv_head_dim(&shape)),
-        };
-        let report = QkvReport::new((&out.q, &out.k, &out.v), &arranged, qc, kvc, tol);
-        (Some(report), Some(ms(cpu)))
+    let q_shape = layout.dims(&shape, false, batch_seq);
+    let kv_shape = layout.dims(&shape, true, batch_seq);
+    let mut outputs = PartialOutputs::create(&args.out, [&q_shape, &kv_shape, &kv_shape])?;
+    let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
+    let mut kept = Collected::default();
+    let mut x_nonfinite: Option<NonFinite> = None;
+    let mut x_absmax = 0f32;
+    let mut write_time = std::time::Duration::ZERO;
+    progress(&format!(
+        "projecting on {}: {} chunk(s) of up to {} tokens",
+        ctx.summary.name,
+        plan.chunks(),
+        plan.chunk_tokens
+    ));
+    let bar = token_bar(tokens, plan.chunks(), !args.json);
+    let timings = projector.stream(
+        |rows, dst| {
+            x.read(dst)?;
+            let start = rows.start as usize * d_model as usize;
+            let found = NonFinite::scan_at("X", dst, start, &x_dims);
+            x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
+            x_absmax = x_absmax.max(qkv_wgpu::absmax(dst));
+            Ok(())
+        },
+        |c| {
+            let start = Instant::now();
+            outputs.write([c.q, c.k, c.v])?;
+            write_time += start.elapsed();
+            if let Some(check) = check {
+                kept.take(&c, &shape, layout, check);
+            }
+            Ok(())
+        },
+        |done| bar.set_position(done as u64),
+    )?;
+    bar.finish_and_clear();
+    outputs.finish()?;
+
+    let tol = tolerance(d_model, &[x_absmax], w, args.tolerance)?;
+    let (report, cpu_ms) = match check {
+        None => (None, None),
+        Some(_) => {
+            progress(&format!(
+                "checking {} rows against the CPU reference (f64)",
+                kept.len()
+            ));
+            let (report, took) = kept.check(&shape, w, tol);
+            (Some(report), Some(ms(took)))
+        }
     };
+    let mut nonfinite: Vec<NonFinite> = x_nonfinite.into_iter().collect();
+    nonfinite.extend(loaded.nonfinite.iter().cloned());
+    if let Some(nf) = nonfinite.first().filter(|n| n.what == "X") {
+        eprintln!("warning: {nf}");
+    }
 
     let pass = report.as_ref().map(QkvReport::pass);
     let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
-    let q_shape = layout.dims(&shape, false, batch_seq);
-    let kv_shape = layout.dims(&shape, true, batch_seq);
     let outputs = if pass != Some(false) && !blocked_by_nonfinite {
-        write_outputs(
-            &args.out,
-            [(&q_shape, &out.q), (&kv_shape, &out.k), (&kv_shape, &out.v)],
-        )?
+        outputs.commit()?
     } else {
+        drop(outputs);
         Vec::new()
     };
 
@@ -376,11 +467,19 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         kv_heads: split.map(|h| h.kv_heads),
         q_shape: q_shape.clone(),
         kv_shape: kv_shape.clone(),
-        gpu_kernel_ms: ms(out.timings.kernel),
-        gpu_total_ms: ms(out.timings.total()),
+        gpu_kernel_ms: ms(timings.kernel),
+        gpu_total_ms: ms(timings.total()),
+        chunks: plan.chunks(),
+        chunk_tokens: plan.chunk_tokens,
+        chunk_reason: plan.chunk_reason.clone(),
+        streamed: projector.streaming(),
+        read_ms: ms(timings.input),
+        write_ms: ms(write_time),
+        tokens_per_s: tokens as f64 / timings.total().as_secs_f64(),
         cpu_ms,
-        gflops: shape.gflops(out.timings.kernel.as_secs_f64()),
+        gflops: shape.gflops(timings.kernel.as_secs_f64()),
         checked: report.is_some(),
+        checked_rows: kept.len(),
         max_abs_err: report.as_ref().map(QkvReport::max_abs_err),
         max_rel_err: report.as_ref().map(QkvReport::max_rel_err),
         rel_l2_err: report.as_ref().map(QkvReport::rel_l2_err),
@@ -452,13 +551,31 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
         r.head_layout
     );
     println!(
-        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms\n          chosen: {}",
-        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms, r.config_reason
+        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms, {:.0} tokens/s\n          \
+         chosen: {}",
+        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms, r.tokens_per_s, r.config_reason
+    );
+    println!(
+        "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
+        r.chunks,
+        r.chunk_tokens,
+        r.chunk_reason,
+        if r.streamed { ", streamed" } else { "" },
+        r.read_ms,
+        r.write_ms
     );
     match (report, r.cpu_ms) {
         (Some(report), Some(cpu)) => {
             print_condition(tol);
-            println!("  CPU reference (f64): {cpu:.1} ms");
+            let rows = if r.checked_rows == r.tokens as usize {
+                "every row".to_string()
+            } else {
+                format!(
+                    "{} rows spread over every chunk (--check-rows all checks every row)",
+                    r.checked_rows
+                )
+            };
+            println!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
             print_checks(report);
         }
         _ => println!("check     skipped (--no-check)"),

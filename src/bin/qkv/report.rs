@@ -86,3 +86,18 @@ pub fn print_checks(report: &QkvReport) {
     }
     println!("  {}", if report.pass() { "PASS" } else { "FAIL" });
 }
+
+/// A progress bar over the tokens of a long run (hidden when stderr is not a terminal).
+pub fn token_bar(tokens: u32, chunks: u32, show: bool) -> indicatif::ProgressBar {
+    if !show || chunks < 2 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(tokens as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} tokens, {per_sec}, {elapsed} elapsed, ~{eta} left",
+        )
+        .expect("valid template"),
+    );
+    bar
+}

@@ -1,12 +1,13 @@
 //! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
-use crate::report::{ms, print_checks, print_condition, progress, spread, tolerance};
+use crate::check::{CheckRows, Collected};
+use crate::report::{ms, print_checks, print_condition, progress, spread, token_bar, tolerance};
 use crate::{Failure, GpuArgs};
 use clap::Args;
 use qkv_wgpu::{
-    random_weights, random_x_rows, reference, ChunkOptions, ChunkPlan, Kernel, KernelConfig,
-    KernelTimer, OutputLayout, Projector, QkvReport, QkvShape,
+    random_weights, random_x_rows, ChunkOptions, ChunkPlan, Kernel, KernelConfig, KernelTimer,
+    OutputLayout, Projector, QkvReport, QkvShape,
 };
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -54,7 +55,7 @@ pub struct RunArgs {
     /// Rows checked against the f64 reference in every run: `all`, or N rows spread over
     /// every chunk (each chunk's first and last row included) [default: all up to 20 GFLOP
     /// per run, else 4096]
-    #[arg(long, value_parser = parse_check_rows)]
+    #[arg(long, value_parser = crate::check::parse_check_rows)]
     check_rows: Option<CheckRows>,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
@@ -81,50 +82,6 @@ impl ChunkArgs {
             streaming: !self.no_stream,
             ..Default::default()
         }
-    }
-}
-
-/// Which rows `--check-rows` validates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckRows {
-    All,
-    Sample(u32),
-}
-
-fn parse_check_rows(s: &str) -> Result<CheckRows, String> {
-    match s.trim() {
-        "all" => Ok(CheckRows::All),
-        n => match n.parse::<u32>() {
-            Ok(0) | Err(_) => Err(format!("'{s}': expected `all` or a number of rows >= 1")),
-            Ok(n) => Ok(CheckRows::Sample(n)),
-        },
-    }
-}
-
-impl CheckRows {
-    /// The default: every row where the f64 reference is cheap, else a sample.
-    pub fn default_for(shape: &QkvShape) -> Self {
-        if shape.flops() <= 20e9 {
-            CheckRows::All
-        } else {
-            CheckRows::Sample(4096)
-        }
-    }
-
-    /// The rows of a chunk to check, as offsets within it: all, or `n x len / tokens`
-    /// (at least 2) spread evenly from the first to the last.
-    pub fn rows_in(&self, len: usize, tokens: usize) -> Vec<usize> {
-        let m = match *self {
-            CheckRows::All => len,
-            CheckRows::Sample(n) => ((n as usize * len).div_ceil(tokens.max(1))).clamp(2, len),
-        }
-        .min(len);
-        if m == len {
-            return (0..len).collect();
-        }
-        let mut rows: Vec<usize> = (0..m).map(|j| j * (len - 1) / (m - 1)).collect();
-        rows.dedup();
-        rows
     }
 }
 
@@ -245,7 +202,7 @@ struct KernelResult {
 
 /// Median time of the fast CPU baseline over `repeats` runs after one warm-up, in ms, on
 /// `shape` (at most the first 16384 tokens of the batch: the baseline holds X and Q, K, V).
-fn time_cpu_baseline(
+pub fn time_cpu_baseline(
     shape: &QkvShape,
     seed: u64,
     weights: &qkv_wgpu::FusedWeights,
@@ -263,78 +220,6 @@ fn time_cpu_baseline(
         })
         .collect();
     spread(times).0
-}
-
-/// The rows of a run kept for checking: copied out of each chunk as it streams by (cheap,
-/// part of reading back), checked against the f64 reference after the timed run.
-#[derive(Default)]
-struct Collected {
-    rows: Vec<usize>,
-    x: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-}
-
-impl Collected {
-    /// Copies the rows `check` picks from one chunk.
-    fn take(&mut self, c: &qkv_wgpu::ChunkOutput<'_>, shape: &QkvShape, check: CheckRows) {
-        let d = shape.d_model as usize;
-        let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
-        for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
-            self.rows.push(c.rows.start as usize + r);
-            self.x.extend_from_slice(&c.x[r * d..(r + 1) * d]);
-            self.q.extend_from_slice(&c.q[r * qw..(r + 1) * qw]);
-            self.k.extend_from_slice(&c.k[r * kvw..(r + 1) * kvw]);
-            self.v.extend_from_slice(&c.v[r * kvw..(r + 1) * kvw]);
-        }
-    }
-
-    /// Checks the kept rows against the f64 reference; the report names batch rows. Returns
-    /// the time the reference took.
-    fn check(
-        &self,
-        shape: &QkvShape,
-        weights: &qkv_wgpu::FusedWeights,
-        tol: qkv_wgpu::Tolerance,
-    ) -> (QkvReport, Duration) {
-        let sub = QkvShape {
-            tokens: self.rows.len() as u32,
-            ..*shape
-        };
-        let start = Instant::now();
-        let expected = reference(&sub, &self.x, weights);
-        let took = start.elapsed();
-        let mut report = QkvReport::new(
-            (&self.q, &self.k, &self.v),
-            &expected,
-            shape.q_width,
-            shape.kv_width,
-            tol,
-        );
-        // The report counts rows of the kept set; name the batch rows instead.
-        for part in [&mut report.q, &mut report.k, &mut report.v] {
-            for m in &mut part.first_mismatches {
-                m.row = self.rows[m.row];
-            }
-        }
-        (report, took)
-    }
-}
-
-/// A progress bar over the tokens of a long run (hidden when stderr is not a terminal).
-fn token_bar(tokens: u32, chunks: u32, show: bool) -> indicatif::ProgressBar {
-    if !show || chunks < 2 {
-        return indicatif::ProgressBar::hidden();
-    }
-    let bar = indicatif::ProgressBar::new(tokens as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} tokens, {per_sec}, {elapsed} elapsed, ~{eta} left",
-        )
-        .expect("valid template"),
-    );
-    bar
 }
 
 pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
@@ -410,7 +295,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
                     Ok(())
                 },
                 |c| {
-                    kept.take(&c, &shape, check);
+                    kept.take(&c, &shape, OutputLayout::Tokens, check);
                     Ok(())
                 },
                 |done| bar.set_position(done as u64),

@@ -1,0 +1,201 @@
+//! Checking streamed results against the f64 reference: which rows `--check-rows` picks in
+//! each chunk, and the rows kept as chunks stream by, checked once the run is over. Shared by
+//! `run` and `project`.
+
+use qkv_wgpu::{reference, OutputLayout, QkvReport, QkvShape};
+use std::time::{Duration, Instant};
+
+/// Which rows `--check-rows` validates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckRows {
+    All,
+    Sample(u32),
+}
+
+pub fn parse_check_rows(s: &str) -> Result<CheckRows, String> {
+    match s.trim() {
+        "all" => Ok(CheckRows::All),
+        n => match n.parse::<u32>() {
+            Ok(0) | Err(_) => Err(format!("'{s}': expected `all` or a number of rows >= 1")),
+            Ok(n) => Ok(CheckRows::Sample(n)),
+        },
+    }
+}
+
+impl CheckRows {
+    /// The default: every row where the f64 reference is cheap, else a sample.
+    pub fn default_for(shape: &QkvShape) -> Self {
+        if shape.flops() <= 20e9 {
+            CheckRows::All
+        } else {
+            CheckRows::Sample(4096)
+        }
+    }
+
+    /// The rows of a chunk to check, as offsets within it: all, or `n x len / tokens`
+    /// (at least 2) spread evenly from the first to the last.
+    pub fn rows_in(&self, len: usize, tokens: usize) -> Vec<usize> {
+        let m = match *self {
+            CheckRows::All => len,
+            // At least both ends; a chunk of one token has only one row.
+            CheckRows::Sample(n) => (n as usize * len).div_ceil(tokens.max(1)).max(2),
+        }
+        .min(len);
+        if m == len {
+            return (0..len).collect();
+        }
+        let mut rows: Vec<usize> = (0..m).map(|j| j * (len - 1) / (m - 1)).collect();
+        rows.dedup();
+        rows
+    }
+}
+
+/// The rows of a run kept for checking: copied out of each chunk as it streams by (cheap,
+/// part of reading back), checked against the f64 reference after the timed run.
+#[derive(Default)]
+pub struct Collected {
+    rows: Vec<usize>,
+    x: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Collected {
+    /// Copies the rows `check` picks from one chunk whose Q, K, V are in `layout`; they are
+    /// kept token-major, as the reference computes them.
+    pub fn take(
+        &mut self,
+        c: &qkv_wgpu::ChunkOutput<'_>,
+        shape: &QkvShape,
+        layout: OutputLayout,
+        check: CheckRows,
+    ) {
+        let d = shape.d_model as usize;
+        for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
+            self.rows.push(c.rows.start as usize + r);
+            self.x.extend_from_slice(&c.x[r * d..(r + 1) * d]);
+            match layout {
+                OutputLayout::Tokens => {
+                    let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
+                    self.q.extend_from_slice(&c.q[r * qw..(r + 1) * qw]);
+                    self.k.extend_from_slice(&c.k[r * kvw..(r + 1) * kvw]);
+                    self.v.extend_from_slice(&c.v[r * kvw..(r + 1) * kvw]);
+                }
+                OutputLayout::Heads(h) => {
+                    // The chunk holds whole sequences: [sequences, heads, seq, head_dim].
+                    let seq = h.seq_len as usize;
+                    let (b, s) = (r / seq, r % seq);
+                    let gather = |out: &mut Vec<f32>, data: &[f32], heads: u32, dim: u32| {
+                        let (heads, dim) = (heads as usize, dim as usize);
+                        for head in 0..heads {
+                            let at = ((b * heads + head) * seq + s) * dim;
+                            out.extend_from_slice(&data[at..at + dim]);
+                        }
+                    };
+                    gather(&mut self.q, c.q, h.heads, h.q_head_dim(shape));
+                    gather(&mut self.k, c.k, h.kv_heads, h.kv_head_dim(shape));
+                    gather(&mut self.v, c.v, h.kv_heads, h.kv_head_dim(shape));
+                }
+            }
+        }
+    }
+
+    /// How many rows are kept.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Checks the kept rows against the f64 reference; the report names batch rows. Returns
+    /// the time the reference took.
+    pub fn check(
+        &self,
+        shape: &QkvShape,
+        weights: &qkv_wgpu::FusedWeights,
+        tol: qkv_wgpu::Tolerance,
+    ) -> (QkvReport, Duration) {
+        let sub = QkvShape {
+            tokens: self.rows.len() as u32,
+            ..*shape
+        };
+        let start = Instant::now();
+        let expected = reference(&sub, &self.x, weights);
+        let took = start.elapsed();
+        let mut report = QkvReport::new(
+            (&self.q, &self.k, &self.v),
+            &expected,
+            shape.q_width,
+            shape.kv_width,
+            tol,
+        );
+        // The report counts rows of the kept set; name the batch rows instead.
+        for part in [&mut report.q, &mut report.k, &mut report.v] {
+            for m in &mut part.first_mismatches {
+                m.row = self.rows[m.row];
+            }
+        }
+        (report, took)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qkv_wgpu::{ChunkOutput, HeadSplit};
+
+    #[test]
+    fn sampled_rows_include_each_chunks_ends_and_all_means_all() {
+        assert_eq!(CheckRows::All.rows_in(5, 100), vec![0, 1, 2, 3, 4]);
+        // 10 of 100 rows over a 30-row chunk: 3 rows, first and last included.
+        assert_eq!(CheckRows::Sample(10).rows_in(30, 100), vec![0, 14, 29]);
+        // Never fewer than 2 (both ends), never more than the chunk.
+        assert_eq!(CheckRows::Sample(1).rows_in(30, 1000), vec![0, 29]);
+        assert_eq!(CheckRows::Sample(500).rows_in(4, 10), vec![0, 1, 2, 3]);
+        assert_eq!(CheckRows::Sample(3).rows_in(1, 10), vec![0]);
+        assert_eq!(parse_check_rows("all"), Ok(CheckRows::All));
+        assert_eq!(parse_check_rows("12"), Ok(CheckRows::Sample(12)));
+        assert!(parse_check_rows("0").is_err() && parse_check_rows("x").is_err());
+    }
+
+    #[test]
+    fn rows_kept_from_a_head_layout_chunk_are_the_token_rows() {
+        // 2 sequences of 3 tokens; Q 4 heads of 2, K/V 2 heads of 2; value = 100 row + col.
+        let shape = QkvShape::new(6, 1, 8, 4, false).unwrap();
+        let split = HeadSplit::new(&shape, 3, 4, 2).unwrap();
+        let rows = |w: u32| -> Vec<f32> {
+            (0..6u32)
+                .flat_map(|r| (0..w).map(move |c| (100 * r + c) as f32))
+                .collect()
+        };
+        let (q, kv) = (rows(8), rows(4));
+        let heads = OutputLayout::Heads(split);
+        let (hq, hk) = (heads.arrange(&q, 6, 8, 4), heads.arrange(&kv, 6, 4, 2));
+        let x = vec![0.5f32; 6];
+        let chunk = |q, k| ChunkOutput {
+            index: 0,
+            of: 1,
+            rows: 0..6,
+            x: &x,
+            q,
+            k,
+            v: k,
+        };
+        let mut by_heads = Collected::default();
+        by_heads.take(&chunk(&hq, &hk), &shape, heads, CheckRows::All);
+        let mut by_tokens = Collected::default();
+        by_tokens.take(
+            &chunk(&q, &kv),
+            &shape,
+            OutputLayout::Tokens,
+            CheckRows::All,
+        );
+        assert_eq!(by_heads.len(), 6);
+        assert_eq!(by_heads.q, by_tokens.q);
+        assert_eq!(by_heads.k, by_tokens.k);
+        assert_eq!(by_heads.v, by_tokens.v);
+        assert_eq!(
+            by_heads.q[8..16],
+            [100., 101., 102., 103., 104., 105., 106., 107.]
+        );
+    }
+}
