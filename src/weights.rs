@@ -138,10 +138,27 @@ pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
 }
 
 /// Rows `rows` of the seeded X [tokens, d_model] into `out` [rows, d_model], uniform in
-/// [-1, 1). Row r depends only on (seed, r), so any chunk can be generated on its own.
+/// [-1, 1). Row r depends only on (seed, r), so any chunk can be generated on its own, and a
+/// large one is generated on every core (the same numbers either way).
 pub fn random_x_rows(d_model: u32, seed: u64, rows: Range<u32>, out: &mut [f32]) {
     let d = d_model as usize;
     assert_eq!(out.len(), rows.len() * d, "out must hold [rows, d_model]");
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads > 1 && out.len() >= 1 << 20 && d > 0 {
+        let per = rows.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (i, part) in out.chunks_mut(per * d).enumerate() {
+                let start = rows.start + (i * per) as u32;
+                let end = start + (part.len() / d) as u32;
+                scope.spawn(move || x_rows(d, seed, start..end, part));
+            }
+        });
+    } else {
+        x_rows(d, seed, rows, out);
+    }
+}
+
+fn x_rows(d: usize, seed: u64, rows: Range<u32>, out: &mut [f32]) {
     for (row, dst) in rows.zip(out.chunks_exact_mut(d.max(1))) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             seed ^ (row as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
@@ -163,6 +180,16 @@ mod tests {
         let mut part = vec![0f32; 4 * 3];
         random_x_rows(3, 42, 5..9, &mut part);
         assert_eq!(&whole[15..27], &part[..]);
+        // A chunk large enough to be generated on several threads: the same rows.
+        let d = 1000u32;
+        let mut big = vec![0f32; 1100 * d as usize];
+        random_x_rows(d, 7, 3..1103, &mut big);
+        let mut one = vec![0f32; d as usize];
+        for r in [3u32, 551, 1102] {
+            random_x_rows(d, 7, r..r + 1, &mut one);
+            let at = (r - 3) as usize * d as usize;
+            assert_eq!(&big[at..at + d as usize], &one[..], "row {r}");
+        }
         assert!(whole.iter().all(|v| (-1.0..1.0).contains(v)));
         assert!(whole.windows(2).any(|w| w[0] != w[1]));
     }

@@ -149,18 +149,27 @@ impl NpyRows {
                 ),
             ));
         }
+        let truncated = |e: std::io::Error| {
+            bad(
+                &self.path,
+                format!("the data is truncated or unreadable ({e})"),
+            )
+        };
+        if self.stored == Stored::F32 && self.big_endian == cfg!(target_endian = "big") {
+            // Stored as this machine's f32: straight into place, no conversion.
+            self.reader
+                .read_exact(bytemuck::cast_slice_mut(dst))
+                .map_err(truncated)?;
+            self.remaining -= dst.len();
+            return Ok(());
+        }
         let size = match self.stored {
             Stored::F16 => 2,
             Stored::F32 => 4,
             Stored::F64 => 8,
         };
         self.bytes.resize(dst.len() * size, 0);
-        self.reader.read_exact(&mut self.bytes).map_err(|e| {
-            bad(
-                &self.path,
-                format!("the data is truncated or unreadable ({e})"),
-            )
-        })?;
+        self.reader.read_exact(&mut self.bytes).map_err(truncated)?;
         let big = self.big_endian;
         match self.stored {
             Stored::F16 => {
