@@ -3,7 +3,7 @@
 //! CSV and an SVG plot of GFLOP/s against tokens.
 
 use crate::check::{CheckRows, Collected};
-use crate::report::{ms, spread};
+use crate::report::{ms, spread, token_bar};
 use crate::run::time_cpu_baseline;
 use crate::run::{parse_kernels, resolve_kernels, KernelList};
 use crate::{Failure, GpuArgs};
@@ -167,7 +167,9 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             jobs.push((w.name.clone(), shape));
         }
     }
-    let bar = indicatif::ProgressBar::new(jobs.len() as u64);
+    // The sweep's bar, and under it a bar over the tokens of each run that has several chunks.
+    let bars = indicatif::MultiProgress::new();
+    let bar = bars.add(indicatif::ProgressBar::new(jobs.len() as u64));
     bar.set_style(
         indicatif::ProgressStyle::with_template(
             "{bar:30} {pos}/{len} shapes, {elapsed} elapsed, ~{eta} left  {msg}",
@@ -217,6 +219,11 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             // Run 0 validates and warms up; the rest are timed, and validated too.
             let mut checked_rows = 0;
             for i in 0..=args.repeats {
+                let tokens_bar = bars.add(token_bar(
+                    shape.tokens,
+                    projector.plan().chunks(),
+                    !args.json && !args.csv,
+                ));
                 let mut kept = Collected::default();
                 let d = shape.d_model;
                 let timings = projector.stream(
@@ -228,8 +235,10 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                         kept.take(&c, shape, OutputLayout::Tokens, check);
                         Ok(())
                     },
-                    |_| {},
+                    |done| tokens_bar.set_position(done as u64),
                 )?;
+                tokens_bar.finish_and_clear();
+                bars.remove(&tokens_bar);
                 let (report, _) = kept.check(shape, &w, tol);
                 checked_rows = kept.len();
                 worst = worst.max(report.max_abs_err());
