@@ -86,6 +86,21 @@ fn lowered_limits_chunk_tokens_and_split_columns_on_every_kernel() {
 }
 
 #[test]
+fn texture_kernels_split_columns_past_the_texture_width() {
+    // 64-texel textures hold 256 columns of W; n_out = 160 + 2 x 64 = 288 needs two blocks.
+    // Every column of both blocks, the bias included, must land where it belongs.
+    let shape = QkvShape::new(50, 40, 160, 64, true).unwrap();
+    for kernel in [Kernel::Texture, Kernel::SubgroupTexture] {
+        let config = KernelConfig::from(kernel);
+        if config.unsupported_on(&small().summary).is_some() {
+            continue;
+        }
+        let (_, blocks) = check_chunked(small(), shape, config, ChunkOptions::default(), 9);
+        assert!(blocks >= 2, "{kernel}: W was not split ({blocks} blocks)");
+    }
+}
+
+#[test]
 fn chunk_boundaries_are_exact() {
     let shape = QkvShape::new(96, 24, 20, 12, true).unwrap();
     for (chunk, streaming) in [(1, true), (1, false), (32, true), (48, false), (95, true)] {

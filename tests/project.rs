@@ -142,6 +142,21 @@ fn columns(y: &[f64], tokens: usize, n: usize, start: usize, width: usize) -> Ve
         .collect()
 }
 
+/// Token-major [batch * seq, heads * dim] rearranged as [batch, heads, seq, dim]: element
+/// (b, h, s, d) is token b * seq + s, column h * dim + d.
+fn to_heads(flat: &[f64], batch: usize, seq: usize, heads: usize, dim: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(flat.len());
+    for b in 0..batch {
+        for h in 0..heads {
+            for s in 0..seq {
+                let at = (b * seq + s) * heads * dim + h * dim;
+                out.extend_from_slice(&flat[at..at + dim]);
+            }
+        }
+    }
+    out
+}
+
 fn read(path: &Path) -> npy::NpyArray {
     npy::read_f32(path).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -421,17 +436,7 @@ fn head_layout_is_written_by_the_kernel_as_batch_heads_seq_dim() {
         ]);
         for (file, w, b, heads) in [("q.npy", 0, 3, 4), ("k.npy", 1, 4, 2), ("v.npy", 2, 5, 2)] {
             let flat = expected(&x, 6, 12, &tensors[w], true, Some(&tensors[b]));
-            // [batch, heads, seq, dim]: element (b, h, s, d) is token b*3+s, column h*3+d.
-            let mut want = Vec::new();
-            for bi in 0..2 {
-                for h in 0..heads {
-                    for si in 0..3 {
-                        for di in 0..3 {
-                            want.push(flat[(bi * 3 + si) * heads * 3 + h * 3 + di]);
-                        }
-                    }
-                }
-            }
+            let want = to_heads(&flat, 2, 3, heads, 3);
             let got = read(&out.join(file));
             assert_eq!(got.shape, vec![2, heads, 3, 3], "{kernel} {file}");
             assert_close(&format!("{kernel} {file}"), &got.data, &want, 12);
@@ -838,16 +843,7 @@ fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_out
             assert_close("q", &got.data, &flat, 12);
         } else {
             assert_eq!(got.shape, vec![5, 4, 3, 3]);
-            let mut want = Vec::new();
-            for b in 0..5 {
-                for h in 0..4 {
-                    for t in 0..3 {
-                        let row = (b * 3 + t) * 12 + h * 3;
-                        want.extend_from_slice(&flat[row..row + 3]);
-                    }
-                }
-            }
-            assert_close("q heads", &got.data, &want, 12);
+            assert_close("q heads", &got.data, &to_heads(&flat, 5, 3, 4, 3), 12);
         }
     }
     // A sample: 2 rows of each of 4 chunks (first and last), 8 checked.
