@@ -47,7 +47,8 @@ pub struct BenchArgs {
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
-    /// Timed runs per configuration (after one validated warm-up); the median is reported
+    /// Timed end-to-end runs per configuration after one validated warm-up, and as many
+    /// back-to-back kernel dispatches; medians are reported
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repeats: u32,
     /// Skip the CPU baseline

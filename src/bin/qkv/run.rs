@@ -36,7 +36,8 @@ pub struct RunArgs {
     /// workgroup-memory tiles; 2 regtile: 4x4 per invocation over tiles; 3 direct: 8x4
     /// outputs per invocation, no barriers; 4 subgroup: direct with X shared by subgroup
     /// broadcasts; 5 texture: 16x4 per invocation, X and W read through textures;
-    /// 6 subgroup-texture: texture with X shared by subgroup broadcasts)
+    /// 6 subgroup-texture: texture with X shared by subgroup broadcasts; 7 blocktile: 8x8 per
+    /// invocation over 128x128 workgroup tiles, for GPUs)
     #[arg(long, default_value = "auto", value_parser = parse_kernels)]
     kernel: KernelList,
     /// Autotune again instead of using the cached choice (with --kernel auto)
@@ -45,8 +46,9 @@ pub struct RunArgs {
     /// Seed for X and the weights (uniform in [-1, 1))
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Timed runs per kernel after one untimed warm-up; every run is validated
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    /// Timed end-to-end runs per kernel after one untimed warm-up (every run is validated),
+    /// and as many back-to-back kernel dispatches timed after them
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=2000))]
     repeats: u32,
     #[command(flatten)]
     tolerance: crate::report::ToleranceArgs,
