@@ -18,6 +18,8 @@
 //! |   |         |                          | textures plus subgroup broadcasts of X           |
 //! | 7 | `blocktile` | `shaders/qkv_blocktile.wgsl` | 8x8 outputs per invocation, 128x128  |
 //! |   |         |                          | workgroup tiles, prefetch; the GPU kernel        |
+//! | 8 | `splitk` | `shaders/qkv_splitk.wgsl` | `blocktile` over `splits` ranges of d_model, |
+//! |   |         |                          | then a reduce pass; small batches on GPUs        |
 //!
 //! Run one variant:
 //! ```text
@@ -29,6 +31,7 @@
 //! cargo run --release -- run --kernel texture  # or --kernel 5
 //! cargo run --release -- run --kernel subgroup-texture # or --kernel 6, with subgroups
 //! cargo run --release -- run --kernel blocktile # or --kernel 7
+//! cargo run --release -- run --kernel splitk   # or --kernel 8; splitk(splits=8)
 //! cargo run --release -- run --kernel all      # every variant on the same inputs
 //! ```
 
@@ -54,6 +57,8 @@ pub enum Kernel {
     SubgroupTexture = 6,
     /// Register-blocked 8x8 per invocation over 128x128 workgroup tiles, with prefetch.
     Blocktile = 7,
+    /// `Blocktile` over ranges of d_model (split-K), partial sums added by a second pass.
+    Splitk = 8,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -75,7 +80,7 @@ pub const FILL_NAN: ShaderSource = ShaderSource {
 };
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 9] = [
+pub const ALL_SHADERS: [ShaderSource; 10] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
@@ -84,6 +89,7 @@ pub const ALL_SHADERS: [ShaderSource; 9] = [
     Kernel::Texture.source(),
     Kernel::SubgroupTexture.source(),
     Kernel::Blocktile.source(),
+    Kernel::Splitk.source(),
     FILL_NAN,
 ];
 
@@ -96,7 +102,7 @@ impl ShaderSource {
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 9] = [
         Kernel::Naive,
         Kernel::Tiled,
         Kernel::Regtile,
@@ -105,6 +111,7 @@ impl Kernel {
         Kernel::Texture,
         Kernel::SubgroupTexture,
         Kernel::Blocktile,
+        Kernel::Splitk,
     ];
 
     /// The variant used where nothing is tuned (`qkv explain`, library callers that do not
@@ -123,6 +130,7 @@ impl Kernel {
             Kernel::Texture => "texture",
             Kernel::SubgroupTexture => "subgroup-texture",
             Kernel::Blocktile => "blocktile",
+            Kernel::Splitk => "splitk",
         }
     }
 
@@ -148,6 +156,9 @@ impl Kernel {
             Kernel::Blocktile => {
                 "8x8 outputs per invocation from 128x128 workgroup-memory tiles, prefetched"
             }
+            Kernel::Splitk => {
+                "blocktile over `splits` ranges of d_model, partial sums added by a second pass"
+            }
         }
     }
 
@@ -155,6 +166,20 @@ impl Kernel {
     /// storage buffers.
     pub const fn reads_textures(self) -> bool {
         matches!(self, Kernel::Texture | Kernel::SubgroupTexture)
+    }
+
+    /// The second pass that adds up partial sums (split-K kernels), if the kernel has one.
+    pub const fn reduce_pass(self) -> Option<ShaderSource> {
+        match self {
+            Kernel::Splitk => {
+                let main = self.source();
+                Some(ShaderSource {
+                    entry_point: "reduce",
+                    ..main
+                })
+            }
+            _ => None,
+        }
     }
 
     /// Whether the kernel uses subgroup operations.
@@ -205,6 +230,11 @@ impl Kernel {
                 wgsl: include_str!("../shaders/qkv_blocktile.wgsl"),
                 entry_point: "main",
             },
+            Kernel::Splitk => ShaderSource {
+                file: "qkv_splitk.wgsl",
+                wgsl: include_str!("../shaders/qkv_splitk.wgsl"),
+                entry_point: "main",
+            },
         }
     }
 
@@ -245,8 +275,8 @@ impl Kernel {
 pub struct KernelConfig {
     /// The variant.
     pub kernel: Kernel,
-    /// Invocations per workgroup (`direct`, `subgroup`, `texture`, `subgroup-texture`), or
-    /// along columns (`regtile`).
+    /// Invocations per workgroup (`direct`, `subgroup`, `texture`, `subgroup-texture`), along
+    /// columns (`regtile`), or the number of d_model ranges (`splitk`'s `splits`).
     pub wg: u32,
     /// Invocations along token rows (`regtile` only; 0 otherwise).
     pub wgy: u32,
@@ -264,6 +294,7 @@ impl KernelConfig {
         let (wg, wgy) = match kernel {
             Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => (0, 0),
             Kernel::Regtile => (16, 16),
+            Kernel::Splitk => (4, 0),
             Kernel::Direct | Kernel::Subgroup => (64, 0),
             Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
         };
@@ -280,6 +311,7 @@ impl KernelConfig {
                     && self.wg * self.wgy <= 1024
             }
             Kernel::Direct | Kernel::Texture => (1..=256).contains(&self.wg) && self.wgy == 0,
+            Kernel::Splitk => (1..=64).contains(&self.wg) && self.wgy == 0,
             Kernel::Subgroup | Kernel::SubgroupTexture => {
                 (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
             }
@@ -302,7 +334,8 @@ impl KernelConfig {
             | Kernel::Regtile
             | Kernel::Texture
             | Kernel::SubgroupTexture
-            | Kernel::Blocktile => n_out.div_ceil(4) * 4,
+            | Kernel::Blocktile
+            | Kernel::Splitk => n_out.div_ceil(4) * 4,
             _ => n_out,
         }
     }
@@ -330,6 +363,7 @@ impl KernelConfig {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => Vec::new(),
             Kernel::Regtile => vec![("WG_X", self.wg as f64), ("WG_Y", self.wgy as f64)],
+            Kernel::Splitk => vec![("SPLITS", self.wg as f64)],
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 vec![("WG", self.wg as f64)]
             }
@@ -345,7 +379,7 @@ impl KernelConfig {
             Kernel::Direct => (self.wg * 4, 8),
             Kernel::Subgroup | Kernel::SubgroupTexture => (self.wg * 4, 32),
             Kernel::Texture => (self.wg * 4, 16),
-            Kernel::Blocktile => (128, 128),
+            Kernel::Blocktile | Kernel::Splitk => (128, 128),
         }
     }
 }
@@ -375,9 +409,13 @@ impl FromStr for KernelConfig {
                 .parse()
                 .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
             match key.trim() {
-                "wg" | "wgx" => config.wg = value,
+                "wg" | "wgx" | "splits" => config.wg = value,
                 "wgy" => config.wgy = value,
-                other => return Err(format!("'{other}' is not a parameter (wg, wgx, wgy)")),
+                other => {
+                    return Err(format!(
+                        "'{other}' is not a parameter (wg, wgx, wgy, splits)"
+                    ))
+                }
             }
         }
         config.check()?;
@@ -390,6 +428,7 @@ impl fmt::Display for KernelConfig {
         match self.kernel {
             Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
             Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
+            Kernel::Splitk => write!(f, "{}(splits={})", self.kernel, self.wg),
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 write!(f, "{}(wg={})", self.kernel, self.wg)
             }
@@ -434,7 +473,7 @@ mod tests {
             assert_eq!(k.number().to_string().parse::<Kernel>(), Ok(k));
         }
         assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
-        assert!("8".parse::<Kernel>().is_err());
+        assert!("9".parse::<Kernel>().is_err());
     }
 
     #[test]
@@ -462,6 +501,10 @@ mod tests {
         assert_eq!((r.wg, r.wgy, r.workgroup_tile()), (8, 16, (32, 64)));
         assert_eq!(r.to_string().parse::<KernelConfig>(), Ok(r));
         assert!("naive(wg=2)".parse::<KernelConfig>().is_err());
+        let k: KernelConfig = "splitk(splits=8)".parse().unwrap();
+        assert_eq!((k.wg, k.to_string()), (8, "splitk(splits=8)".to_string()));
+        assert_eq!(k.to_string().parse::<KernelConfig>(), Ok(k));
+        assert!("splitk(splits=0)".parse::<KernelConfig>().is_err());
         assert!("direct(wg=8".parse::<KernelConfig>().is_err());
     }
 }

@@ -189,6 +189,24 @@ fn plan(
             "max_compute_workgroups_per_dimension",
         ),
     ];
+    if config.kernel.reduce_pass().is_some() {
+        // Split-K partial sums: [splits, chunk tokens, widest column block].
+        let splits = config.wg as u64;
+        if splits > max_groups {
+            return Err(limit(
+                format!("the dispatch over d_model ranges (kernel {config})"),
+                format!("{splits} workgroups"),
+                format!("{max_groups}"),
+                "max_compute_workgroups_per_dimension",
+            ));
+        }
+        let block = col_blocks.iter().map(|b| b.1 as u64).max().unwrap_or(1);
+        bounds.push((
+            binding / (splits * block * 4),
+            format!("the partial sums of a chunk ({splits} x {block} columns, kernel {config})"),
+            binding_name,
+        ));
+    }
     if textures {
         bounds.push((
             max_tex,
@@ -283,7 +301,7 @@ fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::Kernel;
+    use crate::kernels::{Kernel, KernelConfig};
 
     fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
         wgpu::Limits {
@@ -384,6 +402,41 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
+    }
+
+    #[test]
+    fn split_k_partial_sums_bound_chunks_and_splits_fit_the_dispatch() {
+        // 64 KiB bindings; Q of 100 columns: 163 rows. Partial sums of 8 x 160 columns: 12.
+        let s = shape(300, 16, 100, 30);
+        let splitk = |n: u32| KernelConfig {
+            kernel: Kernel::Splitk,
+            wg: n,
+            wgy: 0,
+        };
+        let p = plan(
+            &limits(1 << 16, 65535, 8192),
+            &s,
+            splitk(8),
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(p.chunk_tokens, 12);
+        assert!(
+            p.chunk_reason.contains("partial sums"),
+            "{}",
+            p.chunk_reason
+        );
+        let err = plan(
+            &limits(1 << 16, 4, 8192),
+            &s,
+            splitk(8),
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("d_model ranges"), "{err}");
     }
 
     #[test]

@@ -48,6 +48,8 @@ pub(crate) struct Layouts {
     pub(crate) projection: wgpu::PipelineLayout,
     textured_group: wgpu::BindGroupLayout,
     pub(crate) textured: wgpu::PipelineLayout,
+    split_group: wgpu::BindGroupLayout,
+    pub(crate) split: wgpu::PipelineLayout,
     fill_group: wgpu::BindGroupLayout,
     pub(crate) fill: wgpu::PipelineLayout,
 }
@@ -71,7 +73,8 @@ impl Layouts {
 
     /// Bindings of every `shaders/qkv_*.wgsl`: 0 params (uniform), 1 x, 2 w, 3 bias
     /// (read-only storage), 4 q, 5 k, 6 v (read-write storage); the texture kernels bind x
-    /// and w as unfilterable float 2-D textures instead. `fill_nan.wgsl`: 0 data.
+    /// and w as unfilterable float 2-D textures instead; the split-K kernel adds 7, its
+    /// partial sums (read-write storage). `fill_nan.wgsl`: 0 data.
     pub(crate) fn new(device: &wgpu::Device) -> Self {
         let mut entries = vec![wgpu::BindGroupLayoutEntry {
             binding: 0,
@@ -92,6 +95,17 @@ impl Layouts {
         let projection = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
             label: Some("projection pipeline layout"),
             bind_group_layouts: &[Some(&projection_group)],
+            immediate_size: 0,
+        });
+        let mut split_entries = entries.clone();
+        split_entries.push(storage_entry(7, false));
+        let split_group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("projection (split-K) bind group layout"),
+            entries: &split_entries,
+        });
+        let split = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("projection (split-K) pipeline layout"),
+            bind_group_layouts: &[Some(&split_group)],
             immediate_size: 0,
         });
         for binding in [1, 2] {
@@ -129,8 +143,21 @@ impl Layouts {
             projection,
             textured_group,
             textured,
+            split_group,
+            split,
             fill_group,
             fill,
+        }
+    }
+
+    /// The bind group and pipeline layouts `kernel` is compiled and bound with.
+    fn for_kernel(&self, kernel: Kernel) -> (&wgpu::BindGroupLayout, &wgpu::PipelineLayout) {
+        if kernel.reads_textures() {
+            (&self.textured_group, &self.textured)
+        } else if kernel.reduce_pass().is_some() {
+            (&self.split_group, &self.split)
+        } else {
+            (&self.projection_group, &self.projection)
         }
     }
 }
@@ -371,23 +398,41 @@ struct Slot {
     params: Vec<wgpu::Buffer>,
     bind_groups: Vec<wgpu::BindGroup>,
     fill_groups: Vec<(wgpu::BindGroup, u64)>,
+    /// Split-K partial sums (only for kernels with a reduce pass).
+    scratch: Option<wgpu::Buffer>,
     timestamps: Option<Timestamps>,
     pending: Option<Pending>,
 }
 
-/// One bind group per column block: params, X, that block's W, bias, Q, K, V.
+/// What a set of projection bind groups binds besides each column block's params.
+struct Bound<'a> {
+    x: &'a Operand,
+    /// W per column block.
+    w: &'a [Operand],
+    bias: &'a wgpu::Buffer,
+    outputs: &'a [wgpu::Buffer; 3],
+    /// Split-K partial sums, for kernels that have them.
+    scratch: Option<&'a wgpu::Buffer>,
+}
+
+/// One bind group per column block: params, X, that block's W, bias, Q, K, V (and partial
+/// sums).
 fn projection_bind_groups(
     device: &wgpu::Device,
     layout: &wgpu::BindGroupLayout,
     params: &[wgpu::Buffer],
-    x: &Operand,
-    w: &[Operand],
-    bias: &wgpu::Buffer,
-    outputs: &[wgpu::Buffer; 3],
+    bound: &Bound<'_>,
 ) -> Vec<wgpu::BindGroup> {
+    let Bound {
+        x,
+        w,
+        bias,
+        outputs,
+        scratch,
+    } = bound;
     params
         .iter()
-        .zip(w)
+        .zip(w.iter())
         .map(|(params, w)| {
             let entries: Vec<wgpu::BindGroupEntry> = [
                 params.as_entire_binding(),
@@ -397,6 +442,7 @@ fn projection_bind_groups(
             ]
             .into_iter()
             .chain(outputs.iter().map(|b| b.as_entire_binding()))
+            .chain(scratch.map(|b| b.as_entire_binding()))
             .enumerate()
             .map(|(i, resource)| wgpu::BindGroupEntry {
                 binding: i as u32,
@@ -447,6 +493,8 @@ pub struct Projector<'c> {
     plan: ChunkPlan,
     streaming: bool,
     pipeline: Arc<wgpu::ComputePipeline>,
+    /// The split-K kernel's second pass.
+    reduce_pipeline: Option<Arc<wgpu::ComputePipeline>>,
     fill_pipeline: Arc<wgpu::ComputePipeline>,
     /// W per column block.
     w: Vec<Operand>,
@@ -530,12 +578,12 @@ impl<'c> Projector<'c> {
         ];
         constants.extend(config.constants());
         let textures = config.kernel.reads_textures();
-        let (group_layout, pipeline_layout) = if textures {
-            (&layouts.textured_group, &layouts.textured)
-        } else {
-            (&layouts.projection_group, &layouts.projection)
-        };
+        let (group_layout, pipeline_layout) = layouts.for_kernel(config.kernel);
         let pipeline = ctx.pipeline(config.kernel.source(), &constants, pipeline_layout)?;
+        let reduce_pipeline = match config.kernel.reduce_pass() {
+            Some(source) => Some(ctx.pipeline(source, &constants, pipeline_layout)?),
+            None => None,
+        };
         let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &layouts.fill)?;
 
         let device = &ctx.device;
@@ -630,8 +678,27 @@ impl<'c> Projector<'c> {
                         })
                     })
                     .collect();
-                let bind_groups =
-                    projection_bind_groups(device, group_layout, &params, &x, &w, &bias, &outputs);
+                // Split-K partial sums: [splits, chunk tokens, widest column block].
+                let scratch = config.kernel.reduce_pass().map(|_| {
+                    let widest = plan.col_blocks.iter().map(|b| b.1).max().unwrap_or(0);
+                    storage(
+                        "partial sums (split-K)",
+                        config.wg as usize * chunk as usize * widest as usize,
+                        wgpu::BufferUsages::empty(),
+                    )
+                });
+                let bind_groups = projection_bind_groups(
+                    device,
+                    group_layout,
+                    &params,
+                    &Bound {
+                        x: &x,
+                        w: &w,
+                        bias: &bias,
+                        outputs: &outputs,
+                        scratch: scratch.as_ref(),
+                    },
+                );
                 let fill_groups = outputs
                     .iter()
                     .map(|b| {
@@ -674,6 +741,7 @@ impl<'c> Projector<'c> {
                     params,
                     bind_groups,
                     fill_groups,
+                    scratch,
                     timestamps,
                     pending: None,
                 }
@@ -689,6 +757,7 @@ impl<'c> Projector<'c> {
             plan,
             streaming,
             pipeline,
+            reduce_pipeline,
             fill_pipeline,
             w,
             bias,
@@ -711,9 +780,13 @@ impl<'c> Projector<'c> {
                 label: Some("pipeline warm-up"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&projector.pipeline);
             pass.set_bind_group(0, &projector.slots[0].bind_groups[0], &[]);
+            pass.set_pipeline(&projector.pipeline);
             pass.dispatch_workgroups(1, 1, 1);
+            if let Some(reduce) = &projector.reduce_pipeline {
+                pass.set_pipeline(reduce);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
         })?;
         ctx.submit_and_wait(encoder, "warming up the pipeline")?;
         Ok(projector)
@@ -955,12 +1028,7 @@ impl<'c> Projector<'c> {
                 })
                 .collect()
         };
-        let layouts = ctx.layouts();
-        let group_layout = if self.config.kernel.reads_textures() {
-            &layouts.textured_group
-        } else {
-            &layouts.projection_group
-        };
+        let (group_layout, _) = ctx.layouts().for_kernel(self.config.kernel);
         let slot = &self.slots[0];
         let (full_params, last_params) = ctx.checked(during, || (make_params(), make_params()))?;
         let (full_groups, last_groups) = ctx.checked(during, || {
@@ -969,10 +1037,13 @@ impl<'c> Projector<'c> {
                     device,
                     group_layout,
                     params,
-                    &slot.x,
-                    &self.w,
-                    &self.bias,
-                    &slot.outputs,
+                    &Bound {
+                        x: &slot.x,
+                        w: &self.w,
+                        bias: &self.bias,
+                        outputs: &slot.outputs,
+                        scratch: slot.scratch.as_ref(),
+                    },
                 )
             };
             (groups(&full_params), groups(&last_params))
@@ -1004,7 +1075,6 @@ impl<'c> Projector<'c> {
                 )
             })
         })?;
-        let (cols_per_group, rows_per_group) = self.config.workgroup_tile();
         let label = format!("timing kernel {}", self.config);
         // One submission per repeat: all are queued before waiting, so they run back to back,
         // and no single submission runs long enough to trip a driver watchdog.
@@ -1027,7 +1097,6 @@ impl<'c> Projector<'c> {
                             _ => None,
                         },
                     });
-                    pass.set_pipeline(&self.pipeline);
                     for c in 0..plan.chunks() {
                         let rows = plan.chunk(c).len() as u32;
                         let groups = if rows == full {
@@ -1035,14 +1104,7 @@ impl<'c> Projector<'c> {
                         } else {
                             &last_groups
                         };
-                        for (group, &(_, n_cols)) in groups.iter().zip(&plan.col_blocks) {
-                            pass.set_bind_group(0, group, &[]);
-                            pass.dispatch_workgroups(
-                                n_cols.div_ceil(cols_per_group),
-                                rows.div_ceil(rows_per_group),
-                                1,
-                            );
-                        }
+                        self.encode_dispatches(&mut pass, groups, rows);
                     }
                 }
                 encoder.finish()
@@ -1231,7 +1293,6 @@ impl<'c> Projector<'c> {
 
         let s = &self.slots[slot];
         let kernel_label = format!("{label}: dispatch of kernel {}", self.config);
-        let (cols_per_group, rows_per_group) = self.config.workgroup_tile();
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -1261,15 +1322,7 @@ impl<'c> Projector<'c> {
                         }
                     }),
                 });
-                pass.set_pipeline(&self.pipeline);
-                for (group, &(_, n_cols)) in s.bind_groups.iter().zip(&self.plan.col_blocks) {
-                    pass.set_bind_group(0, group, &[]);
-                    pass.dispatch_workgroups(
-                        n_cols.div_ceil(cols_per_group),
-                        count.div_ceil(rows_per_group),
-                        1,
-                    );
-                }
+                self.encode_dispatches(&mut pass, &s.bind_groups, count);
             }
             if let Some(ts) = &s.timestamps {
                 encoder.resolve_query_set(&ts.set, 0..2, &ts.resolve, 0);
@@ -1295,6 +1348,41 @@ impl<'c> Projector<'c> {
             submission,
         });
         Ok(())
+    }
+
+    /// Dispatches the kernel over a chunk of `rows` tokens, one column block per bind group
+    /// (and, for split-K, each block's reduce pass after it).
+    fn encode_dispatches(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        groups: &[wgpu::BindGroup],
+        rows: u32,
+    ) {
+        let (cols_per_group, rows_per_group) = self.config.workgroup_tile();
+        let splits = match self.reduce_pipeline {
+            Some(_) => self.config.wg,
+            None => 1,
+        };
+        let max_groups = self
+            .ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .min(4096) as u64;
+        for (group, &(_, n_cols)) in groups.iter().zip(&self.plan.col_blocks) {
+            pass.set_bind_group(0, group, &[]);
+            pass.set_pipeline(&self.pipeline);
+            pass.dispatch_workgroups(
+                n_cols.div_ceil(cols_per_group),
+                rows.div_ceil(rows_per_group),
+                splits,
+            );
+            if let Some(reduce) = &self.reduce_pipeline {
+                // A grid-stride loop: any number of groups covers the block.
+                let elements = rows as u64 * n_cols as u64;
+                pass.set_pipeline(reduce);
+                pass.dispatch_workgroups(elements.div_ceil(256).clamp(1, max_groups) as u32, 1, 1);
+            }
+        }
     }
 
     fn encode_fill(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {

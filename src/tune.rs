@@ -31,6 +31,15 @@ pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
     let on_cpu = ctx.is_cpu();
     if !on_cpu {
         out.push(KernelConfig::from(Kernel::Blocktile));
+        // Split-K fills compute units that a small batch leaves idle; a CPU driver has none
+        // idle, so it is not tried there.
+        for splits in [2, 4, 8, 16] {
+            out.push(KernelConfig {
+                kernel: Kernel::Splitk,
+                wg: splits,
+                wgy: 0,
+            });
+        }
     }
     for kernel in [Kernel::SubgroupTexture, Kernel::Texture] {
         for wg in [16, 32] {

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::{
     explain, random_inputs, reference, ContextOptions, Error, FusedWeights, GpuContext, Kernel,
-    KernelTimer, OutputLayout, Projection, Projector, QkvReport, QkvShape,
+    KernelConfig, KernelTimer, OutputLayout, Projection, Projector, QkvReport, QkvShape,
 };
 
 #[test]
@@ -114,6 +114,30 @@ fn many_runs_on_one_projector_give_fresh_right_answers() {
                 "a run returned stale output"
             );
             previous_q = Some(out.q);
+        }
+    }
+}
+
+#[test]
+fn split_k_sums_every_range_of_d_model_once() {
+    // d_model 1, 15, 40 and 70 against ranges of 16-step multiples: more ranges than steps
+    // (empty ranges), ragged last ranges, and a range per step; with and without bias.
+    let shapes = [
+        (5, 1, 8, 4, true),
+        (33, 15, 20, 12, false),
+        (130, 40, 36, 8, true),
+        (17, 70, 16, 16, true),
+    ];
+    for (t, d, q, kv, bias) in shapes {
+        let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
+        for splits in [1, 2, 3, 8, 16] {
+            let config = KernelConfig {
+                kernel: Kernel::Splitk,
+                wg: splits,
+                wgy: 0,
+            };
+            let report = check(shape, config, 40 + splits as u64);
+            assert_pass(&report, &format!("{config} on {shape}"));
         }
     }
 }

@@ -3,8 +3,8 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 use qkv_wgpu::{
-    random_inputs, reference, AdapterFilter, GpuContext, Kernel, Projector, QkvReport, QkvShape,
-    Tolerance,
+    random_inputs, reference, AdapterFilter, GpuContext, KernelConfig, Projector, QkvReport,
+    QkvShape, Tolerance,
 };
 use std::sync::OnceLock;
 
@@ -29,7 +29,7 @@ pub fn tolerance(shape: &QkvShape, x: &[f32], w: &qkv_wgpu::FusedWeights) -> Tol
 }
 
 /// Seeded random inputs through `kernel` on the GPU, checked against the f64 reference.
-pub fn check(shape: QkvShape, kernel: Kernel, seed: u64) -> QkvReport {
+pub fn check(shape: QkvShape, kernel: impl Into<KernelConfig>, seed: u64) -> QkvReport {
     let ctx = ctx();
     let (x, w) = random_inputs(&shape, seed);
     let mut p = Projector::new(ctx, shape, kernel).expect("projector");
