@@ -1126,30 +1126,13 @@ impl<'c> Projector<'c> {
             encoder.resolve_query_set(set, 0..2 * repeats, resolve, 0);
             encoder.copy_buffer_to_buffer(resolve, 0, readback, 0, 16 * repeats as u64);
             ctx.submit_and_wait(encoder, &label)?;
-            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
-            readback.slice(..).map_async(wgpu::MapMode::Read, move |r| {
-                sender.send(r).ok();
-            });
-            let index = ctx.queue.submit([]);
-            ctx.wait(index, &label)?;
-            match pollster::block_on(receiver.receive()) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
-                None => return Err(Error::Readback(format!("{label}: mapping never completed"))),
+            let mut ticks = vec![0u64; 2 * repeats as usize];
+            ctx.read_mapped(readback, &mut ticks, &label)?;
+            let period = ctx.queue.get_timestamp_period() as f64;
+            for pair in ticks.chunks_exact(2) {
+                let ns = pair[1].saturating_sub(pair[0]) as f64 * period;
+                samples.push(Duration::from_nanos(ns as u64));
             }
-            {
-                let view = readback
-                    .slice(..)
-                    .get_mapped_range()
-                    .map_err(|e| Error::Readback(format!("{label}: {e}")))?;
-                let ticks: &[u64] = bytemuck::cast_slice(&view);
-                let period = ctx.queue.get_timestamp_period() as f64;
-                for pair in ticks.chunks_exact(2) {
-                    let ns = pair[1].saturating_sub(pair[0]) as f64 * period;
-                    samples.push(Duration::from_nanos(ns as u64));
-                }
-            }
-            readback.unmap();
         } else {
             // Host clock: each repeat's submit-and-wait (the warm-ups are still queued ahead
             // of the first one).

@@ -142,6 +142,65 @@ fn columns(y: &[f64], tokens: usize, n: usize, start: usize, width: usize) -> Ve
         .collect()
 }
 
+/// Separate Wq [12, 12], Wk and Wv [6, 12] with biases (F32, out-in) and X of `x_shape`
+/// (d_model 12): Q in 4 heads of 3, K/V in 2.
+struct HeadedModel {
+    dir: tempfile::TempDir,
+    tensors: Vec<T>,
+    x: Vec<f32>,
+}
+
+fn headed_model(seed: u64, x_shape: &[u64]) -> HeadedModel {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tensors = vec![
+        tensor("wq", Dtype::F32, &[12, 12], &mut rng),
+        tensor("wk", Dtype::F32, &[6, 12], &mut rng),
+        tensor("wv", Dtype::F32, &[6, 12], &mut rng),
+        tensor("bq", Dtype::F32, &[12], &mut rng),
+        tensor("bk", Dtype::F32, &[6], &mut rng),
+        tensor("bv", Dtype::F32, &[6], &mut rng),
+    ];
+    write_checkpoint(&dir.path().join("m.safetensors"), &tensors);
+    let x = write_x(&dir.path().join("x.npy"), "f32", x_shape, &mut rng);
+    HeadedModel { dir, tensors, x }
+}
+
+impl HeadedModel {
+    /// `qkv project` on this model with its names, layout and `--heads 4`.
+    fn args(&self) -> Vec<String> {
+        let (xp, ckpt) = (
+            self.dir.path().join("x.npy"),
+            self.dir.path().join("m.safetensors"),
+        );
+        [
+            "project",
+            "--input",
+            s(&xp),
+            "--weights",
+            s(&ckpt),
+            "--wq",
+            "wq",
+            "--wk",
+            "wk",
+            "--wv",
+            "wv",
+            "--bq",
+            "bq",
+            "--bk",
+            "bk",
+            "--bv",
+            "bv",
+            "--weight-layout",
+            "out-in",
+            "--heads",
+            "4",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 /// Token-major [batch * seq, heads * dim] rearranged as [batch, heads, seq, dim]: element
 /// (b, h, s, d) is token b * seq + s, column h * dim + d.
 fn to_heads(flat: &[f64], batch: usize, seq: usize, heads: usize, dim: usize) -> Vec<f64> {
@@ -390,52 +449,25 @@ fn gpt2_fused_c_attn_f16_with_bias() {
 #[test]
 fn head_layout_is_written_by_the_kernel_as_batch_heads_seq_dim() {
     // X [2, 3, 12]; Q 4 heads of 3, K/V 2 heads of 3 (inferred), F32, out-in with bias.
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(14);
-    let tensors = vec![
-        tensor("wq", Dtype::F32, &[12, 12], &mut rng),
-        tensor("wk", Dtype::F32, &[6, 12], &mut rng),
-        tensor("wv", Dtype::F32, &[6, 12], &mut rng),
-        tensor("bq", Dtype::F32, &[12], &mut rng),
-        tensor("bk", Dtype::F32, &[6], &mut rng),
-        tensor("bv", Dtype::F32, &[6], &mut rng),
-    ];
-    let ckpt = dir.path().join("m.safetensors");
-    write_checkpoint(&ckpt, &tensors);
-    let x = write_x(&dir.path().join("x.npy"), "f32", &[2, 3, 12], &mut rng);
+    let m = headed_model(14, &[2, 3, 12]);
+    let (dir, tensors, x) = (&m.dir, &m.tensors, &m.x);
     for kernel in ["naive", "tiled"] {
         let out = dir.path().join(kernel);
-        ok(&[
-            "project",
-            "--input",
-            s(&dir.path().join("x.npy")),
-            "--weights",
-            s(&ckpt),
-            "--wq",
-            "wq",
-            "--wk",
-            "wk",
-            "--wv",
-            "wv",
-            "--bq",
-            "bq",
-            "--bk",
-            "bk",
-            "--bv",
-            "bv",
-            "--weight-layout",
-            "out-in",
-            "--heads",
-            "4",
-            "--head-layout",
-            "heads",
-            "--kernel",
-            kernel,
-            "--out",
-            s(&out),
-        ]);
+        let mut args = m.args();
+        args.extend(
+            [
+                "--head-layout",
+                "heads",
+                "--kernel",
+                kernel,
+                "--out",
+                s(&out),
+            ]
+            .map(String::from),
+        );
+        ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
         for (file, w, b, heads) in [("q.npy", 0, 3, 4), ("k.npy", 1, 4, 2), ("v.npy", 2, 5, 2)] {
-            let flat = expected(&x, 6, 12, &tensors[w], true, Some(&tensors[b]));
+            let flat = expected(x, 6, 12, &tensors[w], true, Some(&tensors[b]));
             let want = to_heads(&flat, 2, 3, heads, 3);
             let got = read(&out.join(file));
             assert_eq!(got.shape, vec![2, heads, 3, 3], "{kernel} {file}");
@@ -754,51 +786,12 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
 #[test]
 fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_outputs() {
     // X [5, 3, 12]: 15 tokens in sequences of 3. Q 4 heads of 3, K/V 2 heads of 3, with bias.
-    let dir = tempfile::tempdir().unwrap();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(21);
-    let tensors = vec![
-        tensor("wq", Dtype::F32, &[12, 12], &mut rng),
-        tensor("wk", Dtype::F32, &[6, 12], &mut rng),
-        tensor("wv", Dtype::F32, &[6, 12], &mut rng),
-        tensor("bq", Dtype::F32, &[12], &mut rng),
-        tensor("bk", Dtype::F32, &[6], &mut rng),
-        tensor("bv", Dtype::F32, &[6], &mut rng),
-    ];
-    let ckpt = dir.path().join("m.safetensors");
-    write_checkpoint(&ckpt, &tensors);
-    let xp = dir.path().join("x.npy");
-    let x = write_x(&xp, "f32", &[5, 3, 12], &mut rng);
+    let m = headed_model(21, &[5, 3, 12]);
+    let (dir, tensors, x) = (&m.dir, &m.tensors, &m.x);
     let base = |out: &Path| -> Vec<String> {
-        [
-            "project",
-            "--input",
-            s(&xp),
-            "--weights",
-            s(&ckpt),
-            "--wq",
-            "wq",
-            "--wk",
-            "wk",
-            "--wv",
-            "wv",
-            "--bq",
-            "bq",
-            "--bk",
-            "bk",
-            "--bv",
-            "bv",
-            "--weight-layout",
-            "out-in",
-            "--heads",
-            "4",
-            "--kernel",
-            "direct",
-            "--json",
-            "--out",
-            s(out),
-        ]
-        .map(String::from)
-        .to_vec()
+        let mut args = m.args();
+        args.extend(["--kernel", "direct", "--json", "--out", s(out)].map(String::from));
+        args
     };
     let run = |name: &str, extra: &[&str]| -> (PathBuf, serde_json::Value) {
         let out = dir.path().join(name);
@@ -836,7 +829,7 @@ fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_out
             }
         }
         // And the whole run agrees with an independent computation.
-        let flat = expected(&x, 15, 12, &tensors[0], true, Some(&tensors[3]));
+        let flat = expected(x, 15, 12, &tensors[0], true, Some(&tensors[3]));
         let got = read(&whole.join("q.npy"));
         if layout == "tokens" {
             assert_eq!(got.shape, vec![5, 3, 12]);

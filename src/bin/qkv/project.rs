@@ -355,8 +355,6 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
     };
-    // Checks --atol/--rtol now; the default atol needs max|X|, known once X has been read.
-    tolerance(d_model, &[1.0], w, args.tolerance)?;
     for nf in &loaded.nonfinite {
         eprintln!("warning: {nf}");
     }
@@ -412,7 +410,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
     outputs.finish()?;
 
-    let tol = tolerance(d_model, &[x_absmax], w, args.tolerance)?;
+    // The default atol needs max|X|, known once X has been read.
+    let tol = tolerance(d_model, &[x_absmax], w, args.tolerance);
     let (report, cpu_ms) = match check {
         None => (None, None),
         Some(_) => {

@@ -1,6 +1,6 @@
 //! Output helpers shared by the commands: times, progress lines, the tolerance and the check.
 
-use qkv_wgpu::{Error, FusedWeights, QkvReport, Tolerance};
+use qkv_wgpu::{FusedWeights, QkvReport, Tolerance};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -53,22 +53,13 @@ pub fn tolerance(
     x: &[f32],
     weights: &FusedWeights,
     args: ToleranceArgs,
-) -> Result<Tolerance, Error> {
-    let (atol, rtol) = (args.atol, args.rtol);
-    for (name, value) in [("--atol", atol), ("--rtol", rtol)] {
-        if let Some(v) = value {
-            if !(v.is_finite() && v >= 0.0) {
-                return Err(Error::Input(format!(
-                    "{name} must be a finite number >= 0, got {v}"
-                )));
-            }
-        }
-    }
+) -> Tolerance {
+    // --atol and --rtol were checked when parsed (`parse_tolerance`).
     let default = Tolerance::for_inputs(d_model, x, weights);
-    Ok(Tolerance {
-        atol: atol.unwrap_or(default.atol),
-        rtol: rtol.unwrap_or(default.rtol),
-    })
+    Tolerance {
+        atol: args.atol.unwrap_or(default.atol),
+        rtol: args.rtol.unwrap_or(default.rtol),
+    }
 }
 
 /// The check line that states the condition and its numbers.
