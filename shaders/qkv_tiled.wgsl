@@ -1,4 +1,5 @@
-// Variant 1, `tiled` (the default): classic shared-memory tiling over d_model. Each 16 x 16
+// Variant 1, `tiled` (what `qkv explain` and library callers that name no kernel run; the
+// CLI's other commands autotune): classic shared-memory tiling over d_model. Each 16 x 16
 // workgroup owns a 16 x 16 block of the fused [tokens, n_out] output; it walks d_model in
 // steps of TILE, staging a TILE x TILE tile of X and of W in workgroup memory, so each global
 // element is read once per workgroup instead of once per invocation. One output per

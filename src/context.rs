@@ -1,180 +1,14 @@
-//! The GPU context: instance, adapter, device and queue, made once and shared by every
-//! projection. Picks the adapter (`--backend`, `--adapter`), asks it for the limits that
+//! The GPU context: adapter, device and queue, made once and shared by every projection.
+//! Creates the device on the adapter [`crate::adapter`] picks, asks it for the limits that
 //! projection shapes scale with, turns wgpu's errors into [`Error`]s instead of panics, and
 //! caches compiled pipelines by (shader, entry point, override constants).
 
+use crate::adapter::{pick_adapter, AdapterFilter, AdapterSummary};
+use crate::binding::{BindingKind, Layout, Layouts};
 use crate::error::{Error, Result};
 use crate::kernels::ShaderSource;
-use crate::projector::Layouts;
-use serde::Serialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-
-/// A graphics API wgpu can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// Vulkan (Linux, Windows, Android; Mesa's lavapipe on machines without a GPU).
-    Vulkan,
-    /// Metal (macOS, iOS).
-    Metal,
-    /// Direct3D 12 (Windows).
-    Dx12,
-    /// OpenGL / GLES (a fallback; slower and with fewer features).
-    Gl,
-}
-
-impl BackendChoice {
-    fn backends(self) -> wgpu::Backends {
-        match self {
-            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
-            BackendChoice::Metal => wgpu::Backends::METAL,
-            BackendChoice::Dx12 => wgpu::Backends::DX12,
-            BackendChoice::Gl => wgpu::Backends::GL,
-        }
-    }
-}
-
-/// Which adapter to use. The default picks the best adapter of the primary backends
-/// (Vulkan, Metal, DX12): a discrete GPU before an integrated one before a software one.
-#[derive(Debug, Clone, Default)]
-pub struct AdapterFilter {
-    /// Only adapters of this backend.
-    pub backend: Option<BackendChoice>,
-    /// Only adapters whose name contains this text (case-insensitive).
-    pub name: Option<String>,
-}
-
-impl AdapterFilter {
-    /// The filter from the environment variables `QKV_BACKEND` and `QKV_ADAPTER`, the same
-    /// ones the CLI reads; tests use this to run on the adapter CI names.
-    pub fn from_env() -> Result<Self> {
-        let backend = match std::env::var("QKV_BACKEND") {
-            Ok(b) if !b.is_empty() => Some(
-                <BackendChoice as clap::ValueEnum>::from_str(&b, true)
-                    .map_err(|e| Error::Input(format!("QKV_BACKEND={b}: {e}")))?,
-            ),
-            _ => None,
-        };
-        let name = std::env::var("QKV_ADAPTER").ok().filter(|s| !s.is_empty());
-        Ok(Self { backend, name })
-    }
-
-    fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if let Some(b) = self.backend {
-            parts.push(format!("backend {b:?}"));
-        }
-        if let Some(n) = &self.name {
-            parts.push(format!("name containing '{n}'"));
-        }
-        parts.join(" and ")
-    }
-
-    fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
-        self.name
-            .as_ref()
-            .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
-    }
-}
-
-/// What `qkv adapters` reports about one adapter.
-#[derive(Debug, Clone, Serialize)]
-pub struct AdapterSummary {
-    /// Adapter name, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)".
-    pub name: String,
-    /// Backend: Vulkan, Metal, Dx12 or Gl.
-    pub backend: String,
-    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu or Other.
-    pub device_type: String,
-    /// Driver name and version.
-    pub driver: String,
-    /// Largest storage buffer one binding may view, in bytes (bounds X, W, Q, K, V).
-    pub max_storage_buffer_binding_size: u64,
-    /// Largest buffer, in bytes.
-    pub max_buffer_size: u64,
-    /// Workgroup (shared) memory per workgroup, in bytes.
-    pub max_compute_workgroup_storage_size: u32,
-    /// Invocations per workgroup.
-    pub max_compute_invocations_per_workgroup: u32,
-    /// Workgroups per dispatch dimension.
-    pub max_compute_workgroups_per_dimension: u32,
-    /// GPU timestamps inside compute passes (kernel timing without host overhead).
-    pub timestamp_query: bool,
-    /// 16-bit floats in shaders.
-    pub shader_f16: bool,
-    /// Subgroup (warp / wave) operations in shaders.
-    pub subgroup: bool,
-    /// Subgroup sizes the adapter reports (min, max).
-    pub subgroup_size: (u32, u32),
-}
-
-impl AdapterSummary {
-    fn of(adapter: &wgpu::Adapter) -> Self {
-        let info = adapter.get_info();
-        let limits = adapter.limits();
-        let features = adapter.features();
-        Self {
-            name: info.name.clone(),
-            backend: format!("{:?}", info.backend),
-            device_type: format!("{:?}", info.device_type),
-            driver: format!("{} {}", info.driver, info.driver_info)
-                .trim()
-                .to_string(),
-            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
-            max_buffer_size: limits.max_buffer_size,
-            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
-            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
-            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
-            shader_f16: features.contains(wgpu::Features::SHADER_F16),
-            subgroup: features.contains(wgpu::Features::SUBGROUP),
-            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
-        }
-    }
-}
-
-fn new_instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
-}
-
-/// Adapters of the given backends, best first (discrete, integrated, virtual, other, CPU).
-fn ranked_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
-    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
-    adapters.sort_by_key(|a| match a.get_info().device_type {
-        wgpu::DeviceType::DiscreteGpu => 0,
-        wgpu::DeviceType::IntegratedGpu => 1,
-        wgpu::DeviceType::VirtualGpu => 2,
-        wgpu::DeviceType::Other => 3,
-        wgpu::DeviceType::Cpu => 4,
-    });
-    adapters
-}
-
-/// Adapters the filter's backend allows: the named backend, or the primary ones, falling
-/// back to GL only when no primary backend has an adapter (GL probing is slow and noisy).
-fn candidate_adapters(instance: &wgpu::Instance, filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
-    match filter.backend {
-        Some(b) => ranked_adapters(instance, b.backends()),
-        None => {
-            let primary = ranked_adapters(instance, wgpu::Backends::PRIMARY);
-            if primary.is_empty() {
-                ranked_adapters(instance, wgpu::Backends::SECONDARY)
-            } else {
-                primary
-            }
-        }
-    }
-}
-
-/// Every adapter the filter's backend allows, best first, for `qkv adapters`.
-pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
-    let instance = new_instance();
-    candidate_adapters(&instance, filter)
-        .iter()
-        .filter(|a| filter.matches(&a.get_info()))
-        .map(AdapterSummary::of)
-        .collect()
-}
 
 /// How to create the device.
 #[derive(Debug, Clone, Default)]
@@ -227,34 +61,7 @@ impl GpuContext {
 
     /// Picks an adapter by `filter` and creates a device on it.
     pub fn with_options(filter: &AdapterFilter, options: &ContextOptions) -> Result<Self> {
-        let instance = new_instance();
-        let candidates = candidate_adapters(&instance, filter);
-        if candidates.is_empty() {
-            let described = filter.describe();
-            return Err(Error::NoAdapter {
-                filter: if described.is_empty() {
-                    String::new()
-                } else {
-                    format!(" for {described}")
-                },
-            });
-        }
-        let available = candidates
-            .iter()
-            .map(|a| {
-                let i = a.get_info();
-                format!("'{}' ({:?})", i.name, i.backend)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let adapter = candidates
-            .into_iter()
-            .find(|a| filter.matches(&a.get_info()))
-            .ok_or_else(|| Error::AdapterNotFound {
-                filter: filter.describe(),
-                available,
-            })?;
-        Self::on_adapter(adapter, options)
+        Self::on_adapter(pick_adapter(filter)?, options)
     }
 
     fn on_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
@@ -276,8 +83,8 @@ impl GpuContext {
             ..wgpu::Limits::default().or_worse_values_from(&best)
         });
         let timestamps = summary.timestamp_query;
-        // Ask for what some kernel can use, where the adapter has it; kernels that need a
-        // feature check `KernelConfig::unsupported_on` first.
+        // Ask for what some kernel can use, where the adapter has it; a kernel whose spec
+        // requires a feature is checked against the adapter first (`KernelSpec::unsupported_on`).
         let required_features =
             adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
@@ -308,16 +115,15 @@ impl GpuContext {
 
         // The kernels bind six storage buffers (X, W, bias, Q, K, V) in one stage.
         let storage = device.limits().max_storage_buffers_per_shader_stage;
-        if storage < Layouts::STORAGE_BUFFERS {
+        if storage < BindingKind::STORAGE_BUFFERS {
             return Err(Error::DeviceLimit {
                 what: "the projection kernels' bindings".into(),
                 needed: format!(
                     "{} storage buffers per shader stage",
-                    Layouts::STORAGE_BUFFERS
+                    BindingKind::STORAGE_BUFFERS
                 ),
                 limit: storage.to_string(),
                 limit_name: "max_storage_buffers_per_shader_stage",
-                hint: String::new(),
             });
         }
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -347,14 +153,20 @@ impl GpuContext {
         self.device.limits()
     }
 
-    pub(crate) fn layouts(&self) -> &Layouts {
-        &self.layouts
+    /// The bind group and pipeline layouts of kernels that bind as `kind`.
+    pub(crate) fn layout(&self, kind: BindingKind) -> &Layout {
+        self.layouts.of(kind)
+    }
+
+    /// The layouts of the `fill_nan` utility shader.
+    pub(crate) fn fill_layout(&self) -> &Layout {
+        &self.layouts.fill
     }
 
     /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
     /// ramp from idle, and barriers that cost more than they do on a GPU.
     pub fn is_cpu(&self) -> bool {
-        self.summary.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+        self.summary.is_cpu()
     }
 
     /// Whether kernel times come from GPU timestamps (the adapter has TIMESTAMP_QUERY).

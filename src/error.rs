@@ -1,8 +1,6 @@
 //! The one error type of the library: every failure a user can cause or meet (bad shapes,
 //! missing adapters, device limits, GPU validation errors) as a message that says what to do.
 
-use std::time::Duration;
-
 /// What can go wrong while setting up or running a projection.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -43,7 +41,7 @@ pub enum Error {
     /// A shape that is valid but does not fit the device.
     #[error(
         "{what} needs {needed} but this device allows at most {limit} ({limit_name}); \
-         use a smaller shape{hint}"
+         use a smaller shape"
     )]
     DeviceLimit {
         /// The resource, e.g. "the Q output buffer".
@@ -54,8 +52,6 @@ pub enum Error {
         limit: String,
         /// The wgpu limit's name, so the user can look it up in `qkv adapters`.
         limit_name: &'static str,
-        /// Extra advice, starting with "; " when present.
-        hint: String,
     },
 
     /// Input data that cannot be projected (wrong length, non-finite where not allowed).
@@ -92,15 +88,6 @@ pub enum Error {
     /// Mapping a readback buffer failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
-
-    /// A timed region took longer than wgpu allows to wait.
-    #[error("the GPU did not finish {during} within {timeout:?}")]
-    Timeout {
-        /// The operation in progress.
-        during: String,
-        /// How long we waited.
-        timeout: Duration,
-    },
 }
 
 /// The library's result type.

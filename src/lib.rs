@@ -18,6 +18,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod adapter;
+pub mod binding;
 pub mod context;
 pub mod cpu;
 pub mod error;
@@ -34,14 +36,15 @@ pub mod tune;
 pub mod validate;
 pub mod weights;
 
-pub use context::{
-    list_adapters, AdapterFilter, AdapterSummary, BackendChoice, ContextOptions, GpuContext,
-};
+pub use adapter::{list_adapters, AdapterFilter, AdapterSummary, BackendChoice};
+pub use context::{ContextOptions, GpuContext};
 pub use error::{Error, Result};
-pub use kernels::{Kernel, KernelConfig};
+pub use kernels::{Kernel, KernelConfig, KernelSpec};
 pub use layout::{HeadSplit, OutputLayout};
 pub use plan::{ChunkOptions, ChunkPlan};
-pub use projector::{ChunkOutput, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings};
+pub use projector::{
+    spread, ChunkOutput, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings,
+};
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};

@@ -2,14 +2,14 @@
 //! through double-buffered GPU buffers) and, where one weight matrix alone is past a binding
 //! or texture limit, blocks of output columns (each its own dispatch over its own slice of W).
 //!
-//! Every size comes from the device's actual limits; `--chunk-tokens` overrides the token
-//! chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
+//! A plan is made once per (shape, kernel spec) from the device's limits alone, and the
+//! projector is given it. Every size comes from those limits; `--chunk-tokens` overrides the
+//! token chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
 
-use crate::context::GpuContext;
+use crate::binding::{BindingKind, TextureLayout};
 use crate::error::{fmt_bytes, Error, Result};
-use crate::kernels::KernelConfig;
-use crate::layout::OutputLayout;
-use crate::projector::TextureLayout;
+use crate::kernels::KernelSpec;
+use crate::layout::{HeadSplit, OutputLayout};
 use crate::shape::QkvShape;
 use std::ops::Range;
 
@@ -42,8 +42,10 @@ impl Default for ChunkOptions {
 /// A batch split into token chunks and output-column blocks.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkPlan {
-    /// Tokens in the whole batch.
-    pub tokens: u32,
+    /// The whole batch's shape.
+    pub shape: QkvShape,
+    /// The layout Q, K and V are written in (a head split checked against `shape`).
+    pub layout: OutputLayout,
     /// Tokens per chunk; the last chunk may be shorter.
     pub chunk_tokens: u32,
     /// Fused output columns per block: (first column, columns). One block unless W had to be
@@ -51,46 +53,65 @@ pub struct ChunkPlan {
     pub col_blocks: Vec<(u32, u32)>,
     /// Why the chunk has the size it has (the limit that bound it, or the user's choice).
     pub chunk_reason: String,
+    /// Whether chunks stream through two buffer sets: asked for, and more than one chunk.
+    pub streaming: bool,
 }
 
 impl ChunkPlan {
     /// Number of token chunks.
     pub fn chunks(&self) -> u32 {
-        self.tokens.div_ceil(self.chunk_tokens)
+        self.shape.tokens.div_ceil(self.chunk_tokens)
     }
 
     /// The token rows of chunk `i`.
     pub fn chunk(&self, i: u32) -> Range<u32> {
         let start = i * self.chunk_tokens;
-        start..(start + self.chunk_tokens).min(self.tokens)
+        start..(start + self.chunk_tokens).min(self.shape.tokens)
     }
 
-    /// Plans `shape` for `config` on the device's limits. Fails with
+    /// The shape of one full chunk (the buffers' size).
+    pub fn chunk_shape(&self) -> QkvShape {
+        QkvShape {
+            tokens: self.chunk_tokens,
+            ..self.shape
+        }
+    }
+
+    /// The widest column block.
+    pub fn widest_block(&self) -> u32 {
+        self.col_blocks.iter().map(|b| b.1).max().unwrap_or(0)
+    }
+
+    /// Plans `shape` for `spec` on a device with `limits`. Fails with
     /// [`Error::DeviceLimit`] only where not even one token (one sequence, with a head
     /// layout) or four output columns fit, and with [`Error::Input`] for a `chunk_tokens`
-    /// that does not fit or does not hold whole sequences.
+    /// that does not fit or does not hold whole sequences, and with [`Error::Shape`] for a
+    /// head split that does not divide `shape`.
     pub fn new(
-        ctx: &GpuContext,
+        limits: &wgpu::Limits,
         shape: &QkvShape,
-        config: KernelConfig,
+        spec: &KernelSpec,
         layout: OutputLayout,
         opts: &ChunkOptions,
     ) -> Result<Self> {
-        plan(&ctx.limits(), shape, config, layout, opts)
+        let layout = match layout {
+            OutputLayout::Tokens => layout,
+            // Re-check: a HeadSplit may have been built for another shape.
+            OutputLayout::Heads(h) => {
+                OutputLayout::Heads(HeadSplit::new(shape, h.seq_len, h.heads, h.kv_heads)?)
+            }
+        };
+        plan(limits, shape, spec, layout, opts)
     }
 }
 
-/// Checks that `shape` can run with `config` on this device at all (chunked as needed), with
-/// an error naming the limit that stops it.
-pub fn check_fits(
-    ctx: &GpuContext,
-    shape: &QkvShape,
-    config: impl Into<KernelConfig>,
-) -> Result<()> {
-    ChunkPlan::new(
-        ctx,
+/// Checks that `shape` can run with `spec` on a device with `limits` at all (chunked as
+/// needed), with an error naming the limit that stops it.
+pub fn check_fits(limits: &wgpu::Limits, shape: &QkvShape, spec: &KernelSpec) -> Result<()> {
+    plan(
+        limits,
         shape,
-        config.into(),
+        spec,
         OutputLayout::Tokens,
         &ChunkOptions::default(),
     )
@@ -100,11 +121,12 @@ pub fn check_fits(
 fn plan(
     limits: &wgpu::Limits,
     shape: &QkvShape,
-    config: KernelConfig,
+    spec: &KernelSpec,
     layout: OutputLayout,
     opts: &ChunkOptions,
 ) -> Result<ChunkPlan> {
-    let textures = config.kernel.reads_textures();
+    let config = spec.config;
+    let textures = spec.binding == BindingKind::Textured;
     let (binding, binding_name) =
         if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
             (
@@ -116,7 +138,7 @@ fn plan(
         };
     let max_groups = limits.max_compute_workgroups_per_dimension as u64;
     let max_tex = limits.max_texture_dimension_2d as u64;
-    let (wg_cols, wg_rows) = config.workgroup_tile();
+    let (wg_cols, wg_rows) = spec.tile;
     let d = shape.d_model as u64;
     let limit =
         |what: String, needed: String, limit: String, name: &'static str| Error::DeviceLimit {
@@ -124,7 +146,6 @@ fn plan(
             needed,
             limit,
             limit_name: name,
-            hint: String::new(),
         };
 
     // Column blocks: the widest W slice (a multiple of 4 columns) every limit allows.
@@ -189,9 +210,9 @@ fn plan(
             "max_compute_workgroups_per_dimension",
         ),
     ];
-    if config.kernel.reduce_pass().is_some() {
+    if spec.reduce.is_some() {
         // Split-K partial sums: [splits, chunk tokens, widest column block].
-        let splits = config.wg as u64;
+        let splits = spec.splits as u64;
         if splits > max_groups {
             return Err(limit(
                 format!("the dispatch over d_model ranges (kernel {config})"),
@@ -290,18 +311,22 @@ fn plan(
             (c, reason)
         }
     };
+    let chunk_tokens = chunk.min(tokens) as u32;
     Ok(ChunkPlan {
-        tokens: shape.tokens,
-        chunk_tokens: chunk.min(tokens) as u32,
+        shape: *shape,
+        layout,
+        chunk_tokens,
         col_blocks,
         chunk_reason: reason,
+        // One buffer set suffices when there is only one chunk.
+        streaming: opts.streaming && shape.tokens.div_ceil(chunk_tokens) > 1,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::{Kernel, KernelConfig};
+    use crate::kernels::{Kernel, KernelConfig, KernelSpec};
 
     fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
         wgpu::Limits {
@@ -328,7 +353,7 @@ mod tests {
             let p = plan(
                 &limits(1 << 20, 65535, 8192),
                 &s,
-                Kernel::Naive.into(),
+                &Kernel::Naive.into(),
                 OutputLayout::Tokens,
                 &opts,
             )
@@ -351,7 +376,7 @@ mod tests {
         let p = plan(
             &limits(4096, 65535, 8192),
             &s,
-            Kernel::Naive.into(),
+            &Kernel::Naive.into(),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )
@@ -378,7 +403,7 @@ mod tests {
         let err = plan(
             &limits(4096, 65535, 8192),
             &s,
-            Kernel::Naive.into(),
+            &Kernel::Naive.into(),
             OutputLayout::Tokens,
             &opts,
         )
@@ -396,7 +421,7 @@ mod tests {
         let err = plan(
             &limits(4096, 65535, 8192),
             &s,
-            Kernel::Naive.into(),
+            &Kernel::Naive.into(),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )
@@ -408,15 +433,18 @@ mod tests {
     fn split_k_partial_sums_bound_chunks_and_splits_fit_the_dispatch() {
         // 64 KiB bindings; Q of 100 columns: 163 rows. Partial sums of 8 x 160 columns: 12.
         let s = shape(300, 16, 100, 30);
-        let splitk = |n: u32| KernelConfig {
-            kernel: Kernel::Splitk,
-            wg: n,
-            wgy: 0,
+        let splitk = |n: u32| {
+            KernelSpec::new(KernelConfig {
+                kernel: Kernel::Splitk,
+                wg: n,
+                wgy: 0,
+            })
+            .unwrap()
         };
         let p = plan(
             &limits(1 << 16, 65535, 8192),
             &s,
-            splitk(8),
+            &splitk(8),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )
@@ -430,7 +458,7 @@ mod tests {
         let err = plan(
             &limits(1 << 16, 4, 8192),
             &s,
-            splitk(8),
+            &splitk(8),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )
@@ -445,7 +473,7 @@ mod tests {
         let p = plan(
             &limits(1 << 20, 65535, 64),
             &s,
-            Kernel::Texture.into(),
+            &Kernel::Texture.into(),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )

@@ -10,8 +10,10 @@
 
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernels::{Kernel, KernelConfig};
-use crate::projector::{check_fits, Projector};
+use crate::kernels::{Kernel, KernelConfig, KernelSpec};
+use crate::layout::OutputLayout;
+use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
+use crate::projector::Projector;
 use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
@@ -72,7 +74,10 @@ pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
         out.push(KernelConfig::from(Kernel::Blocktile));
     }
     let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
-    out.retain(|c| c.unsupported_on(&ctx.summary).is_none() && c.wg * c.wgy.max(1) <= max_wg);
+    out.retain(|&c| {
+        KernelSpec::new(c)
+            .is_ok_and(|s| s.unsupported_on(&ctx.summary).is_none() && s.invocations <= max_wg)
+    });
     out
 }
 
@@ -198,9 +203,9 @@ fn proxy(ctx: &GpuContext, shape: &QkvShape) -> QkvShape {
 }
 
 /// FNV-1a of the WGSL, so an entry tuned for an older shader is not trusted.
-fn shader_hash(config: &KernelConfig) -> String {
+fn shader_hash(spec: &KernelSpec) -> String {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in config.kernel.source().wgsl.bytes() {
+    for b in spec.source.wgsl.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
     format!("{h:016x}")
@@ -237,11 +242,18 @@ impl Inputs {
 fn trial(
     ctx: &GpuContext,
     inputs: &Inputs,
-    config: KernelConfig,
+    spec: &KernelSpec,
     repeats: u32,
 ) -> Result<std::result::Result<Duration, String>> {
     let shape = &inputs.shape;
-    let mut projector = Projector::new(ctx, *shape, config)?;
+    let plan = ChunkPlan::new(
+        &ctx.limits(),
+        shape,
+        spec,
+        OutputLayout::Tokens,
+        &ChunkOptions::default(),
+    )?;
+    let mut projector = Projector::from_plan(ctx, spec.clone(), plan)?;
     projector.set_weights(&inputs.w)?;
     let out = projector.run(&inputs.x)?;
     let report = QkvReport::of(&out, &inputs.expected, shape, inputs.tol);
@@ -263,24 +275,24 @@ fn recheck(
     entry: &Entry,
     tol: Option<Tolerance>,
 ) -> Result<std::result::Result<KernelConfig, String>> {
-    let config: KernelConfig = match entry.config.parse() {
-        Ok(c) => c,
+    let spec = match entry.config.parse().and_then(KernelSpec::new) {
+        Ok(s) => s,
         Err(e) => return Ok(Err(format!("it names no usable configuration ({e})"))),
     };
-    if let Some(why) = config.unsupported_on(&ctx.summary) {
+    if let Some(why) = spec.unsupported_on(&ctx.summary) {
         return Ok(Err(why));
     }
-    if let Err(e) = check_fits(ctx, shape, config) {
+    if let Err(e) = check_fits(&ctx.limits(), shape, &spec) {
         return Ok(Err(format!("it does not fit this shape: {e}")));
     }
-    if entry.shader_hash != shader_hash(&config) {
+    if entry.shader_hash != shader_hash(&spec) {
         return Ok(Err(format!(
             "{} changed since it was tuned",
-            config.kernel.source().file
+            spec.source.file
         )));
     }
     let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol);
-    Ok(trial(ctx, &inputs, config, 1)?.map(|_| config))
+    Ok(trial(ctx, &inputs, &spec, 1)?.map(|_| spec.config))
 }
 
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
@@ -314,11 +326,13 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     let first_inputs = Inputs::new(&p, 1, opts.tolerance);
     let mut timed_inputs = None;
     let mut trials = Vec::new();
-    let mut best: Option<(Duration, KernelConfig)> = None;
+    let mut best: Option<(Duration, KernelSpec)> = None;
+    let limits = ctx.limits();
     for config in candidates(ctx) {
+        let spec = KernelSpec::new(config).map_err(Error::Input)?;
         // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
         // texture past the device's texture size, say) is not a candidate for it.
-        if let Err(e) = check_fits(ctx, shape, config) {
+        if let Err(e) = check_fits(&limits, shape, &spec) {
             trials.push(Trial {
                 config: config.to_string(),
                 ms: None,
@@ -329,22 +343,22 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
         // Compile, validate and time once; then validate on other inputs and time three
         // dispatches, unless the first was already over 4x the best so far (its figure then
         // stands alone).
-        let first = trial(ctx, &first_inputs, config, 1);
+        let first = trial(ctx, &first_inputs, &spec, 1);
         let result = match first {
-            Ok(Ok(t)) if best.is_some_and(|(b, _)| t > 4 * b) => {
+            Ok(Ok(t)) if best.as_ref().is_some_and(|(b, _)| t > 4 * *b) => {
                 Ok(Ok((t, "ok (one run: over 4x the best so far)")))
             }
             Ok(Ok(_)) => {
                 let inputs = timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance));
-                trial(ctx, inputs, config, 3).map(|r| r.map(|t| (t, "ok")))
+                trial(ctx, inputs, &spec, 3).map(|r| r.map(|t| (t, "ok")))
             }
             Ok(Err(e)) => Ok(Err(e)),
             Err(e) => Err(e),
         };
         let (ms, status) = match result {
             Ok(Ok((t, status))) => {
-                if best.is_none_or(|(b, _)| t < b) {
-                    best = Some((t, config));
+                if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                    best = Some((t, spec));
                 }
                 (Some(t.as_secs_f64() * 1e3), status.to_string())
             }
@@ -358,7 +372,7 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
             status,
         });
     }
-    let Some((_, config)) = best else {
+    let Some((_, spec)) = best else {
         return Err(Error::Input(format!(
             "no kernel configuration ran and validated on this adapter: {}{}",
             trials
@@ -374,8 +388,8 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     cache.entries.insert(
         key,
         Entry {
-            config: config.to_string(),
-            shader_hash: shader_hash(&config),
+            config: spec.to_string(),
+            shader_hash: shader_hash(&spec),
             proxy: format!(
                 "tokens {}, d_model {}, n_out {}",
                 p.tokens,
@@ -400,7 +414,7 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
         reason.push_str(&format!("; the cached choice was discarded: {d}"));
     }
     Ok(Choice {
-        config,
+        config: spec.config,
         reason,
         trials,
     })

@@ -18,7 +18,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 /// How a weight matrix is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WeightLayout {
     /// [out_features, in_features], y = x·Wᵀ + b: PyTorch nn.Linear (BERT, Llama, most models).
     OutIn,
@@ -26,12 +26,47 @@ pub enum WeightLayout {
     InOut,
 }
 
-impl fmt::Display for WeightLayout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl WeightLayout {
+    /// Both layouts.
+    pub const ALL: [WeightLayout; 2] = [WeightLayout::OutIn, WeightLayout::InOut];
+
+    /// The name users type (`--weight-layout out-in`).
+    pub const fn name(self) -> &'static str {
+        match self {
             WeightLayout::OutIn => "out-in",
             WeightLayout::InOut => "in-out",
-        })
+        }
+    }
+
+    /// One line on what the layout is and who uses it.
+    pub const fn description(self) -> &'static str {
+        match self {
+            WeightLayout::OutIn => {
+                "[out_features, in_features], y = x·Wᵀ + b: PyTorch nn.Linear (BERT, Llama, \
+                 most models)"
+            }
+            WeightLayout::InOut => {
+                "[in_features, out_features], y = x·W + b: GPT-2's Conv1D, and this crate's \
+                 own layout"
+            }
+        }
+    }
+}
+
+impl fmt::Display for WeightLayout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for WeightLayout {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        WeightLayout::ALL
+            .into_iter()
+            .find(|l| l.name() == s.trim())
+            .ok_or_else(|| format!("invalid value '{s}'; possible values: out-in, in-out"))
     }
 }
 

@@ -1,6 +1,7 @@
 //! `qkv adapters`: every adapter wgpu sees, with the limits and features this tool depends on.
 
-use crate::{Failure, GpuArgs};
+use crate::args::GpuArgs;
+use crate::exit::Failure;
 use clap::Args;
 use qkv_wgpu::{list_adapters, Error};
 

@@ -2,15 +2,16 @@
 //! configuration validated before it is timed, against the fast CPU baseline; a table, JSON,
 //! CSV and an SVG plot of GFLOP/s against tokens.
 
-use crate::check::{CheckRows, Collected};
-use crate::report::{ms, spread, token_bar};
-use crate::run::time_cpu_baseline;
-use crate::run::{parse_kernels, resolve_kernels, KernelList};
-use crate::{Failure, GpuArgs};
+use crate::args::{kernel_help, parse_kernels, resolve_kernels, ChunkArgs, GpuArgs, KernelList};
+use crate::baseline::CpuBaseline;
+use crate::check::{random_run, CheckRows};
+use crate::exit::Failure;
+use crate::report::{ms, token_bar};
 use clap::Args;
+use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::{
-    random_weights, random_x_rows, Error, OutputLayout, Projector, QkvShape, Tolerance,
+    random_weights, spread, ChunkPlan, Error, Kernel, OutputLayout, Projector, QkvShape, Tolerance,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -40,9 +41,7 @@ pub struct BenchArgs {
     /// Largest token count of the default sweep
     #[arg(long, default_value_t = 1024)]
     max_tokens: u32,
-    /// `auto`, or kernel configurations as for `qkv run --kernel` (e.g. `all`, `naive,auto`
-    /// is not allowed: auto stands alone)
-    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
     kernel: KernelList,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
@@ -67,7 +66,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
     #[command(flatten)]
-    chunking: crate::run::ChunkArgs,
+    chunking: ChunkArgs,
     /// Rows of each run checked against the f64 reference: `all`, or N spread over every
     /// chunk [default: all up to 20 GFLOP per run, else 4096]
     #[arg(long, value_parser = crate::check::parse_check_rows)]
@@ -164,7 +163,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     for w in &loads {
         for &t in &w.tokens {
             let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
-            qkv_wgpu::projector::check_fits(&ctx, &shape, qkv_wgpu::Kernel::Naive)?;
+            check_fits(&ctx.limits(), &shape, &Kernel::Naive.into())?;
             jobs.push((w.name.clone(), shape));
         }
     }
@@ -187,30 +186,25 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     let mut rows = Vec::new();
     for (name, shape) in &jobs {
         bar.set_message(format!("{name} x {} tokens", shape.tokens));
-        let configs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
+        let specs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
         // X is generated chunk by chunk as each run streams, and checked on sampled rows past
         // 20 GFLOP, so a batch whose X or Q, K, V pass 2 GiB needs no more memory than a chunk.
         let w = random_weights(shape, args.seed);
         // X is uniform in [-1, 1): 1 bounds its magnitude.
         let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w);
         let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
-        // The CPU baseline holds X and Q, K, V: at most the first 16384 tokens, scaled.
-        let cpu_shape = QkvShape {
-            tokens: shape.tokens.min(16384),
-            ..*shape
-        };
-        let cpu_ms = (!args.no_cpu).then(|| {
-            time_cpu_baseline(&cpu_shape, args.seed, &w, args.repeats) * shape.tokens as f64
-                / cpu_shape.tokens as f64
-        });
-        for (config, _) in configs {
-            let mut projector = Projector::with_options(
-                &ctx,
-                *shape,
-                config,
+        let cpu = (!args.no_cpu).then(|| CpuBaseline::measure(shape, args.seed, &w, args.repeats));
+        let cpu_ms = cpu.map(|c| c.ms);
+        for (spec, _) in specs {
+            let config = spec.config;
+            let plan = ChunkPlan::new(
+                &ctx.limits(),
+                shape,
+                &spec,
                 OutputLayout::Tokens,
                 &args.chunking.options(),
             )?;
+            let mut projector = Projector::from_plan(&ctx, spec, plan)?;
             projector.set_weights(&w)?;
             let mut in_run = Duration::ZERO;
             let mut total = Vec::new();
@@ -225,19 +219,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                     projector.plan().chunks(),
                     !args.json && !args.csv,
                 ));
-                let mut kept = Collected::default();
-                let d = shape.d_model;
-                let timings = projector.stream(
-                    |rows, dst| {
-                        random_x_rows(d, args.seed, rows, dst);
-                        Ok(())
-                    },
-                    |c| {
-                        kept.take(&c, shape, OutputLayout::Tokens, check);
-                        Ok(())
-                    },
-                    |done| tokens_bar.set_position(done as u64),
-                )?;
+                let (timings, kept) = random_run(&mut projector, args.seed, check, &tokens_bar)?;
                 tokens_bar.finish_and_clear();
                 bars.remove(&tokens_bar);
                 let (report, _) = kept.check(shape, &w, tol);
@@ -271,7 +253,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             let total_ms = if total.is_empty() {
                 f64::NAN
             } else {
-                spread(total).0
+                spread(&total).0
             };
             rows.push(Row {
                 shape: name.clone(),
@@ -288,7 +270,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 cpu_ms,
                 cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
                 speedup: cpu_ms.map(|c| c / kernel_ms),
-                cpu_tokens: (!args.no_cpu).then_some(cpu_shape.tokens),
+                cpu_tokens: cpu.map(|c| c.tokens),
                 max_abs_err: worst,
                 checked_rows,
                 pass,

@@ -1,8 +1,11 @@
 //! Checking streamed results against the f64 reference: which rows `--check-rows` picks in
-//! each chunk, and the rows kept as chunks stream by, checked once the run is over. Shared by
-//! `run` and `project`.
+//! each chunk, the rows kept as chunks stream by, checked once the run is over, and the run
+//! of seeded random X that `run` and `bench` check this way. Shared by `run`, `project` and
+//! `bench`.
 
-use qkv_wgpu::{reference, OutputLayout, QkvReport, QkvShape};
+use qkv_wgpu::{
+    random_x_rows, reference, Error, OutputLayout, Projector, QkvReport, QkvShape, RunTimings,
+};
 use std::time::{Duration, Instant};
 
 /// Which rows `--check-rows` validates.
@@ -136,6 +139,31 @@ impl Collected {
         }
         (report, took)
     }
+}
+
+/// One run of seeded random X (uniform in [-1, 1), generated chunk by chunk as the batch
+/// streams) through `projector`, token-major, keeping the rows `check` picks; `bar` follows
+/// the tokens done.
+pub fn random_run(
+    projector: &mut Projector<'_>,
+    seed: u64,
+    check: CheckRows,
+    bar: &indicatif::ProgressBar,
+) -> Result<(RunTimings, Collected), Error> {
+    let (shape, layout) = (*projector.shape(), projector.layout());
+    let mut kept = Collected::default();
+    let timings = projector.stream(
+        |rows, dst| {
+            random_x_rows(shape.d_model, seed, rows, dst);
+            Ok(())
+        },
+        |c| {
+            kept.take(&c, &shape, layout, check);
+            Ok(())
+        },
+        |done| bar.set_position(done as u64),
+    )?;
+    Ok((timings, kept))
 }
 
 #[cfg(test)]

@@ -4,15 +4,20 @@
 //! input, 3 no usable GPU or a GPU error.
 
 mod adapters;
+mod args;
+mod baseline;
 mod bench;
 mod check;
+mod exit;
 mod plot;
 mod project;
 mod report;
 mod run;
 
-use clap::{Args, Parser, Subcommand};
-use qkv_wgpu::{AdapterFilter, BackendChoice, Error, GpuContext, Kernel};
+use args::GpuArgs;
+use clap::{Parser, Subcommand};
+use exit::{exit_code, Failure};
+use qkv_wgpu::Kernel;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
@@ -34,30 +39,6 @@ struct Cli {
     gpu: GpuArgs,
     #[command(subcommand)]
     command: Command,
-}
-
-/// Adapter choice, shared by every command.
-#[derive(Args, Debug, Clone)]
-struct GpuArgs {
-    /// Graphics API to use [default: the best of Vulkan, Metal, DX12; GL only if none]
-    #[arg(long, global = true, env = "QKV_BACKEND", value_enum)]
-    backend: Option<BackendChoice>,
-    /// Use the first adapter whose name contains this text (case-insensitive)
-    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING")]
-    adapter: Option<String>,
-}
-
-impl GpuArgs {
-    fn filter(&self) -> AdapterFilter {
-        AdapterFilter {
-            backend: self.backend,
-            name: self.adapter.clone(),
-        }
-    }
-
-    fn context(&self) -> Result<GpuContext, Error> {
-        GpuContext::new(&self.filter())
-    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -83,27 +64,6 @@ enum Command {
 
 fn parse_kernel(s: &str) -> Result<Kernel, String> {
     s.parse()
-}
-
-/// What a command failed with, and the exit code it maps to.
-enum Failure {
-    /// Ran fine, but a check failed (exit 1); already reported.
-    Validation,
-    /// A library error (exit 2 for the user's input, 3 for the GPU).
-    Error(Error),
-}
-
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Error(e)
-    }
-}
-
-fn exit_code(e: &Error) -> u8 {
-    match e {
-        Error::Shape(_) | Error::Input(_) | Error::DeviceLimit { .. } => 2,
-        _ => 3,
-    }
 }
 
 fn main() -> ExitCode {

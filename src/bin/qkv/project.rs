@@ -1,15 +1,16 @@
 //! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors checkpoint,
 //! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
+use crate::args::{kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
+use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
 use crate::check::{CheckRows, Collected};
-use crate::report::token_bar;
-use crate::report::{ms, print_checks, print_condition, progress, tolerance};
-use crate::{Failure, GpuArgs};
+use crate::exit::Failure;
+use crate::report::{ms, print_checks, print_condition, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
 use qkv_wgpu::io::npy::{NpyRowWriter, NpyRows};
 use qkv_wgpu::io::NonFinite;
-use qkv_wgpu::{Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
+use qkv_wgpu::{ChunkPlan, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,7 +62,7 @@ pub struct ProjectArgs {
     #[arg(long, value_name = "NAME", requires = "wqkv")]
     bqkv: Option<String>,
     /// How the weights are stored [default: the family's convention, or what the shapes prove]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = weight_layout_parser())]
     weight_layout: Option<WeightLayout>,
     /// Query heads: splits Q for --head-layout heads (and a fused matrix with grouped K/V)
     #[arg(long, value_name = "H")]
@@ -86,19 +87,18 @@ pub struct ProjectArgs {
     #[arg(long, value_parser = crate::check::parse_check_rows)]
     check_rows: Option<CheckRows>,
     #[command(flatten)]
-    chunking: crate::run::ChunkArgs,
+    chunking: ChunkArgs,
     /// Write the outputs even when X or the weights hold NaN or Inf
     #[arg(long)]
     allow_nonfinite: bool,
-    /// `auto` (autotuned for this adapter and shape class) or one configuration, e.g. `tiled`,
-    /// `direct(wg=32)` (see `qkv run --help`)
-    #[arg(long, default_value = "auto", value_parser = crate::run::parse_kernels)]
-    kernel: crate::run::KernelList,
+    /// One configuration (see below), or `auto`
+    #[arg(long, default_value = "auto", value_parser = parse_kernels, long_help = kernel_help())]
+    kernel: KernelList,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
     #[command(flatten)]
-    tolerance: crate::report::ToleranceArgs,
+    tolerance: ToleranceArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     json: bool,
@@ -360,17 +360,20 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     }
 
     let ctx = gpu.context()?;
-    let configs = crate::run::resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
-    let [(config, config_reason)] = configs.as_slice() else {
-        return Err(Error::Input(
-            "qkv project runs one kernel configuration; name one, or auto".into(),
-        )
-        .into());
-    };
-    let mut projector =
-        Projector::with_options(&ctx, shape, *config, layout, &args.chunking.options())?;
+    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
+    let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
+        Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
+    })?;
+    let config = spec.config;
+    let plan = ChunkPlan::new(
+        &ctx.limits(),
+        &shape,
+        &spec,
+        layout,
+        &args.chunking.options(),
+    )?;
+    let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
     projector.set_weights(w)?;
-    let plan = projector.plan().clone();
 
     let q_shape = layout.dims(&shape, false, batch_seq);
     let kv_shape = layout.dims(&shape, true, batch_seq);
@@ -411,7 +414,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     outputs.finish()?;
 
     // The default atol needs max|X|, known once X has been read.
-    let tol = tolerance(d_model, &[x_absmax], w, args.tolerance);
+    let tol = args.tolerance.tolerance(d_model, &[x_absmax], w);
     let (report, cpu_ms) = match check {
         None => (None, None),
         Some(_) => {
@@ -443,7 +446,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         adapter: s.name.clone(),
         backend: s.backend.clone(),
         kernel: config.to_string(),
-        config_reason: config_reason.clone(),
+        config_reason,
         input: args.input.display().to_string(),
         input_dtype: x.dtype,
         weights: args.weights.display().to_string(),

@@ -1,6 +1,7 @@
-//! Output helpers shared by the commands: times, progress lines, the tolerance and the check.
+//! Output helpers shared by the commands: times, progress lines and bars, the check's
+//! condition and its report.
 
-use qkv_wgpu::{FusedWeights, QkvReport, Tolerance};
+use qkv_wgpu::{QkvReport, Tolerance};
 use std::io::IsTerminal;
 use std::time::Duration;
 
@@ -9,56 +10,10 @@ pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
-/// Median, min and max of `values` (non-empty).
-pub fn spread(mut values: Vec<f64>) -> (f64, f64, f64) {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    let median = if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    };
-    (median, values[0], values[n - 1])
-}
-
 /// Progress on stderr, only when a person is watching it.
 pub fn progress(msg: &str) {
     if std::io::stderr().is_terminal() {
         eprintln!("... {msg}");
-    }
-}
-
-/// Parses --atol / --rtol: a finite number >= 0, refused before any work starts.
-pub fn parse_tolerance(s: &str) -> Result<f64, String> {
-    match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
-        _ => Err(format!("must be a finite number >= 0, got {s}")),
-    }
-}
-
-/// `--atol` and `--rtol`, shared by the commands that check results.
-#[derive(clap::Args, Debug, Clone, Copy)]
-pub struct ToleranceArgs {
-    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
-    pub atol: Option<f64>,
-    /// Relative tolerance [default: 1e-4]
-    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
-    pub rtol: Option<f64>,
-}
-
-/// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
-pub fn tolerance(
-    d_model: u32,
-    x: &[f32],
-    weights: &FusedWeights,
-    args: ToleranceArgs,
-) -> Tolerance {
-    // --atol and --rtol were checked when parsed (`parse_tolerance`).
-    let default = Tolerance::for_inputs(d_model, x, weights);
-    Tolerance {
-        atol: args.atol.unwrap_or(default.atol),
-        rtol: args.rtol.unwrap_or(default.rtol),
     }
 }
 

@@ -1,16 +1,21 @@
 //! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
-use crate::check::{CheckRows, Collected};
-use crate::report::{ms, print_checks, print_condition, progress, spread, token_bar, tolerance};
-use crate::{Failure, GpuArgs};
+use crate::args::{kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
+use crate::args::{GpuArgs, ToleranceArgs};
+use crate::baseline::CpuBaseline;
+use crate::check::{random_run, CheckRows};
+use crate::exit::Failure;
+use crate::report::{ms, print_checks, print_condition, progress, token_bar};
 use clap::Args;
+use qkv_wgpu::plan::check_fits;
+use qkv_wgpu::projector::MAX_REPEATS;
 use qkv_wgpu::{
-    random_weights, random_x_rows, ChunkOptions, ChunkPlan, Kernel, KernelConfig, KernelTimer,
-    OutputLayout, Projector, QkvReport, QkvShape,
+    random_weights, spread, ChunkPlan, Kernel, KernelConfig, KernelTimer, OutputLayout, Projector,
+    QkvReport, QkvShape,
 };
 use serde::Serialize;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -30,15 +35,7 @@ pub struct RunArgs {
     /// Add a bias to each projection
     #[arg(long)]
     bias: bool,
-    /// `auto` (the configuration autotuned for this adapter and shape class), or kernel
-    /// variants by name or number, comma-separated, or `all`; each may carry tuning
-    /// parameters, e.g. `direct(wg=32)` (0 naive: one output per invocation; 1 tiled: 16x16
-    /// workgroup-memory tiles; 2 regtile: 4x4 per invocation over tiles; 3 direct: 8x4
-    /// outputs per invocation, no barriers; 4 subgroup: direct with X shared by subgroup
-    /// broadcasts; 5 texture: 16x4 per invocation, X and W read through textures;
-    /// 6 subgroup-texture: texture with X shared by subgroup broadcasts; 7 blocktile: 8x8 per
-    /// invocation over 128x128 workgroup tiles, for GPUs)
-    #[arg(long, default_value = "auto", value_parser = parse_kernels)]
+    #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
     kernel: KernelList,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
@@ -48,10 +45,11 @@ pub struct RunArgs {
     seed: u64,
     /// Timed end-to-end runs per kernel after one untimed warm-up (every run is validated),
     /// and as many back-to-back kernel dispatches timed after them
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=2000))]
+    #[arg(long, default_value_t = 5,
+          value_parser = clap::value_parser!(u32).range(1..=MAX_REPEATS as i64))]
     repeats: u32,
     #[command(flatten)]
-    tolerance: crate::report::ToleranceArgs,
+    tolerance: ToleranceArgs,
     #[command(flatten)]
     chunking: ChunkArgs,
     /// Rows checked against the f64 reference in every run: `all`, or N rows spread over
@@ -62,85 +60,6 @@ pub struct RunArgs {
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
     json: bool,
-}
-
-/// How a batch larger than one dispatch is split; shared by `run`, `project` and `bench`.
-#[derive(Args, Debug, Clone, Copy)]
-pub struct ChunkArgs {
-    /// Tokens per chunk (each chunk its own dispatch) [default: the most that fit the
-    /// device's limits and 64 MiB of X, Q, K, V]
-    #[arg(long)]
-    pub chunk_tokens: Option<u32>,
-    /// Run chunks one after another instead of overlapping the transfers of one chunk with
-    /// the kernel of the next (for comparison)
-    #[arg(long)]
-    pub no_stream: bool,
-}
-
-impl ChunkArgs {
-    pub fn options(&self) -> ChunkOptions {
-        ChunkOptions {
-            chunk_tokens: self.chunk_tokens,
-            streaming: !self.no_stream,
-            ..Default::default()
-        }
-    }
-}
-
-/// What `--kernel` asked for.
-#[derive(Debug, Clone)]
-pub enum KernelList {
-    /// The autotuned configuration.
-    Auto,
-    /// Exactly these; `all` means every variant this adapter can run.
-    Given {
-        configs: Vec<KernelConfig>,
-        all: bool,
-    },
-}
-
-pub fn parse_kernels(s: &str) -> Result<KernelList, String> {
-    match s.trim() {
-        "auto" => Ok(KernelList::Auto),
-        other => Kernel::parse_list(other).map(|configs| KernelList::Given {
-            configs,
-            all: other == "all",
-        }),
-    }
-}
-
-/// The configurations to run, each with why it was chosen.
-pub fn resolve_kernels(
-    ctx: &qkv_wgpu::GpuContext,
-    shape: &QkvShape,
-    list: &KernelList,
-    force_tune: bool,
-) -> Result<Vec<(KernelConfig, String)>, qkv_wgpu::Error> {
-    match list {
-        KernelList::Auto => {
-            progress("choosing a kernel configuration (autotuning on first use)");
-            let choice = qkv_wgpu::tune::choose(
-                ctx,
-                shape,
-                &qkv_wgpu::tune::TuneOptions {
-                    force: force_tune,
-                    ..Default::default()
-                },
-            )?;
-            Ok(vec![(choice.config, choice.reason)])
-        }
-        KernelList::Given { configs, all } => {
-            let mut out = Vec::new();
-            for &c in configs {
-                match c.unsupported_on(&ctx.summary) {
-                    Some(why) if *all => eprintln!("skipping {c}: {why}"),
-                    Some(why) => return Err(qkv_wgpu::Error::Input(why)),
-                    None => out.push((c, "named with --kernel".to_string())),
-                }
-            }
-            Ok(out)
-        }
-    }
 }
 
 /// One kernel's results: what `--json` prints.
@@ -202,53 +121,28 @@ struct KernelResult {
     report: Option<QkvReport>,
 }
 
-/// Median time of the fast CPU baseline over `repeats` runs after one warm-up, in ms, on
-/// `shape` (at most the first 16384 tokens of the batch: the baseline holds X and Q, K, V).
-pub fn time_cpu_baseline(
-    shape: &QkvShape,
-    seed: u64,
-    weights: &qkv_wgpu::FusedWeights,
-    repeats: u32,
-) -> f64 {
-    let mut x = vec![0f32; shape.x_len()];
-    random_x_rows(shape.d_model, seed, 0..shape.tokens, &mut x);
-    let mut out = vec![0f32; shape.tokens as usize * shape.n_out() as usize];
-    qkv_wgpu::cpu::fused_gemm(shape, &x, weights, &mut out);
-    let times = (0..repeats)
-        .map(|_| {
-            let start = Instant::now();
-            qkv_wgpu::cpu::fused_gemm(shape, &x, weights, &mut out);
-            ms(start.elapsed())
-        })
-        .collect();
-    spread(times).0
-}
-
 pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let kv_width = args.kv_width.unwrap_or(args.q_width);
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
     let ctx = gpu.context()?;
     let chunking = args.chunking.options();
-    // Fail on a shape the device cannot hold before spending time on inputs and the reference.
-    qkv_wgpu::projector::check_fits(&ctx, &shape, Kernel::Naive)?;
-    let configs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
-    for (config, _) in &configs {
-        ChunkPlan::new(&ctx, &shape, *config, OutputLayout::Tokens, &chunking)?;
+    let limits = ctx.limits();
+    // Fail on a shape the device cannot hold before spending time on tuning, inputs and the
+    // reference; then plan each kernel once, before any work.
+    check_fits(&limits, &shape, &Kernel::Naive.into())?;
+    let mut planned = Vec::new();
+    for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune)? {
+        let plan = ChunkPlan::new(&limits, &shape, &spec, OutputLayout::Tokens, &chunking)?;
+        planned.push((spec, plan, why));
     }
 
     progress(&format!("generating weights (seed {})", args.seed));
     let weights = random_weights(&shape, args.seed);
     // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
-    let tol = tolerance(shape.d_model, &[1.0], &weights, args.tolerance);
+    let tol = args.tolerance.tolerance(shape.d_model, &[1.0], &weights);
     let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
-    let cpu_shape = QkvShape {
-        tokens: shape.tokens.min(16384),
-        ..shape
-    };
     progress("timing the CPU baseline (f32 GEMM)");
-    let cpu_ms_measured = time_cpu_baseline(&cpu_shape, args.seed, &weights, args.repeats);
-    // Scaled to the whole batch where it was measured on its first 16384 tokens.
-    let cpu_ms = cpu_ms_measured * shape.tokens as f64 / cpu_shape.tokens as f64;
+    let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
 
     let s = &ctx.summary;
     if !args.json {
@@ -270,11 +164,10 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 
     let mut all_pass = true;
-    for (config, why) in &configs {
-        let (config, kernel) = (*config, config.kernel);
-        let mut projector =
-            Projector::with_options(&ctx, shape, config, OutputLayout::Tokens, &chunking)?;
-        let plan = projector.plan().clone();
+    let runs = planned.len();
+    for (spec, plan, why) in planned {
+        let (config, kernel) = (spec.config, spec.kernel());
+        let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
         progress(&format!(
             "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
             args.repeats,
@@ -289,19 +182,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         let mut reference_time = Duration::ZERO;
         for i in 0..=args.repeats {
             let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
-            let mut kept = Collected::default();
-            let d = shape.d_model;
-            let t = projector.stream(
-                |rows, dst| {
-                    random_x_rows(d, args.seed, rows, dst);
-                    Ok(())
-                },
-                |c| {
-                    kept.take(&c, &shape, OutputLayout::Tokens, check);
-                    Ok(())
-                },
-                |done| bar.set_position(done as u64),
-            )?;
+            let (t, kept) = random_run(&mut projector, args.seed, check, &bar)?;
             bar.finish_and_clear();
             let (report, took) = kept.check(&shape, &weights, tol);
             reference_time += took;
@@ -318,7 +199,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             }
         }
         let report = worst.expect("at least one run");
-        let in_run_ms = spread(kernel_ms).0;
+        let in_run_ms = spread(&kernel_ms).0;
         // The kernel alone at steady state: the GPU may have lowered its clocks while the
         // runs above copied and checked results, so dispatch back to back after warm-ups.
         let mut warmups = 0;
@@ -333,7 +214,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             (f64::NAN, f64::NAN, f64::NAN)
         };
         let median_of = |f: &dyn Fn(&qkv_wgpu::RunTimings) -> Duration| {
-            spread(parts.iter().map(|t| ms(f(t))).collect()).0
+            spread(&parts.iter().map(|t| ms(f(t))).collect::<Vec<_>>()).0
         };
         let wall_ms = median_of(&|t| t.wall);
         let result = KernelResult {
@@ -343,7 +224,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             kernel: kernel.name(),
             kernel_number: kernel.number(),
             config: config.to_string(),
-            config_reason: why.clone(),
+            config_reason: why,
             tokens: shape.tokens,
             d_model: shape.d_model,
             q_width: shape.q_width,
@@ -372,11 +253,11 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
             kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
             weights_upload_ms: ms(weights_upload),
-            cpu_ms,
-            cpu_tokens: cpu_shape.tokens,
-            cpu_gflops: cpu_shape.gflops(cpu_ms_measured / 1e3),
+            cpu_ms: cpu.ms,
+            cpu_tokens: cpu.tokens,
+            cpu_gflops: cpu.gflops,
             cpu_threads: qkv_wgpu::cpu::threads(),
-            speedup: cpu_ms / kernel_med,
+            speedup: cpu.ms / kernel_med,
             reference_ms: ms(reference_time) / (args.repeats + 1) as f64,
             checked_rows: report.q.elements / shape.q_width as usize,
             gflops: shape.gflops(kernel_med / 1e3),
@@ -399,7 +280,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             print_text(&result, config);
         }
     }
-    if configs.len() > 1 && !args.json {
+    if runs > 1 && !args.json {
         println!(
             "\n{}",
             if all_pass {

@@ -1,0 +1,285 @@
+//! Adapters: which graphics API and which device to use (`--backend`, `--adapter`, or the
+//! `QKV_BACKEND` / `QKV_ADAPTER` environment variables), how they are ranked, and what `qkv
+//! adapters` reports about each. The context ([`crate::context`]) creates its device on the
+//! adapter chosen here.
+
+use crate::error::{Error, Result};
+use serde::Serialize;
+use std::fmt;
+use std::str::FromStr;
+
+/// A graphics API wgpu can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// Vulkan (Linux, Windows, Android; Mesa's lavapipe on machines without a GPU).
+    Vulkan,
+    /// Metal (macOS, iOS).
+    Metal,
+    /// Direct3D 12 (Windows).
+    Dx12,
+    /// OpenGL / GLES (a fallback; slower and with fewer features).
+    Gl,
+}
+
+impl BackendChoice {
+    /// Every backend, in the order they are listed to users.
+    pub const ALL: [BackendChoice; 4] = [
+        BackendChoice::Vulkan,
+        BackendChoice::Metal,
+        BackendChoice::Dx12,
+        BackendChoice::Gl,
+    ];
+
+    /// The name users type (`--backend vulkan`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Vulkan => "vulkan",
+            BackendChoice::Metal => "metal",
+            BackendChoice::Dx12 => "dx12",
+            BackendChoice::Gl => "gl",
+        }
+    }
+
+    /// One line on where the backend runs.
+    pub const fn description(self) -> &'static str {
+        match self {
+            BackendChoice::Vulkan => {
+                "Vulkan (Linux, Windows, Android; Mesa's lavapipe on machines without a GPU)"
+            }
+            BackendChoice::Metal => "Metal (macOS, iOS)",
+            BackendChoice::Dx12 => "Direct3D 12 (Windows)",
+            BackendChoice::Gl => "OpenGL / GLES (a fallback; slower and with fewer features)",
+        }
+    }
+
+    fn backends(self) -> wgpu::Backends {
+        match self {
+            BackendChoice::Vulkan => wgpu::Backends::VULKAN,
+            BackendChoice::Metal => wgpu::Backends::METAL,
+            BackendChoice::Dx12 => wgpu::Backends::DX12,
+            BackendChoice::Gl => wgpu::Backends::GL,
+        }
+    }
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendChoice {
+    type Err = String;
+
+    /// A backend name, in any case.
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        let s = s.trim();
+        BackendChoice::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                let names: Vec<&str> = BackendChoice::ALL.iter().map(|b| b.name()).collect();
+                format!("invalid value '{s}'; possible values: {}", names.join(", "))
+            })
+    }
+}
+
+/// Which adapter to use. The default picks the best adapter of the primary backends
+/// (Vulkan, Metal, DX12): a discrete GPU before an integrated one before a software one.
+#[derive(Debug, Clone, Default)]
+pub struct AdapterFilter {
+    /// Only adapters of this backend.
+    pub backend: Option<BackendChoice>,
+    /// Only adapters whose name contains this text (case-insensitive).
+    pub name: Option<String>,
+}
+
+impl AdapterFilter {
+    /// The filter from the environment variables `QKV_BACKEND` and `QKV_ADAPTER`, the same
+    /// ones the CLI reads; tests use this to run on the adapter CI names.
+    pub fn from_env() -> Result<Self> {
+        let backend = match std::env::var("QKV_BACKEND") {
+            Ok(b) if !b.is_empty() => Some(
+                b.parse::<BackendChoice>()
+                    .map_err(|e| Error::Input(format!("QKV_BACKEND={b}: {e}")))?,
+            ),
+            _ => None,
+        };
+        let name = std::env::var("QKV_ADAPTER").ok().filter(|s| !s.is_empty());
+        Ok(Self { backend, name })
+    }
+
+    /// The filter as words for messages ("backend vulkan and name containing 'llvm'"), empty
+    /// when it filters nothing.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = self.backend {
+            parts.push(format!("backend {b:?}"));
+        }
+        if let Some(n) = &self.name {
+            parts.push(format!("name containing '{n}'"));
+        }
+        parts.join(" and ")
+    }
+
+    fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
+        self.name
+            .as_ref()
+            .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
+    }
+}
+
+/// What `qkv adapters` reports about one adapter.
+#[derive(Debug, Clone, Serialize)]
+pub struct AdapterSummary {
+    /// Adapter name, e.g. "NVIDIA H100" or "llvmpipe (LLVM 15.0.6, 256 bits)".
+    pub name: String,
+    /// Backend: Vulkan, Metal, Dx12 or Gl.
+    pub backend: String,
+    /// DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu or Other.
+    pub device_type: String,
+    /// Driver name and version.
+    pub driver: String,
+    /// Largest storage buffer one binding may view, in bytes (bounds X, W, Q, K, V).
+    pub max_storage_buffer_binding_size: u64,
+    /// Largest buffer, in bytes.
+    pub max_buffer_size: u64,
+    /// Workgroup (shared) memory per workgroup, in bytes.
+    pub max_compute_workgroup_storage_size: u32,
+    /// Invocations per workgroup.
+    pub max_compute_invocations_per_workgroup: u32,
+    /// Workgroups per dispatch dimension.
+    pub max_compute_workgroups_per_dimension: u32,
+    /// GPU timestamps inside compute passes (kernel timing without host overhead).
+    pub timestamp_query: bool,
+    /// 16-bit floats in shaders.
+    pub shader_f16: bool,
+    /// Subgroup (warp / wave) operations in shaders.
+    pub subgroup: bool,
+    /// Subgroup sizes the adapter reports (min, max).
+    pub subgroup_size: (u32, u32),
+}
+
+impl AdapterSummary {
+    /// The summary of `adapter`.
+    pub fn of(adapter: &wgpu::Adapter) -> Self {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let features = adapter.features();
+        Self {
+            name: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            driver: format!("{} {}", info.driver, info.driver_info)
+                .trim()
+                .to_string(),
+            max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
+            max_buffer_size: limits.max_buffer_size,
+            max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
+            shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            subgroup: features.contains(wgpu::Features::SUBGROUP),
+            subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+        }
+    }
+
+    /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
+    /// ramp from idle, and barriers that cost more than they do on a GPU.
+    pub fn is_cpu(&self) -> bool {
+        self.device_type == format!("{:?}", wgpu::DeviceType::Cpu)
+    }
+}
+
+pub(crate) fn new_instance() -> wgpu::Instance {
+    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
+}
+
+/// Adapters of the given backends, best first (discrete, integrated, virtual, other, CPU).
+fn ranked_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+    adapters.sort_by_key(|a| match a.get_info().device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    });
+    adapters
+}
+
+/// Adapters the filter's backend allows: the named backend, or the primary ones, falling
+/// back to GL only when no primary backend has an adapter (GL probing is slow and noisy).
+fn candidate_adapters(instance: &wgpu::Instance, filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
+    match filter.backend {
+        Some(b) => ranked_adapters(instance, b.backends()),
+        None => {
+            let primary = ranked_adapters(instance, wgpu::Backends::PRIMARY);
+            if primary.is_empty() {
+                ranked_adapters(instance, wgpu::Backends::SECONDARY)
+            } else {
+                primary
+            }
+        }
+    }
+}
+
+/// Every adapter the filter allows, best first, for `qkv adapters`.
+pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
+    let instance = new_instance();
+    candidate_adapters(&instance, filter)
+        .iter()
+        .filter(|a| filter.matches(&a.get_info()))
+        .map(AdapterSummary::of)
+        .collect()
+}
+
+/// The best adapter the filter allows, or an error naming what exists.
+pub(crate) fn pick_adapter(filter: &AdapterFilter) -> Result<wgpu::Adapter> {
+    let instance = new_instance();
+    let candidates = candidate_adapters(&instance, filter);
+    if candidates.is_empty() {
+        let described = filter.describe();
+        return Err(Error::NoAdapter {
+            filter: if described.is_empty() {
+                String::new()
+            } else {
+                format!(" for {described}")
+            },
+        });
+    }
+    let available = candidates
+        .iter()
+        .map(|a| {
+            let i = a.get_info();
+            format!("'{}' ({:?})", i.name, i.backend)
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    candidates
+        .into_iter()
+        .find(|a| filter.matches(&a.get_info()))
+        .ok_or_else(|| Error::AdapterNotFound {
+            filter: filter.describe(),
+            available,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_names_parse_in_any_case_and_unknown_ones_list_the_choices() {
+        for b in BackendChoice::ALL {
+            assert_eq!(b.name().parse::<BackendChoice>(), Ok(b));
+            assert_eq!(b.name().to_uppercase().parse::<BackendChoice>(), Ok(b));
+        }
+        let err = "opengl".parse::<BackendChoice>().unwrap_err();
+        assert!(
+            err.contains("invalid value 'opengl'") && err.contains("dx12"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,175 @@
+//! Arguments every command shares: the adapter (`--backend`, `--adapter`), the kernel list
+//! (`--kernel`), chunking (`--chunk-tokens`, `--no-stream`) and tolerances (`--atol`,
+//! `--rtol`), with the parsers that check them before any work starts.
+
+use crate::report::progress;
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+use clap::Args;
+use qkv_wgpu::io::checkpoint::WeightLayout;
+use qkv_wgpu::{
+    AdapterFilter, BackendChoice, ChunkOptions, Error, FusedWeights, GpuContext, Kernel,
+    KernelSpec, QkvShape, Tolerance,
+};
+
+/// `--backend`: the library's backend names, each with its description.
+fn backend_parser() -> impl TypedValueParser<Value = BackendChoice> {
+    PossibleValuesParser::new(
+        BackendChoice::ALL.map(|b| PossibleValue::new(b.name()).help(b.description())),
+    )
+    .try_map(|s| s.parse::<BackendChoice>())
+}
+
+/// `--weight-layout`: the library's layout names, each with its description.
+pub fn weight_layout_parser() -> impl TypedValueParser<Value = WeightLayout> {
+    PossibleValuesParser::new(
+        WeightLayout::ALL.map(|l| PossibleValue::new(l.name()).help(l.description())),
+    )
+    .try_map(|s| s.parse::<WeightLayout>())
+}
+
+/// Adapter choice, shared by every command.
+#[derive(Args, Debug, Clone)]
+pub struct GpuArgs {
+    /// Graphics API to use [default: the best of Vulkan, Metal, DX12; GL only if none]
+    #[arg(long, global = true, env = "QKV_BACKEND", value_parser = backend_parser())]
+    backend: Option<BackendChoice>,
+    /// Use the first adapter whose name contains this text (case-insensitive)
+    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING")]
+    adapter: Option<String>,
+}
+
+impl GpuArgs {
+    pub fn filter(&self) -> AdapterFilter {
+        AdapterFilter {
+            backend: self.backend,
+            name: self.adapter.clone(),
+        }
+    }
+
+    pub fn context(&self) -> Result<GpuContext, Error> {
+        GpuContext::new(&self.filter())
+    }
+}
+
+/// How a batch larger than one dispatch is split; shared by `run`, `project` and `bench`.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ChunkArgs {
+    /// Tokens per chunk (each chunk its own dispatch) [default: the most that fit the
+    /// device's limits and 64 MiB of X, Q, K, V]
+    #[arg(long)]
+    pub chunk_tokens: Option<u32>,
+    /// Run chunks one after another instead of overlapping the transfers of one chunk with
+    /// the kernel of the next (for comparison)
+    #[arg(long)]
+    pub no_stream: bool,
+}
+
+impl ChunkArgs {
+    pub fn options(&self) -> ChunkOptions {
+        ChunkOptions {
+            chunk_tokens: self.chunk_tokens,
+            streaming: !self.no_stream,
+            ..Default::default()
+        }
+    }
+}
+
+/// `--kernel`'s help: the syntax, then every variant from the registry.
+pub fn kernel_help() -> String {
+    format!(
+        "`auto` (the configuration autotuned for this adapter and shape class), or kernel \
+         variants by name or number, comma-separated, or `all`; each may carry tuning \
+         parameters, e.g. `direct(wg=32)`:\n{}",
+        Kernel::help_list()
+    )
+}
+
+/// What `--kernel` asked for.
+#[derive(Debug, Clone)]
+pub enum KernelList {
+    /// The autotuned configuration.
+    Auto,
+    /// Exactly these; `all` means every variant this adapter can run.
+    Given {
+        configs: Vec<qkv_wgpu::KernelConfig>,
+        all: bool,
+    },
+}
+
+pub fn parse_kernels(s: &str) -> Result<KernelList, String> {
+    match s.trim() {
+        "auto" => Ok(KernelList::Auto),
+        other => Kernel::parse_list(other).map(|configs| KernelList::Given {
+            configs,
+            all: other == "all",
+        }),
+    }
+}
+
+/// The kernels to run, each resolved into its spec, with why it was chosen.
+pub fn resolve_kernels(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    list: &KernelList,
+    force_tune: bool,
+) -> Result<Vec<(KernelSpec, String)>, Error> {
+    match list {
+        KernelList::Auto => {
+            progress("choosing a kernel configuration (autotuning on first use)");
+            let choice = qkv_wgpu::tune::choose(
+                ctx,
+                shape,
+                &qkv_wgpu::tune::TuneOptions {
+                    force: force_tune,
+                    ..Default::default()
+                },
+            )?;
+            let spec = KernelSpec::new(choice.config).map_err(Error::Input)?;
+            Ok(vec![(spec, choice.reason)])
+        }
+        KernelList::Given { configs, all } => {
+            let mut out = Vec::new();
+            for &c in configs {
+                // Parsing checked the configuration already.
+                let spec = KernelSpec::new(c).map_err(Error::Input)?;
+                match spec.unsupported_on(&ctx.summary) {
+                    Some(why) if *all => eprintln!("skipping {c}: {why}"),
+                    Some(why) => return Err(Error::Input(why)),
+                    None => out.push((spec, "named with --kernel".to_string())),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Parses --atol / --rtol: a finite number >= 0, refused before any work starts.
+pub fn parse_tolerance(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        _ => Err(format!("must be a finite number >= 0, got {s}")),
+    }
+}
+
+/// `--atol` and `--rtol`, shared by the commands that check results.
+#[derive(Args, Debug, Clone, Copy)]
+pub struct ToleranceArgs {
+    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    pub atol: Option<f64>,
+    /// Relative tolerance [default: 1e-4]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    pub rtol: Option<f64>,
+}
+
+impl ToleranceArgs {
+    /// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
+    pub fn tolerance(&self, d_model: u32, x: &[f32], weights: &FusedWeights) -> Tolerance {
+        // --atol and --rtol were checked when parsed (`parse_tolerance`).
+        let default = Tolerance::for_inputs(d_model, x, weights);
+        Tolerance {
+            atol: self.atol.unwrap_or(default.atol),
+            rtol: self.rtol.unwrap_or(default.rtol),
+        }
+    }
+}

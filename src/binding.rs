@@ -1,0 +1,267 @@
+//! The binding contract between the host and every shader under `shaders/`: the `Params`
+//! uniform each projection kernel reads, the bind group layout of each binding kind, and how
+//! the texture kernels pack X and W into textures. It sits below the context and the plan;
+//! `tests/binding_contract.rs` reflects every shader with naga and checks it against this
+//! module, member offsets and bindings alike.
+//!
+//! Bindings of every `shaders/qkv_*.wgsl` (group 0):
+//!
+//! | binding | storage kind (`Storage`)  | `Textured`                  | `SplitK`            |
+//! |---------|---------------------------|-----------------------------|---------------------|
+//! | 0       | params (uniform)          | params                      | params              |
+//! | 1       | x (read-only storage)     | x (`texture_2d<f32>`)       | x                   |
+//! | 2       | w (read-only storage)     | w (`texture_2d<f32>`)       | w                   |
+//! | 3       | bias (read-only storage)  | bias                        | bias                |
+//! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                     | q, k, v             |
+//! | 7       |                           |                             | partial sums (rw)   |
+//!
+//! `fill_nan.wgsl`: 0 data (read-write storage).
+
+use crate::layout::OutputLayout;
+use crate::shape::QkvShape;
+
+/// The uniform every projection kernel reads at binding 0: `struct Params` in
+/// `shaders/qkv_*.wgsl`, member for member (the reflection test checks names and offsets).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct Params {
+    /// Token rows of the chunk being dispatched.
+    pub tokens: u32,
+    /// Columns of X, rows of W.
+    pub d_model: u32,
+    /// Columns of Q.
+    pub q_width: u32,
+    /// Columns of K and of V.
+    pub kv_width: u32,
+    /// Tokens per sequence (read only with `HEAD_LAYOUT`).
+    pub seq_len: u32,
+    /// Width of one query head (read only with `HEAD_LAYOUT`).
+    pub q_head_dim: u32,
+    /// Width of one key/value head (read only with `HEAD_LAYOUT`).
+    pub kv_head_dim: u32,
+    /// Row stride of the bound W block, in elements.
+    pub w_stride: u32,
+    /// The bound W block holds fused columns [col0, col0 + n_cols).
+    pub col0: u32,
+    /// Columns of the bound W block.
+    pub n_cols: u32,
+}
+
+impl Params {
+    /// The member names of `struct Params`, in order.
+    pub const MEMBERS: [&'static str; 10] = [
+        "tokens",
+        "d_model",
+        "q_width",
+        "kv_width",
+        "seq_len",
+        "q_head_dim",
+        "kv_head_dim",
+        "w_stride",
+        "col0",
+        "n_cols",
+    ];
+
+    /// Byte offsets of [`Params::MEMBERS`] in the Rust struct.
+    pub const OFFSETS: [usize; 10] = [
+        std::mem::offset_of!(Params, tokens),
+        std::mem::offset_of!(Params, d_model),
+        std::mem::offset_of!(Params, q_width),
+        std::mem::offset_of!(Params, kv_width),
+        std::mem::offset_of!(Params, seq_len),
+        std::mem::offset_of!(Params, q_head_dim),
+        std::mem::offset_of!(Params, kv_head_dim),
+        std::mem::offset_of!(Params, w_stride),
+        std::mem::offset_of!(Params, col0),
+        std::mem::offset_of!(Params, n_cols),
+    ];
+
+    /// The params of a dispatch over `rows` tokens of `shape` in `layout`, for the W block of
+    /// fused columns [col0, col0 + n_cols) stored `w_stride` elements per row. In the token
+    /// layout the head fields are unused by the shaders; they hold one head as wide as each
+    /// output, each token its own sequence.
+    pub fn new(
+        shape: &QkvShape,
+        layout: OutputLayout,
+        rows: u32,
+        (col0, n_cols): (u32, u32),
+        w_stride: u32,
+    ) -> Self {
+        let (seq_len, q_head_dim, kv_head_dim) = match layout {
+            OutputLayout::Tokens => (1, shape.q_width, shape.kv_width),
+            OutputLayout::Heads(h) => (h.seq_len, h.q_head_dim(shape), h.kv_head_dim(shape)),
+        };
+        Self {
+            tokens: rows,
+            d_model: shape.d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            seq_len,
+            q_head_dim,
+            kv_head_dim,
+            w_stride,
+            col0,
+            n_cols,
+        }
+    }
+}
+
+/// How a kernel binds its operands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BindingKind {
+    /// X, W, bias, Q, K, V as storage buffers.
+    Storage,
+    /// X and W as `rgba32float` textures packed by [`TextureLayout`], the rest as storage.
+    Textured,
+    /// As `Storage`, plus the split-K partial sums at binding 7.
+    SplitK,
+}
+
+/// What a binding slot holds, as both sides of the contract describe it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// A uniform buffer of [`Params`].
+    Uniform,
+    /// A storage buffer, read-only or read-write.
+    Storage {
+        /// Whether the shader only reads it.
+        read_only: bool,
+    },
+    /// An unfilterable float 2-D texture read with `textureLoad`.
+    Texture,
+}
+
+impl BindingKind {
+    /// Storage buffers one projection kernel binds, whatever its kind: x, w, bias, q, k, v.
+    pub const STORAGE_BUFFERS: u32 = 6;
+
+    /// Every kind, for layouts made once per context.
+    pub const ALL: [BindingKind; 3] = [
+        BindingKind::Storage,
+        BindingKind::Textured,
+        BindingKind::SplitK,
+    ];
+
+    /// The slots of group 0, binding 0 first.
+    pub fn slots(self) -> Vec<Slot> {
+        let operand = match self {
+            BindingKind::Textured => Slot::Texture,
+            _ => Slot::Storage { read_only: true },
+        };
+        let mut slots = vec![
+            Slot::Uniform,
+            operand,
+            operand,
+            Slot::Storage { read_only: true },
+        ];
+        slots.extend([Slot::Storage { read_only: false }; 3]);
+        if self == BindingKind::SplitK {
+            slots.push(Slot::Storage { read_only: false });
+        }
+        slots
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            BindingKind::Storage => "projection",
+            BindingKind::Textured => "projection (textures)",
+            BindingKind::SplitK => "projection (split-K)",
+        }
+    }
+}
+
+fn entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
+    let ty = match slot {
+        Slot::Uniform => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
+        },
+        Slot::Storage { read_only } => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        },
+        Slot::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            view_dimension: wgpu::TextureViewDimension::D2,
+            multisampled: false,
+        },
+    };
+    wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty,
+        count: None,
+    }
+}
+
+/// A bind group layout and the pipeline layout over it.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub(crate) group: wgpu::BindGroupLayout,
+    pub(crate) pipeline: wgpu::PipelineLayout,
+}
+
+impl Layout {
+    fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
+        let entries: Vec<_> = (0..)
+            .zip(slots)
+            .map(|(binding, &slot)| entry(binding, slot))
+            .collect();
+        let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&format!("{label} bind group layout")),
+            entries: &entries,
+        });
+        let pipeline = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&format!("{label} pipeline layout")),
+            bind_group_layouts: &[Some(&group)],
+            immediate_size: 0,
+        });
+        Self { group, pipeline }
+    }
+}
+
+/// The layouts of every binding kind and of `fill_nan`, made once per context so that one
+/// bind group serves every kernel of a kind.
+#[derive(Debug)]
+pub(crate) struct Layouts {
+    kinds: [Layout; 3],
+    pub(crate) fill: Layout,
+}
+
+impl Layouts {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        Self {
+            kinds: BindingKind::ALL.map(|k| Layout::new(device, k.label(), &k.slots())),
+            fill: Layout::new(device, "fill_nan", &[Slot::Storage { read_only: false }]),
+        }
+    }
+
+    /// The layout kernels of `kind` are compiled and bound with.
+    pub(crate) fn of(&self, kind: BindingKind) -> &Layout {
+        &self.kinds[kind as usize]
+    }
+}
+
+/// How the texture kernels (`texture`, `subgroup-texture`) hold X and W: `rgba32float`
+/// textures, one texel = 4 consecutive f32 of a row, zero-padded so that their d_model loop
+/// needs no bounds checks (the contract is in the shaders' headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextureLayout {
+    /// X: (texels per row, rows) = (ceil(d_model / 32) * 8, tokens).
+    pub x: (u32, u32),
+    /// W: (texels per row, rows) = (w_stride / 4, ceil(d_model / 32) * 32).
+    pub w: (u32, u32),
+}
+
+impl TextureLayout {
+    /// The textures of `shape` for a kernel reading W rows `w_stride` elements wide.
+    pub fn of(shape: &QkvShape, w_stride: u32) -> Self {
+        let d_pad = shape.d_model.div_ceil(32) * 32;
+        Self {
+            x: (d_pad / 4, shape.tokens),
+            w: (w_stride.div_ceil(4), d_pad),
+        }
+    }
+}

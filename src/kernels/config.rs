@@ -1,0 +1,235 @@
+//! A kernel configuration as users and the tuning cache name it: a variant and the values of
+//! its tuning knobs, parsed from and displayed as `direct(wg=32)`, `regtile(wgx=8,wgy=16)`,
+//! `splitk(splits=8)`. It is checked here and resolved once into a
+//! [`KernelSpec`](super::KernelSpec), whose typed [`Variant`](super::Variant) is what the rest
+//! of the crate reads.
+
+use super::registry::Kernel;
+use std::fmt;
+use std::str::FromStr;
+
+/// A kernel variant with the raw values of its tuning knobs, as named on the command line and
+/// stored in the tuning cache. `wg` is the variant's first knob (`wg`, `wgx` or `splits`),
+/// `wgy` its second (`regtile` only); variants without knobs have both 0. Resolve it with
+/// [`KernelSpec::new`](super::KernelSpec::new) to read them typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KernelConfig {
+    /// The variant.
+    pub kernel: Kernel,
+    /// First knob: invocations per workgroup (`direct`, `subgroup`, `texture`,
+    /// `subgroup-texture`), invocations along columns (`regtile`'s `wgx`), or the number of
+    /// d_model ranges (`splitk`'s `splits`).
+    pub wg: u32,
+    /// Second knob: invocations along token rows (`regtile`'s `wgy`; 0 otherwise).
+    pub wgy: u32,
+}
+
+impl From<Kernel> for KernelConfig {
+    fn from(kernel: Kernel) -> Self {
+        KernelConfig::default_for(kernel)
+    }
+}
+
+/// The knobs of a variant as typed, with their ranges: shown by `--help` and in errors.
+const fn knobs(kernel: Kernel) -> &'static str {
+    match kernel {
+        Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => "",
+        Kernel::Regtile => "wgx = 1..=64, wgy = 1..=64, wgx·wgy <= 1024",
+        Kernel::Direct | Kernel::Texture => "wg = 1..=256",
+        Kernel::Subgroup | Kernel::SubgroupTexture => "wg = 8..=256, a multiple of 8",
+        Kernel::Splitk => "splits = 1..=64",
+    }
+}
+
+impl KernelConfig {
+    /// The configuration a variant runs with when none was tuned.
+    pub const fn default_for(kernel: Kernel) -> Self {
+        let (wg, wgy) = match kernel {
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => (0, 0),
+            Kernel::Regtile => (16, 16),
+            Kernel::Splitk => (4, 0),
+            Kernel::Direct | Kernel::Subgroup => (64, 0),
+            Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
+        };
+        Self { kernel, wg, wgy }
+    }
+
+    /// Checks the knobs against what the variant's shader supports.
+    pub fn check(&self) -> Result<(), String> {
+        let ok = match self.kernel {
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => self.wg == 0 && self.wgy == 0,
+            Kernel::Regtile => {
+                (1..=64).contains(&self.wg)
+                    && (1..=64).contains(&self.wgy)
+                    && self.wg * self.wgy <= 1024
+            }
+            Kernel::Direct | Kernel::Texture => (1..=256).contains(&self.wg) && self.wgy == 0,
+            Kernel::Splitk => (1..=64).contains(&self.wg) && self.wgy == 0,
+            Kernel::Subgroup | Kernel::SubgroupTexture => {
+                (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
+            }
+        };
+        if ok {
+            return Ok(());
+        }
+        let valid = match knobs(self.kernel) {
+            "" => "it takes no parameters".to_string(),
+            k => format!("valid: {k}"),
+        };
+        Err(format!(
+            "{self} is not a valid configuration of {} ({valid})",
+            self.kernel
+        ))
+    }
+}
+
+impl Kernel {
+    /// Parses a list of kernels separated by ';' or ',' (outside parentheses), or `all`;
+    /// each may carry parameters: `naive;direct(wg=32)`.
+    pub fn parse_list(list: &str) -> Result<Vec<KernelConfig>, String> {
+        if list.trim() == "all" {
+            return Ok(Kernel::ALL.map(KernelConfig::from).to_vec());
+        }
+        let mut configs: Vec<KernelConfig> = Vec::new();
+        let (mut depth, mut start) = (0, 0);
+        let mut parts = Vec::new();
+        for (i, ch) in list.char_indices() {
+            match ch {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' | ';' if depth == 0 => {
+                    parts.push(&list[start..i]);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        parts.push(&list[start..]);
+        for part in parts {
+            let config: KernelConfig = part.parse()?;
+            if !configs.contains(&config) {
+                configs.push(config);
+            }
+        }
+        Ok(configs)
+    }
+
+    /// Every variant with its number, what it does, its default configuration and the
+    /// ranges of its knobs, one per line: what `--kernel`'s help lists.
+    pub fn help_list() -> String {
+        Kernel::ALL
+            .iter()
+            .map(|&k| {
+                let knobs = match knobs(k) {
+                    "" => String::new(),
+                    r => format!(" [default {}; {r}]", KernelConfig::from(k)),
+                };
+                format!("{} {}: {}{knobs}", k.number(), k.name(), k.description())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+impl FromStr for KernelConfig {
+    type Err = String;
+
+    /// A kernel name or number, optionally with parameters: `direct`, `3`,
+    /// `direct(wg=32)`; unnamed parameters keep their defaults.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        let (name, params) = match s.split_once('(') {
+            Some((n, rest)) => (
+                n,
+                rest.strip_suffix(')')
+                    .ok_or_else(|| format!("'{s}': missing ')'"))?,
+            ),
+            None => (s, ""),
+        };
+        let mut config = KernelConfig::default_for(name.trim().parse()?);
+        for kv in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}': expected key=value"))?;
+            let value: u32 = value
+                .trim()
+                .parse()
+                .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
+            match key.trim() {
+                "wg" | "wgx" | "splits" => config.wg = value,
+                "wgy" => config.wgy = value,
+                other => {
+                    return Err(format!(
+                        "'{other}' is not a parameter (wg, wgx, wgy, splits)"
+                    ))
+                }
+            }
+        }
+        config.check()?;
+        Ok(config)
+    }
+}
+
+impl fmt::Display for KernelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kernel {
+            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
+            Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
+            Kernel::Splitk => write!(f, "{}(splits={})", self.kernel, self.wg),
+            Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
+                write!(f, "{}(wg={})", self.kernel, self.wg)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_parse_dedup_and_expand_all() {
+        let k = |k: Kernel| KernelConfig::from(k);
+        assert_eq!(
+            Kernel::parse_list("all").unwrap(),
+            Kernel::ALL.map(KernelConfig::from).to_vec()
+        );
+        assert_eq!(
+            Kernel::parse_list("1, naive,tiled").unwrap(),
+            vec![k(Kernel::Tiled), k(Kernel::Naive)]
+        );
+        assert!(Kernel::parse_list("tiled,nope").is_err());
+        let c = Kernel::parse_list("0,direct( wg=32 );3").unwrap();
+        assert_eq!(c.len(), 3);
+        assert_eq!(c[1].wg, 32);
+        assert_eq!(c[1].to_string(), "direct(wg=32)");
+        assert_eq!(c[1].to_string().parse::<KernelConfig>(), Ok(c[1]));
+        assert_eq!(c[2], KernelConfig::from(Kernel::Direct));
+        assert!("direct(wg=999)".parse::<KernelConfig>().is_err());
+        assert!("direct(rows=2)".parse::<KernelConfig>().is_err());
+        assert!("direct(wgy=4)".parse::<KernelConfig>().is_err());
+        let r: KernelConfig = "regtile(wgx=8,wgy=16)".parse().unwrap();
+        assert_eq!((r.wg, r.wgy, r.workgroup_tile()), (8, 16, (32, 64)));
+        assert_eq!(r.to_string().parse::<KernelConfig>(), Ok(r));
+        assert!("naive(wg=2)".parse::<KernelConfig>().is_err());
+        let k: KernelConfig = "splitk(splits=8)".parse().unwrap();
+        assert_eq!((k.wg, k.to_string()), (8, "splitk(splits=8)".to_string()));
+        assert_eq!(k.to_string().parse::<KernelConfig>(), Ok(k));
+        assert!("splitk(splits=0)".parse::<KernelConfig>().is_err());
+        assert!("direct(wg=8".parse::<KernelConfig>().is_err());
+    }
+
+    #[test]
+    fn an_invalid_configuration_names_the_valid_range() {
+        let err = "direct(wg=0)".parse::<KernelConfig>().unwrap_err();
+        assert!(err.contains("wg = 1..=256"), "{err}");
+        let help = Kernel::help_list();
+        for k in Kernel::ALL {
+            assert!(
+                help.contains(k.name()) && help.contains(k.description()),
+                "{k}"
+            );
+        }
+        assert!(help.contains("splitk(splits=4)"), "{help}");
+    }
+}

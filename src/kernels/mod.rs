@@ -1,0 +1,32 @@
+//! The kernels: every projection variant (the registry), how a user names one with its tuning
+//! parameters (a [`KernelConfig`]), and the [`KernelSpec`] a configuration resolves into once,
+//! which the plan, the projector, the tuner and the context read instead of asking the
+//! variant again.
+//!
+//! | # | name               | file                                | idea                             |
+//! |---|--------------------|-------------------------------------|----------------------------------|
+//! | 0 | `naive`            | `shaders/qkv_naive.wgsl`            | one output per invocation        |
+//! | 1 | `tiled`            | `shaders/qkv_tiled.wgsl`            | 16x16 workgroup-memory tiles     |
+//! | 2 | `regtile`          | `shaders/qkv_regtile.wgsl`          | 4x4 per invocation over tiles, vec4 W; `wgx`, `wgy` |
+//! | 3 | `direct`           | `shaders/qkv_direct.wgsl`           | 8x4 per invocation in registers, no barriers; `wg` |
+//! | 4 | `subgroup`         | `shaders/qkv_subgroup.wgsl`         | 32x4, X by subgroup broadcasts; `wg` |
+//! | 5 | `texture`          | `shaders/qkv_texture.wgsl`          | 16x4, X and W through textures; `wg` |
+//! | 6 | `subgroup-texture` | `shaders/qkv_subgroup_texture.wgsl` | 32x4, textures and broadcasts; `wg` |
+//! | 7 | `blocktile`        | `shaders/qkv_blocktile.wgsl`        | 8x8 per invocation, 128x128 tiles, prefetch |
+//! | 8 | `splitk`           | `shaders/qkv_splitk.wgsl`           | blocktile over `splits` ranges of d_model + reduce |
+//!
+//! Run one variant (`qkv run --help` lists them with their parameters):
+//! ```text
+//! cargo run --release -- run --kernel naive              # or --kernel 0
+//! cargo run --release -- run --kernel 'regtile(wgx=8,wgy=16)'
+//! cargo run --release -- run --kernel 'splitk(splits=8)'
+//! cargo run --release -- run --kernel all                # every variant on the same inputs
+//! ```
+
+mod config;
+mod registry;
+mod spec;
+
+pub use config::KernelConfig;
+pub use registry::{Kernel, Requirements, ShaderSource, ALL_SHADERS, FILL_NAN};
+pub use spec::{ElementType, KernelSpec, Variant};

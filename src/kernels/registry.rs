@@ -1,0 +1,295 @@
+//! The registry of projection kernels: every variant, its WGSL source (one `.wgsl` file per
+//! variant, compiled into the binary), and the facts that do not depend on its tuning
+//! parameters: how it binds its operands, what the adapter must offer, how W's rows are
+//! padded. The CLI, the tests and the benchmarks all load shaders from here, so there is
+//! exactly one copy of each.
+
+use crate::binding::BindingKind;
+use std::fmt;
+use std::str::FromStr;
+
+/// A projection kernel variant. The discriminant is its number on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    /// One output per invocation, no workgroup memory.
+    Naive = 0,
+    /// Workgroup-memory tiles over d_model.
+    Tiled = 1,
+    /// Register-blocked 4x4 per invocation over workgroup-memory tiles.
+    Regtile = 2,
+    /// Register-blocked, storage only, no barriers.
+    Direct = 3,
+    /// `Direct` with X shared through subgroup broadcasts.
+    Subgroup = 4,
+    /// Register-blocked, X and W read through textures.
+    Texture = 5,
+    /// `Texture` with X shared through subgroup broadcasts.
+    SubgroupTexture = 6,
+    /// Register-blocked 8x8 per invocation over 128x128 workgroup tiles, with prefetch.
+    Blocktile = 7,
+    /// `Blocktile` over ranges of d_model (split-K), partial sums added by a second pass.
+    Splitk = 8,
+}
+
+/// A WGSL source file under `shaders/`, compiled into the binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ShaderSource {
+    /// File name under `shaders/`, used as the shader module's label.
+    pub file: &'static str,
+    /// The WGSL text.
+    pub wgsl: &'static str,
+    /// Entry point.
+    pub entry_point: &'static str,
+}
+
+macro_rules! shader {
+    ($file:literal) => {
+        ShaderSource {
+            file: $file,
+            wgsl: include_str!(concat!("../../shaders/", $file)),
+            entry_point: "main",
+        }
+    };
+}
+
+/// The utility shader that fills output buffers with NaN before each dispatch.
+pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
+
+/// Every shader the crate compiles, for checks that must cover all of them.
+pub const ALL_SHADERS: [ShaderSource; 10] = [
+    Kernel::Naive.source(),
+    Kernel::Tiled.source(),
+    Kernel::Regtile.source(),
+    Kernel::Direct.source(),
+    Kernel::Subgroup.source(),
+    Kernel::Texture.source(),
+    Kernel::SubgroupTexture.source(),
+    Kernel::Blocktile.source(),
+    Kernel::Splitk.source(),
+    FILL_NAN,
+];
+
+impl ShaderSource {
+    /// Whether the shader uses subgroup operations (it reads `subgroup_invocation_id`).
+    pub fn needs_subgroups(&self) -> bool {
+        self.wgsl.contains("subgroup_invocation_id")
+    }
+}
+
+/// What an adapter must offer to run a kernel. Fields, not branches: the next element types
+/// and cooperative matrices add requirements here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Requirements {
+    /// Subgroup operations with subgroups of at least this many invocations.
+    pub min_subgroup_size: Option<u32>,
+}
+
+impl Requirements {
+    /// Why the adapter `summary` describes cannot meet these requirements, if it cannot;
+    /// `kernel` names the kernel in the message.
+    pub fn unmet_on(
+        &self,
+        kernel: impl fmt::Display,
+        summary: &crate::adapter::AdapterSummary,
+    ) -> Option<String> {
+        let min = self.min_subgroup_size?;
+        if !summary.subgroup {
+            Some(format!(
+                "kernel {kernel} needs subgroup operations, which '{}' does not offer",
+                summary.name
+            ))
+        } else if summary.subgroup_size.0 < min {
+            Some(format!(
+                "kernel {kernel} needs subgroups of at least {min} invocations; '{}' may use {}",
+                summary.name, summary.subgroup_size.0
+            ))
+        } else {
+            None
+        }
+    }
+}
+
+impl Kernel {
+    /// Every variant, in number order.
+    pub const ALL: [Kernel; 9] = [
+        Kernel::Naive,
+        Kernel::Tiled,
+        Kernel::Regtile,
+        Kernel::Direct,
+        Kernel::Subgroup,
+        Kernel::Texture,
+        Kernel::SubgroupTexture,
+        Kernel::Blocktile,
+        Kernel::Splitk,
+    ];
+
+    /// The variant library callers get when they name none and do not autotune
+    /// ([`crate::tune::choose`]), and the one `qkv explain` runs: workgroup-memory tiling,
+    /// the classic GPU layout. `qkv run`, `project` and `bench` autotune by default instead.
+    pub const DEFAULT: Kernel = Kernel::Tiled;
+
+    /// The name used on the command line and in reports.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Kernel::Naive => "naive",
+            Kernel::Tiled => "tiled",
+            Kernel::Regtile => "regtile",
+            Kernel::Direct => "direct",
+            Kernel::Subgroup => "subgroup",
+            Kernel::Texture => "texture",
+            Kernel::SubgroupTexture => "subgroup-texture",
+            Kernel::Blocktile => "blocktile",
+            Kernel::Splitk => "splitk",
+        }
+    }
+
+    /// The variant's number (`--kernel 0`).
+    pub const fn number(self) -> u32 {
+        self as u32
+    }
+
+    /// One line on what the variant does.
+    pub const fn description(self) -> &'static str {
+        match self {
+            Kernel::Naive => "one output per invocation, operands straight from storage",
+            Kernel::Tiled => "16x16 workgroup-memory tiles of X and W over d_model",
+            Kernel::Regtile => "4x4 outputs per invocation from workgroup-memory tiles, vec4 W",
+            Kernel::Direct => {
+                "8x4 outputs per invocation in registers, no workgroup memory or barriers"
+            }
+            Kernel::Subgroup => "32x4 outputs per invocation, X shared through subgroup broadcasts",
+            Kernel::Texture => "16x4 outputs per invocation, X and W read through textures",
+            Kernel::SubgroupTexture => {
+                "32x4 outputs per invocation, X and W through textures, X shared by subgroups"
+            }
+            Kernel::Blocktile => {
+                "8x8 outputs per invocation from 128x128 workgroup-memory tiles, prefetched"
+            }
+            Kernel::Splitk => {
+                "blocktile over `splits` ranges of d_model, partial sums added by a second pass"
+            }
+        }
+    }
+
+    /// How the variant binds X and W (and whether it has partial sums).
+    pub const fn binding(self) -> BindingKind {
+        match self {
+            Kernel::Texture | Kernel::SubgroupTexture => BindingKind::Textured,
+            Kernel::Splitk => BindingKind::SplitK,
+            _ => BindingKind::Storage,
+        }
+    }
+
+    /// Whether the kernel reads X and W through textures (see
+    /// [`crate::binding::TextureLayout`]) rather than storage buffers.
+    pub const fn reads_textures(self) -> bool {
+        matches!(self.binding(), BindingKind::Textured)
+    }
+
+    /// What the adapter must offer.
+    pub const fn requires(self) -> Requirements {
+        Requirements {
+            min_subgroup_size: match self {
+                Kernel::Subgroup | Kernel::SubgroupTexture => Some(8),
+                _ => None,
+            },
+        }
+    }
+
+    /// Whether the kernel uses subgroup operations.
+    pub const fn needs_subgroups(self) -> bool {
+        self.requires().min_subgroup_size.is_some()
+    }
+
+    /// W's rows are padded with zeros to a multiple of this many columns (4 for the kernels
+    /// that load W as vec4; the padding is never stored).
+    pub const fn w_align(self) -> u32 {
+        match self {
+            Kernel::Subgroup
+            | Kernel::Regtile
+            | Kernel::Texture
+            | Kernel::SubgroupTexture
+            | Kernel::Blocktile
+            | Kernel::Splitk => 4,
+            Kernel::Naive | Kernel::Tiled | Kernel::Direct => 1,
+        }
+    }
+
+    /// The variant's WGSL source.
+    pub const fn source(self) -> ShaderSource {
+        match self {
+            Kernel::Naive => shader!("qkv_naive.wgsl"),
+            Kernel::Tiled => shader!("qkv_tiled.wgsl"),
+            Kernel::Regtile => shader!("qkv_regtile.wgsl"),
+            Kernel::Direct => shader!("qkv_direct.wgsl"),
+            Kernel::Subgroup => shader!("qkv_subgroup.wgsl"),
+            Kernel::Texture => shader!("qkv_texture.wgsl"),
+            Kernel::SubgroupTexture => shader!("qkv_subgroup_texture.wgsl"),
+            Kernel::Blocktile => shader!("qkv_blocktile.wgsl"),
+            Kernel::Splitk => shader!("qkv_splitk.wgsl"),
+        }
+    }
+
+    /// The second pass that adds up partial sums (split-K kernels), if the kernel has one:
+    /// the same file's `reduce` entry point.
+    pub const fn reduce_pass(self) -> Option<ShaderSource> {
+        match self {
+            Kernel::Splitk => {
+                let main = self.source();
+                Some(ShaderSource {
+                    entry_point: "reduce",
+                    ..main
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kernel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| s == k.name() || s.parse::<u32>().ok() == Some(k.number()))
+            .ok_or_else(|| {
+                let known: Vec<String> = Kernel::ALL
+                    .iter()
+                    .map(|k| format!("{} ({})", k.name(), k.number()))
+                    .collect();
+                format!(
+                    "unknown kernel '{s}'; known kernels: {}, or 'all'",
+                    known.join(", ")
+                )
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_numbers_round_trip() {
+        for k in Kernel::ALL {
+            assert_eq!(k.name().parse::<Kernel>(), Ok(k));
+            assert_eq!(k.number().to_string().parse::<Kernel>(), Ok(k));
+        }
+        assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
+        assert!("9".parse::<Kernel>().is_err());
+    }
+
+    #[test]
+    fn the_subgroup_requirement_matches_the_shader_text() {
+        for k in Kernel::ALL {
+            assert_eq!(k.needs_subgroups(), k.source().needs_subgroups(), "{k}");
+        }
+    }
+}

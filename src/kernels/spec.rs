@@ -1,0 +1,277 @@
+//! A kernel configuration resolved once into a plain value: the typed parameters of its
+//! variant, its shader sources, override constants, binding kind, output tile, W padding,
+//! split-K scratch, dispatch grid and what the adapter must offer. The plan, the projector,
+//! the tuner and the context read these fields; nothing downstream asks the variant again.
+
+use super::config::KernelConfig;
+use super::registry::{Kernel, Requirements, ShaderSource};
+use crate::adapter::AdapterSummary;
+use crate::binding::BindingKind;
+use std::fmt;
+
+/// A variant with its tuning parameters, typed: each field means one thing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// One output per invocation.
+    Naive,
+    /// 16x16 workgroup-memory tiles.
+    Tiled,
+    /// 4x4 outputs per invocation over tiles, `wgx` x `wgy` invocations.
+    Regtile {
+        /// Invocations along output columns.
+        wgx: u32,
+        /// Invocations along token rows.
+        wgy: u32,
+    },
+    /// 8x4 outputs per invocation, `wg` invocations along columns.
+    Direct {
+        /// Invocations per workgroup.
+        wg: u32,
+    },
+    /// 32x4 outputs per invocation, X by subgroup broadcasts.
+    Subgroup {
+        /// Invocations per workgroup.
+        wg: u32,
+    },
+    /// 16x4 outputs per invocation through textures.
+    Texture {
+        /// Invocations per workgroup.
+        wg: u32,
+    },
+    /// 32x4 outputs per invocation through textures and subgroup broadcasts.
+    SubgroupTexture {
+        /// Invocations per workgroup.
+        wg: u32,
+    },
+    /// 8x8 outputs per invocation over 128x128 tiles.
+    Blocktile,
+    /// Blocktile over `splits` ranges of d_model, then a reduce pass.
+    Splitk {
+        /// Ranges of d_model, one partial sum each.
+        splits: u32,
+    },
+}
+
+/// The element type X, W and Q, K, V are stored in. Accumulation is always f32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ElementType {
+    /// 32-bit floats.
+    #[default]
+    F32,
+}
+
+impl ElementType {
+    /// Bytes per element.
+    pub const fn size(self) -> u64 {
+        match self {
+            ElementType::F32 => 4,
+        }
+    }
+}
+
+/// Invocations per workgroup of the split-K reduce pass (`@workgroup_size(256)`).
+const REDUCE_WORKGROUP: u32 = 256;
+
+/// Everything about one kernel configuration that the plan, the projector, the tuner and the
+/// context need, resolved once from a [`KernelConfig`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct KernelSpec {
+    /// The configuration as named (for reports and the tuning cache).
+    pub config: KernelConfig,
+    /// Its typed parameters.
+    pub variant: Variant,
+    /// The main pass.
+    pub source: ShaderSource,
+    /// The split-K reduce pass, run after the main pass over each column block.
+    pub reduce: Option<ShaderSource>,
+    /// Override constants of the variant (the projector adds `HAS_BIAS`, `HEAD_LAYOUT`).
+    pub constants: Vec<(&'static str, f64)>,
+    /// How the kernel binds its operands.
+    pub binding: BindingKind,
+    /// Output elements (columns, rows) one workgroup covers.
+    pub tile: (u32, u32),
+    /// W's rows are padded with zeros to a multiple of this many columns.
+    pub w_align: u32,
+    /// Ranges of d_model summed separately (1 without split-K); the partial sums take
+    /// `splits x rows x columns` elements.
+    pub splits: u32,
+    /// Invocations per workgroup of the main pass.
+    pub invocations: u32,
+    /// The storage type of X, W and Q, K, V.
+    pub element: ElementType,
+    /// What the adapter must offer.
+    pub requires: Requirements,
+}
+
+impl From<Kernel> for KernelSpec {
+    /// The spec of a variant's default configuration (always valid).
+    fn from(kernel: Kernel) -> Self {
+        KernelSpec::new(KernelConfig::from(kernel)).expect("default configurations are valid")
+    }
+}
+
+impl KernelSpec {
+    /// Checks `config` and resolves it.
+    pub fn new(config: KernelConfig) -> Result<Self, String> {
+        config.check()?;
+        let (wg, wgy) = (config.wg, config.wgy);
+        let variant = match config.kernel {
+            Kernel::Naive => Variant::Naive,
+            Kernel::Tiled => Variant::Tiled,
+            Kernel::Regtile => Variant::Regtile { wgx: wg, wgy },
+            Kernel::Direct => Variant::Direct { wg },
+            Kernel::Subgroup => Variant::Subgroup { wg },
+            Kernel::Texture => Variant::Texture { wg },
+            Kernel::SubgroupTexture => Variant::SubgroupTexture { wg },
+            Kernel::Blocktile => Variant::Blocktile,
+            Kernel::Splitk => Variant::Splitk { splits: wg },
+        };
+        let (constants, tile, invocations, splits) = match variant {
+            Variant::Naive | Variant::Tiled => (vec![], (16, 16), 256, 1),
+            Variant::Regtile { wgx, wgy } => (
+                vec![("WG_X", wgx as f64), ("WG_Y", wgy as f64)],
+                (wgx * 4, wgy * 4),
+                wgx * wgy,
+                1,
+            ),
+            Variant::Direct { wg } => (vec![("WG", wg as f64)], (wg * 4, 8), wg, 1),
+            Variant::Subgroup { wg } | Variant::SubgroupTexture { wg } => {
+                (vec![("WG", wg as f64)], (wg * 4, 32), wg, 1)
+            }
+            Variant::Texture { wg } => (vec![("WG", wg as f64)], (wg * 4, 16), wg, 1),
+            Variant::Blocktile => (vec![], (128, 128), 256, 1),
+            Variant::Splitk { splits } => {
+                (vec![("SPLITS", splits as f64)], (128, 128), 256, splits)
+            }
+        };
+        let kernel = config.kernel;
+        Ok(Self {
+            config,
+            variant,
+            source: kernel.source(),
+            reduce: kernel.reduce_pass(),
+            constants,
+            binding: kernel.binding(),
+            tile,
+            w_align: kernel.w_align(),
+            splits,
+            invocations,
+            element: ElementType::F32,
+            requires: kernel.requires(),
+        })
+    }
+
+    /// The variant.
+    pub fn kernel(&self) -> Kernel {
+        self.config.kernel
+    }
+
+    /// Why the adapter `summary` describes cannot run this kernel, if it cannot.
+    pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
+        self.requires.unmet_on(self.kernel(), summary)
+    }
+
+    /// The row stride of a W block of `n_cols` columns: `n_cols` rounded up to
+    /// [`w_align`](Self::w_align) (the padding is zeros and is never stored).
+    pub const fn w_stride(&self, n_cols: u32) -> u32 {
+        n_cols.div_ceil(self.w_align) * self.w_align
+    }
+
+    /// The main pass's grid over `rows` tokens and `cols` columns of one W block.
+    pub fn grid(&self, rows: u32, cols: u32) -> (u32, u32, u32) {
+        (
+            cols.div_ceil(self.tile.0),
+            rows.div_ceil(self.tile.1),
+            self.splits,
+        )
+    }
+
+    /// The reduce pass's workgroups over `rows` x `cols` partial sums (a grid-stride loop,
+    /// so any count covers the block), at most `max_groups`; None without a reduce pass.
+    pub fn reduce_groups(&self, rows: u32, cols: u32, max_groups: u32) -> Option<u32> {
+        self.reduce.map(|_| {
+            let elements = rows as u64 * cols as u64;
+            elements
+                .div_ceil(REDUCE_WORKGROUP as u64)
+                .clamp(1, max_groups.max(1) as u64) as u32
+        })
+    }
+
+    /// Elements of the split-K partial sums for `rows` tokens and a widest W block of
+    /// `cols` columns: [splits, rows, cols]; 0 without split-K.
+    pub fn scratch_len(&self, rows: u32, cols: u32) -> u64 {
+        match self.reduce {
+            Some(_) => self.splits as u64 * rows as u64 * cols as u64,
+            None => 0,
+        }
+    }
+
+    /// The override constants a pipeline is compiled with: the variant's, plus `HAS_BIAS`
+    /// and `HEAD_LAYOUT`.
+    pub fn pipeline_constants(&self, bias: bool, head_layout: bool) -> Vec<(&'static str, f64)> {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut constants = vec![("HAS_BIAS", flag(bias)), ("HEAD_LAYOUT", flag(head_layout))];
+        constants.extend(self.constants.iter().copied());
+        constants
+    }
+}
+
+impl fmt::Display for KernelSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.config.fmt(f)
+    }
+}
+
+/// Shortcuts for a configuration at hand (the CLI, tests): each resolves the spec and asks it.
+impl KernelConfig {
+    /// Why this adapter cannot run the configuration, if it cannot (an invalid configuration
+    /// included).
+    pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
+        match KernelSpec::new(*self) {
+            Ok(spec) => spec.unsupported_on(summary),
+            Err(e) => Some(e),
+        }
+    }
+
+    /// Output elements (columns, rows) covered by one workgroup (0, 0 for an invalid
+    /// configuration).
+    pub fn workgroup_tile(&self) -> (u32, u32) {
+        KernelSpec::new(*self).map_or((0, 0), |s| s.tile)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_resolve_typed_parameters_grids_and_strides() {
+        let s = KernelSpec::new("regtile(wgx=8,wgy=16)".parse().unwrap()).unwrap();
+        assert_eq!(s.variant, Variant::Regtile { wgx: 8, wgy: 16 });
+        assert_eq!((s.tile, s.invocations), ((32, 64), 128));
+        assert_eq!(s.grid(65, 33), (2, 2, 1));
+        assert_eq!(s.w_stride(10), 12);
+        let k = KernelSpec::new("splitk(splits=8)".parse().unwrap()).unwrap();
+        assert_eq!(k.variant, Variant::Splitk { splits: 8 });
+        assert_eq!(
+            (k.grid(129, 128), k.binding),
+            ((1, 2, 8), BindingKind::SplitK)
+        );
+        assert_eq!(k.scratch_len(10, 20), 8 * 10 * 20);
+        assert_eq!(k.reduce_groups(10, 1000, 4096), Some(40));
+        assert_eq!(k.reduce_groups(1000, 1000, 16), Some(16));
+        let n = KernelSpec::from(Kernel::Naive);
+        assert_eq!((n.w_stride(10), n.scratch_len(10, 20)), (10, 0));
+        assert_eq!(n.reduce_groups(1, 1, 1), None);
+        assert!(KernelSpec::new(KernelConfig {
+            kernel: Kernel::Direct,
+            wg: 0,
+            wgy: 0
+        })
+        .is_err());
+        assert_eq!(
+            n.pipeline_constants(true, false),
+            vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0)]
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! The GPU memory of a projector: X and W as storage buffers or textures ([`Operand`]), the
+//! weights and bias uploaded once ([`WeightBuffers`]), and the chunk buffer sets runs stream
+//! through ([`Slot`]), each with its bind groups made once.
+
+use super::timing::Queries;
+use crate::binding::{Layout, Params, TextureLayout};
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::KernelSpec;
+use crate::plan::ChunkPlan;
+use crate::weights::FusedWeights;
+use std::ops::Range;
+
+/// Where a kernel reads X or W from.
+pub(super) enum Operand {
+    Buffer(wgpu::Buffer),
+    Texture(wgpu::Texture, wgpu::TextureView),
+}
+
+impl Operand {
+    /// A storage buffer of `elems` f32, or an `rgba32float` texture `(width, height)` texels.
+    fn new(
+        device: &wgpu::Device,
+        label: &str,
+        textures: bool,
+        elems: usize,
+        (width, height): (u32, u32),
+    ) -> Self {
+        if textures {
+            let texture = device.create_texture(&wgpu::TextureDescriptor {
+                label: Some(label),
+                size: wgpu::Extent3d {
+                    width,
+                    height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba32Float,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+                view_formats: &[],
+            });
+            let view = texture.create_view(&wgpu::TextureViewDescriptor {
+                label: Some(label),
+                ..Default::default()
+            });
+            Operand::Texture(texture, view)
+        } else {
+            Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: elems as u64 * 4,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        }
+    }
+
+    /// Writes a matrix of `row_len`-element rows: as it is into a buffer; into a texture with
+    /// each row zero-padded to the texture's width (a copy only where rows need padding).
+    pub(super) fn write(&self, queue: &wgpu::Queue, data: &[f32], row_len: usize) {
+        match self {
+            Operand::Buffer(b) => queue.write_buffer(b, 0, bytemuck::cast_slice(data)),
+            Operand::Texture(t, _) => {
+                let (width, height) = (t.width(), t.height());
+                let padded_len = width as usize * 4;
+                let padded: Vec<f32>;
+                let rows = data.len() / row_len.max(1);
+                let texels: &[f32] = if padded_len == row_len && rows == height as usize {
+                    data
+                } else {
+                    let mut p = vec![0f32; padded_len * height as usize];
+                    for (dst, src) in p
+                        .chunks_exact_mut(padded_len)
+                        .zip(data.chunks_exact(row_len))
+                    {
+                        dst[..row_len].copy_from_slice(src);
+                    }
+                    padded = p;
+                    &padded
+                };
+                queue.write_texture(
+                    wgpu::TexelCopyTextureInfo {
+                        texture: t,
+                        mip_level: 0,
+                        origin: wgpu::Origin3d::ZERO,
+                        aspect: wgpu::TextureAspect::All,
+                    },
+                    bytemuck::cast_slice(texels),
+                    wgpu::TexelCopyBufferLayout {
+                        offset: 0,
+                        bytes_per_row: Some(width * 16),
+                        rows_per_image: Some(height),
+                    },
+                    t.size(),
+                );
+            }
+        }
+    }
+
+    fn resource(&self) -> wgpu::BindingResource<'_> {
+        match self {
+            Operand::Buffer(b) => b.as_entire_binding(),
+            Operand::Texture(_, view) => wgpu::BindingResource::TextureView(view),
+        }
+    }
+}
+
+/// W per column block and the bias, on the GPU for every run.
+pub(super) struct WeightBuffers {
+    /// W per column block.
+    w: Vec<Operand>,
+    bias: wgpu::Buffer,
+}
+
+impl WeightBuffers {
+    pub(super) fn new(device: &wgpu::Device, spec: &KernelSpec, plan: &ChunkPlan) -> Self {
+        let chunk_shape = plan.chunk_shape();
+        let d = plan.shape.d_model as usize;
+        let textures = spec.binding == crate::binding::BindingKind::Textured;
+        let w = plan
+            .col_blocks
+            .iter()
+            .map(|&(_, n_cols)| {
+                let stride = spec.w_stride(n_cols);
+                let tex = TextureLayout::of(&chunk_shape, stride);
+                Operand::new(
+                    device,
+                    "w (fused Wq|Wk|Wv, one column block)",
+                    textures,
+                    d * stride as usize,
+                    tex.w,
+                )
+            })
+            .collect();
+        // Without a bias the binding still needs a buffer; HAS_BIAS=false never reads it.
+        let bias_len = if plan.shape.bias {
+            plan.shape.n_out() as usize
+        } else {
+            1
+        };
+        let bias = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("bias"),
+            size: bias_len as u64 * 4,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        Self { w, bias }
+    }
+
+    /// Writes the fused weights (already checked against the plan's shape) into every column
+    /// block, and the bias.
+    pub(super) fn write(
+        &self,
+        ctx: &GpuContext,
+        spec: &KernelSpec,
+        plan: &ChunkPlan,
+        weights: &FusedWeights,
+    ) -> Result<()> {
+        let n_out = plan.shape.n_out() as usize;
+        for (operand, &(col0, n_cols)) in self.w.iter().zip(&plan.col_blocks) {
+            let stride = spec.w_stride(n_cols) as usize;
+            let (c0, n) = (col0 as usize, n_cols as usize);
+            // Each block's rows hold its columns, zero-padded to the stride the kernel reads
+            // (a multiple of 4 for the vec4 kernels); no copy where that is all of W as it is.
+            let block: Vec<f32>;
+            let w: &[f32] = if n == n_out && stride == n_out {
+                &weights.w
+            } else {
+                block = weights
+                    .w
+                    .chunks_exact(n_out)
+                    .flat_map(|row| {
+                        row[c0..c0 + n]
+                            .iter()
+                            .copied()
+                            .chain(std::iter::repeat_n(0.0, stride - n))
+                    })
+                    .collect();
+                &block
+            };
+            ctx.checked("uploading weights", || operand.write(&ctx.queue, w, stride))?;
+        }
+        if let Some(b) = &weights.bias {
+            ctx.checked("uploading the bias", || {
+                ctx.queue
+                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(b))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// A submitted chunk whose results have not been read yet.
+pub(super) struct Pending {
+    pub(super) index: u32,
+    pub(super) rows: Range<u32>,
+    pub(super) submission: wgpu::SubmissionIndex,
+}
+
+/// One set of chunk buffers. Streaming uses two, so one chunk's transfers overlap the other's
+/// kernel.
+pub(super) struct Slot {
+    pub(super) x: Operand,
+    pub(super) x_host: Vec<f32>,
+    pub(super) outputs: [wgpu::Buffer; 3],
+    pub(super) staging: [wgpu::Buffer; 3],
+    /// Per column block: its params uniform and its bind group.
+    pub(super) params: Vec<wgpu::Buffer>,
+    pub(super) bind_groups: Vec<wgpu::BindGroup>,
+    pub(super) fill_groups: Vec<(wgpu::BindGroup, u64)>,
+    /// Split-K partial sums (only for kernels with a reduce pass).
+    scratch: Option<wgpu::Buffer>,
+    /// The kernel pass's timestamps (where the adapter has them).
+    pub(super) timestamps: Option<Queries>,
+    pub(super) pending: Option<Pending>,
+}
+
+/// Uniform buffers for the params of each column block.
+pub(super) fn params_buffers(device: &wgpu::Device, plan: &ChunkPlan) -> Vec<wgpu::Buffer> {
+    plan.col_blocks
+        .iter()
+        .map(|_| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("params (one column block)"),
+                size: std::mem::size_of::<Params>() as u64,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        })
+        .collect()
+}
+
+impl Slot {
+    /// Allocates one buffer set for the plan's chunks and binds it with `weights`.
+    pub(super) fn new(
+        ctx: &GpuContext,
+        spec: &KernelSpec,
+        plan: &ChunkPlan,
+        weights: &WeightBuffers,
+        layout: &Layout,
+    ) -> Self {
+        let device = &ctx.device;
+        let chunk_shape = plan.chunk_shape();
+        let storage = |label: &str, elems: u64, usage: wgpu::BufferUsages| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: elems * 4,
+                usage: wgpu::BufferUsages::STORAGE | usage,
+                mapped_at_creation: false,
+            })
+        };
+        let tex = TextureLayout::of(&chunk_shape, 4);
+        let textures = spec.binding == crate::binding::BindingKind::Textured;
+        let x = Operand::new(
+            device,
+            "x (one chunk)",
+            textures,
+            chunk_shape.x_len(),
+            tex.x,
+        );
+        let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);
+        let out_usage = wgpu::BufferUsages::COPY_SRC;
+        let outputs = [
+            storage("q (one chunk)", q_len, out_usage),
+            storage("k (one chunk)", kv_len, out_usage),
+            storage("v (one chunk)", kv_len, out_usage),
+        ];
+        // A MAP_READ buffer may only be a COPY_DST, so results come back through these.
+        let staging = [
+            ("q staging", q_len),
+            ("k staging", kv_len),
+            ("v staging", kv_len),
+        ]
+        .map(|(label, len)| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: len * 4,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let params = params_buffers(device, plan);
+        let scratch = spec.reduce.map(|_| {
+            storage(
+                "partial sums (split-K)",
+                spec.scratch_len(plan.chunk_tokens, plan.widest_block()),
+                wgpu::BufferUsages::empty(),
+            )
+        });
+        let fill_groups = outputs
+            .iter()
+            .map(|b| {
+                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("fill_nan bind group"),
+                    layout: &ctx.fill_layout().group,
+                    entries: &[wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: b.as_entire_binding(),
+                    }],
+                });
+                (group, b.size() / 4)
+            })
+            .collect();
+        let timestamps = ctx
+            .has_timestamps()
+            .then(|| Queries::new(device, &ctx.queue, 1, "kernel timestamps"));
+        let mut slot = Slot {
+            x,
+            x_host: vec![0.0; chunk_shape.x_len()],
+            outputs,
+            staging,
+            params,
+            bind_groups: Vec::new(),
+            fill_groups,
+            scratch,
+            timestamps,
+            pending: None,
+        };
+        slot.bind_groups = slot.bind(device, layout, &slot.params, weights);
+        slot
+    }
+
+    /// One bind group per column block: `params` (one per block), this slot's X, that
+    /// block's W, the bias, this slot's Q, K, V (and partial sums).
+    pub(super) fn bind(
+        &self,
+        device: &wgpu::Device,
+        layout: &Layout,
+        params: &[wgpu::Buffer],
+        weights: &WeightBuffers,
+    ) -> Vec<wgpu::BindGroup> {
+        params
+            .iter()
+            .zip(&weights.w)
+            .map(|(params, w)| {
+                let entries: Vec<wgpu::BindGroupEntry> = [
+                    params.as_entire_binding(),
+                    self.x.resource(),
+                    w.resource(),
+                    weights.bias.as_entire_binding(),
+                ]
+                .into_iter()
+                .chain(self.outputs.iter().map(|b| b.as_entire_binding()))
+                .chain(self.scratch.as_ref().map(|b| b.as_entire_binding()))
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("projection bind group"),
+                    layout: &layout.group,
+                    entries: &entries,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Checks that `weights` are what a projector planned as `plan` takes.
+pub(super) fn check_weights(plan: &ChunkPlan, weights: &FusedWeights) -> Result<()> {
+    let s = &plan.shape;
+    if (weights.d_model, weights.q_width, weights.kv_width) != (s.d_model, s.q_width, s.kv_width) {
+        return Err(Error::Shape(format!(
+            "weights are d_model {} -> {}+{}+{} but the projector was made for d_model {} -> \
+             {}+{}+{}",
+            weights.d_model,
+            weights.q_width,
+            weights.kv_width,
+            weights.kv_width,
+            s.d_model,
+            s.q_width,
+            s.kv_width,
+            s.kv_width
+        )));
+    }
+    if weights.w.len() != s.w_len() {
+        return Err(Error::Shape(format!(
+            "W has {} elements; [{}, {}] needs {}",
+            weights.w.len(),
+            s.d_model,
+            s.n_out(),
+            s.w_len()
+        )));
+    }
+    match (&weights.bias, s.bias) {
+        (Some(b), true) if b.len() != s.n_out() as usize => Err(Error::Shape(format!(
+            "bias has {} elements; it needs {}",
+            b.len(),
+            s.n_out()
+        ))),
+        (Some(_), false) => Err(Error::Shape(
+            "weights carry a bias but the projector was made without one".into(),
+        )),
+        (None, true) => Err(Error::Shape(
+            "the projector was made with a bias but the weights have none".into(),
+        )),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,415 @@
+//! The streaming engine: pipelines compiled and buffers bound once for a plan, then a batch
+//! pushed through chunk by chunk. Each chunk's Q, K and V are filled with NaN on the GPU
+//! before its dispatch, so an element the kernel never writes reads back as NaN. With two
+//! buffer sets, chunk i+1 is uploaded and chunk i-1 read back while the kernel runs on
+//! chunk i.
+
+use super::buffers::{Pending, Slot, WeightBuffers};
+use super::timing::{KernelTimer, RunTimings};
+use crate::binding::Params;
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::{KernelSpec, FILL_NAN};
+use crate::layout::OutputLayout;
+use crate::plan::ChunkPlan;
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One chunk's Q, K and V as read back, with the X rows they came from.
+#[derive(Debug)]
+pub struct ChunkOutput<'a> {
+    /// Which chunk (0-based) of how many.
+    pub index: u32,
+    /// Of how many chunks.
+    pub of: u32,
+    /// Its token rows within the batch.
+    pub rows: Range<u32>,
+    /// X [rows, d_model].
+    pub x: &'a [f32],
+    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout).
+    pub q: &'a [f32],
+    /// K [rows, kv_width] (likewise).
+    pub k: &'a [f32],
+    /// V [rows, kv_width] (likewise).
+    pub v: &'a [f32],
+}
+
+/// Pipelines, weights and chunk buffer sets of one (plan, spec).
+pub(super) struct Engine<'c> {
+    pub(super) ctx: &'c GpuContext,
+    pub(super) spec: KernelSpec,
+    pub(super) plan: ChunkPlan,
+    pipeline: Arc<wgpu::ComputePipeline>,
+    /// The split-K kernel's second pass.
+    reduce_pipeline: Option<Arc<wgpu::ComputePipeline>>,
+    fill_pipeline: Arc<wgpu::ComputePipeline>,
+    pub(super) weights: WeightBuffers,
+    pub(super) slots: Vec<Slot>,
+}
+
+impl<'c> Engine<'c> {
+    /// Compiles (or reuses) the spec's pipelines and allocates what the plan needs.
+    pub(super) fn new(ctx: &'c GpuContext, spec: KernelSpec, plan: ChunkPlan) -> Result<Self> {
+        let shape = plan.shape;
+        let layout = ctx.layout(spec.binding);
+        let constants =
+            spec.pipeline_constants(shape.bias, matches!(plan.layout, OutputLayout::Heads(_)));
+        let pipeline = ctx.pipeline(spec.source, &constants, &layout.pipeline)?;
+        let reduce_pipeline = match spec.reduce {
+            Some(source) => Some(ctx.pipeline(source, &constants, &layout.pipeline)?),
+            None => None,
+        };
+        let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &ctx.fill_layout().pipeline)?;
+
+        let during = format!(
+            "allocating buffers for {shape} in chunks of {} tokens (out of memory?)",
+            plan.chunk_tokens
+        );
+        let weights = ctx.checked(&during, || WeightBuffers::new(&ctx.device, &spec, &plan))?;
+        let mut slots = Vec::new();
+        for slot in 0..if plan.streaming { 2 } else { 1 } {
+            let during = format!("{during}, buffer set {slot}");
+            slots.push(ctx.checked(&during, || Slot::new(ctx, &spec, &plan, &weights, layout))?);
+        }
+        let engine = Self {
+            ctx,
+            spec,
+            plan,
+            pipeline,
+            reduce_pipeline,
+            fill_pipeline,
+            weights,
+            slots,
+        };
+
+        // Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
+        // pipeline creation. One workgroup on the fresh (zeroed) buffers forces that here,
+        // outside every timed region; every run poisons the outputs before its own dispatch.
+        engine.write_params(&engine.slots[0].params, 1)?;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("pipeline warm-up"),
+            });
+        ctx.checked("warming up the pipeline", || {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("pipeline warm-up"),
+                timestamp_writes: None,
+            });
+            pass.set_bind_group(0, &engine.slots[0].bind_groups[0], &[]);
+            pass.set_pipeline(&engine.pipeline);
+            pass.dispatch_workgroups(1, 1, 1);
+            if let Some(reduce) = &engine.reduce_pipeline {
+                pass.set_pipeline(reduce);
+                pass.dispatch_workgroups(1, 1, 1);
+            }
+        })?;
+        ctx.submit_and_wait(encoder, "warming up the pipeline")?;
+        Ok(engine)
+    }
+
+    /// Writes the params of every column block for a chunk of `rows` tokens into `buffers`
+    /// (one per column block).
+    pub(super) fn write_params(&self, buffers: &[wgpu::Buffer], rows: u32) -> Result<()> {
+        let plan = &self.plan;
+        self.ctx.checked("writing the kernel parameters", || {
+            for (buffer, &block) in buffers.iter().zip(&plan.col_blocks) {
+                let params = Params::new(
+                    &plan.shape,
+                    plan.layout,
+                    rows,
+                    block,
+                    self.spec.w_stride(block.1),
+                );
+                self.ctx
+                    .queue
+                    .write_buffer(buffer, 0, bytemuck::bytes_of(&params));
+            }
+        })
+    }
+
+    /// Dispatches the kernel over a chunk of `rows` tokens, one column block per bind group
+    /// (and, for split-K, each block's reduce pass after it).
+    pub(super) fn encode_dispatches(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        groups: &[wgpu::BindGroup],
+        rows: u32,
+    ) {
+        let max_groups = self.max_grid();
+        for (group, &(_, n_cols)) in groups.iter().zip(&self.plan.col_blocks) {
+            pass.set_bind_group(0, group, &[]);
+            pass.set_pipeline(&self.pipeline);
+            let (x, y, z) = self.spec.grid(rows, n_cols);
+            pass.dispatch_workgroups(x, y, z);
+            if let (Some(reduce), Some(groups)) = (
+                &self.reduce_pipeline,
+                self.spec.reduce_groups(rows, n_cols, max_groups),
+            ) {
+                pass.set_pipeline(reduce);
+                pass.dispatch_workgroups(groups, 1, 1);
+            }
+        }
+    }
+
+    /// Workgroups the grid-stride passes use at most: a modest grid within the device's
+    /// per-dimension limit.
+    fn max_grid(&self) -> u32 {
+        self.ctx
+            .limits()
+            .max_compute_workgroups_per_dimension
+            .min(4096)
+    }
+
+    /// Fills the outputs of buffer set `slot` with NaN.
+    pub(super) fn encode_fill(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
+        pass.set_pipeline(&self.fill_pipeline);
+        // The shader's grid-stride loop covers any size with any number of groups.
+        let max_groups = self.max_grid() as u64;
+        for (group, words) in &self.slots[slot].fill_groups {
+            pass.set_bind_group(0, group, &[]);
+            pass.dispatch_workgroups(words.div_ceil(256).clamp(1, max_groups) as u32, 1, 1);
+        }
+    }
+
+    /// Projects the whole batch chunk by chunk (see
+    /// [`Projector::stream`](super::Projector::stream)).
+    pub(super) fn stream(
+        &mut self,
+        mut source: impl FnMut(Range<u32>, &mut [f32]) -> Result<()>,
+        mut sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        mut progress: impl FnMut(u32),
+    ) -> Result<RunTimings> {
+        let wall = Instant::now();
+        let mut t = RunTimings {
+            kernel_timer: if self.slots[0].timestamps.is_some() {
+                KernelTimer::GpuTimestamp
+            } else {
+                KernelTimer::Host
+            },
+            chunks: self.plan.chunks(),
+            col_blocks: self.plan.col_blocks.len() as u32,
+            streamed: self.plan.streaming,
+            ..Default::default()
+        };
+        let n = self.plan.chunks();
+        let result = (|| {
+            for i in 0..n {
+                let slot = i as usize % self.slots.len();
+                // With two slots, this slot's previous chunk (i-2) was finished last round.
+                if let Some(p) = self.slots[slot].pending.take() {
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+                let rows = self.plan.chunk(i);
+                let label = format!(
+                    "chunk {} of {n} (tokens {}..{})",
+                    i + 1,
+                    rows.start,
+                    rows.end
+                );
+                let len = rows.len() * self.plan.shape.d_model as usize;
+                let start = Instant::now();
+                source(rows.clone(), &mut self.slots[slot].x_host[..len])?;
+                t.input += start.elapsed();
+                self.submit(slot, i, rows.clone(), &label, &mut t)?;
+                if self.plan.streaming {
+                    let other = 1 - slot;
+                    if let Some(p) = self.slots[other].pending.take() {
+                        self.finish(other, p, &mut sink, &mut t)?;
+                    }
+                } else {
+                    let p = self.slots[slot].pending.take().expect("just submitted");
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+                progress(rows.end);
+            }
+            // The last chunk (and, with streaming, possibly none other) is still out.
+            for slot in 0..self.slots.len() {
+                if let Some(p) = self.slots[slot].pending.take() {
+                    self.finish(slot, p, &mut sink, &mut t)?;
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            // Leave no chunk half-tracked: a later run starts clean.
+            for s in &mut self.slots {
+                s.pending = None;
+            }
+            let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+            return Err(e);
+        }
+        t.wall = wall.elapsed();
+        Ok(t)
+    }
+
+    /// Uploads X of chunk `index` from its slot's host buffer and submits NaN fill, dispatch
+    /// and the copies to staging.
+    fn submit(
+        &mut self,
+        slot: usize,
+        index: u32,
+        rows: Range<u32>,
+        label: &str,
+        t: &mut RunTimings,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let count = rows.len() as u32;
+        let d = self.plan.shape.d_model as usize;
+        let s = &self.slots[slot];
+        let start = Instant::now();
+        ctx.checked(&format!("{label}: uploading X"), || {
+            s.x.write(&ctx.queue, &s.x_host[..count as usize * d], d)
+        })?;
+        self.write_params(&s.params, count)?;
+        if !self.plan.streaming {
+            let index = ctx.queue.submit([]);
+            ctx.wait(index, &format!("{label}: uploading X"))?;
+        }
+        t.upload += start.elapsed();
+
+        let kernel_label = format!("{label}: dispatch of kernel {}", self.spec);
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("projection"),
+            });
+        let chunk_shape = crate::shape::QkvShape {
+            tokens: count,
+            ..self.plan.shape
+        };
+        ctx.checked(&kernel_label, || {
+            {
+                // Untimed: poison the outputs so an unwritten element cannot pass.
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("fill_nan"),
+                    timestamp_writes: None,
+                });
+                self.encode_fill(&mut pass, slot);
+            }
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(self.spec.kernel().name()),
+                    timestamp_writes: s.timestamps.as_ref().map(|q| q.writes(0)),
+                });
+                self.encode_dispatches(&mut pass, &s.bind_groups, count);
+            }
+            if let Some(q) = &s.timestamps {
+                q.resolve(&mut encoder, 1);
+            }
+            for ((src, dst), len) in s.outputs.iter().zip(&s.staging).zip([
+                chunk_shape.q_len(),
+                chunk_shape.kv_len(),
+                chunk_shape.kv_len(),
+            ]) {
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, len as u64 * 4);
+            }
+        })?;
+        let start = Instant::now();
+        let submission = ctx.checked(&kernel_label, || ctx.queue.submit([encoder.finish()]))?;
+        if !self.plan.streaming {
+            ctx.wait(submission.clone(), &kernel_label)?;
+            t.dispatch_wall += start.elapsed();
+        }
+        self.slots[slot].pending = Some(Pending {
+            index,
+            rows,
+            submission,
+        });
+        Ok(())
+    }
+
+    /// Waits for a submitted chunk, reads its kernel time and hands Q, K, V to the sink.
+    fn finish(
+        &mut self,
+        slot: usize,
+        p: Pending,
+        sink: &mut impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        t: &mut RunTimings,
+    ) -> Result<()> {
+        let ctx = self.ctx;
+        let n = self.plan.chunks();
+        let label = format!(
+            "chunk {} of {n} (tokens {}..{}): reading Q, K, V back",
+            p.index + 1,
+            p.rows.start,
+            p.rows.end
+        );
+        let s = &self.slots[slot];
+        let count = p.rows.len();
+        let shape = &self.plan.shape;
+        let lens = [
+            count * shape.q_width as usize,
+            count * shape.kv_width as usize,
+            count * shape.kv_width as usize,
+        ];
+        let mut buffers: Vec<(&wgpu::Buffer, u64)> = s
+            .staging
+            .iter()
+            .zip(lens)
+            .map(|(b, len)| (b, len as u64 * 4))
+            .collect();
+        if let Some(q) = &s.timestamps {
+            buffers.push((q.readback(), super::timing::Queries::bytes(1)));
+        }
+        let start = Instant::now();
+        let receivers: Vec<_> = buffers
+            .iter()
+            .map(|&(b, bytes)| {
+                let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+                b.slice(..bytes).map_async(wgpu::MapMode::Read, move |r| {
+                    sender.send(r).ok();
+                });
+                receiver
+            })
+            .collect();
+        // Wait for this chunk only: with streaming the next one is already queued behind it.
+        ctx.wait(p.submission, &label)?;
+        for r in receivers {
+            match pollster::block_on(r.receive()) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
+                None => return Err(Error::Readback(format!("{label}: mapping never completed"))),
+            }
+        }
+        if self.plan.streaming {
+            t.dispatch_wall += start.elapsed();
+        }
+        let start = Instant::now();
+        let result = (|| {
+            let views = buffers
+                .iter()
+                .map(|&(b, bytes)| {
+                    b.slice(..bytes)
+                        .get_mapped_range()
+                        .map_err(|e| Error::Readback(format!("{label}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(q) = &s.timestamps {
+                let ticks: &[u64] = bytemuck::cast_slice(&views[3]);
+                t.kernel += q.durations(ticks).into_iter().sum::<Duration>();
+            }
+            let d = shape.d_model as usize;
+            sink(ChunkOutput {
+                index: p.index,
+                of: n,
+                rows: p.rows.clone(),
+                x: &s.x_host[..count * d],
+                q: bytemuck::cast_slice(&views[0]),
+                k: bytemuck::cast_slice(&views[1]),
+                v: bytemuck::cast_slice(&views[2]),
+            })
+        })();
+        for (b, _) in &buffers {
+            b.unmap();
+        }
+        result?;
+        t.readback += start.elapsed();
+        if s.timestamps.is_none() {
+            // Host timer: without streaming, the dispatch's submit-and-wait.
+            t.kernel = t.dispatch_wall;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,308 @@
+//! The host side of one projection shape: pipelines, buffers and bind groups made once for a
+//! plan, then many runs of upload X -> fused dispatch -> read Q, K, V back, each phase timed.
+//!
+//! A batch larger than the device's buffers runs in token chunks (and, where W alone is too
+//! large, column blocks), planned by [`crate::plan`]. Chunks stream through two sets of chunk
+//! buffers, so that the upload of chunk i+1 and the readback of chunk i-1 overlap the kernel
+//! on chunk i. [`Projector::stream`] takes X from a source and hands each chunk's Q, K, V to
+//! a sink (a file writer, a validator), so host memory is bounded by the chunks;
+//! [`Projector::run`] is the same over slices in memory.
+//!
+//! Every chunk's Q, K and V buffers are filled with NaN on the GPU before its dispatch, so an
+//! element the kernel never writes reads back as NaN and fails validation.
+//!
+//! The parts, from the ground up: [`timing`] (timers, run timings, the median, timestamp
+//! queries), `buffers` (GPU memory and bind groups), `engine` (pipelines and the chunk
+//! stream), `steady` (back-to-back kernel timing); this file is the API over them.
+
+mod buffers;
+mod engine;
+mod steady;
+pub mod timing;
+
+use crate::context::GpuContext;
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, KernelConfig, KernelSpec};
+use crate::layout::OutputLayout;
+use crate::plan::{ChunkOptions, ChunkPlan};
+use crate::shape::QkvShape;
+use crate::weights::FusedWeights;
+use engine::Engine;
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+pub use engine::ChunkOutput;
+pub use steady::MAX_REPEATS;
+pub use timing::{spread, KernelTimer, KernelTimes, RunTimings};
+
+/// Q [tokens, q_width], K and V [tokens, kv_width] (or in the projector's head layout), as
+/// read back from the GPU.
+#[derive(Debug, Clone)]
+pub struct QkvOutput {
+    /// Q, row-major.
+    pub q: Vec<f32>,
+    /// K, row-major.
+    pub k: Vec<f32>,
+    /// V, row-major.
+    pub v: Vec<f32>,
+    /// Where the time went.
+    pub timings: RunTimings,
+}
+
+/// One projection shape on one context with one kernel: made once, run many times.
+pub struct Projector<'c> {
+    engine: Engine<'c>,
+    steady: steady::SteadyTiming,
+    weights_loaded: bool,
+}
+
+impl std::fmt::Debug for Projector<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("spec", &self.engine.spec)
+            .field("plan", &self.engine.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'c> Projector<'c> {
+    /// Allocates the buffers for `shape` and compiles (or reuses) `kernel`'s pipeline; Q, K
+    /// and V come back token-major. A batch past the device's limits is chunked.
+    /// Fails with [`Error::DeviceLimit`] only if not even one token fits.
+    pub fn new(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+    ) -> Result<Self> {
+        Self::with_options(
+            ctx,
+            shape,
+            config,
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+    }
+
+    /// As [`Projector::new`], with Q, K and V written by the kernel in `layout`.
+    pub fn with_layout(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+        layout: OutputLayout,
+    ) -> Result<Self> {
+        Self::with_options(ctx, shape, config, layout, &ChunkOptions::default())
+    }
+
+    /// As [`Projector::with_layout`], chunked as `opts` says: resolves the configuration's
+    /// spec, plans the batch on the device's limits, and builds the projector for that plan.
+    pub fn with_options(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+        layout: OutputLayout,
+        opts: &ChunkOptions,
+    ) -> Result<Self> {
+        let spec = KernelSpec::new(config.into()).map_err(Error::Input)?;
+        if let Some(why) = spec.unsupported_on(&ctx.summary) {
+            return Err(Error::Input(why));
+        }
+        let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, opts)?;
+        Self::from_plan(ctx, spec, plan)
+    }
+
+    /// The projector for a batch already planned for `spec` on this context's limits
+    /// ([`ChunkPlan::new`]).
+    pub fn from_plan(ctx: &'c GpuContext, spec: KernelSpec, plan: ChunkPlan) -> Result<Self> {
+        if let Some(why) = spec.unsupported_on(&ctx.summary) {
+            return Err(Error::Input(why));
+        }
+        Ok(Self {
+            engine: Engine::new(ctx, spec, plan)?,
+            steady: steady::SteadyTiming::default(),
+            weights_loaded: false,
+        })
+    }
+
+    /// The shape this projector was made for.
+    pub fn shape(&self) -> &QkvShape {
+        &self.engine.plan.shape
+    }
+
+    /// The layout Q, K and V are written in.
+    pub fn layout(&self) -> OutputLayout {
+        self.engine.plan.layout
+    }
+
+    /// The kernel variant it dispatches.
+    pub fn kernel(&self) -> Kernel {
+        self.engine.spec.kernel()
+    }
+
+    /// The variant and its tuning parameters.
+    pub fn config(&self) -> KernelConfig {
+        self.engine.spec.config
+    }
+
+    /// Everything about the kernel it dispatches.
+    pub fn spec(&self) -> &KernelSpec {
+        &self.engine.spec
+    }
+
+    /// How the batch is split into chunks and column blocks.
+    pub fn plan(&self) -> &ChunkPlan {
+        &self.engine.plan
+    }
+
+    /// Whether chunks stream through two buffer sets (only with more than one chunk).
+    pub fn streaming(&self) -> bool {
+        self.engine.plan.streaming
+    }
+
+    /// Uploads the fused weights (and bias); they stay on the GPU for every later run.
+    /// Returns the host time the upload took.
+    pub fn set_weights(&mut self, weights: &FusedWeights) -> Result<Duration> {
+        let e = &self.engine;
+        buffers::check_weights(&e.plan, weights)?;
+        let start = Instant::now();
+        e.weights.write(e.ctx, &e.spec, &e.plan, weights)?;
+        let index = e.ctx.queue.submit([]);
+        e.ctx.wait(index, "uploading weights")?;
+        self.weights_loaded = true;
+        Ok(start.elapsed())
+    }
+
+    /// Projects X [tokens, d_model] held in memory and returns Q, K, V in memory: fills each
+    /// chunk's Q, K, V with NaN, uploads X, runs the fused dispatch, reads Q, K, V back.
+    /// Weights must have been set.
+    pub fn run(&mut self, x: &[f32]) -> Result<QkvOutput> {
+        let s = *self.shape();
+        if x.len() != s.x_len() {
+            return Err(Error::Shape(format!(
+                "X has {} elements; [{}, {}] needs {}",
+                x.len(),
+                s.tokens,
+                s.d_model,
+                s.x_len()
+            )));
+        }
+        let d = s.d_model as usize;
+        let (qw, kvw) = (s.q_width as usize, s.kv_width as usize);
+        let mut q = vec![0f32; s.q_len()];
+        let mut k = vec![0f32; s.kv_len()];
+        let mut v = vec![0f32; s.kv_len()];
+        // A chunk holds whole sequences, so in either layout its outputs are one contiguous
+        // range starting at its first token.
+        let timings = self.stream(
+            |rows, dst| {
+                dst.copy_from_slice(&x[rows.start as usize * d..rows.end as usize * d]);
+                Ok(())
+            },
+            |c| {
+                let r = c.rows.start as usize;
+                q[r * qw..r * qw + c.q.len()].copy_from_slice(c.q);
+                k[r * kvw..r * kvw + c.k.len()].copy_from_slice(c.k);
+                v[r * kvw..r * kvw + c.v.len()].copy_from_slice(c.v);
+                Ok(())
+            },
+            |_| {},
+        )?;
+        Ok(QkvOutput { q, k, v, timings })
+    }
+
+    /// Projects the whole batch chunk by chunk: `source(rows, dst)` fills X for the token
+    /// `rows` into `dst` [rows, d_model]; `sink` receives each chunk's Q, K, V in token order;
+    /// `progress` is told the tokens done after each chunk. With streaming, chunk i+1 is
+    /// uploaded and chunk i-1 read back while the kernel runs on chunk i.
+    ///
+    /// Host memory is what the chunks need, whatever the batch. An error names the chunk it
+    /// happened in; chunks already handed to the sink stay with the sink, which must not treat
+    /// them as a complete result (`qkv project` writes to temporary files and renames them
+    /// only after the last chunk).
+    pub fn stream(
+        &mut self,
+        source: impl FnMut(Range<u32>, &mut [f32]) -> Result<()>,
+        sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        progress: impl FnMut(u32),
+    ) -> Result<RunTimings> {
+        if !self.weights_loaded {
+            return Err(Error::Input(
+                "no weights uploaded: call set_weights before run".into(),
+            ));
+        }
+        self.engine.stream(source, sink, progress)
+    }
+
+    /// Times the kernel alone at steady state: every chunk's dispatches of the batch, run
+    /// `warmups` times untimed and then `repeats` (1 to [`MAX_REPEATS`]) times timed, all
+    /// queued back to back so the GPU never idles between them (no uploads, readbacks or
+    /// host work in between). The dispatches read the X rows last uploaded (call
+    /// [`run`](Self::run) or [`stream`](Self::stream) first; they validate) and overwrite the
+    /// outputs with the same values. Use [`steady_warmups`](Self::steady_warmups) for
+    /// `warmups`. What timing needs is made on the first call and reused.
+    pub fn time_kernel(&mut self, warmups: u32, repeats: u32) -> Result<KernelTimes> {
+        if !self.weights_loaded {
+            return Err(Error::Input(
+                "no weights uploaded: call set_weights before timing".into(),
+            ));
+        }
+        steady::time_kernel(&self.engine, &mut self.steady, warmups, repeats)
+    }
+
+    /// Untimed repeats to run before timing a batch whose kernel took about `estimate`: on
+    /// a GPU, enough for about half a second of work (at least 3), so that clocks have risen
+    /// from idle; on a CPU driver, which has no such clocks, none.
+    pub fn steady_warmups(&self, estimate: Duration) -> u32 {
+        steady::steady_warmups(self.engine.ctx.is_cpu(), estimate)
+    }
+
+    /// Fills the first buffer set's Q, K and V on the GPU with NaN (bit pattern 0x7fc00000).
+    /// Every chunk does this before its dispatch; it is public so that tests can show an
+    /// unwritten element reads NaN.
+    pub fn poison_outputs(&mut self) -> Result<()> {
+        let ctx = self.engine.ctx;
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("fill outputs with NaN"),
+            });
+        ctx.checked("filling outputs with NaN", || {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("fill_nan"),
+                timestamp_writes: None,
+            });
+            self.engine.encode_fill(&mut pass, 0);
+        })?;
+        ctx.submit_and_wait(encoder, "filling outputs with NaN")
+    }
+
+    /// Copies the first buffer set's Q, K and V (one chunk's worth) as they are now on the GPU
+    /// into host vectors.
+    pub fn read_outputs(&mut self) -> Result<[Vec<f32>; 3]> {
+        let ctx = self.engine.ctx;
+        let s = &self.engine.slots[0];
+        let mut encoder = ctx
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("readback"),
+            });
+        ctx.checked("copying Q, K, V for readback", || {
+            for (src, dst) in s.outputs.iter().zip(&s.staging) {
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, src.size());
+            }
+        })?;
+        ctx.submit_and_wait(encoder, "copying Q, K, V for readback")?;
+        let mut out = s
+            .outputs
+            .each_ref()
+            .map(|b| vec![0f32; (b.size() / 4) as usize]);
+        for ((staging, buf), name) in
+            s.staging
+                .iter()
+                .zip(out.iter_mut())
+                .zip(["reading Q", "reading K", "reading V"])
+        {
+            ctx.read_mapped(staging, buf, name)?;
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,152 @@
+//! Steady-state kernel timing: every chunk's dispatches of the batch, run `warmups` times
+//! untimed and then `repeats` times timed, all queued back to back so the GPU never idles
+//! between them. What it needs beyond the engine's own buffers (timestamp queries for up to
+//! [`MAX_REPEATS`] passes, params and bind groups for a short last chunk) is made on the
+//! first call and kept for the next.
+//!
+//! Why: a GPU lowers its clocks when idle, and a run's host work between dispatches
+//! (copying, validating) is long enough for that. One dispatch after such a gap can run
+//! several times slower than the same dispatch in a busy stream (seen on an H100: 5x), so
+//! per-run timestamps measure the clock governor, not the kernel.
+
+use super::buffers::params_buffers;
+use super::engine::Engine;
+use super::timing::{KernelTimer, KernelTimes, Queries};
+use crate::error::{Error, Result};
+use std::time::{Duration, Instant};
+
+/// The most timed repeats one call takes (what one timestamp query set holds: 4096 queries).
+pub const MAX_REPEATS: u32 = 2000;
+
+/// What steady-state timing keeps between calls.
+#[derive(Default)]
+pub(super) struct SteadyTiming {
+    /// Room for [`MAX_REPEATS`] timed passes, where the adapter has timestamps.
+    queries: Option<Queries>,
+    /// Params and bind groups for the last chunk when it is shorter than the others, bound
+    /// to the first buffer set like its own groups.
+    last: Option<(Vec<wgpu::Buffer>, Vec<wgpu::BindGroup>)>,
+}
+
+/// Times the engine's batch: see the module documentation. The dispatches read the X rows
+/// last uploaded into the first buffer set and overwrite its outputs.
+pub(super) fn time_kernel(
+    engine: &Engine<'_>,
+    kept: &mut SteadyTiming,
+    warmups: u32,
+    repeats: u32,
+) -> Result<KernelTimes> {
+    if !(1..=MAX_REPEATS).contains(&repeats) {
+        return Err(Error::Input(format!(
+            "kernel timing repeats must be 1 to {MAX_REPEATS}, not {repeats}"
+        )));
+    }
+    let ctx = engine.ctx;
+    let device = &ctx.device;
+    let plan = &engine.plan;
+    let full = plan.chunk_tokens;
+    let last = plan.chunk(plan.chunks() - 1).len() as u32;
+    let during = "setting up kernel timing";
+    let slot = &engine.slots[0];
+    if last != full && kept.last.is_none() {
+        let layout = ctx.layout(engine.spec.binding);
+        kept.last = Some(ctx.checked(during, || {
+            let params = params_buffers(device, plan);
+            let groups = slot.bind(device, layout, &params, &engine.weights);
+            (params, groups)
+        })?);
+    }
+    if ctx.has_timestamps() && kept.queries.is_none() {
+        kept.queries = Some(ctx.checked(during, || {
+            Queries::new(device, &ctx.queue, MAX_REPEATS, "kernel timing")
+        })?);
+    }
+    // The first buffer set's own groups serve the full chunks; a later run rewrites their
+    // params chunk by chunk anyway.
+    engine.write_params(&slot.params, full)?;
+    let last_groups = match &kept.last {
+        Some((params, groups)) => {
+            engine.write_params(params, last)?;
+            groups
+        }
+        None => &slot.bind_groups,
+    };
+    let queries = kept.queries.as_ref();
+    let label = format!("timing kernel {}", engine.spec);
+    // One submission per repeat: all are queued before waiting, so they run back to back,
+    // and no single submission runs long enough to trip a driver watchdog.
+    let encode = |timed: Option<u32>| -> Result<wgpu::CommandBuffer> {
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("kernel timing"),
+        });
+        ctx.checked(&label, || {
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(engine.spec.kernel().name()),
+                    timestamp_writes: queries.zip(timed).map(|(q, i)| q.writes(i)),
+                });
+                for c in 0..plan.chunks() {
+                    let rows = plan.chunk(c).len() as u32;
+                    let groups = if rows == full {
+                        &slot.bind_groups
+                    } else {
+                        last_groups
+                    };
+                    engine.encode_dispatches(&mut pass, groups, rows);
+                }
+            }
+            encoder.finish()
+        })
+    };
+    for _ in 0..warmups {
+        let commands = encode(None)?;
+        ctx.checked(&label, || ctx.queue.submit([commands]))?;
+    }
+    let samples = if let Some(q) = queries {
+        debug_assert!(repeats <= q.pairs());
+        for i in 0..repeats {
+            let commands = encode(Some(i))?;
+            ctx.checked(&label, || ctx.queue.submit([commands]))?;
+        }
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("kernel timing resolve"),
+        });
+        q.resolve(&mut encoder, repeats);
+        ctx.submit_and_wait(encoder, &label)?;
+        let mut ticks = vec![0u64; 2 * repeats as usize];
+        ctx.read_mapped(q.readback(), &mut ticks, &label)?;
+        q.durations(&ticks)
+    } else {
+        // Host clock: each repeat's submit-and-wait (the warm-ups are still queued ahead of
+        // the first one).
+        let mut samples = Vec::with_capacity(repeats as usize);
+        for _ in 0..repeats {
+            let commands = encode(None)?;
+            let start = Instant::now();
+            let index = ctx.checked(&label, || ctx.queue.submit([commands]))?;
+            ctx.wait(index, &label)?;
+            samples.push(start.elapsed());
+        }
+        samples
+    };
+    Ok(KernelTimes {
+        samples,
+        warmups,
+        timer: if queries.is_some() {
+            KernelTimer::GpuTimestamp
+        } else {
+            KernelTimer::Host
+        },
+    })
+}
+
+/// Untimed repeats to run before timing a batch whose kernel took about `estimate`: on a
+/// GPU, enough for about half a second of work (at least 3), so that clocks have risen from
+/// idle; on a CPU driver, which has no such clocks, none.
+pub(super) fn steady_warmups(on_cpu: bool, estimate: Duration) -> u32 {
+    if on_cpu {
+        return 0;
+    }
+    let per = estimate.as_secs_f64().max(1e-6);
+    ((0.5 / per).ceil() as u32).clamp(3, MAX_REPEATS)
+}

@@ -1,0 +1,277 @@
+//! The layout rules of `src/`, checked on the source text: modules form layers (no module
+//! imports another that imports it back, directly or through others), and no file is over
+//! 700 lines. A file is a node; `use` items and inline paths starting with `crate::`,
+//! `super::` or `self::` are its edges, resolved to the deepest module they name. The
+//! library and the `qkv` binary are separate crates, checked separately.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+const MAX_LINES: usize = 700;
+
+/// Source files of one crate: module path ("" for the root) -> file.
+fn modules(root_file: &Path) -> BTreeMap<String, PathBuf> {
+    let dir = root_file.parent().unwrap();
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                // The binary's directory is another crate.
+                if path.file_name().unwrap() != "bin" {
+                    stack.push(path);
+                }
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let rel = path.strip_prefix(dir).unwrap().with_extension("");
+            let mut parts: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            let last = parts.last().unwrap().clone();
+            if last == "mod" || path == root_file {
+                parts.pop();
+            }
+            out.insert(parts.join("::"), path);
+        }
+    }
+    out
+}
+
+/// The text with comments and string literals blanked out.
+fn code_only(text: &str) -> String {
+    let (mut out, mut chars) = (String::new(), text.chars().peekable());
+    while let Some(c) = chars.next() {
+        match c {
+            '/' if chars.peek() == Some(&'/') => {
+                for c in chars.by_ref() {
+                    if c == '\n' {
+                        out.push('\n');
+                        break;
+                    }
+                }
+            }
+            '"' => {
+                let mut escaped = false;
+                for c in chars.by_ref() {
+                    if c == '"' && !escaped {
+                        break;
+                    }
+                    escaped = c == '\\' && !escaped;
+                }
+                out.push_str("\"\"");
+            }
+            // A char literal such as '"' or '{' must not open a string or a group.
+            '\'' => {
+                let rest: String = chars.clone().take(3).collect();
+                if rest.starts_with("\\") || rest.chars().nth(1) == Some('\'') {
+                    for c in chars.by_ref() {
+                        if c == '\'' {
+                            break;
+                        }
+                    }
+                    out.push_str("' '");
+                } else {
+                    out.push(c);
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Every path a file names that starts with crate::, super:: or self::, `use` groups
+/// expanded.
+fn paths(code: &str) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    // `use` items, braces expanded.
+    let mut rest = code;
+    while let Some(i) = rest.find("use ") {
+        let before = &rest[..i];
+        rest = &rest[i + 4..];
+        if before.ends_with(|c: char| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let end = rest.find(';').unwrap_or(rest.len());
+        expand("", &rest[..end].replace(char::is_whitespace, ""), &mut out);
+        rest = &rest[end..];
+    }
+    // Inline paths.
+    let bytes = code.as_bytes();
+    for start in ["crate::", "super::", "self::"] {
+        let mut from = 0;
+        while let Some(i) = code[from..].find(start) {
+            let at = from + i;
+            from = at + start.len();
+            if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+                continue;
+            }
+            let tail: String = code[at..]
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            out.push(
+                tail.split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+    }
+    out.retain(|p| {
+        matches!(
+            p.first().map(String::as_str),
+            Some("crate" | "super" | "self")
+        )
+    });
+    out
+}
+
+fn expand(prefix: &str, item: &str, out: &mut Vec<Vec<String>>) {
+    match item.find('{') {
+        None => {
+            let full = format!("{prefix}{item}");
+            out.push(
+                full.split("::")
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect(),
+            );
+        }
+        Some(open) => {
+            let head = &item[..open];
+            let inner = &item[open + 1..item.rfind('}').unwrap_or(item.len())];
+            let (mut depth, mut start) = (0, 0);
+            for (i, c) in inner.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        expand(&format!("{prefix}{head}"), &inner[start..i], out);
+                        start = i + 1;
+                    }
+                    _ => {}
+                }
+            }
+            if start < inner.len() {
+                expand(&format!("{prefix}{head}"), &inner[start..], out);
+            }
+        }
+    }
+}
+
+/// The module a path from module `from` names: its deepest prefix that is a module (the
+/// crate root for an item the root re-exports).
+fn resolve(from: &str, path: &[String], mods: &BTreeMap<String, PathBuf>) -> Option<String> {
+    let mut base: Vec<String> = from
+        .split("::")
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect();
+    let mut rest = path;
+    match path[0].as_str() {
+        "crate" => {
+            base.clear();
+            rest = &path[1..];
+        }
+        "self" => rest = &path[1..],
+        "super" => {
+            while rest.first().map(String::as_str) == Some("super") {
+                base.pop();
+                rest = &rest[1..];
+            }
+        }
+        _ => return None,
+    }
+    let mut best = base.join("::");
+    for seg in rest {
+        base.push(seg.clone());
+        let name = base.join("::");
+        if mods.contains_key(&name) {
+            best = name;
+        }
+    }
+    Some(best)
+}
+
+fn check_crate(root_file: &Path) -> Vec<String> {
+    let mods = modules(root_file);
+    let mut problems = Vec::new();
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (name, file) in &mods {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines = text.lines().count();
+        if lines > MAX_LINES {
+            problems.push(format!(
+                "{} has {lines} lines (at most {MAX_LINES})",
+                file.display()
+            ));
+        }
+        for p in paths(&code_only(&text)) {
+            if let Some(to) = resolve(name, &p, &mods) {
+                if &to != name {
+                    edges.entry(name.clone()).or_default().insert(to);
+                }
+            }
+        }
+    }
+    // A module that reaches itself through its imports is in a cycle.
+    for start in mods.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(String, Vec<String>)> = vec![(start.clone(), vec![start.clone()])];
+        while let Some((m, trail)) = stack.pop() {
+            for next in edges.get(&m).into_iter().flatten() {
+                if next == start {
+                    let mut cycle = trail.clone();
+                    cycle.push(next.clone());
+                    let show: Vec<&str> = cycle
+                        .iter()
+                        .map(|s| if s.is_empty() { "(root)" } else { s.as_str() })
+                        .collect();
+                    problems.push(format!("import cycle: {}", show.join(" -> ")));
+                } else if seen.insert(next.clone()) {
+                    let mut t = trail.clone();
+                    t.push(next.clone());
+                    stack.push((next.clone(), t));
+                }
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    problems
+}
+
+#[test]
+fn modules_form_layers_and_files_stay_short() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut problems = check_crate(&src.join("lib.rs"));
+    problems.extend(check_crate(&src.join("bin/qkv/main.rs")));
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+#[test]
+fn the_check_sees_a_cycle_through_a_use_group_and_ignores_comments() {
+    let code = code_only(
+        "use crate::{a::X, b::{c::Y, Z}};\n// use crate::d;\nlet s = \"crate::e\"; super::f::g();",
+    );
+    let found = paths(&code);
+    let names: Vec<String> = found.iter().map(|p| p.join("::")).collect();
+    assert!(names.contains(&"crate::a::X".to_string()), "{names:?}");
+    assert!(names.contains(&"crate::b::c::Y".to_string()), "{names:?}");
+    assert!(names.contains(&"super::f::g".to_string()), "{names:?}");
+    assert!(!names
+        .iter()
+        .any(|n| n.contains("crate::d") || n.contains("crate::e")));
+    let mods: BTreeMap<String, PathBuf> = ["", "a", "b", "b::c"]
+        .iter()
+        .map(|m| (m.to_string(), PathBuf::new()))
+        .collect();
+    let path: Vec<String> = ["crate", "b", "c", "Y"].map(String::from).to_vec();
+    assert_eq!(resolve("a", &path, &mods).as_deref(), Some("b::c"));
+}
