@@ -222,6 +222,27 @@ impl GpuContext {
         self.wait(index, during)
     }
 
+    /// Encodes one untimed compute pass with `encode`, submits it and waits for it.
+    pub(crate) fn run_pass(
+        &self,
+        during: &str,
+        encode: impl FnOnce(&mut wgpu::ComputePass<'_>),
+    ) -> Result<()> {
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(during),
+            });
+        self.checked(during, || {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some(during),
+                timestamp_writes: None,
+            });
+            encode(&mut pass);
+        })?;
+        self.submit_and_wait(encoder, during)
+    }
+
     /// Blocks until submission `index` has finished.
     pub(crate) fn wait(&self, index: wgpu::SubmissionIndex, during: &str) -> Result<()> {
         self.device

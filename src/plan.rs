@@ -6,7 +6,7 @@
 //! projector is given it. Every size comes from those limits; `--chunk-tokens` overrides the
 //! token chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
 
-use crate::binding::{BindingKind, TextureLayout};
+use crate::binding::TextureLayout;
 use crate::error::{fmt_bytes, Error, Result};
 use crate::kernels::KernelSpec;
 use crate::layout::{HeadSplit, OutputLayout};
@@ -126,7 +126,7 @@ fn plan(
     opts: &ChunkOptions,
 ) -> Result<ChunkPlan> {
     let config = spec.config;
-    let textures = spec.binding == BindingKind::Textured;
+    let textures = spec.reads_textures();
     let (binding, binding_name) =
         if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
             (

@@ -166,6 +166,11 @@ impl KernelSpec {
         self.config.kernel
     }
 
+    /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
+    pub fn reads_textures(&self) -> bool {
+        self.binding == BindingKind::Textured
+    }
+
     /// Why the adapter `summary` describes cannot run this kernel, if it cannot.
     pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
         self.requires.unmet_on(self.kernel(), summary)

@@ -117,7 +117,7 @@ impl WeightBuffers {
     pub(super) fn new(device: &wgpu::Device, spec: &KernelSpec, plan: &ChunkPlan) -> Self {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
-        let textures = spec.binding == crate::binding::BindingKind::Textured;
+        let textures = spec.reads_textures();
         let w = plan
             .col_blocks
             .iter()
@@ -251,7 +251,7 @@ impl Slot {
             })
         };
         let tex = TextureLayout::of(&chunk_shape, 4);
-        let textures = spec.binding == crate::binding::BindingKind::Textured;
+        let textures = spec.reads_textures();
         let x = Operand::new(
             device,
             "x (one chunk)",

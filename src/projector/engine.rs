@@ -87,16 +87,7 @@ impl<'c> Engine<'c> {
         // pipeline creation. One workgroup on the fresh (zeroed) buffers forces that here,
         // outside every timed region; every run poisons the outputs before its own dispatch.
         engine.write_params(&engine.slots[0].params, 1)?;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("pipeline warm-up"),
-            });
-        ctx.checked("warming up the pipeline", || {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("pipeline warm-up"),
-                timestamp_writes: None,
-            });
+        ctx.run_pass("warming up the pipeline", |pass| {
             pass.set_bind_group(0, &engine.slots[0].bind_groups[0], &[]);
             pass.set_pipeline(&engine.pipeline);
             pass.dispatch_workgroups(1, 1, 1);
@@ -105,7 +96,6 @@ impl<'c> Engine<'c> {
                 pass.dispatch_workgroups(1, 1, 1);
             }
         })?;
-        ctx.submit_and_wait(encoder, "warming up the pipeline")?;
         Ok(engine)
     }
 

@@ -259,20 +259,10 @@ impl<'c> Projector<'c> {
     /// Every chunk does this before its dispatch; it is public so that tests can show an
     /// unwritten element reads NaN.
     pub fn poison_outputs(&mut self) -> Result<()> {
-        let ctx = self.engine.ctx;
-        let mut encoder = ctx
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("fill outputs with NaN"),
-            });
-        ctx.checked("filling outputs with NaN", || {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("fill_nan"),
-                timestamp_writes: None,
-            });
-            self.engine.encode_fill(&mut pass, 0);
-        })?;
-        ctx.submit_and_wait(encoder, "filling outputs with NaN")
+        let engine = &self.engine;
+        engine.ctx.run_pass("filling outputs with NaN", |pass| {
+            engine.encode_fill(pass, 0)
+        })
     }
 
     /// Copies the first buffer set's Q, K and V (one chunk's worth) as they are now on the GPU
