@@ -301,8 +301,8 @@ SPLITK_HEADER = """// Variant 8, `splitk(splits=S)`: `blocktile` with d_model sp
 // Shape contract: as `blocktile`, plus
 //   partial [SPLITS, tokens, n_cols] f32 scratch (binding 7), written and read only here
 // Dispatch: `main` over (ceil(n_out / 128), ceil(tokens / 128), SPLITS) workgroups of 16 x 16,
-// then `reduce` over up to ceil(tokens * n_out / 256) workgroups of 256 (any number covers
-// every element).
+// then `reduce` over up to ceil(tokens * n_out / REDUCE_WG) workgroups of REDUCE_WG (any
+// number covers every element).
 
 """
 
@@ -404,15 +404,18 @@ def splitk_functions(o):
     o("}")
     o("")
     o("// Second pass: each element of this W block's output is the sum of its SPLITS partial")
-    o("// sums, plus the bias, stored like every kernel's. A grid-stride loop covers any size.")
-    o("@compute @workgroup_size(256, 1, 1)")
+    o("// sums, plus the bias, stored like every kernel's. A grid-stride loop covers any size,")
+    o("// with any workgroup size: the host sets REDUCE_WG to min(256, the device's limits).")
+    o("override REDUCE_WG: u32 = 128u;")
+    o("")
+    o("@compute @workgroup_size(REDUCE_WG, 1, 1)")
     o("fn reduce(")
     o("    @builtin(global_invocation_id) gid: vec3<u32>,")
     o("    @builtin(num_workgroups) groups: vec3<u32>,")
     o(") {")
     o("    let n = params.n_cols;")
     o("    let total = params.tokens * n;")
-    o("    for (var i = gid.x; i < total; i += groups.x * 256u) {")
+    o("    for (var i = gid.x; i < total; i += groups.x * REDUCE_WG) {")
     o("        let row = i / n;")
     o("        let col = i - row * n;")
     o("        var sum = 0.0;")

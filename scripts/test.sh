@@ -5,4 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Mesa's Vulkan device-selection layer prints "XDG_RUNTIME_DIR is invalid" on every adapter
+# enumeration when there is no desktop session. The qkv binary switches the layer off itself
+# there (src/bin/qkv/main.rs); the test binaries, which use the library, get it from here.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    export NODEVICE_SELECT="${NODEVICE_SELECT:-1}"
+fi
 exec cargo test --locked "$@"

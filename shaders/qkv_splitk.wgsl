@@ -10,8 +10,8 @@
 // Shape contract: as `blocktile`, plus
 //   partial [SPLITS, tokens, n_cols] f32 scratch (binding 7), written and read only here
 // Dispatch: `main` over (ceil(n_out / 128), ceil(tokens / 128), SPLITS) workgroups of 16 x 16,
-// then `reduce` over up to ceil(tokens * n_out / 256) workgroups of 256 (any number covers
-// every element).
+// then `reduce` over up to ceil(tokens * n_out / REDUCE_WG) workgroups of REDUCE_WG (any
+// number covers every element).
 
 struct Params {
     tokens: u32,
@@ -124,15 +124,18 @@ fn emit_partial(z: u32, row: u32, col: u32, value: vec4<f32>) {
 }
 
 // Second pass: each element of this W block's output is the sum of its SPLITS partial
-// sums, plus the bias, stored like every kernel's. A grid-stride loop covers any size.
-@compute @workgroup_size(256, 1, 1)
+// sums, plus the bias, stored like every kernel's. A grid-stride loop covers any size,
+// with any workgroup size: the host sets REDUCE_WG to min(256, the device's limits).
+override REDUCE_WG: u32 = 128u;
+
+@compute @workgroup_size(REDUCE_WG, 1, 1)
 fn reduce(
     @builtin(global_invocation_id) gid: vec3<u32>,
     @builtin(num_workgroups) groups: vec3<u32>,
 ) {
     let n = params.n_cols;
     let total = params.tokens * n;
-    for (var i = gid.x; i < total; i += groups.x * 256u) {
+    for (var i = gid.x; i < total; i += groups.x * REDUCE_WG) {
         let row = i / n;
         let col = i - row * n;
         var sum = 0.0;

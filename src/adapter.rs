@@ -52,6 +52,16 @@ impl BackendChoice {
         }
     }
 
+    /// Whether wgpu can run this backend on this operating system, as this binary was built.
+    pub fn available_here(self) -> bool {
+        let os = match self {
+            BackendChoice::Metal => cfg!(target_vendor = "apple"),
+            BackendChoice::Dx12 => cfg!(windows),
+            BackendChoice::Vulkan | BackendChoice::Gl => true,
+        };
+        os && wgpu::Instance::enabled_backend_features().contains(self.backends())
+    }
+
     fn backends(self) -> wgpu::Backends {
         match self {
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
@@ -114,7 +124,7 @@ impl AdapterFilter {
     pub fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(b) = self.backend {
-            parts.push(format!("backend {b:?}"));
+            parts.push(format!("backend {b}"));
         }
         if let Some(n) = &self.name {
             parts.push(format!("name containing '{n}'"));
@@ -148,6 +158,10 @@ pub struct AdapterSummary {
     pub max_compute_workgroup_storage_size: u32,
     /// Invocations per workgroup.
     pub max_compute_invocations_per_workgroup: u32,
+    /// Invocations along x of a workgroup.
+    pub max_compute_workgroup_size_x: u32,
+    /// Storage buffers one shader stage may bind.
+    pub max_storage_buffers_per_shader_stage: u32,
     /// Workgroups per dispatch dimension.
     pub max_compute_workgroups_per_dimension: u32,
     /// GPU timestamps inside compute passes (kernel timing without host overhead).
@@ -156,7 +170,9 @@ pub struct AdapterSummary {
     pub shader_f16: bool,
     /// Subgroup (warp / wave) operations in shaders.
     pub subgroup: bool,
-    /// Subgroup sizes the adapter reports (min, max).
+    /// Subgroup sizes the adapter reports (min, max); on Metal, where wgpu reports 4..64
+    /// for every GPU, a context measures the minimum instead
+    /// ([`GpuContext`](crate::GpuContext)).
     pub subgroup_size: (u32, u32),
 }
 
@@ -177,12 +193,27 @@ impl AdapterSummary {
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
             max_compute_invocations_per_workgroup: limits.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: limits.max_compute_workgroup_size_x,
+            max_storage_buffers_per_shader_stage: limits.max_storage_buffers_per_shader_stage,
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
         }
+    }
+
+    /// This summary with the limits a device was granted in place of the adapter's (a
+    /// device may be created with lower ones; kernels are checked against what it has).
+    pub fn with_limits(mut self, limits: &wgpu::Limits) -> Self {
+        self.max_storage_buffer_binding_size = limits.max_storage_buffer_binding_size;
+        self.max_buffer_size = limits.max_buffer_size;
+        self.max_compute_workgroup_storage_size = limits.max_compute_workgroup_storage_size;
+        self.max_compute_invocations_per_workgroup = limits.max_compute_invocations_per_workgroup;
+        self.max_compute_workgroup_size_x = limits.max_compute_workgroup_size_x;
+        self.max_compute_workgroups_per_dimension = limits.max_compute_workgroups_per_dimension;
+        self.max_storage_buffers_per_shader_stage = limits.max_storage_buffers_per_shader_stage;
+        self
     }
 
     /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
@@ -192,12 +223,43 @@ impl AdapterSummary {
     }
 }
 
-pub(crate) fn new_instance() -> wgpu::Instance {
-    wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle())
+/// An instance of only the backends that will be asked for adapters: initializing the
+/// others costs time and, for GL, noise from the platform's EGL.
+pub(crate) fn new_instance(backends: wgpu::Backends) -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = backends;
+    wgpu::Instance::new(desc)
+}
+
+/// The error for "no adapter": a backend this platform does not have is named as such, not
+/// answered with advice to install a driver.
+pub fn no_adapter(filter: &AdapterFilter) -> Error {
+    if let Some(b) = filter.backend.filter(|b| !b.available_here()) {
+        let here: Vec<&str> = BackendChoice::ALL
+            .iter()
+            .filter(|b| b.available_here())
+            .map(|b| b.name())
+            .collect();
+        return Error::Input(format!(
+            "the {b} backend does not exist on {}: it is {}. Backends here: {}",
+            std::env::consts::OS,
+            b.description(),
+            here.join(", ")
+        ));
+    }
+    let described = filter.describe();
+    Error::NoAdapter {
+        filter: if described.is_empty() {
+            String::new()
+        } else {
+            format!(" for {described}")
+        },
+    }
 }
 
 /// Adapters of the given backends, best first (discrete, integrated, virtual, other, CPU).
-fn ranked_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+fn ranked_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
+    let instance = new_instance(backends);
     let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
     adapters.sort_by_key(|a| match a.get_info().device_type {
         wgpu::DeviceType::DiscreteGpu => 0,
@@ -211,13 +273,13 @@ fn ranked_adapters(instance: &wgpu::Instance, backends: wgpu::Backends) -> Vec<w
 
 /// Adapters the filter's backend allows: the named backend, or the primary ones, falling
 /// back to GL only when no primary backend has an adapter (GL probing is slow and noisy).
-fn candidate_adapters(instance: &wgpu::Instance, filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
+fn candidate_adapters(filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
     match filter.backend {
-        Some(b) => ranked_adapters(instance, b.backends()),
+        Some(b) => ranked_adapters(b.backends()),
         None => {
-            let primary = ranked_adapters(instance, wgpu::Backends::PRIMARY);
+            let primary = ranked_adapters(wgpu::Backends::PRIMARY);
             if primary.is_empty() {
-                ranked_adapters(instance, wgpu::Backends::SECONDARY)
+                ranked_adapters(wgpu::Backends::SECONDARY)
             } else {
                 primary
             }
@@ -227,8 +289,7 @@ fn candidate_adapters(instance: &wgpu::Instance, filter: &AdapterFilter) -> Vec<
 
 /// Every adapter the filter allows, best first, for `qkv adapters`.
 pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
-    let instance = new_instance();
-    candidate_adapters(&instance, filter)
+    candidate_adapters(filter)
         .iter()
         .filter(|a| filter.matches(&a.get_info()))
         .map(AdapterSummary::of)
@@ -237,17 +298,9 @@ pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
 
 /// The best adapter the filter allows, or an error naming what exists.
 pub(crate) fn pick_adapter(filter: &AdapterFilter) -> Result<wgpu::Adapter> {
-    let instance = new_instance();
-    let candidates = candidate_adapters(&instance, filter);
+    let candidates = candidate_adapters(filter);
     if candidates.is_empty() {
-        let described = filter.describe();
-        return Err(Error::NoAdapter {
-            filter: if described.is_empty() {
-                String::new()
-            } else {
-                format!(" for {described}")
-            },
-        });
+        return Err(no_adapter(filter));
     }
     let available = candidates
         .iter()
@@ -275,6 +328,20 @@ mod tests {
         for b in BackendChoice::ALL {
             assert_eq!(b.name().parse::<BackendChoice>(), Ok(b));
             assert_eq!(b.name().to_uppercase().parse::<BackendChoice>(), Ok(b));
+        }
+        // Issue #11: `--backend metal` on Linux printed `Some(Metal)` and advice to install
+        // lavapipe.
+        if !cfg!(target_vendor = "apple") {
+            let filter = AdapterFilter {
+                backend: Some(BackendChoice::Metal),
+                name: None,
+            };
+            let e = no_adapter(&filter).to_string();
+            assert!(
+                e.contains("metal backend does not exist on") && !e.contains("Some("),
+                "{e}"
+            );
+            assert!(!e.contains("lavapipe") && e.contains("vulkan"), "{e}");
         }
         let err = "opengl".parse::<BackendChoice>().unwrap_err();
         assert!(

@@ -132,8 +132,15 @@ pub enum Slot {
 }
 
 impl BindingKind {
-    /// Storage buffers one projection kernel binds, whatever its kind: x, w, bias, q, k, v.
-    pub const STORAGE_BUFFERS: u32 = 6;
+    /// Storage buffers a kernel of this kind binds: x, w, bias, q, k, v (six); bias, q, k, v
+    /// when X and W are textures (four); six and the partial sums for split-K (seven).
+    pub const fn storage_buffers(self) -> u32 {
+        match self {
+            BindingKind::Storage => 6,
+            BindingKind::Textured => 4,
+            BindingKind::SplitK => 7,
+        }
+    }
 
     /// Every kind, for layouts made once per context.
     pub const ALL: [BindingKind; 3] = [
@@ -226,21 +233,27 @@ impl Layout {
 /// bind group serves every kernel of a kind.
 #[derive(Debug)]
 pub(crate) struct Layouts {
-    kinds: [Layout; 3],
+    kinds: [Option<Layout>; 3],
     pub(crate) fill: Layout,
 }
 
 impl Layouts {
+    /// Layouts of every kind the device's storage-buffer limit allows (split-K's seven
+    /// buffers are more than some devices have; the other kinds still run there).
     pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let storage = device.limits().max_storage_buffers_per_shader_stage;
         Self {
-            kinds: BindingKind::ALL.map(|k| Layout::new(device, k.label(), &k.slots())),
+            kinds: BindingKind::ALL.map(|k| {
+                (k.storage_buffers() <= storage).then(|| Layout::new(device, k.label(), &k.slots()))
+            }),
             fill: Layout::new(device, "fill_nan", &[Slot::Storage { read_only: false }]),
         }
     }
 
-    /// The layout kernels of `kind` are compiled and bound with.
-    pub(crate) fn of(&self, kind: BindingKind) -> &Layout {
-        &self.kinds[kind as usize]
+    /// The layout kernels of `kind` are compiled and bound with; None when the device
+    /// cannot bind that many storage buffers.
+    pub(crate) fn of(&self, kind: BindingKind) -> Option<&Layout> {
+        self.kinds[kind as usize].as_ref()
     }
 }
 

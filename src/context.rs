@@ -6,7 +6,7 @@
 use crate::adapter::{pick_adapter, AdapterFilter, AdapterSummary};
 use crate::binding::{BindingKind, Layout, Layouts};
 use crate::error::{Error, Result};
-use crate::kernels::ShaderSource;
+use crate::kernels::{ShaderSource, SUBGROUP_SIZE};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -65,7 +65,7 @@ impl GpuContext {
     }
 
     fn on_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
-        let summary = AdapterSummary::of(&adapter);
+        let mut summary = AdapterSummary::of(&adapter);
         let best = adapter.limits();
         // Defaults clamped to what the adapter has, then raised to the adapter's best for the
         // limits that projection shapes scale with. Each projector checks its shape against
@@ -113,15 +113,18 @@ impl GpuContext {
             }
         });
 
-        // The kernels bind six storage buffers (X, W, bias, Q, K, V) in one stage.
+        // Kernels are checked against what the device was granted, not what the adapter has.
+        summary = summary.with_limits(&device.limits());
+        // The texture kernels bind the fewest storage buffers (bias, Q, K, V); a device
+        // with fewer runs nothing. Each other binding kind is checked per kernel
+        // (`KernelSpec::unsupported_on`), so a device with six runs all but split-K.
         let storage = device.limits().max_storage_buffers_per_shader_stage;
-        if storage < BindingKind::STORAGE_BUFFERS {
+        let fewest = BindingKind::ALL.map(BindingKind::storage_buffers);
+        let fewest = fewest.iter().min().copied().unwrap_or(0);
+        if storage < fewest {
             return Err(Error::DeviceLimit {
                 what: "the projection kernels' bindings".into(),
-                needed: format!(
-                    "{} storage buffers per shader stage",
-                    BindingKind::STORAGE_BUFFERS
-                ),
+                needed: format!("{fewest} storage buffers per shader stage"),
                 limit: storage.to_string(),
                 limit_name: "max_storage_buffers_per_shader_stage",
             });
@@ -134,7 +137,7 @@ impl GpuContext {
                 message: e.to_string(),
             });
         }
-        Ok(Self {
+        let mut ctx = Self {
             adapter,
             device,
             queue,
@@ -145,7 +148,24 @@ impl GpuContext {
             lost,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
-        })
+        };
+        // wgpu reports subgroups of 4..64 for every Metal GPU, a placeholder (Apple GPUs run
+        // 32 wide): measure instead, so the subgroup kernels are neither refused on every Mac
+        // nor run where a subgroup really is narrower than they need.
+        if ctx.summary.subgroup && ctx.summary.backend == "Metal" {
+            let (min, _) = ctx.measure_subgroup_size()?;
+            ctx.summary.subgroup_size.0 = min;
+        }
+        Ok(ctx)
+    }
+
+    /// Invocations per workgroup of the grid-stride utility passes (`fill_nan`, split-K's
+    /// reduce): 256, or fewer where the device allows fewer.
+    pub fn grid_stride_workgroup(&self) -> u32 {
+        let l = self.device.limits();
+        256.min(l.max_compute_invocations_per_workgroup)
+            .min(l.max_compute_workgroup_size_x)
+            .max(1)
     }
 
     /// The device's limits (what was granted, which may be lower than the adapter's).
@@ -153,9 +173,22 @@ impl GpuContext {
         self.device.limits()
     }
 
-    /// The bind group and pipeline layouts of kernels that bind as `kind`.
-    pub(crate) fn layout(&self, kind: BindingKind) -> &Layout {
-        self.layouts.of(kind)
+    /// The bind group and pipeline layouts of kernels that bind as `kind`, or why the
+    /// device cannot bind them.
+    pub(crate) fn layout(&self, kind: BindingKind) -> Result<&Layout> {
+        self.layouts.of(kind).ok_or_else(|| Error::DeviceLimit {
+            what: format!("kernels that bind as {kind:?}"),
+            needed: format!(
+                "{} storage buffers per shader stage",
+                kind.storage_buffers()
+            ),
+            limit: self
+                .device
+                .limits()
+                .max_storage_buffers_per_shader_stage
+                .to_string(),
+            limit_name: "max_storage_buffers_per_shader_stage",
+        })
     }
 
     /// The layouts of the `fill_nan` utility shader.
@@ -241,6 +274,65 @@ impl GpuContext {
             encode(&mut pass);
         })?;
         self.submit_and_wait(encoder, during)
+    }
+
+    /// The smallest and largest subgroup sizes a compute shader of this device runs with,
+    /// measured (the SUBGROUP feature is needed). Run at start-up on Metal, where wgpu's
+    /// reported range is a placeholder; anywhere else it checks that report.
+    pub fn measure_subgroup_size(&self) -> Result<(u32, u32)> {
+        use wgpu::util::DeviceExt;
+        let during = "measuring the subgroup size";
+        let wg = self.grid_stride_workgroup().min(64);
+        let pipeline = self.pipeline(
+            SUBGROUP_SIZE,
+            &[("WG", wg as f64)],
+            &self.fill_layout().pipeline,
+        )?;
+        let (sizes, readback, group) = self.checked(during, || {
+            let sizes = self
+                .device
+                .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("subgroup sizes"),
+                    contents: bytemuck::cast_slice(&[u32::MAX, 0u32]),
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                });
+            let readback = self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("subgroup sizes readback"),
+                size: 8,
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let group = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("subgroup sizes bind group"),
+                layout: &self.fill_layout().group,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: sizes.as_entire_binding(),
+                }],
+            });
+            (sizes, readback, group)
+        })?;
+        self.run_pass(during, |pass| {
+            pass.set_pipeline(&pipeline);
+            pass.set_bind_group(0, &group, &[]);
+            pass.dispatch_workgroups(4, 1, 1);
+        })?;
+        let mut encoder = self
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some(during),
+            });
+        encoder.copy_buffer_to_buffer(&sizes, 0, &readback, 0, 8);
+        self.submit_and_wait(encoder, during)?;
+        let mut out = [0u32; 2];
+        self.read_mapped(&readback, &mut out, during)?;
+        if out[0] == 0 || out[0] > out[1] {
+            return Err(Error::Gpu {
+                during: during.into(),
+                message: format!("the shader reported subgroups of {} to {}", out[0], out[1]),
+            });
+        }
+        Ok((out[0], out[1]))
     }
 
     /// Blocks until submission `index` has finished.

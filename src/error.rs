@@ -85,9 +85,29 @@ pub enum Error {
         message: String,
     },
 
+    /// The machine could not read or write a file: a full disk, a missing permission, a
+    /// read-only file system. Not the input's fault, and reported apart from it.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done, with the file's name: "cannot write out/q.npy".
+        what: String,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+
     /// Mapping a readback buffer failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
+}
+
+impl Error {
+    /// An [`Error::Io`]: `what` was being done when the operating system said `source`.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            what: what.into(),
+            source,
+        }
+    }
 }
 
 /// The library's result type.

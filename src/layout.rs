@@ -29,7 +29,10 @@ pub enum OutputLayout {
 }
 
 impl HeadSplit {
-    /// Checks the split against `shape`: every division exact, nothing zero.
+    /// Checks the split against `shape`: every division exact, nothing zero, and a split an
+    /// attention layer can use: Q's heads the same size as K's and V's (q·k is taken per
+    /// head), and the query heads an exact multiple of the key/value heads (each K/V head
+    /// serves a group of query heads: multi-head, grouped-query or multi-query attention).
     pub fn new(shape: &QkvShape, seq_len: u32, heads: u32, kv_heads: u32) -> Result<Self> {
         if seq_len == 0 || heads == 0 || kv_heads == 0 {
             return Err(Error::Shape(
@@ -52,6 +55,20 @@ impl HeadSplit {
             return Err(Error::Shape(format!(
                 "kv_width {} is not divisible by {kv_heads} kv_heads",
                 shape.kv_width
+            )));
+        }
+        let (q_dim, kv_dim) = (shape.q_width / heads, shape.kv_width / kv_heads);
+        if q_dim != kv_dim {
+            return Err(Error::Shape(format!(
+                "{heads} query heads of {q_dim} (q_width {}) and {kv_heads} key/value heads of \
+                 {kv_dim} (kv_width {}): attention needs one head size for Q, K and V",
+                shape.q_width, shape.kv_width
+            )));
+        }
+        if !heads.is_multiple_of(kv_heads) {
+            return Err(Error::Shape(format!(
+                "{heads} query heads do not split into groups over {kv_heads} key/value heads; \
+                 the query heads must be a multiple of the key/value heads"
             )));
         }
         Ok(Self {
@@ -130,14 +147,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn head_splits_no_attention_layer_can_use_are_refused() {
+        // Issue #11: --heads 2 --kv-heads 4, and unequal head sizes, were accepted.
+        let shape = QkvShape::new(4, 8, 16, 16, false).unwrap();
+        let e = HeadSplit::new(&shape, 4, 2, 4).unwrap_err().to_string();
+        assert!(e.contains("one head size"), "{e}");
+        let gqa = QkvShape::new(4, 8, 32, 16, false).unwrap();
+        let e = HeadSplit::new(&gqa, 4, 8, 2).unwrap_err().to_string();
+        assert!(e.contains("one head size"), "{e}");
+        let odd = QkvShape::new(4, 8, 12, 8, false).unwrap();
+        let e = HeadSplit::new(&odd, 4, 3, 2).unwrap_err().to_string();
+        assert!(e.contains("multiple of the key/value heads"), "{e}");
+        // Multi-head, grouped-query and multi-query splits are fine.
+        assert!(HeadSplit::new(&shape, 4, 4, 4).is_ok());
+        assert!(HeadSplit::new(&gqa, 4, 8, 4).is_ok());
+        let mqa = QkvShape::new(4, 8, 32, 4, false).unwrap();
+        assert!(HeadSplit::new(&mqa, 2, 8, 1).is_ok());
+    }
+
+    #[test]
     fn splits_must_divide_exactly() {
+        // Q in 4 heads of 3, K/V in 2 heads of 3.
         let s = QkvShape::new(12, 8, 12, 6, false).unwrap();
-        assert!(HeadSplit::new(&s, 4, 3, 2).is_ok());
-        let e = HeadSplit::new(&s, 5, 3, 2).unwrap_err().to_string();
+        assert!(HeadSplit::new(&s, 4, 4, 2).is_ok());
+        let e = HeadSplit::new(&s, 5, 4, 2).unwrap_err().to_string();
         assert!(e.contains("sequences of 5"), "{e}");
         let e = HeadSplit::new(&s, 4, 5, 2).unwrap_err().to_string();
         assert!(e.contains("not divisible by 5 heads"), "{e}");
-        let e = HeadSplit::new(&s, 4, 3, 4).unwrap_err().to_string();
+        let e = HeadSplit::new(&s, 4, 4, 4).unwrap_err().to_string();
         assert!(e.contains("not divisible by 4 kv_heads"), "{e}");
     }
 

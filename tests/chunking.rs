@@ -145,8 +145,8 @@ fn streamed_and_serial_runs_agree_bit_for_bit() {
 #[test]
 fn head_layout_chunks_hold_whole_sequences() {
     // 6 sequences of 10 tokens; chunks of 20 tokens = 2 sequences.
-    let shape = QkvShape::new(60, 16, 12, 8, true).unwrap();
-    let heads = HeadSplit::new(&shape, 10, 3, 2).unwrap();
+    let shape = QkvShape::new(60, 16, 16, 8, true).unwrap();
+    let heads = HeadSplit::new(&shape, 10, 4, 2).unwrap();
     let (x, w) = random_inputs(&shape, 5);
     let opts = ChunkOptions {
         chunk_tokens: Some(20),

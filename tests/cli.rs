@@ -165,6 +165,11 @@ fn bad_arguments_exit_2_with_a_message() {
         ),
         (&["frobnicate"], "unrecognized subcommand"),
         (&["run", "--backend", "opengl"], "invalid value 'opengl'"),
+        // Issue #11, item 11: the valid range is part of the refusal.
+        (
+            &["run", "--kernel", "direct(wg=0)"],
+            "not a valid configuration of direct (valid: wg = 1..=256)",
+        ),
     ];
     for (args, message) in cases {
         let (_, err) = exits(args, 2);
@@ -418,4 +423,111 @@ fn bench_refuses_unknown_shapes_and_bad_sizes() {
         2,
     );
     assert!(err.contains("unknown kernel 'warp9'"), "{err}");
+}
+
+#[test]
+fn a_closed_or_full_stdout_is_not_a_panic() {
+    use std::process::{Command as Std, Stdio};
+    // Issue #11, item 5: `qkv adapters | true` and `qkv run | head -1` panicked (exit 101).
+    let bin = assert_cmd::cargo::cargo_bin("qkv");
+    for args in [&["adapters"][..], &SMALL[..]] {
+        let mut child = Std::new(&bin)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    // A full stdout is a failure of its own (exit 4), said once.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = Std::new(&bin)
+        .args(["adapters", "--json"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(
+        stderr.contains("cannot write to standard output") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_failing_json_run_still_prints_json() {
+    // Issue #11, item 11: failing --json runs printed nothing on stdout.
+    let (out, err) = exits(&["run", "--tokens", "0", "--json"], 2);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| {
+        panic!("not JSON ({e}):\n{out}\n{err}");
+    });
+    assert_eq!(v["exit_code"], 2);
+    assert!(v["error"]
+        .as_str()
+        .unwrap()
+        .contains("tokens must be at least 1"));
+}
+
+#[test]
+fn a_backend_this_platform_lacks_is_named_as_such() {
+    // Issue #11, item 11: `--backend metal` on Linux printed `Some(Metal)` and advice to
+    // install lavapipe.
+    if cfg!(target_vendor = "apple") {
+        return;
+    }
+    let (_, err) = exits(&["--backend", "metal", "adapters"], 2);
+    assert!(err.contains("metal backend does not exist on"), "{err}");
+    assert!(!err.contains("Some(") && !err.contains("lavapipe"), "{err}");
+}
+
+#[test]
+fn mesa_says_nothing_about_xdg_runtime_dir() {
+    // Issue #11, item 15: Mesa printed "XDG_RUNTIME_DIR is invalid" twice on every command.
+    let out = qkv()
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .args(["adapters"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("XDG_RUNTIME_DIR"), "{stderr}");
+}
+
+#[test]
+fn an_unwritable_tuning_cache_is_reported() {
+    // Issue #11, item 10: a cache path that cannot be written made every run re-tune
+    // without a word.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-directory");
+    std::fs::write(&file, "x").unwrap();
+    let out = Command::cargo_bin("qkv")
+        .unwrap()
+        .env("QKV_CACHE_DIR", &file)
+        .args([
+            "run",
+            "--tokens",
+            "8",
+            "--d-model",
+            "16",
+            "--q-width",
+            "8",
+            "--kv-width",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("could not be written") && stderr.contains("tune again"),
+        "{stderr}"
+    );
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 fn validate(name: &str, source: &str) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
-    let subgroups = source.contains("subgroup_invocation_id");
+    let subgroups = source.contains("@builtin(subgroup_");
     let caps = if subgroups {
         naga::valid::Capabilities::SUBGROUP
     } else {

@@ -3,9 +3,26 @@
 //! ([`checkpoint`]).
 
 pub mod checkpoint;
+pub mod commit;
 pub mod npy;
 
+use crate::error::Error;
 use std::fmt;
+use std::path::Path;
+
+/// The error for an input file that could not be opened: the user's (a wrong name, a
+/// directory) or the machine's (a permission, a failing disk), told apart.
+pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::Input(format!("{}: cannot open: no such file", path.display()))
+        }
+        std::io::ErrorKind::IsADirectory => {
+            Error::Input(format!("{}: is a directory, not a file", path.display()))
+        }
+        _ => Error::io(format!("cannot open {}", path.display()), e),
+    }
+}
 
 /// Non-finite values (NaN, +-Inf) found in an input, for the report users get before the
 /// projection runs.

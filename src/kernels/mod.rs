@@ -28,5 +28,5 @@ mod registry;
 mod spec;
 
 pub use config::KernelConfig;
-pub use registry::{Kernel, Requirements, ShaderSource, ALL_SHADERS, FILL_NAN};
+pub use registry::{Kernel, Requirements, ShaderSource, ALL_SHADERS, FILL_NAN, SUBGROUP_SIZE};
 pub use spec::{ElementType, KernelSpec, Variant};

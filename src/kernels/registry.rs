@@ -55,8 +55,12 @@ macro_rules! shader {
 /// The utility shader that fills output buffers with NaN before each dispatch.
 pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
 
+/// The utility shader that measures the subgroup sizes a device runs (on Metal, where wgpu's
+/// reported range is a placeholder).
+pub const SUBGROUP_SIZE: ShaderSource = shader!("subgroup_size.wgsl");
+
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 10] = [
+pub const ALL_SHADERS: [ShaderSource; 11] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
@@ -67,12 +71,13 @@ pub const ALL_SHADERS: [ShaderSource; 10] = [
     Kernel::Blocktile.source(),
     Kernel::Splitk.source(),
     FILL_NAN,
+    SUBGROUP_SIZE,
 ];
 
 impl ShaderSource {
-    /// Whether the shader uses subgroup operations (it reads `subgroup_invocation_id`).
+    /// Whether the shader uses subgroup operations (it reads a subgroup builtin).
     pub fn needs_subgroups(&self) -> bool {
-        self.wgsl.contains("subgroup_invocation_id")
+        self.wgsl.contains("@builtin(subgroup_")
     }
 }
 
@@ -82,6 +87,8 @@ impl ShaderSource {
 pub struct Requirements {
     /// Subgroup operations with subgroups of at least this many invocations.
     pub min_subgroup_size: Option<u32>,
+    /// Storage buffers bound in the compute stage (the binding kind's).
+    pub storage_buffers: u32,
 }
 
 impl Requirements {
@@ -92,6 +99,13 @@ impl Requirements {
         kernel: impl fmt::Display,
         summary: &crate::adapter::AdapterSummary,
     ) -> Option<String> {
+        if summary.max_storage_buffers_per_shader_stage < self.storage_buffers {
+            return Some(format!(
+                "kernel {kernel} binds {} storage buffers; '{}' allows {} \
+                 (max_storage_buffers_per_shader_stage)",
+                self.storage_buffers, summary.name, summary.max_storage_buffers_per_shader_stage
+            ));
+        }
         let min = self.min_subgroup_size?;
         if !summary.subgroup {
             Some(format!(
@@ -193,6 +207,7 @@ impl Kernel {
                 Kernel::Subgroup | Kernel::SubgroupTexture => Some(8),
                 _ => None,
             },
+            storage_buffers: self.binding().storage_buffers(),
         }
     }
 

@@ -69,9 +69,6 @@ impl ElementType {
     }
 }
 
-/// Invocations per workgroup of the split-K reduce pass (`@workgroup_size(256)`).
-const REDUCE_WORKGROUP: u32 = 256;
-
 /// Everything about one kernel configuration that the plan, the projector, the tuner and the
 /// context need, resolved once from a [`KernelConfig`].
 #[derive(Debug, Clone, PartialEq)]
@@ -171,9 +168,29 @@ impl KernelSpec {
         self.binding == BindingKind::Textured
     }
 
-    /// Why the adapter `summary` describes cannot run this kernel, if it cannot.
+    /// Why the adapter (or device) `summary` describes cannot run this kernel, if it
+    /// cannot: a feature, the storage buffers its binding kind needs, or more invocations
+    /// per workgroup than the device allows.
     pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
-        self.requires.unmet_on(self.kernel(), summary)
+        if let Some(why) = self.requires.unmet_on(self, summary) {
+            return Some(why);
+        }
+        let max = summary
+            .max_compute_invocations_per_workgroup
+            .min(summary.max_compute_workgroup_size_x);
+        (self.invocations > max).then(|| {
+            format!(
+                "kernel {self} needs workgroups of {} invocations; '{}' allows {max} \
+                 (max_compute_invocations_per_workgroup / max_compute_workgroup_size_x){}",
+                self.invocations,
+                summary.name,
+                if self.config.wg > 0 && self.kernel() != Kernel::Splitk {
+                    "; give a smaller wg, or --kernel auto".to_string()
+                } else {
+                    String::new()
+                }
+            )
+        })
     }
 
     /// The row stride of a W block of `n_cols` columns: `n_cols` rounded up to
@@ -191,13 +208,14 @@ impl KernelSpec {
         )
     }
 
-    /// The reduce pass's workgroups over `rows` x `cols` partial sums (a grid-stride loop,
-    /// so any count covers the block), at most `max_groups`; None without a reduce pass.
-    pub fn reduce_groups(&self, rows: u32, cols: u32, max_groups: u32) -> Option<u32> {
+    /// The reduce pass's workgroups of `wg` invocations over `rows` x `cols` partial sums (a
+    /// grid-stride loop, so any count covers the block), at most `max_groups`; None without
+    /// a reduce pass.
+    pub fn reduce_groups(&self, rows: u32, cols: u32, max_groups: u32, wg: u32) -> Option<u32> {
         self.reduce.map(|_| {
             let elements = rows as u64 * cols as u64;
             elements
-                .div_ceil(REDUCE_WORKGROUP as u64)
+                .div_ceil(wg.max(1) as u64)
                 .clamp(1, max_groups.max(1) as u64) as u32
         })
     }
@@ -263,11 +281,12 @@ mod tests {
             ((1, 2, 8), BindingKind::SplitK)
         );
         assert_eq!(k.scratch_len(10, 20), 8 * 10 * 20);
-        assert_eq!(k.reduce_groups(10, 1000, 4096), Some(40));
-        assert_eq!(k.reduce_groups(1000, 1000, 16), Some(16));
+        assert_eq!(k.reduce_groups(10, 1000, 4096, 256), Some(40));
+        assert_eq!(k.reduce_groups(10, 1000, 4096, 128), Some(79));
+        assert_eq!(k.reduce_groups(1000, 1000, 16, 256), Some(16));
         let n = KernelSpec::from(Kernel::Naive);
         assert_eq!((n.w_stride(10), n.scratch_len(10, 20)), (10, 0));
-        assert_eq!(n.reduce_groups(1, 1, 1), None);
+        assert_eq!(n.reduce_groups(1, 1, 1, 256), None);
         assert!(KernelSpec::new(KernelConfig {
             kernel: Kernel::Direct,
             wg: 0,

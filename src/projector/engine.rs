@@ -52,15 +52,23 @@ impl<'c> Engine<'c> {
     /// Compiles (or reuses) the spec's pipelines and allocates what the plan needs.
     pub(super) fn new(ctx: &'c GpuContext, spec: KernelSpec, plan: ChunkPlan) -> Result<Self> {
         let shape = plan.shape;
-        let layout = ctx.layout(spec.binding);
-        let constants =
+        let layout = ctx.layout(spec.binding)?;
+        let mut constants =
             spec.pipeline_constants(shape.bias, matches!(plan.layout, OutputLayout::Heads(_)));
+        let utility_wg = ctx.grid_stride_workgroup();
+        if spec.reduce.is_some() {
+            constants.push(("REDUCE_WG", utility_wg as f64));
+        }
         let pipeline = ctx.pipeline(spec.source, &constants, &layout.pipeline)?;
         let reduce_pipeline = match spec.reduce {
             Some(source) => Some(ctx.pipeline(source, &constants, &layout.pipeline)?),
             None => None,
         };
-        let fill_pipeline = ctx.pipeline(FILL_NAN, &[], &ctx.fill_layout().pipeline)?;
+        let fill_pipeline = ctx.pipeline(
+            FILL_NAN,
+            &[("WG", utility_wg as f64)],
+            &ctx.fill_layout().pipeline,
+        )?;
 
         let during = format!(
             "allocating buffers for {shape} in chunks of {} tokens (out of memory?)",
@@ -135,7 +143,8 @@ impl<'c> Engine<'c> {
             pass.dispatch_workgroups(x, y, z);
             if let (Some(reduce), Some(groups)) = (
                 &self.reduce_pipeline,
-                self.spec.reduce_groups(rows, n_cols, max_groups),
+                self.spec
+                    .reduce_groups(rows, n_cols, max_groups, self.ctx.grid_stride_workgroup()),
             ) {
                 pass.set_pipeline(reduce);
                 pass.dispatch_workgroups(groups, 1, 1);
@@ -157,9 +166,10 @@ impl<'c> Engine<'c> {
         pass.set_pipeline(&self.fill_pipeline);
         // The shader's grid-stride loop covers any size with any number of groups.
         let max_groups = self.max_grid() as u64;
+        let wg = self.ctx.grid_stride_workgroup() as u64;
         for (group, words) in &self.slots[slot].fill_groups {
             pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(words.div_ceil(256).clamp(1, max_groups) as u32, 1, 1);
+            pass.dispatch_workgroups(words.div_ceil(wg).clamp(1, max_groups) as u32, 1, 1);
         }
     }
 

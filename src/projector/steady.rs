@@ -49,7 +49,7 @@ pub(super) fn time_kernel(
     let during = "setting up kernel timing";
     let slot = &engine.slots[0];
     if last != full && kept.last.is_none() {
-        let layout = ctx.layout(engine.spec.binding);
+        let layout = ctx.layout(engine.spec.binding)?;
         kept.last = Some(ctx.checked(during, || {
             let params = params_buffers(device, plan);
             let groups = slot.bind(device, layout, &params, &engine.weights);

@@ -2,6 +2,8 @@
 //! checked end to end against the CPU reference.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod model;
+
 use qkv_wgpu::{
     random_inputs, reference, AdapterFilter, GpuContext, KernelConfig, Projector, QkvReport,
     QkvShape, Tolerance,
@@ -30,7 +32,16 @@ pub fn tolerance(shape: &QkvShape, x: &[f32], w: &qkv_wgpu::FusedWeights) -> Tol
 
 /// Seeded random inputs through `kernel` on the GPU, checked against the f64 reference.
 pub fn check(shape: QkvShape, kernel: impl Into<KernelConfig>, seed: u64) -> QkvReport {
-    let ctx = ctx();
+    check_on(ctx(), shape, kernel, seed)
+}
+
+/// [`check`] on a context of the test's own (limits lowered on purpose, say).
+pub fn check_on(
+    ctx: &GpuContext,
+    shape: QkvShape,
+    kernel: impl Into<KernelConfig>,
+    seed: u64,
+) -> QkvReport {
     let (x, w) = random_inputs(&shape, seed);
     let mut p = Projector::new(ctx, shape, kernel).expect("projector");
     p.set_weights(&w).expect("weights");

@@ -2,14 +2,15 @@
 
 use crate::args::GpuArgs;
 use crate::exit::Failure;
+use crate::out::outln;
 use clap::Args;
-use qkv_wgpu::{list_adapters, Error};
+use qkv_wgpu::list_adapters;
 
 #[derive(Args, Debug)]
 pub struct AdaptersArgs {
     /// Print a JSON array instead of text
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 fn mib(bytes: u64) -> String {
@@ -20,17 +21,10 @@ pub fn adapters(gpu: &GpuArgs, args: &AdaptersArgs) -> Result<(), Failure> {
     let filter = gpu.filter();
     let list = list_adapters(&filter);
     if list.is_empty() {
-        let filter_text = match (&filter.backend, &filter.name) {
-            (None, None) => String::new(),
-            (b, n) => format!(" for backend {b:?}, name {n:?}"),
-        };
-        return Err(Error::NoAdapter {
-            filter: filter_text,
-        }
-        .into());
+        return Err(qkv_wgpu::adapter::no_adapter(&filter).into());
     }
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&list).expect("adapter summaries serialize")
         );
@@ -38,21 +32,21 @@ pub fn adapters(gpu: &GpuArgs, args: &AdaptersArgs) -> Result<(), Failure> {
     }
     let yes = |b: bool| if b { "yes" } else { "no" };
     for (i, a) in list.iter().enumerate() {
-        println!("[{i}] {} ({}, {})", a.name, a.backend, a.device_type);
-        println!("    driver:                      {}", a.driver);
-        println!(
+        outln!("[{i}] {} ({}, {})", a.name, a.backend, a.device_type);
+        outln!("    driver:                      {}", a.driver);
+        outln!(
             "    max storage binding / buffer: {} / {}",
             mib(a.max_storage_buffer_binding_size),
             mib(a.max_buffer_size)
         );
-        println!(
+        outln!(
             "    workgroup storage:            {} bytes; {} invocations per workgroup; {} \
              workgroups per dimension",
             a.max_compute_workgroup_storage_size,
             a.max_compute_invocations_per_workgroup,
             a.max_compute_workgroups_per_dimension
         );
-        println!(
+        outln!(
             "    timestamps: {}   f16: {}   subgroups: {} (size {}..{})",
             yes(a.timestamp_query),
             yes(a.shader_f16),

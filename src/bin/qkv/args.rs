@@ -124,6 +124,9 @@ pub fn resolve_kernels(
                     ..Default::default()
                 },
             )?;
+            for note in &choice.notes {
+                eprintln!("note: {note}");
+            }
             let spec = KernelSpec::new(choice.config).map_err(Error::Input)?;
             Ok(vec![(spec, choice.reason)])
         }

@@ -6,6 +6,7 @@ use crate::args::{kernel_help, parse_kernels, resolve_kernels, ChunkArgs, GpuArg
 use crate::baseline::CpuBaseline;
 use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
+use crate::out::outln;
 use crate::report::{ms, token_bar};
 use clap::Args;
 use qkv_wgpu::plan::check_fits;
@@ -58,13 +59,16 @@ pub struct BenchArgs {
     seed: u64,
     /// Print a JSON array of rows instead of the table
     #[arg(long, conflicts_with = "csv")]
-    json: bool,
+    pub json: bool,
     /// Print CSV instead of the table
     #[arg(long)]
     csv: bool,
     /// Also draw GFLOP/s against tokens, per kernel and for the CPU, into this SVG file
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Overwrite the --plot file if it exists
+    #[arg(long, requires = "plot")]
+    force: bool,
     #[command(flatten)]
     chunking: ChunkArgs,
     /// Rows of each run checked against the f64 reference: `all`, or N spread over every
@@ -157,6 +161,14 @@ fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
 
 pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     let loads = workloads(args)?;
+    // Refused now rather than after the sweep; checked again when the plot is written.
+    if let Some(path) = args.plot.as_ref().filter(|p| !args.force && p.exists()) {
+        return Err(Error::Input(format!(
+            "--plot {} already exists; pass --force to overwrite it",
+            path.display()
+        ))
+        .into());
+    }
     let ctx = gpu.context()?;
     // Check every shape first: a sweep should not fail an hour in.
     let mut jobs = Vec::new();
@@ -281,26 +293,31 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
 
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
         );
     } else if args.csv {
-        let mut out = csv::Writer::from_writer(std::io::stdout());
+        let mut out = csv::Writer::from_writer(crate::out::Stdout);
         for r in &rows {
             out.serialize(r)
                 .map_err(|e| Error::Input(format!("writing CSV: {e}")))?;
         }
-        out.flush()
-            .map_err(|e| Error::Input(format!("writing CSV: {e}")))?;
+        // Standard output's own failures are reported by crate::out at the end.
+        let _ = out.flush();
     } else {
         print_table(&rows);
     }
     if let Some(path) = &args.plot {
         let auto = matches!(args.kernel, KernelList::Auto);
-        crate::plot::plot(path, &rows_for_plot(&rows, auto), &ctx.summary.name)?;
+        crate::plot::plot(
+            path,
+            &rows_for_plot(&rows, auto),
+            &ctx.summary.name,
+            args.force,
+        )?;
         if !args.json && !args.csv {
-            println!("plot: {}", path.display());
+            outln!("plot: {}", path.display());
         }
     }
     if rows.iter().all(|r| r.pass) {
@@ -340,7 +357,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 }
 
 fn print_table(rows: &[Row]) {
-    println!(
+    outln!(
         "{:<10} {:>7} {:<23} {:>11} {:>9} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
         "shape",
         "tokens",
@@ -355,7 +372,7 @@ fn print_table(rows: &[Row]) {
         "check"
     );
     for r in rows {
-        println!(
+        outln!(
             "{:<10} {:>7} {:<23} {:>11.3} {:>9.2} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
             r.shape,
             r.tokens,
@@ -370,7 +387,7 @@ fn print_table(rows: &[Row]) {
             if r.pass { "PASS" } else { "FAIL" }
         );
     }
-    println!(
+    outln!(
         "kernel ms: median of back-to-back dispatches after warm-ups, GPU timestamps where the \
          adapter has them; e2e: upload X + \
          dispatch + read Q,K,V back; CPU: f32 GEMM (matrixmultiply, {} threads; past 16384 tokens timed on the first 16384 and \

@@ -1,7 +1,8 @@
 //! `qkv`: run, check and time the fused Q/K/V projection on any GPU wgpu can drive.
 //!
-//! Exit codes: 0 success (every check passed), 1 a validation failed, 2 bad arguments or
-//! input, 3 no usable GPU or a GPU error.
+//! Exit codes (`exit.rs`): 0 success (every check passed), 1 a validation failed, 2 bad
+//! arguments or input, 3 no usable GPU or a GPU error, 4 the machine could not read or write
+//! a file or standard output; killed by a signal, the shell's 128 + N.
 
 mod adapters;
 mod args;
@@ -9,14 +10,17 @@ mod baseline;
 mod bench;
 mod check;
 mod exit;
+mod out;
 mod plot;
 mod project;
 mod report;
 mod run;
+mod signals;
 
 use args::GpuArgs;
 use clap::{Parser, Subcommand};
 use exit::{exit_code, Failure};
+use out::outln;
 use qkv_wgpu::Kernel;
 use std::process::ExitCode;
 
@@ -32,7 +36,10 @@ use std::process::ExitCode;
                   Start with `qkv run` (a GPT-2-small-shaped projection) or `qkv explain` (the \
                   worked example).",
     after_help = "Exit codes: 0 success, 1 validation failed, 2 bad arguments or input, \
-                  3 no usable GPU or a GPU error."
+                  3 no usable GPU or a GPU error, 4 a file or standard output could not be \
+                  read or written (disk full, permission, read-only file system). Interrupted \
+                  by a signal, qkv removes its partial files and dies by the signal (the shell \
+                  shows 128 + N: 130 for Ctrl-C)."
 )]
 struct Cli {
     #[command(flatten)]
@@ -56,9 +63,10 @@ enum Command {
     Adapters(adapters::AdaptersArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
     Explain {
-        /// Kernel variant: a name or number (see `qkv run --help`)
-        #[arg(long, default_value_t = Kernel::DEFAULT, value_parser = parse_kernel)]
-        kernel: Kernel,
+        /// Kernel variant: a name or number (see `qkv run --help`) [default: tiled, or direct
+        /// on a device that allows fewer than its 256 invocations per workgroup]
+        #[arg(long, value_parser = parse_kernel)]
+        kernel: Option<Kernel>,
     },
 }
 
@@ -66,8 +74,37 @@ fn parse_kernel(s: &str) -> Result<Kernel, String> {
     s.parse()
 }
 
+impl Command {
+    /// Whether the command was asked for JSON: then a failure is a JSON object too.
+    fn json(&self) -> bool {
+        match self {
+            Command::Run(a) => a.json,
+            Command::Project(a) => a.json,
+            Command::Bench(a) => a.json,
+            Command::Adapters(a) => a.json,
+            Command::Explain { .. } => false,
+        }
+    }
+}
+
+/// Mesa's Vulkan device-selection layer connects to a Wayland display to learn the default
+/// GPU; with no XDG_RUNTIME_DIR (a server, CI, a container) libwayland prints "error:
+/// XDG_RUNTIME_DIR is invalid or not set" on every run, which users read as ours. With no
+/// session to ask there is nothing for the layer to select by, so it is switched off
+/// (`NODEVICE_SELECT=1`, the layer's own off switch) unless the user set up either variable,
+/// or chose a device through the layer with MESA_VK_DEVICE_SELECT. Adapters are ranked here
+/// anyway. Called first thing, before any thread exists.
+fn quiet_mesa_device_select() {
+    let unset = |v: &str| std::env::var_os(v).is_none();
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 fn main() -> ExitCode {
+    quiet_mesa_device_select();
     let cli = Cli::parse();
+    let json = cli.command.json();
     let result = match &cli.command {
         Command::Run(args) => run::run(&cli.gpu, args),
         Command::Project(args) => project::project(&cli.gpu, args),
@@ -75,20 +112,46 @@ fn main() -> ExitCode {
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Validation) => ExitCode::from(1),
+    let mut code = match result {
+        Ok(()) => 0,
+        Err(Failure::Validation) => 1,
         Err(Failure::Error(e)) => {
             eprintln!("error: {e}");
-            ExitCode::from(exit_code(&e))
+            let code = exit_code(&e);
+            if json {
+                let obj = serde_json::json!({
+                    "error": e.to_string(),
+                    "exit_code": code,
+                    "exit_reason": exit::reason(code),
+                });
+                outln!("{obj}");
+            }
+            code
+        }
+    };
+    if let Some(e) = out::finish() {
+        eprintln!("error: cannot write to standard output: {e}");
+        if code == 0 {
+            code = exit::IO;
         }
     }
+    ExitCode::from(code)
 }
 
-fn explain(gpu: &GpuArgs, kernel: Kernel) -> Result<(), Failure> {
+fn explain(gpu: &GpuArgs, kernel: Option<Kernel>) -> Result<(), Failure> {
     let ctx = gpu.context()?;
+    let kernel = kernel.unwrap_or_else(|| {
+        [Kernel::DEFAULT, Kernel::Direct]
+            .into_iter()
+            .find(|&k| {
+                qkv_wgpu::KernelConfig::from(k)
+                    .unsupported_on(&ctx.summary)
+                    .is_none()
+            })
+            .unwrap_or(Kernel::DEFAULT)
+    });
     let e = qkv_wgpu::explain::explain(&ctx, kernel)?;
-    println!("{}", e.render());
+    outln!("{}", e.render());
     let expected = [2.0, 17.0];
     if e.same.iter().any(|v| *v != expected) {
         eprintln!(

@@ -16,8 +16,15 @@ pub struct Point {
     pub gflops: f64,
 }
 
-/// Draws `points` into `path` as SVG.
-pub fn plot(path: &Path, points: &[Point], adapter: &str) -> Result<(), Error> {
+/// Draws `points` into `path` as SVG, replacing an existing file only with `replace`.
+pub fn plot(path: &Path, points: &[Point], adapter: &str, replace: bool) -> Result<(), Error> {
+    let mut svg = String::new();
+    draw(&mut svg, path, points, adapter)?;
+    qkv_wgpu::io::commit::write_file(path, svg.as_bytes(), replace)
+}
+
+/// Draws `points` as SVG into `svg`; `path` names it in errors.
+fn draw(svg: &mut String, path: &Path, points: &[Point], adapter: &str) -> Result<(), Error> {
     let bad = |e: String| Error::Input(format!("drawing {}: {e}", path.display()));
     let finite: Vec<&Point> = points
         .iter()
@@ -40,7 +47,7 @@ pub fn plot(path: &Path, points: &[Point], adapter: &str) -> Result<(), Error> {
             .push((p.tokens as f64, p.gflops));
     }
 
-    let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, (960, 600)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| bad(e.to_string()))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(

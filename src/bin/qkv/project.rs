@@ -5,14 +5,16 @@ use crate::args::{kernel_help, parse_kernels, resolve_kernels, weight_layout_par
 use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
 use crate::check::{CheckRows, Collected};
 use crate::exit::Failure;
+use crate::out::outln;
 use crate::report::{ms, print_checks, print_condition, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
+use qkv_wgpu::io::commit::{OutputDir, Partial};
 use qkv_wgpu::io::npy::{NpyRowWriter, NpyRows};
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::{ChunkPlan, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Args, Debug)]
@@ -101,7 +103,7 @@ pub struct ProjectArgs {
     tolerance: ToleranceArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -157,67 +159,35 @@ struct ProjectResult {
     rtol: f64,
     pass: Option<bool>,
     nonfinite: Vec<String>,
+    /// What opening the output directory cleaned up after an interrupted run.
+    notes: Vec<String>,
     written: bool,
     outputs: Vec<String>,
 }
 
 const OUTPUTS: [&str; 3] = ["q.npy", "k.npy", "v.npy"];
 
-fn output_paths(dir: &Path) -> [PathBuf; 3] {
-    OUTPUTS.map(|f| dir.join(f))
-}
-
-/// Refuses to go on if writing would overwrite something the user did not offer.
-fn check_outputs(dir: &Path, force: bool) -> Result<(), Error> {
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::Input(format!(
-            "--out {} exists and is not a directory",
-            dir.display()
-        )));
-    }
-    if !force {
-        let existing: Vec<String> = output_paths(dir)
-            .iter()
-            .filter(|p| p.exists())
-            .map(|p| p.display().to_string())
-            .collect();
-        if !existing.is_empty() {
-            return Err(Error::Input(format!(
-                "{} already exist{}; pass --force to overwrite",
-                existing.join(", "),
-                if existing.len() == 1 { "s" } else { "" }
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Q, K and V being written chunk by chunk: into partial files beside their final names,
-/// renamed into place only by [`commit`](Self::commit). Dropped uncommitted (an error, a
-/// failed check, NaN in the inputs), it removes the partial files: nothing incomplete is ever
-/// left under a final name, and existing outputs stay untouched.
+/// Q, K and V being written chunk by chunk into partial files in the output directory, put
+/// in place only by [`commit`](Self::commit), all three or none (see `qkv_wgpu::io::commit`).
+/// Dropped uncommitted (an error, a failed check, NaN in the inputs), it removes the partial
+/// files: nothing incomplete is ever left under a final name, and existing outputs stay
+/// untouched.
 struct PartialOutputs {
-    partials: [PathBuf; 3],
-    finals: [PathBuf; 3],
+    partials: Vec<Partial>,
     writers: Vec<NpyRowWriter>,
-    committed: bool,
 }
 
 impl PartialOutputs {
-    fn create(dir: &Path, shapes: [&[u64]; 3]) -> Result<Self, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Input(format!("cannot create {}: {e}", dir.display())))?;
-        let mut out = Self {
-            partials: OUTPUTS.map(|f| dir.join(format!(".{f}.partial-{}", std::process::id()))),
-            finals: output_paths(dir),
-            writers: Vec::new(),
-            committed: false,
-        };
-        for (path, shape) in out.partials.iter().zip(shapes) {
-            let w = NpyRowWriter::create(path, shape)?;
-            out.writers.push(w);
+    fn create(out: &OutputDir, shapes: [&[u64]; 3]) -> Result<Self, Error> {
+        let mut partials = Vec::new();
+        let mut writers = Vec::new();
+        for (name, shape) in OUTPUTS.iter().zip(shapes) {
+            let mut p = out.partial(name)?;
+            let shown = p.path().display().to_string();
+            writers.push(NpyRowWriter::new(p.take_file(), &shown, shape)?);
+            partials.push(p);
         }
-        Ok(out)
+        Ok(Self { partials, writers })
     }
 
     fn write(&mut self, parts: [&[f32]; 3]) -> Result<(), Error> {
@@ -227,39 +197,18 @@ impl PartialOutputs {
         Ok(())
     }
 
-    /// Flushes the three files (each must be complete); they stay partial.
-    fn finish(&mut self) -> Result<(), Error> {
-        for w in self.writers.drain(..) {
-            w.finish()?;
+    /// Flushes the three files (each must be complete) and puts them in place.
+    fn commit(self, out: &OutputDir, force: bool) -> Result<Vec<String>, Error> {
+        let mut parts = Vec::new();
+        for (p, w) in self.partials.into_iter().zip(self.writers) {
+            let file = w.finish()?;
+            parts.push((p, file));
         }
-        Ok(())
-    }
-
-    /// Renames the finished files into place.
-    fn commit(mut self) -> Result<Vec<String>, Error> {
-        self.finish()?;
-        for (partial, dest) in self.partials.iter().zip(&self.finals) {
-            std::fs::rename(partial, dest).map_err(|e| {
-                Error::Input(format!("cannot move {} into place: {e}", dest.display()))
-            })?;
-        }
-        self.committed = true;
-        Ok(self
-            .finals
+        Ok(out
+            .commit(parts, force)?
             .iter()
             .map(|p| p.display().to_string())
             .collect())
-    }
-}
-
-impl Drop for PartialOutputs {
-    fn drop(&mut self) {
-        if !self.committed {
-            self.writers.clear();
-            for p in &self.partials {
-                let _ = std::fs::remove_file(p);
-            }
-        }
     }
 }
 
@@ -319,7 +268,9 @@ fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<H
 }
 
 pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
-    check_outputs(&args.out, args.force)?;
+    // From here a SIGINT, SIGTERM or SIGHUP removes the partial files before the process
+    // dies by it.
+    crate::signals::remove_partials_on_signal();
 
     // X is read chunk by chunk as the projection streams; only its header is read here.
     let mut x = NpyRows::open(&args.input)?;
@@ -338,6 +289,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let to_u32 = |v: usize, what: &str| {
         u32::try_from(v).map_err(|_| Error::Shape(format!("{what} = {v} is too large")))
     };
+    if d_model.0 == 0 {
+        return Err(Error::Input(format!(
+            "{}: X has no rows ({x_dims:?}): there is nothing to project",
+            args.input.display()
+        ))
+        .into());
+    }
     let (tokens, d_model) = (to_u32(d_model.0, "tokens")?, to_u32(d_model.1, "d_model")?);
     let batch_seq = match batch_seq {
         Some((b, s)) => Some((to_u32(b, "batch")?, to_u32(s, "seq")?)),
@@ -359,6 +317,19 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         eprintln!("warning: {nf}");
     }
 
+    // The output directory, locked against other runs, before any GPU work: what an
+    // interrupted run left there is cleaned up and named, inputs are never outputs, and
+    // existing outputs need --force.
+    let out_dir = OutputDir::open(&args.out)?;
+    for note in &out_dir.notes {
+        eprintln!("note: {note}");
+    }
+    out_dir.check_not_inputs(
+        &OUTPUTS,
+        &[("--input", &args.input), ("--weights", &args.weights)],
+    )?;
+    out_dir.check_free(&OUTPUTS, args.force)?;
+
     let ctx = gpu.context()?;
     let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
@@ -377,7 +348,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
 
     let q_shape = layout.dims(&shape, false, batch_seq);
     let kv_shape = layout.dims(&shape, true, batch_seq);
-    let mut outputs = PartialOutputs::create(&args.out, [&q_shape, &kv_shape, &kv_shape])?;
+    let mut outputs = PartialOutputs::create(&out_dir, [&q_shape, &kv_shape, &kv_shape])?;
     let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
     let mut kept = Collected::default();
     let mut x_nonfinite: Option<NonFinite> = None;
@@ -411,7 +382,6 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
-    outputs.finish()?;
 
     // The default atol needs max|X|, known once X has been read.
     let tol = args.tolerance.tolerance(d_model, &[x_absmax], w);
@@ -435,7 +405,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let pass = report.as_ref().map(QkvReport::pass);
     let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
     let outputs = if pass != Some(false) && !blocked_by_nonfinite {
-        outputs.commit()?
+        outputs.commit(&out_dir, args.force)?
     } else {
         drop(outputs);
         Vec::new()
@@ -489,11 +459,12 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         rtol: tol.rtol,
         pass,
         nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
+        notes: out_dir.notes.clone(),
         written: !outputs.is_empty(),
         outputs,
     };
     if args.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string(&result).expect("results serialize")
         );
@@ -521,13 +492,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
 }
 
 fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tolerance) {
-    println!("adapter   {} ({})", r.adapter, r.backend);
+    outln!("adapter   {} ({})", r.adapter, r.backend);
     let dims = match (r.batch, r.seq) {
         (Some(b), Some(s)) => format!("[{b}, {s}, {}]", r.d_model),
         _ => format!("[{}, {}]", r.tokens, r.d_model),
     };
-    println!("input     {} ({}, {dims})", r.input, r.input_dtype);
-    println!(
+    outln!("input     {} ({}, {dims})", r.input, r.input_dtype);
+    outln!(
         "weights   {}: {}{} stored {} (by {})",
         r.weights,
         r.family
@@ -541,7 +512,7 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
         r.weight_layout,
         r.weight_layout_reason
     );
-    println!(
+    outln!(
         "shape     d_model {} -> q {} + k {} + v {}{}; Q {:?}, K and V {:?} ({} layout)",
         r.d_model,
         r.q_width,
@@ -552,12 +523,17 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
         r.kv_shape,
         r.head_layout
     );
-    println!(
+    outln!(
         "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms, {:.0} tokens/s\n          \
          chosen: {}",
-        r.kernel, r.gpu_kernel_ms, r.gflops, r.gpu_total_ms, r.tokens_per_s, r.config_reason
+        r.kernel,
+        r.gpu_kernel_ms,
+        r.gflops,
+        r.gpu_total_ms,
+        r.tokens_per_s,
+        r.config_reason
     );
-    println!(
+    outln!(
         "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
         r.chunks,
         r.chunk_tokens,
@@ -577,12 +553,12 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
                     r.checked_rows
                 )
             };
-            println!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
+            outln!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
             print_checks(report);
         }
-        _ => println!("check     skipped (--no-check)"),
+        _ => outln!("check     skipped (--no-check)"),
     }
     if r.written {
-        println!("wrote     {}", r.outputs.join(", "));
+        outln!("wrote     {}", r.outputs.join(", "));
     }
 }

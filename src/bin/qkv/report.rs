@@ -1,6 +1,7 @@
 //! Output helpers shared by the commands: times, progress lines and bars, the check's
 //! condition and its report.
 
+use crate::out::outln;
 use qkv_wgpu::{QkvReport, Tolerance};
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -19,18 +20,19 @@ pub fn progress(msg: &str) {
 
 /// The check line that states the condition and its numbers.
 pub fn print_condition(tol: &Tolerance) {
-    println!(
+    outln!(
         "check     |gpu - ref| <= atol + rtol·|ref|, atol {:.3e}, rtol {:.1e}",
-        tol.atol, tol.rtol
+        tol.atol,
+        tol.rtol
     );
 }
 
 /// Q, K and V reports, then PASS or FAIL.
 pub fn print_checks(report: &QkvReport) {
     for part in report.parts() {
-        println!("  {part}");
+        outln!("  {part}");
     }
-    println!("  {}", if report.pass() { "PASS" } else { "FAIL" });
+    outln!("  {}", if report.pass() { "PASS" } else { "FAIL" });
 }
 
 /// A progress bar over the tokens of a long run (hidden when stderr is not a terminal).

@@ -6,6 +6,7 @@ use crate::args::{GpuArgs, ToleranceArgs};
 use crate::baseline::CpuBaseline;
 use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
+use crate::out::outln;
 use crate::report::{ms, print_checks, print_condition, progress, token_bar};
 use clap::Args;
 use qkv_wgpu::plan::check_fits;
@@ -59,7 +60,7 @@ pub struct RunArgs {
     check_rows: Option<CheckRows>,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
-    json: bool,
+    pub json: bool,
 }
 
 /// One kernel's results: what `--json` prints.
@@ -146,17 +147,17 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
 
     let s = &ctx.summary;
     if !args.json {
-        println!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
-        println!("shape     {shape}");
-        println!(
+        outln!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
+        outln!("shape     {shape}");
+        outln!(
             "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}",
             shape.flops() / 1e9,
             args.seed
         );
         print_condition(&tol);
         match check {
-            CheckRows::All => println!("          every row of every run is checked"),
-            CheckRows::Sample(n) => println!(
+            CheckRows::All => outln!("          every row of every run is checked"),
+            CheckRows::Sample(n) => outln!(
                 "          about {n} rows of every run are checked, spread over every chunk \
                  (its first and last rows included); --check-rows all checks every row"
             ),
@@ -272,7 +273,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         };
         all_pass &= result.pass;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string(&result).expect("results serialize")
             );
@@ -281,7 +282,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         }
     }
     if runs > 1 && !args.json {
-        println!(
+        outln!(
             "\n{}",
             if all_pass {
                 "PASS (all kernels)"
@@ -303,14 +304,14 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         KernelTimer::GpuTimestamp => "GPU timestamps",
         KernelTimer::Host => "host clock: no timestamp queries on this adapter",
     };
-    println!(
+    outln!(
         "\nkernel    {} ({}): {}",
         config,
         kernel.number(),
         kernel.description()
     );
-    println!("  chosen       {}", r.config_reason);
-    println!(
+    outln!("  chosen       {}", r.config_reason);
+    outln!(
         "  GPU kernel   {:>10.3} ms  median of {} back-to-back after {} warm-ups (min {:.3}, max \
          {:.3}; {timer})  {:.2} GFLOP/s",
         r.gpu_kernel_ms,
@@ -320,12 +321,12 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         r.gpu_kernel_ms_max,
         r.gflops
     );
-    println!(
+    outln!(
         "  in the runs  {:>10.3} ms  the same kernels timed inside the end-to-end runs (median)",
         r.in_run_kernel_ms
     );
     if r.chunks > 1 {
-        println!(
+        outln!(
             "  chunks       {} of up to {} tokens ({}){}; {}",
             r.chunks,
             r.chunk_tokens,
@@ -342,12 +343,12 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
             }
         );
     }
-    println!(
+    outln!(
         "  end-to-end   {:>10.3} ms  {:.0} tokens/s (kernel alone: {:.0} tokens/s); weights uploaded \
          once: {:.3} ms",
         r.gpu_total_ms, r.tokens_per_s, r.kernel_tokens_per_s, r.weights_upload_ms
     );
-    println!(
+    outln!(
         "  transfers    {:>10.3} ms  generate X {:.3} + upload X {:.3} + read back Q,K,V \
          {:.3}; {:.3} ms of it ({:.0}%) hidden behind kernels",
         r.transfers_ms,
@@ -357,7 +358,7 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         r.hidden_ms,
         100.0 * r.hidden_ms / r.transfers_ms.max(1e-9)
     );
-    println!(
+    outln!(
         "  CPU          {:>10.3} ms  f32 GEMM, matrixmultiply on {} threads, median of {}  {:.2} \
          GFLOP/s{}; GPU kernel speed-up {:.2}x",
         r.cpu_ms,
@@ -371,10 +372,11 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         },
         r.speedup
     );
-    println!(
+    outln!(
         "  reference    {:>10.3} ms  f64 accumulation over the {} checked rows: the accuracy \
          oracle, not a speed baseline",
-        r.reference_ms, r.checked_rows
+        r.reference_ms,
+        r.checked_rows
     );
     if let Some(report) = &r.report {
         print_checks(report);

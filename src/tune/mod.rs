@@ -8,6 +8,8 @@
 //! Barriers and workgroup memory are cheap on a GPU and costly on a CPU driver such as
 //! lavapipe, so no single kernel is the best everywhere: that is what this is for.
 
+pub mod cache;
+
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
@@ -18,8 +20,8 @@ use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
 use crate::weights::{random_inputs, FusedWeights};
+use cache::{Cache, Entry};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -112,52 +114,18 @@ pub struct Choice {
     pub reason: String,
     /// The trials of the tuning run that chose it.
     pub trials: Vec<Trial>,
+    /// What the report must mention: a cache that could not be read or written, an entry
+    /// dropped, a file set aside.
+    pub notes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    config: String,
-    shader_hash: String,
-    proxy: String,
-    trials: Vec<Trial>,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct Cache {
-    entries: BTreeMap<String, Entry>,
-}
-
-fn cache_path(opts: &TuneOptions) -> Option<PathBuf> {
+fn cache(opts: &TuneOptions) -> Option<Cache> {
     let dir = opts
         .cache_dir
         .clone()
         .or_else(|| std::env::var_os("QKV_CACHE_DIR").map(PathBuf::from))
         .or_else(|| dirs::cache_dir().map(|d| d.join("qkv-wgpu")))?;
-    Some(dir.join("tuning.json"))
-}
-
-fn load_cache(path: &Option<PathBuf>) -> Cache {
-    path.as_ref()
-        .and_then(|p| std::fs::read_to_string(p).ok())
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or_default()
-}
-
-/// Writes the cache through a temporary file, so a crash never leaves it half written. A
-/// cache that cannot be written only costs a re-tune next time.
-fn save_cache(path: &Option<PathBuf>, cache: &Cache) {
-    let Some(path) = path else { return };
-    let Some(dir) = path.parent() else { return };
-    if std::fs::create_dir_all(dir).is_err() {
-        return;
-    }
-    let tmp = path.with_extension(format!("json.tmp-{}", std::process::id()));
-    let Ok(text) = serde_json::to_string_pretty(cache) else {
-        return;
-    };
-    if std::fs::write(&tmp, text).is_ok() && std::fs::rename(&tmp, path).is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
+    Some(Cache::at(dir.join("tuning.json")))
 }
 
 /// Shapes whose tokens, d_model and n_out fall in the same power-of-two buckets tune alike.
@@ -298,12 +266,12 @@ fn recheck(
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
 /// entry exists, else tuned now (and cached).
 pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<Choice> {
-    let path = cache_path(opts);
+    let cache = cache(opts);
     let key = shape_class_key(ctx, shape);
-    let mut cache = load_cache(&path);
+    let (entries, mut notes) = cache.as_ref().map(Cache::load).unwrap_or_default();
     let mut discarded = None;
     if !opts.force {
-        if let Some(entry) = cache.entries.get(&key) {
+        if let Some(entry) = entries.get(&key) {
             match recheck(ctx, shape, entry, opts.tolerance)? {
                 Ok(config) => {
                     return Ok(Choice {
@@ -311,10 +279,12 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
                         reason: format!(
                             "autotuned earlier for this adapter and shape class, re-validated \
                              now (cache: {})",
-                            path.as_ref()
-                                .map_or("none".into(), |p| p.display().to_string())
+                            cache
+                                .as_ref()
+                                .map_or("none".into(), |c| c.path().display().to_string())
                         ),
                         trials: entry.trials.clone(),
+                        notes,
                     })
                 }
                 Err(why) => discarded = Some(format!("{}: {why}", entry.config)),
@@ -385,21 +355,26 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
                 .unwrap_or_default()
         )));
     };
-    cache.entries.insert(
-        key,
-        Entry {
-            config: spec.to_string(),
-            shader_hash: shader_hash(&spec),
-            proxy: format!(
-                "tokens {}, d_model {}, n_out {}",
-                p.tokens,
-                p.d_model,
-                p.n_out()
-            ),
-            trials: trials.clone(),
+    let entry = Entry {
+        config: spec.to_string(),
+        shader_hash: shader_hash(&spec),
+        proxy: format!(
+            "tokens {}, d_model {}, n_out {}",
+            p.tokens,
+            p.d_model,
+            p.n_out()
+        ),
+        trials: trials.clone(),
+    };
+    match &cache {
+        Some(c) => match c.store(&key, entry) {
+            Ok(more) => notes.extend(more),
+            Err(why) => notes.push(why),
         },
-    );
-    save_cache(&path, &cache);
+        None => notes.push(
+            "no cache directory is known (set QKV_CACHE_DIR): the next run will tune again".into(),
+        ),
+    }
     let mut reason = format!(
         "autotuned now: fastest of {} validated candidates on {} tokens x d_model {} x n_out {}",
         trials.iter().filter(|t| t.ms.is_some()).count(),
@@ -417,5 +392,6 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
         config: spec.config,
         reason,
         trials,
+        notes,
     })
 }

@@ -1,10 +1,14 @@
-//! NumPy `.npy` files through the `npyz` crate: X in, as f32 from f32, f16 or f64; Q, K, V
-//! out as f32. C order only (NumPy's default); anything else is refused with the reason.
+//! NumPy `.npy` files: X in, as f32 from f32, f16 or f64, its header read by NumPy's own rules
+//! ([`header`]); Q, K, V out as f32, the header written by the `npyz` crate. C order only
+//! (NumPy's default); anything else is refused with the reason.
+
+pub mod header;
 
 use crate::error::{Error, Result};
+use header::{Header, Stored};
 use npyz::WriterBuilder;
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Seek, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 /// An array read from a `.npy` file, converted to f32.
@@ -37,21 +41,13 @@ pub fn read_f32(path: &Path) -> Result<NpyArray> {
     })
 }
 
-/// Element types X may be stored in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    F16,
-    F32,
-    F64,
-}
-
 /// A C-order `.npy` array of f32, f16 or f64 read front to back in pieces, as f32: how
-/// `qkv project` reads an X larger than memory, chunk by chunk. The header is checked and the
-/// file's length compared with what it promises before any data is read.
-#[derive(Debug)]
-pub struct NpyRows {
-    path: std::path::PathBuf,
-    reader: BufReader<File>,
+/// `qkv project` reads an X larger than memory, chunk by chunk. The header is checked by
+/// NumPy's rules ([`header`]) and the file's length compared with what it promises before any
+/// data is read.
+pub struct NpyRows<R = BufReader<File>> {
+    name: String,
+    reader: R,
     stored: Stored,
     big_endian: bool,
     remaining: usize,
@@ -62,72 +58,75 @@ pub struct NpyRows {
     pub dtype: &'static str,
 }
 
+impl<R> std::fmt::Debug for NpyRows<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NpyRows")
+            .field("name", &self.name)
+            .field("shape", &self.shape)
+            .field("dtype", &self.dtype)
+            .finish_non_exhaustive()
+    }
+}
+
 impl NpyRows {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).map_err(|e| bad(path, format!("cannot open: {e}")))?;
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let file = File::open(path).map_err(|e| crate::io::open_error(path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if meta.is_dir() {
+            return Err(bad(path, "is a directory, not a .npy file"));
+        }
+        Self::from_reader(
+            BufReader::new(file),
+            meta.len(),
+            &path.display().to_string(),
+        )
+    }
+}
+
+impl<R: Read> NpyRows<R> {
+    /// Reads the header of a `.npy` file of `len` bytes from `reader`; `name` names it in
+    /// errors.
+    pub fn from_reader(mut reader: R, len: u64, name: &str) -> Result<Self> {
+        let bad = |why: String| Error::Input(format!("{name}: {why}"));
         if len == 0 {
-            return Err(bad(path, "the file is empty"));
+            return Err(bad("the file is empty".into()));
         }
-        let npy = npyz::NpyFile::new(BufReader::new(file))
-            .map_err(|e| bad(path, format!("not a valid .npy file: {e}")))?;
-        if npy.order() != npyz::Order::C {
-            return Err(bad(
-                path,
-                "the array is in Fortran order; save it in C order (numpy.ascontiguousarray)",
-            ));
-        }
-        let shape: Vec<usize> = npy.shape().iter().map(|&d| d as usize).collect();
-        let npyz::DType::Plain(ts) = npy.dtype() else {
-            return Err(bad(
-                path,
-                "structured arrays are not supported; use f32, f16 or f64",
-            ));
-        };
-        let (stored, dtype) = match (ts.type_char(), ts.size_field()) {
-            (npyz::TypeChar::Float, 2) => (Stored::F16, "f16"),
-            (npyz::TypeChar::Float, 4) => (Stored::F32, "f32"),
-            (npyz::TypeChar::Float, 8) => (Stored::F64, "f64"),
-            _ => {
-                return Err(bad(
-                    path,
-                    format!("unsupported dtype '{ts}'; X must be float32, float16 or float64"),
-                ))
-            }
-        };
-        let big_endian = ts.endianness() == npyz::Endianness::Big;
-        let elements = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let mut reader = npy.into_inner();
-        let data_start = reader
-            .stream_position()
-            .map_err(|e| bad(path, format!("cannot read: {e}")))?;
-        let size = ts.size_field();
-        let needed = elements
-            .and_then(|n| (n as u64).checked_mul(size))
-            .and_then(|b| b.checked_add(data_start));
+        let h = Header::read(&mut reader).map_err(bad)?;
+        let dtype = h.stored.name();
+        let elements = h
+            .shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d as u64));
+        let needed = elements.and_then(|n| n.checked_mul(h.stored.size()));
+        let after_header = len.saturating_sub(h.data_start);
         match needed {
-            Some(needed) if needed <= len => {}
-            _ => {
-                return Err(bad(
-                    path,
-                    format!(
-                        "the data is truncated: the header promises {shape:?} {dtype} ({} \
-                         bytes after the header) but the file has {}",
-                        elements.map_or("too many".into(), |n| (n as u64 * size).to_string()),
-                        len - data_start
-                    ),
-                ))
+            Some(needed)
+                if needed <= after_header && usize::try_from(elements.unwrap_or(0)).is_ok() => {}
+            Some(needed) => {
+                return Err(bad(format!(
+                    "the data is truncated: the header promises {:?} {dtype} ({needed} bytes \
+                     after the header) but the file has {after_header}",
+                    h.shape
+                )))
+            }
+            None => {
+                return Err(bad(format!(
+                    "the header promises {:?} {dtype}, over 2^64 bytes: no file holds that",
+                    h.shape
+                )))
             }
         }
         Ok(Self {
-            path: path.to_path_buf(),
+            name: name.to_string(),
             reader,
-            stored,
-            big_endian,
-            remaining: elements.unwrap_or(0),
+            stored: h.stored,
+            big_endian: h.big_endian,
+            remaining: elements.unwrap_or(0) as usize,
             bytes: Vec::new(),
-            shape,
+            shape: h.shape,
             dtype,
         })
     }
@@ -140,20 +139,16 @@ impl NpyRows {
     /// Reads the next `dst.len()` elements as f32.
     pub fn read(&mut self, dst: &mut [f32]) -> Result<()> {
         if dst.len() > self.remaining {
-            return Err(bad(
-                &self.path,
-                format!(
-                    "asked for {} more elements but only {} remain",
-                    dst.len(),
-                    self.remaining
-                ),
-            ));
+            return Err(Error::Input(format!(
+                "{}: asked for {} more elements but only {} remain",
+                self.name,
+                dst.len(),
+                self.remaining
+            )));
         }
+        let name = &self.name;
         let truncated = |e: std::io::Error| {
-            bad(
-                &self.path,
-                format!("the data is truncated or unreadable ({e})"),
-            )
+            Error::Input(format!("{name}: the data is truncated or unreadable ({e})"))
         };
         if self.stored == Stored::F32 && self.big_endian == cfg!(target_endian = "big") {
             // Stored as this machine's f32: straight into place, no conversion.
@@ -163,12 +158,8 @@ impl NpyRows {
             self.remaining -= dst.len();
             return Ok(());
         }
-        let size = match self.stored {
-            Stored::F16 => 2,
-            Stored::F32 => 4,
-            Stored::F64 => 8,
-        };
-        self.bytes.resize(dst.len() * size, 0);
+        self.bytes
+            .resize(dst.len() * self.stored.size() as usize, 0);
         self.reader.read_exact(&mut self.bytes).map_err(truncated)?;
         let big = self.big_endian;
         match self.stored {
@@ -212,9 +203,10 @@ impl NpyRows {
 
 /// A C-order little-endian f32 `.npy` file written front to back in pieces: the header
 /// (with the full shape) first, then the elements as they come. [`finish`](Self::finish)
-/// fails unless exactly the promised number of elements was written.
+/// fails unless exactly the promised number of elements was written. Write failures are
+/// [`Error::Io`]: the machine's, not the input's.
 pub struct NpyRowWriter {
-    path: std::path::PathBuf,
+    name: String,
     writer: BufWriter<File>,
     remaining: u64,
 }
@@ -222,9 +214,15 @@ pub struct NpyRowWriter {
 impl NpyRowWriter {
     /// Creates (or truncates) `path` and writes the header for an array of `shape`.
     pub fn create(path: &Path, shape: &[u64]) -> Result<Self> {
-        let io_err =
-            |e: std::io::Error| Error::Input(format!("{}: cannot write: {e}", path.display()));
-        let mut writer = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io_err)?);
+        let file = File::create(path)
+            .map_err(|e| Error::io(format!("cannot create {}", path.display()), e))?;
+        Self::new(file, &path.display().to_string(), shape)
+    }
+
+    /// Writes the header for an array of `shape` into `file` (empty, opened for writing);
+    /// `name` names it in errors.
+    pub fn new(file: File, name: &str, shape: &[u64]) -> Result<Self> {
+        let mut writer = BufWriter::with_capacity(1 << 20, file);
         // npyz writes the header; the data follows as raw little-endian f32.
         npyz::WriteOptions::new_header_only()
             .dtype(npyz::DType::new_scalar(
@@ -233,11 +231,15 @@ impl NpyRowWriter {
             .shape(shape)
             .writer(&mut writer)
             .write_header_only()
-            .map_err(io_err)?;
+            .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
+        let remaining = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Shape(format!("{name}: the shape {shape:?} is too large")))?;
         Ok(Self {
-            path: path.to_path_buf(),
+            name: name.to_string(),
             writer,
-            remaining: shape.iter().product(),
+            remaining,
         })
     }
 
@@ -246,7 +248,7 @@ impl NpyRowWriter {
         if data.len() as u64 > self.remaining {
             return Err(Error::Input(format!(
                 "{}: {} more elements than its shape holds",
-                self.path.display(),
+                self.name,
                 data.len() as u64 - self.remaining
             )));
         }
@@ -256,38 +258,32 @@ impl NpyRowWriter {
             let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
             self.writer.write_all(&bytes)
         };
-        written.map_err(|e| Error::Input(format!("{}: cannot write: {e}", self.path.display())))?;
+        written.map_err(|e| Error::io(format!("cannot write {}", self.name), e))?;
         self.remaining -= data.len() as u64;
         Ok(())
     }
 
-    /// Flushes the file; an error if elements are missing.
-    pub fn finish(mut self) -> Result<()> {
+    /// Flushes the file and hands it back; an error if elements are missing.
+    pub fn finish(self) -> Result<File> {
         if self.remaining != 0 {
             return Err(Error::Input(format!(
                 "{}: {} elements were never written",
-                self.path.display(),
-                self.remaining
+                self.name, self.remaining
             )));
         }
+        let name = self.name;
         self.writer
-            .flush()
-            .map_err(|e| Error::Input(format!("{}: cannot write: {e}", self.path.display())))
+            .into_inner()
+            .map_err(|e| Error::io(format!("cannot write {name}"), e.into_error()))
     }
 }
 
 /// Writes `data` as a C-order little-endian f32 `.npy` file of dimensions `shape`.
 pub fn write_f32(path: &Path, shape: &[u64], data: &[f32]) -> Result<()> {
-    let io_err = |e: std::io::Error| Error::Input(format!("{}: cannot write: {e}", path.display()));
-    let file = File::create(path).map_err(io_err)?;
-    let mut writer = npyz::WriteOptions::new()
-        .default_dtype()
-        .shape(shape)
-        .writer(BufWriter::new(file))
-        .begin_nd()
-        .map_err(io_err)?;
-    writer.extend(data.iter().copied()).map_err(io_err)?;
-    writer.finish().map_err(io_err)
+    let mut w = NpyRowWriter::create(path, shape)?;
+    w.write(data)?;
+    w.finish()?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -386,6 +382,40 @@ mod tests {
         assert!(e.contains("4 elements were never written"), "{e}");
     }
 
+    /// A version-1 `.npy` file with the given descr and shape literals, then `data`.
+    fn npy_bytes(descr: &str, shape: &str, data: &[u8]) -> Vec<u8> {
+        let h = format!("{{'descr': {descr}, 'fortran_order': False, 'shape': {shape}, }}\n");
+        let mut f = b"\x93NUMPY\x01\x00".to_vec();
+        f.extend((h.len() as u16).to_le_bytes());
+        f.extend(h.as_bytes());
+        f.extend(data);
+        f
+    }
+
+    #[test]
+    fn numpy_dtype_spellings_read_as_numpy_reads_them() {
+        // Issue #11: '<e', '=f4', '|f4' and a newline in the header were refused.
+        let dir = tempfile::tempdir().unwrap();
+        let h16: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let f32s: Vec<u8> = [0.25f32, 8.0]
+            .iter()
+            .flat_map(|v| v.to_ne_bytes())
+            .collect();
+        for (descr, data) in [("'<e'", &h16), ("'=f4'", &f32s), ("'|f4'", &f32s)] {
+            let p = dir.path().join("x.npy");
+            std::fs::write(&p, npy_bytes(descr, "(2,)", data)).unwrap();
+            let a = read_f32(&p).unwrap_or_else(|e| panic!("{descr}: {e}"));
+            assert_eq!(a.data.len(), 2, "{descr}");
+            assert!(a.data == [1.5, -2.0] || a.data == [0.25, 8.0], "{descr}");
+        }
+        let p = dir.path().join("nl.npy");
+        std::fs::write(&p, npy_bytes("'<f4'", "(1,\n 2)", &f32s)).unwrap();
+        assert_eq!(read_f32(&p).unwrap().shape, vec![1, 2]);
+    }
+
     #[test]
     fn bad_files_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
@@ -401,7 +431,7 @@ mod tests {
         let garbage = dir.path().join("garbage.npy");
         std::fs::write(&garbage, b"this is not numpy at all").unwrap();
         let e = read_f32(&garbage).unwrap_err().to_string();
-        assert!(e.contains("not a valid .npy"), "{e}");
+        assert!(e.contains("not a .npy file"), "{e}");
 
         let full = dir.path().join("full.npy");
         write_f32(&full, &[4, 4], &[1.0; 16]).unwrap();
@@ -410,6 +440,24 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
         let e = read_f32(&cut).unwrap_err().to_string();
         assert!(e.contains("truncated"), "{e}");
+
+        // Issue #11: a shape whose byte count passes 2^64 was reported with a wrapped count.
+        let huge = dir.path().join("huge.npy");
+        std::fs::write(
+            &huge,
+            npy_bytes("'<f4'", "(4294967296, 4294967296, 16)", &[]),
+        )
+        .unwrap();
+        let e = read_f32(&huge).unwrap_err().to_string();
+        assert!(e.contains("over 2^64 bytes"), "{e}");
+        // A valid empty array is empty, not truncated.
+        let none = dir.path().join("none.npy");
+        std::fs::write(&none, npy_bytes("'<f4'", "(0, 768)", &[])).unwrap();
+        let a = read_f32(&none).unwrap();
+        assert_eq!((a.shape, a.data.len()), (vec![0, 768], 0));
+        // A directory is named as one.
+        let e = read_f32(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("is a directory"), "{e}");
 
         let ints = dir.path().join("ints.npy");
         npyz::to_file_1d(&ints, vec![1i32, 2, 3]).unwrap();

@@ -8,6 +8,10 @@
 //! | Llama   | P.self_attn.{q,k,v}_proj.weight (+ .bias, e.g. Qwen)      | nn.Linear [out, in] |
 //! | GPT-2   | P.attn.c_attn.weight [d_model, 3·d_model], P.attn.c_attn.bias | Conv1D [in, out] |
 
+mod family;
+
+pub use family::{Family, Names, WeightLayout};
+
 use crate::error::{Error, Result};
 use crate::io::NonFinite;
 use crate::weights::{FusedWeights, Projection};
@@ -16,145 +20,6 @@ use safetensors::{Dtype, SafeTensors};
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-/// How a weight matrix is stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightLayout {
-    /// [out_features, in_features], y = x·Wᵀ + b: PyTorch nn.Linear (BERT, Llama, most models).
-    OutIn,
-    /// [in_features, out_features], y = x·W + b: GPT-2's Conv1D, and this crate's own layout.
-    InOut,
-}
-
-impl WeightLayout {
-    /// Both layouts.
-    pub const ALL: [WeightLayout; 2] = [WeightLayout::OutIn, WeightLayout::InOut];
-
-    /// The name users type (`--weight-layout out-in`).
-    pub const fn name(self) -> &'static str {
-        match self {
-            WeightLayout::OutIn => "out-in",
-            WeightLayout::InOut => "in-out",
-        }
-    }
-
-    /// One line on what the layout is and who uses it.
-    pub const fn description(self) -> &'static str {
-        match self {
-            WeightLayout::OutIn => {
-                "[out_features, in_features], y = x·Wᵀ + b: PyTorch nn.Linear (BERT, Llama, \
-                 most models)"
-            }
-            WeightLayout::InOut => {
-                "[in_features, out_features], y = x·W + b: GPT-2's Conv1D, and this crate's \
-                 own layout"
-            }
-        }
-    }
-}
-
-impl fmt::Display for WeightLayout {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl std::str::FromStr for WeightLayout {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
-        WeightLayout::ALL
-            .into_iter()
-            .find(|l| l.name() == s.trim())
-            .ok_or_else(|| format!("invalid value '{s}'; possible values: out-in, in-out"))
-    }
-}
-
-/// A model family whose attention projections `--prefix` recognizes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// BERT, RoBERTa and friends: separate query/key/value nn.Linear layers.
-    Bert,
-    /// Llama, Mistral, Qwen and friends: q_proj/k_proj/v_proj, often grouped K/V.
-    Llama,
-    /// GPT-2: one fused c_attn Conv1D.
-    Gpt2,
-}
-
-impl Family {
-    /// Every family, in the order `--prefix` tries them.
-    pub const ALL: [Family; 3] = [Family::Bert, Family::Llama, Family::Gpt2];
-
-    /// Name for messages.
-    pub fn name(self) -> &'static str {
-        match self {
-            Family::Bert => "BERT",
-            Family::Llama => "Llama",
-            Family::Gpt2 => "GPT-2",
-        }
-    }
-
-    /// The layout the family stores its weights in.
-    pub fn layout(self) -> WeightLayout {
-        match self {
-            Family::Bert | Family::Llama => WeightLayout::OutIn,
-            Family::Gpt2 => WeightLayout::InOut,
-        }
-    }
-
-    /// The tensor-name suffixes of (weights, biases) after the prefix.
-    fn names(self) -> Names<&'static str> {
-        match self {
-            Family::Bert => Names::Separate {
-                w: [
-                    "attention.self.query.weight",
-                    "attention.self.key.weight",
-                    "attention.self.value.weight",
-                ],
-                b: Some([
-                    "attention.self.query.bias",
-                    "attention.self.key.bias",
-                    "attention.self.value.bias",
-                ]),
-            },
-            Family::Llama => Names::Separate {
-                w: [
-                    "self_attn.q_proj.weight",
-                    "self_attn.k_proj.weight",
-                    "self_attn.v_proj.weight",
-                ],
-                b: Some([
-                    "self_attn.q_proj.bias",
-                    "self_attn.k_proj.bias",
-                    "self_attn.v_proj.bias",
-                ]),
-            },
-            Family::Gpt2 => Names::Fused {
-                w: "attn.c_attn.weight",
-                b: Some("attn.c_attn.bias"),
-            },
-        }
-    }
-}
-
-/// Tensor names of one attention layer's Q/K/V projection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Names<S> {
-    /// Three matrices, and optionally three biases.
-    Separate {
-        /// Wq, Wk, Wv.
-        w: [S; 3],
-        /// bq, bk, bv.
-        b: Option<[S; 3]>,
-    },
-    /// One matrix with Q, K, V side by side (in that order), and optionally one bias.
-    Fused {
-        /// Wqkv.
-        w: S,
-        /// bqkv.
-        b: Option<S>,
-    },
-}
 
 /// Which tensors hold the projection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,10 +71,27 @@ pub struct Tensor {
     pub dtype: String,
 }
 
-/// A memory-mapped safetensors file whose header has been checked.
+/// A safetensors file whose header has been checked: memory-mapped, or held in memory.
 pub struct Checkpoint {
     path: PathBuf,
-    map: Mmap,
+    map: Bytes,
+}
+
+/// A checkpoint's bytes.
+enum Bytes {
+    Mapped(Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
 }
 
 impl fmt::Debug for Checkpoint {
@@ -224,22 +106,42 @@ impl Checkpoint {
     /// Opens and memory-maps `path`, and checks its header and offsets.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |why: String| Error::Input(format!("{}: {why}", path.display()));
-        let file = File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        let file = File::open(path).map_err(|e| crate::io::open_error(path, e))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
+        if meta.is_dir() {
+            return Err(bad(
+                "is a directory; give the .safetensors file itself".into()
+            ));
+        }
+        if meta.len() == 0 {
             return Err(bad("the file is empty".into()));
         }
         // SAFETY: the map is read-only; a file changed under it by another process while we
         // read could give inconsistent values, as with any reader, but not unsafety in Rust.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| bad(format!("cannot map: {e}")))?;
+        let map = unsafe { Mmap::map(&file) }
+            .map_err(|e| Error::io(format!("cannot map {}", path.display()), e))?;
+        Self::check(path.to_path_buf(), Bytes::Mapped(map))
+    }
+
+    /// A checkpoint held in memory (a download, a fuzzer's input); `name` names it in
+    /// messages.
+    pub fn from_bytes(name: &str, bytes: Vec<u8>) -> Result<Self> {
+        if bytes.is_empty() {
+            return Err(Error::Input(format!("{name}: the file is empty")));
+        }
+        Self::check(PathBuf::from(name), Bytes::Owned(bytes))
+    }
+
+    fn check(path: PathBuf, map: Bytes) -> Result<Self> {
         SafeTensors::deserialize(&map).map_err(|e| {
-            bad(format!(
-                "not a valid safetensors file (corrupt or truncated header or data): {e}"
+            Error::Input(format!(
+                "{}: not a valid safetensors file (corrupt or truncated header or data): {e}",
+                path.display()
             ))
         })?;
-        Ok(Self {
-            path: path.to_path_buf(),
-            map,
-        })
+        Ok(Self { path, map })
     }
 
     fn tensors(&self) -> SafeTensors<'_> {
@@ -321,7 +223,9 @@ impl Checkpoint {
     /// Finds one attention layer of a known family under `prefix`.
     pub fn find_family(&self, prefix: &str) -> Result<(Family, Names<String>)> {
         let prefix = prefix.trim_end_matches('.');
-        let mut found: Vec<(Family, String)> = Vec::new();
+        // (family, the layer's stem, whether the prefix names that layer or its attention
+        // module exactly).
+        let mut found: Vec<(Family, String, bool)> = Vec::new();
         for family in Family::ALL {
             let first = match family.names() {
                 Names::Separate { w, .. } => w[0],
@@ -331,19 +235,30 @@ impl Checkpoint {
                 let Some(stem) = name.strip_suffix(first) else {
                     continue;
                 };
+                // The suffix must start a name component: "xattn.c_attn.weight" is no GPT-2
+                // layer "x".
+                if !(stem.is_empty() || stem.ends_with('.')) {
+                    continue;
+                }
                 let stem = stem.trim_end_matches('.');
-                if prefix.is_empty() || stem == prefix || stem.starts_with(&format!("{prefix}.")) {
-                    found.push((family, stem.to_string()));
+                let module = if stem.is_empty() {
+                    family.module().to_string()
+                } else {
+                    format!("{stem}.{}", family.module())
+                };
+                let exact = stem == prefix || module == prefix;
+                if prefix.is_empty() || exact || stem.starts_with(&format!("{prefix}.")) {
+                    found.push((family, stem.to_string(), exact));
                 }
             }
         }
         // An exact match of the prefix wins over deeper ones ("layers.1" is not "layers.10").
-        if let Some(exact) = found.iter().find(|(_, stem)| stem == prefix) {
+        if let Some(exact) = found.iter().find(|(_, _, exact)| *exact) {
             found = vec![exact.clone()];
         }
         match found.len() {
             1 => {
-                let (family, stem) = found.pop().expect("one");
+                let (family, stem, _) = found.pop().expect("one");
                 let full = |suffix: &str| {
                     if stem.is_empty() {
                         suffix.to_string()
@@ -393,7 +308,7 @@ impl Checkpoint {
                 let stems: Vec<String> = found
                     .iter()
                     .take(6)
-                    .map(|(f, s)| format!("'{s}' ({})", f.name()))
+                    .map(|(f, s, _)| format!("'{s}' ({})", f.name()))
                     .collect();
                 Err(Error::Input(format!(
                     "{}: prefix '{prefix}' matches {} attention layers, e.g. {}; give the \

@@ -1,0 +1,88 @@
+//! What each fuzz target does with its input, shared with the never-panic property tests in
+//! `tests/hostile_input.rs` (which include this file), so the fuzzer and CI run the same
+//! bodies. Each reads arbitrary bytes the way `qkv` reads a user's file or argument, and
+//! asserts the promises that hold for any input: an accepted file can be read to its end, an
+//! accepted configuration resolves and displays as it parses. Errors are fine; panics,
+//! hangs and unbounded allocations are the bugs.
+
+use qkv_wgpu::io::checkpoint::{Checkpoint, WeightRequest, WeightSource};
+use qkv_wgpu::io::npy::NpyRows;
+use qkv_wgpu::{Kernel, KernelConfig, KernelSpec};
+
+/// The `.npy` reader: header, dtype, shape, length checks, and the data.
+pub fn npy(data: &[u8]) {
+    if let Ok(mut rows) = NpyRows::from_reader(data, data.len() as u64, "fuzz.npy") {
+        // The length check promises the data is there: read it all, in two pieces.
+        let n = rows.remaining();
+        let mut first = vec![0f32; n / 2];
+        rows.read(&mut first).expect("the first half is there");
+        let mut rest = vec![0f32; n - n / 2];
+        rows.read(&mut rest).expect("the second half is there");
+        assert!(rows.read(&mut [0f32]).is_err());
+    }
+}
+
+/// safetensors checkpoints: the header check, family detection under every prefix the
+/// names suggest, and loading the projection at every d_model the shapes suggest.
+pub fn checkpoint(data: &[u8]) {
+    let Ok(ckpt) = Checkpoint::from_bytes("fuzz.safetensors", data.to_vec()) else {
+        return;
+    };
+    let names = ckpt.names();
+    let mut prefixes = vec![String::new()];
+    let mut dims = vec![1u32, 2, 4];
+    for n in names.iter().take(4) {
+        let parts: Vec<&str> = n.split('.').collect();
+        for i in 0..parts.len() {
+            prefixes.push(parts[..i].join("."));
+        }
+        if let Ok(t) = ckpt.tensor(n) {
+            dims.extend(
+                t.shape
+                    .iter()
+                    .filter_map(|&d| u32::try_from(d).ok())
+                    .take(2),
+            );
+        }
+    }
+    for prefix in prefixes.iter().take(8) {
+        let _ = ckpt.find_family(prefix);
+        for &d_model in dims.iter().take(6) {
+            for (heads, kv_heads) in [(None, None), (Some(2), Some(1))] {
+                let request = WeightRequest {
+                    source: WeightSource::Prefix(prefix.clone()),
+                    layout: None,
+                    heads,
+                    kv_heads,
+                };
+                let _ = ckpt.load_qkv(&request, d_model);
+            }
+        }
+    }
+}
+
+/// The `--kernel` parser: every configuration it accepts resolves into a spec and displays
+/// as text that parses back to itself.
+pub fn kernel_config(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Ok(configs) = Kernel::parse_list(text) {
+        for c in configs {
+            let spec = KernelSpec::new(c).expect("a parsed configuration resolves");
+            let back: KernelConfig = c.to_string().parse().expect("displays as it parses");
+            assert_eq!(back, c);
+            let _ = spec.grid(1 + data.len() as u32, 7);
+        }
+    }
+}
+
+/// The tuning cache's parser: whole-file and per-entry failures; every entry it keeps
+/// serializes again.
+pub fn tuning_cache(data: &[u8]) {
+    let parsed = qkv_wgpu::tune::cache::parse(&String::from_utf8_lossy(data));
+    for entry in parsed.entries.values() {
+        let _ = entry.config.parse::<KernelConfig>();
+        serde_json::to_string(entry).expect("an entry serializes");
+    }
+}

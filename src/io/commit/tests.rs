@@ -1,0 +1,172 @@
+//! Tests of the commit protocol on real directories.
+use super::*;
+use std::io::Write;
+
+fn staged(out: &OutputDir, name: &str, text: &str) -> (Partial, File) {
+    let mut p = out.partial(name).unwrap();
+    let mut f = p.take_file();
+    f.write_all(text.as_bytes()).unwrap();
+    (p, f)
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| "<none>".into())
+}
+
+/// Names in `dir` other than the three outputs.
+fn others(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !["q", "k", "v"].contains(&n.as_str()))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_failed_rename_puts_every_old_file_back() {
+    // Issue #11, item 6: a failure between the renames left a mix of new and old files.
+    let dir = tempfile::tempdir().unwrap();
+    for n in ["q", "k", "v"] {
+        std::fs::write(dir.path().join(n), format!("old {n}")).unwrap();
+    }
+    let out = OutputDir::open(dir.path()).unwrap();
+    for fail_at in [1, 2] {
+        let parts = ["q", "k", "v"].map(|n| staged(&out, n, &format!("new {n}")));
+        let e = out
+            .commit_failing_at(parts.into(), true, Some(fail_at))
+            .unwrap_err();
+        assert!(e.to_string().contains("injected"), "{e}");
+        for n in ["q", "k", "v"] {
+            assert_eq!(read(dir.path(), n), format!("old {n}"), "fail at {fail_at}");
+        }
+        assert_eq!(others(dir.path()), [LOCK], "fail at {fail_at}");
+    }
+    let parts = ["q", "k", "v"].map(|n| staged(&out, n, &format!("new {n}")));
+    out.commit(parts.into(), true).unwrap();
+    for n in ["q", "k", "v"] {
+        assert_eq!(read(dir.path(), n), format!("new {n}"));
+    }
+    drop(out);
+    assert!(others(dir.path()).is_empty());
+}
+
+#[test]
+fn a_file_that_appears_during_the_run_is_not_replaced() {
+    // Issue #11, item 1: the existence check at the start was the only one.
+    let dir = tempfile::tempdir().unwrap();
+    let out = OutputDir::open(dir.path()).unwrap();
+    out.check_free(&["q", "k"], false).unwrap();
+    let parts = [staged(&out, "q", "mine"), staged(&out, "k", "mine")];
+    std::fs::write(dir.path().join("k"), "theirs").unwrap();
+    let e = out.commit(parts.into(), false).unwrap_err().to_string();
+    assert!(e.contains("appeared while this run was writing"), "{e}");
+    assert_eq!(read(dir.path(), "k"), "theirs");
+    assert_eq!(read(dir.path(), "q"), "<none>");
+    assert_eq!(others(dir.path()), [LOCK]);
+}
+
+#[test]
+fn one_run_per_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = OutputDir::open(dir.path()).unwrap();
+    let e = OutputDir::open(dir.path()).unwrap_err().to_string();
+    assert!(e.contains("another qkv run is writing into"), "{e}");
+    drop(first);
+    OutputDir::open(dir.path()).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn partial_files_never_follow_a_planted_symlink() {
+    // Issue #11, item 2: `File::create` on a predictable name followed a planted link.
+    let dir = tempfile::tempdir().unwrap();
+    let victim = dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let link = dir.path().join(".q.npy.planted.qkv-partial");
+    std::os::unix::fs::symlink(&victim, &link).unwrap();
+    assert_eq!(
+        create_new(&link).unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    // The next run sweeps the link itself away, never what it points to.
+    let out = OutputDir::open(dir.path()).unwrap();
+    assert!(
+        out.notes[0].contains(".q.npy.planted.qkv-partial"),
+        "{:?}",
+        out.notes
+    );
+    assert!(std::fs::symlink_metadata(&link).is_err());
+    assert_eq!(read(dir.path(), "victim"), "precious");
+}
+
+#[test]
+fn an_interrupted_commit_is_rolled_back_by_the_next_run() {
+    // The state a run killed after its first rename leaves: q is new (its old file at
+    // the backup name), k not yet moved, v had no old file; the journal names them all.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("q"), "new q").unwrap();
+    std::fs::write(d.join(".q.1.qkv-old"), "old q").unwrap();
+    std::fs::write(d.join("k"), "old k").unwrap();
+    std::fs::write(d.join(".k.2.qkv-partial"), "new k").unwrap();
+    std::fs::write(d.join(".v.3.qkv-partial"), "new v").unwrap();
+    let journal = r#"{"entries": [
+        {"name": "q", "partial": ".q.0.qkv-partial", "old": ".q.1.qkv-old"},
+        {"name": "k", "partial": ".k.2.qkv-partial", "old": ".k.4.qkv-old"},
+        {"name": "v", "partial": ".v.3.qkv-partial", "old": null}]}"#;
+    std::fs::write(d.join(JOURNAL), journal).unwrap();
+    let out = OutputDir::open(d).unwrap();
+    assert!(out.notes[0].contains("rolled back"), "{:?}", out.notes);
+    assert_eq!(
+        [read(d, "q"), read(d, "k"), read(d, "v")],
+        ["old q", "old k", "<none>"]
+    );
+    assert_eq!(others(d), [LOCK]);
+
+    // A journal naming paths outside the directory is refused, not followed.
+    drop(out);
+    std::fs::write(
+        d.join(JOURNAL),
+        r#"{"entries": [{"name": "../x", "partial": "p", "old": null}]}"#,
+    )
+    .unwrap();
+    let e = OutputDir::open(d).unwrap_err().to_string();
+    assert!(e.contains("names files outside"), "{e}");
+}
+
+#[test]
+fn write_file_replaces_only_when_asked_and_leaves_nothing_on_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("plot.svg");
+    write_file(&p, b"one", false).unwrap();
+    let e = write_file(&p, b"two", false).unwrap_err().to_string();
+    assert!(e.contains("already exists"), "{e}");
+    write_file(&p, b"two", true).unwrap();
+    assert_eq!(std::fs::read(&p).unwrap(), b"two");
+    // A directory that is a file: an I/O error, nothing left behind.
+    let e = write_file(&p.join("x.svg"), b"three", false).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn stale_names_are_ours_only() {
+    for n in [
+        ".q.npy.0123abcd.qkv-partial",
+        ".k.npy.ff.qkv-old",
+        ".v.npy.partial-42",
+    ] {
+        assert!(is_stale_name(n), "{n}");
+    }
+    for n in [
+        "q.npy",
+        ".q.npy.partial-",
+        "x.qkv-partial",
+        ".bashrc",
+        ".q.npy.partial-4a",
+    ] {
+        assert!(!is_stale_name(n), "{n}");
+    }
+}

@@ -1,0 +1,253 @@
+//! The tuning cache, `tuning.json` in the user's cache directory: one entry per (adapter,
+//! driver, shape class). Shared by every `qkv` run on the machine, so it is changed the way
+//! cargo changes its package cache: under an exclusive lock on a file beside it
+//! (`tuning.json.lock`), read again under the lock, the one entry merged in, and written
+//! through a fresh temporary file renamed over the old one. Concurrent runs keep each other's
+//! entries, a crash never leaves it half written, and nothing about it is silent: an
+//! unreadable file is set aside and named, a malformed entry is dropped and named, and a
+//! cache that cannot be written says so (the next run would tune again).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// One shape class's choice.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// The configuration, as `KernelConfig` displays it.
+    pub config: String,
+    /// FNV-1a of the kernel's WGSL when it was tuned.
+    pub shader_hash: String,
+    /// The proxy shape it was timed on.
+    pub proxy: String,
+    /// Every candidate's result.
+    pub trials: Vec<super::Trial>,
+}
+
+/// The entries of a cache file, and what was wrong with it.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    /// Entries that parsed, by shape-class key.
+    pub entries: BTreeMap<String, Entry>,
+    /// Entries dropped, each with why ("key: reason").
+    pub dropped: Vec<String>,
+    /// Why the file as a whole could not be read, when it could not.
+    pub unreadable: Option<String>,
+}
+
+/// Parses the text of a cache file entry by entry: one malformed entry costs only itself.
+/// Never panics, whatever the text.
+pub fn parse(text: &str) -> Parsed {
+    let mut out = Parsed::default();
+    let value: serde_json::Value = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            out.unreadable = Some(format!("not JSON ({e})"));
+            return out;
+        }
+    };
+    let Some(entries) = value.get("entries").and_then(|e| e.as_object()) else {
+        out.unreadable = Some("not a tuning cache (no \"entries\" object)".into());
+        return out;
+    };
+    for (key, entry) in entries {
+        match Entry::deserialize(entry) {
+            Ok(e) => {
+                out.entries.insert(key.clone(), e);
+            }
+            Err(e) => {
+                let shown: String = key.chars().take(120).collect();
+                out.dropped.push(format!("{shown}: {e}"));
+            }
+        }
+    }
+    out
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    entries: &'a BTreeMap<String, Entry>,
+}
+
+/// The cache at `path`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    path: PathBuf,
+}
+
+impl Cache {
+    /// The cache file at `path` (created on the first store).
+    pub fn at(path: PathBuf) -> Self {
+        Self { path }
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the entries, with notes on anything wrong (for the report). A file that does
+    /// not parse at all is left where it is; the next [`store`](Self::store) sets it aside.
+    pub fn load(&self) -> (BTreeMap<String, Entry>, Vec<String>) {
+        let text = match std::fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
+            Err(e) => {
+                return (
+                    BTreeMap::new(),
+                    vec![format!(
+                        "the tuning cache {} cannot be read ({e}); tuning as if it were empty",
+                        self.path.display()
+                    )],
+                )
+            }
+        };
+        let parsed = parse(&String::from_utf8_lossy(&text));
+        let mut notes = Vec::new();
+        if let Some(why) = &parsed.unreadable {
+            notes.push(format!(
+                "the tuning cache {} is unreadable: {why}; it will be set aside as {} when \
+                 this run stores its choice",
+                self.path.display(),
+                self.aside().display()
+            ));
+        }
+        for d in &parsed.dropped {
+            notes.push(format!(
+                "the tuning cache {} has a malformed entry, dropped: {d}",
+                self.path.display()
+            ));
+        }
+        (parsed.entries, notes)
+    }
+
+    fn aside(&self) -> PathBuf {
+        self.path.with_extension("json.corrupt")
+    }
+
+    /// Stores `entry` under `key`, keeping every other entry, including those other runs
+    /// stored since this one loaded. Returns notes for the report (a file set aside), or
+    /// why the cache could not be written.
+    pub fn store(&self, key: &str, entry: Entry) -> Result<Vec<String>, String> {
+        let dir = self
+            .path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let fail = |what: &str, e: std::io::Error| {
+            format!(
+                "the tuning cache {} could not be written ({what}: {e}); the next run will \
+                 tune again",
+                self.path.display()
+            )
+        };
+        std::fs::create_dir_all(dir).map_err(|e| fail("creating its directory", e))?;
+        let lock_path = self.path.with_extension("json.lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| fail("opening its lock file", e))?;
+        // Held until `lock` is dropped at the end of this function; the kernel releases it
+        // if the process dies.
+        lock.lock().map_err(|e| fail("locking it", e))?;
+
+        let mut notes = Vec::new();
+        let mut entries = match std::fs::read(&self.path) {
+            Ok(bytes) => {
+                let parsed = parse(&String::from_utf8_lossy(&bytes));
+                if parsed.unreadable.is_some() {
+                    std::fs::rename(&self.path, self.aside())
+                        .map_err(|e| fail("setting the unreadable file aside", e))?;
+                    notes.push(format!(
+                        "the unreadable tuning cache was set aside as {}",
+                        self.aside().display()
+                    ));
+                }
+                parsed.entries
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(fail("reading it again", e)),
+        };
+        entries.insert(key.to_string(), entry);
+        let text = serde_json::to_string_pretty(&Document { entries: &entries })
+            .expect("the cache serializes");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tuning.json.")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(|e| fail("creating a temporary file", e))?;
+        tmp.write_all(text.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(|e| fail("writing", e))?;
+        tmp.persist(&self.path)
+            .map_err(|e| fail("renaming into place", e.error))?;
+        drop(lock);
+        Ok(notes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(config: &str) -> Entry {
+        Entry {
+            config: config.into(),
+            shader_hash: "0123".into(),
+            proxy: "tokens 32".into(),
+            trials: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn one_bad_entry_costs_only_itself() {
+        let text = r#"{"entries": {"a": {"config": "naive", "shader_hash": "1", "proxy": "p",
+            "trials": []}, "b": {"config": 7}}}"#;
+        let p = parse(text);
+        assert_eq!(p.entries.keys().collect::<Vec<_>>(), ["a"]);
+        assert!(p.dropped[0].starts_with("b: "), "{:?}", p.dropped);
+        assert!(p.unreadable.is_none());
+        for bad in ["", "{", "[]", "{\"entries\": 5}", "\u{0}garbage"] {
+            assert!(parse(bad).unreadable.is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn stores_merge_and_bad_files_are_set_aside_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tuning.json");
+        // Two caches loaded before either stored: both entries survive.
+        let (a, b) = (Cache::at(path.clone()), Cache::at(path.clone()));
+        a.store("one", entry("naive")).unwrap();
+        b.store("two", entry("tiled")).unwrap();
+        let (entries, notes) = a.load();
+        assert_eq!(entries.len(), 2, "{notes:?}");
+
+        std::fs::write(&path, "{\"entries\": {\"one\": {\"config\": ").unwrap();
+        let (entries, notes) = a.load();
+        assert!(entries.is_empty());
+        assert!(notes[0].contains("is unreadable"), "{notes:?}");
+        let notes = a.store("three", entry("direct(wg=32)")).unwrap();
+        assert!(notes[0].contains("set aside"), "{notes:?}");
+        assert!(path.with_extension("json.corrupt").exists());
+        assert_eq!(a.load().0.len(), 1);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn an_unwritable_cache_says_so() {
+        // A cache whose directory is a file cannot be written, as root or not.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("file"), b"x").unwrap();
+        let c = Cache::at(dir.path().join("file").join("tuning.json"));
+        let e = c.store("k", entry("naive")).unwrap_err();
+        assert!(
+            e.contains("could not be written") && e.contains("tune again"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! Devices that offer less than lavapipe does (issue #11, items 12 to 14), made by creating
+//! the device with lowered limits: what fits still runs and validates, and what does not is
+//! refused by name with the limit, never a GPU validation error. And the subgroup size the
+//! context measures (on Metal, where wgpu's reported range is a placeholder) agrees with
+//! what the driver reports here.
+
+mod common;
+
+use common::{assert_pass, check_on, ctx};
+use qkv_wgpu::{
+    AdapterFilter, ContextOptions, GpuContext, Kernel, KernelConfig, KernelSpec, Projector,
+    QkvShape,
+};
+
+fn context_with(limits: wgpu::Limits) -> GpuContext {
+    let filter = AdapterFilter::from_env().unwrap();
+    GpuContext::with_options(
+        &filter,
+        &ContextOptions {
+            limits: Some(limits),
+        },
+    )
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A ragged shape with a bias: no dimension a multiple of any tile.
+fn shape() -> QkvShape {
+    QkvShape::new(37, 50, 24, 8, true).unwrap()
+}
+
+#[test]
+fn six_storage_buffers_run_every_kernel_but_split_k() {
+    // Issue #11, item 12: split-K's layout (seven storage buffers) was built at start-up,
+    // so a device with six could run nothing.
+    let ctx = context_with(wgpu::Limits {
+        max_storage_buffers_per_shader_stage: 6,
+        ..wgpu::Limits::default()
+    });
+    for k in [
+        Kernel::Naive,
+        Kernel::Tiled,
+        Kernel::Direct,
+        Kernel::Texture,
+    ] {
+        assert_pass(&check_on(&ctx, shape(), k, 1), k.name());
+    }
+    let splitk = KernelConfig::from(Kernel::Splitk);
+    let why = splitk
+        .unsupported_on(&ctx.summary)
+        .expect("split-K is refused");
+    assert!(
+        why.contains("binds 7 storage buffers") && why.contains("allows 6"),
+        "{why}"
+    );
+    let err = Projector::new(&ctx, shape(), splitk)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("max_storage_buffers_per_shader_stage"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_device_of_128_invocations_runs_what_fits_and_names_what_does_not() {
+    // Issue #11, item 14: fill_nan (run before every dispatch) and four kernels used 256
+    // invocations per workgroup; GLES 3.1 guarantees 128.
+    let ctx = context_with(wgpu::Limits {
+        max_compute_invocations_per_workgroup: 128,
+        max_compute_workgroup_size_x: 128,
+        max_compute_workgroup_size_y: 128,
+        ..wgpu::Limits::default()
+    });
+    assert_eq!(ctx.grid_stride_workgroup(), 128);
+    for c in ["direct(wg=64)", "texture(wg=32)", "regtile(wgx=8,wgy=16)"] {
+        let config: KernelConfig = c.parse().unwrap();
+        assert_pass(&check_on(&ctx, shape(), config, 2), c);
+    }
+    for k in [
+        Kernel::Naive,
+        Kernel::Tiled,
+        Kernel::Blocktile,
+        Kernel::Splitk,
+    ] {
+        let why = KernelConfig::from(k)
+            .unsupported_on(&ctx.summary)
+            .unwrap_or_else(|| panic!("{k} needs 256 invocations"));
+        assert!(
+            why.contains("needs workgroups of 256 invocations") && why.contains("allows 128"),
+            "{why}"
+        );
+        let err = Projector::new(&ctx, shape(), k).unwrap_err().to_string();
+        assert!(err.contains("allows 128"), "{k}: {err}");
+    }
+    let candidates = qkv_wgpu::tune::candidates(&ctx);
+    assert!(!candidates.is_empty());
+    for c in candidates {
+        assert!(KernelSpec::new(c).unwrap().invocations <= 128, "{c}");
+    }
+}
+
+#[test]
+fn the_measured_subgroup_size_is_within_what_the_driver_reports() {
+    // Issue #11, item 13: on Metal wgpu reports 4..64 for every GPU, so the subgroup
+    // kernels never ran on a Mac; the context measures instead. Here, on a driver that
+    // reports its real range, the measurement must fall inside it.
+    let ctx = ctx();
+    assert!(
+        ctx.summary.subgroup,
+        "the test adapter ({}) must offer subgroups",
+        ctx.summary.name
+    );
+    let (min, max) = ctx.measure_subgroup_size().unwrap();
+    let (lo, hi) = ctx.summary.subgroup_size;
+    assert!(
+        lo <= min && min <= max && max <= hi,
+        "measured {min}..{max}, reported {lo}..{hi}"
+    );
+}
