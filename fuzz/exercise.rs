@@ -5,6 +5,8 @@
 //! accepted configuration resolves and displays as it parses. Errors are fine; panics,
 //! hangs and unbounded allocations are the bugs.
 
+#![allow(dead_code)] // each fuzz target calls one of these
+
 use qkv_wgpu::io::checkpoint::{Checkpoint, WeightRequest, WeightSource};
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::{Kernel, KernelConfig, KernelSpec};

@@ -64,12 +64,7 @@ impl Model {
 }
 
 fn bin() -> Command {
-    let mut c = Command::new(assert_cmd::cargo::cargo_bin("qkv"));
-    c.env(
-        "QKV_CACHE_DIR",
-        std::env::temp_dir().join(format!("qkv-test-cache-{}", std::process::id())),
-    );
-    c
+    qkv_command()
 }
 
 /// Every name in `dir`, sorted.

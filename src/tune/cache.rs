@@ -237,6 +237,22 @@ mod tests {
         assert_eq!(a.load().0.len(), 1);
     }
 
+    #[test]
+    fn concurrent_stores_keep_every_entry() {
+        // Issue #11, item 10: concurrent runs lost each other's entries (each wrote back
+        // what it had loaded).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tuning.json");
+        std::thread::scope(|s| {
+            for i in 0..8 {
+                let c = Cache::at(path.clone());
+                s.spawn(move || c.store(&format!("key {i}"), entry("naive")).unwrap());
+            }
+        });
+        let (entries, notes) = Cache::at(path).load();
+        assert_eq!(entries.len(), 8, "{notes:?}");
+    }
+
     #[cfg(unix)]
     #[test]
     fn an_unwritable_cache_says_so() {

@@ -2,7 +2,6 @@
 //! naming and layout, X as `.npy`, an independent f64 computation of the expected outputs,
 //! and the `qkv` binary run on them.
 
-use assert_cmd::Command;
 use qkv_wgpu::io::npy;
 use rand::{Rng, SeedableRng};
 use safetensors::Dtype;
@@ -237,15 +236,18 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], d_model: usize) {
     }
 }
 
+/// The `qkv` binary, with autotuning results kept out of the user's own cache.
+pub fn qkv_command() -> std::process::Command {
+    let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("qkv"));
+    c.env(
+        "QKV_CACHE_DIR",
+        std::env::temp_dir().join(format!("qkv-test-cache-{}", std::process::id())),
+    );
+    c
+}
+
 pub fn qkv(args: &[&str]) -> std::process::Output {
-    // Autotuning results stay out of the user's own cache.
-    let cache = std::env::temp_dir().join(format!("qkv-test-cache-{}", std::process::id()));
-    let out = Command::cargo_bin("qkv")
-        .unwrap()
-        .env("QKV_CACHE_DIR", cache)
-        .args(args)
-        .output()
-        .unwrap();
+    let out = qkv_command().args(args).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !stderr.contains("panicked"),
