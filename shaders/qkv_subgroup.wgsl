@@ -16,7 +16,7 @@
 // Needs the SUBGROUP feature, a subgroup size of at least 8, and WG a multiple of 8 (the
 // host never selects it otherwise).
 //
-// Shape contract (all row-major f32):
+// Shape contract (all row-major, in the storage type; bias always f32):
 //   x    [tokens, d_model]
 //   w    [d_model, w_stride] as vec4s, w_stride = n_out rounded up to a multiple of 4, the
 //        padding zero; n_out = q_width + 2 * kv_width; columns [0, q_width) are Wq,
@@ -54,6 +54,9 @@ struct Params {
 override HAS_BIAS: bool = false;
 // Write Q, K, V as [batch, heads, seq, head_dim] instead of [tokens, width].
 override HEAD_LAYOUT: bool = false;
+// The storage type of X, W and Q, K, V: 0 f32, 1 f16, 2 bf16 (the host sets it; kernels that
+// read only f32 are never given another). Arithmetic is f32 in every case.
+override ELEM: u32 = 0u;
 // Invocations per workgroup, all along the output columns (tuned per adapter); a multiple
 // of 8, so that every subgroup holds lanes 0..7.
 override WG: u32 = 64u;
@@ -62,9 +65,12 @@ override WG: u32 = 64u;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> bias: array<f32>;
-@group(0) @binding(4) var<storage, read_write> q: array<f32>;
-@group(0) @binding(5) var<storage, read_write> k: array<f32>;
-@group(0) @binding(6) var<storage, read_write> v: array<f32>;
+// Q, K, V as 32-bit words: f32 elements, or two 16-bit elements per word (element 2i in the
+// low half of word i). Atomic, because with half types two invocations may own the two
+// halves of one word (an odd width puts the end of one row and the start of the next there).
+@group(0) @binding(4) var<storage, read_write> q: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> k: array<atomic<u32>>;
+@group(0) @binding(6) var<storage, read_write> v: array<atomic<u32>>;
 
 // Where element (row, c) of an output `width` columns wide goes: row-major [tokens, width],
 // or with HEAD_LAYOUT [batch, width / head_dim, seq_len, head_dim].
@@ -87,11 +93,73 @@ fn store(row: u32, local: u32, value: f32) {
     let kvw = params.kv_width;
     let col = params.col0 + local;
     if col < qw {
-        q[out_index(row, col, qw, params.q_head_dim)] = value;
+        put(0u, out_index(row, col, qw, params.q_head_dim), value);
     } else if col < qw + kvw {
-        k[out_index(row, col - qw, kvw, params.kv_head_dim)] = value;
+        put(1u, out_index(row, col - qw, kvw, params.kv_head_dim), value);
     } else {
-        v[out_index(row, col - qw - kvw, kvw, params.kv_head_dim)] = value;
+        put(2u, out_index(row, col - qw - kvw, kvw, params.kv_head_dim), value);
+    }
+}
+
+// The 16-bit pattern of `value` in the half storage type, rounded to nearest even: f16 by
+// integer arithmetic (pack2x16float may round either way, leaves values past f16's range
+// undefined, and needs a capability some drivers lack), bf16 as the top half of the f32. NaN
+// stays a quiet NaN, values past f16's range become infinities. Integer tests only, since
+// WGSL lets a compiler assume floats are never NaN.
+fn half_bits(value: f32) -> u32 {
+    let b = bitcast<u32>(value);
+    let sign = (b >> 16u) & 0x8000u;
+    let mag = b & 0x7fffffffu;
+    if mag > 0x7f800000u {
+        return sign | select(0x7fc0u, 0x7e00u, ELEM == 1u);
+    }
+    if ELEM != 1u {
+        return (b + 0x7fffu + ((b >> 16u) & 1u)) >> 16u;
+    }
+    // 0x477ff000 is 65520, the first value that rounds to infinity in f16.
+    if mag >= 0x477ff000u {
+        return sign | 0x7c00u;
+    }
+    // 0x38800000 is 2^-14, f16's smallest normal value: rebias the exponent (127 - 15 = 112)
+    // and round the 23-bit significand to 10 bits.
+    if mag >= 0x38800000u {
+        let m = mag - 0x38000000u;
+        return sign | ((m + 0xfffu + ((m >> 13u) & 1u)) >> 13u);
+    }
+    // Subnormal: a multiple of 2^-24; WGSL's round() rounds halves to even (1024 is 2^-14).
+    return sign | u32(round(abs(value) * 16777216.0));
+}
+
+// Writes element `i` of output `which` (0 Q, 1 K, 2 V) in the storage type.
+fn put(which: u32, i: u32, value: f32) {
+    if ELEM == 0u {
+        let bits = bitcast<u32>(value);
+        switch which {
+            case 0u: { atomicStore(&q[i], bits); }
+            case 1u: { atomicStore(&k[i], bits); }
+            default: { atomicStore(&v[i], bits); }
+        }
+        return;
+    }
+    // Half `i & 1` of word `i >> 1`: clear it, then set it, leaving the other half (perhaps
+    // another invocation's) alone; any interleaving of the two owners gives the same word.
+    let word = i >> 1u;
+    let shift = (i & 1u) * 16u;
+    let keep = ~(0xffffu << shift);
+    let bits = half_bits(value) << shift;
+    switch which {
+        case 0u: {
+            atomicAnd(&q[word], keep);
+            atomicOr(&q[word], bits);
+        }
+        case 1u: {
+            atomicAnd(&k[word], keep);
+            atomicOr(&k[word], bits);
+        }
+        default: {
+            atomicAnd(&v[word], keep);
+            atomicOr(&v[word], bits);
+        }
     }
 }
 

@@ -9,11 +9,15 @@
 //! | binding | storage kind (`Storage`)  | `Textured`                  | `SplitK`            |
 //! |---------|---------------------------|-----------------------------|---------------------|
 //! | 0       | params (uniform)          | params                      | params              |
-//! | 1       | x (read-only storage)     | x (`texture_2d<f32>`)       | x                   |
-//! | 2       | w (read-only storage)     | w (`texture_2d<f32>`)       | w                   |
+//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)       | x                   |
+//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)       | w                   |
 //! | 3       | bias (read-only storage)  | bias                        | bias                |
 //! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                     | q, k, v             |
 //! | 7       |                           |                             | partial sums (rw)   |
+//!
+//! X, W and Q, K, V hold the storage type's bits ([`crate::element`]): the kernels that read
+//! every type declare X and W as 32-bit words (`array<u32>`, `array<vec4<u32>>`, uint
+//! textures) and Q, K, V as `array<atomic<u32>>`; the bias and split-K's partial sums are f32.
 //!
 //! `fill_nan.wgsl`: 0 data (read-write storage).
 
@@ -111,7 +115,7 @@ impl Params {
 pub enum BindingKind {
     /// X, W, bias, Q, K, V as storage buffers.
     Storage,
-    /// X and W as `rgba32float` textures packed by [`TextureLayout`], the rest as storage.
+    /// X and W as uint textures packed by [`TextureLayout`], the rest as storage.
     Textured,
     /// As `Storage`, plus the split-K partial sums at binding 7.
     SplitK,
@@ -127,7 +131,7 @@ pub enum Slot {
         /// Whether the shader only reads it.
         read_only: bool,
     },
-    /// An unfilterable float 2-D texture read with `textureLoad`.
+    /// A uint 2-D texture read with `textureLoad` (rgba32uint or rg32uint).
     Texture,
 }
 
@@ -190,7 +194,7 @@ fn entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
             min_binding_size: None,
         },
         Slot::Texture => wgpu::BindingType::Texture {
-            sample_type: wgpu::TextureSampleType::Float { filterable: false },
+            sample_type: wgpu::TextureSampleType::Uint,
             view_dimension: wgpu::TextureViewDimension::D2,
             multisampled: false,
         },
@@ -257,9 +261,9 @@ impl Layouts {
     }
 }
 
-/// How the texture kernels (`texture`, `subgroup-texture`) hold X and W: `rgba32float`
-/// textures, one texel = 4 consecutive f32 of a row, zero-padded so that their d_model loop
-/// needs no bounds checks (the contract is in the shaders' headers).
+/// How the texture kernels (`texture`, `subgroup-texture`) hold X and W: one texel = 4
+/// consecutive elements of a row ([`TextureLayout::format`]), zero-padded so that their
+/// d_model loop needs no bounds checks (the contract is in the shaders' headers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextureLayout {
     /// X: (texels per row, rows) = (ceil(d_model / 32) * 8, tokens).
@@ -269,6 +273,15 @@ pub struct TextureLayout {
 }
 
 impl TextureLayout {
+    /// The texel format for `element`: rgba32uint holds 4 f32, rg32uint 4 f16 or bf16.
+    pub fn format(element: crate::element::ElementType) -> wgpu::TextureFormat {
+        if element.is_half() {
+            wgpu::TextureFormat::Rg32Uint
+        } else {
+            wgpu::TextureFormat::Rgba32Uint
+        }
+    }
+
     /// The textures of `shape` for a kernel reading W rows `w_stride` elements wide.
     pub fn of(shape: &QkvShape, w_stride: u32) -> Self {
         let d_pad = shape.d_model.div_ceil(32) * 32;

@@ -22,6 +22,7 @@ pub mod adapter;
 pub mod binding;
 pub mod context;
 pub mod cpu;
+pub mod element;
 pub mod error;
 pub mod explain;
 pub mod io;
@@ -38,6 +39,7 @@ pub mod weights;
 
 pub use adapter::{list_adapters, AdapterFilter, AdapterSummary, BackendChoice};
 pub use context::{ContextOptions, GpuContext};
+pub use element::ElementType;
 pub use error::{Error, Result};
 pub use kernels::{Kernel, KernelConfig, KernelSpec};
 pub use layout::{HeadSplit, OutputLayout};

@@ -136,6 +136,10 @@ fn plan(
         } else {
             (limits.max_buffer_size, "max_buffer_size")
         };
+    // Buffers are whole 16-byte units (see the projector), and elements are the storage
+    // type's size: a binding holds `avail / size` elements.
+    let avail = binding / 16 * 16;
+    let e = spec.element.size();
     let max_groups = limits.max_compute_workgroups_per_dimension as u64;
     let max_tex = limits.max_texture_dimension_2d as u64;
     let (wg_cols, wg_rows) = spec.tile;
@@ -172,7 +176,7 @@ fn plan(
         tighten(max_tex * 4, "max_texture_dimension_2d");
     } else {
         // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
-        tighten(binding / (d * 4) / 4 * 4, binding_name);
+        tighten(avail / (d * e) / 4 * 4, binding_name);
     }
     tighten(
         max_groups * wg_cols as u64,
@@ -181,7 +185,7 @@ fn plan(
     if max_cols < 4 {
         return Err(limit(
             "four columns of the fused W [d_model, n_out]".into(),
-            fmt_bytes(d * 16),
+            fmt_bytes(d * 4 * e),
             fmt_bytes(binding),
             col_limit,
         ));
@@ -200,7 +204,7 @@ fn plan(
     let widest = shape.q_width.max(shape.kv_width) as u64;
     let mut bounds: Vec<(u64, String, &'static str)> = vec![
         (
-            binding / (widest * 4),
+            avail / (widest * e),
             format!("a chunk of Q, K or V ({widest} columns)"),
             binding_name,
         ),
@@ -223,7 +227,8 @@ fn plan(
         }
         let block = col_blocks.iter().map(|b| b.1 as u64).max().unwrap_or(1);
         bounds.push((
-            binding / (splits * block * 4),
+            // f32, as the accumulators are.
+            avail / (splits * block * 4),
             format!("the partial sums of a chunk ({splits} x {block} columns, kernel {config})"),
             binding_name,
         ));
@@ -236,7 +241,7 @@ fn plan(
         ));
     } else {
         bounds.push((
-            binding / (d * 4),
+            avail / (d * e),
             format!("a chunk of X ({d} columns)"),
             binding_name,
         ));
@@ -287,7 +292,7 @@ fn plan(
             (c, "--chunk-tokens".to_string())
         }
         None => {
-            let row_bytes = (d + n_out) * 4;
+            let row_bytes = (d + n_out) * e;
             let budget = (opts.max_chunk_bytes / row_bytes).max(1);
             let (mut c, mut reason) = if budget < device_max {
                 (

@@ -41,6 +41,25 @@ impl Tolerance {
         Self::for_f32_accumulation(d_model, absmax(x), wmax)
     }
 
+    /// This tolerance for results stored as `element`: the f32 accumulation's bound plus the
+    /// kernels' final rounding of the f32 result to the storage type.
+    ///
+    /// The inputs the reference reads are the rounded ones the GPU read, so input rounding
+    /// costs nothing here (its cost is reported apart, as the precision cost). Products of two
+    /// f16 or bf16 values are exact in f32 (11 + 11 and 8 + 8 significant bits fit in 24), so
+    /// accumulation errs as in f32, by at most `atol + rtol |ref|`. The f32 result `g` is then
+    /// rounded once to nearest even, with a relative error of at most `u`
+    /// ([`crate::ElementType::rounding_rel`]: half an ulp) plus half of f16's subnormal spacing `s`;
+    /// since `|g| <= |ref| + atol + rtol |ref|`, the total is at most
+    /// `atol (1 + u) + s + (rtol (1 + u) + u) |ref|`. For f32 it is the f32 tolerance.
+    pub fn for_output(self, element: crate::element::ElementType) -> Self {
+        let u = element.rounding_rel();
+        Self {
+            atol: self.atol * (1.0 + u) + element.rounding_abs(),
+            rtol: self.rtol * (1.0 + u) + u,
+        }
+    }
+
     /// Whether one element passes. This is the only place the condition is written.
     pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
         let g = gpu as f64;

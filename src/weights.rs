@@ -2,6 +2,7 @@
 //! [d_model, q_width + 2 * kv_width] matrix, so the three projections are one GEMM; and the
 //! seeded random inputs `qkv run` and the tests use.
 
+use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::shape::QkvShape;
 use rand::{Rng, SeedableRng};
@@ -99,6 +100,46 @@ impl FusedWeights {
     /// Columns of the fused matrix.
     pub fn n_out(&self) -> u32 {
         self.q_width + 2 * self.kv_width
+    }
+
+    /// These weights (and bias) rounded to `element`, as the GPU holds them: what the
+    /// reference of a run in that type is computed from.
+    pub fn rounded(&self, element: ElementType) -> Self {
+        let mut r = self.clone();
+        element.round_slice(&mut r.w);
+        if let Some(b) = &mut r.bias {
+            element.round_slice(b);
+        }
+        r
+    }
+
+    /// An [`Error::Input`] naming the first weight or bias value `element` cannot hold (it
+    /// would round to an infinity): the matrix (Wq, Wk, Wv or a bias), its row and column.
+    pub fn check_range(&self, element: ElementType) -> Result<()> {
+        let n = self.n_out() as usize;
+        let (qw, kvw) = (self.q_width as usize, self.kv_width as usize);
+        // Fused column -> (matrix, column within it).
+        let name = |col: usize| -> (&'static str, usize) {
+            if col < qw {
+                ("Wq", col)
+            } else if col < qw + kvw {
+                ("Wk", col - qw)
+            } else {
+                ("Wv", col - qw - kvw)
+            }
+        };
+        if let Some(e) = element.check_range(&self.w) {
+            let (m, col) = name(e.index % n.max(1));
+            return Err(Error::Input(format!(
+                "{m} row {}, column {col}: {e}",
+                e.index / n.max(1)
+            )));
+        }
+        if let Some(e) = self.bias.as_deref().and_then(|b| element.check_range(b)) {
+            let (m, col) = name(e.index);
+            return Err(Error::Input(format!("the bias of {m}, element {col}: {e}")));
+        }
+        Ok(())
     }
 
     /// The projection shape these weights give for `tokens` rows of X.

@@ -30,7 +30,7 @@ fn declared(file: &str, module: &naga::Module) -> BTreeMap<u32, Slot> {
                     arrayed: false,
                     class:
                         ImageClass::Sampled {
-                            kind: ScalarKind::Float,
+                            kind: ScalarKind::Uint,
                             multi: false,
                         },
                 } => Slot::Texture,

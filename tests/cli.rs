@@ -110,7 +110,8 @@ fn adapters_lists_limits_and_features() {
         "driver",
         "max storage binding",
         "timestamps",
-        "f16",
+        "f16: ",
+        "bf16: emulated",
         "subgroups",
     ] {
         assert!(out.contains(needle), "missing {needle:?} in:\n{out}");
@@ -119,6 +120,9 @@ fn adapters_lists_limits_and_features() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let first = &v.as_array().unwrap()[0];
     assert!(first["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    // Native or emulated f16 is what the adapter's SHADER_F16 says.
+    let native = first["shader_f16"].as_bool().unwrap();
+    assert_eq!(out.contains("f16: native (SHADER_F16)"), native, "{out}");
 }
 
 #[test]
@@ -364,7 +368,7 @@ fn bench_prints_a_table_json_csv_and_a_plot() {
     );
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(
-        text.starts_with("<svg") && text.contains("gpt2 naive"),
+        text.starts_with("<svg") && text.contains("gpt2 f32 naive"),
         "{}",
         &text[..200.min(text.len())]
     );
@@ -530,4 +534,68 @@ fn an_unwritable_tuning_cache_is_reported() {
         stderr.contains("could not be written") && stderr.contains("tune again"),
         "{stderr}"
     );
+}
+
+#[test]
+fn half_precision_runs_report_their_type_and_precision_cost() {
+    let mut args = SMALL.to_vec();
+    args.extend(["--dtype", "bf16", "--kernel", "naive", "--repeats", "1"]);
+    let (text, _) = exits(&args, 0);
+    assert!(text.contains("stored as bf16"), "{text}");
+    assert!(text.contains("precision    storing in bf16"), "{text}");
+    args.push("--json");
+    let (out, _) = exits(&args, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["dtype"], "bf16");
+    assert_eq!(v["pass"], true);
+    // bf16 keeps 8 significant bits: the cost is well above f32's error, yet bounded.
+    let cost = v["precision_rel_l2_err"].as_f64().unwrap();
+    assert!(cost > 1e-4 && cost < 2e-2, "{cost}");
+    // f32 has no cost to report.
+    let mut f32_args = SMALL.to_vec();
+    f32_args.extend(["--kernel", "naive", "--repeats", "1", "--json"]);
+    let (out, _) = exits(&f32_args, 0);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["dtype"], "f32");
+    assert!(v["precision_rel_l2_err"].is_null());
+
+    // A kernel that reads only f32, and an unknown type, are bad arguments.
+    let mut tiled = SMALL.to_vec();
+    tiled.extend(["--dtype", "f16", "--kernel", "tiled"]);
+    let (_, err) = exits(&tiled, 2);
+    assert!(err.contains("reads only f32"), "{err}");
+    let mut bad = SMALL.to_vec();
+    bad.extend(["--dtype", "f8"]);
+    let (_, err) = exits(&bad, 2);
+    assert!(err.contains("f32, f16, bf16"), "{err}");
+}
+
+#[test]
+fn bench_runs_each_shape_in_each_type() {
+    let (json, _) = exits(
+        &[
+            "bench",
+            "--d-model",
+            "24",
+            "--q-width",
+            "16",
+            "--kv-width",
+            "5",
+            "--tokens",
+            "9",
+            "--kernel",
+            "naive",
+            "--dtype",
+            "f32,f16,bf16",
+            "--repeats",
+            "1",
+            "--no-cpu",
+            "--json",
+        ],
+        0,
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    let types: Vec<&str> = rows.iter().map(|r| r["dtype"].as_str().unwrap()).collect();
+    assert_eq!(types, ["f32", "f16", "bf16"]);
+    assert!(rows.iter().all(|r| r["pass"] == true), "{json}");
 }

@@ -101,7 +101,13 @@ fn the_blocks_every_kernel_repeats_are_identical() {
         .filter(|s| s.file.starts_with("qkv_"))
         .collect();
     assert!(kernels.len() >= 2);
-    for start in ["struct Params {", "fn out_index(", "fn store("] {
+    for start in [
+        "struct Params {",
+        "fn out_index(",
+        "fn store(",
+        "fn half_bits(",
+        "fn put(",
+    ] {
         let first = block(kernels[0].wgsl, start, kernels[0].file);
         for s in &kernels[1..] {
             assert_eq!(
@@ -110,6 +116,28 @@ fn the_blocks_every_kernel_repeats_are_identical() {
                 "`{start}` in {} differs from {}",
                 s.file,
                 kernels[0].file
+            );
+        }
+    }
+}
+
+#[test]
+fn the_element_widening_every_typed_kernel_repeats_is_identical() {
+    // The kernels that read f16 and bf16 widen them with the same two functions.
+    let typed: Vec<_> = ALL_SHADERS
+        .iter()
+        .filter(|s| s.wgsl.contains("fn widen("))
+        .collect();
+    assert!(typed.len() >= 5, "{} typed kernels", typed.len());
+    for start in ["fn widen(", "fn widen4("] {
+        let first = block(typed[0].wgsl, start, typed[0].file);
+        for s in &typed[1..] {
+            assert_eq!(
+                block(s.wgsl, start, s.file),
+                first,
+                "`{start}` in {} differs from {}",
+                s.file,
+                typed[0].file
             );
         }
     }

@@ -5,6 +5,7 @@
 //! exactly one copy of each.
 
 use crate::binding::BindingKind;
+use crate::element::ElementType;
 use std::fmt;
 use std::str::FromStr;
 
@@ -216,6 +217,22 @@ impl Kernel {
         self.requires().min_subgroup_size.is_some()
     }
 
+    /// The storage types the variant reads and writes: every type for the baseline and for
+    /// the fastest variants of each adapter class (GPUs: `blocktile`, `splitk`; CPU drivers:
+    /// `texture`, `subgroup-texture`), f32 for the rest.
+    pub const fn elements(self) -> &'static [ElementType] {
+        match self {
+            Kernel::Naive
+            | Kernel::Texture
+            | Kernel::SubgroupTexture
+            | Kernel::Blocktile
+            | Kernel::Splitk => &ElementType::ALL,
+            Kernel::Tiled | Kernel::Regtile | Kernel::Direct | Kernel::Subgroup => {
+                &[ElementType::F32]
+            }
+        }
+    }
+
     /// W's rows are padded with zeros to a multiple of this many columns (4 for the kernels
     /// that load W as vec4; the padding is never stored).
     pub const fn w_align(self) -> u32 {
@@ -299,6 +316,15 @@ mod tests {
         }
         assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
         assert!("9".parse::<Kernel>().is_err());
+    }
+
+    #[test]
+    fn the_typed_kernels_are_the_ones_whose_shaders_read_words() {
+        for k in Kernel::ALL {
+            let wgsl = k.source().wgsl;
+            let typed = wgsl.contains("fn widen(");
+            assert_eq!(k.elements().len() == ElementType::ALL.len(), typed, "{k}");
+        }
     }
 
     #[test]

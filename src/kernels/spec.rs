@@ -7,6 +7,7 @@ use super::config::KernelConfig;
 use super::registry::{Kernel, Requirements, ShaderSource};
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
+pub use crate::element::ElementType;
 use std::fmt;
 
 /// A variant with its tuning parameters, typed: each field means one thing.
@@ -52,23 +53,6 @@ pub enum Variant {
     },
 }
 
-/// The element type X, W and Q, K, V are stored in. Accumulation is always f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ElementType {
-    /// 32-bit floats.
-    #[default]
-    F32,
-}
-
-impl ElementType {
-    /// Bytes per element.
-    pub const fn size(self) -> u64 {
-        match self {
-            ElementType::F32 => 4,
-        }
-    }
-}
-
 /// Everything about one kernel configuration that the plan, the projector, the tuner and the
 /// context need, resolved once from a [`KernelConfig`].
 #[derive(Debug, Clone, PartialEq)]
@@ -108,7 +92,8 @@ impl From<Kernel> for KernelSpec {
 }
 
 impl KernelSpec {
-    /// Checks `config` and resolves it.
+    /// Checks `config` and resolves it, storing f32 ([`with_element`](Self::with_element)
+    /// for another type).
     pub fn new(config: KernelConfig) -> Result<Self, String> {
         config.check()?;
         let (wg, wgy) = (config.wg, config.wgy);
@@ -156,6 +141,24 @@ impl KernelSpec {
             element: ElementType::F32,
             requires: kernel.requires(),
         })
+    }
+
+    /// The same kernel storing X, W and Q, K, V as `element`; an error for a variant that
+    /// reads only f32 (naming those that read every type).
+    pub fn with_element(self, element: ElementType) -> Result<Self, String> {
+        let kernel = self.kernel();
+        if !kernel.elements().contains(&element) {
+            let typed: Vec<&str> = Kernel::ALL
+                .iter()
+                .filter(|k| k.elements().contains(&element))
+                .map(|k| k.name())
+                .collect();
+            return Err(format!(
+                "kernel {self} reads only f32; in {element} run one of: {}",
+                typed.join(", ")
+            ));
+        }
+        Ok(Self { element, ..self })
     }
 
     /// The variant.
@@ -229,11 +232,15 @@ impl KernelSpec {
         }
     }
 
-    /// The override constants a pipeline is compiled with: the variant's, plus `HAS_BIAS`
-    /// and `HEAD_LAYOUT`.
+    /// The override constants a pipeline is compiled with: the variant's, plus `HAS_BIAS`,
+    /// `HEAD_LAYOUT` and `ELEM` (the storage type).
     pub fn pipeline_constants(&self, bias: bool, head_layout: bool) -> Vec<(&'static str, f64)> {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let mut constants = vec![("HAS_BIAS", flag(bias)), ("HEAD_LAYOUT", flag(head_layout))];
+        let mut constants = vec![
+            ("HAS_BIAS", flag(bias)),
+            ("HEAD_LAYOUT", flag(head_layout)),
+            ("ELEM", self.element.shader_code() as f64),
+        ];
         constants.extend(self.constants.iter().copied());
         constants
     }
@@ -295,7 +302,18 @@ mod tests {
         .is_err());
         assert_eq!(
             n.pipeline_constants(true, false),
-            vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0)]
+            vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]
+        );
+        let b = KernelSpec::from(Kernel::Blocktile)
+            .with_element(ElementType::Bf16)
+            .unwrap();
+        assert_eq!(b.pipeline_constants(false, true)[2], ("ELEM", 2.0));
+        let e = KernelSpec::from(Kernel::Tiled)
+            .with_element(ElementType::F16)
+            .unwrap_err();
+        assert!(
+            e.contains("reads only f32") && e.contains("blocktile"),
+            "{e}"
         );
     }
 }

@@ -5,6 +5,7 @@
 use super::timing::Queries;
 use crate::binding::{Layout, Params, TextureLayout};
 use crate::context::GpuContext;
+use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::kernels::KernelSpec;
 use crate::plan::ChunkPlan;
@@ -17,12 +18,20 @@ pub(super) enum Operand {
     Texture(wgpu::Texture, wgpu::TextureView),
 }
 
+/// Bytes of a storage buffer of `elems` elements of `element`: whole 16-byte units, so that
+/// a kernel reading vec4s of 32-bit words sees every element (a binding's last partial
+/// vec4 would be out of bounds).
+pub(super) fn storage_bytes(element: ElementType, elems: u64) -> u64 {
+    element.buffer_bytes(elems).div_ceil(16).max(1) * 16
+}
+
 impl Operand {
-    /// A storage buffer of `elems` f32, or an `rgba32float` texture `(width, height)` texels.
+    /// A storage buffer of `elems` elements of `element`, or a texture `(width, height)`
+    /// texels of 4 elements ([`TextureLayout::format`]).
     fn new(
         device: &wgpu::Device,
         label: &str,
-        textures: bool,
+        (textures, element): (bool, ElementType),
         elems: usize,
         (width, height): (u32, u32),
     ) -> Self {
@@ -37,7 +46,7 @@ impl Operand {
                 mip_level_count: 1,
                 sample_count: 1,
                 dimension: wgpu::TextureDimension::D2,
-                format: wgpu::TextureFormat::Rgba32Float,
+                format: TextureLayout::format(element),
                 usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
                 view_formats: &[],
             });
@@ -49,36 +58,54 @@ impl Operand {
         } else {
             Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: elems as u64 * 4,
+                size: storage_bytes(element, elems as u64),
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             }))
         }
     }
 
-    /// Writes a matrix of `row_len`-element rows: as it is into a buffer; into a texture with
-    /// each row zero-padded to the texture's width (a copy only where rows need padding).
-    pub(super) fn write(&self, queue: &wgpu::Queue, data: &[f32], row_len: usize) {
+    /// Writes a matrix of `row_len`-element rows in `element` (rounded to nearest even, see
+    /// [`ElementType::encode`]; `scratch` holds the bytes): as it is into a buffer; into a
+    /// texture with each row zero-padded to the texture's width. f32 data that needs no
+    /// padding is written without a copy.
+    pub(super) fn write(
+        &self,
+        queue: &wgpu::Queue,
+        (data, element): (&[f32], ElementType),
+        row_len: usize,
+        scratch: &mut Vec<u8>,
+    ) {
+        scratch.clear();
         match self {
-            Operand::Buffer(b) => queue.write_buffer(b, 0, bytemuck::cast_slice(data)),
+            Operand::Buffer(b) => {
+                let bytes: &[u8] = if element.is_half() {
+                    element.encode(data, scratch);
+                    // Whole words: a half-typed matrix of odd length ends in half a word.
+                    scratch.resize(element.buffer_bytes(data.len() as u64) as usize, 0);
+                    scratch
+                } else {
+                    bytemuck::cast_slice(data)
+                };
+                queue.write_buffer(b, 0, bytes);
+            }
             Operand::Texture(t, _) => {
                 let (width, height) = (t.width(), t.height());
                 let padded_len = width as usize * 4;
-                let padded: Vec<f32>;
                 let rows = data.len() / row_len.max(1);
-                let texels: &[f32] = if padded_len == row_len && rows == height as usize {
-                    data
-                } else {
-                    let mut p = vec![0f32; padded_len * height as usize];
-                    for (dst, src) in p
-                        .chunks_exact_mut(padded_len)
-                        .zip(data.chunks_exact(row_len))
-                    {
-                        dst[..row_len].copy_from_slice(src);
-                    }
-                    padded = p;
-                    &padded
-                };
+                let texels: &[u8] =
+                    if padded_len == row_len && rows == height as usize && !element.is_half() {
+                        bytemuck::cast_slice(data)
+                    } else {
+                        let zeros = vec![0f32; padded_len - row_len.min(padded_len)];
+                        for src in data.chunks_exact(row_len) {
+                            element.encode(src, scratch);
+                            element.encode(&zeros, scratch);
+                        }
+                        let texel_rows = padded_len * element.size() as usize;
+                        scratch.resize(texel_rows * height as usize, 0);
+                        scratch
+                    };
                 queue.write_texture(
                     wgpu::TexelCopyTextureInfo {
                         texture: t,
@@ -86,10 +113,10 @@ impl Operand {
                         origin: wgpu::Origin3d::ZERO,
                         aspect: wgpu::TextureAspect::All,
                     },
-                    bytemuck::cast_slice(texels),
+                    texels,
                     wgpu::TexelCopyBufferLayout {
                         offset: 0,
-                        bytes_per_row: Some(width * 16),
+                        bytes_per_row: Some(width * 4 * element.size() as u32),
                         rows_per_image: Some(height),
                     },
                     t.size(),
@@ -117,7 +144,7 @@ impl WeightBuffers {
     pub(super) fn new(device: &wgpu::Device, spec: &KernelSpec, plan: &ChunkPlan) -> Self {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
-        let textures = spec.reads_textures();
+        let kind = (spec.reads_textures(), spec.element);
         let w = plan
             .col_blocks
             .iter()
@@ -127,7 +154,7 @@ impl WeightBuffers {
                 Operand::new(
                     device,
                     "w (fused Wq|Wk|Wv, one column block)",
-                    textures,
+                    kind,
                     d * stride as usize,
                     tex.w,
                 )
@@ -148,8 +175,9 @@ impl WeightBuffers {
         Self { w, bias }
     }
 
-    /// Writes the fused weights (already checked against the plan's shape) into every column
-    /// block, and the bias.
+    /// Writes the fused weights (already checked against the plan's shape, and against the
+    /// storage type's range) into every column block in the spec's storage type, and the
+    /// bias rounded to that type (it is stored as f32, exactly).
     pub(super) fn write(
         &self,
         ctx: &GpuContext,
@@ -158,6 +186,7 @@ impl WeightBuffers {
         weights: &FusedWeights,
     ) -> Result<()> {
         let n_out = plan.shape.n_out() as usize;
+        let mut scratch = Vec::new();
         for (operand, &(col0, n_cols)) in self.w.iter().zip(&plan.col_blocks) {
             let stride = spec.w_stride(n_cols) as usize;
             let (c0, n) = (col0 as usize, n_cols as usize);
@@ -179,12 +208,16 @@ impl WeightBuffers {
                     .collect();
                 &block
             };
-            ctx.checked("uploading weights", || operand.write(&ctx.queue, w, stride))?;
+            ctx.checked("uploading weights", || {
+                operand.write(&ctx.queue, (w, spec.element), stride, &mut scratch)
+            })?;
         }
         if let Some(b) = &weights.bias {
+            let mut rounded = b.clone();
+            spec.element.round_slice(&mut rounded);
             ctx.checked("uploading the bias", || {
                 ctx.queue
-                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(b))
+                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))
             })?;
         }
         Ok(())
@@ -202,7 +235,12 @@ pub(super) struct Pending {
 /// kernel.
 pub(super) struct Slot {
     pub(super) x: Operand,
+    /// X of the chunk as the source wrote it (f32, rounded to the storage type on upload).
     pub(super) x_host: Vec<f32>,
+    /// The bytes X is uploaded from, where it is not uploaded as it is.
+    pub(super) x_bytes: Vec<u8>,
+    /// Q, K, V of the last chunk read back, widened to f32 (half types only).
+    pub(super) widened: [Vec<f32>; 3],
     pub(super) outputs: [wgpu::Buffer; 3],
     pub(super) staging: [wgpu::Buffer; 3],
     /// Per column block: its params uniform and its bind group.
@@ -242,10 +280,11 @@ impl Slot {
     ) -> Self {
         let device = &ctx.device;
         let chunk_shape = plan.chunk_shape();
-        let storage = |label: &str, elems: u64, usage: wgpu::BufferUsages| {
+        let element = spec.element;
+        let storage = |label: &str, bytes: u64, usage: wgpu::BufferUsages| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: elems * 4,
+                size: bytes,
                 usage: wgpu::BufferUsages::STORAGE | usage,
                 mapped_at_creation: false,
             })
@@ -255,36 +294,41 @@ impl Slot {
         let x = Operand::new(
             device,
             "x (one chunk)",
-            textures,
+            (textures, element),
             chunk_shape.x_len(),
             tex.x,
         );
         let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);
         let out_usage = wgpu::BufferUsages::COPY_SRC;
+        let (q_bytes, kv_bytes) = (
+            storage_bytes(element, q_len),
+            storage_bytes(element, kv_len),
+        );
         let outputs = [
-            storage("q (one chunk)", q_len, out_usage),
-            storage("k (one chunk)", kv_len, out_usage),
-            storage("v (one chunk)", kv_len, out_usage),
+            storage("q (one chunk)", q_bytes, out_usage),
+            storage("k (one chunk)", kv_bytes, out_usage),
+            storage("v (one chunk)", kv_bytes, out_usage),
         ];
         // A MAP_READ buffer may only be a COPY_DST, so results come back through these.
         let staging = [
-            ("q staging", q_len),
-            ("k staging", kv_len),
-            ("v staging", kv_len),
+            ("q staging", q_bytes),
+            ("k staging", kv_bytes),
+            ("v staging", kv_bytes),
         ]
-        .map(|(label, len)| {
+        .map(|(label, bytes)| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
-                size: len * 4,
+                size: bytes,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         });
         let params = params_buffers(device, plan);
         let scratch = spec.reduce.map(|_| {
+            // f32: the partial sums are the accumulators'.
             storage(
                 "partial sums (split-K)",
-                spec.scratch_len(plan.chunk_tokens, plan.widest_block()),
+                spec.scratch_len(plan.chunk_tokens, plan.widest_block()) * 4,
                 wgpu::BufferUsages::empty(),
             )
         });
@@ -308,6 +352,8 @@ impl Slot {
         let mut slot = Slot {
             x,
             x_host: vec![0.0; chunk_shape.x_len()],
+            x_bytes: Vec::new(),
+            widened: Default::default(),
             outputs,
             staging,
             params,

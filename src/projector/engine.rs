@@ -25,9 +25,11 @@ pub struct ChunkOutput<'a> {
     pub of: u32,
     /// Its token rows within the batch.
     pub rows: Range<u32>,
-    /// X [rows, d_model].
+    /// X [rows, d_model] as the source wrote it; the GPU read it rounded to the storage
+    /// type ([`crate::ElementType::round`]).
     pub x: &'a [f32],
-    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout).
+    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout), widened to f32
+    /// from the storage type.
     pub q: &'a [f32],
     /// K [rows, kv_width] (likewise).
     pub k: &'a [f32],
@@ -66,7 +68,10 @@ impl<'c> Engine<'c> {
         };
         let fill_pipeline = ctx.pipeline(
             FILL_NAN,
-            &[("WG", utility_wg as f64)],
+            &[
+                ("WG", utility_wg as f64),
+                ("NAN_WORD", spec.element.nan_word() as f64),
+            ],
             &ctx.fill_layout().pipeline,
         )?;
 
@@ -257,11 +262,21 @@ impl<'c> Engine<'c> {
         let ctx = self.ctx;
         let count = rows.len() as u32;
         let d = self.plan.shape.d_model as usize;
-        let s = &self.slots[slot];
+        let element = self.spec.element;
+        let s = &mut self.slots[slot];
+        let x = &s.x_host[..count as usize * d];
+        if let Some(e) = element.check_range(x) {
+            return Err(Error::Input(format!(
+                "X row {}, column {}: {e}",
+                rows.start as usize + e.index / d,
+                e.index % d
+            )));
+        }
         let start = Instant::now();
         ctx.checked(&format!("{label}: uploading X"), || {
-            s.x.write(&ctx.queue, &s.x_host[..count as usize * d], d)
+            s.x.write(&ctx.queue, (x, element), d, &mut s.x_bytes)
         })?;
+        let s = &self.slots[slot];
         self.write_params(&s.params, count)?;
         if !self.plan.streaming {
             let index = ctx.queue.submit([]);
@@ -303,7 +318,7 @@ impl<'c> Engine<'c> {
                 chunk_shape.kv_len(),
                 chunk_shape.kv_len(),
             ]) {
-                encoder.copy_buffer_to_buffer(src, 0, dst, 0, len as u64 * 4);
+                encoder.copy_buffer_to_buffer(src, 0, dst, 0, element.buffer_bytes(len as u64));
             }
         })?;
         let start = Instant::now();
@@ -336,7 +351,8 @@ impl<'c> Engine<'c> {
             p.rows.start,
             p.rows.end
         );
-        let s = &self.slots[slot];
+        let element = self.spec.element;
+        let s = &mut self.slots[slot];
         let count = p.rows.len();
         let shape = &self.plan.shape;
         let lens = [
@@ -348,7 +364,7 @@ impl<'c> Engine<'c> {
             .staging
             .iter()
             .zip(lens)
-            .map(|(b, len)| (b, len as u64 * 4))
+            .map(|(b, len)| (b, element.buffer_bytes(len as u64)))
             .collect();
         if let Some(q) = &s.timestamps {
             buffers.push((q.readback(), super::timing::Queries::bytes(1)));
@@ -391,14 +407,23 @@ impl<'c> Engine<'c> {
                 t.kernel += q.durations(ticks).into_iter().sum::<Duration>();
             }
             let d = shape.d_model as usize;
+            let [q, k, v]: [&[f32]; 3] = if element.is_half() {
+                for ((out, view), len) in s.widened.iter_mut().zip(&views).zip(lens) {
+                    out.resize(len, 0.0);
+                    element.decode(view, out);
+                }
+                s.widened.each_ref().map(|o| o.as_slice())
+            } else {
+                [0, 1, 2].map(|i| bytemuck::cast_slice(&views[i]))
+            };
             sink(ChunkOutput {
                 index: p.index,
                 of: n,
                 rows: p.rows.clone(),
                 x: &s.x_host[..count * d],
-                q: bytemuck::cast_slice(&views[0]),
-                k: bytemuck::cast_slice(&views[1]),
-                v: bytemuck::cast_slice(&views[2]),
+                q,
+                k,
+                v,
             })
         })();
         for (b, _) in &buffers {

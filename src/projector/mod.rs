@@ -21,6 +21,7 @@ mod steady;
 pub mod timing;
 
 use crate::context::GpuContext;
+use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
 use crate::layout::OutputLayout;
@@ -102,7 +103,22 @@ impl<'c> Projector<'c> {
         layout: OutputLayout,
         opts: &ChunkOptions,
     ) -> Result<Self> {
-        let spec = KernelSpec::new(config.into()).map_err(Error::Input)?;
+        Self::typed(ctx, shape, config, ElementType::F32, layout, opts)
+    }
+
+    /// As [`Projector::with_options`], with X, W and Q, K, V stored as `element` on the GPU
+    /// (inputs rounded to nearest even on upload; results widened back to f32 on readback).
+    pub fn typed(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        config: impl Into<KernelConfig>,
+        element: ElementType,
+        layout: OutputLayout,
+        opts: &ChunkOptions,
+    ) -> Result<Self> {
+        let spec = KernelSpec::new(config.into())
+            .and_then(|s| s.with_element(element))
+            .map_err(Error::Input)?;
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why));
         }
@@ -133,6 +149,11 @@ impl<'c> Projector<'c> {
         self.engine.plan.layout
     }
 
+    /// The storage type of X, W and Q, K, V on the GPU.
+    pub fn element(&self) -> ElementType {
+        self.engine.spec.element
+    }
+
     /// The kernel variant it dispatches.
     pub fn kernel(&self) -> Kernel {
         self.engine.spec.kernel()
@@ -158,11 +179,13 @@ impl<'c> Projector<'c> {
         self.engine.plan.streaming
     }
 
-    /// Uploads the fused weights (and bias); they stay on the GPU for every later run.
-    /// Returns the host time the upload took.
+    /// Uploads the fused weights (and bias), rounded to the storage type; they stay on the
+    /// GPU for every later run. Returns the host time the upload took. A value the storage
+    /// type cannot hold is an [`Error::Input`] naming the matrix, row and column.
     pub fn set_weights(&mut self, weights: &FusedWeights) -> Result<Duration> {
         let e = &self.engine;
         buffers::check_weights(&e.plan, weights)?;
+        weights.check_range(e.spec.element)?;
         let start = Instant::now();
         e.weights.write(e.ctx, &e.spec, &e.plan, weights)?;
         let index = e.ctx.queue.submit([]);
@@ -255,7 +278,7 @@ impl<'c> Projector<'c> {
         steady::steady_warmups(self.engine.ctx.is_cpu(), estimate)
     }
 
-    /// Fills the first buffer set's Q, K and V on the GPU with NaN (bit pattern 0x7fc00000).
+    /// Fills the first buffer set's Q, K and V on the GPU with the storage type's NaN.
     /// Every chunk does this before its dispatch; it is public so that tests can show an
     /// unwritten element reads NaN.
     pub fn poison_outputs(&mut self) -> Result<()> {
@@ -265,8 +288,8 @@ impl<'c> Projector<'c> {
         })
     }
 
-    /// Copies the first buffer set's Q, K and V (one chunk's worth) as they are now on the GPU
-    /// into host vectors.
+    /// Copies the first buffer set's Q, K and V (one full chunk's worth) as they are now on
+    /// the GPU into host vectors, widened to f32.
     pub fn read_outputs(&mut self) -> Result<[Vec<f32>; 3]> {
         let ctx = self.engine.ctx;
         let s = &self.engine.slots[0];
@@ -281,17 +304,18 @@ impl<'c> Projector<'c> {
             }
         })?;
         ctx.submit_and_wait(encoder, "copying Q, K, V for readback")?;
-        let mut out = s
-            .outputs
-            .each_ref()
-            .map(|b| vec![0f32; (b.size() / 4) as usize]);
+        let element = self.engine.spec.element;
+        let chunk = self.engine.plan.chunk_shape();
+        let mut out = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()].map(|n| vec![0f32; n]);
         for ((staging, buf), name) in
             s.staging
                 .iter()
                 .zip(out.iter_mut())
                 .zip(["reading Q", "reading K", "reading V"])
         {
-            ctx.read_mapped(staging, buf, name)?;
+            let mut words = vec![0u32; (staging.size() / 4) as usize];
+            ctx.read_mapped(staging, &mut words, name)?;
+            element.decode(bytemuck::cast_slice(&words), buf);
         }
         Ok(out)
     }

@@ -11,6 +11,7 @@
 pub mod cache;
 
 use crate::context::GpuContext;
+use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
 use crate::layout::OutputLayout;
@@ -25,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Every configuration worth trying on this adapter, in a fixed order. The naive baseline is
-/// not among them: it exists to be beaten.
-pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
+/// Every configuration worth trying on this adapter in storage type `element`, in a fixed
+/// order. The naive baseline is not among them: it exists to be beaten.
+pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
     // Likely-fast variants first: once one has set a best time, a candidate over 4x slower
     // is measured once instead of four times, which keeps tuning short. On a GPU that is the
     // workgroup-tiled kernel; on a CPU driver, the texture kernels.
@@ -78,6 +79,7 @@ pub fn candidates(ctx: &GpuContext) -> Vec<KernelConfig> {
     let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
     out.retain(|&c| {
         KernelSpec::new(c)
+            .and_then(|s| s.with_element(element))
             .is_ok_and(|s| s.unsupported_on(&ctx.summary).is_none() && s.invocations <= max_wg)
     });
     out
@@ -90,8 +92,11 @@ pub struct TuneOptions {
     pub force: bool,
     /// Where the cache lives; default `QKV_CACHE_DIR`, else the user's cache directory.
     pub cache_dir: Option<PathBuf>,
-    /// The tolerance candidates must pass; default: [`Tolerance::for_f32_accumulation`].
+    /// The tolerance candidates must pass; default: [`Tolerance::for_inputs`] for the
+    /// storage type ([`Tolerance::for_output`]).
     pub tolerance: Option<Tolerance>,
+    /// The storage type to tune for (each type is its own cache entry).
+    pub element: ElementType,
 }
 
 /// One candidate's result.
@@ -133,18 +138,24 @@ fn bucket(v: u32) -> u32 {
     v.max(1).next_power_of_two()
 }
 
-/// The cache key: adapter, backend, driver and shape class. Token counts at or above the
-/// proxy's share one class: tuning runs on the proxy, so they would tune identically.
-pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape) -> String {
+/// The cache key: adapter, backend, driver, shape class and storage type (f32 keys carry no
+/// type, as they did before there were others). Token counts at or above the proxy's share
+/// one class: tuning runs on the proxy, so they would tune identically.
+pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape, element: ElementType) -> String {
     let s = &ctx.summary;
     format!(
-        "{} | {} | {} | tokens<={} d_model<={} n_out<={}",
+        "{} | {} | {} | tokens<={} d_model<={} n_out<={}{}",
         s.name,
         s.backend,
         s.driver,
         bucket(proxy(ctx, shape).tokens),
         bucket(shape.d_model),
-        bucket(shape.n_out())
+        bucket(shape.n_out()),
+        if element.is_half() {
+            format!(" | {element}")
+        } else {
+            String::new()
+        }
     )
 }
 
@@ -179,8 +190,9 @@ fn shader_hash(spec: &KernelSpec) -> String {
     format!("{h:016x}")
 }
 
-/// Seeded inputs of a proxy shape and their reference, made once and shared by every
-/// candidate (the f64 reference of a GPU-sized proxy takes seconds).
+/// Seeded inputs of a proxy shape and their reference (from the inputs rounded to the
+/// storage type, as the GPU reads them), made once and shared by every candidate (the f64
+/// reference of a GPU-sized proxy takes seconds).
 struct Inputs {
     shape: QkvShape,
     x: Vec<f32>,
@@ -190,10 +202,13 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn new(shape: &QkvShape, seed: u64, tol: Option<Tolerance>) -> Self {
-        let (x, w) = random_inputs(shape, seed);
+    fn new(shape: &QkvShape, seed: u64, tol: Option<Tolerance>, element: ElementType) -> Self {
+        let (mut x, w) = random_inputs(shape, seed);
+        element.round_slice(&mut x);
+        let w = w.rounded(element);
         let expected = reference(shape, &x, &w);
-        let tol = tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w));
+        let tol =
+            tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w).for_output(element));
         Inputs {
             shape: *shape,
             x,
@@ -242,8 +257,14 @@ fn recheck(
     shape: &QkvShape,
     entry: &Entry,
     tol: Option<Tolerance>,
+    element: ElementType,
 ) -> Result<std::result::Result<KernelConfig, String>> {
-    let spec = match entry.config.parse().and_then(KernelSpec::new) {
+    let spec = match entry
+        .config
+        .parse()
+        .and_then(KernelSpec::new)
+        .and_then(|s| s.with_element(element))
+    {
         Ok(s) => s,
         Err(e) => return Ok(Err(format!("it names no usable configuration ({e})"))),
     };
@@ -259,7 +280,7 @@ fn recheck(
             spec.source.file
         )));
     }
-    let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol);
+    let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol, element);
     Ok(trial(ctx, &inputs, &spec, 1)?.map(|_| spec.config))
 }
 
@@ -267,12 +288,13 @@ fn recheck(
 /// entry exists, else tuned now (and cached).
 pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<Choice> {
     let cache = cache(opts);
-    let key = shape_class_key(ctx, shape);
+    let element = opts.element;
+    let key = shape_class_key(ctx, shape, element);
     let (entries, mut notes) = cache.as_ref().map(Cache::load).unwrap_or_default();
     let mut discarded = None;
     if !opts.force {
         if let Some(entry) = entries.get(&key) {
-            match recheck(ctx, shape, entry, opts.tolerance)? {
+            match recheck(ctx, shape, entry, opts.tolerance, element)? {
                 Ok(config) => {
                     return Ok(Choice {
                         config,
@@ -293,13 +315,15 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     }
 
     let p = proxy(ctx, shape);
-    let first_inputs = Inputs::new(&p, 1, opts.tolerance);
+    let first_inputs = Inputs::new(&p, 1, opts.tolerance, element);
     let mut timed_inputs = None;
     let mut trials = Vec::new();
     let mut best: Option<(Duration, KernelSpec)> = None;
     let limits = ctx.limits();
-    for config in candidates(ctx) {
-        let spec = KernelSpec::new(config).map_err(Error::Input)?;
+    for config in candidates(ctx, element) {
+        let spec = KernelSpec::new(config)
+            .and_then(|s| s.with_element(element))
+            .map_err(Error::Input)?;
         // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
         // texture past the device's texture size, say) is not a candidate for it.
         if let Err(e) = check_fits(&limits, shape, &spec) {
@@ -319,7 +343,8 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
                 Ok(Ok((t, "ok (one run: over 4x the best so far)")))
             }
             Ok(Ok(_)) => {
-                let inputs = timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance));
+                let inputs =
+                    timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance, element));
                 trial(ctx, inputs, &spec, 3).map(|r| r.map(|t| (t, "ok")))
             }
             Ok(Err(e)) => Ok(Err(e)),

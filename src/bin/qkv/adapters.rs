@@ -47,12 +47,22 @@ pub fn adapters(gpu: &GpuArgs, args: &AdaptersArgs) -> Result<(), Failure> {
             a.max_compute_workgroups_per_dimension
         );
         outln!(
-            "    timestamps: {}   f16: {}   subgroups: {} (size {}..{})",
+            "    timestamps: {}   subgroups: {} (size {}..{})",
             yes(a.timestamp_query),
-            yes(a.shader_f16),
             yes(a.subgroup),
             a.subgroup_size.0,
             a.subgroup_size.1
+        );
+        // Both half types run on every adapter: stored packed two to a 32-bit word and
+        // widened to f32 by core WGSL built-ins, so SHADER_F16 is not needed for them.
+        outln!(
+            "    f16: {}; bf16: emulated (the high half of an f32); both stored packed in \
+             32-bit words and accumulated in f32",
+            if a.shader_f16 {
+                "native (SHADER_F16)"
+            } else {
+                "emulated (no SHADER_F16; unpack2x16float / pack2x16float)"
+            }
         );
     }
     Ok(())

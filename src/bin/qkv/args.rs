@@ -7,8 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use qkv_wgpu::io::checkpoint::WeightLayout;
 use qkv_wgpu::{
-    AdapterFilter, BackendChoice, ChunkOptions, Error, FusedWeights, GpuContext, Kernel,
-    KernelSpec, QkvShape, Tolerance,
+    AdapterFilter, BackendChoice, ChunkOptions, ElementType, Error, FusedWeights, GpuContext,
+    Kernel, KernelSpec, QkvShape, Tolerance,
 };
 
 /// `--backend`: the library's backend names, each with its description.
@@ -112,6 +112,7 @@ pub fn resolve_kernels(
     shape: &QkvShape,
     list: &KernelList,
     force_tune: bool,
+    element: ElementType,
 ) -> Result<Vec<(KernelSpec, String)>, Error> {
     match list {
         KernelList::Auto => {
@@ -121,13 +122,16 @@ pub fn resolve_kernels(
                 shape,
                 &qkv_wgpu::tune::TuneOptions {
                     force: force_tune,
+                    element,
                     ..Default::default()
                 },
             )?;
             for note in &choice.notes {
                 eprintln!("note: {note}");
             }
-            let spec = KernelSpec::new(choice.config).map_err(Error::Input)?;
+            let spec = KernelSpec::new(choice.config)
+                .and_then(|s| s.with_element(element))
+                .map_err(Error::Input)?;
             Ok(vec![(spec, choice.reason)])
         }
         KernelList::Given { configs, all } => {
@@ -135,6 +139,14 @@ pub fn resolve_kernels(
             for &c in configs {
                 // Parsing checked the configuration already.
                 let spec = KernelSpec::new(c).map_err(Error::Input)?;
+                let spec = match spec.with_element(element) {
+                    Ok(s) => s,
+                    Err(why) if *all => {
+                        eprintln!("skipping {c}: {why}");
+                        continue;
+                    }
+                    Err(why) => return Err(Error::Input(why)),
+                };
                 match spec.unsupported_on(&ctx.summary) {
                     Some(why) if *all => eprintln!("skipping {c}: {why}"),
                     Some(why) => return Err(Error::Input(why)),
@@ -144,6 +156,14 @@ pub fn resolve_kernels(
             Ok(out)
         }
     }
+}
+
+/// `--dtype`: the storage type of X, the weights and Q, K, V on the GPU.
+pub fn dtype_help() -> &'static str {
+    "Storage type of X, the weights and Q, K, V on the GPU: f32, f16 or bf16. Every kernel \
+     accumulates in f32; half types are rounded to nearest even on the host and widened on \
+     load (packed two to a 32-bit word, so every adapter runs them). Kernels that read every \
+     type: naive, texture, subgroup-texture, blocktile, splitk"
 }
 
 /// Parses --atol / --rtol: a finite number >= 0, refused before any work starts.
@@ -166,10 +186,17 @@ pub struct ToleranceArgs {
 }
 
 impl ToleranceArgs {
-    /// The tolerance for these inputs, with the user's --atol / --rtol taking precedence.
-    pub fn tolerance(&self, d_model: u32, x: &[f32], weights: &FusedWeights) -> Tolerance {
+    /// The tolerance for these inputs and results stored as `element`, with the user's
+    /// --atol / --rtol taking precedence.
+    pub fn tolerance(
+        &self,
+        d_model: u32,
+        x: &[f32],
+        weights: &FusedWeights,
+        element: ElementType,
+    ) -> Tolerance {
         // --atol and --rtol were checked when parsed (`parse_tolerance`).
-        let default = Tolerance::for_inputs(d_model, x, weights);
+        let default = Tolerance::for_inputs(d_model, x, weights).for_output(element);
         Tolerance {
             atol: self.atol.unwrap_or(default.atol),
             rtol: self.rtol.unwrap_or(default.rtol),

@@ -2,7 +2,8 @@
 //! configuration validated before it is timed, against the fast CPU baseline; a table, JSON,
 //! CSV and an SVG plot of GFLOP/s against tokens.
 
-use crate::args::{kernel_help, parse_kernels, resolve_kernels, ChunkArgs, GpuArgs, KernelList};
+use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels};
+use crate::args::{ChunkArgs, GpuArgs, KernelList};
 use crate::baseline::CpuBaseline;
 use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
@@ -12,7 +13,8 @@ use clap::Args;
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::{
-    random_weights, spread, ChunkPlan, Error, Kernel, OutputLayout, Projector, QkvShape, Tolerance,
+    random_weights, spread, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout,
+    Projector, QkvShape, Tolerance,
 };
 use serde::Serialize;
 use std::path::PathBuf;
@@ -44,6 +46,11 @@ pub struct BenchArgs {
     max_tokens: u32,
     #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
     kernel: KernelList,
+    /// Storage types to run, comma-separated (each shape in each type; see `qkv run --help`
+    /// for what they mean): f32, f16, bf16
+    #[arg(long, default_value = "f32", value_delimiter = ',', long_help = format!(
+        "Storage types to run, comma-separated: each shape in each type. {}", dtype_help()))]
+    dtype: Vec<ElementType>,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
@@ -86,6 +93,8 @@ struct Row {
     q_width: u32,
     kv_width: u32,
     bias: bool,
+    /// The storage type of X, W and Q, K, V.
+    dtype: ElementType,
     kernel: String,
     kernel_timer: String,
     kernel_ms: f64,
@@ -175,7 +184,12 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     for w in &loads {
         for &t in &w.tokens {
             let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
-            check_fits(&ctx.limits(), &shape, &Kernel::Naive.into())?;
+            for &e in &args.dtype {
+                let naive = KernelSpec::from(Kernel::Naive)
+                    .with_element(e)
+                    .map_err(Error::Input)?;
+                check_fits(&ctx.limits(), &shape, &naive)?;
+            }
             jobs.push((w.name.clone(), shape));
         }
     }
@@ -198,16 +212,22 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     let mut rows = Vec::new();
     for (name, shape) in &jobs {
         bar.set_message(format!("{name} x {} tokens", shape.tokens));
-        let specs = resolve_kernels(&ctx, shape, &args.kernel, args.tune)?;
         // X is generated chunk by chunk as each run streams, and checked on sampled rows past
         // 20 GFLOP, so a batch whose X or Q, K, V pass 2 GiB needs no more memory than a chunk.
         let w = random_weights(shape, args.seed);
-        // X is uniform in [-1, 1): 1 bounds its magnitude.
-        let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w);
         let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
         let cpu = (!args.no_cpu).then(|| CpuBaseline::measure(shape, args.seed, &w, args.repeats));
         let cpu_ms = cpu.map(|c| c.ms);
-        for (spec, _) in specs {
+        let mut specs = Vec::new();
+        for &element in &args.dtype {
+            for (spec, _) in resolve_kernels(&ctx, shape, &args.kernel, args.tune, element)? {
+                specs.push(spec);
+            }
+        }
+        for spec in specs {
+            let element = spec.element;
+            // X is uniform in [-1, 1): 1 bounds its magnitude.
+            let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w).for_output(element);
             let config = spec.config;
             let plan = ChunkPlan::new(
                 &ctx.limits(),
@@ -234,13 +254,16 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 let (timings, kept) = random_run(&mut projector, args.seed, check, &tokens_bar)?;
                 tokens_bar.finish_and_clear();
                 bars.remove(&tokens_bar);
-                let (report, _) = kept.check(shape, &w, tol);
+                let (report, _, _) = kept.check(shape, &w, element, (tol, tol));
                 checked_rows = kept.len();
                 worst = worst.max(report.max_abs_err());
                 pass &= report.pass();
                 if !pass {
                     bar.suspend(|| {
-                        eprintln!("FAIL: {config} on {name} x {} tokens:", shape.tokens);
+                        eprintln!(
+                            "FAIL: {config} in {element} on {name} x {} tokens:",
+                            shape.tokens
+                        );
                         for p in report.parts() {
                             eprintln!("  {p}");
                         }
@@ -274,6 +297,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 q_width: shape.q_width,
                 kv_width: shape.kv_width,
                 bias: shape.bias,
+                dtype: element,
                 kernel: config.to_string(),
                 kernel_timer: timer,
                 kernel_ms,
@@ -334,9 +358,9 @@ fn rows_for_plot(rows: &[Row], auto: bool) -> Vec<crate::plot::Point> {
     for r in rows {
         points.push(crate::plot::Point {
             series: if auto {
-                format!("{} GPU (autotuned)", r.shape)
+                format!("{} {} GPU (autotuned)", r.shape, r.dtype)
             } else {
-                format!("{} {}", r.shape, r.kernel)
+                format!("{} {} {}", r.shape, r.dtype, r.kernel)
             },
             tokens: r.tokens,
             gflops: r.gpu_gflops,
@@ -358,9 +382,10 @@ fn opt(v: Option<f64>, digits: usize) -> String {
 
 fn print_table(rows: &[Row]) {
     outln!(
-        "{:<10} {:>7} {:<23} {:>11} {:>9} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
+        "{:<10} {:>7} {:<5} {:<23} {:>11} {:>9} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
         "shape",
         "tokens",
+        "dtype",
         "kernel",
         "kernel ms",
         "GFLOP/s",
@@ -373,9 +398,10 @@ fn print_table(rows: &[Row]) {
     );
     for r in rows {
         outln!(
-            "{:<10} {:>7} {:<23} {:>11.3} {:>9.2} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
+            "{:<10} {:>7} {:<5} {:<23} {:>11.3} {:>9.2} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
             r.shape,
             r.tokens,
+            r.dtype.name(),
             r.kernel,
             r.kernel_ms,
             r.gpu_gflops,

@@ -4,7 +4,8 @@
 //! `bench`.
 
 use qkv_wgpu::{
-    random_x_rows, reference, Error, OutputLayout, Projector, QkvReport, QkvShape, RunTimings,
+    random_x_rows, reference, ElementType, Error, OutputLayout, Projector, QkvReport, QkvShape,
+    RunTimings,
 };
 use std::time::{Duration, Instant};
 
@@ -109,35 +110,53 @@ impl Collected {
         self.rows.len()
     }
 
-    /// Checks the kept rows against the f64 reference; the report names batch rows. Returns
-    /// the time the reference took.
+    /// Checks the kept rows of a run stored as `element` against the f64 reference computed
+    /// from the inputs rounded to that type, as the GPU read them (`weights` are as given;
+    /// `tol` covers the final rounding, [`qkv_wgpu::Tolerance::for_output`]); the report
+    /// names batch rows. Returns the time the reference took, and for a half type the
+    /// precision cost: the same results against the reference of the unrounded inputs
+    /// (checked with `f32_tol`, for the figures; it decides nothing).
     pub fn check(
         &self,
         shape: &QkvShape,
         weights: &qkv_wgpu::FusedWeights,
-        tol: qkv_wgpu::Tolerance,
-    ) -> (QkvReport, Duration) {
+        element: ElementType,
+        (tol, f32_tol): (qkv_wgpu::Tolerance, qkv_wgpu::Tolerance),
+    ) -> (QkvReport, Option<QkvReport>, Duration) {
         let sub = QkvShape {
             tokens: self.rows.len() as u32,
             ..*shape
         };
-        let start = Instant::now();
-        let expected = reference(&sub, &self.x, weights);
-        let took = start.elapsed();
-        let mut report = QkvReport::new(
-            (&self.q, &self.k, &self.v),
-            &expected,
-            shape.q_width,
-            shape.kv_width,
-            tol,
-        );
-        // The report counts rows of the kept set; name the batch rows instead.
-        for part in [&mut report.q, &mut report.k, &mut report.v] {
-            for m in &mut part.first_mismatches {
-                m.row = self.rows[m.row];
+        let against = |x: &[f32], w: &qkv_wgpu::FusedWeights, tol| {
+            let expected = reference(&sub, x, w);
+            let mut report = QkvReport::new(
+                (&self.q, &self.k, &self.v),
+                &expected,
+                shape.q_width,
+                shape.kv_width,
+                tol,
+            );
+            // The report counts rows of the kept set; name the batch rows instead.
+            for part in [&mut report.q, &mut report.k, &mut report.v] {
+                for m in &mut part.first_mismatches {
+                    m.row = self.rows[m.row];
+                }
             }
-        }
-        (report, took)
+            report
+        };
+        let start = Instant::now();
+        let report = if element.is_half() {
+            let mut x = self.x.clone();
+            element.round_slice(&mut x);
+            against(&x, &weights.rounded(element), tol)
+        } else {
+            against(&self.x, weights, tol)
+        };
+        let took = start.elapsed();
+        let cost = element
+            .is_half()
+            .then(|| against(&self.x, weights, f32_tol));
+        (report, cost, took)
     }
 }
 

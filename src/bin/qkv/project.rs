@@ -331,7 +331,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     out_dir.check_free(&OUTPUTS, args.force)?;
 
     let ctx = gpu.context()?;
-    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune)?;
+    let specs = resolve_kernels(
+        &ctx,
+        &shape,
+        &args.kernel,
+        args.tune,
+        qkv_wgpu::ElementType::F32,
+    )?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
@@ -384,7 +390,9 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
 
     // The default atol needs max|X|, known once X has been read.
-    let tol = args.tolerance.tolerance(d_model, &[x_absmax], w);
+    let tol = args
+        .tolerance
+        .tolerance(d_model, &[x_absmax], w, qkv_wgpu::ElementType::F32);
     let (report, cpu_ms) = match check {
         None => (None, None),
         Some(_) => {
@@ -392,7 +400,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                 "checking {} rows against the CPU reference (f64)",
                 kept.len()
             ));
-            let (report, took) = kept.check(&shape, w, tol);
+            let (report, _, took) = kept.check(&shape, w, qkv_wgpu::ElementType::F32, (tol, tol));
             (Some(report), Some(ms(took)))
         }
     };

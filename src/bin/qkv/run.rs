@@ -1,7 +1,7 @@
 //! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
-use crate::args::{kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
+use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
 use crate::args::{GpuArgs, ToleranceArgs};
 use crate::baseline::CpuBaseline;
 use crate::check::{random_run, CheckRows};
@@ -12,8 +12,8 @@ use clap::Args;
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;
 use qkv_wgpu::{
-    random_weights, spread, ChunkPlan, Kernel, KernelConfig, KernelTimer, OutputLayout, Projector,
-    QkvReport, QkvShape,
+    random_weights, spread, ChunkPlan, ElementType, Kernel, KernelConfig, KernelSpec, KernelTimer,
+    OutputLayout, Projector, QkvReport, QkvShape,
 };
 use serde::Serialize;
 use std::time::Duration;
@@ -38,6 +38,8 @@ pub struct RunArgs {
     bias: bool,
     #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
     kernel: KernelList,
+    #[arg(long, default_value = "f32", help = dtype_help())]
+    dtype: ElementType,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
@@ -71,6 +73,8 @@ struct KernelResult {
     device_type: String,
     kernel: &'static str,
     kernel_number: u32,
+    /// The storage type of X, W and Q, K, V.
+    dtype: ElementType,
     config: String,
     config_reason: String,
     tokens: u32,
@@ -115,6 +119,11 @@ struct KernelResult {
     max_abs_err: f64,
     max_rel_err: f64,
     rel_l2_err: f64,
+    /// Half types: the errors against the reference of the unrounded f32 inputs (the cost
+    /// of storing in that type); null for f32.
+    precision_max_abs_err: Option<f64>,
+    precision_max_rel_err: Option<f64>,
+    precision_rel_l2_err: Option<f64>,
     atol: f64,
     rtol: f64,
     pass: bool,
@@ -130,9 +139,12 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let limits = ctx.limits();
     // Fail on a shape the device cannot hold before spending time on tuning, inputs and the
     // reference; then plan each kernel once, before any work.
-    check_fits(&limits, &shape, &Kernel::Naive.into())?;
+    let naive = KernelSpec::from(Kernel::Naive)
+        .with_element(args.dtype)
+        .map_err(qkv_wgpu::Error::Input)?;
+    check_fits(&limits, &shape, &naive)?;
     let mut planned = Vec::new();
-    for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune)? {
+    for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune, args.dtype)? {
         let plan = ChunkPlan::new(&limits, &shape, &spec, OutputLayout::Tokens, &chunking)?;
         planned.push((spec, plan, why));
     }
@@ -140,7 +152,12 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     progress(&format!("generating weights (seed {})", args.seed));
     let weights = random_weights(&shape, args.seed);
     // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
-    let tol = args.tolerance.tolerance(shape.d_model, &[1.0], &weights);
+    let tol = args
+        .tolerance
+        .tolerance(shape.d_model, &[1.0], &weights, args.dtype);
+    let f32_tol = args
+        .tolerance
+        .tolerance(shape.d_model, &[1.0], &weights, ElementType::F32);
     let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
     progress("timing the CPU baseline (f32 GEMM)");
     let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
@@ -150,9 +167,16 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         outln!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
         outln!("shape     {shape}");
         outln!(
-            "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}",
+            "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}; stored as {}{}",
             shape.flops() / 1e9,
-            args.seed
+            args.seed,
+            args.dtype,
+            if args.dtype.is_half() {
+                " (rounded to nearest even; accumulated in f32; checked against the reference \
+                 of the rounded inputs)"
+            } else {
+                ""
+            }
         );
         print_condition(&tol);
         match check {
@@ -180,13 +204,17 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         let mut parts = Vec::new();
         let mut timer = KernelTimer::Host;
         let mut worst: Option<QkvReport> = None;
+        let mut cost: Option<QkvReport> = None;
         let mut reference_time = Duration::ZERO;
         for i in 0..=args.repeats {
             let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
             let (t, kept) = random_run(&mut projector, args.seed, check, &bar)?;
             bar.finish_and_clear();
-            let (report, took) = kept.check(&shape, &weights, tol);
+            let (report, run_cost, took) = kept.check(&shape, &weights, args.dtype, (tol, f32_tol));
             reference_time += took;
+            if cost.is_none() {
+                cost = run_cost;
+            }
             let keep = match &worst {
                 None => true,
                 Some(w) => w.pass() && !report.pass(),
@@ -224,6 +252,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             device_type: s.device_type.clone(),
             kernel: kernel.name(),
             kernel_number: kernel.number(),
+            dtype: args.dtype,
             config: config.to_string(),
             config_reason: why,
             tokens: shape.tokens,
@@ -266,6 +295,9 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             max_abs_err: report.max_abs_err(),
             max_rel_err: report.max_rel_err(),
             rel_l2_err: report.rel_l2_err(),
+            precision_max_abs_err: cost.as_ref().map(|c| c.max_abs_err()),
+            precision_max_rel_err: cost.as_ref().map(|c| c.max_rel_err()),
+            precision_rel_l2_err: cost.as_ref().map(|c| c.rel_l2_err()),
             atol: tol.atol,
             rtol: tol.rtol,
             pass: report.pass(),
@@ -380,5 +412,16 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
     );
     if let Some(report) = &r.report {
         print_checks(report);
+    }
+    if let (Some(abs), Some(rel), Some(l2)) = (
+        r.precision_max_abs_err,
+        r.precision_max_rel_err,
+        r.precision_rel_l2_err,
+    ) {
+        outln!(
+            "  precision    storing in {} moved Q, K, V from the reference of the unrounded f32 \
+             inputs by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, not a check)",
+            r.dtype
+        );
     }
 }
