@@ -26,6 +26,15 @@ pub fn fused_gemm(shape: &QkvShape, x: &[f32], weights: &FusedWeights, out: &mut
     );
     assert_eq!(x.len(), m * k, "X does not match the shape");
     assert_eq!(weights.w.len(), k * n, "W does not match the shape");
+    // An f32 GEMM: half-typed weights are widened (the baseline is f32 in every case).
+    let widened: Vec<f32>;
+    let w: &[f32] = match weights.w.as_f32() {
+        Some(w) => w,
+        None => {
+            widened = weights.w.values().collect();
+            &widened
+        }
+    };
     assert_eq!(out.len(), m * n, "the output does not match the shape");
     let beta = match &weights.bias {
         Some(b) => {
@@ -47,7 +56,7 @@ pub fn fused_gemm(shape: &QkvShape, x: &[f32], weights: &FusedWeights, out: &mut
             x.as_ptr(),
             k as isize,
             1,
-            weights.w.as_ptr(),
+            w.as_ptr(),
             n as isize,
             1,
             beta,

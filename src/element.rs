@@ -144,7 +144,10 @@ impl ElementType {
     pub fn encode(self, data: &[f32], out: &mut Vec<u8>) {
         use half::slice::HalfFloatSliceExt;
         match self {
-            ElementType::F32 => out.extend_from_slice(bytemuck::cast_slice(data)),
+            ElementType::F32 if cfg!(target_endian = "little") => {
+                out.extend_from_slice(bytemuck::cast_slice(data))
+            }
+            ElementType::F32 => out.extend(data.iter().flat_map(|v| v.to_le_bytes())),
             ElementType::F16 => {
                 let mut h = vec![half::f16::ZERO; data.len()];
                 h.convert_from_f32_slice(data);

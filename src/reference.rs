@@ -25,6 +25,8 @@ fn fused_rows(
 ) {
     let d = shape.d_model as usize;
     let n = shape.n_out() as usize;
+    // W rows as f32: borrowed, or widened from a half type into `buf` row by row.
+    let mut buf = Vec::new();
     for (row, acc) in rows.zip(out.chunks_exact_mut(n)) {
         match &weights.bias {
             Some(b) => acc.iter_mut().zip(b).for_each(|(a, &b)| *a = b as f64),
@@ -33,7 +35,8 @@ fn fused_rows(
         // i outer, j inner: W is read row by row, contiguously.
         for (i, &xi) in x[row * d..(row + 1) * d].iter().enumerate() {
             let xi = xi as f64;
-            for (a, &wij) in acc.iter_mut().zip(&weights.w[i * n..(i + 1) * n]) {
+            let w_row = weights.w.slice(i * n..(i + 1) * n, &mut buf);
+            for (a, &wij) in acc.iter_mut().zip(w_row) {
                 *a += xi * wij as f64;
             }
         }
@@ -89,11 +92,15 @@ mod tests {
             d_model: 2,
             q_width: 2,
             kv_width: 2,
-            w,
+            w: crate::weights::WeightData::F32(w),
             bias: None,
         };
         let r = reference(&shape, &[2.0, 3.0], &weights);
         assert_eq!(r.q, vec![2.0, 17.0]);
+        // The same from bf16 patterns (every value is exact in bf16).
+        let half = weights.rounded(crate::element::ElementType::Bf16);
+        assert!(matches!(half.w, crate::weights::WeightData::Half(..)));
+        assert_eq!(reference(&shape, &[2.0, 3.0], &half), r);
         assert_eq!(r.k, vec![2.0, 17.0]);
         assert_eq!(r.v, vec![2.0, 17.0]);
     }
@@ -108,7 +115,7 @@ mod tests {
             for j in 0..n {
                 let mut acc = w.bias.as_ref().unwrap()[j] as f64;
                 for i in 0..7 {
-                    acc += x[t * 7 + i] as f64 * w.w[i * n + j] as f64;
+                    acc += x[t * 7 + i] as f64 * w.w.as_f32().unwrap()[i * n + j] as f64;
                 }
                 let got = match j {
                     j if j < 5 => r.q[t * 5 + j],

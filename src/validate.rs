@@ -37,8 +37,7 @@ impl Tolerance {
     /// [`Tolerance::for_f32_accumulation`] for these inputs: the scale is the largest finite
     /// |x| times the largest finite |w| or |bias|.
     pub fn for_inputs(d_model: u32, x: &[f32], weights: &crate::weights::FusedWeights) -> Self {
-        let wmax = absmax(&weights.w).max(absmax(weights.bias.as_deref().unwrap_or(&[])));
-        Self::for_f32_accumulation(d_model, absmax(x), wmax)
+        Self::for_f32_accumulation(d_model, absmax(x), weights.absmax())
     }
 
     /// This tolerance for results stored as `element`: the f32 accumulation's bound plus the

@@ -8,6 +8,105 @@ use crate::shape::QkvShape;
 use rand::{Rng, SeedableRng};
 use std::ops::Range;
 
+/// W's elements as stored on the host: f32, or the 16-bit patterns of f16 or bf16 (a
+/// checkpoint stored in a half type stays in it, with no f32 copy of W).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WeightData {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// f16 or bf16 bit patterns (the type says which).
+    Half(ElementType, Vec<u16>),
+}
+
+impl WeightData {
+    /// The type the elements are stored in.
+    pub fn element(&self) -> ElementType {
+        match self {
+            WeightData::F32(_) => ElementType::F32,
+            WeightData::Half(e, _) => *e,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            WeightData::F32(w) => w.len(),
+            WeightData::Half(_, w) => w.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The f32 elements, when stored as f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            WeightData::F32(w) => Some(w),
+            WeightData::Half(..) => None,
+        }
+    }
+
+    /// The f32 elements, mutably, when stored as f32.
+    pub fn as_f32_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            WeightData::F32(w) => Some(w),
+            WeightData::Half(..) => None,
+        }
+    }
+
+    /// Elements `range` as f32: borrowed when stored as f32, else widened (exactly) into
+    /// `buf`.
+    pub fn slice<'a>(&'a self, range: Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            WeightData::F32(w) => &w[range],
+            WeightData::Half(e, w) => {
+                buf.clear();
+                buf.extend(w[range].iter().map(|&b| half_to_f32(*e, b)));
+                buf
+            }
+        }
+    }
+
+    /// Every element as f32, in order (widened one by one: no copy of the whole).
+    pub fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
+        match self {
+            WeightData::F32(w) => Box::new(w.iter().copied()),
+            WeightData::Half(e, w) => Box::new(w.iter().map(|&b| half_to_f32(*e, b))),
+        }
+    }
+
+    /// These elements in type `element`: the same when already stored so, else rounded to
+    /// nearest even (to a narrower type) or widened exactly.
+    pub fn to_element(&self, element: ElementType) -> WeightData {
+        if self.element() == element {
+            return self.clone();
+        }
+        let widened: Vec<f32> = self.values().collect();
+        if !element.is_half() {
+            return WeightData::F32(widened);
+        }
+        let mut bytes = Vec::with_capacity(widened.len() * 2);
+        element.encode(&widened, &mut bytes);
+        WeightData::Half(
+            element,
+            bytes
+                .chunks_exact(2)
+                .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                .collect(),
+        )
+    }
+}
+
+/// The f32 value of a 16-bit pattern of `element` (f16, else bf16).
+pub fn half_to_f32(element: ElementType, bits: u16) -> f32 {
+    match element {
+        ElementType::F16 => half::f16::from_bits(bits).to_f32(),
+        _ => half::bf16::from_bits(bits).to_f32(),
+    }
+}
+
 /// The fused projection weights, row-major [d_model, n_out] ("in-out": y = x . W + b), with
 /// columns [0, q_width) = Wq, [q_width, q_width + kv_width) = Wk, the rest = Wv.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,17 +117,19 @@ pub struct FusedWeights {
     pub q_width: u32,
     /// Columns of Wk and of Wv.
     pub kv_width: u32,
-    /// W [d_model, n_out], row-major.
-    pub w: Vec<f32>,
-    /// bias [n_out] = bq ++ bk ++ bv, if the projection has one.
+    /// W [d_model, n_out], row-major, in its stored type.
+    pub w: WeightData,
+    /// bias [n_out] = bq ++ bk ++ bv, if the projection has one (f32: a half-typed bias is
+    /// widened exactly; it is n_out elements, not a matrix).
     pub bias: Option<Vec<f32>>,
 }
 
-/// One projection's matrix [d_model, width] in in-out layout, and its optional bias [width].
+/// One projection's matrix [d_model, width] in in-out layout, and its optional bias [width];
+/// the matrix in f32, or as 16-bit patterns (`T = u16`).
 #[derive(Debug, Clone, Copy)]
-pub struct Projection<'a> {
+pub struct Projection<'a, T = f32> {
     /// W [d_model, width], row-major.
-    pub w: &'a [f32],
+    pub w: &'a [T],
     /// Columns of W.
     pub width: u32,
     /// bias [width].
@@ -39,60 +140,34 @@ impl FusedWeights {
     /// Fuses three in-out matrices Wq [d_model, q_width], Wk and Wv [d_model, kv_width] and
     /// their biases (all three or none) into one.
     pub fn fuse(d_model: u32, q: Projection, k: Projection, v: Projection) -> Result<Self> {
-        if k.width != v.width {
-            return Err(Error::Shape(format!(
-                "Wk has {} columns but Wv has {}; K and V must have the same width",
-                k.width, v.width
-            )));
-        }
-        let shape = QkvShape::new(1, d_model, q.width, k.width, q.bias.is_some())?;
-        let d = d_model as usize;
-        for (name, p) in [("Wq", q), ("Wk", k), ("Wv", v)] {
-            let expected = d * p.width as usize;
-            if p.w.len() != expected {
-                return Err(Error::Shape(format!(
-                    "{name} has {} elements; [{d_model}, {}] needs {expected}",
-                    p.w.len(),
-                    p.width
-                )));
-            }
-            if let Some(b) = p.bias {
-                if b.len() != p.width as usize {
-                    return Err(Error::Shape(format!(
-                        "the bias of {name} has {} elements; it needs {}",
-                        b.len(),
-                        p.width
-                    )));
-                }
-            }
-        }
-        let with_bias = [q, k, v].iter().filter(|p| p.bias.is_some()).count();
-        if with_bias != 0 && with_bias != 3 {
-            return Err(Error::Shape(
-                "give a bias for all three of Q, K and V, or for none".into(),
-            ));
-        }
-        let n_out = shape.n_out() as usize;
-        let mut w = Vec::with_capacity(shape.w_len());
-        for row in 0..d {
-            for p in [q, k, v] {
-                let width = p.width as usize;
-                w.extend_from_slice(&p.w[row * width..(row + 1) * width]);
-            }
-        }
-        debug_assert_eq!(w.len(), d * n_out);
-        let bias = q.bias.map(|bq| {
-            let mut b = Vec::with_capacity(n_out);
-            b.extend_from_slice(bq);
-            b.extend_from_slice(k.bias.unwrap_or_default());
-            b.extend_from_slice(v.bias.unwrap_or_default());
-            b
-        });
+        let (w, shape, bias) = fuse_parts(d_model, [q, k, v])?;
         Ok(Self {
             d_model,
-            q_width: q.width,
-            kv_width: k.width,
-            w,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            w: WeightData::F32(w),
+            bias,
+        })
+    }
+
+    /// As [`fuse`](Self::fuse), for matrices stored as 16-bit patterns of `element` (f16 or
+    /// bf16), kept so.
+    pub fn fuse_half(
+        d_model: u32,
+        element: ElementType,
+        parts: [Projection<u16>; 3],
+    ) -> Result<Self> {
+        if !element.is_half() {
+            return Err(Error::Input(format!(
+                "fuse_half takes f16 or bf16 patterns, not {element}"
+            )));
+        }
+        let (w, shape, bias) = fuse_parts(d_model, parts)?;
+        Ok(Self {
+            d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            w: WeightData::Half(element, w),
             bias,
         })
     }
@@ -102,15 +177,35 @@ impl FusedWeights {
         self.q_width + 2 * self.kv_width
     }
 
+    /// The largest finite |w| or |bias| (0 for none): the scale tolerances use.
+    pub fn absmax(&self) -> f32 {
+        self.w
+            .values()
+            .chain(self.bias.iter().flatten().copied())
+            .filter(|v| v.is_finite())
+            .fold(0f32, |m, v| m.max(v.abs()))
+    }
+
     /// These weights (and bias) rounded to `element`, as the GPU holds them: what the
     /// reference of a run in that type is computed from.
     pub fn rounded(&self, element: ElementType) -> Self {
-        let mut r = self.clone();
-        element.round_slice(&mut r.w);
-        if let Some(b) = &mut r.bias {
+        let mut bias = self.bias.clone();
+        if let Some(b) = &mut bias {
             element.round_slice(b);
         }
-        r
+        Self {
+            w: self.w.to_element(element),
+            bias,
+            ..*self
+        }
+    }
+
+    /// These weights stored as `element` (rounded to nearest even, or widened exactly), the
+    /// bias rounded to it: what `qkv project --dtype` gives the GPU. A value the type cannot
+    /// hold is an error naming it ([`check_range`](Self::check_range)).
+    pub fn to_element(&self, element: ElementType) -> Result<Self> {
+        self.check_range(element)?;
+        Ok(self.rounded(element))
     }
 
     /// An [`Error::Input`] naming the first weight or bias value `element` cannot hold (it
@@ -128,7 +223,20 @@ impl FusedWeights {
                 ("Wv", col - qw - kvw)
             }
         };
-        if let Some(e) = element.check_range(&self.w) {
+        let found = match &self.w {
+            WeightData::F32(w) => element.check_range(w),
+            // bf16 values may be past f16's range; f16 values fit bf16 and f32.
+            WeightData::Half(stored, _)
+                if *stored == element || *stored == ElementType::F16 || !element.is_half() =>
+            {
+                None
+            }
+            half @ WeightData::Half(..) => {
+                let widened: Vec<f32> = half.values().collect();
+                element.check_range(&widened)
+            }
+        };
+        if let Some(e) = found {
             let (m, col) = name(e.index % n.max(1));
             return Err(Error::Input(format!(
                 "{m} row {}, column {col}: {e}",
@@ -154,6 +262,64 @@ impl FusedWeights {
     }
 }
 
+/// W [d_model, n_out] interleaved from three matrices' rows, the shape they make (for one
+/// token), and the fused bias.
+fn fuse_parts<T: Copy>(
+    d_model: u32,
+    [q, k, v]: [Projection<T>; 3],
+) -> Result<(Vec<T>, QkvShape, Option<Vec<f32>>)> {
+    if k.width != v.width {
+        return Err(Error::Shape(format!(
+            "Wk has {} columns but Wv has {}; K and V must have the same width",
+            k.width, v.width
+        )));
+    }
+    let shape = QkvShape::new(1, d_model, q.width, k.width, q.bias.is_some())?;
+    let d = d_model as usize;
+    for (name, p) in [("Wq", q), ("Wk", k), ("Wv", v)] {
+        let expected = d * p.width as usize;
+        if p.w.len() != expected {
+            return Err(Error::Shape(format!(
+                "{name} has {} elements; [{d_model}, {}] needs {expected}",
+                p.w.len(),
+                p.width
+            )));
+        }
+        if let Some(b) = p.bias {
+            if b.len() != p.width as usize {
+                return Err(Error::Shape(format!(
+                    "the bias of {name} has {} elements; it needs {}",
+                    b.len(),
+                    p.width
+                )));
+            }
+        }
+    }
+    let with_bias = [q, k, v].iter().filter(|p| p.bias.is_some()).count();
+    if with_bias != 0 && with_bias != 3 {
+        return Err(Error::Shape(
+            "give a bias for all three of Q, K and V, or for none".into(),
+        ));
+    }
+    let n_out = shape.n_out() as usize;
+    let mut w = Vec::with_capacity(shape.w_len());
+    for row in 0..d {
+        for p in [q, k, v] {
+            let width = p.width as usize;
+            w.extend_from_slice(&p.w[row * width..(row + 1) * width]);
+        }
+    }
+    debug_assert_eq!(w.len(), d * n_out);
+    let bias = q.bias.map(|bq| {
+        let mut b = Vec::with_capacity(n_out);
+        b.extend_from_slice(bq);
+        b.extend_from_slice(k.bias.unwrap_or_default());
+        b.extend_from_slice(v.bias.unwrap_or_default());
+        b
+    });
+    Ok((w, shape, bias))
+}
+
 /// Seeded inputs for a shape: X and fused weights (and bias, if the shape has one) drawn
 /// uniformly from [-1, 1). The same seed gives the same numbers on every machine. X is
 /// [`random_x_rows`] over all tokens, so a chunked run can generate the same X chunk by chunk.
@@ -173,7 +339,7 @@ pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
         d_model: shape.d_model,
         q_width: shape.q_width,
         kv_width: shape.kv_width,
-        w,
+        w: WeightData::F32(w),
         bias,
     }
 }
@@ -247,7 +413,36 @@ mod tests {
             bias: None,
         };
         let f = FusedWeights::fuse(2, p(wq, 2), p(wk, 1), p(wv, 1)).unwrap();
-        assert_eq!(f.w, vec![1.0, 2.0, 5.0, 7.0, 3.0, 4.0, 6.0, 8.0]);
+        assert_eq!(
+            f.w,
+            WeightData::F32(vec![1.0, 2.0, 5.0, 7.0, 3.0, 4.0, 6.0, 8.0])
+        );
+        // The same as bf16 patterns, kept as patterns.
+        let bits = |w: &[f32]| -> Vec<u16> {
+            w.iter()
+                .map(|&v| half::bf16::from_f32(v).to_bits())
+                .collect()
+        };
+        let (bq, bk, bv) = (bits(wq), bits(wk), bits(wv));
+        let h = |w, width| Projection {
+            w,
+            width,
+            bias: None,
+        };
+        let fb = FusedWeights::fuse_half(
+            2,
+            ElementType::Bf16,
+            [h(&bq[..], 2), h(&bk[..], 1), h(&bv[..], 1)],
+        )
+        .unwrap();
+        assert_eq!(fb.w.element(), ElementType::Bf16);
+        assert_eq!(
+            fb.w.values().collect::<Vec<_>>(),
+            vec![1.0, 2.0, 5.0, 7.0, 3.0, 4.0, 6.0, 8.0]
+        );
+        assert_eq!(fb.to_element(ElementType::F32).unwrap(), f);
+        assert_eq!(f.to_element(ElementType::Bf16).unwrap(), fb);
+        assert!(FusedWeights::fuse_half(2, ElementType::F32, [h(&bq[..], 2); 3]).is_err());
         assert_eq!(f.n_out(), 4);
         assert!(f.bias.is_none());
     }

@@ -333,7 +333,7 @@ fn values_out_of_f16_range_are_refused_by_name() {
     };
     let mut p = typed(ElementType::F16);
     // W [4, 4]: column 2 is Wk's first; 1e5 is past f16's 65504.
-    w.w[4 + 2] = 1e5;
+    w.w.as_f32_mut().unwrap()[4 + 2] = 1e5;
     let err = p.set_weights(&w).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Input(_)), "{msg}");
@@ -342,7 +342,7 @@ fn values_out_of_f16_range_are_refused_by_name() {
         "{msg}"
     );
     assert!(msg.contains("f16's range"), "{msg}");
-    w.w[4 + 2] = 0.5;
+    w.w.as_f32_mut().unwrap()[4 + 2] = 0.5;
     w.bias.as_mut().unwrap()[3] = -7e4;
     let msg = p.set_weights(&w).unwrap_err().to_string();
     assert!(msg.contains("bias of Wv, element 0"), "{msg}");

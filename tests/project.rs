@@ -136,6 +136,14 @@ fn llama_family_bf16_grouped_kv_no_bias_3d_input() {
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(v["family"], "Llama");
     assert_eq!(v["weight_layout"], "out-in");
+    // A BF16 checkpoint runs in bf16 (X rounded to it); NumPy has no bf16, so the files
+    // hold the results widened to f32.
+    assert_eq!(
+        (v["dtype"].as_str(), v["out_dtype"].as_str()),
+        (Some("bf16"), Some("f32"))
+    );
+    assert!(v["precision_rel_l2_err"].as_f64().unwrap() > 0.0);
+    let x: Vec<f32> = x.iter().map(|&v| round(Dtype::BF16, v)).collect();
     assert_eq!(
         (v["q_width"].as_u64(), v["kv_width"].as_u64()),
         (Some(32), Some(16))
@@ -145,8 +153,12 @@ fn llama_family_bf16_grouped_kv_no_bias_3d_input() {
     for (file, i, width) in [("q.npy", 0, 32), ("k.npy", 1, 16), ("v.npy", 2, 16)] {
         let want = expected(&x, 10, 32, &tensors[i], true, None);
         let got = read(&out.join(file));
-        assert_eq!(got.shape, vec![2, 5, width]);
-        assert_close(file, &got.data, &want, 32);
+        assert_eq!((got.shape.clone(), got.dtype), (vec![2, 5, width], "f32"));
+        assert!(
+            got.data.iter().all(|&v| round(Dtype::BF16, v) == v),
+            "{file}: not bf16 values"
+        );
+        assert_close_typed(file, &got.data, &want, 32, (-8f64).exp2());
     }
 }
 
@@ -179,11 +191,15 @@ fn gpt2_fused_c_attn_f16_with_bias() {
         stdout.contains("GPT-2 family") && stdout.contains("in-out"),
         "{stdout}"
     );
+    // An F16 checkpoint runs in f16 (X rounded to it) and writes f16 .npy files.
+    assert!(stdout.contains("dtype     f16 on the GPU"), "{stdout}");
+    let x: Vec<f32> = x.iter().map(|&v| round(Dtype::F16, v)).collect();
     let all = expected(&x, 7, 16, &tensors[0], false, Some(&tensors[1]));
     for (file, start) in [("q.npy", 0), ("k.npy", 16), ("v.npy", 32)] {
         let got = read(&out.join(file));
-        assert_eq!(got.shape, vec![7, 16]);
-        assert_close(file, &got.data, &columns(&all, 7, 48, start, 16), 16);
+        assert_eq!((got.shape.clone(), got.dtype), (vec![7, 16], "f16"));
+        let want = columns(&all, 7, 48, start, 16);
+        assert_close_typed(file, &got.data, &want, 16, (-11f64).exp2());
     }
 }
 
@@ -640,4 +656,110 @@ fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_out
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("q.npy")]);
     assert_eq!(std::fs::read(out.join("q.npy")).unwrap(), b"precious");
+}
+
+#[test]
+fn half_runs_write_safetensors_in_their_type_and_f32_checkpoints_round_when_asked() {
+    // The BERT checkpoint is F32: asked for bf16, W and X are rounded to nearest even.
+    let b = bert();
+    let d = b.dir.path();
+    let base = |out: &Path| -> Vec<String> {
+        [
+            "project",
+            "--input",
+            s(&d.join("x.npy")),
+            "--weights",
+            s(&d.join("bert.safetensors")),
+            "--prefix",
+            "bert.encoder.layer.1",
+            "--dtype",
+            "bf16",
+            "--out",
+            s(out),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    let npy_out = d.join("npy");
+    let args = base(&npy_out);
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let stdout = ok(&argv);
+    assert!(stdout.contains("precision: storing in bf16"), "{stdout}");
+    let st_out = d.join("st");
+    let mut args = base(&st_out);
+    args.extend(["--out-format", "safetensors", "--json"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let v: serde_json::Value = serde_json::from_str(ok(&argv).trim()).unwrap();
+    assert_eq!(
+        (v["dtype"].as_str(), v["out_dtype"].as_str()),
+        (Some("bf16"), Some("bf16"))
+    );
+    assert_eq!(v["outputs"].as_array().unwrap().len(), 1);
+
+    let x: Vec<f32> = b.x.iter().map(|&v| round(Dtype::BF16, v)).collect();
+    let ckpt = qkv_wgpu::io::checkpoint::Checkpoint::open(&st_out.join("qkv.safetensors")).unwrap();
+    for (name, file, p) in [
+        ("q", "q.npy", "query"),
+        ("k", "k.npy", "key"),
+        ("v", "v.npy", "value"),
+    ] {
+        let base = format!("bert.encoder.layer.1.attention.self.{p}");
+        let round_t = |t: &T| T {
+            name: t.name.clone(),
+            dtype: Dtype::BF16,
+            shape: t.shape.clone(),
+            data: t.data.iter().map(|&v| round(Dtype::BF16, v)).collect(),
+        };
+        let w = round_t(find(&b.tensors, &format!("{base}.weight")));
+        let bias = round_t(find(&b.tensors, &format!("{base}.bias")));
+        let want = expected(&x, 10, 24, &w, true, Some(&bias));
+        let t = ckpt.tensor(name).unwrap();
+        assert_eq!(
+            (t.dtype.as_str(), t.shape.as_slice()),
+            ("BF16", &[10, 24][..])
+        );
+        let got: Vec<f32> = t.data.values().collect();
+        assert_close_typed(name, &got, &want, 24, (-8f64).exp2());
+        // The .npy run holds the same values, widened.
+        assert_eq!(read(&npy_out.join(file)).data, got, "{file}");
+    }
+    let bytes = std::fs::read(st_out.join("qkv.safetensors")).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = meta.metadata().clone().unwrap();
+    assert!(
+        meta["source_weights"].ends_with("bert.safetensors"),
+        "{meta:?}"
+    );
+    assert_eq!(meta["dtype"], "bf16");
+
+    // NumPy has no bf16: refused as a type for .npy only where asked for directly (never
+    // here), and a value f16 cannot hold is refused by name, writing nothing.
+    let mut big = bert();
+    let wq = big
+        .tensors
+        .iter_mut()
+        .find(|t| t.name == "bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
+    wq.data[5] = 1.0e5;
+    let ckpt = big.dir.path().join("big.safetensors");
+    write_checkpoint(&ckpt, &big.tensors);
+    let out = big.dir.path().join("refused");
+    fails(
+        &[
+            "project",
+            "--input",
+            s(&big.dir.path().join("x.npy")),
+            "--weights",
+            s(&ckpt),
+            "--prefix",
+            "bert.encoder.layer.0",
+            "--dtype",
+            "f16",
+            "--out",
+            s(&out),
+        ],
+        2,
+        "outside f16's range",
+        &out,
+    );
 }

@@ -33,7 +33,7 @@ fn equal_weights_give_equal_q_k_v() {
     let (d, width, tokens) = (37u32, 19u32, 29u32);
     let shape = QkvShape::new(tokens, d, width, width, true).unwrap();
     let (x, random) = random_inputs(&shape, 5);
-    let wq: Vec<f32> = random.w[..(d * width) as usize].to_vec();
+    let wq: Vec<f32> = random.w.as_f32().unwrap()[..(d * width) as usize].to_vec();
     let b: Vec<f32> = (0..width).map(|i| i as f32 * 0.25 - 2.0).collect();
     let p = Projection {
         w: &wq,

@@ -1,10 +1,11 @@
-//! Reading model data from files and writing results: `.npy` arrays ([`npy`]) and
+//! Reading model data from files and writing results: `.npy` arrays ([`npy`]),
 //! safetensors checkpoints with the Q/K/V naming conventions of common model families
-//! ([`checkpoint`]).
+//! ([`checkpoint`]), and Q, K, V streamed into one safetensors file ([`safetensors`]).
 
 pub mod checkpoint;
 pub mod commit;
 pub mod npy;
+pub mod safetensors;
 
 use crate::error::Error;
 use std::fmt;
@@ -54,6 +55,32 @@ impl NonFinite {
             first_at: unravel(start + first, dims),
             first_value: data[first],
         })
+    }
+
+    /// As [`scan`](Self::scan), over values widened one by one (a half-typed tensor, with
+    /// no f32 copy of it).
+    pub fn scan_values(
+        what: &str,
+        values: impl Iterator<Item = f32>,
+        dims: &[usize],
+    ) -> Option<Self> {
+        let mut found: Option<Self> = None;
+        for (i, v) in values.enumerate() {
+            if !v.is_finite() {
+                match &mut found {
+                    Some(f) => f.count += 1,
+                    None => {
+                        found = Some(Self {
+                            what: what.to_string(),
+                            count: 1,
+                            first_at: unravel(i, dims),
+                            first_value: v,
+                        })
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Adds what a later part of the same array holds: counts add, the first stays first.

@@ -9,8 +9,25 @@ use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::kernels::KernelSpec;
 use crate::plan::ChunkPlan;
-use crate::weights::FusedWeights;
+use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
+
+/// A matrix on the host, as the upload takes it: f32, or 16-bit patterns already in the
+/// storage type.
+#[derive(Clone, Copy)]
+pub(super) enum Host<'a> {
+    F32(&'a [f32]),
+    Bits(&'a [u16]),
+}
+
+impl Host<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Host::F32(d) => d.len(),
+            Host::Bits(d) => d.len(),
+        }
+    }
+}
 
 /// Where a kernel reads X or W from.
 pub(super) enum Operand {
@@ -65,47 +82,60 @@ impl Operand {
         }
     }
 
-    /// Writes a matrix of `row_len`-element rows in `element` (rounded to nearest even, see
-    /// [`ElementType::encode`]; `scratch` holds the bytes): as it is into a buffer; into a
-    /// texture with each row zero-padded to the texture's width. f32 data that needs no
-    /// padding is written without a copy.
+    /// Writes a matrix of `row_len`-element rows stored as `element`: f32 data rounded to
+    /// nearest even into a half type ([`ElementType::encode`]), or 16-bit patterns already in
+    /// it; as it is into a buffer, into a texture with each row zero-padded to the texture's
+    /// width. `scratch` holds the bytes where they are not written as they are.
     pub(super) fn write(
         &self,
         queue: &wgpu::Queue,
-        (data, element): (&[f32], ElementType),
+        (data, element): (Host<'_>, ElementType),
         row_len: usize,
         scratch: &mut Vec<u8>,
     ) {
         scratch.clear();
+        let len = data.len();
+        // One row (or all of it) in the element type's bytes, appended to `scratch`.
+        let append = |part: std::ops::Range<usize>, out: &mut Vec<u8>| match data {
+            Host::F32(d) => element.encode(&d[part], out),
+            Host::Bits(d) => out.extend_from_slice(bytemuck::cast_slice(&d[part])),
+        };
         match self {
             Operand::Buffer(b) => {
-                let bytes: &[u8] = if element.is_half() {
-                    element.encode(data, scratch);
-                    // Whole words: a half-typed matrix of odd length ends in half a word.
-                    scratch.resize(element.buffer_bytes(data.len() as u64) as usize, 0);
-                    scratch
-                } else {
-                    bytemuck::cast_slice(data)
+                let bytes: &[u8] = match data {
+                    Host::F32(d) if !element.is_half() => bytemuck::cast_slice(d),
+                    _ => {
+                        append(0..len, scratch);
+                        // Whole words: a half-typed matrix of odd length ends in half a word.
+                        scratch.resize(element.buffer_bytes(len as u64) as usize, 0);
+                        scratch
+                    }
                 };
                 queue.write_buffer(b, 0, bytes);
             }
             Operand::Texture(t, _) => {
                 let (width, height) = (t.width(), t.height());
                 let padded_len = width as usize * 4;
-                let rows = data.len() / row_len.max(1);
-                let texels: &[u8] =
-                    if padded_len == row_len && rows == height as usize && !element.is_half() {
-                        bytemuck::cast_slice(data)
-                    } else {
-                        let zeros = vec![0f32; padded_len - row_len.min(padded_len)];
-                        for src in data.chunks_exact(row_len) {
-                            element.encode(src, scratch);
-                            element.encode(&zeros, scratch);
+                let rows = len / row_len.max(1);
+                let size = element.size() as usize;
+                let texels: &[u8] = match data {
+                    Host::F32(d)
+                        if padded_len == row_len
+                            && rows == height as usize
+                            && !element.is_half() =>
+                    {
+                        bytemuck::cast_slice(d)
+                    }
+                    _ => {
+                        let pad = (padded_len - row_len.min(padded_len)) * size;
+                        for r in 0..rows {
+                            append(r * row_len..(r + 1) * row_len, scratch);
+                            scratch.resize(scratch.len() + pad, 0);
                         }
-                        let texel_rows = padded_len * element.size() as usize;
-                        scratch.resize(texel_rows * height as usize, 0);
+                        scratch.resize(padded_len * size * height as usize, 0);
                         scratch
-                    };
+                    }
+                };
                 queue.write_texture(
                     wgpu::TexelCopyTextureInfo {
                         texture: t,
@@ -187,29 +217,53 @@ impl WeightBuffers {
     ) -> Result<()> {
         let n_out = plan.shape.n_out() as usize;
         let mut scratch = Vec::new();
+        // Patterns of another half type than the spec's are converted first (rounded or
+        // widened); f32 is rounded as it is written, and patterns of the spec's type are
+        // written as they are.
+        let converted;
+        let data = match &weights.w {
+            WeightData::Half(e, _) if *e != spec.element => {
+                converted = weights.w.to_element(spec.element);
+                &converted
+            }
+            w => w,
+        };
         for (operand, &(col0, n_cols)) in self.w.iter().zip(&plan.col_blocks) {
             let stride = spec.w_stride(n_cols) as usize;
             let (c0, n) = (col0 as usize, n_cols as usize);
+            let whole = n == n_out && stride == n_out;
             // Each block's rows hold its columns, zero-padded to the stride the kernel reads
             // (a multiple of 4 for the vec4 kernels); no copy where that is all of W as it is.
-            let block: Vec<f32>;
-            let w: &[f32] = if n == n_out && stride == n_out {
-                &weights.w
-            } else {
-                block = weights
-                    .w
-                    .chunks_exact(n_out)
+            fn block<T: Copy + Default>(
+                w: &[T],
+                n_out: usize,
+                (c0, n): (usize, usize),
+                stride: usize,
+            ) -> Vec<T> {
+                w.chunks_exact(n_out)
                     .flat_map(|row| {
                         row[c0..c0 + n]
                             .iter()
                             .copied()
-                            .chain(std::iter::repeat_n(0.0, stride - n))
+                            .chain(std::iter::repeat_n(T::default(), stride - n))
                     })
-                    .collect();
-                &block
+                    .collect()
+            }
+            let (f, h): (Vec<f32>, Vec<u16>);
+            let host = match data {
+                WeightData::F32(w) if whole => Host::F32(w),
+                WeightData::Half(_, w) if whole => Host::Bits(w),
+                WeightData::F32(w) => {
+                    f = block(w, n_out, (c0, n), stride);
+                    Host::F32(&f)
+                }
+                WeightData::Half(_, w) => {
+                    h = block(w, n_out, (c0, n), stride);
+                    Host::Bits(&h)
+                }
             };
             ctx.checked("uploading weights", || {
-                operand.write(&ctx.queue, (w, spec.element), stride, &mut scratch)
+                operand.write(&ctx.queue, (host, spec.element), stride, &mut scratch)
             })?;
         }
         if let Some(b) = &weights.bias {

@@ -4,7 +4,7 @@
 //! buffer sets, chunk i+1 is uploaded and chunk i-1 read back while the kernel runs on
 //! chunk i.
 
-use super::buffers::{Pending, Slot, WeightBuffers};
+use super::buffers::{Host, Pending, Slot, WeightBuffers};
 use super::timing::{KernelTimer, RunTimings};
 use crate::binding::Params;
 use crate::context::GpuContext;
@@ -274,7 +274,7 @@ impl<'c> Engine<'c> {
         }
         let start = Instant::now();
         ctx.checked(&format!("{label}: uploading X"), || {
-            s.x.write(&ctx.queue, (x, element), d, &mut s.x_bytes)
+            s.x.write(&ctx.queue, (Host::F32(x), element), d, &mut s.x_bytes)
         })?;
         let s = &self.slots[slot];
         self.write_params(&s.params, count)?;

@@ -236,6 +236,21 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], d_model: usize) {
     }
 }
 
+/// As [`assert_close`], for a run stored in a half type: `want` must be computed from the
+/// inputs rounded to that type, and the tolerance adds the final rounding, a relative
+/// error of at most `u` (2^-11 for f16, 2^-8 for bf16), as `Tolerance::for_output` derives.
+pub fn assert_close_typed(what: &str, got: &[f32], want: &[f64], d_model: usize, u: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let atol = 1e-5 * (d_model as f64).sqrt() * (1.0 + u);
+    let rtol = 1e-4 * (1.0 + u) + u;
+    for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
+        assert!(
+            (g as f64 - w).abs() <= atol + rtol * w.abs(),
+            "{what}[{i}]: got {g}, want {w}"
+        );
+    }
+}
+
 /// The `qkv` binary, with autotuning results kept out of the user's own cache.
 pub fn qkv_command() -> std::process::Command {
     let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("qkv"));

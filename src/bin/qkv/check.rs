@@ -148,7 +148,19 @@ impl Collected {
         let report = if element.is_half() {
             let mut x = self.x.clone();
             element.round_slice(&mut x);
-            against(&x, &weights.rounded(element), tol)
+            // Weights already stored in the run's type (a BF16 checkpoint in bf16) are used
+            // as they are, without a copy.
+            let exact = weights.w.element() == element
+                && weights
+                    .bias
+                    .iter()
+                    .flatten()
+                    .all(|&b| element.round(b) == b);
+            if exact {
+                against(&x, weights, tol)
+            } else {
+                against(&x, &weights.rounded(element), tol)
+            }
         } else {
             against(&self.x, weights, tol)
         };

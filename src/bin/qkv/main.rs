@@ -11,6 +11,7 @@ mod bench;
 mod check;
 mod exit;
 mod out;
+mod outputs;
 mod plot;
 mod project;
 mod report;

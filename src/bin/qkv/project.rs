@@ -1,19 +1,23 @@
 //! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors checkpoint,
 //! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
-use crate::args::{kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
+use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
 use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
 use crate::check::{CheckRows, Collected};
 use crate::exit::Failure;
 use crate::out::outln;
+use crate::outputs::{OutFormat, PartialOutputs};
 use crate::report::{ms, print_checks, print_condition, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
-use qkv_wgpu::io::commit::{OutputDir, Partial};
-use qkv_wgpu::io::npy::{NpyRowWriter, NpyRows};
+use qkv_wgpu::io::commit::OutputDir;
+use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::NonFinite;
-use qkv_wgpu::{ChunkPlan, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
+use qkv_wgpu::{
+    ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
+};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -75,7 +79,20 @@ pub struct ProjectArgs {
     /// Output layout: [tokens, width] (or [batch, seq, width]), or [batch, heads, seq, head_dim]
     #[arg(long, value_enum, default_value_t = HeadLayoutArg::Tokens)]
     head_layout: HeadLayoutArg,
-    /// Directory for q.npy, k.npy and v.npy (created if missing)
+    /// Storage type of X, the weights and Q, K, V on the GPU [default: the checkpoint's
+    /// stored type: a BF16 checkpoint runs in bf16]
+    #[arg(long, long_help = format!(
+        "{} [default: the checkpoint's stored type: a BF16 checkpoint runs in bf16 with no f32 \
+         copy of W; an F32 checkpoint asked for bf16 or f16 is rounded to nearest even]",
+        dtype_help()))]
+    dtype: Option<ElementType>,
+    /// Output files: `npy` writes q.npy, k.npy, v.npy (f32, or f16 for an f16 run; bf16
+    /// results, which NumPy has no type for, are widened to f32 without loss); `safetensors`
+    /// writes qkv.safetensors, tensors q, k, v in the run's type with metadata naming the
+    /// source
+    #[arg(long, value_enum, default_value_t = OutFormat::Npy)]
+    out_format: OutFormat,
+    /// Directory for the outputs (created if missing)
     #[arg(long, value_name = "DIR")]
     out: PathBuf,
     /// Overwrite q.npy, k.npy, v.npy if they exist
@@ -122,6 +139,10 @@ struct ProjectResult {
     config_reason: String,
     input: String,
     input_dtype: &'static str,
+    /// The storage type on the GPU, and of the files written.
+    dtype: ElementType,
+    out_format: &'static str,
+    out_dtype: ElementType,
     weights: String,
     family: Option<&'static str>,
     weight_layout: String,
@@ -155,6 +176,11 @@ struct ProjectResult {
     max_abs_err: Option<f64>,
     max_rel_err: Option<f64>,
     rel_l2_err: Option<f64>,
+    /// Half types: the errors against the reference of the unrounded inputs (X as read, the
+    /// weights as stored); null for f32 or without a check.
+    precision_max_abs_err: Option<f64>,
+    precision_max_rel_err: Option<f64>,
+    precision_rel_l2_err: Option<f64>,
     atol: f64,
     rtol: f64,
     pass: Option<bool>,
@@ -163,53 +189,6 @@ struct ProjectResult {
     notes: Vec<String>,
     written: bool,
     outputs: Vec<String>,
-}
-
-const OUTPUTS: [&str; 3] = ["q.npy", "k.npy", "v.npy"];
-
-/// Q, K and V being written chunk by chunk into partial files in the output directory, put
-/// in place only by [`commit`](Self::commit), all three or none (see `qkv_wgpu::io::commit`).
-/// Dropped uncommitted (an error, a failed check, NaN in the inputs), it removes the partial
-/// files: nothing incomplete is ever left under a final name, and existing outputs stay
-/// untouched.
-struct PartialOutputs {
-    partials: Vec<Partial>,
-    writers: Vec<NpyRowWriter>,
-}
-
-impl PartialOutputs {
-    fn create(out: &OutputDir, shapes: [&[u64]; 3]) -> Result<Self, Error> {
-        let mut partials = Vec::new();
-        let mut writers = Vec::new();
-        for (name, shape) in OUTPUTS.iter().zip(shapes) {
-            let mut p = out.partial(name)?;
-            let shown = p.path().display().to_string();
-            writers.push(NpyRowWriter::new(p.take_file(), &shown, shape)?);
-            partials.push(p);
-        }
-        Ok(Self { partials, writers })
-    }
-
-    fn write(&mut self, parts: [&[f32]; 3]) -> Result<(), Error> {
-        for (w, data) in self.writers.iter_mut().zip(parts) {
-            w.write(data)?;
-        }
-        Ok(())
-    }
-
-    /// Flushes the three files (each must be complete) and puts them in place.
-    fn commit(self, out: &OutputDir, force: bool) -> Result<Vec<String>, Error> {
-        let mut parts = Vec::new();
-        for (p, w) in self.partials.into_iter().zip(self.writers) {
-            let file = w.finish()?;
-            parts.push((p, file));
-        }
-        Ok(out
-            .commit(parts, force)?
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect())
-    }
 }
 
 fn request(args: &ProjectArgs) -> WeightRequest {
@@ -324,20 +303,27 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     for note in &out_dir.notes {
         eprintln!("note: {note}");
     }
+    let outputs_named = args.out_format.files();
     out_dir.check_not_inputs(
-        &OUTPUTS,
+        outputs_named,
         &[("--input", &args.input), ("--weights", &args.weights)],
     )?;
-    out_dir.check_free(&OUTPUTS, args.force)?;
+    out_dir.check_free(outputs_named, args.force)?;
 
+    // The checkpoint's own type unless asked otherwise; a value the asked type cannot hold
+    // is refused by name before any GPU work.
+    let element = args.dtype.unwrap_or(w.w.element());
+    w.check_range(element).map_err(|e| {
+        let names: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
+        Error::Input(format!(
+            "{e}; the weights are {} in {}: run them in f32 (--dtype f32) or bf16",
+            names.join(", "),
+            args.weights.display()
+        ))
+    })?;
+    let out_element = args.out_format.stored(element);
     let ctx = gpu.context()?;
-    let specs = resolve_kernels(
-        &ctx,
-        &shape,
-        &args.kernel,
-        args.tune,
-        qkv_wgpu::ElementType::F32,
-    )?;
+    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, element)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
@@ -354,7 +340,42 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
 
     let q_shape = layout.dims(&shape, false, batch_seq);
     let kv_shape = layout.dims(&shape, true, batch_seq);
-    let mut outputs = PartialOutputs::create(&out_dir, [&q_shape, &kv_shape, &kv_shape])?;
+    let metadata = BTreeMap::from([
+        ("source_input".to_string(), args.input.display().to_string()),
+        (
+            "source_weights".to_string(),
+            args.weights.display().to_string(),
+        ),
+        (
+            "tensors".to_string(),
+            loaded
+                .tensors
+                .iter()
+                .map(|t| t.0.clone())
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+        ("dtype".to_string(), element.to_string()),
+        ("kernel".to_string(), config.to_string()),
+        (
+            "layout".to_string(),
+            match layout {
+                OutputLayout::Tokens => "tokens".to_string(),
+                OutputLayout::Heads(_) => "heads [batch, heads, seq, head_dim]".to_string(),
+            },
+        ),
+        (
+            "producer".to_string(),
+            format!("qkv-wgpu {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
+    let mut outputs = PartialOutputs::create(
+        &out_dir,
+        args.out_format,
+        out_element,
+        [&q_shape, &kv_shape, &kv_shape],
+        &metadata,
+    )?;
     let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
     let mut kept = Collected::default();
     let mut x_nonfinite: Option<NonFinite> = None;
@@ -390,18 +411,19 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
 
     // The default atol needs max|X|, known once X has been read.
-    let tol = args
+    let tol = args.tolerance.tolerance(d_model, &[x_absmax], w, element);
+    let f32_tol = args
         .tolerance
-        .tolerance(d_model, &[x_absmax], w, qkv_wgpu::ElementType::F32);
-    let (report, cpu_ms) = match check {
-        None => (None, None),
+        .tolerance(d_model, &[x_absmax], w, ElementType::F32);
+    let (report, cost, cpu_ms) = match check {
+        None => (None, None, None),
         Some(_) => {
             progress(&format!(
                 "checking {} rows against the CPU reference (f64)",
                 kept.len()
             ));
-            let (report, _, took) = kept.check(&shape, w, qkv_wgpu::ElementType::F32, (tol, tol));
-            (Some(report), Some(ms(took)))
+            let (report, cost, took) = kept.check(&shape, w, element, (tol, f32_tol));
+            (Some(report), cost, Some(ms(took)))
         }
     };
     let mut nonfinite: Vec<NonFinite> = x_nonfinite.into_iter().collect();
@@ -427,6 +449,12 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         config_reason,
         input: args.input.display().to_string(),
         input_dtype: x.dtype,
+        dtype: element,
+        out_format: match args.out_format {
+            OutFormat::Npy => "npy",
+            OutFormat::Safetensors => "safetensors",
+        },
+        out_dtype: out_element,
         weights: args.weights.display().to_string(),
         family: loaded.family.map(|f| f.name()),
         weight_layout: loaded.layout.to_string(),
@@ -463,6 +491,9 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         max_abs_err: report.as_ref().map(QkvReport::max_abs_err),
         max_rel_err: report.as_ref().map(QkvReport::max_rel_err),
         rel_l2_err: report.as_ref().map(QkvReport::rel_l2_err),
+        precision_max_abs_err: cost.as_ref().map(QkvReport::max_abs_err),
+        precision_max_rel_err: cost.as_ref().map(QkvReport::max_rel_err),
+        precision_rel_l2_err: cost.as_ref().map(QkvReport::rel_l2_err),
         atol: tol.atol,
         rtol: tol.rtol,
         pass,
@@ -506,6 +537,17 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
         _ => format!("[{}, {}]", r.tokens, r.d_model),
     };
     outln!("input     {} ({}, {dims})", r.input, r.input_dtype);
+    outln!(
+        "dtype     {} on the GPU (accumulated in f32); written as {} {}{}",
+        r.dtype,
+        r.out_dtype,
+        r.out_format,
+        if r.dtype != r.out_dtype {
+            " (widened without loss: NumPy has no bf16; --out-format safetensors keeps bf16)"
+        } else {
+            ""
+        }
+    );
     outln!(
         "weights   {}: {}{} stored {} (by {})",
         r.weights,
@@ -563,6 +605,18 @@ fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tol
             };
             outln!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
             print_checks(report);
+            if let (Some(abs), Some(rel), Some(l2)) = (
+                r.precision_max_abs_err,
+                r.precision_max_rel_err,
+                r.precision_rel_l2_err,
+            ) {
+                outln!(
+                    "  precision: storing in {} moved Q, K, V from the reference of the inputs \
+                     as given by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
+                     not a check)",
+                    r.dtype
+                );
+            }
         }
         _ => outln!("check     skipped (--no-check)"),
     }

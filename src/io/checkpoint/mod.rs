@@ -12,9 +12,10 @@ mod family;
 
 pub use family::{Family, Names, WeightLayout};
 
+use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::io::NonFinite;
-use crate::weights::{FusedWeights, Projection};
+use crate::weights::{FusedWeights, Projection, WeightData};
 use memmap2::Mmap;
 use safetensors::{Dtype, SafeTensors};
 use std::fmt;
@@ -60,13 +61,13 @@ pub struct LoadedWeights {
     pub nonfinite: Vec<NonFinite>,
 }
 
-/// A tensor read as f32.
+/// A tensor as stored: f32, or f16 / bf16 bit patterns (not widened).
 #[derive(Debug, Clone)]
 pub struct Tensor {
     /// Dimensions as stored.
     pub shape: Vec<usize>,
-    /// Elements, row-major, converted to f32.
-    pub data: Vec<f32>,
+    /// Elements, row-major, in the stored type.
+    pub data: WeightData,
     /// The stored dtype: "F32", "F16" or "BF16".
     pub dtype: String,
 }
@@ -184,24 +185,29 @@ impl Checkpoint {
         ))
     }
 
-    /// Reads tensor `name` as f32.
+    /// Reads tensor `name` in its stored type (F32, or F16 / BF16 as bit patterns).
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
         let tensors = self.tensors();
         let view = tensors.tensor(name).map_err(|_| self.unknown(name))?;
         let bytes = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
+        let bits = |e| {
+            WeightData::Half(
+                e,
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )
+        };
+        let data = match view.dtype() {
+            Dtype::F32 => WeightData::F32(
+                bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            ),
+            Dtype::F16 => bits(ElementType::F16),
+            Dtype::BF16 => bits(ElementType::Bf16),
             other => {
                 return Err(Error::Input(format!(
                     "{}: tensor '{name}' has dtype {other:?}; supported: F32, F16, BF16",
@@ -334,7 +340,7 @@ impl Checkpoint {
         let mut nonfinite = Vec::new();
         let mut read = |name: &str| -> Result<Tensor> {
             let t = self.tensor(name)?;
-            if let Some(nf) = NonFinite::scan(name, &t.data, &t.shape) {
+            if let Some(nf) = NonFinite::scan_values(name, t.data.values(), &t.shape) {
                 nonfinite.push(nf);
             }
             tensors.push((name.to_string(), t.dtype.clone(), t.shape.clone()));
@@ -380,7 +386,7 @@ impl Checkpoint {
         };
         // Every matrix as in-out [d_model, width].
         let mut in_out = Vec::new();
-        for (m, name) in mats.iter().zip(&mat_names) {
+        for (m, name) in mats.into_iter().zip(&mat_names) {
             let (rows, cols) = (m.shape[0], m.shape[1]);
             let (inputs, outputs) = match layout {
                 WeightLayout::InOut => (rows, cols),
@@ -393,14 +399,20 @@ impl Checkpoint {
                     m.shape
                 )));
             }
-            let data = match layout {
-                WeightLayout::InOut => m.data.clone(),
-                WeightLayout::OutIn => transpose(&m.data, rows, cols),
+            let data = match (layout, m.data) {
+                (WeightLayout::InOut, d) => d,
+                (WeightLayout::OutIn, WeightData::F32(d)) => {
+                    WeightData::F32(transpose(&d, rows, cols))
+                }
+                (WeightLayout::OutIn, WeightData::Half(e, d)) => {
+                    WeightData::Half(e, transpose(&d, rows, cols))
+                }
             };
             in_out.push((data, outputs));
         }
+        // Biases are n_out elements: widened to f32 (exactly) whatever their type.
         let bias_data: Option<Vec<Vec<f32>>> =
-            biases.map(|b| b.into_iter().map(|t| t.data).collect());
+            biases.map(|b| b.into_iter().map(|t| t.data.values().collect()).collect());
 
         let weights = if let Some(name) = fused {
             let (w, n) = &in_out[0];
@@ -414,10 +426,14 @@ impl Checkpoint {
                 }
             }
             let d = d_model as usize;
-            let column_block = |start: usize, width: usize| -> Vec<f32> {
+            fn columns<T: Copy>(w: &[T], d: usize, n: usize, start: usize, width: usize) -> Vec<T> {
                 (0..d)
                     .flat_map(|r| w[r * n + start..r * n + start + width].iter().copied())
                     .collect()
+            }
+            let column_block = |start: usize, width: usize| match w {
+                WeightData::F32(w) => WeightData::F32(columns(w, d, *n, start, width)),
+                WeightData::Half(e, w) => WeightData::Half(*e, columns(w, d, *n, start, width)),
             };
             let parts = [
                 column_block(0, qw),
@@ -435,11 +451,9 @@ impl Checkpoint {
             fuse(d_model, &parts, [qw, kvw, kvw], bias_parts.as_ref())?
         } else {
             let widths = [in_out[0].1, in_out[1].1, in_out[2].1];
-            let parts = [
-                in_out[0].0.clone(),
-                in_out[1].0.clone(),
-                in_out[2].0.clone(),
-            ];
+            let mut taken = in_out.into_iter().map(|(d, _)| d);
+            let mut next = || taken.next().expect("three matrices");
+            let parts = [next(), next(), next()];
             let bias_parts = bias_data.map(|b| [b[0].clone(), b[1].clone(), b[2].clone()]);
             fuse(d_model, &parts, widths, bias_parts.as_ref())?
         };
@@ -454,29 +468,47 @@ impl Checkpoint {
     }
 }
 
+/// Fuses the three matrices in their stored type when they share one half type (a BF16
+/// checkpoint stays BF16, with no f32 copy), else in f32 (every type widens to it exactly).
 fn fuse(
     d_model: u32,
-    parts: &[Vec<f32>; 3],
+    parts: &[WeightData; 3],
     widths: [usize; 3],
     biases: Option<&[Vec<f32>; 3]>,
 ) -> Result<FusedWeights> {
-    let width = |w: usize| {
-        u32::try_from(w)
-            .map_err(|_| Error::Shape(format!("a projection width of {w} is too large")))
+    fn proj<'a, T>(w: &'a [T], width: usize, bias: Option<&'a [f32]>) -> Result<Projection<'a, T>> {
+        let width = u32::try_from(width)
+            .map_err(|_| Error::Shape(format!("a projection width of {width} is too large")))?;
+        Ok(Projection { w, width, bias })
+    }
+    let bias = |i: usize| biases.map(|b| b[i].as_slice());
+    if let [WeightData::Half(e, q), WeightData::Half(ek, k), WeightData::Half(ev, v)] = parts {
+        if e == ek && e == ev {
+            let parts = [
+                proj(q.as_slice(), widths[0], bias(0))?,
+                proj(k.as_slice(), widths[1], bias(1))?,
+                proj(v.as_slice(), widths[2], bias(2))?,
+            ];
+            return FusedWeights::fuse_half(d_model, *e, parts);
+        }
+    }
+    let f32s: Vec<WeightData> = parts
+        .iter()
+        .map(|w| w.to_element(ElementType::F32))
+        .collect();
+    let f = |i: usize| {
+        proj(
+            f32s[i].as_f32().expect("widened to f32"),
+            widths[i],
+            bias(i),
+        )
     };
-    let p = |i: usize| -> Result<Projection<'_>> {
-        Ok(Projection {
-            w: &parts[i],
-            width: width(widths[i])?,
-            bias: biases.map(|b| b[i].as_slice()),
-        })
-    };
-    FusedWeights::fuse(d_model, p(0)?, p(1)?, p(2)?)
+    FusedWeights::fuse(d_model, f(0)?, f(1)?, f(2)?)
 }
 
 /// Row-major [rows, cols] to row-major [cols, rows].
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut out = vec![0f32; data.len()];
+fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); data.len()];
     for r in 0..rows {
         for c in 0..cols {
             out[c * rows + r] = data[r * cols + c];

@@ -209,6 +209,9 @@ pub struct NpyRowWriter {
     name: String,
     writer: BufWriter<File>,
     remaining: u64,
+    /// f32 or f16: the type the elements are written in.
+    element: crate::element::ElementType,
+    bytes: Vec<u8>,
 }
 
 impl NpyRowWriter {
@@ -219,14 +222,36 @@ impl NpyRowWriter {
         Self::new(file, &path.display().to_string(), shape)
     }
 
-    /// Writes the header for an array of `shape` into `file` (empty, opened for writing);
-    /// `name` names it in errors.
+    /// Writes the header for an f32 array of `shape` into `file` (empty, opened for
+    /// writing); `name` names it in errors.
     pub fn new(file: File, name: &str, shape: &[u64]) -> Result<Self> {
+        Self::typed(file, name, shape, crate::element::ElementType::F32)
+    }
+
+    /// As [`new`](Self::new), for an array of `element`: f32 (`<f4`) or f16 (`<f2`; every
+    /// value written must be an f16 value, as a result read back from an f16 run is, so the
+    /// conversion is exact). bf16 has no NumPy type and is refused.
+    pub fn typed(
+        file: File,
+        name: &str,
+        shape: &[u64],
+        element: crate::element::ElementType,
+    ) -> Result<Self> {
+        use crate::element::ElementType;
+        let descr = match element {
+            ElementType::F32 => "<f4",
+            ElementType::F16 => "<f2",
+            ElementType::Bf16 => {
+                return Err(Error::Input(format!(
+                    "{name}: NumPy has no bf16 type; write bf16 to safetensors, or widen to f32"
+                )))
+            }
+        };
         let mut writer = BufWriter::with_capacity(1 << 20, file);
-        // npyz writes the header; the data follows as raw little-endian f32.
+        // npyz writes the header; the data follows as raw little-endian elements.
         npyz::WriteOptions::new_header_only()
             .dtype(npyz::DType::new_scalar(
-                "<f4".parse().expect("a valid type string"),
+                descr.parse().expect("a valid type string"),
             ))
             .shape(shape)
             .writer(&mut writer)
@@ -240,6 +265,8 @@ impl NpyRowWriter {
             name: name.to_string(),
             writer,
             remaining,
+            element,
+            bytes: Vec::new(),
         })
     }
 
@@ -252,11 +279,12 @@ impl NpyRowWriter {
                 data.len() as u64 - self.remaining
             )));
         }
-        let written = if cfg!(target_endian = "little") {
+        let written = if cfg!(target_endian = "little") && !self.element.is_half() {
             self.writer.write_all(bytemuck::cast_slice(data))
         } else {
-            let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-            self.writer.write_all(&bytes)
+            self.bytes.clear();
+            self.element.encode(data, &mut self.bytes);
+            self.writer.write_all(&self.bytes)
         };
         written.map_err(|e| Error::io(format!("cannot write {}", self.name), e))?;
         self.remaining -= data.len() as u64;

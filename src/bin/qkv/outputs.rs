@@ -1,0 +1,117 @@
+//! The files `qkv project` writes: `q.npy`, `k.npy`, `v.npy`, or one `qkv.safetensors`,
+//! streamed chunk by chunk into partial files and put in place all or none.
+
+use clap::ValueEnum;
+use qkv_wgpu::io::commit::{OutputDir, Partial};
+use qkv_wgpu::io::npy::NpyRowWriter;
+use qkv_wgpu::io::safetensors::SafetensorsWriter;
+use qkv_wgpu::{ElementType, Error};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutFormat {
+    /// q.npy, k.npy, v.npy
+    Npy,
+    /// qkv.safetensors with tensors q, k, v
+    Safetensors,
+}
+
+impl OutFormat {
+    pub fn files(self) -> &'static [&'static str] {
+        match self {
+            OutFormat::Npy => &["q.npy", "k.npy", "v.npy"],
+            OutFormat::Safetensors => &["qkv.safetensors"],
+        }
+    }
+
+    /// The type the files hold for a run in `element`.
+    pub fn stored(self, element: ElementType) -> ElementType {
+        match (self, element) {
+            (OutFormat::Npy, ElementType::Bf16) => ElementType::F32,
+            (_, e) => e,
+        }
+    }
+}
+
+/// Q, K and V being written chunk by chunk into partial files in the output directory, put
+/// in place only by [`commit`](Self::commit), all or none (see `qkv_wgpu::io::commit`).
+/// Dropped uncommitted (an error, a failed check, NaN in the inputs), it removes the partial
+/// files: nothing incomplete is ever left under a final name, and existing outputs stay
+/// untouched.
+pub struct PartialOutputs {
+    partials: Vec<Partial>,
+    writers: Writers,
+}
+
+enum Writers {
+    /// q.npy, k.npy, v.npy.
+    Npy(Vec<NpyRowWriter>),
+    /// qkv.safetensors.
+    Safetensors(SafetensorsWriter),
+}
+
+impl PartialOutputs {
+    pub fn create(
+        out: &OutputDir,
+        format: OutFormat,
+        element: ElementType,
+        shapes: [&[u64]; 3],
+        metadata: &BTreeMap<String, String>,
+    ) -> Result<Self, Error> {
+        let mut partials = Vec::new();
+        let writers = match format {
+            OutFormat::Npy => {
+                let mut writers = Vec::new();
+                for (name, shape) in format.files().iter().zip(shapes) {
+                    let mut p = out.partial(name)?;
+                    let shown = p.path().display().to_string();
+                    writers.push(NpyRowWriter::typed(p.take_file(), &shown, shape, element)?);
+                    partials.push(p);
+                }
+                Writers::Npy(writers)
+            }
+            OutFormat::Safetensors => {
+                let mut p = out.partial(format.files()[0])?;
+                let shown = p.path().display().to_string();
+                let tensors = [("q", shapes[0]), ("k", shapes[1]), ("v", shapes[2])];
+                let w = SafetensorsWriter::new(p.take_file(), &shown, element, &tensors, metadata)?;
+                partials.push(p);
+                Writers::Safetensors(w)
+            }
+        };
+        Ok(Self { partials, writers })
+    }
+
+    pub fn write(&mut self, parts: [&[f32]; 3]) -> Result<(), Error> {
+        match &mut self.writers {
+            Writers::Npy(writers) => {
+                for (w, data) in writers.iter_mut().zip(parts) {
+                    w.write(data)?;
+                }
+            }
+            Writers::Safetensors(w) => {
+                for (i, data) in parts.into_iter().enumerate() {
+                    w.write(i, data)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes the files (each must be complete) and puts them in place.
+    pub fn commit(self, out: &OutputDir, force: bool) -> Result<Vec<String>, Error> {
+        let files = match self.writers {
+            Writers::Npy(writers) => writers
+                .into_iter()
+                .map(NpyRowWriter::finish)
+                .collect::<Result<Vec<_>, Error>>()?,
+            Writers::Safetensors(w) => vec![w.finish()?],
+        };
+        let parts: Vec<_> = self.partials.into_iter().zip(files).collect();
+        Ok(out
+            .commit(parts, force)?
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect())
+    }
+}
