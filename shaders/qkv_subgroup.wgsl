@@ -101,6 +101,63 @@ fn store(row: u32, local: u32, value: f32) {
     }
 }
 
+// Stores columns local .. local + 3 of `row` that are below `n`, as `store` does. In a half
+// type, four columns of one output that land on consecutive elements starting on a word
+// boundary are written as two whole words (no read-modify-write); anything else goes
+// element by element.
+fn store4(row: u32, local: u32, value: vec4<f32>, n: u32) {
+    if ELEM != 0u && local + 3u < n {
+        let qw = params.q_width;
+        let kvw = params.kv_width;
+        let col = params.col0 + local;
+        var which = 2u;
+        var first = qw + kvw;
+        var width = kvw;
+        var head_dim = params.kv_head_dim;
+        if col < qw {
+            which = 0u;
+            first = 0u;
+            width = qw;
+            head_dim = params.q_head_dim;
+        } else if col < qw + kvw {
+            which = 1u;
+            first = qw;
+        }
+        let c = col - first;
+        if c + 3u < width {
+            let i = out_index(row, c, width, head_dim);
+            if (i & 1u) == 0u && out_index(row, c + 3u, width, head_dim) == i + 3u {
+                let lo = half_bits(value.x) | (half_bits(value.y) << 16u);
+                let hi = half_bits(value.z) | (half_bits(value.w) << 16u);
+                put_word(which, i >> 1u, lo);
+                put_word(which, (i >> 1u) + 1u, hi);
+                return;
+            }
+        }
+    }
+    if local < n {
+        store(row, local, value.x);
+    }
+    if local + 1u < n {
+        store(row, local + 1u, value.y);
+    }
+    if local + 2u < n {
+        store(row, local + 2u, value.z);
+    }
+    if local + 3u < n {
+        store(row, local + 3u, value.w);
+    }
+}
+
+// Writes word `word` of output `which` (0 Q, 1 K, 2 V) whole.
+fn put_word(which: u32, word: u32, bits: u32) {
+    switch which {
+        case 0u: { atomicStore(&q[word], bits); }
+        case 1u: { atomicStore(&k[word], bits); }
+        default: { atomicStore(&v[word], bits); }
+    }
+}
+
 // The 16-bit pattern of `value` in the half storage type, rounded to nearest even: f16 by
 // integer arithmetic (pack2x16float may round either way, leaves values past f16's range
 // undefined, and needs a capability some drivers lack), bf16 as the top half of the f32. NaN
@@ -133,12 +190,7 @@ fn half_bits(value: f32) -> u32 {
 // Writes element `i` of output `which` (0 Q, 1 K, 2 V) in the storage type.
 fn put(which: u32, i: u32, value: f32) {
     if ELEM == 0u {
-        let bits = bitcast<u32>(value);
-        switch which {
-            case 0u: { atomicStore(&q[i], bits); }
-            case 1u: { atomicStore(&k[i], bits); }
-            default: { atomicStore(&v[i], bits); }
-        }
+        put_word(which, i, bitcast<u32>(value));
         return;
     }
     // Half `i & 1` of word `i >> 1`: clear it, then set it, leaving the other half (perhaps
@@ -576,195 +628,99 @@ fn main(
         b.w = bias[params.col0 + min(col_base + 3u, n_out - 1u)];
     }
     if row0 + 0u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 0u, col_base + 0u, a0.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 0u, col_base + 1u, a0.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 0u, col_base + 2u, a0.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 0u, col_base + 3u, a0.w + b.w); }
+        store4(row0 + 0u, col_base, a0 + b, n_out);
     }
     if row0 + 1u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 1u, col_base + 0u, a1.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 1u, col_base + 1u, a1.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 1u, col_base + 2u, a1.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 1u, col_base + 3u, a1.w + b.w); }
+        store4(row0 + 1u, col_base, a1 + b, n_out);
     }
     if row0 + 2u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 2u, col_base + 0u, a2.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 2u, col_base + 1u, a2.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 2u, col_base + 2u, a2.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 2u, col_base + 3u, a2.w + b.w); }
+        store4(row0 + 2u, col_base, a2 + b, n_out);
     }
     if row0 + 3u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 3u, col_base + 0u, a3.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 3u, col_base + 1u, a3.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 3u, col_base + 2u, a3.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 3u, col_base + 3u, a3.w + b.w); }
+        store4(row0 + 3u, col_base, a3 + b, n_out);
     }
     if row0 + 4u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 4u, col_base + 0u, a4.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 4u, col_base + 1u, a4.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 4u, col_base + 2u, a4.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 4u, col_base + 3u, a4.w + b.w); }
+        store4(row0 + 4u, col_base, a4 + b, n_out);
     }
     if row0 + 5u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 5u, col_base + 0u, a5.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 5u, col_base + 1u, a5.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 5u, col_base + 2u, a5.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 5u, col_base + 3u, a5.w + b.w); }
+        store4(row0 + 5u, col_base, a5 + b, n_out);
     }
     if row0 + 6u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 6u, col_base + 0u, a6.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 6u, col_base + 1u, a6.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 6u, col_base + 2u, a6.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 6u, col_base + 3u, a6.w + b.w); }
+        store4(row0 + 6u, col_base, a6 + b, n_out);
     }
     if row0 + 7u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 7u, col_base + 0u, a7.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 7u, col_base + 1u, a7.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 7u, col_base + 2u, a7.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 7u, col_base + 3u, a7.w + b.w); }
+        store4(row0 + 7u, col_base, a7 + b, n_out);
     }
     if row0 + 8u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 8u, col_base + 0u, a8.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 8u, col_base + 1u, a8.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 8u, col_base + 2u, a8.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 8u, col_base + 3u, a8.w + b.w); }
+        store4(row0 + 8u, col_base, a8 + b, n_out);
     }
     if row0 + 9u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 9u, col_base + 0u, a9.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 9u, col_base + 1u, a9.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 9u, col_base + 2u, a9.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 9u, col_base + 3u, a9.w + b.w); }
+        store4(row0 + 9u, col_base, a9 + b, n_out);
     }
     if row0 + 10u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 10u, col_base + 0u, a10.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 10u, col_base + 1u, a10.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 10u, col_base + 2u, a10.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 10u, col_base + 3u, a10.w + b.w); }
+        store4(row0 + 10u, col_base, a10 + b, n_out);
     }
     if row0 + 11u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 11u, col_base + 0u, a11.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 11u, col_base + 1u, a11.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 11u, col_base + 2u, a11.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 11u, col_base + 3u, a11.w + b.w); }
+        store4(row0 + 11u, col_base, a11 + b, n_out);
     }
     if row0 + 12u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 12u, col_base + 0u, a12.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 12u, col_base + 1u, a12.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 12u, col_base + 2u, a12.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 12u, col_base + 3u, a12.w + b.w); }
+        store4(row0 + 12u, col_base, a12 + b, n_out);
     }
     if row0 + 13u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 13u, col_base + 0u, a13.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 13u, col_base + 1u, a13.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 13u, col_base + 2u, a13.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 13u, col_base + 3u, a13.w + b.w); }
+        store4(row0 + 13u, col_base, a13 + b, n_out);
     }
     if row0 + 14u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 14u, col_base + 0u, a14.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 14u, col_base + 1u, a14.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 14u, col_base + 2u, a14.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 14u, col_base + 3u, a14.w + b.w); }
+        store4(row0 + 14u, col_base, a14 + b, n_out);
     }
     if row0 + 15u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 15u, col_base + 0u, a15.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 15u, col_base + 1u, a15.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 15u, col_base + 2u, a15.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 15u, col_base + 3u, a15.w + b.w); }
+        store4(row0 + 15u, col_base, a15 + b, n_out);
     }
     if row0 + 16u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 16u, col_base + 0u, a16.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 16u, col_base + 1u, a16.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 16u, col_base + 2u, a16.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 16u, col_base + 3u, a16.w + b.w); }
+        store4(row0 + 16u, col_base, a16 + b, n_out);
     }
     if row0 + 17u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 17u, col_base + 0u, a17.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 17u, col_base + 1u, a17.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 17u, col_base + 2u, a17.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 17u, col_base + 3u, a17.w + b.w); }
+        store4(row0 + 17u, col_base, a17 + b, n_out);
     }
     if row0 + 18u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 18u, col_base + 0u, a18.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 18u, col_base + 1u, a18.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 18u, col_base + 2u, a18.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 18u, col_base + 3u, a18.w + b.w); }
+        store4(row0 + 18u, col_base, a18 + b, n_out);
     }
     if row0 + 19u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 19u, col_base + 0u, a19.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 19u, col_base + 1u, a19.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 19u, col_base + 2u, a19.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 19u, col_base + 3u, a19.w + b.w); }
+        store4(row0 + 19u, col_base, a19 + b, n_out);
     }
     if row0 + 20u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 20u, col_base + 0u, a20.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 20u, col_base + 1u, a20.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 20u, col_base + 2u, a20.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 20u, col_base + 3u, a20.w + b.w); }
+        store4(row0 + 20u, col_base, a20 + b, n_out);
     }
     if row0 + 21u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 21u, col_base + 0u, a21.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 21u, col_base + 1u, a21.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 21u, col_base + 2u, a21.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 21u, col_base + 3u, a21.w + b.w); }
+        store4(row0 + 21u, col_base, a21 + b, n_out);
     }
     if row0 + 22u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 22u, col_base + 0u, a22.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 22u, col_base + 1u, a22.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 22u, col_base + 2u, a22.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 22u, col_base + 3u, a22.w + b.w); }
+        store4(row0 + 22u, col_base, a22 + b, n_out);
     }
     if row0 + 23u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 23u, col_base + 0u, a23.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 23u, col_base + 1u, a23.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 23u, col_base + 2u, a23.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 23u, col_base + 3u, a23.w + b.w); }
+        store4(row0 + 23u, col_base, a23 + b, n_out);
     }
     if row0 + 24u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 24u, col_base + 0u, a24.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 24u, col_base + 1u, a24.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 24u, col_base + 2u, a24.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 24u, col_base + 3u, a24.w + b.w); }
+        store4(row0 + 24u, col_base, a24 + b, n_out);
     }
     if row0 + 25u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 25u, col_base + 0u, a25.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 25u, col_base + 1u, a25.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 25u, col_base + 2u, a25.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 25u, col_base + 3u, a25.w + b.w); }
+        store4(row0 + 25u, col_base, a25 + b, n_out);
     }
     if row0 + 26u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 26u, col_base + 0u, a26.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 26u, col_base + 1u, a26.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 26u, col_base + 2u, a26.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 26u, col_base + 3u, a26.w + b.w); }
+        store4(row0 + 26u, col_base, a26 + b, n_out);
     }
     if row0 + 27u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 27u, col_base + 0u, a27.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 27u, col_base + 1u, a27.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 27u, col_base + 2u, a27.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 27u, col_base + 3u, a27.w + b.w); }
+        store4(row0 + 27u, col_base, a27 + b, n_out);
     }
     if row0 + 28u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 28u, col_base + 0u, a28.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 28u, col_base + 1u, a28.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 28u, col_base + 2u, a28.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 28u, col_base + 3u, a28.w + b.w); }
+        store4(row0 + 28u, col_base, a28 + b, n_out);
     }
     if row0 + 29u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 29u, col_base + 0u, a29.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 29u, col_base + 1u, a29.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 29u, col_base + 2u, a29.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 29u, col_base + 3u, a29.w + b.w); }
+        store4(row0 + 29u, col_base, a29 + b, n_out);
     }
     if row0 + 30u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 30u, col_base + 0u, a30.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 30u, col_base + 1u, a30.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 30u, col_base + 2u, a30.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 30u, col_base + 3u, a30.w + b.w); }
+        store4(row0 + 30u, col_base, a30 + b, n_out);
     }
     if row0 + 31u < params.tokens {
-        if col_base + 0u < n_out { store(row0 + 31u, col_base + 0u, a31.x + b.x); }
-        if col_base + 1u < n_out { store(row0 + 31u, col_base + 1u, a31.y + b.y); }
-        if col_base + 2u < n_out { store(row0 + 31u, col_base + 2u, a31.z + b.z); }
-        if col_base + 3u < n_out { store(row0 + 31u, col_base + 3u, a31.w + b.w); }
+        store4(row0 + 31u, col_base, a31 + b, n_out);
     }
 }

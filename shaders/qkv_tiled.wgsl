@@ -88,6 +88,63 @@ fn store(row: u32, local: u32, value: f32) {
     }
 }
 
+// Stores columns local .. local + 3 of `row` that are below `n`, as `store` does. In a half
+// type, four columns of one output that land on consecutive elements starting on a word
+// boundary are written as two whole words (no read-modify-write); anything else goes
+// element by element.
+fn store4(row: u32, local: u32, value: vec4<f32>, n: u32) {
+    if ELEM != 0u && local + 3u < n {
+        let qw = params.q_width;
+        let kvw = params.kv_width;
+        let col = params.col0 + local;
+        var which = 2u;
+        var first = qw + kvw;
+        var width = kvw;
+        var head_dim = params.kv_head_dim;
+        if col < qw {
+            which = 0u;
+            first = 0u;
+            width = qw;
+            head_dim = params.q_head_dim;
+        } else if col < qw + kvw {
+            which = 1u;
+            first = qw;
+        }
+        let c = col - first;
+        if c + 3u < width {
+            let i = out_index(row, c, width, head_dim);
+            if (i & 1u) == 0u && out_index(row, c + 3u, width, head_dim) == i + 3u {
+                let lo = half_bits(value.x) | (half_bits(value.y) << 16u);
+                let hi = half_bits(value.z) | (half_bits(value.w) << 16u);
+                put_word(which, i >> 1u, lo);
+                put_word(which, (i >> 1u) + 1u, hi);
+                return;
+            }
+        }
+    }
+    if local < n {
+        store(row, local, value.x);
+    }
+    if local + 1u < n {
+        store(row, local + 1u, value.y);
+    }
+    if local + 2u < n {
+        store(row, local + 2u, value.z);
+    }
+    if local + 3u < n {
+        store(row, local + 3u, value.w);
+    }
+}
+
+// Writes word `word` of output `which` (0 Q, 1 K, 2 V) whole.
+fn put_word(which: u32, word: u32, bits: u32) {
+    switch which {
+        case 0u: { atomicStore(&q[word], bits); }
+        case 1u: { atomicStore(&k[word], bits); }
+        default: { atomicStore(&v[word], bits); }
+    }
+}
+
 // The 16-bit pattern of `value` in the half storage type, rounded to nearest even: f16 by
 // integer arithmetic (pack2x16float may round either way, leaves values past f16's range
 // undefined, and needs a capability some drivers lack), bf16 as the top half of the f32. NaN
@@ -120,12 +177,7 @@ fn half_bits(value: f32) -> u32 {
 // Writes element `i` of output `which` (0 Q, 1 K, 2 V) in the storage type.
 fn put(which: u32, i: u32, value: f32) {
     if ELEM == 0u {
-        let bits = bitcast<u32>(value);
-        switch which {
-            case 0u: { atomicStore(&q[i], bits); }
-            case 1u: { atomicStore(&k[i], bits); }
-            default: { atomicStore(&v[i], bits); }
-        }
+        put_word(which, i, bitcast<u32>(value));
         return;
     }
     // Half `i & 1` of word `i >> 1`: clear it, then set it, leaving the other half (perhaps

@@ -30,10 +30,12 @@ fn declared(file: &str, module: &naga::Module) -> BTreeMap<u32, Slot> {
                     arrayed: false,
                     class:
                         ImageClass::Sampled {
-                            kind: ScalarKind::Uint,
+                            kind: kind @ (ScalarKind::Float | ScalarKind::Uint),
                             multi: false,
                         },
-                } => Slot::Texture,
+                } => Slot::Texture {
+                    uint: kind == ScalarKind::Uint,
+                },
                 ref other => panic!("{file}: {:?} is an unexpected handle {other:?}", var.name),
             },
             other => panic!("{file}: {:?} in unexpected space {other:?}", var.name),

@@ -763,3 +763,94 @@ fn half_runs_write_safetensors_in_their_type_and_f32_checkpoints_round_when_aske
         &out,
     );
 }
+
+#[test]
+fn every_family_stored_in_f16_and_bf16_runs_in_its_own_type() {
+    // BERT (separate [out, in] with biases), Llama (separate [out, in], grouped K/V, no
+    // bias) and GPT-2 (fused c_attn [in, out] with bias), each stored in F16 and in BF16:
+    // projected in the stored type by default, compared with an independent f64
+    // computation from X rounded to that type and the weights as stored.
+    let d = 16usize;
+    for dtype in [Dtype::F16, Dtype::BF16] {
+        let (name, u, file_dtype) = match dtype {
+            Dtype::F16 => ("f16", (-11f64).exp2(), "f16"),
+            _ => ("bf16", (-8f64).exp2(), "f32"),
+        };
+        for family in ["bert", "llama", "gpt2"] {
+            let dir = tempfile::tempdir().unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(40);
+            let (prefix, tensors) = match family {
+                "bert" => {
+                    let p = "bert.encoder.layer.0.attention.self";
+                    let mut t = Vec::new();
+                    for m in ["query", "key", "value"] {
+                        t.push(tensor(&format!("{p}.{m}.weight"), dtype, &[d, d], &mut rng));
+                        t.push(tensor(&format!("{p}.{m}.bias"), dtype, &[d], &mut rng));
+                    }
+                    ("bert.encoder.layer.0", t)
+                }
+                "llama" => {
+                    let p = "model.layers.0.self_attn";
+                    let t = vec![
+                        tensor(&format!("{p}.q_proj.weight"), dtype, &[d, d], &mut rng),
+                        tensor(&format!("{p}.k_proj.weight"), dtype, &[d / 2, d], &mut rng),
+                        tensor(&format!("{p}.v_proj.weight"), dtype, &[d / 2, d], &mut rng),
+                    ];
+                    ("model.layers.0", t)
+                }
+                _ => {
+                    let t = vec![
+                        tensor("h.0.attn.c_attn.weight", dtype, &[d, 3 * d], &mut rng),
+                        tensor("h.0.attn.c_attn.bias", dtype, &[3 * d], &mut rng),
+                    ];
+                    ("h.0", t)
+                }
+            };
+            let ckpt = dir.path().join("m.safetensors");
+            write_checkpoint(&ckpt, &tensors);
+            let x = write_x(&dir.path().join("x.npy"), "f32", &[9, d as u64], &mut rng);
+            let out = dir.path().join("out");
+            let what = format!("{family} in {name}");
+            let stdout = ok(&[
+                "project",
+                "--input",
+                s(&dir.path().join("x.npy")),
+                "--weights",
+                s(&ckpt),
+                "--prefix",
+                prefix,
+                "--out",
+                s(&out),
+                // Any kernel that reads half types; named, so no run tunes.
+                "--kernel",
+                "texture(wg=16)",
+                "--json",
+            ]);
+            let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+            assert_eq!(v["dtype"], name, "{what}");
+            assert_eq!(v["pass"], true, "{what}");
+            let xr: Vec<f32> = x.iter().map(|&v| round(dtype, v)).collect();
+            let want: Vec<Vec<f64>> = match family {
+                "gpt2" => {
+                    let all = expected(&xr, 9, d, &tensors[0], false, Some(&tensors[1]));
+                    (0..3).map(|i| columns(&all, 9, 3 * d, i * d, d)).collect()
+                }
+                "bert" => (0..3)
+                    .map(|i| expected(&xr, 9, d, &tensors[2 * i], true, Some(&tensors[2 * i + 1])))
+                    .collect(),
+                _ => (0..3)
+                    .map(|i| expected(&xr, 9, d, &tensors[i], true, None))
+                    .collect(),
+            };
+            for (file, want) in ["q.npy", "k.npy", "v.npy"].iter().zip(&want) {
+                let got = read(&out.join(file));
+                assert_eq!(got.dtype, file_dtype, "{what} {file}");
+                assert!(
+                    got.data.iter().all(|&g| round(dtype, g) == g),
+                    "{what} {file}: values not of the run's type"
+                );
+                assert_close_typed(&format!("{what} {file}"), &got.data, want, d, u);
+            }
+        }
+    }
+}

@@ -107,6 +107,8 @@ fn the_blocks_every_kernel_repeats_are_identical() {
         "fn store(",
         "fn half_bits(",
         "fn put(",
+        "fn store4(",
+        "fn put_word(",
     ] {
         let first = block(kernels[0].wgsl, start, kernels[0].file);
         for s in &kernels[1..] {
