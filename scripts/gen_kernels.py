@@ -64,27 +64,14 @@ fn w4_at(j: u32) -> vec4<f32> {
 
 """
 
-# Texels of the texture kernels: 4 consecutive elements of a row. f32 and f16 are float
-# textures (rgba32float, rgba16float: the sampler widens f16 exactly, at no cost in the
-# shader); bf16, which no texture format holds, is rg32uint at bindings 7 and 8, widened here.
-# The host binds a 1x1 placeholder at the pair the storage type does not use.
-TEXEL = """// X and W as bf16 (ELEM 2): rg32uint, four bf16 per texel; placeholders otherwise.
-@group(0) @binding(7) var xb: texture_2d<u32>;
-@group(0) @binding(8) var wb: texture_2d<u32>;
-
-""" + WIDEN + """// Texel (t, row) of X and texel (c, i) of W, widened to f32.
-fn x_texel(t: u32, row: u32) -> vec4<f32> {
-    if ELEM == 2u {
-        return widen4(textureLoad(xb, vec2<u32>(t, row), 0).xy);
+# Texels of the texture kernels: 4 consecutive elements, as rgba32uint (f32 bits) or rg32uint
+# (four 16-bit elements).
+TEXEL = WIDEN + """// One texel of X or W widened to f32: rgba32uint holds 4 f32, rg32uint 4 half-typed elements.
+fn texel(t: vec4<u32>) -> vec4<f32> {
+    if ELEM == 0u {
+        return bitcast<vec4<f32>>(t);
     }
-    return textureLoad(x, vec2<u32>(t, row), 0);
-}
-
-fn w_texel(c: u32, i: u32) -> vec4<f32> {
-    if ELEM == 2u {
-        return widen4(textureLoad(wb, vec2<u32>(c, i), 0).xy);
-    }
-    return textureLoad(w, vec2<u32>(c, i), 0);
+    return widen4(t.xy);
 }
 
 """
@@ -176,15 +163,14 @@ def subgroup_kernel():
 
 # The storage bindings of x and w become textures; the rest stays as it is.
 TEXTURE_COMMON = shared_blocks(
-    [(X_BINDING, "@group(0) @binding(1) var x: texture_2d<f32>;"),
-     (W_BINDING, "@group(0) @binding(2) var w: texture_2d<f32>;")],
+    [(X_BINDING, "@group(0) @binding(1) var x: texture_2d<u32>;"),
+     (W_BINDING, "@group(0) @binding(2) var w: texture_2d<u32>;")],
     "@@WG@@",
 )
 
 TEXTURE_CONTRACT = """//
-// Shape contract (X, W as textures of 4 consecutive elements of a row per texel: rgba32float
-// for f32, rgba16float for f16, rg32uint holding four bf16 at bindings 7 and 8; the rest as
-// storage):
+// Shape contract (X, W as textures of 4 consecutive elements of a row per texel: rgba32uint
+// holding f32 bits, or rg32uint holding four f16 or bf16; the rest as storage):
 //   x    texture [ceil(d_model / 32) * 8 texels wide, tokens high]: texel (t, row) holds
 //        X[row, 4t .. 4t+3], zero past d_model
 //   w    texture [w_stride / 4 texels wide, ceil(d_model / 32) * 32 high]: texel (c, i)
@@ -282,10 +268,10 @@ def texture_kernel():
     o.append("    // a_r accumulates row r0 + r, columns col_base .. col_base + 3.\n")
     o.append("    for (var t = 0u; t < (d + 3u) / 4u; t++) {\n")
     for r in range(rows):
-        o.append(f"        let s{r} = x_texel(t, r{r});\n")
+        o.append(f"        let s{r} = texel(textureLoad(x, vec2<u32>(t, r{r}), 0));\n")
     for c, comp in enumerate("xyzw"):
         o.append("        {\n")
-        o.append(f"            let wv = w_texel(wc, 4u * t + {c}u);\n")
+        o.append(f"            let wv = texel(textureLoad(w, vec2<u32>(wc, 4u * t + {c}u), 0));\n")
         for r in range(rows):
             o.append(f"            a{r} = fma(vec4<f32>(s{r}.{comp}), wv, a{r});\n")
         o.append("        }\n")
@@ -307,11 +293,11 @@ def subgroup_texture_kernel():
     o.append("    for (var k0 = 0u; k0 < d; k0 += 32u) {\n")
     o.append("        let t = k0 / 4u + my_t;\n")
     for r in range(rows):
-        o.append(f"        let s{r} = x_texel(t, r{r});\n")
+        o.append(f"        let s{r} = texel(textureLoad(x, vec2<u32>(t, r{r}), 0));\n")
     for l in range(8):
         for c, comp in enumerate("xyzw"):
             o.append("        {\n")
-            o.append(f"            let wv = w_texel(wc, k0 + {4 * l + c}u);\n")
+            o.append(f"            let wv = texel(textureLoad(w, vec2<u32>(wc, k0 + {4 * l + c}u), 0));\n")
             for r in range(rows):
                 o.append(f"            a{r} = fma(vec4<f32>(subgroupBroadcast(s{r}.{comp}, {l}u)), wv, a{r});\n")
             o.append("        }\n")

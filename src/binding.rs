@@ -9,18 +9,15 @@
 //! | binding | storage kind (`Storage`)  | `Textured`                  | `SplitK`            |
 //! |---------|---------------------------|-----------------------------|---------------------|
 //! | 0       | params (uniform)          | params                      | params              |
-//! | 1       | x (read-only storage)     | x (`texture_2d<f32>`)       | x                   |
-//! | 2       | w (read-only storage)     | w (`texture_2d<f32>`)       | w                   |
+//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)       | x                   |
+//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)       | w                   |
 //! | 3       | bias (read-only storage)  | bias                        | bias                |
 //! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                     | q, k, v             |
-//! | 7       |                           | x as bf16 (`texture_2d<u32>`) | partial sums (rw) |
-//! | 8       |                           | w as bf16 (`texture_2d<u32>`) |                   |
+//! | 7       |                           |                             | partial sums (rw)   |
 //!
 //! X, W and Q, K, V hold the storage type's bits ([`crate::element`]): the kernels that read
-//! every type declare X and W as 32-bit words (`array<u32>`, `array<vec4<u32>>`) and Q, K, V
-//! as `array<atomic<u32>>`; the bias and split-K's partial sums are f32. The texture kernels
-//! read f32 and f16 from float textures (bindings 1, 2) and bf16 from uint ones (7, 8); the
-//! pair a run does not use holds 1x1 placeholders.
+//! every type declare X and W as 32-bit words (`array<u32>`, `array<vec4<u32>>`, uint
+//! textures) and Q, K, V as `array<atomic<u32>>`; the bias and split-K's partial sums are f32.
 //!
 //! `fill_nan.wgsl`: 0 data (read-write storage).
 
@@ -118,8 +115,7 @@ impl Params {
 pub enum BindingKind {
     /// X, W, bias, Q, K, V as storage buffers.
     Storage,
-    /// X and W as textures packed by [`TextureLayout`] (float, or uint for bf16), the rest as
-    /// storage.
+    /// X and W as uint textures packed by [`TextureLayout`], the rest as storage.
     Textured,
     /// As `Storage`, plus the split-K partial sums at binding 7.
     SplitK,
@@ -135,12 +131,8 @@ pub enum Slot {
         /// Whether the shader only reads it.
         read_only: bool,
     },
-    /// A 2-D texture read with `textureLoad`: unfilterable float (rgba32float, rgba16float),
-    /// or uint (rg32uint).
-    Texture {
-        /// Whether it is a uint texture.
-        uint: bool,
-    },
+    /// A uint 2-D texture read with `textureLoad` (rgba32uint or rg32uint).
+    Texture,
 }
 
 impl BindingKind {
@@ -164,7 +156,7 @@ impl BindingKind {
     /// The slots of group 0, binding 0 first.
     pub fn slots(self) -> Vec<Slot> {
         let operand = match self {
-            BindingKind::Textured => Slot::Texture { uint: false },
+            BindingKind::Textured => Slot::Texture,
             _ => Slot::Storage { read_only: true },
         };
         let mut slots = vec![
@@ -174,10 +166,8 @@ impl BindingKind {
             Slot::Storage { read_only: true },
         ];
         slots.extend([Slot::Storage { read_only: false }; 3]);
-        match self {
-            BindingKind::SplitK => slots.push(Slot::Storage { read_only: false }),
-            BindingKind::Textured => slots.extend([Slot::Texture { uint: true }; 2]),
-            BindingKind::Storage => {}
+        if self == BindingKind::SplitK {
+            slots.push(Slot::Storage { read_only: false });
         }
         slots
     }
@@ -203,12 +193,8 @@ fn entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
             has_dynamic_offset: false,
             min_binding_size: None,
         },
-        Slot::Texture { uint } => wgpu::BindingType::Texture {
-            sample_type: if uint {
-                wgpu::TextureSampleType::Uint
-            } else {
-                wgpu::TextureSampleType::Float { filterable: false }
-            },
+        Slot::Texture => wgpu::BindingType::Texture {
+            sample_type: wgpu::TextureSampleType::Uint,
             view_dimension: wgpu::TextureViewDimension::D2,
             multisampled: false,
         },
@@ -287,21 +273,13 @@ pub struct TextureLayout {
 }
 
 impl TextureLayout {
-    /// The texel format for `element`: rgba32float holds 4 f32, rgba16float 4 f16 (widened
-    /// by the sampler), rg32uint 4 bf16 (no format holds bf16; the shader widens it).
+    /// The texel format for `element`: rgba32uint holds 4 f32, rg32uint 4 f16 or bf16.
     pub fn format(element: crate::element::ElementType) -> wgpu::TextureFormat {
-        use crate::element::ElementType;
-        match element {
-            ElementType::F32 => wgpu::TextureFormat::Rgba32Float,
-            ElementType::F16 => wgpu::TextureFormat::Rgba16Float,
-            ElementType::Bf16 => wgpu::TextureFormat::Rg32Uint,
+        if element.is_half() {
+            wgpu::TextureFormat::Rg32Uint
+        } else {
+            wgpu::TextureFormat::Rgba32Uint
         }
-    }
-
-    /// Whether `element` is read from the uint textures (bindings 7, 8) rather than the float
-    /// ones (1, 2).
-    pub fn reads_uint(element: crate::element::ElementType) -> bool {
-        element == crate::element::ElementType::Bf16
     }
 
     /// The textures of `shape` for a kernel reading W rows `w_stride` elements wide.

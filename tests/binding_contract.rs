@@ -30,12 +30,10 @@ fn declared(file: &str, module: &naga::Module) -> BTreeMap<u32, Slot> {
                     arrayed: false,
                     class:
                         ImageClass::Sampled {
-                            kind: kind @ (ScalarKind::Float | ScalarKind::Uint),
+                            kind: ScalarKind::Uint,
                             multi: false,
                         },
-                } => Slot::Texture {
-                    uint: kind == ScalarKind::Uint,
-                },
+                } => Slot::Texture,
                 ref other => panic!("{file}: {:?} is an unexpected handle {other:?}", var.name),
             },
             other => panic!("{file}: {:?} in unexpected space {other:?}", var.name),

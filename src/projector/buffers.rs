@@ -168,9 +168,6 @@ pub(super) struct WeightBuffers {
     /// W per column block.
     w: Vec<Operand>,
     bias: wgpu::Buffer,
-    /// Texture kernels: 1x1 textures for the pair of texture bindings the storage type does
-    /// not read (float ones for bf16, uint ones otherwise), and which pair that is.
-    placeholders: Option<(wgpu::TextureView, bool)>,
 }
 
 impl WeightBuffers {
@@ -205,35 +202,7 @@ impl WeightBuffers {
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let placeholders = kind.0.then(|| {
-            // The pair not read: uint for f32 and f16, float for bf16.
-            let uint = !TextureLayout::reads_uint(spec.element);
-            let format = if uint {
-                wgpu::TextureFormat::Rg32Uint
-            } else {
-                wgpu::TextureFormat::Rgba32Float
-            };
-            let texture = device.create_texture(&wgpu::TextureDescriptor {
-                label: Some("placeholder texture (not read)"),
-                size: wgpu::Extent3d {
-                    width: 1,
-                    height: 1,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format,
-                usage: wgpu::TextureUsages::TEXTURE_BINDING,
-                view_formats: &[],
-            });
-            (texture.create_view(&Default::default()), uint)
-        });
-        Self {
-            w,
-            bias,
-            placeholders,
-        }
+        Self { w, bias }
     }
 
     /// Writes the fused weights (already checked against the plan's shape, and against the
@@ -465,38 +434,21 @@ impl Slot {
             .iter()
             .zip(&weights.w)
             .map(|(params, w)| {
-                // Texture kernels: X and W at 1, 2 (float) or 7, 8 (uint, bf16), the
-                // placeholder at the other pair.
-                let (operands, uint_pair) = match &weights.placeholders {
-                    Some((view, false)) => (
-                        [
-                            wgpu::BindingResource::TextureView(view),
-                            wgpu::BindingResource::TextureView(view),
-                        ],
-                        Some([self.x.resource(), w.resource()]),
-                    ),
-                    Some((view, true)) => (
-                        [self.x.resource(), w.resource()],
-                        Some([
-                            wgpu::BindingResource::TextureView(view),
-                            wgpu::BindingResource::TextureView(view),
-                        ]),
-                    ),
-                    None => ([self.x.resource(), w.resource()], None),
-                };
-                let [x, w] = operands;
-                let entries: Vec<wgpu::BindGroupEntry> = [params.as_entire_binding(), x, w]
-                    .into_iter()
-                    .chain([weights.bias.as_entire_binding()])
-                    .chain(self.outputs.iter().map(|b| b.as_entire_binding()))
-                    .chain(self.scratch.as_ref().map(|b| b.as_entire_binding()))
-                    .chain(uint_pair.into_iter().flatten())
-                    .enumerate()
-                    .map(|(i, resource)| wgpu::BindGroupEntry {
-                        binding: i as u32,
-                        resource,
-                    })
-                    .collect();
+                let entries: Vec<wgpu::BindGroupEntry> = [
+                    params.as_entire_binding(),
+                    self.x.resource(),
+                    w.resource(),
+                    weights.bias.as_entire_binding(),
+                ]
+                .into_iter()
+                .chain(self.outputs.iter().map(|b| b.as_entire_binding()))
+                .chain(self.scratch.as_ref().map(|b| b.as_entire_binding()))
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
                 device.create_bind_group(&wgpu::BindGroupDescriptor {
                     label: Some("projection bind group"),
                     layout: &layout.group,
