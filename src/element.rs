@@ -127,16 +127,31 @@ impl ElementType {
     /// The first finite value of `data` this type cannot hold (it would round to an
     /// infinity), if any. NaN and infinities are not range errors: they stay what they are.
     pub fn check_range(self, data: &[f32]) -> Option<OutOfRange> {
+        self.check_range_of(data.iter().copied())
+    }
+
+    /// [`check_range`](Self::check_range) over values produced one by one (a half-typed
+    /// matrix widened on the fly, with no f32 copy of it).
+    pub fn check_range_of(self, values: impl Iterator<Item = f32>) -> Option<OutOfRange> {
         if !self.is_half() {
             return None;
         }
-        data.iter()
-            .position(|&v| v.is_finite() && self.round(v).is_infinite())
-            .map(|index| OutOfRange {
+        values
+            .enumerate()
+            .find(|&(_, v)| v.is_finite() && self.round(v).is_infinite())
+            .map(|(index, value)| OutOfRange {
                 index,
-                value: data[index],
+                value,
                 element: self,
             })
+    }
+
+    /// The f32 value of a 16-bit pattern of this type (f16, else bf16), exactly.
+    pub fn widen_bits(self, bits: u16) -> f32 {
+        match self {
+            ElementType::F16 => half::f16::from_bits(bits).to_f32(),
+            _ => half::bf16::from_bits(bits).to_f32(),
+        }
     }
 
     /// Appends `data` in this type's bytes to `out`: f32 as they are, half types rounded to
@@ -186,12 +201,7 @@ impl ElementType {
                     }
                     _ => {
                         for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                            let bits = u16::from_le_bytes([b[0], b[1]]);
-                            *o = if self == ElementType::F16 {
-                                half::f16::from_bits(bits).to_f32()
-                            } else {
-                                half::bf16::from_bits(bits).to_f32()
-                            };
+                            *o = self.widen_bits(u16::from_le_bytes([b[0], b[1]]));
                         }
                     }
                 }

@@ -63,7 +63,7 @@ impl WeightData {
             WeightData::F32(w) => &w[range],
             WeightData::Half(e, w) => {
                 buf.clear();
-                buf.extend(w[range].iter().map(|&b| half_to_f32(*e, b)));
+                buf.extend(w[range].iter().map(|&b| e.widen_bits(b)));
                 buf
             }
         }
@@ -73,7 +73,7 @@ impl WeightData {
     pub fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
         match self {
             WeightData::F32(w) => Box::new(w.iter().copied()),
-            WeightData::Half(e, w) => Box::new(w.iter().map(|&b| half_to_f32(*e, b))),
+            WeightData::Half(e, w) => Box::new(w.iter().map(|&b| e.widen_bits(b))),
         }
     }
 
@@ -96,14 +96,6 @@ impl WeightData {
                 .map(|b| u16::from_le_bytes([b[0], b[1]]))
                 .collect(),
         )
-    }
-}
-
-/// The f32 value of a 16-bit pattern of `element` (f16, else bf16).
-pub fn half_to_f32(element: ElementType, bits: u16) -> f32 {
-    match element {
-        ElementType::F16 => half::f16::from_bits(bits).to_f32(),
-        _ => half::bf16::from_bits(bits).to_f32(),
     }
 }
 
@@ -231,10 +223,7 @@ impl FusedWeights {
             {
                 None
             }
-            half @ WeightData::Half(..) => {
-                let widened: Vec<f32> = half.values().collect();
-                element.check_range(&widened)
-            }
+            half @ WeightData::Half(..) => element.check_range_of(half.values()),
         };
         if let Some(e) = found {
             let (m, col) = name(e.index % n.max(1));
