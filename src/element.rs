@@ -35,6 +35,19 @@ pub struct OutOfRange {
     pub element: ElementType,
 }
 
+impl OutOfRange {
+    /// The input error for this value at index `index` of rows of `width` elements starting
+    /// at row `first_row` of matrix `what` ("X row 5, column 3: 70000 is outside ...").
+    pub fn in_rows(&self, what: &str, first_row: u32, width: u32) -> crate::error::Error {
+        let w = width.max(1) as usize;
+        crate::error::Error::Input(format!(
+            "{what} row {}, column {}: {self}",
+            first_row as usize + self.index / w,
+            self.index % w
+        ))
+    }
+}
+
 impl fmt::Display for OutOfRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -25,6 +25,7 @@ pub mod cpu;
 pub mod element;
 pub mod error;
 pub mod explain;
+pub mod host;
 pub mod io;
 pub mod kernels;
 pub mod layout;
@@ -41,6 +42,7 @@ pub use adapter::{list_adapters, AdapterFilter, AdapterSummary, BackendChoice};
 pub use context::{ContextOptions, GpuContext};
 pub use element::ElementType;
 pub use error::{Error, Result};
+pub use host::{ElementVec, Elements, ElementsMut};
 pub use kernels::{Kernel, KernelConfig, KernelSpec};
 pub use layout::{HeadSplit, OutputLayout};
 pub use plan::{ChunkOptions, ChunkPlan};
@@ -50,4 +52,6 @@ pub use projector::{
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};
-pub use weights::{random_inputs, random_weights, random_x_rows, FusedWeights, Projection};
+pub use weights::{
+    random_inputs, random_weights, random_x_rows, random_x_rows_in, FusedWeights, Projection,
+};

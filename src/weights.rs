@@ -4,100 +4,14 @@
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::ElementsMut;
 use crate::shape::QkvShape;
 use rand::{Rng, SeedableRng};
 use std::ops::Range;
 
 /// W's elements as stored on the host: f32, or the 16-bit patterns of f16 or bf16 (a
 /// checkpoint stored in a half type stays in it, with no f32 copy of W).
-#[derive(Debug, Clone, PartialEq)]
-pub enum WeightData {
-    /// 32-bit floats.
-    F32(Vec<f32>),
-    /// f16 or bf16 bit patterns (the type says which).
-    Half(ElementType, Vec<u16>),
-}
-
-impl WeightData {
-    /// The type the elements are stored in.
-    pub fn element(&self) -> ElementType {
-        match self {
-            WeightData::F32(_) => ElementType::F32,
-            WeightData::Half(e, _) => *e,
-        }
-    }
-
-    /// Number of elements.
-    pub fn len(&self) -> usize {
-        match self {
-            WeightData::F32(w) => w.len(),
-            WeightData::Half(_, w) => w.len(),
-        }
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The f32 elements, when stored as f32.
-    pub fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            WeightData::F32(w) => Some(w),
-            WeightData::Half(..) => None,
-        }
-    }
-
-    /// The f32 elements, mutably, when stored as f32.
-    pub fn as_f32_mut(&mut self) -> Option<&mut Vec<f32>> {
-        match self {
-            WeightData::F32(w) => Some(w),
-            WeightData::Half(..) => None,
-        }
-    }
-
-    /// Elements `range` as f32: borrowed when stored as f32, else widened (exactly) into
-    /// `buf`.
-    pub fn slice<'a>(&'a self, range: Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
-        match self {
-            WeightData::F32(w) => &w[range],
-            WeightData::Half(e, w) => {
-                buf.clear();
-                buf.extend(w[range].iter().map(|&b| e.widen_bits(b)));
-                buf
-            }
-        }
-    }
-
-    /// Every element as f32, in order (widened one by one: no copy of the whole).
-    pub fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
-        match self {
-            WeightData::F32(w) => Box::new(w.iter().copied()),
-            WeightData::Half(e, w) => Box::new(w.iter().map(|&b| e.widen_bits(b))),
-        }
-    }
-
-    /// These elements in type `element`: the same when already stored so, else rounded to
-    /// nearest even (to a narrower type) or widened exactly.
-    pub fn to_element(&self, element: ElementType) -> WeightData {
-        if self.element() == element {
-            return self.clone();
-        }
-        let widened: Vec<f32> = self.values().collect();
-        if !element.is_half() {
-            return WeightData::F32(widened);
-        }
-        let mut bytes = Vec::with_capacity(widened.len() * 2);
-        element.encode(&widened, &mut bytes);
-        WeightData::Half(
-            element,
-            bytes
-                .chunks_exact(2)
-                .map(|b| u16::from_le_bytes([b[0], b[1]]))
-                .collect(),
-        )
-    }
-}
+pub type WeightData = crate::host::ElementVec;
 
 /// The fused projection weights, row-major [d_model, n_out] ("in-out": y = x . W + b), with
 /// columns [0, q_width) = Wq, [q_width, q_width + kv_width) = Wk, the rest = Wv.
@@ -337,6 +251,30 @@ pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
 /// [-1, 1). Row r depends only on (seed, r), so any chunk can be generated on its own, and a
 /// large one is generated on every core (the same numbers either way).
 pub fn random_x_rows(d_model: u32, seed: u64, rows: Range<u32>, out: &mut [f32]) {
+    random_x_rows_in(d_model, seed, rows, ElementsMut::F32(out));
+}
+
+/// [`random_x_rows`] generated directly in `out`'s storage type: each value is drawn in f32
+/// and rounded to nearest even as it is stored (the f32 values rounded, with no f32 copy).
+pub fn random_x_rows_in(d_model: u32, seed: u64, rows: Range<u32>, out: ElementsMut<'_>) {
+    match out {
+        ElementsMut::F32(d) => generate(d_model, seed, rows, d, |v| v),
+        ElementsMut::Half(ElementType::F16, d) => {
+            generate(d_model, seed, rows, d, |v| half::f16::from_f32(v).to_bits())
+        }
+        ElementsMut::Half(_, d) => generate(d_model, seed, rows, d, |v| {
+            half::bf16::from_f32(v).to_bits()
+        }),
+    }
+}
+
+fn generate<T: Send>(
+    d_model: u32,
+    seed: u64,
+    rows: Range<u32>,
+    out: &mut [T],
+    store: impl Fn(f32) -> T + Copy + Send,
+) {
     let d = d_model as usize;
     assert_eq!(out.len(), rows.len() * d, "out must hold [rows, d_model]");
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -346,21 +284,21 @@ pub fn random_x_rows(d_model: u32, seed: u64, rows: Range<u32>, out: &mut [f32])
             for (i, part) in out.chunks_mut(per * d).enumerate() {
                 let start = rows.start + (i * per) as u32;
                 let end = start + (part.len() / d) as u32;
-                scope.spawn(move || x_rows(d, seed, start..end, part));
+                scope.spawn(move || x_rows(d, seed, start..end, part, store));
             }
         });
     } else {
-        x_rows(d, seed, rows, out);
+        x_rows(d, seed, rows, out, store);
     }
 }
 
-fn x_rows(d: usize, seed: u64, rows: Range<u32>, out: &mut [f32]) {
+fn x_rows<T>(d: usize, seed: u64, rows: Range<u32>, out: &mut [T], store: impl Fn(f32) -> T) {
     for (row, dst) in rows.zip(out.chunks_exact_mut(d.max(1))) {
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             seed ^ (row as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
         for v in dst {
-            *v = rng.random_range(-1.0..1.0);
+            *v = store(rng.random_range(-1.0..1.0));
         }
     }
 }
@@ -388,6 +326,19 @@ mod tests {
         }
         assert!(whole.iter().all(|v| (-1.0..1.0).contains(v)));
         assert!(whole.windows(2).any(|w| w[0] != w[1]));
+    }
+
+    #[test]
+    fn x_rows_in_a_half_type_are_the_f32_rows_rounded() {
+        let d = 1000u32;
+        let mut wide = vec![0f32; 1100 * d as usize];
+        random_x_rows(d, 9, 0..1100, &mut wide);
+        for e in [ElementType::F16, ElementType::Bf16] {
+            let mut bits = crate::host::ElementVec::zeros(e, wide.len());
+            random_x_rows_in(d, 9, 0..1100, bits.as_mut());
+            let want: Vec<f32> = wide.iter().map(|&v| e.round(v)).collect();
+            assert_eq!(bits.as_ref().to_f32(), want, "{e}");
+        }
     }
 
     #[test]

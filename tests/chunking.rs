@@ -203,14 +203,16 @@ fn the_sink_sees_every_row_once_in_order() {
     let mut progress = Vec::new();
     let t = p
         .stream(
-            |rows, dst| {
-                dst.copy_from_slice(&x[rows.start as usize * 8..rows.end as usize * 8]);
+            |rows, mut dst| {
+                dst.put_f32(0, &x[rows.start as usize * 8..rows.end as usize * 8])
+                    .unwrap();
                 Ok(())
             },
             |c| {
                 assert_eq!(c.q.len(), c.rows.len() * 8);
                 assert_eq!(c.k.len(), c.rows.len() * 4);
-                assert_eq!(c.x, &x[c.rows.start as usize * 8..c.rows.end as usize * 8]);
+                let given = &x[c.rows.start as usize * 8..c.rows.end as usize * 8];
+                assert_eq!(c.x, qkv_wgpu::Elements::F32(given));
                 seen.push((c.index, c.rows.clone()));
                 Ok(())
             },
@@ -227,8 +229,9 @@ fn the_sink_sees_every_row_once_in_order() {
     // A sink error stops the run with that error, and the projector runs again afterwards.
     let err = p
         .stream(
-            |_, dst| {
-                dst.fill(1.0);
+            |_, mut dst| {
+                let ones = vec![1.0; dst.len()];
+                dst.put_f32(0, &ones).unwrap();
                 Ok(())
             },
             |c| {

@@ -6,6 +6,7 @@
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::Elements;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -101,7 +102,7 @@ impl SafetensorsWriter {
     }
 
     /// Appends `data` (values of the writer's element type, as f32) to tensor `index`.
-    pub fn write(&mut self, index: usize, data: &[f32]) -> Result<()> {
+    pub fn write(&mut self, index: usize, data: Elements<'_>) -> Result<()> {
         let r = &mut self.regions[index];
         if r.written + data.len() as u64 > r.len {
             return Err(Error::Input(format!(
@@ -112,7 +113,7 @@ impl SafetensorsWriter {
             )));
         }
         self.bytes.clear();
-        self.element.encode(data, &mut self.bytes);
+        data.encode(self.element, &mut self.bytes);
         let at = r.start + r.written * self.element.size();
         let io = |e| Error::io(format!("cannot write {}", self.shown), e);
         self.file
@@ -154,11 +155,14 @@ mod tests {
             SafetensorsWriter::new(file, "t", ElementType::Bf16, &[("q", &a), ("k", &b)], &meta)
                 .unwrap();
         // Row by row, interleaved as chunks arrive.
-        w.write(0, &[1.0, 2.0, 3.0]).unwrap();
-        w.write(1, &[-1.5]).unwrap();
-        w.write(0, &[4.0, 5.0, 6.0]).unwrap();
-        assert!(w.write(0, &[7.0]).is_err(), "past the end of q");
-        w.write(1, &[0.25]).unwrap();
+        w.write(0, Elements::F32(&[1.0, 2.0, 3.0])).unwrap();
+        w.write(1, Elements::F32(&[-1.5])).unwrap();
+        w.write(0, Elements::F32(&[4.0, 5.0, 6.0])).unwrap();
+        assert!(
+            w.write(0, Elements::F32(&[7.0])).is_err(),
+            "past the end of q"
+        );
+        w.write(1, Elements::F32(&[0.25])).unwrap();
         w.finish().unwrap().sync_all().unwrap();
         let ckpt = Checkpoint::open(&path).unwrap();
         let q = ckpt.tensor("q").unwrap();

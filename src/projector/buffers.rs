@@ -7,27 +7,11 @@ use crate::binding::{Layout, Params, TextureLayout};
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::{ElementVec, Elements};
 use crate::kernels::KernelSpec;
 use crate::plan::ChunkPlan;
 use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
-
-/// A matrix on the host, as the upload takes it: f32, or 16-bit patterns already in the
-/// storage type.
-#[derive(Clone, Copy)]
-pub(super) enum Host<'a> {
-    F32(&'a [f32]),
-    Bits(&'a [u16]),
-}
-
-impl Host<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Host::F32(d) => d.len(),
-            Host::Bits(d) => d.len(),
-        }
-    }
-}
 
 /// Where a kernel reads X or W from.
 pub(super) enum Operand {
@@ -89,21 +73,19 @@ impl Operand {
     pub(super) fn write(
         &self,
         queue: &wgpu::Queue,
-        (data, element): (Host<'_>, ElementType),
+        (data, element): (Elements<'_>, ElementType),
         row_len: usize,
         scratch: &mut Vec<u8>,
     ) {
         scratch.clear();
         let len = data.len();
         // One row (or all of it) in the element type's bytes, appended to `scratch`.
-        let append = |part: std::ops::Range<usize>, out: &mut Vec<u8>| match data {
-            Host::F32(d) => element.encode(&d[part], out),
-            Host::Bits(d) => out.extend_from_slice(bytemuck::cast_slice(&d[part])),
-        };
+        let append =
+            |part: std::ops::Range<usize>, out: &mut Vec<u8>| data.slice(part).encode(element, out);
         match self {
             Operand::Buffer(b) => {
                 let bytes: &[u8] = match data {
-                    Host::F32(d) if !element.is_half() => bytemuck::cast_slice(d),
+                    Elements::F32(d) if !element.is_half() => bytemuck::cast_slice(d),
                     _ => {
                         append(0..len, scratch);
                         // Whole words: a half-typed matrix of odd length ends in half a word.
@@ -119,7 +101,7 @@ impl Operand {
                 let rows = len / row_len.max(1);
                 let size = element.size() as usize;
                 let texels: &[u8] = match data {
-                    Host::F32(d)
+                    Elements::F32(d)
                         if padded_len == row_len
                             && rows == height as usize
                             && !element.is_half() =>
@@ -249,17 +231,16 @@ impl WeightBuffers {
                     })
                     .collect()
             }
-            let (f, h): (Vec<f32>, Vec<u16>);
+            let blocked;
             let host = match data {
-                WeightData::F32(w) if whole => Host::F32(w),
-                WeightData::Half(_, w) if whole => Host::Bits(w),
+                _ if whole => data.as_ref(),
                 WeightData::F32(w) => {
-                    f = block(w, n_out, (c0, n), stride);
-                    Host::F32(&f)
+                    blocked = ElementVec::F32(block(w, n_out, (c0, n), stride));
+                    blocked.as_ref()
                 }
-                WeightData::Half(_, w) => {
-                    h = block(w, n_out, (c0, n), stride);
-                    Host::Bits(&h)
+                WeightData::Half(e, w) => {
+                    blocked = ElementVec::Half(*e, block(w, n_out, (c0, n), stride));
+                    blocked.as_ref()
                 }
             };
             ctx.checked("uploading weights", || {
@@ -289,12 +270,10 @@ pub(super) struct Pending {
 /// kernel.
 pub(super) struct Slot {
     pub(super) x: Operand,
-    /// X of the chunk as the source wrote it (f32, rounded to the storage type on upload).
-    pub(super) x_host: Vec<f32>,
+    /// X of the chunk as the source wrote it, in the storage type.
+    pub(super) x_host: ElementVec,
     /// The bytes X is uploaded from, where it is not uploaded as it is.
     pub(super) x_bytes: Vec<u8>,
-    /// Q, K, V of the last chunk read back, widened to f32 (half types only).
-    pub(super) widened: [Vec<f32>; 3],
     pub(super) outputs: [wgpu::Buffer; 3],
     pub(super) staging: [wgpu::Buffer; 3],
     /// Per column block: its params uniform and its bind group.
@@ -405,9 +384,8 @@ impl Slot {
             .then(|| Queries::new(device, &ctx.queue, 1, "kernel timestamps"));
         let mut slot = Slot {
             x,
-            x_host: vec![0.0; chunk_shape.x_len()],
+            x_host: ElementVec::zeros(element, chunk_shape.x_len()),
             x_bytes: Vec::new(),
-            widened: Default::default(),
             outputs,
             staging,
             params,

@@ -4,11 +4,12 @@
 //! buffer sets, chunk i+1 is uploaded and chunk i-1 read back while the kernel runs on
 //! chunk i.
 
-use super::buffers::{Host, Pending, Slot, WeightBuffers};
+use super::buffers::{Pending, Slot, WeightBuffers};
 use super::timing::{KernelTimer, RunTimings};
 use crate::binding::Params;
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
+use crate::host::{Elements, ElementsMut};
 use crate::kernels::{KernelSpec, FILL_NAN};
 use crate::layout::OutputLayout;
 use crate::plan::ChunkPlan;
@@ -25,16 +26,15 @@ pub struct ChunkOutput<'a> {
     pub of: u32,
     /// Its token rows within the batch.
     pub rows: Range<u32>,
-    /// X [rows, d_model] as the source wrote it; the GPU read it rounded to the storage
-    /// type ([`crate::ElementType::round`]).
-    pub x: &'a [f32],
-    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout), widened to f32
-    /// from the storage type.
-    pub q: &'a [f32],
+    /// X [rows, d_model] as the source wrote it and the GPU read it, in the storage type.
+    pub x: Elements<'a>,
+    /// Q [rows, q_width] (or the chunk's whole sequences in the head layout) in the storage
+    /// type, as read back (no copy, no conversion).
+    pub q: Elements<'a>,
     /// K [rows, kv_width] (likewise).
-    pub k: &'a [f32],
+    pub k: Elements<'a>,
     /// V [rows, kv_width] (likewise).
-    pub v: &'a [f32],
+    pub v: Elements<'a>,
 }
 
 /// Pipelines, weights and chunk buffer sets of one (plan, spec).
@@ -182,7 +182,7 @@ impl<'c> Engine<'c> {
     /// [`Projector::stream`](super::Projector::stream)).
     pub(super) fn stream(
         &mut self,
-        mut source: impl FnMut(Range<u32>, &mut [f32]) -> Result<()>,
+        mut source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
         mut sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
         mut progress: impl FnMut(u32),
     ) -> Result<RunTimings> {
@@ -215,7 +215,10 @@ impl<'c> Engine<'c> {
                 );
                 let len = rows.len() * self.plan.shape.d_model as usize;
                 let start = Instant::now();
-                source(rows.clone(), &mut self.slots[slot].x_host[..len])?;
+                source(
+                    rows.clone(),
+                    self.slots[slot].x_host.as_mut().slice_mut(0..len),
+                )?;
                 t.input += start.elapsed();
                 self.submit(slot, i, rows.clone(), &label, &mut t)?;
                 if self.plan.streaming {
@@ -264,17 +267,10 @@ impl<'c> Engine<'c> {
         let d = self.plan.shape.d_model as usize;
         let element = self.spec.element;
         let s = &mut self.slots[slot];
-        let x = &s.x_host[..count as usize * d];
-        if let Some(e) = element.check_range(x) {
-            return Err(Error::Input(format!(
-                "X row {}, column {}: {e}",
-                rows.start as usize + e.index / d,
-                e.index % d
-            )));
-        }
+        let x = s.x_host.as_ref().slice(0..count as usize * d);
         let start = Instant::now();
         ctx.checked(&format!("{label}: uploading X"), || {
-            s.x.write(&ctx.queue, (Host::F32(x), element), d, &mut s.x_bytes)
+            s.x.write(&ctx.queue, (x, element), d, &mut s.x_bytes)
         })?;
         let s = &self.slots[slot];
         self.write_params(&s.params, count)?;
@@ -407,20 +403,21 @@ impl<'c> Engine<'c> {
                 t.kernel += q.durations(ticks).into_iter().sum::<Duration>();
             }
             let d = shape.d_model as usize;
-            let [q, k, v]: [&[f32]; 3] = if element.is_half() {
-                for ((out, view), len) in s.widened.iter_mut().zip(&views).zip(lens) {
-                    out.resize(len, 0.0);
-                    element.decode(view, out);
+            let [q, k, v] = [0, 1, 2].map(|i| {
+                let bytes = &views[i][..];
+                // Whole words were read back: a half-typed output of odd length has one
+                // element more. Mapped ranges are aligned far past 2 bytes.
+                if element.is_half() {
+                    Elements::Half(element, &bytemuck::cast_slice(bytes)[..lens[i]])
+                } else {
+                    Elements::F32(bytemuck::cast_slice(bytes))
                 }
-                s.widened.each_ref().map(|o| o.as_slice())
-            } else {
-                [0, 1, 2].map(|i| bytemuck::cast_slice(&views[i]))
-            };
+            });
             sink(ChunkOutput {
                 index: p.index,
                 of: n,
                 rows: p.rows.clone(),
-                x: &s.x_host[..count * d],
+                x: s.x_host.as_ref().slice(0..count * d),
                 q,
                 k,
                 v,

@@ -23,6 +23,7 @@ pub mod timing;
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::{Elements, ElementsMut};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
 use crate::layout::OutputLayout;
 use crate::plan::{ChunkOptions, ChunkPlan};
@@ -107,7 +108,8 @@ impl<'c> Projector<'c> {
     }
 
     /// As [`Projector::with_options`], with X, W and Q, K, V stored as `element` on the GPU
-    /// (inputs rounded to nearest even on upload; results widened back to f32 on readback).
+    /// (f32 inputs rounded to nearest even as they are written; [`run`](Self::run) widens the
+    /// results back to f32, [`stream`](Self::stream) hands them over in the type).
     pub fn typed(
         ctx: &'c GpuContext,
         shape: QkvShape,
@@ -216,15 +218,24 @@ impl<'c> Projector<'c> {
         // A chunk holds whole sequences, so in either layout its outputs are one contiguous
         // range starting at its first token.
         let timings = self.stream(
-            |rows, dst| {
-                dst.copy_from_slice(&x[rows.start as usize * d..rows.end as usize * d]);
-                Ok(())
+            |rows, mut dst| {
+                let x = &x[rows.start as usize * d..rows.end as usize * d];
+                dst.put_f32(0, x)
+                    .map_err(|e| e.in_rows("X", rows.start, s.d_model))
             },
             |c| {
                 let r = c.rows.start as usize;
-                q[r * qw..r * qw + c.q.len()].copy_from_slice(c.q);
-                k[r * kvw..r * kvw + c.k.len()].copy_from_slice(c.k);
-                v[r * kvw..r * kvw + c.v.len()].copy_from_slice(c.v);
+                for (out, at, part) in [
+                    (&mut q, r * qw, c.q),
+                    (&mut k, r * kvw, c.k),
+                    (&mut v, r * kvw, c.v),
+                ] {
+                    let dst = &mut out[at..at + part.len()];
+                    match part {
+                        Elements::F32(p) => dst.copy_from_slice(p),
+                        Elements::Half(e, p) => e.decode(bytemuck::cast_slice(p), dst),
+                    }
+                }
                 Ok(())
             },
             |_| {},
@@ -233,7 +244,9 @@ impl<'c> Projector<'c> {
     }
 
     /// Projects the whole batch chunk by chunk: `source(rows, dst)` fills X for the token
-    /// `rows` into `dst` [rows, d_model]; `sink` receives each chunk's Q, K, V in token order;
+    /// `rows` into `dst` [rows, d_model], in the storage type (rounding f32 with
+    /// [`ElementsMut::put_f32`], which refuses values the type cannot hold, or writing the
+    /// type's patterns directly); `sink` receives each chunk's Q, K, V in token order;
     /// `progress` is told the tokens done after each chunk. With streaming, chunk i+1 is
     /// uploaded and chunk i-1 read back while the kernel runs on chunk i.
     ///
@@ -243,7 +256,7 @@ impl<'c> Projector<'c> {
     /// only after the last chunk).
     pub fn stream(
         &mut self,
-        source: impl FnMut(Range<u32>, &mut [f32]) -> Result<()>,
+        source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
         sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
         progress: impl FnMut(u32),
     ) -> Result<RunTimings> {

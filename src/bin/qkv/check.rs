@@ -4,8 +4,8 @@
 //! `bench`.
 
 use qkv_wgpu::{
-    random_x_rows, reference, ElementType, Error, OutputLayout, Projector, QkvReport, QkvShape,
-    RunTimings,
+    random_x_rows, random_x_rows_in, reference, ElementType, Elements, Error, OutputLayout,
+    Projector, QkvReport, QkvShape, RunTimings,
 };
 use std::time::{Duration, Instant};
 
@@ -55,11 +55,16 @@ impl CheckRows {
 }
 
 /// The rows of a run kept for checking: copied out of each chunk as it streams by (cheap,
-/// part of reading back), checked against the f64 reference after the timed run.
+/// part of reading back; widened to f32), checked against the f64 reference after the timed
+/// run.
 #[derive(Default)]
 pub struct Collected {
     rows: Vec<usize>,
+    /// X as the GPU read it (in the run's type, widened).
     x: Vec<f32>,
+    /// X as the user gave it, before rounding to a half type (for the precision cost); empty
+    /// where that is `x`.
+    source_x: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
@@ -78,23 +83,23 @@ impl Collected {
         let d = shape.d_model as usize;
         for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
             self.rows.push(c.rows.start as usize + r);
-            self.x.extend_from_slice(&c.x[r * d..(r + 1) * d]);
+            c.x.slice(r * d..(r + 1) * d).extend_f32(&mut self.x);
             match layout {
                 OutputLayout::Tokens => {
                     let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
-                    self.q.extend_from_slice(&c.q[r * qw..(r + 1) * qw]);
-                    self.k.extend_from_slice(&c.k[r * kvw..(r + 1) * kvw]);
-                    self.v.extend_from_slice(&c.v[r * kvw..(r + 1) * kvw]);
+                    c.q.slice(r * qw..(r + 1) * qw).extend_f32(&mut self.q);
+                    c.k.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.k);
+                    c.v.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.v);
                 }
                 OutputLayout::Heads(h) => {
                     // The chunk holds whole sequences: [sequences, heads, seq, head_dim].
                     let seq = h.seq_len as usize;
                     let (b, s) = (r / seq, r % seq);
-                    let gather = |out: &mut Vec<f32>, data: &[f32], heads: u32, dim: u32| {
+                    let gather = |out: &mut Vec<f32>, data: Elements<'_>, heads: u32, dim: u32| {
                         let (heads, dim) = (heads as usize, dim as usize);
                         for head in 0..heads {
                             let at = ((b * heads + head) * seq + s) * dim;
-                            out.extend_from_slice(&data[at..at + dim]);
+                            data.slice(at..at + dim).extend_f32(out);
                         }
                     };
                     gather(&mut self.q, c.q, h.heads, h.q_head_dim(shape));
@@ -102,6 +107,28 @@ impl Collected {
                     gather(&mut self.v, c.v, h.kv_heads, h.kv_head_dim(shape));
                 }
             }
+        }
+    }
+
+    /// Sets X as the user gave it for the kept rows, before the rounding to the run's type
+    /// ([`keep_source_rows`] collects it as X is read).
+    pub fn set_source_x(&mut self, x: Vec<f32>) {
+        self.source_x = x;
+    }
+
+    /// Regenerates X as drawn in f32 for the kept rows of seeded random X (for the
+    /// precision cost of a half-typed run).
+    fn regenerate_source_x(&mut self, d_model: u32, seed: u64) {
+        let d = d_model as usize;
+        self.source_x = vec![0.0; self.rows.len() * d];
+        for (i, &r) in self.rows.iter().enumerate() {
+            let row = r as u32;
+            random_x_rows(
+                d_model,
+                seed,
+                row..row + 1,
+                &mut self.source_x[i * d..(i + 1) * d],
+            );
         }
     }
 
@@ -145,35 +172,55 @@ impl Collected {
             report
         };
         let start = Instant::now();
-        let report = if element.is_half() {
-            let mut x = self.x.clone();
-            element.round_slice(&mut x);
-            // Weights already stored in the run's type (a BF16 checkpoint in bf16) are used
-            // as they are, without a copy.
-            let exact = weights.w.element() == element
-                && weights
-                    .bias
-                    .iter()
-                    .flatten()
-                    .all(|&b| element.round(b) == b);
-            if exact {
-                against(&x, weights, tol)
-            } else {
-                against(&x, &weights.rounded(element), tol)
-            }
-        } else {
+        // X is kept as the GPU read it (rounded to the run's type). Weights already stored in
+        // the run's type (a BF16 checkpoint in bf16) are used as they are, without a copy.
+        let exact = weights.w.element() == element
+            && weights
+                .bias
+                .iter()
+                .flatten()
+                .all(|&b| element.round(b) == b);
+        let report = if exact {
             against(&self.x, weights, tol)
+        } else {
+            against(&self.x, &weights.rounded(element), tol)
         };
         let took = start.elapsed();
+        let source_x = if self.source_x.is_empty() {
+            &self.x
+        } else {
+            &self.source_x
+        };
         let cost = element
             .is_half()
-            .then(|| against(&self.x, weights, f32_tol));
+            .then(|| against(source_x, weights, f32_tol));
         (report, cost, took)
     }
 }
 
+/// Appends to `out` X as the user gave it (f32, before the rounding to the run's type) for
+/// the rows `check` picks of a chunk of `chunk_len` of `tokens` tokens, from `piece`: the
+/// chunk's rows `[first, first + piece.len() / d)`. Called for every piece of every chunk, in
+/// order, it keeps the rows [`Collected::take`] keeps.
+pub fn keep_source_rows(
+    out: &mut Vec<f32>,
+    (chunk_len, tokens): (usize, usize),
+    check: CheckRows,
+    first: usize,
+    piece: &[f32],
+    d: usize,
+) {
+    let end = first + piece.len() / d.max(1);
+    for r in check.rows_in(chunk_len, tokens) {
+        if (first..end).contains(&r) {
+            let at = (r - first) * d;
+            out.extend_from_slice(&piece[at..at + d]);
+        }
+    }
+}
+
 /// One run of seeded random X (uniform in [-1, 1), generated chunk by chunk as the batch
-/// streams) through `projector`, token-major, keeping the rows `check` picks; `bar` follows
+/// streams, directly in the run's type) through `projector`, token-major, keeping the rows `check` picks; `bar` follows
 /// the tokens done.
 pub fn random_run(
     projector: &mut Projector<'_>,
@@ -185,7 +232,7 @@ pub fn random_run(
     let mut kept = Collected::default();
     let timings = projector.stream(
         |rows, dst| {
-            random_x_rows(shape.d_model, seed, rows, dst);
+            random_x_rows_in(shape.d_model, seed, rows, dst);
             Ok(())
         },
         |c| {
@@ -194,6 +241,9 @@ pub fn random_run(
         },
         |done| bar.set_position(done as u64),
     )?;
+    if projector.element().is_half() {
+        kept.regenerate_source_x(shape.d_model, seed);
+    }
     Ok((timings, kept))
 }
 
@@ -230,20 +280,22 @@ mod tests {
         let heads = OutputLayout::Heads(split);
         let (hq, hk) = (heads.arrange(&q, 6, 8, 4), heads.arrange(&kv, 6, 4, 2));
         let x = vec![0.5f32; 6];
-        let chunk = |q, k| ChunkOutput {
-            index: 0,
-            of: 1,
-            rows: 0..6,
-            x: &x,
-            q,
-            k,
-            v: k,
-        };
+        fn chunk<'a>(x: &'a [f32], q: &'a [f32], k: &'a [f32]) -> ChunkOutput<'a> {
+            ChunkOutput {
+                index: 0,
+                of: 1,
+                rows: 0..6,
+                x: Elements::F32(x),
+                q: Elements::F32(q),
+                k: Elements::F32(k),
+                v: Elements::F32(k),
+            }
+        }
         let mut by_heads = Collected::default();
-        by_heads.take(&chunk(&hq, &hk), &shape, heads, CheckRows::All);
+        by_heads.take(&chunk(&x, &hq, &hk), &shape, heads, CheckRows::All);
         let mut by_tokens = Collected::default();
         by_tokens.take(
-            &chunk(&q, &kv),
+            &chunk(&x, &q, &kv),
             &shape,
             OutputLayout::Tokens,
             CheckRows::All,

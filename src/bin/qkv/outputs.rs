@@ -5,7 +5,7 @@ use clap::ValueEnum;
 use qkv_wgpu::io::commit::{OutputDir, Partial};
 use qkv_wgpu::io::npy::NpyRowWriter;
 use qkv_wgpu::io::safetensors::SafetensorsWriter;
-use qkv_wgpu::{ElementType, Error};
+use qkv_wgpu::{ElementType, Elements, Error};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -82,11 +82,11 @@ impl PartialOutputs {
         Ok(Self { partials, writers })
     }
 
-    pub fn write(&mut self, parts: [&[f32]; 3]) -> Result<(), Error> {
+    pub fn write(&mut self, parts: [Elements<'_>; 3]) -> Result<(), Error> {
         match &mut self.writers {
             Writers::Npy(writers) => {
                 for (w, data) in writers.iter_mut().zip(parts) {
-                    w.write(data)?;
+                    w.write_elements(data)?;
                 }
             }
             Writers::Safetensors(w) => {

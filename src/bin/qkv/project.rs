@@ -3,7 +3,7 @@
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
 use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
-use crate::check::{CheckRows, Collected};
+use crate::check::{keep_source_rows, CheckRows, Collected};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::outputs::{OutFormat, PartialOutputs};
@@ -14,7 +14,8 @@ use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::{
-    ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
+    ChunkPlan, ElementType, ElementsMut, Error, HeadSplit, OutputLayout, Projector, QkvReport,
+    QkvShape,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -388,13 +389,40 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         plan.chunk_tokens
     ));
     let bar = token_bar(tokens, plan.chunks(), !args.json);
+    // X as given, for the precision cost, where the run rounds it to a half type.
+    let mut source_x = Vec::new();
+    let mut piece = Vec::new();
+    let d = d_model as usize;
     let timings = projector.stream(
-        |rows, dst| {
-            x.read(dst)?;
-            let start = rows.start as usize * d_model as usize;
-            let found = NonFinite::scan_at("X", dst, start, &x_dims);
-            x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
-            x_absmax = x_absmax.max(qkv_wgpu::absmax(dst));
+        |rows, mut dst| {
+            // What every value read goes through: the NaN/Inf scan, max|X|, the kept rows.
+            let mut inspect = |r0: usize, values: &[f32]| {
+                let start = (rows.start as usize + r0) * d;
+                let found = NonFinite::scan_at("X", values, start, &x_dims);
+                x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
+                x_absmax = x_absmax.max(qkv_wgpu::absmax(values));
+                if let (Some(check), true) = (check, element.is_half()) {
+                    let chunk = (rows.len(), tokens as usize);
+                    keep_source_rows(&mut source_x, chunk, check, r0, values, d);
+                }
+            };
+            if let ElementsMut::F32(dst) = dst {
+                // Read straight into place.
+                x.read(dst)?;
+                inspect(0, dst);
+                return Ok(());
+            }
+            // A half type: read in pieces of about 64K elements (whole rows) and rounded
+            // into place, with no f32 copy of the chunk.
+            let per = (65536 / d).max(1);
+            for r0 in (0..rows.len()).step_by(per) {
+                let r1 = (r0 + per).min(rows.len());
+                piece.resize((r1 - r0) * d, 0.0);
+                x.read(&mut piece)?;
+                inspect(r0, &piece);
+                dst.put_f32(r0 * d, &piece)
+                    .map_err(|e| e.in_rows("X", rows.start + r0 as u32, d_model))?;
+            }
             Ok(())
         },
         |c| {
@@ -422,6 +450,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                 "checking {} rows against the CPU reference (f64)",
                 kept.len()
             ));
+            kept.set_source_x(std::mem::take(&mut source_x));
             let (report, cost, took) = kept.check(&shape, w, element, (tol, f32_tol));
             (Some(report), cost, Some(ms(took)))
         }

@@ -5,6 +5,7 @@
 pub mod header;
 
 use crate::error::{Error, Result};
+use crate::host::Elements;
 use header::{Header, Stored};
 use npyz::WriterBuilder;
 use std::fs::File;
@@ -272,6 +273,12 @@ impl NpyRowWriter {
 
     /// Appends `data`.
     pub fn write(&mut self, data: &[f32]) -> Result<()> {
+        self.write_elements(Elements::F32(data))
+    }
+
+    /// Writes the next elements from an array in any storage type: as they are when it is
+    /// the file's, else rounded to nearest even or widened exactly.
+    pub fn write_elements(&mut self, data: Elements<'_>) -> Result<()> {
         if data.len() as u64 > self.remaining {
             return Err(Error::Input(format!(
                 "{}: {} more elements than its shape holds",
@@ -279,12 +286,18 @@ impl NpyRowWriter {
                 data.len() as u64 - self.remaining
             )));
         }
-        let written = if cfg!(target_endian = "little") && !self.element.is_half() {
-            self.writer.write_all(bytemuck::cast_slice(data))
-        } else {
-            self.bytes.clear();
-            self.element.encode(data, &mut self.bytes);
-            self.writer.write_all(&self.bytes)
+        let written = match data {
+            Elements::F32(d) if cfg!(target_endian = "little") && !self.element.is_half() => {
+                self.writer.write_all(bytemuck::cast_slice(d))
+            }
+            Elements::Half(e, d) if cfg!(target_endian = "little") && e == self.element => {
+                self.writer.write_all(bytemuck::cast_slice(d))
+            }
+            _ => {
+                self.bytes.clear();
+                data.encode(self.element, &mut self.bytes);
+                self.writer.write_all(&self.bytes)
+            }
         };
         written.map_err(|e| Error::io(format!("cannot write {}", self.name), e))?;
         self.remaining -= data.len() as u64;

@@ -1,0 +1,356 @@
+//! Arrays on the host in their storage type: f32, or the 16-bit patterns of f16 or bf16,
+//! never an f32 copy of a half-typed array. [`ElementVec`] owns (the weights of a BF16
+//! checkpoint, a chunk's X), [`Elements`] borrows (a chunk's Q, K, V read back, as mapped),
+//! [`ElementsMut`] is what a source fills (X of one chunk, in the run's type).
+//!
+//! 16-bit patterns are `u16`s in the machine's order; the GPU buffers hold them little-endian,
+//! and wgpu's backends run on little-endian machines only.
+
+use crate::element::{ElementType, OutOfRange};
+use std::ops::Range;
+
+/// An array owned in its storage type.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ElementVec {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// f16 or bf16 bit patterns (the type says which).
+    Half(ElementType, Vec<u16>),
+}
+
+/// An array borrowed in its storage type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Elements<'a> {
+    /// 32-bit floats.
+    F32(&'a [f32]),
+    /// f16 or bf16 bit patterns (the type says which).
+    Half(ElementType, &'a [u16]),
+}
+
+/// An array to fill in its storage type.
+#[derive(Debug)]
+pub enum ElementsMut<'a> {
+    /// 32-bit floats.
+    F32(&'a mut [f32]),
+    /// f16 or bf16 bit patterns (the type says which).
+    Half(ElementType, &'a mut [u16]),
+}
+
+impl ElementVec {
+    /// `len` zeros of `element`.
+    pub fn zeros(element: ElementType, len: usize) -> Self {
+        if element.is_half() {
+            ElementVec::Half(element, vec![0; len])
+        } else {
+            ElementVec::F32(vec![0.0; len])
+        }
+    }
+
+    /// `values` rounded to nearest even into `element` (kept as they are for f32).
+    pub fn from_f32(element: ElementType, values: &[f32]) -> Self {
+        let mut out = Self::zeros(element, values.len());
+        out.as_mut().put_f32_unchecked(0, values.iter().copied());
+        out
+    }
+
+    /// The type the elements are stored in.
+    pub fn element(&self) -> ElementType {
+        self.as_ref().element()
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        self.as_ref().len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A borrowed view.
+    pub fn as_ref(&self) -> Elements<'_> {
+        match self {
+            ElementVec::F32(w) => Elements::F32(w),
+            ElementVec::Half(e, w) => Elements::Half(*e, w),
+        }
+    }
+
+    /// A mutable view.
+    pub fn as_mut(&mut self) -> ElementsMut<'_> {
+        match self {
+            ElementVec::F32(w) => ElementsMut::F32(w),
+            ElementVec::Half(e, w) => ElementsMut::Half(*e, w),
+        }
+    }
+
+    /// The f32 elements, when stored as f32.
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            ElementVec::F32(w) => Some(w),
+            ElementVec::Half(..) => None,
+        }
+    }
+
+    /// The f32 elements, mutably, when stored as f32.
+    pub fn as_f32_mut(&mut self) -> Option<&mut Vec<f32>> {
+        match self {
+            ElementVec::F32(w) => Some(w),
+            ElementVec::Half(..) => None,
+        }
+    }
+
+    /// Elements `range` as f32: borrowed when stored as f32, else widened (exactly) into
+    /// `buf`.
+    pub fn slice<'a>(&'a self, range: Range<usize>, buf: &'a mut Vec<f32>) -> &'a [f32] {
+        match self {
+            ElementVec::F32(w) => &w[range],
+            ElementVec::Half(..) => {
+                buf.clear();
+                self.as_ref().slice(range).extend_f32(buf);
+                buf
+            }
+        }
+    }
+
+    /// Every element as f32, in order (widened one by one: no copy of the whole).
+    pub fn values(&self) -> Box<dyn Iterator<Item = f32> + '_> {
+        self.as_ref().values()
+    }
+
+    /// These elements in type `element`: the same when already stored so, else rounded to
+    /// nearest even (to a narrower type) or widened exactly, value by value.
+    pub fn to_element(&self, element: ElementType) -> ElementVec {
+        if self.element() == element {
+            return self.clone();
+        }
+        let mut out = Self::zeros(element, self.len());
+        out.as_mut().put_f32_unchecked(0, self.values());
+        out
+    }
+}
+
+impl<'a> Elements<'a> {
+    /// The type the elements are stored in.
+    pub fn element(&self) -> ElementType {
+        match self {
+            Elements::F32(_) => ElementType::F32,
+            Elements::Half(e, _) => *e,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            Elements::F32(d) => d.len(),
+            Elements::Half(_, d) => d.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Element `i`, as f32 (widened exactly).
+    pub fn get(&self, i: usize) -> f32 {
+        match self {
+            Elements::F32(d) => d[i],
+            Elements::Half(e, d) => e.widen_bits(d[i]),
+        }
+    }
+
+    /// Elements `range`.
+    pub fn slice(&self, range: Range<usize>) -> Elements<'a> {
+        match *self {
+            Elements::F32(d) => Elements::F32(&d[range]),
+            Elements::Half(e, d) => Elements::Half(e, &d[range]),
+        }
+    }
+
+    /// Every element as f32, in order.
+    pub fn values(self) -> Box<dyn Iterator<Item = f32> + 'a> {
+        match self {
+            Elements::F32(d) => Box::new(d.iter().copied()),
+            Elements::Half(e, d) => Box::new(d.iter().map(move |&b| e.widen_bits(b))),
+        }
+    }
+
+    /// Appends every element, widened exactly to f32, to `out`.
+    pub fn extend_f32(&self, out: &mut Vec<f32>) {
+        match *self {
+            Elements::F32(d) => out.extend_from_slice(d),
+            Elements::Half(e, d) => {
+                let at = out.len();
+                out.resize(at + d.len(), 0.0);
+                e.decode(bytemuck::cast_slice(d), &mut out[at..]);
+            }
+        }
+    }
+
+    /// Every element widened exactly to f32.
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.len());
+        self.extend_f32(&mut out);
+        out
+    }
+
+    /// Appends the elements' little-endian bytes in type `element` to `out`: as they are
+    /// when stored so, else rounded to nearest even or widened exactly.
+    pub fn encode(&self, element: ElementType, out: &mut Vec<u8>) {
+        match *self {
+            Elements::F32(d) => element.encode(d, out),
+            Elements::Half(e, d) if e == element => {
+                if cfg!(target_endian = "little") {
+                    out.extend_from_slice(bytemuck::cast_slice(d));
+                } else {
+                    out.extend(d.iter().flat_map(|b| b.to_le_bytes()));
+                }
+            }
+            Elements::Half(..) => {
+                let wide = self.to_f32();
+                element.encode(&wide, out);
+            }
+        }
+    }
+}
+
+impl<'a> From<&'a [f32]> for Elements<'a> {
+    fn from(d: &'a [f32]) -> Self {
+        Elements::F32(d)
+    }
+}
+
+impl<'a> ElementsMut<'a> {
+    /// The type the elements are stored in.
+    pub fn element(&self) -> ElementType {
+        match self {
+            ElementsMut::F32(_) => ElementType::F32,
+            ElementsMut::Half(e, _) => *e,
+        }
+    }
+
+    /// Number of elements.
+    pub fn len(&self) -> usize {
+        match self {
+            ElementsMut::F32(d) => d.len(),
+            ElementsMut::Half(_, d) => d.len(),
+        }
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A shorter view: elements `range`.
+    pub fn slice_mut(&mut self, range: Range<usize>) -> ElementsMut<'_> {
+        match self {
+            ElementsMut::F32(d) => ElementsMut::F32(&mut d[range]),
+            ElementsMut::Half(e, d) => ElementsMut::Half(*e, &mut d[range]),
+        }
+    }
+
+    /// A read-only view.
+    pub fn as_ref(&self) -> Elements<'_> {
+        match self {
+            ElementsMut::F32(d) => Elements::F32(d),
+            ElementsMut::Half(e, d) => Elements::Half(*e, d),
+        }
+    }
+
+    /// Writes `values` from element `at` on, rounded to nearest even into the storage type.
+    /// A finite value the type cannot hold (it would round to an infinity) is refused: the
+    /// error's index counts from the first of `values`, and elements before it are written.
+    /// NaN and infinities are written as they are (they are no range errors; callers that
+    /// refuse them scan for them).
+    pub fn put_f32(&mut self, at: usize, values: &[f32]) -> Result<(), OutOfRange> {
+        let element = self.element();
+        if let Some(e) = element.check_range(values) {
+            self.put_f32_unchecked(at, values[..e.index].iter().copied());
+            return Err(e);
+        }
+        self.put_f32_unchecked(at, values.iter().copied());
+        Ok(())
+    }
+
+    /// Writes `values` from element `at` on, rounded to nearest even (an out-of-range value
+    /// becomes an infinity).
+    pub fn put_f32_unchecked(&mut self, at: usize, values: impl Iterator<Item = f32>) {
+        match self {
+            ElementsMut::F32(d) => d[at..].iter_mut().zip(values).for_each(|(d, v)| *d = v),
+            ElementsMut::Half(ElementType::F16, d) => d[at..]
+                .iter_mut()
+                .zip(values)
+                .for_each(|(d, v)| *d = half::f16::from_f32(v).to_bits()),
+            ElementsMut::Half(_, d) => d[at..]
+                .iter_mut()
+                .zip(values)
+                .for_each(|(d, v)| *d = half::bf16::from_f32(v).to_bits()),
+        }
+    }
+
+    /// Splits into `[0, mid)` and `[mid, len)`.
+    pub fn split_at(self, mid: usize) -> (ElementsMut<'a>, ElementsMut<'a>) {
+        match self {
+            ElementsMut::F32(d) => {
+                let (a, b) = d.split_at_mut(mid);
+                (ElementsMut::F32(a), ElementsMut::F32(b))
+            }
+            ElementsMut::Half(e, d) => {
+                let (a, b) = d.split_at_mut(mid);
+                (ElementsMut::Half(e, a), ElementsMut::Half(e, b))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_rounded_in_and_widened_out_exactly() {
+        let data = [1.0f32, -2.5, 1.0 + 3.0 / 2048.0, 1.0 + 1.0 / 256.0, 0.1];
+        for e in ElementType::ALL {
+            let v = ElementVec::from_f32(e, &data);
+            assert_eq!(v.element(), e);
+            let back = v.as_ref().to_f32();
+            let rounded: Vec<f32> = data.iter().map(|&d| e.round(d)).collect();
+            assert_eq!(back, rounded, "{e}");
+            assert_eq!(v.as_ref().get(2), e.round(data[2]));
+            assert_eq!(v.values().collect::<Vec<_>>(), rounded);
+            // Bytes as the encoder writes them, and converted between types.
+            let mut a = Vec::new();
+            v.as_ref().encode(e, &mut a);
+            let mut b = Vec::new();
+            e.encode(&data, &mut b);
+            assert_eq!(a, b, "{e}");
+            for to in ElementType::ALL {
+                let c = v.to_element(to);
+                let want: Vec<f32> = rounded.iter().map(|&d| to.round(d)).collect();
+                assert_eq!(c.as_ref().to_f32(), want, "{e} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn put_f32_refuses_the_first_value_out_of_range_after_writing_those_before() {
+        let mut v = ElementVec::zeros(ElementType::F16, 4);
+        let e = v
+            .as_mut()
+            .put_f32(1, &[3.0, 70000.0, 5.0])
+            .expect_err("70000 is past f16's range");
+        assert_eq!((e.index, e.value), (1, 70000.0));
+        assert_eq!(v.as_ref().to_f32(), vec![0.0, 3.0, 0.0, 0.0]);
+        // bf16 has f32's range.
+        let mut b = ElementVec::zeros(ElementType::Bf16, 2);
+        b.as_mut().put_f32(0, &[70000.0, f32::NAN]).unwrap();
+        assert!(b.as_ref().get(1).is_nan());
+        let mut whole = ElementVec::zeros(ElementType::Bf16, 4);
+        let (mut lo, mut hi) = whole.as_mut().split_at(1);
+        lo.put_f32(0, &[1.0]).unwrap();
+        hi.slice_mut(1..3).put_f32(0, &[2.0, 3.0]).unwrap();
+        assert_eq!(whole.as_ref().to_f32(), vec![1.0, 0.0, 2.0, 3.0]);
+    }
+}
