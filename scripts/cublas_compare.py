@@ -2,6 +2,7 @@
 """Times cuBLAS on the shapes of a `qkv bench --json` run, in each row's type, side by side.
 
     qkv bench --shape all --max-tokens 16384 --kernel auto --dtype f32,f16,bf16 --json > qkv.json
+    qkv bench --shape all --max-tokens 16384 --kernel coopmat,auto --dtype f16 --json > coop.json
     python3 scripts/cublas_compare.py qkv.json [--repeats 20] [--json out.json]
 
 For every distinct shape and type in the file it times `torch.matmul(X, W)`, X [tokens,

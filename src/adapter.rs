@@ -174,6 +174,68 @@ pub struct AdapterSummary {
     /// for every GPU, a context measures the minimum instead
     /// ([`GpuContext`](crate::GpuContext)).
     pub subgroup_size: (u32, u32),
+    /// The cooperative-matrix configurations wgpu offers on the adapter (square tiles, one
+    /// subgroup each; empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`).
+    pub cooperative_matrix: Vec<CoopMatrix>,
+}
+
+/// One cooperative-matrix configuration: `size` x `size` x `size` tiles, A and B of type
+/// `inputs`, the accumulator C (and result) of type `accumulator`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub struct CoopMatrix {
+    /// M = N = K.
+    pub size: u32,
+    /// The type of A and B: "f16", "f32", "i32" or "u32".
+    pub inputs: &'static str,
+    /// The type of C and the result.
+    pub accumulator: &'static str,
+}
+
+impl CoopMatrix {
+    /// f16 inputs on `size` tiles with an f32 accumulator (`true`) or an f16 one.
+    pub fn f16_inputs(size: u32, f32_accumulator: bool) -> Self {
+        Self {
+            size,
+            inputs: "f16",
+            accumulator: if f32_accumulator { "f32" } else { "f16" },
+        }
+    }
+
+    /// The square configurations of `adapter`, as wgpu reports them.
+    fn of(adapter: &wgpu::Adapter) -> Vec<Self> {
+        if !adapter
+            .features()
+            .contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX)
+        {
+            return Vec::new();
+        }
+        let name = |t: wgpu::CooperativeScalarType| match t {
+            wgpu::CooperativeScalarType::F32 => "f32",
+            wgpu::CooperativeScalarType::F16 => "f16",
+            wgpu::CooperativeScalarType::I32 => "i32",
+            wgpu::CooperativeScalarType::U32 => "u32",
+        };
+        let mut out: Vec<Self> = adapter
+            .cooperative_matrix_properties()
+            .into_iter()
+            .filter(|p| p.m_size == p.n_size && p.n_size == p.k_size)
+            .map(|p| Self {
+                size: p.m_size,
+                inputs: name(p.ab_type),
+                accumulator: name(p.cr_type),
+            })
+            .collect();
+        out.sort_by_key(|c| (c.size, c.inputs, c.accumulator));
+        out.dedup();
+        out
+    }
+}
+
+impl std::fmt::Display for CoopMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.size;
+        write!(f, "{s}x{s}x{s} {} -> {}", self.inputs, self.accumulator)
+    }
 }
 
 impl AdapterSummary {
@@ -200,6 +262,7 @@ impl AdapterSummary {
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
+            cooperative_matrix: CoopMatrix::of(adapter),
         }
     }
 

@@ -85,12 +85,27 @@ impl GpuContext {
         let timestamps = summary.timestamp_query;
         // Ask for what some kernel can use, where the adapter has it; a kernel whose spec
         // requires a feature is checked against the adapter first (`KernelSpec::unsupported_on`).
-        let required_features =
+        let mut required_features =
             adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        // Cooperative matrices (with the f16 the `coopmat` kernel reads) only where the
+        // adapter offers a configuration: an experimental feature, asked for nowhere else.
+        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+        let with_coop = !summary.cooperative_matrix.is_empty() && adapter.features().contains(coop);
+        if with_coop {
+            required_features |= coop;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("qkv-wgpu device"),
             required_features,
             required_limits: limits,
+            // SAFETY: wgpu's experimental features may have bugs of their own; the one asked
+            // for is cooperative matrices, where offered, and every result of the kernel that
+            // uses it is checked against the f64 reference like any other.
+            experimental_features: if with_coop {
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            } else {
+                wgpu::ExperimentalFeatures::disabled()
+            },
             ..Default::default()
         }))
         .map_err(|source| Error::RequestDevice {

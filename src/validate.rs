@@ -59,6 +59,23 @@ impl Tolerance {
         }
     }
 
+    /// This tolerance (an f32 accumulation's, [`for_f32_accumulation`](Self::for_f32_accumulation))
+    /// for an f16 accumulator instead: `coopmat(acc=16)`, for adapters that offer no f32 one.
+    ///
+    /// Each addition then rounds the running sum to f16, whose unit roundoff 2^-11 is 2^13
+    /// times f32's 2^-24; the error model is the same, so `atol` scales by 2^13 (to
+    /// 0.082 x sqrt(d_model) x max|x| x max|w|). `rtol` stays: the kernel adds the bias in f32,
+    /// after the accumulation. Past d_model of about 150 this `atol` exceeds one term, so a
+    /// single missed or doubled term may pass: the check still catches wrong rows, columns and
+    /// unwritten (NaN) elements, not every indexing slip. Apply before
+    /// [`for_output`](Self::for_output).
+    pub fn for_f16_accumulator(self) -> Self {
+        Self {
+            atol: self.atol * 8192.0,
+            rtol: self.rtol,
+        }
+    }
+
     /// Whether one element passes. This is the only place the condition is written.
     pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
         let g = gpu as f64;

@@ -72,7 +72,7 @@ fn lowered_limits_chunk_tokens_and_split_columns_on_every_kernel() {
     // most; W is 40 x 160 f32 = 25,600 B > 16 KiB, so its columns are split in two. Textures
     // allow 64 rows per chunk. 203 tokens: a ragged last chunk everywhere.
     let shape = QkvShape::new(203, 40, 96, 32, true).unwrap();
-    for kernel in Kernel::ALL {
+    for kernel in common::kernels() {
         let config = KernelConfig::from(kernel);
         if config.unsupported_on(&small().summary).is_some() {
             continue;

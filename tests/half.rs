@@ -20,7 +20,7 @@ const HALF: [ElementType; 2] = [ElementType::F16, ElementType::Bf16];
 
 /// Every variant that reads the half types.
 fn typed_kernels() -> Vec<Kernel> {
-    Kernel::ALL
+    common::kernels()
         .into_iter()
         .filter(|k| k.elements().contains(&ElementType::Bf16))
         .filter(|&k| {

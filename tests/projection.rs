@@ -14,7 +14,7 @@ use qkv_wgpu::{
 
 #[test]
 fn worked_example_is_exact_on_every_kernel() {
-    for kernel in Kernel::ALL {
+    for kernel in common::kernels() {
         let e = explain::explain(ctx(), kernel).unwrap();
         assert_eq!(e.same, [[2.0, 17.0]; 3], "kernel {kernel}");
         assert_eq!(
@@ -41,7 +41,7 @@ fn equal_weights_give_equal_q_k_v() {
         bias: Some(&b),
     };
     let weights = FusedWeights::fuse(d, p, p, p).unwrap();
-    for kernel in Kernel::ALL {
+    for kernel in common::kernels() {
         let mut projector = Projector::new(ctx(), shape, kernel).unwrap();
         projector.set_weights(&weights).unwrap();
         let out = projector.run(&x).unwrap();
@@ -72,7 +72,7 @@ fn ragged_and_edge_shapes_pass_on_every_kernel() {
         (33, 1, 31, 2),
         (70, 100, 96, 32),
     ];
-    for kernel in Kernel::ALL {
+    for kernel in common::kernels() {
         for (i, &(t, d, q, kv)) in shapes.iter().enumerate() {
             for bias in [false, true] {
                 let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
@@ -86,7 +86,7 @@ fn ragged_and_edge_shapes_pass_on_every_kernel() {
 #[test]
 fn many_runs_on_one_projector_give_fresh_right_answers() {
     let shape = QkvShape::new(45, 40, 24, 8, true).unwrap();
-    for kernel in Kernel::ALL {
+    for kernel in common::kernels() {
         let mut projector = Projector::new(ctx(), shape, kernel).unwrap();
         let mut previous_q: Option<Vec<f32>> = None;
         for seed in 0..4u64 {
@@ -316,7 +316,7 @@ fn shapes_past_lowered_limits_are_clear_errors() {
 }
 
 fn kernel_strategy() -> impl Strategy<Value = Kernel> {
-    prop::sample::select(Kernel::ALL.to_vec())
+    prop::sample::select(common::kernels())
 }
 
 proptest! {

@@ -5,16 +5,29 @@ use qkv_wgpu::kernels::ALL_SHADERS;
 use std::path::Path;
 
 /// Validates with no optional capability, except subgroup operations for a shader that
-/// uses them (the host runs those only on adapters with the SUBGROUP feature).
+/// uses them, and f16 and cooperative matrices for one that enables them (the host runs
+/// those only on adapters with the SUBGROUP, SHADER_F16 and EXPERIMENTAL_COOPERATIVE_MATRIX
+/// features).
 fn validate(name: &str, source: &str) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
     let subgroups = source.contains("@builtin(subgroup_");
-    let caps = if subgroups {
-        naga::valid::Capabilities::SUBGROUP
-    } else {
-        naga::valid::Capabilities::empty()
-    };
+    let mut caps = naga::valid::Capabilities::empty();
+    for (on, cap) in [
+        (subgroups, naga::valid::Capabilities::SUBGROUP),
+        (
+            source.contains("enable f16;"),
+            naga::valid::Capabilities::SHADER_FLOAT16,
+        ),
+        (
+            source.contains("enable wgpu_cooperative_matrix;"),
+            naga::valid::Capabilities::COOPERATIVE_MATRIX,
+        ),
+    ] {
+        if on {
+            caps |= cap;
+        }
+    }
     let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
     if subgroups {
         validator

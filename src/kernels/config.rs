@@ -9,8 +9,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// A kernel variant with the raw values of its tuning knobs, as named on the command line and
-/// stored in the tuning cache. `wg` is the variant's first knob (`wg`, `wgx` or `splits`),
-/// `wgy` its second (`regtile` only); variants without knobs have both 0. Resolve it with
+/// stored in the tuning cache. `wg` is the variant's first knob (`wg`, `wgx`, `splits` or
+/// `tile`), `wgy` its second (`regtile`'s `wgy`, `coopmat`'s `acc`); variants without knobs have both 0. Resolve it with
 /// [`KernelSpec::new`](super::KernelSpec::new) to read them typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelConfig {
@@ -18,9 +18,11 @@ pub struct KernelConfig {
     pub kernel: Kernel,
     /// First knob: invocations per workgroup (`direct`, `subgroup`, `texture`,
     /// `subgroup-texture`), invocations along columns (`regtile`'s `wgx`), or the number of
-    /// d_model ranges (`splitk`'s `splits`).
+    /// d_model ranges (`splitk`'s `splits`), or the cooperative matrices' size (`coopmat`'s
+    /// `tile`: 8 or 16).
     pub wg: u32,
-    /// Second knob: invocations along token rows (`regtile`'s `wgy`; 0 otherwise).
+    /// Second knob: invocations along token rows (`regtile`'s `wgy`), or the accumulator's
+    /// bits (`coopmat`'s `acc`: 32 or 16); 0 otherwise.
     pub wgy: u32,
 }
 
@@ -38,6 +40,7 @@ const fn knobs(kernel: Kernel) -> &'static str {
         Kernel::Direct | Kernel::Texture => "wg = 1..=256",
         Kernel::Subgroup | Kernel::SubgroupTexture => "wg = 8..=256, a multiple of 8",
         Kernel::Splitk => "splits = 1..=64",
+        Kernel::Coopmat => "tile = 8 | 16, acc = 32 | 16 (the accumulator's bits)",
     }
 }
 
@@ -50,6 +53,7 @@ impl KernelConfig {
             Kernel::Splitk => (4, 0),
             Kernel::Direct | Kernel::Subgroup => (64, 0),
             Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
+            Kernel::Coopmat => (8, 32),
         };
         Self { kernel, wg, wgy }
     }
@@ -68,6 +72,7 @@ impl KernelConfig {
             Kernel::Subgroup | Kernel::SubgroupTexture => {
                 (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
             }
+            Kernel::Coopmat => matches!(self.wg, 8 | 16) && matches!(self.wgy, 16 | 32),
         };
         if ok {
             return Ok(());
@@ -156,11 +161,11 @@ impl FromStr for KernelConfig {
                 .parse()
                 .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
             match key.trim() {
-                "wg" | "wgx" | "splits" => config.wg = value,
-                "wgy" => config.wgy = value,
+                "wg" | "wgx" | "splits" | "tile" => config.wg = value,
+                "wgy" | "acc" => config.wgy = value,
                 other => {
                     return Err(format!(
-                        "'{other}' is not a parameter (wg, wgx, wgy, splits)"
+                        "'{other}' is not a parameter (wg, wgx, wgy, splits, tile, acc)"
                     ))
                 }
             }
@@ -176,6 +181,7 @@ impl fmt::Display for KernelConfig {
             Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
             Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
             Kernel::Splitk => write!(f, "{}(splits={})", self.kernel, self.wg),
+            Kernel::Coopmat => write!(f, "{}(tile={},acc={})", self.kernel, self.wg, self.wgy),
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 write!(f, "{}(wg={})", self.kernel, self.wg)
             }
@@ -217,6 +223,12 @@ mod tests {
         assert_eq!(k.to_string().parse::<KernelConfig>(), Ok(k));
         assert!("splitk(splits=0)".parse::<KernelConfig>().is_err());
         assert!("direct(wg=8".parse::<KernelConfig>().is_err());
+        let c: KernelConfig = "coopmat(tile=16)".parse().unwrap();
+        assert_eq!((c.wg, c.wgy), (16, 32));
+        assert_eq!(c.to_string(), "coopmat(tile=16,acc=32)");
+        assert_eq!(c.to_string().parse::<KernelConfig>(), Ok(c));
+        assert!("coopmat(tile=32)".parse::<KernelConfig>().is_err());
+        assert!("coopmat(acc=8)".parse::<KernelConfig>().is_err());
     }
 
     #[test]

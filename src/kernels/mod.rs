@@ -28,5 +28,8 @@ mod registry;
 mod spec;
 
 pub use config::KernelConfig;
-pub use registry::{Kernel, Requirements, ShaderSource, ALL_SHADERS, FILL_NAN, SUBGROUP_SIZE};
+pub use registry::{
+    coopmat_source, Kernel, Requirements, ShaderSource, ALL_SHADERS, COOPMAT_SOURCES, FILL_NAN,
+    SUBGROUP_SIZE,
+};
 pub use spec::{ElementType, KernelSpec, Variant};

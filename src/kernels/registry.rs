@@ -30,6 +30,8 @@ pub enum Kernel {
     Blocktile = 7,
     /// `Blocktile` over ranges of d_model (split-K), partial sums added by a second pass.
     Splitk = 8,
+    /// Cooperative matrices (tensor cores): f16 inputs, f32 (or f16) accumulator.
+    Coopmat = 9,
 }
 
 /// A WGSL source file under `shaders/`, compiled into the binary.
@@ -61,7 +63,7 @@ pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
 pub const SUBGROUP_SIZE: ShaderSource = shader!("subgroup_size.wgsl");
 
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 11] = [
+pub const ALL_SHADERS: [ShaderSource; 15] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
@@ -71,9 +73,29 @@ pub const ALL_SHADERS: [ShaderSource; 11] = [
     Kernel::SubgroupTexture.source(),
     Kernel::Blocktile.source(),
     Kernel::Splitk.source(),
+    COOPMAT_SOURCES[0],
+    COOPMAT_SOURCES[1],
+    COOPMAT_SOURCES[2],
+    COOPMAT_SOURCES[3],
     FILL_NAN,
     SUBGROUP_SIZE,
 ];
+
+/// The cooperative-matrix kernel's sources, one per (tile, accumulator): 8x8 with f32, 8x8
+/// with f16, 16x16 with f32, 16x16 with f16 ([`coopmat_source`]).
+pub const COOPMAT_SOURCES: [ShaderSource; 4] = [
+    shader!("qkv_coopmat8_f32.wgsl"),
+    shader!("qkv_coopmat8_f16.wgsl"),
+    shader!("qkv_coopmat16_f32.wgsl"),
+    shader!("qkv_coopmat16_f16.wgsl"),
+];
+
+/// The `coopmat` source for `tile` x `tile` matrices (8 or 16) with an f32 accumulator, or an
+/// f16 one.
+pub const fn coopmat_source(tile: u32, f32_accumulator: bool) -> ShaderSource {
+    let i = if tile == 16 { 2 } else { 0 } + if f32_accumulator { 0 } else { 1 };
+    COOPMAT_SOURCES[i]
+}
 
 impl ShaderSource {
     /// Whether the shader uses subgroup operations (it reads a subgroup builtin).
@@ -90,6 +112,11 @@ pub struct Requirements {
     pub min_subgroup_size: Option<u32>,
     /// Storage buffers bound in the compute stage (the binding kind's).
     pub storage_buffers: u32,
+    /// f16 in shaders (`SHADER_F16`).
+    pub shader_f16: bool,
+    /// A cooperative-matrix configuration: `tile` x `tile` x `tile`, f16 inputs, an f32
+    /// accumulator (`true`) or an f16 one.
+    pub cooperative_matrix: Option<(u32, bool)>,
 }
 
 impl Requirements {
@@ -106,6 +133,33 @@ impl Requirements {
                  (max_storage_buffers_per_shader_stage)",
                 self.storage_buffers, summary.name, summary.max_storage_buffers_per_shader_stage
             ));
+        }
+        if self.shader_f16 && !summary.shader_f16 {
+            return Some(format!(
+                "kernel {kernel} needs f16 in shaders (SHADER_F16), which '{}' does not offer",
+                summary.name
+            ));
+        }
+        if let Some((tile, f32_acc)) = self.cooperative_matrix {
+            let want = crate::adapter::CoopMatrix::f16_inputs(tile, f32_acc);
+            if !summary.cooperative_matrix.contains(&want) {
+                let offers: Vec<String> = summary
+                    .cooperative_matrix
+                    .iter()
+                    .map(|c| c.to_string())
+                    .collect();
+                return Some(format!(
+                    "kernel {kernel} needs cooperative matrices {want}; '{}' offers {}",
+                    summary.name,
+                    if offers.is_empty() {
+                        "none (Vulkan's VK_KHR_cooperative_matrix or Metal's simdgroup \
+                         matrices, through wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX)"
+                            .to_string()
+                    } else {
+                        offers.join(", ")
+                    }
+                ));
+            }
         }
         let min = self.min_subgroup_size?;
         if !summary.subgroup {
@@ -126,7 +180,7 @@ impl Requirements {
 
 impl Kernel {
     /// Every variant, in number order.
-    pub const ALL: [Kernel; 9] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::Naive,
         Kernel::Tiled,
         Kernel::Regtile,
@@ -136,6 +190,7 @@ impl Kernel {
         Kernel::SubgroupTexture,
         Kernel::Blocktile,
         Kernel::Splitk,
+        Kernel::Coopmat,
     ];
 
     /// The variant library callers get when they name none and do not autotune
@@ -155,6 +210,7 @@ impl Kernel {
             Kernel::SubgroupTexture => "subgroup-texture",
             Kernel::Blocktile => "blocktile",
             Kernel::Splitk => "splitk",
+            Kernel::Coopmat => "coopmat",
         }
     }
 
@@ -183,6 +239,9 @@ impl Kernel {
             Kernel::Splitk => {
                 "blocktile over `splits` ranges of d_model, partial sums added by a second pass"
             }
+            Kernel::Coopmat => {
+                "cooperative matrices (tensor cores): f16 inputs, 4 subgroups of 2x2 tiles each"
+            }
         }
     }
 
@@ -206,9 +265,13 @@ impl Kernel {
         Requirements {
             min_subgroup_size: match self {
                 Kernel::Subgroup | Kernel::SubgroupTexture => Some(8),
+                Kernel::Coopmat => Some(1),
                 _ => None,
             },
             storage_buffers: self.binding().storage_buffers(),
+            shader_f16: matches!(self, Kernel::Coopmat),
+            // The configuration depends on the tile and accumulator: set by the spec.
+            cooperative_matrix: None,
         }
     }
 
@@ -219,24 +282,36 @@ impl Kernel {
 
     /// The storage types the variant reads and writes: every type for the baseline and for
     /// the fastest variants of each adapter class (GPUs: `blocktile`, `splitk`; CPU drivers:
-    /// `texture`, `subgroup-texture`), f32 for the rest.
+    /// `texture`, `subgroup-texture`), f32 for the rest. `coopmat` stores Q, K, V in every
+    /// type but reads X and W as f16 ([`Kernel::input_element`]).
     pub const fn elements(self) -> &'static [ElementType] {
         match self {
             Kernel::Naive
             | Kernel::Texture
             | Kernel::SubgroupTexture
             | Kernel::Blocktile
-            | Kernel::Splitk => &ElementType::ALL,
+            | Kernel::Splitk
+            | Kernel::Coopmat => &ElementType::ALL,
             Kernel::Tiled | Kernel::Regtile | Kernel::Direct | Kernel::Subgroup => {
                 &[ElementType::F32]
             }
         }
     }
 
+    /// The type the kernel reads X and W in, for a run stored as `element`: f16 for
+    /// `coopmat` (the host converts on upload), `element` for the rest.
+    pub const fn input_element(self, element: ElementType) -> ElementType {
+        match self {
+            Kernel::Coopmat => ElementType::F16,
+            _ => element,
+        }
+    }
+
     /// W's rows are padded with zeros to a multiple of this many columns (4 for the kernels
-    /// that load W as vec4; the padding is never stored).
+    /// that load W as vec4, 2 for one that loads pairs of f16; the padding is never stored).
     pub const fn w_align(self) -> u32 {
         match self {
+            Kernel::Coopmat => 2,
             Kernel::Subgroup
             | Kernel::Regtile
             | Kernel::Texture
@@ -259,6 +334,7 @@ impl Kernel {
             Kernel::SubgroupTexture => shader!("qkv_subgroup_texture.wgsl"),
             Kernel::Blocktile => shader!("qkv_blocktile.wgsl"),
             Kernel::Splitk => shader!("qkv_splitk.wgsl"),
+            Kernel::Coopmat => coopmat_source(8, true),
         }
     }
 
@@ -315,14 +391,14 @@ mod tests {
             assert_eq!(k.number().to_string().parse::<Kernel>(), Ok(k));
         }
         assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
-        assert!("9".parse::<Kernel>().is_err());
+        assert!("10".parse::<Kernel>().is_err());
     }
 
     #[test]
     fn the_typed_kernels_are_the_ones_whose_shaders_read_words() {
         for k in Kernel::ALL {
             let wgsl = k.source().wgsl;
-            let typed = wgsl.contains("fn widen(");
+            let typed = wgsl.contains("fn widen(") || wgsl.contains("array<f16>");
             assert_eq!(k.elements().len() == ElementType::ALL.len(), typed, "{k}");
         }
     }

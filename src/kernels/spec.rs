@@ -51,6 +51,13 @@ pub enum Variant {
         /// Ranges of d_model, one partial sum each.
         splits: u32,
     },
+    /// Cooperative matrices of `tile` x `tile`, four subgroups per workgroup.
+    Coopmat {
+        /// M = N = K of the matrices: 8 or 16.
+        tile: u32,
+        /// An f32 accumulator (else f16).
+        f32_accumulator: bool,
+    },
 }
 
 /// Everything about one kernel configuration that the plan, the projector, the tuner and the
@@ -76,7 +83,9 @@ pub struct KernelSpec {
     /// Ranges of d_model summed separately (1 without split-K); the partial sums take
     /// `splits x rows x columns` elements.
     pub splits: u32,
-    /// Invocations per workgroup of the main pass.
+    /// Invocations per workgroup of the main pass; for `coopmat`, subgroups (4) instead:
+    /// the invocations are 4 x the device's subgroup size
+    /// ([`workgroup_invocations`](Self::workgroup_invocations)).
     pub invocations: u32,
     /// The storage type of X, W and Q, K, V.
     pub element: ElementType,
@@ -107,6 +116,10 @@ impl KernelSpec {
             Kernel::SubgroupTexture => Variant::SubgroupTexture { wg },
             Kernel::Blocktile => Variant::Blocktile,
             Kernel::Splitk => Variant::Splitk { splits: wg },
+            Kernel::Coopmat => Variant::Coopmat {
+                tile: wg,
+                f32_accumulator: wgy == 32,
+            },
         };
         let (constants, tile, invocations, splits) = match variant {
             Variant::Naive | Variant::Tiled => (vec![], (16, 16), 256, 1),
@@ -125,12 +138,25 @@ impl KernelSpec {
             Variant::Splitk { splits } => {
                 (vec![("SPLITS", splits as f64)], (128, 128), 256, splits)
             }
+            // WG (4 subgroups) is set from the device's subgroup size (`device_constants`).
+            Variant::Coopmat { tile, .. } => (vec![], (4 * tile, 4 * tile), 4, 1),
         };
         let kernel = config.kernel;
+        let (source, mut requires) = (kernel.source(), kernel.requires());
+        let source = match variant {
+            Variant::Coopmat {
+                tile,
+                f32_accumulator,
+            } => {
+                requires.cooperative_matrix = Some((tile, f32_accumulator));
+                super::registry::coopmat_source(tile, f32_accumulator)
+            }
+            _ => source,
+        };
         Ok(Self {
             config,
             variant,
-            source: kernel.source(),
+            source,
             reduce: kernel.reduce_pass(),
             constants,
             binding: kernel.binding(),
@@ -139,7 +165,7 @@ impl KernelSpec {
             splits,
             invocations,
             element: ElementType::F32,
-            requires: kernel.requires(),
+            requires,
         })
     }
 
@@ -166,6 +192,42 @@ impl KernelSpec {
         self.config.kernel
     }
 
+    /// The type X and W are read in on the GPU: f16 for `coopmat`, else the storage type.
+    pub fn input_element(&self) -> ElementType {
+        self.kernel().input_element(self.element)
+    }
+
+    /// Invocations per workgroup on a device with `summary`'s subgroup size: for `coopmat`,
+    /// four subgroups of the smallest size the device runs, else fixed.
+    pub fn workgroup_invocations(&self, summary: &AdapterSummary) -> u32 {
+        match self.variant {
+            Variant::Coopmat { .. } => self.invocations * summary.subgroup_size.0.max(1),
+            _ => self.invocations,
+        }
+    }
+
+    /// Whether the kernel accumulates in f16 (`coopmat(acc=16)`): the tolerance widens
+    /// ([`crate::Tolerance::for_f16_accumulator`]).
+    pub fn accumulates_in_f16(&self) -> bool {
+        matches!(
+            self.variant,
+            Variant::Coopmat {
+                f32_accumulator: false,
+                ..
+            }
+        )
+    }
+
+    /// Override constants that depend on the device: `coopmat`'s WG.
+    pub fn device_constants(&self, summary: &AdapterSummary) -> Vec<(&'static str, f64)> {
+        match self.variant {
+            Variant::Coopmat { .. } => {
+                vec![("WG", self.workgroup_invocations(summary) as f64)]
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
     pub fn reads_textures(&self) -> bool {
         self.binding == BindingKind::Textured
@@ -181,13 +243,15 @@ impl KernelSpec {
         let max = summary
             .max_compute_invocations_per_workgroup
             .min(summary.max_compute_workgroup_size_x);
-        (self.invocations > max).then(|| {
+        let invocations = self.workgroup_invocations(summary);
+        (invocations > max).then(|| {
             format!(
                 "kernel {self} needs workgroups of {} invocations; '{}' allows {max} \
                  (max_compute_invocations_per_workgroup / max_compute_workgroup_size_x){}",
-                self.invocations,
+                invocations,
                 summary.name,
-                if self.config.wg > 0 && self.kernel() != Kernel::Splitk {
+                if self.config.wg > 0 && !matches!(self.kernel(), Kernel::Splitk | Kernel::Coopmat)
+                {
                     "; give a smaller wg, or --kernel auto".to_string()
                 } else {
                     String::new()
@@ -261,6 +325,25 @@ impl KernelConfig {
             Ok(spec) => spec.unsupported_on(summary),
             Err(e) => Some(e),
         }
+    }
+
+    /// The `coopmat` configuration for an adapter: the largest tile it offers with an f32
+    /// accumulator, else (only then) the largest with an f16 one; None without cooperative
+    /// matrices. `--kernel coopmat` without parameters runs this.
+    pub fn coopmat_for(summary: &AdapterSummary) -> Option<KernelConfig> {
+        let offered = |tile, f32_acc| {
+            summary
+                .cooperative_matrix
+                .contains(&crate::adapter::CoopMatrix::f16_inputs(tile, f32_acc))
+        };
+        [(16, true), (8, true), (16, false), (8, false)]
+            .into_iter()
+            .find(|&(t, a)| offered(t, a))
+            .map(|(tile, f32_acc)| KernelConfig {
+                kernel: Kernel::Coopmat,
+                wg: tile,
+                wgy: if f32_acc { 32 } else { 16 },
+            })
     }
 
     /// Output elements (columns, rows) covered by one workgroup (0, 0 for an invalid

@@ -156,7 +156,7 @@ impl WeightBuffers {
     pub(super) fn new(device: &wgpu::Device, spec: &KernelSpec, plan: &ChunkPlan) -> Self {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
-        let kind = (spec.reads_textures(), spec.element);
+        let kind = (spec.reads_textures(), spec.input_element());
         let w = plan
             .col_blocks
             .iter()
@@ -199,13 +199,20 @@ impl WeightBuffers {
     ) -> Result<()> {
         let n_out = plan.shape.n_out() as usize;
         let mut scratch = Vec::new();
+        let input = spec.input_element();
         // Patterns of another half type than the spec's are converted first (rounded or
         // widened); f32 is rounded as it is written, and patterns of the spec's type are
         // written as they are.
+        // A kernel that reads another type than the run's (`coopmat`: f16) gets the run's
+        // values converted, as X is: rounded to the run's type first, then to the input type.
         let converted;
         let data = match &weights.w {
-            WeightData::Half(e, _) if *e != spec.element => {
-                converted = weights.w.to_element(spec.element);
+            w if input != spec.element => {
+                converted = w.to_element(spec.element).to_element(input);
+                &converted
+            }
+            WeightData::Half(e, _) if *e != input => {
+                converted = weights.w.to_element(input);
                 &converted
             }
             w => w,
@@ -244,12 +251,13 @@ impl WeightBuffers {
                 }
             };
             ctx.checked("uploading weights", || {
-                operand.write(&ctx.queue, (host, spec.element), stride, &mut scratch)
+                operand.write(&ctx.queue, (host, input), stride, &mut scratch)
             })?;
         }
         if let Some(b) = &weights.bias {
             let mut rounded = b.clone();
             spec.element.round_slice(&mut rounded);
+            input.round_slice(&mut rounded);
             ctx.checked("uploading the bias", || {
                 ctx.queue
                     .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))
@@ -327,7 +335,7 @@ impl Slot {
         let x = Operand::new(
             device,
             "x (one chunk)",
-            (textures, element),
+            (textures, spec.input_element()),
             chunk_shape.x_len(),
             tex.x,
         );

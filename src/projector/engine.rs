@@ -57,6 +57,7 @@ impl<'c> Engine<'c> {
         let layout = ctx.layout(spec.binding)?;
         let mut constants =
             spec.pipeline_constants(shape.bias, matches!(plan.layout, OutputLayout::Heads(_)));
+        constants.extend(spec.device_constants(&ctx.summary));
         let utility_wg = ctx.grid_stride_workgroup();
         if spec.reduce.is_some() {
             constants.push(("REDUCE_WG", utility_wg as f64));
@@ -268,9 +269,17 @@ impl<'c> Engine<'c> {
         let element = self.spec.element;
         let s = &mut self.slots[slot];
         let x = s.x_host.as_ref().slice(0..count as usize * d);
+        // A kernel that reads another type than the run's (`coopmat`: f16) gets X converted
+        // on upload; a value that type cannot hold is refused by name.
+        let input = self.spec.input_element();
+        if input != element {
+            if let Some(e) = input.check_range_of(x.values()) {
+                return Err(e.in_rows("X", rows.start, d as u32));
+            }
+        }
         let start = Instant::now();
         ctx.checked(&format!("{label}: uploading X"), || {
-            s.x.write(&ctx.queue, (x, element), d, &mut s.x_bytes)
+            s.x.write(&ctx.queue, (x, input), d, &mut s.x_bytes)
         })?;
         let s = &self.slots[slot];
         self.write_params(&s.params, count)?;

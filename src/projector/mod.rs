@@ -156,6 +156,12 @@ impl<'c> Projector<'c> {
         self.engine.spec.element
     }
 
+    /// The type X and W are read in on the GPU: the storage type, or f16 for `coopmat`
+    /// (converted on upload). The reference must be computed from inputs rounded to it.
+    pub fn input_element(&self) -> ElementType {
+        self.engine.spec.input_element()
+    }
+
     /// The kernel variant it dispatches.
     pub fn kernel(&self) -> Kernel {
         self.engine.spec.kernel()
@@ -188,6 +194,7 @@ impl<'c> Projector<'c> {
         let e = &self.engine;
         buffers::check_weights(&e.plan, weights)?;
         weights.check_range(e.spec.element)?;
+        weights.check_range(e.spec.input_element())?;
         let start = Instant::now();
         e.weights.write(e.ctx, &e.spec, &e.plan, weights)?;
         let index = e.ctx.queue.submit([]);

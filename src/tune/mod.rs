@@ -34,6 +34,20 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
     // workgroup-tiled kernel; on a CPU driver, the texture kernels.
     let mut out = Vec::new();
     let on_cpu = ctx.is_cpu();
+    // Cooperative matrices read f16: a candidate for f16 runs only (in another type they
+    // would round the inputs to f16, which a tuner must not choose for the user), with an f32
+    // accumulator only (an f16-only offer runs when asked for by name).
+    if element == ElementType::F16 {
+        for c in &ctx.summary.cooperative_matrix {
+            if c.inputs == "f16" && c.accumulator == "f32" && matches!(c.size, 8 | 16) {
+                out.push(KernelConfig {
+                    kernel: Kernel::Coopmat,
+                    wg: c.size,
+                    wgy: 32,
+                });
+            }
+        }
+    }
     if !on_cpu {
         out.push(KernelConfig::from(Kernel::Blocktile));
         // Split-K fills compute units that a small batch leaves idle; a CPU driver has none
@@ -80,7 +94,10 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
     out.retain(|&c| {
         KernelSpec::new(c)
             .and_then(|s| s.with_element(element))
-            .is_ok_and(|s| s.unsupported_on(&ctx.summary).is_none() && s.invocations <= max_wg)
+            .is_ok_and(|s| {
+                s.unsupported_on(&ctx.summary).is_none()
+                    && s.workgroup_invocations(&ctx.summary) <= max_wg
+            })
     });
     out
 }

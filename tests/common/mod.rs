@@ -25,6 +25,15 @@ pub fn ctx() -> &'static GpuContext {
     })
 }
 
+/// The variants that read X and W in the run's type, which the shared tests cover;
+/// `coopmat` (f16 inputs, an adapter with cooperative matrices) has tests/coopmat.rs.
+pub fn kernels() -> Vec<qkv_wgpu::Kernel> {
+    qkv_wgpu::Kernel::ALL
+        .into_iter()
+        .filter(|&k| k != qkv_wgpu::Kernel::Coopmat)
+        .collect()
+}
+
 /// The default tolerance for these inputs.
 pub fn tolerance(shape: &QkvShape, x: &[f32], w: &qkv_wgpu::FusedWeights) -> Tolerance {
     Tolerance::for_inputs(shape.d_model, x, w)

@@ -64,6 +64,15 @@ pub fn adapters(gpu: &GpuArgs, args: &AdaptersArgs) -> Result<(), Failure> {
                 "emulated (no SHADER_F16; unpack2x16float / pack2x16float)"
             }
         );
+        let coop: Vec<String> = a.cooperative_matrix.iter().map(|c| c.to_string()).collect();
+        outln!(
+            "    cooperative matrices (kernel coopmat): {}",
+            if coop.is_empty() {
+                "none".to_string()
+            } else {
+                coop.join(", ")
+            }
+        );
     }
     Ok(())
 }

@@ -137,6 +137,11 @@ pub fn resolve_kernels(
         KernelList::Given { configs, all } => {
             let mut out = Vec::new();
             for &c in configs {
+                // A bare `coopmat` runs the adapter's own tile and accumulator.
+                let c = match qkv_wgpu::KernelConfig::coopmat_for(&ctx.summary) {
+                    Some(adapted) if c == qkv_wgpu::KernelConfig::from(Kernel::Coopmat) => adapted,
+                    _ => c,
+                };
                 // Parsing checked the configuration already.
                 let spec = KernelSpec::new(c).map_err(Error::Input)?;
                 let spec = match spec.with_element(element) {
@@ -197,6 +202,29 @@ impl ToleranceArgs {
     ) -> Tolerance {
         // --atol and --rtol were checked when parsed (`parse_tolerance`).
         let default = Tolerance::for_inputs(d_model, x, weights).for_output(element);
+        Tolerance {
+            atol: self.atol.unwrap_or(default.atol),
+            rtol: self.rtol.unwrap_or(default.rtol),
+        }
+    }
+
+    /// As [`tolerance`](Self::tolerance) for the run of `spec`: its storage type, and an f16
+    /// accumulator's wider bound where the kernel has one (`coopmat(acc=16)`), unless
+    /// --atol was given.
+    pub fn for_kernel(
+        &self,
+        d_model: u32,
+        x: &[f32],
+        weights: &FusedWeights,
+        spec: &qkv_wgpu::KernelSpec,
+    ) -> Tolerance {
+        let acc = Tolerance::for_inputs(d_model, x, weights);
+        let acc = if spec.accumulates_in_f16() {
+            acc.for_f16_accumulator()
+        } else {
+            acc
+        };
+        let default = acc.for_output(spec.element);
         Tolerance {
             atol: self.atol.unwrap_or(default.atol),
             rtol: self.rtol.unwrap_or(default.rtol),

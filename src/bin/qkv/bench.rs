@@ -227,7 +227,14 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         for spec in specs {
             let element = spec.element;
             // X is uniform in [-1, 1): 1 bounds its magnitude.
-            let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w).for_output(element);
+            let acc = Tolerance::for_inputs(shape.d_model, &[1.0], &w);
+            let acc = if spec.accumulates_in_f16() {
+                acc.for_f16_accumulator()
+            } else {
+                acc
+            };
+            let tol = acc.for_output(element);
+            let input = spec.input_element();
             let config = spec.config;
             let plan = ChunkPlan::new(
                 &ctx.limits(),
@@ -254,7 +261,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 let (timings, kept) = random_run(&mut projector, args.seed, check, &tokens_bar)?;
                 tokens_bar.finish_and_clear();
                 bars.remove(&tokens_bar);
-                let (report, _, _) = kept.check(shape, &w, element, (tol, tol));
+                let (report, _, _) = kept.check(shape, &w, (element, input), (tol, tol));
                 checked_rows = kept.len();
                 worst = worst.max(report.max_abs_err());
                 pass &= report.pass();

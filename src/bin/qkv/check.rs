@@ -147,7 +147,7 @@ impl Collected {
         &self,
         shape: &QkvShape,
         weights: &qkv_wgpu::FusedWeights,
-        element: ElementType,
+        (element, input): (ElementType, ElementType),
         (tol, f32_tol): (qkv_wgpu::Tolerance, qkv_wgpu::Tolerance),
     ) -> (QkvReport, Option<QkvReport>, Duration) {
         let sub = QkvShape {
@@ -172,18 +172,29 @@ impl Collected {
             report
         };
         let start = Instant::now();
-        // X is kept as the GPU read it (rounded to the run's type). Weights already stored in
-        // the run's type (a BF16 checkpoint in bf16) are used as they are, without a copy.
-        let exact = weights.w.element() == element
+        // X is kept as the run's type holds it; a kernel that reads another type (`coopmat`,
+        // f16) read it rounded once more. Weights already stored in the type read (a BF16
+        // checkpoint in bf16) are used as they are, without a copy.
+        let rounded_x;
+        let x = if input == element {
+            &self.x
+        } else {
+            rounded_x = self.x.iter().map(|&v| input.round(v)).collect::<Vec<_>>();
+            &rounded_x
+        };
+        let run = element;
+        let element = input;
+        let exact = run == input
+            && weights.w.element() == element
             && weights
                 .bias
                 .iter()
                 .flatten()
                 .all(|&b| element.round(b) == b);
         let report = if exact {
-            against(&self.x, weights, tol)
+            against(x, weights, tol)
         } else {
-            against(&self.x, &weights.rounded(element), tol)
+            against(x, &weights.rounded(run).rounded(input), tol)
         };
         let took = start.elapsed();
         let source_x = if self.source_x.is_empty() {

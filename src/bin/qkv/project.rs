@@ -439,7 +439,9 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     bar.finish_and_clear();
 
     // The default atol needs max|X|, known once X has been read.
-    let tol = args.tolerance.tolerance(d_model, &[x_absmax], w, element);
+    let tol = args
+        .tolerance
+        .for_kernel(d_model, &[x_absmax], w, projector.spec());
     let f32_tol = args
         .tolerance
         .tolerance(d_model, &[x_absmax], w, ElementType::F32);
@@ -451,7 +453,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                 kept.len()
             ));
             kept.set_source_x(std::mem::take(&mut source_x));
-            let (report, cost, took) = kept.check(&shape, w, element, (tol, f32_tol));
+            let input = projector.input_element();
+            let (report, cost, took) = kept.check(&shape, w, (element, input), (tol, f32_tol));
             (Some(report), cost, Some(ms(took)))
         }
     };

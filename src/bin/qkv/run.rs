@@ -192,6 +192,14 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let runs = planned.len();
     for (spec, plan, why) in planned {
         let (config, kernel) = (spec.config, spec.kernel());
+        let tol = args
+            .tolerance
+            .for_kernel(shape.d_model, &[1.0], &weights, &spec);
+        if spec.accumulates_in_f16() && !args.json {
+            print_condition(&tol);
+            outln!("          (an f16 accumulator: the bound scales by 2^13, Tolerance::for_f16_accumulator)");
+        }
+        let input = spec.input_element();
         let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
         progress(&format!(
             "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
@@ -210,7 +218,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
             let (t, kept) = random_run(&mut projector, args.seed, check, &bar)?;
             bar.finish_and_clear();
-            let (report, run_cost, took) = kept.check(&shape, &weights, args.dtype, (tol, f32_tol));
+            let (report, run_cost, took) =
+                kept.check(&shape, &weights, (args.dtype, input), (tol, f32_tol));
             reference_time += took;
             if cost.is_none() {
                 cost = run_cost;

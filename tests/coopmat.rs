@@ -1,0 +1,358 @@
+//! The cooperative-matrix kernel, `coopmat`. Its lane (`scripts/coopmat_lane.sh`: Mesa 26's
+//! lavapipe in a Debian sid root, `QKV_COOPMAT_LANE=1`) must offer cooperative matrices:
+//! there every test fails, never skips, without them. Elsewhere (Debian 12's lavapipe has
+//! none) they check that the kernel is refused by name, and run whatever the adapter offers.
+//!
+//! X and W are read as f16: the reference is computed from the inputs rounded to the run's
+//! type and then to f16, as the GPU read them; the tolerance is the f32 accumulation's (the
+//! f16 accumulator's, 2^13 wider, for `acc=16`) plus the final rounding to the output type.
+
+mod common;
+
+use common::{assert_pass, ctx};
+use qkv_wgpu::plan::ChunkOptions;
+use qkv_wgpu::{
+    random_inputs, reference, ContextOptions, ElementType, FusedWeights, GpuContext, HeadSplit,
+    Kernel, KernelConfig, KernelSpec, OutputLayout, Projection, Projector, QkvReport, QkvShape,
+    Reference, Tolerance,
+};
+use std::sync::OnceLock;
+
+/// The `coopmat` configurations `ctx` runs; in the lane, at least one, or the test fails.
+fn configs(ctx: &GpuContext) -> Vec<KernelConfig> {
+    let s = &ctx.summary;
+    let all: Vec<KernelConfig> = [(8, 32), (8, 16), (16, 32), (16, 16)]
+        .into_iter()
+        .map(|(wg, wgy)| KernelConfig {
+            kernel: Kernel::Coopmat,
+            wg,
+            wgy,
+        })
+        .filter(|c| c.unsupported_on(s).is_none())
+        .collect();
+    if std::env::var_os("QKV_COOPMAT_LANE").is_some() {
+        assert!(
+            !all.is_empty(),
+            "the cooperative-matrix lane needs an adapter with cooperative matrices \
+             (VK_KHR_cooperative_matrix, Mesa >= 25's lavapipe); '{}' ({}) offers {:?}",
+            s.name,
+            s.driver,
+            s.cooperative_matrix
+        );
+    } else if all.is_empty() {
+        let why = KernelConfig::from(Kernel::Coopmat)
+            .unsupported_on(s)
+            .expect("refused");
+        assert!(
+            why.contains("cooperative matrices") || why.contains("SHADER_F16"),
+            "{why}"
+        );
+        let shape = QkvShape::new(4, 8, 8, 8, false).unwrap();
+        let err = match Projector::new(ctx, shape, Kernel::Coopmat) {
+            Ok(_) => panic!("coopmat ran on '{}', which offers none", s.name),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("coopmat"), "{err}");
+    }
+    all
+}
+
+const ELEMENTS: [ElementType; 3] = [ElementType::F16, ElementType::F32, ElementType::Bf16];
+
+/// Seeded inputs through `config` stored as `element`, checked against the reference of
+/// the inputs as the GPU read them.
+fn check_coop(
+    ctx: &GpuContext,
+    shape: QkvShape,
+    config: KernelConfig,
+    element: ElementType,
+    (layout, opts): (OutputLayout, ChunkOptions),
+    seed: u64,
+) -> (QkvReport, Projector<'_>) {
+    let (x, w) = random_inputs(&shape, seed);
+    let mut p = Projector::typed(ctx, shape, config, element, layout, &opts)
+        .unwrap_or_else(|e| panic!("{config} in {element} on {shape}: {e}"));
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    let x: Vec<f32> = x
+        .iter()
+        .map(|&v| ElementType::F16.round(element.round(v)))
+        .collect();
+    let w = w.rounded(element).rounded(ElementType::F16);
+    let r = reference(&shape, &x, &w);
+    let r = match layout {
+        OutputLayout::Tokens => r,
+        OutputLayout::Heads(h) => Reference {
+            q: layout.arrange(&r.q, shape.tokens, shape.q_width, h.heads),
+            k: layout.arrange(&r.k, shape.tokens, shape.kv_width, h.kv_heads),
+            v: layout.arrange(&r.v, shape.tokens, shape.kv_width, h.kv_heads),
+        },
+    };
+    let tol = tolerance(&shape, &x, &w, config, element);
+    let report = QkvReport::new(
+        (&out.q, &out.k, &out.v),
+        &r,
+        shape.q_width,
+        shape.kv_width,
+        tol,
+    );
+    (report, p)
+}
+
+fn tolerance(
+    shape: &QkvShape,
+    x: &[f32],
+    w: &FusedWeights,
+    config: KernelConfig,
+    element: ElementType,
+) -> Tolerance {
+    let acc = Tolerance::for_inputs(shape.d_model, x, w);
+    let spec = KernelSpec::new(config).unwrap();
+    let acc = if spec.accumulates_in_f16() {
+        acc.for_f16_accumulator()
+    } else {
+        acc
+    };
+    acc.for_output(element)
+}
+
+#[test]
+fn ragged_shapes_with_and_without_bias_in_both_layouts_and_every_type() {
+    for config in configs(ctx()) {
+        // Tokens, d_model and widths off every tile (8, 16, 32, 64), odd widths and d_model.
+        for (i, &(t, d, q, kv)) in [
+            (1, 1, 1, 1),
+            (77, 45, 24, 10),
+            (130, 37, 33, 17),
+            (65, 100, 40, 20),
+        ]
+        .iter()
+        .enumerate()
+        {
+            for bias in [false, true] {
+                let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
+                for element in ELEMENTS {
+                    let (r, _) = check_coop(
+                        ctx(),
+                        shape,
+                        config,
+                        element,
+                        (OutputLayout::Tokens, ChunkOptions::default()),
+                        10 + i as u64,
+                    );
+                    assert_pass(&r, &format!("{config} in {element} on {shape}"));
+                }
+            }
+        }
+        // The head layout: 3 sequences of 5 tokens, Q 4 heads of 6, K/V 1 head of 6.
+        let shape = QkvShape::new(15, 19, 24, 6, true).unwrap();
+        let heads = OutputLayout::Heads(HeadSplit::new(&shape, 5, 4, 1).unwrap());
+        for element in ELEMENTS {
+            let (r, _) = check_coop(
+                ctx(),
+                shape,
+                config,
+                element,
+                (heads, ChunkOptions::default()),
+                5,
+            );
+            assert_pass(&r, &format!("{config} in {element}, head layout"));
+        }
+    }
+}
+
+fn small() -> &'static GpuContext {
+    static SMALL: OnceLock<GpuContext> = OnceLock::new();
+    SMALL.get_or_init(|| {
+        GpuContext::with_options(
+            &qkv_wgpu::AdapterFilter {
+                name: Some(ctx().summary.name.clone()),
+                ..qkv_wgpu::AdapterFilter::from_env().unwrap()
+            },
+            &ContextOptions {
+                limits: Some(wgpu::Limits {
+                    max_storage_buffer_binding_size: 4 * 1024,
+                    max_compute_workgroups_per_dimension: 16,
+                    ..wgpu::Limits::default()
+                }),
+            },
+        )
+        .expect("a context with lowered limits")
+    })
+}
+
+#[test]
+fn lowered_limits_chunk_tokens_and_split_columns() {
+    // W 41 x 103 halves = 8,446 B > 4 KiB: column blocks; 101 tokens in several chunks.
+    let shape = QkvShape::new(101, 41, 77, 13, true).unwrap();
+    for config in configs(small()) {
+        for element in ELEMENTS {
+            let (r, p) = check_coop(
+                small(),
+                shape,
+                config,
+                element,
+                (OutputLayout::Tokens, ChunkOptions::default()),
+                3,
+            );
+            assert_pass(&r, &format!("{config} in {element}, plan {:?}", p.plan()));
+            assert!(p.plan().chunks() > 1, "{config}: not chunked");
+            assert!(p.plan().col_blocks.len() > 1, "{config}: W not split");
+        }
+    }
+}
+
+#[test]
+fn the_worked_example_is_exact() {
+    let shape = QkvShape::new(1, 2, 2, 2, false).unwrap();
+    let x = [2.0f32, 3.0];
+    let (wq, wk, wv) = (
+        [1.0f32, 10.0, 0.0, -1.0],
+        [0.0f32, 1.0, 1.0, 0.0],
+        [-1.0f32, 0.0, 1.0, 2.0],
+    );
+    let p = |w| Projection {
+        w,
+        width: 2,
+        bias: None,
+    };
+    let weights = FusedWeights::fuse(2, p(&wq), p(&wk), p(&wv)).unwrap();
+    for config in configs(ctx()) {
+        for element in ELEMENTS {
+            let mut projector = Projector::typed(
+                ctx(),
+                shape,
+                config,
+                element,
+                OutputLayout::Tokens,
+                &ChunkOptions::default(),
+            )
+            .unwrap();
+            projector.set_weights(&weights).unwrap();
+            let out = projector.run(&x).unwrap();
+            assert_eq!(
+                (out.q.as_slice(), out.k.as_slice(), out.v.as_slice()),
+                (
+                    [2.0, 17.0].as_slice(),
+                    [3.0, 2.0].as_slice(),
+                    [1.0, 6.0].as_slice()
+                ),
+                "{config} in {element}"
+            );
+        }
+    }
+}
+
+#[test]
+fn unwritten_and_wrong_elements_fail() {
+    let shape = QkvShape::new(9, 5, 7, 3, true).unwrap();
+    for config in configs(ctx()) {
+        let (report, mut p) = check_coop(
+            ctx(),
+            shape,
+            config,
+            ElementType::F16,
+            (OutputLayout::Tokens, ChunkOptions::default()),
+            3,
+        );
+        assert_pass(&report, &config.to_string());
+        p.poison_outputs().unwrap();
+        let [q, k, v] = p.read_outputs().unwrap();
+        assert!(
+            q.iter().chain(&k).chain(&v).all(|e| e.is_nan()),
+            "{config}: not NaN"
+        );
+        let (x, w) = random_inputs(&shape, 4);
+        p.set_weights(&w).unwrap();
+        let mut out = p.run(&x).unwrap();
+        let x: Vec<f32> = x.iter().map(|&v| ElementType::F16.round(v)).collect();
+        let w = w.rounded(ElementType::F16);
+        let r = reference(&shape, &x, &w);
+        let tol = tolerance(&shape, &x, &w, config, ElementType::F16);
+        assert_pass(
+            &QkvReport::new((&out.q, &out.k, &out.v), &r, 7, 3, tol),
+            "clean",
+        );
+        out.k[3 * 4 + 1] += 0.5;
+        out.q[13] = f32::NAN;
+        let bad = QkvReport::new((&out.q, &out.k, &out.v), &r, 7, 3, tol);
+        assert_eq!(
+            (bad.q.mismatches, bad.k.mismatches, bad.v.mismatches),
+            (1, 1, 0),
+            "{config}"
+        );
+    }
+}
+
+#[test]
+fn inputs_past_f16s_range_are_refused_by_name() {
+    let shape = QkvShape::new(3, 4, 4, 4, false).unwrap();
+    for config in configs(ctx()) {
+        let (mut x, w) = random_inputs(&shape, 1);
+        x[6] = 70000.0; // row 1, column 2
+        let mut p = Projector::typed(
+            ctx(),
+            shape,
+            config,
+            ElementType::F32,
+            OutputLayout::Tokens,
+            &ChunkOptions::default(),
+        )
+        .unwrap();
+        p.set_weights(&w).unwrap();
+        let err = p.run(&x).unwrap_err().to_string();
+        assert!(
+            err.contains("X row 1, column 2") && err.contains("f16"),
+            "{err}"
+        );
+        let mut big = w.clone();
+        big.w.as_f32_mut().unwrap()[5] = 1e6;
+        let err = p.set_weights(&big).unwrap_err().to_string();
+        assert!(err.contains("f16"), "{err}");
+    }
+}
+
+#[test]
+fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
+    let offered = configs(ctx());
+    let f32_acc: Vec<_> = offered.iter().filter(|c| c.wgy == 32).copied().collect();
+    let cands = qkv_wgpu::tune::candidates(ctx(), ElementType::F16);
+    for c in &f32_acc {
+        assert!(cands.contains(c), "{c} not among {cands:?}");
+    }
+    // Never for f32 or bf16 runs: it would round their inputs to f16.
+    for e in [ElementType::F32, ElementType::Bf16] {
+        assert!(!qkv_wgpu::tune::candidates(ctx(), e)
+            .iter()
+            .any(|c| c.kernel == Kernel::Coopmat));
+    }
+    if f32_acc.is_empty() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = qkv_wgpu::tune::TuneOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        element: ElementType::F16,
+        ..Default::default()
+    };
+    let shape = QkvShape::new(40, 24, 16, 8, true).unwrap();
+    let choice = qkv_wgpu::tune::choose(ctx(), &shape, &opts).unwrap();
+    for c in &f32_acc {
+        let trial = choice.trials.iter().find(|t| t.config == c.to_string());
+        let trial = trial.unwrap_or_else(|| panic!("{c} not tried: {:?}", choice.trials));
+        assert_eq!(trial.status, "ok", "{c}: {trial:?}");
+    }
+    // The cached choice (whichever won) is re-checked: with a tolerance nothing meets, it is
+    // discarded.
+    let strict = qkv_wgpu::tune::TuneOptions {
+        tolerance: Some(Tolerance {
+            atol: 0.0,
+            rtol: 0.0,
+        }),
+        ..opts
+    };
+    let err = qkv_wgpu::tune::choose(ctx(), &shape, &strict)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("the cached choice was discarded"), "{err}");
+}
