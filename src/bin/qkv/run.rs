@@ -197,7 +197,15 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             .for_kernel(shape.d_model, &[1.0], &weights, &spec);
         if spec.accumulates_in_f16() && !args.json {
             print_condition(&tol);
-            outln!("          (an f16 accumulator: the bound scales by 2^13, Tolerance::for_f16_accumulator)");
+            outln!(
+                "          an f16 accumulator: atol is 2^13 times the f32 one's \
+                 (Tolerance::for_f16_accumulator){}",
+                if shape.d_model > 150 {
+                    "; at this d_model it exceeds one term, so a single missed term may pass"
+                } else {
+                    ""
+                }
+            );
         }
         let input = spec.input_element();
         let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
