@@ -622,6 +622,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
 ) {{
     let d = params.d_model;
     let row0 = wid.y * BM;
@@ -673,13 +674,15 @@ fn main(
             o(f"""    // Accumulator ({r}, {c}) of every subgroup: rows sr + {r}T.., columns sc + {c}T.. of the block.
     coopStoreT(c{r}{c}, &cs[sg * T * T], T);
     workgroupBarrier();
-    emit(lid, row0 + {r}u * T, col0 + {c}u * T);
+    emit(lid, row0 + {r}u * T, col0 + {c}u * T, nsg == 4u);
     workgroupBarrier();""")
     o("}")
     o("""
 // Writes out the accumulator matrix each subgroup s stored in cs[s T^2 ..]: its element (r, c)
-// is output (row + sr(s) + r, col + sc(s) + c), written where inside the bound columns.
-fn emit(lid: u32, row: u32, col: u32) {
+// is output (row + sr(s) + r, col + sc(s) + c), written where inside the bound columns. Unless
+// the workgroup ran as four subgroups (`whole`), every element is NaN: a driver that chose
+// other subgroups leaves quarters uncomputed, and that must fail the check, not pass as zeros.
+fn emit(lid: u32, row: u32, col: u32, whole: bool) {
     for (var i = lid; i < 4u * T * T; i += WG) {
         let s = i / (T * T);
         let e = i - s * T * T;
@@ -690,6 +693,9 @@ fn emit(lid: u32, row: u32, col: u32) {
             var value = f32(cs[i]);
             if HAS_BIAS {
                 value += bias[params.col0 + gc];
+            }
+            if !whole {
+                value = bitcast<f32>(0x7fc00000u);
             }
             store(gr, gc, value);
         }

@@ -218,6 +218,7 @@ fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) sg: u32,
+    @builtin(num_subgroups) nsg: u32,
 ) {
     let d = params.d_model;
     let row0 = wid.y * BM;
@@ -276,28 +277,30 @@ fn main(
     // Accumulator (0, 0) of every subgroup: rows sr + 0T.., columns sc + 0T.. of the block.
     coopStoreT(c00, &cs[sg * T * T], T);
     workgroupBarrier();
-    emit(lid, row0 + 0u * T, col0 + 0u * T);
+    emit(lid, row0 + 0u * T, col0 + 0u * T, nsg == 4u);
     workgroupBarrier();
     // Accumulator (0, 1) of every subgroup: rows sr + 0T.., columns sc + 1T.. of the block.
     coopStoreT(c01, &cs[sg * T * T], T);
     workgroupBarrier();
-    emit(lid, row0 + 0u * T, col0 + 1u * T);
+    emit(lid, row0 + 0u * T, col0 + 1u * T, nsg == 4u);
     workgroupBarrier();
     // Accumulator (1, 0) of every subgroup: rows sr + 1T.., columns sc + 0T.. of the block.
     coopStoreT(c10, &cs[sg * T * T], T);
     workgroupBarrier();
-    emit(lid, row0 + 1u * T, col0 + 0u * T);
+    emit(lid, row0 + 1u * T, col0 + 0u * T, nsg == 4u);
     workgroupBarrier();
     // Accumulator (1, 1) of every subgroup: rows sr + 1T.., columns sc + 1T.. of the block.
     coopStoreT(c11, &cs[sg * T * T], T);
     workgroupBarrier();
-    emit(lid, row0 + 1u * T, col0 + 1u * T);
+    emit(lid, row0 + 1u * T, col0 + 1u * T, nsg == 4u);
     workgroupBarrier();
 }
 
 // Writes out the accumulator matrix each subgroup s stored in cs[s T^2 ..]: its element (r, c)
-// is output (row + sr(s) + r, col + sc(s) + c), written where inside the bound columns.
-fn emit(lid: u32, row: u32, col: u32) {
+// is output (row + sr(s) + r, col + sc(s) + c), written where inside the bound columns. Unless
+// the workgroup ran as four subgroups (`whole`), every element is NaN: a driver that chose
+// other subgroups leaves quarters uncomputed, and that must fail the check, not pass as zeros.
+fn emit(lid: u32, row: u32, col: u32, whole: bool) {
     for (var i = lid; i < 4u * T * T; i += WG) {
         let s = i / (T * T);
         let e = i - s * T * T;
@@ -308,6 +311,9 @@ fn emit(lid: u32, row: u32, col: u32) {
             var value = f32(cs[i]);
             if HAS_BIAS {
                 value += bias[params.col0 + gc];
+            }
+            if !whole {
+                value = bitcast<f32>(0x7fc00000u);
             }
             store(gr, gc, value);
         }

@@ -153,6 +153,52 @@ impl FusedWeights {
         Ok(())
     }
 
+    /// Checks W as a kernel reading `input` sees it in a run stored as `run` (`coopmat`:
+    /// rounded to the run's type, then to f16): the first value past `input`'s range once
+    /// rounded is an error naming the matrix, row and column. The bias is added in f32 and
+    /// is checked against the run's type only ([`check_range`](Self::check_range)).
+    pub fn check_range_read_as(&self, run: ElementType, input: ElementType) -> Result<()> {
+        if input == run {
+            return Ok(());
+        }
+        let n = self.n_out() as usize;
+        let found = input.check_range_of(self.w.values().map(|v| run.round(v)));
+        if let Some(e) = found {
+            let (qw, kvw) = (self.q_width as usize, self.kv_width as usize);
+            let col = e.index % n.max(1);
+            let (m, c) = if col < qw {
+                ("Wq", col)
+            } else if col < qw + kvw {
+                ("Wk", col - qw)
+            } else {
+                ("Wv", col - qw - kvw)
+            };
+            return Err(Error::Input(format!(
+                "{m} row {}, column {c}: {} (as {run}: {}) is outside {input}'s range \
+                 (largest finite value {})",
+                e.index / n.max(1),
+                self.w.values().nth(e.index).unwrap_or(e.value),
+                e.value,
+                input.max_finite()
+            )));
+        }
+        Ok(())
+    }
+
+    /// These weights as a kernel reading `input` in a run stored as `run` reads them: W
+    /// rounded to `run`, then to `input`; the bias rounded to `run` only (kernels add it in
+    /// f32). The same as [`rounded`](Self::rounded)`(run)` when the two types are one.
+    pub fn rounded_for(&self, run: ElementType, input: ElementType) -> Self {
+        let r = self.rounded(run);
+        if input == run {
+            return r;
+        }
+        Self {
+            w: r.w.to_element(input),
+            ..r
+        }
+    }
+
     /// The projection shape these weights give for `tokens` rows of X.
     pub fn shape(&self, tokens: u32) -> Result<QkvShape> {
         QkvShape::new(

@@ -78,7 +78,7 @@ fn check_coop(
         .iter()
         .map(|&v| ElementType::F16.round(element.round(v)))
         .collect();
-    let w = w.rounded(element).rounded(ElementType::F16);
+    let w = w.rounded_for(element, ElementType::F16);
     let r = reference(&shape, &x, &w);
     let r = match layout {
         OutputLayout::Tokens => r,
@@ -309,6 +309,20 @@ fn inputs_past_f16s_range_are_refused_by_name() {
         big.w.as_f32_mut().unwrap()[5] = 1e6;
         let err = p.set_weights(&big).unwrap_err().to_string();
         assert!(err.contains("f16"), "{err}");
+        // 65500 fits f16, but a bf16 run rounds it to 65536 first: refused there only.
+        let mut edge = w.clone();
+        edge.w.as_f32_mut().unwrap()[5] = 65500.0;
+        let layout = (OutputLayout::Tokens, ChunkOptions::default());
+        let mut b =
+            Projector::typed(ctx(), shape, config, ElementType::Bf16, layout.0, &layout.1).unwrap();
+        let err = b.set_weights(&edge).unwrap_err().to_string();
+        assert!(
+            err.contains("65536") && err.contains("f16's range"),
+            "{err}"
+        );
+        let mut h =
+            Projector::typed(ctx(), shape, config, ElementType::F16, layout.0, &layout.1).unwrap();
+        h.set_weights(&edge).unwrap();
     }
 }
 

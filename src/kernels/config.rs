@@ -40,7 +40,10 @@ const fn knobs(kernel: Kernel) -> &'static str {
         Kernel::Direct | Kernel::Texture => "wg = 1..=256",
         Kernel::Subgroup | Kernel::SubgroupTexture => "wg = 8..=256, a multiple of 8",
         Kernel::Splitk => "splits = 1..=64",
-        Kernel::Coopmat => "tile = 8 | 16, acc = 32 | 16 (the accumulator's bits)",
+        Kernel::Coopmat => {
+            "tile = 8 | 16, acc = 32 | 16 (the accumulator's bits); none: the adapter's largest \
+             tile, f32 accumulator where offered"
+        }
     }
 }
 
@@ -53,7 +56,8 @@ impl KernelConfig {
             Kernel::Splitk => (4, 0),
             Kernel::Direct | Kernel::Subgroup => (64, 0),
             Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
-            Kernel::Coopmat => (8, 32),
+            // 0, 0: chosen from the adapter ([`KernelConfig::for_adapter`]).
+            Kernel::Coopmat => (0, 0),
         };
         Self { kernel, wg, wgy }
     }
@@ -72,7 +76,10 @@ impl KernelConfig {
             Kernel::Subgroup | Kernel::SubgroupTexture => {
                 (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
             }
-            Kernel::Coopmat => matches!(self.wg, 8 | 16) && matches!(self.wgy, 16 | 32),
+            Kernel::Coopmat => {
+                (self.wg, self.wgy) == (0, 0)
+                    || matches!(self.wg, 8 | 16) && matches!(self.wgy, 16 | 32)
+            }
         };
         if ok {
             return Ok(());
@@ -170,6 +177,10 @@ impl FromStr for KernelConfig {
                 }
             }
         }
+        if config.kernel == Kernel::Coopmat && config.wg != 0 && config.wgy == 0 {
+            // A tile without an accumulator: f32, the one to use wherever it is offered.
+            config.wgy = 32;
+        }
         config.check()?;
         Ok(config)
     }
@@ -181,6 +192,7 @@ impl fmt::Display for KernelConfig {
             Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
             Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
             Kernel::Splitk => write!(f, "{}(splits={})", self.kernel, self.wg),
+            Kernel::Coopmat if self.wg == 0 => write!(f, "{}", self.kernel),
             Kernel::Coopmat => write!(f, "{}(tile={},acc={})", self.kernel, self.wg, self.wgy),
             Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
                 write!(f, "{}(wg={})", self.kernel, self.wg)
@@ -229,6 +241,22 @@ mod tests {
         assert_eq!(c.to_string().parse::<KernelConfig>(), Ok(c));
         assert!("coopmat(tile=32)".parse::<KernelConfig>().is_err());
         assert!("coopmat(acc=8)".parse::<KernelConfig>().is_err());
+        assert!(
+            "coopmat(acc=16)".parse::<KernelConfig>().is_err(),
+            "a tile is needed"
+        );
+        let bare: KernelConfig = "coopmat".parse().unwrap();
+        assert_eq!(
+            (bare.wg, bare.wgy, bare.to_string()),
+            (0, 0, "coopmat".into())
+        );
+        assert_eq!(
+            "coopmat(tile=8,acc=32)"
+                .parse::<KernelConfig>()
+                .unwrap()
+                .to_string(),
+            "coopmat(tile=8,acc=32)"
+        );
     }
 
     #[test]

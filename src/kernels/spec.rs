@@ -105,6 +105,13 @@ impl KernelSpec {
     /// for another type).
     pub fn new(config: KernelConfig) -> Result<Self, String> {
         config.check()?;
+        if config.kernel == Kernel::Coopmat && config.wg == 0 {
+            return Err(format!(
+                "{config}: its tile is chosen from the adapter's cooperative-matrix \
+                 configurations (KernelConfig::for_adapter), or give one: coopmat(tile=8) or \
+                 coopmat(tile=16)"
+            ));
+        }
         let (wg, wgy) = (config.wg, config.wgy);
         let variant = match config.kernel {
             Kernel::Naive => Variant::Naive,
@@ -240,6 +247,16 @@ impl KernelSpec {
         if let Some(why) = self.requires.unmet_on(self, summary) {
             return Some(why);
         }
+        let (min, max) = summary.subgroup_size;
+        if matches!(self.variant, Variant::Coopmat { .. }) && min != max {
+            // Its workgroup is four subgroups; with a varying size the driver may run fewer,
+            // wider ones (the kernel then writes NaN, so it would only fail the check).
+            return Some(format!(
+                "kernel {self} needs one subgroup size (its workgroup is four subgroups); '{}' \
+                 runs subgroups of {min} to {max}",
+                summary.name
+            ));
+        }
         let max = summary
             .max_compute_invocations_per_workgroup
             .min(summary.max_compute_workgroup_size_x);
@@ -321,10 +338,24 @@ impl KernelConfig {
     /// Why this adapter cannot run the configuration, if it cannot (an invalid configuration
     /// included).
     pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
-        match KernelSpec::new(*self) {
+        match KernelSpec::new(self.for_adapter(summary)) {
             Ok(spec) => spec.unsupported_on(summary),
             Err(e) => Some(e),
         }
+    }
+
+    /// This configuration on an adapter: a bare `coopmat` becomes
+    /// [`coopmat_for`](Self::coopmat_for) (8x8 with an f32 accumulator where the adapter
+    /// offers none, so that it is refused with the reason); anything else is unchanged.
+    pub fn for_adapter(self, summary: &AdapterSummary) -> KernelConfig {
+        if self.kernel != Kernel::Coopmat || self.wg != 0 {
+            return self;
+        }
+        Self::coopmat_for(summary).unwrap_or(KernelConfig {
+            kernel: Kernel::Coopmat,
+            wg: 8,
+            wgy: 32,
+        })
     }
 
     /// The `coopmat` configuration for an adapter: the largest tile it offers with an f32

@@ -256,8 +256,8 @@ impl WeightBuffers {
         }
         if let Some(b) = &weights.bias {
             let mut rounded = b.clone();
+            // Added in f32 by every kernel: rounded to the run's type only.
             spec.element.round_slice(&mut rounded);
-            input.round_slice(&mut rounded);
             ctx.checked("uploading the bias", || {
                 ctx.queue
                     .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))

@@ -118,7 +118,8 @@ impl<'c> Projector<'c> {
         layout: OutputLayout,
         opts: &ChunkOptions,
     ) -> Result<Self> {
-        let spec = KernelSpec::new(config.into())
+        let config = config.into().for_adapter(&ctx.summary);
+        let spec = KernelSpec::new(config)
             .and_then(|s| s.with_element(element))
             .map_err(Error::Input)?;
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
@@ -194,7 +195,7 @@ impl<'c> Projector<'c> {
         let e = &self.engine;
         buffers::check_weights(&e.plan, weights)?;
         weights.check_range(e.spec.element)?;
-        weights.check_range(e.spec.input_element())?;
+        weights.check_range_read_as(e.spec.element, e.spec.input_element())?;
         let start = Instant::now();
         e.weights.write(e.ctx, &e.spec, &e.plan, weights)?;
         let index = e.ctx.queue.submit([]);

@@ -138,10 +138,7 @@ pub fn resolve_kernels(
             let mut out = Vec::new();
             for &c in configs {
                 // A bare `coopmat` runs the adapter's own tile and accumulator.
-                let c = match qkv_wgpu::KernelConfig::coopmat_for(&ctx.summary) {
-                    Some(adapted) if c == qkv_wgpu::KernelConfig::from(Kernel::Coopmat) => adapted,
-                    _ => c,
-                };
+                let c = c.for_adapter(&ctx.summary);
                 // Parsing checked the configuration already.
                 let spec = KernelSpec::new(c).map_err(Error::Input)?;
                 let spec = match spec.with_element(element) {

@@ -194,7 +194,7 @@ impl Collected {
         let report = if exact {
             against(x, weights, tol)
         } else {
-            against(x, &weights.rounded(run).rounded(input), tol)
+            against(x, &weights.rounded_for(run, input), tol)
         };
         let took = start.elapsed();
         let source_x = if self.source_x.is_empty() {
