@@ -71,7 +71,21 @@ pub fn kernel_config(data: &[u8]) {
     };
     if let Ok(configs) = Kernel::parse_list(text) {
         for c in configs {
-            let spec = KernelSpec::new(c).expect("a parsed configuration resolves");
+            // A bare `coopmat` takes its tile from the adapter (`KernelConfig::for_adapter`;
+            // 8x8 with an f32 accumulator where none is offered): resolve it as that does.
+            let resolved = match c {
+                KernelConfig {
+                    kernel: Kernel::Coopmat,
+                    wg: 0,
+                    ..
+                } => KernelConfig {
+                    wg: 8,
+                    wgy: 32,
+                    ..c
+                },
+                c => c,
+            };
+            let spec = KernelSpec::new(resolved).expect("a parsed configuration resolves");
             let back: KernelConfig = c.to_string().parse().expect("displays as it parses");
             assert_eq!(back, c);
             let _ = spec.grid(1 + data.len() as u32, 7);
