@@ -130,6 +130,21 @@ impl ElementVec {
     }
 }
 
+impl ElementVec {
+    /// These elements rounded to `via`, then to `element`, value by value in one pass
+    /// (what a kernel reading `element` gets in a run stored as `via`); the same as
+    /// [`to_element`](Self::to_element) when the two are one.
+    pub fn to_element_via(&self, via: ElementType, element: ElementType) -> ElementVec {
+        if via == element || via == self.element() {
+            return self.to_element(element);
+        }
+        let mut out = Self::zeros(element, self.len());
+        out.as_mut()
+            .put_f32_unchecked(0, self.values().map(|v| via.round(v)));
+        out
+    }
+}
+
 impl<'a> Elements<'a> {
     /// The type the elements are stored in.
     pub fn element(&self) -> ElementType {
@@ -208,8 +223,14 @@ impl<'a> Elements<'a> {
                 }
             }
             Elements::Half(..) => {
-                let wide = self.to_f32();
-                element.encode(&wide, out);
+                // Another type: widened a block at a time (no f32 copy of the whole).
+                let mut wide = Vec::with_capacity(self.len().min(4096));
+                for at in (0..self.len()).step_by(4096) {
+                    wide.clear();
+                    self.slice(at..(at + 4096).min(self.len()))
+                        .extend_f32(&mut wide);
+                    element.encode(&wide, out);
+                }
             }
         }
     }
@@ -327,6 +348,14 @@ mod tests {
             e.encode(&data, &mut b);
             assert_eq!(a, b, "{e}");
             for to in ElementType::ALL {
+                for via in ElementType::ALL {
+                    let one_pass =
+                        ElementVec::from_f32(ElementType::F32, &data).to_element_via(via, to);
+                    let two_steps = ElementVec::from_f32(ElementType::F32, &data)
+                        .to_element(via)
+                        .to_element(to);
+                    assert_eq!(one_pass, two_steps, "f32 -> {via} -> {to}");
+                }
                 let c = v.to_element(to);
                 let want: Vec<f32> = rounded.iter().map(|&d| to.round(d)).collect();
                 assert_eq!(c.as_ref().to_f32(), want, "{e} -> {to}");

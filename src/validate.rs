@@ -76,6 +76,18 @@ impl Tolerance {
         }
     }
 
+    /// This tolerance (an f32 accumulation's) for the results of `spec`: its accumulator's
+    /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16), then
+    /// the final rounding to its storage type ([`for_output`](Self::for_output)).
+    pub fn for_kernel(self, spec: &crate::kernels::KernelSpec) -> Self {
+        let acc = if spec.accumulates_in_f16() {
+            self.for_f16_accumulator()
+        } else {
+            self
+        };
+        acc.for_output(spec.element)
+    }
+
     /// Whether one element passes. This is the only place the condition is written.
     pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
         let g = gpu as f64;

@@ -118,17 +118,7 @@ impl FusedWeights {
     /// would round to an infinity): the matrix (Wq, Wk, Wv or a bias), its row and column.
     pub fn check_range(&self, element: ElementType) -> Result<()> {
         let n = self.n_out() as usize;
-        let (qw, kvw) = (self.q_width as usize, self.kv_width as usize);
-        // Fused column -> (matrix, column within it).
-        let name = |col: usize| -> (&'static str, usize) {
-            if col < qw {
-                ("Wq", col)
-            } else if col < qw + kvw {
-                ("Wk", col - qw)
-            } else {
-                ("Wv", col - qw - kvw)
-            }
-        };
+        let name = |col: usize| self.column_name(col);
         let found = match &self.w {
             WeightData::F32(w) => element.check_range(w),
             // bf16 values may be past f16's range; f16 values fit bf16 and f32.
@@ -164,15 +154,7 @@ impl FusedWeights {
         let n = self.n_out() as usize;
         let found = input.check_range_of(self.w.values().map(|v| run.round(v)));
         if let Some(e) = found {
-            let (qw, kvw) = (self.q_width as usize, self.kv_width as usize);
-            let col = e.index % n.max(1);
-            let (m, c) = if col < qw {
-                ("Wq", col)
-            } else if col < qw + kvw {
-                ("Wk", col - qw)
-            } else {
-                ("Wv", col - qw - kvw)
-            };
+            let (m, c) = self.column_name(e.index % n.max(1));
             return Err(Error::Input(format!(
                 "{m} row {}, column {c}: {} (as {run}: {}) is outside {input}'s range \
                  (largest finite value {})",
@@ -189,13 +171,26 @@ impl FusedWeights {
     /// rounded to `run`, then to `input`; the bias rounded to `run` only (kernels add it in
     /// f32). The same as [`rounded`](Self::rounded)`(run)` when the two types are one.
     pub fn rounded_for(&self, run: ElementType, input: ElementType) -> Self {
-        let r = self.rounded(run);
-        if input == run {
-            return r;
+        let mut bias = self.bias.clone();
+        if let Some(b) = &mut bias {
+            run.round_slice(b);
         }
         Self {
-            w: r.w.to_element(input),
-            ..r
+            w: self.w.to_element_via(run, input),
+            bias,
+            ..*self
+        }
+    }
+
+    /// Fused column `col` as (matrix, column within it): "Wq", "Wk" or "Wv".
+    fn column_name(&self, col: usize) -> (&'static str, usize) {
+        let (qw, kvw) = (self.q_width as usize, self.kv_width as usize);
+        if col < qw {
+            ("Wq", col)
+        } else if col < qw + kvw {
+            ("Wk", col - qw)
+        } else {
+            ("Wv", col - qw - kvw)
         }
     }
 

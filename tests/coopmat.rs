@@ -106,14 +106,10 @@ fn tolerance(
     config: KernelConfig,
     element: ElementType,
 ) -> Tolerance {
-    let acc = Tolerance::for_inputs(shape.d_model, x, w);
-    let spec = KernelSpec::new(config).unwrap();
-    let acc = if spec.accumulates_in_f16() {
-        acc.for_f16_accumulator()
-    } else {
-        acc
-    };
-    acc.for_output(element)
+    let spec = KernelSpec::new(config)
+        .and_then(|s| s.with_element(element))
+        .unwrap();
+    Tolerance::for_inputs(shape.d_model, x, w).for_kernel(&spec)
 }
 
 #[test]

@@ -208,7 +208,7 @@ impl WeightBuffers {
         let converted;
         let data = match &weights.w {
             w if input != spec.element => {
-                converted = w.to_element(spec.element).to_element(input);
+                converted = w.to_element_via(spec.element, input);
                 &converted
             }
             WeightData::Half(e, _) if *e != input => {

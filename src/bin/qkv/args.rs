@@ -215,13 +215,7 @@ impl ToleranceArgs {
         weights: &FusedWeights,
         spec: &qkv_wgpu::KernelSpec,
     ) -> Tolerance {
-        let acc = Tolerance::for_inputs(d_model, x, weights);
-        let acc = if spec.accumulates_in_f16() {
-            acc.for_f16_accumulator()
-        } else {
-            acc
-        };
-        let default = acc.for_output(spec.element);
+        let default = Tolerance::for_inputs(d_model, x, weights).for_kernel(spec);
         Tolerance {
             atol: self.atol.unwrap_or(default.atol),
             rtol: self.rtol.unwrap_or(default.rtol),

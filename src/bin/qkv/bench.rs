@@ -227,13 +227,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         for spec in specs {
             let element = spec.element;
             // X is uniform in [-1, 1): 1 bounds its magnitude.
-            let acc = Tolerance::for_inputs(shape.d_model, &[1.0], &w);
-            let acc = if spec.accumulates_in_f16() {
-                acc.for_f16_accumulator()
-            } else {
-                acc
-            };
-            let tol = acc.for_output(element);
+            let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w).for_kernel(&spec);
             let input = spec.input_element();
             let config = spec.config;
             let plan = ChunkPlan::new(
