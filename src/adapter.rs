@@ -132,6 +132,7 @@ impl AdapterFilter {
         parts.join(" and ")
     }
 
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
         self.name
             .as_ref()
@@ -177,6 +178,10 @@ pub struct AdapterSummary {
     /// The cooperative-matrix configurations wgpu offers on the adapter (square tiles, one
     /// subgroup each; empty without `EXPERIMENTAL_COOPERATIVE_MATRIX`).
     pub cooperative_matrix: Vec<CoopMatrix>,
+    /// Whether wgpu's own WGSL compiler (naga) reads the shaders: on every backend but the
+    /// browser's, where the browser's compiler (Chrome's Tint, Firefox's naga, Safari's
+    /// WebKit) reads the WGSL as the standard has it.
+    pub naga_wgsl: bool,
 }
 
 /// One cooperative-matrix configuration: `size` x `size` x `size` tiles, A and B of type
@@ -263,6 +268,7 @@ impl AdapterSummary {
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             cooperative_matrix: CoopMatrix::of(adapter),
+            naga_wgsl: info.backend != wgpu::Backend::BrowserWebGpu,
         }
     }
 
@@ -320,6 +326,7 @@ pub fn no_adapter(filter: &AdapterFilter) -> Error {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Adapters of the given backends, best first (discrete, integrated, virtual, other, CPU).
 fn ranked_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     let instance = new_instance(backends);
@@ -334,6 +341,7 @@ fn ranked_adapters(backends: wgpu::Backends) -> Vec<wgpu::Adapter> {
     adapters
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Adapters the filter's backend allows: the named backend, or the primary ones, falling
 /// back to GL only when no primary backend has an adapter (GL probing is slow and noisy).
 fn candidate_adapters(filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
@@ -350,6 +358,7 @@ fn candidate_adapters(filter: &AdapterFilter) -> Vec<wgpu::Adapter> {
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// Every adapter the filter allows, best first, for `qkv adapters`.
 pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
     candidate_adapters(filter)
@@ -359,6 +368,7 @@ pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
         .collect()
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 /// The best adapter the filter allows, or an error naming what exists.
 pub(crate) fn pick_adapter(filter: &AdapterFilter) -> Result<wgpu::Adapter> {
     let candidates = candidate_adapters(filter);
@@ -379,6 +389,22 @@ pub(crate) fn pick_adapter(filter: &AdapterFilter) -> Result<wgpu::Adapter> {
         .ok_or_else(|| Error::AdapterNotFound {
             filter: filter.describe(),
             available,
+        })
+}
+
+/// The browser's WebGPU adapter, high-performance where there is a choice, or why there is
+/// none (no `navigator.gpu`, or a browser that has WebGPU but offers no adapter).
+#[cfg(target_arch = "wasm32")]
+pub(crate) async fn browser_adapter() -> Result<wgpu::Adapter> {
+    let instance = new_instance(wgpu::Backends::BROWSER_WEBGPU);
+    instance
+        .request_adapter(&wgpu::RequestAdapterOptions {
+            power_preference: wgpu::PowerPreference::HighPerformance,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| Error::NoWebGpu {
+            reason: e.to_string(),
         })
 }
 

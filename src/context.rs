@@ -2,13 +2,31 @@
 //! Creates the device on the adapter [`crate::adapter`] picks, asks it for the limits that
 //! projection shapes scale with, turns wgpu's errors into [`Error`]s instead of panics, and
 //! caches compiled pipelines by (shader, entry point, override constants).
+//!
+//! Natively a GPU wait blocks (the device is polled); in the browser nothing may block, so
+//! every wait that brings data back is an `async fn` whose future the page's event loop
+//! resolves. Natively those futures are ready once the poll returns, and the blocking API
+//! (`Projector::run` and the rest) is the same code under `pollster::block_on`. Errors the
+//! browser reports asynchronously (error scopes resolve later) are gathered at the next wait.
 
-use crate::adapter::{pick_adapter, AdapterFilter, AdapterSummary};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::adapter::AdapterFilter;
+use crate::adapter::AdapterSummary;
 use crate::binding::{BindingKind, Layout, Layouts};
 use crate::error::{Error, Result};
 use crate::kernels::{ShaderSource, SUBGROUP_SIZE};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+
+/// Error-scope results still to come, with what was being done (the browser's scopes
+/// resolve after the GPU process has seen the commands).
+#[cfg(target_arch = "wasm32")]
+type PendingScopes = std::cell::RefCell<
+    Vec<(
+        String,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Option<wgpu::Error>>>>,
+    )>,
+>;
 
 /// How to create the device.
 #[derive(Debug, Clone, Default)]
@@ -42,6 +60,8 @@ pub struct GpuContext {
     layouts: Layouts,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
+    #[cfg(target_arch = "wasm32")]
+    pending: PendingScopes,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -55,16 +75,28 @@ impl std::fmt::Debug for GpuContext {
 
 impl GpuContext {
     /// Picks an adapter by `filter` and creates a device on it with default options.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn new(filter: &AdapterFilter) -> Result<Self> {
         Self::with_options(filter, &ContextOptions::default())
     }
 
     /// Picks an adapter by `filter` and creates a device on it.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn with_options(filter: &AdapterFilter, options: &ContextOptions) -> Result<Self> {
-        Self::on_adapter(pick_adapter(filter)?, options)
+        let adapter = crate::adapter::pick_adapter(filter)?;
+        pollster::block_on(Self::on_adapter(adapter, options))
     }
 
-    fn on_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
+    /// The browser's WebGPU adapter (a high-performance one where there is a choice) and a
+    /// device on it. Fails with [`Error::NoAdapter`] where the page has no WebGPU.
+    #[cfg(target_arch = "wasm32")]
+    pub async fn browser(options: &ContextOptions) -> Result<Self> {
+        let adapter = crate::adapter::browser_adapter().await?;
+        Self::on_adapter(adapter, options).await
+    }
+
+    /// Creates a device on `adapter` (from wgpu's own enumeration, or the browser's).
+    pub async fn on_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
         let mut summary = AdapterSummary::of(&adapter);
         let best = adapter.limits();
         // Defaults clamped to what the adapter has, then raised to the adapter's best for the
@@ -94,24 +126,26 @@ impl GpuContext {
         if with_coop {
             required_features |= coop;
         }
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("qkv-wgpu device"),
-            required_features,
-            required_limits: limits,
-            // SAFETY: wgpu's experimental features may have bugs of their own; the one asked
-            // for is cooperative matrices, where offered, and every result of the kernel that
-            // uses it is checked against the f64 reference like any other.
-            experimental_features: if with_coop {
-                unsafe { wgpu::ExperimentalFeatures::enabled() }
-            } else {
-                wgpu::ExperimentalFeatures::disabled()
-            },
-            ..Default::default()
-        }))
-        .map_err(|source| Error::RequestDevice {
-            adapter: summary.name.clone(),
-            source,
-        })?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("qkv-wgpu device"),
+                required_features,
+                required_limits: limits,
+                // SAFETY: wgpu's experimental features may have bugs of their own; the one asked
+                // for is cooperative matrices, where offered, and every result of the kernel that
+                // uses it is checked against the f64 reference like any other.
+                experimental_features: if with_coop {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
+                ..Default::default()
+            })
+            .await
+            .map_err(|source| Error::RequestDevice {
+                adapter: summary.name.clone(),
+                source,
+            })?;
 
         // wgpu's default reaction to an error outside an error scope is a panic; keep it as a
         // message instead and surface it at the next check.
@@ -146,7 +180,7 @@ impl GpuContext {
         }
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layouts = Layouts::new(&device);
-        if let Some(e) = pollster::block_on(scope.pop()) {
+        if let Some(e) = scope.pop().await {
             return Err(Error::Gpu {
                 during: "creating the bind group layouts".into(),
                 message: e.to_string(),
@@ -163,12 +197,14 @@ impl GpuContext {
             lost,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
+            #[cfg(target_arch = "wasm32")]
+            pending: Default::default(),
         };
         // wgpu reports subgroups of 4..64 for every Metal GPU, a placeholder (Apple GPUs run
         // 32 wide): measure instead, so the subgroup kernels are neither refused on every Mac
         // nor run where a subgroup really is narrower than they need.
         if ctx.summary.subgroup && ctx.summary.backend == "Metal" {
-            let (min, _) = ctx.measure_subgroup_size()?;
+            let (min, _) = ctx.measure_subgroup_size_async().await?;
             ctx.summary.subgroup_size.0 = min;
         }
         Ok(ctx)
@@ -223,21 +259,50 @@ impl GpuContext {
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns anything wgpu
-    /// reports, or a lost device, into an [`Error`] naming `during`.
+    /// reports, or a lost device, into an [`Error`] naming `during`. In the browser the
+    /// scopes resolve later: what they caught is reported, still naming `during`, by the
+    /// next wait ([`finished`](Self::finished), a readback).
     pub(crate) fn checked<T>(&self, during: &str, f: impl FnOnce() -> T) -> Result<T> {
         let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let out = f();
-        let validation = pollster::block_on(validation.pop());
-        let oom = pollster::block_on(oom.pop());
-        if let Some(e) = validation.or(oom) {
+        let (validation, oom) = (validation.pop(), oom.pop());
+        #[cfg(not(target_arch = "wasm32"))]
+        if let Some(e) = pollster::block_on(validation).or(pollster::block_on(oom)) {
             return Err(Error::Gpu {
                 during: during.to_string(),
                 message: e.to_string(),
             });
         }
+        #[cfg(target_arch = "wasm32")]
+        self.pending.borrow_mut().push((
+            during.to_string(),
+            Box::pin(async move { validation.await.or(oom.await) }),
+        ));
         self.check(during)?;
         Ok(out)
+    }
+
+    /// Reports what the error scopes still outstanding caught (the browser's resolve
+    /// asynchronously; natively there are none), then a lost device or an escaped error.
+    async fn settle(&self, during: &str) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let pending = std::mem::take(&mut *self.pending.borrow_mut());
+            let mut first = None;
+            for (what, scope) in pending {
+                if let Some(e) = scope.await {
+                    first.get_or_insert(Error::Gpu {
+                        during: what,
+                        message: e.to_string(),
+                    });
+                }
+            }
+            if let Some(e) = first {
+                return Err(e);
+            }
+        }
+        self.check(during)
     }
 
     /// Reports a lost device or an error that escaped the error scopes.
@@ -294,7 +359,13 @@ impl GpuContext {
     /// The smallest and largest subgroup sizes a compute shader of this device runs with,
     /// measured (the SUBGROUP feature is needed). Run at start-up on Metal, where wgpu's
     /// reported range is a placeholder; anywhere else it checks that report.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn measure_subgroup_size(&self) -> Result<(u32, u32)> {
+        pollster::block_on(self.measure_subgroup_size_async())
+    }
+
+    /// As `measure_subgroup_size`, as a future.
+    pub async fn measure_subgroup_size_async(&self) -> Result<(u32, u32)> {
         use wgpu::util::DeviceExt;
         let during = "measuring the subgroup size";
         let wg = self.grid_stride_workgroup().min(64);
@@ -340,7 +411,7 @@ impl GpuContext {
         encoder.copy_buffer_to_buffer(&sizes, 0, &readback, 0, 8);
         self.submit_and_wait(encoder, during)?;
         let mut out = [0u32; 2];
-        self.read_mapped(&readback, &mut out, during)?;
+        self.read_mapped_async(&readback, &mut out, during).await?;
         if out[0] == 0 || out[0] > out[1] {
             return Err(Error::Gpu {
                 during: during.into(),
@@ -350,7 +421,31 @@ impl GpuContext {
         Ok((out[0], out[1]))
     }
 
-    /// Blocks until submission `index` has finished.
+    /// Waits until submission `index` has finished: natively by polling the device; in the
+    /// browser by the queue's completion promise. Then reports any error the work raised.
+    pub(crate) async fn finished(&self, index: wgpu::SubmissionIndex, during: &str) -> Result<()> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = index;
+            let (sender, receiver) = futures_intrusive::channel::shared::oneshot_channel();
+            self.queue.on_submitted_work_done(move || {
+                sender.send(()).ok();
+            });
+            if receiver.receive().await.is_none() {
+                return Err(Error::Poll {
+                    during: during.to_string(),
+                    message: "the queue never reported the work done".into(),
+                });
+            }
+            self.settle(during).await
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        self.wait(index, during)
+    }
+
+    /// Blocks until submission `index` has finished. In the browser, which cannot block, it
+    /// only reports errors seen so far: the queue runs the work before anything submitted
+    /// later, and whatever reads results back awaits [`finished`](Self::finished).
     pub(crate) fn wait(&self, index: wgpu::SubmissionIndex, during: &str) -> Result<()> {
         self.device
             .poll(wgpu::PollType::Wait {
@@ -364,8 +459,9 @@ impl GpuContext {
         self.check(during)
     }
 
-    /// Maps a MAP_READ buffer after the GPU has written it and copies its bytes out.
-    pub(crate) fn read_mapped<T: bytemuck::Pod>(
+    /// Maps a MAP_READ buffer after the GPU has written it and copies its bytes out (a
+    /// future the browser resolves once the map is done; natively ready after the poll).
+    pub(crate) async fn read_mapped_async<T: bytemuck::Pod>(
         &self,
         buffer: &wgpu::Buffer,
         out: &mut [T],
@@ -384,7 +480,9 @@ impl GpuContext {
                 message: e.to_string(),
             })?;
         self.check(during)?;
-        match pollster::block_on(receiver.receive()) {
+        let mapped = receiver.receive().await;
+        self.settle(during).await?;
+        match mapped {
             Some(Ok(())) => {}
             Some(Err(e)) => return Err(Error::Readback(format!("{during}: {e}"))),
             None => {

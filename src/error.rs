@@ -16,6 +16,18 @@ pub enum Error {
         filter: String,
     },
 
+    /// The browser offers no WebGPU adapter (the page's build).
+    #[error(
+        "this browser gave no WebGPU adapter ({reason}). WebGPU needs a secure page (https or \
+         localhost) in a browser that has it enabled: recent Chrome or Edge, Safari 26 or later, \
+         Firefox 141 or later on Windows; on Linux, Chrome still needs \
+         chrome://flags/#enable-unsafe-webgpu. chrome://gpu tells why an adapter is refused."
+    )]
+    NoWebGpu {
+        /// What the browser said.
+        reason: String,
+    },
+
     /// Adapters exist, but none matches `--backend` / `--adapter`.
     #[error("no adapter matches {filter}; available: {available}")]
     AdapterNotFound {

@@ -35,7 +35,11 @@ fn flat(m: &[[f32; 2]; 2]) -> Vec<f32> {
     m.iter().flatten().copied().collect()
 }
 
-fn project(ctx: &GpuContext, kernel: Kernel, mats: [&[[f32; 2]; 2]; 3]) -> Result<[[f32; 2]; 3]> {
+async fn project(
+    ctx: &GpuContext,
+    kernel: Kernel,
+    mats: [&[[f32; 2]; 2]; 3],
+) -> Result<[[f32; 2]; 3]> {
     let [wq, wk, wv] = mats.map(flat);
     fn p(w: &[f32]) -> Projection<'_> {
         Projection {
@@ -47,7 +51,7 @@ fn project(ctx: &GpuContext, kernel: Kernel, mats: [&[[f32; 2]; 2]; 3]) -> Resul
     let weights = FusedWeights::fuse(2, p(&wq), p(&wk), p(&wv))?;
     let mut projector = Projector::new(ctx, weights.shape(1)?, kernel)?;
     projector.set_weights(&weights)?;
-    let out = projector.run(&X)?;
+    let out = projector.run_async(&X).await?;
     Ok([
         [out.q[0], out.q[1]],
         [out.k[0], out.k[1]],
@@ -56,10 +60,16 @@ fn project(ctx: &GpuContext, kernel: Kernel, mats: [&[[f32; 2]; 2]; 3]) -> Resul
 }
 
 /// Runs both parts of the example on the GPU with `kernel`.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn explain(ctx: &GpuContext, kernel: Kernel) -> Result<Explanation> {
+    pollster::block_on(explain_async(ctx, kernel))
+}
+
+/// As [`explain`], as a future.
+pub async fn explain_async(ctx: &GpuContext, kernel: Kernel) -> Result<Explanation> {
     Ok(Explanation {
-        same: project(ctx, kernel, [&W, &W, &W])?,
-        different: project(ctx, kernel, W_QKV.each_ref().map(|(_, m)| m))?,
+        same: project(ctx, kernel, [&W, &W, &W]).await?,
+        different: project(ctx, kernel, W_QKV.each_ref().map(|(_, m)| m)).await?,
         kernel,
     })
 }

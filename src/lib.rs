@@ -21,11 +21,13 @@
 pub mod adapter;
 pub mod binding;
 pub mod context;
+#[cfg(feature = "native")]
 pub mod cpu;
 pub mod element;
 pub mod error;
 pub mod explain;
 pub mod host;
+#[cfg(feature = "native")]
 pub mod io;
 pub mod kernels;
 pub mod layout;
@@ -38,7 +40,9 @@ pub mod tune;
 pub mod validate;
 pub mod weights;
 
-pub use adapter::{list_adapters, AdapterFilter, AdapterSummary, BackendChoice};
+#[cfg(not(target_arch = "wasm32"))]
+pub use adapter::list_adapters;
+pub use adapter::{AdapterFilter, AdapterSummary, BackendChoice};
 pub use context::{ContextOptions, GpuContext};
 pub use element::ElementType;
 pub use error::{Error, Result};
@@ -52,6 +56,16 @@ pub use projector::{
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
 pub use validate::{absmax, validate, QkvReport, Report, Tolerance};
+/// Threads the host-side loops (the reference, seeded inputs) may use: every core with the
+/// `native` feature; one in the browser, where a wasm module has no threads.
+pub(crate) fn host_threads() -> usize {
+    if cfg!(feature = "native") {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 pub use weights::{
     random_inputs, random_weights, random_x_rows, random_x_rows_in, FusedWeights, Projection,
 };

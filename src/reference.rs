@@ -47,22 +47,27 @@ fn fused_rows(
 ///
 /// `x` is [tokens, d_model] row-major; `weights` must match `shape` (checked by callers that
 /// build both from one source; mismatched lengths panic here as a programming error).
-/// Rows are split across the machine's cores.
+/// Rows are split across the machine's cores (with the `native` feature; one thread in the
+/// browser).
 pub fn reference(shape: &QkvShape, x: &[f32], weights: &FusedWeights) -> Reference {
     assert_eq!(x.len(), shape.x_len(), "X does not match the shape");
     assert_eq!(weights.w.len(), shape.w_len(), "W does not match the shape");
     let tokens = shape.tokens as usize;
     let n = shape.n_out() as usize;
     let mut fused = vec![0f64; tokens * n];
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get());
-    let rows_per = tokens.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for (chunk, out) in fused.chunks_mut(rows_per * n).enumerate() {
-            let start = chunk * rows_per;
-            let rows = start..start + out.len() / n;
-            scope.spawn(move || fused_rows(shape, x, weights, rows, out));
-        }
-    });
+    let threads = crate::host_threads();
+    if threads == 1 {
+        fused_rows(shape, x, weights, 0..tokens, &mut fused);
+    } else {
+        let rows_per = tokens.div_ceil(threads).max(1);
+        std::thread::scope(|scope| {
+            for (chunk, out) in fused.chunks_mut(rows_per * n).enumerate() {
+                let start = chunk * rows_per;
+                let rows = start..start + out.len() / n;
+                scope.spawn(move || fused_rows(shape, x, weights, rows, out));
+            }
+        });
+    }
     let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
     let mut r = Reference {
         q: Vec::with_capacity(tokens * qw),

@@ -318,7 +318,7 @@ fn generate<T: Send>(
 ) {
     let d = d_model as usize;
     assert_eq!(out.len(), rows.len() * d, "out must hold [rows, d_model]");
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = crate::host_threads();
     if threads > 1 && out.len() >= 1 << 20 && d > 0 {
         let per = rows.len().div_ceil(threads);
         std::thread::scope(|scope| {

@@ -117,3 +117,55 @@ fn the_measured_subgroup_size_is_within_what_the_driver_reports() {
         "measured {min}..{max}, reported {lo}..{hi}"
     );
 }
+
+#[test]
+fn the_browsers_webgpu_runs_no_kernel_written_for_nagas_wgsl() {
+    // Issue #14: the subgroup kernels use subgroup builtins with no `enable subgroups;`
+    // (naga 30 rejects the directive, browsers require it) and coopmat uses naga's own
+    // `enable wgpu_cooperative_matrix`. The browser compiles WGSL itself: its adapter says
+    // so (`naga_wgsl: false`), and the kernels' requirements refuse them there by name,
+    // whatever features the adapter offers.
+    let native = ctx().summary.clone();
+    assert!(
+        native.naga_wgsl,
+        "every native backend compiles through naga"
+    );
+    let mut browser = native.clone();
+    browser.naga_wgsl = false;
+    browser.name = "a browser's WebGPU adapter".into();
+    browser.subgroup = true;
+    browser.subgroup_size = (32, 32);
+    browser.shader_f16 = true;
+    browser.cooperative_matrix = vec![qkv_wgpu::adapter::CoopMatrix::f16_inputs(8, true)];
+    for c in [
+        "subgroup(wg=32)",
+        "subgroup-texture(wg=32)",
+        "coopmat(tile=8,acc=32)",
+    ] {
+        let config: KernelConfig = c.parse().unwrap();
+        assert!(
+            config.unsupported_on(&native).is_none() || c.starts_with("coopmat"),
+            "{c}"
+        );
+        let why = config
+            .unsupported_on(&browser)
+            .unwrap_or_else(|| panic!("{c} must be refused in the browser"));
+        assert!(
+            why.contains("WGSL wgpu's naga reads") && why.contains("browser's WebGPU"),
+            "{c}: {why}"
+        );
+    }
+    for k in Kernel::ALL.into_iter().filter(|k| {
+        !matches!(
+            k,
+            Kernel::Subgroup | Kernel::SubgroupTexture | Kernel::Coopmat
+        )
+    }) {
+        let config = KernelConfig::from(k);
+        assert_eq!(
+            config.unsupported_on(&browser),
+            config.unsupported_on(&native),
+            "{k}: only naga's dialect differs between the two"
+        );
+    }
+}

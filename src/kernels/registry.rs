@@ -117,6 +117,11 @@ pub struct Requirements {
     /// A cooperative-matrix configuration: `tile` x `tile` x `tile`, f16 inputs, an f32
     /// accumulator (`true`) or an f16 one.
     pub cooperative_matrix: Option<(u32, bool)>,
+    /// WGSL that only wgpu's naga reads: subgroup builtins without `enable subgroups;`
+    /// (naga 30 rejects the directive; the standard and browsers require it) and
+    /// `enable wgpu_cooperative_matrix` (naga's own extension). The browser's WebGPU
+    /// compiles WGSL itself, so these kernels do not run there.
+    pub naga_wgsl: bool,
 }
 
 impl Requirements {
@@ -160,6 +165,14 @@ impl Requirements {
                     }
                 ));
             }
+        }
+        if self.naga_wgsl && !summary.naga_wgsl {
+            return Some(format!(
+                "kernel {kernel} is written in the WGSL wgpu's naga reads (subgroup builtins \
+                 with no `enable subgroups;`, or naga's cooperative-matrix extension); '{}' \
+                 is the browser's WebGPU, whose own compiler reads standard WGSL",
+                summary.name
+            ));
         }
         let min = self.min_subgroup_size?;
         if !summary.subgroup {
@@ -272,6 +285,10 @@ impl Kernel {
             shader_f16: matches!(self, Kernel::Coopmat),
             // The configuration depends on the tile and accumulator: set by the spec.
             cooperative_matrix: None,
+            naga_wgsl: matches!(
+                self,
+                Kernel::Subgroup | Kernel::SubgroupTexture | Kernel::Coopmat
+            ),
         }
     }
 

@@ -15,7 +15,8 @@ use crate::layout::OutputLayout;
 use crate::plan::ChunkPlan;
 use std::ops::Range;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// One chunk's Q, K and V as read back, with the X rows they came from.
 #[derive(Debug)]
@@ -181,7 +182,7 @@ impl<'c> Engine<'c> {
 
     /// Projects the whole batch chunk by chunk (see
     /// [`Projector::stream`](super::Projector::stream)).
-    pub(super) fn stream(
+    pub(super) async fn stream(
         &mut self,
         mut source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
         mut sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
@@ -200,12 +201,12 @@ impl<'c> Engine<'c> {
             ..Default::default()
         };
         let n = self.plan.chunks();
-        let result = (|| {
+        let result: Result<()> = async {
             for i in 0..n {
                 let slot = i as usize % self.slots.len();
                 // With two slots, this slot's previous chunk (i-2) was finished last round.
                 if let Some(p) = self.slots[slot].pending.take() {
-                    self.finish(slot, p, &mut sink, &mut t)?;
+                    self.finish(slot, p, &mut sink, &mut t).await?;
                 }
                 let rows = self.plan.chunk(i);
                 let label = format!(
@@ -221,26 +222,27 @@ impl<'c> Engine<'c> {
                     self.slots[slot].x_host.as_mut().slice_mut(0..len),
                 )?;
                 t.input += start.elapsed();
-                self.submit(slot, i, rows.clone(), &label, &mut t)?;
+                self.submit(slot, i, rows.clone(), &label, &mut t).await?;
                 if self.plan.streaming {
                     let other = 1 - slot;
                     if let Some(p) = self.slots[other].pending.take() {
-                        self.finish(other, p, &mut sink, &mut t)?;
+                        self.finish(other, p, &mut sink, &mut t).await?;
                     }
                 } else {
                     let p = self.slots[slot].pending.take().expect("just submitted");
-                    self.finish(slot, p, &mut sink, &mut t)?;
+                    self.finish(slot, p, &mut sink, &mut t).await?;
                 }
                 progress(rows.end);
             }
             // The last chunk (and, with streaming, possibly none other) is still out.
             for slot in 0..self.slots.len() {
                 if let Some(p) = self.slots[slot].pending.take() {
-                    self.finish(slot, p, &mut sink, &mut t)?;
+                    self.finish(slot, p, &mut sink, &mut t).await?;
                 }
             }
             Ok(())
-        })();
+        }
+        .await;
         if let Err(e) = result {
             // Leave no chunk half-tracked: a later run starts clean.
             for s in &mut self.slots {
@@ -255,7 +257,7 @@ impl<'c> Engine<'c> {
 
     /// Uploads X of chunk `index` from its slot's host buffer and submits NaN fill, dispatch
     /// and the copies to staging.
-    fn submit(
+    async fn submit(
         &mut self,
         slot: usize,
         index: u32,
@@ -285,7 +287,8 @@ impl<'c> Engine<'c> {
         self.write_params(&s.params, count)?;
         if !self.plan.streaming {
             let index = ctx.queue.submit([]);
-            ctx.wait(index, &format!("{label}: uploading X"))?;
+            ctx.finished(index, &format!("{label}: uploading X"))
+                .await?;
         }
         t.upload += start.elapsed();
 
@@ -329,7 +332,7 @@ impl<'c> Engine<'c> {
         let start = Instant::now();
         let submission = ctx.checked(&kernel_label, || ctx.queue.submit([encoder.finish()]))?;
         if !self.plan.streaming {
-            ctx.wait(submission.clone(), &kernel_label)?;
+            ctx.finished(submission.clone(), &kernel_label).await?;
             t.dispatch_wall += start.elapsed();
         }
         self.slots[slot].pending = Some(Pending {
@@ -341,7 +344,7 @@ impl<'c> Engine<'c> {
     }
 
     /// Waits for a submitted chunk, reads its kernel time and hands Q, K, V to the sink.
-    fn finish(
+    async fn finish(
         &mut self,
         slot: usize,
         p: Pending,
@@ -386,9 +389,9 @@ impl<'c> Engine<'c> {
             })
             .collect();
         // Wait for this chunk only: with streaming the next one is already queued behind it.
-        ctx.wait(p.submission, &label)?;
+        ctx.finished(p.submission, &label).await?;
         for r in receivers {
-            match pollster::block_on(r.receive()) {
+            match r.receive().await {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
                 None => return Err(Error::Readback(format!("{label}: mapping never completed"))),

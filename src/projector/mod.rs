@@ -31,7 +31,8 @@ use crate::shape::QkvShape;
 use crate::weights::FusedWeights;
 use engine::Engine;
 use std::ops::Range;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 pub use engine::ChunkOutput;
 pub use steady::MAX_REPEATS;
@@ -189,8 +190,10 @@ impl<'c> Projector<'c> {
     }
 
     /// Uploads the fused weights (and bias), rounded to the storage type; they stay on the
-    /// GPU for every later run. Returns the host time the upload took. A value the storage
-    /// type cannot hold is an [`Error::Input`] naming the matrix, row and column.
+    /// GPU for every later run. Returns the host time the upload took (in the browser, which
+    /// cannot wait here, the time to queue it: the queue runs it before any later dispatch).
+    /// A value the storage type cannot hold is an [`Error::Input`] naming the matrix, row
+    /// and column.
     pub fn set_weights(&mut self, weights: &FusedWeights) -> Result<Duration> {
         let e = &self.engine;
         buffers::check_weights(&e.plan, weights)?;
@@ -207,7 +210,14 @@ impl<'c> Projector<'c> {
     /// Projects X [tokens, d_model] held in memory and returns Q, K, V in memory: fills each
     /// chunk's Q, K, V with NaN, uploads X, runs the fused dispatch, reads Q, K, V back.
     /// Weights must have been set.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&mut self, x: &[f32]) -> Result<QkvOutput> {
+        pollster::block_on(self.run_async(x))
+    }
+
+    /// As [`run`](Self::run), as a future: the browser's way (natively it is ready as soon
+    /// as the GPU is done, and `run` is this under `pollster::block_on`).
+    pub async fn run_async(&mut self, x: &[f32]) -> Result<QkvOutput> {
         let s = *self.shape();
         if x.len() != s.x_len() {
             return Err(Error::Shape(format!(
@@ -225,29 +235,31 @@ impl<'c> Projector<'c> {
         let mut v = vec![0f32; s.kv_len()];
         // A chunk holds whole sequences, so in either layout its outputs are one contiguous
         // range starting at its first token.
-        let timings = self.stream(
-            |rows, mut dst| {
-                let x = &x[rows.start as usize * d..rows.end as usize * d];
-                dst.put_f32(0, x)
-                    .map_err(|e| e.in_rows("X", rows.start, s.d_model))
-            },
-            |c| {
-                let r = c.rows.start as usize;
-                for (out, at, part) in [
-                    (&mut q, r * qw, c.q),
-                    (&mut k, r * kvw, c.k),
-                    (&mut v, r * kvw, c.v),
-                ] {
-                    let dst = &mut out[at..at + part.len()];
-                    match part {
-                        Elements::F32(p) => dst.copy_from_slice(p),
-                        Elements::Half(e, p) => e.decode(bytemuck::cast_slice(p), dst),
+        let timings = self
+            .stream_async(
+                |rows, mut dst| {
+                    let x = &x[rows.start as usize * d..rows.end as usize * d];
+                    dst.put_f32(0, x)
+                        .map_err(|e| e.in_rows("X", rows.start, s.d_model))
+                },
+                |c| {
+                    let r = c.rows.start as usize;
+                    for (out, at, part) in [
+                        (&mut q, r * qw, c.q),
+                        (&mut k, r * kvw, c.k),
+                        (&mut v, r * kvw, c.v),
+                    ] {
+                        let dst = &mut out[at..at + part.len()];
+                        match part {
+                            Elements::F32(p) => dst.copy_from_slice(p),
+                            Elements::Half(e, p) => e.decode(bytemuck::cast_slice(p), dst),
+                        }
                     }
-                }
-                Ok(())
-            },
-            |_| {},
-        )?;
+                    Ok(())
+                },
+                |_| {},
+            )
+            .await?;
         Ok(QkvOutput { q, k, v, timings })
     }
 
@@ -262,7 +274,18 @@ impl<'c> Projector<'c> {
     /// happened in; chunks already handed to the sink stay with the sink, which must not treat
     /// them as a complete result (`qkv project` writes to temporary files and renames them
     /// only after the last chunk).
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn stream(
+        &mut self,
+        source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
+        sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        progress: impl FnMut(u32),
+    ) -> Result<RunTimings> {
+        pollster::block_on(self.stream_async(source, sink, progress))
+    }
+
+    /// As [`stream`](Self::stream), as a future.
+    pub async fn stream_async(
         &mut self,
         source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
         sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
@@ -273,7 +296,7 @@ impl<'c> Projector<'c> {
                 "no weights uploaded: call set_weights before run".into(),
             ));
         }
-        self.engine.stream(source, sink, progress)
+        self.engine.stream(source, sink, progress).await
     }
 
     /// Times the kernel alone at steady state: every chunk's dispatches of the batch, run
@@ -283,13 +306,19 @@ impl<'c> Projector<'c> {
     /// [`run`](Self::run) or [`stream`](Self::stream) first; they validate) and overwrite the
     /// outputs with the same values. Use [`steady_warmups`](Self::steady_warmups) for
     /// `warmups`. What timing needs is made on the first call and reused.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn time_kernel(&mut self, warmups: u32, repeats: u32) -> Result<KernelTimes> {
+        pollster::block_on(self.time_kernel_async(warmups, repeats))
+    }
+
+    /// As [`time_kernel`](Self::time_kernel), as a future.
+    pub async fn time_kernel_async(&mut self, warmups: u32, repeats: u32) -> Result<KernelTimes> {
         if !self.weights_loaded {
             return Err(Error::Input(
                 "no weights uploaded: call set_weights before timing".into(),
             ));
         }
-        steady::time_kernel(&self.engine, &mut self.steady, warmups, repeats)
+        steady::time_kernel(&self.engine, &mut self.steady, warmups, repeats).await
     }
 
     /// Untimed repeats to run before timing a batch whose kernel took about `estimate`: on
@@ -311,7 +340,13 @@ impl<'c> Projector<'c> {
 
     /// Copies the first buffer set's Q, K and V (one full chunk's worth) as they are now on
     /// the GPU into host vectors, widened to f32.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn read_outputs(&mut self) -> Result<[Vec<f32>; 3]> {
+        pollster::block_on(self.read_outputs_async())
+    }
+
+    /// As [`read_outputs`](Self::read_outputs), as a future.
+    pub async fn read_outputs_async(&mut self) -> Result<[Vec<f32>; 3]> {
         let ctx = self.engine.ctx;
         let s = &self.engine.slots[0];
         let mut encoder = ctx
@@ -335,7 +370,7 @@ impl<'c> Projector<'c> {
                 .zip(["reading Q", "reading K", "reading V"])
         {
             let mut words = vec![0u32; (staging.size() / 4) as usize];
-            ctx.read_mapped(staging, &mut words, name)?;
+            ctx.read_mapped_async(staging, &mut words, name).await?;
             element.decode(bytemuck::cast_slice(&words), buf);
         }
         Ok(out)

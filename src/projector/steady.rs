@@ -13,7 +13,8 @@ use super::buffers::params_buffers;
 use super::engine::Engine;
 use super::timing::{KernelTimer, KernelTimes, Queries};
 use crate::error::{Error, Result};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use web_time::Instant;
 
 /// The most timed repeats one call takes (what one timestamp query set holds: 4096 queries).
 pub const MAX_REPEATS: u32 = 2000;
@@ -30,7 +31,7 @@ pub(super) struct SteadyTiming {
 
 /// Times the engine's batch: see the module documentation. The dispatches read the X rows
 /// last uploaded into the first buffer set and overwrite its outputs.
-pub(super) fn time_kernel(
+pub(super) async fn time_kernel(
     engine: &Engine<'_>,
     kept: &mut SteadyTiming,
     warmups: u32,
@@ -112,9 +113,11 @@ pub(super) fn time_kernel(
             label: Some("kernel timing resolve"),
         });
         q.resolve(&mut encoder, repeats);
-        ctx.submit_and_wait(encoder, &label)?;
+        let index = ctx.checked(&label, || ctx.queue.submit([encoder.finish()]))?;
+        ctx.finished(index, &label).await?;
         let mut ticks = vec![0u64; 2 * repeats as usize];
-        ctx.read_mapped(q.readback(), &mut ticks, &label)?;
+        ctx.read_mapped_async(q.readback(), &mut ticks, &label)
+            .await?;
         q.durations(&ticks)
     } else {
         // Host clock: each repeat's submit-and-wait (the warm-ups are still queued ahead of
@@ -124,7 +127,7 @@ pub(super) fn time_kernel(
             let commands = encode(None)?;
             let start = Instant::now();
             let index = ctx.checked(&label, || ctx.queue.submit([commands]))?;
-            ctx.wait(index, &label)?;
+            ctx.finished(index, &label).await?;
             samples.push(start.elapsed());
         }
         samples

@@ -13,18 +13,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// One shape class's choice.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Entry {
-    /// The configuration, as `KernelConfig` displays it.
-    pub config: String,
-    /// FNV-1a of the kernel's WGSL when it was tuned.
-    pub shader_hash: String,
-    /// The proxy shape it was timed on.
-    pub proxy: String,
-    /// Every candidate's result.
-    pub trials: Vec<super::Trial>,
-}
+pub use super::Entry;
 
 /// The entries of a cache file, and what was wrong with it.
 #[derive(Debug, Default)]

@@ -8,6 +8,7 @@
 //! Barriers and workgroup memory are cheap on a GPU and costly on a CPU driver such as
 //! lavapipe, so no single kernel is the best everywhere: that is what this is for.
 
+#[cfg(feature = "native")]
 pub mod cache;
 
 use crate::context::GpuContext;
@@ -21,10 +22,49 @@ use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
 use crate::weights::{random_inputs, FusedWeights};
-use cache::{Cache, Entry};
+#[cfg(feature = "native")]
+use cache::Cache;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// One shape class's choice, as the cache keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Entry {
+    /// The configuration, as `KernelConfig` displays it.
+    pub config: String,
+    /// FNV-1a of the kernel's WGSL when it was tuned.
+    pub shader_hash: String,
+    /// The proxy shape it was timed on.
+    pub proxy: String,
+    /// Every candidate's result.
+    pub trials: Vec<Trial>,
+}
+
+/// A build without files (the browser's) has no cache: this type has no values, so the
+/// code that uses a cache is the same in every build and every session there tunes anew.
+#[cfg(not(feature = "native"))]
+enum Cache {}
+
+#[cfg(not(feature = "native"))]
+impl Cache {
+    fn path(&self) -> &std::path::Path {
+        match *self {}
+    }
+    fn load(&self) -> (std::collections::BTreeMap<String, Entry>, Vec<String>) {
+        match *self {}
+    }
+    fn store(&self, _: &str, _: Entry) -> std::result::Result<Vec<String>, String> {
+        match *self {}
+    }
+}
+
+/// What to say when no cache will keep the choice.
+const NO_CACHE: &str = if cfg!(feature = "native") {
+    "no cache directory is known (set QKV_CACHE_DIR): the next run will tune again"
+} else {
+    "this build keeps no tuning cache (it has no files): the next session will tune again"
+};
 
 /// Every configuration worth trying on this adapter in storage type `element`, in a fixed
 /// order. The naive baseline is not among them: it exists to be beaten.
@@ -141,6 +181,12 @@ pub struct Choice {
     pub notes: Vec<String>,
 }
 
+#[cfg(not(feature = "native"))]
+fn cache(_: &TuneOptions) -> Option<Cache> {
+    None
+}
+
+#[cfg(feature = "native")]
 fn cache(opts: &TuneOptions) -> Option<Cache> {
     let dir = opts
         .cache_dir
@@ -239,7 +285,7 @@ impl Inputs {
 /// Runs `config` on `inputs` once and validates the result; if it passes, times `repeats`
 /// back-to-back dispatches at steady state ([`Projector::time_kernel`]) and returns their
 /// median.
-fn trial(
+async fn trial(
     ctx: &GpuContext,
     inputs: &Inputs,
     spec: &KernelSpec,
@@ -255,7 +301,7 @@ fn trial(
     )?;
     let mut projector = Projector::from_plan(ctx, spec.clone(), plan)?;
     projector.set_weights(&inputs.w)?;
-    let out = projector.run(&inputs.x)?;
+    let out = projector.run_async(&inputs.x).await?;
     let report = QkvReport::of(&out, &inputs.expected, shape, inputs.tol);
     if !report.pass() {
         return Ok(Err(format!(
@@ -265,11 +311,14 @@ fn trial(
         )));
     }
     let warmups = projector.steady_warmups(out.timings.kernel);
-    Ok(Ok(projector.time_kernel(warmups, repeats)?.median()))
+    Ok(Ok(projector
+        .time_kernel_async(warmups, repeats)
+        .await?
+        .median()))
 }
 
 /// Why a cached entry cannot be used, or None when it checks out.
-fn recheck(
+async fn recheck(
     ctx: &GpuContext,
     shape: &QkvShape,
     entry: &Entry,
@@ -298,12 +347,24 @@ fn recheck(
         )));
     }
     let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol, element);
-    Ok(trial(ctx, &inputs, &spec, 1)?.map(|_| spec.config))
+    Ok(trial(ctx, &inputs, &spec, 1).await?.map(|_| spec.config))
 }
 
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
 /// entry exists, else tuned now (and cached).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<Choice> {
+    pollster::block_on(choose_async(ctx, shape, opts, |_| {}))
+}
+
+/// As [`choose`], as a future; `progress` hears of each candidate as it is tried
+/// ("3/18 texture(wg=16)").
+pub async fn choose_async(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    opts: &TuneOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<Choice> {
     let cache = cache(opts);
     let element = opts.element;
     let key = shape_class_key(ctx, shape, element);
@@ -311,7 +372,7 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     let mut discarded = None;
     if !opts.force {
         if let Some(entry) = entries.get(&key) {
-            match recheck(ctx, shape, entry, opts.tolerance, element)? {
+            match recheck(ctx, shape, entry, opts.tolerance, element).await? {
                 Ok(config) => {
                     return Ok(Choice {
                         config,
@@ -337,7 +398,10 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
     let mut trials = Vec::new();
     let mut best: Option<(Duration, KernelSpec)> = None;
     let limits = ctx.limits();
-    for config in candidates(ctx, element) {
+    let configs = candidates(ctx, element);
+    let count = configs.len();
+    for (i, config) in configs.into_iter().enumerate() {
+        progress(&format!("{}/{count} {config}", i + 1));
         let spec = KernelSpec::new(config)
             .and_then(|s| s.with_element(element))
             .map_err(Error::Input)?;
@@ -354,7 +418,7 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
         // Compile, validate and time once; then validate on other inputs and time three
         // dispatches, unless the first was already over 4x the best so far (its figure then
         // stands alone).
-        let first = trial(ctx, &first_inputs, &spec, 1);
+        let first = trial(ctx, &first_inputs, &spec, 1).await;
         let result = match first {
             Ok(Ok(t)) if best.as_ref().is_some_and(|(b, _)| t > 4 * *b) => {
                 Ok(Ok((t, "ok (one run: over 4x the best so far)")))
@@ -362,7 +426,9 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
             Ok(Ok(_)) => {
                 let inputs =
                     timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance, element));
-                trial(ctx, inputs, &spec, 3).map(|r| r.map(|t| (t, "ok")))
+                trial(ctx, inputs, &spec, 3)
+                    .await
+                    .map(|r| r.map(|t| (t, "ok")))
             }
             Ok(Err(e)) => Ok(Err(e)),
             Err(e) => Err(e),
@@ -413,9 +479,7 @@ pub fn choose(ctx: &GpuContext, shape: &QkvShape, opts: &TuneOptions) -> Result<
             Ok(more) => notes.extend(more),
             Err(why) => notes.push(why),
         },
-        None => notes.push(
-            "no cache directory is known (set QKV_CACHE_DIR): the next run will tune again".into(),
-        ),
+        None => notes.push(NO_CACHE.into()),
     }
     let mut reason = format!(
         "autotuned now: fastest of {} validated candidates on {} tokens x d_model {} x n_out {}",

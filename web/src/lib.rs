@@ -1,0 +1,451 @@
+//! qkv-wgpu in the browser: the library's own kernels, projector, tuner, f64 reference and
+//! validation, driven from JavaScript on the page in this folder (`index.html`, `app.js`)
+//! through the browser's WebGPU. Built by `bash scripts/web.sh build` (cargo for
+//! wasm32-unknown-unknown, then wasm-bindgen `--target web` into `web/pkg/`).
+//!
+//! The JavaScript API (every GPU call a promise; errors reject with a message):
+//! - `shapes()`: the named model shapes of `qkv bench`.
+//! - `Gpu.open()`: the browser's adapter and a device on it (one per page).
+//! - `gpu.adapter()`: vendor, architecture, limits and features.
+//! - `gpu.project(x, d_model, wq, wk, wv, q_width, kv_width)`: Q, K, V of the rows of X from
+//!   one fused dispatch, checked against the f64 reference (the worked example).
+//! - `gpu.run_shape(name, tokens, progress)`: what `qkv run` does for a named shape: tune
+//!   among the kernels this browser runs, project fresh random inputs, check every element
+//!   against the f64 reference, time the kernel.
+#![cfg(target_arch = "wasm32")]
+
+use js_sys::{Function, Promise, Reflect};
+use qkv_wgpu::presets::{preset, PRESETS};
+use qkv_wgpu::tune::{self, Trial, TuneOptions};
+use qkv_wgpu::{
+    ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer, Projection, Projector,
+    QkvReport, QkvShape, Report, Tolerance,
+};
+use serde::Serialize;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// A library error as a JavaScript `Error` with the library's message.
+fn js_err(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn to_js(v: &impl Serialize) -> Result<JsValue, JsValue> {
+    v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_err)
+}
+
+/// One named shape, as `shapes()` lists it.
+#[derive(Serialize)]
+struct ShapeInfo {
+    name: &'static str,
+    model: &'static str,
+    d_model: u32,
+    q_width: u32,
+    kv_width: u32,
+    bias: bool,
+    tokens_unit: u32,
+}
+
+/// The named model shapes (GPT-2 small, BERT-base, ViT-B/16, Llama-3-8B).
+#[wasm_bindgen]
+pub fn shapes() -> Result<JsValue, JsValue> {
+    let list: Vec<ShapeInfo> = PRESETS
+        .iter()
+        .map(|p| ShapeInfo {
+            name: p.name,
+            model: p.model,
+            d_model: p.d_model,
+            q_width: p.q_width,
+            kv_width: p.kv_width,
+            bias: p.bias,
+            tokens_unit: p.tokens_unit,
+        })
+        .collect();
+    to_js(&list)
+}
+
+/// What the page shows about the adapter: the browser's own description (vendor,
+/// architecture) beside what wgpu reports and the device was granted.
+#[derive(Serialize, Clone)]
+struct AdapterInfo {
+    name: String,
+    vendor: String,
+    architecture: String,
+    description: String,
+    backend: String,
+    driver: String,
+    device_type: String,
+    is_cpu: bool,
+    timestamps: bool,
+    /// What the browser's adapter offers (WebGPU's names).
+    features: Vec<String>,
+    /// What the library asked for and the device has (wgpu's names).
+    features_used: Vec<String>,
+    limits: Vec<(String, f64)>,
+}
+
+/// The browser's WebGPU adapter and a device on it, with the library's context.
+#[wasm_bindgen]
+pub struct Gpu {
+    ctx: Rc<GpuContext>,
+    info: AdapterInfo,
+}
+
+/// `name` of a JavaScript object as a string ("" when absent).
+fn js_str(obj: &JsValue, name: &str) -> String {
+    Reflect::get(obj, &name.into())
+        .ok()
+        .and_then(|v| v.as_string())
+        .unwrap_or_default()
+}
+
+/// The browser's own `GPUAdapterInfo` (vendor, architecture, description) and feature names,
+/// which wgpu does not pass on, or why there is no adapter at all.
+async fn browser_info() -> Result<(JsValue, Vec<String>), JsValue> {
+    let no = |why: &str| js_err(qkv_wgpu::Error::NoWebGpu { reason: why.into() });
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into())?;
+    let gpu = Reflect::get(&navigator, &"gpu".into())?;
+    if gpu.is_undefined() || gpu.is_null() {
+        return Err(no(
+            "navigator.gpu is undefined: this browser has no WebGPU, or it is off",
+        ));
+    }
+    let request: Function = Reflect::get(&gpu, &"requestAdapter".into())?.dyn_into()?;
+    let promise: Promise = request.call0(&gpu)?.dyn_into()?;
+    let adapter = JsFuture::from(promise).await?;
+    if adapter.is_null() || adapter.is_undefined() {
+        return Err(no("navigator.gpu.requestAdapter() gave null"));
+    }
+    let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
+    let features = Reflect::get(&adapter, &"features".into()).unwrap_or(JsValue::UNDEFINED);
+    let mut names: Vec<String> = if features.is_undefined() {
+        Vec::new()
+    } else {
+        js_sys::Array::from(&features)
+            .iter()
+            .filter_map(|f| f.as_string())
+            .collect()
+    };
+    names.sort();
+    Ok((info, names))
+}
+
+#[wasm_bindgen]
+impl Gpu {
+    /// Opens the browser's adapter and creates the device (once per page).
+    pub async fn open() -> Result<Gpu, JsValue> {
+        let (info, features) = browser_info().await?;
+        let ctx = GpuContext::browser(&ContextOptions::default())
+            .await
+            .map_err(js_err)?;
+        let s = &ctx.summary;
+        let architecture = js_str(&info, "architecture");
+        let fallback = Reflect::get(&info, &"isFallbackAdapter".into())
+            .ok()
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let l = ctx.limits();
+        let limits = [
+            (
+                "maxStorageBufferBindingSize",
+                l.max_storage_buffer_binding_size as f64,
+            ),
+            ("maxBufferSize", l.max_buffer_size as f64),
+            (
+                "maxStorageBuffersPerShaderStage",
+                l.max_storage_buffers_per_shader_stage as f64,
+            ),
+            (
+                "maxComputeWorkgroupStorageSize",
+                l.max_compute_workgroup_storage_size as f64,
+            ),
+            (
+                "maxComputeInvocationsPerWorkgroup",
+                l.max_compute_invocations_per_workgroup as f64,
+            ),
+            (
+                "maxComputeWorkgroupSizeX",
+                l.max_compute_workgroup_size_x as f64,
+            ),
+            (
+                "maxComputeWorkgroupSizeY",
+                l.max_compute_workgroup_size_y as f64,
+            ),
+            (
+                "maxComputeWorkgroupsPerDimension",
+                l.max_compute_workgroups_per_dimension as f64,
+            ),
+            ("maxTextureDimension2D", l.max_texture_dimension_2d as f64),
+            ("maxBindGroups", l.max_bind_groups as f64),
+            (
+                "maxUniformBufferBindingSize",
+                l.max_uniform_buffer_binding_size as f64,
+            ),
+        ]
+        .map(|(n, v)| (n.to_string(), v))
+        .to_vec();
+        let info = AdapterInfo {
+            name: s.name.clone(),
+            vendor: js_str(&info, "vendor"),
+            description: js_str(&info, "description"),
+            is_cpu: s.is_cpu() || fallback || architecture.eq_ignore_ascii_case("swiftshader"),
+            architecture,
+            backend: s.backend.clone(),
+            driver: s.driver.clone(),
+            device_type: s.device_type.clone(),
+            timestamps: ctx.has_timestamps(),
+            features,
+            features_used: ctx
+                .device
+                .features()
+                .iter_names()
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            limits,
+        };
+        Ok(Gpu {
+            ctx: Rc::new(ctx),
+            info,
+        })
+    }
+
+    /// Vendor, architecture, description, backend, device type, whether kernels are timed by
+    /// GPU timestamps, the device's features and limits.
+    pub fn adapter(&self) -> Result<JsValue, JsValue> {
+        let v = to_js(&self.info)?;
+        // Limits as an object (name -> value), as the page reads them.
+        let limits = js_sys::Object::new();
+        for (n, l) in &self.info.limits {
+            Reflect::set(&limits, &n.into(), &(*l).into())?;
+        }
+        Reflect::set(&v, &"limits".into(), &limits)?;
+        Ok(v)
+    }
+
+    /// Q [tokens, q_width], K and V [tokens, kv_width] of the rows of `x` [tokens, d_model]
+    /// under `wq` [d_model, q_width], `wk` and `wv` [d_model, kv_width] (row-major), from one
+    /// fused dispatch of the default kernel; the result is checked against the f64
+    /// reference and a mismatch rejects. Resolves to `{q, k, v, kernel}`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn project(
+        &self,
+        x: Vec<f32>,
+        d_model: u32,
+        wq: Vec<f32>,
+        wk: Vec<f32>,
+        wv: Vec<f32>,
+        q_width: u32,
+        kv_width: u32,
+    ) -> Promise {
+        let ctx = self.ctx.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let out = example(&ctx, &x, d_model, [&wq, &wk, &wv], q_width, kv_width)
+                .await
+                .map_err(js_err)?;
+            let obj = js_sys::Object::new();
+            for (name, v) in [("q", &out.0.q), ("k", &out.0.k), ("v", &out.0.v)] {
+                Reflect::set(&obj, &name.into(), &js_sys::Float32Array::from(&v[..]))?;
+            }
+            Reflect::set(&obj, &"kernel".into(), &out.1.into())?;
+            Ok(obj.into())
+        })
+    }
+
+    /// Tunes, projects, checks and times the named shape at `tokens` (see the module
+    /// documentation); `progress` is called with a line per step.
+    pub fn run_shape(&self, name: String, tokens: u32, progress: Function) -> Promise {
+        let ctx = self.ctx.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let say = |m: &str| {
+                let _ = progress.call1(&JsValue::NULL, &m.into());
+            };
+            let result = run_shape(&ctx, &name, tokens, &say).await.map_err(js_err)?;
+            to_js(&result)
+        })
+    }
+}
+
+/// The worked example's projection: returns Q, K, V and the kernel that ran.
+async fn example(
+    ctx: &GpuContext,
+    x: &[f32],
+    d_model: u32,
+    [wq, wk, wv]: [&[f32]; 3],
+    q_width: u32,
+    kv_width: u32,
+) -> qkv_wgpu::Result<(qkv_wgpu::QkvOutput, String)> {
+    let bad = |m: String| qkv_wgpu::Error::Input(m);
+    if d_model == 0 || !x.len().is_multiple_of(d_model as usize) {
+        return Err(bad(format!(
+            "x has {} values: not whole rows of d_model {d_model}",
+            x.len()
+        )));
+    }
+    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+        return Err(bad(format!(
+            "x[{i}] is {}: only finite numbers project",
+            x[i]
+        )));
+    }
+    let p = |w, width| Projection {
+        w,
+        width,
+        bias: None,
+    };
+    let weights = FusedWeights::fuse(d_model, p(wq, q_width), p(wk, kv_width), p(wv, kv_width))?;
+    let tokens = (x.len() / d_model as usize) as u32;
+    let shape = weights.shape(tokens)?;
+    let config = KernelConfig::from(qkv_wgpu::Kernel::DEFAULT).for_adapter(&ctx.summary);
+    let mut projector = Projector::new(ctx, shape, config)?;
+    projector.set_weights(&weights)?;
+    let out = projector.run_async(x).await?;
+    let expected = qkv_wgpu::reference(&shape, x, &weights);
+    let tol = Tolerance::for_inputs(d_model, x, &weights);
+    let report = QkvReport::of(&out, &expected, &shape, tol);
+    if !report.pass() {
+        let parts: Vec<String> = report.parts().iter().map(|p| p.to_string()).collect();
+        return Err(qkv_wgpu::Error::Input(format!(
+            "the GPU result does not match the f64 reference: {}",
+            parts.join("; ")
+        )));
+    }
+    Ok((out, projector.config().to_string()))
+}
+
+/// What `run_shape` resolves to.
+#[derive(Serialize)]
+struct RunResult {
+    shape: ShapeInfo,
+    tokens: u32,
+    kernel: String,
+    reason: String,
+    trials: Vec<Trial>,
+    timer: &'static str,
+    kernel_ms: f64,
+    kernel_ms_min: f64,
+    kernel_ms_max: f64,
+    repeats: u32,
+    gflops: f64,
+    outputs: Vec<Report>,
+    tolerance: String,
+    pass: bool,
+    lines: Vec<String>,
+}
+
+/// Lets the page paint (a progress line) before the next stretch of host work.
+async fn pause() {
+    let promise = Promise::new(&mut |resolve, _| {
+        let set_timeout = Reflect::get(&js_sys::global(), &"setTimeout".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Function>().ok());
+        match set_timeout {
+            Some(f) => {
+                let _ = f.call2(&JsValue::NULL, &resolve, &0.into());
+            }
+            None => {
+                let _ = resolve.call0(&JsValue::NULL);
+            }
+        }
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Timed repeats of the kernel after the validated run.
+const REPEATS: u32 = 5;
+
+async fn run_shape(
+    ctx: &GpuContext,
+    name: &str,
+    tokens: u32,
+    say: &impl Fn(&str),
+) -> qkv_wgpu::Result<RunResult> {
+    let p = preset(name).map_err(qkv_wgpu::Error::Input)?;
+    let shape = QkvShape::new(tokens, p.d_model, p.q_width, p.kv_width, p.bias)?;
+    say(&format!(
+        "shape {shape}: {:.3} GFLOP per projection",
+        shape.flops() / 1e9
+    ));
+    say("autotuning among the kernels this browser runs (each validated first)...");
+    pause().await;
+    let choice = tune::choose_async(ctx, &shape, &TuneOptions::default(), |m| {
+        say(&format!("  trying {m}"));
+    })
+    .await?;
+    say(&format!("chose {}", choice.config));
+    let seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
+    let (x, weights) = qkv_wgpu::random_inputs(&shape, seed);
+    let mut projector = Projector::new(ctx, shape, choice.config)?;
+    projector.set_weights(&weights)?;
+    say("projecting fresh random inputs (outputs filled with NaN first)...");
+    pause().await;
+    let out = projector.run_async(&x).await?;
+    say("computing the f64 reference and checking every element...");
+    pause().await;
+    let expected = qkv_wgpu::reference(&shape, &x, &weights);
+    let tol = Tolerance::for_inputs(shape.d_model, &x, &weights).for_kernel(projector.spec());
+    let report = QkvReport::of(&out, &expected, &shape, tol);
+    say("timing the kernel...");
+    pause().await;
+    let warmups = projector.steady_warmups(out.timings.kernel);
+    let times = projector.time_kernel_async(warmups, REPEATS).await?;
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let median = ms(times.median());
+    let (min, max) = times
+        .samples
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(lo, hi), &s| {
+            (lo.min(ms(s)), hi.max(ms(s)))
+        });
+    let timer = match times.timer {
+        KernelTimer::GpuTimestamp => "GPU timestamps",
+        KernelTimer::Host => "host-timed",
+    };
+    let gflops = shape.flops() / (median * 1e-3) / 1e9;
+    let tolerance = format!("atol {:.3e} + rtol {:.1e} x |expected|", tol.atol, tol.rtol);
+    let spec = projector.spec();
+    let mut lines = vec![
+        format!("shape     {} ({}): {shape}", p.name, p.model),
+        format!(
+            "kernel    {} ({}): {}",
+            spec.config,
+            spec.kernel().number(),
+            spec.kernel().description()
+        ),
+        format!("  chosen       {}", choice.reason),
+        format!(
+            "  GPU kernel   {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
+             warm-ups (min {min:.3}, max {max:.3}; {timer})  {gflops:.2} GFLOP/s"
+        ),
+        format!("check     |gpu - ref| <= {tolerance}"),
+    ];
+    lines.extend(report.parts().iter().map(|r| format!("  {r}")));
+    lines.push(format!("  {}", if report.pass() { "PASS" } else { "FAIL" }));
+    lines.extend(choice.notes.iter().map(|n| format!("note      {n}")));
+    Ok(RunResult {
+        shape: ShapeInfo {
+            name: p.name,
+            model: p.model,
+            d_model: p.d_model,
+            q_width: p.q_width,
+            kv_width: p.kv_width,
+            bias: p.bias,
+            tokens_unit: p.tokens_unit,
+        },
+        tokens,
+        kernel: spec.config.to_string(),
+        reason: choice.reason,
+        trials: choice.trials,
+        timer,
+        kernel_ms: median,
+        kernel_ms_min: min,
+        kernel_ms_max: max,
+        repeats: REPEATS,
+        gflops,
+        outputs: report.parts().iter().map(|r| (*r).clone()).collect(),
+        tolerance,
+        pass: report.pass(),
+        lines,
+    })
+}
