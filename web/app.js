@@ -784,9 +784,10 @@ async function runShape() {
     result.textContent = "Pick a model shape first.";
     return;
   }
-  if (!Number.isInteger(tokens) || tokens < 1) {
+  // The library takes a u32; wasm-bindgen would wrap a larger number silently.
+  if (!Number.isInteger(tokens) || tokens < 1 || tokens > 0xffffffff) {
     setStatus(verdict, "error", "ERROR");
-    result.textContent = `Tokens must be a whole number of at least 1 (got "${$("tokens").value}").`;
+    result.textContent = `Tokens must be a whole number from 1 to 4294967295 (got "${$("tokens").value}").`;
     return;
   }
 

@@ -355,6 +355,31 @@ async fn pause() {
 /// Timed repeats of the kernel after the validated run.
 const REPEATS: u32 = 5;
 
+/// The most host memory one run may hold: a wasm32 page has 4 GiB at most, and the browser
+/// may grant less. A run past it is refused by name instead of aborting the page.
+const HOST_BUDGET: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Refuses a run whose host arrays would pass [`HOST_BUDGET`]: X, W, Q, K, V in f32 and the
+/// f64 reference (the fused rows, then split into Q, K, V).
+fn check_host_memory(shape: &QkvShape) -> qkv_wgpu::Result<()> {
+    let (d, n) = (shape.d_model as f64, shape.n_out() as f64);
+    let per_token = 4.0 * d + 4.0 * n + 16.0 * n;
+    let fixed = 8.0 * d * n;
+    let need = fixed + per_token * shape.tokens as f64;
+    if need <= HOST_BUDGET {
+        return Ok(());
+    }
+    let most = ((HOST_BUDGET - fixed) / per_token).floor().max(0.0);
+    Err(qkv_wgpu::Error::Input(format!(
+        "{} tokens of this shape need about {:.0} MiB of the page's memory (X, W, Q, K, V and \
+         the f64 reference); the page keeps a run under {:.0} MiB (a wasm32 page has 4 GiB at \
+         most): at most {most} tokens here. `qkv run` and `qkv bench` stream larger batches",
+        shape.tokens,
+        need / (1024.0 * 1024.0),
+        HOST_BUDGET / (1024.0 * 1024.0)
+    )))
+}
+
 async fn run_shape(
     ctx: &GpuContext,
     name: &str,
@@ -363,6 +388,7 @@ async fn run_shape(
 ) -> qkv_wgpu::Result<RunResult> {
     let p = preset(name).map_err(qkv_wgpu::Error::Input)?;
     let shape = QkvShape::new(tokens, p.d_model, p.q_width, p.kv_width, p.bias)?;
+    check_host_memory(&shape)?;
     say(&format!(
         "shape {shape}: {:.3} GFLOP per projection",
         shape.flops() / 1e9

@@ -271,7 +271,60 @@ try {
         return 'written';
       });
     }
+
+    // A batch past what the page can hold is refused by name, and the page stays usable.
+    // (After the screenshot, which shows the PASS.)
+    await check('llama3-8b, 10,000,000 tokens: refused with a message, not a crash', async () => {
+      await page.selectOption('#shape', 'llama3-8b', { timeout: 5000 });
+      await setInput(page, '#tokens', 10000000);
+      await page.locator('#run').first().click({ timeout: 30000 });
+      const got = await poll(page, () => {
+        const el = document.querySelector('#run-verdict');
+        const s = el && el.getAttribute('data-state');
+        return s === 'done' || s === 'error' ? { s, result: document.querySelector('#run-result')?.textContent ?? '' } : null;
+      }, null, 60000, '#run-verdict done|error');
+      if (got.s !== 'error') fail(`the run was not refused (verdict state "${got.s}")`);
+      const t = collapse(got.result);
+      if (!/at most \d+ tokens/.test(t)) fail(`the refusal does not say what fits: ${t.slice(0, 200)}`);
+      await page.selectOption('#shape', 'gpt2', { timeout: 5000 });
+      await setInput(page, '#tokens', tokens);
+      return t.length > 140 ? `${t.slice(0, 140)}…` : t;
+    });
+
   }
+
+  // The same page in a browser whose WebGPU gives no adapter (Chromium on Linux without
+  // --enable-unsafe-webgpu): it must say so and how to turn it on, with no uncaught error.
+  await check('without --enable-unsafe-webgpu: #webgpu-status explains the missing adapter', async () => {
+    const bare = mkdtempSync(join(tmpdir(), 'qkv-web-chromium-'));
+    let ctx2;
+    try {
+      ctx2 = await chromium.launchPersistentContext(bare, {
+        executablePath,
+        headless: true,
+        args: FLAGS.filter((f) => f !== '--enable-unsafe-webgpu'),
+      });
+      const p2 = ctx2.pages()[0] ?? await ctx2.newPage();
+      const errors = [];
+      p2.on('pageerror', (e) => errors.push(String(e)));
+      await p2.goto(url, { waitUntil: 'load', timeout: 60000 });
+      const status = await poll(p2, () => {
+        const el = document.querySelector('#webgpu-status');
+        return el && el.getAttribute('data-state') === 'error' ? el.textContent : null;
+      }, null, 60000, '#webgpu-status data-state=error');
+      const example = await p2.locator('#example-status').first().getAttribute('data-state');
+      const t = collapse(status);
+      if (!/no adapter|no WebGPU/i.test(t) || !t.includes('enable-unsafe-webgpu')) {
+        fail(`the banner does not say what is missing and how to enable it: ${t.slice(0, 200)}`);
+      }
+      if (example !== 'error') fail(`#example-status is "${example}", not "error"`);
+      if (errors.length) fail(`uncaught page errors: ${errors.join('; ')}`);
+      return t.length > 120 ? `${t.slice(0, 120)}…` : t;
+    } finally {
+      await ctx2?.close().catch(() => {});
+      rmSync(bare, { recursive: true, force: true });
+    }
+  });
 
   const failed = results.filter((r) => !r.ok);
   rmSync(join(failureDir, 'failure.png'), { force: true }); // none left from an earlier run
