@@ -757,6 +757,12 @@ function renderRun(r) {
       L.push(`               ${pad(tr.config, w)}  ${lpad(ms, 10)}  ${tr.status ?? ""}${mark}`);
     }
   }
+  if (Number(r.chunks) > 1 || Number(r.col_blocks) > 1) {
+    L.push(
+      `  chunks       ${r.chunks} of up to ${r.chunk_tokens} tokens, W in ${r.col_blocks} column block(s)` +
+        (r.streamed ? "; streamed: two buffer sets, transfers overlap kernels" : ""),
+    );
+  }
   L.push(
     `  GPU kernel   ${lpad(fixed(r.kernel_ms), 10)} ms  (${r.timer ?? "?"})  ` +
       `${r.gflops == null ? "—" : Number(r.gflops).toFixed(2)} GFLOP/s`,
@@ -791,6 +797,14 @@ async function runShape() {
     return;
   }
 
+  const chunkText = $("chunk-tokens").value.trim();
+  const chunk = chunkText === "" ? 0 : Number(chunkText);
+  if (!Number.isInteger(chunk) || chunk < 0 || chunk > 0xffffffff) {
+    setStatus(verdict, "error", "ERROR");
+    result.textContent = `Tokens per chunk must be a whole number (0 or empty: as many as fit), not "${chunkText}".`;
+    return;
+  }
+
   btn.disabled = true;
   running = true;
   setStatus(verdict, "running", "running…");
@@ -799,11 +813,11 @@ async function runShape() {
   $("run-log-box").open = true;
   const t0 = performance.now();
   const stamp = () => `[${((performance.now() - t0) / 1000).toFixed(1)} s]`;
-  logLine(`${stamp()} ${s.name}, ${tokens} tokens`);
+  logLine(`${stamp()} ${s.name}, ${tokens} tokens${chunk ? `, chunks of ${chunk}` : ""}`);
   try {
     const r = plain(
       await withGpu(() =>
-        gpu.run_shape(s.name, tokens, (msg) => {
+        gpu.run_shape(s.name, tokens, chunk, (msg) => {
           try {
             logLine(`${stamp()} ${typeof msg === "string" ? msg : errorMessage(msg)}`);
           } catch {

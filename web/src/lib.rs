@@ -9,17 +9,18 @@
 //! - `gpu.adapter()`: vendor, architecture, limits and features.
 //! - `gpu.project(x, d_model, wq, wk, wv, q_width, kv_width)`: Q, K, V of the rows of X from
 //!   one fused dispatch, checked against the f64 reference (the worked example).
-//! - `gpu.run_shape(name, tokens, progress)`: what `qkv run` does for a named shape: tune
-//!   among the kernels this browser runs, project fresh random inputs, check every element
-//!   against the f64 reference, time the kernel.
+//! - `gpu.run_shape(name, tokens, chunk_tokens, progress)`: what `qkv run` does for a named
+//!   shape: tune among the kernels this browser runs, project fresh random inputs (in chunks
+//!   of `chunk_tokens`, streamed, where it is not 0), check every element against the f64
+//!   reference, time the kernel.
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
 use qkv_wgpu::presets::{preset, PRESETS};
 use qkv_wgpu::tune::{self, Trial, TuneOptions};
 use qkv_wgpu::{
-    ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer, Projection, Projector,
-    QkvReport, QkvShape, Report, Tolerance,
+    ChunkOptions, ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer,
+    OutputLayout, Projection, Projector, QkvReport, QkvShape, Report, Tolerance,
 };
 use serde::Serialize;
 use std::rc::Rc;
@@ -254,14 +255,24 @@ impl Gpu {
     }
 
     /// Tunes, projects, checks and times the named shape at `tokens` (see the module
-    /// documentation); `progress` is called with a line per step.
-    pub fn run_shape(&self, name: String, tokens: u32, progress: Function) -> Promise {
+    /// documentation), in chunks of `chunk_tokens` (0: as many as the device holds);
+    /// `progress` is called with a line per step.
+    pub fn run_shape(
+        &self,
+        name: String,
+        tokens: u32,
+        chunk_tokens: u32,
+        progress: Function,
+    ) -> Promise {
         let ctx = self.ctx.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let say = |m: &str| {
                 let _ = progress.call1(&JsValue::NULL, &m.into());
             };
-            let result = run_shape(&ctx, &name, tokens, &say).await.map_err(js_err)?;
+            let chunk = (chunk_tokens > 0).then_some(chunk_tokens);
+            let result = run_shape(&ctx, &name, tokens, chunk, &say)
+                .await
+                .map_err(js_err)?;
             to_js(&result)
         })
     }
@@ -328,6 +339,10 @@ struct RunResult {
     kernel_ms_max: f64,
     repeats: u32,
     gflops: f64,
+    chunks: u32,
+    chunk_tokens: u32,
+    col_blocks: u32,
+    streamed: bool,
     outputs: Vec<Report>,
     tolerance: String,
     pass: bool,
@@ -384,6 +399,7 @@ async fn run_shape(
     ctx: &GpuContext,
     name: &str,
     tokens: u32,
+    chunk_tokens: Option<u32>,
     say: &impl Fn(&str),
 ) -> qkv_wgpu::Result<RunResult> {
     let p = preset(name).map_err(qkv_wgpu::Error::Input)?;
@@ -402,8 +418,22 @@ async fn run_shape(
     say(&format!("chose {}", choice.config));
     let seed = (js_sys::Math::random() * 2f64.powi(53)) as u64;
     let (x, weights) = qkv_wgpu::random_inputs(&shape, seed);
-    let mut projector = Projector::new(ctx, shape, choice.config)?;
+    let opts = ChunkOptions {
+        chunk_tokens,
+        ..ChunkOptions::default()
+    };
+    let mut projector =
+        Projector::with_options(ctx, shape, choice.config, OutputLayout::Tokens, &opts)?;
     projector.set_weights(&weights)?;
+    let plan = projector.plan().clone();
+    if plan.chunks() > 1 {
+        say(&format!(
+            "{} chunks of up to {} tokens{}",
+            plan.chunks(),
+            plan.chunk_tokens,
+            if plan.streaming { ", streamed" } else { "" }
+        ));
+    }
     say("projecting fresh random inputs (outputs filled with NaN first)...");
     pause().await;
     let out = projector.run_async(&x).await?;
@@ -446,6 +476,22 @@ async fn run_shape(
         ),
         format!("check     |gpu - ref| <= {tolerance}"),
     ];
+    if plan.chunks() > 1 || plan.col_blocks.len() > 1 {
+        lines.insert(
+            4,
+            format!(
+                "  chunks       {} of up to {} tokens, W in {} column block(s){}",
+                plan.chunks(),
+                plan.chunk_tokens,
+                plan.col_blocks.len(),
+                if plan.streaming {
+                    "; streamed: two buffer sets, transfers overlap kernels"
+                } else {
+                    ""
+                }
+            ),
+        );
+    }
     lines.extend(report.parts().iter().map(|r| format!("  {r}")));
     lines.push(format!("  {}", if report.pass() { "PASS" } else { "FAIL" }));
     lines.extend(choice.notes.iter().map(|n| format!("note      {n}")));
@@ -469,6 +515,10 @@ async fn run_shape(
         kernel_ms_max: max,
         repeats: REPEATS,
         gflops,
+        chunks: plan.chunks(),
+        chunk_tokens: plan.chunk_tokens,
+        col_blocks: plan.col_blocks.len() as u32,
+        streamed: plan.streaming,
         outputs: report.parts().iter().map(|r| (*r).clone()).collect(),
         tolerance,
         pass: report.pass(),

@@ -272,6 +272,22 @@ try {
       });
     }
 
+    // The same shape in chunks: 50 tokens in chunks of 16 (3 full, 1 ragged), streamed
+    // through two buffer sets: the chunked path, awaited chunk by chunk, in the browser.
+    await check('gpt2, 50 tokens in chunks of 16 (streamed): PASS', async () => {
+      await setInput(page, '#chunk-tokens', 16);
+      await setInput(page, '#tokens', 50);
+      await page.locator('#run').first().click({ timeout: 30000 });
+      const verdict = (await waitState(page, '#run-verdict', ['done'], runTimeoutMs)).text.trim();
+      const t = collapse(await page.locator('#run-result').first().textContent());
+      await setInput(page, '#chunk-tokens', '');
+      if (!t.includes('chunks 4 of up to 16 tokens') || !t.includes('streamed')) {
+        fail(`the report does not show 4 streamed chunks: ${t.slice(0, 300)}`);
+      }
+      if (verdict !== 'PASS') fail(`#run-verdict is "${verdict}", not "PASS"`);
+      return t.match(/chunks [^;]*; streamed/)[0];
+    });
+
     // A batch past what the page can hold is refused by name, and the page stays usable.
     // (After the screenshot, which shows the PASS.)
     await check('llama3-8b, 10,000,000 tokens: refused with a message, not a crash', async () => {
