@@ -158,7 +158,7 @@ setup_browser() {
 # (the test runner's HTTPS downloads, which the page's build never uses) and with a profile
 # that compiles fast: it is built from source on every new machine, CI's included.
 setup_wasm_bindgen() {
-  local version
+  local version have
   version="$(lock_wasm_bindgen_version)"
   if [ -z "$version" ]; then
     say "Cargo.lock has no wasm-bindgen crate yet: skipping wasm-bindgen-cli"
@@ -175,7 +175,7 @@ setup_wasm_bindgen() {
         --locked 2>&1 | tee "$log" >&2; then
       # wasm-bindgen-cli's own lock file can name a dependency version that a registry mirror
       # does not carry yet; then resolve afresh rather than fail.
-      if grep -q 'failed to select a version\|could not find .* in registry' "$log"; then
+      if grep -Eq 'failed to select a version|could not find .* in registry' "$log"; then
         say "its locked dependencies are not all in this registry; installing without --locked"
         "${fast[@]}" cargo install wasm-bindgen-cli --version "$version" --no-default-features
       else
@@ -187,14 +187,14 @@ setup_wasm_bindgen() {
     have="$(wasm-bindgen --version 2>/dev/null | awk '{ print $2 }')"
     if [ "$have" != "$version" ]; then
       say "installed wasm-bindgen-cli $version, but the wasm-bindgen on PATH ($(command -v wasm-bindgen || echo none)) is ${have:-missing}:"
-      say "put $(dirname "$(command -v cargo)") first on PATH"
+      say "put ${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin first on PATH"
       exit 1
     fi
   fi
 }
 
-# Building the page alone needs no GPU driver.
-[ "$web" = wasm ] || setup_vulkan
+# The page and its browser test need no system GPU driver (Chromium brings SwiftShader).
+[ "$web" != none ] || setup_vulkan
 case "$web" in
   wasm) setup_wasm ;;
   all) setup_wasm; setup_browser ;;

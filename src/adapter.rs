@@ -285,6 +285,13 @@ impl AdapterSummary {
         self
     }
 
+    /// Whether the clocks that time kernels are coarse: the browser rounds WebGPU timestamps
+    /// (and, without cross-origin isolation, `performance.now()`) to 100 µs, so a sample
+    /// there must hold many batches ([`Projector::time_kernel_async`](crate::Projector)).
+    pub fn coarse_clocks(&self) -> bool {
+        self.backend == format!("{:?}", wgpu::Backend::BrowserWebGpu)
+    }
+
     /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
     /// ramp from idle, and barriers that cost more than they do on a GPU.
     pub fn is_cpu(&self) -> bool {

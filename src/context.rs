@@ -88,7 +88,7 @@ impl GpuContext {
     }
 
     /// The browser's WebGPU adapter (a high-performance one where there is a choice) and a
-    /// device on it. Fails with [`Error::NoAdapter`] where the page has no WebGPU.
+    /// device on it. Fails with [`Error::NoWebGpu`] where the page has no WebGPU.
     #[cfg(target_arch = "wasm32")]
     pub async fn browser(options: &ContextOptions) -> Result<Self> {
         let adapter = crate::adapter::browser_adapter().await?;
@@ -473,31 +473,36 @@ impl GpuContext {
         slice.map_async(wgpu::MapMode::Read, move |r| {
             sender.send(r).ok();
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Poll {
-                during: during.to_string(),
-                message: e.to_string(),
-            })?;
-        self.check(during)?;
-        let mapped = receiver.receive().await;
-        self.settle(during).await?;
-        match mapped {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Readback(format!("{during}: {e}"))),
-            None => {
-                return Err(Error::Readback(format!(
-                    "{during}: mapping never completed"
-                )))
+        let polled = self.device.poll(wgpu::PollType::wait_indefinitely());
+        let mapped = match polled {
+            // Unmapping a buffer whose map is still pending aborts the map: the buffer is
+            // left usable for the next run, whatever failed.
+            Err(e) => {
+                buffer.unmap();
+                return Err(Error::Poll {
+                    during: during.to_string(),
+                    message: e.to_string(),
+                });
             }
-        }
-        {
-            let view = slice
-                .get_mapped_range()
-                .map_err(|e| Error::Readback(format!("{during}: {e}")))?;
-            out.copy_from_slice(bytemuck::cast_slice(&view));
-        }
-        buffer.unmap();
+            Ok(_) => receiver.receive().await,
+        };
+        let copied = match mapped {
+            Some(Ok(())) => {
+                let copied = slice
+                    .get_mapped_range()
+                    .map(|view| out.copy_from_slice(bytemuck::cast_slice(&view)))
+                    .map_err(|e| Error::Readback(format!("{during}: {e}")));
+                buffer.unmap();
+                copied
+            }
+            Some(Err(e)) => Err(Error::Readback(format!("{during}: {e}"))),
+            None => Err(Error::Readback(format!(
+                "{during}: mapping never completed"
+            ))),
+        };
+        // An error the GPU reported explains a failed map better than the map does.
+        self.settle(during).await?;
+        copied?;
         Ok(())
     }
 

@@ -763,8 +763,9 @@ function renderRun(r) {
         (r.streamed ? "; streamed: two buffer sets, transfers overlap kernels" : ""),
     );
   }
+  const per = Number(r.per_sample) > 1 ? `; each sample ${r.per_sample} batches back to back, the browser's clocks being rounded to 100 µs` : "";
   L.push(
-    `  GPU kernel   ${lpad(fixed(r.kernel_ms), 10)} ms  (${r.timer ?? "?"})  ` +
+    `  ${r.timer === "GPU timestamps" ? "GPU kernel  " : "kernel (host)"} ${lpad(fixed(r.kernel_ms), 10)} ms  (median of ${r.repeats ?? "?"}; ${r.timer ?? "?"}${per})  ` +
       `${r.gflops == null ? "—" : Number(r.gflops).toFixed(2)} GFLOP/s`,
   );
   for (const o of Array.isArray(r.outputs) ? r.outputs : []) {

@@ -188,6 +188,13 @@ impl<'c> Engine<'c> {
         mut sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
         mut progress: impl FnMut(u32),
     ) -> Result<RunTimings> {
+        // Whatever was queued before (the pipeline's warm-up, the weights) finishes outside
+        // the run's clocks, and its errors are named here: natively it has been waited for
+        // already; the browser could not wait when it was queued.
+        let index = self.ctx.queue.submit([]);
+        self.ctx
+            .finished(index, "the work queued before this run")
+            .await?;
         let wall = Instant::now();
         let mut t = RunTimings {
             kernel_timer: if self.slots[0].timestamps.is_some() {
@@ -389,13 +396,28 @@ impl<'c> Engine<'c> {
             })
             .collect();
         // Wait for this chunk only: with streaming the next one is already queued behind it.
-        ctx.finished(p.submission, &label).await?;
-        for r in receivers {
-            match r.receive().await {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(Error::Readback(format!("{label}: {e}"))),
-                None => return Err(Error::Readback(format!("{label}: mapping never completed"))),
+        if let Err(e) = ctx.finished(p.submission, &label).await {
+            // Unmapping aborts the maps still pending: the buffers stay usable.
+            for (b, _) in &buffers {
+                b.unmap();
             }
+            return Err(e);
+        }
+        let mut mapped = Vec::with_capacity(receivers.len());
+        for r in receivers {
+            mapped.push(match r.receive().await {
+                Some(Ok(())) => Ok(()),
+                Some(Err(e)) => Err(Error::Readback(format!("{label}: {e}"))),
+                None => Err(Error::Readback(format!("{label}: mapping never completed"))),
+            });
+        }
+        if mapped.iter().any(|m| m.is_err()) {
+            for ((b, _), m) in buffers.iter().zip(&mapped) {
+                if m.is_ok() {
+                    b.unmap();
+                }
+            }
+            return mapped.into_iter().find_map(|m| m.err()).map_or(Ok(()), Err);
         }
         if self.plan.streaming {
             t.dispatch_wall += start.elapsed();

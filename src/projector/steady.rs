@@ -19,6 +19,15 @@ use web_time::Instant;
 /// The most timed repeats one call takes (what one timestamp query set holds: 4096 queries).
 pub const MAX_REPEATS: u32 = 2000;
 
+/// The shortest sample where the clocks are coarse (the browser's: WebGPU timestamps, and
+/// `performance.now()` on a page that is not cross-origin isolated, are rounded to 100 µs):
+/// each sample there holds enough back-to-back batches to last this long, so that the
+/// rounding costs under 1%. Natively a sample is one batch.
+const COARSE_SAMPLE: Duration = Duration::from_millis(10);
+
+/// The most batches one sample holds.
+const MAX_PER_SAMPLE: u32 = 1024;
+
 /// What steady-state timing keeps between calls.
 #[derive(Default)]
 pub(super) struct SteadyTiming {
@@ -76,7 +85,7 @@ pub(super) async fn time_kernel(
     let label = format!("timing kernel {}", engine.spec);
     // One submission per repeat: all are queued before waiting, so they run back to back,
     // and no single submission runs long enough to trip a driver watchdog.
-    let encode = |timed: Option<u32>| -> Result<wgpu::CommandBuffer> {
+    let encode = |timed: Option<u32>, per: u32| -> Result<wgpu::CommandBuffer> {
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("kernel timing"),
         });
@@ -86,54 +95,84 @@ pub(super) async fn time_kernel(
                     label: Some(engine.spec.kernel().name()),
                     timestamp_writes: queries.zip(timed).map(|(q, i)| q.writes(i)),
                 });
-                for c in 0..plan.chunks() {
-                    let rows = plan.chunk(c).len() as u32;
-                    let groups = if rows == full {
-                        &slot.bind_groups
-                    } else {
-                        last_groups
-                    };
-                    engine.encode_dispatches(&mut pass, groups, rows);
+                for _ in 0..per {
+                    for c in 0..plan.chunks() {
+                        let rows = plan.chunk(c).len() as u32;
+                        let groups = if rows == full {
+                            &slot.bind_groups
+                        } else {
+                            last_groups
+                        };
+                        engine.encode_dispatches(&mut pass, groups, rows);
+                    }
                 }
             }
             encoder.finish()
         })
     };
     for _ in 0..warmups {
-        let commands = encode(None)?;
+        let commands = encode(None, 1)?;
         ctx.checked(&label, || ctx.queue.submit([commands]))?;
     }
-    let samples = if let Some(q) = queries {
-        debug_assert!(repeats <= q.pairs());
-        for i in 0..repeats {
-            let commands = encode(Some(i))?;
-            ctx.checked(&label, || ctx.queue.submit([commands]))?;
+    // `count` samples of `per` batches each, their durations as measured.
+    let measure = |count: u32, per: u32| {
+        let label = &label;
+        async move {
+            if let Some(q) = queries {
+                debug_assert!(count <= q.pairs());
+                for i in 0..count {
+                    let commands = encode(Some(i), per)?;
+                    ctx.checked(label, || ctx.queue.submit([commands]))?;
+                }
+                let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("kernel timing resolve"),
+                });
+                q.resolve(&mut encoder, count);
+                let index = ctx.checked(label, || ctx.queue.submit([encoder.finish()]))?;
+                ctx.finished(index, label).await?;
+                let mut ticks = vec![0u64; 2 * count as usize];
+                ctx.read_mapped_async(q.readback(), &mut ticks, label)
+                    .await?;
+                Ok(q.durations(&ticks))
+            } else {
+                // Host clock: each sample's submit-and-wait (the warm-ups are still queued
+                // ahead of the first one).
+                let mut samples = Vec::with_capacity(count as usize);
+                for _ in 0..count {
+                    let commands = encode(None, per)?;
+                    let start = Instant::now();
+                    let index = ctx.checked(label, || ctx.queue.submit([commands]))?;
+                    ctx.finished(index, label).await?;
+                    samples.push(start.elapsed());
+                }
+                Result::Ok(samples)
+            }
         }
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("kernel timing resolve"),
-        });
-        q.resolve(&mut encoder, repeats);
-        let index = ctx.checked(&label, || ctx.queue.submit([encoder.finish()]))?;
-        ctx.finished(index, &label).await?;
-        let mut ticks = vec![0u64; 2 * repeats as usize];
-        ctx.read_mapped_async(q.readback(), &mut ticks, &label)
-            .await?;
-        q.durations(&ticks)
-    } else {
-        // Host clock: each repeat's submit-and-wait (the warm-ups are still queued ahead of
-        // the first one).
-        let mut samples = Vec::with_capacity(repeats as usize);
-        for _ in 0..repeats {
-            let commands = encode(None)?;
-            let start = Instant::now();
-            let index = ctx.checked(&label, || ctx.queue.submit([commands]))?;
-            ctx.finished(index, &label).await?;
-            samples.push(start.elapsed());
-        }
-        samples
     };
+    // Where the clocks are coarse, grow the batches per sample until one lasts long enough.
+    let mut per = 1;
+    if ctx.summary.coarse_clocks() {
+        loop {
+            let one = measure(1, per).await?[0];
+            if one >= COARSE_SAMPLE || per >= MAX_PER_SAMPLE {
+                break;
+            }
+            let grow = if one.is_zero() {
+                16
+            } else {
+                (COARSE_SAMPLE.as_secs_f64() / one.as_secs_f64()).ceil() as u32 + 1
+            };
+            per = per.saturating_mul(grow.max(2)).min(MAX_PER_SAMPLE);
+        }
+    }
+    let samples = measure(repeats, per)
+        .await?
+        .into_iter()
+        .map(|d| d / per)
+        .collect();
     Ok(KernelTimes {
         samples,
+        per_sample: per,
         warmups,
         timer: if queries.is_some() {
             KernelTimer::GpuTimestamp

@@ -89,6 +89,10 @@ pub fn spread(values: &[f64]) -> (f64, f64, f64) {
 pub struct KernelTimes {
     /// One time per timed repeat: every chunk's dispatches of the batch.
     pub samples: Vec<Duration>,
+    /// Batches each sample ran back to back, its time divided among them: 1, except where
+    /// the clocks are coarse (the browser's, rounded to 100 µs), where a sample lasts at
+    /// least 10 ms.
+    pub per_sample: u32,
     /// Untimed repeats run just before, back to back with the timed ones.
     pub warmups: u32,
     /// How the samples were measured.
@@ -203,6 +207,7 @@ mod tests {
         assert!(spread(&[]).0.is_nan());
         let times = KernelTimes {
             samples: [4, 1, 2, 3].map(Duration::from_millis).to_vec(),
+            per_sample: 1,
             warmups: 0,
             timer: KernelTimer::Host,
         };

@@ -148,6 +148,8 @@ pub struct TuneOptions {
     /// Ignore the cache and tune again (`--tune`).
     pub force: bool,
     /// Where the cache lives; default `QKV_CACHE_DIR`, else the user's cache directory.
+    /// A build without the `native` feature (the browser's) has no files and keeps no cache:
+    /// the choice's notes say so.
     pub cache_dir: Option<PathBuf>,
     /// The tolerance candidates must pass; default: [`Tolerance::for_inputs`] for the
     /// storage type ([`Tolerance::for_output`]).

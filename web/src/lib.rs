@@ -114,7 +114,14 @@ async fn browser_info() -> Result<(JsValue, Vec<String>), JsValue> {
         ));
     }
     let request: Function = Reflect::get(&gpu, &"requestAdapter".into())?.dyn_into()?;
-    let promise: Promise = request.call0(&gpu)?.dyn_into()?;
+    // The same preference as the library's own request, so both describe one adapter.
+    let options = js_sys::Object::new();
+    Reflect::set(
+        &options,
+        &"powerPreference".into(),
+        &"high-performance".into(),
+    )?;
+    let promise: Promise = request.call1(&gpu, &options)?.dyn_into()?;
     let adapter = JsFuture::from(promise).await?;
     if adapter.is_null() || adapter.is_undefined() {
         return Err(no("navigator.gpu.requestAdapter() gave null"));
@@ -228,20 +235,24 @@ impl Gpu {
     /// Q [tokens, q_width], K and V [tokens, kv_width] of the rows of `x` [tokens, d_model]
     /// under `wq` [d_model, q_width], `wk` and `wv` [d_model, kv_width] (row-major), from one
     /// fused dispatch of the default kernel; the result is checked against the f64
-    /// reference and a mismatch rejects. Resolves to `{q, k, v, kernel}`.
+    /// reference and a mismatch rejects. Resolves to `{q, k, v, kernel}`. The sizes are
+    /// JavaScript numbers, refused unless whole and in range (never wrapped or truncated).
     #[allow(clippy::too_many_arguments)]
     pub fn project(
         &self,
         x: Vec<f32>,
-        d_model: u32,
+        d_model: f64,
         wq: Vec<f32>,
         wk: Vec<f32>,
         wv: Vec<f32>,
-        q_width: u32,
-        kv_width: u32,
+        q_width: f64,
+        kv_width: f64,
     ) -> Promise {
         let ctx = self.ctx.clone();
         wasm_bindgen_futures::future_to_promise(async move {
+            let d_model = whole("d_model", d_model)?;
+            let q_width = whole("q_width", q_width)?;
+            let kv_width = whole("kv_width", kv_width)?;
             let out = example(&ctx, &x, d_model, [&wq, &wk, &wv], q_width, kv_width)
                 .await
                 .map_err(js_err)?;
@@ -260,12 +271,18 @@ impl Gpu {
     pub fn run_shape(
         &self,
         name: String,
-        tokens: u32,
-        chunk_tokens: u32,
+        tokens: f64,
+        chunk_tokens: f64,
         progress: Function,
     ) -> Promise {
         let ctx = self.ctx.clone();
         wasm_bindgen_futures::future_to_promise(async move {
+            let tokens = whole("tokens", tokens)?;
+            let chunk_tokens = if chunk_tokens == 0.0 {
+                0
+            } else {
+                whole("chunk_tokens", chunk_tokens)?
+            };
             let say = |m: &str| {
                 let _ = progress.call1(&JsValue::NULL, &m.into());
             };
@@ -276,6 +293,27 @@ impl Gpu {
             to_js(&result)
         })
     }
+}
+
+/// A size from JavaScript: a whole number from 1 to u32::MAX, or a clear error.
+fn whole(name: &str, v: f64) -> Result<u32, JsValue> {
+    if v.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&v) {
+        Ok(v as u32)
+    } else {
+        Err(js_err(format!(
+            "{name} must be a whole number from 1 to {}, not {v}",
+            u32::MAX
+        )))
+    }
+}
+
+/// Panics (a bug) reach the console with their message instead of wasm's bare
+/// "unreachable".
+#[wasm_bindgen(start)]
+pub fn start() {
+    std::panic::set_hook(Box::new(|info| {
+        web_sys::console::error_1(&format!("qkv-web panicked: {info}").into());
+    }));
 }
 
 /// The worked example's projection: returns Q, K, V and the kernel that ran.
@@ -294,11 +332,13 @@ async fn example(
             x.len()
         )));
     }
-    if let Some(i) = x.iter().position(|v| !v.is_finite()) {
-        return Err(bad(format!(
-            "x[{i}] is {}: only finite numbers project",
-            x[i]
-        )));
+    for (name, values) in [("x", x), ("Wq", wq), ("Wk", wk), ("Wv", wv)] {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "{name}[{i}] is {}: only finite numbers project",
+                values[i]
+            )));
+        }
     }
     let p = |w, width| Projection {
         w,
@@ -338,6 +378,7 @@ struct RunResult {
     kernel_ms_min: f64,
     kernel_ms_max: f64,
     repeats: u32,
+    per_sample: u32,
     gflops: f64,
     chunks: u32,
     chunk_tokens: u32,
@@ -454,10 +495,25 @@ async fn run_shape(
         .fold((f64::INFINITY, 0f64), |(lo, hi), &s| {
             (lo.min(ms(s)), hi.max(ms(s)))
         });
-    let timer = match times.timer {
-        KernelTimer::GpuTimestamp => "GPU timestamps",
-        KernelTimer::Host => "host-timed",
+    let (timer, label) = match times.timer {
+        KernelTimer::GpuTimestamp => ("GPU timestamps", "GPU kernel"),
+        KernelTimer::Host => ("host-timed", "kernel (host)"),
     };
+    let batches = if times.per_sample > 1 {
+        format!(
+            ", each sample {} batches back to back: the browser's clocks are rounded to 100 µs",
+            times.per_sample
+        )
+    } else {
+        String::new()
+    };
+    if median <= 0.0 {
+        return Err(qkv_wgpu::Error::Input(format!(
+            "the kernel timed as 0 ms ({timer}): below the clock's resolution even with {} \
+             batches per sample",
+            times.per_sample
+        )));
+    }
     let gflops = shape.flops() / (median * 1e-3) / 1e9;
     let tolerance = format!("atol {:.3e} + rtol {:.1e} x |expected|", tol.atol, tol.rtol);
     let spec = projector.spec();
@@ -471,8 +527,8 @@ async fn run_shape(
         ),
         format!("  chosen       {}", choice.reason),
         format!(
-            "  GPU kernel   {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
-             warm-ups (min {min:.3}, max {max:.3}; {timer})  {gflops:.2} GFLOP/s"
+            "  {label:<12} {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
+             warm-ups (min {min:.3}, max {max:.3}; {timer}{batches})  {gflops:.2} GFLOP/s"
         ),
         format!("check     |gpu - ref| <= {tolerance}"),
     ];
@@ -514,6 +570,7 @@ async fn run_shape(
         kernel_ms_min: min,
         kernel_ms_max: max,
         repeats: REPEATS,
+        per_sample: times.per_sample,
         gflops,
         chunks: plan.chunks(),
         chunk_tokens: plan.chunk_tokens,

@@ -260,6 +260,11 @@ try {
         }
       }
       if (verdict !== 'PASS') fail(`#run-verdict is "${collapse(verdict)}", not "PASS"`);
+      // Every candidate the tuner offers must compile here: a kernel the browser's WGSL
+      // compiler rejects (naga's dialect) must be kept out by its requirements, not tried.
+      if (/could not run/.test(collapse(await text(page, '#run-result')))) {
+        fail('a tuning candidate could not run in the browser (a requirement missing?)');
+      }
       return 'PASS';
     });
 
