@@ -34,6 +34,10 @@ pub struct ContextOptions {
     /// Exactly these limits instead of the adapter's best for the limits shapes scale with.
     /// Tests lower limits on purpose with this, so that limit paths run on small shapes.
     pub limits: Option<wgpu::Limits>,
+    /// Time kernels with the host's clock even where the adapter has GPU timestamps (the
+    /// device is created without TIMESTAMP_QUERY), so that path can be run and checked
+    /// anywhere; results say which timer they used.
+    pub host_timer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -114,11 +118,14 @@ impl GpuContext {
             max_texture_dimension_2d: best.max_texture_dimension_2d,
             ..wgpu::Limits::default().or_worse_values_from(&best)
         });
-        let timestamps = summary.timestamp_query;
+        let timestamps = summary.timestamp_query && !options.host_timer;
         // Ask for what some kernel can use, where the adapter has it; a kernel whose spec
         // requires a feature is checked against the adapter first (`KernelSpec::unsupported_on`).
         let mut required_features =
             adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+        if options.host_timer {
+            required_features.remove(wgpu::Features::TIMESTAMP_QUERY);
+        }
         // Cooperative matrices (with the f16 the `coopmat` kernel reads) only where the
         // adapter offers a configuration: an experimental feature, asked for nowhere else.
         let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;

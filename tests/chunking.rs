@@ -30,6 +30,7 @@ fn small() -> &'static GpuContext {
                     max_texture_dimension_2d: 64,
                     ..wgpu::Limits::default()
                 }),
+                ..Default::default()
             },
         )
         .expect("a context with lowered limits")

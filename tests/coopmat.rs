@@ -171,6 +171,7 @@ fn small() -> &'static GpuContext {
                     max_compute_workgroups_per_dimension: 16,
                     ..wgpu::Limits::default()
                 }),
+                ..Default::default()
             },
         )
         .expect("a context with lowered limits")

@@ -18,6 +18,7 @@ fn context_with(limits: wgpu::Limits) -> GpuContext {
         &filter,
         &ContextOptions {
             limits: Some(limits),
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("{e}"))
@@ -207,4 +208,38 @@ fn where_the_clocks_are_coarse_a_timed_sample_holds_many_batches() {
         &qkv_wgpu::QkvReport::of(&out, &reference, &shape, tol),
         "after coarse timing",
     );
+}
+
+#[test]
+fn a_context_told_to_use_the_host_clock_times_and_labels_with_it() {
+    // Issue #14: kernel times come from GPU timestamps where the adapter has them, else from
+    // the host's clock, labelled so. `host_timer` takes the second path on any adapter.
+    let ctx = GpuContext::with_options(
+        &AdapterFilter::from_env().unwrap(),
+        &ContextOptions {
+            host_timer: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(!ctx.has_timestamps());
+    assert!(!ctx
+        .device
+        .features()
+        .contains(wgpu::Features::TIMESTAMP_QUERY));
+    let shape = shape();
+    let (x, w) = qkv_wgpu::random_inputs(&shape, 11);
+    let mut p = Projector::new(&ctx, shape, Kernel::Tiled).unwrap();
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    assert_eq!(out.timings.kernel_timer, qkv_wgpu::KernelTimer::Host);
+    let tol = qkv_wgpu::Tolerance::for_inputs(shape.d_model, &x, &w);
+    let reference = qkv_wgpu::reference(&shape, &x, &w);
+    assert_pass(
+        &qkv_wgpu::QkvReport::of(&out, &reference, &shape, tol),
+        "host timer",
+    );
+    let times = p.time_kernel(0, 3).unwrap();
+    assert_eq!(times.timer, qkv_wgpu::KernelTimer::Host);
+    assert!(times.samples.iter().all(|t| !t.is_zero()), "{times:?}");
 }

@@ -274,6 +274,7 @@ fn shapes_past_lowered_limits_are_clear_errors() {
                 max_texture_dimension_2d: 64,
                 ..wgpu::Limits::default()
             }),
+            ..Default::default()
         },
     )
     .unwrap();
@@ -288,6 +289,7 @@ fn shapes_past_lowered_limits_are_clear_errors() {
                 max_storage_buffers_per_shader_stage: 3,
                 ..wgpu::Limits::downlevel_defaults()
             }),
+            ..Default::default()
         },
     )
     .unwrap_err()

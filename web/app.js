@@ -862,7 +862,8 @@ function renderAdapter(a) {
   row("backend", a.backend);
   row("driver", a.driver);
   row("device type", a.device_type + (a.is_cpu ? " (software: runs on the CPU)" : ""));
-  row("kernel times", a.timestamps ? "GPU timestamps" : "host-timed (no timestamp queries)");
+  const offersTimestamps = Array.isArray(a.features) && a.features.includes("timestamp-query");
+  row("kernel times", a.timestamps ? "GPU timestamps" : offersTimestamps ? "host-timed (asked for by ?timer=host; the browser offers timestamp-query)" : "host-timed (the browser offers no timestamp-query)");
   box.append(dl);
 
   const feats = Array.isArray(a.features) ? a.features : [];
@@ -1021,7 +1022,9 @@ async function start() {
 
   // 2. The GPU.
   try {
-    gpu = await qkv.Gpu.open();
+    // ?timer=host: time kernels with the page's clock even where GPU timestamps exist.
+    const hostTimer = new URLSearchParams(location.search).get("timer") === "host";
+    gpu = await qkv.Gpu.open(hostTimer);
     adapterInfo = plain(gpu.adapter());
   } catch (e) {
     gpu = null;

@@ -5,7 +5,8 @@
 //!
 //! The JavaScript API (every GPU call a promise; errors reject with a message):
 //! - `shapes()`: the named model shapes of `qkv bench`.
-//! - `Gpu.open()`: the browser's adapter and a device on it (one per page).
+//! - `Gpu.open(host_timer)`: the browser's adapter and a device on it (one per page); kernels
+//!   timed by GPU timestamps where the browser grants them, unless `host_timer`.
 //! - `gpu.adapter()`: vendor, architecture, limits and features.
 //! - `gpu.project(x, d_model, wq, wk, wv, q_width, kv_width)`: Q, K, V of the rows of X from
 //!   one fused dispatch, checked against the f64 reference (the worked example).
@@ -142,12 +143,16 @@ async fn browser_info() -> Result<(JsValue, Vec<String>), JsValue> {
 
 #[wasm_bindgen]
 impl Gpu {
-    /// Opens the browser's adapter and creates the device (once per page).
-    pub async fn open() -> Result<Gpu, JsValue> {
+    /// Opens the browser's adapter and creates the device (once per page); with
+    /// `host_timer`, kernels are timed by the page's clock even where the browser has GPU
+    /// timestamps (the page's `?timer=host`), and say so.
+    pub async fn open(host_timer: Option<bool>) -> Result<Gpu, JsValue> {
         let (info, features) = browser_info().await?;
-        let ctx = GpuContext::browser(&ContextOptions::default())
-            .await
-            .map_err(js_err)?;
+        let options = ContextOptions {
+            host_timer: host_timer.unwrap_or(false),
+            ..ContextOptions::default()
+        };
+        let ctx = GpuContext::browser(&options).await.map_err(js_err)?;
         let s = &ctx.summary;
         let architecture = js_str(&info, "architecture");
         let fallback = Reflect::get(&info, &"isFallbackAdapter".into())

@@ -293,6 +293,30 @@ try {
       return t.match(/chunks [^;]*; streamed/)[0];
     });
 
+    // ?timer=host: the same run timed by the page's clock, and labelled so (the path a
+    // browser without timestamp-query takes).
+    await check('?timer=host: gpt2, 16 tokens, PASS, labelled host-timed', async () => {
+      const p3 = await context.newPage();
+      try {
+        p3.on('pageerror', (e) => console.log(`[page ?timer=host] error: ${e}`));
+        await p3.goto(`${url}${url.includes('?') ? '&' : '?'}timer=host`, { waitUntil: 'load', timeout: 60000 });
+        await waitState(p3, '#example-status', ['done'], 60000);
+        const card = collapse(await text(p3, '#adapter'));
+        if (!card.includes('host-timed')) fail(`the adapter card does not say host-timed: ${card.slice(0, 200)}`);
+        await p3.selectOption('#shape', 'gpt2', { timeout: 5000 });
+        await setInput(p3, '#tokens', tokens);
+        await p3.locator('#run').first().click({ timeout: 30000 });
+        const verdict = (await waitState(p3, '#run-verdict', ['done'], runTimeoutMs)).text.trim();
+        const t = collapse(await p3.locator('#run-result').first().textContent());
+        if (verdict !== 'PASS') fail(`#run-verdict is "${verdict}", not "PASS"`);
+        const line = t.match(/kernel \(host\)\s+[\d.]+ ms[^)]*host-timed[^)]*\)\s+[\d.]+ GFLOP\/s/);
+        if (!line) fail(`the report does not label the kernel time host-timed: ${t.slice(0, 400)}`);
+        return line[0];
+      } finally {
+        await p3.close().catch(() => {});
+      }
+    });
+
     // A batch past what the page can hold is refused by name, and the page stays usable.
     // (After the screenshot, which shows the PASS.)
     await check('llama3-8b, 10,000,000 tokens: refused with a message, not a crash', async () => {
