@@ -42,18 +42,6 @@ export function sumText(name, j, x, col, result) {
   return `${name}${sub(j)} = ${terms.join(" + ")} = ${result == null ? "…" : fmt(result)}`;
 }
 
-/** Exponent notation like the CLI: 3.857e-5. */
-function sci(v, digits = 3) {
-  if (v == null || Number.isNaN(Number(v))) return "—";
-  v = Number(v);
-  if (v === 0) return "0";
-  return v.toExponential(digits).replace("e+", "e");
-}
-
-function fixed(v, digits = 3) {
-  return v == null || !Number.isFinite(Number(v)) ? "—" : Number(v).toFixed(digits);
-}
-
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let u = 0;
@@ -717,68 +705,6 @@ function logLine(msg) {
   log.scrollTop = log.scrollHeight;
 }
 
-function pad(s, n) {
-  s = String(s);
-  return s.length >= n ? s : s + " ".repeat(n - s.length);
-}
-function lpad(s, n) {
-  s = String(s);
-  return s.length >= n ? s : " ".repeat(n - s.length) + s;
-}
-
-/** The run as text, laid out like `qkv run`. */
-function renderRun(r) {
-  const L = [];
-  const s = r.shape || {};
-  const t = r.tokens;
-  const a = adapterInfo;
-  if (a) L.push(`adapter   ${a.name} (${a.backend}, ${a.device_type})`);
-  L.push(`shape     ${s.name ?? "?"}: ${s.model ?? ""}`);
-  if (s.d_model != null) {
-    L.push(
-      `          X [${t}, ${s.d_model}] x W [${s.d_model}, ${s.q_width}+${s.kv_width}+${s.kv_width}]` +
-        ` -> Q [${t}, ${s.q_width}], K [${t}, ${s.kv_width}], V [${t}, ${s.kv_width}]` +
-        (s.bias ? ", with bias" : ", no bias"),
-    );
-  }
-  L.push(`tokens    ${t}`);
-  if (r.tolerance) L.push(`check     |gpu - ref| <= ${r.tolerance}`);
-  L.push("");
-  L.push(`kernel    ${r.kernel ?? "?"}`);
-  if (r.reason) L.push(`  chosen       ${r.reason}`);
-
-  const trials = Array.isArray(r.trials) ? r.trials : [];
-  if (trials.length) {
-    const w = Math.max(6, ...trials.map((x) => String(x.config).length));
-    L.push(`  tuning       ${pad("config", w)}  ${lpad("ms", 10)}  status`);
-    for (const tr of trials) {
-      const ms = tr.ms == null ? "—" : fixed(tr.ms);
-      const mark = String(tr.config) === String(r.kernel) ? "  <- chosen" : "";
-      L.push(`               ${pad(tr.config, w)}  ${lpad(ms, 10)}  ${tr.status ?? ""}${mark}`);
-    }
-  }
-  if (Number(r.chunks) > 1 || Number(r.col_blocks) > 1) {
-    L.push(
-      `  chunks       ${r.chunks} of up to ${r.chunk_tokens} tokens, W in ${r.col_blocks} column block(s)` +
-        (r.streamed ? "; streamed: two buffer sets, transfers overlap kernels" : ""),
-    );
-  }
-  const per = Number(r.per_sample) > 1 ? `; each sample ${r.per_sample} batches back to back, the browser's clocks being rounded to 100 µs` : "";
-  L.push(
-    `  ${r.timer === "GPU timestamps" ? "GPU kernel  " : "kernel (host)"} ${lpad(fixed(r.kernel_ms), 10)} ms  (median of ${r.repeats ?? "?"}; ${r.timer ?? "?"}${per})  ` +
-      `${r.gflops == null ? "—" : Number(r.gflops).toFixed(2)} GFLOP/s`,
-  );
-  for (const o of Array.isArray(r.outputs) ? r.outputs : []) {
-    const ok = Number(o.mismatches) === 0;
-    L.push(
-      `  ${o.name}: ${o.elements} elements, max abs err ${sci(o.max_abs_err)}, max rel err ${sci(o.max_rel_err)}, ` +
-        `${o.mismatches} mismatches -> ${ok ? "PASS" : "FAIL"}`,
-    );
-  }
-  L.push(`  ${r.pass ? "PASS" : "FAIL"}`);
-  return L.join("\n");
-}
-
 async function runShape() {
   const verdict = $("run-verdict");
   const result = $("run-result");
@@ -827,13 +753,8 @@ async function runShape() {
         }),
       ),
     );
-    let text;
-    try {
-      text = renderRun(r);
-    } catch {
-      text = Array.isArray(r?.lines) ? r.lines.join("\n") : JSON.stringify(r, null, 2);
-    }
-    result.textContent = text;
+    // The library's report, laid out as `qkv run` lays it out (one formatter, in Rust).
+    result.textContent = Array.isArray(r?.lines) ? r.lines.join("\n") : JSON.stringify(r, null, 2);
     setStatus(verdict, "done", r.pass ? "PASS" : "FAIL");
     logLine(`${stamp()} finished: ${r.pass ? "PASS" : "FAIL"}`);
   } catch (e) {

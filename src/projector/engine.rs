@@ -411,13 +411,13 @@ impl<'c> Engine<'c> {
                 None => Err(Error::Readback(format!("{label}: mapping never completed"))),
             });
         }
-        if mapped.iter().any(|m| m.is_err()) {
+        if let Some(failed) = mapped.iter().position(Result::is_err) {
             for ((b, _), m) in buffers.iter().zip(&mapped) {
                 if m.is_ok() {
                     b.unmap();
                 }
             }
-            return mapped.into_iter().find_map(|m| m.err()).map_or(Ok(()), Err);
+            return mapped.swap_remove(failed);
         }
         if self.plan.streaming {
             t.dispatch_wall += start.elapsed();

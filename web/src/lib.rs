@@ -17,7 +17,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
-use qkv_wgpu::presets::{preset, PRESETS};
+use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::tune::{self, Trial, TuneOptions};
 use qkv_wgpu::{
     ChunkOptions, ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer,
@@ -50,12 +50,9 @@ struct ShapeInfo {
     tokens_unit: u32,
 }
 
-/// The named model shapes (GPT-2 small, BERT-base, ViT-B/16, Llama-3-8B).
-#[wasm_bindgen]
-pub fn shapes() -> Result<JsValue, JsValue> {
-    let list: Vec<ShapeInfo> = PRESETS
-        .iter()
-        .map(|p| ShapeInfo {
+impl From<&Preset> for ShapeInfo {
+    fn from(p: &Preset) -> Self {
+        Self {
             name: p.name,
             model: p.model,
             d_model: p.d_model,
@@ -63,9 +60,14 @@ pub fn shapes() -> Result<JsValue, JsValue> {
             kv_width: p.kv_width,
             bias: p.bias,
             tokens_unit: p.tokens_unit,
-        })
-        .collect();
-    to_js(&list)
+        }
+    }
+}
+
+/// The named model shapes (GPT-2 small, BERT-base, ViT-B/16, Llama-3-8B).
+#[wasm_bindgen]
+pub fn shapes() -> Result<JsValue, JsValue> {
+    to_js(&PRESETS.iter().map(ShapeInfo::from).collect::<Vec<_>>())
 }
 
 /// What the page shows about the adapter: the browser's own description (vendor,
@@ -86,6 +88,20 @@ struct AdapterInfo {
     /// What the library asked for and the device has (wgpu's names).
     features_used: Vec<String>,
     limits: Vec<(String, f64)>,
+}
+
+impl AdapterInfo {
+    /// How the report names the adapter: wgpu's name, else the browser's vendor and
+    /// architecture (Chrome gives no name).
+    fn vendor_architecture(&self) -> String {
+        if !self.name.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} {}", self.vendor, self.architecture)
+                .trim()
+                .to_string()
+        }
+    }
 }
 
 /// The browser's WebGPU adapter and a device on it, with the library's context.
@@ -280,7 +296,7 @@ impl Gpu {
         chunk_tokens: f64,
         progress: Function,
     ) -> Promise {
-        let ctx = self.ctx.clone();
+        let (ctx, adapter) = (self.ctx.clone(), self.info.clone());
         wasm_bindgen_futures::future_to_promise(async move {
             let tokens = whole("tokens", tokens)?;
             let chunk_tokens = if chunk_tokens == 0.0 {
@@ -292,7 +308,7 @@ impl Gpu {
                 let _ = progress.call1(&JsValue::NULL, &m.into());
             };
             let chunk = (chunk_tokens > 0).then_some(chunk_tokens);
-            let result = run_shape(&ctx, &name, tokens, chunk, &say)
+            let result = run_shape(&ctx, &adapter, &name, tokens, chunk, &say)
                 .await
                 .map_err(js_err)?;
             to_js(&result)
@@ -443,6 +459,7 @@ fn check_host_memory(shape: &QkvShape) -> qkv_wgpu::Result<()> {
 
 async fn run_shape(
     ctx: &GpuContext,
+    adapter: &AdapterInfo,
     name: &str,
     tokens: u32,
     chunk_tokens: Option<u32>,
@@ -493,24 +510,11 @@ async fn run_shape(
     let warmups = projector.steady_warmups(out.timings.kernel);
     let times = projector.time_kernel_async(warmups, REPEATS).await?;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let median = ms(times.median());
-    let (min, max) = times
-        .samples
-        .iter()
-        .fold((f64::INFINITY, 0f64), |(lo, hi), &s| {
-            (lo.min(ms(s)), hi.max(ms(s)))
-        });
+    let (median, min, max) = times.spread();
+    let (median, min, max) = (ms(median), ms(min), ms(max));
     let (timer, label) = match times.timer {
         KernelTimer::GpuTimestamp => ("GPU timestamps", "GPU kernel"),
         KernelTimer::Host => ("host-timed", "kernel (host)"),
-    };
-    let batches = if times.per_sample > 1 {
-        format!(
-            ", each sample {} batches back to back: the browser's clocks are rounded to 100 µs",
-            times.per_sample
-        )
-    } else {
-        String::new()
     };
     if median <= 0.0 {
         return Err(qkv_wgpu::Error::Input(format!(
@@ -523,7 +527,15 @@ async fn run_shape(
     let tolerance = format!("atol {:.3e} + rtol {:.1e} x |expected|", tol.atol, tol.rtol);
     let spec = projector.spec();
     let mut lines = vec![
+        format!(
+            "adapter   {} ({}, {})",
+            adapter.vendor_architecture(),
+            ctx.summary.backend,
+            ctx.summary.device_type
+        ),
         format!("shape     {} ({}): {shape}", p.name, p.model),
+        format!("check     |gpu - ref| <= {tolerance}"),
+        String::new(),
         format!(
             "kernel    {} ({}): {}",
             spec.config,
@@ -531,41 +543,62 @@ async fn run_shape(
             spec.kernel().description()
         ),
         format!("  chosen       {}", choice.reason),
-        format!(
-            "  {label:<12} {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
-             warm-ups (min {min:.3}, max {max:.3}; {timer}{batches})  {gflops:.2} GFLOP/s"
-        ),
-        format!("check     |gpu - ref| <= {tolerance}"),
     ];
-    if plan.chunks() > 1 || plan.col_blocks.len() > 1 {
-        lines.insert(
-            4,
-            format!(
-                "  chunks       {} of up to {} tokens, W in {} column block(s){}",
-                plan.chunks(),
-                plan.chunk_tokens,
-                plan.col_blocks.len(),
-                if plan.streaming {
-                    "; streamed: two buffer sets, transfers overlap kernels"
-                } else {
-                    ""
-                }
-            ),
-        );
+    let width = choice
+        .trials
+        .iter()
+        .map(|t| t.config.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    if !choice.trials.is_empty() {
+        lines.push(format!(
+            "  tuning       {:<width$}  {:>10}  status",
+            "config", "ms"
+        ));
     }
+    for t in &choice.trials {
+        let ms = t.ms.map_or("-".into(), |v| format!("{v:.3}"));
+        let chosen = if t.config == spec.config.to_string() {
+            "  <- chosen"
+        } else {
+            ""
+        };
+        lines.push(format!(
+            "               {:<width$}  {ms:>10}  {}{chosen}",
+            t.config, t.status
+        ));
+    }
+    if plan.chunks() > 1 || plan.col_blocks.len() > 1 {
+        lines.push(format!(
+            "  chunks       {} of up to {} tokens, W in {} column block(s){}",
+            plan.chunks(),
+            plan.chunk_tokens,
+            plan.col_blocks.len(),
+            if plan.streaming {
+                "; streamed: two buffer sets, transfers overlap kernels"
+            } else {
+                ""
+            }
+        ));
+    }
+    let batches = if times.per_sample > 1 {
+        format!(
+            ", each sample {} batches back to back: the browser's clocks are rounded to 100 µs",
+            times.per_sample
+        )
+    } else {
+        String::new()
+    };
+    lines.push(format!(
+        "  {label:<12} {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
+         warm-ups (min {min:.3}, max {max:.3}; {timer}{batches})  {gflops:.2} GFLOP/s"
+    ));
     lines.extend(report.parts().iter().map(|r| format!("  {r}")));
     lines.push(format!("  {}", if report.pass() { "PASS" } else { "FAIL" }));
     lines.extend(choice.notes.iter().map(|n| format!("note      {n}")));
     Ok(RunResult {
-        shape: ShapeInfo {
-            name: p.name,
-            model: p.model,
-            d_model: p.d_model,
-            q_width: p.q_width,
-            kv_width: p.kv_width,
-            bias: p.bias,
-            tokens_unit: p.tokens_unit,
-        },
+        shape: ShapeInfo::from(&p),
         tokens,
         kernel: spec.config.to_string(),
         reason: choice.reason,

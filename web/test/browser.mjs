@@ -104,6 +104,17 @@ async function setInput(page, sel, value) {
   await input.dispatchEvent('change');
 }
 
+// Runs the "Run on this GPU" form on `p` and waits for the verdict to be done: its text and
+// the report's, whitespace collapsed (an error state fails the check with its text).
+async function runForm(p, { shape = 'gpt2', tokens: n, chunk = '' }) {
+  await p.selectOption('#shape', shape, { timeout: 5000 });
+  await setInput(p, '#tokens', n);
+  await setInput(p, '#chunk-tokens', chunk);
+  await p.locator('#run').first().click({ timeout: 30000 }); // waits for it to be enabled
+  const verdict = (await waitState(p, '#run-verdict', ['done'], runTimeoutMs)).text.trim();
+  return { verdict, report: collapse(await p.locator('#run-result').first().textContent()) };
+}
+
 const profile = mkdtempSync(join(tmpdir(), 'qkv-web-chromium-'));
 // Also when Playwright's own SIGINT/SIGTERM handler kills the browser and exits.
 process.on('exit', () => rmSync(profile, { recursive: true, force: true }));
@@ -280,12 +291,7 @@ try {
     // The same shape in chunks: 50 tokens in chunks of 16 (3 full, 1 ragged), streamed
     // through two buffer sets: the chunked path, awaited chunk by chunk, in the browser.
     await check('gpt2, 50 tokens in chunks of 16 (streamed): PASS', async () => {
-      await setInput(page, '#chunk-tokens', 16);
-      await setInput(page, '#tokens', 50);
-      await page.locator('#run').first().click({ timeout: 30000 });
-      const verdict = (await waitState(page, '#run-verdict', ['done'], runTimeoutMs)).text.trim();
-      const t = collapse(await page.locator('#run-result').first().textContent());
-      await setInput(page, '#chunk-tokens', '');
+      const { verdict, report: t } = await runForm(page, { tokens: 50, chunk: 16 });
       if (!t.includes('chunks 4 of up to 16 tokens') || !t.includes('streamed')) {
         fail(`the report does not show 4 streamed chunks: ${t.slice(0, 300)}`);
       }
@@ -303,11 +309,7 @@ try {
         await waitState(p3, '#example-status', ['done'], 60000);
         const card = collapse(await text(p3, '#adapter'));
         if (!card.includes('host-timed')) fail(`the adapter card does not say host-timed: ${card.slice(0, 200)}`);
-        await p3.selectOption('#shape', 'gpt2', { timeout: 5000 });
-        await setInput(p3, '#tokens', tokens);
-        await p3.locator('#run').first().click({ timeout: 30000 });
-        const verdict = (await waitState(p3, '#run-verdict', ['done'], runTimeoutMs)).text.trim();
-        const t = collapse(await p3.locator('#run-result').first().textContent());
+        const { verdict, report: t } = await runForm(p3, { tokens });
         if (verdict !== 'PASS') fail(`#run-verdict is "${verdict}", not "PASS"`);
         const line = t.match(/kernel \(host\)\s+[\d.]+ ms[^)]*host-timed[^)]*\)\s+[\d.]+ GFLOP\/s/);
         if (!line) fail(`the report does not label the kernel time host-timed: ${t.slice(0, 400)}`);
