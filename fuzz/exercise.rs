@@ -9,6 +9,7 @@
 
 use qkv_wgpu::io::checkpoint::{Checkpoint, WeightRequest, WeightSource};
 use qkv_wgpu::io::npy::NpyRows;
+use qkv_wgpu::kernels::CoopBlock;
 use qkv_wgpu::{Kernel, KernelConfig, KernelSpec};
 
 /// The `.npy` reader: header, dtype, shape, length checks, and the data.
@@ -78,11 +79,7 @@ pub fn kernel_config(data: &[u8]) {
                     kernel: Kernel::Coopmat,
                     wg: 0,
                     ..
-                } => KernelConfig {
-                    wg: 8,
-                    wgy: 32,
-                    ..c
-                },
+                } => KernelConfig::coopmat(8, true, CoopBlock::default_for(8)),
                 c => c,
             };
             let spec = KernelSpec::new(resolved).expect("a parsed configuration resolves");

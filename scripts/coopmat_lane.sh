@@ -45,5 +45,7 @@ mountpoint -q "$root/proc" || mount -t proc proc "$root/proc"
 trap 'umount "$root/proc" 2>/dev/null || true' EXIT
 run() { chroot "$root" env QKV_BACKEND=vulkan NODEVICE_SELECT=1 QKV_COOPMAT_LANE=1 HOME=/tmp "$@"; }
 run /opt/qkv/qkv adapters
+# The measured peak of this lavapipe, cooperative matrices included (a CPU driver's figures).
+run env QKV_CACHE_DIR=/tmp/qkv-lane-cache /opt/qkv/qkv peak --refresh
 run /opt/qkv/qkv run --kernel coopmat --dtype f16 --tokens 300 --d-model 100 --q-width 64 --kv-width 32 --bias --repeats 2
 run /opt/qkv/coopmat-tests

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the generated kernels: shaders/qkv_subgroup.wgsl, shaders/qkv_texture.wgsl,
 shaders/qkv_subgroup_texture.wgsl, shaders/qkv_blocktile.wgsl, shaders/qkv_splitk.wgsl and
-the cooperative-matrix kernels shaders/qkv_coopmat{8,16}_{f32,f16}.wgsl.
+the cooperative-matrix kernels shaders/qkv_coopmat{8,16}_{f32,f16}_{4x2,4x4}.wgsl, and
+`qkv peak`'s cooperative-matrix rate shaders/peak_coopmat{8,16}_{f32,f16}.wgsl.
 
 Each keeps a block of outputs per invocation in registers, written out in full because WGSL
 loops over register arrays are not reliably unrolled (an array indexed at run time lives in
@@ -562,46 +563,67 @@ def main_body(o, split):
     o("}")
 
 
-# Variant 9, `coopmat`: cooperative matrices (tensor cores), one source per (tile, accumulator).
-COOPMAT_WG = """// Invocations per workgroup: four subgroups (the host sets it to 4 x the subgroup size).
-override WG: u32 = 32u;
+# Variant 9, `coopmat`: cooperative matrices (tensor cores), one source per (tile,
+# accumulator, fragments per subgroup); the block shape, d_model step and stages are override
+# constants the host sets (KernelSpec), so one file serves every block the tuner tries.
+COOPMAT_WG = """// Invocations per workgroup: SM x SN subgroups (the host sets it to that many times the
+// device's subgroup size).
+override WG: u32 = 256u;
 """
 COOPMAT_COMMON = shared_blocks(
     [
-        (X_BINDING, "// X and W as f16 (the bytes of the host's 16-bit patterns, as for ELEM = 1).\n"
-                    "@group(0) @binding(1) var<storage, read> x: array<f16>;"),
-        (W_BINDING, "@group(0) @binding(2) var<storage, read> w: array<vec2<f16>>;"),
+        (X_BINDING, "// X [tokens, KS] and W transposed, [n_cols, KS], as f16 (the bytes of the host's 16-bit\n"
+                    "// patterns), read 16 bytes (two vec4<f16>) at a time.\n"
+                    "@group(0) @binding(1) var<storage, read> x: array<vec4<f16>>;"),
+        (W_BINDING, "@group(0) @binding(2) var<storage, read> w: array<vec4<f16>>;"),
     ],
     COOPMAT_WG,
 )
+# Fragment grids per subgroup (rows x columns of T x T accumulators) with a source each.
+COOPMAT_FRAGMENTS = [(4, 2), (4, 4)]
+# Most 16-byte pieces of X (or of W) one invocation stages per step; the host refuses a block
+# that needs more (KernelSpec::unsupported_on).
+COOPMAT_MAX_PIECES = 8
 
 
-def coopmat_kernel(t, acc):
-    """The cooperative-matrix kernel on t x t x t tiles (8 or 16) with an `acc` (f32 or f16)
-    accumulator."""
+def coopmat_kernel(t, acc, fm, fn_):
+    """The cooperative-matrix kernel on t x t x t matrices (8 or 16) with an `acc` (f32 or f16)
+    accumulator, each subgroup owning fm x fn_ accumulator matrices."""
     mat = f"coop_mat{t}x{t}"
-    bm, bk = 4 * t, 2 * t
     lines = []
     o = lines.append
     o(f"""// Variant 9, `coopmat`: the fused GEMM on cooperative matrices (tensor cores where the GPU
-// has them), {t} x {t} x {t} tiles, f16 inputs, {acc} accumulator. Four subgroups per workgroup
-// share a {bm} x {bm} block of the fused output, each owning a {2 * t} x {2 * t} quarter as 2 x 2
-// accumulator matrices. d_model is walked in steps of BK = {bk}: every invocation helps stage
-// the block's X [{bm} rows, {bk}] and W [{bk}, {bm} columns] as f16 in workgroup memory, zero past
-// the last token, column and d_model (so no shape needs to be a multiple of a tile), and each
-// subgroup multiplies its matrices from there (coopLoadT: row-major). The epilogue stores each
-// accumulator matrix to workgroup memory and the whole workgroup writes it out through the
-// shared `store` (bias, Q/K/V routing, the head layout, the final rounding to ELEM).""")
+// has them), {t} x {t} x {t} matrices, f16 inputs, {acc} accumulator, each subgroup owning
+// {fm} x {fn_} accumulator matrices ({fm * t} x {fn_ * t} outputs) of a BM x BN block of SM x SN subgroups.
+// The layout follows CUTLASS's multistage GEMMs and llama.cpp's Vulkan cooperative-matrix
+// matmul:
+// - X [tokens, KS] and W^T [n_cols, KS] (W transposed once at upload, so both operands are
+//   rows along d_model) are read 16 bytes per invocation per piece, coalesced; KS is d_model
+//   rounded up to 8, zero-padded by the host, so no piece straddles a row.
+// - Each step of BK along d_model is staged in workgroup memory as rows of BK f16 padded to
+//   XS = BK + 8 (16 bytes), so the 8 rows of a matrix load start in different banks.
+// - With STAGES = 2 the next step's pieces are loaded into registers before this step's
+//   matrices are multiplied and stored into the other buffer after: one barrier per step.
+//   STAGES = 1 uses one buffer and two barriers per step (less workgroup memory).
+// - A matrices load row-major from X's rows (coopLoadT), B matrices column-major from W^T's
+//   rows (coopLoad): neither is transposed on the way.
+// - No division or modulo in any loop: power-of-two sizes with their log2 from the host.
+// - The epilogue stores one accumulator matrix per subgroup at a time to workgroup memory;
+//   each invocation then adds the bias in f32 to 8 consecutive columns of one row, rounds
+//   them to the storage type and writes them (16 bytes in a half type) through the shared
+//   `store4` (Q/K/V routing, the head layout).
+// Rows past the chunk's tokens, columns past the block's and d_model past KS are staged as
+// zeros, so no shape needs to be a multiple of any tile.""")
     if acc == "f16":
         o("""// The accumulator is f16: offered alone by some adapters, it is used only when asked for by
 // name, with a tolerance for f16 accumulation (the results are rounded at every step).""")
     o(f"""// Generated by scripts/gen_kernels.py; edit that, not this file.
 //
-// X and W are f16 on the GPU (the host converts other types on upload, refusing values past
-// f16's range); Q, K, V are in the storage type ELEM. Shape contract as for `direct`, with W's
-// row stride (w_stride) even, so that a pair of columns is one word.
-// Dispatch: (ceil(n_cols / {bm}), ceil(tokens / {bm}), 1) workgroups of WG = 4 subgroups.
-// Needs SHADER_F16, subgroups and EXPERIMENTAL_COOPERATIVE_MATRIX with {t}x{t}x{t} f16 -> {acc}.
+// Shape contract: X is [tokens, KS] and W^T [n_cols, KS], f16, with KS = params.w_stride (a
+// multiple of 8, >= d_model, zeros past d_model); Q, K, V are in the storage type ELEM as for
+// `direct`. Dispatch: (ceil(n_cols / BN), ceil(tokens / BM), 1) workgroups of WG = SM x SN
+// subgroups. Needs SHADER_F16, subgroups, one subgroup size, and
+// EXPERIMENTAL_COOPERATIVE_MATRIX with {t}x{t}x{t} f16 -> {acc}.
 
 enable f16;
 enable wgpu_cooperative_matrix;
@@ -609,103 +631,282 @@ enable wgpu_cooperative_matrix;
 """)
     o(COOPMAT_COMMON)
     o(f"""const T: u32 = {t}u;
-const BM: u32 = {bm}u;
-const BK: u32 = {bk}u;
+const T_LOG2: u32 = {t.bit_length() - 1}u;
+// Accumulator matrices per subgroup: FM along rows, FN along columns.
+const FM: u32 = {fm}u;
+const FN: u32 = {fn_}u;
 
-var<workgroup> xs: array<f16, {bm * bk}>;
-var<workgroup> ws: array<f16, {bk * bm}>;
-// One accumulator matrix per subgroup at a time, for the epilogue.
-var<workgroup> cs: array<{acc}, {4 * t * t}>;
+// The block, set by the host (KernelSpec::constants): SM x SN subgroups, a step of BK
+// (16, 32 or 64, a multiple of T) along d_model, STAGES (1 or 2) staged steps.
+override SM: u32 = 2u;
+override SN: u32 = 4u;
+override BK: u32 = 32u;
+override BK_LOG2: u32 = 5u;
+override STAGES: u32 = 2u;
+// What follows from them.
+override BM: u32 = SM * FM * T;
+override BN: u32 = SN * FN * T;
+// Row stride of a staged row, in f16: BK and 16 bytes of padding.
+override XS: u32 = BK + 8u;
+// One staged step: BM rows of X, then BN rows of W^T.
+override SLAB: u32 = (BM + BN) * XS;
+override TILES_LEN: u32 = STAGES * SLAB;
+// 16-byte pieces per staged row (BK / 8), and per step of X and of W^T.
+override KC_LOG2: u32 = BK_LOG2 - 3u;
+override KC_MASK: u32 = (1u << KC_LOG2) - 1u;
+override X_PIECES: u32 = BM << KC_LOG2;
+override W_PIECES: u32 = BN << KC_LOG2;
+// Pieces per invocation (at most {COOPMAT_MAX_PIECES}, which the host checks).
+override XP: u32 = (X_PIECES + WG - 1u) / WG;
+override WP: u32 = (W_PIECES + WG - 1u) / WG;
+// One accumulator matrix per subgroup, for the epilogue.
+override CS_LEN: u32 = SM * SN * T * T;
 
-@compute @workgroup_size(WG, 1, 1)
+var<workgroup> tiles: array<f16, TILES_LEN>;
+var<workgroup> cs: array<{acc}, CS_LEN>;
+""")
+    P = COOPMAT_MAX_PIECES
+
+    def fetch(indent):
+        out = []
+        for op, pieces, per, bound, first in (
+            ("x", "X_PIECES", "XP", "params.tokens", "row0"),
+            ("w", "W_PIECES", "WP", "params.n_cols", "col0"),
+        ):
+            for j in range(P):
+                out.append(f"""if {j}u < {per} {{
+    let p = lid + {j}u * WG;
+    let gr = {first} + (p >> KC_LOG2);
+    let gk = k + ((p & KC_MASK) << 3u);
+    {op}a{j} = vec4<f16>();
+    {op}b{j} = vec4<f16>();
+    if p < {pieces} && gr < {bound} && gk < ks {{
+        let i = (gr * ks + gk) >> 2u;
+        {op}a{j} = {op}[i];
+        {op}b{j} = {op}[i + 1u];
+    }}
+}}""")
+        return "\n".join(indent + l if l else l for block in out for l in block.split("\n"))
+
+    def put(indent):
+        out = []
+        for op, pieces, per, offset in (
+            ("x", "X_PIECES", "XP", "0u"),
+            ("w", "W_PIECES", "WP", "BM"),
+        ):
+            for j in range(P):
+                stores = "\n".join(
+                    f"        tiles[o + {e}u] = {op}{'a' if e < 4 else 'b'}{j}.{'xyzw'[e % 4]};"
+                    for e in range(8)
+                )
+                out.append(f"""if {j}u < {per} {{
+    let p = lid + {j}u * WG;
+    if p < {pieces} {{
+        let o = base + ({offset} + (p >> KC_LOG2)) * XS + ((p & KC_MASK) << 3u);
+{stores}
+    }}
+}}""")
+        return "\n".join(indent + l if l else l for block in out for l in block.split("\n"))
+
+    o(f"""@compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
     @builtin(local_invocation_index) lid: u32,
     @builtin(subgroup_id) sg: u32,
     @builtin(num_subgroups) nsg: u32,
+    @builtin(subgroup_invocation_id) lane: u32,
+    @builtin(subgroup_size) sgs: u32,
 ) {{
-    let d = params.d_model;
+    let ks = params.w_stride;
     let row0 = wid.y * BM;
-    let col0 = wid.x * BM;
-    // This subgroup's quarter of the block.
-    let sr = (sg >> 1u) * 2u * T;
-    let sc = (sg & 1u) * 2u * T;""")
-    for r in range(2):
-        for c in range(2):
+    let col0 = wid.x * BN;
+    // This subgroup's FM x FN matrices: rows ar.., columns bc.. of the block. A driver that
+    // ran more subgroups than SM x SN would have sg past them: clamped, every index stays in
+    // bounds (the outputs are NaN then, below).
+    let sgc = min(sg, SM * SN - 1u);
+    let ar = (sgc / SN) * FM * T;
+    let bc = (sgc % SN) * FN * T;""")
+    for r in range(fm):
+        for c in range(fn_):
             o(f"    var c{r}{c} = {mat}<{acc}, C>();")
-    o(f"""    for (var k0 = 0u; k0 < d; k0 += BK) {{
-        for (var i = lid; i < BM * BK; i += WG) {{
-            let r = i / BK;
-            let gr = row0 + r;
-            let gk = k0 + i - r * BK;
-            var value = f16(0.0);
-            if gr < params.tokens && gk < d {{
-                value = x[gr * d + gk];
-            }}
-            xs[i] = value;
-        }}
-        // W a word (two columns) at a time; the padding columns up to w_stride are zeros.
-        for (var i = lid; i < BK * BM / 2u; i += WG) {{
-            let kk = i / (BM / 2u);
-            let c = (i - kk * (BM / 2u)) * 2u;
-            let gk = k0 + kk;
-            let gc = col0 + c;
-            var pair = vec2<f16>(f16(0.0), f16(0.0));
-            if gk < d && gc < params.w_stride {{
-                pair = w[(gk * params.w_stride + gc) >> 1u];
-            }}
-            ws[kk * BM + c] = pair.x;
-            ws[kk * BM + c + 1u] = pair.y;
-        }}
-        workgroupBarrier();""")
-    for s_ in range(2):
-        o(f"        let a{s_}0 = coopLoadT<{mat}<f16, A>>(&xs[sr * BK + {s_ * t}u], BK);")
-        o(f"        let a{s_}1 = coopLoadT<{mat}<f16, A>>(&xs[(sr + T) * BK + {s_ * t}u], BK);")
-        o(f"        let b{s_}0 = coopLoadT<{mat}<f16, B>>(&ws[{s_ * t}u * BM + sc], BM);")
-        o(f"        let b{s_}1 = coopLoadT<{mat}<f16, B>>(&ws[{s_ * t}u * BM + sc + T], BM);")
-        for r in range(2):
-            for c in range(2):
-                o(f"        c{r}{c} = coopMultiplyAdd(a{s_}{r}, b{s_}{c}, c{r}{c});")
-    o("""        // Everyone is done with this step's tiles before the next are staged.
-        workgroupBarrier();
-    }""")
-    for r in range(2):
-        for c in range(2):
-            o(f"""    // Accumulator ({r}, {c}) of every subgroup: rows sr + {r}T.., columns sc + {c}T.. of the block.
-    coopStoreT(c{r}{c}, &cs[sg * T * T], T);
+    o("""    // Step 0 into buffer 0.
+    var base = 0u;
+    fetch_step(lid, row0, col0, 0u, ks);
+    stage_step(lid, base);
     workgroupBarrier();
-    emit(lid, row0 + {r}u * T, col0 + {c}u * T, nsg == 4u);
+    for (var k0 = 0u; k0 < ks; k0 += BK) {
+        let more = k0 + BK < ks;
+        // The next step's loads, issued before this step's multiplies.
+        if STAGES == 2u && more {
+            fetch_step(lid, row0, col0, k0 + BK, ks);
+        }
+        let cur = base;
+        for (var kk = 0u; kk < BK; kk += T) {""")
+    for r in range(fm):
+        o(f"            let a{r} = coopLoadT<{mat}<f16, A>>(&tiles[cur + (ar + {r}u * T) * XS + kk], XS);")
+    for c in range(fn_):
+        o(f"            let b{c} = coopLoad<{mat}<f16, B>>(&tiles[cur + (BM + bc + {c}u * T) * XS + kk], XS);")
+    for r in range(fm):
+        for c in range(fn_):
+            o(f"            c{r}{c} = coopMultiplyAdd(a{r}, b{c}, c{r}{c});")
+    o("""        }
+        if STAGES == 2u {
+            // Into the other buffer, which everyone finished reading before the last barrier.
+            base = SLAB - base;
+            if more {
+                stage_step(lid, base);
+            }
+            workgroupBarrier();
+        } else {
+            // Everyone is done with this step's tiles before the next are staged.
+            workgroupBarrier();
+            if more {
+                fetch_step(lid, row0, col0, k0 + BK, ks);
+                stage_step(lid, base);
+            }
+            workgroupBarrier();
+        }
+    }
+    // Unless the workgroup ran as SM x SN subgroups, every element is NaN: a driver that chose
+    // other subgroups leaves matrices uncomputed, and that must fail the check, not pass.
+    let whole = nsg == SM * SN;""")
+    for r in range(fm):
+        for c in range(fn_):
+            o(f"""    coopStoreT(c{r}{c}, &cs[sgc * T * T], T);
+    workgroupBarrier();
+    emit(sgc, lane, sgs, row0 + ar + {r}u * T, col0 + bc + {c}u * T, whole);
     workgroupBarrier();""")
     o("}")
     o("""
-// Writes out the accumulator matrix each subgroup s stored in cs[s T^2 ..]: its element (r, c)
-// is output (row + sr(s) + r, col + sc(s) + c), written where inside the bound columns. Unless
-// the workgroup ran as four subgroups (`whole`), every element is NaN: a driver that chose
-// other subgroups leaves quarters uncomputed, and that must fail the check, not pass as zeros.
-fn emit(lid: u32, row: u32, col: u32, whole: bool) {
-    for (var i = lid; i < 4u * T * T; i += WG) {
-        let s = i / (T * T);
-        let e = i - s * T * T;
-        let r = e / T;
-        let gr = row + (s >> 1u) * 2u * T + r;
-        let gc = col + (s & 1u) * 2u * T + e - r * T;
-        if gr < params.tokens && gc < params.n_cols {
-            var value = f32(cs[i]);
+// This invocation's pieces of the next step, in registers while the current step multiplies:
+// piece j is 16 bytes, (a, b), of X (x..) or W^T (w..).""")
+    for op in "xw":
+        for j in range(P):
+            o(f"var<private> {op}a{j}: vec4<f16>;")
+            o(f"var<private> {op}b{j}: vec4<f16>;")
+    o("""
+// Loads this invocation's pieces of the step at `k` along d_model: piece p of X is row
+// row0 + p / (BK / 8), columns k + 8 (p % (BK / 8)) .. + 8; of W^T likewise from column col0
+// of the block. Zeros past the chunk's tokens, the block's columns and KS.
+fn fetch_step(lid: u32, row0: u32, col0: u32, k: u32, ks: u32) {""")
+    o(fetch("    "))
+    o("""}
+
+// Stores this invocation's pieces into the staging buffer at `base` (X's rows, then W^T's).
+fn stage_step(lid: u32, base: u32) {""")
+    o(put("    "))
+    o("""}""")
+    o("""
+// Writes out the accumulator matrix subgroup `sg` stored in cs[sg T^2 ..], whose element
+// (r, c) is output (row + r, col + c) of the bound columns: each invocation 8 consecutive
+// columns of one row at a time, the bias added in f32, rows past the chunk and columns past
+// the block skipped (store4), NaN unless `whole`. Every index is in bounds for sg < SM x SN
+// and any subgroup size (tests/unchecked.rs).
+fn emit(sg: u32, lane: u32, sgs: u32, row: u32, col: u32, whole: bool) {
+    for (var e = lane * 8u; e < T * T; e += sgs * 8u) {
+        let gr = row + (e >> T_LOG2);
+        let gc = col + (e & (T - 1u));
+        let i = sg * T * T + e;
+        if gr < params.tokens {
+            var lo = vec4<f32>(f32(cs[i]), f32(cs[i + 1u]), f32(cs[i + 2u]), f32(cs[i + 3u]));
+            var hi = vec4<f32>(f32(cs[i + 4u]), f32(cs[i + 5u]), f32(cs[i + 6u]), f32(cs[i + 7u]));
             if HAS_BIAS {
-                value += bias[params.col0 + gc];
+                let b = params.col0 + gc;
+                lo += vec4<f32>(bias_at(b), bias_at(b + 1u), bias_at(b + 2u), bias_at(b + 3u));
+                hi += vec4<f32>(bias_at(b + 4u), bias_at(b + 5u), bias_at(b + 6u), bias_at(b + 7u));
             }
             if !whole {
-                value = bitcast<f32>(0x7fc00000u);
+                lo = vec4<f32>(bitcast<f32>(0x7fc00000u));
+                hi = lo;
             }
-            store(gr, gc, value);
+            store4(gr, gc, lo, params.n_cols);
+            store4(gr, gc + 4u, hi, params.n_cols);
         }
     }
+}
+
+// The bias of fused column `c`, 0 past the last (a block's last columns may be past n_out).
+fn bias_at(c: u32) -> f32 {
+    if c < params.q_width + 2u * params.kv_width {
+        return bias[c];
+    }
+    return 0.0;
 }
 """)
     return "\n".join(lines)
 
 
-COOPMAT_SOURCES = [(f"qkv_coopmat{t}_{acc}.wgsl", t, acc) for t in (8, 16) for acc in ("f32", "f16")]
+COOPMAT_SOURCES = [
+    (f"qkv_coopmat{t}_{acc}_{fm}x{fn_}.wgsl", t, acc, fm, fn_)
+    for t in (8, 16)
+    for acc in ("f32", "f16")
+    for fm, fn_ in COOPMAT_FRAGMENTS
+]
+
+
+# `qkv peak`'s cooperative-matrix rate, one source per (tile, accumulator).
+PEAK_ACCUMULATORS = 16
+
+
+def peak_coopmat(t, acc):
+    """The multiply-add rate of t x t x t cooperative matrices with an `acc` accumulator."""
+    mat = f"coop_mat{t}x{t}"
+    n = PEAK_ACCUMULATORS
+    lines = []
+    o = lines.append
+    o(f"""// `qkv peak`: the multiply-add rate of {t} x {t} x {t} cooperative matrices, f16 inputs, {acc}
+// accumulator, through WGSL. Each subgroup keeps A, B and {n} accumulators in registers and runs
+// {n} independent chains of coopMultiplyAdd, ITERS long: no memory traffic in the loop, and
+// enough independent multiply-adds to hide their latency (a 2026 probe on an H200 measured 4
+// accumulators 7% slower than 8, and 16 a little faster still).
+// Generated by scripts/gen_kernels.py; edit that, not this file.
+//
+// Contract: data[0] is never 1 (the host leaves it 0): the stores below never run, but the
+// compiler cannot know that, so it cannot drop the chains. The accumulators start from
+// different workgroup-memory offsets, so no two chains are the same expression.
+// Dispatch: any number of workgroups of WG invocations (whole subgroups);
+// flops = 2 x {t}^3 x {n} x ITERS per subgroup.
+
+enable f16;
+enable wgpu_cooperative_matrix;
+
+override WG: u32 = 128u;
+override ITERS: u32 = 256u;
+const T: u32 = {t}u;
+
+@group(0) @binding(0) var<storage, read_write> data: array<u32>;
+@group(0) @binding(1) var<storage, read_write> sink: array<{acc}>;
+
+var<workgroup> ab: array<f16, {t * t}>;
+var<workgroup> init: array<{acc}, {t * t + n}>;
+
+@compute @workgroup_size(WG, 1, 1)
+fn main(@builtin(local_invocation_index) lid: u32) {{
+    // Small values (multiples of 2^-10 up to 15/1024): the f16 accumulator grows slowly.
+    for (var i = lid; i < T * T; i += WG) {{
+        ab[i] = f16(f32(i & 15u) * 0.0009765625);
+    }}
+    for (var i = lid; i < T * T + {n}u; i += WG) {{
+        init[i] = {acc}(f32(i & 7u) * 0.0009765625);
+    }}
+    workgroupBarrier();
+    let a = coopLoadT<{mat}<f16, A>>(&ab[0], T);
+    let b = coopLoadT<{mat}<f16, B>>(&ab[0], T);""")
+    for i in range(n):
+        o(f"    var c{i} = coopLoadT<{mat}<{acc}, C>>(&init[{i}u], T);")
+    o("    for (var i = 0u; i < ITERS; i++) {")
+    for i in range(n):
+        o(f"        c{i} = coopMultiplyAdd(a, b, c{i});")
+    o("    }")
+    o("    if data[0] == 1u {")
+    for i in range(n):
+        o(f"        coopStoreT(c{i}, &sink[{i}u * T * T], T);")
+    o("    }")
+    o("}")
+    return "\n".join(lines) + "\n"
+
+
+PEAK_SOURCES = [(f"peak_coopmat{t}_{acc}.wgsl", t, acc) for t in (8, 16) for acc in ("f32", "f16")]
 
 
 if __name__ == "__main__":
@@ -719,7 +920,9 @@ if __name__ == "__main__":
         ("qkv_subgroup_texture.wgsl", subgroup_texture_kernel()),
         ("qkv_blocktile.wgsl", blocktile_kernel()),
         ("qkv_splitk.wgsl", blocktile_kernel(split=True)),
-    ] + [(name, coopmat_kernel(t, acc)) for name, t, acc in COOPMAT_SOURCES]:
+    ] + [(name, coopmat_kernel(t, acc, fm, fn_)) for name, t, acc, fm, fn_ in COOPMAT_SOURCES] + [
+        (name, peak_coopmat(t, acc)) for name, t, acc in PEAK_SOURCES
+    ]:
         path = ROOT / "shaders" / name
         if check:
             if path.read_text() != text:

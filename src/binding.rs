@@ -215,7 +215,7 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
-    fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
+    pub(crate) fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
         let entries: Vec<_> = (0..)
             .zip(slots)
             .map(|(binding, &slot)| entry(binding, slot))

@@ -14,6 +14,7 @@ use crate::adapter::AdapterFilter;
 use crate::adapter::AdapterSummary;
 use crate::binding::{BindingKind, Layout, Layouts};
 use crate::error::{Error, Result};
+use crate::kernels::KernelSpec;
 use crate::kernels::{ShaderSource, SUBGROUP_SIZE};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -38,6 +39,12 @@ pub struct ContextOptions {
     /// device is created without TIMESTAMP_QUERY), so that path can be run and checked
     /// anywhere; results say which timer they used.
     pub host_timer: bool,
+    /// Build the projection kernels whose every memory access the host's plan proves in
+    /// bounds ([`KernelSpec::bounds_proven`]) without wgpu's runtime checks
+    /// (`create_shader_module_trusted` with `ShaderRuntimeChecks::unchecked()`) and without
+    /// zeroing their workgroup memory. Off by default: a GPU measurement must show it faster
+    /// by more than the noise first. Other kernels and the utility shaders stay checked.
+    pub unchecked_kernels: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -45,6 +52,7 @@ struct PipelineKey {
     file: &'static str,
     entry_point: &'static str,
     constants: Vec<(&'static str, u64)>,
+    unchecked: bool,
 }
 
 /// Adapter, device and queue, with error capture and a pipeline cache. Made once, shared by
@@ -62,7 +70,8 @@ pub struct GpuContext {
     uncaptured: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     layouts: Layouts,
-    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    modules: Mutex<HashMap<(&'static str, bool), wgpu::ShaderModule>>,
+    unchecked_kernels: bool,
     pipelines: Mutex<HashMap<PipelineKey, Arc<wgpu::ComputePipeline>>>,
     #[cfg(target_arch = "wasm32")]
     pending: PendingScopes,
@@ -203,6 +212,7 @@ impl GpuContext {
             uncaptured,
             lost,
             modules: Mutex::new(HashMap::new()),
+            unchecked_kernels: options.unchecked_kernels,
             pipelines: Mutex::new(HashMap::new()),
             #[cfg(target_arch = "wasm32")]
             pending: Default::default(),
@@ -513,23 +523,53 @@ impl GpuContext {
         Ok(())
     }
 
+    /// Whether `spec`'s pipelines are built without runtime checks: asked for
+    /// ([`ContextOptions::unchecked_kernels`]) and proven in bounds by the host's plan.
+    pub fn runs_unchecked(&self, spec: &KernelSpec) -> bool {
+        self.unchecked_kernels && spec.bounds_proven
+    }
+
     /// The compute pipeline for `source` specialised with `constants`, compiled once per
-    /// context and then served from the cache. Every pipeline uses `layout`.
+    /// context and then served from the cache. Every pipeline uses `layout`. Checked: naga
+    /// validates the module and bounds-checks every access.
     pub(crate) fn pipeline(
         &self,
         source: ShaderSource,
         constants: &[(&'static str, f64)],
         layout: &wgpu::PipelineLayout,
     ) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipeline_with(source, constants, layout, false)
+    }
+
+    /// A projection kernel's pipeline: as [`pipeline`](Self::pipeline), unchecked where
+    /// [`runs_unchecked`](Self::runs_unchecked) says so.
+    pub(crate) fn kernel_pipeline(
+        &self,
+        spec: &KernelSpec,
+        source: ShaderSource,
+        constants: &[(&'static str, f64)],
+        layout: &wgpu::PipelineLayout,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
+        self.pipeline_with(source, constants, layout, self.runs_unchecked(spec))
+    }
+
+    fn pipeline_with(
+        &self,
+        source: ShaderSource,
+        constants: &[(&'static str, f64)],
+        layout: &wgpu::PipelineLayout,
+        unchecked: bool,
+    ) -> Result<Arc<wgpu::ComputePipeline>> {
         let key = PipelineKey {
             file: source.file,
             entry_point: source.entry_point,
             constants: constants.iter().map(|&(n, v)| (n, v.to_bits())).collect(),
+            unchecked,
         };
         if let Some(p) = self.pipelines.lock().unwrap().get(&key) {
             return Ok(p.clone());
         }
-        let module = self.module(source)?;
+        let module = self.module(source, unchecked)?;
         let pipeline = self.checked(&format!("compiling {}", source.file), || {
             self.device
                 .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
@@ -539,7 +579,9 @@ impl GpuContext {
                     entry_point: Some(source.entry_point),
                     compilation_options: wgpu::PipelineCompilationOptions {
                         constants,
-                        zero_initialize_workgroup_memory: true,
+                        // An unchecked kernel writes every word of workgroup memory it reads
+                        // first (part of what bounds_proven promises).
+                        zero_initialize_workgroup_memory: !unchecked,
                     },
                     cache: None,
                 })
@@ -549,23 +591,36 @@ impl GpuContext {
         Ok(pipeline)
     }
 
-    fn module(&self, source: ShaderSource) -> Result<wgpu::ShaderModule> {
-        if let Some(m) = self.modules.lock().unwrap().get(source.file) {
+    fn module(&self, source: ShaderSource, unchecked: bool) -> Result<wgpu::ShaderModule> {
+        if let Some(m) = self.modules.lock().unwrap().get(&(source.file, unchecked)) {
             return Ok(m.clone());
         }
-        // Checked creation (not create_shader_module_trusted): naga validates the module and
-        // inserts bounds checks, so a broken or out-of-bounds shader is an error, not UB.
+        let desc = wgpu::ShaderModuleDescriptor {
+            label: Some(source.file),
+            source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
+        };
         let module = self.checked(&format!("parsing {}", source.file), || {
-            self.device
-                .create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some(source.file),
-                    source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
-                })
+            if unchecked {
+                // SAFETY: asked for, and only for kernels whose spec says `bounds_proven`:
+                // every buffer and workgroup-memory index they compute is below the length
+                // the host's plan gives that binding (tests/unchecked.rs derives each bound
+                // from the kernel's guards for every shape class), their loops end (their
+                // bounds are uniforms and constants), and they read no workgroup memory
+                // before writing it. naga still validates the module.
+                unsafe {
+                    self.device
+                        .create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            } else {
+                // Checked: naga validates the module and inserts bounds checks, so a broken or
+                // out-of-bounds shader is an error, not UB.
+                self.device.create_shader_module(desc)
+            }
         })?;
         self.modules
             .lock()
             .unwrap()
-            .insert(source.file, module.clone());
+            .insert((source.file, unchecked), module.clone());
         Ok(module)
     }
 }

@@ -31,6 +31,7 @@ pub mod host;
 pub mod io;
 pub mod kernels;
 pub mod layout;
+pub mod peak;
 pub mod plan;
 pub mod presets;
 pub mod projector;

@@ -140,6 +140,10 @@ fn plan(
     // type's size: a binding holds `avail / size` elements.
     let avail = binding / 16 * 16;
     let e = spec.element.size();
+    // X and W are read in the kernel's input type, their rows KS long where the kernel pads
+    // d_model ([`KernelSpec::x_stride`]).
+    let ei = spec.input_element().size();
+    let ks = spec.x_stride(shape.d_model) as u64;
     let max_groups = limits.max_compute_workgroups_per_dimension as u64;
     let max_tex = limits.max_texture_dimension_2d as u64;
     let (wg_cols, wg_rows) = spec.tile;
@@ -176,7 +180,8 @@ fn plan(
         tighten(max_tex * 4, "max_texture_dimension_2d");
     } else {
         // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
-        tighten(avail / (d * e) / 4 * 4, binding_name);
+        // A transposed W (KMajor) holds one KS-long row per column.
+        tighten(avail / (ks * ei) / 4 * 4, binding_name);
     }
     tighten(
         max_groups * wg_cols as u64,
@@ -185,7 +190,7 @@ fn plan(
     if max_cols < 4 {
         return Err(limit(
             "four columns of the fused W [d_model, n_out]".into(),
-            fmt_bytes(d * 4 * e),
+            fmt_bytes(ks * 4 * ei),
             fmt_bytes(binding),
             col_limit,
         ));
@@ -241,14 +246,14 @@ fn plan(
         ));
     } else {
         bounds.push((
-            avail / (d * e),
+            avail / (ks * ei),
             format!("a chunk of X ({d} columns)"),
             binding_name,
         ));
     }
     // Rows per chunk stay below 2^32 / width so that u32 element indices cannot overflow.
     bounds.push((
-        (u32::MAX as u64) / widest.max(d),
+        (u32::MAX as u64) / widest.max(ks),
         "32-bit element indices in one chunk".into(),
         "u32 index range",
     ));
@@ -438,14 +443,7 @@ mod tests {
     fn split_k_partial_sums_bound_chunks_and_splits_fit_the_dispatch() {
         // 64 KiB bindings; Q of 100 columns: 163 rows. Partial sums of 8 x 160 columns: 12.
         let s = shape(300, 16, 100, 30);
-        let splitk = |n: u32| {
-            KernelSpec::new(KernelConfig {
-                kernel: Kernel::Splitk,
-                wg: n,
-                wgy: 0,
-            })
-            .unwrap()
-        };
+        let splitk = |n: u32| KernelSpec::new(KernelConfig::new(Kernel::Splitk, n, 0)).unwrap();
         let p = plan(
             &limits(1 << 16, 65535, 8192),
             &s,

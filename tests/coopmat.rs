@@ -10,6 +10,7 @@
 mod common;
 
 use common::{assert_pass, ctx};
+use qkv_wgpu::kernels::CoopBlock;
 use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::{
     random_inputs, reference, ContextOptions, ElementType, FusedWeights, GpuContext, HeadSplit,
@@ -18,16 +19,16 @@ use qkv_wgpu::{
 };
 use std::sync::OnceLock;
 
-/// The `coopmat` configurations `ctx` runs; in the lane, at least one, or the test fails.
+/// The `coopmat` configurations `ctx` runs, each tile and accumulator with a small block
+/// (one subgroup of 4 x 2 matrices, steps of 16, two stages: the default blocks' 128-row
+/// workgroups would spend the CPU driver's time on the padding of these small shapes; they
+/// run in `every_block_...` and `the_worked_example_is_exact`); in the lane, at least one, or
+/// the test fails.
 fn configs(ctx: &GpuContext) -> Vec<KernelConfig> {
     let s = &ctx.summary;
-    let all: Vec<KernelConfig> = [(8, 32), (8, 16), (16, 32), (16, 16)]
+    let all: Vec<KernelConfig> = [(8, true), (8, false), (16, true), (16, false)]
         .into_iter()
-        .map(|(wg, wgy)| KernelConfig {
-            kernel: Kernel::Coopmat,
-            wg,
-            wgy,
-        })
+        .map(|(tile, f32_acc)| KernelConfig::coopmat(tile, f32_acc, small_block(tile)))
         .filter(|c| c.unsupported_on(s).is_none())
         .collect();
     if std::env::var_os("QKV_COOPMAT_LANE").is_some() {
@@ -55,6 +56,41 @@ fn configs(ctx: &GpuContext) -> Vec<KernelConfig> {
         assert!(err.contains("coopmat"), "{err}");
     }
     all
+}
+
+/// One subgroup of 4 x 2 `tile` x `tile` matrices, steps of 16, two stages. (On lavapipe a
+/// pipeline of the 4 x 2 source compiles in about 20 s, of the 4 x 4 one in about 50 s:
+/// Mesa expands every cooperative-matrix multiply into scalar code.)
+fn small_block(tile: u32) -> CoopBlock {
+    CoopBlock {
+        bm: 4 * tile,
+        bn: 2 * tile,
+        wm: 4 * tile,
+        wn: 2 * tile,
+        bk: 16,
+        stages: 2,
+    }
+}
+
+/// `configs` with each tile's default block instead.
+fn defaults(ctx: &GpuContext) -> Vec<KernelConfig> {
+    configs(ctx)
+        .into_iter()
+        .map(|c| KernelConfig {
+            block: CoopBlock::default_for(c.wg),
+            ..c
+        })
+        .collect()
+}
+
+/// The storage types a test runs `config` in: all three with an f32 accumulator, f16 with an
+/// f16 one (the accumulator does not see the storage type).
+fn elements_for(config: KernelConfig) -> &'static [ElementType] {
+    if config.wgy == 32 {
+        &ELEMENTS
+    } else {
+        &ELEMENTS[..1]
+    }
 }
 
 const ELEMENTS: [ElementType; 3] = [ElementType::F16, ElementType::F32, ElementType::Bf16];
@@ -127,7 +163,9 @@ fn ragged_shapes_with_and_without_bias_in_both_layouts_and_every_type() {
         {
             for bias in [false, true] {
                 let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
-                for element in ELEMENTS {
+                // Each (type, bias) is a pipeline of its own (seconds to compile on a CPU
+                // driver): the f16 accumulator in f16 storage only.
+                for &element in elements_for(config) {
                     let (r, _) = check_coop(
                         ctx(),
                         shape,
@@ -143,7 +181,7 @@ fn ragged_shapes_with_and_without_bias_in_both_layouts_and_every_type() {
         // The head layout: 3 sequences of 5 tokens, Q 4 heads of 6, K/V 1 head of 6.
         let shape = QkvShape::new(15, 19, 24, 6, true).unwrap();
         let heads = OutputLayout::Heads(HeadSplit::new(&shape, 5, 4, 1).unwrap());
-        for element in ELEMENTS {
+        for &element in elements_for(config) {
             let (r, _) = check_coop(
                 ctx(),
                 shape,
@@ -154,6 +192,101 @@ fn ragged_shapes_with_and_without_bias_in_both_layouts_and_every_type() {
             );
             assert_pass(&r, &format!("{config} in {element}, head layout"));
         }
+    }
+}
+
+#[test]
+fn every_block_shape_fragment_grid_step_and_stage_count() {
+    // The block's knobs are override constants of one source (the fragment grid picks the
+    // source): each reshapes the staging, the piece loops and the epilogue. The accumulator
+    // type changes none of that (the other tests run both with the default block). Blocks
+    // this adapter refuses (workgroup memory, pieces per invocation) are named and skipped;
+    // most must run.
+    for config in defaults(ctx()).into_iter().filter(|c| c.wgy == 32) {
+        let t = config.wg;
+        let d = CoopBlock::default_for(t);
+        // Both sources, one and two stages, steps of 16, 32 and 64, square and oblong
+        // blocks, 4 to 8 subgroups (each a pipeline: seconds to compile on a CPU driver).
+        let blocks = [
+            d,
+            CoopBlock {
+                bm: 8 * t,
+                bn: 8 * t,
+                wn: 4 * t,
+                stages: 2,
+                ..d
+            },
+            CoopBlock {
+                bm: 8 * t,
+                bn: 8 * t,
+                wn: 2 * t,
+                bk: 64,
+                stages: 1,
+                ..d
+            },
+            CoopBlock { bk: 16, ..d },
+        ];
+        let (mut ran, mut refused) = (0, Vec::new());
+        for block in blocks {
+            let c = KernelConfig { block, ..config };
+            if let Some(why) = c.unsupported_on(&ctx().summary) {
+                refused.push(why);
+                continue;
+            }
+            ran += 1;
+            for (i, &(tokens, d, q, kv, bias)) in [
+                (130, 37, 33, 17, true),
+                (65, 100, 40, 20, true),
+                (3, 200, 8, 8, true),
+            ]
+            .iter()
+            .enumerate()
+            {
+                let shape = QkvShape::new(tokens, d, q, kv, bias).unwrap();
+                let (r, _) = check_coop(
+                    ctx(),
+                    shape,
+                    c,
+                    ElementType::F16,
+                    (OutputLayout::Tokens, ChunkOptions::default()),
+                    20 + i as u64,
+                );
+                assert_pass(&r, &format!("{c} on {shape}"));
+            }
+        }
+        assert!(
+            ran >= 3,
+            "{config}: {ran} blocks ran; refused: {refused:#?}"
+        );
+        for why in &refused {
+            assert!(
+                why.contains("workgroup memory") || why.contains("pieces per invocation"),
+                "{why}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_block_past_the_devices_workgroup_memory_is_refused_by_name() {
+    let mut summary = ctx().summary.clone();
+    for config in configs(ctx()).into_iter().chain(defaults(ctx())) {
+        let needs = match KernelSpec::new(config).unwrap().variant {
+            qkv_wgpu::kernels::Variant::Coopmat {
+                tile,
+                f32_accumulator,
+                block,
+            } => block.workgroup_bytes(tile, f32_accumulator),
+            v => panic!("{v:?}"),
+        };
+        summary.max_compute_workgroup_storage_size = needs - 1;
+        let why = config.unsupported_on(&summary).expect("refused");
+        assert!(
+            why.contains("workgroup memory") && why.contains(&needs.to_string()),
+            "{why}"
+        );
+        summary.max_compute_workgroup_storage_size = needs;
+        assert_eq!(config.unsupported_on(&summary), None);
     }
 }
 
@@ -169,6 +302,8 @@ fn small() -> &'static GpuContext {
                 limits: Some(wgpu::Limits {
                     max_storage_buffer_binding_size: 4 * 1024,
                     max_compute_workgroups_per_dimension: 16,
+                    // The default blocks stage two steps (22.5 KiB for 8x8 matrices).
+                    max_compute_workgroup_storage_size: 32 * 1024,
                     ..wgpu::Limits::default()
                 }),
                 ..Default::default()
@@ -214,7 +349,7 @@ fn the_worked_example_is_exact() {
         bias: None,
     };
     let weights = FusedWeights::fuse(2, p(&wq), p(&wk), p(&wv)).unwrap();
-    for config in configs(ctx()) {
+    for config in configs(ctx()).into_iter().chain(defaults(ctx())) {
         for element in ELEMENTS {
             let mut projector = Projector::typed(
                 ctx(),
@@ -325,7 +460,7 @@ fn inputs_past_f16s_range_are_refused_by_name() {
 
 #[test]
 fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
-    let offered = configs(ctx());
+    let offered = defaults(ctx());
     let f32_acc: Vec<_> = offered.iter().filter(|c| c.wgy == 32).copied().collect();
     let cands = qkv_wgpu::tune::candidates(ctx(), ElementType::F16);
     for c in &f32_acc {
@@ -366,4 +501,40 @@ fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("the cached choice was discarded"), "{err}");
+}
+
+#[test]
+fn the_unchecked_build_passes_the_same_checks() {
+    // Built with create_shader_module_trusted and no runtime checks (tests/unchecked.rs says
+    // why that is safe for coopmat): the same ragged shapes, chunks and column blocks pass.
+    let unchecked = GpuContext::with_options(
+        &qkv_wgpu::AdapterFilter {
+            name: Some(ctx().summary.name.clone()),
+            ..qkv_wgpu::AdapterFilter::from_env().unwrap()
+        },
+        &ContextOptions {
+            unchecked_kernels: true,
+            ..Default::default()
+        },
+    )
+    .expect("a context");
+    // Kernels without a bounds proof stay checked.
+    let texture = KernelSpec::new("texture(wg=32)".parse().unwrap()).unwrap();
+    assert!(!unchecked.runs_unchecked(&texture));
+    for config in configs(&unchecked).into_iter().chain(defaults(&unchecked)) {
+        let spec = KernelSpec::new(config).unwrap();
+        assert!(unchecked.runs_unchecked(&spec) && !ctx().runs_unchecked(&spec));
+        for (i, &(t, d, q, kv)) in [(130, 37, 33, 17), (1, 1, 1, 1)].iter().enumerate() {
+            let shape = QkvShape::new(t, d, q, kv, true).unwrap();
+            let (r, _) = check_coop(
+                &unchecked,
+                shape,
+                config,
+                ElementType::F16,
+                (OutputLayout::Tokens, ChunkOptions::default()),
+                30 + i as u64,
+            );
+            assert_pass(&r, &format!("unchecked {config} on {shape}"));
+        }
+    }
 }

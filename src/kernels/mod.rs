@@ -14,6 +14,7 @@
 //! | 6 | `subgroup-texture` | `shaders/qkv_subgroup_texture.wgsl` | 32x4, textures and broadcasts; `wg` |
 //! | 7 | `blocktile`        | `shaders/qkv_blocktile.wgsl`        | 8x8 per invocation, 128x128 tiles, prefetch |
 //! | 8 | `splitk`           | `shaders/qkv_splitk.wgsl`           | blocktile over `splits` ranges of d_model + reduce |
+//! | 9 | `coopmat`          | `shaders/qkv_coopmat{8,16}_{f32,f16}_{4x2,4x4}.wgsl` | cooperative matrices (tensor cores), 128x128 blocks, two stages; `tile`, `acc`, `bm`, `bn`, `wm`, `wn`, `bk`, `stages` |
 //!
 //! Run one variant (`qkv run --help` lists them with their parameters):
 //! ```text
@@ -27,9 +28,9 @@ mod config;
 mod registry;
 mod spec;
 
-pub use config::KernelConfig;
+pub use config::{CoopBlock, KernelConfig};
 pub use registry::{
     coopmat_source, Kernel, Requirements, ShaderSource, ALL_SHADERS, COOPMAT_SOURCES, FILL_NAN,
-    SUBGROUP_SIZE,
+    PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
 };
-pub use spec::{ElementType, KernelSpec, Variant};
+pub use spec::{ElementType, KernelSpec, OperandLayout, Variant, COOPMAT_MAX_PIECES};

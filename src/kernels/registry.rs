@@ -62,8 +62,23 @@ pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
 /// reported range is a placeholder).
 pub const SUBGROUP_SIZE: ShaderSource = shader!("subgroup_size.wgsl");
 
+/// `qkv peak`'s f32 FMA rate ([`crate::peak`]).
+pub const PEAK_FMA: ShaderSource = shader!("peak_fma.wgsl");
+
+/// `qkv peak`'s memory bandwidth (a copy).
+pub const PEAK_COPY: ShaderSource = shader!("peak_copy.wgsl");
+
+/// `qkv peak`'s cooperative-matrix rate, one source per (tile, accumulator): 8x8 with f32,
+/// 8x8 with f16, 16x16 with f32, 16x16 with f16.
+pub const PEAK_COOPMAT_SOURCES: [ShaderSource; 4] = [
+    shader!("peak_coopmat8_f32.wgsl"),
+    shader!("peak_coopmat8_f16.wgsl"),
+    shader!("peak_coopmat16_f32.wgsl"),
+    shader!("peak_coopmat16_f16.wgsl"),
+];
+
 /// Every shader the crate compiles, for checks that must cover all of them.
-pub const ALL_SHADERS: [ShaderSource; 15] = [
+pub const ALL_SHADERS: [ShaderSource; 25] = [
     Kernel::Naive.source(),
     Kernel::Tiled.source(),
     Kernel::Regtile.source(),
@@ -77,23 +92,40 @@ pub const ALL_SHADERS: [ShaderSource; 15] = [
     COOPMAT_SOURCES[1],
     COOPMAT_SOURCES[2],
     COOPMAT_SOURCES[3],
+    COOPMAT_SOURCES[4],
+    COOPMAT_SOURCES[5],
+    COOPMAT_SOURCES[6],
+    COOPMAT_SOURCES[7],
     FILL_NAN,
     SUBGROUP_SIZE,
+    PEAK_FMA,
+    PEAK_COPY,
+    PEAK_COOPMAT_SOURCES[0],
+    PEAK_COOPMAT_SOURCES[1],
+    PEAK_COOPMAT_SOURCES[2],
+    PEAK_COOPMAT_SOURCES[3],
 ];
 
-/// The cooperative-matrix kernel's sources, one per (tile, accumulator): 8x8 with f32, 8x8
-/// with f16, 16x16 with f32, 16x16 with f16 ([`coopmat_source`]).
-pub const COOPMAT_SOURCES: [ShaderSource; 4] = [
-    shader!("qkv_coopmat8_f32.wgsl"),
-    shader!("qkv_coopmat8_f16.wgsl"),
-    shader!("qkv_coopmat16_f32.wgsl"),
-    shader!("qkv_coopmat16_f16.wgsl"),
+/// The cooperative-matrix kernel's sources, one per (tile, accumulator, accumulator matrices
+/// per subgroup): 8x8 then 16x16; f32 then f16 accumulators; 4x2 then 4x4 matrices
+/// ([`coopmat_source`]). The block shape, d_model step and stages are override constants.
+pub const COOPMAT_SOURCES: [ShaderSource; 8] = [
+    shader!("qkv_coopmat8_f32_4x2.wgsl"),
+    shader!("qkv_coopmat8_f32_4x4.wgsl"),
+    shader!("qkv_coopmat8_f16_4x2.wgsl"),
+    shader!("qkv_coopmat8_f16_4x4.wgsl"),
+    shader!("qkv_coopmat16_f32_4x2.wgsl"),
+    shader!("qkv_coopmat16_f32_4x4.wgsl"),
+    shader!("qkv_coopmat16_f16_4x2.wgsl"),
+    shader!("qkv_coopmat16_f16_4x4.wgsl"),
 ];
 
-/// The `coopmat` source for `tile` x `tile` matrices (8 or 16) with an f32 accumulator, or an
-/// f16 one.
-pub const fn coopmat_source(tile: u32, f32_accumulator: bool) -> ShaderSource {
-    let i = if tile == 16 { 2 } else { 0 } + if f32_accumulator { 0 } else { 1 };
+/// The `coopmat` source for `tile` x `tile` matrices (8 or 16) with an f32 accumulator (or an
+/// f16 one), each subgroup owning 4 x `fn_` of them (`fn_` 2 or 4).
+pub const fn coopmat_source(tile: u32, f32_accumulator: bool, fn_: u32) -> ShaderSource {
+    let i = if tile == 16 { 4 } else { 0 }
+        + if f32_accumulator { 0 } else { 2 }
+        + if fn_ == 4 { 1 } else { 0 };
     COOPMAT_SOURCES[i]
 }
 
@@ -253,7 +285,7 @@ impl Kernel {
                 "blocktile over `splits` ranges of d_model, partial sums added by a second pass"
             }
             Kernel::Coopmat => {
-                "cooperative matrices (tensor cores): f16 inputs, 4 subgroups of 2x2 tiles each"
+                "cooperative matrices (tensor cores): f16 inputs, 128x128 blocks of 8 subgroups, 4x2 matrices each, two stages"
             }
         }
     }
@@ -325,17 +357,17 @@ impl Kernel {
     }
 
     /// W's rows are padded with zeros to a multiple of this many columns (4 for the kernels
-    /// that load W as vec4, 2 for one that loads pairs of f16; the padding is never stored).
+    /// that load W as vec4; the padding is never stored). `coopmat` stores W transposed
+    /// ([`crate::kernels::OperandLayout::KMajor`]): its rows are padded along d_model instead.
     pub const fn w_align(self) -> u32 {
         match self {
-            Kernel::Coopmat => 2,
             Kernel::Subgroup
             | Kernel::Regtile
             | Kernel::Texture
             | Kernel::SubgroupTexture
             | Kernel::Blocktile
             | Kernel::Splitk => 4,
-            Kernel::Naive | Kernel::Tiled | Kernel::Direct => 1,
+            Kernel::Naive | Kernel::Tiled | Kernel::Direct | Kernel::Coopmat => 1,
         }
     }
 
@@ -351,7 +383,7 @@ impl Kernel {
             Kernel::SubgroupTexture => shader!("qkv_subgroup_texture.wgsl"),
             Kernel::Blocktile => shader!("qkv_blocktile.wgsl"),
             Kernel::Splitk => shader!("qkv_splitk.wgsl"),
-            Kernel::Coopmat => coopmat_source(8, true),
+            Kernel::Coopmat => coopmat_source(8, true, 2),
         }
     }
 
@@ -415,7 +447,7 @@ mod tests {
     fn the_typed_kernels_are_the_ones_whose_shaders_read_words() {
         for k in Kernel::ALL {
             let wgsl = k.source().wgsl;
-            let typed = wgsl.contains("fn widen(") || wgsl.contains("array<f16>");
+            let typed = wgsl.contains("fn widen(") || wgsl.contains("array<vec4<f16>>");
             assert_eq!(k.elements().len() == ElementType::ALL.len(), typed, "{k}");
         }
     }

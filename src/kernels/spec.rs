@@ -3,10 +3,14 @@
 //! split-K scratch, dispatch grid and what the adapter must offer. The plan, the projector,
 //! the tuner and the context read these fields; nothing downstream asks the variant again.
 
-use super::config::KernelConfig;
+use super::config::{CoopBlock, KernelConfig};
 use super::registry::{Kernel, Requirements, ShaderSource};
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
+
+/// Most 16-byte pieces of X (or of W) one invocation of `coopmat` stages per step (the
+/// generated shaders hold this many; scripts/gen_kernels.py's COOPMAT_MAX_PIECES).
+pub const COOPMAT_MAX_PIECES: u32 = 8;
 pub use crate::element::ElementType;
 use std::fmt;
 
@@ -51,13 +55,28 @@ pub enum Variant {
         /// Ranges of d_model, one partial sum each.
         splits: u32,
     },
-    /// Cooperative matrices of `tile` x `tile`, four subgroups per workgroup.
+    /// Cooperative matrices of `tile` x `tile`, `block` per workgroup.
     Coopmat {
         /// M = N = K of the matrices: 8 or 16.
         tile: u32,
         /// An f32 accumulator (else f16).
         f32_accumulator: bool,
+        /// The block, its subgroups' parts, the step along d_model and the stages.
+        block: CoopBlock,
     },
+}
+
+/// How X and W lie in GPU memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum OperandLayout {
+    /// X [tokens, d_model] as given; W [d_model, w_stride], each row's columns zero-padded
+    /// to [`KernelSpec::w_align`].
+    RowMajor,
+    /// X [tokens, KS] and W transposed, [n_cols, KS]: both operands rows along d_model, KS
+    /// being d_model rounded up to 8 with zeros past it, so that every row starts on 16
+    /// bytes and a kernel reads whole 16-byte pieces (`coopmat`). The params' `w_stride` is
+    /// KS.
+    KMajor,
 }
 
 /// Everything about one kernel configuration that the plan, the projector, the tuner and the
@@ -80,17 +99,26 @@ pub struct KernelSpec {
     pub tile: (u32, u32),
     /// W's rows are padded with zeros to a multiple of this many columns.
     pub w_align: u32,
+    /// How X and W lie in GPU memory.
+    pub operands: OperandLayout,
     /// Ranges of d_model summed separately (1 without split-K); the partial sums take
     /// `splits x rows x columns` elements.
     pub splits: u32,
-    /// Invocations per workgroup of the main pass; for `coopmat`, subgroups (4) instead:
-    /// the invocations are 4 x the device's subgroup size
+    /// Invocations per workgroup of the main pass; for `coopmat`, subgroups instead: the
+    /// invocations are that many times the device's subgroup size
     /// ([`workgroup_invocations`](Self::workgroup_invocations)).
     pub invocations: u32,
     /// The storage type of X, W and Q, K, V.
     pub element: ElementType,
     /// What the adapter must offer.
     pub requires: Requirements,
+    /// Whether every buffer and workgroup-memory access of the kernel is within the length
+    /// the host's plan gives it, by the kernel's own guards, whatever the shape, chunking,
+    /// column blocks, layout and subgroup count; and no workgroup memory is read before it is
+    /// written. Only such a kernel may be built without runtime checks
+    /// ([`crate::ContextOptions::unchecked_kernels`]); tests/unchecked.rs holds the bounds.
+    /// `coopmat` only, for now.
+    pub bounds_proven: bool,
 }
 
 impl From<Kernel> for KernelSpec {
@@ -126,6 +154,7 @@ impl KernelSpec {
             Kernel::Coopmat => Variant::Coopmat {
                 tile: wg,
                 f32_accumulator: wgy == 32,
+                block: config.block,
             },
         };
         let (constants, tile, invocations, splits) = match variant {
@@ -145,8 +174,19 @@ impl KernelSpec {
             Variant::Splitk { splits } => {
                 (vec![("SPLITS", splits as f64)], (128, 128), 256, splits)
             }
-            // WG (4 subgroups) is set from the device's subgroup size (`device_constants`).
-            Variant::Coopmat { tile, .. } => (vec![], (4 * tile, 4 * tile), 4, 1),
+            // WG (the subgroups) is set from the device's subgroup size (`device_constants`).
+            Variant::Coopmat { block: b, .. } => (
+                vec![
+                    ("SM", (b.bm / b.wm) as f64),
+                    ("SN", (b.bn / b.wn) as f64),
+                    ("BK", b.bk as f64),
+                    ("BK_LOG2", b.bk.trailing_zeros() as f64),
+                    ("STAGES", b.stages as f64),
+                ],
+                (b.bn, b.bm),
+                b.subgroups(),
+                1,
+            ),
         };
         let kernel = config.kernel;
         let (source, mut requires) = (kernel.source(), kernel.requires());
@@ -154,11 +194,16 @@ impl KernelSpec {
             Variant::Coopmat {
                 tile,
                 f32_accumulator,
+                block,
             } => {
                 requires.cooperative_matrix = Some((tile, f32_accumulator));
-                super::registry::coopmat_source(tile, f32_accumulator)
+                super::registry::coopmat_source(tile, f32_accumulator, block.wn / tile)
             }
             _ => source,
+        };
+        let operands = match variant {
+            Variant::Coopmat { .. } => OperandLayout::KMajor,
+            _ => OperandLayout::RowMajor,
         };
         Ok(Self {
             config,
@@ -169,10 +214,12 @@ impl KernelSpec {
             binding: kernel.binding(),
             tile,
             w_align: kernel.w_align(),
+            operands,
             splits,
             invocations,
             element: ElementType::F32,
             requires,
+            bounds_proven: matches!(variant, Variant::Coopmat { .. }),
         })
     }
 
@@ -207,8 +254,13 @@ impl KernelSpec {
     /// Invocations per workgroup on a device with `summary`'s subgroup size: for `coopmat`,
     /// four subgroups of the smallest size the device runs, else fixed.
     pub fn workgroup_invocations(&self, summary: &AdapterSummary) -> u32 {
+        self.workgroup_invocations_for(summary.subgroup_size.0)
+    }
+
+    /// Invocations per workgroup with subgroups of `subgroup_size`.
+    pub fn workgroup_invocations_for(&self, subgroup_size: u32) -> u32 {
         match self.variant {
-            Variant::Coopmat { .. } => self.invocations * summary.subgroup_size.0.max(1),
+            Variant::Coopmat { .. } => self.invocations * subgroup_size.max(1),
             _ => self.invocations,
         }
     }
@@ -261,6 +313,33 @@ impl KernelSpec {
             .max_compute_invocations_per_workgroup
             .min(summary.max_compute_workgroup_size_x);
         let invocations = self.workgroup_invocations(summary);
+        if let Variant::Coopmat {
+            tile,
+            f32_accumulator,
+            block,
+        } = self.variant
+        {
+            let bytes = block.workgroup_bytes(tile, f32_accumulator);
+            if bytes > summary.max_compute_workgroup_storage_size {
+                return Some(format!(
+                    "kernel {self} needs {bytes} bytes of workgroup memory; '{}' allows {} \
+                     (max_compute_workgroup_storage_size): give fewer stages, a smaller bk \
+                     or a smaller block",
+                    summary.name, summary.max_compute_workgroup_storage_size
+                ));
+            }
+            let (xp, wp) = block.pieces_per_invocation(invocations);
+            if xp.max(wp) > COOPMAT_MAX_PIECES {
+                return Some(format!(
+                    "kernel {self} would stage {} 16-byte pieces per invocation per step on \
+                     '{}' (subgroups of {}); the shader holds {COOPMAT_MAX_PIECES}: give a \
+                     smaller bk or more subgroups",
+                    xp.max(wp),
+                    summary.name,
+                    summary.subgroup_size.0
+                ));
+            }
+        }
         (invocations > max).then(|| {
             format!(
                 "kernel {self} needs workgroups of {} invocations; '{}' allows {max} \
@@ -277,10 +356,32 @@ impl KernelSpec {
         })
     }
 
-    /// The row stride of a W block of `n_cols` columns: `n_cols` rounded up to
-    /// [`w_align`](Self::w_align) (the padding is zeros and is never stored).
-    pub const fn w_stride(&self, n_cols: u32) -> u32 {
-        n_cols.div_ceil(self.w_align) * self.w_align
+    /// The row stride of X on the GPU, in elements, for `d_model`: d_model, or KS (d_model
+    /// rounded up to 8) for [`OperandLayout::KMajor`].
+    pub const fn x_stride(&self, d_model: u32) -> u32 {
+        match self.operands {
+            OperandLayout::RowMajor => d_model,
+            OperandLayout::KMajor => d_model.div_ceil(8) * 8,
+        }
+    }
+
+    /// The row stride of a W block of `n_cols` columns over `d_model` (the params'
+    /// `w_stride`): `n_cols` rounded up to [`w_align`](Self::w_align), or for a transposed W
+    /// ([`OperandLayout::KMajor`]) KS, as X's. The padding is zeros and is never stored.
+    pub const fn w_stride(&self, d_model: u32, n_cols: u32) -> u32 {
+        match self.operands {
+            OperandLayout::RowMajor => n_cols.div_ceil(self.w_align) * self.w_align,
+            OperandLayout::KMajor => self.x_stride(d_model),
+        }
+    }
+
+    /// Elements of a W block of `n_cols` columns over `d_model` on the GPU.
+    pub const fn w_len(&self, d_model: u32, n_cols: u32) -> u64 {
+        let stride = self.w_stride(d_model, n_cols) as u64;
+        match self.operands {
+            OperandLayout::RowMajor => d_model as u64 * stride,
+            OperandLayout::KMajor => n_cols as u64 * stride,
+        }
     }
 
     /// The main pass's grid over `rows` tokens and `cols` columns of one W block.
@@ -351,16 +452,17 @@ impl KernelConfig {
         if self.kernel != Kernel::Coopmat || self.wg != 0 {
             return self;
         }
-        Self::coopmat_for(summary).unwrap_or(KernelConfig {
-            kernel: Kernel::Coopmat,
-            wg: 8,
-            wgy: 32,
-        })
+        Self::coopmat_for(summary).unwrap_or(KernelConfig::coopmat(
+            8,
+            true,
+            CoopBlock::default_for(8),
+        ))
     }
 
     /// The `coopmat` configuration for an adapter: the largest tile it offers with an f32
-    /// accumulator, else (only then) the largest with an f16 one; None without cooperative
-    /// matrices. `--kernel coopmat` without parameters runs this.
+    /// accumulator, else (only then) the largest with an f16 one, with that tile's default
+    /// block ([`CoopBlock::default_for`]); None without cooperative matrices. `--kernel
+    /// coopmat` without parameters runs this.
     pub fn coopmat_for(summary: &AdapterSummary) -> Option<KernelConfig> {
         let offered = |tile, f32_acc| {
             summary
@@ -370,10 +472,8 @@ impl KernelConfig {
         [(16, true), (8, true), (16, false), (8, false)]
             .into_iter()
             .find(|&(t, a)| offered(t, a))
-            .map(|(tile, f32_acc)| KernelConfig {
-                kernel: Kernel::Coopmat,
-                wg: tile,
-                wgy: if f32_acc { 32 } else { 16 },
+            .map(|(tile, f32_acc)| {
+                KernelConfig::coopmat(tile, f32_acc, CoopBlock::default_for(tile))
             })
     }
 
@@ -394,7 +494,8 @@ mod tests {
         assert_eq!(s.variant, Variant::Regtile { wgx: 8, wgy: 16 });
         assert_eq!((s.tile, s.invocations), ((32, 64), 128));
         assert_eq!(s.grid(65, 33), (2, 2, 1));
-        assert_eq!(s.w_stride(10), 12);
+        assert_eq!(s.w_stride(7, 10), 12);
+        assert_eq!((s.x_stride(7), s.w_len(7, 10)), (7, 84));
         let k = KernelSpec::new("splitk(splits=8)".parse().unwrap()).unwrap();
         assert_eq!(k.variant, Variant::Splitk { splits: 8 });
         assert_eq!(
@@ -406,14 +507,17 @@ mod tests {
         assert_eq!(k.reduce_groups(10, 1000, 4096, 128), Some(79));
         assert_eq!(k.reduce_groups(1000, 1000, 16, 256), Some(16));
         let n = KernelSpec::from(Kernel::Naive);
-        assert_eq!((n.w_stride(10), n.scratch_len(10, 20)), (10, 0));
+        assert_eq!((n.w_stride(3, 10), n.scratch_len(10, 20)), (10, 0));
+        let c = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();
+        assert_eq!(c.operands, OperandLayout::KMajor);
+        assert_eq!(
+            (c.x_stride(45), c.w_stride(45, 10), c.w_len(45, 10)),
+            (48, 48, 480)
+        );
+        assert_eq!((c.tile, c.grid(129, 257)), ((128, 128), (3, 2, 1)));
+        assert_eq!(&c.constants[..2], &[("SM", 2.0), ("SN", 4.0)]);
         assert_eq!(n.reduce_groups(1, 1, 1, 256), None);
-        assert!(KernelSpec::new(KernelConfig {
-            kernel: Kernel::Direct,
-            wg: 0,
-            wgy: 0
-        })
-        .is_err());
+        assert!(KernelSpec::new(KernelConfig::new(Kernel::Direct, 0, 0)).is_err());
         assert_eq!(
             n.pipeline_constants(true, false),
             vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]

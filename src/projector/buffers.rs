@@ -8,7 +8,7 @@ use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::host::{ElementVec, Elements};
-use crate::kernels::KernelSpec;
+use crate::kernels::{KernelSpec, OperandLayout};
 use crate::plan::ChunkPlan;
 use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
@@ -68,28 +68,47 @@ impl Operand {
 
     /// Writes a matrix of `row_len`-element rows stored as `element`: f32 data rounded to
     /// nearest even into a half type ([`ElementType::encode`]), or 16-bit patterns already in
-    /// it; as it is into a buffer, into a texture with each row zero-padded to the texture's
-    /// width. `scratch` holds the bytes where they are not written as they are.
+    /// it; into a buffer with each row zero-padded to `stride` elements (as it is where the
+    /// stride is the row's length), into a texture with each row zero-padded to the
+    /// texture's width. `scratch` holds the bytes where they are not written as they are.
     pub(super) fn write(
         &self,
         queue: &wgpu::Queue,
         (data, element): (Elements<'_>, ElementType),
-        row_len: usize,
+        (row_len, stride): (usize, usize),
         scratch: &mut Vec<u8>,
     ) {
         scratch.clear();
         let len = data.len();
+        let rows = len / row_len.max(1);
+        let size = element.size() as usize;
         // One row (or all of it) in the element type's bytes, appended to `scratch`.
         let append =
             |part: std::ops::Range<usize>, out: &mut Vec<u8>| data.slice(part).encode(element, out);
+        // Each row followed by zeros up to `padded_len` elements, then `total` bytes in all.
+        let padded = |padded_len: usize, total: usize, out: &mut Vec<u8>| {
+            let pad = (padded_len - row_len.min(padded_len)) * size;
+            for r in 0..rows {
+                append(r * row_len..(r + 1) * row_len, out);
+                out.resize(out.len() + pad, 0);
+            }
+            out.resize(total, 0);
+        };
         match self {
             Operand::Buffer(b) => {
                 let bytes: &[u8] = match data {
-                    Elements::F32(d) if !element.is_half() => bytemuck::cast_slice(d),
-                    _ => {
+                    Elements::F32(d) if !element.is_half() && stride == row_len => {
+                        bytemuck::cast_slice(d)
+                    }
+                    _ if stride == row_len => {
                         append(0..len, scratch);
                         // Whole words: a half-typed matrix of odd length ends in half a word.
                         scratch.resize(element.buffer_bytes(len as u64) as usize, 0);
+                        scratch
+                    }
+                    _ => {
+                        let elems = (rows * stride) as u64;
+                        padded(stride, element.buffer_bytes(elems) as usize, scratch);
                         scratch
                     }
                 };
@@ -98,8 +117,6 @@ impl Operand {
             Operand::Texture(t, _) => {
                 let (width, height) = (t.width(), t.height());
                 let padded_len = width as usize * 4;
-                let rows = len / row_len.max(1);
-                let size = element.size() as usize;
                 let texels: &[u8] = match data {
                     Elements::F32(d)
                         if padded_len == row_len
@@ -109,12 +126,7 @@ impl Operand {
                         bytemuck::cast_slice(d)
                     }
                     _ => {
-                        let pad = (padded_len - row_len.min(padded_len)) * size;
-                        for r in 0..rows {
-                            append(r * row_len..(r + 1) * row_len, scratch);
-                            scratch.resize(scratch.len() + pad, 0);
-                        }
-                        scratch.resize(padded_len * size * height as usize, 0);
+                        padded(padded_len, padded_len * size * height as usize, scratch);
                         scratch
                     }
                 };
@@ -161,13 +173,13 @@ impl WeightBuffers {
             .col_blocks
             .iter()
             .map(|&(_, n_cols)| {
-                let stride = spec.w_stride(n_cols);
+                let stride = spec.w_stride(d as u32, n_cols);
                 let tex = TextureLayout::of(&chunk_shape, stride);
                 Operand::new(
                     device,
                     "w (fused Wq|Wk|Wv, one column block)",
                     kind,
-                    d * stride as usize,
+                    spec.w_len(d as u32, n_cols) as usize,
                     tex.w,
                 )
             })
@@ -217,18 +229,29 @@ impl WeightBuffers {
             }
             w => w,
         };
+        let d = plan.shape.d_model as usize;
         for (operand, &(col0, n_cols)) in self.w.iter().zip(&plan.col_blocks) {
-            let stride = spec.w_stride(n_cols) as usize;
+            let stride = spec.w_stride(d as u32, n_cols) as usize;
             let (c0, n) = (col0 as usize, n_cols as usize);
-            let whole = n == n_out && stride == n_out;
+            let transposed = spec.operands == OperandLayout::KMajor;
+            let whole = n == n_out && stride == n_out && !transposed;
             // Each block's rows hold its columns, zero-padded to the stride the kernel reads
             // (a multiple of 4 for the vec4 kernels); no copy where that is all of W as it is.
+            // A transposed W has one row per column of the block, along d_model, padded by
+            // `write` to the stride.
             fn block<T: Copy + Default>(
                 w: &[T],
                 n_out: usize,
                 (c0, n): (usize, usize),
                 stride: usize,
+                transposed: bool,
             ) -> Vec<T> {
+                if transposed {
+                    let d = w.len() / n_out.max(1);
+                    return (c0..c0 + n)
+                        .flat_map(|c| (0..d).map(move |k| w[k * n_out + c]))
+                        .collect();
+                }
                 w.chunks_exact(n_out)
                     .flat_map(|row| {
                         row[c0..c0 + n]
@@ -242,16 +265,23 @@ impl WeightBuffers {
             let host = match data {
                 _ if whole => data.as_ref(),
                 WeightData::F32(w) => {
-                    blocked = ElementVec::F32(block(w, n_out, (c0, n), stride));
+                    blocked = ElementVec::F32(block(w, n_out, (c0, n), stride, transposed));
                     blocked.as_ref()
                 }
                 WeightData::Half(e, w) => {
-                    blocked = ElementVec::Half(*e, block(w, n_out, (c0, n), stride));
+                    blocked = ElementVec::Half(*e, block(w, n_out, (c0, n), stride, transposed));
                     blocked.as_ref()
                 }
             };
+            // Rows as the GPU holds them: d_model of them `stride` wide, or (transposed) n
+            // of them, d_model long, padded to `stride`.
+            let row = if transposed {
+                (d, stride)
+            } else {
+                (stride, stride)
+            };
             ctx.checked("uploading weights", || {
-                operand.write(&ctx.queue, (host, input), stride, &mut scratch)
+                operand.write(&ctx.queue, (host, input), row, &mut scratch)
             })?;
         }
         if let Some(b) = &weights.bias {
@@ -336,7 +366,7 @@ impl Slot {
             device,
             "x (one chunk)",
             (textures, spec.input_element()),
-            chunk_shape.x_len(),
+            chunk_shape.tokens as usize * spec.x_stride(chunk_shape.d_model) as usize,
             tex.x,
         );
         let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);

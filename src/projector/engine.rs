@@ -63,9 +63,11 @@ impl<'c> Engine<'c> {
         if spec.reduce.is_some() {
             constants.push(("REDUCE_WG", utility_wg as f64));
         }
-        let pipeline = ctx.pipeline(spec.source, &constants, &layout.pipeline)?;
+        let pipeline = ctx.kernel_pipeline(&spec, spec.source, &constants, &layout.pipeline)?;
         let reduce_pipeline = match spec.reduce {
-            Some(source) => Some(ctx.pipeline(source, &constants, &layout.pipeline)?),
+            Some(source) => {
+                Some(ctx.kernel_pipeline(&spec, source, &constants, &layout.pipeline)?)
+            }
             None => None,
         };
         let fill_pipeline = ctx.pipeline(
@@ -125,7 +127,7 @@ impl<'c> Engine<'c> {
                     plan.layout,
                     rows,
                     block,
-                    self.spec.w_stride(block.1),
+                    self.spec.w_stride(plan.shape.d_model, block.1),
                 );
                 self.ctx
                     .queue
@@ -288,7 +290,8 @@ impl<'c> Engine<'c> {
         }
         let start = Instant::now();
         ctx.checked(&format!("{label}: uploading X"), || {
-            s.x.write(&ctx.queue, (x, input), d, &mut s.x_bytes)
+            let stride = self.spec.x_stride(d as u32) as usize;
+            s.x.write(&ctx.queue, (x, input), (d, stride), &mut s.x_bytes)
         })?;
         let s = &self.slots[slot];
         self.write_params(&s.params, count)?;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// How a kernel time was measured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum KernelTimer {
     /// GPU timestamps written at the start and end of the compute pass.

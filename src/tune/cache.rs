@@ -1,34 +1,53 @@
-//! The tuning cache, `tuning.json` in the user's cache directory: one entry per (adapter,
-//! driver, shape class). Shared by every `qkv` run on the machine, so it is changed the way
+//! The caches in the user's cache directory: `tuning.json`, one tuning [`Entry`] per
+//! (adapter, driver, shape class), and `peak.json`, one measured [`crate::peak::Peak`] per
+//! (adapter, driver). Shared by every `qkv` run on the machine, so each is changed the way
 //! cargo changes its package cache: under an exclusive lock on a file beside it
 //! (`tuning.json.lock`), read again under the lock, the one entry merged in, and written
 //! through a fresh temporary file renamed over the old one. Concurrent runs keep each other's
 //! entries, a crash never leaves it half written, and nothing about it is silent: an
 //! unreadable file is set aside and named, a malformed entry is dropped and named, and a
-//! cache that cannot be written says so (the next run would tune again).
+//! cache that cannot be written says so (the next run would tune, or measure, again).
 
-use serde::{Deserialize, Serialize};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 pub use super::Entry;
 
 /// The entries of a cache file, and what was wrong with it.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    /// Entries that parsed, by shape-class key.
-    pub entries: BTreeMap<String, Entry>,
+#[derive(Debug)]
+pub struct Parsed<E = Entry> {
+    /// Entries that parsed, by key.
+    pub entries: BTreeMap<String, E>,
     /// Entries dropped, each with why ("key: reason").
     pub dropped: Vec<String>,
     /// Why the file as a whole could not be read, when it could not.
     pub unreadable: Option<String>,
 }
 
-/// Parses the text of a cache file entry by entry: one malformed entry costs only itself.
+impl<E> Default for Parsed<E> {
+    fn default() -> Self {
+        Self {
+            entries: BTreeMap::new(),
+            dropped: Vec::new(),
+            unreadable: None,
+        }
+    }
+}
+
+/// Parses the text of a tuning cache entry by entry: one malformed entry costs only itself.
 /// Never panics, whatever the text.
 pub fn parse(text: &str) -> Parsed {
+    parse_as(text, "a tuning cache")
+}
+
+/// Parses the text of a cache of `E` entries (`what` names such a cache in the note on a
+/// file that is not one).
+pub fn parse_as<E: DeserializeOwned>(text: &str, what: &str) -> Parsed<E> {
     let mut out = Parsed::default();
     let value: serde_json::Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -38,11 +57,11 @@ pub fn parse(text: &str) -> Parsed {
         }
     };
     let Some(entries) = value.get("entries").and_then(|e| e.as_object()) else {
-        out.unreadable = Some("not a tuning cache (no \"entries\" object)".into());
+        out.unreadable = Some(format!("not {what} (no \"entries\" object)"));
         return out;
     };
     for (key, entry) in entries {
-        match Entry::deserialize(entry) {
+        match E::deserialize(entry) {
             Ok(e) => {
                 out.entries.insert(key.clone(), e);
             }
@@ -56,20 +75,38 @@ pub fn parse(text: &str) -> Parsed {
 }
 
 #[derive(Serialize)]
-struct Document<'a> {
-    entries: &'a BTreeMap<String, Entry>,
+struct Document<'a, E> {
+    entries: &'a BTreeMap<String, E>,
 }
 
-/// The cache at `path`.
+/// The cache at `path`, of `E` entries.
 #[derive(Debug, Clone)]
-pub struct Cache {
+pub struct Cache<E = Entry> {
     path: PathBuf,
+    /// "tuning cache", "peak cache": how notes name it.
+    what: &'static str,
+    /// What a run does when the cache cannot keep its result: "tune", "measure".
+    redo: &'static str,
+    entries: PhantomData<fn() -> E>,
 }
 
-impl Cache {
-    /// The cache file at `path` (created on the first store).
+impl Cache<Entry> {
+    /// The tuning cache file at `path` (created on the first store).
     pub fn at(path: PathBuf) -> Self {
-        Self { path }
+        Self::of(path, "tuning cache", "tune")
+    }
+}
+
+impl<E: Serialize + DeserializeOwned> Cache<E> {
+    /// The cache file at `path` (created on the first store), named `what` in notes; `redo`
+    /// is what the next run does when this one cannot store its result.
+    pub fn of(path: PathBuf, what: &'static str, redo: &'static str) -> Self {
+        Self {
+            path,
+            what,
+            redo,
+            entries: PhantomData,
+        }
     }
 
     /// Where it lives.
@@ -79,7 +116,7 @@ impl Cache {
 
     /// Reads the entries, with notes on anything wrong (for the report). A file that does
     /// not parse at all is left where it is; the next [`store`](Self::store) sets it aside.
-    pub fn load(&self) -> (BTreeMap<String, Entry>, Vec<String>) {
+    pub fn load(&self) -> (BTreeMap<String, E>, Vec<String>) {
         let text = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
@@ -87,29 +124,36 @@ impl Cache {
                 return (
                     BTreeMap::new(),
                     vec![format!(
-                        "the tuning cache {} cannot be read ({e}); tuning as if it were empty",
+                        "the {} {} cannot be read ({e}); going on as if it were empty",
+                        self.what,
                         self.path.display()
                     )],
                 )
             }
         };
-        let parsed = parse(&String::from_utf8_lossy(&text));
+        let parsed = self.parse(&text);
         let mut notes = Vec::new();
         if let Some(why) = &parsed.unreadable {
             notes.push(format!(
-                "the tuning cache {} is unreadable: {why}; it will be set aside as {} when \
-                 this run stores its choice",
+                "the {} {} is unreadable: {why}; it will be set aside as {} when this run \
+                 stores its result",
+                self.what,
                 self.path.display(),
                 self.aside().display()
             ));
         }
         for d in &parsed.dropped {
             notes.push(format!(
-                "the tuning cache {} has a malformed entry, dropped: {d}",
+                "the {} {} has a malformed entry, dropped: {d}",
+                self.what,
                 self.path.display()
             ));
         }
         (parsed.entries, notes)
+    }
+
+    fn parse(&self, bytes: &[u8]) -> Parsed<E> {
+        parse_as(&String::from_utf8_lossy(bytes), &format!("a {}", self.what))
     }
 
     fn aside(&self) -> PathBuf {
@@ -119,7 +163,7 @@ impl Cache {
     /// Stores `entry` under `key`, keeping every other entry, including those other runs
     /// stored since this one loaded. Returns notes for the report (a file set aside), or
     /// why the cache could not be written.
-    pub fn store(&self, key: &str, entry: Entry) -> Result<Vec<String>, String> {
+    pub fn store(&self, key: &str, entry: E) -> Result<Vec<String>, String> {
         let dir = self
             .path
             .parent()
@@ -127,9 +171,10 @@ impl Cache {
             .unwrap_or(Path::new("."));
         let fail = |what: &str, e: std::io::Error| {
             format!(
-                "the tuning cache {} could not be written ({what}: {e}); the next run will \
-                 tune again",
-                self.path.display()
+                "the {} {} could not be written ({what}: {e}); the next run will {} again",
+                self.what,
+                self.path.display(),
+                self.redo
             )
         };
         std::fs::create_dir_all(dir).map_err(|e| fail("creating its directory", e))?;
@@ -147,12 +192,13 @@ impl Cache {
         let mut notes = Vec::new();
         let mut entries = match std::fs::read(&self.path) {
             Ok(bytes) => {
-                let parsed = parse(&String::from_utf8_lossy(&bytes));
+                let parsed = self.parse(&bytes);
                 if parsed.unreadable.is_some() {
                     std::fs::rename(&self.path, self.aside())
                         .map_err(|e| fail("setting the unreadable file aside", e))?;
                     notes.push(format!(
-                        "the unreadable tuning cache was set aside as {}",
+                        "the unreadable {} was set aside as {}",
+                        self.what,
                         self.aside().display()
                     ));
                 }
@@ -164,8 +210,12 @@ impl Cache {
         entries.insert(key.to_string(), entry);
         let text = serde_json::to_string_pretty(&Document { entries: &entries })
             .expect("the cache serializes");
+        let name = self
+            .path
+            .file_name()
+            .map_or("cache".into(), |n| n.to_string_lossy().into_owned());
         let mut tmp = tempfile::Builder::new()
-            .prefix(".tuning.json.")
+            .prefix(&format!(".{name}."))
             .suffix(".tmp")
             .tempfile_in(dir)
             .map_err(|e| fail("creating a temporary file", e))?;

@@ -14,7 +14,7 @@ pub mod cache;
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::kernels::{Kernel, KernelConfig, KernelSpec};
+use crate::kernels::{CoopBlock, Kernel, KernelConfig, KernelSpec};
 use crate::layout::OutputLayout;
 use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
 use crate::projector::Projector;
@@ -76,15 +76,16 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
     let on_cpu = ctx.is_cpu();
     // Cooperative matrices read f16: a candidate for f16 runs only (in another type they
     // would round the inputs to f16, which a tuner must not choose for the user), with an f32
-    // accumulator only (an f16-only offer runs when asked for by name).
+    // accumulator only (an f16-only offer runs when asked for by name). On a GPU the blocks
+    // worth sweeping (CUTLASS's 128x128 and its wide and tall variants, 4x2 or 4x4 matrices
+    // per subgroup, one or two stages); those past the device's workgroup memory or
+    // invocations drop out below. A CPU driver tries the default block only.
     if element == ElementType::F16 {
         for c in &ctx.summary.cooperative_matrix {
             if c.inputs == "f16" && c.accumulator == "f32" && matches!(c.size, 8 | 16) {
-                out.push(KernelConfig {
-                    kernel: Kernel::Coopmat,
-                    wg: c.size,
-                    wgy: 32,
-                });
+                for block in coopmat_blocks(c.size, on_cpu) {
+                    out.push(KernelConfig::coopmat(c.size, true, block));
+                }
             }
         }
     }
@@ -93,38 +94,22 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
         // Split-K fills compute units that a small batch leaves idle; a CPU driver has none
         // idle, so it is not tried there.
         for splits in [2, 4, 8, 16] {
-            out.push(KernelConfig {
-                kernel: Kernel::Splitk,
-                wg: splits,
-                wgy: 0,
-            });
+            out.push(KernelConfig::new(Kernel::Splitk, splits, 0));
         }
     }
     for kernel in [Kernel::SubgroupTexture, Kernel::Texture] {
         for wg in [16, 32] {
-            out.push(KernelConfig { kernel, wg, wgy: 0 });
+            out.push(KernelConfig::new(kernel, wg, 0));
         }
     }
     for wg in [16, 32, 64] {
-        out.push(KernelConfig {
-            kernel: Kernel::Subgroup,
-            wg,
-            wgy: 0,
-        });
+        out.push(KernelConfig::new(Kernel::Subgroup, wg, 0));
     }
     for wg in [16, 32, 64, 128] {
-        out.push(KernelConfig {
-            kernel: Kernel::Direct,
-            wg,
-            wgy: 0,
-        });
+        out.push(KernelConfig::new(Kernel::Direct, wg, 0));
     }
     for (wg, wgy) in [(16, 16), (8, 8), (16, 8), (32, 8)] {
-        out.push(KernelConfig {
-            kernel: Kernel::Regtile,
-            wg,
-            wgy,
-        });
+        out.push(KernelConfig::new(Kernel::Regtile, wg, wgy));
     }
     out.push(KernelConfig::from(Kernel::Tiled));
     if on_cpu {
@@ -139,6 +124,55 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
                     && s.workgroup_invocations(&ctx.summary) <= max_wg
             })
     });
+    out
+}
+
+/// The `coopmat` blocks the tuner tries with `tile` x `tile` matrices: on a GPU the tile's
+/// default ([`CoopBlock::default_for`]), 128x128 16x16 outputs of 4 subgroups of 4x4
+/// matrices (as CUTLASS's 64x64 warp tiles), 128x256 and 256x128 of 8 subgroups of 4x4 (the
+/// wide one also in one stage, for devices with less workgroup memory), and 8 subgroups of
+/// 4x2 with steps of 64 in one stage; on a CPU driver the default alone.
+pub fn coopmat_blocks(tile: u32, on_cpu: bool) -> Vec<CoopBlock> {
+    let d = CoopBlock::default_for(tile);
+    if on_cpu {
+        return vec![d];
+    }
+    let t = tile;
+    let square = CoopBlock {
+        bm: 8 * t,
+        bn: 8 * t,
+        wm: 4 * t,
+        wn: 4 * t,
+        bk: 32,
+        stages: 2,
+    };
+    let mut out = vec![d];
+    for b in [
+        square,
+        CoopBlock {
+            bn: 16 * t,
+            ..square
+        },
+        CoopBlock {
+            bm: 16 * t,
+            ..square
+        },
+        CoopBlock {
+            bn: 16 * t,
+            stages: 1,
+            ..square
+        },
+        CoopBlock {
+            wn: 2 * t,
+            bk: 64,
+            stages: 1,
+            ..square
+        },
+    ] {
+        if !out.contains(&b) {
+            out.push(b);
+        }
+    }
     out
 }
 
@@ -190,12 +224,24 @@ fn cache(_: &TuneOptions) -> Option<Cache> {
 
 #[cfg(feature = "native")]
 fn cache(opts: &TuneOptions) -> Option<Cache> {
-    let dir = opts
-        .cache_dir
-        .clone()
-        .or_else(|| std::env::var_os("QKV_CACHE_DIR").map(PathBuf::from))
-        .or_else(|| dirs::cache_dir().map(|d| d.join("qkv-wgpu")))?;
-    Some(Cache::at(dir.join("tuning.json")))
+    Some(Cache::at(
+        cache_dir(opts.cache_dir.clone())?.join("tuning.json"),
+    ))
+}
+
+/// The directory of the tuning and peak caches: `explicit`, else `QKV_CACHE_DIR` (an empty
+/// value counts as unset, never as the current directory), else the user's cache directory's
+/// `qkv-wgpu`; None where none is known.
+#[cfg(feature = "native")]
+pub fn cache_dir(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit
+        .filter(|d| !d.as_os_str().is_empty())
+        .or_else(|| {
+            std::env::var_os("QKV_CACHE_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| dirs::cache_dir().map(|d| d.join("qkv-wgpu")))
 }
 
 /// Shapes whose tokens, d_model and n_out fall in the same power-of-two buckets tune alike.

@@ -36,6 +36,11 @@ pub struct GpuArgs {
     /// Use the first adapter whose name contains this text (case-insensitive)
     #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING")]
     adapter: Option<String>,
+    /// Build the kernels whose every memory access the plan proves in bounds (coopmat)
+    /// without wgpu's runtime bounds checks and workgroup-memory zeroing. Off by default:
+    /// not yet measured faster on a GPU (BENCHMARKS.md); reports say when it was used
+    #[arg(long, global = true)]
+    unchecked: bool,
 }
 
 impl GpuArgs {
@@ -47,7 +52,13 @@ impl GpuArgs {
     }
 
     pub fn context(&self) -> Result<GpuContext, Error> {
-        GpuContext::new(&self.filter())
+        GpuContext::with_options(
+            &self.filter(),
+            &qkv_wgpu::ContextOptions {
+                unchecked_kernels: self.unchecked,
+                ..Default::default()
+            },
+        )
     }
 }
 

@@ -97,6 +97,8 @@ struct Row {
     dtype: ElementType,
     kernel: String,
     kernel_timer: String,
+    /// Built without runtime bounds checks (--unchecked, on a kernel proven in bounds).
+    unchecked: bool,
     kernel_ms: f64,
     gpu_gflops: f64,
     end_to_end_ms: f64,
@@ -108,6 +110,13 @@ struct Row {
     max_abs_err: f64,
     /// Rows of each run checked against the f64 reference (all up to 20 GFLOP, else 4096).
     checked_rows: usize,
+    /// GFLOP/s over the measured peak of the kernel's arithmetic (`qkv peak`; empty until
+    /// one is cached), and over the roofline of the shape.
+    peak_share: Option<f64>,
+    roofline_share: Option<f64>,
+    /// That peak, GFLOP/s, and what it is ("f32 FMA" or a cooperative-matrix configuration).
+    peak_gflops: Option<f64>,
+    peak_of: Option<String>,
     pass: bool,
 }
 
@@ -209,6 +218,10 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         );
     }
 
+    let (peak, notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
     let mut rows = Vec::new();
     for (name, shape) in &jobs {
         bar.set_message(format!("{name} x {} tokens", shape.tokens));
@@ -286,6 +299,11 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             } else {
                 f64::NAN
             };
+            let gflops = shape.gflops(kernel_ms / 1e3);
+            let share = peak
+                .as_ref()
+                .and_then(|p| p.share(projector.spec(), shape, gflops))
+                .filter(|_| gflops.is_finite());
             let total_ms = if total.is_empty() {
                 f64::NAN
             } else {
@@ -301,8 +319,9 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 dtype: element,
                 kernel: config.to_string(),
                 kernel_timer: timer,
+                unchecked: ctx.runs_unchecked(projector.spec()),
                 kernel_ms,
-                gpu_gflops: shape.gflops(kernel_ms / 1e3),
+                gpu_gflops: gflops,
                 end_to_end_ms: total_ms,
                 cpu_ms,
                 cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
@@ -310,6 +329,10 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
                 cpu_tokens: cpu.map(|c| c.tokens),
                 max_abs_err: worst,
                 checked_rows,
+                peak_share: share.as_ref().map(|s| s.peak_share),
+                roofline_share: share.as_ref().map(|s| s.roofline_share),
+                peak_gflops: share.as_ref().map(|s| s.peak_gflops),
+                peak_of: share.map(|s| s.peak_of),
                 pass,
             });
         }
@@ -331,7 +354,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         // Standard output's own failures are reported by crate::out at the end.
         let _ = out.flush();
     } else {
-        print_table(&rows);
+        print_table(&rows, peak.is_some());
     }
     if let Some(path) = &args.plot {
         let auto = matches!(args.kernel, KernelList::Auto);
@@ -381,15 +404,23 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn print_table(rows: &[Row]) {
+fn print_table(rows: &[Row], peaked: bool) {
+    let width = rows
+        .iter()
+        .map(|r| r.kernel.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
     outln!(
-        "{:<10} {:>7} {:<5} {:<23} {:>11} {:>9} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
+        "{:<10} {:>7} {:<5} {:<width$} {:>11} {:>9} {:>6} {:>6} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
         "shape",
         "tokens",
         "dtype",
         "kernel",
         "kernel ms",
         "GFLOP/s",
+        "peak%",
+        "roof%",
         "e2e ms",
         "CPU ms",
         "CPU GF/s",
@@ -397,15 +428,18 @@ fn print_table(rows: &[Row]) {
         "max err",
         "check"
     );
+    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
     for r in rows {
         outln!(
-            "{:<10} {:>7} {:<5} {:<23} {:>11.3} {:>9.2} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
+            "{:<10} {:>7} {:<5} {:<width$} {:>11.3} {:>9.2} {:>6} {:>6} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
             r.shape,
             r.tokens,
             r.dtype.name(),
             r.kernel,
             r.kernel_ms,
             r.gpu_gflops,
+            pct(r.peak_share),
+            pct(r.roofline_share),
             r.end_to_end_ms,
             opt(r.cpu_ms, 3),
             opt(r.cpu_gflops, 2),
@@ -416,10 +450,17 @@ fn print_table(rows: &[Row]) {
     }
     outln!(
         "kernel ms: median of back-to-back dispatches after warm-ups, GPU timestamps where the \
-         adapter has them; e2e: upload X + \
+         adapter has them; peak%: GFLOP/s over this GPU's measured peak for the kernel's \
+         arithmetic (f32 FMA, or its cooperative matrices), roof%: over the lower of that and \
+         bandwidth x the shape's flops per byte ({}); e2e: upload X + \
          dispatch + read Q,K,V back; CPU: f32 GEMM (matrixmultiply, {} threads; past 16384 tokens timed on the first 16384 and \
          scaled); GPU/CPU: CPU \
          ms / kernel ms; GFLOP/s = 2·tokens·d_model·n_out (+ bias adds) / time",
+        if peaked {
+            "qkv peak"
+        } else {
+            "run `qkv peak` once to fill them in"
+        },
         qkv_wgpu::cpu::threads()
     );
 }

@@ -12,6 +12,7 @@ mod check;
 mod exit;
 mod out;
 mod outputs;
+mod peak;
 mod plot;
 mod project;
 mod report;
@@ -62,6 +63,10 @@ enum Command {
     Bench(bench::BenchArgs),
     /// List every adapter wgpu sees, with the limits and features that matter here
     Adapters(adapters::AdaptersArgs),
+    /// Measure what this adapter does through WGSL: the f32 FMA rate, each cooperative-matrix
+    /// configuration's rate, memory bandwidth; cached, so `run` and `bench` show each
+    /// kernel's share of it
+    Peak(peak::PeakArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
     Explain {
         /// Kernel variant: a name or number (see `qkv run --help`) [default: tiled, or direct
@@ -83,6 +88,7 @@ impl Command {
             Command::Project(a) => a.json,
             Command::Bench(a) => a.json,
             Command::Adapters(a) => a.json,
+            Command::Peak(a) => a.json,
             Command::Explain { .. } => false,
         }
     }
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
         Command::Project(args) => project::project(&cli.gpu, args),
         Command::Bench(args) => bench::bench(&cli.gpu, args),
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
+        Command::Peak(args) => peak::peak(&cli.gpu, args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };
     let mut code = match result {

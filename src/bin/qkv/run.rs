@@ -90,6 +90,8 @@ struct KernelResult {
     col_blocks: u32,
     streamed: bool,
     kernel_timer: KernelTimer,
+    /// Built without runtime bounds checks (--unchecked, on a kernel proven in bounds).
+    unchecked: bool,
     gpu_kernel_ms: f64,
     gpu_kernel_ms_min: f64,
     gpu_kernel_ms_max: f64,
@@ -116,6 +118,17 @@ struct KernelResult {
     checked_rows: usize,
     gflops: f64,
     gflop_per_run: f64,
+    /// The kernel against this adapter's measured peak (`qkv peak`); null until one is
+    /// cached.
+    peak_share: Option<f64>,
+    /// The peak of its arithmetic, GFLOP/s, and what it is.
+    peak_gflops: Option<f64>,
+    peak_of: Option<String>,
+    /// Against the roofline of this shape (the lower of that peak and bandwidth times the
+    /// shape's flops per byte).
+    roofline_share: Option<f64>,
+    roofline_gflops: Option<f64>,
+    memory_bound: Option<bool>,
     max_abs_err: f64,
     max_rel_err: f64,
     rel_l2_err: f64,
@@ -163,6 +176,10 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
 
     let s = &ctx.summary;
+    let (peak, peak_notes) = qkv_wgpu::peak::cached(s, None);
+    for n in &peak_notes {
+        eprintln!("note: {n}");
+    }
     if !args.json {
         outln!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
         outln!("shape     {shape}");
@@ -263,6 +280,10 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             spread(&parts.iter().map(|t| ms(f(t))).collect::<Vec<_>>()).0
         };
         let wall_ms = median_of(&|t| t.wall);
+        let gflops = shape.gflops(kernel_med / 1e3);
+        let share = peak
+            .as_ref()
+            .and_then(|p| p.share(projector.spec(), &shape, gflops));
         let result = KernelResult {
             adapter: s.name.clone(),
             backend: s.backend.clone(),
@@ -285,6 +306,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             col_blocks: plan.col_blocks.len() as u32,
             streamed: projector.streaming(),
             kernel_timer: timer,
+            unchecked: ctx.runs_unchecked(projector.spec()),
             gpu_kernel_ms: kernel_med,
             gpu_kernel_ms_min: kernel_min,
             gpu_kernel_ms_max: kernel_max,
@@ -307,8 +329,14 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             speedup: cpu.ms / kernel_med,
             reference_ms: ms(reference_time) / (args.repeats + 1) as f64,
             checked_rows: report.q.elements / shape.q_width as usize,
-            gflops: shape.gflops(kernel_med / 1e3),
+            gflops,
             gflop_per_run: shape.flops() / 1e9,
+            peak_share: share.as_ref().map(|s| s.peak_share),
+            peak_gflops: share.as_ref().map(|s| s.peak_gflops),
+            peak_of: share.as_ref().map(|s| s.peak_of.clone()),
+            roofline_share: share.as_ref().map(|s| s.roofline_share),
+            roofline_gflops: share.as_ref().map(|s| s.roofline_gflops),
+            memory_bound: share.as_ref().map(|s| s.memory_bound),
             max_abs_err: report.max_abs_err(),
             max_rel_err: report.max_rel_err(),
             rel_l2_err: report.rel_l2_err(),
@@ -327,7 +355,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
                 serde_json::to_string(&result).expect("results serialize")
             );
         } else {
-            print_text(&result, config);
+            print_text(&result, config, share.as_ref(), peak.is_some());
         }
     }
     if runs > 1 && !args.json {
@@ -347,7 +375,12 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 }
 
-fn print_text(r: &KernelResult, config: KernelConfig) {
+fn print_text(
+    r: &KernelResult,
+    config: KernelConfig,
+    share: Option<&qkv_wgpu::peak::Share>,
+    peaked: bool,
+) {
     let kernel: Kernel = config.kernel;
     let timer = match r.kernel_timer {
         KernelTimer::GpuTimestamp => "GPU timestamps",
@@ -360,6 +393,12 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         kernel.description()
     );
     outln!("  chosen       {}", r.config_reason);
+    if r.unchecked {
+        outln!(
+            "  built        without runtime bounds checks (--unchecked; every access proven in \
+             bounds by the plan)"
+        );
+    }
     outln!(
         "  GPU kernel   {:>10.3} ms  median of {} back-to-back after {} warm-ups (min {:.3}, max \
          {:.3}; {timer})  {:.2} GFLOP/s",
@@ -370,6 +409,18 @@ fn print_text(r: &KernelResult, config: KernelConfig) {
         r.gpu_kernel_ms_max,
         r.gflops
     );
+    match share {
+        Some(s) if r.gflops.is_finite() => outln!("  of the peak  {s} (qkv peak)"),
+        Some(_) => {}
+        None if peaked => outln!(
+            "  of the peak  unknown: this kernel's arithmetic was not measured (qkv peak \
+             --refresh)"
+        ),
+        None => outln!(
+            "  of the peak  unknown: `qkv peak` measures this GPU's peak once (seconds), then \
+             every run shows its share"
+        ),
+    }
     outln!(
         "  in the runs  {:>10.3} ms  the same kernels timed inside the end-to-end runs (median)",
         r.in_run_kernel_ms
