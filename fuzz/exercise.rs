@@ -99,3 +99,24 @@ pub fn tuning_cache(data: &[u8]) {
         serde_json::to_string(entry).expect("an entry serializes");
     }
 }
+
+/// The commit journal (`DIR/.qkv-commit`) a run finds in its output directory, planted or
+/// damaged: opening the directory either refuses it or rolls it back, and never changes a
+/// file that is not the interrupted run's own (here: a user's `thesis.tex` and `q.npy`, with
+/// no backups beside them).
+pub fn journal(data: &[u8]) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let d = dir.path();
+    std::fs::write(d.join("thesis.tex"), "years of work").unwrap();
+    std::fs::write(d.join("q.npy"), "the user's q").unwrap();
+    std::fs::write(d.join(qkv_wgpu::io::commit::JOURNAL), data).unwrap();
+    let _ = qkv_wgpu::io::commit::OutputDir::open(d);
+    assert_eq!(
+        std::fs::read_to_string(d.join("thesis.tex")).unwrap(),
+        "years of work"
+    );
+    assert_eq!(
+        std::fs::read_to_string(d.join("q.npy")).unwrap(),
+        "the user's q"
+    );
+}

@@ -79,6 +79,17 @@ def main():
     put("tuning_cache", "truncated.json", json.dumps({"entries": {"a": good}})[:60])
     put("tuning_cache", "wrong_schema.json", "[1, 2, 3]")
 
+    # Commit journals (.qkv-commit): what qkv writes, and what a hostile user could plant.
+    h = "0123456789abcdef"
+    put("journal", "rollback.json", json.dumps({"entries": [
+        {"name": "q.npy", "partial": f".q.npy.{h}.qkv-partial", "old": f".q.npy.{h}.qkv-old"},
+        {"name": "k.npy", "partial": f".k.npy.{h}.qkv-partial", "old": None, "id": [1, 2]}]}))
+    put("journal", "planted_thesis.json", json.dumps({"entries": [
+        {"name": "thesis.tex", "partial": ".gone", "old": None}]}))
+    put("journal", "outside.json", json.dumps({"entries": [
+        {"name": "../x", "partial": "p", "old": None}]}))
+    put("journal", "empty.json", json.dumps({"entries": []}))
+
 
 if __name__ == "__main__":
     main()

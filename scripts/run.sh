@@ -7,6 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo build --release --locked --quiet
+# The first build compiles wgpu and the rest (about 3 to 5 minutes on 2 cores); later ones
+# take seconds. Cargo shows its progress.
+if [ ! -x target/release/qkv ]; then
+    printf 'run.sh: building qkv (release) for the first time: about 3 to 5 minutes on 2 cores\n' >&2
+fi
+cargo build --release --locked
 [ $# -gt 0 ] || set -- run
 exec ./target/release/qkv "$@"

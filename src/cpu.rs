@@ -90,9 +90,9 @@ mod tests {
                 .chunks_exact(40)
                 .flat_map(|row| row[32..].to_vec())
                 .collect();
-            let tol = Tolerance::for_f32_accumulation(65, 1.0, 1.0);
-            assert!(validate("Q", &q, &r.q, 24, tol).pass);
-            assert!(validate("V", &v, &r.v, 8, tol).pass);
+            let tol = Tolerance::for_f32_accumulation(65);
+            assert!(validate("Q", &q, (&r.q, &r.q_mag), 24, tol).pass);
+            assert!(validate("V", &v, (&r.v, &r.v_mag), 8, tol).pass);
         }
     }
 }

@@ -183,6 +183,35 @@ impl<'a> Elements<'a> {
         }
     }
 
+    /// How many elements are NaN or infinite, and the index of the first: a test of the
+    /// exponent bits (all ones in f32, f16 and bf16 alike), with no widening.
+    pub fn non_finite(&self) -> (usize, Option<usize>) {
+        let (mut count, mut first) = (0, None);
+        let mut see = |i: usize, bad: bool| {
+            if bad {
+                count += 1;
+                first.get_or_insert(i);
+            }
+        };
+        match *self {
+            Elements::F32(d) => d
+                .iter()
+                .enumerate()
+                .for_each(|(i, v)| see(i, !v.is_finite())),
+            Elements::Half(e, d) => {
+                let exponent: u16 = if e == ElementType::F16 {
+                    0x7c00
+                } else {
+                    0x7f80
+                };
+                d.iter()
+                    .enumerate()
+                    .for_each(|(i, &b)| see(i, b & exponent == exponent));
+            }
+        }
+        (count, first)
+    }
+
     /// Every element as f32, in order.
     pub fn values(self) -> Box<dyn Iterator<Item = f32> + 'a> {
         match self {
@@ -329,6 +358,18 @@ impl<'a> ElementsMut<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_finite_elements_are_counted_in_every_type() {
+        let v = [1.0f32, f32::INFINITY, -2.0, f32::NAN, 65504.0, 1e30];
+        assert_eq!(Elements::F32(&v).non_finite(), (2, Some(1)));
+        // 1e30 rounds to infinity in f16 (past 65504), not in bf16.
+        let f16 = ElementVec::from_f32(ElementType::F16, &[1.0, 65504.0, -1e30, f32::NAN]);
+        assert_eq!(f16.as_ref().non_finite(), (2, Some(2)));
+        let bf16 = ElementVec::from_f32(ElementType::Bf16, &[1e30, 3.0, f32::NEG_INFINITY]);
+        assert_eq!(bf16.as_ref().non_finite(), (1, Some(2)));
+        assert_eq!(Elements::F32(&[]).non_finite(), (0, None));
+    }
 
     #[test]
     fn values_are_rounded_in_and_widened_out_exactly() {

@@ -12,7 +12,7 @@
 //! projector.set_weights(&weights)?;
 //! let out = projector.run(&x)?;                                   // many times
 //! let reference = qkv_wgpu::reference(&shape, &x, &weights);
-//! let tol = qkv_wgpu::Tolerance::for_f32_accumulation(768, 1.0, 1.0);
+//! let tol = qkv_wgpu::Tolerance::for_f32_accumulation(768);
 //! let report = qkv_wgpu::QkvReport::new((&out.q, &out.k, &out.v), &reference, 768, 768, tol);
 //! assert!(report.pass());
 //! # Ok(()) }

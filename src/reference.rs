@@ -1,10 +1,13 @@
-//! The CPU reference: Q, K and V with every sum accumulated in f64. It is the accuracy
-//! oracle that every GPU result is checked against, not a speed baseline.
+//! The CPU reference: Q, K and V with every sum accumulated in f64, and beside each element
+//! its magnitude Σ_i |x_i·w_i| + |b|, the scale of its own rounding error
+//! ([`crate::Tolerance`]). It is the accuracy oracle that every GPU result is checked
+//! against, not a speed baseline.
 
 use crate::shape::QkvShape;
 use crate::weights::FusedWeights;
 
-/// Q [tokens, q_width], K and V [tokens, kv_width], in f64.
+/// Q [tokens, q_width], K and V [tokens, kv_width], in f64, and each element's magnitude
+/// Σ_i |x_i·w_i| + |b| (same layout).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reference {
     /// Q, row-major.
@@ -13,31 +16,63 @@ pub struct Reference {
     pub k: Vec<f64>,
     /// V, row-major.
     pub v: Vec<f64>,
+    /// Σ|x·w| + |b| of each element of Q.
+    pub q_mag: Vec<f64>,
+    /// Of K.
+    pub k_mag: Vec<f64>,
+    /// Of V.
+    pub v_mag: Vec<f64>,
 }
 
-/// Computes the fused rows `rows` of X . W + b into `out` ([rows.len(), n_out], f64).
+impl Reference {
+    /// Each of the six matrices rearranged by `f` (Q and its magnitudes by `fq`, K and V
+    /// and theirs by `fkv`): for a head layout.
+    pub fn map(&self, fq: impl Fn(&[f64]) -> Vec<f64>, fkv: impl Fn(&[f64]) -> Vec<f64>) -> Self {
+        Self {
+            q: fq(&self.q),
+            k: fkv(&self.k),
+            v: fkv(&self.v),
+            q_mag: fq(&self.q_mag),
+            k_mag: fkv(&self.k_mag),
+            v_mag: fkv(&self.v_mag),
+        }
+    }
+}
+
+/// Computes the fused rows `rows` of X . W + b into `out` and of |X| . |W| + |b| into `mag`
+/// ([rows.len(), n_out], f64).
 fn fused_rows(
     shape: &QkvShape,
     x: &[f32],
     weights: &FusedWeights,
     rows: std::ops::Range<usize>,
-    out: &mut [f64],
+    (out, mag): (&mut [f64], &mut [f64]),
 ) {
     let d = shape.d_model as usize;
     let n = shape.n_out() as usize;
     // W rows as f32: borrowed, or widened from a half type into `buf` row by row.
     let mut buf = Vec::new();
-    for (row, acc) in rows.zip(out.chunks_exact_mut(n)) {
+    for (row, (acc, m)) in rows.zip(out.chunks_exact_mut(n).zip(mag.chunks_exact_mut(n))) {
         match &weights.bias {
-            Some(b) => acc.iter_mut().zip(b).for_each(|(a, &b)| *a = b as f64),
-            None => acc.fill(0.0),
+            Some(b) => {
+                acc.iter_mut().zip(b).for_each(|(a, &b)| *a = b as f64);
+                m.iter_mut()
+                    .zip(b)
+                    .for_each(|(a, &b)| *a = (b as f64).abs());
+            }
+            None => {
+                acc.fill(0.0);
+                m.fill(0.0);
+            }
         }
         // i outer, j inner: W is read row by row, contiguously.
         for (i, &xi) in x[row * d..(row + 1) * d].iter().enumerate() {
             let xi = xi as f64;
             let w_row = weights.w.slice(i * n..(i + 1) * n, &mut buf);
-            for (a, &wij) in acc.iter_mut().zip(w_row) {
-                *a += xi * wij as f64;
+            for ((a, m), &wij) in acc.iter_mut().zip(m.iter_mut()).zip(w_row) {
+                let t = xi * wij as f64;
+                *a += t;
+                *m += t.abs();
             }
         }
     }
@@ -55,31 +90,48 @@ pub fn reference(shape: &QkvShape, x: &[f32], weights: &FusedWeights) -> Referen
     let tokens = shape.tokens as usize;
     let n = shape.n_out() as usize;
     let mut fused = vec![0f64; tokens * n];
+    let mut mag = vec![0f64; tokens * n];
     let threads = crate::host_threads();
     if threads == 1 {
-        fused_rows(shape, x, weights, 0..tokens, &mut fused);
+        fused_rows(shape, x, weights, 0..tokens, (&mut fused, &mut mag));
     } else {
         let rows_per = tokens.div_ceil(threads).max(1);
         std::thread::scope(|scope| {
-            for (chunk, out) in fused.chunks_mut(rows_per * n).enumerate() {
+            let parts = fused
+                .chunks_mut(rows_per * n)
+                .zip(mag.chunks_mut(rows_per * n));
+            for (chunk, (out, m)) in parts.enumerate() {
                 let start = chunk * rows_per;
                 let rows = start..start + out.len() / n;
-                scope.spawn(move || fused_rows(shape, x, weights, rows, out));
+                scope.spawn(move || fused_rows(shape, x, weights, rows, (out, m)));
             }
         });
     }
     let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
-    let mut r = Reference {
-        q: Vec::with_capacity(tokens * qw),
-        k: Vec::with_capacity(tokens * kvw),
-        v: Vec::with_capacity(tokens * kvw),
+    // Splits fused [tokens, n_out] into Q [tokens, qw], K and V [tokens, kvw].
+    let split = |fused: &[f64]| {
+        let (mut q, mut k, mut v) = (
+            Vec::with_capacity(tokens * qw),
+            Vec::with_capacity(tokens * kvw),
+            Vec::with_capacity(tokens * kvw),
+        );
+        for row in fused.chunks_exact(n) {
+            q.extend_from_slice(&row[..qw]);
+            k.extend_from_slice(&row[qw..qw + kvw]);
+            v.extend_from_slice(&row[qw + kvw..]);
+        }
+        (q, k, v)
     };
-    for row in fused.chunks_exact(n) {
-        r.q.extend_from_slice(&row[..qw]);
-        r.k.extend_from_slice(&row[qw..qw + kvw]);
-        r.v.extend_from_slice(&row[qw + kvw..]);
+    let (q, k, v) = split(&fused);
+    let (q_mag, k_mag, v_mag) = split(&mag);
+    Reference {
+        q,
+        k,
+        v,
+        q_mag,
+        k_mag,
+        v_mag,
     }
-    r
 }
 
 #[cfg(test)]
@@ -102,6 +154,8 @@ mod tests {
         };
         let r = reference(&shape, &[2.0, 3.0], &weights);
         assert_eq!(r.q, vec![2.0, 17.0]);
+        // |2·1| + |3·0| and |2·10| + |3·(-1)|.
+        assert_eq!(r.q_mag, vec![2.0, 23.0]);
         // The same from bf16 patterns (every value is exact in bf16).
         let half = weights.rounded(crate::element::ElementType::Bf16);
         assert!(matches!(half.w, crate::weights::WeightData::Half(..)));
@@ -128,6 +182,16 @@ mod tests {
                     j => r.v[t * 3 + j - 8],
                 };
                 assert_eq!(got, acc, "row {t} col {j}");
+                let mut m = w.bias.as_ref().unwrap()[j].abs() as f64;
+                for i in 0..7 {
+                    m += (x[t * 7 + i] as f64 * w.w.as_f32().unwrap()[i * n + j] as f64).abs();
+                }
+                let got = match j {
+                    j if j < 5 => r.q_mag[t * 5 + j],
+                    j if j < 8 => r.k_mag[t * 3 + j - 5],
+                    j => r.v_mag[t * 3 + j - 8],
+                };
+                assert_eq!(got, m, "magnitude of row {t} col {j}");
             }
         }
     }

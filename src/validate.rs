@@ -1,43 +1,61 @@
 //! Validation of GPU results against the f64 reference. One condition decides and reports:
-//! an element passes when |gpu - ref| <= atol + rtol * |ref| (NaN matches NaN and an infinity
-//! matches the same infinity, so inputs that carry them compare like for like).
+//! an element passes when |gpu - ref| <= atol + rtol·|ref| + terms·Σ|x·w| (NaN matches NaN
+//! and an infinity matches the same infinity, so inputs that carry them compare like for
+//! like), where Σ|x·w| is the element's own sum of |terms| (and |bias|), computed in f64
+//! beside the reference: each element is held to the rounding bound of its own dot product,
+//! so an outlier row or column widens nothing but itself.
 
 use serde::Serialize;
 use std::fmt;
 
-/// The tolerance of the check `|gpu - ref| <= atol + rtol * |ref|`.
+/// The tolerance of the check `|gpu - ref| <= atol + rtol·|ref| + terms·Σ|x·w|`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tolerance {
     /// Absolute part.
     pub atol: f64,
-    /// Relative part.
+    /// Relative part (to |ref|).
     pub rtol: f64,
+    /// Part relative to the element's sum of |terms|, Σ_i |x_i·w_i| + |b|
+    /// ([`crate::Reference`]'s magnitudes).
+    pub terms: f64,
 }
 
+/// The unit roundoff of f32, 2^-24.
+pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
+
+/// λ of the probabilistic bound ([`Tolerance::for_f32_accumulation`]): an element exceeds it
+/// with probability at most 2·exp(-λ²/2) ≈ 4e-22 under the model.
+pub const LAMBDA: f64 = 10.0;
+
 impl Tolerance {
-    /// The default for f32 accumulation of dot products of length `d_model` whose terms are
-    /// bounded by `x_absmax * w_absmax`.
+    /// The bound of f32 accumulation of a dot product of `d_model` terms (and a bias).
     ///
-    /// Rounding each of the d_model f32 additions adds an error of at most 2^-24 of the
-    /// running sum; those errors are close to independent, so the total grows like
-    /// sqrt(d_model) x 2^-24 x (partial sums of size up to sqrt(d_model) x term). `atol` is
-    /// 1e-5 x sqrt(d_model) x x_absmax x w_absmax, a margin of about 100x over that typical
-    /// error at d_model 768 and still far below any real bug (a wrong index or a missed term
-    /// moves an element by about one term, x_absmax x w_absmax). `rtol` = 1e-4 covers results
-    /// much larger than their terms (a bias of large magnitude).
-    pub fn for_f32_accumulation(d_model: u32, x_absmax: f32, w_absmax: f32) -> Self {
-        let scale = x_absmax as f64 * w_absmax as f64;
-        let scale = if scale.is_finite() { scale } else { 0.0 };
-        Self {
-            atol: 1e-5 * (d_model.max(1) as f64).sqrt() * scale,
-            rtol: 1e-4,
-        }
+    /// Each f32 addition (or fused multiply-add) rounds its result with a relative error of
+    /// at most u = 2^-24, and every partial sum is at most Σ|x_i·w_i| (+ |b|) in magnitude,
+    /// so the computed sum errs by at most γ_n·Σ|x·w|, γ_n = n·u/(1 - n·u) (Higham, Accuracy
+    /// and Stability of Numerical Algorithms, 3.1). That worst case needs every rounding to
+    /// go the same way; modelling the rounding errors as independent and mean zero, the
+    /// error is at most γ̃_n(λ)·Σ|x·w| with γ̃_n(λ) = exp(λ·√n·u + n·u²/(1 - u)) - 1 ≈ λ·√n·u,
+    /// with probability at least 1 - 2·exp(-λ²(1 - u)²/2) (Higham and Mary, "A new approach
+    /// to probabilistic rounding error analysis", SIAM J. Sci. Comput. 41(5), 2019). With
+    /// λ = 10 a correct element fails with probability about 4e-22. n = d_model + 2 counts
+    /// the bias and the result's own rounding to f32. At d_model 768 the bound is 1.7e-5 of
+    /// Σ|x·w|, while one missed term is about 1/768 = 1.3e-3 of it: any wrong index fails.
+    /// `atol` and `rtol` are 0: the bound follows each element.
+    pub fn for_f32_accumulation(d_model: u32) -> Self {
+        Self::for_accumulation(d_model, F32_UNIT_ROUNDOFF)
     }
 
-    /// [`Tolerance::for_f32_accumulation`] for these inputs: the scale is the largest finite
-    /// |x| times the largest finite |w| or |bias|.
-    pub fn for_inputs(d_model: u32, x: &[f32], weights: &crate::weights::FusedWeights) -> Self {
-        Self::for_f32_accumulation(d_model, absmax(x), weights.absmax())
+    /// The bound [`for_f32_accumulation`](Self::for_f32_accumulation) derives, for an
+    /// accumulator of unit roundoff `u`.
+    fn for_accumulation(d_model: u32, u: f64) -> Self {
+        let n = d_model as f64 + 2.0;
+        let gamma = (LAMBDA * n.sqrt() * u + n * u * u / (1.0 - u)).exp_m1();
+        Self {
+            atol: 0.0,
+            rtol: 0.0,
+            terms: gamma,
+        }
     }
 
     /// This tolerance for results stored as `element`: the f32 accumulation's bound plus the
@@ -46,60 +64,60 @@ impl Tolerance {
     /// The inputs the reference reads are the rounded ones the GPU read, so input rounding
     /// costs nothing here (its cost is reported apart, as the precision cost). Products of two
     /// f16 or bf16 values are exact in f32 (11 + 11 and 8 + 8 significant bits fit in 24), so
-    /// accumulation errs as in f32, by at most `atol + rtol |ref|`. The f32 result `g` is then
+    /// accumulation errs as in f32, by at most the bound `e`. The f32 result `g` is then
     /// rounded once to nearest even, with a relative error of at most `u`
-    /// ([`crate::ElementType::rounding_rel`]: half an ulp) plus half of f16's subnormal spacing `s`;
-    /// since `|g| <= |ref| + atol + rtol |ref|`, the total is at most
-    /// `atol (1 + u) + s + (rtol (1 + u) + u) |ref|`. For f32 it is the f32 tolerance.
+    /// ([`crate::ElementType::rounding_rel`]: half an ulp) plus half of f16's subnormal
+    /// spacing `s`; since `|g| <= |ref| + e`, the total is at most `e (1 + u) + s + u |ref|`.
+    /// For f32 it is the f32 tolerance.
     pub fn for_output(self, element: crate::element::ElementType) -> Self {
         let u = element.rounding_rel();
         Self {
             atol: self.atol * (1.0 + u) + element.rounding_abs(),
             rtol: self.rtol * (1.0 + u) + u,
+            terms: self.terms * (1.0 + u),
         }
     }
 
-    /// This tolerance (an f32 accumulation's, [`for_f32_accumulation`](Self::for_f32_accumulation))
-    /// for an f16 accumulator instead: `coopmat(acc=16)`, for adapters that offer no f32 one.
-    ///
-    /// Each addition then rounds the running sum to f16, whose unit roundoff 2^-11 is 2^13
-    /// times f32's 2^-24; the error model is the same, so `atol` scales by 2^13 (to
-    /// 0.082 x sqrt(d_model) x max|x| x max|w|). `rtol` stays: the kernel adds the bias in f32,
-    /// after the accumulation. Past d_model of about 150 this `atol` exceeds one term, so a
-    /// single missed or doubled term may pass: the check still catches wrong rows, columns and
-    /// unwritten (NaN) elements, not every indexing slip. Apply before
+    /// The f32 accumulation's tolerance for an f16 accumulator instead: `coopmat(acc=16)`,
+    /// for adapters that offer no f32 one. Each addition then rounds the running sum to f16,
+    /// whose unit roundoff is 2^-11: the same bound with that u (for d_model 768, 13.6% of
+    /// Σ|x·w|, about 100 average terms: it still catches wrong rows, columns and unwritten
+    /// (NaN) elements, not every single missed term). Apply before
     /// [`for_output`](Self::for_output).
-    pub fn for_f16_accumulator(self) -> Self {
-        Self {
-            atol: self.atol * 8192.0,
-            rtol: self.rtol,
-        }
+    pub fn for_f16_accumulator(d_model: u32) -> Self {
+        Self::for_accumulation(d_model, 1.0 / 2048.0)
     }
 
-    /// This tolerance (an f32 accumulation's) for the results of `spec`: its accumulator's
+    /// The tolerance of `spec`'s results over `d_model`: its accumulator's bound
     /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16), then
     /// the final rounding to its storage type ([`for_output`](Self::for_output)).
-    pub fn for_kernel(self, spec: &crate::kernels::KernelSpec) -> Self {
+    pub fn for_kernel(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
         let acc = if spec.accumulates_in_f16() {
-            self.for_f16_accumulator()
+            Self::for_f16_accumulator(d_model)
         } else {
-            self
+            Self::for_f32_accumulation(d_model)
         };
         acc.for_output(spec.element)
     }
 
-    /// Whether one element passes. This is the only place the condition is written.
-    pub fn accepts(&self, gpu: f32, reference: f64) -> bool {
+    /// The bound for one element: `atol + rtol·|reference| + terms·magnitude`.
+    pub fn bound(&self, reference: f64, magnitude: f64) -> f64 {
+        self.atol + self.rtol * reference.abs() + self.terms * magnitude
+    }
+
+    /// Whether one element passes, `magnitude` being its Σ|x·w| + |b|. This is the only
+    /// place the condition is written.
+    pub fn accepts(&self, gpu: f32, reference: f64, magnitude: f64) -> bool {
         let g = gpu as f64;
         if g.is_nan() && reference.is_nan() || g == reference {
             return true;
         }
         // Otherwise a non-finite value on either side is a mismatch: the bound below would
-        // accept +inf against -inf, since atol + rtol * inf is itself infinite.
-        if !g.is_finite() || !reference.is_finite() {
+        // accept +inf against -inf, since a bound of inf is itself infinite.
+        if !g.is_finite() || !reference.is_finite() || !magnitude.is_finite() {
             return false;
         }
-        (g - reference).abs() <= self.atol + self.rtol * reference.abs()
+        (g - reference).abs() <= self.bound(reference, magnitude)
     }
 }
 
@@ -132,12 +150,20 @@ pub struct Report {
     pub elements: usize,
     /// Largest |gpu - ref| (infinite when an element is NaN or infinite on one side only).
     pub max_abs_err: f64,
-    /// Largest |gpu - ref| / |ref| over elements with ref != 0.
+    /// Largest |gpu - ref| / Σ|x·w| (the element's sum of |terms| and |bias|) over elements
+    /// with a non-zero sum: the error as a fraction of what the element was summed from,
+    /// which stays meaningful where the result itself is near zero.
     pub max_rel_err: f64,
     /// ||gpu - ref||_2 / ||ref||_2 over elements that are finite on both sides.
     pub rel_l2_err: f64,
     /// Elements that failed the check.
     pub mismatches: usize,
+    /// Elements of the whole output, checked rows or not, that are NaN or infinite
+    /// ([`Report::add_non_finite`]): with finite inputs, an overflow. Any fails the report.
+    pub non_finite: usize,
+    /// Where the first of them is (row, column; the column within the output's row in its
+    /// layout).
+    pub first_non_finite: Option<(usize, usize)>,
     /// The first few of them, in row-major order.
     pub first_mismatches: Vec<Mismatch>,
     /// The tolerance applied.
@@ -153,15 +179,17 @@ pub struct Report {
 /// How many mismatches a report keeps for printing.
 pub const MISMATCHES_SHOWN: usize = 5;
 
-/// Checks `gpu` against `reference`, both [rows, cols] row-major, with `tol`.
+/// Checks `gpu` against `reference`, both [rows, cols] row-major, with `tol`; `magnitude`
+/// holds each element's Σ|x·w| + |b| ([`crate::Reference`]).
 pub fn validate(
     name: &'static str,
     gpu: &[f32],
-    reference: &[f64],
+    (reference, magnitude): (&[f64], &[f64]),
     cols: usize,
     tol: Tolerance,
 ) -> Report {
     assert_eq!(gpu.len(), reference.len(), "{name}: lengths differ");
+    assert_eq!(gpu.len(), magnitude.len(), "{name}: lengths differ");
     let mut report = Report {
         name,
         elements: gpu.len(),
@@ -169,20 +197,22 @@ pub fn validate(
         max_rel_err: 0.0,
         rel_l2_err: 0.0,
         mismatches: 0,
+        non_finite: 0,
+        first_non_finite: None,
         first_mismatches: Vec::new(),
         tolerance: tol,
         pass: true,
         l2_sums: (0.0, 0.0),
     };
     let (mut diff2, mut ref2) = (0f64, 0f64);
-    for (i, (&g, &r)) in gpu.iter().zip(reference).enumerate() {
-        let ok = tol.accepts(g, r);
+    for (i, ((&g, &r), &m)) in gpu.iter().zip(reference).zip(magnitude).enumerate() {
+        let ok = tol.accepts(g, r, m);
         let g64 = g as f64;
         if g64.is_finite() && r.is_finite() {
             let err = (g64 - r).abs();
             report.max_abs_err = report.max_abs_err.max(err);
-            if r != 0.0 {
-                report.max_rel_err = report.max_rel_err.max(err / r.abs());
+            if m > 0.0 && m.is_finite() {
+                report.max_rel_err = report.max_rel_err.max(err / m);
             }
             diff2 += err * err;
             ref2 += r * r;
@@ -217,7 +247,20 @@ impl Report {
         } else {
             diff2.sqrt()
         };
-        self.pass = self.mismatches == 0;
+        self.pass = self.mismatches == 0 && self.non_finite == 0;
+    }
+
+    /// Counts `count` NaN or infinite elements found in the output (by a scan of every
+    /// element, [`crate::Elements::non_finite`], not only the rows checked against the
+    /// reference), the first at `first` (row, column). Any fails the report: the inputs
+    /// were checked finite, so such an element is an overflow (past f16's 65504, say) or a
+    /// kernel that wrote garbage.
+    pub fn add_non_finite(&mut self, count: usize, first: Option<(usize, usize)>) {
+        if self.first_non_finite.is_none() {
+            self.first_non_finite = first;
+        }
+        self.non_finite += count;
+        self.finish();
     }
 
     /// Folds in the check of more rows of the same output (another chunk, say), as if both
@@ -227,6 +270,10 @@ impl Report {
         self.max_abs_err = self.max_abs_err.max(other.max_abs_err);
         self.max_rel_err = self.max_rel_err.max(other.max_rel_err);
         self.mismatches += other.mismatches;
+        if self.first_non_finite.is_none() {
+            self.first_non_finite = other.first_non_finite.map(|(r, c)| (r + row_offset, c));
+        }
+        self.non_finite += other.non_finite;
         for m in &other.first_mismatches {
             if self.first_mismatches.len() < MISMATCHES_SHOWN {
                 self.first_mismatches.push(Mismatch {
@@ -245,7 +292,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: {} elements, max abs err {:.3e}, max rel err {:.3e}, rel L2 err {:.3e}, \
+            "{}: {} elements, max abs err {:.3e}, max err/Σ|x·w| {:.3e}, rel L2 err {:.3e}, \
              {} mismatches -> {}",
             self.name,
             self.elements,
@@ -269,6 +316,17 @@ impl fmt::Display for Report {
                 self.mismatches - self.first_mismatches.len()
             )?;
         }
+        if self.non_finite > 0 {
+            write!(
+                f,
+                "\n    {} element(s) of {} are NaN or infinite (an overflow: the inputs are finite)",
+                self.non_finite, self.name
+            )?;
+            if let Some((r, c)) = self.first_non_finite {
+                write!(f, ", the first at row {r}, column {c}")?;
+            }
+            write!(f, " -> FAIL")?;
+        }
         Ok(())
     }
 }
@@ -280,13 +338,42 @@ mod tests {
     const TOL: Tolerance = Tolerance {
         atol: 1e-5,
         rtol: 1e-4,
+        terms: 0.0,
     };
+
+    /// `validate` with magnitudes of 1.
+    fn validate(name: &'static str, gpu: &[f32], r: &[f64], cols: usize, tol: Tolerance) -> Report {
+        super::validate(name, gpu, (r, &vec![1.0; r.len()]), cols, tol)
+    }
 
     #[test]
     fn exact_and_within_tolerance_pass() {
         let r = validate("Q", &[1.0, 2.0, 3.0], &[1.0, 2.0000001, 3.0], 3, TOL);
         assert!(r.pass, "{r}");
         assert_eq!(r.mismatches, 0);
+    }
+
+    #[test]
+    fn each_element_is_held_to_its_own_terms() {
+        // Issue #22, item 2: one outlier row (terms of 1e30) beside ordinary rows (terms of
+        // about 5): the outlier's bound is huge, the ordinary rows' stay tight, and a planted
+        // error of 1e-3 in an ordinary row fails.
+        let tol = Tolerance::for_f32_accumulation(64);
+        let reference = [1e30, 2.5, -1.0, 0.5];
+        let magnitude = [2e30, 5.0, 4.0, 6.0];
+        let mut gpu = reference.map(|r| r as f32);
+        gpu[0] = (1e30f64 * (1.0 + 1e-7)) as f32;
+        let r = super::validate("Q", &gpu, (&reference, &magnitude), 2, tol);
+        assert!(r.pass, "{r}");
+        gpu[2] += 1e-3;
+        let r = super::validate("Q", &gpu, (&reference, &magnitude), 2, tol);
+        assert_eq!((r.mismatches, r.first_mismatches[0].row), (1, 1), "{r}");
+        // The bound is the probabilistic one: λ·√(d+2)·2^-24 within rounding.
+        let expected = 10.0 * 66f64.sqrt() / 16_777_216.0;
+        assert!((tol.terms / expected - 1.0).abs() < 1e-5, "{tol:?}");
+        // One missed average term (1/d of the sum) is 79 times the bound at d_model 768.
+        let t = Tolerance::for_f32_accumulation(768);
+        assert!(1.0 / 768.0 > 75.0 * t.terms, "{t:?}");
     }
 
     #[test]
@@ -307,6 +394,28 @@ mod tests {
         );
         assert!((r.max_abs_err - 0.5).abs() < 1e-12);
         assert!(r.to_string().contains("[1, 0]: gpu 4.5e0, reference 4e0"));
+    }
+
+    #[test]
+    fn an_inf_outside_the_checked_rows_fails_the_report() {
+        // Issue #22, item 1: a PASS over the sampled rows, but the scan of every element
+        // found two infinities elsewhere.
+        let mut r = validate("Q", &[1.0, 2.0], &[1.0, 2.0], 2, TOL);
+        assert!(r.pass);
+        r.add_non_finite(2, Some((7, 1)));
+        assert!(!r.pass, "{r}");
+        let text = r.to_string();
+        assert!(
+            text.contains("2 element(s) of Q are NaN or infinite")
+                && text.contains("row 7, column 1"),
+            "{text}"
+        );
+        let mut whole = validate("Q", &[1.0], &[1.0], 1, TOL);
+        whole.merge(&r, 10);
+        assert_eq!(
+            (whole.non_finite, whole.first_non_finite, whole.pass),
+            (2, Some((17, 1)), false)
+        );
     }
 
     #[test]
@@ -348,12 +457,14 @@ mod tests {
     }
 
     #[test]
-    fn tolerance_scales_with_d_model_and_magnitudes() {
-        let a = Tolerance::for_f32_accumulation(100, 1.0, 1.0);
-        let b = Tolerance::for_f32_accumulation(400, 1.0, 1.0);
-        assert!((b.atol / a.atol - 2.0).abs() < 1e-12);
-        let c = Tolerance::for_f32_accumulation(100, 2.0, 3.0);
-        assert!((c.atol / a.atol - 6.0).abs() < 1e-12);
+    fn tolerance_scales_with_the_square_root_of_d_model() {
+        let a = Tolerance::for_f32_accumulation(98);
+        let b = Tolerance::for_f32_accumulation(398);
+        assert!((b.terms / a.terms - 2.0).abs() < 1e-5);
+        assert_eq!((a.atol, a.rtol), (0.0, 0.0));
+        // An f16 accumulator: 2^13 times wider (to first order).
+        let h = Tolerance::for_f16_accumulator(98);
+        assert!((h.terms / a.terms / 8192.0 - 1.0).abs() < 0.03, "{h:?}");
         assert_eq!(absmax(&[-3.0, 2.0, f32::NAN, f32::INFINITY]), 3.0);
     }
 }
@@ -378,10 +489,11 @@ impl QkvReport {
         kv_width: u32,
         tol: Tolerance,
     ) -> Self {
+        let r = reference;
         Self {
-            q: validate("Q", gpu.0, &reference.q, q_width as usize, tol),
-            k: validate("K", gpu.1, &reference.k, kv_width as usize, tol),
-            v: validate("V", gpu.2, &reference.v, kv_width as usize, tol),
+            q: validate("Q", gpu.0, (&r.q, &r.q_mag), q_width as usize, tol),
+            k: validate("K", gpu.1, (&r.k, &r.k_mag), kv_width as usize, tol),
+            v: validate("V", gpu.2, (&r.v, &r.v_mag), kv_width as usize, tol),
         }
     }
 

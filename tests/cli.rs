@@ -599,3 +599,49 @@ fn bench_runs_each_shape_in_each_type() {
     assert_eq!(types, ["f32", "f16", "bf16"]);
     assert!(rows.iter().all(|r| r["pass"] == true), "{json}");
 }
+
+#[test]
+fn the_unknown_kernel_error_names_auto_and_all() {
+    let (_, stderr) = exits(&["run", "--kernel", "bogus"], 2);
+    assert!(
+        stderr.contains("'all'") && stderr.contains("'auto' (autotuned: the default)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_half_type_suggestion_names_only_kernels_this_adapter_runs() {
+    let (adapters, _) = exits(&["adapters", "--json"], 0);
+    let offers_coop = !adapters.contains("\"cooperative_matrix\": []");
+    let (_, stderr) = exits(
+        &[
+            "run",
+            "--tokens",
+            "4",
+            "--d-model",
+            "4",
+            "--q-width",
+            "4",
+            "--kernel",
+            "tiled",
+            "--dtype",
+            "bf16",
+        ],
+        2,
+    );
+    assert!(
+        stderr.contains("reads only f32") && stderr.contains("blocktile"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.contains("coopmat"), offers_coop, "{stderr}");
+}
+
+#[test]
+fn run_help_lists_the_global_options_apart() {
+    let (help, _) = exits(&["run", "--help"], 0);
+    let heading = help.find("Options of every command").expect(&help);
+    for opt in ["--backend", "--adapter", "--unchecked"] {
+        assert!(help.find(opt).is_some_and(|i| i > heading), "{opt}: {help}");
+    }
+    assert!(help.find("--tokens").is_some_and(|i| i < heading), "{help}");
+}

@@ -1,8 +1,8 @@
 //! Never a panic on hostile input (issue #11): property tests over arbitrary bytes and over
 //! mutations (bytes flipped, cut, spliced, repeated) of the fuzzing seed corpus in
 //! `fuzz/seeds/`, for every parser that reads what a user hands `qkv`: the `.npy` reader,
-//! safetensors checkpoints with family detection, the `--kernel` parser and the tuning
-//! cache. The bodies are the fuzz targets' own (`fuzz/exercise.rs`); `cargo fuzz` runs them
+//! safetensors checkpoints with family detection, the `--kernel` parser, the tuning cache,
+//! and the commit journal an output directory may hold (planted or damaged). The bodies are the fuzz targets' own (`fuzz/exercise.rs`); `cargo fuzz` runs them
 //! coverage-guided for longer (fuzz/README.md).
 
 #[path = "../fuzz/exercise.rs"]
@@ -141,6 +141,21 @@ proptest! {
 }
 
 proptest! {
+    // Each case makes a directory and files.
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn journal_never_panics_or_touches_a_users_file(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        exercise::journal(&data);
+    }
+
+    #[test]
+    fn journal_never_panics_or_touches_a_users_file_on_mutated_journals(data in mutated("journal")) {
+        exercise::journal(&data);
+    }
+}
+
+proptest! {
     // Checkpoints do more work per input (family detection, loading at several d_model).
     #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
 
@@ -159,12 +174,19 @@ proptest! {
 fn every_seed_is_read_as_its_name_says() {
     // The seeds are the corpus' valid starting points (and a few named near misses): the
     // valid ones must parse, so mutations start from the parsers' deep paths.
-    for target in ["npy", "checkpoint", "kernel_config", "tuning_cache"] {
+    for target in [
+        "npy",
+        "checkpoint",
+        "kernel_config",
+        "tuning_cache",
+        "journal",
+    ] {
         for seed in seeds(target) {
             match target {
                 "npy" => exercise::npy(&seed),
                 "checkpoint" => exercise::checkpoint(&seed),
                 "kernel_config" => exercise::kernel_config(&seed),
+                "journal" => exercise::journal(&seed),
                 _ => exercise::tuning_cache(&seed),
             }
         }
@@ -187,5 +209,45 @@ fn every_seed_is_read_as_its_name_says() {
     ] {
         let c = qkv_wgpu::io::checkpoint::Checkpoint::open(&dir.join(name)).unwrap();
         c.find_family("").unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_by_every_reader_never_read_or_waited_on() {
+    // Issue #22: a FIFO hung every run, a symlink to /dev/zero grew memory past 2 GB. Every
+    // reader of a user's file names what it got instead of reading it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("fifo");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let zero = d.join("zero");
+    std::os::unix::fs::symlink("/dev/zero", &zero).unwrap();
+    for special in [&fifo, &zero, Path::new("/dev/null")] {
+        let e = qkv_wgpu::io::npy::NpyRows::open(special)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = qkv_wgpu::io::checkpoint::Checkpoint::open(special)
+            .expect_err("refused")
+            .to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let (entries, notes) = qkv_wgpu::tune::cache::Cache::at(special.to_path_buf()).load();
+        assert!(
+            entries.is_empty() && notes[0].contains("not a regular file"),
+            "{notes:?}"
+        );
+    }
+    // The journal, as a FIFO and as a link to /dev/zero.
+    for (i, target) in [&fifo, &zero].iter().enumerate() {
+        let out = d.join(format!("out{i}"));
+        std::fs::create_dir(&out).unwrap();
+        std::fs::rename(target, out.join(qkv_wgpu::io::commit::JOURNAL)).unwrap();
+        let e = qkv_wgpu::io::commit::OutputDir::open(&out)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a journal qkv wrote"), "{e}");
     }
 }

@@ -381,15 +381,16 @@ fn nonfinite_inputs_are_reported_compared_and_not_written_unless_allowed() {
         "--out",
         s(&out),
     ];
+    // Refused at the chunk that holds them (issue #22, item 11: not after the whole run).
     fails(
         &args,
         2,
-        "X has 2 non-finite values (first: NaN at [2, 5])",
+        "X holds NaN or Inf (X has 2 non-finite values (first: NaN at [2, 5])); the run \
+         stopped there",
         &out,
     );
-    // The projection ran and NaN compared equal to NaN: the check itself passed.
     let o = qkv(&args);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("PASS"));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("PASS"));
 
     let mut allowed = args.to_vec();
     allowed.push("--allow-nonfinite");
@@ -403,6 +404,75 @@ fn nonfinite_inputs_are_reported_compared_and_not_written_unless_allowed() {
         q.data[..24].iter().all(|v| v.is_finite()),
         "row 0 of Q is finite"
     );
+}
+
+#[test]
+fn nan_weights_are_refused_before_any_gpu_work_item_11() {
+    let b = bert();
+    let mut tensors = b.tensors.clone();
+    let w = tensors
+        .iter_mut()
+        .find(|t| t.name == "bert.encoder.layer.0.attention.self.key.weight")
+        .unwrap();
+    w.data[3] = f32::NAN;
+    let wp = b.dir.path().join("nan.safetensors");
+    write_checkpoint(&wp, &tensors);
+    let (out, xp) = (b.dir.path().join("out"), b.dir.path().join("x.npy"));
+    let args = [
+        "project",
+        "--input",
+        s(&xp),
+        "--weights",
+        s(&wp),
+        "--prefix",
+        "bert.encoder.layer.0",
+        "--out",
+        s(&out),
+    ];
+    let started = std::time::Instant::now();
+    fails(&args, 2, "the weights hold NaN or Inf", &out);
+    let o = qkv(&args);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    // Nothing ran: no adapter was opened, no kernel reported.
+    assert!(
+        !stdout.contains("adapter") && !stdout.contains("kernel"),
+        "{stdout}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
+    let mut allowed = args.to_vec();
+    allowed.push("--allow-nonfinite");
+    ok(&allowed);
+}
+
+#[test]
+fn a_weight_past_f16s_range_says_invalid_input_once_item_14() {
+    let b = bert();
+    let mut tensors = b.tensors.clone();
+    let w = tensors
+        .iter_mut()
+        .find(|t| t.name == "bert.encoder.layer.0.attention.self.query.weight")
+        .unwrap();
+    w.data[0] = 1e5;
+    let wp = b.dir.path().join("big.safetensors");
+    write_checkpoint(&wp, &tensors);
+    let out = b.dir.path().join("out");
+    let o = qkv(&[
+        "project",
+        "--input",
+        s(&b.dir.path().join("x.npy")),
+        "--weights",
+        s(&wp),
+        "--prefix",
+        "bert.encoder.layer.0",
+        "--dtype",
+        "f16",
+        "--out",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.matches("invalid input").count(), 1, "{stderr}");
+    assert!(stderr.contains("outside f16's range"), "{stderr}");
 }
 
 #[test]
@@ -636,6 +706,8 @@ fn chunked_files_match_one_dispatch_bit_for_bit_and_a_failed_check_keeps_old_out
             "--atol",
             "0",
             "--rtol",
+            "0",
+            "--ttol",
             "0",
             "--chunk-tokens",
             "4",

@@ -46,7 +46,7 @@ fn check_config(shape: QkvShape, config: qkv_wgpu::KernelConfig, seed: u64) -> q
         &r,
         shape.q_width,
         shape.kv_width,
-        common::tolerance(&shape, &x, &w),
+        common::tolerance(&shape),
     )
 }
 
@@ -147,6 +147,7 @@ fn a_cached_choice_that_no_longer_validates_is_discarded() {
         tolerance: Some(Tolerance {
             atol: 0.0,
             rtol: 0.0,
+            terms: 0.0,
         }),
         ..opts(&dir)
     };
@@ -163,4 +164,35 @@ fn a_tiny_ragged_shape_passes_for_every_candidate_and_the_default() {
     }
     // And the plain helper still covers the default kernels.
     assert_pass(&check(shape, Kernel::DEFAULT, 2), "default");
+}
+
+#[test]
+fn a_choice_tuned_on_a_busy_machine_is_tuned_again_and_the_margin_is_kept() {
+    // Issue #22: a tuning done while the machine was busy was cached for good. The entry
+    // keeps the margin its winner won by; a re-check that runs the winner far faster than
+    // it ran when tuned (here: a recorded time of 1000 s) discards it and tunes again.
+    let dir = tempfile::tempdir().unwrap();
+    let first = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert!(first.reason.contains("it won by"), "{}", first.reason);
+    let path = dir.path().join("tuning.json");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let key = shape_class_key(ctx(), &small(), ElementType::F32);
+    let margin = v["entries"][&key]["margin"].as_f64().expect("a margin");
+    assert!(margin >= 1.0, "{margin}");
+    tamper(&dir, |e| {
+        let winner = e["config"].clone();
+        for t in e["trials"].as_array_mut().unwrap() {
+            if t["config"] == winner {
+                t["ms"] = 1e6.into();
+            }
+        }
+    });
+    let again = choose(ctx(), &small(), &opts(&dir)).unwrap();
+    assert!(
+        again.reason.starts_with("autotuned now")
+            && again.reason.contains("while the machine was busy"),
+        "{}",
+        again.reason
+    );
 }

@@ -25,6 +25,43 @@ pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// Reserves `len` bytes of disk for `file` (written as `shown`) before anything is written
+/// into it, so that a full disk (or a file-size limit, `ulimit -f`) stops a run before its
+/// GPU work, not chunks into it: `posix_fallocate` on Linux, which allocates the blocks (a
+/// file system without it is left to find out as it writes). Elsewhere, nothing: only the
+/// length is set by the caller.
+pub(crate) fn reserve(file: &std::fs::File, len: u64, shown: &str) -> Result<(), Error> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let Ok(len) = libc::off_t::try_from(len) else {
+            return Err(Error::io(
+                format!("cannot reserve {len} bytes for {shown}"),
+                std::io::ErrorKind::FileTooLarge.into(),
+            ));
+        };
+        // SAFETY: a valid open file descriptor; posix_fallocate returns an errno value.
+        let r = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
+        match r {
+            0 => Ok(()),
+            // Not supported by this file system: found out while writing instead.
+            libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
+            e => Err(Error::io(
+                format!(
+                    "cannot reserve {} for {shown} before the run",
+                    crate::error::fmt_bytes(len as u64)
+                ),
+                std::io::Error::from_raw_os_error(e),
+            )),
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, len, shown);
+        Ok(())
+    }
+}
+
 /// Non-finite values (NaN, +-Inf) found in an input, for the report users get before the
 /// projection runs.
 #[derive(Debug, Clone, PartialEq)]

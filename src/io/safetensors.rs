@@ -96,7 +96,9 @@ impl SafetensorsWriter {
             .write_all(&(json.len() as u64).to_le_bytes())
             .and_then(|_| w.file.write_all(&json))
             .map_err(io)?;
-        // The file's full length now, so that a full disk shows before the run, not after.
+        // The file's full length, its blocks allocated now, so that a full disk shows before
+        // the run, not after.
+        crate::io::reserve(&w.file, data_start + offset, shown)?;
         w.file.set_len(data_start + offset).map_err(io)?;
         Ok(w)
     }

@@ -226,11 +226,25 @@ impl KernelSpec {
     /// The same kernel storing X, W and Q, K, V as `element`; an error for a variant that
     /// reads only f32 (naming those that read every type).
     pub fn with_element(self, element: ElementType) -> Result<Self, String> {
+        self.with_element_on(element, None)
+    }
+
+    /// [`with_element`](Self::with_element), naming in the error only the variants that
+    /// read `element` and that `summary`'s adapter can run (`coopmat` is not suggested on
+    /// an adapter without cooperative matrices).
+    pub fn with_element_on(
+        self,
+        element: ElementType,
+        summary: Option<&AdapterSummary>,
+    ) -> Result<Self, String> {
         let kernel = self.kernel();
         if !kernel.elements().contains(&element) {
             let typed: Vec<&str> = Kernel::ALL
                 .iter()
                 .filter(|k| k.elements().contains(&element))
+                .filter(|&&k| {
+                    summary.is_none_or(|s| KernelConfig::from(k).unsupported_on(s).is_none())
+                })
                 .map(|k| k.name())
                 .collect();
             return Err(format!(

@@ -74,6 +74,16 @@ pub fn parse_as<E: DeserializeOwned>(text: &str, what: &str) -> Parsed<E> {
     out
 }
 
+/// Whether `bytes` look like a cache file of qkv's, damaged or not: a JSON object whose
+/// first key is "entries" (what [`Cache::store`] writes). Only such a file is ever set aside;
+/// anything else at the cache's path is the user's.
+fn looks_like_ours(bytes: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(64)]);
+    let t = text.trim_start();
+    t.strip_prefix('{')
+        .is_some_and(|rest| rest.trim_start().starts_with("\"entries\""))
+}
+
 #[derive(Serialize)]
 struct Document<'a, E> {
     entries: &'a BTreeMap<String, E>,
@@ -117,6 +127,18 @@ impl<E: Serialize + DeserializeOwned> Cache<E> {
     /// Reads the entries, with notes on anything wrong (for the report). A file that does
     /// not parse at all is left where it is; the next [`store`](Self::store) sets it aside.
     pub fn load(&self) -> (BTreeMap<String, E>, Vec<String>) {
+        if let Ok(m) = std::fs::metadata(&self.path) {
+            if !m.is_file() {
+                return (
+                    BTreeMap::new(),
+                    vec![format!(
+                        "{} is not a regular file; the {} there is not used",
+                        self.path.display(),
+                        self.what
+                    )],
+                );
+            }
+        }
         let text = match std::fs::read(&self.path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Default::default(),
@@ -134,13 +156,22 @@ impl<E: Serialize + DeserializeOwned> Cache<E> {
         let parsed = self.parse(&text);
         let mut notes = Vec::new();
         if let Some(why) = &parsed.unreadable {
-            notes.push(format!(
-                "the {} {} is unreadable: {why}; it will be set aside as {} when this run \
-                 stores its result",
-                self.what,
-                self.path.display(),
-                self.aside().display()
-            ));
+            notes.push(if looks_like_ours(&text) {
+                format!(
+                    "the {} {} is unreadable: {why}; it will be set aside as {} when this run \
+                     stores its result",
+                    self.what,
+                    self.path.display(),
+                    self.aside().display()
+                )
+            } else {
+                format!(
+                    "{} is not a {} qkv wrote ({why}); it is left as it is and nothing will be \
+                     stored there: set QKV_CACHE_DIR to a directory of qkv's own",
+                    self.path.display(),
+                    self.what
+                )
+            });
         }
         for d in &parsed.dropped {
             notes.push(format!(
@@ -193,6 +224,16 @@ impl<E: Serialize + DeserializeOwned> Cache<E> {
         let mut entries = match std::fs::read(&self.path) {
             Ok(bytes) => {
                 let parsed = self.parse(&bytes);
+                if parsed.unreadable.is_some() && !looks_like_ours(&bytes) {
+                    // Never rename or replace a file this tool did not write.
+                    return Err(format!(
+                        "{} is not a {} qkv wrote; it was left as it is, so the next run will \
+                         {} again (set QKV_CACHE_DIR to a directory of qkv's own)",
+                        self.path.display(),
+                        self.what,
+                        self.redo
+                    ));
+                }
                 if parsed.unreadable.is_some() {
                     std::fs::rename(&self.path, self.aside())
                         .map_err(|e| fail("setting the unreadable file aside", e))?;
@@ -239,6 +280,7 @@ mod tests {
             shader_hash: "0123".into(),
             proxy: "tokens 32".into(),
             trials: Vec::new(),
+            margin: None,
         }
     }
 
@@ -290,6 +332,28 @@ mod tests {
         });
         let (entries, notes) = Cache::at(path).load();
         assert_eq!(entries.len(), 8, "{notes:?}");
+    }
+
+    #[test]
+    fn a_file_qkv_did_not_write_is_never_renamed_item_7() {
+        // Issue #22, item 7: a user's own tuning.json was renamed to tuning.json.corrupt.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tuning.json");
+        std::fs::write(&path, "my own notes about tuning").unwrap();
+        let c = Cache::at(path.clone());
+        let (entries, notes) = c.load();
+        assert!(entries.is_empty());
+        assert!(
+            notes[0].contains("not a tuning cache qkv wrote"),
+            "{notes:?}"
+        );
+        let e = c.store("k", entry("naive")).unwrap_err();
+        assert!(e.contains("left as it is"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "my own notes about tuning"
+        );
+        assert!(!path.with_extension("json.corrupt").exists());
     }
 
     #[cfg(unix)]

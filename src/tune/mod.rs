@@ -28,6 +28,19 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The runner-up's time over the winner's `best`, among the candidates that validated.
+fn margin(trials: &[Trial], best: Duration) -> Option<f64> {
+    let best = best.as_secs_f64() * 1e3;
+    let mut times: Vec<f64> = trials.iter().filter_map(|t| t.ms).collect();
+    times.sort_by(f64::total_cmp);
+    times
+        .iter()
+        .copied()
+        .find(|&t| t > best)
+        .or_else(|| (times.len() > 1).then_some(best))
+        .map(|second| second / best)
+}
+
 /// One shape class's choice, as the cache keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Entry {
@@ -39,7 +52,26 @@ pub struct Entry {
     pub proxy: String,
     /// Every candidate's result.
     pub trials: Vec<Trial>,
+    /// The runner-up's time over the winner's (1.05: it won by 5%); absent in entries of
+    /// older versions.
+    #[serde(default)]
+    pub margin: Option<f64>,
 }
+
+impl Entry {
+    /// The winner's time on the proxy when it was tuned, in ms.
+    pub fn winner_ms(&self) -> Option<f64> {
+        self.trials
+            .iter()
+            .find(|t| t.config == self.config)
+            .and_then(|t| t.ms)
+    }
+}
+
+/// A re-check that runs the cached winner at under 1/this of its tuned time finds the
+/// tuning run was slowed by other work on the machine (a busy CPU driver, a GPU shared with
+/// another job): its comparisons are not trusted and the class is tuned again.
+pub const BUSY_TUNING_FACTOR: f64 = 2.0;
 
 /// A build without files (the browser's) has no cache: this type has no values, so the
 /// code that uses a cache is the same in every build and every session there tunes anew.
@@ -185,7 +217,7 @@ pub struct TuneOptions {
     /// A build without the `native` feature (the browser's) has no files and keeps no cache:
     /// the choice's notes say so.
     pub cache_dir: Option<PathBuf>,
-    /// The tolerance candidates must pass; default: [`Tolerance::for_inputs`] for the
+    /// The tolerance candidates must pass; default: [`Tolerance::for_f32_accumulation`] for the
     /// storage type ([`Tolerance::for_output`]).
     pub tolerance: Option<Tolerance>,
     /// The storage type to tune for (each type is its own cache entry).
@@ -318,8 +350,8 @@ impl Inputs {
         element.round_slice(&mut x);
         let w = w.rounded(element);
         let expected = reference(shape, &x, &w);
-        let tol =
-            tol.unwrap_or_else(|| Tolerance::for_inputs(shape.d_model, &x, &w).for_output(element));
+        let tol = tol
+            .unwrap_or_else(|| Tolerance::for_f32_accumulation(shape.d_model).for_output(element));
         Inputs {
             shape: *shape,
             x,
@@ -395,7 +427,22 @@ async fn recheck(
         )));
     }
     let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol, element);
-    Ok(trial(ctx, &inputs, &spec, 1).await?.map(|_| spec.config))
+    let now = match trial(ctx, &inputs, &spec, 1).await? {
+        Ok(t) => t.as_secs_f64() * 1e3,
+        Err(why) => return Ok(Err(why)),
+    };
+    // Timed far faster now than when it was tuned: that tuning ran on a busier machine, and
+    // its comparisons between candidates are not to be trusted.
+    if let Some(then) = entry.winner_ms() {
+        if now * BUSY_TUNING_FACTOR < then {
+            return Ok(Err(format!(
+                "it runs {:.1}x faster now ({now:.3} ms) than when it was tuned ({then:.3} ms): \
+                 that tuning ran while the machine was busy",
+                then / now
+            )));
+        }
+    }
+    Ok(Ok(spec.config))
 }
 
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
@@ -498,7 +545,7 @@ pub async fn choose_async(
             status,
         });
     }
-    let Some((_, spec)) = best else {
+    let Some((best_time, spec)) = best else {
         return Err(Error::Input(format!(
             "no kernel configuration ran and validated on this adapter: {}{}",
             trials
@@ -521,7 +568,9 @@ pub async fn choose_async(
             p.n_out()
         ),
         trials: trials.clone(),
+        margin: margin(&trials, best_time),
     };
+    let margin = entry.margin;
     match &cache {
         Some(c) => match c.store(&key, entry) {
             Ok(more) => notes.extend(more),
@@ -536,6 +585,17 @@ pub async fn choose_async(
         p.d_model,
         p.n_out()
     );
+    if let Some(m) = margin {
+        reason.push_str(&format!(
+            "; it won by {:.0}%{}",
+            100.0 * (m - 1.0),
+            if m < 1.05 {
+                " (a close call: another configuration is about as fast)"
+            } else {
+                ""
+            }
+        ));
+    }
     if opts.force {
         reason.push_str(" (--tune)");
     }

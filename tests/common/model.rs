@@ -8,6 +8,7 @@ use safetensors::Dtype;
 use std::path::{Path, PathBuf};
 
 /// A tensor to store: name, dtype, shape, values (rounded to the dtype before storing).
+#[derive(Clone)]
 pub struct T {
     pub name: String,
     pub dtype: Dtype,

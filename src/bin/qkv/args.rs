@@ -7,8 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use qkv_wgpu::io::checkpoint::WeightLayout;
 use qkv_wgpu::{
-    AdapterFilter, BackendChoice, ChunkOptions, ElementType, Error, FusedWeights, GpuContext,
-    Kernel, KernelSpec, QkvShape, Tolerance,
+    AdapterFilter, BackendChoice, ChunkOptions, ElementType, Error, GpuContext, Kernel, KernelSpec,
+    QkvShape, Tolerance,
 };
 
 /// `--backend`: the library's backend names, each with its description.
@@ -27,19 +27,24 @@ pub fn weight_layout_parser() -> impl TypedValueParser<Value = WeightLayout> {
     .try_map(|s| s.parse::<WeightLayout>())
 }
 
+/// Where `--help` lists the options every command takes, apart from the command's own.
+const GLOBAL: &str = "Options of every command (before or after it)";
+
 /// Adapter choice, shared by every command.
 #[derive(Args, Debug, Clone)]
 pub struct GpuArgs {
     /// Graphics API to use [default: the best of Vulkan, Metal, DX12; GL only if none]
-    #[arg(long, global = true, env = "QKV_BACKEND", value_parser = backend_parser())]
+    #[arg(long, global = true, env = "QKV_BACKEND", value_parser = backend_parser(),
+          help_heading = GLOBAL)]
     backend: Option<BackendChoice>,
     /// Use the first adapter whose name contains this text (case-insensitive)
-    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING")]
+    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING",
+          help_heading = GLOBAL)]
     adapter: Option<String>,
     /// Build the kernels whose every memory access the plan proves in bounds (coopmat)
     /// without wgpu's runtime bounds checks and workgroup-memory zeroing. Off by default:
     /// not yet measured faster on a GPU (BENCHMARKS.md); reports say when it was used
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = GLOBAL)]
     unchecked: bool,
 }
 
@@ -110,10 +115,13 @@ pub enum KernelList {
 pub fn parse_kernels(s: &str) -> Result<KernelList, String> {
     match s.trim() {
         "auto" => Ok(KernelList::Auto),
-        other => Kernel::parse_list(other).map(|configs| KernelList::Given {
-            configs,
-            all: other == "all",
-        }),
+        other => Kernel::parse_list(other)
+            .map(|configs| KernelList::Given {
+                configs,
+                all: other == "all",
+            })
+            // The list's own words, beside the kernel names the parser knows.
+            .map_err(|e| format!("{e}, or 'auto' (autotuned: the default)")),
     }
 }
 
@@ -128,7 +136,10 @@ pub fn resolve_kernels(
     match list {
         KernelList::Auto => {
             progress("choosing a kernel configuration (autotuning on first use)");
-            let choice = qkv_wgpu::tune::choose(
+            // Tuning takes seconds on a GPU and minutes on a CPU driver: said when it starts,
+            // not only seen in the time it takes.
+            let mut started = false;
+            let choice = pollster::block_on(qkv_wgpu::tune::choose_async(
                 ctx,
                 shape,
                 &qkv_wgpu::tune::TuneOptions {
@@ -136,7 +147,35 @@ pub fn resolve_kernels(
                     element,
                     ..Default::default()
                 },
-            )?;
+                |step| {
+                    if !started {
+                        started = true;
+                        let count = step
+                            .split_once('/')
+                            .and_then(|(_, rest)| rest.split_once(' '))
+                            .map_or("every", |(n, _)| n);
+                        eprintln!(
+                            "note: autotuning {} tokens x d_model {} -> {} in {element} ({} \
+                             class, first use on this adapter): {count} candidates validated and \
+                             timed, {}; the choice is cached (--kernel NAME skips this)",
+                            shape.tokens,
+                            shape.d_model,
+                            shape.n_out(),
+                            if force_tune {
+                                "--tune, this"
+                            } else {
+                                "this shape's"
+                            },
+                            if ctx.is_cpu() {
+                                "up to a few minutes on a CPU driver"
+                            } else {
+                                "seconds on a GPU"
+                            }
+                        );
+                    }
+                    progress(&format!("tuning {step}"));
+                },
+            ))?;
             for note in &choice.notes {
                 eprintln!("note: {note}");
             }
@@ -152,7 +191,7 @@ pub fn resolve_kernels(
                 let c = c.for_adapter(&ctx.summary);
                 // Parsing checked the configuration already.
                 let spec = KernelSpec::new(c).map_err(Error::Input)?;
-                let spec = match spec.with_element(element) {
+                let spec = match spec.with_element_on(element, Some(&ctx.summary)) {
                     Ok(s) => s,
                     Err(why) if *all => {
                         eprintln!("skipping {c}: {why}");
@@ -190,46 +229,37 @@ pub fn parse_tolerance(s: &str) -> Result<f64, String> {
 /// `--atol` and `--rtol`, shared by the commands that check results.
 #[derive(Args, Debug, Clone, Copy)]
 pub struct ToleranceArgs {
-    /// Absolute tolerance [default: 1e-5 · sqrt(d_model) · max|x| · max|w|]
+    /// Absolute tolerance [default: 0; each element is held to its own bound, --ttol]
     #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
     pub atol: Option<f64>,
-    /// Relative tolerance [default: 1e-4]
+    /// Tolerance relative to |ref| [default: 0 in f32; half an ulp of a half type]
     #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
     pub rtol: Option<f64>,
+    /// Tolerance relative to the element's Σ|x·w| + |b| [default: 10·√(d_model+2)·2^-24,
+    /// the probabilistic bound of f32 accumulation (README, "How validation decides")]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_tolerance)]
+    pub ttol: Option<f64>,
 }
 
 impl ToleranceArgs {
-    /// The tolerance for these inputs and results stored as `element`, with the user's
-    /// --atol / --rtol taking precedence.
-    pub fn tolerance(
-        &self,
-        d_model: u32,
-        x: &[f32],
-        weights: &FusedWeights,
-        element: ElementType,
-    ) -> Tolerance {
-        // --atol and --rtol were checked when parsed (`parse_tolerance`).
-        let default = Tolerance::for_inputs(d_model, x, weights).for_output(element);
+    /// `default` with the user's --atol / --rtol / --ttol taking precedence.
+    fn over(&self, default: Tolerance) -> Tolerance {
+        // Checked when parsed (`parse_tolerance`).
         Tolerance {
             atol: self.atol.unwrap_or(default.atol),
             rtol: self.rtol.unwrap_or(default.rtol),
+            terms: self.ttol.unwrap_or(default.terms),
         }
     }
 
+    /// The tolerance of f32 accumulation over `d_model` for results stored as `element`.
+    pub fn tolerance(&self, d_model: u32, element: ElementType) -> Tolerance {
+        self.over(Tolerance::for_f32_accumulation(d_model).for_output(element))
+    }
+
     /// As [`tolerance`](Self::tolerance) for the run of `spec`: its storage type, and an f16
-    /// accumulator's wider bound where the kernel has one (`coopmat(acc=16)`), unless
-    /// --atol was given.
-    pub fn for_kernel(
-        &self,
-        d_model: u32,
-        x: &[f32],
-        weights: &FusedWeights,
-        spec: &qkv_wgpu::KernelSpec,
-    ) -> Tolerance {
-        let default = Tolerance::for_inputs(d_model, x, weights).for_kernel(spec);
-        Tolerance {
-            atol: self.atol.unwrap_or(default.atol),
-            rtol: self.rtol.unwrap_or(default.rtol),
-        }
+    /// accumulator's wider bound where the kernel has one (`coopmat(acc=16)`).
+    pub fn for_kernel(&self, d_model: u32, spec: &qkv_wgpu::KernelSpec) -> Tolerance {
+        self.over(Tolerance::for_kernel(d_model, spec))
     }
 }

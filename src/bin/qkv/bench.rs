@@ -180,12 +180,8 @@ fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
 pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     let loads = workloads(args)?;
     // Refused now rather than after the sweep; checked again when the plot is written.
-    if let Some(path) = args.plot.as_ref().filter(|p| !args.force && p.exists()) {
-        return Err(Error::Input(format!(
-            "--plot {} already exists; pass --force to overwrite it",
-            path.display()
-        ))
-        .into());
+    if let Some(path) = &args.plot {
+        check_plot_path(path, args.force)?;
     }
     let ctx = gpu.context()?;
     // Check every shape first: a sweep should not fail an hour in.
@@ -240,7 +236,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         for spec in specs {
             let element = spec.element;
             // X is uniform in [-1, 1): 1 bounds its magnitude.
-            let tol = Tolerance::for_inputs(shape.d_model, &[1.0], &w).for_kernel(&spec);
+            let tol = Tolerance::for_kernel(shape.d_model, &spec);
             let input = spec.input_element();
             let config = spec.config;
             let plan = ChunkPlan::new(
@@ -373,6 +369,45 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     } else {
         Err(Failure::Validation)
     }
+}
+
+/// Whether the plot can be written where asked, before any sweep (issue #22, item 12: a
+/// missing directory was found after the whole sweep): not over a device, FIFO, directory
+/// or symlink, not over an existing file without --force, into a directory that exists and
+/// takes a new file.
+fn check_plot_path(path: &std::path::Path, force: bool) -> Result<(), Error> {
+    qkv_wgpu::io::commit::not_special(path)?;
+    if !force && path.exists() {
+        return Err(Error::Input(format!(
+            "--plot {} already exists; pass --force to overwrite it",
+            path.display()
+        )));
+    }
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    if !dir.is_dir() {
+        return Err(Error::Input(format!(
+            "--plot {}: the directory {} does not exist (nothing was run)",
+            path.display(),
+            dir.display()
+        )));
+    }
+    tempfile::Builder::new()
+        .prefix(".qkv-plot-probe")
+        .tempfile_in(dir)
+        .map(drop)
+        .map_err(|e| {
+            Error::io(
+                format!(
+                    "cannot write into {} for --plot {} (nothing was run)",
+                    dir.display(),
+                    path.display()
+                ),
+                e,
+            )
+        })
 }
 
 /// Plot points: one line per shape and configuration, or with `auto` one line per shape for

@@ -68,6 +68,26 @@ pub struct Collected {
     q: Vec<f32>,
     k: Vec<f32>,
     v: Vec<f32>,
+    /// NaN or infinite elements of every row of Q, K and V (checked or not), with the
+    /// (batch row, column) of the first of each.
+    non_finite: [(usize, Option<(usize, usize)>); 3],
+}
+
+/// The (token row within the chunk, column) of element `i` of an output `width` columns
+/// wide laid out as `layout` (`heads` of `head_dim` for a head layout).
+fn position(i: usize, width: u32, layout: OutputLayout, heads: u32) -> (usize, usize) {
+    let width = width as usize;
+    match layout {
+        OutputLayout::Tokens => (i / width.max(1), i % width.max(1)),
+        OutputLayout::Heads(h) => {
+            let (seq, heads) = (h.seq_len as usize, heads as usize);
+            let dim = width / heads.max(1);
+            // [sequences, heads, seq, head_dim].
+            let (d, s) = (i % dim, i / dim % seq);
+            let (head, b) = (i / dim / seq % heads, i / dim / seq / heads);
+            (b * seq + s, head * dim + d)
+        }
+    }
 }
 
 impl Collected {
@@ -80,32 +100,69 @@ impl Collected {
         layout: OutputLayout,
         check: CheckRows,
     ) {
+        self.scan(c, shape, layout);
         let d = shape.d_model as usize;
         for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
-            self.rows.push(c.rows.start as usize + r);
-            c.x.slice(r * d..(r + 1) * d).extend_f32(&mut self.x);
-            match layout {
-                OutputLayout::Tokens => {
-                    let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
-                    c.q.slice(r * qw..(r + 1) * qw).extend_f32(&mut self.q);
-                    c.k.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.k);
-                    c.v.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.v);
-                }
-                OutputLayout::Heads(h) => {
-                    // The chunk holds whole sequences: [sequences, heads, seq, head_dim].
-                    let seq = h.seq_len as usize;
-                    let (b, s) = (r / seq, r % seq);
-                    let gather = |out: &mut Vec<f32>, data: Elements<'_>, heads: u32, dim: u32| {
-                        let (heads, dim) = (heads as usize, dim as usize);
-                        for head in 0..heads {
-                            let at = ((b * heads + head) * seq + s) * dim;
-                            data.slice(at..at + dim).extend_f32(out);
-                        }
-                    };
-                    gather(&mut self.q, c.q, h.heads, h.q_head_dim(shape));
-                    gather(&mut self.k, c.k, h.kv_heads, h.kv_head_dim(shape));
-                    gather(&mut self.v, c.v, h.kv_heads, h.kv_head_dim(shape));
-                }
+            self.keep_row(c, shape, layout, r, d);
+        }
+    }
+
+    /// Counts the NaN and infinite elements of every row of one chunk's Q, K and V (checked
+    /// or not: with finite inputs, an overflow anywhere fails the run), keeping where the
+    /// first of each is.
+    pub fn scan(&mut self, c: &qkv_wgpu::ChunkOutput<'_>, shape: &QkvShape, layout: OutputLayout) {
+        let (qh, kvh) = match layout {
+            OutputLayout::Tokens => (1, 1),
+            OutputLayout::Heads(h) => (h.heads, h.kv_heads),
+        };
+        for (seen, (data, width, heads)) in self.non_finite.iter_mut().zip([
+            (c.q, shape.q_width, qh),
+            (c.k, shape.kv_width, kvh),
+            (c.v, shape.kv_width, kvh),
+        ]) {
+            let (count, first) = data.non_finite();
+            seen.0 += count;
+            if seen.1.is_none() {
+                seen.1 = first.map(|i| {
+                    let (r, col) = position(i, width, layout, heads);
+                    (c.rows.start as usize + r, col)
+                });
+            }
+        }
+    }
+
+    /// Keeps row `r` of one chunk.
+    fn keep_row(
+        &mut self,
+        c: &qkv_wgpu::ChunkOutput<'_>,
+        shape: &QkvShape,
+        layout: OutputLayout,
+        r: usize,
+        d: usize,
+    ) {
+        self.rows.push(c.rows.start as usize + r);
+        c.x.slice(r * d..(r + 1) * d).extend_f32(&mut self.x);
+        match layout {
+            OutputLayout::Tokens => {
+                let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
+                c.q.slice(r * qw..(r + 1) * qw).extend_f32(&mut self.q);
+                c.k.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.k);
+                c.v.slice(r * kvw..(r + 1) * kvw).extend_f32(&mut self.v);
+            }
+            OutputLayout::Heads(h) => {
+                // The chunk holds whole sequences: [sequences, heads, seq, head_dim].
+                let seq = h.seq_len as usize;
+                let (b, s) = (r / seq, r % seq);
+                let gather = |out: &mut Vec<f32>, data: Elements<'_>, heads: u32, dim: u32| {
+                    let (heads, dim) = (heads as usize, dim as usize);
+                    for head in 0..heads {
+                        let at = ((b * heads + head) * seq + s) * dim;
+                        data.slice(at..at + dim).extend_f32(out);
+                    }
+                };
+                gather(&mut self.q, c.q, h.heads, h.q_head_dim(shape));
+                gather(&mut self.k, c.k, h.kv_heads, h.kv_head_dim(shape));
+                gather(&mut self.v, c.v, h.kv_heads, h.kv_head_dim(shape));
             }
         }
     }
@@ -135,6 +192,30 @@ impl Collected {
     /// How many rows are kept.
     pub fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Forgets the scan of the outputs: for inputs that hold NaN or Inf (allowed by the
+    /// user), which the outputs carry, so they are no overflow.
+    pub fn inputs_not_finite(&mut self) {
+        self.non_finite = Default::default();
+    }
+
+    /// What the scan of every output element found, if anything was NaN or infinite:
+    /// "Q: 192 elements are NaN or infinite, the first at row 5, column 0; ...".
+    pub fn non_finite_outputs(&self) -> Option<String> {
+        let parts: Vec<String> = ["Q", "K", "V"]
+            .iter()
+            .zip(&self.non_finite)
+            .filter(|(_, (count, _))| *count > 0)
+            .map(|(name, (count, first))| match first {
+                Some((r, c)) => format!(
+                    "{name}: {count} element(s) are NaN or infinite, the first at row {r}, \
+                     column {c}"
+                ),
+                None => format!("{name}: {count} element(s) are NaN or infinite"),
+            })
+            .collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Checks the kept rows of a run stored as `element` against the f64 reference computed
@@ -191,11 +272,17 @@ impl Collected {
                 .iter()
                 .flatten()
                 .all(|&b| element.round(b) == b);
-        let report = if exact {
+        let mut report = if exact {
             against(x, weights, tol)
         } else {
             against(x, &weights.rounded_for(run, input), tol)
         };
+        for (part, &(count, first)) in [&mut report.q, &mut report.k, &mut report.v]
+            .into_iter()
+            .zip(&self.non_finite)
+        {
+            part.add_non_finite(count, first);
+        }
         let took = start.elapsed();
         let source_x = if self.source_x.is_empty() {
             &self.x
@@ -319,5 +406,25 @@ mod tests {
             by_heads.q[8..16],
             [100., 101., 102., 103., 104., 105., 106., 107.]
         );
+        // An infinity in an unchecked row is found, and located in either layout.
+        let mut q2 = q.clone();
+        q2[4 * 8 + 5] = f32::INFINITY;
+        let hq2 = heads.arrange(&q2, 6, 8, 4);
+        for (layout, data) in [(OutputLayout::Tokens, &q2), (heads, &hq2)] {
+            let mut kept = Collected::default();
+            let kv_data = if layout == OutputLayout::Tokens {
+                &kv
+            } else {
+                &hk
+            };
+            kept.take(
+                &chunk(&x, data, kv_data),
+                &shape,
+                layout,
+                CheckRows::Sample(1),
+            );
+            assert_eq!(kept.non_finite[0], (1, Some((4, 5))), "{layout:?}");
+            assert_eq!(kept.non_finite[1], (0, None));
+        }
     }
 }

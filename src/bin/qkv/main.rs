@@ -108,7 +108,19 @@ fn quiet_mesa_device_select() {
     }
 }
 
+/// A write past the file-size limit (`ulimit -f`) raises SIGXFSZ, whose default action
+/// kills the process with no message and the partial files left behind. Ignored, the write
+/// fails with EFBIG instead: an I/O error like a full disk (exit 4, partial files removed).
+fn file_size_limit_is_an_error() {
+    #[cfg(unix)]
+    // SAFETY: called first thing, before any thread exists; SIG_IGN is a valid disposition.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
+}
+
 fn main() -> ExitCode {
+    file_size_limit_is_an_error();
     quiet_mesa_device_select();
     let cli = Cli::parse();
     let json = cli.command.json();

@@ -21,9 +21,11 @@ pub fn progress(msg: &str) {
 /// The check line that states the condition and its numbers.
 pub fn print_condition(tol: &Tolerance) {
     outln!(
-        "check     |gpu - ref| <= atol + rtol·|ref|, atol {:.3e}, rtol {:.1e}",
+        "check     |gpu - ref| <= atol + rtol·|ref| + ttol·Σ|x·w|, atol {:.1e}, rtol {:.1e}, ttol \
+         {:.3e} (Σ|x·w|: each element's sum of |terms| and |bias|, in f64)",
         tol.atol,
-        tol.rtol
+        tol.rtol,
+        tol.terms
     );
 }
 

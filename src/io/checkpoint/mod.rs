@@ -1,6 +1,8 @@
-//! safetensors checkpoints, memory-mapped: tensors read as f32 from F32, F16 or BF16, and the
-//! Q/K/V projection of one attention layer found by the naming conventions of common model
-//! families, or by explicit names.
+//! safetensors checkpoints: the header parsed once when the file is opened, each tensor read
+//! from its offset when asked for (F32, or F16 / BF16 kept as stored), and the Q/K/V
+//! projection of one attention layer found by the naming conventions of common model
+//! families, or by explicit names. Reads go through `read` at an offset, not a memory map: a
+//! file truncated while it loads is an error naming it, not a SIGBUS.
 //!
 //! | family  | tensors under a prefix P                                  | stored as         |
 //! |---------|-----------------------------------------------------------|-------------------|
@@ -9,18 +11,23 @@
 //! | GPT-2   | P.attn.c_attn.weight [d_model, 3·d_model], P.attn.c_attn.bias | Conv1D [in, out] |
 
 mod family;
+mod source;
 
 pub use family::{Family, Names, WeightLayout};
+use source::Source;
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::io::NonFinite;
 use crate::weights::{FusedWeights, Projection, WeightData};
-use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensors};
+use safetensors::tensor::Metadata;
+use safetensors::Dtype;
 use std::fmt;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
+/// The largest header the safetensors format allows (100 MB).
+const MAX_HEADER: u64 = 100_000_000;
 
 /// Which tensors hold the projection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,27 +79,15 @@ pub struct Tensor {
     pub dtype: String,
 }
 
-/// A safetensors file whose header has been checked: memory-mapped, or held in memory.
+/// A safetensors file whose header has been read, parsed once and checked against the
+/// file's length; its tensors are read when asked for.
 pub struct Checkpoint {
     path: PathBuf,
-    map: Bytes,
-}
-
-/// A checkpoint's bytes.
-enum Bytes {
-    Mapped(Mmap),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for Bytes {
-    type Target = [u8];
-
-    fn deref(&self) -> &[u8] {
-        match self {
-            Bytes::Mapped(m) => m,
-            Bytes::Owned(v) => v,
-        }
-    }
+    source: Source,
+    /// The header (issue #22, item 13: it was parsed again for every lookup).
+    header: Metadata,
+    /// Where the data starts: 8 bytes of header length, then the header.
+    data_start: u64,
 }
 
 impl fmt::Debug for Checkpoint {
@@ -104,9 +99,20 @@ impl fmt::Debug for Checkpoint {
 }
 
 impl Checkpoint {
-    /// Opens and memory-maps `path`, and checks its header and offsets.
+    /// Opens `path`, reads its header and checks it against the file's length.
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |why: String| Error::Input(format!("{}: {why}", path.display()));
+        let special = || {
+            bad(
+                "is not a regular file (a pipe or a device): a checkpoint is read at its \
+                 tensors' offsets; give the file itself"
+                    .into(),
+            )
+        };
+        // What the path is, before opening it: opening a FIFO would wait for a writer.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir()) {
+            return Err(special());
+        }
         let file = File::open(path).map_err(|e| crate::io::open_error(path, e))?;
         let meta = file
             .metadata()
@@ -116,14 +122,13 @@ impl Checkpoint {
                 "is a directory; give the .safetensors file itself".into()
             ));
         }
+        if !meta.is_file() {
+            return Err(special());
+        }
         if meta.len() == 0 {
             return Err(bad("the file is empty".into()));
         }
-        // SAFETY: the map is read-only; a file changed under it by another process while we
-        // read could give inconsistent values, as with any reader, but not unsafety in Rust.
-        let map = unsafe { Mmap::map(&file) }
-            .map_err(|e| Error::io(format!("cannot map {}", path.display()), e))?;
-        Self::check(path.to_path_buf(), Bytes::Mapped(map))
+        Self::check(path.to_path_buf(), Source::File(file), meta.len())
     }
 
     /// A checkpoint held in memory (a download, a fuzzer's input); `name` names it in
@@ -132,31 +137,61 @@ impl Checkpoint {
         if bytes.is_empty() {
             return Err(Error::Input(format!("{name}: the file is empty")));
         }
-        Self::check(PathBuf::from(name), Bytes::Owned(bytes))
+        let len = bytes.len() as u64;
+        Self::check(PathBuf::from(name), Source::Bytes(bytes), len)
     }
 
-    fn check(path: PathBuf, map: Bytes) -> Result<Self> {
-        SafeTensors::deserialize(&map).map_err(|e| {
+    /// Reads and parses the header of `source`, `len` bytes long: the safetensors format's
+    /// rules (a little-endian u64 header length up to 100 MB, a JSON header whose tensors'
+    /// offsets are contiguous and match their shapes and dtypes) and that the data is exactly
+    /// what the header says.
+    fn check(path: PathBuf, source: Source, len: u64) -> Result<Self> {
+        let invalid = |why: String| {
             Error::Input(format!(
-                "{}: not a valid safetensors file (corrupt or truncated header or data): {e}",
+                "{}: not a valid safetensors file (corrupt or truncated header or data): {why}",
                 path.display()
             ))
-        })?;
-        Ok(Self { path, map })
-    }
-
-    fn tensors(&self) -> SafeTensors<'_> {
-        SafeTensors::deserialize(&self.map).expect("checked in open")
+        };
+        let io = |e| Error::io(format!("cannot read {}", path.display()), e);
+        let n = source
+            .read(0, 8)
+            .map_err(io)?
+            .ok_or_else(|| invalid("shorter than the 8-byte header length".into()))?;
+        let n = u64::from_le_bytes(n.try_into().expect("8 bytes"));
+        if n > MAX_HEADER {
+            return Err(invalid(format!(
+                "a header of {n} bytes, past the format's {MAX_HEADER}"
+            )));
+        }
+        if 8 + n > len {
+            return Err(invalid(format!("a header of {n} bytes in a file of {len}")));
+        }
+        let text = source
+            .read(8, n as usize)
+            .map_err(io)?
+            .ok_or_else(|| invalid("the file is shorter than its header".into()))?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|e| invalid(format!("the header is not UTF-8: {e}")))?;
+        let header: Metadata =
+            serde_json::from_str(text).map_err(|e| invalid(format!("the header: {e}")))?;
+        let data = header.data_len() as u64;
+        if 8 + n + data != len {
+            return Err(invalid(format!(
+                "the header describes {data} bytes of data; the file holds {}",
+                len - 8 - n
+            )));
+        }
+        Ok(Self {
+            path,
+            source,
+            header,
+            data_start: 8 + n,
+        })
     }
 
     /// Every tensor name, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .tensors()
-            .names()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let mut names = self.header.offset_keys();
         names.sort();
         names
     }
@@ -187,9 +222,26 @@ impl Checkpoint {
 
     /// Reads tensor `name` in its stored type (F32, or F16 / BF16 as bit patterns).
     pub fn tensor(&self, name: &str) -> Result<Tensor> {
-        let tensors = self.tensors();
-        let view = tensors.tensor(name).map_err(|_| self.unknown(name))?;
-        let bytes = view.data();
+        let info = self.header.info(name).ok_or_else(|| self.unknown(name))?;
+        let (start, end) = info.data_offsets;
+        let dtype = info.dtype;
+        if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            return Err(Error::Input(format!(
+                "{}: tensor '{name}' has dtype {dtype:?}; supported: F32, F16, BF16",
+                self.path.display()
+            )));
+        }
+        let bytes = self
+            .source
+            .read(self.data_start + start as u64, end - start)
+            .map_err(|e| Error::io(format!("cannot read {}", self.path.display()), e))?
+            .ok_or_else(|| {
+                Error::Input(format!(
+                    "{}: the file changed while it was read (it is now shorter than its header \
+                     says; tensor '{name}' is past its end)",
+                    self.path.display()
+                ))
+            })?;
         let bits = |e| {
             WeightData::Half(
                 e,
@@ -199,7 +251,7 @@ impl Checkpoint {
                     .collect(),
             )
         };
-        let data = match view.dtype() {
+        let data = match dtype {
             Dtype::F32 => WeightData::F32(
                 bytes
                     .chunks_exact(4)
@@ -207,23 +259,17 @@ impl Checkpoint {
                     .collect(),
             ),
             Dtype::F16 => bits(ElementType::F16),
-            Dtype::BF16 => bits(ElementType::Bf16),
-            other => {
-                return Err(Error::Input(format!(
-                    "{}: tensor '{name}' has dtype {other:?}; supported: F32, F16, BF16",
-                    self.path.display()
-                )))
-            }
+            _ => bits(ElementType::Bf16),
         };
         Ok(Tensor {
-            shape: view.shape().to_vec(),
+            shape: info.shape.clone(),
             data,
-            dtype: format!("{:?}", view.dtype()),
+            dtype: format!("{dtype:?}"),
         })
     }
 
     fn has(&self, name: &str) -> bool {
-        self.tensors().tensor(name).is_ok()
+        self.header.info(name).is_some()
     }
 
     /// Finds one attention layer of a known family under `prefix`.

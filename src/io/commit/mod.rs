@@ -134,6 +134,10 @@ struct JournalEntry {
     partial: String,
     /// The backup name of the file it replaces, when one existed.
     old: Option<String>,
+    /// The partial file's (device, inode), where the platform has them: after its rename
+    /// only the final name is left, and recovery removes that file only if it is this one.
+    #[serde(default)]
+    id: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -242,6 +246,11 @@ impl OutputDir {
 
     /// Refuses to go on if `names` exist and `force` is not given.
     pub fn check_free(&self, names: &[&str], force: bool) -> Result<()> {
+        // Only regular files are ever replaced: a directory, a FIFO, a device or a symlink
+        // at an output's name is refused, --force or not.
+        for n in names {
+            not_special(&self.dir.join(n))?;
+        }
         if force {
             return Ok(());
         }
@@ -317,14 +326,19 @@ impl OutputDir {
                 }
             }
         }
+        for (p, _) in &parts {
+            // Checked when the run began; something may have appeared since.
+            not_special(&self.dir.join(&p.name))?;
+        }
         let entries: Vec<JournalEntry> = parts
             .iter()
-            .map(|(p, _)| JournalEntry {
+            .map(|(p, file)| JournalEntry {
                 name: p.name.clone(),
                 partial: file_name(&p.path),
                 old: std::fs::symlink_metadata(self.dir.join(&p.name))
                     .is_ok()
                     .then(|| file_name(&random_name(&self.dir, &p.name, OLD_SUFFIX))),
+                id: file_id(file),
             })
             .collect();
         self.write_journal(&entries)?;
@@ -462,6 +476,8 @@ pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
         _ => Path::new("."),
     };
     let name = file_name(path);
+    // Never renamed over a device, FIFO, directory or symlink, even when asked to replace.
+    not_special(path)?;
     if !replace && std::fs::symlink_metadata(path).is_ok() {
         return Err(exists(path));
     }
@@ -558,6 +574,61 @@ fn lock_dir(dir: &Path, lock_path: &Path) -> Result<File> {
         "cannot hold {}: it keeps being replaced",
         lock_path.display()
     )))
+}
+
+/// An error unless `path` is absent or a regular file (not a symlink): outputs replace
+/// regular files only, never move a directory aside or rename over a device or FIFO.
+pub fn not_special(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if !m.file_type().is_file() => Err(Error::Input(format!(
+            "{} exists and is {}: qkv replaces regular files only (nothing was moved or \
+             overwritten); move it away or choose another name",
+            path.display(),
+            kind_of(&m)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// "a directory", "a symbolic link", "a FIFO", ...: what a non-regular file is.
+pub(crate) fn kind_of(m: &std::fs::Metadata) -> &'static str {
+    let t = m.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else if t.is_file() {
+        "a regular file"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// The (device, inode) of an open file, where the platform has them.
+fn file_id(file: &File) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        file.metadata().ok().map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = file;
+        None
+    }
 }
 
 /// Whether the open `file` is still the file at `path`.

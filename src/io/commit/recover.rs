@@ -8,14 +8,70 @@ use std::io::ErrorKind;
 use std::path::Path;
 
 impl OutputDir {
-    /// Rolls back a commit an interrupted run left half done.
+    /// Rolls back a commit an interrupted run left half done. Only a journal this tool
+    /// wrote is obeyed: a regular file (not a symlink, FIFO or device), owned by this user,
+    /// at most [`JOURNAL_MAX`] bytes, whose every entry names a plain file of this directory
+    /// with partial and backup names of the form qkv gives them. Anything else is
+    /// refused with nothing touched. And a final file is removed only where it is the run's
+    /// own: its partial file's inode, as the journal recorded it.
     pub(super) fn recover(&mut self) -> Result<()> {
         let path = self.dir.join(JOURNAL);
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        let untrusted = |why: String| {
+            Error::Input(format!(
+                "{} is not a journal qkv wrote ({why}); nothing was changed: remove it, after \
+                 looking at what it names",
+                path.display()
+            ))
         };
+        let mut o = std::fs::OpenOptions::new();
+        o.read(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Never through a symlink; a FIFO opens without waiting for a writer.
+            o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        }
+        let file = match o.open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => match std::fs::symlink_metadata(&path) {
+                Ok(m) if !m.file_type().is_file() => {
+                    return Err(untrusted(format!("it is {}", super::kind_of(&m))))
+                }
+                _ => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+            },
+        };
+        let meta = file
+            .metadata()
+            .map_err(io(format!("cannot read {}", path.display())))?;
+        if !meta.file_type().is_file() {
+            return Err(untrusted(format!("it is {}", super::kind_of(&meta))));
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            if meta.uid() != me {
+                return Err(untrusted(format!(
+                    "it belongs to user {}, not to this user ({me})",
+                    meta.uid()
+                )));
+            }
+        }
+        if meta.len() > JOURNAL_MAX {
+            return Err(untrusted(format!(
+                "{} bytes; a journal of qkv's is under {JOURNAL_MAX}",
+                meta.len()
+            )));
+        }
+        let mut text = String::new();
+        {
+            use std::io::Read;
+            file.take(JOURNAL_MAX)
+                .read_to_string(&mut text)
+                .map_err(|e| untrusted(format!("unreadable: {e}")))?;
+        }
         let journal: Journal = serde_json::from_str(&text).map_err(|e| {
             Error::Input(format!(
                 "{} is a journal qkv cannot read ({e}): a run was killed while putting its \
@@ -25,18 +81,29 @@ impl OutputDir {
                 path.display()
             ))
         })?;
-        let mut restored = Vec::new();
-        let mut removed = Vec::new();
         for e in &journal.entries {
-            // Names from the journal are file names in this directory, nothing else.
-            let safe = |n: &str| !n.is_empty() && Path::new(n).file_name() == Some(n.as_ref());
-            if !safe(&e.name) || !safe(&e.partial) || e.old.as_deref().is_some_and(|o| !safe(o)) {
-                return Err(Error::Input(format!(
-                    "{} names files outside {}; remove it",
-                    path.display(),
-                    self.dir.display()
+            // A plain file name in this directory, with partial and backup names of qkv's
+            // own form for it.
+            let plain = !e.name.is_empty()
+                && !e.name.starts_with('.')
+                && Path::new(&e.name).file_name() == Some(e.name.as_ref());
+            if !plain
+                || !is_own_name(&e.partial, &e.name, PARTIAL_SUFFIX)
+                || e.old
+                    .as_deref()
+                    .is_some_and(|o| !is_own_name(o, &e.name, OLD_SUFFIX))
+            {
+                return Err(untrusted(format!(
+                    "it names {:?} with partial file {:?} and backup {:?}, names qkv does not \
+                     give",
+                    e.name, e.partial, e.old
                 )));
             }
+        }
+        let mut restored = Vec::new();
+        let mut removed = Vec::new();
+        let mut kept = Vec::new();
+        for e in &journal.entries {
             let fin = self.dir.join(&e.name);
             let partial = self.dir.join(&e.partial);
             match &e.old {
@@ -48,13 +115,20 @@ impl OutputDir {
                 // The old file was never moved: it is still in place.
                 Some(_) => {}
                 None => {
-                    let new = std::fs::symlink_metadata(&fin).is_ok()
-                        && (!partial.exists()
-                            || same_file::is_same_file(&partial, &fin).unwrap_or(false));
-                    if new {
+                    // The run's own new file: still linked to its partial file, or, once the
+                    // partial name is gone, the inode the journal recorded. Anything else at
+                    // that name is left alone.
+                    let ours = if partial.exists() {
+                        same_file::is_same_file(&partial, &fin).unwrap_or(false)
+                    } else {
+                        e.id.is_some() && id_of(&fin) == e.id
+                    };
+                    if ours {
                         std::fs::remove_file(&fin)
                             .map_err(io(format!("cannot remove {}", fin.display())))?;
                         removed.push(e.name.clone());
+                    } else if std::fs::symlink_metadata(&fin).is_ok() {
+                        kept.push(e.name.clone());
                     }
                 }
             }
@@ -68,6 +142,12 @@ impl OutputDir {
         }
         if !removed.is_empty() {
             what.push(format!("removed its new {}", removed.join(", ")));
+        }
+        if !kept.is_empty() {
+            what.push(format!(
+                "left {}, which is not the file that run wrote",
+                kept.join(", ")
+            ));
         }
         self.notes.push(format!(
             "a run into {} was interrupted while putting its outputs in place; its commit was \
@@ -91,7 +171,17 @@ impl OutputDir {
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if is_stale_name(&name) {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                // Only this user's regular files and symlinks (the link itself, never what it
+                // points to): a directory, FIFO or another user's file that merely has such
+                // a name is left alone.
+                let Ok(m) = std::fs::symlink_metadata(entry.path()) else {
+                    continue;
+                };
+                let t = m.file_type();
+                if !(t.is_file() || t.is_symlink()) || !owned_by_me(&m) {
+                    continue;
+                }
+                let size = m.len();
                 std::fs::remove_file(entry.path())
                     .map_err(io(format!("cannot remove {}", entry.path().display())))?;
                 stale.push(format!("{name} ({})", crate::error::fmt_bytes(size)));
@@ -112,6 +202,47 @@ impl OutputDir {
             ));
         }
         Ok(())
+    }
+}
+
+/// The largest journal qkv writes is a few hundred bytes; one past this is not its.
+pub const JOURNAL_MAX: u64 = 64 * 1024;
+
+/// Whether `name` is `.{output}.<16 lowercase hex>{suffix}`, as [`super::random_name`] makes.
+fn is_own_name(name: &str, output: &str, suffix: &str) -> bool {
+    name.strip_prefix(&format!(".{output}."))
+        .and_then(|rest| rest.strip_suffix(suffix))
+        .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+/// Whether this user owns the file (always, where there are no owners).
+fn owned_by_me(m: &std::fs::Metadata) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        m.uid() == unsafe { libc::geteuid() }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = m;
+        true
+    }
+}
+
+/// The (device, inode) of the file at `path` (not following a symlink).
+fn id_of(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 

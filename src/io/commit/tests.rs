@@ -108,14 +108,14 @@ fn an_interrupted_commit_is_rolled_back_by_the_next_run() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     std::fs::write(d.join("q"), "new q").unwrap();
-    std::fs::write(d.join(".q.1.qkv-old"), "old q").unwrap();
+    std::fs::write(d.join(".q.0000000000000001.qkv-old"), "old q").unwrap();
     std::fs::write(d.join("k"), "old k").unwrap();
-    std::fs::write(d.join(".k.2.qkv-partial"), "new k").unwrap();
-    std::fs::write(d.join(".v.3.qkv-partial"), "new v").unwrap();
+    std::fs::write(d.join(".k.0000000000000002.qkv-partial"), "new k").unwrap();
+    std::fs::write(d.join(".v.0000000000000003.qkv-partial"), "new v").unwrap();
     let journal = r#"{"entries": [
-        {"name": "q", "partial": ".q.0.qkv-partial", "old": ".q.1.qkv-old"},
-        {"name": "k", "partial": ".k.2.qkv-partial", "old": ".k.4.qkv-old"},
-        {"name": "v", "partial": ".v.3.qkv-partial", "old": null}]}"#;
+        {"name": "q", "partial": ".q.0000000000000000.qkv-partial", "old": ".q.0000000000000001.qkv-old"},
+        {"name": "k", "partial": ".k.0000000000000002.qkv-partial", "old": ".k.0000000000000004.qkv-old"},
+        {"name": "v", "partial": ".v.0000000000000003.qkv-partial", "old": null}]}"#;
     std::fs::write(d.join(JOURNAL), journal).unwrap();
     let out = OutputDir::open(d).unwrap();
     assert!(out.notes[0].contains("rolled back"), "{:?}", out.notes);
@@ -133,7 +133,106 @@ fn an_interrupted_commit_is_rolled_back_by_the_next_run() {
     )
     .unwrap();
     let e = OutputDir::open(d).unwrap_err().to_string();
-    assert!(e.contains("names files outside"), "{e}");
+    assert!(e.contains("not a journal qkv wrote"), "{e}");
+}
+
+/// Writes `journal` as the directory's journal and opens the directory: the error, if any.
+fn open_with_journal(d: &Path, journal: &str) -> Option<String> {
+    let _ = std::fs::remove_file(d.join(JOURNAL));
+    std::fs::write(d.join(JOURNAL), journal).unwrap();
+    OutputDir::open(d).err().map(|e| e.to_string())
+}
+
+#[test]
+fn a_planted_journal_is_not_obeyed_item_3() {
+    // Issue #22, item 3: a journal naming thesis.tex made the run delete it.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("thesis.tex"), "years of work").unwrap();
+    let e = open_with_journal(
+        d,
+        r#"{"entries":[{"name":"thesis.tex","partial":".gone","old":null}]}"#,
+    )
+    .expect("refused");
+    assert!(
+        e.contains("not a journal qkv wrote") && e.contains("nothing was changed"),
+        "{e}"
+    );
+    assert_eq!(read(d, "thesis.tex"), "years of work");
+    // Names of qkv's form, but the file is not the one that run wrote (no recorded inode,
+    // or another): left alone.
+    for id in ["", r#","id":[1,2]"#] {
+        let j = format!(
+            r#"{{"entries":[{{"name":"thesis.tex","partial":".thesis.tex.00000000000000aa.qkv-partial","old":null{id}}}]}}"#
+        );
+        let e = open_with_journal(d, &j);
+        assert!(e.is_none(), "{e:?}");
+        assert_eq!(read(d, "thesis.tex"), "years of work", "{j}");
+    }
+    // Too large to be one of qkv's.
+    let e = open_with_journal(d, &" ".repeat(100_000)).expect("refused");
+    assert!(e.contains("bytes"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_or_symlink_journal_is_refused_without_hanging_item_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = std::ffi::CString::new(d.join(JOURNAL).to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let started = std::time::Instant::now();
+    let e = OutputDir::open(d).unwrap_err().to_string();
+    assert!(e.contains("it is a FIFO"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    std::fs::remove_file(d.join(JOURNAL)).unwrap();
+    std::os::unix::fs::symlink("/dev/zero", d.join(JOURNAL)).unwrap();
+    let e = OutputDir::open(d).unwrap_err().to_string();
+    assert!(e.contains("it is a symbolic link"), "{e}");
+}
+
+#[test]
+fn an_output_name_that_is_a_directory_is_refused_even_with_force_item_5() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("q")).unwrap();
+    std::fs::write(d.join("q").join("inside"), "kept").unwrap();
+    let out = OutputDir::open(d).unwrap();
+    let e = out.check_free(&["q", "k"], true).unwrap_err().to_string();
+    assert!(
+        e.contains("is a directory") && e.contains("nothing was moved"),
+        "{e}"
+    );
+    // And at the commit too, if it appeared during the run.
+    std::fs::remove_dir_all(d.join("q")).unwrap();
+    let parts = ["q", "k"].map(|n| staged(&out, n, n));
+    std::fs::create_dir(d.join("q")).unwrap();
+    let e = out.commit(parts.into(), true).unwrap_err().to_string();
+    assert!(e.contains("is a directory"), "{e}");
+    assert!(d.join("q").is_dir());
+    assert_eq!(read(d, "k"), "<none>");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_plot_over_a_device_node_or_fifo_is_refused_item_4() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("plot.svg");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let e = write_file(&fifo, b"<svg/>", true).unwrap_err().to_string();
+    assert!(e.contains("is a FIFO"), "{e}");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(&fifo)
+        .unwrap()
+        .file_type()
+        .is_fifo());
+    let e = write_file(Path::new("/dev/null"), b"<svg/>", true)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is a device"), "{e}");
 }
 
 #[test]

@@ -72,12 +72,31 @@ impl<R> std::fmt::Debug for NpyRows<R> {
 impl NpyRows {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self> {
+        // What the path is, before opening it: opening a FIFO would wait for a writer.
+        if let Ok(m) = std::fs::metadata(path) {
+            if !m.is_file() && !m.is_dir() {
+                return Err(bad(
+                    path,
+                    "is not a regular file (a pipe, FIFO or device): give the .npy file \
+                     itself, or save the stream to one first",
+                ));
+            }
+        }
         let file = File::open(path).map_err(|e| crate::io::open_error(path, e))?;
         let meta = file
             .metadata()
             .map_err(|e| Error::io(format!("cannot read {}", path.display()), e))?;
         if meta.is_dir() {
             return Err(bad(path, "is a directory, not a .npy file"));
+        }
+        if !meta.is_file() {
+            // A pipe (`--input <(cat x.npy)`) or a device has no length to check the data
+            // against: refused by name, not read as an empty file.
+            return Err(bad(
+                path,
+                "is not a regular file (a pipe, FIFO or device): give the .npy file itself, \
+                 or save the stream to one first",
+            ));
         }
         Self::from_reader(
             BufReader::new(file),
@@ -248,6 +267,13 @@ impl NpyRowWriter {
                 )))
             }
         };
+        let remaining = shape
+            .iter()
+            .try_fold(1u64, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::Shape(format!("{name}: the shape {shape:?} is too large")))?;
+        let data = remaining
+            .checked_mul(element.size())
+            .ok_or_else(|| Error::Shape(format!("{name}: the shape {shape:?} is too large")))?;
         let mut writer = BufWriter::with_capacity(1 << 20, file);
         // npyz writes the header; the data follows as raw little-endian elements.
         npyz::WriteOptions::new_header_only()
@@ -258,10 +284,14 @@ impl NpyRowWriter {
             .writer(&mut writer)
             .write_header_only()
             .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
-        let remaining = shape
-            .iter()
-            .try_fold(1u64, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| Error::Shape(format!("{name}: the shape {shape:?} is too large")))?;
+        // The whole file's blocks, header and data, before any data is written: a full disk
+        // (or a file-size limit) shows before the run, not chunks into it.
+        use std::io::{Seek, Write};
+        let header = writer
+            .flush()
+            .and_then(|()| writer.get_mut().stream_position())
+            .map_err(|e| Error::io(format!("cannot write {name}"), e))?;
+        crate::io::reserve(writer.get_ref(), header + data, name)?;
         Ok(Self {
             name: name.to_string(),
             writer,

@@ -7,7 +7,7 @@ use crate::check::{keep_source_rows, CheckRows, Collected};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::outputs::{OutFormat, PartialOutputs};
-use crate::report::{ms, print_checks, print_condition, progress, token_bar};
+use crate::report::{ms, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
 use qkv_wgpu::io::commit::OutputDir;
@@ -17,10 +17,13 @@ use qkv_wgpu::{
     ChunkPlan, ElementType, ElementsMut, Error, HeadSplit, OutputLayout, Projector, QkvReport,
     QkvShape,
 };
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
+
+mod report;
+
+use report::{print_text, ProjectResult};
 
 #[derive(Args, Debug)]
 #[command(
@@ -132,66 +135,6 @@ enum HeadLayoutArg {
     Heads,
 }
 
-#[derive(Debug, Serialize)]
-struct ProjectResult {
-    adapter: String,
-    backend: String,
-    kernel: String,
-    config_reason: String,
-    input: String,
-    input_dtype: &'static str,
-    /// The storage type on the GPU, and of the files written.
-    dtype: ElementType,
-    out_format: &'static str,
-    out_dtype: ElementType,
-    weights: String,
-    family: Option<&'static str>,
-    weight_layout: String,
-    weight_layout_reason: String,
-    tensors: Vec<(String, String, Vec<usize>)>,
-    tokens: u32,
-    batch: Option<u32>,
-    seq: Option<u32>,
-    d_model: u32,
-    q_width: u32,
-    kv_width: u32,
-    bias: bool,
-    head_layout: &'static str,
-    heads: Option<u32>,
-    kv_heads: Option<u32>,
-    q_shape: Vec<u64>,
-    kv_shape: Vec<u64>,
-    gpu_kernel_ms: f64,
-    gpu_total_ms: f64,
-    chunks: u32,
-    chunk_tokens: u32,
-    chunk_reason: String,
-    streamed: bool,
-    read_ms: f64,
-    write_ms: f64,
-    tokens_per_s: f64,
-    cpu_ms: Option<f64>,
-    gflops: f64,
-    checked: bool,
-    checked_rows: usize,
-    max_abs_err: Option<f64>,
-    max_rel_err: Option<f64>,
-    rel_l2_err: Option<f64>,
-    /// Half types: the errors against the reference of the unrounded inputs (X as read, the
-    /// weights as stored); null for f32 or without a check.
-    precision_max_abs_err: Option<f64>,
-    precision_max_rel_err: Option<f64>,
-    precision_rel_l2_err: Option<f64>,
-    atol: f64,
-    rtol: f64,
-    pass: Option<bool>,
-    nonfinite: Vec<String>,
-    /// What opening the output directory cleaned up after an interrupted run.
-    notes: Vec<String>,
-    written: bool,
-    outputs: Vec<String>,
-}
-
 fn request(args: &ProjectArgs) -> WeightRequest {
     let source = if let Some(p) = &args.prefix {
         WeightSource::Prefix(p.clone())
@@ -293,6 +236,20 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
     };
+    // NaN or Inf in the weights is refused now, before any GPU work, unless allowed.
+    if !loaded.nonfinite.is_empty() && !args.allow_nonfinite {
+        return Err(Error::Input(format!(
+            "the weights hold NaN or Inf ({}); nothing was run. Pass --allow-nonfinite to \
+             project them anyway",
+            loaded
+                .nonfinite
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+        .into());
+    }
     for nf in &loaded.nonfinite {
         eprintln!("warning: {nf}");
     }
@@ -316,6 +273,11 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let element = args.dtype.unwrap_or(w.w.element());
     w.check_range(element).map_err(|e| {
         let names: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
+        // The message alone: Error::Input's own "invalid input: " is added once, when shown.
+        let e = match e {
+            Error::Input(m) => m,
+            other => other.to_string(),
+        };
         Error::Input(format!(
             "{e}; the weights are {} in {}: run them in f32 (--dtype f32) or bf16",
             names.join(", "),
@@ -380,7 +342,6 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
     let mut kept = Collected::default();
     let mut x_nonfinite: Option<NonFinite> = None;
-    let mut x_absmax = 0f32;
     let mut write_time = std::time::Duration::ZERO;
     progress(&format!(
         "projecting on {}: {} chunk(s) of up to {} tokens",
@@ -393,24 +354,33 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let mut source_x = Vec::new();
     let mut piece = Vec::new();
     let d = d_model as usize;
+    let allow_nonfinite = args.allow_nonfinite;
     let timings = projector.stream(
         |rows, mut dst| {
-            // What every value read goes through: the NaN/Inf scan, max|X|, the kept rows.
-            let mut inspect = |r0: usize, values: &[f32]| {
+            // What every value read goes through: the NaN/Inf scan, the kept rows.
+            let mut inspect = |r0: usize, values: &[f32]| -> Result<(), Error> {
                 let start = (rows.start as usize + r0) * d;
                 let found = NonFinite::scan_at("X", values, start, &x_dims);
                 x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
-                x_absmax = x_absmax.max(qkv_wgpu::absmax(values));
+                // Refused at the chunk that holds it, not after the whole run.
+                if !allow_nonfinite {
+                    if let Some(nf) = &x_nonfinite {
+                        return Err(Error::Input(format!(
+                            "X holds NaN or Inf ({nf}); the run stopped there and nothing was \
+                             written. Pass --allow-nonfinite to project it anyway"
+                        )));
+                    }
+                }
                 if let (Some(check), true) = (check, element.is_half()) {
                     let chunk = (rows.len(), tokens as usize);
                     keep_source_rows(&mut source_x, chunk, check, r0, values, d);
                 }
+                Ok(())
             };
             if let ElementsMut::F32(dst) = dst {
                 // Read straight into place.
                 x.read(dst)?;
-                inspect(0, dst);
-                return Ok(());
+                return inspect(0, dst);
             }
             // A half type: read in pieces of about 64K elements (whole rows) and rounded
             // into place, with no f32 copy of the chunk.
@@ -419,7 +389,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                 let r1 = (r0 + per).min(rows.len());
                 piece.resize((r1 - r0) * d, 0.0);
                 x.read(&mut piece)?;
-                inspect(r0, &piece);
+                inspect(r0, &piece)?;
                 dst.put_f32(r0 * d, &piece)
                     .map_err(|e| e.in_rows("X", rows.start + r0 as u32, d_model))?;
             }
@@ -429,8 +399,10 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
             let start = Instant::now();
             outputs.write([c.q, c.k, c.v])?;
             write_time += start.elapsed();
-            if let Some(check) = check {
-                kept.take(&c, &shape, layout, check);
+            match check {
+                Some(check) => kept.take(&c, &shape, layout, check),
+                // Unchecked, every element is still scanned for NaN and infinities.
+                None => kept.scan(&c, &shape, layout),
             }
             Ok(())
         },
@@ -438,13 +410,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     )?;
     bar.finish_and_clear();
 
-    // The default atol needs max|X|, known once X has been read.
-    let tol = args
-        .tolerance
-        .for_kernel(d_model, &[x_absmax], w, projector.spec());
-    let f32_tol = args
-        .tolerance
-        .tolerance(d_model, &[x_absmax], w, ElementType::F32);
+    // Inputs that carry NaN or Inf (allowed by --allow-nonfinite) carry them into the
+    // outputs: no overflow then.
+    if x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
+        kept.inputs_not_finite();
+    }
+    let tol = args.tolerance.for_kernel(d_model, projector.spec());
+    let f32_tol = args.tolerance.tolerance(d_model, ElementType::F32);
     let (report, cost, cpu_ms) = match check {
         None => (None, None, None),
         Some(_) => {
@@ -464,7 +436,14 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         eprintln!("warning: {nf}");
     }
 
-    let pass = report.as_ref().map(QkvReport::pass);
+    // With finite inputs, a NaN or infinity in the outputs is an overflow (the report of the
+    // checked rows counts it too): the run fails and nothing is written. Inputs that carry
+    // NaN or Inf (--allow-nonfinite) carry them into the outputs.
+    let overflow = kept.non_finite_outputs();
+    let pass = match (&report, &overflow) {
+        (_, Some(_)) => Some(false),
+        (r, None) => r.as_ref().map(QkvReport::pass),
+    };
     let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
     let outputs = if pass != Some(false) && !blocked_by_nonfinite {
         outputs.commit(&out_dir, args.force)?
@@ -477,6 +456,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let result = ProjectResult {
         adapter: s.name.clone(),
         backend: s.backend.clone(),
+        device_type: s.device_type.clone(),
         kernel: config.to_string(),
         config_reason,
         input: args.input.display().to_string(),
@@ -528,6 +508,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         precision_rel_l2_err: cost.as_ref().map(QkvReport::rel_l2_err),
         atol: tol.atol,
         rtol: tol.rtol,
+        ttol: tol.terms,
+        overflow: overflow.clone(),
         pass,
         nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
         notes: out_dir.notes.clone(),
@@ -543,6 +525,14 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         print_text(&result, report.as_ref(), &tol);
     }
 
+    if let Some(o) = &overflow {
+        eprintln!(
+            "FAIL: the projection overflowed {}'s range (the inputs are finite): {o}; nothing \
+             was written",
+            element
+        );
+        return Err(Failure::Validation);
+    }
     if pass == Some(false) {
         eprintln!("FAIL: the GPU result does not match the reference; nothing was written");
         return Err(Failure::Validation);
@@ -560,99 +550,4 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         .into());
     }
     Ok(())
-}
-
-fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tolerance) {
-    outln!("adapter   {} ({})", r.adapter, r.backend);
-    let dims = match (r.batch, r.seq) {
-        (Some(b), Some(s)) => format!("[{b}, {s}, {}]", r.d_model),
-        _ => format!("[{}, {}]", r.tokens, r.d_model),
-    };
-    outln!("input     {} ({}, {dims})", r.input, r.input_dtype);
-    outln!(
-        "dtype     {} on the GPU (accumulated in f32); written as {} {}{}",
-        r.dtype,
-        r.out_dtype,
-        r.out_format,
-        if r.dtype != r.out_dtype {
-            " (widened without loss: NumPy has no bf16; --out-format safetensors keeps bf16)"
-        } else {
-            ""
-        }
-    );
-    outln!(
-        "weights   {}: {}{} stored {} (by {})",
-        r.weights,
-        r.family
-            .map(|f| format!("{f} family, "))
-            .unwrap_or_default(),
-        r.tensors
-            .iter()
-            .map(|(n, d, s)| format!("{n} {d} {s:?}"))
-            .collect::<Vec<_>>()
-            .join(", "),
-        r.weight_layout,
-        r.weight_layout_reason
-    );
-    outln!(
-        "shape     d_model {} -> q {} + k {} + v {}{}; Q {:?}, K and V {:?} ({} layout)",
-        r.d_model,
-        r.q_width,
-        r.kv_width,
-        r.kv_width,
-        if r.bias { " + bias" } else { "" },
-        r.q_shape,
-        r.kv_shape,
-        r.head_layout
-    );
-    outln!(
-        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms, {:.0} tokens/s\n          \
-         chosen: {}",
-        r.kernel,
-        r.gpu_kernel_ms,
-        r.gflops,
-        r.gpu_total_ms,
-        r.tokens_per_s,
-        r.config_reason
-    );
-    outln!(
-        "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
-        r.chunks,
-        r.chunk_tokens,
-        r.chunk_reason,
-        if r.streamed { ", streamed" } else { "" },
-        r.read_ms,
-        r.write_ms
-    );
-    match (report, r.cpu_ms) {
-        (Some(report), Some(cpu)) => {
-            print_condition(tol);
-            let rows = if r.checked_rows == r.tokens as usize {
-                "every row".to_string()
-            } else {
-                format!(
-                    "{} rows spread over every chunk (--check-rows all checks every row)",
-                    r.checked_rows
-                )
-            };
-            outln!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
-            print_checks(report);
-            if let (Some(abs), Some(rel), Some(l2)) = (
-                r.precision_max_abs_err,
-                r.precision_max_rel_err,
-                r.precision_rel_l2_err,
-            ) {
-                outln!(
-                    "  precision: storing in {} moved Q, K, V from the reference of the inputs \
-                     as given by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
-                     not a check)",
-                    r.dtype
-                );
-            }
-        }
-        _ => outln!("check     skipped (--no-check)"),
-    }
-    if r.written {
-        outln!("wrote     {}", r.outputs.join(", "));
-    }
 }

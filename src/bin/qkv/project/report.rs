@@ -1,0 +1,167 @@
+//! What `qkv project` reports: the result (its JSON) and the text a person reads.
+
+use crate::out::outln;
+use crate::report::{print_checks, print_condition};
+use qkv_wgpu::{ElementType, QkvReport};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct ProjectResult {
+    pub adapter: String,
+    pub backend: String,
+    pub device_type: String,
+    pub kernel: String,
+    pub config_reason: String,
+    pub input: String,
+    pub input_dtype: &'static str,
+    /// The storage type on the GPU, and of the files written.
+    pub dtype: ElementType,
+    pub out_format: &'static str,
+    pub out_dtype: ElementType,
+    pub weights: String,
+    pub family: Option<&'static str>,
+    pub weight_layout: String,
+    pub weight_layout_reason: String,
+    pub tensors: Vec<(String, String, Vec<usize>)>,
+    pub tokens: u32,
+    pub batch: Option<u32>,
+    pub seq: Option<u32>,
+    pub d_model: u32,
+    pub q_width: u32,
+    pub kv_width: u32,
+    pub bias: bool,
+    pub head_layout: &'static str,
+    pub heads: Option<u32>,
+    pub kv_heads: Option<u32>,
+    pub q_shape: Vec<u64>,
+    pub kv_shape: Vec<u64>,
+    pub gpu_kernel_ms: f64,
+    pub gpu_total_ms: f64,
+    pub chunks: u32,
+    pub chunk_tokens: u32,
+    pub chunk_reason: String,
+    pub streamed: bool,
+    pub read_ms: f64,
+    pub write_ms: f64,
+    pub tokens_per_s: f64,
+    pub cpu_ms: Option<f64>,
+    pub gflops: f64,
+    pub checked: bool,
+    pub checked_rows: usize,
+    pub max_abs_err: Option<f64>,
+    pub max_rel_err: Option<f64>,
+    pub rel_l2_err: Option<f64>,
+    /// Half types: the errors against the reference of the unrounded inputs (X as read, the
+    /// weights as stored); null for f32 or without a check.
+    pub precision_max_abs_err: Option<f64>,
+    pub precision_max_rel_err: Option<f64>,
+    pub precision_rel_l2_err: Option<f64>,
+    pub atol: f64,
+    pub rtol: f64,
+    /// The part of the bound relative to each element's Σ|x·w| + |b|.
+    pub ttol: f64,
+    /// With finite inputs: where the outputs hold NaN or infinities (an overflow), if
+    /// anywhere; the run then fails and writes nothing.
+    pub overflow: Option<String>,
+    pub pass: Option<bool>,
+    pub nonfinite: Vec<String>,
+    /// What opening the output directory cleaned up after an interrupted run.
+    pub notes: Vec<String>,
+    pub written: bool,
+    pub outputs: Vec<String>,
+}
+
+pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tolerance) {
+    outln!("adapter   {} ({}, {})", r.adapter, r.backend, r.device_type);
+    let dims = match (r.batch, r.seq) {
+        (Some(b), Some(s)) => format!("[{b}, {s}, {}]", r.d_model),
+        _ => format!("[{}, {}]", r.tokens, r.d_model),
+    };
+    outln!("input     {} ({}, {dims})", r.input, r.input_dtype);
+    outln!(
+        "dtype     {} on the GPU (accumulated in f32); written as {} {}{}",
+        r.dtype,
+        r.out_dtype,
+        r.out_format,
+        if r.dtype != r.out_dtype {
+            " (widened without loss: NumPy has no bf16; --out-format safetensors keeps bf16)"
+        } else {
+            ""
+        }
+    );
+    outln!(
+        "weights   {}: {}{} stored {} (by {})",
+        r.weights,
+        r.family
+            .map(|f| format!("{f} family, "))
+            .unwrap_or_default(),
+        r.tensors
+            .iter()
+            .map(|(n, d, s)| format!("{n} {d} {s:?}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        r.weight_layout,
+        r.weight_layout_reason
+    );
+    outln!(
+        "shape     d_model {} -> q {} + k {} + v {}{}; Q {:?}, K and V {:?} ({} layout)",
+        r.d_model,
+        r.q_width,
+        r.kv_width,
+        r.kv_width,
+        if r.bias { " + bias" } else { "" },
+        r.q_shape,
+        r.kv_shape,
+        r.head_layout
+    );
+    outln!(
+        "kernel    {}: {:.3} ms ({:.2} GFLOP/s); end-to-end {:.3} ms, {:.0} tokens/s\n          \
+         chosen: {}",
+        r.kernel,
+        r.gpu_kernel_ms,
+        r.gflops,
+        r.gpu_total_ms,
+        r.tokens_per_s,
+        r.config_reason
+    );
+    outln!(
+        "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
+        r.chunks,
+        r.chunk_tokens,
+        r.chunk_reason,
+        if r.streamed { ", streamed" } else { "" },
+        r.read_ms,
+        r.write_ms
+    );
+    match (report, r.cpu_ms) {
+        (Some(report), Some(cpu)) => {
+            print_condition(tol);
+            let rows = if r.checked_rows == r.tokens as usize {
+                "every row".to_string()
+            } else {
+                format!(
+                    "{} rows spread over every chunk (--check-rows all checks every row)",
+                    r.checked_rows
+                )
+            };
+            outln!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
+            print_checks(report);
+            if let (Some(abs), Some(rel), Some(l2)) = (
+                r.precision_max_abs_err,
+                r.precision_max_rel_err,
+                r.precision_rel_l2_err,
+            ) {
+                outln!(
+                    "  precision: storing in {} moved Q, K, V from the reference of the inputs \
+                     as given by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
+                     not a check)",
+                    r.dtype
+                );
+            }
+        }
+        _ => outln!("check     skipped (--no-check)"),
+    }
+    if r.written {
+        outln!("wrote     {}", r.outputs.join(", "));
+    }
+}

@@ -1,0 +1,119 @@
+//! Honest verdicts (issue #22): no NaN or infinity written under a PASS, and one outlier row
+//! cannot widen the check of the others.
+
+mod common;
+
+use common::model::*;
+use qkv_wgpu::io::npy;
+use qkv_wgpu::{reference, Kernel, Projector, QkvReport, QkvShape, Tolerance};
+use safetensors::Dtype;
+use std::path::Path;
+
+/// A checkpoint of Wq, Wk, Wv, each `[width, d]` of ones.
+fn ones(path: &Path, d: usize, width: usize) {
+    let t = |name: &str| T {
+        name: name.into(),
+        dtype: Dtype::F32,
+        shape: vec![width, d],
+        data: vec![1.0; width * d],
+    };
+    write_checkpoint(path, &[t("wq"), t("wk"), t("wv")]);
+}
+
+fn project(dir: &Path, x: &Path, extra: &[&str]) -> std::process::Output {
+    let (w, out) = (dir.join("w.safetensors"), dir.join("out"));
+    let args = [
+        "project",
+        "--input",
+        s(x),
+        "--weights",
+        s(&w),
+        "--wq",
+        "wq",
+        "--wk",
+        "wk",
+        "--wv",
+        "wv",
+        "--out",
+        s(&out),
+        "--weight-layout",
+        "out-in",
+        // No autotuning (minutes on a CPU driver): the baseline reads every type.
+        "--kernel",
+        "naive",
+    ];
+    qkv(&[&args[..], extra].concat())
+}
+
+#[test]
+fn inf_written_under_pass_item_1() {
+    // Finite X (2048 x 64, row 5 of 1e37) through finite W (ones): row 5 sums to 6.4e38,
+    // past f32's 3.4e38. Only 4 rows are checked against the reference, none of them row 5:
+    // the scan of every element must still fail the run, name the row, and write nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ones(&d.join("w.safetensors"), 64, 64);
+    let mut x: Vec<f32> = (0..2048 * 64).map(|i| (i % 7) as f32 / 8.0 - 0.4).collect();
+    x[5 * 64..6 * 64].fill(1e37);
+    let xp = d.join("x.npy");
+    npy::write_f32(&xp, &[2048, 64], &x).unwrap();
+    for extra in [&["--check-rows", "4"][..], &["--no-check"][..], &[][..]] {
+        let out = project(d, &xp, extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("overflowed f32's range") && stderr.contains("first at row 5"),
+            "{extra:?}: {stderr}"
+        );
+        assert!(!d.join("out").join("q.npy").exists(), "{extra:?}");
+    }
+}
+
+#[test]
+fn f16_overflow_past_65504_fails_item_1() {
+    // X of 2000 (exact in f16) through ones over 64 columns: 128,000, past f16's 65,504.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ones(&d.join("w.safetensors"), 64, 16);
+    let mut x = vec![0.25f32; 8 * 64];
+    x[3 * 64..4 * 64].fill(2000.0);
+    let xp = d.join("x.npy");
+    npy::write_f32(&xp, &[8, 64], &x).unwrap();
+    let out = project(d, &xp, &["--dtype", "f16"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("overflowed f16's range") && stderr.contains("first at row 3"),
+        "{stderr}"
+    );
+    // The same in bf16, whose range holds 128,000: it passes.
+    let out = project(d, &xp, &["--dtype", "bf16"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn one_outlier_row_does_not_disable_the_check_item_2() {
+    // One finite row of 1e30 beside ordinary rows (|x| < 1): each element is held to the
+    // bound of its own dot product, so a planted error of 1e-3 in an ordinary row still
+    // fails, while the outlier row passes at its own scale.
+    let ctx = common::ctx();
+    let shape = QkvShape::new(16, 64, 24, 8, true).unwrap();
+    let (mut x, w) = qkv_wgpu::random_inputs(&shape, 9);
+    x[2 * 64..3 * 64].fill(1e30);
+    let mut p = Projector::new(ctx, shape, Kernel::Naive).unwrap();
+    p.set_weights(&w).unwrap();
+    let mut out = p.run(&x).unwrap();
+    let r = reference(&shape, &x, &w);
+    let tol = Tolerance::for_f32_accumulation(shape.d_model);
+    let report = QkvReport::of(&out, &r, &shape, tol);
+    assert!(report.pass(), "{:?}", report.parts());
+    assert!(out.q[2 * 24].abs() > 1e28, "the outlier row is large");
+    out.q[7 * 24 + 3] += 1e-3;
+    let report = QkvReport::of(&out, &r, &shape, tol);
+    assert_eq!(report.q.mismatches, 1, "{}", report.q);
+    assert_eq!(report.q.first_mismatches[0].row, 7);
+}
