@@ -57,7 +57,7 @@ blocks="coopmat(tile=16);coopmat(tile=16,wn=64);coopmat(tile=16,wn=64,bn=256);\
 coopmat(tile=16,wn=64,bm=256);coopmat(tile=16,wn=64,bn=256,stages=1);coopmat(tile=16,bk=64,stages=1)"
 # Where the adapter offers 8x8 matrices only (lavapipe, Apple), the same blocks at 8x8.
 if [ -n "${QKV_MEASURE_QUICK:-}" ]; then
-    blocks="coopmat;coopmat(tile=8,wn=32);coopmat(tile=8,stages=1)"
+    blocks="coopmat;coopmat(tile=8,wn=16);coopmat(tile=8,stages=2)"
 fi
 
 # step NAME SECONDS COMMAND...: stdout to NAME.json, stderr to NAME.log.

@@ -30,7 +30,7 @@ pub const SAMPLES: u32 = 5;
 
 /// Bumped when the measuring kernels change, so that a cached peak of older kernels is
 /// measured again.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// One cooperative-matrix configuration's measured rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -80,20 +80,45 @@ impl Tolerance {
 
     /// The f32 accumulation's tolerance for an f16 accumulator instead: `coopmat(acc=16)`,
     /// for adapters that offer no f32 one. Each addition then rounds the running sum to f16,
-    /// whose unit roundoff is 2^-11: the same bound with that u (for d_model 768, 13.6% of
-    /// Σ|x·w|, about 100 average terms: it still catches wrong rows, columns and unwritten
-    /// (NaN) elements, not every single missed term). Apply before
-    /// [`for_output`](Self::for_output).
+    /// whose unit roundoff is 2^-11: the same bound with that u (for d_model 768, 14.5% of
+    /// Σ|x·w|, about 111 average terms: it still catches wrong rows, columns and unwritten
+    /// (NaN) elements, not every single missed term), plus, since a partial sum below f16's
+    /// smallest normal (2^-14) rounds to a multiple of 2^-24 rather than relatively, n·2^-25
+    /// absolute. Apply before [`for_output`](Self::for_output).
     pub fn for_f16_accumulator(d_model: u32) -> Self {
-        Self::for_accumulation(d_model, 1.0 / 2048.0)
+        let n = d_model as f64 + 2.0;
+        Self {
+            atol: n * 2f64.powi(-25),
+            ..Self::for_accumulation(d_model, 1.0 / 2048.0)
+        }
+    }
+
+    /// The bound of a cooperative-matrix (tensor-core) multiply-add chain with an f32
+    /// accumulator: hardware may truncate rather than round to nearest (NVIDIA's tensor cores
+    /// do), so the errors are neither mean-zero nor half an ulp. The deterministic bound
+    /// γ_n·Σ|x·w| with u = 2^-23 (a whole ulp), γ_n = n·u/(1 - n·u), holds for any such
+    /// rounding: at d_model 768, 9.2e-5 of Σ|x·w|, still 14 times below one missed average
+    /// term.
+    pub fn for_matrix_accumulation(d_model: u32) -> Self {
+        let n = d_model as f64 + 2.0;
+        let u = 2.0 * F32_UNIT_ROUNDOFF;
+        Self {
+            atol: 0.0,
+            rtol: 0.0,
+            terms: n * u / (1.0 - n * u).max(f64::MIN_POSITIVE),
+        }
     }
 
     /// The tolerance of `spec`'s results over `d_model`: its accumulator's bound
-    /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16), then
-    /// the final rounding to its storage type ([`for_output`](Self::for_output)).
+    /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16,
+    /// [`for_matrix_accumulation`](Self::for_matrix_accumulation) for cooperative matrices
+    /// with an f32 one, else [`for_f32_accumulation`](Self::for_f32_accumulation)), then the
+    /// final rounding to its storage type ([`for_output`](Self::for_output)).
     pub fn for_kernel(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
         let acc = if spec.accumulates_in_f16() {
             Self::for_f16_accumulator(d_model)
+        } else if matches!(spec.variant, crate::kernels::Variant::Coopmat { .. }) {
+            Self::for_matrix_accumulation(d_model)
         } else {
             Self::for_f32_accumulation(d_model)
         };
@@ -462,9 +487,17 @@ mod tests {
         let b = Tolerance::for_f32_accumulation(398);
         assert!((b.terms / a.terms - 2.0).abs() < 1e-5);
         assert_eq!((a.atol, a.rtol), (0.0, 0.0));
-        // An f16 accumulator: 2^13 times wider (to first order).
+        // An f16 accumulator: 2^13 times wider (to first order), and an absolute part.
         let h = Tolerance::for_f16_accumulator(98);
         assert!((h.terms / a.terms / 8192.0 - 1.0).abs() < 0.03, "{h:?}");
+        assert_eq!(h.atol, 100.0 * 2f64.powi(-25));
+        // Tensor cores: the deterministic bound with a whole ulp, 14x below a missed term.
+        let m = Tolerance::for_matrix_accumulation(766);
+        assert!(
+            (m.terms / (768.0 * 2f64.powi(-23)) - 1.0).abs() < 1e-3,
+            "{m:?}"
+        );
+        assert!(1.0 / 768.0 > 14.0 * m.terms);
         assert_eq!(absmax(&[-3.0, 2.0, f32::NAN, f32::INFINITY]), 3.0);
     }
 }

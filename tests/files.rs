@@ -630,3 +630,20 @@ fn an_empty_cache_dir_is_unset_and_a_users_tuning_json_is_untouched_item_7() {
         "not qkv's"
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_at_an_output_name_is_refused_not_waited_on_item_4() {
+    let m = model(16, 4);
+    let out = m.path("out");
+    std::fs::create_dir(&out).unwrap();
+    let c = std::ffi::CString::new(out.join("q.npy").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
+    let started = Instant::now();
+    let run = bin().args(m.args(&out, &["--force"])).output().unwrap();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("is a FIFO"), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+}

@@ -28,8 +28,8 @@ pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
 /// Reserves `len` bytes of disk for `file` (written as `shown`) before anything is written
 /// into it, so that a full disk (or a file-size limit, `ulimit -f`) stops a run before its
 /// GPU work, not chunks into it: `posix_fallocate` on Linux, which allocates the blocks (a
-/// file system without it is left to find out as it writes). Elsewhere, nothing: only the
-/// length is set by the caller.
+/// file system without it is left to find out as it writes). Elsewhere nothing is reserved,
+/// and a full disk shows as the chunks are written (an I/O error all the same).
 pub(crate) fn reserve(file: &std::fs::File, len: u64, shown: &str) -> Result<(), Error> {
     #[cfg(target_os = "linux")]
     {

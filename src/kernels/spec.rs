@@ -266,7 +266,7 @@ impl KernelSpec {
     }
 
     /// Invocations per workgroup on a device with `summary`'s subgroup size: for `coopmat`,
-    /// four subgroups of the smallest size the device runs, else fixed.
+    /// its block's subgroups (bm/wm x bn/wn) of the smallest size the device runs, else fixed.
     pub fn workgroup_invocations(&self, summary: &AdapterSummary) -> u32 {
         self.workgroup_invocations_for(summary.subgroup_size.0)
     }
@@ -315,11 +315,11 @@ impl KernelSpec {
         }
         let (min, max) = summary.subgroup_size;
         if matches!(self.variant, Variant::Coopmat { .. }) && min != max {
-            // Its workgroup is four subgroups; with a varying size the driver may run fewer,
-            // wider ones (the kernel then writes NaN, so it would only fail the check).
+            // Its workgroup is a fixed number of subgroups; with a varying size the driver may
+            // run fewer, wider ones (the kernel then writes NaN, so it would only fail the check).
             return Some(format!(
-                "kernel {self} needs one subgroup size (its workgroup is four subgroups); '{}' \
-                 runs subgroups of {min} to {max}",
+                "kernel {self} needs one subgroup size (its workgroup is a fixed number of \
+                 subgroups); '{}' runs subgroups of {min} to {max}",
                 summary.name
             ));
         }

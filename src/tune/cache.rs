@@ -127,8 +127,8 @@ impl<E: Serialize + DeserializeOwned> Cache<E> {
     /// Reads the entries, with notes on anything wrong (for the report). A file that does
     /// not parse at all is left where it is; the next [`store`](Self::store) sets it aside.
     pub fn load(&self) -> (BTreeMap<String, E>, Vec<String>) {
-        if let Ok(m) = std::fs::metadata(&self.path) {
-            if !m.is_file() {
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if !m.file_type().is_file() {
                 return (
                     BTreeMap::new(),
                     vec![format!(
@@ -221,6 +221,18 @@ impl<E: Serialize + DeserializeOwned> Cache<E> {
         lock.lock().map_err(|e| fail("locking it", e))?;
 
         let mut notes = Vec::new();
+        // Only a regular file is read or replaced: a FIFO would block the read, /dev/zero
+        // would never end it, and the rename below would replace a link or a device.
+        if let Ok(m) = std::fs::symlink_metadata(&self.path) {
+            if !m.file_type().is_file() {
+                return Err(format!(
+                    "{} is not a regular file; it was left as it is, so the next run will {} \
+                     again (set QKV_CACHE_DIR to a directory of qkv's own)",
+                    self.path.display(),
+                    self.redo
+                ));
+            }
+        }
         let mut entries = match std::fs::read(&self.path) {
             Ok(bytes) => {
                 let parsed = self.parse(&bytes);
@@ -354,6 +366,22 @@ mod tests {
             "my own notes about tuning"
         );
         assert!(!path.with_extension("json.corrupt").exists());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_cache_path_that_is_a_link_or_fifo_is_neither_read_nor_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tuning.json");
+        std::os::unix::fs::symlink("/dev/zero", &path).unwrap();
+        let c = Cache::at(path.clone());
+        assert!(c.load().1[0].contains("not a regular file"));
+        let e = c.store("k", entry("naive")).unwrap_err();
+        assert!(e.contains("not a regular file"), "{e}");
+        assert!(std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[cfg(unix)]

@@ -33,12 +33,10 @@ fn margin(trials: &[Trial], best: Duration) -> Option<f64> {
     let best = best.as_secs_f64() * 1e3;
     let mut times: Vec<f64> = trials.iter().filter_map(|t| t.ms).collect();
     times.sort_by(f64::total_cmp);
-    times
-        .iter()
-        .copied()
-        .find(|&t| t > best)
-        .or_else(|| (times.len() > 1).then_some(best))
-        .map(|second| second / best)
+    // The winner's own time once, then the fastest of the rest (a tie is a margin of 0).
+    let at = times.iter().position(|&t| t == best)?;
+    times.remove(at);
+    times.first().map(|&second| second / best)
 }
 
 /// One shape class's choice, as the cache keeps it.

@@ -211,8 +211,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         if spec.accumulates_in_f16() && !args.json {
             print_condition(&tol);
             outln!(
-                "          an f16 accumulator: the bound is 2^13 times the f32 one's \
-                 (Tolerance::for_f16_accumulator){}",
+                "          an f16 accumulator: the bound is about 2^13 times the f32 one's, plus \
+                 n·2^-25 (Tolerance::for_f16_accumulator){}",
                 if tol.terms * shape.d_model as f64 > 1.0 {
                     "; at this d_model it exceeds an average term, so a single missed term may \
                      pass"

@@ -175,7 +175,7 @@ impl Checkpoint {
         let header: Metadata =
             serde_json::from_str(text).map_err(|e| invalid(format!("the header: {e}")))?;
         let data = header.data_len() as u64;
-        if 8 + n + data != len {
+        if (8 + n).checked_add(data) != Some(len) {
             return Err(invalid(format!(
                 "the header describes {data} bytes of data; the file holds {}",
                 len - 8 - n

@@ -138,6 +138,10 @@ struct JournalEntry {
     /// only the final name is left, and recovery removes that file only if it is this one.
     #[serde(default)]
     id: Option<(u64, u64)>,
+    /// The (device, inode) of the file it replaces, moved to `old`: recovery restores a
+    /// backup only if it is this file.
+    #[serde(default)]
+    old_id: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -230,6 +234,11 @@ impl OutputDir {
     pub fn check_not_inputs(&self, names: &[&str], inputs: &[(&str, &Path)]) -> Result<()> {
         for name in names {
             let out = self.dir.join(name);
+            // Only a regular file can be an input here (others are refused by check_free);
+            // same_file opens both, and opening a FIFO would wait.
+            if !std::fs::metadata(&out).is_ok_and(|m| m.is_file()) {
+                continue;
+            }
             for (what, input) in inputs {
                 if same_file::is_same_file(input, &out).unwrap_or(false) {
                     return Err(Error::Input(format!(
@@ -332,13 +341,16 @@ impl OutputDir {
         }
         let entries: Vec<JournalEntry> = parts
             .iter()
-            .map(|(p, file)| JournalEntry {
-                name: p.name.clone(),
-                partial: file_name(&p.path),
-                old: std::fs::symlink_metadata(self.dir.join(&p.name))
-                    .is_ok()
-                    .then(|| file_name(&random_name(&self.dir, &p.name, OLD_SUFFIX))),
-                id: file_id(file),
+            .map(|(p, file)| {
+                let fin = self.dir.join(&p.name);
+                let replaces = std::fs::symlink_metadata(&fin).is_ok();
+                JournalEntry {
+                    name: p.name.clone(),
+                    partial: file_name(&p.path),
+                    old: replaces.then(|| file_name(&random_name(&self.dir, &p.name, OLD_SUFFIX))),
+                    id: file_id(file),
+                    old_id: if replaces { recover::id_of(&fin) } else { None },
+                }
             })
             .collect();
         self.write_journal(&entries)?;

@@ -106,24 +106,30 @@ impl OutputDir {
         for e in &journal.entries {
             let fin = self.dir.join(&e.name);
             let partial = self.dir.join(&e.partial);
+            // Names are looked at, never followed or opened: a symlink, FIFO or another
+            // user's file is no file of the run's, and opening a FIFO would wait.
             match &e.old {
-                Some(old) if self.dir.join(old).exists() => {
-                    std::fs::rename(self.dir.join(old), &fin)
-                        .map_err(io(format!("cannot restore {}", fin.display())))?;
-                    restored.push(e.name.clone());
+                Some(old) => {
+                    let backup = self.dir.join(old);
+                    match own_file(&backup) {
+                        // The backup of the file the run replaced, as the journal recorded it.
+                        Some(id) if e.old_id == Some(id) => {
+                            std::fs::rename(&backup, &fin)
+                                .map_err(io(format!("cannot restore {}", fin.display())))?;
+                            restored.push(e.name.clone());
+                        }
+                        // Something else at the backup name: left where it is.
+                        _ if std::fs::symlink_metadata(&backup).is_ok() => {
+                            kept.push(old.clone());
+                        }
+                        // Never moved aside: the old file is still in place.
+                        _ => {}
+                    }
                 }
-                // The old file was never moved: it is still in place.
-                Some(_) => {}
                 None => {
-                    // The run's own new file: still linked to its partial file, or, once the
-                    // partial name is gone, the inode the journal recorded. Anything else at
-                    // that name is left alone.
-                    let ours = if partial.exists() {
-                        same_file::is_same_file(&partial, &fin).unwrap_or(false)
-                    } else {
-                        e.id.is_some() && id_of(&fin) == e.id
-                    };
-                    if ours {
+                    // The run's new file: the inode the journal recorded for its partial file
+                    // (the final name is a link to it). Anything else there is left alone.
+                    if e.id.is_some() && own_file(&fin) == e.id {
                         std::fs::remove_file(&fin)
                             .map_err(io(format!("cannot remove {}", fin.display())))?;
                         removed.push(e.name.clone());
@@ -132,7 +138,12 @@ impl OutputDir {
                     }
                 }
             }
-            let _ = std::fs::remove_file(&partial);
+            // The partial name: the run's file (or a link planted there, removed itself).
+            let planted_link =
+                std::fs::symlink_metadata(&partial).is_ok_and(|m| m.file_type().is_symlink());
+            if own_file(&partial).is_some() || planted_link {
+                let _ = std::fs::remove_file(&partial);
+            }
         }
         std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
         sync_dir(&self.dir);
@@ -145,8 +156,9 @@ impl OutputDir {
         }
         if !kept.is_empty() {
             what.push(format!(
-                "left {}, which is not the file that run wrote",
-                kept.join(", ")
+                "left {}, which {} not the file that run wrote or moved aside",
+                kept.join(", "),
+                if kept.len() == 1 { "is" } else { "are" }
             ));
         }
         self.notes.push(format!(
@@ -230,8 +242,17 @@ fn owned_by_me(m: &std::fs::Metadata) -> bool {
     }
 }
 
+/// The (device, inode) of the file at `path` if it is a regular file of this user's (not
+/// following a symlink).
+pub(super) fn own_file(path: &Path) -> Option<(u64, u64)> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    (m.file_type().is_file() && owned_by_me(&m))
+        .then(|| id_of(path))
+        .flatten()
+}
+
 /// The (device, inode) of the file at `path` (not following a symlink).
-fn id_of(path: &Path) -> Option<(u64, u64)> {
+pub(super) fn id_of(path: &Path) -> Option<(u64, u64)> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::MetadataExt;

@@ -112,10 +112,18 @@ fn an_interrupted_commit_is_rolled_back_by_the_next_run() {
     std::fs::write(d.join("k"), "old k").unwrap();
     std::fs::write(d.join(".k.0000000000000002.qkv-partial"), "new k").unwrap();
     std::fs::write(d.join(".v.0000000000000003.qkv-partial"), "new v").unwrap();
-    let journal = r#"{"entries": [
-        {"name": "q", "partial": ".q.0000000000000000.qkv-partial", "old": ".q.0000000000000001.qkv-old"},
-        {"name": "k", "partial": ".k.0000000000000002.qkv-partial", "old": ".k.0000000000000004.qkv-old"},
-        {"name": "v", "partial": ".v.0000000000000003.qkv-partial", "old": null}]}"#;
+    let id = |n: &str| serde_json::to_string(&recover::id_of(&d.join(n))).unwrap();
+    let journal = format!(
+        r#"{{"entries": [
+        {{"name": "q", "partial": ".q.0000000000000000.qkv-partial", "old": ".q.0000000000000001.qkv-old", "id": {}, "old_id": {}}},
+        {{"name": "k", "partial": ".k.0000000000000002.qkv-partial", "old": ".k.0000000000000004.qkv-old", "id": {}, "old_id": {}}},
+        {{"name": "v", "partial": ".v.0000000000000003.qkv-partial", "old": null, "id": {}}}]}}"#,
+        id("q"),
+        id(".q.0000000000000001.qkv-old"),
+        id(".k.0000000000000002.qkv-partial"),
+        id("k"),
+        id(".v.0000000000000003.qkv-partial"),
+    );
     std::fs::write(d.join(JOURNAL), journal).unwrap();
     let out = OutputDir::open(d).unwrap();
     assert!(out.notes[0].contains("rolled back"), "{:?}", out.notes);
@@ -172,6 +180,41 @@ fn a_planted_journal_is_not_obeyed_item_3() {
     // Too large to be one of qkv's.
     let e = open_with_journal(d, &" ".repeat(100_000)).expect("refused");
     assert!(e.contains("bytes"), "{e}");
+}
+
+#[cfg(unix)]
+#[test]
+fn a_planted_partial_link_backup_or_fifo_changes_nothing_item_3() {
+    // A journal of this user's, with qkv's own name forms, whose partial name is a link to
+    // the user's file, whose backup name holds a planted file, and whose final name is a
+    // FIFO: nothing is removed, restored or waited on.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("thesis.tex"), "years of work").unwrap();
+    std::os::unix::fs::symlink(
+        d.join("thesis.tex"),
+        d.join(".thesis.tex.00000000000000aa.qkv-partial"),
+    )
+    .unwrap();
+    std::fs::write(d.join("notes.txt"), "mine").unwrap();
+    std::fs::write(d.join(".notes.txt.00000000000000bb.qkv-old"), "planted").unwrap();
+    let fifo = std::ffi::CString::new(d.join("pipe").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    let j = r#"{"entries":[
+        {"name":"thesis.tex","partial":".thesis.tex.00000000000000aa.qkv-partial","old":null},
+        {"name":"notes.txt","partial":".notes.txt.00000000000000bc.qkv-partial","old":".notes.txt.00000000000000bb.qkv-old","old_id":[1,1]},
+        {"name":"pipe","partial":".pipe.00000000000000cc.qkv-partial","old":null,"id":[1,1]}]}"#;
+    let started = std::time::Instant::now();
+    assert_eq!(open_with_journal(d, j), None);
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(read(d, "thesis.tex"), "years of work");
+    assert_eq!(read(d, "notes.txt"), "mine");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(std::fs::symlink_metadata(d.join("pipe"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
 }
 
 #[cfg(unix)]

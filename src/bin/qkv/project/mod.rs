@@ -262,11 +262,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         eprintln!("note: {note}");
     }
     let outputs_named = args.out_format.files();
+    // First what is at the outputs' names (a FIFO there must be refused before anything
+    // opens it), then whether any is an input.
+    out_dir.check_free(outputs_named, args.force)?;
     out_dir.check_not_inputs(
         outputs_named,
         &[("--input", &args.input), ("--weights", &args.weights)],
     )?;
-    out_dir.check_free(outputs_named, args.force)?;
 
     // The checkpoint's own type unless asked otherwise; a value the asked type cannot hold
     // is refused by name before any GPU work.
