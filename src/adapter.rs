@@ -169,6 +169,9 @@ pub struct AdapterSummary {
     pub timestamp_query: bool,
     /// 16-bit floats in shaders.
     pub shader_f16: bool,
+    /// Conversions between f16 and f32 in shaders (`unpack2x16float`; wgpu's
+    /// `DownlevelFlags::SHADER_F16_IN_F32`).
+    pub f16_unpack: bool,
     /// Subgroup (warp / wave) operations in shaders.
     pub subgroup: bool,
     /// Subgroup sizes the adapter reports (min, max); on Metal, where wgpu reports 4..64
@@ -265,6 +268,10 @@ impl AdapterSummary {
             max_compute_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
             timestamp_query: features.contains(wgpu::Features::TIMESTAMP_QUERY),
             shader_f16: features.contains(wgpu::Features::SHADER_F16),
+            f16_unpack: adapter
+                .get_downlevel_capabilities()
+                .flags
+                .contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32),
             subgroup: features.contains(wgpu::Features::SUBGROUP),
             subgroup_size: (info.subgroup_min_size, info.subgroup_max_size),
             cooperative_matrix: CoopMatrix::of(adapter),

@@ -595,9 +595,17 @@ impl GpuContext {
         if let Some(m) = self.modules.lock().unwrap().get(&(source.file, unchecked)) {
             return Ok(m.clone());
         }
+        // Without f16 conversions the half-reading kernels' native widening is left out
+        // (see `kernels::F16_UNPACK`); NATIVE_F16 is never set here then.
+        let (unpack, none) = crate::kernels::F16_UNPACK;
+        let wgsl = if !self.summary.f16_unpack && source.wgsl.contains(unpack) {
+            std::borrow::Cow::Owned(source.wgsl.replace(unpack, none))
+        } else {
+            std::borrow::Cow::Borrowed(source.wgsl)
+        };
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(source.file),
-            source: wgpu::ShaderSource::Wgsl(source.wgsl.into()),
+            source: wgpu::ShaderSource::Wgsl(wgsl),
         };
         let module = self.checked(&format!("parsing {}", source.file), || {
             if unchecked {

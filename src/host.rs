@@ -1,13 +1,17 @@
 //! Arrays on the host in their storage type: f32, or the 16-bit patterns of f16 or bf16,
 //! never an f32 copy of a half-typed array. [`ElementVec`] owns (the weights of a BF16
 //! checkpoint, a chunk's X), [`Elements`] borrows (a chunk's Q, K, V read back, as mapped),
-//! [`ElementsMut`] is what a source fills (X of one chunk, in the run's type).
+//! [`ElementsMut`] is what a source fills (X of one chunk, in the run's type): write-only, so
+//! that it can be GPU memory mapped for writing (which may be write-combined: reading it back
+//! would be slow, and wgpu does not allow it) as well as a host vector.
 //!
 //! 16-bit patterns are `u16`s in the machine's order; the GPU buffers hold them little-endian,
 //! and wgpu's backends run on little-endian machines only.
 
 use crate::element::{ElementType, OutOfRange};
 use std::ops::Range;
+use std::ptr::NonNull;
+use wgpu::WriteOnly;
 
 /// An array owned in its storage type.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,13 +31,14 @@ pub enum Elements<'a> {
     Half(ElementType, &'a [u16]),
 }
 
-/// An array to fill in its storage type.
+/// An array to fill in its storage type, write-only ([`wgpu::WriteOnly`]): a host vector's
+/// elements or a mapped staging buffer's.
 #[derive(Debug)]
 pub enum ElementsMut<'a> {
     /// 32-bit floats.
-    F32(&'a mut [f32]),
+    F32(WriteOnly<'a, [f32]>),
     /// f16 or bf16 bit patterns (the type says which).
-    Half(ElementType, &'a mut [u16]),
+    Half(ElementType, WriteOnly<'a, [u16]>),
 }
 
 impl ElementVec {
@@ -76,11 +81,11 @@ impl ElementVec {
         }
     }
 
-    /// A mutable view.
+    /// A view to write into.
     pub fn as_mut(&mut self) -> ElementsMut<'_> {
         match self {
-            ElementVec::F32(w) => ElementsMut::F32(w),
-            ElementVec::Half(e, w) => ElementsMut::Half(*e, w),
+            ElementVec::F32(w) => ElementsMut::F32(WriteOnly::from_mut(w.as_mut_slice())),
+            ElementVec::Half(e, w) => ElementsMut::Half(*e, WriteOnly::from_mut(w.as_mut_slice())),
         }
     }
 
@@ -271,7 +276,48 @@ impl<'a> From<&'a [f32]> for Elements<'a> {
     }
 }
 
+/// A [`WriteOnly`] slice that may move to another thread. wgpu 30 implements `Send` for
+/// `WriteOnly<T>` with `T: Send` but, lacking `?Sized` there, not for slices; a write-only
+/// slice is as sendable as the `&mut [T]` it stands for.
+pub(crate) struct SendWriteOnly<'a, T>(pub(crate) WriteOnly<'a, [T]>);
+
+// SAFETY: like `&mut [T]`, a `WriteOnly<[T]>` gives exclusive access to its elements; sending
+// it sends the right to write `T`s, which `T: Send` allows.
+unsafe impl<T: Send> Send for SendWriteOnly<'_, T> {}
+
 impl<'a> ElementsMut<'a> {
+    /// Bytes (a mapped buffer's) seen as `len` elements of `element`. Panics if the bytes are
+    /// too few or not aligned to the element (mapped ranges are aligned far past 4 bytes).
+    pub fn from_bytes(element: ElementType, mut bytes: WriteOnly<'a, [u8]>, len: usize) -> Self {
+        let size = element.size() as usize;
+        assert!(
+            len * size <= bytes.len(),
+            "{len} elements do not fit the bytes"
+        );
+        let ptr = bytes.as_raw_element_ptr();
+        assert_eq!(
+            ptr.as_ptr() as usize % size,
+            0,
+            "bytes not aligned to {element}"
+        );
+        // SAFETY: the pointer is valid for writes of `len * size` bytes for 'a (checked above;
+        // `bytes` is a WriteOnly of 'a, consumed here), aligned to the element (checked), and
+        // every bit pattern is a valid f32 or u16, so no write can make the memory invalid.
+        unsafe {
+            if element.is_half() {
+                ElementsMut::Half(
+                    element,
+                    WriteOnly::new(NonNull::slice_from_raw_parts(ptr.cast::<u16>(), len)),
+                )
+            } else {
+                ElementsMut::F32(WriteOnly::new(NonNull::slice_from_raw_parts(
+                    ptr.cast::<f32>(),
+                    len,
+                )))
+            }
+        }
+    }
+
     /// The type the elements are stored in.
     pub fn element(&self) -> ElementType {
         match self {
@@ -296,16 +342,8 @@ impl<'a> ElementsMut<'a> {
     /// A shorter view: elements `range`.
     pub fn slice_mut(&mut self, range: Range<usize>) -> ElementsMut<'_> {
         match self {
-            ElementsMut::F32(d) => ElementsMut::F32(&mut d[range]),
-            ElementsMut::Half(e, d) => ElementsMut::Half(*e, &mut d[range]),
-        }
-    }
-
-    /// A read-only view.
-    pub fn as_ref(&self) -> Elements<'_> {
-        match self {
-            ElementsMut::F32(d) => Elements::F32(d),
-            ElementsMut::Half(e, d) => Elements::Half(*e, d),
+            ElementsMut::F32(d) => ElementsMut::F32(d.slice(range)),
+            ElementsMut::Half(e, d) => ElementsMut::Half(*e, d.slice(range)),
         }
     }
 
@@ -320,23 +358,40 @@ impl<'a> ElementsMut<'a> {
             self.put_f32_unchecked(at, values[..e.index].iter().copied());
             return Err(e);
         }
-        self.put_f32_unchecked(at, values.iter().copied());
+        match self {
+            // As they are: one copy.
+            ElementsMut::F32(d) => d.slice(at..at + values.len()).copy_from_slice(values),
+            _ => self.put_f32_unchecked(at, values.iter().copied()),
+        }
         Ok(())
     }
 
-    /// Writes `values` from element `at` on, rounded to nearest even (an out-of-range value
-    /// becomes an infinity).
+    /// Writes `values` from element `at` on (as many as there are, or as fit), rounded to
+    /// nearest even (an out-of-range value becomes an infinity).
     pub fn put_f32_unchecked(&mut self, at: usize, values: impl Iterator<Item = f32>) {
+        fn put<T: Copy>(d: &mut WriteOnly<'_, [T]>, at: usize, values: impl Iterator<Item = T>) {
+            d.slice(at..)
+                .into_iter()
+                .zip(values)
+                .for_each(|(slot, v)| slot.write(v));
+        }
         match self {
-            ElementsMut::F32(d) => d[at..].iter_mut().zip(values).for_each(|(d, v)| *d = v),
-            ElementsMut::Half(ElementType::F16, d) => d[at..]
-                .iter_mut()
-                .zip(values)
-                .for_each(|(d, v)| *d = half::f16::from_f32(v).to_bits()),
-            ElementsMut::Half(_, d) => d[at..]
-                .iter_mut()
-                .zip(values)
-                .for_each(|(d, v)| *d = half::bf16::from_f32(v).to_bits()),
+            ElementsMut::F32(d) => put(d, at, values),
+            ElementsMut::Half(ElementType::F16, d) => {
+                put(d, at, values.map(|v| half::f16::from_f32(v).to_bits()))
+            }
+            ElementsMut::Half(_, d) => {
+                put(d, at, values.map(|v| half::bf16::from_f32(v).to_bits()))
+            }
+        }
+    }
+
+    /// Writes 16-bit patterns of the storage type (a half type) from element `at` on.
+    /// Panics for f32.
+    pub fn put_bits(&mut self, at: usize, bits: &[u16]) {
+        match self {
+            ElementsMut::Half(_, d) => d.slice(at..at + bits.len()).copy_from_slice(bits),
+            ElementsMut::F32(_) => panic!("put_bits on f32 elements"),
         }
     }
 
@@ -344,11 +399,11 @@ impl<'a> ElementsMut<'a> {
     pub fn split_at(self, mid: usize) -> (ElementsMut<'a>, ElementsMut<'a>) {
         match self {
             ElementsMut::F32(d) => {
-                let (a, b) = d.split_at_mut(mid);
+                let (a, b) = d.split_at(mid);
                 (ElementsMut::F32(a), ElementsMut::F32(b))
             }
             ElementsMut::Half(e, d) => {
-                let (a, b) = d.split_at_mut(mid);
+                let (a, b) = d.split_at(mid);
                 (ElementsMut::Half(e, a), ElementsMut::Half(e, b))
             }
         }

@@ -50,7 +50,7 @@ pub use error::{Error, Result};
 pub use host::{ElementVec, Elements, ElementsMut};
 pub use kernels::{Kernel, KernelConfig, KernelSpec};
 pub use layout::{HeadSplit, OutputLayout};
-pub use plan::{ChunkOptions, ChunkPlan};
+pub use plan::{ChunkOptions, ChunkPlan, DEFAULT_BUFFER_SETS, MAX_BUFFER_SETS, MIN_BUFFER_SETS};
 pub use projector::{
     spread, ChunkOutput, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings,
 };

@@ -606,6 +606,7 @@ mod tests {
             max_compute_workgroups_per_dimension: 65535,
             timestamp_query: true,
             shader_f16: true,
+            f16_unpack: true,
             subgroup: true,
             subgroup_size: (32, 32),
             cooperative_matrix: Vec::new(),

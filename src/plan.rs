@@ -24,10 +24,22 @@ pub struct ChunkOptions {
     pub chunk_tokens: Option<u32>,
     /// The byte budget of one chunk's X + Q + K + V when `chunk_tokens` is `None`.
     pub max_chunk_bytes: u64,
-    /// Overlap the upload of chunk i+1 and the readback of chunk i-1 with the kernel on
-    /// chunk i (two sets of chunk buffers); `false` runs chunks one after another.
+    /// Overlap producing, uploading, computing, reading back and consuming chunks (several
+    /// sets of chunk buffers); `false` runs chunks one after another.
     pub streaming: bool,
+    /// Chunk buffer sets in flight when streaming: [`MIN_BUFFER_SETS`] to
+    /// [`MAX_BUFFER_SETS`], and never more than there are chunks. Each set holds one chunk's X,
+    /// Q, K, V on the GPU and its staging memory on the host.
+    pub buffer_sets: u32,
 }
+
+/// Buffer sets the native pipeline streams through by default: one chunk being produced, one
+/// on the GPU, one being consumed.
+pub const DEFAULT_BUFFER_SETS: u32 = 3;
+/// The fewest buffer sets streaming takes.
+pub const MIN_BUFFER_SETS: u32 = 2;
+/// The most buffer sets streaming takes.
+pub const MAX_BUFFER_SETS: u32 = 16;
 
 impl Default for ChunkOptions {
     fn default() -> Self {
@@ -35,6 +47,7 @@ impl Default for ChunkOptions {
             chunk_tokens: None,
             max_chunk_bytes: DEFAULT_CHUNK_BYTES,
             streaming: true,
+            buffer_sets: DEFAULT_BUFFER_SETS,
         }
     }
 }
@@ -53,8 +66,10 @@ pub struct ChunkPlan {
     pub col_blocks: Vec<(u32, u32)>,
     /// Why the chunk has the size it has (the limit that bound it, or the user's choice).
     pub chunk_reason: String,
-    /// Whether chunks stream through two buffer sets: asked for, and more than one chunk.
+    /// Whether chunks stream through several buffer sets: asked for, and more than one chunk.
     pub streaming: bool,
+    /// Chunk buffer sets: 1 without streaming, else as asked but no more than the chunks.
+    pub buffer_sets: u32,
 }
 
 impl ChunkPlan {
@@ -322,14 +337,27 @@ fn plan(
         }
     };
     let chunk_tokens = chunk.min(tokens) as u32;
+    if !(MIN_BUFFER_SETS..=MAX_BUFFER_SETS).contains(&opts.buffer_sets) {
+        return Err(Error::Input(format!(
+            "{} buffer sets asked for; streaming takes {MIN_BUFFER_SETS} to {MAX_BUFFER_SETS}",
+            opts.buffer_sets
+        )));
+    }
+    let chunks = shape.tokens.div_ceil(chunk_tokens);
+    // One buffer set suffices when there is only one chunk.
+    let streaming = opts.streaming && chunks > 1;
     Ok(ChunkPlan {
         shape: *shape,
         layout,
         chunk_tokens,
         col_blocks,
         chunk_reason: reason,
-        // One buffer set suffices when there is only one chunk.
-        streaming: opts.streaming && shape.tokens.div_ceil(chunk_tokens) > 1,
+        streaming,
+        buffer_sets: if streaming {
+            opts.buffer_sets.min(chunks)
+        } else {
+            1
+        },
     })
 }
 

@@ -4,10 +4,11 @@
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::host::ElementsMut;
+use crate::host::{ElementsMut, SendWriteOnly};
 use crate::shape::QkvShape;
 use rand::{Rng, SeedableRng};
 use std::ops::Range;
+use wgpu::WriteOnly;
 
 /// W's elements as stored on the host: f32, or the 16-bit patterns of f16 or bf16 (a
 /// checkpoint stored in a half type stays in it, with no f32 copy of W).
@@ -292,7 +293,12 @@ pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
 /// [-1, 1). Row r depends only on (seed, r), so any chunk can be generated on its own, and a
 /// large one is generated on every core (the same numbers either way).
 pub fn random_x_rows(d_model: u32, seed: u64, rows: Range<u32>, out: &mut [f32]) {
-    random_x_rows_in(d_model, seed, rows, ElementsMut::F32(out));
+    random_x_rows_in(
+        d_model,
+        seed,
+        rows,
+        ElementsMut::F32(WriteOnly::from_mut(out)),
+    );
 }
 
 /// [`random_x_rows`] generated directly in `out`'s storage type: each value is drawn in f32
@@ -309,11 +315,11 @@ pub fn random_x_rows_in(d_model: u32, seed: u64, rows: Range<u32>, out: Elements
     }
 }
 
-fn generate<T: Send>(
+fn generate<T: Copy + Send>(
     d_model: u32,
     seed: u64,
     rows: Range<u32>,
-    out: &mut [T],
+    mut out: WriteOnly<'_, [T]>,
     store: impl Fn(f32) -> T + Copy + Send,
 ) {
     let d = d_model as usize;
@@ -322,10 +328,18 @@ fn generate<T: Send>(
     if threads > 1 && out.len() >= 1 << 20 && d > 0 {
         let per = rows.len().div_ceil(threads);
         std::thread::scope(|scope| {
-            for (i, part) in out.chunks_mut(per * d).enumerate() {
-                let start = rows.start + (i * per) as u32;
+            let mut start = rows.start;
+            while !out.is_empty() {
+                let part;
+                let at = (per * d).min(out.len());
+                (part, out) = out.split_at(at);
                 let end = start + (part.len() / d) as u32;
-                scope.spawn(move || x_rows(d, seed, start..end, part, store));
+                let part = SendWriteOnly(part);
+                scope.spawn(move || {
+                    let part = part;
+                    x_rows(d, seed, start..end, part.0, store)
+                });
+                start = end;
             }
         });
     } else {
@@ -333,14 +347,21 @@ fn generate<T: Send>(
     }
 }
 
-fn x_rows<T>(d: usize, seed: u64, rows: Range<u32>, out: &mut [T], store: impl Fn(f32) -> T) {
-    for (row, dst) in rows.zip(out.chunks_exact_mut(d.max(1))) {
+fn x_rows<T: Copy>(
+    d: usize,
+    seed: u64,
+    rows: Range<u32>,
+    mut out: WriteOnly<'_, [T]>,
+    store: impl Fn(f32) -> T,
+) {
+    for row in rows {
+        let dst;
+        (dst, out) = out.split_at(d);
         let mut rng = rand::rngs::StdRng::seed_from_u64(
             seed ^ (row as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15),
         );
-        for v in dst {
-            *v = store(rng.random_range(-1.0..1.0));
-        }
+        dst.into_iter()
+            .for_each(|v| v.write(store(rng.random_range(-1.0..1.0))));
     }
 }
 

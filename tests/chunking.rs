@@ -211,8 +211,6 @@ fn the_sink_sees_every_row_once_in_order() {
             |c| {
                 assert_eq!(c.q.len(), c.rows.len() * 8);
                 assert_eq!(c.k.len(), c.rows.len() * 4);
-                let given = &x[c.rows.start as usize * 8..c.rows.end as usize * 8];
-                assert_eq!(c.x, qkv_wgpu::Elements::F32(given));
                 seen.push((c.index, c.rows.clone()));
                 Ok(())
             },

@@ -537,3 +537,35 @@ fn the_unchecked_build_passes_the_same_checks() {
         }
     }
 }
+
+#[test]
+fn the_pipeline_converts_and_pads_x_as_the_sequential_path_does() {
+    // d_model 41: X's rows padded to 48 on the GPU; f32 and bf16 runs read f16, so the
+    // pipeline's producer converts and pads each chunk into the mapped staging buffer.
+    // 101 tokens in chunks of 16: 7 chunks, the last of 5.
+    let shape = QkvShape::new(101, 41, 24, 8, true).unwrap();
+    let (x, w) = random_inputs(&shape, 12);
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    for config in configs(ctx()).into_iter().take(1) {
+        for element in ELEMENTS {
+            let run = |streaming| {
+                let opts = ChunkOptions {
+                    chunk_tokens: Some(16),
+                    streaming,
+                    ..Default::default()
+                };
+                let mut p =
+                    Projector::typed(ctx(), shape, config, element, OutputLayout::Tokens, &opts)
+                        .unwrap();
+                p.set_weights(&w).unwrap();
+                p.run(&x).unwrap()
+            };
+            let (piped, sequential) = (run(true), run(false));
+            let what = format!("{config} in {element}");
+            assert!(piped.timings.threaded, "{what}");
+            assert_eq!(bits(&piped.q), bits(&sequential.q), "{what}: Q");
+            assert_eq!(bits(&piped.k), bits(&sequential.k), "{what}: K");
+            assert_eq!(bits(&piped.v), bits(&sequential.v), "{what}: V");
+        }
+    }
+}

@@ -466,3 +466,56 @@ fn the_kernels_round_results_to_nearest_even_as_the_host_does() {
         }
     }
 }
+
+#[test]
+fn f16_widened_by_the_hardware_and_by_integers_agree_bit_for_bit() {
+    // This adapter has f16 and its conversions, so f16 kernels widen with
+    // `unpack2x16float` (NATIVE_F16); a context told it lacks them builds the same kernels
+    // with the integer widening. Both are exact, so every bit agrees, subnormal inputs
+    // included (X scaled so that about one element in six is an f16 subnormal).
+    assert!(
+        ctx().summary.shader_f16 && ctx().summary.f16_unpack,
+        "the test lane's lavapipe offers SHADER_F16 and its conversions"
+    );
+    let filter = qkv_wgpu::AdapterFilter::from_env().unwrap();
+    let mut integer = qkv_wgpu::GpuContext::new(&filter).expect("an adapter");
+    integer.summary.f16_unpack = false;
+    let shape = QkvShape::new(67, 37, 19, 11, true).unwrap();
+    let (mut x, w) = qkv_wgpu::random_inputs(&shape, 23);
+    for v in x.iter_mut() {
+        *v *= 3e-4; // f16's smallest normal is 6.1e-5
+    }
+    let subnormal = x
+        .iter()
+        .filter(|v| {
+            let b = half::f16::from_f32(**v).to_bits() & 0x7fff;
+            b != 0 && b < 0x0400
+        })
+        .count();
+    assert!(subnormal > x.len() / 10, "{subnormal} subnormals");
+    for kernel in typed_kernels() {
+        let run = |c: &qkv_wgpu::GpuContext| {
+            let opts = ChunkOptions {
+                chunk_tokens: Some(32),
+                ..Default::default()
+            };
+            let mut p = Projector::typed(
+                c,
+                shape,
+                kernel,
+                ElementType::F16,
+                OutputLayout::Tokens,
+                &opts,
+            )
+            .unwrap();
+            p.set_weights(&w).unwrap();
+            p.run(&x).unwrap()
+        };
+        let (native, integer) = (run(ctx()), run(&integer));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&native.q), bits(&integer.q), "{kernel}: Q");
+        assert_eq!(bits(&native.k), bits(&integer.k), "{kernel}: K");
+        assert_eq!(bits(&native.v), bits(&integer.v), "{kernel}: V");
+        assert!(native.q.iter().all(|v| v.is_finite()), "{kernel}");
+    }
+}

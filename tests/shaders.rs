@@ -23,6 +23,10 @@ fn validate(name: &str, source: &str) {
             source.contains("enable wgpu_cooperative_matrix;"),
             naga::valid::Capabilities::COOPERATIVE_MATRIX,
         ),
+        (
+            source.contains("unpack2x16float"),
+            naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32,
+        ),
     ] {
         if on {
             caps |= cap;
@@ -156,4 +160,52 @@ fn the_element_widening_every_typed_kernel_repeats_is_identical() {
             );
         }
     }
+}
+
+#[test]
+fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
+    // A device without f16 conversions gets the half-reading kernels with this expression
+    // replaced (src/context.rs): each shader that uses `unpack2x16float` must use it only
+    // there, and the module built without it must still validate with no capability.
+    let (unpack, none) = qkv_wgpu::kernels::F16_UNPACK;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let source = std::fs::read_to_string(&path).unwrap();
+        // Outside comments.
+        let code: String = source
+            .lines()
+            .map(|l| l.split("//").next().unwrap_or(""))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let uses = code.matches("unpack2x16float").count();
+        if uses == 0 {
+            continue;
+        }
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        assert_eq!(source.matches(unpack).count(), 1, "{name}");
+        assert_eq!(
+            uses, 2,
+            "{name}: unpack2x16float outside the native widening"
+        );
+        let without = source.replace(unpack, none);
+        let module = naga::front::wgsl::parse_str(&without).unwrap();
+        let mut caps = naga::valid::Capabilities::empty();
+        if without.contains("@builtin(subgroup_") {
+            caps |= naga::valid::Capabilities::SUBGROUP;
+        }
+        let mut v = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps);
+        if without.contains("@builtin(subgroup_") {
+            v.subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+                .subgroup_operations(naga::valid::SubgroupOperationSet::all());
+        }
+        v.validate(&module)
+            .unwrap_or_else(|e| panic!("{name} without it:\n{}", e.emit_to_string(&without)));
+        seen += 1;
+    }
+    assert_eq!(
+        seen, 5,
+        "naive, texture, subgroup-texture, blocktile, splitk"
+    );
 }

@@ -255,6 +255,7 @@ fn summary_with_coop() -> qkv_wgpu::AdapterSummary {
         max_compute_workgroups_per_dimension: 65535,
         timestamp_query: true,
         shader_f16: true,
+        f16_unpack: true,
         subgroup: true,
         subgroup_size: (32, 32),
         cooperative_matrix: vec![qkv_wgpu::adapter::CoopMatrix::f16_inputs(16, true)],

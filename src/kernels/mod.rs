@@ -29,6 +29,15 @@ mod registry;
 mod spec;
 
 pub use config::{CoopBlock, KernelConfig};
+
+/// The expression the half-reading kernels widen four f16 with where `NATIVE_F16` is set,
+/// and what a module is built with in its place on a device without f16 conversions
+/// (`DownlevelFlags::SHADER_F16_IN_F32`): NaN, so that the module validates there, and a
+/// use of it, were NATIVE_F16 ever set there, could not pass a check.
+pub const F16_UNPACK: (&str, &str) = (
+    "vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y))",
+    "vec4<f32>(bitcast<f32>(0x7fc00000u))",
+);
 pub use registry::{
     coopmat_source, Kernel, Requirements, ShaderSource, ALL_SHADERS, COOPMAT_SOURCES, FILL_NAN,
     PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,

@@ -297,6 +297,11 @@ impl KernelSpec {
             Variant::Coopmat { .. } => {
                 vec![("WG", self.workgroup_invocations(summary) as f64)]
             }
+            // The kernels that read half types widen f16 in the hardware where it has f16
+            // and its conversions (the shaders' NATIVE_F16); only f16 runs declare the need.
+            _ if self.element == ElementType::F16 && summary.shader_f16 && summary.f16_unpack => {
+                vec![("NATIVE_F16", 1.0)]
+            }
             _ => Vec::new(),
         }
     }

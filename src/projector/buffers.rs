@@ -12,6 +12,8 @@ use crate::kernels::{KernelSpec, OperandLayout};
 use crate::plan::ChunkPlan;
 use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 
 /// Where a kernel reads X or W from.
 pub(super) enum Operand {
@@ -78,40 +80,9 @@ impl Operand {
         (row_len, stride): (usize, usize),
         scratch: &mut Vec<u8>,
     ) {
-        scratch.clear();
-        let len = data.len();
-        let rows = len / row_len.max(1);
-        let size = element.size() as usize;
-        // One row (or all of it) in the element type's bytes, appended to `scratch`.
-        let append =
-            |part: std::ops::Range<usize>, out: &mut Vec<u8>| data.slice(part).encode(element, out);
-        // Each row followed by zeros up to `padded_len` elements, then `total` bytes in all.
-        let padded = |padded_len: usize, total: usize, out: &mut Vec<u8>| {
-            let pad = (padded_len - row_len.min(padded_len)) * size;
-            for r in 0..rows {
-                append(r * row_len..(r + 1) * row_len, out);
-                out.resize(out.len() + pad, 0);
-            }
-            out.resize(total, 0);
-        };
         match self {
             Operand::Buffer(b) => {
-                let bytes: &[u8] = match data {
-                    Elements::F32(d) if !element.is_half() && stride == row_len => {
-                        bytemuck::cast_slice(d)
-                    }
-                    _ if stride == row_len => {
-                        append(0..len, scratch);
-                        // Whole words: a half-typed matrix of odd length ends in half a word.
-                        scratch.resize(element.buffer_bytes(len as u64) as usize, 0);
-                        scratch
-                    }
-                    _ => {
-                        let elems = (rows * stride) as u64;
-                        padded(stride, element.buffer_bytes(elems) as usize, scratch);
-                        scratch
-                    }
-                };
+                let bytes = buffer_bytes((data, element), (row_len, stride), scratch);
                 queue.write_buffer(b, 0, bytes);
             }
             Operand::Texture(t, _) => {
@@ -120,13 +91,15 @@ impl Operand {
                 let texels: &[u8] = match data {
                     Elements::F32(d)
                         if padded_len == row_len
-                            && rows == height as usize
+                            && data.len() / row_len.max(1) == height as usize
                             && !element.is_half() =>
                     {
                         bytemuck::cast_slice(d)
                     }
                     _ => {
-                        padded(padded_len, padded_len * size * height as usize, scratch);
+                        let total = padded_len * element.size() as usize * height as usize;
+                        scratch.clear();
+                        padded_rows((data, element), (row_len, padded_len), total, scratch);
                         scratch
                     }
                 };
@@ -149,12 +122,82 @@ impl Operand {
         }
     }
 
+    /// Bytes of the buffer (for a texture, its texels' bytes).
+    fn size(&self) -> u64 {
+        match self {
+            Operand::Buffer(b) => b.size(),
+            Operand::Texture(t, _) => {
+                let size = t.size();
+                t.format().block_copy_size(None).unwrap_or(16) as u64
+                    * size.width as u64
+                    * size.height as u64
+            }
+        }
+    }
+
+    /// The storage buffer, for a buffer operand.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the pipeline's, native only
+    pub(super) fn buffer(&self) -> Option<&wgpu::Buffer> {
+        match self {
+            Operand::Buffer(b) => Some(b),
+            Operand::Texture(..) => None,
+        }
+    }
+
     fn resource(&self) -> wgpu::BindingResource<'_> {
         match self {
             Operand::Buffer(b) => b.as_entire_binding(),
             Operand::Texture(_, view) => wgpu::BindingResource::TextureView(view),
         }
     }
+}
+
+/// A matrix of `row_len`-element rows as a storage buffer holds it in `element`, each row
+/// zero-padded to `stride` elements (see [`Operand::write`]): `data`'s own bytes where they
+/// are that already, else built in `scratch`.
+pub(super) fn buffer_bytes<'s>(
+    (data, element): (Elements<'s>, ElementType),
+    (row_len, stride): (usize, usize),
+    scratch: &'s mut Vec<u8>,
+) -> &'s [u8] {
+    scratch.clear();
+    let len = data.len();
+    match data {
+        Elements::F32(d) if !element.is_half() && stride == row_len => bytemuck::cast_slice(d),
+        _ if stride == row_len => {
+            data.encode(element, scratch);
+            // Whole words: a half-typed matrix of odd length ends in half a word.
+            scratch.resize(element.buffer_bytes(len as u64) as usize, 0);
+            scratch
+        }
+        _ => {
+            let elems = (len / row_len.max(1) * stride) as u64;
+            padded_rows(
+                (data, element),
+                (row_len, stride),
+                element.buffer_bytes(elems) as usize,
+                scratch,
+            );
+            scratch
+        }
+    }
+}
+
+/// Appends each row of `data` in `element`'s bytes followed by zeros up to `padded_len`
+/// elements, then zeros up to `total` bytes in all.
+fn padded_rows(
+    (data, element): (Elements<'_>, ElementType),
+    (row_len, padded_len): (usize, usize),
+    total: usize,
+    out: &mut Vec<u8>,
+) {
+    let pad = (padded_len - row_len.min(padded_len)) * element.size() as usize;
+    for r in 0..data.len() / row_len.max(1) {
+        data.slice(r * row_len..(r + 1) * row_len)
+            .encode(element, out);
+        out.resize(out.len() + pad, 0);
+    }
+    out.resize(total, 0);
 }
 
 /// W per column block and the bias, on the GPU for every run.
@@ -304,14 +347,36 @@ pub(super) struct Pending {
     pub(super) submission: wgpu::SubmissionIndex,
 }
 
-/// One set of chunk buffers. Streaming uses two, so one chunk's transfers overlap the other's
-/// kernel.
+/// How X reaches a buffer set's X on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Upload {
+    /// The source writes the host copy; the queue uploads it (`Queue::write_buffer` or
+    /// `write_texture`). The browser's way, the sequential path's, and textures'.
+    Queued,
+    /// The source writes straight into a staging buffer mapped for writing, in the type and
+    /// layout the kernel reads; the chunk's command buffer copies it to X.
+    Mapped,
+    /// As `Mapped`, through the host copy: the kernel reads another type or a padded stride,
+    /// so the producer converts and pads the source's rows into the mapped staging buffer.
+    MappedConverted,
+}
+
+/// One set of chunk buffers. Streaming uses several (the pipeline three or more), so that one
+/// chunk's transfers and host work overlap the others' kernels.
 pub(super) struct Slot {
     pub(super) x: Operand,
-    /// X of the chunk as the source wrote it, in the storage type.
-    pub(super) x_host: ElementVec,
+    /// X of the chunk as the source wrote it, in the storage type (empty where the source
+    /// writes into `x_up` directly).
+    pub(super) x_host: Mutex<ElementVec>,
     /// The bytes X is uploaded from, where it is not uploaded as it is.
-    pub(super) x_bytes: Vec<u8>,
+    pub(super) x_bytes: Mutex<Vec<u8>>,
+    /// The staging buffer X is written into, mapped for writing between chunks
+    /// ([`Upload::Mapped`] and [`Upload::MappedConverted`]).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the pipeline's, native only
+    pub(super) x_up: Option<wgpu::Buffer>,
+    /// Whether `x_up` is mapped now (wgpu 30 cannot be asked).
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+    pub(super) x_up_mapped: Arc<AtomicBool>,
     pub(super) outputs: [wgpu::Buffer; 3],
     pub(super) staging: [wgpu::Buffer; 3],
     /// Per column block: its params uniform and its bind group.
@@ -341,13 +406,14 @@ pub(super) fn params_buffers(device: &wgpu::Device, plan: &ChunkPlan) -> Vec<wgp
 }
 
 impl Slot {
-    /// Allocates one buffer set for the plan's chunks and binds it with `weights`.
+    /// Allocates one buffer set for the plan's chunks, with X uploaded as `upload` says, and
+    /// binds it with `weights`.
     pub(super) fn new(
         ctx: &GpuContext,
         spec: &KernelSpec,
         plan: &ChunkPlan,
         weights: &WeightBuffers,
-        layout: &Layout,
+        (layout, upload): (&Layout, Upload),
     ) -> Self {
         let device = &ctx.device;
         let chunk_shape = plan.chunk_shape();
@@ -420,10 +486,26 @@ impl Slot {
         let timestamps = ctx
             .has_timestamps()
             .then(|| Queries::new(device, &ctx.queue, 1, "kernel timestamps"));
+        let x_up = (upload != Upload::Queued).then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("x staging (one chunk, mapped for writing)"),
+                size: x.size(),
+                usage: wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC,
+                // Mapped from the start, ready for the first chunk's producer.
+                mapped_at_creation: true,
+            })
+        });
+        let host_len = if upload == Upload::Mapped {
+            0
+        } else {
+            chunk_shape.x_len()
+        };
         let mut slot = Slot {
             x,
-            x_host: ElementVec::zeros(element, chunk_shape.x_len()),
-            x_bytes: Vec::new(),
+            x_host: Mutex::new(ElementVec::zeros(element, host_len)),
+            x_bytes: Mutex::new(Vec::new()),
+            x_up_mapped: Arc::new(AtomicBool::new(x_up.is_some())),
+            x_up,
             outputs,
             staging,
             params,

@@ -1,10 +1,13 @@
 //! The streaming engine: pipelines compiled and buffers bound once for a plan, then a batch
 //! pushed through chunk by chunk. Each chunk's Q, K and V are filled with NaN on the GPU
-//! before its dispatch, so an element the kernel never writes reads back as NaN. With two
-//! buffer sets, chunk i+1 is uploaded and chunk i-1 read back while the kernel runs on
-//! chunk i.
+//! before its dispatch, so an element the kernel never writes reads back as NaN.
+//!
+//! Two ways through: [`Engine::stream`] here, one thread (the browser's, and natively
+//! `--no-stream`'s: with two buffer sets, chunk i+1 is uploaded and chunk i-1 read back while
+//! the kernel runs on chunk i), and natively the threaded pipeline
+//! ([`super::pipeline`]) over three or more buffer sets.
 
-use super::buffers::{Pending, Slot, WeightBuffers};
+use super::buffers::{Pending, Slot, Upload, WeightBuffers};
 use super::timing::{KernelTimer, RunTimings};
 use crate::binding::Params;
 use crate::context::GpuContext;
@@ -27,8 +30,6 @@ pub struct ChunkOutput<'a> {
     pub of: u32,
     /// Its token rows within the batch.
     pub rows: Range<u32>,
-    /// X [rows, d_model] as the source wrote it and the GPU read it, in the storage type.
-    pub x: Elements<'a>,
     /// Q [rows, q_width] (or the chunk's whole sequences in the head layout) in the storage
     /// type, as read back (no copy, no conversion).
     pub q: Elements<'a>,
@@ -49,6 +50,9 @@ pub(super) struct Engine<'c> {
     fill_pipeline: Arc<wgpu::ComputePipeline>,
     pub(super) weights: WeightBuffers,
     pub(super) slots: Vec<Slot>,
+    /// How X reaches the GPU.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the pipeline's, native only
+    pub(super) upload: Upload,
 }
 
 impl<'c> Engine<'c> {
@@ -84,10 +88,30 @@ impl<'c> Engine<'c> {
             plan.chunk_tokens
         );
         let weights = ctx.checked(&during, || WeightBuffers::new(&ctx.device, &spec, &plan))?;
+        // Natively, a streamed batch goes through the threaded pipeline, X written into mapped
+        // staging memory (textures are written by the queue); the browser streams on its one
+        // thread through two buffer sets.
+        let threaded = cfg!(not(target_arch = "wasm32")) && plan.streaming;
+        let upload = if !threaded || spec.reads_textures() {
+            Upload::Queued
+        } else if spec.input_element() == spec.element
+            && spec.x_stride(shape.d_model) == shape.d_model
+        {
+            Upload::Mapped
+        } else {
+            Upload::MappedConverted
+        };
+        let sets = if threaded {
+            plan.buffer_sets
+        } else {
+            plan.buffer_sets.min(2)
+        };
         let mut slots = Vec::new();
-        for slot in 0..if plan.streaming { 2 } else { 1 } {
+        for slot in 0..sets {
             let during = format!("{during}, buffer set {slot}");
-            slots.push(ctx.checked(&during, || Slot::new(ctx, &spec, &plan, &weights, layout))?);
+            slots.push(ctx.checked(&during, || {
+                Slot::new(ctx, &spec, &plan, &weights, (layout, upload))
+            })?);
         }
         let engine = Self {
             ctx,
@@ -98,6 +122,7 @@ impl<'c> Engine<'c> {
             fill_pipeline,
             weights,
             slots,
+            upload,
         };
 
         // Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
@@ -182,6 +207,45 @@ impl<'c> Engine<'c> {
         }
     }
 
+    /// The timings of a run about to start: nothing timed yet.
+    pub(super) fn timings(&self) -> RunTimings {
+        RunTimings {
+            kernel_timer: if self.slots[0].timestamps.is_some() {
+                KernelTimer::GpuTimestamp
+            } else {
+                KernelTimer::Host
+            },
+            chunks: self.plan.chunks(),
+            col_blocks: self.plan.col_blocks.len() as u32,
+            streamed: self.plan.streaming,
+            buffer_sets: self.slots.len() as u32,
+            ..Default::default()
+        }
+    }
+
+    /// Uploads X of a chunk of `rows` from set `slot`'s host copy through the queue,
+    /// converted to the type the kernel reads (a value that type cannot hold is refused by
+    /// name) and padded to its stride.
+    pub(super) fn upload_queued(&self, slot: usize, rows: &Range<u32>, label: &str) -> Result<()> {
+        let d = self.plan.shape.d_model as usize;
+        let s = &self.slots[slot];
+        let x_host = s.x_host.lock().expect("no panic holds it");
+        let x = x_host.as_ref().slice(0..rows.len() * d);
+        // A kernel that reads another type than the run's (`coopmat`: f16) gets X converted
+        // on upload; a value that type cannot hold is refused by name.
+        let input = self.spec.input_element();
+        if input != self.spec.element {
+            if let Some(e) = input.check_range_of(x.values()) {
+                return Err(e.in_rows("X", rows.start, d as u32));
+            }
+        }
+        let mut scratch = s.x_bytes.lock().expect("no panic holds it");
+        self.ctx.checked(&format!("{label}: uploading X"), || {
+            let stride = self.spec.x_stride(d as u32) as usize;
+            s.x.write(&self.ctx.queue, (x, input), (d, stride), &mut scratch)
+        })
+    }
+
     /// Projects the whole batch chunk by chunk (see
     /// [`Projector::stream`](super::Projector::stream)).
     pub(super) async fn stream(
@@ -198,17 +262,7 @@ impl<'c> Engine<'c> {
             .finished(index, "the work queued before this run")
             .await?;
         let wall = Instant::now();
-        let mut t = RunTimings {
-            kernel_timer: if self.slots[0].timestamps.is_some() {
-                KernelTimer::GpuTimestamp
-            } else {
-                KernelTimer::Host
-            },
-            chunks: self.plan.chunks(),
-            col_blocks: self.plan.col_blocks.len() as u32,
-            streamed: self.plan.streaming,
-            ..Default::default()
-        };
+        let mut t = self.timings();
         let n = self.plan.chunks();
         let result: Result<()> = async {
             for i in 0..n {
@@ -228,12 +282,18 @@ impl<'c> Engine<'c> {
                 let start = Instant::now();
                 source(
                     rows.clone(),
-                    self.slots[slot].x_host.as_mut().slice_mut(0..len),
+                    self.slots[slot]
+                        .x_host
+                        .get_mut()
+                        .expect("not shared on this path")
+                        .as_mut()
+                        .slice_mut(0..len),
                 )?;
                 t.input += start.elapsed();
                 self.submit(slot, i, rows.clone(), &label, &mut t).await?;
                 if self.plan.streaming {
-                    let other = 1 - slot;
+                    // The previous chunk's set.
+                    let other = (slot + self.slots.len() - 1) % self.slots.len();
                     if let Some(p) = self.slots[other].pending.take() {
                         self.finish(other, p, &mut sink, &mut t).await?;
                     }
@@ -275,26 +335,9 @@ impl<'c> Engine<'c> {
         t: &mut RunTimings,
     ) -> Result<()> {
         let ctx = self.ctx;
-        let count = rows.len() as u32;
-        let d = self.plan.shape.d_model as usize;
-        let element = self.spec.element;
-        let s = &mut self.slots[slot];
-        let x = s.x_host.as_ref().slice(0..count as usize * d);
-        // A kernel that reads another type than the run's (`coopmat`: f16) gets X converted
-        // on upload; a value that type cannot hold is refused by name.
-        let input = self.spec.input_element();
-        if input != element {
-            if let Some(e) = input.check_range_of(x.values()) {
-                return Err(e.in_rows("X", rows.start, d as u32));
-            }
-        }
         let start = Instant::now();
-        ctx.checked(&format!("{label}: uploading X"), || {
-            let stride = self.spec.x_stride(d as u32) as usize;
-            s.x.write(&ctx.queue, (x, input), (d, stride), &mut s.x_bytes)
-        })?;
-        let s = &self.slots[slot];
-        self.write_params(&s.params, count)?;
+        self.upload_queued(slot, &rows, label)?;
+        self.write_params(&self.slots[slot].params, rows.len() as u32)?;
         if !self.plan.streaming {
             let index = ctx.queue.submit([]);
             ctx.finished(index, &format!("{label}: uploading X"))
@@ -303,7 +346,35 @@ impl<'c> Engine<'c> {
         t.upload += start.elapsed();
 
         let kernel_label = format!("{label}: dispatch of kernel {}", self.spec);
-        let mut encoder = ctx
+        let encoder = self.encode_chunk(slot, rows.len() as u32, &kernel_label, |_| {})?;
+        let start = Instant::now();
+        let submission = ctx.checked(&kernel_label, || ctx.queue.submit([encoder.finish()]))?;
+        if !self.plan.streaming {
+            ctx.finished(submission.clone(), &kernel_label).await?;
+            t.dispatch_wall += start.elapsed();
+        }
+        self.slots[slot].pending = Some(Pending {
+            index,
+            rows,
+            submission,
+        });
+        Ok(())
+    }
+
+    /// Encodes the work of one chunk of `count` tokens in buffer set `slot`: `before` (the
+    /// pipeline's copy of X from its staging buffer), the NaN fill of the outputs (untimed),
+    /// the kernel's pass (timed where the adapter has timestamps) and the copies of Q, K, V
+    /// to the staging buffers they are read back from.
+    pub(super) fn encode_chunk(
+        &self,
+        slot: usize,
+        count: u32,
+        label: &str,
+        before: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<wgpu::CommandEncoder> {
+        let s = &self.slots[slot];
+        let mut encoder = self
+            .ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("projection"),
@@ -312,7 +383,8 @@ impl<'c> Engine<'c> {
             tokens: count,
             ..self.plan.shape
         };
-        ctx.checked(&kernel_label, || {
+        self.ctx.checked(label, || {
+            before(&mut encoder);
             {
                 // Untimed: poison the outputs so an unwritten element cannot pass.
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
@@ -336,21 +408,99 @@ impl<'c> Engine<'c> {
                 chunk_shape.kv_len(),
                 chunk_shape.kv_len(),
             ]) {
-                encoder.copy_buffer_to_buffer(src, 0, dst, 0, element.buffer_bytes(len as u64));
+                encoder.copy_buffer_to_buffer(
+                    src,
+                    0,
+                    dst,
+                    0,
+                    self.spec.element.buffer_bytes(len as u64),
+                );
             }
         })?;
-        let start = Instant::now();
-        let submission = ctx.checked(&kernel_label, || ctx.queue.submit([encoder.finish()]))?;
-        if !self.plan.streaming {
-            ctx.finished(submission.clone(), &kernel_label).await?;
-            t.dispatch_wall += start.elapsed();
+        Ok(encoder)
+    }
+
+    /// The buffers a chunk of `count` tokens in set `slot` is read back from, with the bytes
+    /// to map of each: Q, K, V's staging buffers, then the kernel's timestamps where there
+    /// are any.
+    pub(super) fn readback_buffers(&self, slot: usize, count: usize) -> Vec<(&wgpu::Buffer, u64)> {
+        let s = &self.slots[slot];
+        let mut buffers: Vec<(&wgpu::Buffer, u64)> = s
+            .staging
+            .iter()
+            .zip(self.output_lens(count))
+            .map(|(b, len)| (b, self.spec.element.buffer_bytes(len as u64)))
+            .collect();
+        if let Some(q) = &s.timestamps {
+            buffers.push((q.readback(), super::timing::Queries::bytes(1)));
         }
-        self.slots[slot].pending = Some(Pending {
-            index,
-            rows,
-            submission,
-        });
-        Ok(())
+        buffers
+    }
+
+    /// Elements of Q, K and V of a chunk of `count` tokens.
+    fn output_lens(&self, count: usize) -> [usize; 3] {
+        let shape = &self.plan.shape;
+        [
+            count * shape.q_width as usize,
+            count * shape.kv_width as usize,
+            count * shape.kv_width as usize,
+        ]
+    }
+
+    /// Hands chunk `index` (token `rows`), read back into set `slot`'s staging buffers and
+    /// mapped, to `sink` as it lies in the mapped memory, then unmaps them. Returns the
+    /// kernel's GPU time where it was timed (else zero).
+    pub(super) fn hand_over(
+        &self,
+        slot: usize,
+        (index, rows): (u32, Range<u32>),
+        sink: &mut impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        label: &str,
+    ) -> Result<Duration> {
+        let count = rows.len();
+        let buffers = self.readback_buffers(slot, count);
+        let lens = self.output_lens(count);
+        let element = self.spec.element;
+        let result = (|| {
+            let views = buffers
+                .iter()
+                .map(|&(b, bytes)| {
+                    b.slice(..bytes)
+                        .get_mapped_range()
+                        .map_err(|e| Error::Readback(format!("{label}: {e}")))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let kernel = match &self.slots[slot].timestamps {
+                Some(q) => q
+                    .durations(bytemuck::cast_slice(&views[3]))
+                    .into_iter()
+                    .sum::<Duration>(),
+                None => Duration::ZERO,
+            };
+            let [q, k, v] = [0, 1, 2].map(|i| {
+                let bytes = &views[i][..];
+                // Whole words were read back: a half-typed output of odd length has one
+                // element more. Mapped ranges are aligned far past 2 bytes.
+                if element.is_half() {
+                    Elements::Half(element, &bytemuck::cast_slice(bytes)[..lens[i]])
+                } else {
+                    Elements::F32(bytemuck::cast_slice(bytes))
+                }
+            });
+            sink(ChunkOutput {
+                index,
+                of: self.plan.chunks(),
+                rows,
+                q,
+                k,
+                v,
+            })?;
+            Ok(kernel)
+        })();
+        for (b, _) in &buffers {
+            b.unmap();
+        }
+        result
     }
 
     /// Waits for a submitted chunk, reads its kernel time and hands Q, K, V to the sink.
@@ -369,24 +519,7 @@ impl<'c> Engine<'c> {
             p.rows.start,
             p.rows.end
         );
-        let element = self.spec.element;
-        let s = &mut self.slots[slot];
-        let count = p.rows.len();
-        let shape = &self.plan.shape;
-        let lens = [
-            count * shape.q_width as usize,
-            count * shape.kv_width as usize,
-            count * shape.kv_width as usize,
-        ];
-        let mut buffers: Vec<(&wgpu::Buffer, u64)> = s
-            .staging
-            .iter()
-            .zip(lens)
-            .map(|(b, len)| (b, element.buffer_bytes(len as u64)))
-            .collect();
-        if let Some(q) = &s.timestamps {
-            buffers.push((q.readback(), super::timing::Queries::bytes(1)));
-        }
+        let buffers = self.readback_buffers(slot, p.rows.len());
         let start = Instant::now();
         let receivers: Vec<_> = buffers
             .iter()
@@ -426,46 +559,9 @@ impl<'c> Engine<'c> {
             t.dispatch_wall += start.elapsed();
         }
         let start = Instant::now();
-        let result = (|| {
-            let views = buffers
-                .iter()
-                .map(|&(b, bytes)| {
-                    b.slice(..bytes)
-                        .get_mapped_range()
-                        .map_err(|e| Error::Readback(format!("{label}: {e}")))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(q) = &s.timestamps {
-                let ticks: &[u64] = bytemuck::cast_slice(&views[3]);
-                t.kernel += q.durations(ticks).into_iter().sum::<Duration>();
-            }
-            let d = shape.d_model as usize;
-            let [q, k, v] = [0, 1, 2].map(|i| {
-                let bytes = &views[i][..];
-                // Whole words were read back: a half-typed output of odd length has one
-                // element more. Mapped ranges are aligned far past 2 bytes.
-                if element.is_half() {
-                    Elements::Half(element, &bytemuck::cast_slice(bytes)[..lens[i]])
-                } else {
-                    Elements::F32(bytemuck::cast_slice(bytes))
-                }
-            });
-            sink(ChunkOutput {
-                index: p.index,
-                of: n,
-                rows: p.rows.clone(),
-                x: s.x_host.as_ref().slice(0..count * d),
-                q,
-                k,
-                v,
-            })
-        })();
-        for (b, _) in &buffers {
-            b.unmap();
-        }
-        result?;
+        t.kernel += self.hand_over(slot, (p.index, p.rows), sink, &label)?;
         t.readback += start.elapsed();
-        if s.timestamps.is_none() {
+        if self.slots[slot].timestamps.is_none() {
             // Host timer: without streaming, the dispatch's submit-and-wait.
             t.kernel = t.dispatch_wall;
         }

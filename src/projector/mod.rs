@@ -17,6 +17,8 @@
 
 mod buffers;
 mod engine;
+#[cfg(not(target_arch = "wasm32"))]
+mod pipeline;
 mod steady;
 pub mod timing;
 
@@ -50,6 +52,77 @@ pub struct QkvOutput {
     pub v: Vec<f32>,
     /// Where the time went.
     pub timings: RunTimings,
+}
+
+/// Checks that X holds [tokens, d_model] of `s`.
+fn check_x(s: &QkvShape, x: &[f32]) -> Result<()> {
+    if x.len() == s.x_len() {
+        return Ok(());
+    }
+    Err(Error::Shape(format!(
+        "X has {} elements; [{}, {}] needs {}",
+        x.len(),
+        s.tokens,
+        s.d_model,
+        s.x_len()
+    )))
+}
+
+/// The source of X held in memory: its rows, rounded into the storage type.
+fn x_source<'x>(
+    s: &QkvShape,
+    x: &'x [f32],
+) -> impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()> + Send + 'x {
+    let d = s.d_model;
+    move |rows, mut dst| {
+        let x = &x[(rows.start * d) as usize..(rows.end * d) as usize];
+        dst.put_f32(0, x).map_err(|e| e.in_rows("X", rows.start, d))
+    }
+}
+
+/// Q, K, V gathered in memory, widened to f32, from the chunks as they come.
+struct Outputs {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+}
+
+impl Outputs {
+    fn new(s: &QkvShape) -> Self {
+        Self {
+            q: vec![0f32; s.q_len()],
+            k: vec![0f32; s.kv_len()],
+            v: vec![0f32; s.kv_len()],
+        }
+    }
+
+    /// Copies one chunk in. A chunk holds whole sequences, so in either layout its outputs
+    /// are one contiguous range starting at its first token.
+    fn take(&mut self, s: &QkvShape, c: ChunkOutput<'_>) -> Result<()> {
+        let r = c.rows.start as usize;
+        let (qw, kvw) = (s.q_width as usize, s.kv_width as usize);
+        for (out, at, part) in [
+            (&mut self.q, r * qw, c.q),
+            (&mut self.k, r * kvw, c.k),
+            (&mut self.v, r * kvw, c.v),
+        ] {
+            let dst = &mut out[at..at + part.len()];
+            match part {
+                Elements::F32(p) => dst.copy_from_slice(p),
+                Elements::Half(e, p) => e.decode(bytemuck::cast_slice(p), dst),
+            }
+        }
+        Ok(())
+    }
+
+    fn done(self, timings: RunTimings) -> QkvOutput {
+        QkvOutput {
+            q: self.q,
+            k: self.k,
+            v: self.v,
+            timings,
+        }
+    }
 }
 
 /// One projection shape on one context with one kernel: made once, run many times.
@@ -208,95 +281,82 @@ impl<'c> Projector<'c> {
     }
 
     /// Projects X [tokens, d_model] held in memory and returns Q, K, V in memory: fills each
-    /// chunk's Q, K, V with NaN, uploads X, runs the fused dispatch, reads Q, K, V back.
-    /// Weights must have been set.
+    /// chunk's Q, K, V with NaN, uploads X, runs the fused dispatch, reads Q, K, V back
+    /// (streamed through the pipeline, as [`stream`](Self::stream)). Weights must have been
+    /// set.
     #[cfg(not(target_arch = "wasm32"))]
     pub fn run(&mut self, x: &[f32]) -> Result<QkvOutput> {
-        pollster::block_on(self.run_async(x))
+        let s = *self.shape();
+        check_x(&s, x)?;
+        let mut out = Outputs::new(&s);
+        let timings = self.stream(x_source(&s, x), |c| out.take(&s, c), |_| {})?;
+        Ok(out.done(timings))
     }
 
-    /// As [`run`](Self::run), as a future: the browser's way (natively it is ready as soon
-    /// as the GPU is done, and `run` is this under `pollster::block_on`).
+    /// As [`run`](Self::run), as a future, on one thread: the browser's way.
     pub async fn run_async(&mut self, x: &[f32]) -> Result<QkvOutput> {
         let s = *self.shape();
-        if x.len() != s.x_len() {
-            return Err(Error::Shape(format!(
-                "X has {} elements; [{}, {}] needs {}",
-                x.len(),
-                s.tokens,
-                s.d_model,
-                s.x_len()
-            )));
-        }
-        let d = s.d_model as usize;
-        let (qw, kvw) = (s.q_width as usize, s.kv_width as usize);
-        let mut q = vec![0f32; s.q_len()];
-        let mut k = vec![0f32; s.kv_len()];
-        let mut v = vec![0f32; s.kv_len()];
-        // A chunk holds whole sequences, so in either layout its outputs are one contiguous
-        // range starting at its first token.
+        check_x(&s, x)?;
+        let mut out = Outputs::new(&s);
         let timings = self
-            .stream_async(
-                |rows, mut dst| {
-                    let x = &x[rows.start as usize * d..rows.end as usize * d];
-                    dst.put_f32(0, x)
-                        .map_err(|e| e.in_rows("X", rows.start, s.d_model))
-                },
-                |c| {
-                    let r = c.rows.start as usize;
-                    for (out, at, part) in [
-                        (&mut q, r * qw, c.q),
-                        (&mut k, r * kvw, c.k),
-                        (&mut v, r * kvw, c.v),
-                    ] {
-                        let dst = &mut out[at..at + part.len()];
-                        match part {
-                            Elements::F32(p) => dst.copy_from_slice(p),
-                            Elements::Half(e, p) => e.decode(bytemuck::cast_slice(p), dst),
-                        }
-                    }
-                    Ok(())
-                },
-                |_| {},
-            )
+            .stream_async(x_source(&s, x), |c| out.take(&s, c), |_| {})
             .await?;
-        Ok(QkvOutput { q, k, v, timings })
+        Ok(out.done(timings))
     }
 
     /// Projects the whole batch chunk by chunk: `source(rows, dst)` fills X for the token
     /// `rows` into `dst` [rows, d_model], in the storage type (rounding f32 with
     /// [`ElementsMut::put_f32`], which refuses values the type cannot hold, or writing the
-    /// type's patterns directly); `sink` receives each chunk's Q, K, V in token order;
-    /// `progress` is told the tokens done after each chunk. With streaming, chunk i+1 is
-    /// uploaded and chunk i-1 read back while the kernel runs on chunk i.
+    /// type's patterns directly); `sink` receives each chunk's Q, K, V in token order, as
+    /// they lie in the memory they were read back into; `progress` is told the tokens done
+    /// after each chunk.
     ///
-    /// Host memory is what the chunks need, whatever the batch. An error names the chunk it
-    /// happened in; chunks already handed to the sink stay with the sink, which must not treat
-    /// them as a complete result (`qkv project` writes to temporary files and renames them
-    /// only after the last chunk).
+    /// Streamed (the default where there is more than one chunk), the stages run on threads
+    /// of their own, the source and the sink each on one (so they must be `Send`), through
+    /// [`ChunkPlan::buffer_sets`] sets of buffers: the source writes X straight into GPU
+    /// staging memory mapped for writing while the GPU works on earlier chunks and the sink
+    /// takes still earlier ones, so that the run goes at the pace of its slowest stage
+    /// ([`RunTimings::bound`]). Without streaming, one stage after another.
+    ///
+    /// Host memory is what the chunks need, whatever the batch. An error (the source's, the
+    /// GPU's, the sink's, or a panic in either closure) stops the run and names the chunk it
+    /// happened in; chunks already handed to the sink stay with the sink, which must not
+    /// treat them as a complete result (`qkv project` writes to temporary files and renames
+    /// them only after the last chunk).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn stream(
         &mut self,
-        source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
-        sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
+        source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()> + Send,
+        sink: impl FnMut(ChunkOutput<'_>) -> Result<()> + Send,
         progress: impl FnMut(u32),
     ) -> Result<RunTimings> {
-        pollster::block_on(self.stream_async(source, sink, progress))
+        self.check_loaded("run")?;
+        if self.engine.threaded() {
+            return self.engine.pipeline(source, sink, progress);
+        }
+        pollster::block_on(self.engine.stream(source, sink, progress))
     }
 
-    /// As [`stream`](Self::stream), as a future.
+    /// As [`stream`](Self::stream), as a future, with every stage on the calling thread (two
+    /// buffer sets streamed, overlapping transfers with kernels): the browser's way.
     pub async fn stream_async(
         &mut self,
         source: impl FnMut(Range<u32>, ElementsMut<'_>) -> Result<()>,
         sink: impl FnMut(ChunkOutput<'_>) -> Result<()>,
         progress: impl FnMut(u32),
     ) -> Result<RunTimings> {
-        if !self.weights_loaded {
-            return Err(Error::Input(
-                "no weights uploaded: call set_weights before run".into(),
-            ));
-        }
+        self.check_loaded("run")?;
         self.engine.stream(source, sink, progress).await
+    }
+
+    /// An error unless weights have been set.
+    fn check_loaded(&self, what: &str) -> Result<()> {
+        if self.weights_loaded {
+            return Ok(());
+        }
+        Err(Error::Input(format!(
+            "no weights uploaded: call set_weights before {what}"
+        )))
     }
 
     /// Times the kernel alone at steady state: every chunk's dispatches of the batch, run
@@ -313,11 +373,7 @@ impl<'c> Projector<'c> {
 
     /// As [`time_kernel`](Self::time_kernel), as a future.
     pub async fn time_kernel_async(&mut self, warmups: u32, repeats: u32) -> Result<KernelTimes> {
-        if !self.weights_loaded {
-            return Err(Error::Input(
-                "no weights uploaded: call set_weights before timing".into(),
-            ));
-        }
+        self.check_loaded("timing")?;
         steady::time_kernel(&self.engine, &mut self.steady, warmups, repeats).await
     }
 

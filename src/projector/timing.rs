@@ -19,20 +19,30 @@ pub enum KernelTimer {
 
 /// Where the time of one run went, summed over its chunks. `total()` is the end-to-end time a
 /// caller waits.
+///
+/// A run is four stages: producing X (the source), uploading it (host work that gets a
+/// chunk onto the GPU: the queue's copy, or unmapping the staging buffer the source wrote and
+/// encoding the chunk), the GPU (the copies over the bus and the kernel), and consuming Q, K, V
+/// (the sink). `input`, `upload`, `dispatch_wall` and `readback` are each stage's busy time;
+/// streamed, they overlap, and the run can go no faster than the busiest ([`bound`](Self::bound)).
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct RunTimings {
-    /// Host clock: writing X into its GPU buffer (without streaming, also waiting for the
-    /// copy).
+    /// Host clock: getting X onto the GPU: writing it through the queue (without streaming,
+    /// also waiting for the copy); in the pipeline, unmapping the staging buffer the source
+    /// wrote X into, and encoding and submitting the chunk.
     pub upload: Duration,
     /// The fused dispatches alone.
     pub kernel: Duration,
     /// How `kernel` was measured.
     pub kernel_timer: KernelTimer,
-    /// Host clock: waiting for dispatches to finish (without streaming, submit-and-wait of
-    /// each dispatch, which equals `kernel` under the host timer).
+    /// Host clock: the GPU stage (without streaming, submit-and-wait of each dispatch, which
+    /// equals `kernel` under the host timer; in the pipeline, the time any chunk was on the
+    /// GPU, from its submission to its results mapped: the copies over the bus and the
+    /// kernel).
     pub dispatch_wall: Duration,
-    /// Host clock: from a chunk's results being ready to the sink having taken them (copy
-    /// out, and whatever the sink does: storing, validating, writing a file).
+    /// Host clock: from a chunk's results being ready to the sink having taken them (read in
+    /// place from the mapped memory by whatever the sink does: storing, validating, writing a
+    /// file).
     pub readback: Duration,
     /// Host clock: the source producing X chunks (copying, reading a file, generating).
     pub input: Duration,
@@ -42,8 +52,13 @@ pub struct RunTimings {
     pub chunks: u32,
     /// Column blocks per chunk (1 unless W was split to fit the device).
     pub col_blocks: u32,
-    /// Whether chunks were streamed (two buffer sets, transfers overlapping kernels).
+    /// Whether chunks were streamed (stages overlapping).
     pub streamed: bool,
+    /// Chunk buffer sets in flight (1 without streaming).
+    pub buffer_sets: u32,
+    /// Whether the stages ran on threads of their own (the native pipeline) rather than one
+    /// after another on one thread.
+    pub threaded: bool,
 }
 
 impl RunTimings {
@@ -55,6 +70,30 @@ impl RunTimings {
     /// Host-side transfer and I/O work: upload + readback + input.
     pub fn transfers(&self) -> Duration {
         self.upload + self.readback + self.input
+    }
+
+    /// Each stage's name and busy time: producing X, uploading, the GPU, consuming Q, K, V.
+    pub fn stages(&self) -> [(&'static str, Duration); 4] {
+        [
+            ("produce X", self.input),
+            ("upload", self.upload),
+            ("GPU", self.dispatch_wall),
+            ("consume Q, K, V", self.readback),
+        ]
+    }
+
+    /// The busiest stage: what bounds a streamed run (the others wait for it). The first of
+    /// equals.
+    pub fn bound(&self) -> (&'static str, Duration) {
+        self.stages()
+            .into_iter()
+            .fold(("produce X", Duration::ZERO), |best, s| {
+                if s.1 > best.1 {
+                    s
+                } else {
+                    best
+                }
+            })
     }
 
     /// The part of [`transfers`](Self::transfers) that ran while kernels did, i.e. did not

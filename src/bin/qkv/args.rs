@@ -74,10 +74,16 @@ pub struct ChunkArgs {
     /// device's limits and 64 MiB of X, Q, K, V]
     #[arg(long)]
     pub chunk_tokens: Option<u32>,
-    /// Run chunks one after another instead of overlapping the transfers of one chunk with
-    /// the kernel of the next (for comparison)
+    /// Run chunks one after another instead of overlapping the stages (producing X,
+    /// uploading, the GPU, consuming Q, K, V) of different chunks (for comparison)
     #[arg(long)]
     pub no_stream: bool,
+    /// Chunk buffer sets in flight when streaming (each one chunk's X, Q, K, V on the GPU and
+    /// in staging memory; no more are used than there are chunks)
+    #[arg(long, default_value_t = qkv_wgpu::DEFAULT_BUFFER_SETS,
+          value_parser = clap::value_parser!(u32).range(
+              qkv_wgpu::MIN_BUFFER_SETS as i64..=qkv_wgpu::MAX_BUFFER_SETS as i64))]
+    pub buffer_sets: u32,
 }
 
 impl ChunkArgs {
@@ -85,6 +91,7 @@ impl ChunkArgs {
         ChunkOptions {
             chunk_tokens: self.chunk_tokens,
             streaming: !self.no_stream,
+            buffer_sets: self.buffer_sets,
             ..Default::default()
         }
     }

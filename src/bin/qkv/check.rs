@@ -60,10 +60,9 @@ impl CheckRows {
 #[derive(Default)]
 pub struct Collected {
     rows: Vec<usize>,
-    /// X as the GPU read it (in the run's type, widened).
-    x: Vec<f32>,
-    /// X as the user gave it, before rounding to a half type (for the precision cost); empty
-    /// where that is `x`.
+    /// X of the kept rows as the user gave it (f32, before rounding to the run's type): the
+    /// X the GPU read is that rounded, and the precision cost compares the two. Kept by the
+    /// source as it produces X ([`keep_source_rows`]), or regenerated from the seed.
     source_x: Vec<f32>,
     q: Vec<f32>,
     k: Vec<f32>,
@@ -101,9 +100,8 @@ impl Collected {
         check: CheckRows,
     ) {
         self.scan(c, shape, layout);
-        let d = shape.d_model as usize;
         for r in check.rows_in(c.rows.len(), shape.tokens as usize) {
-            self.keep_row(c, shape, layout, r, d);
+            self.keep_row(c, shape, layout, r);
         }
     }
 
@@ -138,10 +136,8 @@ impl Collected {
         shape: &QkvShape,
         layout: OutputLayout,
         r: usize,
-        d: usize,
     ) {
         self.rows.push(c.rows.start as usize + r);
-        c.x.slice(r * d..(r + 1) * d).extend_f32(&mut self.x);
         match layout {
             OutputLayout::Tokens => {
                 let (qw, kvw) = (shape.q_width as usize, shape.kv_width as usize);
@@ -168,13 +164,12 @@ impl Collected {
     }
 
     /// Sets X as the user gave it for the kept rows, before the rounding to the run's type
-    /// ([`keep_source_rows`] collects it as X is read).
+    /// ([`keep_source_rows`] collects it as X is produced).
     pub fn set_source_x(&mut self, x: Vec<f32>) {
         self.source_x = x;
     }
 
-    /// Regenerates X as drawn in f32 for the kept rows of seeded random X (for the
-    /// precision cost of a half-typed run).
+    /// Regenerates X as drawn in f32 for the kept rows of seeded random X.
     fn regenerate_source_x(&mut self, d_model: u32, seed: u64) {
         let d = d_model as usize;
         self.source_x = vec![0.0; self.rows.len() * d];
@@ -253,16 +248,18 @@ impl Collected {
             report
         };
         let start = Instant::now();
-        // X is kept as the run's type holds it; a kernel that reads another type (`coopmat`,
-        // f16) read it rounded once more. Weights already stored in the type read (a BF16
-        // checkpoint in bf16) are used as they are, without a copy.
-        let rounded_x;
-        let x = if input == element {
-            &self.x
-        } else {
-            rounded_x = self.x.iter().map(|&v| input.round(v)).collect::<Vec<_>>();
-            &rounded_x
-        };
+        // X as the GPU read it: as given, rounded to the run's type, and for a kernel that
+        // reads another type (`coopmat`, f16) rounded once more.
+        assert_eq!(
+            self.source_x.len(),
+            self.rows.len() * shape.d_model as usize
+        );
+        let x: Vec<f32> = self
+            .source_x
+            .iter()
+            .map(|&v| input.round(element.round(v)))
+            .collect();
+        let x = &x;
         let run = element;
         let element = input;
         let exact = run == input
@@ -284,14 +281,9 @@ impl Collected {
             part.add_non_finite(count, first);
         }
         let took = start.elapsed();
-        let source_x = if self.source_x.is_empty() {
-            &self.x
-        } else {
-            &self.source_x
-        };
         let cost = element
             .is_half()
-            .then(|| against(source_x, weights, f32_tol));
+            .then(|| against(&self.source_x, weights, f32_tol));
         (report, cost, took)
     }
 }
@@ -339,9 +331,7 @@ pub fn random_run(
         },
         |done| bar.set_position(done as u64),
     )?;
-    if projector.element().is_half() {
-        kept.regenerate_source_x(shape.d_model, seed);
-    }
+    kept.regenerate_source_x(shape.d_model, seed);
     Ok((timings, kept))
 }
 
@@ -377,23 +367,21 @@ mod tests {
         let (q, kv) = (rows(8), rows(4));
         let heads = OutputLayout::Heads(split);
         let (hq, hk) = (heads.arrange(&q, 6, 8, 4), heads.arrange(&kv, 6, 4, 2));
-        let x = vec![0.5f32; 6];
-        fn chunk<'a>(x: &'a [f32], q: &'a [f32], k: &'a [f32]) -> ChunkOutput<'a> {
+        fn chunk<'a>(q: &'a [f32], k: &'a [f32]) -> ChunkOutput<'a> {
             ChunkOutput {
                 index: 0,
                 of: 1,
                 rows: 0..6,
-                x: Elements::F32(x),
                 q: Elements::F32(q),
                 k: Elements::F32(k),
                 v: Elements::F32(k),
             }
         }
         let mut by_heads = Collected::default();
-        by_heads.take(&chunk(&x, &hq, &hk), &shape, heads, CheckRows::All);
+        by_heads.take(&chunk(&hq, &hk), &shape, heads, CheckRows::All);
         let mut by_tokens = Collected::default();
         by_tokens.take(
-            &chunk(&x, &q, &kv),
+            &chunk(&q, &kv),
             &shape,
             OutputLayout::Tokens,
             CheckRows::All,
@@ -417,12 +405,7 @@ mod tests {
             } else {
                 &hk
             };
-            kept.take(
-                &chunk(&x, data, kv_data),
-                &shape,
-                layout,
-                CheckRows::Sample(1),
-            );
+            kept.take(&chunk(data, kv_data), &shape, layout, CheckRows::Sample(1));
             assert_eq!(kept.non_finite[0], (1, Some((4, 5))), "{layout:?}");
             assert_eq!(kept.non_finite[1], (0, None));
         }

@@ -7,7 +7,7 @@ use crate::baseline::CpuBaseline;
 use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
 use crate::out::outln;
-use crate::report::{ms, print_checks, print_condition, progress, token_bar};
+use crate::report::{median_run, ms, print_checks, print_condition, progress, token_bar, Stages};
 use clap::Args;
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;
@@ -106,6 +106,8 @@ struct KernelResult {
     input_ms: f64,
     transfers_ms: f64,
     hidden_ms: f64,
+    /// Each stage's busy time in the run of median wall time, and the busiest.
+    stages: Stages,
     tokens_per_s: f64,
     kernel_tokens_per_s: f64,
     weights_upload_ms: f64,
@@ -316,6 +318,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             input_ms: median_of(&|t| t.input),
             transfers_ms: median_of(&|t| t.transfers()),
             hidden_ms: median_of(&|t| t.hidden()),
+            stages: Stages::of(median_run(&parts)),
             tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
             kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
             weights_upload_ms: ms(weights_upload),
@@ -435,7 +438,7 @@ fn print_text(
                 String::new()
             },
             if r.streamed {
-                "streamed: two buffer sets, transfers overlap kernels"
+                "streamed: stages overlap"
             } else {
                 "one after another (--no-stream)"
             }
@@ -456,6 +459,7 @@ fn print_text(
         r.hidden_ms,
         100.0 * r.hidden_ms / r.transfers_ms.max(1e-9)
     );
+    outln!("  stages       {}", r.stages.line());
     outln!(
         "  CPU          {:>10.3} ms  f32 GEMM, matrixmultiply on {} threads, median of {}  {:.2} \
          GFLOP/s{}; GPU kernel speed-up {:.2}x",

@@ -7,15 +7,14 @@ use crate::check::{keep_source_rows, CheckRows, Collected};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::outputs::{OutFormat, PartialOutputs};
-use crate::report::{ms, progress, token_bar};
+use crate::report::{ms, progress, token_bar, Stages};
 use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::{
-    ChunkPlan, ElementType, ElementsMut, Error, HeadSplit, OutputLayout, Projector, QkvReport,
-    QkvShape,
+    ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -352,7 +351,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         plan.chunk_tokens
     ));
     let bar = token_bar(tokens, plan.chunks(), !args.json);
-    // X as given, for the precision cost, where the run rounds it to a half type.
+    // X as given for the kept rows: the reference's inputs (rounded as the GPU read them) and
+    // the precision cost.
     let mut source_x = Vec::new();
     let mut piece = Vec::new();
     let d = d_model as usize;
@@ -373,19 +373,15 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                         )));
                     }
                 }
-                if let (Some(check), true) = (check, element.is_half()) {
+                if let Some(check) = check {
                     let chunk = (rows.len(), tokens as usize);
                     keep_source_rows(&mut source_x, chunk, check, r0, values, d);
                 }
                 Ok(())
             };
-            if let ElementsMut::F32(dst) = dst {
-                // Read straight into place.
-                x.read(dst)?;
-                return inspect(0, dst);
-            }
-            // A half type: read in pieces of about 64K elements (whole rows) and rounded
-            // into place, with no f32 copy of the chunk.
+            // Read in pieces of about 64K elements (whole rows), inspected while they are
+            // in cache and written into place (rounded to a half type): the destination is
+            // GPU staging memory, which is written, never read.
             let per = (65536 / d).max(1);
             for r0 in (0..rows.len()).step_by(per) {
                 let r1 = (r0 + per).min(rows.len());
@@ -497,6 +493,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         streamed: projector.streaming(),
         read_ms: ms(timings.input),
         write_ms: ms(write_time),
+        stages: Stages::of(&timings),
         tokens_per_s: tokens as f64 / timings.total().as_secs_f64(),
         cpu_ms,
         gflops: shape.gflops(timings.kernel.as_secs_f64()),

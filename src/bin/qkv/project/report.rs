@@ -1,7 +1,7 @@
 //! What `qkv project` reports: the result (its JSON) and the text a person reads.
 
 use crate::out::outln;
-use crate::report::{print_checks, print_condition};
+use crate::report::{print_checks, print_condition, Stages};
 use qkv_wgpu::{ElementType, QkvReport};
 use serde::Serialize;
 
@@ -43,6 +43,9 @@ pub struct ProjectResult {
     pub streamed: bool,
     pub read_ms: f64,
     pub write_ms: f64,
+    /// Each stage's busy time (reading X is the producer's, writing Q, K, V the consumer's),
+    /// and the busiest.
+    pub stages: Stages,
     pub tokens_per_s: f64,
     pub cpu_ms: Option<f64>,
     pub gflops: f64,
@@ -133,6 +136,7 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
         r.read_ms,
         r.write_ms
     );
+    outln!("stages    {}", r.stages.line());
     match (report, r.cpu_ms) {
         (Some(report), Some(cpu)) => {
             print_condition(tol);
