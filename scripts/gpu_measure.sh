@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command that buys a full measurement on a GPU lent for a few minutes: the adapter, its
 # measured peak (`qkv peak`), the coopmat block sweep (checked, then unchecked), what the
-# tuner picks for f16, every kernel in every type, and cuBLAS on the same shapes where
+# tuner picks for f16, every kernel in every type, the 400,000-token batch end to end (streamed
+# and not, f32 and bf16, generated and file to file), and cuBLAS on the same shapes where
 # PyTorch with CUDA is installed. It uses a binary built beforehand (nothing is compiled
 # here) and leaves each step's JSON and log, and a summary table (summary.md), in OUT_DIR.
 #
@@ -82,6 +83,24 @@ step tuned_f16 240 "$qkv" "${bench[@]}" --tokens "$big" --dtype f16 --kernel aut
     --repeats "$repeats"
 step all_kernels 300 "$qkv" "${bench[@]}" --tokens "$big" --dtype f32,f16,bf16 --kernel all \
     --repeats 3
+# Issue #23: the large batch end to end, streamed through the pipeline and one after another,
+# in f32 and bf16; then file to file (scripts/make_batch.py writes X and a checkpoint).
+if [ -n "${QKV_MEASURE_QUICK:-}" ]; then batch=2000; else batch=400000; fi
+large=(run --tokens "$batch" --d-model 512 --q-width 512 --kv-width 512 --kernel blocktile
+    --repeats 3 --json)
+for dt in f32 bf16; do
+    step "batch_$dt" 90 "$qkv" "${large[@]}" --dtype "$dt"
+    step "batch_${dt}_no_stream" 90 "$qkv" "${large[@]}" --dtype "$dt" --no-stream
+done
+if python3 scripts/make_batch.py "$out/batch" --tokens "$batch" >"$out/make_batch.log" 2>&1; then
+    for dt in f32 bf16; do
+        step "project_$dt" 90 "$qkv" project --input "$out/batch/x.npy" \
+            --weights "$out/batch/m.safetensors" --prefix model.layers.0 --dtype "$dt" \
+            --kernel blocktile --out "$out/batch/o-$dt" --force --json
+        rm -rf "$out/batch/o-$dt"
+    done
+    rm -rf "$out/batch"
+fi
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     for f in coopmat_sweep all_kernels; do
         step "cublas_$f" 180 python3 scripts/cublas_compare.py "$out/$f.json" --json "$out/cublas_$f.out.json"
@@ -134,5 +153,22 @@ for name in ("coopmat_sweep", "coopmat_unchecked", "tuned_f16", "all_kernels"):
             pct(r.get("peak_share")), pct(r.get("roofline_share")), cb_tf, of_cb,
             "PASS" if r["pass"] else "FAIL"))
     print()
+print("### the large batch, end to end (issue #23)\n")
+print("| step | tokens/s | end to end ms | kernel ms | hidden | stages (busy ms) | bound by | check |")
+print("|---|---:|---:|---:|---:|---|---|---|")
+for dt in ("f32", "bf16"):
+    for name in (f"batch_{dt}", f"batch_{dt}_no_stream", f"project_{dt}"):
+        r = load(f"{name}.json")
+        if not isinstance(r, dict):
+            print("| %s | no result (see %s.log) | | | | | | |" % (name, name))
+            continue
+        st = r.get("stages") or {}
+        busy = ", ".join("%s %.0f" % (x["name"], x["busy_ms"]) for x in st.get("stages", []))
+        hidden = r.get("hidden_ms"), r.get("transfers_ms")
+        hid = "-" if None in hidden else "%.0f%%" % (100 * hidden[0] / max(hidden[1], 1e-9))
+        print("| %s | %.0f | %.1f | %.1f | %s | %s | %s | %s |" % (
+            name, r["tokens_per_s"], r["gpu_total_ms"], r["gpu_kernel_ms"], hid, busy,
+            st.get("bound_by", "-"), {True: "PASS", False: "FAIL"}.get(r.get("pass"), "-")))
+print()
 EOF
 say "done: $out (summary.md, one JSON and log per step)"

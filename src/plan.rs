@@ -13,8 +13,9 @@ use crate::layout::{HeadSplit, OutputLayout};
 use crate::shape::QkvShape;
 use std::ops::Range;
 
-/// Host memory one chunk may use by default (X, Q, K and V of the chunk together), so that a
-/// streamed run's memory is bounded by its chunks, not by the batch.
+/// Memory the chunks in flight may use together by default (X, Q, K and V of each, in every
+/// buffer set), so that a streamed run's memory is bounded by its chunks, not by the batch:
+/// a streamed chunk gets this divided among the buffer sets.
 pub const DEFAULT_CHUNK_BYTES: u64 = 64 << 20;
 
 /// How to split a batch.
@@ -22,7 +23,9 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 64 << 20;
 pub struct ChunkOptions {
     /// Tokens per chunk; `None` picks the largest that fits the device and `max_chunk_bytes`.
     pub chunk_tokens: Option<u32>,
-    /// The byte budget of one chunk's X + Q + K + V when `chunk_tokens` is `None`.
+    /// The byte budget of X + Q + K + V of every chunk in flight together when
+    /// `chunk_tokens` is `None`: one chunk's without streaming, else divided among the
+    /// `buffer_sets`.
     pub max_chunk_bytes: u64,
     /// Overlap producing, uploading, computing, reading back and consuming chunks (several
     /// sets of chunk buffers); `false` runs chunks one after another.
@@ -313,14 +316,25 @@ fn plan(
         }
         None => {
             let row_bytes = (d + n_out) * e;
-            let budget = (opts.max_chunk_bytes / row_bytes).max(1);
+            let sets = if opts.streaming {
+                opts.buffer_sets.max(1) as u64
+            } else {
+                1
+            };
+            let per_chunk = opts.max_chunk_bytes / sets;
+            let budget = (per_chunk / row_bytes).max(1);
             let (mut c, mut reason) = if budget < device_max {
                 (
                     budget,
-                    format!(
-                        "{} per chunk for X, Q, K, V",
-                        fmt_bytes(opts.max_chunk_bytes)
-                    ),
+                    if sets > 1 {
+                        format!(
+                            "{} per chunk for X, Q, K, V: {} for the {sets} buffer sets",
+                            fmt_bytes(per_chunk),
+                            fmt_bytes(opts.max_chunk_bytes)
+                        )
+                    } else {
+                        format!("{} per chunk for X, Q, K, V", fmt_bytes(per_chunk))
+                    },
                 )
             } else {
                 (device_max, format!("{what} ({name})"))

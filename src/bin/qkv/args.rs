@@ -71,7 +71,7 @@ impl GpuArgs {
 #[derive(Args, Debug, Clone, Copy)]
 pub struct ChunkArgs {
     /// Tokens per chunk (each chunk its own dispatch) [default: the most that fit the
-    /// device's limits and 64 MiB of X, Q, K, V]
+    /// device's limits and 64 MiB of X, Q, K, V in flight, divided among the buffer sets]
     #[arg(long)]
     pub chunk_tokens: Option<u32>,
     /// Run chunks one after another instead of overlapping the stages (producing X,
