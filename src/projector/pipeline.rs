@@ -74,32 +74,6 @@ fn chunk_label(index: u32, of: u32, rows: &Range<u32>) -> String {
     )
 }
 
-/// Waits for `submission` in waits of at most a millisecond, then reports any error the GPU
-/// raised. Some Vulkan drivers give wgpu no timeline semaphores, and then a wait holds a
-/// lock that `Queue::submit` needs (lavapipe: each submission waited for the one before it
-/// to finish); short waits let the submitting thread in between.
-fn wait_briefly(
-    ctx: &crate::context::GpuContext,
-    submission: wgpu::SubmissionIndex,
-    during: &str,
-) -> Result<()> {
-    loop {
-        match ctx.device.poll(wgpu::PollType::Wait {
-            submission_index: Some(submission.clone()),
-            timeout: Some(Duration::from_millis(1)),
-        }) {
-            Ok(_) => return ctx.check(during),
-            Err(wgpu::PollError::Timeout) => continue,
-            Err(e) => {
-                return Err(Error::Poll {
-                    during: during.to_string(),
-                    message: e.to_string(),
-                })
-            }
-        }
-    }
-}
-
 /// Starts a thread of the pipeline, named "qkv NAME".
 fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
@@ -165,11 +139,16 @@ impl Engine<'_> {
                 engine.consume(consume_rx, sink, tx)
             })?;
             let tx = events_tx.clone();
+            // The poller waits for each submission until it is done. (Not in short waits: a
+            // wait that times out while another thread submits can trip a consistency
+            // assertion in wgpu-core 30's `maintain`, seen as a panic on lavapipe. Where wgpu
+            // has no timeline semaphores, as on lavapipe, the wait holds the fence lock that
+            // `Queue::submit` needs; that submit then waits, and its time is counted as the
+            // GPU stage's, not as upload.)
             let poller = spawn(scope, "poller", move || {
                 for (submission, label) in poll_rx {
-                    let waited =
-                        catch_unwind(AssertUnwindSafe(|| wait_briefly(ctx, submission, &label)))
-                            .unwrap_or_else(|p| Err(panicked("waiting for the GPU", p)));
+                    let waited = catch_unwind(AssertUnwindSafe(|| ctx.wait(submission, &label)))
+                        .unwrap_or_else(|p| Err(panicked("waiting for the GPU", p)));
                     if let Err(e) = waited {
                         tx.send(Event::PollFailed(e)).ok();
                     }
