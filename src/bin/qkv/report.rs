@@ -116,7 +116,7 @@ impl Stages {
             })
             .collect();
         let how = match (self.buffer_sets, self.threaded) {
-            (1, _) => "one after another (--no-stream)".to_string(),
+            (1, _) => "one after another".to_string(),
             (n, true) => format!("{n} buffer sets, a thread per stage"),
             (n, false) => format!("{n} buffer sets on one thread"),
         };
