@@ -39,6 +39,22 @@ pub struct ChunkOutput<'a> {
     pub v: Elements<'a>,
 }
 
+/// "chunk 3 of 49 (tokens 16384..24576)": how every error names the chunk it happened in.
+pub(super) fn chunk_label(index: u32, of: u32, rows: &Range<u32>) -> String {
+    format!(
+        "chunk {} of {of} (tokens {}..{})",
+        index + 1,
+        rows.start,
+        rows.end
+    )
+}
+
+/// Whether a plan's streamed runs go through the threaded pipeline (natively, with
+/// streaming; the browser has one thread).
+fn threaded(plan: &ChunkPlan) -> bool {
+    cfg!(not(target_arch = "wasm32")) && plan.streaming
+}
+
 /// Pipelines, weights and chunk buffer sets of one (plan, spec).
 pub(super) struct Engine<'c> {
     pub(super) ctx: &'c GpuContext,
@@ -91,7 +107,7 @@ impl<'c> Engine<'c> {
         // Natively, a streamed batch goes through the threaded pipeline, X written into mapped
         // staging memory (textures are written by the queue); the browser streams on its one
         // thread through two buffer sets.
-        let threaded = cfg!(not(target_arch = "wasm32")) && plan.streaming;
+        let threaded = threaded(&plan);
         let upload = if !threaded || spec.reads_textures() {
             Upload::Queued
         } else if spec.input_element() == spec.element
@@ -223,6 +239,24 @@ impl<'c> Engine<'c> {
         }
     }
 
+    /// Whether streamed runs go through the threaded pipeline.
+    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // asked natively only
+    pub(super) fn threaded(&self) -> bool {
+        threaded(&self.plan)
+    }
+
+    /// Refuses X of a chunk of `rows` where the kernel reads another type than the run's
+    /// (`coopmat`: f16) and a value cannot be held in it, naming the row and column.
+    pub(super) fn check_input_range(&self, x: Elements<'_>, rows: &Range<u32>) -> Result<()> {
+        let input = self.spec.input_element();
+        if input != self.spec.element {
+            if let Some(e) = input.check_range_of(x.values()) {
+                return Err(e.in_rows("X", rows.start, self.plan.shape.d_model));
+            }
+        }
+        Ok(())
+    }
+
     /// Uploads X of a chunk of `rows` from set `slot`'s host copy through the queue,
     /// converted to the type the kernel reads (a value that type cannot hold is refused by
     /// name) and padded to its stride.
@@ -233,12 +267,8 @@ impl<'c> Engine<'c> {
         let x = x_host.as_ref().slice(0..rows.len() * d);
         // A kernel that reads another type than the run's (`coopmat`: f16) gets X converted
         // on upload; a value that type cannot hold is refused by name.
+        self.check_input_range(x, rows)?;
         let input = self.spec.input_element();
-        if input != self.spec.element {
-            if let Some(e) = input.check_range_of(x.values()) {
-                return Err(e.in_rows("X", rows.start, d as u32));
-            }
-        }
         let mut scratch = s.x_bytes.lock().expect("no panic holds it");
         self.ctx.checked(&format!("{label}: uploading X"), || {
             let stride = self.spec.x_stride(d as u32) as usize;
@@ -272,12 +302,7 @@ impl<'c> Engine<'c> {
                     self.finish(slot, p, &mut sink, &mut t).await?;
                 }
                 let rows = self.plan.chunk(i);
-                let label = format!(
-                    "chunk {} of {n} (tokens {}..{})",
-                    i + 1,
-                    rows.start,
-                    rows.end
-                );
+                let label = chunk_label(i, n, &rows);
                 let len = rows.len() * self.plan.shape.d_model as usize;
                 let start = Instant::now();
                 source(
@@ -513,12 +538,7 @@ impl<'c> Engine<'c> {
     ) -> Result<()> {
         let ctx = self.ctx;
         let n = self.plan.chunks();
-        let label = format!(
-            "chunk {} of {n} (tokens {}..{}): reading Q, K, V back",
-            p.index + 1,
-            p.rows.start,
-            p.rows.end
-        );
+        let label = format!("{}: reading Q, K, V back", chunk_label(p.index, n, &p.rows));
         let buffers = self.readback_buffers(slot, p.rows.len());
         let start = Instant::now();
         let receivers: Vec<_> = buffers

@@ -24,7 +24,7 @@
 //! error returned. The sets are left ready for the next run.
 
 use super::buffers::{buffer_bytes, Upload};
-use super::engine::{ChunkOutput, Engine};
+use super::engine::{chunk_label, ChunkOutput, Engine};
 use super::timing::RunTimings;
 use crate::error::{Error, Result};
 use crate::host::ElementsMut;
@@ -64,16 +64,6 @@ struct Maps {
     failed: Mutex<Option<String>>,
 }
 
-/// "chunk 3 of 49 (tokens 16384..24576)".
-fn chunk_label(index: u32, of: u32, rows: &Range<u32>) -> String {
-    format!(
-        "chunk {} of {of} (tokens {}..{})",
-        index + 1,
-        rows.start,
-        rows.end
-    )
-}
-
 /// Starts a thread of the pipeline, named "qkv NAME".
 fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
@@ -97,11 +87,6 @@ fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
 }
 
 impl Engine<'_> {
-    /// Whether streamed runs go through the threaded pipeline (natively, with streaming).
-    pub(super) fn threaded(&self) -> bool {
-        cfg!(not(target_arch = "wasm32")) && self.plan.streaming
-    }
-
     /// Projects the whole batch through the pipeline (see the module's description and
     /// [`Projector::stream`](super::Projector::stream)).
     pub(super) fn pipeline<S, K>(
@@ -382,12 +367,8 @@ impl Engine<'_> {
                 let mut host = s.x_host.lock().expect("no panic holds it");
                 source(rows.clone(), host.as_mut().slice_mut(0..len))?;
                 let x = host.as_ref().slice(0..len);
+                self.check_input_range(x, &rows)?;
                 let input = self.spec.input_element();
-                if input != element {
-                    if let Some(e) = input.check_range_of(x.values()) {
-                        return Err(e.in_rows("X", rows.start, d as u32));
-                    }
-                }
                 let stride = self.spec.x_stride(d as u32) as usize;
                 let mut scratch = s.x_bytes.lock().expect("no panic holds it");
                 let bytes = buffer_bytes((x, input), (d, stride), &mut scratch);
