@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 _direct = (ROOT / "shaders" / "qkv_direct.wgsl").read_text()
-SHARED = _direct[_direct.index("struct Params {"):_direct.index("@compute")]
+SHARED = _direct[_direct.index("struct Params {"):_direct.index("// The outputs one workgroup covers")]
 _WG = re.compile(r"// Invocations per workgroup.*?\noverride WG: u32 = 64u;\n", re.S)
 
 
@@ -230,10 +230,20 @@ def epilogue(rows):
     return "".join(o)
 
 
+TILE_HEADER = (
+    "// The outputs one workgroup covers, {cols} columns x {rows} token rows: the host's grid\n"
+    "// divides by these (the variant's module under src/kernels/variants/ says the same;\n"
+    "// tests/shaders.rs checks the two agree).\n"
+)
+
+
 def entry(rows, subgroup):
     """The entry point of a WG-wide kernel of `rows` rows and 4 columns per invocation, up to
     its first column."""
     o = []
+    o.append(TILE_HEADER.format(cols="4 WG", rows=rows))
+    o.append("override TILE_COLS: u32 = 4u * WG;\n")
+    o.append(f"const TILE_ROWS: u32 = {rows}u;\n\n")
     o.append("@compute @workgroup_size(WG, 1, 1)\nfn main(\n")
     o.append("    @builtin(local_invocation_id) lid: vec3<u32>,\n")
     o.append("    @builtin(workgroup_id) wid: vec3<u32>,\n")
@@ -243,9 +253,9 @@ def entry(rows, subgroup):
     o.append("    let d = params.d_model;\n")
     o.append("    // Columns of this W block (q_width + 2 * kv_width when the columns are not split).\n")
     o.append("    let n_out = params.n_cols;\n")
-    o.append(f"    let row0 = wid.y * {rows}u;\n")
+    o.append("    let row0 = wid.y * TILE_ROWS;\n")
     o.append("    let group = wid.x * WG + lid.x;\n")
-    o.append("    let col_base = group * 4u;\n")
+    o.append("    let col_base = wid.x * TILE_COLS + lid.x * 4u;\n")
     return "".join(o)
 
 
@@ -476,6 +486,10 @@ def splitk_functions(o):
 
 
 def main_body(o, split):
+    o(TILE_HEADER.format(cols=128, rows=128).rstrip("\n"))
+    o("const TILE_COLS: u32 = 128u;")
+    o("const TILE_ROWS: u32 = 128u;")
+    o("")
     o("@compute @workgroup_size(16, 16, 1)")
     o("fn main(")
     o("    @builtin(local_invocation_id) lid: vec3<u32>,")
@@ -485,8 +499,8 @@ def main_body(o, split):
     o("    let ty = lid.y;")
     o("    let t = ty * 16u + tx;")
     o("    let d = params.d_model;")
-    o("    let tile_row = wid.y * 128u;")
-    o("    let tile_col = wid.x * 128u;")
+    o("    let tile_row = wid.y * TILE_ROWS;")
+    o("    let tile_col = wid.x * TILE_COLS;")
     if split:
         o("    // This workgroup's range of d_model: a multiple of BK, the last one shorter.")
         o("    let per = (d + SPLITS * BK - 1u) / (SPLITS * BK) * BK;")
@@ -708,6 +722,9 @@ var<workgroup> cs: array<{acc}, CS_LEN>;
 }}""")
         return "\n".join(indent + l if l else l for block in out for l in block.split("\n"))
 
+    o(TILE_HEADER.format(cols="BN", rows="BM") + """override TILE_COLS: u32 = BN;
+override TILE_ROWS: u32 = BM;
+""")
     o(f"""@compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -718,8 +735,8 @@ fn main(
     @builtin(subgroup_size) sgs: u32,
 ) {{
     let ks = params.w_stride;
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
+    let row0 = wid.y * TILE_ROWS;
+    let col0 = wid.x * TILE_COLS;
     // This subgroup's FM x FN matrices: rows ar.., columns bc.. of the block. A driver that
     // ran more subgroups than SM x SN would have sg past them: clamped, every index stays in
     // bounds (the outputs are NaN then, below).

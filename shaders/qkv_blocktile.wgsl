@@ -327,6 +327,12 @@ fn bias4(col: u32) -> vec4<f32> {
     return b;
 }
 
+// The outputs one workgroup covers, 128 columns x 128 token rows: the host's grid
+// divides by these (the variant's module under src/kernels/variants/ says the same;
+// tests/shaders.rs checks the two agree).
+const TILE_COLS: u32 = 128u;
+const TILE_ROWS: u32 = 128u;
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -336,8 +342,8 @@ fn main(
     let ty = lid.y;
     let t = ty * 16u + tx;
     let d = params.d_model;
-    let tile_row = wid.y * 128u;
-    let tile_col = wid.x * 128u;
+    let tile_row = wid.y * TILE_ROWS;
+    let tile_col = wid.x * TILE_COLS;
     // Staging: invocation t loads X[tile_row + lr + 16 i, k0 + lk] (i = 0..7) and
     // W[k0 + wk + 8 i, tile_col + 4 wc ..] (i = 0..1).
     let lr = t >> 4u;

@@ -252,6 +252,12 @@ override CS_LEN: u32 = SM * SN * T * T;
 var<workgroup> tiles: array<f16, TILES_LEN>;
 var<workgroup> cs: array<f32, CS_LEN>;
 
+// The outputs one workgroup covers, BN columns x BM token rows: the host's grid
+// divides by these (the variant's module under src/kernels/variants/ says the same;
+// tests/shaders.rs checks the two agree).
+override TILE_COLS: u32 = BN;
+override TILE_ROWS: u32 = BM;
+
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(workgroup_id) wid: vec3<u32>,
@@ -262,8 +268,8 @@ fn main(
     @builtin(subgroup_size) sgs: u32,
 ) {
     let ks = params.w_stride;
-    let row0 = wid.y * BM;
-    let col0 = wid.x * BN;
+    let row0 = wid.y * TILE_ROWS;
+    let col0 = wid.x * TILE_COLS;
     // This subgroup's FM x FN matrices: rows ar.., columns bc.. of the block. A driver that
     // ran more subgroups than SM x SN would have sg past them: clamped, every index stays in
     // bounds (the outputs are NaN then, below).

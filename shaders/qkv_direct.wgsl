@@ -202,6 +202,11 @@ fn put(which: u32, i: u32, value: f32) {
     }
 }
 
+// The outputs one workgroup covers, 4 WG columns x 8 token rows: the host's grid divides
+// by these (src/kernels/variants/direct.rs says the same; tests/shaders.rs checks the two agree).
+override TILE_COLS: u32 = 4u * WG;
+const TILE_ROWS: u32 = 8u;
+
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -210,8 +215,8 @@ fn main(
     let d = params.d_model;
     // Columns of this W block (q_width + 2 * kv_width when the columns are not split).
     let n_out = params.n_cols;
-    let row0 = wid.y * 8u;
-    let col_base = wid.x * WG * 4u + lid.x;
+    let row0 = wid.y * TILE_ROWS;
+    let col_base = wid.x * TILE_COLS + lid.x;
     let last = params.tokens - 1u;
     let x0 = min(row0 + 0u, last) * d;
     let x1 = min(row0 + 1u, last) * d;

@@ -264,10 +264,18 @@ fn w_at(i: u32) -> f32 {
     return widen(w[i >> 1u], (i & 1u) == 1u);
 }
 
+// The outputs one workgroup covers, 16 columns x 16 token rows: the host's grid divides
+// by these (src/kernels/variants/naive.rs says the same; tests/shaders.rs checks the two agree).
+const TILE_COLS: u32 = 16u;
+const TILE_ROWS: u32 = 16u;
+
 @compute @workgroup_size(16, 16, 1)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let col = gid.x;
-    let row = gid.y;
+fn main(
+    @builtin(local_invocation_id) lid: vec3<u32>,
+    @builtin(workgroup_id) wid: vec3<u32>,
+) {
+    let col = wid.x * TILE_COLS + lid.x;
+    let row = wid.y * TILE_ROWS + lid.y;
     // Columns of this W block (q_width + 2 * kv_width when the columns are not split).
     let n_out = params.n_cols;
     if row >= params.tokens || col >= n_out {

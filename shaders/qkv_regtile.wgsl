@@ -47,6 +47,13 @@ override ELEM: u32 = 0u;
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
 
+// The outputs one workgroup covers, 4 WG_X columns x 4 WG_Y token rows: the host's grid divides
+// by these (src/kernels/variants/regtile.rs says the same; tests/shaders.rs checks the two agree).
+// Declared before `xs`, whose length is an override expression: declared after it, naga 30's
+// override processing (the pipeline's creation) fails an internal assertion.
+override TILE_COLS: u32 = 4u * WG_X;
+override TILE_ROWS: u32 = 4u * WG_Y;
+
 const BK: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -218,10 +225,10 @@ fn main(
     // Columns of this W block (q_width + 2 * kv_width when the columns are not split).
     let n_out = params.n_cols;
     let w_row = params.w_stride / 4u;
-    let bm = 4u * WG_Y;
+    let bm = TILE_ROWS;
     let threads = WG_X * WG_Y;
     let row_tile = wid.y * bm;
-    let col4_tile = wid.x * WG_X; // first vec4 column of the tile
+    let col4_tile = wid.x * TILE_COLS / 4u; // first vec4 column of the tile
     let rows_inside = row_tile + bm <= params.tokens;
     let cols_inside = col4_tile + WG_X <= w_row;
 

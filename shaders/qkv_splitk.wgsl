@@ -339,6 +339,12 @@ fn reduce(
     }
 }
 
+// The outputs one workgroup covers, 128 columns x 128 token rows: the host's grid
+// divides by these (the variant's module under src/kernels/variants/ says the same;
+// tests/shaders.rs checks the two agree).
+const TILE_COLS: u32 = 128u;
+const TILE_ROWS: u32 = 128u;
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -348,8 +354,8 @@ fn main(
     let ty = lid.y;
     let t = ty * 16u + tx;
     let d = params.d_model;
-    let tile_row = wid.y * 128u;
-    let tile_col = wid.x * 128u;
+    let tile_row = wid.y * TILE_ROWS;
+    let tile_col = wid.x * TILE_COLS;
     // This workgroup's range of d_model: a multiple of BK, the last one shorter.
     let per = (d + SPLITS * BK - 1u) / (SPLITS * BK) * BK;
     let k_begin = min(wid.z * per, d);

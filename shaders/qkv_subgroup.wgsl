@@ -215,6 +215,12 @@ fn put(which: u32, i: u32, value: f32) {
     }
 }
 
+// The outputs one workgroup covers, 4 WG columns x 32 token rows: the host's grid
+// divides by these (the variant's module under src/kernels/variants/ says the same;
+// tests/shaders.rs checks the two agree).
+override TILE_COLS: u32 = 4u * WG;
+const TILE_ROWS: u32 = 32u;
+
 @compute @workgroup_size(WG, 1, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -224,9 +230,9 @@ fn main(
     let d = params.d_model;
     // Columns of this W block (q_width + 2 * kv_width when the columns are not split).
     let n_out = params.n_cols;
-    let row0 = wid.y * 32u;
+    let row0 = wid.y * TILE_ROWS;
     let group = wid.x * WG + lid.x;
-    let col_base = group * 4u;
+    let col_base = wid.x * TILE_COLS + lid.x * 4u;
     let w_row = params.w_stride / 4u;
     let wc = min(group, w_row - 1u);
     let last = params.tokens - 1u;

@@ -202,6 +202,11 @@ fn put(which: u32, i: u32, value: f32) {
     }
 }
 
+// The outputs one workgroup covers, TILE columns x TILE token rows: the host's grid divides
+// by these (src/kernels/variants/tiled.rs says the same; tests/shaders.rs checks the two agree).
+const TILE_COLS: u32 = TILE;
+const TILE_ROWS: u32 = TILE;
+
 @compute @workgroup_size(16, 16, 1)
 fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
@@ -210,8 +215,8 @@ fn main(
     let d = params.d_model;
     // Columns of this W block (q_width + 2 * kv_width when the columns are not split).
     let n_out = params.n_cols;
-    let col = wid.x * TILE + lid.x;
-    let row = wid.y * TILE + lid.y;
+    let col = wid.x * TILE_COLS + lid.x;
+    let row = wid.y * TILE_ROWS + lid.y;
 
     var acc = 0.0;
     // The loop bound is uniform across the workgroup, so every invocation reaches every

@@ -17,7 +17,7 @@ use crate::adapter::{AdapterSummary, CoopMatrix};
 use crate::binding::{Layout, Slot};
 use crate::context::GpuContext;
 use crate::error::{Error, Result};
-use crate::kernels::{KernelSpec, ShaderSource, Variant, PEAK_COOPMAT_SOURCES};
+use crate::kernels::{Arithmetic, KernelSpec, ShaderSource, PEAK_COOPMAT_SOURCES};
 use crate::projector::timing::Queries;
 use crate::projector::KernelTimer;
 use crate::shape::QkvShape;
@@ -108,11 +108,10 @@ impl Peak {
     /// the f32 FMA rate (every other kernel multiplies and adds in f32, whatever it stores);
     /// None for a configuration that was not measured.
     pub fn compute_for(&self, spec: &KernelSpec) -> Option<ComputePeak> {
-        match spec.variant {
-            Variant::Coopmat {
+        match spec.arithmetic {
+            Arithmetic::Matrix {
                 tile,
                 f32_accumulator,
-                ..
             } => self
                 .coop
                 .iter()
@@ -121,7 +120,7 @@ impl Peak {
                     gflops: c.gflops,
                     what: c.name(),
                 }),
-            _ => Some(ComputePeak {
+            Arithmetic::F32Fma => Some(ComputePeak {
                 gflops: self.f32_fma_gflops,
                 what: "f32 FMA".into(),
             }),

@@ -117,7 +117,7 @@ impl Tolerance {
     pub fn for_kernel(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
         let acc = if spec.accumulates_in_f16() {
             Self::for_f16_accumulator(d_model)
-        } else if matches!(spec.variant, crate::kernels::Variant::Coopmat { .. }) {
+        } else if matches!(spec.arithmetic, crate::kernels::Arithmetic::Matrix { .. }) {
             Self::for_matrix_accumulation(d_model)
         } else {
             Self::for_f32_accumulation(d_model)

@@ -9,6 +9,11 @@ use std::path::Path;
 /// those only on adapters with the SUBGROUP, SHADER_F16 and EXPERIMENTAL_COOPERATIVE_MATRIX
 /// features).
 fn validate(name: &str, source: &str) {
+    validated(name, source);
+}
+
+/// [`validate`], returning the module and what validation learnt of it.
+fn validated(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo) {
     let module = naga::front::wgsl::parse_str(source)
         .unwrap_or_else(|e| panic!("{name} does not parse:\n{}", e.emit_to_string(source)));
     let subgroups = source.contains("@builtin(subgroup_");
@@ -38,9 +43,10 @@ fn validate(name: &str, source: &str) {
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all());
     }
-    validator
+    let info = validator
         .validate(&module)
         .unwrap_or_else(|e| panic!("{name} does not validate:\n{}", e.emit_to_string(source)));
+    (module, info)
 }
 
 #[test]
@@ -70,7 +76,7 @@ fn the_registry_and_the_directory_name_the_same_files() {
     let mut registered: Vec<String> = ALL_SHADERS.iter().map(|s| s.file.to_string()).collect();
     registered.sort();
     assert_eq!(on_disk, registered);
-    for s in ALL_SHADERS {
+    for s in ALL_SHADERS.iter() {
         let on_disk = std::fs::read_to_string(dir.join(s.file)).unwrap();
         assert_eq!(
             on_disk, s.wgsl,
@@ -208,4 +214,117 @@ fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
         seen, 5,
         "naive, texture, subgroup-texture, blocktile, splitk"
     );
+}
+
+/// A GPU with every cooperative-matrix configuration and subgroups of 32, for resolving the
+/// configurations of every variant without an adapter.
+fn gpu_summary() -> qkv_wgpu::AdapterSummary {
+    use qkv_wgpu::adapter::CoopMatrix;
+    qkv_wgpu::AdapterSummary {
+        name: "gpu".into(),
+        backend: "Vulkan".into(),
+        device_type: "DiscreteGpu".into(),
+        driver: "1".into(),
+        max_storage_buffer_binding_size: 1 << 30,
+        max_buffer_size: 1 << 30,
+        max_compute_workgroup_storage_size: 1 << 16,
+        max_compute_invocations_per_workgroup: 1024,
+        max_compute_workgroup_size_x: 1024,
+        max_storage_buffers_per_shader_stage: 8,
+        max_compute_workgroups_per_dimension: 65535,
+        timestamp_query: true,
+        shader_f16: true,
+        f16_unpack: true,
+        subgroup: true,
+        subgroup_size: (32, 32),
+        cooperative_matrix: [(8, true), (8, false), (16, true), (16, false)]
+            .map(|(t, a)| CoopMatrix::f16_inputs(t, a))
+            .to_vec(),
+        naga_wgsl: true,
+    }
+}
+
+/// The value of constant `name` of a module whose overrides were all given.
+fn constant(module: &naga::Module, name: &str) -> Option<u32> {
+    let (_, c) = module
+        .constants
+        .iter()
+        .find(|(_, c)| c.name.as_deref() == Some(name))?;
+    match module.global_expressions[c.init] {
+        naga::Expression::Literal(naga::Literal::U32(v)) => Some(v),
+        ref e => panic!("{name} is not a u32 literal: {e:?}"),
+    }
+}
+
+#[test]
+fn every_variants_tile_and_workgroup_are_its_shaders() {
+    // The host's grid divides the outputs by the spec's tile and sizes workgroups by its
+    // invocations; the shader covers TILE_COLS x TILE_ROWS outputs per workgroup of
+    // @workgroup_size. Compiled with the spec's own override constants, the two must agree,
+    // for every variant's default and every configuration its tuner sweeps (GPU and CPU).
+    use qkv_wgpu::kernels::{sweep, KernelConfig, KernelSpec, SweepTarget};
+    use qkv_wgpu::{ElementType, Kernel};
+    let summary = gpu_summary();
+    let mut configs: Vec<KernelConfig> = Vec::new();
+    for on_cpu in [false, true] {
+        for element in ElementType::ALL {
+            configs.extend(sweep(&SweepTarget {
+                summary: &summary,
+                on_cpu,
+                element,
+            }));
+        }
+    }
+    configs.extend(Kernel::ALL.map(|k| KernelConfig::from(k).for_adapter(&summary)));
+    configs.push("coopmat(tile=8,acc=16)".parse().unwrap());
+    configs.push("coopmat(tile=16,acc=16,bk=64,stages=1)".parse().unwrap());
+    configs.push("regtile(wgx=8,wgy=32)".parse().unwrap());
+    let mut seen = std::collections::BTreeSet::new();
+    for config in configs {
+        if !seen.insert(config) {
+            continue;
+        }
+        let spec = KernelSpec::new(config).unwrap();
+        let mut constants: naga::back::PipelineConstants = spec
+            .pipeline_constants(false, false)
+            .into_iter()
+            .chain(spec.device_constants(&summary))
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        if !spec.source.wgsl.contains("override NATIVE_F16") {
+            constants.remove("NATIVE_F16");
+        }
+        let (module, info) = validated(spec.source.file, spec.source.wgsl);
+        let (module, _) = naga::back::pipeline_constants::process_overrides(
+            &module,
+            &info,
+            Some((naga::ShaderStage::Compute, "main")),
+            &constants,
+        )
+        .unwrap_or_else(|e| panic!("{config}: {e:?}"));
+        let ep = module
+            .entry_points
+            .iter()
+            .find(|e| e.name == "main")
+            .unwrap();
+        let [x, y, z] = ep.workgroup_size;
+        assert_eq!(
+            x * y * z,
+            spec.workgroup_invocations(&summary),
+            "{config}: @workgroup_size of {}",
+            spec.source.file
+        );
+        let tile = (
+            constant(&module, "TILE_COLS")
+                .unwrap_or_else(|| panic!("{} has no TILE_COLS", spec.source.file)),
+            constant(&module, "TILE_ROWS")
+                .unwrap_or_else(|| panic!("{} has no TILE_ROWS", spec.source.file)),
+        );
+        assert_eq!(
+            tile, spec.tile,
+            "{config}: the tile of {}",
+            spec.source.file
+        );
+    }
+    assert!(seen.len() > 30, "{} configurations", seen.len());
 }

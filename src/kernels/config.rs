@@ -1,117 +1,67 @@
-//! A kernel configuration as users and the tuning cache name it: a variant and the values of
-//! its tuning knobs, parsed from and displayed as `direct(wg=32)`, `regtile(wgx=8,wgy=16)`,
-//! `splitk(splits=8)`. It is checked here and resolved once into a
-//! [`KernelSpec`](super::KernelSpec), whose typed [`Variant`](super::Variant) is what the rest
-//! of the crate reads.
+//! A kernel configuration as users and the tuning cache name it: a variant and the raw values
+//! of its parameters, parsed from and displayed as `direct(wg=32)`, `regtile(wgx=8,wgy=16)`,
+//! `splitk(splits=8)`, by one parser and one printer that read each variant's parameter list
+//! ([`VariantDef::params`](super::VariantDef::params)). It is checked by the variant and resolved once into a
+//! [`KernelSpec`](super::KernelSpec), whose typed [`Variant`](super::Variant) is what the
+//! rest of the crate reads.
 
+pub use super::block::CoopBlock;
 use super::registry::Kernel;
 use std::fmt;
 use std::str::FromStr;
 
-/// A kernel variant with the raw values of its tuning knobs, as named on the command line and
-/// stored in the tuning cache. `wg` is the variant's first knob (`wg`, `wgx`, `splits` or
-/// `tile`), `wgy` its second (`regtile`'s `wgy`, `coopmat`'s `acc`), `block` `coopmat`'s
-/// block shape; variants without knobs have them all 0. Resolve it with
-/// [`KernelSpec::new`](super::KernelSpec::new) to read them typed.
+/// A kernel variant with the raw values of its parameters, as named on the command line and
+/// stored in the tuning cache. Which parameter lives in which field is the variant's
+/// ([`VariantDef::params`](super::VariantDef::params)): `wg` holds the first (`wg`, `wgx`, `splits` or `tile`), `wgy`
+/// the second (`regtile`'s `wgy`, `coopmat`'s `acc`), `block` `coopmat`'s block; fields a
+/// variant does not use are 0. Resolve it with [`KernelSpec::new`](super::KernelSpec::new)
+/// to read them typed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelConfig {
     /// The variant.
     pub kernel: Kernel,
-    /// First knob: invocations per workgroup (`direct`, `subgroup`, `texture`,
-    /// `subgroup-texture`), invocations along columns (`regtile`'s `wgx`), or the number of
+    /// First parameter: invocations per workgroup (`direct`, `subgroup`, `texture`,
+    /// `subgroup-texture`), invocations along columns (`regtile`'s `wgx`), the number of
     /// d_model ranges (`splitk`'s `splits`), or the cooperative matrices' size (`coopmat`'s
     /// `tile`: 8 or 16).
     pub wg: u32,
-    /// Second knob: invocations along token rows (`regtile`'s `wgy`), or the accumulator's
-    /// bits (`coopmat`'s `acc`: 32 or 16); 0 otherwise.
+    /// Second parameter: invocations along token rows (`regtile`'s `wgy`), or the
+    /// accumulator's bits (`coopmat`'s `acc`: 32 or 16); 0 otherwise.
     pub wgy: u32,
     /// `coopmat`'s block (all 0 for every other variant, and for a bare `coopmat`, whose
     /// tile and block come from the adapter).
     pub block: CoopBlock,
 }
 
-/// `coopmat`'s block: each workgroup computes `bm` x `bn` outputs as subgroups that each own a
-/// `wm` x `wn` part of it (4 x 2 or 4 x 4 accumulator matrices), walking d_model `bk` at a
-/// time through `stages` staging buffers (2: the next step loads while this one multiplies).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct CoopBlock {
-    /// Token rows per workgroup.
-    pub bm: u32,
-    /// Output columns per workgroup.
-    pub bn: u32,
-    /// Token rows per subgroup (4 matrices).
-    pub wm: u32,
-    /// Output columns per subgroup (2 or 4 matrices).
-    pub wn: u32,
-    /// The step along d_model: 16, 32 or 64, a multiple of the tile.
-    pub bk: u32,
-    /// Staging buffers: 1 or 2.
-    pub stages: u32,
+/// Where a parameter's raw value lives in a [`KernelConfig`] (the form the tuning cache and
+/// the command line name), so that one parser and one printer serve every variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Slot {
+    /// [`KernelConfig::wg`].
+    First,
+    /// [`KernelConfig::wgy`].
+    Second,
+    /// `coopmat`'s block: [`CoopBlock::bm`].
+    Bm,
+    /// [`CoopBlock::bn`].
+    Bn,
+    /// [`CoopBlock::wm`].
+    Wm,
+    /// [`CoopBlock::wn`].
+    Wn,
+    /// [`CoopBlock::bk`].
+    Bk,
+    /// [`CoopBlock::stages`].
+    Stages,
 }
 
-impl CoopBlock {
-    /// The block `coopmat(tile=T)` runs with unless told otherwise. 16x16 (NVIDIA, AMD): 8
-    /// subgroups of 4 x 2 matrices, 128 x 128 outputs (CUTLASS's usual block), steps of 32,
-    /// two stages. 8x8 (Apple, lavapipe): 8 subgroups of 4 x 4 matrices, 128 x 64 outputs,
-    /// one stage, the fastest of the blocks timed on Mesa 26's lavapipe (BENCHMARKS.md).
-    pub const fn default_for(tile: u32) -> Self {
-        if tile == 8 {
-            return Self {
-                bm: 16 * tile,
-                bn: 8 * tile,
-                wm: 4 * tile,
-                wn: 4 * tile,
-                bk: 32,
-                stages: 1,
-            };
-        }
-        Self {
-            bm: 8 * tile,
-            bn: 8 * tile,
-            wm: 4 * tile,
-            wn: 2 * tile,
-            bk: 32,
-            stages: 2,
-        }
-    }
-
-    /// Subgroups per workgroup: (bm / wm) x (bn / wn).
-    pub const fn subgroups(&self) -> u32 {
-        (self.bm / self.wm) * (self.bn / self.wn)
-    }
-
-    /// Bytes of workgroup memory on a device: the staged steps of X and W^T (f16 rows of
-    /// `bk` padded by 8) and one accumulator matrix per subgroup for the epilogue.
-    pub const fn workgroup_bytes(&self, tile: u32, f32_accumulator: bool) -> u32 {
-        let acc = if f32_accumulator { 4 } else { 2 };
-        self.stages * (self.bm + self.bn) * (self.bk + 8) * 2 + self.subgroups() * tile * tile * acc
-    }
-
-    /// 16-byte pieces of X and of W^T each invocation stages per step, with `invocations`
-    /// per workgroup (the shader holds at most 8 of each).
-    pub const fn pieces_per_invocation(&self, invocations: u32) -> (u32, u32) {
-        let per_row = self.bk / 8;
-        let inv = if invocations == 0 { 1 } else { invocations };
-        (
-            (self.bm * per_row).div_ceil(inv),
-            (self.bn * per_row).div_ceil(inv),
-        )
-    }
-
-    /// Whether the block is one the `coopmat` sources run with `tile` x `tile` matrices.
-    fn check(&self, tile: u32) -> bool {
-        let b = self;
-        b.wm == 4 * tile
-            && (b.wn == 2 * tile || b.wn == 4 * tile)
-            && b.bm >= b.wm
-            && b.bm.is_multiple_of(b.wm)
-            && b.bn >= b.wn
-            && b.bn.is_multiple_of(b.wn)
-            && (1..=16).contains(&b.subgroups())
-            && matches!(b.bk, 16 | 32 | 64)
-            && b.bk.is_multiple_of(tile)
-            && matches!(b.stages, 1 | 2)
-    }
+/// One tuning parameter of a variant, as written in `name(param=value,...)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Param {
+    /// Its name on the command line.
+    pub name: &'static str,
+    /// Where its value is kept.
+    pub slot: Slot,
 }
 
 impl From<Kernel> for KernelConfig {
@@ -120,40 +70,14 @@ impl From<Kernel> for KernelConfig {
     }
 }
 
-/// The knobs of a variant as typed, with their ranges: shown by `--help` and in errors.
-const fn knobs(kernel: Kernel) -> &'static str {
-    match kernel {
-        Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => "",
-        Kernel::Regtile => "wgx = 1..=64, wgy = 1..=64, wgx·wgy <= 1024",
-        Kernel::Direct | Kernel::Texture => "wg = 1..=256",
-        Kernel::Subgroup | Kernel::SubgroupTexture => "wg = 8..=256, a multiple of 8",
-        Kernel::Splitk => "splits = 1..=64",
-        Kernel::Coopmat => {
-            "tile = 8 | 16, acc = 32 | 16 (the accumulator's bits), bm x bn outputs per \
-             workgroup of subgroups owning wm x wn each (wm = 4·tile, wn = 2·tile | 4·tile, \
-             at most 16 subgroups), bk = 16 | 32 | 64 along d_model, stages = 1 | 2; none: the \
-             adapter's largest tile, f32 accumulator where offered, and the tile's default block \
-             (16x16: 128x128 of 8 subgroups of 4x2 matrices, bk 32, 2 stages; 8x8: 128x64 of 8 \
-             subgroups of 4x4, 1 stage)"
-        }
-    }
-}
-
 impl KernelConfig {
-    /// A variant with its two first knobs (`block` all 0).
+    /// A variant with its two first parameters (`block` all 0).
     pub const fn new(kernel: Kernel, wg: u32, wgy: u32) -> Self {
         Self {
             kernel,
             wg,
             wgy,
-            block: CoopBlock {
-                bm: 0,
-                bn: 0,
-                wm: 0,
-                wn: 0,
-                bk: 0,
-                stages: 0,
-            },
+            block: CoopBlock::NONE,
         }
     }
 
@@ -168,53 +92,76 @@ impl KernelConfig {
     }
 
     /// The configuration a variant runs with when none was tuned.
-    pub const fn default_for(kernel: Kernel) -> Self {
-        let (wg, wgy) = match kernel {
-            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => (0, 0),
-            Kernel::Regtile => (16, 16),
-            Kernel::Splitk => (4, 0),
-            Kernel::Direct | Kernel::Subgroup => (64, 0),
-            Kernel::Texture | Kernel::SubgroupTexture => (32, 0),
-            // 0, 0: chosen from the adapter ([`KernelConfig::for_adapter`]).
-            Kernel::Coopmat => (0, 0),
-        };
-        Self::new(kernel, wg, wgy)
+    pub fn default_for(kernel: Kernel) -> Self {
+        kernel.def().default_config()
     }
 
-    /// Checks the knobs against what the variant's shader supports.
+    /// The raw value in `slot`.
+    pub fn slot(&self, slot: Slot) -> u32 {
+        let b = &self.block;
+        match slot {
+            Slot::First => self.wg,
+            Slot::Second => self.wgy,
+            Slot::Bm => b.bm,
+            Slot::Bn => b.bn,
+            Slot::Wm => b.wm,
+            Slot::Wn => b.wn,
+            Slot::Bk => b.bk,
+            Slot::Stages => b.stages,
+        }
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> &mut u32 {
+        let b = &mut self.block;
+        match slot {
+            Slot::First => &mut self.wg,
+            Slot::Second => &mut self.wgy,
+            Slot::Bm => &mut b.bm,
+            Slot::Bn => &mut b.bn,
+            Slot::Wm => &mut b.wm,
+            Slot::Wn => &mut b.wn,
+            Slot::Bk => &mut b.bk,
+            Slot::Stages => &mut b.stages,
+        }
+    }
+
+    /// Whether the fields the variant does not use are all 0.
+    fn unused_slots_clear(&self, params: &[Param]) -> bool {
+        const SLOTS: [Slot; 8] = [
+            Slot::First,
+            Slot::Second,
+            Slot::Bm,
+            Slot::Bn,
+            Slot::Wm,
+            Slot::Wn,
+            Slot::Bk,
+            Slot::Stages,
+        ];
+        SLOTS
+            .into_iter()
+            .filter(|s| !params.iter().any(|p| p.slot == *s))
+            .all(|s| self.slot(s) == 0)
+    }
+
+    /// Checks the parameters against what the variant's shader supports.
     pub fn check(&self) -> Result<(), String> {
-        let no_block = self.block == CoopBlock::default();
-        let ok = match self.kernel {
-            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => self.wg == 0 && self.wgy == 0,
-            Kernel::Regtile => {
-                (1..=64).contains(&self.wg)
-                    && (1..=64).contains(&self.wgy)
-                    && self.wg * self.wgy <= 1024
-            }
-            Kernel::Direct | Kernel::Texture => (1..=256).contains(&self.wg) && self.wgy == 0,
-            Kernel::Splitk => (1..=64).contains(&self.wg) && self.wgy == 0,
-            Kernel::Subgroup | Kernel::SubgroupTexture => {
-                (8..=256).contains(&self.wg) && self.wg.is_multiple_of(8) && self.wgy == 0
-            }
-            Kernel::Coopmat => {
-                (self.wg, self.wgy) == (0, 0) && no_block
-                    || matches!(self.wg, 8 | 16)
-                        && matches!(self.wgy, 16 | 32)
-                        && self.block.check(self.wg)
-            }
-        };
-        let ok = ok && (no_block || self.kernel == Kernel::Coopmat);
-        if ok {
+        let def = self.kernel.def();
+        if self.unused_slots_clear(def.params()) && def.valid(self) {
             return Ok(());
         }
-        let valid = match knobs(self.kernel) {
-            "" => "it takes no parameters".to_string(),
-            k => format!("valid: {k}"),
-        };
         Err(format!(
-            "{self} is not a valid configuration of {} ({valid})",
-            self.kernel
+            "{self} is not a valid configuration of {} ({})",
+            self.kernel,
+            valid_values(def.ranges())
         ))
+    }
+}
+
+/// "valid: <ranges>", or that the variant takes none.
+fn valid_values(ranges: &str) -> String {
+    match ranges {
+        "" => "it takes no parameters".to_string(),
+        r => format!("valid: {r}"),
     }
 }
 
@@ -250,12 +197,12 @@ impl Kernel {
     }
 
     /// Every variant with its number, what it does, its default configuration and the
-    /// ranges of its knobs, one per line: what `--kernel`'s help lists.
+    /// ranges of its parameters, one per line: what `--kernel`'s help lists.
     pub fn help_list() -> String {
         Kernel::ALL
             .iter()
             .map(|&k| {
-                let knobs = match knobs(k) {
+                let knobs = match k.def().ranges() {
                     "" => String::new(),
                     r => format!(" [default {}; {r}]", KernelConfig::from(k)),
                 };
@@ -281,78 +228,47 @@ impl FromStr for KernelConfig {
             ),
             None => (s, ""),
         };
-        let mut config = KernelConfig::default_for(name.trim().parse()?);
+        let kernel: Kernel = name.trim().parse()?;
+        let def = kernel.def();
+        let mut config = KernelConfig::default_for(kernel);
         for kv in params.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("'{kv}': expected key=value"))?;
+            let key = key.trim();
             let value: u32 = value
                 .trim()
                 .parse()
                 .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
-            let b = &mut config.block;
-            match key.trim() {
-                "wg" | "wgx" | "splits" | "tile" => config.wg = value,
-                "wgy" | "acc" => config.wgy = value,
-                "bm" => b.bm = value,
-                "bn" => b.bn = value,
-                "wm" => b.wm = value,
-                "wn" => b.wn = value,
-                "bk" => b.bk = value,
-                "stages" => b.stages = value,
-                other => {
-                    return Err(format!(
-                        "'{other}' is not a parameter (wg, wgx, wgy, splits, tile, acc, bm, bn, \
-                         wm, wn, bk, stages)"
-                    ))
-                }
-            }
+            let Some(param) = def.params().iter().find(|p| p.name == key) else {
+                return Err(format!(
+                    "{s} is not a valid configuration of {kernel}: it has no parameter '{key}' \
+                     ({})",
+                    valid_values(def.ranges())
+                ));
+            };
+            *config.slot_mut(param.slot) = value;
         }
-        if config.kernel == Kernel::Coopmat && config.wg != 0 {
-            // A tile without an accumulator: f32, the one to use wherever it is offered; a
-            // block's unnamed fields keep the tile's defaults.
-            if config.wgy == 0 {
-                config.wgy = 32;
-            }
-            let d = CoopBlock::default_for(config.wg);
-            let b = &mut config.block;
-            for (v, default) in [
-                (&mut b.bm, d.bm),
-                (&mut b.bn, d.bn),
-                (&mut b.wm, d.wm),
-                (&mut b.wn, d.wn),
-                (&mut b.bk, d.bk),
-                (&mut b.stages, d.stages),
-            ] {
-                if *v == 0 {
-                    *v = default;
-                }
-            }
-        }
+        def.complete(&mut config);
         config.check()?;
         Ok(config)
     }
 }
 
 impl fmt::Display for KernelConfig {
+    /// `name(param=value,...)` in the variant's order; the bare name for a variant without
+    /// parameters or with all of them 0 (a bare `coopmat`).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kernel {
-            Kernel::Naive | Kernel::Tiled | Kernel::Blocktile => write!(f, "{}", self.kernel),
-            Kernel::Regtile => write!(f, "{}(wgx={},wgy={})", self.kernel, self.wg, self.wgy),
-            Kernel::Splitk => write!(f, "{}(splits={})", self.kernel, self.wg),
-            Kernel::Coopmat if self.wg == 0 => write!(f, "{}", self.kernel),
-            Kernel::Coopmat => {
-                let b = &self.block;
-                write!(
-                    f,
-                    "{}(tile={},acc={},bm={},bn={},wm={},wn={},bk={},stages={})",
-                    self.kernel, self.wg, self.wgy, b.bm, b.bn, b.wm, b.wn, b.bk, b.stages
-                )
-            }
-            Kernel::Direct | Kernel::Subgroup | Kernel::Texture | Kernel::SubgroupTexture => {
-                write!(f, "{}(wg={})", self.kernel, self.wg)
-            }
+        let params = self.kernel.def().params();
+        f.write_str(self.kernel.name())?;
+        if params.iter().all(|p| self.slot(p.slot) == 0) {
+            return Ok(());
         }
+        let values: Vec<String> = params
+            .iter()
+            .map(|p| format!("{}={}", p.name, self.slot(p.slot)))
+            .collect();
+        write!(f, "({})", values.join(","))
     }
 }
 

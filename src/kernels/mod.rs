@@ -1,7 +1,8 @@
-//! The kernels: every projection variant (the registry), how a user names one with its tuning
-//! parameters (a [`KernelConfig`]), and the [`KernelSpec`] a configuration resolves into once,
-//! which the plan, the projector, the tuner and the context read instead of asking the
-//! variant again.
+//! The kernels: every projection variant, each a module under `variants/` holding all its
+//! facts (a [`VariantDef`]), listed once ([`Kernel::def`]); how a user names one with its
+//! parameters (a [`KernelConfig`]); and the [`KernelSpec`] a configuration resolves into once
+//! ([`KernelSpec::resolve`]), which the plan, the projector, the tuner and the context read
+//! instead of asking the variant again. docs/ARCHITECTURE.md says how to add a variant.
 //!
 //! | # | name               | file                                | idea                             |
 //! |---|--------------------|-------------------------------------|----------------------------------|
@@ -24,11 +25,28 @@
 //! cargo run --release -- run --kernel all                # every variant on the same inputs
 //! ```
 
+mod block;
 mod config;
 mod registry;
+mod requirements;
+mod shaders;
 mod spec;
+mod variant;
+pub mod variants;
 
-pub use config::{CoopBlock, KernelConfig};
+pub use config::{CoopBlock, KernelConfig, Param, Slot};
+pub use registry::{Kernel, Variant};
+pub use requirements::Requirements;
+pub use shaders::{
+    ShaderSource, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
+    UTILITY_SHADERS,
+};
+pub use spec::{Arithmetic, ElementType, KernelSpec, OperandLayout};
+pub use variant::{Resolved, SweepTarget, VariantDef};
+pub use variants::coopmat::{
+    coopmat_blocks, coopmat_for, coopmat_source, COOPMAT_MAX_PIECES, COOPMAT_SOURCES,
+};
+pub use variants::{sweep, ALL_SHADERS};
 
 /// The expression the half-reading kernels widen four f16 with where `NATIVE_F16` is set,
 /// and what a module is built with in its place on a device without f16 conversions
@@ -38,8 +56,3 @@ pub const F16_UNPACK: (&str, &str) = (
     "vec4<f32>(unpack2x16float(words.x), unpack2x16float(words.y))",
     "vec4<f32>(bitcast<f32>(0x7fc00000u))",
 );
-pub use registry::{
-    coopmat_source, Kernel, Requirements, ShaderSource, ALL_SHADERS, COOPMAT_SOURCES, FILL_NAN,
-    PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
-};
-pub use spec::{ElementType, KernelSpec, OperandLayout, Variant, COOPMAT_MAX_PIECES};

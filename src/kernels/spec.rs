@@ -1,68 +1,32 @@
 //! A kernel configuration resolved once into a plain value: the typed parameters of its
 //! variant, its shader sources, override constants, binding kind, output tile, W padding,
 //! split-K scratch, dispatch grid and what the adapter must offer. The plan, the projector,
-//! the tuner and the context read these fields; nothing downstream asks the variant again.
+//! the tuner and the context read these fields; what depends on the device is asked of the
+//! variant's definition here, and nothing downstream asks the variant again.
 
-use super::config::{CoopBlock, KernelConfig};
-use super::registry::{Kernel, Requirements, ShaderSource};
+use super::config::KernelConfig;
+use super::registry::{Kernel, Variant};
+use super::requirements::Requirements;
+use super::shaders::ShaderSource;
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
-
-/// Most 16-byte pieces of X (or of W) one invocation of `coopmat` stages per step (the
-/// generated shaders hold this many; scripts/gen_kernels.py's COOPMAT_MAX_PIECES).
-pub const COOPMAT_MAX_PIECES: u32 = 8;
 pub use crate::element::ElementType;
 use std::fmt;
 
-/// A variant with its tuning parameters, typed: each field means one thing.
+/// The arithmetic a kernel multiplies and adds with: what bounds its rounding error
+/// ([`crate::Tolerance::for_kernel`]) and which measured peak it is compared with
+/// ([`crate::peak`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// One output per invocation.
-    Naive,
-    /// 16x16 workgroup-memory tiles.
-    Tiled,
-    /// 4x4 outputs per invocation over tiles, `wgx` x `wgy` invocations.
-    Regtile {
-        /// Invocations along output columns.
-        wgx: u32,
-        /// Invocations along token rows.
-        wgy: u32,
-    },
-    /// 8x4 outputs per invocation, `wg` invocations along columns.
-    Direct {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 32x4 outputs per invocation, X by subgroup broadcasts.
-    Subgroup {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 16x4 outputs per invocation through textures.
-    Texture {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 32x4 outputs per invocation through textures and subgroup broadcasts.
-    SubgroupTexture {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 8x8 outputs per invocation over 128x128 tiles.
-    Blocktile,
-    /// Blocktile over `splits` ranges of d_model, then a reduce pass.
-    Splitk {
-        /// Ranges of d_model, one partial sum each.
-        splits: u32,
-    },
-    /// Cooperative matrices of `tile` x `tile`, `block` per workgroup.
-    Coopmat {
-        /// M = N = K of the matrices: 8 or 16.
+pub enum Arithmetic {
+    /// f32 fused multiply-adds, whatever the storage type.
+    F32Fma,
+    /// Cooperative matrices of `tile` x `tile` with f16 inputs and an f32 (or f16)
+    /// accumulator.
+    Matrix {
+        /// M = N = K of the matrices.
         tile: u32,
         /// An f32 accumulator (else f16).
         f32_accumulator: bool,
-        /// The block, its subgroups' parts, the step along d_model and the stages.
-        block: CoopBlock,
     },
 }
 
@@ -112,6 +76,9 @@ pub struct KernelSpec {
     pub element: ElementType,
     /// What the adapter must offer.
     pub requires: Requirements,
+    /// The arithmetic it multiplies and adds with (what bounds its error, which peak it is
+    /// compared with).
+    pub arithmetic: Arithmetic,
     /// Whether every buffer and workgroup-memory access of the kernel is within the length
     /// the host's plan gives it, by the kernel's own guards, whatever the shape, chunking,
     /// column blocks, layout and subgroup count; and no workgroup memory is read before it is
@@ -133,94 +100,42 @@ impl KernelSpec {
     /// for another type).
     pub fn new(config: KernelConfig) -> Result<Self, String> {
         config.check()?;
-        if config.kernel == Kernel::Coopmat && config.wg == 0 {
-            return Err(format!(
-                "{config}: its tile is chosen from the adapter's cooperative-matrix \
-                 configurations (KernelConfig::for_adapter), or give one: coopmat(tile=8) or \
-                 coopmat(tile=16)"
-            ));
-        }
-        let (wg, wgy) = (config.wg, config.wgy);
-        let variant = match config.kernel {
-            Kernel::Naive => Variant::Naive,
-            Kernel::Tiled => Variant::Tiled,
-            Kernel::Regtile => Variant::Regtile { wgx: wg, wgy },
-            Kernel::Direct => Variant::Direct { wg },
-            Kernel::Subgroup => Variant::Subgroup { wg },
-            Kernel::Texture => Variant::Texture { wg },
-            Kernel::SubgroupTexture => Variant::SubgroupTexture { wg },
-            Kernel::Blocktile => Variant::Blocktile,
-            Kernel::Splitk => Variant::Splitk { splits: wg },
-            Kernel::Coopmat => Variant::Coopmat {
-                tile: wg,
-                f32_accumulator: wgy == 32,
-                block: config.block,
-            },
-        };
-        let (constants, tile, invocations, splits) = match variant {
-            Variant::Naive | Variant::Tiled => (vec![], (16, 16), 256, 1),
-            Variant::Regtile { wgx, wgy } => (
-                vec![("WG_X", wgx as f64), ("WG_Y", wgy as f64)],
-                (wgx * 4, wgy * 4),
-                wgx * wgy,
-                1,
-            ),
-            Variant::Direct { wg } => (vec![("WG", wg as f64)], (wg * 4, 8), wg, 1),
-            Variant::Subgroup { wg } | Variant::SubgroupTexture { wg } => {
-                (vec![("WG", wg as f64)], (wg * 4, 32), wg, 1)
-            }
-            Variant::Texture { wg } => (vec![("WG", wg as f64)], (wg * 4, 16), wg, 1),
-            Variant::Blocktile => (vec![], (128, 128), 256, 1),
-            Variant::Splitk { splits } => {
-                (vec![("SPLITS", splits as f64)], (128, 128), 256, splits)
-            }
-            // WG (the subgroups) is set from the device's subgroup size (`device_constants`).
-            Variant::Coopmat { block: b, .. } => (
-                vec![
-                    ("SM", (b.bm / b.wm) as f64),
-                    ("SN", (b.bn / b.wn) as f64),
-                    ("BK", b.bk as f64),
-                    ("BK_LOG2", b.bk.trailing_zeros() as f64),
-                    ("STAGES", b.stages as f64),
-                ],
-                (b.bn, b.bm),
-                b.subgroups(),
-                1,
-            ),
-        };
-        let kernel = config.kernel;
-        let (source, mut requires) = (kernel.source(), kernel.requires());
-        let source = match variant {
-            Variant::Coopmat {
-                tile,
-                f32_accumulator,
-                block,
-            } => {
-                requires.cooperative_matrix = Some((tile, f32_accumulator));
-                super::registry::coopmat_source(tile, f32_accumulator, block.wn / tile)
-            }
-            _ => source,
-        };
-        let operands = match variant {
-            Variant::Coopmat { .. } => OperandLayout::KMajor,
-            _ => OperandLayout::RowMajor,
-        };
+        let def = config.kernel.def();
+        let r = def.resolve(&config)?;
         Ok(Self {
             config,
-            variant,
-            source,
-            reduce: kernel.reduce_pass(),
-            constants,
-            binding: kernel.binding(),
-            tile,
-            w_align: kernel.w_align(),
-            operands,
-            splits,
-            invocations,
+            variant: r.variant,
+            source: r.source,
+            reduce: def.reduce(),
+            constants: r.constants,
+            binding: def.binding(),
+            tile: r.tile,
+            w_align: def.w_align(),
+            operands: def.operands(),
+            splits: r.splits,
+            invocations: r.invocations,
             element: ElementType::F32,
-            requires,
-            bounds_proven: matches!(variant, Variant::Coopmat { .. }),
+            requires: r.requires,
+            arithmetic: r.arithmetic,
+            bounds_proven: def.bounds_proven(),
         })
+    }
+
+    /// `config` resolved for a run stored as `element` on the adapter `summary` describes,
+    /// once: a bare `coopmat` takes the adapter's tile
+    /// ([`KernelConfig::for_adapter`]), the configuration is checked, the element type is
+    /// one the variant reads, and the adapter can run it. The error says which failed.
+    pub fn resolve(
+        config: KernelConfig,
+        element: ElementType,
+        summary: &AdapterSummary,
+    ) -> Result<Self, String> {
+        let spec =
+            Self::new(config.for_adapter(summary))?.with_element_on(element, Some(summary))?;
+        match spec.unsupported_on(summary) {
+            Some(why) => Err(why),
+            None => Ok(spec),
+        }
     }
 
     /// The same kernel storing X, W and Q, K, V as `element`; an error for a variant that
@@ -273,37 +188,27 @@ impl KernelSpec {
 
     /// Invocations per workgroup with subgroups of `subgroup_size`.
     pub fn workgroup_invocations_for(&self, subgroup_size: u32) -> u32 {
-        match self.variant {
-            Variant::Coopmat { .. } => self.invocations * subgroup_size.max(1),
-            _ => self.invocations,
-        }
+        self.kernel()
+            .def()
+            .workgroup_invocations(self, subgroup_size)
     }
 
     /// Whether the kernel accumulates in f16 (`coopmat(acc=16)`): the tolerance widens
     /// ([`crate::Tolerance::for_f16_accumulator`]).
     pub fn accumulates_in_f16(&self) -> bool {
         matches!(
-            self.variant,
-            Variant::Coopmat {
+            self.arithmetic,
+            Arithmetic::Matrix {
                 f32_accumulator: false,
                 ..
             }
         )
     }
 
-    /// Override constants that depend on the device: `coopmat`'s WG.
+    /// Override constants that depend on the device (`coopmat`'s WG; `NATIVE_F16` where
+    /// the device widens f16 in hardware).
     pub fn device_constants(&self, summary: &AdapterSummary) -> Vec<(&'static str, f64)> {
-        match self.variant {
-            Variant::Coopmat { .. } => {
-                vec![("WG", self.workgroup_invocations(summary) as f64)]
-            }
-            // The kernels that read half types widen f16 in the hardware where it has f16
-            // and its conversions (the shaders' NATIVE_F16); only f16 runs declare the need.
-            _ if self.element == ElementType::F16 && summary.shader_f16 && summary.f16_unpack => {
-                vec![("NATIVE_F16", 1.0)]
-            }
-            _ => Vec::new(),
-        }
+        self.kernel().def().device_constants(self, summary)
     }
 
     /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
@@ -312,65 +217,31 @@ impl KernelSpec {
     }
 
     /// Why the adapter (or device) `summary` describes cannot run this kernel, if it
-    /// cannot: a feature, the storage buffers its binding kind needs, or more invocations
+    /// cannot: a feature, the storage buffers its binding kind needs, what the variant
+    /// itself needs of the device (workgroup memory, one subgroup size), or more invocations
     /// per workgroup than the device allows.
     pub fn unsupported_on(&self, summary: &AdapterSummary) -> Option<String> {
         if let Some(why) = self.requires.unmet_on(self, summary) {
             return Some(why);
         }
-        let (min, max) = summary.subgroup_size;
-        if matches!(self.variant, Variant::Coopmat { .. }) && min != max {
-            // Its workgroup is a fixed number of subgroups; with a varying size the driver may
-            // run fewer, wider ones (the kernel then writes NaN, so it would only fail the check).
-            return Some(format!(
-                "kernel {self} needs one subgroup size (its workgroup is a fixed number of \
-                 subgroups); '{}' runs subgroups of {min} to {max}",
-                summary.name
-            ));
+        let def = self.kernel().def();
+        if let Some(why) = def.unsupported_on(self, summary) {
+            return Some(why);
         }
         let max = summary
             .max_compute_invocations_per_workgroup
             .min(summary.max_compute_workgroup_size_x);
         let invocations = self.workgroup_invocations(summary);
-        if let Variant::Coopmat {
-            tile,
-            f32_accumulator,
-            block,
-        } = self.variant
-        {
-            let bytes = block.workgroup_bytes(tile, f32_accumulator);
-            if bytes > summary.max_compute_workgroup_storage_size {
-                return Some(format!(
-                    "kernel {self} needs {bytes} bytes of workgroup memory; '{}' allows {} \
-                     (max_compute_workgroup_storage_size): give fewer stages, a smaller bk \
-                     or a smaller block",
-                    summary.name, summary.max_compute_workgroup_storage_size
-                ));
-            }
-            let (xp, wp) = block.pieces_per_invocation(invocations);
-            if xp.max(wp) > COOPMAT_MAX_PIECES {
-                return Some(format!(
-                    "kernel {self} would stage {} 16-byte pieces per invocation per step on \
-                     '{}' (subgroups of {}); the shader holds {COOPMAT_MAX_PIECES}: give a \
-                     smaller bk or more subgroups",
-                    xp.max(wp),
-                    summary.name,
-                    summary.subgroup_size.0
-                ));
-            }
-        }
         (invocations > max).then(|| {
+            let hint = match def.smaller_workgroup_hint() {
+                "" => String::new(),
+                h => format!("; {h}"),
+            };
             format!(
-                "kernel {self} needs workgroups of {} invocations; '{}' allows {max} \
-                 (max_compute_invocations_per_workgroup / max_compute_workgroup_size_x){}",
-                invocations,
+                "kernel {self} needs workgroups of {invocations} invocations; '{}' allows \
+                 {max} (max_compute_invocations_per_workgroup / \
+                 max_compute_workgroup_size_x){hint}",
                 summary.name,
-                if self.config.wg > 0 && !matches!(self.kernel(), Kernel::Splitk | Kernel::Coopmat)
-                {
-                    "; give a smaller wg, or --kernel auto".to_string()
-                } else {
-                    String::new()
-                }
             )
         })
     }
@@ -464,36 +335,11 @@ impl KernelConfig {
         }
     }
 
-    /// This configuration on an adapter: a bare `coopmat` becomes
-    /// [`coopmat_for`](Self::coopmat_for) (8x8 with an f32 accumulator where the adapter
-    /// offers none, so that it is refused with the reason); anything else is unchanged.
+    /// This configuration on an adapter ([`VariantDef::for_adapter`](super::VariantDef::for_adapter)):
+    /// a bare `coopmat` takes the adapter's tile, accumulator and block; anything else is
+    /// unchanged.
     pub fn for_adapter(self, summary: &AdapterSummary) -> KernelConfig {
-        if self.kernel != Kernel::Coopmat || self.wg != 0 {
-            return self;
-        }
-        Self::coopmat_for(summary).unwrap_or(KernelConfig::coopmat(
-            8,
-            true,
-            CoopBlock::default_for(8),
-        ))
-    }
-
-    /// The `coopmat` configuration for an adapter: the largest tile it offers with an f32
-    /// accumulator, else (only then) the largest with an f16 one, with that tile's default
-    /// block ([`CoopBlock::default_for`]); None without cooperative matrices. `--kernel
-    /// coopmat` without parameters runs this.
-    pub fn coopmat_for(summary: &AdapterSummary) -> Option<KernelConfig> {
-        let offered = |tile, f32_acc| {
-            summary
-                .cooperative_matrix
-                .contains(&crate::adapter::CoopMatrix::f16_inputs(tile, f32_acc))
-        };
-        [(16, true), (8, true), (16, false), (8, false)]
-            .into_iter()
-            .find(|&(t, a)| offered(t, a))
-            .map(|(tile, f32_acc)| {
-                KernelConfig::coopmat(tile, f32_acc, CoopBlock::default_for(tile))
-            })
+        self.kernel.def().for_adapter(self, summary)
     }
 
     /// Output elements (columns, rows) covered by one workgroup (0, 0 for an invalid

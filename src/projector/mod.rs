@@ -192,13 +192,20 @@ impl<'c> Projector<'c> {
         layout: OutputLayout,
         opts: &ChunkOptions,
     ) -> Result<Self> {
-        let config = config.into().for_adapter(&ctx.summary);
-        let spec = KernelSpec::new(config)
-            .and_then(|s| s.with_element(element))
-            .map_err(Error::Input)?;
-        if let Some(why) = spec.unsupported_on(&ctx.summary) {
-            return Err(Error::Input(why));
-        }
+        let spec =
+            KernelSpec::resolve(config.into(), element, &ctx.summary).map_err(Error::Input)?;
+        Self::with_spec(ctx, shape, spec, layout, opts)
+    }
+
+    /// The projector for a spec already resolved on this context ([`KernelSpec::resolve`],
+    /// or the tuner's [`crate::tune::Choice::spec`]), taken as it is.
+    pub fn with_spec(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        spec: KernelSpec,
+        layout: OutputLayout,
+        opts: &ChunkOptions,
+    ) -> Result<Self> {
         let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, opts)?;
         Self::from_plan(ctx, spec, plan)
     }

@@ -14,7 +14,7 @@ pub mod cache;
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::kernels::{CoopBlock, Kernel, KernelConfig, KernelSpec};
+use crate::kernels::{KernelConfig, KernelSpec, SweepTarget};
 use crate::layout::OutputLayout;
 use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
 use crate::projector::Projector;
@@ -96,115 +96,28 @@ const NO_CACHE: &str = if cfg!(feature = "native") {
     "this build keeps no tuning cache (it has no files): the next session will tune again"
 };
 
-/// Every configuration worth trying on this adapter in storage type `element`, in a fixed
-/// order. The naive baseline is not among them: it exists to be beaten.
+/// Every configuration worth trying on this adapter in storage type `element`, in the order
+/// the variants' sweeps give ([`crate::kernels::sweep`]: likely-fast variants first, so that
+/// once one has set a best time a candidate over 4x slower is measured once instead of four
+/// times), those the adapter cannot run left out. The naive baseline is not among them: it
+/// exists to be beaten.
 pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
-    // Likely-fast variants first: once one has set a best time, a candidate over 4x slower
-    // is measured once instead of four times, which keeps tuning short. On a GPU that is the
-    // workgroup-tiled kernel; on a CPU driver, the texture kernels.
-    let mut out = Vec::new();
-    let on_cpu = ctx.is_cpu();
-    // Cooperative matrices read f16: a candidate for f16 runs only (in another type they
-    // would round the inputs to f16, which a tuner must not choose for the user), with an f32
-    // accumulator only (an f16-only offer runs when asked for by name). On a GPU the blocks
-    // worth sweeping (CUTLASS's 128x128 and its wide and tall variants, 4x2 or 4x4 matrices
-    // per subgroup, one or two stages); those past the device's workgroup memory or
-    // invocations drop out below. A CPU driver tries the default block only.
-    if element == ElementType::F16 {
-        for c in &ctx.summary.cooperative_matrix {
-            if c.inputs == "f16" && c.accumulator == "f32" && matches!(c.size, 8 | 16) {
-                for block in coopmat_blocks(c.size, on_cpu) {
-                    out.push(KernelConfig::coopmat(c.size, true, block));
-                }
-            }
-        }
-    }
-    if !on_cpu {
-        out.push(KernelConfig::from(Kernel::Blocktile));
-        // Split-K fills compute units that a small batch leaves idle; a CPU driver has none
-        // idle, so it is not tried there.
-        for splits in [2, 4, 8, 16] {
-            out.push(KernelConfig::new(Kernel::Splitk, splits, 0));
-        }
-    }
-    for kernel in [Kernel::SubgroupTexture, Kernel::Texture] {
-        for wg in [16, 32] {
-            out.push(KernelConfig::new(kernel, wg, 0));
-        }
-    }
-    for wg in [16, 32, 64] {
-        out.push(KernelConfig::new(Kernel::Subgroup, wg, 0));
-    }
-    for wg in [16, 32, 64, 128] {
-        out.push(KernelConfig::new(Kernel::Direct, wg, 0));
-    }
-    for (wg, wgy) in [(16, 16), (8, 8), (16, 8), (32, 8)] {
-        out.push(KernelConfig::new(Kernel::Regtile, wg, wgy));
-    }
-    out.push(KernelConfig::from(Kernel::Tiled));
-    if on_cpu {
-        out.push(KernelConfig::from(Kernel::Blocktile));
-    }
+    let target = SweepTarget {
+        summary: &ctx.summary,
+        on_cpu: ctx.is_cpu(),
+        element,
+    };
     let max_wg = ctx.limits().max_compute_invocations_per_workgroup;
-    out.retain(|&c| {
-        KernelSpec::new(c)
-            .and_then(|s| s.with_element(element))
-            .is_ok_and(|s| {
-                s.unsupported_on(&ctx.summary).is_none()
-                    && s.workgroup_invocations(&ctx.summary) <= max_wg
-            })
-    });
-    out
+    crate::kernels::sweep(&target)
+        .into_iter()
+        .filter(|&c| {
+            KernelSpec::resolve(c, element, &ctx.summary)
+                .is_ok_and(|s| s.workgroup_invocations(&ctx.summary) <= max_wg)
+        })
+        .collect()
 }
 
-/// The `coopmat` blocks the tuner tries with `tile` x `tile` matrices: on a GPU the tile's
-/// default ([`CoopBlock::default_for`]), 128x128 16x16 outputs of 4 subgroups of 4x4
-/// matrices (as CUTLASS's 64x64 warp tiles), 128x256 and 256x128 of 8 subgroups of 4x4 (the
-/// wide one also in one stage, for devices with less workgroup memory), and 8 subgroups of
-/// 4x2 with steps of 64 in one stage; on a CPU driver the default alone.
-pub fn coopmat_blocks(tile: u32, on_cpu: bool) -> Vec<CoopBlock> {
-    let d = CoopBlock::default_for(tile);
-    if on_cpu {
-        return vec![d];
-    }
-    let t = tile;
-    let square = CoopBlock {
-        bm: 8 * t,
-        bn: 8 * t,
-        wm: 4 * t,
-        wn: 4 * t,
-        bk: 32,
-        stages: 2,
-    };
-    let mut out = vec![d];
-    for b in [
-        square,
-        CoopBlock {
-            bn: 16 * t,
-            ..square
-        },
-        CoopBlock {
-            bm: 16 * t,
-            ..square
-        },
-        CoopBlock {
-            bn: 16 * t,
-            stages: 1,
-            ..square
-        },
-        CoopBlock {
-            wn: 2 * t,
-            bk: 64,
-            stages: 1,
-            ..square
-        },
-    ] {
-        if !out.contains(&b) {
-            out.push(b);
-        }
-    }
-    out
-}
+pub use crate::kernels::coopmat_blocks;
 
 /// How to tune.
 #[derive(Debug, Clone, Default)]
@@ -236,8 +149,10 @@ pub struct Trial {
 /// What the tuner chose and why.
 #[derive(Debug, Clone)]
 pub struct Choice {
-    /// The configuration to run.
+    /// The configuration to run (`spec.config`).
     pub config: KernelConfig,
+    /// It resolved for the storage type and adapter it was validated on: run it as it is.
+    pub spec: KernelSpec,
     /// Why: tuned now, or taken from the cache (and what was discarded on the way).
     pub reason: String,
     /// The trials of the tuning run that chose it.
@@ -402,19 +317,18 @@ async fn recheck(
     entry: &Entry,
     tol: Option<Tolerance>,
     element: ElementType,
-) -> Result<std::result::Result<KernelConfig, String>> {
-    let spec = match entry
-        .config
-        .parse()
-        .and_then(KernelSpec::new)
-        .and_then(|s| s.with_element(element))
-    {
-        Ok(s) => s,
+) -> Result<std::result::Result<KernelSpec, String>> {
+    let config: KernelConfig = match entry.config.parse() {
+        Ok(c) => c,
         Err(e) => return Ok(Err(format!("it names no usable configuration ({e})"))),
     };
-    if let Some(why) = spec.unsupported_on(&ctx.summary) {
-        return Ok(Err(why));
-    }
+    let spec = match KernelSpec::resolve(config, element, &ctx.summary) {
+        Ok(s) => s,
+        Err(why) if KernelSpec::new(config).is_err() => {
+            return Ok(Err(format!("it names no usable configuration ({why})")))
+        }
+        Err(why) => return Ok(Err(why)),
+    };
     if let Err(e) = check_fits(&ctx.limits(), shape, &spec) {
         return Ok(Err(format!("it does not fit this shape: {e}")));
     }
@@ -440,7 +354,7 @@ async fn recheck(
             )));
         }
     }
-    Ok(Ok(spec.config))
+    Ok(Ok(spec))
 }
 
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
@@ -466,9 +380,10 @@ pub async fn choose_async(
     if !opts.force {
         if let Some(entry) = entries.get(&key) {
             match recheck(ctx, shape, entry, opts.tolerance, element).await? {
-                Ok(config) => {
+                Ok(spec) => {
                     return Ok(Choice {
-                        config,
+                        config: spec.config,
+                        spec,
                         reason: format!(
                             "autotuned earlier for this adapter and shape class, re-validated \
                              now (cache: {})",
@@ -495,9 +410,8 @@ pub async fn choose_async(
     let count = configs.len();
     for (i, config) in configs.into_iter().enumerate() {
         progress(&format!("{}/{count} {config}", i + 1));
-        let spec = KernelSpec::new(config)
-            .and_then(|s| s.with_element(element))
-            .map_err(Error::Input)?;
+        // The sweep holds only configurations this adapter runs in `element`.
+        let spec = KernelSpec::resolve(config, element, &ctx.summary).map_err(Error::Input)?;
         // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
         // texture past the device's texture size, say) is not a candidate for it.
         if let Err(e) = check_fits(&limits, shape, &spec) {
@@ -602,6 +516,7 @@ pub async fn choose_async(
     }
     Ok(Choice {
         config: spec.config,
+        spec: spec.clone(),
         reason,
         trials,
         notes,

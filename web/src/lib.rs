@@ -485,8 +485,7 @@ async fn run_shape(
         chunk_tokens,
         ..ChunkOptions::default()
     };
-    let mut projector =
-        Projector::with_options(ctx, shape, choice.config, OutputLayout::Tokens, &opts)?;
+    let mut projector = Projector::with_spec(ctx, shape, choice.spec, OutputLayout::Tokens, &opts)?;
     projector.set_weights(&weights)?;
     let plan = projector.plan().clone();
     if plan.chunks() > 1 {

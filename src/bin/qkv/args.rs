@@ -186,30 +186,18 @@ pub fn resolve_kernels(
             for note in &choice.notes {
                 eprintln!("note: {note}");
             }
-            let spec = KernelSpec::new(choice.config)
-                .and_then(|s| s.with_element(element))
-                .map_err(Error::Input)?;
-            Ok(vec![(spec, choice.reason)])
+            Ok(vec![(choice.spec, choice.reason)])
         }
         KernelList::Given { configs, all } => {
             let mut out = Vec::new();
             for &c in configs {
                 // A bare `coopmat` runs the adapter's own tile and accumulator.
-                let c = c.for_adapter(&ctx.summary);
-                // Parsing checked the configuration already.
-                let spec = KernelSpec::new(c).map_err(Error::Input)?;
-                let spec = match spec.with_element_on(element, Some(&ctx.summary)) {
-                    Ok(s) => s,
+                match KernelSpec::resolve(c, element, &ctx.summary) {
+                    Ok(spec) => out.push((spec, "named with --kernel".to_string())),
                     Err(why) if *all => {
-                        eprintln!("skipping {c}: {why}");
-                        continue;
+                        eprintln!("skipping {}: {why}", c.for_adapter(&ctx.summary))
                     }
                     Err(why) => return Err(Error::Input(why)),
-                };
-                match spec.unsupported_on(&ctx.summary) {
-                    Some(why) if *all => eprintln!("skipping {c}: {why}"),
-                    Some(why) => return Err(Error::Input(why)),
-                    None => out.push((spec, "named with --kernel".to_string())),
                 }
             }
             Ok(out)

@@ -1,0 +1,63 @@
+//! `subgroup` (4): 32x4 outputs per invocation, each invocation loading a slice of X that
+//! the subgroup shares through broadcasts; `wg` invocations per workgroup.
+
+use super::super::variant::prelude::*;
+
+/// The variant.
+pub struct Subgroup;
+
+/// `shaders/qkv_subgroup.wgsl`.
+pub const SOURCE: ShaderSource = shader!("qkv_subgroup.wgsl");
+
+impl VariantDef for Subgroup {
+    fn name(&self) -> &'static str {
+        "subgroup"
+    }
+    fn description(&self) -> &'static str {
+        "32x4 outputs per invocation, X shared through subgroup broadcasts"
+    }
+    fn params(&self) -> &'static [Param] {
+        WG_PARAM
+    }
+    fn ranges(&self) -> &'static str {
+        "wg = 8..=256, a multiple of 8"
+    }
+    fn default_config(&self) -> KernelConfig {
+        KernelConfig::new(Kernel::Subgroup, 64, 0)
+    }
+    fn valid(&self, c: &KernelConfig) -> bool {
+        (8..=256).contains(&c.wg) && c.wg.is_multiple_of(8)
+    }
+    fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
+        let wg = c.wg;
+        Ok(Resolved {
+            constants: vec![("WG", wg as f64)],
+            ..Resolved::plain(self, Variant::Subgroup { wg }, SOURCE, (wg * 4, 32), wg)
+        })
+    }
+    fn requires(&self) -> Requirements {
+        Requirements {
+            min_subgroup_size: Some(8),
+            storage_buffers: self.binding().storage_buffers(),
+            naga_wgsl: true,
+            ..Requirements::default()
+        }
+    }
+    fn w_align(&self) -> u32 {
+        4
+    }
+    fn source(&self) -> ShaderSource {
+        SOURCE
+    }
+    fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
+        [16, 32, 64]
+            .map(|wg| KernelConfig::new(Kernel::Subgroup, wg, 0))
+            .to_vec()
+    }
+    fn sweep_rank(&self, _: bool) -> u32 {
+        50
+    }
+    fn smaller_workgroup_hint(&self) -> &'static str {
+        "give a smaller wg"
+    }
+}

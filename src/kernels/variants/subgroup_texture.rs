@@ -1,0 +1,75 @@
+//! `subgroup-texture` (6): `texture`'s operands through textures with `subgroup`'s sharing
+//! of X by broadcasts: 32x4 outputs per invocation, `wg` invocations per workgroup.
+
+use super::super::variant::prelude::*;
+
+/// The variant.
+pub struct SubgroupTexture;
+
+/// `shaders/qkv_subgroup_texture.wgsl`.
+pub const SOURCE: ShaderSource = shader!("qkv_subgroup_texture.wgsl");
+
+impl VariantDef for SubgroupTexture {
+    fn name(&self) -> &'static str {
+        "subgroup-texture"
+    }
+    fn description(&self) -> &'static str {
+        "32x4 outputs per invocation, X and W through textures, X shared by subgroups"
+    }
+    fn params(&self) -> &'static [Param] {
+        WG_PARAM
+    }
+    fn ranges(&self) -> &'static str {
+        "wg = 8..=256, a multiple of 8"
+    }
+    fn default_config(&self) -> KernelConfig {
+        KernelConfig::new(Kernel::SubgroupTexture, 32, 0)
+    }
+    fn valid(&self, c: &KernelConfig) -> bool {
+        (8..=256).contains(&c.wg) && c.wg.is_multiple_of(8)
+    }
+    fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
+        let wg = c.wg;
+        Ok(Resolved {
+            constants: vec![("WG", wg as f64)],
+            ..Resolved::plain(
+                self,
+                Variant::SubgroupTexture { wg },
+                SOURCE,
+                (wg * 4, 32),
+                wg,
+            )
+        })
+    }
+    fn binding(&self) -> BindingKind {
+        BindingKind::Textured
+    }
+    fn requires(&self) -> Requirements {
+        Requirements {
+            min_subgroup_size: Some(8),
+            storage_buffers: self.binding().storage_buffers(),
+            naga_wgsl: true,
+            ..Requirements::default()
+        }
+    }
+    fn elements(&self) -> &'static [ElementType] {
+        &ElementType::ALL
+    }
+    fn w_align(&self) -> u32 {
+        4
+    }
+    fn source(&self) -> ShaderSource {
+        SOURCE
+    }
+    fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
+        [16, 32]
+            .map(|wg| KernelConfig::new(Kernel::SubgroupTexture, wg, 0))
+            .to_vec()
+    }
+    fn sweep_rank(&self, _: bool) -> u32 {
+        30
+    }
+    fn smaller_workgroup_hint(&self) -> &'static str {
+        "give a smaller wg"
+    }
+}
