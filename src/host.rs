@@ -410,6 +410,16 @@ impl<'a> ElementsMut<'a> {
     }
 }
 
+/// Threads the host-side loops (the reference, seeded inputs) may use: every core with the
+/// `native` feature; one in the browser, where a wasm module has no threads.
+pub(crate) fn threads() -> usize {
+    if cfg!(feature = "native") {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        1
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -31,6 +31,7 @@ pub mod host;
 pub mod io;
 pub mod kernels;
 pub mod layout;
+pub mod measure;
 pub mod peak;
 pub mod plan;
 pub mod presets;
@@ -56,17 +57,7 @@ pub use projector::{
 };
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;
-pub use validate::{absmax, validate, QkvReport, Report, Tolerance};
-/// Threads the host-side loops (the reference, seeded inputs) may use: every core with the
-/// `native` feature; one in the browser, where a wasm module has no threads.
-pub(crate) fn host_threads() -> usize {
-    if cfg!(feature = "native") {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        1
-    }
-}
-
+pub use validate::{absmax, validate, QkvReport, Report, Tolerance, ToleranceOverrides};
 pub use weights::{
     random_inputs, random_weights, random_x_rows, random_x_rows_in, FusedWeights, Projection,
 };

@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(p.compute_for(&blocktile).unwrap().what, "f32 FMA");
         let coop = KernelSpec::new(KernelConfig::coopmat(16, true, CoopBlock::default_for(16)))
             .unwrap()
-            .with_element(crate::ElementType::F16)
+            .with_element(crate::element::ElementType::F16)
             .unwrap();
         let c = p.compute_for(&coop).unwrap();
         assert_eq!(

@@ -91,7 +91,7 @@ pub fn reference(shape: &QkvShape, x: &[f32], weights: &FusedWeights) -> Referen
     let n = shape.n_out() as usize;
     let mut fused = vec![0f64; tokens * n];
     let mut mag = vec![0f64; tokens * n];
-    let threads = crate::host_threads();
+    let threads = crate::host::threads();
     if threads == 1 {
         fused_rows(shape, x, weights, 0..tokens, (&mut fused, &mut mag));
     } else {

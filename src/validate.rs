@@ -20,6 +20,38 @@ pub struct Tolerance {
     pub terms: f64,
 }
 
+/// A user's tolerance: each part given takes the place of the kernel's own
+/// ([`Tolerance::for_kernel`]); the parts not given keep it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct ToleranceOverrides {
+    /// Absolute part.
+    pub atol: Option<f64>,
+    /// Relative part.
+    pub rtol: Option<f64>,
+    /// Part relative to each element's Σ|x·w| + |b|.
+    pub ttol: Option<f64>,
+}
+
+impl ToleranceOverrides {
+    /// Every part of `t` (the tuner's way of holding candidates to one tolerance).
+    pub fn all(t: Tolerance) -> Self {
+        Self {
+            atol: Some(t.atol),
+            rtol: Some(t.rtol),
+            ttol: Some(t.terms),
+        }
+    }
+
+    /// `default` with the parts given taking precedence.
+    pub fn over(&self, default: Tolerance) -> Tolerance {
+        Tolerance {
+            atol: self.atol.unwrap_or(default.atol),
+            rtol: self.rtol.unwrap_or(default.rtol),
+            terms: self.ttol.unwrap_or(default.terms),
+        }
+    }
+}
+
 /// The unit roundoff of f32, 2^-24.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
 

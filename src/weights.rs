@@ -324,7 +324,7 @@ fn generate<T: Copy + Send>(
 ) {
     let d = d_model as usize;
     assert_eq!(out.len(), rows.len() * d, "out must hold [rows, d_model]");
-    let threads = crate::host_threads();
+    let threads = crate::host::threads();
     if threads > 1 && out.len() >= 1 << 20 && d > 0 {
         let per = rows.len().div_ceil(threads);
         std::thread::scope(|scope| {

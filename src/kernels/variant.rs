@@ -189,16 +189,16 @@ pub trait VariantDef: Sync {
 
 /// What every variant module uses.
 pub(crate) mod prelude {
-    pub use super::super::block::CoopBlock;
-    pub use super::super::config::{KernelConfig, Param, Slot};
-    pub use super::super::registry::{Kernel, Variant};
-    pub use super::super::requirements::Requirements;
-    pub(crate) use super::super::shaders::{shader, ShaderSource};
-    pub use super::super::spec::{Arithmetic, KernelSpec, OperandLayout};
-    pub use super::{Resolved, SweepTarget, VariantDef};
     pub use crate::adapter::AdapterSummary;
     pub use crate::binding::BindingKind;
     pub use crate::element::ElementType;
+    pub use crate::kernels::block::CoopBlock;
+    pub use crate::kernels::config::{KernelConfig, Param, Slot};
+    pub use crate::kernels::registry::{Kernel, Variant};
+    pub use crate::kernels::requirements::Requirements;
+    pub(crate) use crate::kernels::shaders::{shader, ShaderSource};
+    pub use crate::kernels::spec::{Arithmetic, KernelSpec, OperandLayout};
+    pub use crate::kernels::variant::{Resolved, SweepTarget, VariantDef};
 
     /// The one parameter of the variants sized by `wg` invocations per workgroup.
     pub const WG_PARAM: &[Param] = &[Param {

@@ -16,11 +16,12 @@ use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::kernels::{KernelConfig, KernelSpec, SweepTarget};
 use crate::layout::OutputLayout;
+use crate::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
 use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
 use crate::projector::Projector;
 use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
-use crate::validate::{QkvReport, Tolerance};
+use crate::validate::{Tolerance, ToleranceOverrides};
 use crate::weights::{random_inputs, FusedWeights};
 #[cfg(feature = "native")]
 use cache::Cache;
@@ -128,8 +129,8 @@ pub struct TuneOptions {
     /// A build without the `native` feature (the browser's) has no files and keeps no cache:
     /// the choice's notes say so.
     pub cache_dir: Option<PathBuf>,
-    /// The tolerance candidates must pass; default: [`Tolerance::for_f32_accumulation`] for the
-    /// storage type ([`Tolerance::for_output`]).
+    /// The tolerance every candidate must pass; default: each candidate's own
+    /// ([`Tolerance::for_kernel`]: its accumulation, then the rounding to the storage type).
     pub tolerance: Option<Tolerance>,
     /// The storage type to tune for (each type is its own cache entry).
     pub element: ElementType,
@@ -254,7 +255,8 @@ struct Inputs {
     x: Vec<f32>,
     w: FusedWeights,
     expected: Reference,
-    tol: Tolerance,
+    /// The user's tolerance, else each kernel's own.
+    tol: ToleranceOverrides,
 }
 
 impl Inputs {
@@ -263,8 +265,7 @@ impl Inputs {
         element.round_slice(&mut x);
         let w = w.rounded(element);
         let expected = reference(shape, &x, &w);
-        let tol = tol
-            .unwrap_or_else(|| Tolerance::for_f32_accumulation(shape.d_model).for_output(element));
+        let tol = tol.map(ToleranceOverrides::all).unwrap_or_default();
         Inputs {
             shape: *shape,
             x,
@@ -294,20 +295,31 @@ async fn trial(
     )?;
     let mut projector = Projector::from_plan(ctx, spec.clone(), plan)?;
     projector.set_weights(&inputs.w)?;
-    let out = projector.run_async(&inputs.x).await?;
-    let report = QkvReport::of(&out, &inputs.expected, shape, inputs.tol);
-    if !report.pass() {
-        return Ok(Err(format!(
+    let opts = MeasureOptions {
+        runs: 0,
+        kernel_repeats: repeats,
+        check: CheckRows::All,
+        tolerance: inputs.tol,
+        expected: Some(&inputs.expected),
+        precision_cost: false,
+        stop_at_failure: true,
+    };
+    let m = validate_then_time_async(
+        &mut projector,
+        &inputs.w,
+        XSource::Given(&inputs.x),
+        &opts,
+        |_| {},
+    )
+    .await?;
+    match m.kernel {
+        Some(times) => Ok(Ok(times.median())),
+        None => Ok(Err(format!(
             "failed validation: {} mismatches, max abs err {:.3e}",
-            report.q.mismatches + report.k.mismatches + report.v.mismatches,
-            report.max_abs_err()
-        )));
+            m.report.q.mismatches + m.report.k.mismatches + m.report.v.mismatches,
+            m.report.max_abs_err()
+        ))),
     }
-    let warmups = projector.steady_warmups(out.timings.kernel);
-    Ok(Ok(projector
-        .time_kernel_async(warmups, repeats)
-        .await?
-        .median()))
 }
 
 /// Why a cached entry cannot be used, or None when it checks out.

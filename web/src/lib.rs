@@ -17,6 +17,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
+use qkv_wgpu::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::tune::{self, Trial, TuneOptions};
 use qkv_wgpu::{
@@ -496,18 +497,32 @@ async fn run_shape(
             if plan.streaming { ", streamed" } else { "" }
         ));
     }
-    say("projecting fresh random inputs (outputs filled with NaN first)...");
+    say(
+        "projecting fresh random inputs (outputs filled with NaN first), checking every element \
+         against the f64 reference, then timing the kernel...",
+    );
     pause().await;
-    let out = projector.run_async(&x).await?;
-    say("computing the f64 reference and checking every element...");
-    pause().await;
-    let expected = qkv_wgpu::reference(&shape, &x, &weights);
-    let tol = Tolerance::for_kernel(shape.d_model, projector.spec());
-    let report = QkvReport::of(&out, &expected, &shape, tol);
-    say("timing the kernel...");
-    pause().await;
-    let warmups = projector.steady_warmups(out.timings.kernel);
-    let times = projector.time_kernel_async(warmups, REPEATS).await?;
+    // The library's check-then-time, as `qkv run` measures: a kernel that fails its check is
+    // not timed.
+    let opts = MeasureOptions {
+        runs: 0,
+        kernel_repeats: REPEATS,
+        check: CheckRows::All,
+        ..MeasureOptions::default()
+    };
+    let m = validate_then_time_async(&mut projector, &weights, XSource::Given(&x), &opts, |_| {})
+        .await?;
+    let (report, tol) = (&m.report, m.tolerance);
+    let Some(times) = m.kernel.as_ref() else {
+        let parts: Vec<String> = report.parts().iter().map(|p| p.to_string()).collect();
+        return Err(qkv_wgpu::Error::Input(format!(
+            "kernel {}: the GPU result does not match the f64 reference, so it was not timed: \
+             {}",
+            projector.spec(),
+            parts.join("; ")
+        )));
+    };
+    let warmups = times.warmups;
     let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
     let (median, min, max) = times.spread();
     let (median, min, max) = (ms(median), ms(min), ms(max));

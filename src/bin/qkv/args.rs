@@ -237,24 +237,22 @@ pub struct ToleranceArgs {
 }
 
 impl ToleranceArgs {
+    /// The user's --atol / --rtol / --ttol (checked when parsed, `parse_tolerance`).
+    pub fn overrides(&self) -> qkv_wgpu::ToleranceOverrides {
+        qkv_wgpu::ToleranceOverrides {
+            atol: self.atol,
+            rtol: self.rtol,
+            ttol: self.ttol,
+        }
+    }
+
     /// `default` with the user's --atol / --rtol / --ttol taking precedence.
     fn over(&self, default: Tolerance) -> Tolerance {
-        // Checked when parsed (`parse_tolerance`).
-        Tolerance {
-            atol: self.atol.unwrap_or(default.atol),
-            rtol: self.rtol.unwrap_or(default.rtol),
-            terms: self.ttol.unwrap_or(default.terms),
-        }
+        self.overrides().over(default)
     }
 
     /// The tolerance of f32 accumulation over `d_model` for results stored as `element`.
     pub fn tolerance(&self, d_model: u32, element: ElementType) -> Tolerance {
         self.over(Tolerance::for_f32_accumulation(d_model).for_output(element))
-    }
-
-    /// As [`tolerance`](Self::tolerance) for the run of `spec`: its storage type, and an f16
-    /// accumulator's wider bound where the kernel has one (`coopmat(acc=16)`).
-    pub fn for_kernel(&self, d_model: u32, spec: &qkv_wgpu::KernelSpec) -> Tolerance {
-        self.over(Tolerance::for_kernel(d_model, spec))
     }
 }

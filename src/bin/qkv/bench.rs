@@ -5,20 +5,19 @@
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels};
 use crate::args::{ChunkArgs, GpuArgs, KernelList};
 use crate::baseline::CpuBaseline;
-use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::report::{ms, token_bar};
 use clap::Args;
+use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::{
-    random_weights, spread, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout,
-    Projector, QkvShape, Tolerance,
+    random_weights, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout, Projector,
+    QkvShape,
 };
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -80,7 +79,7 @@ pub struct BenchArgs {
     chunking: ChunkArgs,
     /// Rows of each run checked against the f64 reference: `all`, or N spread over every
     /// chunk [default: all up to 20 GFLOP per run, else 4096]
-    #[arg(long, value_parser = crate::check::parse_check_rows)]
+    #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
 }
 
@@ -234,10 +233,6 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             }
         }
         for spec in specs {
-            let element = spec.element;
-            // X is uniform in [-1, 1): 1 bounds its magnitude.
-            let tol = Tolerance::for_kernel(shape.d_model, &spec);
-            let input = spec.input_element();
             let config = spec.config;
             let plan = ChunkPlan::new(
                 &ctx.limits(),
@@ -248,63 +243,69 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             )?;
             let mut projector = Projector::from_plan(&ctx, spec, plan)?;
             projector.set_weights(&w)?;
-            let mut in_run = Duration::ZERO;
-            let mut total = Vec::new();
-            let mut worst = 0f64;
-            let mut pass = true;
-            let mut timer = String::new();
-            // Run 0 validates and warms up; the rest are timed, and validated too.
-            let mut checked_rows = 0;
-            for i in 0..=args.repeats {
-                let tokens_bar = bars.add(token_bar(
-                    shape.tokens,
-                    projector.plan().chunks(),
-                    !args.json && !args.csv,
-                ));
-                let (timings, kept) = random_run(&mut projector, args.seed, check, &tokens_bar)?;
-                tokens_bar.finish_and_clear();
-                bars.remove(&tokens_bar);
-                let (report, _, _) = kept.check(shape, &w, (element, input), (tol, tol));
-                checked_rows = kept.len();
-                worst = worst.max(report.max_abs_err());
-                pass &= report.pass();
-                if !pass {
-                    bar.suspend(|| {
-                        eprintln!(
-                            "FAIL: {config} in {element} on {name} x {} tokens:",
-                            shape.tokens
-                        );
-                        for p in report.parts() {
-                            eprintln!("  {p}");
+            // Run 0 validates and warms up; the rest are timed, and validated too; a run that
+            // fails stops the kernel's measurement.
+            let opts = MeasureOptions {
+                runs: args.repeats,
+                kernel_repeats: args.repeats,
+                check,
+                stop_at_failure: true,
+                ..MeasureOptions::default()
+            };
+            let chunks = projector.plan().chunks();
+            let show = !args.json && !args.csv;
+            let mut tokens_bar: Option<indicatif::ProgressBar> = None;
+            let done_with = |b: Option<indicatif::ProgressBar>| {
+                if let Some(b) = b {
+                    b.finish_and_clear();
+                    bars.remove(&b);
+                }
+            };
+            let m =
+                validate_then_time(&mut projector, &w, XSource::Seeded(args.seed), &opts, |p| {
+                    match p {
+                        Progress::Run { .. } => {
+                            let old =
+                                tokens_bar.replace(bars.add(token_bar(shape.tokens, chunks, show)));
+                            done_with(old);
                         }
-                    });
-                    break;
-                }
-                if i > 0 {
-                    total.push(ms(timings.total()));
-                }
-                in_run = timings.kernel;
+                        Progress::Tokens(n) => {
+                            if let Some(b) = &tokens_bar {
+                                b.set_position(n as u64)
+                            }
+                        }
+                        Progress::Checking | Progress::TimingKernel => done_with(tokens_bar.take()),
+                    }
+                })?;
+            done_with(tokens_bar.take());
+            let element = projector.element();
+            if !m.pass() {
+                bar.suspend(|| {
+                    eprintln!(
+                        "FAIL: {config} in {element} on {name} x {} tokens:",
+                        shape.tokens
+                    );
+                    for p in m.report.parts() {
+                        eprintln!("  {p}");
+                    }
+                });
             }
+            let checked_rows = m.checked_rows;
+            let worst = m.report.max_abs_err();
+            let pass = m.pass();
+            let timer = m
+                .kernel
+                .as_ref()
+                .map_or(String::new(), |k| format!("{:?}", k.timer));
             // The kernel alone, at steady state: back-to-back dispatches after warm-ups (a
             // GPU idle during the validation above lowers its clocks).
-            let kernel_ms = if pass {
-                let warmups = projector.steady_warmups(in_run);
-                let times = projector.time_kernel(warmups, args.repeats)?;
-                timer = format!("{:?}", times.timer);
-                ms(times.median())
-            } else {
-                f64::NAN
-            };
+            let kernel_ms = m.kernel.as_ref().map_or(f64::NAN, |k| ms(k.median()));
             let gflops = shape.gflops(kernel_ms / 1e3);
             let share = peak
                 .as_ref()
                 .and_then(|p| p.share(projector.spec(), shape, gflops))
                 .filter(|_| gflops.is_finite());
-            let total_ms = if total.is_empty() {
-                f64::NAN
-            } else {
-                spread(&total).0
-            };
+            let total_ms = m.median_ms(|t| t.total());
             rows.push(Row {
                 shape: name.clone(),
                 tokens: shape.tokens,

@@ -8,7 +8,6 @@ mod adapters;
 mod args;
 mod baseline;
 mod bench;
-mod check;
 mod exit;
 mod out;
 mod outputs;

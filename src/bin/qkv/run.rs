@@ -4,19 +4,18 @@
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
 use crate::args::{GpuArgs, ToleranceArgs};
 use crate::baseline::CpuBaseline;
-use crate::check::{random_run, CheckRows};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::report::{median_run, ms, print_checks, print_condition, progress, token_bar, Stages};
 use clap::Args;
+use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;
 use qkv_wgpu::{
-    random_weights, spread, ChunkPlan, ElementType, Kernel, KernelConfig, KernelSpec, KernelTimer,
+    random_weights, ChunkPlan, ElementType, Kernel, KernelConfig, KernelSpec, KernelTimer,
     OutputLayout, Projector, QkvReport, QkvShape,
 };
 use serde::Serialize;
-use std::time::Duration;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -58,7 +57,7 @@ pub struct RunArgs {
     /// Rows checked against the f64 reference in every run: `all`, or N rows spread over
     /// every chunk (each chunk's first and last row included) [default: all up to 20 GFLOP
     /// per run, else 4096]
-    #[arg(long, value_parser = crate::check::parse_check_rows)]
+    #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
     /// Print one JSON object per kernel (one line each) instead of text
     #[arg(long)]
@@ -170,7 +169,6 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let weights = random_weights(&shape, args.seed);
     // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
     let tol = args.tolerance.tolerance(shape.d_model, args.dtype);
-    let f32_tol = args.tolerance.tolerance(shape.d_model, ElementType::F32);
     let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
     progress("timing the CPU baseline (f32 GEMM)");
     let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
@@ -209,8 +207,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let runs = planned.len();
     for (spec, plan, why) in planned {
         let (config, kernel) = (spec.config, spec.kernel());
-        let tol = args.tolerance.for_kernel(shape.d_model, &spec);
         if spec.accumulates_in_f16() && !args.json {
+            let tol = measure::tolerance(shape.d_model, &spec, &args.tolerance.overrides());
             print_condition(&tol);
             outln!(
                 "          an f16 accumulator: the bound is about 2^13 times the f32 one's, plus \
@@ -223,7 +221,6 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
                 }
             );
         }
-        let input = spec.input_element();
         let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
         progress(&format!(
             "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
@@ -232,53 +229,55 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             plan.chunk_tokens
         ));
         let weights_upload = projector.set_weights(&weights)?;
-        let mut kernel_ms = Vec::new();
-        let mut parts = Vec::new();
-        let mut timer = KernelTimer::Host;
-        let mut worst: Option<QkvReport> = None;
-        let mut cost: Option<QkvReport> = None;
-        let mut reference_time = Duration::ZERO;
-        for i in 0..=args.repeats {
-            let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
-            let (t, kept) = random_run(&mut projector, args.seed, check, &bar)?;
-            bar.finish_and_clear();
-            let (report, run_cost, took) =
-                kept.check(&shape, &weights, (args.dtype, input), (tol, f32_tol));
-            reference_time += took;
-            if cost.is_none() {
-                cost = run_cost;
-            }
-            let keep = match &worst {
-                None => true,
-                Some(w) => w.pass() && !report.pass(),
-            };
-            if keep {
-                worst = Some(report);
-            }
-            if i > 0 {
-                kernel_ms.push(ms(t.kernel));
-                parts.push(t);
-            }
+        let opts = MeasureOptions {
+            runs: args.repeats,
+            kernel_repeats: args.repeats,
+            check,
+            tolerance: args.tolerance.overrides(),
+            expected: None,
+            precision_cost: true,
+            stop_at_failure: false,
+        };
+        let mut bar: Option<indicatif::ProgressBar> = None;
+        let m = validate_then_time(
+            &mut projector,
+            &weights,
+            XSource::Seeded(args.seed),
+            &opts,
+            |p| match p {
+                Progress::Run { .. } => {
+                    bar.replace(token_bar(shape.tokens, plan.chunks(), !args.json))
+                        .inspect(|b| b.finish_and_clear());
+                }
+                Progress::Tokens(done) => {
+                    if let Some(b) = &bar {
+                        b.set_position(done as u64)
+                    }
+                }
+                Progress::Checking => {}
+                Progress::TimingKernel => {
+                    bar.take().inspect(|b| b.finish_and_clear());
+                    progress(&format!("kernel {config}: timing back-to-back dispatches"));
+                }
+            },
+        )?;
+        if let Some(b) = bar.take() {
+            b.finish_and_clear();
         }
-        let report = worst.expect("at least one run");
-        let in_run_ms = spread(&kernel_ms).0;
-        // The kernel alone at steady state: the GPU may have lowered its clocks while the
-        // runs above copied and checked results, so dispatch back to back after warm-ups.
-        let mut warmups = 0;
-        let (kernel_med, kernel_min, kernel_max) = if report.pass() {
-            progress(&format!("kernel {config}: timing back-to-back dispatches"));
-            warmups = projector.steady_warmups(Duration::from_secs_f64(in_run_ms / 1e3));
-            let times = projector.time_kernel(warmups, args.repeats)?;
-            timer = times.timer;
-            let (med, min, max) = times.spread();
-            (ms(med), ms(min), ms(max))
-        } else {
-            (f64::NAN, f64::NAN, f64::NAN)
-        };
-        let median_of = |f: &dyn Fn(&qkv_wgpu::RunTimings) -> Duration| {
-            spread(&parts.iter().map(|t| ms(f(t))).collect::<Vec<_>>()).0
-        };
-        let wall_ms = median_of(&|t| t.wall);
+        let (timer, warmups) = m
+            .kernel
+            .as_ref()
+            .map_or((KernelTimer::Host, 0), |k| (k.timer, k.warmups));
+        let (kernel_med, kernel_min, kernel_max) =
+            m.kernel
+                .as_ref()
+                .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
+                    let (med, min, max) = k.spread();
+                    (ms(med), ms(min), ms(max))
+                });
+        let in_run_ms = m.median_ms(|t| t.kernel);
+        let wall_ms = m.median_ms(|t| t.wall);
+        let (report, cost, tol) = (&m.report, &m.precision, m.tolerance);
         let gflops = shape.gflops(kernel_med / 1e3);
         let share = peak
             .as_ref()
@@ -312,13 +311,13 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             kernel_warmups: warmups,
             in_run_kernel_ms: in_run_ms,
             gpu_total_ms: wall_ms,
-            upload_ms: median_of(&|t| t.upload),
-            dispatch_ms: median_of(&|t| t.dispatch_wall),
-            readback_ms: median_of(&|t| t.readback),
-            input_ms: median_of(&|t| t.input),
-            transfers_ms: median_of(&|t| t.transfers()),
-            hidden_ms: median_of(&|t| t.hidden()),
-            stages: Stages::of(median_run(&parts)),
+            upload_ms: m.median_ms(|t| t.upload),
+            dispatch_ms: m.median_ms(|t| t.dispatch_wall),
+            readback_ms: m.median_ms(|t| t.readback),
+            input_ms: m.median_ms(|t| t.input),
+            transfers_ms: m.median_ms(|t| t.transfers()),
+            hidden_ms: m.median_ms(|t| t.hidden()),
+            stages: Stages::of(median_run(&m.runs)),
             tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
             kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
             weights_upload_ms: ms(weights_upload),
@@ -327,7 +326,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             cpu_gflops: cpu.gflops,
             cpu_threads: qkv_wgpu::cpu::threads(),
             speedup: cpu.ms / kernel_med,
-            reference_ms: ms(reference_time) / (args.repeats + 1) as f64,
+            reference_ms: ms(m.reference) / m.runs_checked() as f64,
             checked_rows: report.q.elements / shape.q_width as usize,
             gflops,
             gflop_per_run: shape.flops() / 1e9,
@@ -347,7 +346,7 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
             rtol: tol.rtol,
             ttol: tol.terms,
             pass: report.pass(),
-            report: Some(report),
+            report: Some(m.report.clone()),
         };
         all_pass &= result.pass;
         if args.json {

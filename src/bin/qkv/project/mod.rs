@@ -3,7 +3,6 @@
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
 use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
-use crate::check::{keep_source_rows, CheckRows, Collected};
 use crate::exit::Failure;
 use crate::out::outln;
 use crate::outputs::{OutFormat, PartialOutputs};
@@ -13,6 +12,7 @@ use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, W
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::NonFinite;
+use qkv_wgpu::measure::{self, keep_source_rows, weights_read, CheckRows, KeptRows};
 use qkv_wgpu::{
     ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
@@ -106,7 +106,7 @@ pub struct ProjectArgs {
     no_check: bool,
     /// Rows checked against the f64 reference: `all`, or N rows spread over every chunk (each
     /// chunk's first and last row included) [default: all up to 20 GFLOP, else 4096]
-    #[arg(long, value_parser = crate::check::parse_check_rows)]
+    #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
     #[command(flatten)]
     chunking: ChunkArgs,
@@ -341,7 +341,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         &metadata,
     )?;
     let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
-    let mut kept = Collected::default();
+    let mut kept = KeptRows::default();
     let mut x_nonfinite: Option<NonFinite> = None;
     let mut write_time = std::time::Duration::ZERO;
     progress(&format!(
@@ -413,7 +413,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     if x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
         kept.inputs_not_finite();
     }
-    let tol = args.tolerance.for_kernel(d_model, projector.spec());
+    let tol = measure::tolerance(d_model, projector.spec(), &args.tolerance.overrides());
     let f32_tol = args.tolerance.tolerance(d_model, ElementType::F32);
     let (report, cost, cpu_ms) = match check {
         None => (None, None, None),
@@ -422,9 +422,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
                 "checking {} rows against the CPU reference (f64)",
                 kept.len()
             ));
-            kept.set_source_x(std::mem::take(&mut source_x));
+            kept.set_source_x(std::mem::take(&mut source_x), d_model);
             let input = projector.input_element();
-            let (report, cost, took) = kept.check(&shape, w, (element, input), (tol, f32_tol));
+            let read = weights_read(w, element, input);
+            let (report, took) = kept.check(&shape, &read, (element, input), tol);
+            let cost = input
+                .is_half()
+                .then(|| kept.precision_cost(&shape, w, f32_tol));
             (Some(report), cost, Some(ms(took)))
         }
     };

@@ -1,21 +1,27 @@
-//! Checking streamed results against the f64 reference: which rows `--check-rows` picks in
-//! each chunk, the rows kept as chunks stream by, checked once the run is over, and the run
-//! of seeded random X that `run` and `bench` check this way. Shared by `run`, `project` and
-//! `bench`.
+//! The rows of a run kept for checking: which rows are checked ([`CheckRows`]), the rows
+//! copied out of each chunk as it streams by with the X they were computed from
+//! ([`KeptRows`]), and their check against the f64 reference of the inputs the GPU read.
 
-use qkv_wgpu::{
-    random_x_rows, random_x_rows_in, reference, ElementType, Elements, Error, OutputLayout,
-    Projector, QkvReport, QkvShape, RunTimings,
-};
+use crate::element::ElementType;
+use crate::host::Elements;
+use crate::layout::OutputLayout;
+use crate::projector::ChunkOutput;
+use crate::reference::reference;
+use crate::shape::QkvShape;
+use crate::validate::{QkvReport, Tolerance};
+use crate::weights::{random_x_rows, FusedWeights};
 use std::time::{Duration, Instant};
 
-/// Which rows `--check-rows` validates.
+/// Which rows of each run are checked against the f64 reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckRows {
+    /// Every row.
     All,
+    /// About this many, spread over every chunk (each chunk's first and last included).
     Sample(u32),
 }
 
+/// `all`, or a number of rows >= 1.
 pub fn parse_check_rows(s: &str) -> Result<CheckRows, String> {
     match s.trim() {
         "all" => Ok(CheckRows::All),
@@ -23,6 +29,13 @@ pub fn parse_check_rows(s: &str) -> Result<CheckRows, String> {
             Ok(0) | Err(_) => Err(format!("'{s}': expected `all` or a number of rows >= 1")),
             Ok(n) => Ok(CheckRows::Sample(n)),
         },
+    }
+}
+
+impl std::str::FromStr for CheckRows {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        parse_check_rows(s)
     }
 }
 
@@ -58,8 +71,10 @@ impl CheckRows {
 /// part of reading back; widened to f32), checked against the f64 reference after the timed
 /// run.
 #[derive(Default)]
-pub struct Collected {
+pub struct KeptRows {
     rows: Vec<usize>,
+    /// d_model, once X is set.
+    d_model: usize,
     /// X of the kept rows as the user gave it (f32, before rounding to the run's type): the
     /// X the GPU read is that rounded, and the precision cost compares the two. Kept by the
     /// source as it produces X ([`keep_source_rows`]), or regenerated from the seed.
@@ -89,12 +104,12 @@ fn position(i: usize, width: u32, layout: OutputLayout, heads: u32) -> (usize, u
     }
 }
 
-impl Collected {
+impl KeptRows {
     /// Copies the rows `check` picks from one chunk whose Q, K, V are in `layout`; they are
     /// kept token-major, as the reference computes them.
     pub fn take(
         &mut self,
-        c: &qkv_wgpu::ChunkOutput<'_>,
+        c: &ChunkOutput<'_>,
         shape: &QkvShape,
         layout: OutputLayout,
         check: CheckRows,
@@ -108,7 +123,7 @@ impl Collected {
     /// Counts the NaN and infinite elements of every row of one chunk's Q, K and V (checked
     /// or not: with finite inputs, an overflow anywhere fails the run), keeping where the
     /// first of each is.
-    pub fn scan(&mut self, c: &qkv_wgpu::ChunkOutput<'_>, shape: &QkvShape, layout: OutputLayout) {
+    pub fn scan(&mut self, c: &ChunkOutput<'_>, shape: &QkvShape, layout: OutputLayout) {
         let (qh, kvh) = match layout {
             OutputLayout::Tokens => (1, 1),
             OutputLayout::Heads(h) => (h.heads, h.kv_heads),
@@ -130,13 +145,7 @@ impl Collected {
     }
 
     /// Keeps row `r` of one chunk.
-    fn keep_row(
-        &mut self,
-        c: &qkv_wgpu::ChunkOutput<'_>,
-        shape: &QkvShape,
-        layout: OutputLayout,
-        r: usize,
-    ) {
+    fn keep_row(&mut self, c: &ChunkOutput<'_>, shape: &QkvShape, layout: OutputLayout, r: usize) {
         self.rows.push(c.rows.start as usize + r);
         match layout {
             OutputLayout::Tokens => {
@@ -165,13 +174,15 @@ impl Collected {
 
     /// Sets X as the user gave it for the kept rows, before the rounding to the run's type
     /// ([`keep_source_rows`] collects it as X is produced).
-    pub fn set_source_x(&mut self, x: Vec<f32>) {
+    pub fn set_source_x(&mut self, x: Vec<f32>, d_model: u32) {
         self.source_x = x;
+        self.d_model = d_model as usize;
     }
 
     /// Regenerates X as drawn in f32 for the kept rows of seeded random X.
-    fn regenerate_source_x(&mut self, d_model: u32, seed: u64) {
+    pub fn regenerate_source_x(&mut self, d_model: u32, seed: u64) {
         let d = d_model as usize;
+        self.d_model = d;
         self.source_x = vec![0.0; self.rows.len() * d];
         for (i, &r) in self.rows.iter().enumerate() {
             let row = r as u32;
@@ -184,9 +195,19 @@ impl Collected {
         }
     }
 
+    /// The batch rows kept, in order.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
     /// How many rows are kept.
     pub fn len(&self) -> usize {
         self.rows.len()
+    }
+
+    /// Whether no row is kept.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
     }
 
     /// Forgets the scan of the outputs: for inputs that hold NaN or Inf (allowed by the
@@ -213,85 +234,126 @@ impl Collected {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Checks the kept rows of a run stored as `element` against the f64 reference computed
-    /// from the inputs rounded to that type, as the GPU read them (`weights` are as given;
-    /// `tol` covers the final rounding, [`qkv_wgpu::Tolerance::for_output`]); the report
-    /// names batch rows. Returns the time the reference took, and for a half type the
-    /// precision cost: the same results against the reference of the unrounded inputs
-    /// (checked with `f32_tol`, for the figures; it decides nothing).
+    /// Checks the kept rows of a run stored as `element` whose kernel read X and W as
+    /// `input`, against the f64 reference computed from the inputs as the GPU read them: X
+    /// rounded here, the weights as [`weights_read`] gives them (rounded once per run by
+    /// the caller); `tol` covers the final rounding ([`Tolerance::for_output`]). The report
+    /// names batch rows, and counts the NaN and infinite elements of every row scanned.
+    /// Returns the report and the time the reference took.
     pub fn check(
         &self,
         shape: &QkvShape,
-        weights: &qkv_wgpu::FusedWeights,
+        weights_read: &FusedWeights,
         (element, input): (ElementType, ElementType),
-        (tol, f32_tol): (qkv_wgpu::Tolerance, qkv_wgpu::Tolerance),
-    ) -> (QkvReport, Option<QkvReport>, Duration) {
-        let sub = QkvShape {
-            tokens: self.rows.len() as u32,
-            ..*shape
-        };
-        let against = |x: &[f32], w: &qkv_wgpu::FusedWeights, tol| {
-            let expected = reference(&sub, x, w);
-            let mut report = QkvReport::new(
-                (&self.q, &self.k, &self.v),
-                &expected,
-                shape.q_width,
-                shape.kv_width,
-                tol,
-            );
-            // The report counts rows of the kept set; name the batch rows instead.
-            for part in [&mut report.q, &mut report.k, &mut report.v] {
-                for m in &mut part.first_mismatches {
-                    m.row = self.rows[m.row];
-                }
-            }
-            report
-        };
+        tol: Tolerance,
+    ) -> (QkvReport, Duration) {
         let start = Instant::now();
-        // X as the GPU read it: as given, rounded to the run's type, and for a kernel that
-        // reads another type (`coopmat`, f16) rounded once more.
-        assert_eq!(
-            self.source_x.len(),
-            self.rows.len() * shape.d_model as usize
-        );
         let x: Vec<f32> = self
-            .source_x
+            .source_x()
             .iter()
             .map(|&v| input.round(element.round(v)))
             .collect();
-        let x = &x;
-        let run = element;
-        let element = input;
-        let exact = run == input
-            && weights.w.element() == element
-            && weights
-                .bias
-                .iter()
-                .flatten()
-                .all(|&b| element.round(b) == b);
-        let mut report = if exact {
-            against(x, weights, tol)
-        } else {
-            against(x, &weights.rounded_for(run, input), tol)
-        };
+        let expected = reference(&self.kept_shape(shape), &x, weights_read);
+        let report = self.report_against(shape, &expected, tol);
+        (report, start.elapsed())
+    }
+
+    /// [`check`](Self::check) against a reference of these rows computed before (the
+    /// tuner's, once for every candidate on the same inputs).
+    pub fn check_expected(
+        &self,
+        shape: &QkvShape,
+        expected: &crate::reference::Reference,
+        tol: Tolerance,
+    ) -> QkvReport {
+        self.report_against(shape, expected, tol)
+    }
+
+    /// For a half type, the precision cost: the results against the reference of the
+    /// inputs as the user gave them (unrounded), with `f32_tol`. It decides nothing.
+    pub fn precision_cost(
+        &self,
+        shape: &QkvShape,
+        weights: &FusedWeights,
+        f32_tol: Tolerance,
+    ) -> QkvReport {
+        let expected = reference(&self.kept_shape(shape), self.source_x(), weights);
+        self.report_against(shape, &expected, f32_tol)
+    }
+
+    /// The shape of the kept rows.
+    fn kept_shape(&self, shape: &QkvShape) -> QkvShape {
+        QkvShape {
+            tokens: self.rows.len() as u32,
+            ..*shape
+        }
+    }
+
+    /// X of the kept rows as given.
+    fn source_x(&self) -> &[f32] {
+        assert_eq!(
+            self.source_x.len(),
+            self.rows.len() * self.d_model,
+            "X of every kept row is set before the check"
+        );
+        &self.source_x
+    }
+
+    fn report_against(
+        &self,
+        shape: &QkvShape,
+        expected: &crate::reference::Reference,
+        tol: Tolerance,
+    ) -> QkvReport {
+        let mut report = QkvReport::new(
+            (&self.q, &self.k, &self.v),
+            expected,
+            shape.q_width,
+            shape.kv_width,
+            tol,
+        );
+        // The report counts rows of the kept set; name the batch rows instead.
+        for part in [&mut report.q, &mut report.k, &mut report.v] {
+            for m in &mut part.first_mismatches {
+                m.row = self.rows[m.row];
+            }
+        }
         for (part, &(count, first)) in [&mut report.q, &mut report.k, &mut report.v]
             .into_iter()
             .zip(&self.non_finite)
         {
             part.add_non_finite(count, first);
         }
-        let took = start.elapsed();
-        let cost = element
-            .is_half()
-            .then(|| against(&self.source_x, weights, f32_tol));
-        (report, cost, took)
+        report
+    }
+}
+
+/// The weights as a kernel that stores `element` and reads `input` reads them: rounded to
+/// `element` then `input` (bias to `element`); borrowed as they are where that changes
+/// nothing.
+pub fn weights_read(
+    weights: &FusedWeights,
+    element: ElementType,
+    input: ElementType,
+) -> std::borrow::Cow<'_, FusedWeights> {
+    let exact = element == input
+        && weights.w.element() == input
+        && weights
+            .bias
+            .iter()
+            .flatten()
+            .all(|&b| element.round(b) == b);
+    if exact {
+        std::borrow::Cow::Borrowed(weights)
+    } else {
+        std::borrow::Cow::Owned(weights.rounded_for(element, input))
     }
 }
 
 /// Appends to `out` X as the user gave it (f32, before the rounding to the run's type) for
 /// the rows `check` picks of a chunk of `chunk_len` of `tokens` tokens, from `piece`: the
 /// chunk's rows `[first, first + piece.len() / d)`. Called for every piece of every chunk, in
-/// order, it keeps the rows [`Collected::take`] keeps.
+/// order, it keeps the rows [`KeptRows::take`] keeps.
 pub fn keep_source_rows(
     out: &mut Vec<f32>,
     (chunk_len, tokens): (usize, usize),
@@ -309,36 +371,10 @@ pub fn keep_source_rows(
     }
 }
 
-/// One run of seeded random X (uniform in [-1, 1), generated chunk by chunk as the batch
-/// streams, directly in the run's type) through `projector`, token-major, keeping the rows `check` picks; `bar` follows
-/// the tokens done.
-pub fn random_run(
-    projector: &mut Projector<'_>,
-    seed: u64,
-    check: CheckRows,
-    bar: &indicatif::ProgressBar,
-) -> Result<(RunTimings, Collected), Error> {
-    let (shape, layout) = (*projector.shape(), projector.layout());
-    let mut kept = Collected::default();
-    let timings = projector.stream(
-        |rows, dst| {
-            random_x_rows_in(shape.d_model, seed, rows, dst);
-            Ok(())
-        },
-        |c| {
-            kept.take(&c, &shape, layout, check);
-            Ok(())
-        },
-        |done| bar.set_position(done as u64),
-    )?;
-    kept.regenerate_source_x(shape.d_model, seed);
-    Ok((timings, kept))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use qkv_wgpu::{ChunkOutput, HeadSplit};
+    use crate::layout::HeadSplit;
 
     #[test]
     fn sampled_rows_include_each_chunks_ends_and_all_means_all() {
@@ -377,9 +413,9 @@ mod tests {
                 v: Elements::F32(k),
             }
         }
-        let mut by_heads = Collected::default();
+        let mut by_heads = KeptRows::default();
         by_heads.take(&chunk(&hq, &hk), &shape, heads, CheckRows::All);
-        let mut by_tokens = Collected::default();
+        let mut by_tokens = KeptRows::default();
         by_tokens.take(
             &chunk(&q, &kv),
             &shape,
@@ -399,7 +435,7 @@ mod tests {
         q2[4 * 8 + 5] = f32::INFINITY;
         let hq2 = heads.arrange(&q2, 6, 8, 4);
         for (layout, data) in [(OutputLayout::Tokens, &q2), (heads, &hq2)] {
-            let mut kept = Collected::default();
+            let mut kept = KeptRows::default();
             let kv_data = if layout == OutputLayout::Tokens {
                 &kv
             } else {

@@ -1,0 +1,310 @@
+//! Check, then time: the one loop that `qkv run`, `qkv bench`, the tuner and the browser
+//! page measure a kernel with ([`validate_then_time`]). Each run of the batch streams X
+//! through the projector (seeded random X generated chunk by chunk, or the caller's), keeps
+//! the rows to check ([`KeptRows`]) and checks them against the f64 reference of the inputs
+//! as the GPU read them, with the kernel's tolerance built once; only a batch that passed is
+//! then timed, the kernel alone, back to back at steady state.
+//!
+//! ```text
+//! run 0 (untimed: validates, warms up) ─> runs 1..=N (timed end to end, each validated)
+//!     ─> if every run passed: warm-ups, then N back-to-back dispatches timed (KernelTimes)
+//! ```
+
+mod rows;
+
+pub use rows::{keep_source_rows, parse_check_rows, weights_read, CheckRows, KeptRows};
+
+use crate::element::ElementType;
+use crate::error::{Error, Result};
+use crate::host::ElementsMut;
+use crate::kernels::KernelSpec;
+use crate::projector::{KernelTimes, Projector, RunTimings};
+use crate::reference::Reference;
+use crate::validate::{QkvReport, Tolerance, ToleranceOverrides};
+use crate::weights::{random_x_rows_in, FusedWeights};
+use std::ops::Range;
+use std::time::Duration;
+
+/// Where X comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum XSource<'a> {
+    /// Uniform in [-1, 1) from this seed ([`crate::random_x_rows_in`]), generated chunk by
+    /// chunk straight into the run's type as the batch streams: no copy of the batch's X is
+    /// ever held.
+    Seeded(u64),
+    /// The caller's X, [tokens, d_model] row-major, rounded to the run's type as it is
+    /// uploaded.
+    Given(&'a [f32]),
+}
+
+/// How to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct MeasureOptions<'a> {
+    /// End-to-end runs timed after the first (which validates and warms up, untimed); each
+    /// is validated too.
+    pub runs: u32,
+    /// Back-to-back dispatches timed after them (0: the kernel is not timed alone).
+    pub kernel_repeats: u32,
+    /// The rows of each run checked.
+    pub check: CheckRows,
+    /// The user's tolerance, where given, over the kernel's own
+    /// ([`Tolerance::for_kernel`]).
+    pub tolerance: ToleranceOverrides,
+    /// The reference of the whole batch, computed once by the caller (the tuner, for every
+    /// candidate on the same X): every row is then checked against it, none recomputed.
+    pub expected: Option<&'a Reference>,
+    /// Where X and W are read in a half type, the precision cost of the first run: its
+    /// results against the reference of the unrounded inputs ([`Measurement::precision`]).
+    pub precision_cost: bool,
+    /// Stop at the first run that fails its check (else every run runs, and the report is
+    /// the first failing one's).
+    pub stop_at_failure: bool,
+}
+
+impl Default for MeasureOptions<'_> {
+    fn default() -> Self {
+        Self {
+            runs: 5,
+            kernel_repeats: 5,
+            check: CheckRows::All,
+            tolerance: ToleranceOverrides::default(),
+            expected: None,
+            precision_cost: false,
+            stop_at_failure: false,
+        }
+    }
+}
+
+/// What [`validate_then_time`] is doing, for a progress display.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Run `index` (0: the untimed first) of `of` starts.
+    Run {
+        /// 0-based.
+        index: u32,
+        /// Runs in all.
+        of: u32,
+    },
+    /// Tokens of the current run done.
+    Tokens(u32),
+    /// The current run's results are being checked.
+    Checking,
+    /// The kernel is being timed back to back.
+    TimingKernel,
+}
+
+/// A kernel's measurement: its check and its times.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// The tolerance the check held every element to.
+    pub tolerance: Tolerance,
+    /// The first failing run's report, else the last run's.
+    pub report: QkvReport,
+    /// Where X and W are read in a half type (with [`MeasureOptions::precision_cost`]):
+    /// the first run's results
+    /// against the reference of the unrounded inputs, held to f32's tolerance. A cost, not a
+    /// check.
+    pub precision: Option<QkvReport>,
+    /// The first run (untimed: it validates and warms up).
+    pub first: RunTimings,
+    /// The timed runs (fewer than asked where a failure stopped them).
+    pub runs: Vec<RunTimings>,
+    /// The time computing the reference took, over every run.
+    pub reference: Duration,
+    /// Rows checked in each run.
+    pub checked_rows: usize,
+    /// The kernel timed alone, back to back: None when a run failed its check (a failing
+    /// kernel is never timed) or none was asked for.
+    pub kernel: Option<KernelTimes>,
+}
+
+impl Measurement {
+    /// Whether every run passed its check.
+    pub fn pass(&self) -> bool {
+        self.report.pass()
+    }
+
+    /// Runs checked: the first and the timed ones.
+    pub fn runs_checked(&self) -> u32 {
+        1 + self.runs.len() as u32
+    }
+
+    /// The median of the timed runs' `f`, in ms (NaN without timed runs).
+    pub fn median_ms(&self, f: impl Fn(&RunTimings) -> Duration) -> f64 {
+        let ms: Vec<f64> = self.runs.iter().map(|t| f(t).as_secs_f64() * 1e3).collect();
+        crate::projector::spread(&ms).0
+    }
+}
+
+/// The tolerance a run of `spec` over `d_model` is held to: the kernel's own
+/// ([`Tolerance::for_kernel`]: its accumulation, then the final rounding to its storage type)
+/// with the user's parts taking precedence.
+pub fn tolerance(d_model: u32, spec: &KernelSpec, user: &ToleranceOverrides) -> Tolerance {
+    user.over(Tolerance::for_kernel(d_model, spec))
+}
+
+/// Measures the kernel of `projector`, whose weights `weights` are loaded: runs the batch
+/// `1 + opts.runs` times from `x`, checking `opts.check`'s rows of each against the f64
+/// reference; then, if every run passed, times `opts.kernel_repeats` dispatches back to
+/// back after warm-ups. `progress` hears what it is doing. Natively, a streamed run is the
+/// projector's pipeline ([`Projector::stream`]).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn validate_then_time(
+    projector: &mut Projector<'_>,
+    weights: &FusedWeights,
+    x: XSource<'_>,
+    opts: &MeasureOptions<'_>,
+    progress: impl FnMut(Progress),
+) -> Result<Measurement> {
+    pollster::block_on(validate_then_time_async(
+        projector, weights, x, opts, progress,
+    ))
+}
+
+/// As [`validate_then_time`], as a future (the browser's; natively a streamed run still
+/// blocks on the pipeline's threads).
+pub async fn validate_then_time_async(
+    projector: &mut Projector<'_>,
+    weights: &FusedWeights,
+    x: XSource<'_>,
+    opts: &MeasureOptions<'_>,
+    mut progress: impl FnMut(Progress),
+) -> Result<Measurement> {
+    let shape = *projector.shape();
+    let spec = projector.spec().clone();
+    let (element, input) = (spec.element, spec.input_element());
+    let tolerance = tolerance(shape.d_model, &spec, &opts.tolerance);
+    let f32_tolerance = opts
+        .tolerance
+        .over(Tolerance::for_f32_accumulation(shape.d_model).for_output(ElementType::F32));
+    if let XSource::Given(x) = x {
+        let want = shape.tokens as usize * shape.d_model as usize;
+        if x.len() != want {
+            return Err(Error::Input(format!(
+                "X has {} values; {} tokens x d_model {} need {want}",
+                x.len(),
+                shape.tokens,
+                shape.d_model
+            )));
+        }
+    }
+    let check = if opts.expected.is_some() {
+        CheckRows::All
+    } else {
+        opts.check
+    };
+    // The weights as the kernel read them, rounded once for every run's reference.
+    let read = weights_read(weights, element, input);
+    let of = 1 + opts.runs;
+    let mut failed: Option<QkvReport> = None;
+    let mut last = None;
+    let mut precision = None;
+    let mut reference_time = Duration::ZERO;
+    let mut checked_rows = 0;
+    let mut timings = Vec::new();
+    for index in 0..of {
+        progress(Progress::Run { index, of });
+        let (t, kept) = one_run(projector, x, check, &mut progress).await?;
+        progress(Progress::Checking);
+        let report = match opts.expected {
+            Some(expected) => kept.check_expected(&shape, expected, tolerance),
+            None => {
+                let (report, took) = kept.check(&shape, &read, (element, input), tolerance);
+                reference_time += took;
+                report
+            }
+        };
+        if index == 0 && opts.precision_cost && input.is_half() {
+            precision = Some(kept.precision_cost(&shape, weights, f32_tolerance));
+        }
+        checked_rows = kept.len();
+        timings.push(t);
+        let pass = report.pass();
+        if !pass && failed.is_none() {
+            failed = Some(report);
+        } else {
+            last = Some(report);
+        }
+        if !pass && opts.stop_at_failure {
+            break;
+        }
+    }
+    let report = failed
+        .or(last)
+        .expect("at least one run, and each gives a report");
+    let first = timings.remove(0);
+    let mut kernel = None;
+    if report.pass() && opts.kernel_repeats > 0 {
+        progress(Progress::TimingKernel);
+        // The GPU may have lowered its clocks while the runs copied and checked results:
+        // warm up for about half a second of work first (none on a CPU driver).
+        let in_run: Vec<f64> = timings
+            .iter()
+            .chain(std::iter::once(&first))
+            .map(|t| t.kernel.as_secs_f64())
+            .collect();
+        let estimate = Duration::from_secs_f64(crate::projector::spread(&in_run).0.max(0.0));
+        let warmups = projector.steady_warmups(estimate);
+        kernel = Some(
+            projector
+                .time_kernel_async(warmups, opts.kernel_repeats)
+                .await?,
+        );
+    }
+    Ok(Measurement {
+        tolerance,
+        report,
+        precision,
+        first,
+        runs: timings,
+        reference: reference_time,
+        checked_rows,
+        kernel,
+    })
+}
+
+/// One run of the batch from `x`, token-major or in the projector's layout, keeping the
+/// rows `check` picks.
+async fn one_run(
+    projector: &mut Projector<'_>,
+    x: XSource<'_>,
+    check: CheckRows,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(RunTimings, KeptRows)> {
+    let (shape, layout) = (*projector.shape(), projector.layout());
+    let d = shape.d_model as usize;
+    let mut kept = KeptRows::default();
+    let source = |rows: Range<u32>, dst: ElementsMut<'_>| -> Result<()> {
+        match x {
+            XSource::Seeded(seed) => random_x_rows_in(shape.d_model, seed, rows, dst),
+            XSource::Given(x) => {
+                let (a, b) = (rows.start as usize * d, rows.end as usize * d);
+                let mut dst = dst;
+                dst.put_f32(0, &x[a..b]).map_err(|e| {
+                    Error::Input(format!("X of rows {}..{}: {e}", rows.start, rows.end))
+                })?;
+            }
+        }
+        Ok(())
+    };
+    let sink = |c: crate::projector::ChunkOutput<'_>| {
+        kept.take(&c, &shape, layout, check);
+        Ok(())
+    };
+    let tokens = |done: u32| progress(Progress::Tokens(done));
+    #[cfg(not(target_arch = "wasm32"))]
+    let t = projector.stream(source, sink, tokens)?;
+    #[cfg(target_arch = "wasm32")]
+    let t = projector.stream_async(source, sink, tokens).await?;
+    match x {
+        XSource::Seeded(seed) => kept.regenerate_source_x(shape.d_model, seed),
+        XSource::Given(x) => {
+            let mut rows_x = Vec::with_capacity(kept.len() * d);
+            for &r in kept.rows() {
+                rows_x.extend_from_slice(&x[r * d..(r + 1) * d]);
+            }
+            kept.set_source_x(rows_x, shape.d_model);
+        }
+    }
+    Ok((t, kept))
+}
