@@ -111,37 +111,9 @@ impl GpuContext {
     /// Creates a device on `adapter` (from wgpu's own enumeration, or the browser's).
     pub async fn on_adapter(adapter: wgpu::Adapter, options: &ContextOptions) -> Result<Self> {
         let mut summary = AdapterSummary::of(&adapter);
-        let best = adapter.limits();
-        // Defaults clamped to what the adapter has, then raised to the adapter's best for the
-        // limits that projection shapes scale with. Each projector checks its shape against
-        // `device.limits()` and reports a clear error past them.
-        let limits = options.limits.clone().unwrap_or_else(|| wgpu::Limits {
-            max_storage_buffer_binding_size: best.max_storage_buffer_binding_size,
-            max_buffer_size: best.max_buffer_size,
-            max_storage_buffers_per_shader_stage: best.max_storage_buffers_per_shader_stage,
-            max_compute_workgroup_storage_size: best.max_compute_workgroup_storage_size,
-            max_compute_invocations_per_workgroup: best.max_compute_invocations_per_workgroup,
-            max_compute_workgroup_size_x: best.max_compute_workgroup_size_x,
-            max_compute_workgroup_size_y: best.max_compute_workgroup_size_y,
-            max_compute_workgroups_per_dimension: best.max_compute_workgroups_per_dimension,
-            max_texture_dimension_2d: best.max_texture_dimension_2d,
-            ..wgpu::Limits::default().or_worse_values_from(&best)
-        });
+        let limits = requested_limits(&adapter, options);
         let timestamps = summary.timestamp_query && !options.host_timer;
-        // Ask for what some kernel can use, where the adapter has it; a kernel whose spec
-        // requires a feature is checked against the adapter first (`KernelSpec::unsupported_on`).
-        let mut required_features =
-            adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
-        if options.host_timer {
-            required_features.remove(wgpu::Features::TIMESTAMP_QUERY);
-        }
-        // Cooperative matrices (with the f16 the `coopmat` kernel reads) only where the
-        // adapter offers a configuration: an experimental feature, asked for nowhere else.
-        let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
-        let with_coop = !summary.cooperative_matrix.is_empty() && adapter.features().contains(coop);
-        if with_coop {
-            required_features |= coop;
-        }
+        let (required_features, with_coop) = requested_features(&adapter, &summary, options);
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("qkv-wgpu device"),
@@ -162,38 +134,10 @@ impl GpuContext {
                 adapter: summary.name.clone(),
                 source,
             })?;
-
-        // wgpu's default reaction to an error outside an error scope is a panic; keep it as a
-        // message instead and surface it at the next check.
-        let uncaptured = Arc::new(Mutex::new(Vec::new()));
-        let sink = uncaptured.clone();
-        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            sink.lock().unwrap().push(e.to_string());
-        }));
-        let lost = Arc::new(Mutex::new(None));
-        let lost_sink = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
-            }
-        });
-
+        let (uncaptured, lost) = error_sinks(&device);
         // Kernels are checked against what the device was granted, not what the adapter has.
         summary = summary.with_limits(&device.limits());
-        // The texture kernels bind the fewest storage buffers (bias, Q, K, V); a device
-        // with fewer runs nothing. Each other binding kind is checked per kernel
-        // (`KernelSpec::unsupported_on`), so a device with six runs all but split-K.
-        let storage = device.limits().max_storage_buffers_per_shader_stage;
-        let fewest = BindingKind::ALL.map(BindingKind::storage_buffers);
-        let fewest = fewest.iter().min().copied().unwrap_or(0);
-        if storage < fewest {
-            return Err(Error::DeviceLimit {
-                what: "the projection kernels' bindings".into(),
-                needed: format!("{fewest} storage buffers per shader stage"),
-                limit: storage.to_string(),
-                limit_name: "max_storage_buffers_per_shader_stage",
-            });
-        }
+        check_storage_buffers(&device)?;
         let scope = device.push_error_scope(wgpu::ErrorFilter::Validation);
         let layouts = Layouts::new(&device);
         if let Some(e) = scope.pop().await {
@@ -226,7 +170,6 @@ impl GpuContext {
         }
         Ok(ctx)
     }
-
     /// Invocations per workgroup of the grid-stride utility passes (`fill_nan`, split-K's
     /// reduce): 256, or fewer where the device allows fewer.
     pub fn grid_stride_workgroup(&self) -> u32 {
@@ -631,4 +574,85 @@ impl GpuContext {
             .insert((source.file, unchecked), module.clone());
         Ok(module)
     }
+}
+
+/// The limits to ask `adapter` for: `options.limits` where given, else wgpu's defaults
+/// clamped to what the adapter has, then raised to the adapter's best for the limits that
+/// projection shapes scale with. Each projector checks its shape against `device.limits()`
+/// and reports a clear error past them.
+fn requested_limits(adapter: &wgpu::Adapter, options: &ContextOptions) -> wgpu::Limits {
+    let best = adapter.limits();
+    options.limits.clone().unwrap_or_else(|| wgpu::Limits {
+        max_storage_buffer_binding_size: best.max_storage_buffer_binding_size,
+        max_buffer_size: best.max_buffer_size,
+        max_storage_buffers_per_shader_stage: best.max_storage_buffers_per_shader_stage,
+        max_compute_workgroup_storage_size: best.max_compute_workgroup_storage_size,
+        max_compute_invocations_per_workgroup: best.max_compute_invocations_per_workgroup,
+        max_compute_workgroup_size_x: best.max_compute_workgroup_size_x,
+        max_compute_workgroup_size_y: best.max_compute_workgroup_size_y,
+        max_compute_workgroups_per_dimension: best.max_compute_workgroups_per_dimension,
+        max_texture_dimension_2d: best.max_texture_dimension_2d,
+        ..wgpu::Limits::default().or_worse_values_from(&best)
+    })
+}
+
+/// The features to ask `adapter` for, and whether they include cooperative matrices (an
+/// experimental feature). What some kernel can use, where the adapter has it; a kernel
+/// whose spec requires a feature is checked against the adapter first
+/// (`KernelSpec::unsupported_on`).
+fn requested_features(
+    adapter: &wgpu::Adapter,
+    summary: &AdapterSummary,
+    options: &ContextOptions,
+) -> (wgpu::Features, bool) {
+    let mut required =
+        adapter.features() & (wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP);
+    if options.host_timer {
+        required.remove(wgpu::Features::TIMESTAMP_QUERY);
+    }
+    // Cooperative matrices (with the f16 the `coopmat` kernel reads) only where the adapter
+    // offers a configuration: an experimental feature, asked for nowhere else.
+    let coop = wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX | wgpu::Features::SHADER_F16;
+    let with_coop = !summary.cooperative_matrix.is_empty() && adapter.features().contains(coop);
+    if with_coop {
+        required |= coop;
+    }
+    (required, with_coop)
+}
+
+/// Where `device`'s errors outside an error scope and its loss go: kept as messages (wgpu's
+/// default reaction to the first is a panic) and surfaced at the next check.
+#[allow(clippy::type_complexity)]
+fn error_sinks(device: &wgpu::Device) -> (Arc<Mutex<Vec<String>>>, Arc<Mutex<Option<String>>>) {
+    let uncaptured = Arc::new(Mutex::new(Vec::new()));
+    let sink = uncaptured.clone();
+    device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+        sink.lock().unwrap().push(e.to_string());
+    }));
+    let lost = Arc::new(Mutex::new(None));
+    let lost_sink = lost.clone();
+    device.set_device_lost_callback(move |reason, message| {
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            *lost_sink.lock().unwrap() = Some(format!("{reason:?}: {message}"));
+        }
+    });
+    (uncaptured, lost)
+}
+
+/// The texture kernels bind the fewest storage buffers (bias, Q, K, V); a device with fewer
+/// runs nothing. Each other binding kind is checked per kernel (`KernelSpec::unsupported_on`),
+/// so a device with six runs all but split-K.
+fn check_storage_buffers(device: &wgpu::Device) -> Result<()> {
+    let storage = device.limits().max_storage_buffers_per_shader_stage;
+    let fewest = BindingKind::ALL.map(BindingKind::storage_buffers);
+    let fewest = fewest.iter().min().copied().unwrap_or(0);
+    if storage < fewest {
+        return Err(Error::DeviceLimit {
+            what: "the projection kernels' bindings".into(),
+            needed: format!("{fewest} storage buffers per shader stage"),
+            limit: storage.to_string(),
+            limit_name: "max_storage_buffers_per_shader_stage",
+        });
+    }
+    Ok(())
 }

@@ -136,3 +136,44 @@ pub(crate) fn fmt_bytes(bytes: u64) -> String {
         format!("{bytes} bytes")
     }
 }
+
+/// The settings a user gives that the library's messages name, by their API names: in a
+/// message each is written in backquotes (`` `chunk_tokens` 11 does not fit ``), so that a
+/// front end can put its own name in its place ([`name_settings`]): the CLI its flags, the
+/// page and a Python caller the names they use.
+pub const SETTINGS: [&str; 6] = [
+    "chunk_tokens",
+    "force",
+    "out",
+    "weight_layout",
+    "heads",
+    "kv_heads",
+];
+
+/// `message` with each backquoted setting named as `names` says: (setting, the front end's
+/// name), e.g. `("chunk_tokens", "--chunk-tokens")`. Settings not in `names` stay as they are.
+pub fn name_settings(message: &str, names: &[(&str, &str)]) -> String {
+    let mut out = message.to_string();
+    for (setting, name) in names {
+        out = out.replace(&format!("`{setting}`"), name);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_front_end_names_the_settings_its_own_way() {
+        let names = [("chunk_tokens", "--chunk-tokens"), ("force", "--force")];
+        assert_eq!(
+            name_settings(
+                "`chunk_tokens` 11 does not fit; pass `force` (force)",
+                &names
+            ),
+            "--chunk-tokens 11 does not fit; pass --force (force)"
+        );
+        assert_eq!(name_settings("`out` is a file", &names), "`out` is a file");
+    }
+}

@@ -36,6 +36,7 @@ pub mod peak;
 pub mod plan;
 pub mod presets;
 pub mod projector;
+pub mod records;
 pub mod reference;
 pub mod shape;
 pub mod tune;

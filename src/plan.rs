@@ -143,214 +143,33 @@ fn plan(
     layout: OutputLayout,
     opts: &ChunkOptions,
 ) -> Result<ChunkPlan> {
-    let config = spec.config;
-    let textures = spec.reads_textures();
-    let (binding, binding_name) =
-        if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
-            (
-                limits.max_storage_buffer_binding_size,
-                "max_storage_buffer_binding_size",
-            )
-        } else {
-            (limits.max_buffer_size, "max_buffer_size")
-        };
-    // Buffers are whole 16-byte units (see the projector), and elements are the storage
-    // type's size: a binding holds `avail / size` elements.
-    let avail = binding / 16 * 16;
-    let e = spec.element.size();
-    // X and W are read in the kernel's input type, their rows KS long where the kernel pads
-    // d_model ([`KernelSpec::x_stride`]).
-    let ei = spec.input_element().size();
-    let ks = spec.x_stride(shape.d_model) as u64;
-    let max_groups = limits.max_compute_workgroups_per_dimension as u64;
-    let max_tex = limits.max_texture_dimension_2d as u64;
-    let (wg_cols, wg_rows) = spec.tile;
-    let d = shape.d_model as u64;
-    let limit =
-        |what: String, needed: String, limit: String, name: &'static str| Error::DeviceLimit {
-            what,
-            needed,
-            limit,
-            limit_name: name,
-        };
-
-    // Column blocks: the widest W slice (a multiple of 4 columns) every limit allows.
-    let mut max_cols = u64::MAX;
-    let mut col_limit = "";
-    let mut tighten = |cols: u64, name: &'static str| {
-        if cols < max_cols {
-            max_cols = cols;
-            col_limit = name;
-        }
-    };
-    if textures {
-        // W has one texel row per element of d_model (padded); X's rows are 4x narrower, so
-        // they fit whenever W's height does.
-        let w_rows = TextureLayout::of(shape, 4).w.1 as u64;
-        if w_rows > max_tex {
-            return Err(limit(
-                format!("W as a texture (kernel {config}): one row per element of d_model"),
-                format!("{w_rows} rows"),
-                format!("{max_tex}"),
-                "max_texture_dimension_2d",
-            ));
-        }
-        tighten(max_tex * 4, "max_texture_dimension_2d");
-    } else {
-        // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
-        // A transposed W (KMajor) holds one KS-long row per column.
-        tighten(avail / (ks * ei) / 4 * 4, binding_name);
-    }
-    tighten(
-        max_groups * wg_cols as u64,
-        "max_compute_workgroups_per_dimension",
-    );
-    if max_cols < 4 {
-        return Err(limit(
-            "four columns of the fused W [d_model, n_out]".into(),
-            fmt_bytes(ks * 4 * ei),
-            fmt_bytes(binding),
-            col_limit,
-        ));
-    }
-    let n_out = shape.n_out() as u64;
-    let blocks = n_out.div_ceil(max_cols);
-    // Equal blocks, each a multiple of 4 columns but the last.
-    let per_block = n_out.div_ceil(blocks).div_ceil(4) * 4;
-    let col_blocks: Vec<(u32, u32)> = (0..blocks)
-        .map(|b| b * per_block)
-        .take_while(|&c0| c0 < n_out)
-        .map(|c0| (c0 as u32, per_block.min(n_out - c0) as u32))
-        .collect();
-
-    // Token chunks: the most rows every per-chunk buffer, texture and the dispatch allow.
-    let widest = shape.q_width.max(shape.kv_width) as u64;
-    let mut bounds: Vec<(u64, String, &'static str)> = vec![
-        (
-            avail / (widest * e),
-            format!("a chunk of Q, K or V ({widest} columns)"),
-            binding_name,
-        ),
-        (
-            max_groups * wg_rows as u64,
-            format!("the dispatch over tokens ({wg_rows} per workgroup)"),
-            "max_compute_workgroups_per_dimension",
-        ),
-    ];
-    if spec.reduce.is_some() {
-        // Split-K partial sums: [splits, chunk tokens, widest column block].
-        let splits = spec.splits as u64;
-        if splits > max_groups {
-            return Err(limit(
-                format!("the dispatch over d_model ranges (kernel {config})"),
-                format!("{splits} workgroups"),
-                format!("{max_groups}"),
-                "max_compute_workgroups_per_dimension",
-            ));
-        }
-        let block = col_blocks.iter().map(|b| b.1 as u64).max().unwrap_or(1);
-        bounds.push((
-            // f32, as the accumulators are.
-            avail / (splits * block * 4),
-            format!("the partial sums of a chunk ({splits} x {block} columns, kernel {config})"),
-            binding_name,
-        ));
-    }
-    if textures {
-        bounds.push((
-            max_tex,
-            format!("X as a texture (kernel {config}): one row per token"),
-            "max_texture_dimension_2d",
-        ));
-    } else {
-        bounds.push((
-            avail / (ks * ei),
-            format!("a chunk of X ({d} columns)"),
-            binding_name,
-        ));
-    }
-    // Rows per chunk stay below 2^32 / width so that u32 element indices cannot overflow.
-    bounds.push((
-        (u32::MAX as u64) / widest.max(ks),
-        "32-bit element indices in one chunk".into(),
-        "u32 index range",
-    ));
-    let (device_max, what, name) = bounds
-        .into_iter()
-        .min_by_key(|b| b.0)
-        .expect("bounds is not empty");
+    let room = Room::of(limits, spec);
+    let col_blocks = column_blocks(&room, shape, spec)?;
     let seq = match layout {
         OutputLayout::Tokens => 1,
         OutputLayout::Heads(h) => h.seq_len as u64,
     };
+    let (device_max, what, name) = most_tokens(&room, shape, spec, &col_blocks)?;
     if device_max < seq.max(1) {
-        return Err(limit(
+        return Err(Error::DeviceLimit {
             what,
-            if seq > 1 {
+            needed: if seq > 1 {
                 format!("one sequence of {seq} tokens per chunk")
             } else {
                 "one token per chunk".into()
             },
-            format!("{device_max} tokens"),
-            name,
-        ));
+            limit: format!("{device_max} tokens"),
+            limit_name: name,
+        });
     }
-    let tokens = shape.tokens as u64;
     let (chunk, reason) = match opts.chunk_tokens {
-        Some(0) => return Err(Error::Input("--chunk-tokens must be at least 1".into())),
-        Some(c) => {
-            let c = c as u64;
-            if c > device_max {
-                return Err(Error::Input(format!(
-                    "--chunk-tokens {c} does not fit this device: {what} allows at most \
-                     {device_max} tokens ({name})"
-                )));
-            }
-            if !c.is_multiple_of(seq) {
-                return Err(Error::Input(format!(
-                    "--chunk-tokens {c} must be a multiple of the sequence length {seq}, so \
-                     that each chunk holds whole sequences of the head layout"
-                )));
-            }
-            (c, "--chunk-tokens".to_string())
-        }
-        None => {
-            let row_bytes = (d + n_out) * e;
-            let sets = if opts.streaming {
-                opts.buffer_sets.max(1) as u64
-            } else {
-                1
-            };
-            let per_chunk = opts.max_chunk_bytes / sets;
-            let budget = (per_chunk / row_bytes).max(1);
-            let (mut c, mut reason) = if budget < device_max {
-                (
-                    budget,
-                    if sets > 1 {
-                        format!(
-                            "{} per chunk for X, Q, K, V: {} for the {sets} buffer sets",
-                            fmt_bytes(per_chunk),
-                            fmt_bytes(opts.max_chunk_bytes)
-                        )
-                    } else {
-                        format!("{} per chunk for X, Q, K, V", fmt_bytes(per_chunk))
-                    },
-                )
-            } else {
-                (device_max, format!("{what} ({name})"))
-            };
-            // Whole sequences; whole workgroup tiles where that costs nothing.
-            c = (c / seq).max(1) * seq;
-            if c > wg_rows as u64 && seq == 1 {
-                c = c / wg_rows as u64 * wg_rows as u64;
-            }
-            if c >= tokens {
-                reason = "the whole batch fits one chunk".into();
-            }
-            (c, reason)
-        }
+        Some(c) => (
+            given_chunk(c, seq, device_max, &what, name)?,
+            "`chunk_tokens`".to_string(),
+        ),
+        None => chunk_from_budget(shape, spec, opts, seq, (device_max, &what, name)),
     };
-    let chunk_tokens = chunk.min(tokens) as u32;
+    let chunk_tokens = chunk.min(shape.tokens as u64) as u32;
     if !(MIN_BUFFER_SETS..=MAX_BUFFER_SETS).contains(&opts.buffer_sets) {
         return Err(Error::Input(format!(
             "{} buffer sets asked for; streaming takes {MIN_BUFFER_SETS} to {MAX_BUFFER_SETS}",
@@ -373,6 +192,235 @@ fn plan(
             1
         },
     })
+}
+
+/// What one binding, the dispatch and textures allow on a device, for one kernel.
+struct Room {
+    /// Bytes one storage binding (and buffer) may hold, and the limit that says so.
+    binding: u64,
+    binding_name: &'static str,
+    /// `binding` in whole 16-byte units (buffers are, see the projector).
+    avail: u64,
+    /// Bytes of an element stored, and of an element of X and W as the kernel reads them.
+    e: u64,
+    ei: u64,
+    /// Workgroups per dimension of a dispatch; texels along a 2-D texture's side.
+    max_groups: u64,
+    max_tex: u64,
+}
+
+impl Room {
+    fn of(limits: &wgpu::Limits, spec: &KernelSpec) -> Self {
+        let (binding, binding_name) =
+            if limits.max_storage_buffer_binding_size <= limits.max_buffer_size {
+                (
+                    limits.max_storage_buffer_binding_size,
+                    "max_storage_buffer_binding_size",
+                )
+            } else {
+                (limits.max_buffer_size, "max_buffer_size")
+            };
+        Self {
+            binding,
+            binding_name,
+            avail: binding / 16 * 16,
+            e: spec.element.size(),
+            ei: spec.input_element().size(),
+            max_groups: limits.max_compute_workgroups_per_dimension as u64,
+            max_tex: limits.max_texture_dimension_2d as u64,
+        }
+    }
+}
+
+/// W's column blocks: the widest slice (a multiple of 4 columns) every limit allows, as
+/// equal blocks, each a multiple of 4 columns but the last: (first column, columns).
+fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
+    let config = spec.config;
+    // X and W are read in the kernel's input type, their rows KS long where the kernel pads
+    // d_model ([`KernelSpec::x_stride`]).
+    let ks = spec.x_stride(shape.d_model) as u64;
+    let mut max_cols = u64::MAX;
+    let mut col_limit = "";
+    let mut tighten = |cols: u64, name: &'static str| {
+        if cols < max_cols {
+            max_cols = cols;
+            col_limit = name;
+        }
+    };
+    if spec.reads_textures() {
+        // W has one texel row per element of d_model (padded); X's rows are 4x narrower, so
+        // they fit whenever W's height does.
+        let w_rows = TextureLayout::of(shape, 4).w.1 as u64;
+        if w_rows > room.max_tex {
+            return Err(Error::DeviceLimit {
+                what: format!("W as a texture (kernel {config}): one row per element of d_model"),
+                needed: format!("{w_rows} rows"),
+                limit: format!("{}", room.max_tex),
+                limit_name: "max_texture_dimension_2d",
+            });
+        }
+        tighten(room.max_tex * 4, "max_texture_dimension_2d");
+    } else {
+        // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
+        // A transposed W (KMajor) holds one KS-long row per column.
+        tighten(room.avail / (ks * room.ei) / 4 * 4, room.binding_name);
+    }
+    tighten(
+        room.max_groups * spec.tile.0 as u64,
+        "max_compute_workgroups_per_dimension",
+    );
+    if max_cols < 4 {
+        return Err(Error::DeviceLimit {
+            what: "four columns of the fused W [d_model, n_out]".into(),
+            needed: fmt_bytes(ks * 4 * room.ei),
+            limit: fmt_bytes(room.binding),
+            limit_name: col_limit,
+        });
+    }
+    let n_out = shape.n_out() as u64;
+    let blocks = n_out.div_ceil(max_cols);
+    let per_block = n_out.div_ceil(blocks).div_ceil(4) * 4;
+    Ok((0..blocks)
+        .map(|b| b * per_block)
+        .take_while(|&c0| c0 < n_out)
+        .map(|c0| (c0 as u32, per_block.min(n_out - c0) as u32))
+        .collect())
+}
+
+/// The most tokens one chunk may hold: the least that every per-chunk buffer, texture and
+/// the dispatch allow, with what bounds it and the limit's name.
+fn most_tokens(
+    room: &Room,
+    shape: &QkvShape,
+    spec: &KernelSpec,
+    col_blocks: &[(u32, u32)],
+) -> Result<(u64, String, &'static str)> {
+    let config = spec.config;
+    let (avail, binding_name, max_groups) = (room.avail, room.binding_name, room.max_groups);
+    let ks = spec.x_stride(shape.d_model) as u64;
+    let wg_rows = spec.tile.1;
+    let widest = shape.q_width.max(shape.kv_width) as u64;
+    let mut bounds: Vec<(u64, String, &'static str)> = vec![
+        (
+            avail / (widest * room.e),
+            format!("a chunk of Q, K or V ({widest} columns)"),
+            binding_name,
+        ),
+        (
+            max_groups * wg_rows as u64,
+            format!("the dispatch over tokens ({wg_rows} per workgroup)"),
+            "max_compute_workgroups_per_dimension",
+        ),
+    ];
+    if spec.reduce.is_some() {
+        // Split-K partial sums: [splits, chunk tokens, widest column block].
+        let splits = spec.splits as u64;
+        if splits > max_groups {
+            return Err(Error::DeviceLimit {
+                what: format!("the dispatch over d_model ranges (kernel {config})"),
+                needed: format!("{splits} workgroups"),
+                limit: format!("{max_groups}"),
+                limit_name: "max_compute_workgroups_per_dimension",
+            });
+        }
+        let block = col_blocks.iter().map(|b| b.1 as u64).max().unwrap_or(1);
+        bounds.push((
+            // f32, as the accumulators are.
+            avail / (splits * block * 4),
+            format!("the partial sums of a chunk ({splits} x {block} columns, kernel {config})"),
+            binding_name,
+        ));
+    }
+    if spec.reads_textures() {
+        bounds.push((
+            room.max_tex,
+            format!("X as a texture (kernel {config}): one row per token"),
+            "max_texture_dimension_2d",
+        ));
+    } else {
+        bounds.push((
+            avail / (ks * room.ei),
+            format!("a chunk of X ({} columns)", shape.d_model),
+            binding_name,
+        ));
+    }
+    // Rows per chunk stay below 2^32 / width so that u32 element indices cannot overflow.
+    bounds.push((
+        (u32::MAX as u64) / widest.max(ks),
+        "32-bit element indices in one chunk".into(),
+        "u32 index range",
+    ));
+    Ok(bounds
+        .into_iter()
+        .min_by_key(|b| b.0)
+        .expect("bounds is not empty"))
+}
+
+/// A chunk size the user gave, checked (never shrunk): at least 1, within what the device
+/// allows, whole sequences of `seq` tokens.
+fn given_chunk(c: u32, seq: u64, device_max: u64, what: &str, name: &str) -> Result<u64> {
+    if c == 0 {
+        return Err(Error::Input("`chunk_tokens` must be at least 1".into()));
+    }
+    let c = c as u64;
+    if c > device_max {
+        return Err(Error::Input(format!(
+            "`chunk_tokens` {c} does not fit this device: {what} allows at most {device_max} \
+             tokens ({name})"
+        )));
+    }
+    if !c.is_multiple_of(seq) {
+        return Err(Error::Input(format!(
+            "`chunk_tokens` {c} must be a multiple of the sequence length {seq}, so that each \
+             chunk holds whole sequences of the head layout"
+        )));
+    }
+    Ok(c)
+}
+
+/// The chunk size when none was given: X, Q, K, V of a chunk within the host budget shared
+/// among the buffer sets, or the device's most where that is less; whole sequences, whole
+/// workgroup tiles where that costs nothing. With why.
+fn chunk_from_budget(
+    shape: &QkvShape,
+    spec: &KernelSpec,
+    opts: &ChunkOptions,
+    seq: u64,
+    (device_max, what, name): (u64, &str, &str),
+) -> (u64, String) {
+    let row_bytes = (shape.d_model as u64 + shape.n_out() as u64) * spec.element.size();
+    let sets = if opts.streaming {
+        opts.buffer_sets.max(1) as u64
+    } else {
+        1
+    };
+    let per_chunk = opts.max_chunk_bytes / sets;
+    let budget = (per_chunk / row_bytes).max(1);
+    let (mut c, mut reason) = if budget < device_max {
+        (
+            budget,
+            if sets > 1 {
+                format!(
+                    "{} per chunk for X, Q, K, V: {} for the {sets} buffer sets",
+                    fmt_bytes(per_chunk),
+                    fmt_bytes(opts.max_chunk_bytes)
+                )
+            } else {
+                format!("{} per chunk for X, Q, K, V", fmt_bytes(per_chunk))
+            },
+        )
+    } else {
+        (device_max, format!("{what} ({name})"))
+    };
+    let wg_rows = spec.tile.1 as u64;
+    c = (c / seq).max(1) * seq;
+    if c > wg_rows && seq == 1 {
+        c = c / wg_rows * wg_rows;
+    }
+    if c >= shape.tokens as u64 {
+        reason = "the whole batch fits one chunk".into();
+    }
+    (c, reason)
 }
 
 #[cfg(test)]
@@ -462,7 +510,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(
-            err.contains("--chunk-tokens 11") && err.contains("at most 10"),
+            err.contains("`chunk_tokens` 11") && err.contains("at most 10"),
             "{err}"
         );
     }

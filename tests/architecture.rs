@@ -1,6 +1,6 @@
 //! The layout rules of `src/`, checked on the source text: modules form layers (no module
-//! imports another that imports it back, directly or through others), and no file is over
-//! 700 lines. A file is a node; `use` items and inline paths starting with `crate::`,
+//! imports another that imports it back, directly or through others), the layers are those
+//! docs/ARCHITECTURE.md's table lists, no file is over 700 lines and no function over 100. A file is a node; `use` items and inline paths starting with `crate::`,
 //! `super::` or `self::` are its edges, resolved to the deepest module they name. The
 //! library and the `qkv` binary are separate crates, checked separately.
 
@@ -8,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 const MAX_LINES: usize = 700;
+
+/// The most lines a function may span, its signature to its closing brace.
+const MAX_FN_LINES: usize = 100;
 
 /// Source files of one crate: module path ("" for the root) -> file.
 fn modules(root_file: &Path) -> BTreeMap<String, PathBuf> {
@@ -199,7 +202,100 @@ fn resolve(from: &str, path: &[String], mods: &BTreeMap<String, PathBuf>) -> Opt
     Some(best)
 }
 
-fn check_crate(root_file: &Path) -> Vec<String> {
+/// `code` without its inline test modules (`mod tests { .. }`), whose `super` is the file
+/// itself and whose imports are the tests', not the module's.
+fn without_test_modules(code: &str) -> String {
+    let mut out = code.to_string();
+    while let Some(at) = out.find("mod tests {") {
+        let open = at + "mod tests ".len();
+        let mut depth = 0;
+        let mut end = out.len();
+        for (j, c) in out[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + j + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let lines = out[at..end].matches('\n').count();
+        out.replace_range(at..end, &"\n".repeat(lines));
+    }
+    out
+}
+
+/// Every function of `code` (comments and strings blanked) longer than [`MAX_FN_LINES`], as
+/// (name, first line, lines).
+fn long_functions(code: &str) -> Vec<(String, usize, usize)> {
+    let bytes = code.as_bytes();
+    let mut out = Vec::new();
+    let mut from = 0;
+    while let Some(i) = code[from..].find("fn ") {
+        let at = from + i;
+        from = at + 3;
+        if at > 0 && (bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_') {
+            continue;
+        }
+        let name: String = code[at + 3..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        if name.is_empty() {
+            continue;
+        }
+        // The body opens at the first `{` outside brackets; a `;` first means no body.
+        let (mut depth, mut open) = (0i32, None);
+        for (j, c) in code[at..].char_indices() {
+            match c {
+                '(' | '[' => depth += 1,
+                ')' | ']' => depth -= 1,
+                ';' if depth == 0 => break,
+                '{' if depth == 0 => {
+                    open = Some(at + j);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        let Some(open) = open else { continue };
+        let mut braces = 0i32;
+        let mut close = code.len();
+        for (j, c) in code[open..].char_indices() {
+            match c {
+                '{' => braces += 1,
+                '}' => {
+                    braces -= 1;
+                    if braces == 0 {
+                        close = open + j;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let first = code[..at].matches('\n').count() + 1;
+        let lines = code[at..close].matches('\n').count() + 1;
+        if lines > MAX_FN_LINES {
+            out.push((name, first, lines));
+        }
+    }
+    out
+}
+
+/// A crate's modules and, for each, the modules it imports; with the problems found on the
+/// way (files and functions too long).
+type Graph = (
+    BTreeMap<String, PathBuf>,
+    BTreeMap<String, BTreeSet<String>>,
+    Vec<String>,
+);
+
+fn graph(root_file: &Path) -> Graph {
     let mods = modules(root_file);
     let mut problems = Vec::new();
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -212,7 +308,14 @@ fn check_crate(root_file: &Path) -> Vec<String> {
                 file.display()
             ));
         }
-        for p in paths(&code_only(&text)) {
+        let code = code_only(&text);
+        for (f, first, lines) in long_functions(&code) {
+            problems.push(format!(
+                "{}:{first}: fn {f} has {lines} lines (at most {MAX_FN_LINES})",
+                file.display()
+            ));
+        }
+        for p in paths(&without_test_modules(&code)) {
             if let Some(to) = resolve(name, &p, &mods) {
                 if &to != name {
                     edges.entry(name.clone()).or_default().insert(to);
@@ -220,6 +323,11 @@ fn check_crate(root_file: &Path) -> Vec<String> {
             }
         }
     }
+    (mods, edges, problems)
+}
+
+fn check_crate(root_file: &Path) -> Vec<String> {
+    let (mods, edges, mut problems) = graph(root_file);
     // A module that reaches itself through its imports is in a cycle.
     for start in mods.keys() {
         let mut seen = BTreeSet::new();
@@ -253,6 +361,77 @@ fn modules_form_layers_and_files_stay_short() {
     let mut problems = check_crate(&src.join("lib.rs"));
     problems.extend(check_crate(&src.join("bin/qkv/main.rs")));
     assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+}
+
+/// docs/ARCHITECTURE.md's table of the library's modules, from the ground up: each module
+/// named in a row's first cell (in backquotes) with the row's index.
+fn layer_table() -> BTreeMap<String, usize> {
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/ARCHITECTURE.md"))
+            .unwrap();
+    let table = doc
+        .split("## The modules, from the ground up")
+        .nth(1)
+        .expect("the doc has its table of modules");
+    let mut rows = BTreeMap::new();
+    let body = table.lines().filter(|l| l.starts_with("| `"));
+    for (i, line) in body.enumerate() {
+        let cell = line.split('|').nth(1).unwrap();
+        for name in cell.split('`').skip(1).step_by(2) {
+            if name.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+                rows.insert(name.to_string(), i);
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn the_layer_table_in_the_doc_matches_the_imports() {
+    // Each row uses only rows above it (or its own): a module's imports of another top-level
+    // module of the library must point up the table, and none may import the crate root.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let (mods, edges, _) = graph(&src.join("lib.rs"));
+    let rows = layer_table();
+    let top = |m: &str| m.split("::").next().unwrap_or("").to_string();
+    let mut problems = Vec::new();
+    for m in mods.keys().map(|m| top(m)).filter(|m| !m.is_empty()) {
+        if !rows.contains_key(&m) {
+            problems.push(format!("module {m} is not in the doc's table"));
+        }
+    }
+    for (from, tos) in &edges {
+        for to in tos {
+            let (a, b) = (top(from), top(to));
+            if from.is_empty() || a == b {
+                continue;
+            }
+            if b.is_empty() {
+                problems.push(format!("{from} imports the crate root"));
+                continue;
+            }
+            if let (Some(ra), Some(rb)) = (rows.get(&a), rows.get(&b)) {
+                if rb > ra {
+                    problems.push(format!(
+                        "{from} (row {ra} of the table) imports {to} (row {rb}, below it)"
+                    ));
+                }
+            }
+        }
+    }
+    problems.sort();
+    problems.dedup();
+    assert!(problems.is_empty(), "\n{}", problems.join("\n"));
+    assert!(rows.len() > 15, "{rows:?}");
+}
+
+#[test]
+fn the_function_check_measures_from_fn_to_its_closing_brace() {
+    let mut code = String::from("fn short() { let a = { 1 }; }\nfn long(x: [u8; 2]) {\n");
+    code.push_str(&"    f();\n".repeat(MAX_FN_LINES));
+    code.push_str("}\nfn declared();\n");
+    let long = long_functions(&code);
+    assert_eq!(long, vec![("long".to_string(), 2, MAX_FN_LINES + 2)]);
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! The `qkv` binary as a user meets it: each command's output and exit code, and bad
 //! arguments answered with a message and a non-zero exit, never a panic.
 
+mod common;
+
 use assert_cmd::Command;
 use predicates::prelude::*;
 
@@ -100,6 +102,38 @@ fn run_json_is_one_object_per_kernel_with_the_documented_keys() {
         assert_eq!(v["kv_width"], 8);
         assert_eq!(v["pass"], true);
         assert!(v["gflops"].as_f64().unwrap() > 0.0);
+    }
+}
+
+#[test]
+fn run_and_bench_json_keys_are_unchanged() {
+    let mut args = SMALL.to_vec();
+    args.extend(["--json", "--kernel", "naive", "--repeats", "1"]);
+    let (out, _) = exits(&args, 0);
+    let v: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    common::assert_json_keys(&v, common::RUN_JSON_KEYS, "qkv run --json");
+    let (json, _) = exits(
+        &[
+            "bench",
+            "--d-model",
+            "50",
+            "--q-width",
+            "24",
+            "--tokens",
+            "37",
+            "--kernel",
+            "naive",
+            "--repeats",
+            "1",
+            "--no-cpu",
+            "--json",
+        ],
+        0,
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&json).unwrap();
+    assert!(!rows.is_empty(), "{json}");
+    for row in &rows {
+        common::assert_json_keys(row, common::BENCH_JSON_KEYS, "qkv bench --json");
     }
 }
 

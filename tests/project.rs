@@ -134,6 +134,7 @@ fn llama_family_bf16_grouped_kv_no_bias_3d_input() {
         "--json",
     ]);
     let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    common::assert_json_keys(&v, common::PROJECT_JSON_KEYS, "qkv project --json");
     assert_eq!(v["family"], "Llama");
     assert_eq!(v["weight_layout"], "out-in");
     // A BF16 checkpoint runs in bf16 (X rounded to it); NumPy has no bf16, so the files

@@ -10,6 +10,7 @@ use crate::error::{Error, Result};
 use crate::host::{ElementVec, Elements};
 use crate::kernels::{KernelSpec, OperandLayout};
 use crate::plan::ChunkPlan;
+use crate::shape::QkvShape;
 use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
@@ -405,6 +406,60 @@ pub(super) fn params_buffers(device: &wgpu::Device, plan: &ChunkPlan) -> Vec<wgp
         .collect()
 }
 
+/// One chunk's Q, K, V in `element` on the GPU, and the staging buffers they are read back
+/// through (a MAP_READ buffer may only be a COPY_DST).
+fn output_buffers(
+    device: &wgpu::Device,
+    element: ElementType,
+    chunk_shape: &QkvShape,
+) -> ([wgpu::Buffer; 3], [wgpu::Buffer; 3]) {
+    let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);
+    let (q_bytes, kv_bytes) = (
+        storage_bytes(element, q_len),
+        storage_bytes(element, kv_len),
+    );
+    let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+        device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        })
+    };
+    let out = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+    let read = wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST;
+    (
+        [
+            buffer("q (one chunk)", q_bytes, out),
+            buffer("k (one chunk)", kv_bytes, out),
+            buffer("v (one chunk)", kv_bytes, out),
+        ],
+        [
+            buffer("q staging", q_bytes, read),
+            buffer("k staging", kv_bytes, read),
+            buffer("v staging", kv_bytes, read),
+        ],
+    )
+}
+
+/// The `fill_nan` bind group of each output, with its length in 32-bit words.
+fn fill_groups(ctx: &GpuContext, outputs: &[wgpu::Buffer; 3]) -> Vec<(wgpu::BindGroup, u64)> {
+    outputs
+        .iter()
+        .map(|b| {
+            let group = ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("fill_nan bind group"),
+                layout: &ctx.fill_layout().group,
+                entries: &[wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: b.as_entire_binding(),
+                }],
+            });
+            (group, b.size() / 4)
+        })
+        .collect()
+}
+
 impl Slot {
     /// Allocates one buffer set for the plan's chunks, with X uploaded as `upload` says, and
     /// binds it with `weights`.
@@ -435,31 +490,7 @@ impl Slot {
             chunk_shape.tokens as usize * spec.x_stride(chunk_shape.d_model) as usize,
             tex.x,
         );
-        let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);
-        let out_usage = wgpu::BufferUsages::COPY_SRC;
-        let (q_bytes, kv_bytes) = (
-            storage_bytes(element, q_len),
-            storage_bytes(element, kv_len),
-        );
-        let outputs = [
-            storage("q (one chunk)", q_bytes, out_usage),
-            storage("k (one chunk)", kv_bytes, out_usage),
-            storage("v (one chunk)", kv_bytes, out_usage),
-        ];
-        // A MAP_READ buffer may only be a COPY_DST, so results come back through these.
-        let staging = [
-            ("q staging", q_bytes),
-            ("k staging", kv_bytes),
-            ("v staging", kv_bytes),
-        ]
-        .map(|(label, bytes)| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        let (outputs, staging) = output_buffers(device, element, &chunk_shape);
         let params = params_buffers(device, plan);
         let scratch = spec.reduce.map(|_| {
             // f32: the partial sums are the accumulators'.
@@ -469,20 +500,7 @@ impl Slot {
                 wgpu::BufferUsages::empty(),
             )
         });
-        let fill_groups = outputs
-            .iter()
-            .map(|b| {
-                let group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("fill_nan bind group"),
-                    layout: &ctx.fill_layout().group,
-                    entries: &[wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: b.as_entire_binding(),
-                    }],
-                });
-                (group, b.size() / 4)
-            })
-            .collect();
+        let fill_groups = fill_groups(ctx, &outputs);
         let timestamps = ctx
             .has_timestamps()
             .then(|| Queries::new(device, &ctx.queue, 1, "kernel timestamps"));

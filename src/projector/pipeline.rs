@@ -86,6 +86,207 @@ fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
     Error::Input(format!("{what} panicked: {message}"))
 }
 
+/// The poller: waits for each submission until it is done. (Not in short waits: a wait that
+/// times out while another thread submits can trip a consistency assertion in wgpu-core 30's
+/// `maintain`, seen as a panic on lavapipe. Where wgpu has no timeline semaphores, as on
+/// lavapipe, the wait holds the fence lock that `Queue::submit` needs; that submit then
+/// waits, and its time is counted as the GPU stage's, not as upload.)
+fn poll(
+    ctx: &crate::context::GpuContext,
+    submissions: mpsc::Receiver<(wgpu::SubmissionIndex, String)>,
+    events: mpsc::Sender<Event>,
+) {
+    for (submission, label) in submissions {
+        let waited = catch_unwind(AssertUnwindSafe(|| ctx.wait(submission, &label)))
+            .unwrap_or_else(|p| Err(panicked("waiting for the GPU", p)));
+        if let Err(e) = waited {
+            events.send(Event::PollFailed(e)).ok();
+        }
+    }
+}
+
+/// The channels the calling thread hands work down.
+struct Lanes<'a> {
+    produce: &'a mpsc::Sender<(usize, u32)>,
+    consume: &'a mpsc::Sender<(usize, u32)>,
+    poll: &'a mpsc::Sender<(wgpu::SubmissionIndex, String)>,
+    events: &'a mpsc::Sender<Event>,
+}
+
+/// The calling thread's books of a run: what each set holds, how many sets are at each
+/// stage, the stages' busy times, and the first error.
+struct Books {
+    chunks: u32,
+    chunk_of: Vec<u32>,
+    next: u32,
+    producing: usize,
+    on_gpu: usize,
+    consuming: usize,
+    maps: Vec<Option<Arc<Maps>>>,
+    ready: BTreeMap<u32, usize>,
+    next_consumed: u32,
+    gpu_since: Option<Instant>,
+    failed: Option<Error>,
+    t: RunTimings,
+}
+
+impl Books {
+    fn new(chunks: u32, sets: usize, t: RunTimings) -> Self {
+        Self {
+            chunks,
+            chunk_of: vec![0; sets],
+            next: 0,
+            producing: 0,
+            on_gpu: 0,
+            consuming: 0,
+            maps: (0..sets).map(|_| None).collect(),
+            ready: BTreeMap::new(),
+            next_consumed: 0,
+            gpu_since: None,
+            failed: None,
+            t,
+        }
+    }
+
+    /// The run's times, or its first error.
+    fn finish(self) -> Result<RunTimings> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok(self.t),
+        }
+    }
+
+    /// Sets out at some stage.
+    fn out(&self) -> usize {
+        self.producing + self.on_gpu + self.consuming
+    }
+
+    /// Keeps the first error.
+    fn fail(&mut self, e: Error) {
+        self.failed.get_or_insert(e);
+    }
+
+    /// Gives `set` the next chunk to produce.
+    fn produce_next(&mut self, set: usize, lanes: &Lanes<'_>) {
+        self.chunk_of[set] = self.next;
+        lanes.produce.send((set, self.next)).ok();
+        self.next += 1;
+        self.producing += 1;
+    }
+
+    fn on_event(
+        &mut self,
+        engine: &Engine<'_>,
+        event: Event,
+        lanes: &Lanes<'_>,
+        progress: &mut impl FnMut(u32),
+    ) {
+        match event {
+            Event::Produced {
+                set,
+                index,
+                busy,
+                result,
+            } => self.produced(engine, (set, index), busy, result, lanes),
+            Event::Mapped { set, result } => self.mapped(engine, set, result, lanes),
+            Event::Consumed {
+                set,
+                index,
+                busy,
+                kernel,
+                result,
+            } => {
+                self.consuming -= 1;
+                self.t.readback += busy;
+                self.t.kernel += kernel;
+                match result {
+                    Ok(()) if self.failed.is_none() => progress(engine.plan.chunk(index).end),
+                    Ok(()) => {}
+                    Err(e) => self.fail(e),
+                }
+                if self.failed.is_none() && self.next < self.chunks {
+                    self.produce_next(set, lanes);
+                }
+            }
+            Event::PollFailed(e) => {
+                self.fail(e);
+                // Maps that will never complete are aborted (their callbacks then report
+                // it), so that every chunk out comes home.
+                for (set, m) in self.maps.iter().enumerate() {
+                    if m.is_some() {
+                        engine.abort_maps(set);
+                    }
+                }
+            }
+        }
+    }
+
+    /// X of chunk `index` is in `set`'s staging buffer: submit the chunk.
+    fn produced(
+        &mut self,
+        engine: &Engine<'_>,
+        (set, index): (usize, u32),
+        busy: Duration,
+        result: Result<()>,
+        lanes: &Lanes<'_>,
+    ) {
+        self.producing -= 1;
+        self.t.input += busy;
+        if let Err(e) = result {
+            self.fail(e);
+        }
+        if self.failed.is_some() {
+            return;
+        }
+        let start = Instant::now();
+        self.gpu_since.get_or_insert(start);
+        match engine.submit_set(set, index, lanes.events, lanes.poll) {
+            Ok((m, submit)) => {
+                self.maps[set] = Some(m);
+                self.on_gpu += 1;
+                // `Queue::submit` itself can wait for the GPU (lavapipe runs the work before
+                // it returns): that is the GPU stage's time.
+                self.t.upload += start.elapsed().saturating_sub(submit);
+            }
+            Err(e) => {
+                self.fail(e);
+                if self.on_gpu == 0 {
+                    self.gpu_since = None;
+                }
+            }
+        }
+    }
+
+    /// `set`'s results are mapped: hand over every chunk now next in order.
+    fn mapped(&mut self, engine: &Engine<'_>, set: usize, result: Result<()>, lanes: &Lanes<'_>) {
+        self.on_gpu -= 1;
+        self.maps[set] = None;
+        if self.on_gpu == 0 {
+            if let Some(since) = self.gpu_since.take() {
+                self.t.dispatch_wall += since.elapsed();
+            }
+        } else if let Some(since) = self.gpu_since.as_mut() {
+            // Busy time is the union of the chunks' times on the GPU.
+            let now = Instant::now();
+            self.t.dispatch_wall += now - *since;
+            *since = now;
+        }
+        if let Err(e) = result {
+            self.fail(e);
+        }
+        if self.failed.is_some() {
+            engine.unmap_readbacks(set);
+            return;
+        }
+        self.ready.insert(self.chunk_of[set], set);
+        while let Some(set) = self.ready.remove(&self.next_consumed) {
+            lanes.consume.send((set, self.next_consumed)).ok();
+            self.next_consumed += 1;
+            self.consuming += 1;
+        }
+    }
+}
+
 impl Engine<'_> {
     /// Projects the whole batch through the pipeline (see the module's description and
     /// [`Projector::stream`](super::Projector::stream)).
@@ -124,21 +325,7 @@ impl Engine<'_> {
                 engine.consume(consume_rx, sink, tx)
             })?;
             let tx = events_tx.clone();
-            // The poller waits for each submission until it is done. (Not in short waits: a
-            // wait that times out while another thread submits can trip a consistency
-            // assertion in wgpu-core 30's `maintain`, seen as a panic on lavapipe. Where wgpu
-            // has no timeline semaphores, as on lavapipe, the wait holds the fence lock that
-            // `Queue::submit` needs; that submit then waits, and its time is counted as the
-            // GPU stage's, not as upload.)
-            let poller = spawn(scope, "poller", move || {
-                for (submission, label) in poll_rx {
-                    let waited = catch_unwind(AssertUnwindSafe(|| ctx.wait(submission, &label)))
-                        .unwrap_or_else(|p| Err(panicked("waiting for the GPU", p)));
-                    if let Err(e) = waited {
-                        tx.send(Event::PollFailed(e)).ok();
-                    }
-                }
-            })?;
+            let poller = spawn(scope, "poller", move || poll(ctx, poll_rx, tx))?;
             // A stage whose thread has ended while this one still waits on it would leave the
             // run waiting for good: checked whenever nothing has come for a while.
             let stopped = |on_gpu: usize| {
@@ -152,156 +339,50 @@ impl Engine<'_> {
                 .map(|(name, _)| name)
             };
 
-            // The books: what each set holds, how many are at each stage.
-            let mut chunk_of = vec![0u32; sets];
-            let mut next = 0u32;
-            let (mut producing, mut on_gpu, mut consuming) = (0usize, 0usize, 0usize);
-            let mut maps: Vec<Option<Arc<Maps>>> = (0..sets).map(|_| None).collect();
-            let mut ready = BTreeMap::new();
-            let mut next_consumed = 0u32;
-            let mut gpu_since: Option<Instant> = None;
-            let mut failed: Option<Error> = None;
-            let fail = |failed: &mut Option<Error>, e: Error| {
-                failed.get_or_insert(e);
+            let lanes = Lanes {
+                produce: &produce_tx,
+                consume: &consume_tx,
+                poll: &poll_tx,
+                events: &events_tx,
             };
+            let mut books = Books::new(n, sets, t);
             // Set i starts with chunk i.
-            for (set, chunk) in chunk_of.iter_mut().enumerate().take(n as usize) {
-                *chunk = next;
-                produce_tx.send((set, next)).ok();
-                next += 1;
-                producing += 1;
+            for set in 0..sets.min(n as usize) {
+                books.produce_next(set, &lanes);
             }
-            while producing + on_gpu + consuming > 0 {
+            while books.out() > 0 {
                 let event = match events.recv_timeout(Duration::from_millis(200)) {
                     Ok(event) => event,
-                    Err(mpsc::RecvTimeoutError::Timeout) => match stopped(on_gpu) {
+                    Err(mpsc::RecvTimeoutError::Timeout) => match stopped(books.on_gpu) {
                         None => continue,
                         Some(name) => {
-                            fail(
-                                &mut failed,
-                                Error::Input(format!(
-                                    "the pipeline's {name} thread stopped with work out"
-                                )),
-                            );
+                            books.fail(Error::Input(format!(
+                                "the pipeline's {name} thread stopped with work out"
+                            )));
                             // What it held cannot come back; the sets are readied anew.
                             break;
                         }
                     },
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         // Every stage holds a sender while it has work: not reached.
-                        fail(
-                            &mut failed,
-                            Error::Input("the pipeline's stages hung up".into()),
-                        );
+                        books.fail(Error::Input("the pipeline's stages hung up".into()));
                         break;
                     }
                 };
-                match event {
-                    Event::Produced {
-                        set,
-                        index,
-                        busy,
-                        result,
-                    } => {
-                        producing -= 1;
-                        t.input += busy;
-                        if let Err(e) = result {
-                            fail(&mut failed, e);
-                        }
-                        if failed.is_some() {
-                            continue;
-                        }
-                        let start = Instant::now();
-                        gpu_since.get_or_insert(start);
-                        match engine.submit_set(set, index, &events_tx, &poll_tx) {
-                            Ok((m, submit)) => {
-                                maps[set] = Some(m);
-                                on_gpu += 1;
-                                // `Queue::submit` itself can wait for the GPU (lavapipe runs
-                                // the work before it returns): that is the GPU stage's time.
-                                t.upload += start.elapsed().saturating_sub(submit);
-                            }
-                            Err(e) => {
-                                fail(&mut failed, e);
-                                if on_gpu == 0 {
-                                    gpu_since = None;
-                                }
-                            }
-                        }
-                    }
-                    Event::Mapped { set, result } => {
-                        on_gpu -= 1;
-                        maps[set] = None;
-                        if on_gpu == 0 {
-                            if let Some(since) = gpu_since.take() {
-                                t.dispatch_wall += since.elapsed();
-                            }
-                        } else if let Some(since) = gpu_since.as_mut() {
-                            // Busy time is the union of the chunks' times on the GPU.
-                            let now = Instant::now();
-                            t.dispatch_wall += now - *since;
-                            *since = now;
-                        }
-                        if let Err(e) = result {
-                            fail(&mut failed, e);
-                        }
-                        if failed.is_some() {
-                            engine.unmap_readbacks(set);
-                            continue;
-                        }
-                        ready.insert(chunk_of[set], set);
-                        while let Some(set) = ready.remove(&next_consumed) {
-                            consume_tx.send((set, next_consumed)).ok();
-                            next_consumed += 1;
-                            consuming += 1;
-                        }
-                    }
-                    Event::Consumed {
-                        set,
-                        index,
-                        busy,
-                        kernel,
-                        result,
-                    } => {
-                        consuming -= 1;
-                        t.readback += busy;
-                        t.kernel += kernel;
-                        match result {
-                            Ok(()) if failed.is_none() => progress(engine.plan.chunk(index).end),
-                            Ok(()) => {}
-                            Err(e) => fail(&mut failed, e),
-                        }
-                        if failed.is_none() && next < n {
-                            chunk_of[set] = next;
-                            produce_tx.send((set, next)).ok();
-                            next += 1;
-                            producing += 1;
-                        }
-                    }
-                    Event::PollFailed(e) => {
-                        fail(&mut failed, e);
-                        // Maps that will never complete are aborted (their callbacks then
-                        // report it), so that every chunk out comes home.
-                        for (set, m) in maps.iter().enumerate() {
-                            if m.is_some() {
-                                engine.abort_maps(set);
-                            }
-                        }
-                    }
-                }
+                books.on_event(engine, event, &lanes, &mut progress);
             }
             drop((produce_tx, consume_tx, poll_tx));
-            match failed {
-                Some(e) => Err(e),
-                None => Ok(()),
-            }
+            books.finish()
         });
-        if let Err(e) = result {
-            // Natively, the GPU work out has been waited for; leave the sets ready.
-            let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
-            let _ = self.ready_sets();
-            return Err(e);
-        }
+        let mut t = match result {
+            Ok(t) => t,
+            Err(e) => {
+                // Natively, the GPU work out has been waited for; leave the sets ready.
+                let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
+                let _ = self.ready_sets();
+                return Err(e);
+            }
+        };
         if t.kernel_timer == super::timing::KernelTimer::Host {
             // No timestamps: the GPU stage's time, copies included, is all there is.
             t.kernel = t.dispatch_wall;

@@ -51,121 +51,33 @@ pub(super) async fn time_kernel(
             "kernel timing repeats must be 1 to {MAX_REPEATS}, not {repeats}"
         )));
     }
-    let ctx = engine.ctx;
-    let device = &ctx.device;
+    kept.prepare(engine)?;
     let plan = &engine.plan;
-    let full = plan.chunk_tokens;
-    let last = plan.chunk(plan.chunks() - 1).len() as u32;
-    let during = "setting up kernel timing";
-    let slot = &engine.slots[0];
-    if last != full && kept.last.is_none() {
-        let layout = ctx.layout(engine.spec.binding)?;
-        kept.last = Some(ctx.checked(during, || {
-            let params = params_buffers(device, plan);
-            let groups = slot.bind(device, layout, &params, &engine.weights);
-            (params, groups)
-        })?);
-    }
-    if ctx.has_timestamps() && kept.queries.is_none() {
-        kept.queries = Some(ctx.checked(during, || {
-            Queries::new(device, &ctx.queue, MAX_REPEATS, "kernel timing")
-        })?);
-    }
+    let (full, slot) = (plan.chunk_tokens, &engine.slots[0]);
     // The first buffer set's own groups serve the full chunks; a later run rewrites their
     // params chunk by chunk anyway.
     engine.write_params(&slot.params, full)?;
     let last_groups = match &kept.last {
         Some((params, groups)) => {
-            engine.write_params(params, last)?;
+            engine.write_params(params, plan.chunk(plan.chunks() - 1).len() as u32)?;
             groups
         }
         None => &slot.bind_groups,
     };
-    let queries = kept.queries.as_ref();
-    let label = format!("timing kernel {}", engine.spec);
-    // One submission per repeat: all are queued before waiting, so they run back to back,
-    // and no single submission runs long enough to trip a driver watchdog.
-    let encode = |timed: Option<u32>, per: u32| -> Result<wgpu::CommandBuffer> {
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("kernel timing"),
-        });
-        ctx.checked(&label, || {
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some(engine.spec.kernel().name()),
-                    timestamp_writes: queries.zip(timed).map(|(q, i)| q.writes(i)),
-                });
-                for _ in 0..per {
-                    for c in 0..plan.chunks() {
-                        let rows = plan.chunk(c).len() as u32;
-                        let groups = if rows == full {
-                            &slot.bind_groups
-                        } else {
-                            last_groups
-                        };
-                        engine.encode_dispatches(&mut pass, groups, rows);
-                    }
-                }
-            }
-            encoder.finish()
-        })
+    let timer = Timer {
+        engine,
+        queries: kept.queries.as_ref(),
+        last_groups,
+        label: format!("timing kernel {}", engine.spec),
     };
+    let ctx = engine.ctx;
     for _ in 0..warmups {
-        let commands = encode(None, 1)?;
-        ctx.checked(&label, || ctx.queue.submit([commands]))?;
+        let commands = timer.encode(None, 1)?;
+        ctx.checked(&timer.label, || ctx.queue.submit([commands]))?;
     }
-    // `count` samples of `per` batches each, their durations as measured.
-    let measure = |count: u32, per: u32| {
-        let label = &label;
-        async move {
-            if let Some(q) = queries {
-                debug_assert!(count <= q.pairs());
-                for i in 0..count {
-                    let commands = encode(Some(i), per)?;
-                    ctx.checked(label, || ctx.queue.submit([commands]))?;
-                }
-                let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("kernel timing resolve"),
-                });
-                q.resolve(&mut encoder, count);
-                let index = ctx.checked(label, || ctx.queue.submit([encoder.finish()]))?;
-                ctx.finished(index, label).await?;
-                let mut ticks = vec![0u64; 2 * count as usize];
-                ctx.read_mapped_async(q.readback(), &mut ticks, label)
-                    .await?;
-                Ok(q.durations(&ticks))
-            } else {
-                // Host clock: each sample's submit-and-wait (the warm-ups are still queued
-                // ahead of the first one).
-                let mut samples = Vec::with_capacity(count as usize);
-                for _ in 0..count {
-                    let commands = encode(None, per)?;
-                    let start = Instant::now();
-                    let index = ctx.checked(label, || ctx.queue.submit([commands]))?;
-                    ctx.finished(index, label).await?;
-                    samples.push(start.elapsed());
-                }
-                Result::Ok(samples)
-            }
-        }
-    };
-    // Where the clocks are coarse, grow the batches per sample until one lasts long enough.
-    let mut per = 1;
-    if ctx.summary.coarse_clocks() {
-        loop {
-            let one = measure(1, per).await?[0];
-            if one >= COARSE_SAMPLE || per >= MAX_PER_SAMPLE {
-                break;
-            }
-            let grow = if one.is_zero() {
-                16
-            } else {
-                (COARSE_SAMPLE.as_secs_f64() / one.as_secs_f64()).ceil() as u32 + 1
-            };
-            per = per.saturating_mul(grow.max(2)).min(MAX_PER_SAMPLE);
-        }
-    }
-    let samples = measure(repeats, per)
+    let per = timer.batches_per_sample().await?;
+    let samples = timer
+        .measure(repeats, per)
         .await?
         .into_iter()
         .map(|d| d / per)
@@ -174,12 +86,141 @@ pub(super) async fn time_kernel(
         samples,
         per_sample: per,
         warmups,
-        timer: if queries.is_some() {
+        timer: if timer.queries.is_some() {
             KernelTimer::GpuTimestamp
         } else {
             KernelTimer::Host
         },
     })
+}
+
+impl SteadyTiming {
+    /// Makes what timing needs and does not have yet: the last chunk's params and groups
+    /// where it is shorter, the timestamp queries where the device has them.
+    fn prepare(&mut self, engine: &Engine<'_>) -> Result<()> {
+        let (ctx, plan) = (engine.ctx, &engine.plan);
+        let device = &ctx.device;
+        let last = plan.chunk(plan.chunks() - 1).len() as u32;
+        let during = "setting up kernel timing";
+        if last != plan.chunk_tokens && self.last.is_none() {
+            let layout = ctx.layout(engine.spec.binding)?;
+            let slot = &engine.slots[0];
+            self.last = Some(ctx.checked(during, || {
+                let params = params_buffers(device, plan);
+                let groups = slot.bind(device, layout, &params, &engine.weights);
+                (params, groups)
+            })?);
+        }
+        if ctx.has_timestamps() && self.queries.is_none() {
+            self.queries = Some(ctx.checked(during, || {
+                Queries::new(device, &ctx.queue, MAX_REPEATS, "kernel timing")
+            })?);
+        }
+        Ok(())
+    }
+}
+
+/// One timing of the engine's batch, set up.
+struct Timer<'a, 'c> {
+    engine: &'a Engine<'c>,
+    queries: Option<&'a Queries>,
+    /// The bind groups of the last chunk (the first set's own where it is full).
+    last_groups: &'a [wgpu::BindGroup],
+    label: String,
+}
+
+impl Timer<'_, '_> {
+    /// `per` batches, every chunk's dispatches, in one pass (timed into query pair `timed`).
+    /// One submission per repeat: all are queued before waiting, so they run back to back,
+    /// and no single submission runs long enough to trip a driver watchdog.
+    fn encode(&self, timed: Option<u32>, per: u32) -> Result<wgpu::CommandBuffer> {
+        let (engine, plan) = (self.engine, &self.engine.plan);
+        let slot = &engine.slots[0];
+        let mut encoder =
+            engine
+                .ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("kernel timing"),
+                });
+        engine.ctx.checked(&self.label, || {
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some(engine.spec.kernel().name()),
+                    timestamp_writes: self.queries.zip(timed).map(|(q, i)| q.writes(i)),
+                });
+                for _ in 0..per {
+                    for c in 0..plan.chunks() {
+                        let rows = plan.chunk(c).len() as u32;
+                        let groups = if rows == plan.chunk_tokens {
+                            &slot.bind_groups[..]
+                        } else {
+                            self.last_groups
+                        };
+                        engine.encode_dispatches(&mut pass, groups, rows);
+                    }
+                }
+            }
+            encoder.finish()
+        })
+    }
+
+    /// `count` samples of `per` batches each, their durations as measured.
+    async fn measure(&self, count: u32, per: u32) -> Result<Vec<Duration>> {
+        let (ctx, label) = (self.engine.ctx, &self.label);
+        if let Some(q) = self.queries {
+            debug_assert!(count <= q.pairs());
+            for i in 0..count {
+                let commands = self.encode(Some(i), per)?;
+                ctx.checked(label, || ctx.queue.submit([commands]))?;
+            }
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("kernel timing resolve"),
+                });
+            q.resolve(&mut encoder, count);
+            let index = ctx.checked(label, || ctx.queue.submit([encoder.finish()]))?;
+            ctx.finished(index, label).await?;
+            let mut ticks = vec![0u64; 2 * count as usize];
+            ctx.read_mapped_async(q.readback(), &mut ticks, label)
+                .await?;
+            Ok(q.durations(&ticks))
+        } else {
+            // Host clock: each sample's submit-and-wait (the warm-ups are still queued ahead
+            // of the first one).
+            let mut samples = Vec::with_capacity(count as usize);
+            for _ in 0..count {
+                let commands = self.encode(None, per)?;
+                let start = Instant::now();
+                let index = ctx.checked(label, || ctx.queue.submit([commands]))?;
+                ctx.finished(index, label).await?;
+                samples.push(start.elapsed());
+            }
+            Ok(samples)
+        }
+    }
+
+    /// Batches per sample: 1, or where the clocks are coarse, grown until a sample lasts
+    /// long enough.
+    async fn batches_per_sample(&self) -> Result<u32> {
+        let mut per = 1;
+        if self.engine.ctx.summary.coarse_clocks() {
+            loop {
+                let one = self.measure(1, per).await?[0];
+                if one >= COARSE_SAMPLE || per >= MAX_PER_SAMPLE {
+                    break;
+                }
+                let grow = if one.is_zero() {
+                    16
+                } else {
+                    (COARSE_SAMPLE.as_secs_f64() / one.as_secs_f64()).ceil() as u32 + 1
+                };
+                per = per.saturating_mul(grow.max(2)).min(MAX_PER_SAMPLE);
+            }
+        }
+        Ok(per)
+    }
 }
 
 /// Untimed repeats to run before timing a batch whose kernel took about `estimate`: on a

@@ -369,6 +369,111 @@ async fn recheck(
     Ok(Ok(spec))
 }
 
+/// Tries every candidate on the proxy `p` of `shape`: compiled, validated and timed once;
+/// then, unless it was already over 4x the best so far (its figure then stands alone),
+/// validated on other inputs and timed three times. Returns every trial and the fastest.
+async fn try_candidates(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    p: &QkvShape,
+    opts: &TuneOptions,
+    progress: &mut impl FnMut(&str),
+) -> Result<(Vec<Trial>, Option<(Duration, KernelSpec)>)> {
+    let element = opts.element;
+    let first_inputs = Inputs::new(p, 1, opts.tolerance, element);
+    let mut timed_inputs = None;
+    let mut trials = Vec::new();
+    let mut best: Option<(Duration, KernelSpec)> = None;
+    let limits = ctx.limits();
+    let configs = candidates(ctx, element);
+    let count = configs.len();
+    for (i, config) in configs.into_iter().enumerate() {
+        progress(&format!("{}/{count} {config}", i + 1));
+        // The sweep holds only configurations this adapter runs in `element`.
+        let spec = KernelSpec::resolve(config, element, &ctx.summary).map_err(Error::Input)?;
+        // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
+        // texture past the device's texture size, say) is not a candidate for it.
+        if let Err(e) = check_fits(&limits, shape, &spec) {
+            trials.push(Trial {
+                config: config.to_string(),
+                ms: None,
+                status: format!("does not fit this shape: {e}"),
+            });
+            continue;
+        }
+        // Compile, validate and time once; then validate on other inputs and time three
+        // dispatches, unless the first was already over 4x the best so far (its figure then
+        // stands alone).
+        let first = trial(ctx, &first_inputs, &spec, 1).await;
+        let result = match first {
+            Ok(Ok(t)) if best.as_ref().is_some_and(|(b, _)| t > 4 * *b) => {
+                Ok(Ok((t, "ok (one run: over 4x the best so far)")))
+            }
+            Ok(Ok(_)) => {
+                let inputs =
+                    timed_inputs.get_or_insert_with(|| Inputs::new(p, 2, opts.tolerance, element));
+                trial(ctx, inputs, &spec, 3)
+                    .await
+                    .map(|r| r.map(|t| (t, "ok")))
+            }
+            Ok(Err(e)) => Ok(Err(e)),
+            Err(e) => Err(e),
+        };
+        let (ms, status) = match result {
+            Ok(Ok((t, status))) => {
+                if best.as_ref().is_none_or(|(b, _)| t < *b) {
+                    best = Some((t, spec));
+                }
+                (Some(t.as_secs_f64() * 1e3), status.to_string())
+            }
+            Ok(Err(why)) => (None, why),
+            // A configuration the device rejects (too large a workgroup, say) is skipped.
+            Err(e) => (None, format!("could not run: {e}")),
+        };
+        trials.push(Trial {
+            config: config.to_string(),
+            ms,
+            status,
+        });
+    }
+    Ok((trials, best))
+}
+
+/// Why the tuner chose what it chose now: the candidates, the proxy, the winning margin.
+fn tuned_reason(
+    trials: &[Trial],
+    p: &QkvShape,
+    margin: Option<f64>,
+    force: bool,
+    discarded: Option<String>,
+) -> String {
+    let mut reason = format!(
+        "autotuned now: fastest of {} validated candidates on {} tokens x d_model {} x n_out {}",
+        trials.iter().filter(|t| t.ms.is_some()).count(),
+        p.tokens,
+        p.d_model,
+        p.n_out()
+    );
+    if let Some(m) = margin {
+        reason.push_str(&format!(
+            "; it won by {:.0}%{}",
+            100.0 * (m - 1.0),
+            if m < 1.05 {
+                " (a close call: another configuration is about as fast)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if force {
+        reason.push_str(" (--tune)");
+    }
+    if let Some(d) = discarded {
+        reason.push_str(&format!("; the cached choice was discarded: {d}"));
+    }
+    reason
+}
+
 /// The configuration to run `shape` with on this context: from the cache when a re-checked
 /// entry exists, else tuned now (and cached).
 #[cfg(not(target_arch = "wasm32"))]
@@ -413,62 +518,7 @@ pub async fn choose_async(
     }
 
     let p = proxy(ctx, shape);
-    let first_inputs = Inputs::new(&p, 1, opts.tolerance, element);
-    let mut timed_inputs = None;
-    let mut trials = Vec::new();
-    let mut best: Option<(Duration, KernelSpec)> = None;
-    let limits = ctx.limits();
-    let configs = candidates(ctx, element);
-    let count = configs.len();
-    for (i, config) in configs.into_iter().enumerate() {
-        progress(&format!("{}/{count} {config}", i + 1));
-        // The sweep holds only configurations this adapter runs in `element`.
-        let spec = KernelSpec::resolve(config, element, &ctx.summary).map_err(Error::Input)?;
-        // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
-        // texture past the device's texture size, say) is not a candidate for it.
-        if let Err(e) = check_fits(&limits, shape, &spec) {
-            trials.push(Trial {
-                config: config.to_string(),
-                ms: None,
-                status: format!("does not fit this shape: {e}"),
-            });
-            continue;
-        }
-        // Compile, validate and time once; then validate on other inputs and time three
-        // dispatches, unless the first was already over 4x the best so far (its figure then
-        // stands alone).
-        let first = trial(ctx, &first_inputs, &spec, 1).await;
-        let result = match first {
-            Ok(Ok(t)) if best.as_ref().is_some_and(|(b, _)| t > 4 * *b) => {
-                Ok(Ok((t, "ok (one run: over 4x the best so far)")))
-            }
-            Ok(Ok(_)) => {
-                let inputs =
-                    timed_inputs.get_or_insert_with(|| Inputs::new(&p, 2, opts.tolerance, element));
-                trial(ctx, inputs, &spec, 3)
-                    .await
-                    .map(|r| r.map(|t| (t, "ok")))
-            }
-            Ok(Err(e)) => Ok(Err(e)),
-            Err(e) => Err(e),
-        };
-        let (ms, status) = match result {
-            Ok(Ok((t, status))) => {
-                if best.as_ref().is_none_or(|(b, _)| t < *b) {
-                    best = Some((t, spec));
-                }
-                (Some(t.as_secs_f64() * 1e3), status.to_string())
-            }
-            Ok(Err(why)) => (None, why),
-            // A configuration the device rejects (too large a workgroup, say) is skipped.
-            Err(e) => (None, format!("could not run: {e}")),
-        };
-        trials.push(Trial {
-            config: config.to_string(),
-            ms,
-            status,
-        });
-    }
+    let (trials, best) = try_candidates(ctx, shape, &p, opts, &mut progress).await?;
     let Some((best_time, spec)) = best else {
         return Err(Error::Input(format!(
             "no kernel configuration ran and validated on this adapter: {}{}",
@@ -502,30 +552,7 @@ pub async fn choose_async(
         },
         None => notes.push(NO_CACHE.into()),
     }
-    let mut reason = format!(
-        "autotuned now: fastest of {} validated candidates on {} tokens x d_model {} x n_out {}",
-        trials.iter().filter(|t| t.ms.is_some()).count(),
-        p.tokens,
-        p.d_model,
-        p.n_out()
-    );
-    if let Some(m) = margin {
-        reason.push_str(&format!(
-            "; it won by {:.0}%{}",
-            100.0 * (m - 1.0),
-            if m < 1.05 {
-                " (a close call: another configuration is about as fast)"
-            } else {
-                ""
-            }
-        ));
-    }
-    if opts.force {
-        reason.push_str(" (--tune)");
-    }
-    if let Some(d) = discarded {
-        reason.push_str(&format!("; the cached choice was discarded: {d}"));
-    }
+    let reason = tuned_reason(&trials, &p, margin, opts.force, discarded);
     Ok(Choice {
         config: spec.config,
         spec: spec.clone(),

@@ -2,7 +2,7 @@
 
 use crate::args::GpuArgs;
 use crate::exit::Failure;
-use crate::out::outln;
+use crate::stdout::outln;
 use clap::Args;
 use qkv_wgpu::list_adapters;
 

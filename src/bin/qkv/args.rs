@@ -2,7 +2,7 @@
 //! (`--kernel`), chunking (`--chunk-tokens`, `--no-stream`) and tolerances (`--atol`,
 //! `--rtol`), with the parsers that check them before any work starts.
 
-use crate::report::progress;
+use crate::text::progress;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use qkv_wgpu::io::checkpoint::WeightLayout;
@@ -206,11 +206,19 @@ pub fn resolve_kernels(
 }
 
 /// `--dtype`: the storage type of X, the weights and Q, K, V on the GPU.
-pub fn dtype_help() -> &'static str {
-    "Storage type of X, the weights and Q, K, V on the GPU: f32, f16 or bf16. Every kernel \
-     accumulates in f32; half types are rounded to nearest even on the host and widened on \
-     load (packed two to a 32-bit word, so every adapter runs them). Kernels that read every \
-     type: naive, texture, subgroup-texture, blocktile, splitk"
+pub fn dtype_help() -> String {
+    let typed: Vec<&str> = Kernel::ALL
+        .iter()
+        .filter(|k| k.elements().len() == ElementType::ALL.len())
+        .map(|k| k.name())
+        .collect();
+    format!(
+        "Storage type of X, the weights and Q, K, V on the GPU: f32, f16 or bf16. Kernels \
+         accumulate in f32 (coopmat(acc=16) in f16); half types are rounded to nearest even on \
+         the host and widened on load (packed two to a 32-bit word, so every adapter runs \
+         them). Kernels that read every type: {}",
+        typed.join(", ")
+    )
 }
 
 /// Parses --atol / --rtol: a finite number >= 0, refused before any work starts.
@@ -255,4 +263,19 @@ impl ToleranceArgs {
     pub fn tolerance(&self, d_model: u32, element: ElementType) -> Tolerance {
         self.over(Tolerance::for_f32_accumulation(d_model).for_output(element))
     }
+}
+
+/// The flag of each setting the library's messages name ([`qkv_wgpu::error::SETTINGS`]).
+const FLAGS: [(&str, &str); 6] = [
+    ("chunk_tokens", "--chunk-tokens"),
+    ("force", "--force"),
+    ("out", "--out"),
+    ("weight_layout", "--weight-layout"),
+    ("heads", "--heads"),
+    ("kv_heads", "--kv-heads"),
+];
+
+/// A library message as the CLI says it: each setting named by its flag.
+pub fn flags(message: &str) -> String {
+    qkv_wgpu::error::name_settings(message, &FLAGS)
 }

@@ -2,7 +2,7 @@
 //! `matrixmultiply` on every core, timed on at most the first 16384 tokens of the batch (it
 //! holds X and Q, K, V in memory) and scaled to the whole batch.
 
-use crate::report::ms;
+use crate::text::ms;
 use qkv_wgpu::{random_x_rows, spread, FusedWeights, QkvShape};
 use std::time::Instant;
 

@@ -6,12 +6,13 @@ use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels};
 use crate::args::{ChunkArgs, GpuArgs, KernelList};
 use crate::baseline::CpuBaseline;
 use crate::exit::Failure;
-use crate::out::outln;
-use crate::report::{ms, token_bar};
+use crate::stdout::outln;
+use crate::text::{ms, token_bar};
 use clap::Args;
 use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
+use qkv_wgpu::records::AdapterRecord;
 use qkv_wgpu::{
     random_weights, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout, Projector,
     QkvShape,
@@ -183,20 +184,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         check_plot_path(path, args.force)?;
     }
     let ctx = gpu.context()?;
-    // Check every shape first: a sweep should not fail an hour in.
-    let mut jobs = Vec::new();
-    for w in &loads {
-        for &t in &w.tokens {
-            let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
-            for &e in &args.dtype {
-                let naive = KernelSpec::from(Kernel::Naive)
-                    .with_element(e)
-                    .map_err(Error::Input)?;
-                check_fits(&ctx.limits(), &shape, &naive)?;
-            }
-            jobs.push((w.name.clone(), shape));
-        }
-    }
+    let jobs = jobs(&ctx, &loads, &args.dtype)?;
     // The sweep's bar, and under it a bar over the tokens of each run that has several chunks.
     let bars = indicatif::MultiProgress::new();
     let bar = bars.add(indicatif::ProgressBar::new(jobs.len() as u64));
@@ -207,12 +195,8 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         .expect("valid template"),
     );
     if !args.json && !args.csv {
-        eprintln!(
-            "adapter: {} ({}, {})",
-            ctx.summary.name, ctx.summary.backend, ctx.summary.device_type
-        );
+        eprintln!("adapter: {}", AdapterRecord::of(&ctx.summary).line());
     }
-
     let (peak, notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
     for n in &notes {
         eprintln!("note: {n}");
@@ -223,141 +207,187 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         // X is generated chunk by chunk as each run streams, and checked on sampled rows past
         // 20 GFLOP, so a batch whose X or Q, K, V pass 2 GiB needs no more memory than a chunk.
         let w = random_weights(shape, args.seed);
-        let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
         let cpu = (!args.no_cpu).then(|| CpuBaseline::measure(shape, args.seed, &w, args.repeats));
-        let cpu_ms = cpu.map(|c| c.ms);
-        let mut specs = Vec::new();
         for &element in &args.dtype {
             for (spec, _) in resolve_kernels(&ctx, shape, &args.kernel, args.tune, element)? {
-                specs.push(spec);
+                let job = Job {
+                    name,
+                    shape,
+                    weights: &w,
+                    cpu,
+                    peak: peak.as_ref(),
+                };
+                rows.push(measure_row(&ctx, args, spec, job, (&bars, &bar))?);
             }
-        }
-        for spec in specs {
-            let config = spec.config;
-            let plan = ChunkPlan::new(
-                &ctx.limits(),
-                shape,
-                &spec,
-                OutputLayout::Tokens,
-                &args.chunking.options(),
-            )?;
-            let mut projector = Projector::from_plan(&ctx, spec, plan)?;
-            projector.set_weights(&w)?;
-            // Run 0 validates and warms up; the rest are timed, and validated too; a run that
-            // fails stops the kernel's measurement.
-            let opts = MeasureOptions {
-                runs: args.repeats,
-                kernel_repeats: args.repeats,
-                check,
-                stop_at_failure: true,
-                ..MeasureOptions::default()
-            };
-            let chunks = projector.plan().chunks();
-            let show = !args.json && !args.csv;
-            let mut tokens_bar: Option<indicatif::ProgressBar> = None;
-            let done_with = |b: Option<indicatif::ProgressBar>| {
-                if let Some(b) = b {
-                    b.finish_and_clear();
-                    bars.remove(&b);
-                }
-            };
-            let m =
-                validate_then_time(&mut projector, &w, XSource::Seeded(args.seed), &opts, |p| {
-                    match p {
-                        Progress::Run { .. } => {
-                            let old =
-                                tokens_bar.replace(bars.add(token_bar(shape.tokens, chunks, show)));
-                            done_with(old);
-                        }
-                        Progress::Tokens(n) => {
-                            if let Some(b) = &tokens_bar {
-                                b.set_position(n as u64)
-                            }
-                        }
-                        Progress::Checking | Progress::TimingKernel => done_with(tokens_bar.take()),
-                    }
-                })?;
-            done_with(tokens_bar.take());
-            let element = projector.element();
-            if !m.pass() {
-                bar.suspend(|| {
-                    eprintln!(
-                        "FAIL: {config} in {element} on {name} x {} tokens:",
-                        shape.tokens
-                    );
-                    for p in m.report.parts() {
-                        eprintln!("  {p}");
-                    }
-                });
-            }
-            let checked_rows = m.checked_rows;
-            let worst = m.report.max_abs_err();
-            let pass = m.pass();
-            let timer = m
-                .kernel
-                .as_ref()
-                .map_or(String::new(), |k| format!("{:?}", k.timer));
-            // The kernel alone, at steady state: back-to-back dispatches after warm-ups (a
-            // GPU idle during the validation above lowers its clocks).
-            let kernel_ms = m.kernel.as_ref().map_or(f64::NAN, |k| ms(k.median()));
-            let gflops = shape.gflops(kernel_ms / 1e3);
-            let share = peak
-                .as_ref()
-                .and_then(|p| p.share(projector.spec(), shape, gflops))
-                .filter(|_| gflops.is_finite());
-            let total_ms = m.median_ms(|t| t.total());
-            rows.push(Row {
-                shape: name.clone(),
-                tokens: shape.tokens,
-                d_model: shape.d_model,
-                q_width: shape.q_width,
-                kv_width: shape.kv_width,
-                bias: shape.bias,
-                dtype: element,
-                kernel: config.to_string(),
-                kernel_timer: timer,
-                unchecked: ctx.runs_unchecked(projector.spec()),
-                kernel_ms,
-                gpu_gflops: gflops,
-                end_to_end_ms: total_ms,
-                cpu_ms,
-                cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
-                speedup: cpu_ms.map(|c| c / kernel_ms),
-                cpu_tokens: cpu.map(|c| c.tokens),
-                max_abs_err: worst,
-                checked_rows,
-                peak_share: share.as_ref().map(|s| s.peak_share),
-                roofline_share: share.as_ref().map(|s| s.roofline_share),
-                peak_gflops: share.as_ref().map(|s| s.peak_gflops),
-                peak_of: share.map(|s| s.peak_of),
-                pass,
-            });
         }
         bar.inc(1);
     }
     bar.finish_and_clear();
+    print_rows(&ctx, args, &rows, peak.is_some())?;
+    if rows.iter().all(|r| r.pass) {
+        Ok(())
+    } else {
+        Err(Failure::Validation)
+    }
+}
 
+/// Every (workload, tokens) of the sweep as a shape, each checked first against the device
+/// in every storage type: a sweep should not fail an hour in.
+fn jobs(
+    ctx: &qkv_wgpu::GpuContext,
+    loads: &[Workload],
+    dtypes: &[ElementType],
+) -> Result<Vec<(String, QkvShape)>, Failure> {
+    let mut jobs = Vec::new();
+    for w in loads {
+        for &t in &w.tokens {
+            let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
+            for &e in dtypes {
+                let naive = KernelSpec::from(Kernel::Naive)
+                    .with_element(e)
+                    .map_err(Error::Input)?;
+                check_fits(&ctx.limits(), &shape, &naive)?;
+            }
+            jobs.push((w.name.clone(), shape));
+        }
+    }
+    Ok(jobs)
+}
+
+/// One shape of the sweep and what its kernels are measured against.
+struct Job<'a> {
+    name: &'a str,
+    shape: &'a QkvShape,
+    weights: &'a qkv_wgpu::FusedWeights,
+    cpu: Option<CpuBaseline>,
+    peak: Option<&'a qkv_wgpu::peak::Peak>,
+}
+
+/// Measures `spec` on `job` ([`validate_then_time`]: run 0 validates and warms up, the rest
+/// are timed and validated too; a run that fails stops the kernel's measurement) into its
+/// row, with a bar over each run's tokens under the sweep's.
+fn measure_row(
+    ctx: &qkv_wgpu::GpuContext,
+    args: &BenchArgs,
+    spec: KernelSpec,
+    job: Job<'_>,
+    (bars, bar): (&indicatif::MultiProgress, &indicatif::ProgressBar),
+) -> Result<Row, Failure> {
+    let (shape, config) = (job.shape, spec.config);
+    let opts = args.chunking.options();
+    let plan = ChunkPlan::new(&ctx.limits(), shape, &spec, OutputLayout::Tokens, &opts)?;
+    let mut projector = Projector::from_plan(ctx, spec, plan)?;
+    projector.set_weights(job.weights)?;
+    let opts = MeasureOptions {
+        runs: args.repeats,
+        kernel_repeats: args.repeats,
+        check: args.check_rows.unwrap_or(CheckRows::default_for(shape)),
+        stop_at_failure: true,
+        ..MeasureOptions::default()
+    };
+    let chunks = projector.plan().chunks();
+    let show = !args.json && !args.csv;
+    let mut tokens_bar: Option<indicatif::ProgressBar> = None;
+    let done_with = |b: Option<indicatif::ProgressBar>| {
+        if let Some(b) = b {
+            b.finish_and_clear();
+            bars.remove(&b);
+        }
+    };
+    let seeded = XSource::Seeded(args.seed);
+    let m = validate_then_time(&mut projector, job.weights, seeded, &opts, |p| match p {
+        Progress::Run { .. } => {
+            let old = tokens_bar.replace(bars.add(token_bar(shape.tokens, chunks, show)));
+            done_with(old);
+        }
+        Progress::Tokens(n) => {
+            if let Some(b) = &tokens_bar {
+                b.set_position(n as u64)
+            }
+        }
+        Progress::Checking | Progress::TimingKernel => done_with(tokens_bar.take()),
+    })?;
+    done_with(tokens_bar.take());
+    let element = projector.element();
+    if !m.pass() {
+        bar.suspend(|| {
+            eprintln!(
+                "FAIL: {config} in {element} on {} x {} tokens:",
+                job.name, shape.tokens
+            );
+            for p in m.report.parts() {
+                eprintln!("  {p}");
+            }
+        });
+    }
+    // The kernel alone, at steady state: back-to-back dispatches after warm-ups (a GPU idle
+    // during the validation above lowers its clocks).
+    let kernel_ms = m.kernel.as_ref().map_or(f64::NAN, |k| ms(k.median()));
+    let gflops = shape.gflops(kernel_ms / 1e3);
+    let share = job
+        .peak
+        .and_then(|p| p.share(projector.spec(), shape, gflops))
+        .filter(|_| gflops.is_finite());
+    let cpu_ms = job.cpu.map(|c| c.ms);
+    Ok(Row {
+        shape: job.name.to_string(),
+        tokens: shape.tokens,
+        d_model: shape.d_model,
+        q_width: shape.q_width,
+        kv_width: shape.kv_width,
+        bias: shape.bias,
+        dtype: element,
+        kernel: config.to_string(),
+        kernel_timer: m
+            .kernel
+            .as_ref()
+            .map_or(String::new(), |k| format!("{:?}", k.timer)),
+        unchecked: ctx.runs_unchecked(projector.spec()),
+        kernel_ms,
+        gpu_gflops: gflops,
+        end_to_end_ms: m.median_ms(|t| t.total()),
+        cpu_ms,
+        cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
+        speedup: cpu_ms.map(|c| c / kernel_ms),
+        cpu_tokens: job.cpu.map(|c| c.tokens),
+        max_abs_err: m.report.max_abs_err(),
+        checked_rows: m.checked_rows,
+        peak_share: share.as_ref().map(|s| s.peak_share),
+        roofline_share: share.as_ref().map(|s| s.roofline_share),
+        peak_gflops: share.as_ref().map(|s| s.peak_gflops),
+        peak_of: share.map(|s| s.peak_of),
+        pass: m.pass(),
+    })
+}
+
+/// The sweep's rows as JSON, CSV or a table, and its plot.
+fn print_rows(
+    ctx: &qkv_wgpu::GpuContext,
+    args: &BenchArgs,
+    rows: &[Row],
+    peaked: bool,
+) -> Result<(), Failure> {
     if args.json {
         outln!(
             "{}",
             serde_json::to_string_pretty(&rows).expect("rows serialize")
         );
     } else if args.csv {
-        let mut out = csv::Writer::from_writer(crate::out::Stdout);
-        for r in &rows {
+        let mut out = csv::Writer::from_writer(crate::stdout::Stdout);
+        for r in rows {
             out.serialize(r)
                 .map_err(|e| Error::Input(format!("writing CSV: {e}")))?;
         }
-        // Standard output's own failures are reported by crate::out at the end.
+        // Standard output's own failures are reported by crate::stdout at the end.
         let _ = out.flush();
     } else {
-        print_table(&rows, peak.is_some());
+        print_table(rows, peaked);
     }
     if let Some(path) = &args.plot {
         let auto = matches!(args.kernel, KernelList::Auto);
         crate::plot::plot(
             path,
-            &rows_for_plot(&rows, auto),
+            &rows_for_plot(rows, auto),
             &ctx.summary.name,
             args.force,
         )?;
@@ -365,11 +395,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
             outln!("plot: {}", path.display());
         }
     }
-    if rows.iter().all(|r| r.pass) {
-        Ok(())
-    } else {
-        Err(Failure::Validation)
-    }
+    Ok(())
 }
 
 /// Whether the plot can be written where asked, before any sweep (issue #22, item 12: a

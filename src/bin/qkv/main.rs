@@ -9,21 +9,21 @@ mod args;
 mod baseline;
 mod bench;
 mod exit;
-mod out;
-mod outputs;
+mod output_files;
 mod peak;
 mod plot;
 mod project;
-mod report;
 mod run;
 mod signals;
+mod stdout;
+mod text;
 
 use args::GpuArgs;
 use clap::{Parser, Subcommand};
 use exit::{exit_code, Failure};
-use out::outln;
 use qkv_wgpu::Kernel;
 use std::process::ExitCode;
+use stdout::outln;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -135,11 +135,12 @@ fn main() -> ExitCode {
         Ok(()) => 0,
         Err(Failure::Validation) => 1,
         Err(Failure::Error(e)) => {
-            eprintln!("error: {e}");
+            let message = args::flags(&e.to_string());
+            eprintln!("error: {message}");
             let code = exit_code(&e);
             if json {
                 let obj = serde_json::json!({
-                    "error": e.to_string(),
+                    "error": message,
                     "exit_code": code,
                     "exit_reason": exit::reason(code),
                 });
@@ -148,7 +149,7 @@ fn main() -> ExitCode {
             code
         }
     };
-    if let Some(e) = out::finish() {
+    if let Some(e) = stdout::finish() {
         eprintln!("error: cannot write to standard output: {e}");
         if code == 0 {
             code = exit::IO;

@@ -4,8 +4,8 @@
 
 use crate::args::GpuArgs;
 use crate::exit::Failure;
-use crate::out::outln;
-use crate::report::progress;
+use crate::stdout::outln;
+use crate::text::progress;
 use clap::Args;
 use qkv_wgpu::peak::{self, Peak};
 use qkv_wgpu::Error;

@@ -5,12 +5,13 @@ use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, Chunk
 use crate::args::{GpuArgs, ToleranceArgs};
 use crate::baseline::CpuBaseline;
 use crate::exit::Failure;
-use crate::out::outln;
-use crate::report::{median_run, ms, print_checks, print_condition, progress, token_bar, Stages};
+use crate::stdout::outln;
+use crate::text::{median_run, ms, print_checks, print_condition, progress, token_bar, Stages};
 use clap::Args;
 use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;
+use qkv_wgpu::records::{AdapterRecord, CheckRecord, PeakRecord, PlanRecord, ShapeRecord};
 use qkv_wgpu::{
     random_weights, ChunkPlan, ElementType, Kernel, KernelConfig, KernelSpec, KernelTimer,
     OutputLayout, Projector, QkvReport, QkvShape,
@@ -64,30 +65,23 @@ pub struct RunArgs {
     pub json: bool,
 }
 
-/// One kernel's results: what `--json` prints.
+/// One kernel's results: what `--json` prints (the records flattened into one object).
 #[derive(Debug, Serialize)]
 struct KernelResult {
-    adapter: String,
-    backend: String,
-    device_type: String,
+    #[serde(flatten)]
+    adapter: AdapterRecord,
     kernel: &'static str,
     kernel_number: u32,
     /// The storage type of X, W and Q, K, V.
     dtype: ElementType,
     config: String,
     config_reason: String,
-    tokens: u32,
-    d_model: u32,
-    q_width: u32,
-    kv_width: u32,
-    bias: bool,
+    #[serde(flatten)]
+    shape: ShapeRecord,
     seed: u64,
     repeats: u32,
-    chunks: u32,
-    chunk_tokens: u32,
-    chunk_reason: String,
-    col_blocks: u32,
-    streamed: bool,
+    #[serde(flatten)]
+    plan: PlanRecord,
     kernel_timer: KernelTimer,
     /// Built without runtime bounds checks (--unchecked, on a kernel proven in bounds).
     unchecked: bool,
@@ -121,28 +115,10 @@ struct KernelResult {
     gflop_per_run: f64,
     /// The kernel against this adapter's measured peak (`qkv peak`); null until one is
     /// cached.
-    peak_share: Option<f64>,
-    /// The peak of its arithmetic, GFLOP/s, and what it is.
-    peak_gflops: Option<f64>,
-    peak_of: Option<String>,
-    /// Against the roofline of this shape (the lower of that peak and bandwidth times the
-    /// shape's flops per byte).
-    roofline_share: Option<f64>,
-    roofline_gflops: Option<f64>,
-    memory_bound: Option<bool>,
-    max_abs_err: f64,
-    max_rel_err: f64,
-    rel_l2_err: f64,
-    /// Half types: the errors against the reference of the unrounded f32 inputs (the cost
-    /// of storing in that type); null for f32.
-    precision_max_abs_err: Option<f64>,
-    precision_max_rel_err: Option<f64>,
-    precision_rel_l2_err: Option<f64>,
-    atol: f64,
-    rtol: f64,
-    /// The part of the bound relative to each element's Σ|x·w| + |b|.
-    ttol: f64,
-    pass: bool,
+    #[serde(flatten)]
+    peak: PeakRecord,
+    #[serde(flatten)]
+    check: CheckRecord,
     #[serde(skip)]
     report: Option<QkvReport>,
 }
@@ -151,7 +127,6 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let kv_width = args.kv_width.unwrap_or(args.q_width);
     let shape = QkvShape::new(args.tokens, args.d_model, args.q_width, kv_width, args.bias)?;
     let ctx = gpu.context()?;
-    let chunking = args.chunking.options();
     let limits = ctx.limits();
     // Fail on a shape the device cannot hold before spending time on tuning, inputs and the
     // reference; then plan each kernel once, before any work.
@@ -161,194 +136,36 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     check_fits(&limits, &shape, &naive)?;
     let mut planned = Vec::new();
     for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune, args.dtype)? {
-        let plan = ChunkPlan::new(&limits, &shape, &spec, OutputLayout::Tokens, &chunking)?;
+        let opts = args.chunking.options();
+        let plan = ChunkPlan::new(&limits, &shape, &spec, OutputLayout::Tokens, &opts)?;
         planned.push((spec, plan, why));
     }
 
     progress(&format!("generating weights (seed {})", args.seed));
     let weights = random_weights(&shape, args.seed);
-    // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
-    let tol = args.tolerance.tolerance(shape.d_model, args.dtype);
     let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
     progress("timing the CPU baseline (f32 GEMM)");
     let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
-
-    let s = &ctx.summary;
-    let (peak, peak_notes) = qkv_wgpu::peak::cached(s, None);
+    let (peak, peak_notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
     for n in &peak_notes {
         eprintln!("note: {n}");
     }
     if !args.json {
-        outln!("adapter   {} ({}, {})", s.name, s.backend, s.device_type);
-        outln!("shape     {shape}");
-        outln!(
-            "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}; stored as {}{}",
-            shape.flops() / 1e9,
-            args.seed,
-            args.dtype,
-            if args.dtype.is_half() {
-                " (rounded to nearest even; accumulated in f32; checked against the reference \
-                 of the rounded inputs)"
-            } else {
-                ""
-            }
-        );
-        print_condition(&tol);
-        match check {
-            CheckRows::All => outln!("          every row of every run is checked"),
-            CheckRows::Sample(n) => outln!(
-                "          about {n} rows of every run are checked, spread over every chunk \
-                 (its first and last rows included); --check-rows all checks every row"
-            ),
-        }
+        print_header(&ctx.summary, &shape, args, check);
     }
-
     let mut all_pass = true;
     let runs = planned.len();
     for (spec, plan, why) in planned {
-        let (config, kernel) = (spec.config, spec.kernel());
-        if spec.accumulates_in_f16() && !args.json {
-            let tol = measure::tolerance(shape.d_model, &spec, &args.tolerance.overrides());
-            print_condition(&tol);
-            outln!(
-                "          an f16 accumulator: the bound is about 2^13 times the f32 one's, plus \
-                 n·2^-25 (Tolerance::for_f16_accumulator){}",
-                if tol.terms * shape.d_model as f64 > 1.0 {
-                    "; at this d_model it exceeds an average term, so a single missed term may \
-                     pass"
-                } else {
-                    ""
-                }
-            );
-        }
-        let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
-        progress(&format!(
-            "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
-            args.repeats,
-            plan.chunks(),
-            plan.chunk_tokens
-        ));
-        let weights_upload = projector.set_weights(&weights)?;
-        let opts = MeasureOptions {
-            runs: args.repeats,
-            kernel_repeats: args.repeats,
+        let config = spec.config;
+        let inputs = Inputs {
+            peak: peak.as_ref(),
+            shape: &shape,
+            weights: &weights,
             check,
-            tolerance: args.tolerance.overrides(),
-            expected: None,
-            precision_cost: true,
-            stop_at_failure: false,
+            cpu: &cpu,
         };
-        let mut bar: Option<indicatif::ProgressBar> = None;
-        let m = validate_then_time(
-            &mut projector,
-            &weights,
-            XSource::Seeded(args.seed),
-            &opts,
-            |p| match p {
-                Progress::Run { .. } => {
-                    bar.replace(token_bar(shape.tokens, plan.chunks(), !args.json))
-                        .inspect(|b| b.finish_and_clear());
-                }
-                Progress::Tokens(done) => {
-                    if let Some(b) = &bar {
-                        b.set_position(done as u64)
-                    }
-                }
-                Progress::Checking => {}
-                Progress::TimingKernel => {
-                    bar.take().inspect(|b| b.finish_and_clear());
-                    progress(&format!("kernel {config}: timing back-to-back dispatches"));
-                }
-            },
-        )?;
-        if let Some(b) = bar.take() {
-            b.finish_and_clear();
-        }
-        let (timer, warmups) = m
-            .kernel
-            .as_ref()
-            .map_or((KernelTimer::Host, 0), |k| (k.timer, k.warmups));
-        let (kernel_med, kernel_min, kernel_max) =
-            m.kernel
-                .as_ref()
-                .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
-                    let (med, min, max) = k.spread();
-                    (ms(med), ms(min), ms(max))
-                });
-        let in_run_ms = m.median_ms(|t| t.kernel);
-        let wall_ms = m.median_ms(|t| t.wall);
-        let (report, cost, tol) = (&m.report, &m.precision, m.tolerance);
-        let gflops = shape.gflops(kernel_med / 1e3);
-        let share = peak
-            .as_ref()
-            .and_then(|p| p.share(projector.spec(), &shape, gflops));
-        let result = KernelResult {
-            adapter: s.name.clone(),
-            backend: s.backend.clone(),
-            device_type: s.device_type.clone(),
-            kernel: kernel.name(),
-            kernel_number: kernel.number(),
-            dtype: args.dtype,
-            config: config.to_string(),
-            config_reason: why,
-            tokens: shape.tokens,
-            d_model: shape.d_model,
-            q_width: shape.q_width,
-            kv_width: shape.kv_width,
-            bias: shape.bias,
-            seed: args.seed,
-            repeats: args.repeats,
-            chunks: plan.chunks(),
-            chunk_tokens: plan.chunk_tokens,
-            chunk_reason: plan.chunk_reason.clone(),
-            col_blocks: plan.col_blocks.len() as u32,
-            streamed: projector.streaming(),
-            kernel_timer: timer,
-            unchecked: ctx.runs_unchecked(projector.spec()),
-            gpu_kernel_ms: kernel_med,
-            gpu_kernel_ms_min: kernel_min,
-            gpu_kernel_ms_max: kernel_max,
-            kernel_warmups: warmups,
-            in_run_kernel_ms: in_run_ms,
-            gpu_total_ms: wall_ms,
-            upload_ms: m.median_ms(|t| t.upload),
-            dispatch_ms: m.median_ms(|t| t.dispatch_wall),
-            readback_ms: m.median_ms(|t| t.readback),
-            input_ms: m.median_ms(|t| t.input),
-            transfers_ms: m.median_ms(|t| t.transfers()),
-            hidden_ms: m.median_ms(|t| t.hidden()),
-            stages: Stages::of(median_run(&m.runs)),
-            tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
-            kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
-            weights_upload_ms: ms(weights_upload),
-            cpu_ms: cpu.ms,
-            cpu_tokens: cpu.tokens,
-            cpu_gflops: cpu.gflops,
-            cpu_threads: qkv_wgpu::cpu::threads(),
-            speedup: cpu.ms / kernel_med,
-            reference_ms: ms(m.reference) / m.runs_checked() as f64,
-            checked_rows: report.q.elements / shape.q_width as usize,
-            gflops,
-            gflop_per_run: shape.flops() / 1e9,
-            peak_share: share.as_ref().map(|s| s.peak_share),
-            peak_gflops: share.as_ref().map(|s| s.peak_gflops),
-            peak_of: share.as_ref().map(|s| s.peak_of.clone()),
-            roofline_share: share.as_ref().map(|s| s.roofline_share),
-            roofline_gflops: share.as_ref().map(|s| s.roofline_gflops),
-            memory_bound: share.as_ref().map(|s| s.memory_bound),
-            max_abs_err: report.max_abs_err(),
-            max_rel_err: report.max_rel_err(),
-            rel_l2_err: report.rel_l2_err(),
-            precision_max_abs_err: cost.as_ref().map(|c| c.max_abs_err()),
-            precision_max_rel_err: cost.as_ref().map(|c| c.max_rel_err()),
-            precision_rel_l2_err: cost.as_ref().map(|c| c.rel_l2_err()),
-            atol: tol.atol,
-            rtol: tol.rtol,
-            ttol: tol.terms,
-            pass: report.pass(),
-            report: Some(m.report.clone()),
-        };
-        all_pass &= result.pass;
+        let (result, share) = measure_kernel(&ctx, args, spec, plan, why, inputs)?;
+        all_pass &= result.check.pass;
         if args.json {
             outln!(
                 "{}",
@@ -373,6 +190,194 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     } else {
         Err(Failure::Validation)
     }
+}
+
+/// The lines before the kernels': adapter, shape, inputs, the check.
+fn print_header(s: &qkv_wgpu::AdapterSummary, shape: &QkvShape, args: &RunArgs, check: CheckRows) {
+    outln!("adapter   {}", AdapterRecord::of(s).line());
+    outln!("shape     {shape}");
+    outln!(
+        "          {:.3} GFLOP per projection; inputs uniform in [-1, 1), seed {}; stored as {}{}",
+        shape.flops() / 1e9,
+        args.seed,
+        args.dtype,
+        if args.dtype.is_half() {
+            " (rounded to nearest even; accumulated in f32; checked against the reference \
+             of the rounded inputs)"
+        } else {
+            ""
+        }
+    );
+    // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
+    print_condition(&args.tolerance.tolerance(shape.d_model, args.dtype));
+    match check {
+        CheckRows::All => outln!("          every row of every run is checked"),
+        CheckRows::Sample(n) => outln!(
+            "          about {n} rows of every run are checked, spread over every chunk \
+             (its first and last rows included); --check-rows all checks every row"
+        ),
+    }
+}
+
+/// What every kernel of a run is measured on.
+struct Inputs<'a> {
+    peak: Option<&'a qkv_wgpu::peak::Peak>,
+    shape: &'a QkvShape,
+    weights: &'a qkv_wgpu::FusedWeights,
+    check: CheckRows,
+    cpu: &'a CpuBaseline,
+}
+
+/// Measures one kernel ([`validate_then_time`]) with a bar over each run's tokens, and
+/// makes its record.
+fn measure_kernel(
+    ctx: &qkv_wgpu::GpuContext,
+    args: &RunArgs,
+    spec: KernelSpec,
+    plan: ChunkPlan,
+    why: String,
+    inputs: Inputs<'_>,
+) -> Result<(KernelResult, Option<qkv_wgpu::peak::Share>), Failure> {
+    let shape = inputs.shape;
+    let (config, kernel) = (spec.config, spec.kernel());
+    if spec.accumulates_in_f16() && !args.json {
+        print_f16_accumulator(shape, &spec, args);
+    }
+    let mut projector = Projector::from_plan(ctx, spec, plan.clone())?;
+    progress(&format!(
+        "kernel {config}: 1 warm-up + {} timed runs, {} chunk(s) of {} tokens each",
+        args.repeats,
+        plan.chunks(),
+        plan.chunk_tokens
+    ));
+    let weights_upload = projector.set_weights(inputs.weights)?;
+    let opts = MeasureOptions {
+        runs: args.repeats,
+        kernel_repeats: args.repeats,
+        check: inputs.check,
+        tolerance: args.tolerance.overrides(),
+        expected: None,
+        precision_cost: true,
+        stop_at_failure: false,
+    };
+    let m = measure_with_bar(&mut projector, inputs.weights, args, &opts)?;
+    let (timer, warmups) = m
+        .kernel
+        .as_ref()
+        .map_or((KernelTimer::Host, 0), |k| (k.timer, k.warmups));
+    let (kernel_med, kernel_min, kernel_max) =
+        m.kernel
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
+                let (med, min, max) = k.spread();
+                (ms(med), ms(min), ms(max))
+            });
+    let wall_ms = m.median_ms(|t| t.wall);
+    let gflops = shape.gflops(kernel_med / 1e3);
+    let share = inputs
+        .peak
+        .and_then(|p| p.share(projector.spec(), shape, gflops));
+    let cpu = inputs.cpu;
+    let result = KernelResult {
+        adapter: AdapterRecord::of(&ctx.summary),
+        kernel: kernel.name(),
+        kernel_number: kernel.number(),
+        dtype: args.dtype,
+        config: config.to_string(),
+        config_reason: why,
+        shape: ShapeRecord::of(shape),
+        seed: args.seed,
+        repeats: args.repeats,
+        plan: PlanRecord {
+            chunk_reason: crate::args::flags(&plan.chunk_reason),
+            ..PlanRecord::of(&plan, projector.streaming())
+        },
+        kernel_timer: timer,
+        unchecked: ctx.runs_unchecked(projector.spec()),
+        gpu_kernel_ms: kernel_med,
+        gpu_kernel_ms_min: kernel_min,
+        gpu_kernel_ms_max: kernel_max,
+        kernel_warmups: warmups,
+        in_run_kernel_ms: m.median_ms(|t| t.kernel),
+        gpu_total_ms: wall_ms,
+        upload_ms: m.median_ms(|t| t.upload),
+        dispatch_ms: m.median_ms(|t| t.dispatch_wall),
+        readback_ms: m.median_ms(|t| t.readback),
+        input_ms: m.median_ms(|t| t.input),
+        transfers_ms: m.median_ms(|t| t.transfers()),
+        hidden_ms: m.median_ms(|t| t.hidden()),
+        stages: Stages::of(median_run(&m.runs)),
+        tokens_per_s: shape.tokens as f64 / (wall_ms / 1e3),
+        kernel_tokens_per_s: shape.tokens as f64 / (kernel_med / 1e3),
+        weights_upload_ms: ms(weights_upload),
+        cpu_ms: cpu.ms,
+        cpu_tokens: cpu.tokens,
+        cpu_gflops: cpu.gflops,
+        cpu_threads: qkv_wgpu::cpu::threads(),
+        speedup: cpu.ms / kernel_med,
+        reference_ms: ms(m.reference) / m.runs_checked() as f64,
+        checked_rows: m.report.q.elements / shape.q_width as usize,
+        gflops,
+        gflop_per_run: shape.flops() / 1e9,
+        peak: PeakRecord::of(share.as_ref()),
+        check: CheckRecord::of(&m),
+        report: Some(m.report.clone()),
+    };
+    Ok((result, share))
+}
+
+/// [`validate_then_time`] on seeded X, with a bar over each run's tokens (where a run has
+/// several chunks and stderr is a terminal).
+fn measure_with_bar(
+    projector: &mut Projector<'_>,
+    weights: &qkv_wgpu::FusedWeights,
+    args: &RunArgs,
+    opts: &MeasureOptions<'_>,
+) -> Result<qkv_wgpu::measure::Measurement, Failure> {
+    let (tokens, chunks) = (projector.shape().tokens, projector.plan().chunks());
+    let config = projector.config();
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let m = validate_then_time(
+        projector,
+        weights,
+        XSource::Seeded(args.seed),
+        opts,
+        |p| match p {
+            Progress::Run { .. } => {
+                bar.replace(token_bar(tokens, chunks, !args.json))
+                    .inspect(|b| b.finish_and_clear());
+            }
+            Progress::Tokens(done) => {
+                if let Some(b) = &bar {
+                    b.set_position(done as u64)
+                }
+            }
+            Progress::Checking => {}
+            Progress::TimingKernel => {
+                bar.take().inspect(|b| b.finish_and_clear());
+                progress(&format!("kernel {config}: timing back-to-back dispatches"));
+            }
+        },
+    )?;
+    if let Some(b) = bar.take() {
+        b.finish_and_clear();
+    }
+    Ok(m)
+}
+
+/// The check's condition for a kernel that accumulates in f16, and what it means here.
+fn print_f16_accumulator(shape: &QkvShape, spec: &KernelSpec, args: &RunArgs) {
+    let tol = measure::tolerance(shape.d_model, spec, &args.tolerance.overrides());
+    print_condition(&tol);
+    outln!(
+        "          an f16 accumulator: the bound is about 2^13 times the f32 one's, plus \
+         n·2^-25 (Tolerance::for_f16_accumulator){}",
+        if tol.terms * shape.d_model as f64 > 1.0 {
+            "; at this d_model it exceeds an average term, so a single missed term may pass"
+        } else {
+            ""
+        }
+    );
 }
 
 fn print_text(
@@ -425,18 +430,25 @@ fn print_text(
         "  in the runs  {:>10.3} ms  the same kernels timed inside the end-to-end runs (median)",
         r.in_run_kernel_ms
     );
-    if r.chunks > 1 {
+    print_run_lines(r);
+}
+
+/// A kernel's lines after its kernel time: chunks, end to end, transfers, stages, CPU,
+/// reference, the check, the precision cost.
+fn print_run_lines(r: &KernelResult) {
+    let p = &r.plan;
+    if p.chunks > 1 {
         outln!(
             "  chunks       {} of up to {} tokens ({}){}; {}",
-            r.chunks,
-            r.chunk_tokens,
-            r.chunk_reason,
-            if r.col_blocks > 1 {
-                format!(", W in {} column blocks", r.col_blocks)
+            p.chunks,
+            p.chunk_tokens,
+            p.chunk_reason,
+            if p.col_blocks > 1 {
+                format!(", W in {} column blocks", p.col_blocks)
             } else {
                 String::new()
             },
-            if r.streamed {
+            if p.streamed {
                 "streamed: stages overlap"
             } else {
                 "one after another (--no-stream)"
@@ -466,7 +478,7 @@ fn print_text(
         r.cpu_threads,
         r.repeats,
         r.cpu_gflops,
-        if r.cpu_tokens < r.tokens {
+        if r.cpu_tokens < r.shape.tokens {
             format!(" (measured on the first {} tokens, scaled)", r.cpu_tokens)
         } else {
             String::new()
@@ -482,10 +494,11 @@ fn print_text(
     if let Some(report) = &r.report {
         print_checks(report);
     }
+    let c = &r.check;
     if let (Some(abs), Some(rel), Some(l2)) = (
-        r.precision_max_abs_err,
-        r.precision_max_rel_err,
-        r.precision_rel_l2_err,
+        c.precision_max_abs_err,
+        c.precision_max_rel_err,
+        c.precision_rel_l2_err,
     ) {
         outln!(
             "  precision    storing in {} moved Q, K, V from the reference of the unrounded f32 \

@@ -423,85 +423,27 @@ impl Checkpoint {
             }
         }
         let (layout, layout_reason) = match (request.layout, family) {
-            (Some(l), _) => (l, "--weight-layout".to_string()),
+            (Some(l), _) => (l, "`weight_layout`".to_string()),
             (None, Some(f)) => (f.layout(), format!("the {} convention", f.name())),
             (None, None) => (
                 decide_layout(&mats, &mat_names, d_model)?,
                 "the tensor shapes".into(),
             ),
         };
-        // Every matrix as in-out [d_model, width].
-        let mut in_out = Vec::new();
-        for (m, name) in mats.into_iter().zip(&mat_names) {
-            let (rows, cols) = (m.shape[0], m.shape[1]);
-            let (inputs, outputs) = match layout {
-                WeightLayout::InOut => (rows, cols),
-                WeightLayout::OutIn => (cols, rows),
-            };
-            if inputs != d_model as usize {
-                return Err(Error::Input(format!(
-                    "X has d_model {d_model} but '{name}' ({layout}, shape {:?}) takes {inputs} \
-                     inputs",
-                    m.shape
-                )));
-            }
-            let data = match (layout, m.data) {
-                (WeightLayout::InOut, d) => d,
-                (WeightLayout::OutIn, WeightData::F32(d)) => {
-                    WeightData::F32(transpose(&d, rows, cols))
-                }
-                (WeightLayout::OutIn, WeightData::Half(e, d)) => {
-                    WeightData::Half(e, transpose(&d, rows, cols))
-                }
-            };
-            in_out.push((data, outputs));
-        }
+        let in_out = to_in_out(mats, &mat_names, layout, d_model)?;
         // Biases are n_out elements: widened to f32 (exactly) whatever their type.
         let bias_data: Option<Vec<Vec<f32>>> =
             biases.map(|b| b.into_iter().map(|t| t.data.values().collect()).collect());
-
-        let weights = if let Some(name) = fused {
-            let (w, n) = &in_out[0];
-            let (qw, kvw) = split_fused(*n, request.heads, request.kv_heads, &name)?;
-            if let Some(b) = &bias_data {
-                if b[0].len() != *n {
-                    return Err(Error::Input(format!(
-                        "the bias of '{name}' has {} elements; it needs {n}",
-                        b[0].len()
-                    )));
-                }
+        let weights = match fused {
+            Some(name) => fuse_one(&in_out[0], bias_data, request, &name, d_model)?,
+            None => {
+                let widths = [in_out[0].1, in_out[1].1, in_out[2].1];
+                let mut taken = in_out.into_iter().map(|(d, _)| d);
+                let mut next = || taken.next().expect("three matrices");
+                let parts = [next(), next(), next()];
+                let bias_parts = bias_data.map(|b| [b[0].clone(), b[1].clone(), b[2].clone()]);
+                fuse(d_model, &parts, widths, bias_parts.as_ref())?
             }
-            let d = d_model as usize;
-            fn columns<T: Copy>(w: &[T], d: usize, n: usize, start: usize, width: usize) -> Vec<T> {
-                (0..d)
-                    .flat_map(|r| w[r * n + start..r * n + start + width].iter().copied())
-                    .collect()
-            }
-            let column_block = |start: usize, width: usize| match w {
-                WeightData::F32(w) => WeightData::F32(columns(w, d, *n, start, width)),
-                WeightData::Half(e, w) => WeightData::Half(*e, columns(w, d, *n, start, width)),
-            };
-            let parts = [
-                column_block(0, qw),
-                column_block(qw, kvw),
-                column_block(qw + kvw, kvw),
-            ];
-            let bias_parts = bias_data.as_ref().map(|b| {
-                let b = &b[0];
-                [
-                    b[..qw].to_vec(),
-                    b[qw..qw + kvw].to_vec(),
-                    b[qw + kvw..].to_vec(),
-                ]
-            });
-            fuse(d_model, &parts, [qw, kvw, kvw], bias_parts.as_ref())?
-        } else {
-            let widths = [in_out[0].1, in_out[1].1, in_out[2].1];
-            let mut taken = in_out.into_iter().map(|(d, _)| d);
-            let mut next = || taken.next().expect("three matrices");
-            let parts = [next(), next(), next()];
-            let bias_parts = bias_data.map(|b| [b[0].clone(), b[1].clone(), b[2].clone()]);
-            fuse(d_model, &parts, widths, bias_parts.as_ref())?
         };
         Ok(LoadedWeights {
             weights,
@@ -588,13 +530,13 @@ fn decide_layout(mats: &[Tensor], names: &[String], d_model: u32) -> Result<Weig
         [] => Err(Error::Input(format!(
             "cannot tell whether {} {} stored [out, in] (PyTorch nn.Linear) or [in, out] \
              (GPT-2 Conv1D): every shape is square [{d_model}, {d_model}]; give \
-             --weight-layout out-in or in-out",
+             `weight_layout` out-in or in-out",
             names.join(", "),
             if names.len() == 1 { "is" } else { "are" }
         ))),
         _ => Err(Error::Input(format!(
             "the shapes of {} disagree on the layout (some [out, in], some [in, out]); give \
-             --weight-layout",
+             `weight_layout`",
             names.join(", ")
         ))),
     }
@@ -621,17 +563,96 @@ fn split_fused(
             let head_dim = n / units;
             Ok((h * head_dim, kv * head_dim))
         }
-        (None, Some(_)) => Err(Error::Input("--kv-heads needs --heads".into())),
+        (None, Some(_)) => Err(Error::Input("`kv_heads` needs `heads`".into())),
         (None, None) => {
             if !n.is_multiple_of(3) {
                 return Err(Error::Shape(format!(
-                    "'{name}' has {n} output columns, not three equal parts; give --heads and \
-                     --kv-heads to split grouped K/V"
+                    "'{name}' has {n} output columns, not three equal parts; give `heads` and \
+                     `kv_heads` to split grouped K/V"
                 )));
             }
             Ok((n / 3, n / 3))
         }
     }
+}
+
+/// Each matrix of a projection as in-out [d_model, width] (transposed from `layout`), with
+/// its width; an error naming the tensor whose inputs are not `d_model`.
+fn to_in_out(
+    mats: Vec<Tensor>,
+    names: &[String],
+    layout: WeightLayout,
+    d_model: u32,
+) -> Result<Vec<(WeightData, usize)>> {
+    let mut in_out = Vec::new();
+    for (m, name) in mats.into_iter().zip(names) {
+        let (rows, cols) = (m.shape[0], m.shape[1]);
+        let (inputs, outputs) = match layout {
+            WeightLayout::InOut => (rows, cols),
+            WeightLayout::OutIn => (cols, rows),
+        };
+        if inputs != d_model as usize {
+            return Err(Error::Input(format!(
+                "X has d_model {d_model} but '{name}' ({layout}, shape {:?}) takes {inputs} \
+                 inputs",
+                m.shape
+            )));
+        }
+        let data = match (layout, m.data) {
+            (WeightLayout::InOut, d) => d,
+            (WeightLayout::OutIn, WeightData::F32(d)) => WeightData::F32(transpose(&d, rows, cols)),
+            (WeightLayout::OutIn, WeightData::Half(e, d)) => {
+                WeightData::Half(e, transpose(&d, rows, cols))
+            }
+        };
+        in_out.push((data, outputs));
+    }
+    Ok(in_out)
+}
+
+/// One fused in-out matrix `name` of `n` columns (and its bias) split into Wq, Wk, Wv
+/// ([`split_fused`]) and fused again as the projector holds them.
+fn fuse_one(
+    (w, n): &(WeightData, usize),
+    bias: Option<Vec<Vec<f32>>>,
+    request: &WeightRequest,
+    name: &str,
+    d_model: u32,
+) -> Result<FusedWeights> {
+    let n = *n;
+    let (qw, kvw) = split_fused(n, request.heads, request.kv_heads, name)?;
+    if let Some(b) = &bias {
+        if b[0].len() != n {
+            return Err(Error::Input(format!(
+                "the bias of '{name}' has {} elements; it needs {n}",
+                b[0].len()
+            )));
+        }
+    }
+    let d = d_model as usize;
+    fn columns<T: Copy>(w: &[T], d: usize, n: usize, start: usize, width: usize) -> Vec<T> {
+        (0..d)
+            .flat_map(|r| w[r * n + start..r * n + start + width].iter().copied())
+            .collect()
+    }
+    let column_block = |start: usize, width: usize| match w {
+        WeightData::F32(w) => WeightData::F32(columns(w, d, n, start, width)),
+        WeightData::Half(e, w) => WeightData::Half(*e, columns(w, d, n, start, width)),
+    };
+    let parts = [
+        column_block(0, qw),
+        column_block(qw, kvw),
+        column_block(qw + kvw, kvw),
+    ];
+    let bias_parts = bias.as_ref().map(|b| {
+        let b = &b[0];
+        [
+            b[..qw].to_vec(),
+            b[qw..qw + kvw].to_vec(),
+            b[qw + kvw..].to_vec(),
+        ]
+    });
+    fuse(d_model, &parts, [qw, kvw, kvw], bias_parts.as_ref())
 }
 
 #[cfg(test)]

@@ -199,7 +199,7 @@ impl OutputDir {
         let created = match std::fs::metadata(dir) {
             Ok(m) if !m.is_dir() => {
                 return Err(Error::Input(format!(
-                    "--out {} exists and is not a directory",
+                    "`out` {} exists and is not a directory",
                     dir.display()
                 )))
             }
@@ -243,7 +243,7 @@ impl OutputDir {
                 if same_file::is_same_file(input, &out).unwrap_or(false) {
                     return Err(Error::Input(format!(
                         "{what} {} is the same file as {}, which this run would replace; \
-                         choose another --out",
+                         choose another `out`",
                         input.display(),
                         out.display()
                     )));
@@ -273,7 +273,7 @@ impl OutputDir {
             return Ok(());
         }
         Err(Error::Input(format!(
-            "{} already exist{}; pass --force to overwrite",
+            "{} already exist{}; pass `force` to overwrite",
             existing.join(", "),
             if existing.len() == 1 { "s" } else { "" }
         )))
@@ -339,20 +339,7 @@ impl OutputDir {
             // Checked when the run began; something may have appeared since.
             not_special(&self.dir.join(&p.name))?;
         }
-        let entries: Vec<JournalEntry> = parts
-            .iter()
-            .map(|(p, file)| {
-                let fin = self.dir.join(&p.name);
-                let replaces = std::fs::symlink_metadata(&fin).is_ok();
-                JournalEntry {
-                    name: p.name.clone(),
-                    partial: file_name(&p.path),
-                    old: replaces.then(|| file_name(&random_name(&self.dir, &p.name, OLD_SUFFIX))),
-                    id: file_id(file),
-                    old_id: if replaces { recover::id_of(&fin) } else { None },
-                }
-            })
-            .collect();
+        let entries = self.journal_entries(&parts);
         self.write_journal(&entries)?;
 
         // Tests of the recovery end the process here, as a power cut or SIGKILL would
@@ -380,24 +367,7 @@ impl OutputDir {
             done = i + 1;
         }
         if let Err(err) = result {
-            // Undo in reverse: the new file out, the old one back.
-            for e in entries[..done].iter().rev() {
-                let fin = self.dir.join(&e.name);
-                let _ = std::fs::remove_file(&fin);
-                if let Some(old) = &e.old {
-                    let _ = std::fs::rename(self.dir.join(old), &fin);
-                }
-            }
-            if let Some(e) = entries.get(done) {
-                if let Some(old) = &e.old {
-                    let old = self.dir.join(old);
-                    if old.exists() {
-                        let _ = std::fs::rename(old, self.dir.join(&e.name));
-                    }
-                }
-            }
-            sync_dir(&self.dir);
-            let _ = std::fs::remove_file(self.dir.join(JOURNAL));
+            self.roll_back(&entries, done);
             return Err(err);
         }
         sync_dir(&self.dir);
@@ -417,6 +387,48 @@ impl OutputDir {
         }
         drop(list);
         Ok(entries.iter().map(|e| self.dir.join(&e.name)).collect())
+    }
+
+    /// The journal's line for each partial file: its final name, and the backup name of
+    /// the file it replaces, if any.
+    fn journal_entries(&self, parts: &[(Partial, File)]) -> Vec<JournalEntry> {
+        parts
+            .iter()
+            .map(|(p, file)| {
+                let fin = self.dir.join(&p.name);
+                let replaces = std::fs::symlink_metadata(&fin).is_ok();
+                JournalEntry {
+                    name: p.name.clone(),
+                    partial: file_name(&p.path),
+                    old: replaces.then(|| file_name(&random_name(&self.dir, &p.name, OLD_SUFFIX))),
+                    id: file_id(file),
+                    old_id: if replaces { recover::id_of(&fin) } else { None },
+                }
+            })
+            .collect()
+    }
+
+    /// Undoes a commit that put `done` of `entries` in place: in reverse, each new file out
+    /// and the old one back (and the old file of the entry that failed, if it was moved);
+    /// then the journal goes.
+    fn roll_back(&self, entries: &[JournalEntry], done: usize) {
+        for e in entries[..done].iter().rev() {
+            let fin = self.dir.join(&e.name);
+            let _ = std::fs::remove_file(&fin);
+            if let Some(old) = &e.old {
+                let _ = std::fs::rename(self.dir.join(old), &fin);
+            }
+        }
+        if let Some(e) = entries.get(done) {
+            if let Some(old) = &e.old {
+                let old = self.dir.join(old);
+                if old.exists() {
+                    let _ = std::fs::rename(old, self.dir.join(&e.name));
+                }
+            }
+        }
+        sync_dir(&self.dir);
+        let _ = std::fs::remove_file(self.dir.join(JOURNAL));
     }
 
     /// One output into place: the existing file to its backup name, the partial file to
@@ -531,14 +543,14 @@ pub fn write_file(path: &Path, bytes: &[u8], replace: bool) -> Result<()> {
 fn appeared(path: &Path) -> Error {
     Error::Input(format!(
         "{} appeared while this run was writing (another program wrote it); it was not \
-         replaced and nothing was written (--force replaces it)",
+         replaced and nothing was written (`force` replaces it)",
         path.display()
     ))
 }
 
 fn exists(path: &Path) -> Error {
     Error::Input(format!(
-        "{} already exists; pass --force to overwrite it",
+        "{} already exists; pass `force` to overwrite it",
         path.display()
     ))
 }
@@ -568,7 +580,7 @@ fn lock_dir(dir: &Path, lock_path: &Path) -> Result<File> {
             Err(std::fs::TryLockError::WouldBlock) => {
                 return Err(Error::Input(format!(
                     "another qkv run is writing into {} (it holds {}); wait for it to finish \
-                     or choose another --out",
+                     or choose another `out`",
                     dir.display(),
                     lock_path.display()
                 )))

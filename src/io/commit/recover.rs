@@ -16,90 +16,44 @@ impl OutputDir {
     /// own: its partial file's inode, as the journal recorded it.
     pub(super) fn recover(&mut self) -> Result<()> {
         let path = self.dir.join(JOURNAL);
-        let untrusted = |why: String| {
-            Error::Input(format!(
-                "{} is not a journal qkv wrote ({why}); nothing was changed: remove it, after \
-                 looking at what it names",
-                path.display()
-            ))
+        let Some(journal) = read_journal(&path)? else {
+            return Ok(());
         };
-        let mut o = std::fs::OpenOptions::new();
-        o.read(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            // Never through a symlink; a FIFO opens without waiting for a writer.
-            o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+        let (restored, removed, kept) = self.undo(&journal)?;
+        std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
+        sync_dir(&self.dir);
+        let mut what = Vec::new();
+        if !restored.is_empty() {
+            what.push(format!("restored the previous {}", restored.join(", ")));
         }
-        let file = match o.open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => match std::fs::symlink_metadata(&path) {
-                Ok(m) if !m.file_type().is_file() => {
-                    return Err(untrusted(format!("it is {}", super::kind_of(&m))))
-                }
-                _ => return Err(Error::io(format!("cannot read {}", path.display()), e)),
-            },
-        };
-        let meta = file
-            .metadata()
-            .map_err(io(format!("cannot read {}", path.display())))?;
-        if !meta.file_type().is_file() {
-            return Err(untrusted(format!("it is {}", super::kind_of(&meta))));
+        if !removed.is_empty() {
+            what.push(format!("removed its new {}", removed.join(", ")));
         }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let me = unsafe { libc::geteuid() };
-            if meta.uid() != me {
-                return Err(untrusted(format!(
-                    "it belongs to user {}, not to this user ({me})",
-                    meta.uid()
-                )));
+        if !kept.is_empty() {
+            what.push(format!(
+                "left {}, which {} not the file that run wrote or moved aside",
+                kept.join(", "),
+                if kept.len() == 1 { "is" } else { "are" }
+            ));
+        }
+        self.notes.push(format!(
+            "a run into {} was interrupted while putting its outputs in place; its commit was \
+             rolled back{}",
+            self.dir.display(),
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", what.join("; "))
             }
-        }
-        if meta.len() > JOURNAL_MAX {
-            return Err(untrusted(format!(
-                "{} bytes; a journal of qkv's is under {JOURNAL_MAX}",
-                meta.len()
-            )));
-        }
-        let mut text = String::new();
-        {
-            use std::io::Read;
-            file.take(JOURNAL_MAX)
-                .read_to_string(&mut text)
-                .map_err(|e| untrusted(format!("unreadable: {e}")))?;
-        }
-        let journal: Journal = serde_json::from_str(&text).map_err(|e| {
-            Error::Input(format!(
-                "{} is a journal qkv cannot read ({e}): a run was killed while putting its \
-                 outputs in place. Look at the outputs and the .qkv-old files beside them, \
-                 then remove {}",
-                path.display(),
-                path.display()
-            ))
-        })?;
-        for e in &journal.entries {
-            // A plain file name in this directory, with partial and backup names of qkv's
-            // own form for it.
-            let plain = !e.name.is_empty()
-                && !e.name.starts_with('.')
-                && Path::new(&e.name).file_name() == Some(e.name.as_ref());
-            if !plain
-                || !is_own_name(&e.partial, &e.name, PARTIAL_SUFFIX)
-                || e.old
-                    .as_deref()
-                    .is_some_and(|o| !is_own_name(o, &e.name, OLD_SUFFIX))
-            {
-                return Err(untrusted(format!(
-                    "it names {:?} with partial file {:?} and backup {:?}, names qkv does not \
-                     give",
-                    e.name, e.partial, e.old
-                )));
-            }
-        }
+        ));
+        Ok(())
+    }
+
+    /// Undoes what `journal` records: each backup the run made put back, each new file of
+    /// the run's removed, anything else left; the partial files go. Returns the names
+    /// restored, removed and left.
+    #[allow(clippy::type_complexity)]
+    fn undo(&self, journal: &Journal) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
         let mut restored = Vec::new();
         let mut removed = Vec::new();
         let mut kept = Vec::new();
@@ -145,33 +99,7 @@ impl OutputDir {
                 let _ = std::fs::remove_file(&partial);
             }
         }
-        std::fs::remove_file(&path).map_err(io(format!("cannot remove {}", path.display())))?;
-        sync_dir(&self.dir);
-        let mut what = Vec::new();
-        if !restored.is_empty() {
-            what.push(format!("restored the previous {}", restored.join(", ")));
-        }
-        if !removed.is_empty() {
-            what.push(format!("removed its new {}", removed.join(", ")));
-        }
-        if !kept.is_empty() {
-            what.push(format!(
-                "left {}, which {} not the file that run wrote or moved aside",
-                kept.join(", "),
-                if kept.len() == 1 { "is" } else { "are" }
-            ));
-        }
-        self.notes.push(format!(
-            "a run into {} was interrupted while putting its outputs in place; its commit was \
-             rolled back{}",
-            self.dir.display(),
-            if what.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", what.join("; "))
-            }
-        ));
-        Ok(())
+        Ok((restored, removed, kept))
     }
 
     /// Removes partial files and backups left by interrupted runs (this run holds the lock,
@@ -215,6 +143,96 @@ impl OutputDir {
         }
         Ok(())
     }
+}
+
+/// The journal at `path`, if there is one, trusted only if this tool wrote it (see
+/// [`OutputDir::recover`]); an error, with nothing changed, otherwise.
+fn read_journal(path: &Path) -> Result<Option<Journal>> {
+    let untrusted = |why: String| {
+        Error::Input(format!(
+            "{} is not a journal qkv wrote ({why}); nothing was changed: remove it, after \
+             looking at what it names",
+            path.display()
+        ))
+    };
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        // Never through a symlink; a FIFO opens without waiting for a writer.
+        o.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    let file = match o.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => match std::fs::symlink_metadata(path) {
+            Ok(m) if !m.file_type().is_file() => {
+                return Err(untrusted(format!("it is {}", super::kind_of(&m))))
+            }
+            _ => return Err(Error::io(format!("cannot read {}", path.display()), e)),
+        },
+    };
+    let meta = file
+        .metadata()
+        .map_err(io(format!("cannot read {}", path.display())))?;
+    if !meta.file_type().is_file() {
+        return Err(untrusted(format!("it is {}", super::kind_of(&meta))));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if meta.uid() != me {
+            return Err(untrusted(format!(
+                "it belongs to user {}, not to this user ({me})",
+                meta.uid()
+            )));
+        }
+    }
+    if meta.len() > JOURNAL_MAX {
+        return Err(untrusted(format!(
+            "{} bytes; a journal of qkv's is under {JOURNAL_MAX}",
+            meta.len()
+        )));
+    }
+    let mut text = String::new();
+    {
+        use std::io::Read;
+        file.take(JOURNAL_MAX)
+            .read_to_string(&mut text)
+            .map_err(|e| untrusted(format!("unreadable: {e}")))?;
+    }
+    let journal: Journal = serde_json::from_str(&text).map_err(|e| {
+        Error::Input(format!(
+            "{} is a journal qkv cannot read ({e}): a run was killed while putting its \
+             outputs in place. Look at the outputs and the .qkv-old files beside them, \
+             then remove {}",
+            path.display(),
+            path.display()
+        ))
+    })?;
+    for e in &journal.entries {
+        // A plain file name in this directory, with partial and backup names of qkv's
+        // own form for it.
+        let plain = !e.name.is_empty()
+            && !e.name.starts_with('.')
+            && Path::new(&e.name).file_name() == Some(e.name.as_ref());
+        if !plain
+            || !is_own_name(&e.partial, &e.name, PARTIAL_SUFFIX)
+            || e.old
+                .as_deref()
+                .is_some_and(|o| !is_own_name(o, &e.name, OLD_SUFFIX))
+        {
+            return Err(untrusted(format!(
+                "it names {:?} with partial file {:?} and backup {:?}, names qkv does not \
+                 give",
+                e.name, e.partial, e.old
+            )));
+        }
+    }
+    Ok(Some(journal))
 }
 
 /// The largest journal qkv writes is a few hundred bytes; one past this is not its.

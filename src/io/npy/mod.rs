@@ -69,6 +69,51 @@ impl<R> std::fmt::Debug for NpyRows<R> {
     }
 }
 
+/// X's dimensions as a projection reads them: `[tokens, d_model]`, or `[batch, seq,
+/// d_model]` (tokens = batch x seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct XDims {
+    /// Rows of X.
+    pub tokens: u32,
+    /// Columns of X.
+    pub d_model: u32,
+    /// Batch and sequence length, for a 3-D X.
+    pub batch_seq: Option<(u32, u32)>,
+}
+
+impl XDims {
+    /// The dimensions of X shaped `dims` (outermost first) in the file `name`: an error for
+    /// another rank, no rows, or a size past u32.
+    pub fn of(dims: &[usize], name: &str) -> Result<Self> {
+        let (batch_seq, (tokens, d_model)) = match dims {
+            &[t, d] => (None, (t, d)),
+            &[b, s, d] => (Some((b, s)), (b * s, d)),
+            other => {
+                return Err(Error::Input(format!(
+                    "{name}: X has shape {other:?}; it must be [tokens, d_model] or [batch, \
+                     seq, d_model]"
+                )))
+            }
+        };
+        let to_u32 = |v: usize, what: &str| {
+            u32::try_from(v).map_err(|_| Error::Shape(format!("{what} = {v} is too large")))
+        };
+        if tokens == 0 {
+            return Err(Error::Input(format!(
+                "{name}: X has no rows ({dims:?}): there is nothing to project"
+            )));
+        }
+        Ok(Self {
+            tokens: to_u32(tokens, "tokens")?,
+            d_model: to_u32(d_model, "d_model")?,
+            batch_seq: match batch_seq {
+                Some((b, s)) => Some((to_u32(b, "batch")?, to_u32(s, "seq")?)),
+                None => None,
+            },
+        })
+    }
+}
+
 impl NpyRows {
     /// Opens `path` and reads its header.
     pub fn open(path: &Path) -> Result<Self> {
@@ -154,6 +199,35 @@ impl<R: Read> NpyRows<R> {
     /// Elements not read yet.
     pub fn remaining(&self) -> usize {
         self.remaining
+    }
+
+    /// X's dimensions as a projection reads them ([`XDims::of`]), `name` naming the file.
+    pub fn x_dims(&self) -> Result<XDims> {
+        XDims::of(&self.shape, &self.name)
+    }
+
+    /// Reads the next `rows` rows of `d` elements into `dst` (GPU staging memory: written,
+    /// never read), rounded to its storage type, in pieces of about 64K elements (whole
+    /// rows), each handed to `inspect` (the offset of its first row within `rows`, its
+    /// values as read) while it is in cache. A value the type cannot hold is refused naming
+    /// its row: `first_row` is the batch row of the first of `rows`.
+    pub fn fill_rows(
+        &mut self,
+        (first_row, rows, d): (u32, usize, usize),
+        mut dst: crate::host::ElementsMut<'_>,
+        mut inspect: impl FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        let per = (65536 / d.max(1)).max(1);
+        let mut piece = Vec::with_capacity(per * d);
+        for r0 in (0..rows).step_by(per) {
+            let r1 = (r0 + per).min(rows);
+            piece.resize((r1 - r0) * d, 0.0);
+            self.read(&mut piece)?;
+            inspect(r0, &piece)?;
+            dst.put_f32(r0 * d, &piece)
+                .map_err(|e| e.in_rows("X", first_row + r0 as u32, d as u32))?;
+        }
+        Ok(())
     }
 
     /// Reads the next `dst.len()` elements as f32.

@@ -4,11 +4,13 @@
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
 use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
 use crate::exit::Failure;
-use crate::out::outln;
-use crate::outputs::{OutFormat, PartialOutputs};
-use crate::report::{ms, progress, token_bar, Stages};
+use crate::output_files::{metadata, OutFormat, PartialOutputs};
+use crate::stdout::outln;
+use crate::text::{ms, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
-use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
+use qkv_wgpu::io::checkpoint::{
+    Checkpoint, LoadedWeights, Names, WeightLayout, WeightRequest, WeightSource,
+};
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::NonFinite;
@@ -16,13 +18,12 @@ use qkv_wgpu::measure::{self, keep_source_rows, weights_read, CheckRows, KeptRow
 use qkv_wgpu::{
     ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 mod report;
 
-use report::{print_text, ProjectResult};
+use report::{print_text, Facts};
 
 #[derive(Args, Debug)]
 #[command(
@@ -193,49 +194,103 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     // From here a SIGINT, SIGTERM or SIGHUP removes the partial files before the process
     // dies by it.
     crate::signals::remove_partials_on_signal();
-
     // X is read chunk by chunk as the projection streams; only its header is read here.
     let mut x = NpyRows::open(&args.input)?;
-    let x_dims = x.shape.clone();
-    let (batch_seq, d_model) = match x_dims.as_slice() {
-        &[t, d] => (None, (t, d)),
-        &[b, s, d] => (Some((b, s)), (b * s, d)),
-        other => {
-            return Err(Error::Input(format!(
-                "{}: X has shape {other:?}; it must be [tokens, d_model] or [batch, seq, d_model]",
-                args.input.display()
-            ))
-            .into())
-        }
-    };
-    let to_u32 = |v: usize, what: &str| {
-        u32::try_from(v).map_err(|_| Error::Shape(format!("{what} = {v} is too large")))
-    };
-    if d_model.0 == 0 {
-        return Err(Error::Input(format!(
-            "{}: X has no rows ({x_dims:?}): there is nothing to project",
-            args.input.display()
-        ))
-        .into());
-    }
-    let (tokens, d_model) = (to_u32(d_model.0, "tokens")?, to_u32(d_model.1, "d_model")?);
-    let batch_seq = match batch_seq {
-        Some((b, s)) => Some((to_u32(b, "batch")?, to_u32(s, "seq")?)),
-        None => None,
-    };
-
+    let dims = x.x_dims()?;
     progress(&format!("reading {}", args.weights.display()));
     let ckpt = Checkpoint::open(&args.weights)?;
-    let loaded = ckpt.load_qkv(&request(args), d_model)?;
+    let loaded = ckpt.load_qkv(&request(args), dims.d_model)?;
     let w = &loaded.weights;
-    let shape = QkvShape::new(tokens, d_model, w.q_width, w.kv_width, w.bias.is_some())?;
-    let seq = batch_seq.map_or(tokens, |(_, s)| s);
-    let split = head_split(args, &shape, seq)?;
+    let shape = QkvShape::new(
+        dims.tokens,
+        dims.d_model,
+        w.q_width,
+        w.kv_width,
+        w.bias.is_some(),
+    )?;
+    let split = head_split(args, &shape, dims.batch_seq.map_or(dims.tokens, |(_, s)| s))?;
     let layout = match (args.head_layout, split) {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
     };
-    // NaN or Inf in the weights is refused now, before any GPU work, unless allowed.
+    refuse_nonfinite_weights(args, &loaded)?;
+    let out_dir = open_out_dir(args)?;
+    let element = run_element(args, &loaded)?;
+    let ctx = gpu.context()?;
+    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, element)?;
+    let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
+        Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
+    })?;
+    let opts = args.chunking.options();
+    let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
+    let mut projector = Projector::from_plan(&ctx, spec, plan)?;
+    projector.set_weights(w)?;
+    let out_shapes = [
+        layout.dims(&shape, false, dims.batch_seq),
+        layout.dims(&shape, true, dims.batch_seq),
+    ];
+    let sources = [
+        ("source_input", args.input.as_path()),
+        ("source_weights", args.weights.as_path()),
+    ];
+    let meta = metadata(sources, &loaded, element, projector.config(), layout);
+    let [q_shape, kv_shape] = &out_shapes;
+    let outputs = PartialOutputs::create(
+        &out_dir,
+        args.out_format,
+        args.out_format.stored(element),
+        [q_shape, kv_shape, kv_shape],
+        &meta,
+    )?;
+    let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
+    let mut run = stream(&mut projector, &mut x, outputs, args, check)?;
+    // Inputs that carry NaN or Inf (allowed by --allow-nonfinite) carry them into the
+    // outputs: no overflow then.
+    if run.x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
+        run.kept.inputs_not_finite();
+    }
+    let checked = check_rows(&projector, &mut run, args, check.is_some(), w)?;
+    let Settled {
+        nonfinite,
+        overflow,
+        pass,
+        blocked_by_nonfinite,
+        written,
+    } = settle(&mut run, &checked, &loaded, args, &out_dir)?;
+    let facts = Facts {
+        args,
+        ctx: &ctx,
+        x: &x,
+        dims,
+        loaded: &loaded,
+        shape: &shape,
+        split,
+        out_shapes: &out_shapes,
+        projector: &projector,
+        config_reason,
+    };
+    let result = facts.result(
+        &run,
+        &checked,
+        (overflow.clone(), pass),
+        &nonfinite,
+        &out_dir,
+        written,
+    );
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string(&result).expect("results serialize")
+        );
+    } else {
+        print_text(&result, checked.report.as_ref(), &checked.tol);
+    }
+    verdict(element, overflow, pass, blocked_by_nonfinite, &nonfinite)
+}
+
+/// NaN or Inf in the weights is refused before any GPU work, unless allowed (then each is a
+/// warning).
+fn refuse_nonfinite_weights(args: &ProjectArgs, loaded: &LoadedWeights) -> Result<(), Failure> {
     if !loaded.nonfinite.is_empty() && !args.allow_nonfinite {
         return Err(Error::Input(format!(
             "the weights hold NaN or Inf ({}); nothing was run. Pass --allow-nonfinite to \
@@ -252,10 +307,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     for nf in &loaded.nonfinite {
         eprintln!("warning: {nf}");
     }
+    Ok(())
+}
 
-    // The output directory, locked against other runs, before any GPU work: what an
-    // interrupted run left there is cleaned up and named, inputs are never outputs, and
-    // existing outputs need --force.
+/// The output directory, locked against other runs, before any GPU work: what an
+/// interrupted run left there is cleaned up and named, inputs are never outputs, and
+/// existing outputs need --force.
+fn open_out_dir(args: &ProjectArgs) -> Result<OutputDir, Failure> {
     let out_dir = OutputDir::open(&args.out)?;
     for note in &out_dir.notes {
         eprintln!("note: {note}");
@@ -268,9 +326,13 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         outputs_named,
         &[("--input", &args.input), ("--weights", &args.weights)],
     )?;
+    Ok(out_dir)
+}
 
-    // The checkpoint's own type unless asked otherwise; a value the asked type cannot hold
-    // is refused by name before any GPU work.
+/// The storage type to run in: the checkpoint's own unless asked otherwise; a weight the
+/// type cannot hold is refused by name before any GPU work.
+fn run_element(args: &ProjectArgs, loaded: &LoadedWeights) -> Result<ElementType, Failure> {
+    let w = &loaded.weights;
     let element = args.dtype.unwrap_or(w.w.element());
     w.check_range(element).map_err(|e| {
         let names: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
@@ -285,113 +347,66 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
             args.weights.display()
         ))
     })?;
-    let out_element = args.out_format.stored(element);
-    let ctx = gpu.context()?;
-    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, element)?;
-    let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
-        Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
-    })?;
-    let config = spec.config;
-    let plan = ChunkPlan::new(
-        &ctx.limits(),
-        &shape,
-        &spec,
-        layout,
-        &args.chunking.options(),
-    )?;
-    let mut projector = Projector::from_plan(&ctx, spec, plan.clone())?;
-    projector.set_weights(w)?;
+    Ok(element)
+}
 
-    let q_shape = layout.dims(&shape, false, batch_seq);
-    let kv_shape = layout.dims(&shape, true, batch_seq);
-    let metadata = BTreeMap::from([
-        ("source_input".to_string(), args.input.display().to_string()),
-        (
-            "source_weights".to_string(),
-            args.weights.display().to_string(),
-        ),
-        (
-            "tensors".to_string(),
-            loaded
-                .tensors
-                .iter()
-                .map(|t| t.0.clone())
-                .collect::<Vec<_>>()
-                .join(","),
-        ),
-        ("dtype".to_string(), element.to_string()),
-        ("kernel".to_string(), config.to_string()),
-        (
-            "layout".to_string(),
-            match layout {
-                OutputLayout::Tokens => "tokens".to_string(),
-                OutputLayout::Heads(_) => "heads [batch, heads, seq, head_dim]".to_string(),
-            },
-        ),
-        (
-            "producer".to_string(),
-            format!("qkv-wgpu {}", env!("CARGO_PKG_VERSION")),
-        ),
-    ]);
-    let mut outputs = PartialOutputs::create(
-        &out_dir,
-        args.out_format,
-        out_element,
-        [&q_shape, &kv_shape, &kv_shape],
-        &metadata,
-    )?;
-    let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
-    let mut kept = KeptRows::default();
-    let mut x_nonfinite: Option<NonFinite> = None;
-    let mut write_time = std::time::Duration::ZERO;
+/// A streamed projection: its times, the rows kept for the check (and X as given for them),
+/// NaN or Inf found in X, and the partial outputs written so far (taken when committed).
+struct Streamed {
+    timings: qkv_wgpu::RunTimings,
+    kept: KeptRows,
+    source_x: Vec<f32>,
+    x_nonfinite: Option<NonFinite>,
+    write_time: std::time::Duration,
+    outputs: Option<PartialOutputs>,
+}
+
+/// Streams X from the file through the projector into the partial outputs, keeping the rows
+/// `check` picks (or scanning every row for NaN and infinities, unchecked).
+fn stream(
+    projector: &mut Projector<'_>,
+    x: &mut NpyRows,
+    mut outputs: PartialOutputs,
+    args: &ProjectArgs,
+    check: Option<CheckRows>,
+) -> Result<Streamed, Failure> {
+    let (shape, layout, plan) = (
+        *projector.shape(),
+        projector.layout(),
+        projector.plan().clone(),
+    );
     progress(&format!(
-        "projecting on {}: {} chunk(s) of up to {} tokens",
-        ctx.summary.name,
+        "projecting: {} chunk(s) of up to {} tokens",
         plan.chunks(),
         plan.chunk_tokens
     ));
-    let bar = token_bar(tokens, plan.chunks(), !args.json);
-    // X as given for the kept rows: the reference's inputs (rounded as the GPU read them) and
-    // the precision cost.
-    let mut source_x = Vec::new();
-    let mut piece = Vec::new();
-    let d = d_model as usize;
+    let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
+    let (mut kept, mut source_x) = (KeptRows::default(), Vec::new());
+    let mut x_nonfinite: Option<NonFinite> = None;
+    let mut write_time = std::time::Duration::ZERO;
+    let (d, x_dims) = (shape.d_model as usize, x.shape.clone());
     let allow_nonfinite = args.allow_nonfinite;
     let timings = projector.stream(
-        |rows, mut dst| {
+        |rows, dst| {
             // What every value read goes through: the NaN/Inf scan, the kept rows.
-            let mut inspect = |r0: usize, values: &[f32]| -> Result<(), Error> {
+            let inspect = |r0: usize, values: &[f32]| -> Result<(), Error> {
                 let start = (rows.start as usize + r0) * d;
                 let found = NonFinite::scan_at("X", values, start, &x_dims);
                 x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
                 // Refused at the chunk that holds it, not after the whole run.
-                if !allow_nonfinite {
-                    if let Some(nf) = &x_nonfinite {
-                        return Err(Error::Input(format!(
-                            "X holds NaN or Inf ({nf}); the run stopped there and nothing was \
-                             written. Pass --allow-nonfinite to project it anyway"
-                        )));
-                    }
+                if let Some(nf) = x_nonfinite.as_ref().filter(|_| !allow_nonfinite) {
+                    return Err(Error::Input(format!(
+                        "X holds NaN or Inf ({nf}); the run stopped there and nothing was \
+                         written. Pass --allow-nonfinite to project it anyway"
+                    )));
                 }
                 if let Some(check) = check {
-                    let chunk = (rows.len(), tokens as usize);
+                    let chunk = (rows.len(), shape.tokens as usize);
                     keep_source_rows(&mut source_x, chunk, check, r0, values, d);
                 }
                 Ok(())
             };
-            // Read in pieces of about 64K elements (whole rows), inspected while they are
-            // in cache and written into place (rounded to a half type): the destination is
-            // GPU staging memory, which is written, never read.
-            let per = (65536 / d).max(1);
-            for r0 in (0..rows.len()).step_by(per) {
-                let r1 = (r0 + per).min(rows.len());
-                piece.resize((r1 - r0) * d, 0.0);
-                x.read(&mut piece)?;
-                inspect(r0, &piece)?;
-                dst.put_f32(r0 * d, &piece)
-                    .map_err(|e| e.in_rows("X", rows.start + r0 as u32, d_model))?;
-            }
-            Ok(())
+            x.fill_rows((rows.start, rows.len(), d), dst, inspect)
         },
         |c| {
             let start = Instant::now();
@@ -407,127 +422,126 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         |done| bar.set_position(done as u64),
     )?;
     bar.finish_and_clear();
+    Ok(Streamed {
+        timings,
+        kept,
+        source_x,
+        x_nonfinite,
+        write_time,
+        outputs: Some(outputs),
+    })
+}
 
-    // Inputs that carry NaN or Inf (allowed by --allow-nonfinite) carry them into the
-    // outputs: no overflow then.
-    if x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
-        kept.inputs_not_finite();
-    }
-    let tol = measure::tolerance(d_model, projector.spec(), &args.tolerance.overrides());
+/// The check of the kept rows: its report, the precision cost, the reference's time, and
+/// the tolerance.
+struct Checked {
+    report: Option<QkvReport>,
+    cost: Option<QkvReport>,
+    cpu_ms: Option<f64>,
+    tol: qkv_wgpu::Tolerance,
+}
+
+/// Checks the kept rows against the f64 reference of the inputs as the GPU read them
+/// ([`KeptRows::check`]), where asked.
+fn check_rows(
+    projector: &Projector<'_>,
+    run: &mut Streamed,
+    args: &ProjectArgs,
+    checked: bool,
+    w: &qkv_wgpu::FusedWeights,
+) -> Result<Checked, Failure> {
+    let (shape, spec) = (projector.shape(), projector.spec());
+    let d_model = shape.d_model;
+    let tol = measure::tolerance(d_model, spec, &args.tolerance.overrides());
     let f32_tol = args.tolerance.tolerance(d_model, ElementType::F32);
-    let (report, cost, cpu_ms) = match check {
-        None => (None, None, None),
-        Some(_) => {
-            progress(&format!(
-                "checking {} rows against the CPU reference (f64)",
-                kept.len()
-            ));
-            kept.set_source_x(std::mem::take(&mut source_x), d_model);
-            let input = projector.input_element();
-            let read = weights_read(w, element, input);
-            let (report, took) = kept.check(&shape, &read, (element, input), tol);
-            let cost = input
-                .is_half()
-                .then(|| kept.precision_cost(&shape, w, f32_tol));
-            (Some(report), cost, Some(ms(took)))
-        }
-    };
-    let mut nonfinite: Vec<NonFinite> = x_nonfinite.into_iter().collect();
+    if !checked {
+        return Ok(Checked {
+            report: None,
+            cost: None,
+            cpu_ms: None,
+            tol,
+        });
+    }
+    let kept = &mut run.kept;
+    progress(&format!(
+        "checking {} rows against the CPU reference (f64)",
+        kept.len()
+    ));
+    kept.set_source_x(std::mem::take(&mut run.source_x), d_model);
+    let (element, input) = (spec.element, spec.input_element());
+    let read = weights_read(w, element, input);
+    let (report, took) = kept.check(shape, &read, (element, input), tol);
+    let cost = input
+        .is_half()
+        .then(|| kept.precision_cost(shape, w, f32_tol));
+    Ok(Checked {
+        report: Some(report),
+        cost,
+        cpu_ms: Some(ms(took)),
+        tol,
+    })
+}
+
+/// How a checked run ends.
+struct Settled {
+    /// NaN or Inf found in X and in the weights.
+    nonfinite: Vec<NonFinite>,
+    /// NaN or infinities in the outputs of finite inputs.
+    overflow: Option<String>,
+    /// The check's verdict (None unchecked).
+    pass: Option<bool>,
+    /// Inputs held NaN or Inf and that was not allowed.
+    blocked_by_nonfinite: bool,
+    /// The files put in place.
+    written: Vec<String>,
+}
+
+/// Decides the run: the outputs are put in place only where the check passed, nothing
+/// overflowed and the inputs were finite (or allowed not to be); else the partial files
+/// are removed.
+fn settle(
+    run: &mut Streamed,
+    checked: &Checked,
+    loaded: &LoadedWeights,
+    args: &ProjectArgs,
+    out_dir: &OutputDir,
+) -> Result<Settled, Failure> {
+    let mut nonfinite: Vec<NonFinite> = run.x_nonfinite.iter().cloned().collect();
     nonfinite.extend(loaded.nonfinite.iter().cloned());
     if let Some(nf) = nonfinite.first().filter(|n| n.what == "X") {
         eprintln!("warning: {nf}");
     }
-
     // With finite inputs, a NaN or infinity in the outputs is an overflow (the report of the
     // checked rows counts it too): the run fails and nothing is written. Inputs that carry
     // NaN or Inf (--allow-nonfinite) carry them into the outputs.
-    let overflow = kept.non_finite_outputs();
-    let pass = match (&report, &overflow) {
+    let overflow = run.kept.non_finite_outputs();
+    let pass = match (&checked.report, &overflow) {
         (_, Some(_)) => Some(false),
         (r, None) => r.as_ref().map(QkvReport::pass),
     };
     let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
-    let outputs = if pass != Some(false) && !blocked_by_nonfinite {
-        outputs.commit(&out_dir, args.force)?
-    } else {
-        drop(outputs);
-        Vec::new()
+    let written = match run.outputs.take() {
+        Some(o) if pass != Some(false) && !blocked_by_nonfinite => o.commit(out_dir, args.force)?,
+        _ => Vec::new(),
     };
-
-    let s = &ctx.summary;
-    let result = ProjectResult {
-        adapter: s.name.clone(),
-        backend: s.backend.clone(),
-        device_type: s.device_type.clone(),
-        kernel: config.to_string(),
-        config_reason,
-        input: args.input.display().to_string(),
-        input_dtype: x.dtype,
-        dtype: element,
-        out_format: match args.out_format {
-            OutFormat::Npy => "npy",
-            OutFormat::Safetensors => "safetensors",
-        },
-        out_dtype: out_element,
-        weights: args.weights.display().to_string(),
-        family: loaded.family.map(|f| f.name()),
-        weight_layout: loaded.layout.to_string(),
-        weight_layout_reason: loaded.layout_reason.clone(),
-        tensors: loaded.tensors.clone(),
-        tokens,
-        batch: batch_seq.map(|b| b.0),
-        seq: batch_seq.map(|b| b.1),
-        d_model,
-        q_width: shape.q_width,
-        kv_width: shape.kv_width,
-        bias: shape.bias,
-        head_layout: match layout {
-            OutputLayout::Tokens => "tokens",
-            OutputLayout::Heads(_) => "heads",
-        },
-        heads: split.map(|h| h.heads),
-        kv_heads: split.map(|h| h.kv_heads),
-        q_shape: q_shape.clone(),
-        kv_shape: kv_shape.clone(),
-        gpu_kernel_ms: ms(timings.kernel),
-        gpu_total_ms: ms(timings.total()),
-        chunks: plan.chunks(),
-        chunk_tokens: plan.chunk_tokens,
-        chunk_reason: plan.chunk_reason.clone(),
-        streamed: projector.streaming(),
-        read_ms: ms(timings.input),
-        write_ms: ms(write_time),
-        stages: Stages::of(&timings),
-        tokens_per_s: tokens as f64 / timings.total().as_secs_f64(),
-        cpu_ms,
-        gflops: shape.gflops(timings.kernel.as_secs_f64()),
-        checked: report.is_some(),
-        checked_rows: kept.len(),
-        max_abs_err: report.as_ref().map(QkvReport::max_abs_err),
-        max_rel_err: report.as_ref().map(QkvReport::max_rel_err),
-        rel_l2_err: report.as_ref().map(QkvReport::rel_l2_err),
-        precision_max_abs_err: cost.as_ref().map(QkvReport::max_abs_err),
-        precision_max_rel_err: cost.as_ref().map(QkvReport::max_rel_err),
-        precision_rel_l2_err: cost.as_ref().map(QkvReport::rel_l2_err),
-        atol: tol.atol,
-        rtol: tol.rtol,
-        ttol: tol.terms,
-        overflow: overflow.clone(),
+    Ok(Settled {
+        nonfinite,
+        overflow,
         pass,
-        nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
-        notes: out_dir.notes.clone(),
-        written: !outputs.is_empty(),
-        outputs,
-    };
-    if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string(&result).expect("results serialize")
-        );
-    } else {
-        print_text(&result, report.as_ref(), &tol);
-    }
+        blocked_by_nonfinite,
+        written,
+    })
+}
 
+/// The exit: a failure for an overflow, a failed check or inputs that hold NaN or Inf
+/// (unless allowed), each said on stderr.
+fn verdict(
+    element: ElementType,
+    overflow: Option<String>,
+    pass: Option<bool>,
+    blocked_by_nonfinite: bool,
+    nonfinite: &[NonFinite],
+) -> Result<(), Failure> {
     if let Some(o) = &overflow {
         eprintln!(
             "FAIL: the projection overflowed {}'s range (the inputs are finite): {o}; nothing \

@@ -1,8 +1,14 @@
 //! What `qkv project` reports: the result (its JSON) and the text a person reads.
 
-use crate::out::outln;
-use crate::report::{print_checks, print_condition, Stages};
-use qkv_wgpu::{ElementType, QkvReport};
+use super::{Checked, ProjectArgs, Streamed};
+use crate::output_files::OutFormat;
+use crate::stdout::outln;
+use crate::text::{ms, print_checks, print_condition, Stages};
+use qkv_wgpu::io::checkpoint::LoadedWeights;
+use qkv_wgpu::io::commit::OutputDir;
+use qkv_wgpu::io::npy::{NpyRows, XDims};
+use qkv_wgpu::io::NonFinite;
+use qkv_wgpu::{ElementType, GpuContext, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]
@@ -167,5 +173,102 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
     }
     if r.written {
         outln!("wrote     {}", r.outputs.join(", "));
+    }
+}
+
+/// What a run of `qkv project` was: its arguments, the adapter, X, the weights, the shape
+/// and layout, the projector and why its kernel.
+pub struct Facts<'a> {
+    pub args: &'a ProjectArgs,
+    pub ctx: &'a GpuContext,
+    pub x: &'a NpyRows,
+    pub dims: XDims,
+    pub loaded: &'a LoadedWeights,
+    pub shape: &'a QkvShape,
+    pub split: Option<HeadSplit>,
+    /// Q's dimensions, then K's and V's.
+    pub out_shapes: &'a [Vec<u64>; 2],
+    pub projector: &'a Projector<'a>,
+    pub config_reason: String,
+}
+
+impl Facts<'_> {
+    /// The result of the run: what `--json` prints and the text says.
+    pub fn result(
+        &self,
+        run: &Streamed,
+        checked: &Checked,
+        (overflow, pass): (Option<String>, Option<bool>),
+        nonfinite: &[NonFinite],
+        out_dir: &OutputDir,
+        outputs: Vec<String>,
+    ) -> ProjectResult {
+        let (args, s, shape, t) = (self.args, &self.ctx.summary, self.shape, &run.timings);
+        let (report, cost) = (checked.report.as_ref(), checked.cost.as_ref());
+        let element = self.projector.element();
+        ProjectResult {
+            adapter: s.name.clone(),
+            backend: s.backend.clone(),
+            device_type: s.device_type.clone(),
+            kernel: self.projector.config().to_string(),
+            config_reason: self.config_reason.clone(),
+            input: args.input.display().to_string(),
+            input_dtype: self.x.dtype,
+            dtype: element,
+            out_format: match args.out_format {
+                OutFormat::Npy => "npy",
+                OutFormat::Safetensors => "safetensors",
+            },
+            out_dtype: args.out_format.stored(element),
+            weights: args.weights.display().to_string(),
+            family: self.loaded.family.map(|f| f.name()),
+            weight_layout: self.loaded.layout.to_string(),
+            weight_layout_reason: crate::args::flags(&self.loaded.layout_reason),
+            tensors: self.loaded.tensors.clone(),
+            tokens: shape.tokens,
+            batch: self.dims.batch_seq.map(|b| b.0),
+            seq: self.dims.batch_seq.map(|b| b.1),
+            d_model: shape.d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            bias: shape.bias,
+            head_layout: match self.projector.layout() {
+                OutputLayout::Tokens => "tokens",
+                OutputLayout::Heads(_) => "heads",
+            },
+            heads: self.split.map(|h| h.heads),
+            kv_heads: self.split.map(|h| h.kv_heads),
+            q_shape: self.out_shapes[0].clone(),
+            kv_shape: self.out_shapes[1].clone(),
+            gpu_kernel_ms: ms(t.kernel),
+            gpu_total_ms: ms(t.total()),
+            chunks: self.projector.plan().chunks(),
+            chunk_tokens: self.projector.plan().chunk_tokens,
+            chunk_reason: crate::args::flags(&self.projector.plan().chunk_reason),
+            streamed: self.projector.streaming(),
+            read_ms: ms(t.input),
+            write_ms: ms(run.write_time),
+            stages: Stages::of(t),
+            tokens_per_s: shape.tokens as f64 / t.total().as_secs_f64(),
+            cpu_ms: checked.cpu_ms,
+            gflops: shape.gflops(t.kernel.as_secs_f64()),
+            checked: report.is_some(),
+            checked_rows: run.kept.len(),
+            max_abs_err: report.map(QkvReport::max_abs_err),
+            max_rel_err: report.map(QkvReport::max_rel_err),
+            rel_l2_err: report.map(QkvReport::rel_l2_err),
+            precision_max_abs_err: cost.map(QkvReport::max_abs_err),
+            precision_max_rel_err: cost.map(QkvReport::max_rel_err),
+            precision_rel_l2_err: cost.map(QkvReport::rel_l2_err),
+            atol: checked.tol.atol,
+            rtol: checked.tol.rtol,
+            ttol: checked.tol.terms,
+            overflow,
+            pass,
+            nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
+            notes: out_dir.notes.clone(),
+            written: !outputs.is_empty(),
+            outputs,
+        }
     }
 }

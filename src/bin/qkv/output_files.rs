@@ -115,3 +115,38 @@ impl PartialOutputs {
             .collect())
     }
 }
+
+/// The metadata the output files carry: where the inputs came from (`sources`: key and
+/// path), the tensors, the storage type, the kernel, the layout and the producer.
+pub fn metadata(
+    sources: [(&str, &std::path::Path); 2],
+    loaded: &qkv_wgpu::io::checkpoint::LoadedWeights,
+    element: ElementType,
+    config: qkv_wgpu::KernelConfig,
+    layout: qkv_wgpu::OutputLayout,
+) -> BTreeMap<String, String> {
+    let mut meta: BTreeMap<String, String> = sources
+        .iter()
+        .map(|(k, p)| (k.to_string(), p.display().to_string()))
+        .collect();
+    let tensors: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
+    meta.extend([
+        ("tensors".to_string(), tensors.join(",")),
+        ("dtype".to_string(), element.to_string()),
+        ("kernel".to_string(), config.to_string()),
+        (
+            "layout".to_string(),
+            match layout {
+                qkv_wgpu::OutputLayout::Tokens => "tokens".to_string(),
+                qkv_wgpu::OutputLayout::Heads(_) => {
+                    "heads [batch, heads, seq, head_dim]".to_string()
+                }
+            },
+        ),
+        (
+            "producer".to_string(),
+            format!("qkv-wgpu {}", env!("CARGO_PKG_VERSION")),
+        ),
+    ]);
+    meta
+}

@@ -1,7 +1,7 @@
 //! Output helpers shared by the commands: times, progress lines and bars, the check's
 //! condition and its report.
 
-use crate::out::outln;
+use crate::stdout::outln;
 use qkv_wgpu::{QkvReport, Tolerance};
 use std::io::IsTerminal;
 use std::time::Duration;

@@ -71,10 +71,10 @@ impl Write for Stdout {
 /// `println!` to [`write`].
 macro_rules! outln {
     () => {
-        $crate::out::write(format_args!("\n"))
+        $crate::stdout::write(format_args!("\n"))
     };
     ($($arg:tt)*) => {
-        $crate::out::write(format_args!("{}\n", format_args!($($arg)*)))
+        $crate::stdout::write(format_args!("{}\n", format_args!($($arg)*)))
     };
 }
 pub(crate) use outln;

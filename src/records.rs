@@ -1,0 +1,172 @@
+//! The records a measurement is reported as, shared by every front end: the adapter, the
+//! shape, the plan, the check and the share of the peak, each serializing to the keys the
+//! CLI's JSON has always had (flattened into a command's object with `#[serde(flatten)]`)
+//! and each saying itself in one line of text.
+
+use crate::adapter::AdapterSummary;
+use crate::measure::Measurement;
+use crate::peak::Share;
+use crate::plan::ChunkPlan;
+use crate::shape::QkvShape;
+use serde::Serialize;
+
+/// The adapter a measurement ran on.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AdapterRecord {
+    /// Its name.
+    pub adapter: String,
+    /// Vulkan, Metal, DX12, GL or WebGPU.
+    pub backend: String,
+    /// Discrete, integrated, CPU...
+    pub device_type: String,
+}
+
+impl AdapterRecord {
+    /// The record of `summary`'s adapter.
+    pub fn of(summary: &AdapterSummary) -> Self {
+        Self {
+            adapter: summary.name.clone(),
+            backend: summary.backend.clone(),
+            device_type: summary.device_type.clone(),
+        }
+    }
+
+    /// "name (backend, device type)".
+    pub fn line(&self) -> String {
+        format!("{} ({}, {})", self.adapter, self.backend, self.device_type)
+    }
+}
+
+/// The projection's shape.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct ShapeRecord {
+    /// Rows of X.
+    pub tokens: u32,
+    /// Columns of X.
+    pub d_model: u32,
+    /// Columns of Q.
+    pub q_width: u32,
+    /// Columns of K and of V.
+    pub kv_width: u32,
+    /// Whether each projection adds a bias.
+    pub bias: bool,
+}
+
+impl ShapeRecord {
+    /// The record of `shape`.
+    pub fn of(shape: &QkvShape) -> Self {
+        Self {
+            tokens: shape.tokens,
+            d_model: shape.d_model,
+            q_width: shape.q_width,
+            kv_width: shape.kv_width,
+            bias: shape.bias,
+        }
+    }
+}
+
+/// How the batch was cut up.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlanRecord {
+    /// Token chunks.
+    pub chunks: u32,
+    /// Tokens per chunk (the last may have fewer).
+    pub chunk_tokens: u32,
+    /// What set the chunk size.
+    pub chunk_reason: String,
+    /// W's column blocks.
+    pub col_blocks: u32,
+    /// Whether chunks were streamed (stages overlapping).
+    pub streamed: bool,
+}
+
+impl PlanRecord {
+    /// The record of `plan`, run streamed or not.
+    pub fn of(plan: &ChunkPlan, streamed: bool) -> Self {
+        Self {
+            chunks: plan.chunks(),
+            chunk_tokens: plan.chunk_tokens,
+            chunk_reason: plan.chunk_reason.clone(),
+            col_blocks: plan.col_blocks.len() as u32,
+            streamed,
+        }
+    }
+}
+
+/// The check of a measurement: its errors against the f64 reference, the precision cost
+/// of a half type, the tolerance, and the verdict.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckRecord {
+    /// Largest |gpu - ref|.
+    pub max_abs_err: f64,
+    /// Largest |gpu - ref| / |ref|.
+    pub max_rel_err: f64,
+    /// ||gpu - ref|| / ||ref||.
+    pub rel_l2_err: f64,
+    /// Where X and W are read in a half type: the errors against the reference of the
+    /// unrounded f32 inputs (the cost of storing in that type); null otherwise.
+    pub precision_max_abs_err: Option<f64>,
+    /// As above, relative.
+    pub precision_max_rel_err: Option<f64>,
+    /// As above, relative L2.
+    pub precision_rel_l2_err: Option<f64>,
+    /// The tolerance's absolute part.
+    pub atol: f64,
+    /// Its part relative to |ref|.
+    pub rtol: f64,
+    /// Its part relative to each element's Σ|x·w| + |b|.
+    pub ttol: f64,
+    /// Whether every checked element of every run passed.
+    pub pass: bool,
+}
+
+impl CheckRecord {
+    /// The record of `m`'s check.
+    pub fn of(m: &Measurement) -> Self {
+        let (r, cost, tol) = (&m.report, m.precision.as_ref(), m.tolerance);
+        Self {
+            max_abs_err: r.max_abs_err(),
+            max_rel_err: r.max_rel_err(),
+            rel_l2_err: r.rel_l2_err(),
+            precision_max_abs_err: cost.map(|c| c.max_abs_err()),
+            precision_max_rel_err: cost.map(|c| c.max_rel_err()),
+            precision_rel_l2_err: cost.map(|c| c.rel_l2_err()),
+            atol: tol.atol,
+            rtol: tol.rtol,
+            ttol: tol.terms,
+            pass: r.pass(),
+        }
+    }
+}
+
+/// A kernel's figure against this adapter's measured peak (`qkv peak`): every field null
+/// until a peak is cached, or where the kernel's arithmetic was not measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct PeakRecord {
+    /// The kernel's GFLOP/s over the peak of its arithmetic.
+    pub peak_share: Option<f64>,
+    /// That peak, GFLOP/s.
+    pub peak_gflops: Option<f64>,
+    /// What that peak is: "f32 FMA" or a cooperative-matrix configuration.
+    pub peak_of: Option<String>,
+    /// The kernel's GFLOP/s over the roofline of this shape.
+    pub roofline_share: Option<f64>,
+    /// That roofline, GFLOP/s: the lower of the peak and bandwidth times flops per byte.
+    pub roofline_gflops: Option<f64>,
+    /// Whether the roofline is the memory bound.
+    pub memory_bound: Option<bool>,
+}
+
+impl PeakRecord {
+    /// The record of `share`, if any.
+    pub fn of(share: Option<&Share>) -> Self {
+        share.map_or_else(Self::default, |s| Self {
+            peak_share: Some(s.peak_share),
+            peak_gflops: Some(s.peak_gflops),
+            peak_of: Some(s.peak_of.clone()),
+            roofline_share: Some(s.roofline_share),
+            roofline_gflops: Some(s.roofline_gflops),
+            memory_bound: Some(s.memory_bound),
+        })
+    }
+}
