@@ -170,3 +170,70 @@ impl PeakRecord {
         })
     }
 }
+
+/// The check's condition with its numbers: what the CLI and the page print after `check`.
+pub fn condition_line(tol: &crate::validate::Tolerance) -> String {
+    format!(
+        "|gpu - ref| <= atol + rtol·|ref| + ttol·Σ|x·w|, atol {:.1e}, rtol {:.1e}, ttol {:.3e} \
+         (Σ|x·w|: each element's sum of |terms| and |bias|, in f64)",
+        tol.atol, tol.rtol, tol.terms
+    )
+}
+
+/// The check's report: a line for each of Q, K and V, then PASS or FAIL.
+pub fn check_lines(report: &crate::validate::QkvReport) -> Vec<String> {
+    report
+        .parts()
+        .iter()
+        .map(|p| p.to_string())
+        .chain([if report.pass() { "PASS" } else { "FAIL" }.to_string()])
+        .collect()
+}
+
+impl PlanRecord {
+    /// "4 of up to 30 tokens (why), W in 2 column blocks; streamed: stages overlap", or
+    /// "...; one after another": what a run's chunks were.
+    pub fn line(&self) -> String {
+        format!(
+            "{} of up to {} tokens ({}){}; {}",
+            self.chunks,
+            self.chunk_tokens,
+            self.chunk_reason,
+            if self.col_blocks > 1 {
+                format!(", W in {} column blocks", self.col_blocks)
+            } else {
+                String::new()
+            },
+            if self.streamed {
+                "streamed: stages overlap"
+            } else {
+                "one after another"
+            }
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_says_its_chunks_blocks_and_streaming() {
+        let mut p = PlanRecord {
+            chunks: 4,
+            chunk_tokens: 30,
+            chunk_reason: "asked".into(),
+            col_blocks: 1,
+            streamed: true,
+        };
+        assert_eq!(
+            p.line(),
+            "4 of up to 30 tokens (asked); streamed: stages overlap"
+        );
+        (p.col_blocks, p.streamed) = (2, false);
+        assert_eq!(
+            p.line(),
+            "4 of up to 30 tokens (asked), W in 2 column blocks; one after another"
+        );
+    }
+}

@@ -10,7 +10,9 @@ use crate::reference::reference;
 use crate::shape::QkvShape;
 use crate::validate::{QkvReport, Tolerance};
 use crate::weights::{random_x_rows, FusedWeights};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+// The browser has no std clock: std::time::Instant::now() panics on wasm32.
+use web_time::Instant;
 
 /// Which rows of each run are checked against the f64 reference.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

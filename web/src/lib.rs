@@ -17,8 +17,10 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
+use qkv_wgpu::error::name_settings;
 use qkv_wgpu::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
+use qkv_wgpu::records::{check_lines, PlanRecord};
 use qkv_wgpu::tune::{self, Trial, TuneOptions};
 use qkv_wgpu::{
     ChunkOptions, ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer,
@@ -538,10 +540,7 @@ async fn run_shape(
         )));
     }
     let gflops = shape.flops() / (median * 1e-3) / 1e9;
-    let tolerance = format!(
-        "atol {:.1e} + rtol {:.1e} x |expected| + ttol {:.3e} x Σ|x·w|",
-        tol.atol, tol.rtol, tol.terms
-    );
+    let tolerance = qkv_wgpu::records::condition_line(&tol);
     let spec = projector.spec();
     let mut lines = vec![
         format!(
@@ -551,7 +550,7 @@ async fn run_shape(
             ctx.summary.device_type
         ),
         format!("shape     {} ({}): {shape}", p.name, p.model),
-        format!("check     |gpu - ref| <= {tolerance}"),
+        format!("check     {tolerance}"),
         String::new(),
         format!(
             "kernel    {} ({}): {}",
@@ -587,17 +586,13 @@ async fn run_shape(
         ));
     }
     if plan.chunks() > 1 || plan.col_blocks.len() > 1 {
-        lines.push(format!(
-            "  chunks       {} of up to {} tokens, W in {} column block(s){}",
-            plan.chunks(),
-            plan.chunk_tokens,
-            plan.col_blocks.len(),
-            if plan.streaming {
-                "; streamed: two buffer sets, transfers overlap kernels"
-            } else {
-                ""
-            }
-        ));
+        // The library names the page's chunk size by its setting's name.
+        let plan = PlanRecord::of(&plan, plan.streaming);
+        let line = name_settings(
+            &plan.line(),
+            &[("chunk_tokens", "the chunk size asked for")],
+        );
+        lines.push(format!("  chunks       {line}"));
     }
     let batches = if times.per_sample > 1 {
         format!(
@@ -611,8 +606,7 @@ async fn run_shape(
         "  {label:<12} {median:>10.3} ms  median of {REPEATS} back-to-back after {warmups} \
          warm-ups (min {min:.3}, max {max:.3}; {timer}{batches})  {gflops:.2} GFLOP/s"
     ));
-    lines.extend(report.parts().iter().map(|r| format!("  {r}")));
-    lines.push(format!("  {}", if report.pass() { "PASS" } else { "FAIL" }));
+    lines.extend(check_lines(report).iter().map(|l| format!("  {l}")));
     lines.extend(choice.notes.iter().map(|n| format!("note      {n}")));
     Ok(RunResult {
         shape: ShapeInfo::from(&p),

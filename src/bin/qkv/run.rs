@@ -436,24 +436,12 @@ fn print_text(
 /// A kernel's lines after its kernel time: chunks, end to end, transfers, stages, CPU,
 /// reference, the check, the precision cost.
 fn print_run_lines(r: &KernelResult) {
-    let p = &r.plan;
-    if p.chunks > 1 {
-        outln!(
-            "  chunks       {} of up to {} tokens ({}){}; {}",
-            p.chunks,
-            p.chunk_tokens,
-            p.chunk_reason,
-            if p.col_blocks > 1 {
-                format!(", W in {} column blocks", p.col_blocks)
-            } else {
-                String::new()
-            },
-            if p.streamed {
-                "streamed: stages overlap"
-            } else {
-                "one after another (--no-stream)"
-            }
-        );
+    if r.plan.chunks > 1 {
+        let line = r.plan.line();
+        match line.strip_suffix("one after another") {
+            Some(l) => outln!("  chunks       {l}one after another (--no-stream)"),
+            None => outln!("  chunks       {line}"),
+        }
     }
     outln!(
         "  end-to-end   {:>10.3} ms  {:.0} tokens/s (kernel alone: {:.0} tokens/s); weights uploaded \

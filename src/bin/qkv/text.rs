@@ -20,21 +20,14 @@ pub fn progress(msg: &str) {
 
 /// The check line that states the condition and its numbers.
 pub fn print_condition(tol: &Tolerance) {
-    outln!(
-        "check     |gpu - ref| <= atol + rtol·|ref| + ttol·Σ|x·w|, atol {:.1e}, rtol {:.1e}, ttol \
-         {:.3e} (Σ|x·w|: each element's sum of |terms| and |bias|, in f64)",
-        tol.atol,
-        tol.rtol,
-        tol.terms
-    );
+    outln!("check     {}", qkv_wgpu::records::condition_line(tol));
 }
 
 /// Q, K and V reports, then PASS or FAIL.
 pub fn print_checks(report: &QkvReport) {
-    for part in report.parts() {
-        outln!("  {part}");
+    for line in qkv_wgpu::records::check_lines(report) {
+        outln!("  {line}");
     }
-    outln!("  {}", if report.pass() { "PASS" } else { "FAIL" });
 }
 
 /// A progress bar over the tokens of a long run (hidden when stderr is not a terminal).
