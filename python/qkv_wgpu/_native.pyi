@@ -54,3 +54,9 @@ class Projector:
         """Projects X and checks every row against the f64 reference of the inputs as the
         GPU read them: pass, max_abs_err, max_rel_err, rel_l2_err, precision_* (half types),
         atol, rtol, ttol, checked_rows, kernel, report."""
+    def time(self, x: npt.NDArray[np.float32], repeats: int = 5) -> dict[str, Any]:
+        """Checks, then times the projection of X: `repeats` end-to-end runs after an
+        untimed first one (each checked), then, if every run passed, `repeats` back-to-back
+        kernel dispatches. Keys: kernel, tokens, pass, kernel_ms (median, NaN when the check
+        failed), kernel_ms_min, kernel_ms_max, timer, end_to_end_ms, tokens_per_s, gflops,
+        max_abs_err. One row of a pandas DataFrame."""

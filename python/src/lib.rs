@@ -312,6 +312,65 @@ impl Projector {
             .map_err(py_err)?;
         check_dict(py, &m, &kernel)
     }
+
+    /// Checks, then times the projection of X: `repeats` end-to-end runs after an untimed
+    /// first one (each checked), then, if every run passed, `repeats` back-to-back kernel
+    /// dispatches. A dict (one row of a pandas DataFrame): `kernel`, `tokens`, `pass`,
+    /// `kernel_ms` (median; `kernel_ms_min`, `kernel_ms_max`; NaN when the check failed),
+    /// `timer` ("GpuTimestamp" or "Host"), `end_to_end_ms` (median), `tokens_per_s`,
+    /// `gflops`, `max_abs_err`.
+    #[pyo3(signature = (x, repeats=5))]
+    fn time<'py>(
+        &self,
+        py: Python<'py>,
+        x: PyReadonlyArray2<'py, f32>,
+        repeats: u32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if !(1..=qkv_wgpu::projector::MAX_REPEATS).contains(&repeats) {
+            return Err(PyValueError::new_err(format!(
+                "repeats must be 1 to {}, not {repeats}",
+                qkv_wgpu::projector::MAX_REPEATS
+            )));
+        }
+        let tokens = x.shape()[0];
+        let xs = self.x_slice(&x)?;
+        let opts = MeasureOptions {
+            runs: repeats,
+            kernel_repeats: repeats,
+            check: CheckRows::All,
+            stop_at_failure: true,
+            ..MeasureOptions::default()
+        };
+        let (m, kernel) = py
+            .detach(|| {
+                finite(xs, self.weights.d_model)?;
+                self.measure(tokens, xs, &opts)
+            })
+            .map_err(py_err)?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let (med, min, max) = m
+            .kernel
+            .as_ref()
+            .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
+                let (a, b, c) = k.spread();
+                (ms(a), ms(b), ms(c))
+            });
+        let shape = self.weights.shape(tokens as u32).map_err(py_err)?;
+        let e2e = m.median_ms(|t| t.wall);
+        let d = PyDict::new(py);
+        d.set_item("kernel", kernel)?;
+        d.set_item("tokens", tokens)?;
+        d.set_item("pass", m.pass())?;
+        d.set_item("kernel_ms", med)?;
+        d.set_item("kernel_ms_min", min)?;
+        d.set_item("kernel_ms_max", max)?;
+        d.set_item("timer", m.kernel.as_ref().map(|k| format!("{:?}", k.timer)))?;
+        d.set_item("end_to_end_ms", e2e)?;
+        d.set_item("tokens_per_s", tokens as f64 / (e2e / 1e3))?;
+        d.set_item("gflops", shape.gflops(med / 1e3))?;
+        d.set_item("max_abs_err", m.report.max_abs_err())?;
+        Ok(d)
+    }
 }
 
 impl Projector {

@@ -92,6 +92,19 @@ def test_check_returns_the_report_as_a_dict():
     assert "PASS" in r["report"]
 
 
+def test_time_checks_then_times_and_reports_a_row():
+    rng = np.random.default_rng(10)
+    ws = [rand(rng, 64, 32) for _ in range(3)]
+    p = qkv_wgpu.Projector(*ws, kernel="tiled")
+    r = p.time(rand(rng, 40, 64), repeats=2)
+    assert r["pass"] is True and r["kernel"] == "tiled" and r["tokens"] == 40
+    assert 0 < r["kernel_ms_min"] <= r["kernel_ms"] <= r["kernel_ms_max"]
+    assert r["end_to_end_ms"] > 0 and r["tokens_per_s"] > 0 and r["gflops"] > 0
+    assert r["timer"] in ("GpuTimestamp", "Host")
+    with pytest.raises(ValueError, match="repeats"):
+        p.time(rand(rng, 4, 64), repeats=0)
+
+
 def test_bad_input_raises_value_error_with_the_message():
     rng = np.random.default_rng(7)
     ws = [rand(rng, 8, 4) for _ in range(3)]
