@@ -295,8 +295,6 @@ impl Projector {
         py: Python<'py>,
         x: PyReadonlyArray2<'py, f32>,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let tokens = x.shape()[0];
-        let xs = self.x_slice(&x)?;
         let opts = MeasureOptions {
             runs: 0,
             kernel_repeats: 0,
@@ -304,12 +302,7 @@ impl Projector {
             precision_cost: true,
             ..MeasureOptions::default()
         };
-        let (m, kernel) = py
-            .detach(|| {
-                finite(xs, self.weights.d_model)?;
-                self.measure(tokens, xs, &opts)
-            })
-            .map_err(py_err)?;
+        let (m, kernel) = self.measure(py, &x, &opts)?;
         check_dict(py, &m, &kernel)
     }
 
@@ -333,7 +326,6 @@ impl Projector {
             )));
         }
         let tokens = x.shape()[0];
-        let xs = self.x_slice(&x)?;
         let opts = MeasureOptions {
             runs: repeats,
             kernel_repeats: repeats,
@@ -341,12 +333,7 @@ impl Projector {
             stop_at_failure: true,
             ..MeasureOptions::default()
         };
-        let (m, kernel) = py
-            .detach(|| {
-                finite(xs, self.weights.d_model)?;
-                self.measure(tokens, xs, &opts)
-            })
-            .map_err(py_err)?;
+        let (m, kernel) = self.measure(py, &x, &opts)?;
         let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
         let (med, min, max) = m
             .kernel
@@ -437,17 +424,25 @@ impl Projector {
         }
     }
 
+    /// [`validate_then_time`] on X (checked: its width, contiguous, finite) with the GIL
+    /// released; the measurement and the kernel that ran.
     fn measure(
         &self,
-        tokens: usize,
-        x: &[f32],
+        py: Python<'_>,
+        x: &PyReadonlyArray2<'_, f32>,
         opts: &MeasureOptions<'_>,
-    ) -> Result<(Measurement, String), Error> {
+    ) -> PyResult<(Measurement, String)> {
+        let tokens = x.shape()[0];
+        let xs = self.x_slice(x)?;
         let weights = &self.weights;
-        self.with_projector(tokens, |p| {
-            let m = validate_then_time(p, weights, XSource::Given(x), opts, |_| {})?;
-            Ok((m, p.config().to_string()))
+        py.detach(|| {
+            finite(xs, weights.d_model)?;
+            self.with_projector(tokens, |p| {
+                let m = validate_then_time(p, weights, XSource::Given(xs), opts, |_| {})?;
+                Ok((m, p.config().to_string()))
+            })
         })
+        .map_err(py_err)
     }
 }
 

@@ -23,6 +23,17 @@ pub struct Requirements {
 }
 
 impl Requirements {
+    /// What a kernel sharing X through subgroup broadcasts needs: subgroups of at least 8,
+    /// naga's WGSL, and the storage buffers its binding kind binds.
+    pub fn subgroup_broadcasts(storage_buffers: u32) -> Self {
+        Self {
+            min_subgroup_size: Some(8),
+            storage_buffers,
+            naga_wgsl: true,
+            ..Self::default()
+        }
+    }
+
     /// Why the adapter `summary` describes cannot meet these requirements, if it cannot;
     /// `kernel` names the kernel in the message.
     pub fn unmet_on(

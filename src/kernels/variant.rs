@@ -208,6 +208,21 @@ pub(crate) mod prelude {
 }
 
 impl Resolved {
+    /// A configuration of a variant sized by `wg` invocations along output columns, each
+    /// computing 4 columns of `rows` token rows: override constant `WG`, tile (4 wg, rows).
+    pub fn per_wg(
+        def: &dyn VariantDef,
+        variant: Variant,
+        source: ShaderSource,
+        wg: u32,
+        rows: u32,
+    ) -> Self {
+        Resolved {
+            constants: vec![("WG", wg as f64)],
+            ..Self::plain(def, variant, source, (wg * 4, rows), wg)
+        }
+    }
+
     /// A configuration of `def` with no override constants, no split-K, no requirement
     /// beyond the variant's own, f32 FMA arithmetic: `tile` outputs (columns, rows) per
     /// workgroup of `invocations`.

@@ -30,10 +30,13 @@ impl VariantDef for Direct {
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
         let wg = c.wg;
-        Ok(Resolved {
-            constants: vec![("WG", wg as f64)],
-            ..Resolved::plain(self, Variant::Direct { wg }, SOURCE, (wg * 4, 8), wg)
-        })
+        Ok(Resolved::per_wg(
+            self,
+            Variant::Direct { wg },
+            SOURCE,
+            wg,
+            8,
+        ))
     }
     fn source(&self) -> ShaderSource {
         SOURCE

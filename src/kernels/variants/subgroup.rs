@@ -30,18 +30,16 @@ impl VariantDef for Subgroup {
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
         let wg = c.wg;
-        Ok(Resolved {
-            constants: vec![("WG", wg as f64)],
-            ..Resolved::plain(self, Variant::Subgroup { wg }, SOURCE, (wg * 4, 32), wg)
-        })
+        Ok(Resolved::per_wg(
+            self,
+            Variant::Subgroup { wg },
+            SOURCE,
+            wg,
+            32,
+        ))
     }
     fn requires(&self) -> Requirements {
-        Requirements {
-            min_subgroup_size: Some(8),
-            storage_buffers: self.binding().storage_buffers(),
-            naga_wgsl: true,
-            ..Requirements::default()
-        }
+        Requirements::subgroup_broadcasts(self.binding().storage_buffers())
     }
     fn w_align(&self) -> u32 {
         4

@@ -31,10 +31,13 @@ impl VariantDef for Texture {
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
         let wg = c.wg;
-        Ok(Resolved {
-            constants: vec![("WG", wg as f64)],
-            ..Resolved::plain(self, Variant::Texture { wg }, SOURCE, (wg * 4, 16), wg)
-        })
+        Ok(Resolved::per_wg(
+            self,
+            Variant::Texture { wg },
+            SOURCE,
+            wg,
+            16,
+        ))
     }
     fn binding(&self) -> BindingKind {
         BindingKind::Textured
