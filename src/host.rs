@@ -386,6 +386,34 @@ impl<'a> ElementsMut<'a> {
         }
     }
 
+    /// Writes `values`, of any type, from element `at` on: patterns of the storage type
+    /// copied as they are, anything else widened exactly and rounded as
+    /// [`put_f32`](Self::put_f32) rounds (a block at a time: no f32 copy of the whole), which
+    /// refuses a finite value the storage type cannot hold.
+    pub fn put(&mut self, at: usize, values: Elements<'_>) -> Result<(), OutOfRange> {
+        match values {
+            Elements::F32(v) => self.put_f32(at, v),
+            Elements::Half(e, bits) if e == self.element() => {
+                self.put_bits(at, bits);
+                Ok(())
+            }
+            Elements::Half(..) => {
+                const BLOCK: usize = 4096;
+                let mut buf = Vec::with_capacity(BLOCK);
+                for start in (0..values.len()).step_by(BLOCK) {
+                    let end = (start + BLOCK).min(values.len());
+                    buf.clear();
+                    values.slice(start..end).extend_f32(&mut buf);
+                    self.put_f32(at + start, &buf).map_err(|e| OutOfRange {
+                        index: start + e.index,
+                        ..e
+                    })?;
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// Writes 16-bit patterns of the storage type (a half type) from element `at` on.
     /// Panics for f32.
     pub fn put_bits(&mut self, at: usize, bits: &[u16]) {
@@ -434,6 +462,31 @@ mod tests {
         let bf16 = ElementVec::from_f32(ElementType::Bf16, &[1e30, 3.0, f32::NEG_INFINITY]);
         assert_eq!(bf16.as_ref().non_finite(), (1, Some(2)));
         assert_eq!(Elements::F32(&[]).non_finite(), (0, None));
+    }
+
+    #[test]
+    fn put_copies_its_own_type_and_rounds_or_refuses_another() {
+        // 5000 values: past put's block of 4096, so the refused index counts across blocks.
+        let data: Vec<f32> = (0..5000).map(|i| (i as f32 - 2500.0) * 0.37).collect();
+        for (from, to) in [
+            (ElementType::F16, ElementType::F16),
+            (ElementType::F16, ElementType::Bf16),
+            (ElementType::Bf16, ElementType::F32),
+            (ElementType::F32, ElementType::Bf16),
+        ] {
+            let src = ElementVec::from_f32(from, &data);
+            let mut dst = ElementVec::zeros(to, data.len() + 3);
+            dst.as_mut().put(3, src.as_ref()).unwrap();
+            let want: Vec<f32> = src.as_ref().values().map(|v| to.round(v)).collect();
+            assert_eq!(&dst.as_ref().to_f32()[3..], &want[..], "{from} -> {to}");
+        }
+        // bf16 holds 1e30; f16 does not, and the error names where.
+        let mut big = vec![1.0f32; 5000];
+        big[4500] = 1e30;
+        let src = ElementVec::from_f32(ElementType::Bf16, &big);
+        let mut dst = ElementVec::zeros(ElementType::F16, 5000);
+        let e = dst.as_mut().put(0, src.as_ref()).unwrap_err();
+        assert_eq!((e.index, e.element), (4500, ElementType::F16));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //! ```
 
 pub mod adapter;
+#[cfg(feature = "native")]
+pub mod bench;
 pub mod binding;
 pub mod context;
 #[cfg(feature = "native")]

@@ -70,3 +70,16 @@ pub fn preset(name: &str) -> Result<Preset, String> {
             format!("unknown shape '{name}'; known: {}, all", names.join(", "))
         })
 }
+
+/// The token counts of a default sweep: `unit` (64 where 0) and its doublings up to `max`.
+pub fn token_sweep(unit: u32, max: u32) -> Vec<u32> {
+    let base = if unit > 0 { unit } else { 64 };
+    let mut out = vec![base];
+    while let Some(&last) = out.last() {
+        match last.checked_mul(2) {
+            Some(next) if next <= max => out.push(next),
+            _ => break,
+        }
+    }
+    out
+}

@@ -16,7 +16,7 @@ pub use rows::{keep_source_rows, parse_check_rows, weights_read, CheckRows, Kept
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::host::ElementsMut;
+use crate::host::{Elements, ElementsMut};
 use crate::kernels::KernelSpec;
 use crate::projector::{KernelTimes, Projector, RunTimings};
 use crate::reference::Reference;
@@ -32,9 +32,10 @@ pub enum XSource<'a> {
     /// chunk straight into the run's type as the batch streams: no copy of the batch's X is
     /// ever held.
     Seeded(u64),
-    /// The caller's X, [tokens, d_model] row-major, rounded to the run's type as it is
-    /// uploaded.
-    Given(&'a [f32]),
+    /// The caller's X, [tokens, d_model] row-major, in any type: copied as it is where it is
+    /// the run's type, else rounded to it as it is uploaded (a value the run's type cannot
+    /// hold is refused).
+    Given(Elements<'a>),
 }
 
 /// How to measure.
@@ -280,7 +281,7 @@ async fn one_run(
             XSource::Given(x) => {
                 let (a, b) = (rows.start as usize * d, rows.end as usize * d);
                 let mut dst = dst;
-                dst.put_f32(0, &x[a..b]).map_err(|e| {
+                dst.put(0, x.slice(a..b)).map_err(|e| {
                     Error::Input(format!("X of rows {}..{}: {e}", rows.start, rows.end))
                 })?;
             }
@@ -301,7 +302,7 @@ async fn one_run(
         XSource::Given(x) => {
             let mut rows_x = Vec::with_capacity(kept.len() * d);
             for &r in kept.rows() {
-                rows_x.extend_from_slice(&x[r * d..(r + 1) * d]);
+                x.slice(r * d..(r + 1) * d).extend_f32(&mut rows_x);
             }
             kept.set_source_x(rows_x, shape.d_model);
         }

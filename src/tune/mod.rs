@@ -14,6 +14,7 @@ pub mod cache;
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::Elements;
 use crate::kernels::{KernelConfig, KernelSpec, SweepTarget};
 use crate::layout::OutputLayout;
 use crate::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
@@ -307,7 +308,7 @@ async fn trial(
     let m = validate_then_time_async(
         &mut projector,
         &inputs.w,
-        XSource::Given(&inputs.x),
+        XSource::Given(Elements::F32(&inputs.x)),
         &opts,
         |_| {},
     )

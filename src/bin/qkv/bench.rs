@@ -4,20 +4,18 @@
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels};
 use crate::args::{ChunkArgs, GpuArgs, KernelList};
-use crate::baseline::CpuBaseline;
 use crate::exit::Failure;
 use crate::stdout::outln;
-use crate::text::{ms, token_bar};
+use crate::text::token_bar;
 use clap::Args;
-use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
+use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow, CpuBaseline};
+use qkv_wgpu::measure::{self, CheckRows, Progress};
 use qkv_wgpu::plan::check_fits;
-use qkv_wgpu::presets::{preset, Preset, PRESETS};
+use qkv_wgpu::presets::{preset, token_sweep, Preset, PRESETS};
 use qkv_wgpu::records::AdapterRecord;
 use qkv_wgpu::{
-    random_weights, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout, Projector,
-    QkvShape,
+    random_weights, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout, QkvShape,
 };
-use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -84,42 +82,6 @@ pub struct BenchArgs {
     check_rows: Option<CheckRows>,
 }
 
-/// One measured configuration: a row of the table, JSON and CSV.
-#[derive(Debug, Clone, Serialize)]
-struct Row {
-    shape: String,
-    tokens: u32,
-    d_model: u32,
-    q_width: u32,
-    kv_width: u32,
-    bias: bool,
-    /// The storage type of X, W and Q, K, V.
-    dtype: ElementType,
-    kernel: String,
-    kernel_timer: String,
-    /// Built without runtime bounds checks (--unchecked, on a kernel proven in bounds).
-    unchecked: bool,
-    kernel_ms: f64,
-    gpu_gflops: f64,
-    end_to_end_ms: f64,
-    cpu_ms: Option<f64>,
-    cpu_gflops: Option<f64>,
-    speedup: Option<f64>,
-    /// Tokens the CPU baseline ran on (its time is scaled to the batch past 16384).
-    cpu_tokens: Option<u32>,
-    max_abs_err: f64,
-    /// Rows of each run checked against the f64 reference (all up to 20 GFLOP, else 4096).
-    checked_rows: usize,
-    /// GFLOP/s over the measured peak of the kernel's arithmetic (`qkv peak`; empty until
-    /// one is cached), and over the roofline of the shape.
-    peak_share: Option<f64>,
-    roofline_share: Option<f64>,
-    /// That peak, GFLOP/s, and what it is ("f32 FMA" or a cooperative-matrix configuration).
-    peak_gflops: Option<f64>,
-    peak_of: Option<String>,
-    pass: bool,
-}
-
 struct Workload {
     name: String,
     d_model: u32,
@@ -127,18 +89,6 @@ struct Workload {
     kv_width: u32,
     bias: bool,
     tokens: Vec<u32>,
-}
-
-fn sweep(unit: u32, max: u32) -> Vec<u32> {
-    let base = if unit > 0 { unit } else { 64 };
-    let mut out = vec![base];
-    while let Some(&last) = out.last() {
-        match last.checked_mul(2) {
-            Some(next) if next <= max => out.push(next),
-            _ => break,
-        }
-    }
-    out
 }
 
 fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
@@ -149,7 +99,7 @@ fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
         kv_width: p.kv_width,
         bias: p.bias,
         tokens: if args.tokens.is_empty() {
-            sweep(p.tokens_unit, args.max_tokens.max(p.tokens_unit))
+            token_sweep(p.tokens_unit, args.max_tokens.max(p.tokens_unit))
         } else {
             args.tokens.clone()
         },
@@ -162,7 +112,7 @@ fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
             kv_width: args.kv_width.unwrap_or(q),
             bias: args.bias,
             tokens: if args.tokens.is_empty() {
-                sweep(0, args.max_tokens)
+                token_sweep(0, args.max_tokens)
             } else {
                 args.tokens.clone()
             },
@@ -210,10 +160,11 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         let cpu = (!args.no_cpu).then(|| CpuBaseline::measure(shape, args.seed, &w, args.repeats));
         for &element in &args.dtype {
             for (spec, _) in resolve_kernels(&ctx, shape, &args.kernel, args.tune, element)? {
-                let job = Job {
+                let job = BenchJob {
                     name,
                     shape,
                     weights: &w,
+                    seed: args.seed,
                     cpu,
                     peak: peak.as_ref(),
                 };
@@ -254,38 +205,29 @@ fn jobs(
     Ok(jobs)
 }
 
-/// One shape of the sweep and what its kernels are measured against.
-struct Job<'a> {
-    name: &'a str,
-    shape: &'a QkvShape,
-    weights: &'a qkv_wgpu::FusedWeights,
-    cpu: Option<CpuBaseline>,
-    peak: Option<&'a qkv_wgpu::peak::Peak>,
-}
-
-/// Measures `spec` on `job` ([`validate_then_time`]: run 0 validates and warms up, the rest
-/// are timed and validated too; a run that fails stops the kernel's measurement) into its
-/// row, with a bar over each run's tokens under the sweep's.
+/// Measures `spec` on `job` into its row ([`bench_row`]), with a bar over each run's tokens
+/// under the sweep's, and says what failed where the check did.
 fn measure_row(
     ctx: &qkv_wgpu::GpuContext,
     args: &BenchArgs,
     spec: KernelSpec,
-    job: Job<'_>,
+    job: BenchJob<'_>,
     (bars, bar): (&indicatif::MultiProgress, &indicatif::ProgressBar),
-) -> Result<Row, Failure> {
+) -> Result<BenchRow, Failure> {
     let (shape, config) = (job.shape, spec.config);
-    let opts = args.chunking.options();
-    let plan = ChunkPlan::new(&ctx.limits(), shape, &spec, OutputLayout::Tokens, &opts)?;
-    let mut projector = Projector::from_plan(ctx, spec, plan)?;
-    projector.set_weights(job.weights)?;
-    let opts = MeasureOptions {
-        runs: args.repeats,
-        kernel_repeats: args.repeats,
-        check: args.check_rows.unwrap_or(CheckRows::default_for(shape)),
-        stop_at_failure: true,
-        ..MeasureOptions::default()
+    let opts = BenchOptions {
+        repeats: args.repeats,
+        check: args.check_rows,
+        chunking: args.chunking.options(),
     };
-    let chunks = projector.plan().chunks();
+    let chunks = ChunkPlan::new(
+        &ctx.limits(),
+        shape,
+        &spec,
+        OutputLayout::Tokens,
+        &opts.chunking,
+    )?
+    .chunks();
     let show = !args.json && !args.csv;
     let mut tokens_bar: Option<indicatif::ProgressBar> = None;
     let done_with = |b: Option<indicatif::ProgressBar>| {
@@ -294,8 +236,7 @@ fn measure_row(
             bars.remove(&b);
         }
     };
-    let seeded = XSource::Seeded(args.seed);
-    let m = validate_then_time(&mut projector, job.weights, seeded, &opts, |p| match p {
+    let (row, m) = bench_row(ctx, spec, &job, &opts, |p| match p {
         Progress::Run { .. } => {
             let old = tokens_bar.replace(bars.add(token_bar(shape.tokens, chunks, show)));
             done_with(old);
@@ -308,63 +249,25 @@ fn measure_row(
         Progress::Checking | Progress::TimingKernel => done_with(tokens_bar.take()),
     })?;
     done_with(tokens_bar.take());
-    let element = projector.element();
     if !m.pass() {
         bar.suspend(|| {
             eprintln!(
-                "FAIL: {config} in {element} on {} x {} tokens:",
-                job.name, shape.tokens
+                "FAIL: {config} in {} on {} x {} tokens:",
+                row.dtype, job.name, shape.tokens
             );
             for p in m.report.parts() {
                 eprintln!("  {p}");
             }
         });
     }
-    // The kernel alone, at steady state: back-to-back dispatches after warm-ups (a GPU idle
-    // during the validation above lowers its clocks).
-    let kernel_ms = m.kernel.as_ref().map_or(f64::NAN, |k| ms(k.median()));
-    let gflops = shape.gflops(kernel_ms / 1e3);
-    let share = job
-        .peak
-        .and_then(|p| p.share(projector.spec(), shape, gflops))
-        .filter(|_| gflops.is_finite());
-    let cpu_ms = job.cpu.map(|c| c.ms);
-    Ok(Row {
-        shape: job.name.to_string(),
-        tokens: shape.tokens,
-        d_model: shape.d_model,
-        q_width: shape.q_width,
-        kv_width: shape.kv_width,
-        bias: shape.bias,
-        dtype: element,
-        kernel: config.to_string(),
-        kernel_timer: m
-            .kernel
-            .as_ref()
-            .map_or(String::new(), |k| format!("{:?}", k.timer)),
-        unchecked: ctx.runs_unchecked(projector.spec()),
-        kernel_ms,
-        gpu_gflops: gflops,
-        end_to_end_ms: m.median_ms(|t| t.total()),
-        cpu_ms,
-        cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
-        speedup: cpu_ms.map(|c| c / kernel_ms),
-        cpu_tokens: job.cpu.map(|c| c.tokens),
-        max_abs_err: m.report.max_abs_err(),
-        checked_rows: m.checked_rows,
-        peak_share: share.as_ref().map(|s| s.peak_share),
-        roofline_share: share.as_ref().map(|s| s.roofline_share),
-        peak_gflops: share.as_ref().map(|s| s.peak_gflops),
-        peak_of: share.map(|s| s.peak_of),
-        pass: m.pass(),
-    })
+    Ok(row)
 }
 
 /// The sweep's rows as JSON, CSV or a table, and its plot.
 fn print_rows(
     ctx: &qkv_wgpu::GpuContext,
     args: &BenchArgs,
-    rows: &[Row],
+    rows: &[BenchRow],
     peaked: bool,
 ) -> Result<(), Failure> {
     if args.json {
@@ -439,7 +342,7 @@ fn check_plot_path(path: &std::path::Path, force: bool) -> Result<(), Error> {
 
 /// Plot points: one line per shape and configuration, or with `auto` one line per shape for
 /// whatever the tuner chose at each size (it may pick different workgroup sizes).
-fn rows_for_plot(rows: &[Row], auto: bool) -> Vec<crate::plot::Point> {
+fn rows_for_plot(rows: &[BenchRow], auto: bool) -> Vec<crate::plot::Point> {
     let mut points = Vec::new();
     for r in rows {
         points.push(crate::plot::Point {
@@ -466,7 +369,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn print_table(rows: &[Row], peaked: bool) {
+fn print_table(rows: &[BenchRow], peaked: bool) {
     let width = rows
         .iter()
         .map(|r| r.kernel.len())

@@ -6,7 +6,6 @@
 
 mod adapters;
 mod args;
-mod baseline;
 mod bench;
 mod exit;
 mod output_files;

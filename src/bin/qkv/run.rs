@@ -3,11 +3,11 @@
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
 use crate::args::{GpuArgs, ToleranceArgs};
-use crate::baseline::CpuBaseline;
 use crate::exit::Failure;
 use crate::stdout::outln;
 use crate::text::{median_run, ms, print_checks, print_condition, progress, token_bar, Stages};
 use clap::Args;
+use qkv_wgpu::bench::CpuBaseline;
 use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;

@@ -1,0 +1,224 @@
+//! One row of `qkv bench`: a kernel configuration on one shape, checked then timed
+//! ([`validate_then_time`] on seeded X), beside the fast CPU baseline ([`CpuBaseline`]) and
+//! its share of the measured peak. The CLI prints these rows as its table, JSON and CSV; the
+//! Python module's `bench` returns the same rows as dicts.
+
+use crate::context::GpuContext;
+use crate::element::ElementType;
+use crate::error::Result;
+use crate::kernels::KernelSpec;
+use crate::layout::OutputLayout;
+use crate::measure::{
+    validate_then_time, CheckRows, MeasureOptions, Measurement, Progress, XSource,
+};
+use crate::peak::Peak;
+use crate::plan::{ChunkOptions, ChunkPlan};
+use crate::projector::{spread, Projector};
+use crate::shape::QkvShape;
+use crate::weights::{random_x_rows, FusedWeights};
+use serde::Serialize;
+use std::time::Duration;
+use web_time::Instant;
+
+/// The most tokens the CPU baseline runs on (it holds X and Q, K, V in memory); its time is
+/// scaled to the batch past them.
+pub const CPU_MAX_TOKENS: u32 = 16384;
+
+/// One measured configuration: a row of `qkv bench`'s table, JSON and CSV (these field names
+/// are its JSON keys).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchRow {
+    /// The named shape ("gpt2", ...) or "custom".
+    pub shape: String,
+    /// Tokens of the batch.
+    pub tokens: u32,
+    /// Columns of X.
+    pub d_model: u32,
+    /// Columns of Q.
+    pub q_width: u32,
+    /// Columns of K and of V.
+    pub kv_width: u32,
+    /// Whether the projection adds a bias.
+    pub bias: bool,
+    /// The storage type of X, W and Q, K, V.
+    pub dtype: ElementType,
+    /// The configuration measured.
+    pub kernel: String,
+    /// "GpuTimestamp" or "Host"; empty where the kernel was not timed (a failed check).
+    pub kernel_timer: String,
+    /// Built without runtime bounds checks (a kernel proven in bounds, where asked).
+    pub unchecked: bool,
+    /// Median of back-to-back dispatches after warm-ups (NaN where the check failed).
+    pub kernel_ms: f64,
+    /// GFLOP/s of that median.
+    pub gpu_gflops: f64,
+    /// Median of the timed end-to-end runs: upload X, dispatch, read Q, K, V back.
+    pub end_to_end_ms: f64,
+    /// The CPU baseline's time for the batch, where it ran.
+    pub cpu_ms: Option<f64>,
+    /// Its GFLOP/s.
+    pub cpu_gflops: Option<f64>,
+    /// `cpu_ms / kernel_ms`.
+    pub speedup: Option<f64>,
+    /// Tokens the CPU baseline ran on (its time is scaled to the batch past
+    /// [`CPU_MAX_TOKENS`]).
+    pub cpu_tokens: Option<u32>,
+    /// The largest absolute error of the checked rows.
+    pub max_abs_err: f64,
+    /// Rows of each run checked against the f64 reference.
+    pub checked_rows: usize,
+    /// GFLOP/s over the measured peak of the kernel's arithmetic (`qkv peak`; empty until
+    /// one is cached), and over the roofline of the shape.
+    pub peak_share: Option<f64>,
+    /// GFLOP/s over the roofline of the shape.
+    pub roofline_share: Option<f64>,
+    /// That peak, GFLOP/s.
+    pub peak_gflops: Option<f64>,
+    /// What it is ("f32 FMA" or a cooperative-matrix configuration).
+    pub peak_of: Option<String>,
+    /// Whether every run passed its check.
+    pub pass: bool,
+}
+
+/// The CPU baseline's time for one batch: an f32 GEMM through `matrixmultiply` on every
+/// core, timed on at most the first [`CPU_MAX_TOKENS`] tokens and scaled to the batch.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuBaseline {
+    /// The time for the whole batch, ms (scaled from the tokens it ran on).
+    pub ms: f64,
+    /// Tokens it ran on (the batch's first ones).
+    pub tokens: u32,
+    /// GFLOP/s on those tokens.
+    pub gflops: f64,
+}
+
+impl CpuBaseline {
+    /// Times `repeats` runs after one warm-up on the seeded X of `shape` (its first
+    /// [`CPU_MAX_TOKENS`] tokens) and `weights`.
+    pub fn measure(shape: &QkvShape, seed: u64, weights: &FusedWeights, repeats: u32) -> Self {
+        let sub = QkvShape {
+            tokens: shape.tokens.min(CPU_MAX_TOKENS),
+            ..*shape
+        };
+        let mut x = vec![0f32; sub.x_len()];
+        random_x_rows(sub.d_model, seed, 0..sub.tokens, &mut x);
+        let mut out = vec![0f32; sub.tokens as usize * sub.n_out() as usize];
+        crate::cpu::fused_gemm(&sub, &x, weights, &mut out);
+        let times: Vec<f64> = (0..repeats.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                crate::cpu::fused_gemm(&sub, &x, weights, &mut out);
+                ms(start.elapsed())
+            })
+            .collect();
+        let measured_ms = spread(&times).0;
+        Self {
+            ms: measured_ms * shape.tokens as f64 / sub.tokens as f64,
+            tokens: sub.tokens,
+            gflops: sub.gflops(measured_ms / 1e3),
+        }
+    }
+}
+
+/// One shape of a sweep and what its kernels are measured against.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchJob<'a> {
+    /// The shape's name in the row ("gpt2", "custom").
+    pub name: &'a str,
+    /// The shape.
+    pub shape: &'a QkvShape,
+    /// Its weights (seeded: [`crate::random_weights`]).
+    pub weights: &'a FusedWeights,
+    /// The seed X is generated from, chunk by chunk as each run streams.
+    pub seed: u64,
+    /// The CPU baseline, where it ran.
+    pub cpu: Option<CpuBaseline>,
+    /// The adapter's measured peak, where one is cached.
+    pub peak: Option<&'a Peak>,
+}
+
+/// How each row is measured.
+#[derive(Debug, Clone, Copy)]
+pub struct BenchOptions {
+    /// Timed end-to-end runs after the validated warm-up, and as many back-to-back
+    /// dispatches.
+    pub repeats: u32,
+    /// Rows of each run checked; None: [`CheckRows::default_for`] the shape.
+    pub check: Option<CheckRows>,
+    /// How the batch is split into chunks.
+    pub chunking: ChunkOptions,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Measures `spec` on `job` into its row ([`validate_then_time`]: run 0 validates and warms
+/// up, the rest are timed and validated too; a run that fails stops the measurement, and a
+/// failing kernel is never timed alone), and the measurement it came from (its report says
+/// what failed). `progress` hears each run's tokens.
+pub fn bench_row(
+    ctx: &GpuContext,
+    spec: KernelSpec,
+    job: &BenchJob<'_>,
+    opts: &BenchOptions,
+    progress: impl FnMut(Progress),
+) -> Result<(BenchRow, Measurement)> {
+    let shape = job.shape;
+    let config = spec.config;
+    let plan = ChunkPlan::new(
+        &ctx.limits(),
+        shape,
+        &spec,
+        OutputLayout::Tokens,
+        &opts.chunking,
+    )?;
+    let mut projector = Projector::from_plan(ctx, spec, plan)?;
+    projector.set_weights(job.weights)?;
+    let measure = MeasureOptions {
+        runs: opts.repeats,
+        kernel_repeats: opts.repeats,
+        check: opts.check.unwrap_or(CheckRows::default_for(shape)),
+        stop_at_failure: true,
+        ..MeasureOptions::default()
+    };
+    let x = XSource::Seeded(job.seed);
+    let m = validate_then_time(&mut projector, job.weights, x, &measure, progress)?;
+    let kernel_ms = m.kernel.as_ref().map_or(f64::NAN, |k| ms(k.median()));
+    let gflops = shape.gflops(kernel_ms / 1e3);
+    let share = job
+        .peak
+        .and_then(|p| p.share(projector.spec(), shape, gflops))
+        .filter(|_| gflops.is_finite());
+    let cpu_ms = job.cpu.map(|c| c.ms);
+    let row = BenchRow {
+        shape: job.name.to_string(),
+        tokens: shape.tokens,
+        d_model: shape.d_model,
+        q_width: shape.q_width,
+        kv_width: shape.kv_width,
+        bias: shape.bias,
+        dtype: projector.element(),
+        kernel: config.to_string(),
+        kernel_timer: m
+            .kernel
+            .as_ref()
+            .map_or(String::new(), |k| format!("{:?}", k.timer)),
+        unchecked: ctx.runs_unchecked(projector.spec()),
+        kernel_ms,
+        gpu_gflops: gflops,
+        end_to_end_ms: m.median_ms(|t| t.total()),
+        cpu_ms,
+        cpu_gflops: cpu_ms.map(|c| shape.gflops(c / 1e3)),
+        speedup: cpu_ms.map(|c| c / kernel_ms),
+        cpu_tokens: job.cpu.map(|c| c.tokens),
+        max_abs_err: m.report.max_abs_err(),
+        checked_rows: m.checked_rows,
+        peak_share: share.as_ref().map(|s| s.peak_share),
+        roofline_share: share.as_ref().map(|s| s.roofline_share),
+        peak_gflops: share.as_ref().map(|s| s.peak_gflops),
+        peak_of: share.map(|s| s.peak_of),
+        pass: m.pass(),
+    };
+    Ok((row, m))
+}
