@@ -110,6 +110,15 @@ pub enum Error {
     /// Mapping a readback buffer failed.
     #[error("reading results back from the GPU failed: {0}")]
     Readback(String),
+
+    /// The caller asked the run to stop (a front end's Ctrl-C), between chunks.
+    #[error("interrupted after {done} of {tokens} tokens")]
+    Interrupted {
+        /// Tokens done when the run stopped.
+        done: u32,
+        /// Tokens of the batch.
+        tokens: u32,
+    },
 }
 
 impl Error {

@@ -29,6 +29,35 @@ pub enum OutputLayout {
 }
 
 impl HeadSplit {
+    /// The split of `heads` query heads over sequences of `seq_len`, with `kv_heads` where
+    /// given, else as many as K's width holds at Q's head size (multi-head attention where
+    /// the widths are equal); then checked as [`new`](Self::new) checks.
+    pub fn with_default_kv(
+        shape: &QkvShape,
+        seq_len: u32,
+        heads: u32,
+        kv_heads: Option<u32>,
+    ) -> Result<Self> {
+        if heads == 0 || !shape.q_width.is_multiple_of(heads) {
+            return Err(Error::Shape(format!(
+                "q_width {} is not divisible by `heads` {heads}",
+                shape.q_width
+            )));
+        }
+        let head_dim = shape.q_width / heads;
+        let kv_heads = match kv_heads {
+            Some(kv) => kv,
+            None if shape.kv_width.is_multiple_of(head_dim) => shape.kv_width / head_dim,
+            None => {
+                return Err(Error::Shape(format!(
+                    "kv_width {} is not a multiple of Q's head size {head_dim}; give `kv_heads`",
+                    shape.kv_width
+                )))
+            }
+        };
+        Self::new(shape, seq_len, heads, kv_heads)
+    }
+
     /// Checks the split against `shape`: every division exact, nothing zero, and a split an
     /// attention layer can use: Q's heads the same size as K's and V's (q·k is taken per
     /// head), and the query heads an exact multiple of the key/value heads (each K/V head

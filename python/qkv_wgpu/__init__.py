@@ -6,14 +6,30 @@ compute shader through wgpu (Vulkan, Metal, DX12), NumPy arrays in and out::
     import numpy as np, qkv_wgpu
     wq, wk, wv = (np.random.rand(768, 768).astype(np.float32) for _ in range(3))
     p = qkv_wgpu.Projector(wq, wk, wv)          # in-out weights [d_model, width]
-    q, k, v = p(np.random.rand(2048, 768).astype(np.float32))
+    x = np.random.rand(2048, 768).astype(np.float32)
+    q, k, v = p(x)
     p.check(x)["pass"]                           # against the f64 reference
+    p.time(x)                                    # kernel and end-to-end times, a dict
+    qkv_wgpu.bench("gpt2", tokens=[512, 2048])  # the rows `qkv bench --json` prints
 
-The GIL is released while the GPU works and while the host converts, checks or tunes.
+Or from a checkpoint, as ``qkv project`` reads it::
+
+    p = qkv_wgpu.Projector.from_checkpoint("model.safetensors", "h.0", dtype="bf16")
+
+Inputs (X, weights, biases) are float32, float16 or ``ml_dtypes.bfloat16`` arrays; X must be
+C-contiguous and is never copied by the module (its one copy is the upload to the GPU): a
+float64 array or a strided view is refused with a ``ValueError`` that says how to convert it.
+Q, K, V come back in the storage type (``dtype``): float32, float16, or bfloat16 as
+``ml_dtypes.bfloat16`` where ``ml_dtypes`` is installed, else widened to float32 exactly
+(``out_dtype="float32"`` always widens).
+
+The GIL is released while the GPU works and while the host converts, checks or tunes; Ctrl-C
+stops a run between chunks (``chunk_tokens`` sets their size) with ``KeyboardInterrupt``.
 Errors: ``ValueError`` for shapes, types and bad input, ``qkv_wgpu.GpuError`` (a
-``RuntimeError``) for the device, ``OSError`` for files.
+``RuntimeError``) for the device, ``OSError`` for files, ``MemoryError`` where Q, K, V would
+not fit in the memory the machine has left.
 """
 
-from ._native import GpuError, Projector, adapters
+from ._native import GpuError, Projector, adapters, bench
 
-__all__ = ["GpuError", "Projector", "adapters"]
+__all__ = ["GpuError", "Projector", "adapters", "bench"]

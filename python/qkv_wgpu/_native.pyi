@@ -1,9 +1,14 @@
 """Type stubs of the extension module (see the package's docstring)."""
 
-from typing import Any, Optional, Tuple
+from os import PathLike
+from typing import Any, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
+
+# float32, float16, or ml_dtypes.bfloat16.
+Array = npt.NDArray[Any]
+Names = Union[str, Sequence[str]]
 
 class GpuError(RuntimeError):
     """A GPU failed: no adapter, a device error, a lost device, a limit past the device's."""
@@ -15,48 +20,111 @@ def adapters(
     dicts: name, backend, type, driver, limits, features, f16, subgroups ((min, max) sizes,
     or None), cooperative_matrices. With neither given, QKV_BACKEND and QKV_ADAPTER apply."""
 
-class Projector:
-    """The fused projection of X [tokens, d_model] through Wq, Wk, Wv (and biases).
+def bench(
+    shape: Optional[Names] = None,
+    *,
+    tokens: Optional[Sequence[int]] = None,
+    max_tokens: int = 1024,
+    dtype: Optional[Names] = None,
+    kernel: Optional[Names] = None,
+    repeats: int = 3,
+    cpu: bool = True,
+    seed: int = 42,
+    d_model: Optional[int] = None,
+    q_width: Optional[int] = None,
+    kv_width: Optional[int] = None,
+    bias: bool = False,
+    chunk_tokens: Optional[int] = None,
+    backend: Optional[str] = None,
+    adapter: Optional[str] = None,
+) -> list[dict[str, Any]]:
+    """`qkv bench` from Python: each named shape ("gpt2" by default; "bert-base", "vit-b16",
+    "llama3-8b", "all") or the custom one (d_model, q_width, kv_width, bias) at each token
+    count (default: powers of two up to max_tokens), in each storage type ("f32" by
+    default), with each kernel configuration ("auto": the autotuned one), checked then timed.
+    The rows `qkv bench --json` prints, as dicts (pandas.DataFrame(rows) takes them)."""
 
-    Weights are 2-D float32 arrays: in-out [d_model, width] (GPT-2's Conv1D) with
-    ``layout="in-out"``, or PyTorch's Linear [width, d_model] with ``layout="out-in"``.
-    ``dtype`` is the storage type on the GPU ("f32", "f16", "bf16"); ``kernel`` "auto" (the
-    configuration autotuned for the adapter and shape class, cached like the CLI's) or a
-    configuration string such as "texture(wg=32)". ``backend``/``adapter`` pick the GPU.
+class Projector:
+    """The fused projection of X through Wq, Wk, Wv (and biases).
+
+    Weights are 2-D float32, float16 or bfloat16 arrays: in-out [d_model, width] (GPT-2's
+    Conv1D) with ``layout="in-out"``, or PyTorch's Linear [width, d_model] with
+    ``layout="out-in"``; biases 1-D. ``dtype`` is the storage type on the GPU ("f32", "f16",
+    "bf16"); ``kernel`` "auto" (the configuration autotuned for the adapter and shape class,
+    cached like the CLI's) or a configuration string such as "texture(wg=32)". ``heads`` (and
+    ``kv_heads``, by default as many as K's width holds at Q's head size: GQA) with
+    ``head_layout="heads"`` return Q as [batch, heads, seq, head_dim] and K, V as
+    [batch, kv_heads, seq, head_dim]. ``chunk_tokens`` fixes the tokens per chunk (default:
+    the largest that fits the device's buffers). ``out_dtype="float32"`` widens half-typed
+    results. ``backend``/``adapter`` pick the GPU.
     """
 
     def __init__(
         self,
-        wq: npt.NDArray[np.float32],
-        wk: npt.NDArray[np.float32],
-        wv: npt.NDArray[np.float32],
-        bq: Optional[npt.NDArray[np.float32]] = None,
-        bk: Optional[npt.NDArray[np.float32]] = None,
-        bv: Optional[npt.NDArray[np.float32]] = None,
+        wq: Array,
+        wk: Array,
+        wv: Array,
+        bq: Optional[Array] = None,
+        bk: Optional[Array] = None,
+        bv: Optional[Array] = None,
         *,
         layout: str = "in-out",
         dtype: str = "f32",
         kernel: str = "auto",
+        heads: Optional[int] = None,
+        kv_heads: Optional[int] = None,
+        head_layout: str = "tokens",
+        chunk_tokens: Optional[int] = None,
+        out_dtype: Optional[str] = None,
         backend: Optional[str] = None,
         adapter: Optional[str] = None,
     ) -> None: ...
+    @staticmethod
+    def from_checkpoint(
+        path: Union[str, PathLike[str]],
+        prefix: Optional[str] = None,
+        *,
+        names: Optional[Names] = None,
+        bias_names: Optional[Names] = None,
+        weight_layout: Optional[str] = None,
+        d_model: Optional[int] = None,
+        dtype: str = "f32",
+        kernel: str = "auto",
+        heads: Optional[int] = None,
+        kv_heads: Optional[int] = None,
+        head_layout: str = "tokens",
+        chunk_tokens: Optional[int] = None,
+        out_dtype: Optional[str] = None,
+        backend: Optional[str] = None,
+        adapter: Optional[str] = None,
+    ) -> "Projector":
+        """One attention layer's projection from a safetensors checkpoint, as `qkv project`
+        reads it: under `prefix` by the BERT, Llama and GPT-2 naming conventions, or
+        `names` (one fused matrix, or Wq, Wk, Wv) and `bias_names`. F16/BF16 tensors stay
+        in their type. Weights holding NaN or Inf are refused."""
     @property
     def d_model(self) -> int: ...
     @property
+    def q_width(self) -> int: ...
+    @property
+    def kv_width(self) -> int: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
     def adapter(self) -> dict[str, Any]: ...
-    def __call__(
-        self, x: npt.NDArray[np.float32]
-    ) -> Tuple[
-        npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.float32]
-    ]:
-        """Q, K, V of X [tokens, d_model] (C-contiguous float32) as float32 arrays."""
-    def check(self, x: npt.NDArray[np.float32]) -> dict[str, Any]:
+    @property
+    def kernel(self) -> Optional[str]:
+        """The configuration the last call ran (None before the first)."""
+    def __call__(self, x: Array) -> Tuple[Array, Array, Array]:
+        """Q, K, V of X [tokens, d_model] or [batch, seq, d_model] (C-contiguous float32,
+        float16 or bfloat16; never copied), in the storage type (see the class)."""
+    def check(self, x: Array) -> dict[str, Any]:
         """Projects X and checks every row against the f64 reference of the inputs as the
         GPU read them: pass, max_abs_err, max_rel_err, rel_l2_err, precision_* (half types),
         atol, rtol, ttol, checked_rows, kernel, report."""
-    def time(self, x: npt.NDArray[np.float32], repeats: int = 5) -> dict[str, Any]:
+    def time(self, x: Array, repeats: int = 5) -> dict[str, Any]:
         """Checks, then times the projection of X: `repeats` end-to-end runs after an
         untimed first one (each checked), then, if every run passed, `repeats` back-to-back
-        kernel dispatches. Keys: kernel, tokens, pass, kernel_ms (median, NaN when the check
-        failed), kernel_ms_min, kernel_ms_max, timer, end_to_end_ms, tokens_per_s, gflops,
-        max_abs_err. One row of a pandas DataFrame."""
+        kernel dispatches. Keys: kernel, tokens, dtype, pass, kernel_ms (median, NaN when
+        the check failed), kernel_ms_min, kernel_ms_max, timer, end_to_end_ms, tokens_per_s,
+        gflops, max_abs_err. One row of a pandas DataFrame."""

@@ -7,31 +7,7 @@ import numpy as np
 import pytest
 
 import qkv_wgpu
-
-
-def rand(rng, *shape):
-    return rng.uniform(-1.0, 1.0, size=shape).astype(np.float32)
-
-
-def reference(x, ws, bs=None):
-    x64 = x.astype(np.float64)
-    out = []
-    for i, w in enumerate(ws):
-        y = x64 @ w.astype(np.float64)
-        if bs is not None:
-            y += bs[i].astype(np.float64)
-        out.append(y)
-    return out
-
-
-def assert_close(got, want, d_model):
-    # f32 accumulation over d_model terms of magnitude <= 1: the library's bound is about
-    # d_model * 2^-24 per unit of sum |x*w|; 1e-5 * d_model is looser than it and far
-    # tighter than any missed or doubled term.
-    assert got.dtype == np.float32
-    assert got.shape == want.shape
-    err = np.max(np.abs(got.astype(np.float64) - want)) if got.size else 0.0
-    assert err <= 1e-5 * max(d_model, 1), err
+from helpers import assert_close, rand, reference
 
 
 def test_there_is_an_adapter_and_it_says_what_it_offers():

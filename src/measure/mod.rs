@@ -23,6 +23,7 @@ use crate::reference::Reference;
 use crate::validate::{QkvReport, Tolerance, ToleranceOverrides};
 use crate::weights::{random_x_rows_in, FusedWeights};
 use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Where X comes from.
@@ -60,6 +61,9 @@ pub struct MeasureOptions<'a> {
     /// Stop at the first run that fails its check (else every run runs, and the report is
     /// the first failing one's).
     pub stop_at_failure: bool,
+    /// Set (by another thread, or the progress callback) to stop the measurement at the
+    /// next chunk with [`Error::Interrupted`].
+    pub cancel: Option<&'a AtomicBool>,
 }
 
 impl Default for MeasureOptions<'_> {
@@ -72,6 +76,7 @@ impl Default for MeasureOptions<'_> {
             expected: None,
             precision_cost: false,
             stop_at_failure: false,
+            cancel: None,
         }
     }
 }
@@ -205,7 +210,7 @@ pub async fn validate_then_time_async(
     let mut timings = Vec::new();
     for index in 0..of {
         progress(Progress::Run { index, of });
-        let (t, kept) = one_run(projector, x, check, &mut progress).await?;
+        let (t, kept) = one_run(projector, x, (check, opts.cancel), &mut progress).await?;
         progress(Progress::Checking);
         let report = match opts.expected {
             Some(expected) => kept.check_expected(&shape, expected, tolerance),
@@ -269,13 +274,19 @@ pub async fn validate_then_time_async(
 async fn one_run(
     projector: &mut Projector<'_>,
     x: XSource<'_>,
-    check: CheckRows,
+    (check, cancel): (CheckRows, Option<&AtomicBool>),
     progress: &mut impl FnMut(Progress),
 ) -> Result<(RunTimings, KeptRows)> {
     let (shape, layout) = (*projector.shape(), projector.layout());
     let d = shape.d_model as usize;
     let mut kept = KeptRows::default();
     let source = |rows: Range<u32>, dst: ElementsMut<'_>| -> Result<()> {
+        if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+            return Err(Error::Interrupted {
+                done: rows.start,
+                tokens: shape.tokens,
+            });
+        }
         match x {
             XSource::Seeded(seed) => random_x_rows_in(shape.d_model, seed, rows, dst),
             XSource::Given(x) => {

@@ -304,6 +304,7 @@ async fn trial(
         expected: Some(&inputs.expected),
         precision_cost: false,
         stop_at_failure: true,
+        cancel: None,
     };
     let m = validate_then_time_async(
         &mut projector,

@@ -19,10 +19,10 @@
 use js_sys::{Function, Promise, Reflect};
 use qkv_wgpu::error::name_settings;
 use qkv_wgpu::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
-use qkv_wgpu::Elements;
 use qkv_wgpu::presets::{preset, Preset, PRESETS};
 use qkv_wgpu::records::{check_lines, PlanRecord};
 use qkv_wgpu::tune::{self, Trial, TuneOptions};
+use qkv_wgpu::Elements;
 use qkv_wgpu::{
     ChunkOptions, ContextOptions, FusedWeights, GpuContext, KernelConfig, KernelTimer,
     OutputLayout, Projection, Projector, QkvReport, QkvShape, Report, Tolerance,
@@ -513,8 +513,14 @@ async fn run_shape(
         check: CheckRows::All,
         ..MeasureOptions::default()
     };
-    let m = validate_then_time_async(&mut projector, &weights, XSource::Given(Elements::F32(&x)), &opts, |_| {})
-        .await?;
+    let m = validate_then_time_async(
+        &mut projector,
+        &weights,
+        XSource::Given(Elements::F32(&x)),
+        &opts,
+        |_| {},
+    )
+    .await?;
     let (report, tol) = (&m.report, m.tolerance);
     let Some(times) = m.kernel.as_ref() else {
         let parts: Vec<String> = report.parts().iter().map(|p| p.to_string()).collect();

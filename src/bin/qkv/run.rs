@@ -259,6 +259,7 @@ fn measure_kernel(
         expected: None,
         precision_cost: true,
         stop_at_failure: false,
+        cancel: None,
     };
     let m = measure_with_bar(&mut projector, inputs.weights, args, &opts)?;
     let (timer, warmups) = m

@@ -373,6 +373,46 @@ impl Checkpoint {
         }
     }
 
+    /// The width of X (d_model) the weights `request` names take, from the header alone:
+    /// the in-features of the first matrix, in the layout the request or the family gives;
+    /// with neither, a square matrix (both layouts agree), else an error asking for
+    /// `weight_layout`.
+    pub fn d_model_of(&self, request: &WeightRequest) -> Result<u32> {
+        let (family, names) = match &request.source {
+            WeightSource::Prefix(p) => {
+                let (f, n) = self.find_family(p)?;
+                (Some(f), n)
+            }
+            WeightSource::Named(n) => (None, n.clone()),
+        };
+        let first = match &names {
+            Names::Separate { w, .. } => w[0].clone(),
+            Names::Fused { w, .. } => w.clone(),
+        };
+        let info = self
+            .header
+            .info(&first)
+            .ok_or_else(|| self.unknown(&first))?;
+        let shape = &info.shape;
+        let &[rows, cols] = shape.as_slice() else {
+            return Err(Error::Input(format!(
+                "tensor '{first}' has shape {shape:?}; a projection weight must be 2-D"
+            )));
+        };
+        let d = match request.layout.or(family.map(Family::layout)) {
+            Some(WeightLayout::InOut) => rows,
+            Some(WeightLayout::OutIn) => cols,
+            None if rows == cols => rows,
+            None => {
+                return Err(Error::Input(format!(
+                    "tensor '{first}' is [{rows}, {cols}]: its layout says which is d_model; \
+                     give `weight_layout` (out-in or in-out)"
+                )))
+            }
+        };
+        u32::try_from(d).map_err(|_| Error::Shape(format!("d_model {d} is too large")))
+    }
+
     /// Loads and fuses the projection described by `request`, for X with `d_model` columns.
     pub fn load_qkv(&self, request: &WeightRequest, d_model: u32) -> Result<LoadedWeights> {
         let (family, names) = match &request.source {

@@ -170,24 +170,7 @@ fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<H
         }
         return Ok(None);
     };
-    if !shape.q_width.is_multiple_of(heads) {
-        return Err(Error::Shape(format!(
-            "q_width {} is not divisible by --heads {heads}",
-            shape.q_width
-        )));
-    }
-    let head_dim = shape.q_width / heads;
-    let kv_heads = match args.kv_heads {
-        Some(kv) => kv,
-        None if shape.kv_width.is_multiple_of(head_dim) => shape.kv_width / head_dim,
-        None => {
-            return Err(Error::Shape(format!(
-                "kv_width {} is not a multiple of Q's head size {head_dim}; give --kv-heads",
-                shape.kv_width
-            )))
-        }
-    };
-    HeadSplit::new(shape, seq, heads, kv_heads).map(Some)
+    HeadSplit::with_default_kv(shape, seq, heads, args.kv_heads).map(Some)
 }
 
 pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {

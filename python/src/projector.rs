@@ -1,0 +1,713 @@
+//! `qkv_wgpu.Projector`: weights fused once, then called on X. Each call streams X through
+//! the library's projector (made once per X shape, its kernel named or autotuned), straight
+//! from the caller's array into GPU staging memory and from the read-back chunks into the
+//! output arrays, with the GIL released; between chunks it looks for Ctrl-C.
+
+use crate::arrays::{take_chunk, Input, OutType, Outputs};
+use crate::{context, filter, py_err, summary_dict};
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
+use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
+use qkv_wgpu::projector::ChunkOutput;
+use qkv_wgpu::records::CheckRecord;
+use qkv_wgpu::{
+    ChunkOptions, ElementType, Elements, ElementsMut, Error, FusedWeights, GpuContext, HeadSplit,
+    KernelConfig, KernelSpec, OutputLayout, Projection, QkvShape,
+};
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// The kernel a projector runs: autotuned per shape, or named.
+#[derive(Clone, Copy)]
+enum KernelChoice {
+    Auto,
+    Named(KernelConfig),
+}
+
+/// X's dimensions: tokens, and the sequence length where X is [batch, seq, d_model].
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct XDims {
+    tokens: u32,
+    batch_seq: Option<(u32, u32)>,
+}
+
+/// A library projector made for one X shape.
+struct Made {
+    dims: XDims,
+    projector: qkv_wgpu::Projector<'static>,
+}
+
+/// How the projector was configured, apart from its weights.
+struct Settings {
+    element: ElementType,
+    kernel: KernelChoice,
+    /// Query and key/value heads (None: as many as kv_width holds at Q's head size).
+    heads: Option<(u32, Option<u32>)>,
+    /// Outputs as [batch, heads, seq, head_dim].
+    split_heads: bool,
+    chunking: ChunkOptions,
+    widen: bool,
+}
+
+/// The fused projection of X [tokens, d_model] through Wq, Wk, Wv (and biases) on the GPU.
+#[pyclass(module = "qkv_wgpu._native")]
+pub struct Projector {
+    ctx: &'static GpuContext,
+    weights: FusedWeights,
+    settings: Settings,
+    made: Mutex<Option<Made>>,
+}
+
+/// The error for a string setting that is none of `valid`.
+fn one_of(name: &str, got: &str, valid: &str) -> PyErr {
+    PyValueError::new_err(format!("{name}='{got}': give {valid}"))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn settings(
+    dtype: &str,
+    kernel: &str,
+    heads: Option<u32>,
+    kv_heads: Option<u32>,
+    head_layout: &str,
+    chunk_tokens: Option<u32>,
+    out_dtype: Option<&str>,
+) -> PyResult<Settings> {
+    let element: ElementType = dtype.parse().map_err(PyValueError::new_err)?;
+    let kernel = match kernel.trim() {
+        "auto" => KernelChoice::Auto,
+        k => KernelChoice::Named(k.parse().map_err(PyValueError::new_err)?),
+    };
+    let split_heads = match head_layout {
+        "tokens" => false,
+        "heads" => true,
+        other => return Err(one_of("head_layout", other, "'tokens' or 'heads'")),
+    };
+    if split_heads && heads.is_none() {
+        return Err(PyValueError::new_err("head_layout='heads' needs heads="));
+    }
+    if kv_heads.is_some() && heads.is_none() {
+        return Err(PyValueError::new_err("kv_heads= needs heads="));
+    }
+    let widen = match out_dtype {
+        None => false,
+        Some("float32") => true,
+        Some(other) => {
+            return Err(one_of(
+                "out_dtype",
+                other,
+                "None (the storage type) or 'float32'",
+            ))
+        }
+    };
+    if chunk_tokens == Some(0) {
+        return Err(PyValueError::new_err("chunk_tokens must be at least 1"));
+    }
+    Ok(Settings {
+        element,
+        kernel,
+        heads: heads.map(|h| (h, kv_heads)),
+        split_heads,
+        chunking: ChunkOptions {
+            chunk_tokens,
+            ..ChunkOptions::default()
+        },
+        widen,
+    })
+}
+
+/// A weight [d_model, width] in in-out layout from an array in `out_in` (PyTorch's Linear)
+/// or in-out layout, widened exactly to f32, with its width.
+fn in_out(w: &Bound<'_, PyAny>, out_in: bool, name: &str) -> PyResult<(Vec<f32>, u32, usize)> {
+    let input = Input::extract(w, name)?;
+    let (data, shape) = input.to_f32(name)?;
+    let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).map_err(|_| {
+        PyValueError::new_err(format!("{name} has shape {shape:?}; a weight is 2-D"))
+    })?;
+    if !out_in {
+        return Ok((data, cols as u32, rows));
+    }
+    let mut t = vec![0.0; data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            t[c * rows + r] = data[r * cols + c];
+        }
+    }
+    Ok((t, rows as u32, cols))
+}
+
+fn bias(b: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<f32>>> {
+    let Some(b) = b else { return Ok(None) };
+    let (data, shape) = Input::extract(b, name)?.to_f32(name)?;
+    if shape.len() != 1 {
+        return Err(PyValueError::new_err(format!(
+            "{name} has shape {shape:?}; a bias is 1-D"
+        )));
+    }
+    Ok(Some(data))
+}
+
+/// The tensors named by `names` (one fused matrix's name, or three) and `biases`.
+fn named(names: &Bound<'_, PyAny>, biases: Option<&Bound<'_, PyAny>>) -> PyResult<Names<String>> {
+    if let Ok(w) = names.extract::<String>() {
+        let b = biases
+            .map(|b| b.extract::<String>())
+            .transpose()
+            .map_err(|_| {
+                PyValueError::new_err("with one fused matrix, bias_names is one name too")
+            })?;
+        return Ok(Names::Fused { w, b });
+    }
+    let three = |o: &Bound<'_, PyAny>, what: &str| -> PyResult<[String; 3]> {
+        let v: Vec<String> = o.extract().map_err(|_| {
+            PyValueError::new_err(format!("{what}: give one name, or three (Q, K, V)"))
+        })?;
+        <[String; 3]>::try_from(v).map_err(|_| {
+            PyValueError::new_err(format!("{what}: give one name, or three (Q, K, V)"))
+        })
+    };
+    Ok(Names::Separate {
+        w: three(names, "names")?,
+        b: biases.map(|b| three(b, "bias_names")).transpose()?,
+    })
+}
+
+#[pymethods]
+impl Projector {
+    #[new]
+    #[pyo3(signature = (wq, wk, wv, bq=None, bk=None, bv=None, *, layout="in-out", dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        wq: &Bound<'_, PyAny>,
+        wk: &Bound<'_, PyAny>,
+        wv: &Bound<'_, PyAny>,
+        bq: Option<&Bound<'_, PyAny>>,
+        bk: Option<&Bound<'_, PyAny>>,
+        bv: Option<&Bound<'_, PyAny>>,
+        layout: &str,
+        dtype: &str,
+        kernel: &str,
+        heads: Option<u32>,
+        kv_heads: Option<u32>,
+        head_layout: &str,
+        chunk_tokens: Option<u32>,
+        out_dtype: Option<&str>,
+        backend: Option<&str>,
+        adapter: Option<&str>,
+    ) -> PyResult<Self> {
+        let out_in =
+            match layout {
+                "in-out" => false,
+                "out-in" => true,
+                other => return Err(one_of(
+                    "layout",
+                    other,
+                    "'in-out' ([d_model, width], GPT-2's Conv1D) or 'out-in' ([width, d_model], \
+                     PyTorch's Linear)",
+                )),
+            };
+        let settings = settings(
+            dtype,
+            kernel,
+            heads,
+            kv_heads,
+            head_layout,
+            chunk_tokens,
+            out_dtype,
+        )?;
+        let mats = [
+            in_out(wq, out_in, "wq")?,
+            in_out(wk, out_in, "wk")?,
+            in_out(wv, out_in, "wv")?,
+        ];
+        let biases = [bias(bq, "bq")?, bias(bk, "bk")?, bias(bv, "bv")?];
+        let given = biases.iter().filter(|b| b.is_some()).count();
+        if given != 0 && given != 3 {
+            return Err(PyValueError::new_err(
+                "give all three biases (bq, bk, bv) or none",
+            ));
+        }
+        let d_model = mats[0].2 as u32;
+        let p = |i: usize| Projection {
+            w: &mats[i].0,
+            width: mats[i].1,
+            bias: biases[i].as_deref(),
+        };
+        let weights = FusedWeights::fuse(d_model, p(0), p(1), p(2)).map_err(py_err)?;
+        Self::made_of(py, weights, settings, backend, adapter)
+    }
+
+    /// A projector of one attention layer's weights read from a safetensors checkpoint, as
+    /// `qkv project` reads them: found under `prefix` by the naming conventions of BERT,
+    /// Llama and GPT-2, or named (`names`: one fused matrix, or Wq, Wk, Wv; `bias_names`
+    /// likewise). `weight_layout` ("out-in" or "in-out") where neither a family's
+    /// convention nor `d_model` settles it; `heads`/`kv_heads` also split a fused matrix
+    /// with grouped K/V. Weights holding NaN or Inf are refused.
+    #[staticmethod]
+    #[pyo3(signature = (path, prefix=None, *, names=None, bias_names=None, weight_layout=None, d_model=None, dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn from_checkpoint(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        prefix: Option<String>,
+        names: Option<&Bound<'_, PyAny>>,
+        bias_names: Option<&Bound<'_, PyAny>>,
+        weight_layout: Option<&str>,
+        d_model: Option<u32>,
+        dtype: &str,
+        kernel: &str,
+        heads: Option<u32>,
+        kv_heads: Option<u32>,
+        head_layout: &str,
+        chunk_tokens: Option<u32>,
+        out_dtype: Option<&str>,
+        backend: Option<&str>,
+        adapter: Option<&str>,
+    ) -> PyResult<Self> {
+        let settings = settings(
+            dtype,
+            kernel,
+            heads,
+            kv_heads,
+            head_layout,
+            chunk_tokens,
+            out_dtype,
+        )?;
+        let source = match (prefix, names) {
+            (Some(p), None) => WeightSource::Prefix(p),
+            (None, Some(n)) => WeightSource::Named(named(n, bias_names)?),
+            _ => {
+                return Err(PyValueError::new_err(
+                    "give prefix (a layer's name, for a known family) or names, one of them",
+                ))
+            }
+        };
+        let layout = weight_layout
+            .map(|l| l.parse::<WeightLayout>().map_err(PyValueError::new_err))
+            .transpose()?;
+        let request = WeightRequest {
+            source,
+            layout,
+            heads,
+            kv_heads,
+        };
+        // A file that cannot be opened is the OSError subclass Python users expect
+        // (FileNotFoundError, PermissionError, IsADirectoryError); what is in it, the
+        // library's checks.
+        std::fs::File::open(&path)
+            .and_then(|f| f.metadata())
+            .and_then(|m| match m.is_dir() {
+                true => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
+                false => Ok(()),
+            })
+            .map_err(|e| {
+                PyErr::from(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            })?;
+        let loaded = py
+            .detach(|| {
+                let ckpt = Checkpoint::open(&path)?;
+                let d = match d_model {
+                    Some(d) => d,
+                    None => ckpt.d_model_of(&request)?,
+                };
+                ckpt.load_qkv(&request, d)
+            })
+            .map_err(py_err)?;
+        if !loaded.nonfinite.is_empty() {
+            let found: Vec<String> = loaded.nonfinite.iter().map(|n| n.to_string()).collect();
+            return Err(PyValueError::new_err(format!(
+                "the weights hold NaN or Inf ({}): they would be carried into Q, K and V",
+                found.join("; ")
+            )));
+        }
+        Self::made_of(py, loaded.weights, settings, backend, adapter)
+    }
+
+    /// Columns of X.
+    #[getter]
+    fn d_model(&self) -> u32 {
+        self.weights.d_model
+    }
+
+    /// Columns of Q.
+    #[getter]
+    fn q_width(&self) -> u32 {
+        self.weights.q_width
+    }
+
+    /// Columns of K and of V.
+    #[getter]
+    fn kv_width(&self) -> u32 {
+        self.weights.kv_width
+    }
+
+    /// The storage type on the GPU: "f32", "f16" or "bf16".
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.settings.element.name()
+    }
+
+    /// The adapter the projector runs on, as `adapters()` describes it.
+    #[getter]
+    fn adapter<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        summary_dict(py, &self.ctx.summary)
+    }
+
+    /// The kernel configuration the last call ran (None before the first).
+    #[getter]
+    fn kernel(&self) -> Option<String> {
+        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        made.as_ref().map(|m| m.projector.config().to_string())
+    }
+
+    /// Q, K, V of X.
+    fn __call__<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let input = Input::extract(x, "X")?;
+        let dims = self.x_dims(input.shape())?;
+        let xs = input.elements("X")?;
+        let shape = self.weights.shape(dims.tokens).map_err(py_err)?;
+        let layout = self.layout(&shape, dims).map_err(py_err)?;
+        let out = OutType::of(py, self.settings.element, self.settings.widen);
+        let lens = [shape.q_len(), shape.kv_len(), shape.kv_len()];
+        let outputs = Outputs::new(py, lens, out, dims.tokens as usize)?;
+        let mut writers = outputs.writers()?;
+        let mut slices = writers.slices()?;
+        let widths = [shape.q_width, shape.kv_width, shape.kv_width].map(|w| w as usize);
+        let d = shape.d_model as usize;
+        let cancel = AtomicBool::new(false);
+        let mut signal = None;
+        let result = py.detach(|| {
+            self.with_projector(dims, |p| {
+                let source = |rows: Range<u32>, mut dst: ElementsMut<'_>| {
+                    interrupted(&cancel, &rows, shape.tokens)?;
+                    let part = xs.slice(rows.start as usize * d..rows.end as usize * d);
+                    finite(part, rows.start, shape.d_model)?;
+                    dst.put(0, part)
+                        .map_err(|e| e.in_rows("X", rows.start, shape.d_model))
+                };
+                let sink = |c: ChunkOutput<'_>| take_chunk(&mut slices, widths, c);
+                p.stream(source, sink, |_| watch(&cancel, &mut signal))
+            })
+        });
+        drop(writers);
+        if let Some(e) = signal {
+            return Err(e);
+        }
+        result.map_err(py_err)?;
+        let shaped = |kv| {
+            layout
+                .dims(&shape, kv, dims.batch_seq)
+                .into_iter()
+                .map(|v| v as usize)
+                .collect::<Vec<_>>()
+        };
+        let [q, k, v] = outputs.finish(py, [shaped(false), shaped(true), shaped(true)])?;
+        Ok((q, k, v))
+    }
+
+    /// Projects X and checks every row against the f64 reference of the inputs as the GPU
+    /// read them: a dict with `pass`, the errors (`max_abs_err`, `max_rel_err`,
+    /// `rel_l2_err`, and for a half type the `precision_*` cost), the tolerance (`atol`,
+    /// `rtol`, `ttol`), `checked_rows`, `kernel` and `report`.
+    fn check<'py>(&self, py: Python<'py>, x: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyDict>> {
+        let opts = MeasureOptions {
+            runs: 0,
+            kernel_repeats: 0,
+            check: CheckRows::All,
+            precision_cost: true,
+            ..MeasureOptions::default()
+        };
+        let (m, kernel, _) = self.measure(py, x, opts)?;
+        check_dict(py, &m, &kernel)
+    }
+
+    /// Checks, then times the projection of X: `repeats` end-to-end runs after an untimed
+    /// first one (each checked), then, if every run passed, `repeats` back-to-back kernel
+    /// dispatches. A dict (one row of a pandas DataFrame): `kernel`, `tokens`, `dtype`,
+    /// `pass`, `kernel_ms` (median; `kernel_ms_min`, `kernel_ms_max`; NaN when the check
+    /// failed), `timer` ("GpuTimestamp" or "Host"), `end_to_end_ms` (median),
+    /// `tokens_per_s`, `gflops`, `max_abs_err`.
+    #[pyo3(signature = (x, repeats=5))]
+    fn time<'py>(
+        &self,
+        py: Python<'py>,
+        x: &Bound<'py, PyAny>,
+        repeats: u32,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        if !(1..=qkv_wgpu::projector::MAX_REPEATS).contains(&repeats) {
+            return Err(PyValueError::new_err(format!(
+                "repeats must be 1 to {}, not {repeats}",
+                qkv_wgpu::projector::MAX_REPEATS
+            )));
+        }
+        let opts = MeasureOptions {
+            runs: repeats,
+            kernel_repeats: repeats,
+            check: CheckRows::All,
+            stop_at_failure: true,
+            ..MeasureOptions::default()
+        };
+        let (m, kernel, tokens) = self.measure(py, x, opts)?;
+        time_dict(
+            py,
+            &m,
+            &kernel,
+            &self.weights,
+            tokens as usize,
+            self.settings.element,
+        )
+    }
+}
+
+/// The measurement's times as one row.
+fn time_dict<'py>(
+    py: Python<'py>,
+    m: &Measurement,
+    kernel: &str,
+    weights: &FusedWeights,
+    tokens: usize,
+    element: ElementType,
+) -> PyResult<Bound<'py, PyDict>> {
+    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+    let (med, min, max) = m
+        .kernel
+        .as_ref()
+        .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
+            let (a, b, c) = k.spread();
+            (ms(a), ms(b), ms(c))
+        });
+    let shape = weights.shape(tokens as u32).map_err(py_err)?;
+    let e2e = m.median_ms(|t| t.wall);
+    let d = PyDict::new(py);
+    d.set_item("kernel", kernel)?;
+    d.set_item("tokens", tokens)?;
+    d.set_item("dtype", element.name())?;
+    d.set_item("pass", m.pass())?;
+    d.set_item("kernel_ms", med)?;
+    d.set_item("kernel_ms_min", min)?;
+    d.set_item("kernel_ms_max", max)?;
+    d.set_item("timer", m.kernel.as_ref().map(|k| format!("{:?}", k.timer)))?;
+    d.set_item("end_to_end_ms", e2e)?;
+    d.set_item("tokens_per_s", tokens as f64 / (e2e / 1e3))?;
+    d.set_item("gflops", shape.gflops(med / 1e3))?;
+    d.set_item("max_abs_err", m.report.max_abs_err())?;
+    Ok(d)
+}
+
+/// An error where `cancel` is set: the run stops before these rows.
+fn interrupted(cancel: &AtomicBool, rows: &Range<u32>, tokens: u32) -> Result<(), Error> {
+    if cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted {
+            done: rows.start,
+            tokens,
+        });
+    }
+    Ok(())
+}
+
+/// Between chunks, on the calling thread: Ctrl-C (Python's pending signal handlers, run
+/// with the GIL taken for a moment) sets `cancel` and keeps the exception to raise.
+fn watch(cancel: &AtomicBool, signal: &mut Option<PyErr>) {
+    if signal.is_none() {
+        if let Err(e) = Python::attach(|py| py.check_signals()) {
+            *signal = Some(e);
+            cancel.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// An error naming the first NaN or infinity of X's rows from `first_row`, if any: a
+/// projection of it would carry it into Q, K and V.
+fn finite(x: Elements<'_>, first_row: u32, d_model: u32) -> Result<(), Error> {
+    match x.non_finite() {
+        (_, None) => Ok(()),
+        (_, Some(i)) => {
+            let d = d_model.max(1) as usize;
+            Err(Error::Input(format!(
+                "X[{}, {}] is {}: X must hold finite numbers (NaN or Inf would be carried \
+                 into Q, K and V)",
+                first_row as usize + i / d,
+                i % d,
+                x.get(i)
+            )))
+        }
+    }
+}
+
+impl Projector {
+    fn made_of(
+        py: Python<'_>,
+        weights: FusedWeights,
+        settings: Settings,
+        backend: Option<&str>,
+        adapter: Option<&str>,
+    ) -> PyResult<Self> {
+        let f = filter(backend, adapter)?;
+        let ctx = py.detach(|| context(&f)).map_err(py_err)?;
+        Ok(Self {
+            ctx,
+            weights,
+            settings,
+            made: Mutex::new(None),
+        })
+    }
+
+    /// X's tokens (and sequences) from its shape: [tokens, d_model] or [batch, seq, d_model].
+    fn x_dims(&self, shape: &[usize]) -> PyResult<XDims> {
+        let d_model = self.weights.d_model as usize;
+        let (tokens, batch_seq) = match *shape {
+            [t, d] if d == d_model => (t, None),
+            [b, s, d] if d == d_model => (b * s, Some((b, s))),
+            [.., d] if (2..=3).contains(&shape.len()) => {
+                return Err(PyValueError::new_err(format!(
+                    "X has {d} columns; the weights take d_model {d_model}"
+                )))
+            }
+            _ => {
+                return Err(PyValueError::new_err(format!(
+                    "X has shape {shape:?}; give [tokens, {d_model}] or [batch, seq, {d_model}]"
+                )))
+            }
+        };
+        if tokens == 0 {
+            return Err(PyValueError::new_err(
+                "X has no rows: there is nothing to project",
+            ));
+        }
+        let too_large = || PyValueError::new_err(format!("X has {tokens} tokens: too many"));
+        let u = |v: usize| u32::try_from(v).map_err(|_| too_large());
+        Ok(XDims {
+            tokens: u(tokens)?,
+            batch_seq: match batch_seq {
+                Some((b, s)) => Some((u(b)?, u(s)?)),
+                None => None,
+            },
+        })
+    }
+
+    /// The output layout for `shape`: token-major, or split into heads over X's sequences
+    /// (one sequence where X is 2-D).
+    fn layout(&self, shape: &QkvShape, dims: XDims) -> Result<OutputLayout, Error> {
+        let Some((heads, kv_heads)) = self.settings.heads else {
+            return Ok(OutputLayout::Tokens);
+        };
+        let seq = dims.batch_seq.map_or(dims.tokens, |(_, s)| s);
+        let split = HeadSplit::with_default_kv(shape, seq, heads, kv_heads)?;
+        Ok(if self.settings.split_heads {
+            OutputLayout::Heads(split)
+        } else {
+            OutputLayout::Tokens
+        })
+    }
+
+    /// Runs `f` on the library projector for X of `dims`, made (and its kernel chosen or
+    /// tuned) on first use of that shape. One projection at a time per projector: a second
+    /// thread waits for the first.
+    fn with_projector<T>(
+        &self,
+        dims: XDims,
+        f: impl FnOnce(&mut qkv_wgpu::Projector<'static>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+        if made.as_ref().is_none_or(|m| m.dims != dims) {
+            *made = None;
+            let shape: QkvShape = self.weights.shape(dims.tokens)?;
+            let layout = self.layout(&shape, dims)?;
+            let spec = self.spec(&shape)?;
+            let mut projector = qkv_wgpu::Projector::with_spec(
+                self.ctx,
+                shape,
+                spec,
+                layout,
+                &self.settings.chunking,
+            )?;
+            projector.set_weights(&self.weights)?;
+            *made = Some(Made { dims, projector });
+        }
+        f(&mut made.as_mut().expect("made above").projector)
+    }
+
+    /// The spec for `shape`: the named kernel, or the one autotuned for this adapter and
+    /// shape class (cached like the CLI's).
+    fn spec(&self, shape: &QkvShape) -> Result<KernelSpec, Error> {
+        let element = self.settings.element;
+        match self.settings.kernel {
+            KernelChoice::Named(c) => {
+                KernelSpec::resolve(c, element, &self.ctx.summary).map_err(Error::Input)
+            }
+            KernelChoice::Auto => {
+                let opts = qkv_wgpu::tune::TuneOptions {
+                    element,
+                    ..Default::default()
+                };
+                Ok(qkv_wgpu::tune::choose(self.ctx, shape, &opts)?.spec)
+            }
+        }
+    }
+
+    /// [`validate_then_time`] on X (its shape checked, finite) with the GIL released and
+    /// Ctrl-C watched between chunks; the measurement, the kernel that ran and X's tokens.
+    fn measure(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        opts: MeasureOptions<'_>,
+    ) -> PyResult<(Measurement, String, u32)> {
+        let input = Input::extract(x, "X")?;
+        let dims = self.x_dims(input.shape())?;
+        let xs = input.elements("X")?;
+        let weights = &self.weights;
+        let cancel = AtomicBool::new(false);
+        let mut signal = None;
+        let opts = MeasureOptions {
+            cancel: Some(&cancel),
+            ..opts
+        };
+        let result = py.detach(|| {
+            finite(xs, 0, weights.d_model)?;
+            self.with_projector(dims, |p| {
+                let m = validate_then_time(p, weights, XSource::Given(xs), &opts, |_| {
+                    watch(&cancel, &mut signal)
+                })?;
+                Ok((m, p.config().to_string(), dims.tokens))
+            })
+        });
+        if let Some(e) = signal {
+            return Err(e);
+        }
+        result.map_err(py_err)
+    }
+}
+
+fn check_dict<'py>(py: Python<'py>, m: &Measurement, kernel: &str) -> PyResult<Bound<'py, PyDict>> {
+    let c = CheckRecord::of(m);
+    let d = PyDict::new(py);
+    d.set_item("kernel", kernel)?;
+    d.set_item("pass", c.pass)?;
+    d.set_item("max_abs_err", c.max_abs_err)?;
+    d.set_item("max_rel_err", c.max_rel_err)?;
+    d.set_item("rel_l2_err", c.rel_l2_err)?;
+    d.set_item("precision_max_abs_err", c.precision_max_abs_err)?;
+    d.set_item("precision_max_rel_err", c.precision_max_rel_err)?;
+    d.set_item("precision_rel_l2_err", c.precision_rel_l2_err)?;
+    d.set_item("atol", c.atol)?;
+    d.set_item("rtol", c.rtol)?;
+    d.set_item("ttol", c.ttol)?;
+    d.set_item("checked_rows", m.checked_rows)?;
+    d.set_item(
+        "report",
+        qkv_wgpu::records::check_lines(&m.report).join("\n"),
+    )?;
+    Ok(d)
+}
