@@ -165,7 +165,6 @@ pub fn bench_row(
     progress: impl FnMut(Progress),
 ) -> Result<(BenchRow, Measurement)> {
     let shape = job.shape;
-    let config = spec.config;
     let plan = ChunkPlan::new(
         &ctx.limits(),
         shape,
@@ -199,7 +198,7 @@ pub fn bench_row(
         kv_width: shape.kv_width,
         bias: shape.bias,
         dtype: projector.element(),
-        kernel: config.to_string(),
+        kernel: projector.spec().to_string(),
         kernel_timer: m
             .kernel
             .as_ref()

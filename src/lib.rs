@@ -22,6 +22,7 @@ pub mod adapter;
 #[cfg(feature = "native")]
 pub mod bench;
 pub mod binding;
+pub mod conformance;
 pub mod context;
 #[cfg(feature = "native")]
 pub mod cpu;

@@ -27,6 +27,7 @@
 
 mod block;
 mod config;
+mod custom;
 mod registry;
 mod requirements;
 mod shaders;
@@ -35,13 +36,14 @@ mod variant;
 pub mod variants;
 
 pub use config::{CoopBlock, KernelConfig, Param, Slot};
+pub use custom::{CustomKernel, PARAMS_FIELDS};
 pub use registry::{Kernel, Variant};
 pub use requirements::Requirements;
 pub use shaders::{
     ShaderSource, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
     UTILITY_SHADERS,
 };
-pub use spec::{Arithmetic, ElementType, KernelSpec, OperandLayout};
+pub use spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout};
 pub use variant::{Resolved, SweepTarget, VariantDef};
 pub use variants::coopmat::{
     coopmat_blocks, coopmat_for, coopmat_source, COOPMAT_MAX_PIECES, COOPMAT_SOURCES,

@@ -43,6 +43,16 @@ pub enum OperandLayout {
     KMajor,
 }
 
+/// What a spec made from a user's kernel carries: its name for reports, and whether it takes
+/// the host's `NATIVE_F16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CustomInfo {
+    /// The file name (or the page's label) it came from.
+    pub label: &'static str,
+    /// It declares `override NATIVE_F16: bool` (set where the device converts f16 itself).
+    pub native_f16: bool,
+}
+
 /// Everything about one kernel configuration that the plan, the projector, the tuner and the
 /// context need, resolved once from a [`KernelConfig`].
 #[derive(Debug, Clone, PartialEq)]
@@ -86,6 +96,9 @@ pub struct KernelSpec {
     /// ([`crate::ContextOptions::unchecked_kernels`]); tests/unchecked.rs holds the bounds.
     /// `coopmat` only, for now.
     pub bounds_proven: bool,
+    /// A user's kernel (`qkv try`) in the place of the variant's source: its name, and
+    /// whether it takes `NATIVE_F16` ([`crate::kernels::CustomKernel::spec`]).
+    pub custom: Option<CustomInfo>,
 }
 
 impl From<Kernel> for KernelSpec {
@@ -118,6 +131,7 @@ impl KernelSpec {
             requires: r.requires,
             arithmetic: r.arithmetic,
             bounds_proven: def.bounds_proven(),
+            custom: None,
         })
     }
 
@@ -208,7 +222,12 @@ impl KernelSpec {
     /// Override constants that depend on the device (`coopmat`'s WG; `NATIVE_F16` where
     /// the device widens f16 in hardware).
     pub fn device_constants(&self, summary: &AdapterSummary) -> Vec<(&'static str, f64)> {
-        self.kernel().def().device_constants(self, summary)
+        let mut constants = self.kernel().def().device_constants(self, summary);
+        // A user's kernel is given NATIVE_F16 only where it declares it.
+        if self.custom.is_some_and(|c| !c.native_f16) {
+            constants.retain(|(name, _)| *name != "NATIVE_F16");
+        }
+        constants
     }
 
     /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
@@ -319,8 +338,12 @@ impl KernelSpec {
 }
 
 impl fmt::Display for KernelSpec {
+    /// The configuration, or a user's kernel's label.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.config.fmt(f)
+        match self.custom {
+            Some(c) => f.write_str(c.label),
+            None => self.config.fmt(f),
+        }
     }
 }
 

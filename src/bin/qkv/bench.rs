@@ -369,7 +369,7 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
-fn print_table(rows: &[BenchRow], peaked: bool) {
+pub fn print_table(rows: &[BenchRow], peaked: bool) {
     let width = rows
         .iter()
         .map(|r| r.kernel.len())

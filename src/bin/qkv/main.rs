@@ -16,6 +16,7 @@ mod run;
 mod signals;
 mod stdout;
 mod text;
+mod try_kernel;
 
 use args::GpuArgs;
 use clap::{Parser, Subcommand};
@@ -65,6 +66,10 @@ enum Command {
     /// configuration's rate, memory bandwidth; cached, so `run` and `bench` show each
     /// kernel's share of it
     Peak(peak::PeakArgs),
+    /// Check a kernel of your own (WGSL) the way the built-in ones are checked, then time it
+    /// beside them
+    #[command(name = "try")]
+    Try(try_kernel::TryArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
     Explain {
         /// Kernel variant: a name or number (see `qkv run --help`) [default: tiled, or direct
@@ -87,6 +92,7 @@ impl Command {
             Command::Bench(a) => a.json,
             Command::Adapters(a) => a.json,
             Command::Peak(a) => a.json,
+            Command::Try(_) => false,
             Command::Explain { .. } => false,
         }
     }
@@ -128,6 +134,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::bench(&cli.gpu, args),
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
         Command::Peak(args) => peak::peak(&cli.gpu, args),
+        Command::Try(args) => try_kernel::try_kernel(&cli.gpu, args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };
     let mut code = match result {

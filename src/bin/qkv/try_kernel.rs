@@ -1,0 +1,199 @@
+//! `qkv try FILE.wgsl`: a user's kernel checked against the contract (docs/KERNELS.md),
+//! then through the checks the built-in kernels pass (the library's `conformance`), then
+//! timed beside built-in kernels on a named shape; `--template` writes a starting kernel.
+
+use crate::args::{dtype_help, parse_kernels, resolve_kernels, GpuArgs, KernelList};
+use crate::exit::Failure;
+use crate::stdout::outln;
+use crate::text::progress;
+use clap::Args;
+use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow};
+use qkv_wgpu::conformance::{cases, run_case_blocking, CaseResult};
+use qkv_wgpu::kernels::CustomKernel;
+use qkv_wgpu::presets::preset;
+use qkv_wgpu::{random_weights, ChunkOptions, ElementType, Error, Kernel, QkvShape};
+use std::path::PathBuf;
+
+#[derive(Args, Debug)]
+#[command(
+    after_help = "The contract a kernel meets (bindings, overrides, tile, header lines) \
+                        is docs/KERNELS.md; `qkv try --template` writes one that meets it."
+)]
+pub struct TryArgs {
+    /// The kernel: a WGSL file meeting the contract of docs/KERNELS.md
+    #[arg(required_unless_present = "template")]
+    file: Option<PathBuf>,
+    /// Write a starting kernel to standard output instead: the source of a built-in variant
+    /// (naive, tiled, regtile, direct, subgroup or blocktile) with the contract's header
+    #[arg(long, value_name = "VARIANT", num_args = 0..=1, default_missing_value = "naive",
+          conflicts_with = "file")]
+    template: Option<String>,
+    /// Built-in kernels to time beside it: `auto`, variants by name (comma-separated), or
+    /// `none`
+    #[arg(long, default_value = "auto")]
+    against: String,
+    /// The named shape to time on: gpt2, bert-base, vit-b16, llama3-8b
+    #[arg(long, default_value = "gpt2")]
+    shape: String,
+    /// Tokens of the timed batch
+    #[arg(long, default_value_t = 1024)]
+    tokens: u32,
+    /// Storage types to time it in, comma-separated (each must be one it reads)
+    #[arg(long, default_value = "f32", value_delimiter = ',', long_help = format!(
+        "Storage types to time it in, comma-separated. {}", dtype_help()))]
+    dtype: Vec<ElementType>,
+    /// Timed end-to-end runs after a validated warm-up, and as many back-to-back dispatches
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    repeats: u32,
+    /// Seed of the inputs
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+}
+
+pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
+    if let Some(name) = &args.template {
+        let kernel: Kernel = name.parse().map_err(Error::Input)?;
+        outln!("{}", CustomKernel::template(kernel).map_err(Error::Input)?);
+        return Ok(());
+    }
+    let path = args
+        .file
+        .as_ref()
+        .expect("clap requires FILE without --template");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Input(format!("cannot read the kernel {}: {e}", path.display())))?;
+    let label = path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into(),
+    );
+    let kernel = CustomKernel::parse(&label, &text).map_err(Error::Input)?;
+    let ctx = gpu.context()?;
+    let types: Vec<&str> = kernel.elements.iter().map(|e| e.name()).collect();
+    outln!(
+        "kernel {label}: tile {} x {} (columns x tokens), {} invocations per workgroup, \
+         reads {}, W rows padded to {}",
+        kernel.tile.0,
+        kernel.tile.1,
+        kernel.invocations,
+        types.join(", "),
+        kernel.w_align
+    );
+    outln!(
+        "check: Q, K, V filled with NaN first; every element against the f64 reference of \
+         the inputs as the GPU read them"
+    );
+    let mut failed = 0;
+    for case in cases(kernel.tile, &kernel.elements) {
+        let spec = kernel.spec(case.element).map_err(Error::Input)?;
+        if let Some(why) = spec.unsupported_on(&ctx.summary) {
+            return Err(Error::Input(why).into());
+        }
+        let result = run_case_blocking(&ctx, &spec, &case, args.seed)?;
+        print_case(&result);
+        failed += usize::from(!result.pass);
+    }
+    if failed > 0 {
+        outln!("{failed} check(s) failed: not timed");
+        return Err(Failure::Validation);
+    }
+    time_beside(&ctx, &kernel, args)
+}
+
+/// One case's line, and for a failing one where its wrong elements are.
+fn print_case(r: &CaseResult) {
+    let s = &r.case.shape;
+    outln!(
+        "  {}  {:<4} {:>4} x {:>3} -> {:>3} + 2 x {:>3}  {}",
+        if r.pass { "PASS" } else { "FAIL" },
+        r.case.element.name(),
+        s.tokens,
+        s.d_model,
+        s.q_width,
+        s.kv_width,
+        r.case.name
+    );
+    if r.pass {
+        return;
+    }
+    // Each of Q, K, V's summary (the mismatches follow, with the tile map).
+    for line in qkv_wgpu::records::check_lines(&r.report) {
+        let head = line.lines().next().unwrap_or("").trim_start();
+        if ["Q:", "K:", "V:"].iter().any(|p| head.starts_with(p)) {
+            outln!("        {head}");
+        }
+    }
+    for m in &r.first {
+        outln!(
+            "        {}[{}, {}] = {}, want {:.6} (allowed error {:.3e})",
+            m.part,
+            m.row,
+            m.col,
+            m.got,
+            m.want,
+            m.bound
+        );
+    }
+    if let Some(map) = &r.map {
+        let (bad, all) = map.wrong_tiles();
+        outln!(
+            "        wrong elements in {bad} of {all} output tiles of {} x {} (tokens down, \
+             fused Q|K|V columns across; '#' all wrong, 'x' some, '.' none):",
+            map.tile.0,
+            map.tile.1
+        );
+        for line in map.render().lines() {
+            outln!("    {line}");
+        }
+    }
+}
+
+/// Times the kernel (each `--dtype`) and the `--against` kernels on the named shape.
+fn time_beside(
+    ctx: &qkv_wgpu::GpuContext,
+    kernel: &CustomKernel,
+    args: &TryArgs,
+) -> Result<(), Failure> {
+    let p = preset(args.shape.trim()).map_err(Error::Input)?;
+    let shape = QkvShape::new(args.tokens, p.d_model, p.q_width, p.kv_width, p.bias)?;
+    let w = random_weights(&shape, args.seed);
+    let (peak, _) = qkv_wgpu::peak::cached(&ctx.summary, None);
+    let job = BenchJob {
+        name: p.name,
+        shape: &shape,
+        weights: &w,
+        seed: args.seed,
+        cpu: None,
+        peak: peak.as_ref(),
+    };
+    let opts = BenchOptions {
+        repeats: args.repeats,
+        check: None,
+        chunking: ChunkOptions::default(),
+    };
+    let mut specs = Vec::new();
+    for &e in &args.dtype {
+        specs.push(kernel.spec(e).map_err(Error::Input)?);
+        if args.against.trim() != "none" {
+            let list: KernelList = parse_kernels(&args.against).map_err(Error::Input)?;
+            specs.extend(
+                resolve_kernels(ctx, &shape, &list, false, e)?
+                    .into_iter()
+                    .map(|s| s.0),
+            );
+        }
+    }
+    progress(&format!(
+        "timing on {} x {} tokens: each checked again, then back-to-back dispatches",
+        p.name, shape.tokens
+    ));
+    let mut rows: Vec<BenchRow> = Vec::new();
+    for spec in specs {
+        rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+    }
+    crate::bench::print_table(&rows, peak.is_some());
+    if rows.iter().all(|r| r.pass) {
+        Ok(())
+    } else {
+        Err(Failure::Validation)
+    }
+}

@@ -1,0 +1,307 @@
+//! The checks a kernel passes before it is timed (`qkv try`, for a user's kernel): the
+//! worked example, exactly; then ragged shapes past its tile, with and without a bias, with
+//! grouped K/V heads and in the head layout, in every storage type it reads. Each run fills
+//! Q, K and V with NaN first (the projector always does), and every element is checked
+//! against the f64 reference of the inputs as the GPU read them, to the kernel's tolerance.
+//! A failing case says where its wrong elements lie: the first few, and how many fall in
+//! each output tile of the fused [tokens, q_width + 2·kv_width] result.
+
+use crate::context::GpuContext;
+use crate::element::ElementType;
+use crate::error::Result;
+use crate::host::ElementVec;
+use crate::kernels::KernelSpec;
+use crate::layout::{HeadSplit, OutputLayout};
+use crate::measure::{tolerance, weights_read};
+use crate::plan::{ChunkOptions, ChunkPlan};
+use crate::projector::Projector;
+use crate::reference::reference;
+use crate::shape::QkvShape;
+use crate::validate::{QkvReport, ToleranceOverrides};
+use crate::weights::{random_weights, random_x_rows, FusedWeights, Projection};
+
+/// One check: a shape, its layout and storage type.
+#[derive(Debug, Clone)]
+pub struct Case {
+    /// What it checks, in words.
+    pub name: String,
+    /// The projection.
+    pub shape: QkvShape,
+    /// The head split, for the head layout.
+    pub heads: Option<HeadSplit>,
+    /// The storage type.
+    pub element: ElementType,
+    /// The worked example: x = (2, 3), W = [[1, 10], [0, -1]] for Q, K and V, each exactly
+    /// (2, 17).
+    pub worked: bool,
+}
+
+/// An element outside its bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mismatch {
+    /// "Q", "K" or "V".
+    pub part: &'static str,
+    /// Token row.
+    pub row: u32,
+    /// Column within the part.
+    pub col: u32,
+    /// What the GPU wrote (NaN where it wrote nothing).
+    pub got: f32,
+    /// The reference.
+    pub want: f64,
+    /// The largest error the tolerance allows there.
+    pub bound: f64,
+}
+
+/// Wrong elements counted by output tile, over the fused result [tokens, n_out] split into
+/// the kernel's tiles (`TILE_COLS` x `TILE_ROWS`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TileMap {
+    /// Columns x rows of one tile.
+    pub tile: (u32, u32),
+    /// Tiles across the fused columns, and down the tokens.
+    pub grid: (u32, u32),
+    /// Wrong elements in each tile, row-major over the grid.
+    pub wrong: Vec<u32>,
+    /// Elements in each tile (the last row and column of tiles may be partial).
+    pub size: Vec<u32>,
+    /// Where K's and V's columns start in the fused result.
+    pub k_start: u32,
+    /// V's first fused column.
+    pub v_start: u32,
+}
+
+/// A case's outcome.
+#[derive(Debug, Clone)]
+pub struct CaseResult {
+    /// The case.
+    pub case: Case,
+    /// The check of every element.
+    pub report: QkvReport,
+    /// Whether it passed (the worked example: every element exact).
+    pub pass: bool,
+    /// The first wrong elements of each of Q, K and V (row by row), at most 3 of each.
+    pub first: Vec<Mismatch>,
+    /// Where the wrong elements lie; None when it passed.
+    pub map: Option<TileMap>,
+}
+
+/// The cases for a kernel of `tile` that reads `elements`: the worked example, then each
+/// shape in each type. The shapes go past the tile in both directions and are multiples of
+/// nothing: a kernel that skips a partial tile, a last row or a bias fails one of them.
+pub fn cases(tile: (u32, u32), elements: &[ElementType]) -> Vec<Case> {
+    let (tc, tr) = tile;
+    // Q in 8-wide heads, an even number covering two column tiles and a half; K/V in 2 heads
+    // of 8.
+    let q_heads = (2 * tc + tc / 2).div_ceil(16).max(1) * 2;
+    let shape = |t: u32, d: u32, q: u32, kv: u32, bias: bool| {
+        QkvShape::new(t, d, q, kv, bias).expect("the cases' shapes are valid")
+    };
+    let mut out = vec![Case {
+        name: "worked example: x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17)".into(),
+        shape: shape(1, 2, 2, 2, false),
+        heads: None,
+        element: ElementType::F32,
+        worked: true,
+    }];
+    for &element in elements {
+        let mut add = |name: String, shape: QkvShape, heads: Option<(u32, u32, u32)>| {
+            let heads = heads.map(|(seq, h, kv)| {
+                HeadSplit::new(&shape, seq, h, kv).expect("the cases' head splits are valid")
+            });
+            out.push(Case {
+                name,
+                shape,
+                heads,
+                element,
+                worked: false,
+            })
+        };
+        add("one token, with bias".into(), shape(1, 3, 8, 8, true), None);
+        let rows = 2 * tr + 3;
+        let wide = q_heads * 8;
+        add(
+            format!("{rows} tokens (2 tiles + 3), no bias"),
+            shape(rows, 37, wide, wide, false),
+            None,
+        );
+        add(
+            format!("{rows} tokens, with bias"),
+            shape(rows, 37, wide, wide, true),
+            None,
+        );
+        add(
+            format!("grouped K/V ({q_heads} query heads, 2 K/V heads), with bias"),
+            shape(rows + 2, 45, wide, 16, true),
+            None,
+        );
+        let seq = tr + 5;
+        add(
+            format!("head layout [batch 3, heads, seq {seq}, 8], grouped K/V"),
+            shape(3 * seq, 45, wide, 16, true),
+            Some((seq, q_heads, 2)),
+        );
+    }
+    out
+}
+
+/// The worked example's weights: W = [[1, 10], [0, -1]] for each of Q, K and V.
+fn worked_weights() -> FusedWeights {
+    let w = [1.0f32, 10.0, 0.0, -1.0];
+    let p = Projection {
+        w: &w,
+        width: 2,
+        bias: None,
+    };
+    FusedWeights::fuse(2, p, p, p).expect("the worked example fuses")
+}
+
+/// A head-layout output [batch, heads, seq, dim] back in token order [tokens, width].
+fn to_tokens(data: &[f32], h: &HeadSplit, tokens: u32, width: u32, heads: u32) -> Vec<f32> {
+    let (seq, dim) = (h.seq_len as usize, (width / heads) as usize);
+    let (tokens, width, heads) = (tokens as usize, width as usize, heads as usize);
+    let mut out = vec![0.0; data.len()];
+    for b in 0..tokens / seq {
+        for head in 0..heads {
+            for s in 0..seq {
+                let from = ((b * heads + head) * seq + s) * dim;
+                let to = (b * seq + s) * width + head * dim;
+                out[to..to + dim].copy_from_slice(&data[from..from + dim]);
+            }
+        }
+    }
+    out
+}
+
+/// Runs `case` with `spec` (made for the case's element type) on `seed`'s inputs.
+pub async fn run_case(
+    ctx: &GpuContext,
+    spec: &KernelSpec,
+    case: &Case,
+    seed: u64,
+) -> Result<CaseResult> {
+    let s = case.shape;
+    let weights = if case.worked {
+        worked_weights()
+    } else {
+        random_weights(&s, seed)
+    };
+    let mut x = vec![0f32; s.x_len()];
+    if case.worked {
+        x.copy_from_slice(&[2.0, 3.0]);
+    } else {
+        random_x_rows(s.d_model, seed.wrapping_add(1), 0..s.tokens, &mut x);
+    }
+    let layout = case.heads.map_or(OutputLayout::Tokens, OutputLayout::Heads);
+    let plan = ChunkPlan::new(&ctx.limits(), &s, spec, layout, &ChunkOptions::default())?;
+    let mut projector = Projector::from_plan(ctx, spec.clone(), plan)?;
+    projector.set_weights(&weights)?;
+    let out = projector.run_async(&x).await?;
+    let (mut q, mut k, mut v) = (out.q, out.k, out.v);
+    if let Some(h) = &case.heads {
+        q = to_tokens(&q, h, s.tokens, s.q_width, h.heads);
+        k = to_tokens(&k, h, s.tokens, s.kv_width, h.kv_heads);
+        v = to_tokens(&v, h, s.tokens, s.kv_width, h.kv_heads);
+    }
+    let (element, input) = (spec.element, spec.input_element());
+    let x_read = ElementVec::from_f32(input, &ElementVec::from_f32(element, &x).as_ref().to_f32());
+    let w_read = weights_read(&weights, element, input);
+    let r = reference(&s, &x_read.as_ref().to_f32(), &w_read);
+    let tol = tolerance(s.d_model, spec, &ToleranceOverrides::default());
+    let report = QkvReport::new((&q, &k, &v), &r, s.q_width, s.kv_width, tol);
+    let parts = [
+        ("Q", &q, &r.q, &r.q_mag, s.q_width, 0),
+        ("K", &k, &r.k, &r.k_mag, s.kv_width, s.q_width),
+        ("V", &v, &r.v, &r.v_mag, s.kv_width, s.q_width + s.kv_width),
+    ];
+    let exact = |got: f32, want: f64| !case.worked || got as f64 == want;
+    let (tc, tr) = spec.tile;
+    let grid = (s.n_out().div_ceil(tc), s.tokens.div_ceil(tr));
+    let mut map = TileMap {
+        tile: spec.tile,
+        grid,
+        wrong: vec![0; (grid.0 * grid.1) as usize],
+        size: vec![0; (grid.0 * grid.1) as usize],
+        k_start: s.q_width,
+        v_start: s.q_width + s.kv_width,
+    };
+    let mut first = Vec::new();
+    let mut wrong = 0usize;
+    for (part, got, want, mag, width, col0) in parts {
+        let mut shown = 0;
+        for (i, (&g, (&w, &m))) in got.iter().zip(want.iter().zip(mag.iter())).enumerate() {
+            let (row, col) = ((i / width as usize) as u32, (i % width as usize) as u32);
+            let t = ((row / tr) * grid.0 + (col0 + col) / tc) as usize;
+            map.size[t] += 1;
+            if tol.accepts(g, w, m) && exact(g, w) {
+                continue;
+            }
+            wrong += 1;
+            map.wrong[t] += 1;
+            if shown < 3 {
+                shown += 1;
+                first.push(Mismatch {
+                    part,
+                    row,
+                    col,
+                    got: g,
+                    want: w,
+                    bound: tol.bound(w, m),
+                });
+            }
+        }
+    }
+    let pass = report.pass() && wrong == 0;
+    Ok(CaseResult {
+        case: case.clone(),
+        report,
+        pass,
+        first,
+        map: (!pass).then_some(map),
+    })
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// [`run_case`], blocking.
+pub fn run_case_blocking(
+    ctx: &GpuContext,
+    spec: &KernelSpec,
+    case: &Case,
+    seed: u64,
+) -> Result<CaseResult> {
+    pollster::block_on(run_case(ctx, spec, case, seed))
+}
+
+impl TileMap {
+    /// The map as text, one character per tile: `.` every element right, `#` every one
+    /// wrong, `x` some; a `|` where K's and V's columns start (within the tile holding that
+    /// column); one line per row of tiles.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let starts = [self.k_start / self.tile.0, self.v_start / self.tile.0];
+        for r in 0..self.grid.1 {
+            out.push_str("    ");
+            for c in 0..self.grid.0 {
+                if starts.contains(&c) && c > 0 {
+                    out.push('|');
+                }
+                let t = (r * self.grid.0 + c) as usize;
+                out.push(match (self.wrong[t], self.size[t]) {
+                    (0, _) => '.',
+                    (w, n) if w == n => '#',
+                    _ => 'x',
+                });
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Tiles with a wrong element, of all.
+    pub fn wrong_tiles(&self) -> (usize, usize) {
+        (
+            self.wrong.iter().filter(|&&w| w > 0).count(),
+            self.wrong.len(),
+        )
+    }
+}

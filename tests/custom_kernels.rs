@@ -1,0 +1,283 @@
+//! A user's kernel (`qkv try`): the contract's checks and the conformance cases, on the
+//! built-in kernels' own sources (the harness and the registry agree) and on planted faults,
+//! each caught with the message a person can act on.
+
+mod common;
+
+use common::ctx;
+use qkv_wgpu::conformance::{cases, run_case_blocking, CaseResult};
+use qkv_wgpu::kernels::CustomKernel;
+use qkv_wgpu::{ElementType, Kernel};
+
+/// Every case of `kernel`, in every type it reads.
+fn run_all(kernel: &CustomKernel) -> Vec<CaseResult> {
+    cases(kernel.tile, &kernel.elements)
+        .iter()
+        .map(|case| {
+            let spec = kernel.spec(case.element).unwrap();
+            run_case_blocking(ctx(), &spec, case, 7).unwrap()
+        })
+        .collect()
+}
+
+fn naive() -> String {
+    CustomKernel::template(Kernel::Naive).unwrap()
+}
+
+/// `naive`'s template with `from` replaced by `to` (which must be there).
+fn planted(from: &str, to: &str) -> String {
+    let src = naive();
+    assert!(src.contains(from), "the template has no `{from}`");
+    src.replacen(from, to, 1)
+}
+
+fn minimal() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/wgsl/minimal.wgsl");
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[test]
+fn the_minimal_example_kernel_passes() {
+    let k = CustomKernel::parse("minimal.wgsl", &minimal()).unwrap();
+    assert_eq!(
+        (k.tile, k.invocations, k.elements.clone()),
+        ((16, 16), 256, vec![ElementType::F32])
+    );
+    for r in run_all(&k) {
+        assert!(r.pass, "{}: {:?}", r.case.name, r.first);
+    }
+}
+
+#[test]
+fn every_built_in_kernel_the_contract_covers_passes_as_a_users_kernel() {
+    for kernel in [
+        Kernel::Naive,
+        Kernel::Tiled,
+        Kernel::Regtile,
+        Kernel::Direct,
+        Kernel::Subgroup,
+        Kernel::Blocktile,
+    ] {
+        let src = CustomKernel::template(kernel).unwrap();
+        let custom = CustomKernel::parse(&format!("{kernel}.wgsl"), &src)
+            .unwrap_or_else(|e| panic!("{kernel}: {e}"));
+        let spec = kernel.def().default_config();
+        let builtin = qkv_wgpu::KernelSpec::new(spec).unwrap();
+        // Read from the source with the overrides at their defaults: the registry's tile and
+        // workgroup for the default configuration.
+        assert_eq!(custom.tile, builtin.tile, "{kernel}");
+        assert_eq!(custom.invocations, builtin.invocations, "{kernel}");
+        assert_eq!(custom.elements, kernel.elements(), "{kernel}");
+        for r in run_all(&custom) {
+            assert!(
+                r.pass,
+                "{kernel}: {} in {} failed: {:?}",
+                r.case.name, r.case.element, r.first
+            );
+        }
+    }
+}
+
+#[test]
+fn a_skipped_last_row_fails_with_the_last_row_of_tiles_marked() {
+    let k = CustomKernel::parse(
+        "skip_row.wgsl",
+        &planted(
+            "if row >= params.tokens ||",
+            "if row + 1u >= params.tokens ||",
+        ),
+    )
+    .unwrap();
+    let results = run_all(&k);
+    let worked = &results[0];
+    assert!(
+        !worked.pass,
+        "the worked example has one row: it is the last"
+    );
+    let r = results.iter().find(|r| r.case.shape.tokens == 35).unwrap();
+    assert!(!r.pass);
+    let first = r.first[0];
+    assert_eq!((first.part, first.row), ("Q", 34), "{:?}", r.first);
+    assert!(
+        first.got.is_nan(),
+        "never written: the NaN the outputs were filled with"
+    );
+    let map = r.map.as_ref().unwrap();
+    // 35 tokens in tiles of 16: rows of tiles 0, 1, 2; only the last holds wrong elements.
+    let text = map.render();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(!lines[0].contains('x') && !lines[0].contains('#'), "{text}");
+    assert!(lines[2].contains('x'), "{text}");
+}
+
+#[test]
+fn a_skipped_bias_fails_only_the_cases_with_a_bias() {
+    let k = CustomKernel::parse(
+        "no_bias.wgsl",
+        &planted("acc += bias[params.col0 + col];", ""),
+    )
+    .unwrap();
+    for r in run_all(&k) {
+        assert_eq!(
+            r.pass, !r.case.shape.bias,
+            "{} in {}",
+            r.case.name, r.case.element
+        );
+    }
+}
+
+#[test]
+fn an_off_by_one_in_ks_offset_fails_k_alone() {
+    let k = CustomKernel::parse(
+        "k_offset.wgsl",
+        &planted(
+            "put(1u, out_index(row, col - qw, kvw, params.kv_head_dim), value);",
+            "put(1u, out_index(row, col - qw + 1u, kvw, params.kv_head_dim), value);",
+        ),
+    )
+    .unwrap();
+    let results = run_all(&k);
+    let r = results
+        .iter()
+        .find(|r| r.case.shape.tokens == 35 && r.case.element == ElementType::F32)
+        .unwrap();
+    assert!(!r.pass);
+    assert!(
+        r.report.q.pass && r.report.v.pass && !r.report.k.pass,
+        "{:?}",
+        r.report
+    );
+    assert!(r.first.iter().all(|m| m.part == "K"), "{:?}", r.first);
+}
+
+#[test]
+fn contract_violations_are_refused_with_what_the_contract_wants() {
+    let err = |src: &str| CustomKernel::parse("bad.wgsl", src).unwrap_err();
+    // A wrong binding type.
+    let e = err(&planted(
+        "@group(0) @binding(3) var<storage, read> bias: array<f32>;",
+        "@group(0) @binding(3) var<storage, read_write> bias: array<f32>;",
+    ));
+    assert!(
+        e.contains("@binding(3) `bias`: declared `read_write`"),
+        "{e}"
+    );
+    assert!(e.contains("var<storage, read> bias: array<f32>"), "{e}");
+    // A missing entry point.
+    let e = err(&planted("fn main(", "fn project("));
+    assert!(
+        e.contains("no `@compute fn main` (entry points found: project)"),
+        "{e}"
+    );
+    // A syntax error, with its line and column.
+    let e = err(&planted("var acc = 0.0;", "var acc = ;"));
+    let line = naive()
+        .lines()
+        .position(|l| l.contains("var acc = 0.0;"))
+        .unwrap()
+        + 1;
+    assert!(e.contains(&format!("bad.wgsl:{line}:")), "{e}");
+    // An override the host sets, missing.
+    let e = err(&planted("override HEAD_LAYOUT: bool = false;", ""));
+    assert!(e.contains("unresolved") || e.contains("HEAD_LAYOUT"), "{e}");
+    // No tile.
+    let e = err(&planted(
+        "const TILE_ROWS: u32 = 16u;",
+        "const TILE_R: u32 = 16u;",
+    ));
+    assert!(e.contains("TILE_ROWS") || e.contains("TILE_R"), "{e}");
+    // A half type claimed over f32 arrays.
+    let e = err(&minimal().replace("// qkv: elements f32", "// qkv: elements f32, f16"));
+    assert!(e.contains("cannot hold the half types"), "{e}");
+    // An unknown header directive.
+    let e = err(&naive().replace("// qkv: w_align 1", "// qkv: wg 64"));
+    assert!(e.contains("unknown directive"), "{e}");
+}
+
+#[test]
+fn a_type_it_does_not_claim_is_refused_by_name() {
+    let src = naive().replace("// qkv: elements f32, f16, bf16", "// qkv: elements f32");
+    let k = CustomKernel::parse("f32_only.wgsl", &src).unwrap();
+    let e = k.spec(ElementType::Bf16).unwrap_err();
+    assert!(
+        e.contains("f32_only.wgsl reads f32") && e.contains("elements f32, bf16"),
+        "{e}"
+    );
+}
+
+/// `qkv try ARGS` in a temporary cache; (exit code, stdout, stderr).
+fn qkv_try(args: &[&str]) -> (i32, String, String) {
+    let out = assert_cmd::Command::cargo_bin("qkv")
+        .unwrap()
+        .env(
+            "QKV_CACHE_DIR",
+            std::env::temp_dir().join(format!("qkv-try-cache-{}", std::process::id())),
+        )
+        .arg("try")
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+#[test]
+fn qkv_try_checks_then_times_a_template_and_reports_a_fault_it_plants() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, template, _) = qkv_try(&["--template", "tiled"]);
+    assert_eq!(code, 0);
+    assert!(
+        template.starts_with("// A projection kernel for `qkv try`"),
+        "{template}"
+    );
+    let good = dir.path().join("tiled.wgsl");
+    std::fs::write(&good, &template).unwrap();
+    let path = good.to_str().unwrap();
+    let (code, out, err) = qkv_try(&[
+        path,
+        "--tokens",
+        "40",
+        "--against",
+        "naive",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("tile 16 x 16") && !out.contains("FAIL"),
+        "{out}"
+    );
+    assert_eq!(out.matches("  PASS  ").count(), 6, "{out}");
+    // The timing table: this kernel by its file name, beside naive.
+    assert!(
+        out.contains("tiled.wgsl") && out.lines().any(|l| l.contains(" naive ")),
+        "{out}"
+    );
+
+    let bad = dir.path().join("skip_row.wgsl");
+    // Its last row never stored.
+    let store = "if row < params.tokens && col < n_out {";
+    assert!(
+        template.contains(store),
+        "the planted line is in tiled's source"
+    );
+    let planted = template.replacen(store, "if row + 1u < params.tokens && col < n_out {", 1);
+    std::fs::write(&bad, planted).unwrap();
+    let (code, out, _) = qkv_try(&[bad.to_str().unwrap(), "--tokens", "40"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("FAIL") && out.contains("output tiles") && out.contains("not timed"),
+        "{out}"
+    );
+
+    let (code, _, err) = qkv_try(&[dir.path().join("missing.wgsl").to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read the kernel"), "{err}");
+    std::fs::write(&bad, "fn main() {").unwrap();
+    let (code, _, err) = qkv_try(&[bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("skip_row.wgsl:1:"), "{err}");
+}
