@@ -147,6 +147,31 @@ fn print_case(r: &CaseResult) {
     }
 }
 
+/// `--against`: `none`, or a comma-separated list of `auto` and configurations (commas
+/// inside a configuration's parentheses belong to it).
+fn against(list: &str) -> Result<Vec<KernelList>, Error> {
+    if list.trim() == "none" {
+        return Ok(Vec::new());
+    }
+    let (mut items, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in list.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                items.push(&list[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    items.push(&list[start..]);
+    items
+        .iter()
+        .map(|item| parse_kernels(item.trim()).map_err(|e| Error::Input(format!("--against: {e}"))))
+        .collect()
+}
+
 /// Times the kernel (each `--dtype`) and the `--against` kernels on the named shape.
 fn time_beside(
     ctx: &qkv_wgpu::GpuContext,
@@ -170,16 +195,13 @@ fn time_beside(
         check: None,
         chunking: ChunkOptions::default(),
     };
+    let lists = against(&args.against)?;
     let mut specs = Vec::new();
     for &e in &args.dtype {
         specs.push(kernel.spec(e).map_err(Error::Input)?);
-        if args.against.trim() != "none" {
-            let list: KernelList = parse_kernels(&args.against).map_err(Error::Input)?;
-            specs.extend(
-                resolve_kernels(ctx, &shape, &list, false, e)?
-                    .into_iter()
-                    .map(|s| s.0),
-            );
+        for list in &lists {
+            let resolved = resolve_kernels(ctx, &shape, list, false, e)?;
+            specs.extend(resolved.into_iter().map(|s| s.0));
         }
     }
     progress(&format!(
