@@ -305,3 +305,84 @@ impl TileMap {
         )
     }
 }
+
+/// The maps of failing cases as one SVG picture, each under its title: a cell per output
+/// tile, green where every element is right, orange where some are wrong, red where all
+/// are, with lines where K's and V's columns begin; tokens down, fused columns across.
+pub fn maps_svg(maps: &[(String, &TileMap)]) -> String {
+    use std::fmt::Write;
+    const WIDTH: u32 = 960;
+    let cell = |m: &TileMap| (WIDTH / m.grid.0.max(1)).clamp(2, 24);
+    let height: u32 = maps
+        .iter()
+        .map(|(_, m)| 40 + m.grid.1 * cell(m))
+        .sum::<u32>()
+        + 30;
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
+         font-family=\"sans-serif\" font-size=\"12\">\n<rect width=\"100%\" height=\"100%\" \
+         fill=\"white\"/>\n",
+        WIDTH + 20
+    );
+    let mut y = 10;
+    for (title, m) in maps {
+        let c = cell(m);
+        let (bad, all) = m.wrong_tiles();
+        let _ = writeln!(
+            svg,
+            "<text x=\"10\" y=\"{}\">{}: wrong elements in {bad} of {all} tiles of {} x {}</text>",
+            y + 14,
+            escape(title),
+            m.tile.0,
+            m.tile.1
+        );
+        y += 24;
+        for r in 0..m.grid.1 {
+            for col in 0..m.grid.0 {
+                let t = (r * m.grid.0 + col) as usize;
+                let fill = match (m.wrong[t], m.size[t]) {
+                    (0, _) => "#4caf50",
+                    (w, n) if w == n => "#d32f2f",
+                    _ => "#ff9800",
+                };
+                let _ = writeln!(
+                    svg,
+                    "<rect x=\"{}\" y=\"{}\" width=\"{c}\" height=\"{c}\" fill=\"{fill}\" \
+                     stroke=\"white\" stroke-width=\"{}\"><title>tile ({col}, {r}): {} of {} \
+                     wrong</title></rect>",
+                    10 + col * c,
+                    y + r * c,
+                    if c > 4 { 1 } else { 0 },
+                    m.wrong[t],
+                    m.size[t]
+                );
+            }
+        }
+        for (start, name) in [(m.k_start, "K"), (m.v_start, "V")] {
+            let x = 10.0 + start as f64 / m.tile.0 as f64 * c as f64;
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{x:.1}\" y1=\"{}\" x2=\"{x:.1}\" y2=\"{}\" stroke=\"black\" \
+                 stroke-width=\"2\"/><text x=\"{:.1}\" y=\"{}\">{name}</text>",
+                y - 2,
+                y + m.grid.1 * c + 2,
+                x + 3.0,
+                y - 4
+            );
+        }
+        y += m.grid.1 * c + 16;
+    }
+    let _ = writeln!(
+        svg,
+        "<text x=\"10\" y=\"{}\">green: every element right; orange: some wrong; red: all \
+         wrong (tokens down, fused Q | K | V columns across)</text>\n</svg>",
+        y + 10
+    );
+    svg
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}

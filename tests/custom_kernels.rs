@@ -281,3 +281,115 @@ fn qkv_try_checks_then_times_a_template_and_reports_a_fault_it_plants() {
     assert_eq!(code, 2);
     assert!(err.contains("skip_row.wgsl:1:"), "{err}");
 }
+
+#[test]
+fn a_kernel_that_never_ends_is_stopped_with_a_clear_error_and_one_that_writes_out_of_bounds_fails()
+{
+    let dir = tempfile::tempdir().unwrap();
+    // A loop without an exit. lavapipe ends any loop after 65535 iterations (its own
+    // watchdog: the results are wrong, and say so); eight loads an iteration make each check
+    // take seconds there, so --timeout 1 stops it first, as it would a GPU's endless kernel.
+    let forever = minimal().replacen(
+        "    var acc = 0.0;",
+        "    var acc = 0.0;\n    loop {\n        for (var j = 0u; j < 8u; j++) {\n            \
+         acc += x[(row * 8u + j) % params.d_model];\n        }\n        q[0] = acc;\n    }",
+        1,
+    );
+    let path = dir.path().join("forever.wgsl");
+    std::fs::write(&path, forever).unwrap();
+    let start = std::time::Instant::now();
+    let (code, _, err) = qkv_try(&[path.to_str().unwrap(), "--timeout", "1"]);
+    assert_eq!(code, 3, "{err}");
+    assert!(
+        err.contains("did not finish within 1 s (--timeout)"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 60, "stopped, not hung");
+
+    // Writes past the end of Q: bounds-checked (a user's kernel always is), they land on
+    // the last element; the check sees it.
+    let oob = minimal().replacen(
+        "q[out_index(row, c, qw, params.q_head_dim)] = acc;",
+        "q[out_index(row, c, qw, params.q_head_dim) + 1000000u] = acc;",
+        1,
+    );
+    let path = dir.path().join("oob.wgsl");
+    std::fs::write(&path, oob).unwrap();
+    let map = dir.path().join("map.svg");
+    let (code, out, err) = qkv_try(&[path.to_str().unwrap(), "--map", map.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("FAIL") && out.contains("Q[0, 0] = NaN"),
+        "{out}"
+    );
+    let svg = std::fs::read_to_string(&map).unwrap();
+    assert!(
+        svg.starts_with("<svg") && svg.contains("oob.wgsl: worked example"),
+        "{svg}"
+    );
+    assert!(svg.contains("#d32f2f"), "red tiles: all wrong");
+}
+
+#[test]
+fn watch_runs_again_when_the_file_changes() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("watched.wgsl");
+    std::fs::write(&path, minimal()).unwrap();
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("qkv"))
+        .args([
+            "try",
+            path.to_str().unwrap(),
+            "--watch",
+            "--against",
+            "none",
+        ])
+        .args(["--tokens", "16", "--repeats", "1"])
+        .env("QKV_CACHE_DIR", dir.path().join("cache"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx.send(l)))
+    });
+    std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|l| drop(tx2.send(l)))
+    });
+    let wait_for = |what: &str| -> Vec<String> {
+        let mut seen = Vec::new();
+        loop {
+            match rx.recv_timeout(std::time::Duration::from_secs(120)) {
+                Ok(l) if l.contains(what) => return seen,
+                Ok(l) => seen.push(l),
+                Err(_) => panic!("no '{what}' in time; saw:\n{}", seen.join("\n")),
+            }
+        }
+    };
+    let first = wait_for("watching");
+    assert!(
+        first
+            .iter()
+            .any(|l| l.contains("minimal") || l.contains("watched.wgsl")),
+        "{first:?}"
+    );
+    // Break it: the bias never added.
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // a new modification time
+    std::fs::write(&path, minimal().replacen("acc += bias[c];", "", 1)).unwrap();
+    wait_for("changed:");
+    let second = wait_for("watching");
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(second.iter().any(|l| l.contains("FAIL")), "{second:?}");
+    assert!(second.iter().any(|l| l.contains("not timed")), "{second:?}");
+}

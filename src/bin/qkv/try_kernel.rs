@@ -8,7 +8,7 @@ use crate::stdout::outln;
 use crate::text::progress;
 use clap::Args;
 use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow};
-use qkv_wgpu::conformance::{cases, run_case_blocking, CaseResult};
+use qkv_wgpu::conformance::{cases, maps_svg, run_case_blocking, CaseResult, TileMap};
 use qkv_wgpu::kernels::CustomKernel;
 use qkv_wgpu::presets::preset;
 use qkv_wgpu::{random_weights, ChunkOptions, ElementType, Error, Kernel, QkvShape};
@@ -48,6 +48,20 @@ pub struct TryArgs {
     /// Seed of the inputs
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    /// Also draw the failing checks' maps of wrong elements by output tile into this SVG
+    /// file (written only when a check fails)
+    #[arg(long, value_name = "FILE.svg")]
+    map: Option<PathBuf>,
+    /// Overwrite the --map file if it exists
+    #[arg(long, requires = "map")]
+    force: bool,
+    /// Check (and time) again each time the file changes, until Ctrl-C
+    #[arg(long)]
+    watch: bool,
+    /// Seconds a check may take before the kernel is taken for one that never ends: qkv
+    /// then stops with exit code 3 (a GPU cannot be made to drop a running dispatch)
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    timeout: u64,
 }
 
 pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
@@ -60,6 +74,75 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
         .file
         .as_ref()
         .expect("clap requires FILE without --template");
+    if let Some(map) = &args.map {
+        qkv_wgpu::io::commit::not_special(map)?;
+        if map.exists() && !args.force {
+            return Err(Error::Input(format!(
+                "--map {} already exists; pass --force to overwrite it",
+                map.display()
+            ))
+            .into());
+        }
+    }
+    let ctx = gpu.context()?;
+    if !args.watch {
+        return try_once(&ctx, path, args);
+    }
+    loop {
+        let before = stamp(path);
+        match try_once(&ctx, path, args) {
+            Ok(()) | Err(Failure::Validation) => {}
+            Err(Failure::Error(e)) => eprintln!("error: {}", crate::args::flags(&e.to_string())),
+        }
+        eprintln!("watching {} for changes (Ctrl-C to stop)", path.display());
+        while stamp(path) == before {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        outln!("\n{} changed:", path.display());
+    }
+}
+
+/// What tells a change of the file: its modification time and length (None while it cannot
+/// be read, as during an editor's save).
+fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.modified().ok()?, m.len()))
+}
+
+/// Stops the process with exit code 3 if a check runs past `timeout` (a kernel that never
+/// ends: the GPU, or a CPU driver, cannot be made to drop it, and waiting would hang); the
+/// returned sender, sent to or dropped, ends the watch.
+fn watchdog(timeout: std::time::Duration, what: String) -> std::sync::mpsc::Sender<()> {
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            eprintln!(
+                "error: {what} did not finish within {} s (--timeout): the kernel may never \
+                 end (a loop without an exit?); stopping",
+                timeout.as_secs()
+            );
+            // At once, without the driver's exit handlers, which may wait for the dispatch
+            // that never ends.
+            #[cfg(unix)]
+            // SAFETY: _exit ends the process; nothing of it runs afterwards.
+            unsafe {
+                libc::_exit(3)
+            };
+            #[cfg(not(unix))]
+            std::process::exit(3);
+        }
+    });
+    tx
+}
+
+/// Reads, checks and (if every check passed) times the kernel at `path`, once.
+fn try_once(
+    ctx: &qkv_wgpu::GpuContext,
+    path: &std::path::Path,
+    args: &TryArgs,
+) -> Result<(), Failure> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("cannot read the kernel {}: {e}", path.display())))?;
     let label = path.file_name().map_or_else(
@@ -67,7 +150,6 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
         |n| n.to_string_lossy().into(),
     );
     let kernel = CustomKernel::parse(&label, &text).map_err(Error::Input)?;
-    let ctx = gpu.context()?;
     let types: Vec<&str> = kernel.elements.iter().map(|e| e.name()).collect();
     outln!(
         "kernel {label}: tile {} x {} (columns x tokens), {} invocations per workgroup, \
@@ -82,21 +164,42 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
         "check: Q, K, V filled with NaN first; every element against the f64 reference of \
          the inputs as the GPU read them"
     );
-    let mut failed = 0;
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let mut failed = Vec::new();
     for case in cases(kernel.tile, &kernel.elements) {
         let spec = kernel.spec(case.element).map_err(Error::Input)?;
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why).into());
         }
-        let result = run_case_blocking(&ctx, &spec, &case, args.seed)?;
+        let watch = watchdog(
+            timeout,
+            format!("the check '{}' in {}", case.name, case.element),
+        );
+        let result = run_case_blocking(ctx, &spec, &case, args.seed);
+        let _ = watch.send(());
+        let result = result?;
         print_case(&result);
-        failed += usize::from(!result.pass);
+        if !result.pass {
+            failed.push(result);
+        }
     }
-    if failed > 0 {
-        outln!("{failed} check(s) failed: not timed");
-        return Err(Failure::Validation);
+    if failed.is_empty() {
+        return time_beside(ctx, &kernel, args);
     }
-    time_beside(&ctx, &kernel, args)
+    outln!("{} check(s) failed: not timed", failed.len());
+    if let Some(map) = &args.map {
+        let maps: Vec<(String, &TileMap)> = failed
+            .iter()
+            .filter_map(|r| {
+                let title = format!("{label}: {} in {}", r.case.name, r.case.element);
+                r.map.as_ref().map(|m| (title, m))
+            })
+            .collect();
+        let svg = maps_svg(&maps);
+        qkv_wgpu::io::commit::write_file(map, svg.as_bytes(), true)?;
+        outln!("map of the wrong elements: {}", map.display());
+    }
+    Err(Failure::Validation)
 }
 
 /// One case's line, and for a failing one where its wrong elements are.
