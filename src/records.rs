@@ -237,3 +237,64 @@ mod tests {
         );
     }
 }
+
+/// The lines `qkv try` and the page print for one check of a user's kernel: a PASS or FAIL
+/// line; for a failure, each of Q, K, V's summary, the first wrong elements and the map of
+/// output tiles ([`crate::conformance`]).
+pub fn case_lines(r: &crate::conformance::CaseResult) -> Vec<String> {
+    let s = &r.case.shape;
+    let mut out = vec![format!(
+        "  {}  {:<4} {:>4} x {:>3} -> {:>3} + 2 x {:>3}  {}",
+        if r.pass { "PASS" } else { "FAIL" },
+        r.case.element.name(),
+        s.tokens,
+        s.d_model,
+        s.q_width,
+        s.kv_width,
+        r.case.name
+    )];
+    if r.pass {
+        return out;
+    }
+    for line in check_lines(&r.report) {
+        let head = line.lines().next().unwrap_or("").trim_start();
+        if ["Q:", "K:", "V:"].iter().any(|p| head.starts_with(p)) {
+            out.push(format!("        {head}"));
+        }
+    }
+    for m in &r.first {
+        out.push(format!(
+            "        {}[{}, {}] = {}, want {:.6} (allowed error {:.3e})",
+            m.part, m.row, m.col, m.got, m.want, m.bound
+        ));
+    }
+    if let Some(map) = &r.map {
+        let (bad, all) = map.wrong_tiles();
+        out.push(format!(
+            "        wrong elements in {bad} of {all} output tiles of {} x {} (tokens down, \
+             fused Q|K|V columns across; '#' all wrong, 'x' some, '.' none):",
+            map.tile.0, map.tile.1
+        ));
+        out.extend(map.render().lines().map(|l| format!("    {l}")));
+    }
+    out
+}
+
+/// The line that introduces a user's kernel: its tile, workgroup, types and W padding.
+pub fn custom_kernel_line(k: &crate::kernels::CustomKernel) -> String {
+    let types: Vec<&str> = k.elements.iter().map(|e| e.name()).collect();
+    format!(
+        "kernel {}: tile {} x {} (columns x tokens), {} invocations per workgroup, reads {}, \
+         W rows padded to {}",
+        k.label,
+        k.tile.0,
+        k.tile.1,
+        k.invocations,
+        types.join(", "),
+        k.w_align
+    )
+}
+
+/// What the checks of a user's kernel hold it to, in a line.
+pub const CASES_LINE: &str = "check: Q, K, V filled with NaN first; every element against the \
+                              f64 reference of the inputs as the GPU read them";

@@ -769,7 +769,43 @@ async function runShape() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Section 4: the adapter
+// Section 4: your own kernel
+
+async function tryKernel() {
+  const verdict = $("kernel-verdict");
+  const result = $("kernel-result");
+  const map = $("kernel-map");
+  const btn = $("kernel-run");
+  if (!gpu) return;
+  const tokens = Number($("kernel-tokens").value);
+  if (!Number.isInteger(tokens) || tokens < 1 || tokens > 0xffffffff) {
+    setStatus(verdict, "error", "ERROR");
+    result.textContent = `Tokens must be a whole number from 1 to 4294967295 (got "${$("kernel-tokens").value}").`;
+    return;
+  }
+  btn.disabled = true;
+  setStatus(verdict, "running", "running…");
+  result.textContent = "";
+  map.replaceChildren();
+  try {
+    const r = plain(await withGpu(() => gpu.try_kernel($("kernel-source").value, tokens)));
+    // The library's report, as `qkv try` prints it (one formatter, in Rust).
+    result.textContent = Array.isArray(r?.lines) ? r.lines.join("\n") : JSON.stringify(r, null, 2);
+    setStatus(verdict, "done", r.pass ? "PASS" : "FAIL");
+    if (r.map_svg) {
+      // The library's own SVG (its titles are the checks' fixed names).
+      map.innerHTML = r.map_svg;
+    }
+  } catch (e) {
+    result.textContent = `error: ${errorMessage(e)}`;
+    setStatus(verdict, "error", "ERROR");
+  } finally {
+    btn.disabled = false;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Section 5: the adapter
 
 function renderAdapter(a) {
   const box = $("adapter");
@@ -888,6 +924,8 @@ function noGpu(message) {
   gpuError = message;
   $("run").disabled = true;
   $("run").title = message;
+  $("kernel-run").disabled = true;
+  $("kernel-run").title = message;
   setStatus($("run-verdict"), "idle", "not available");
   $("run-result").textContent = message;
   const box = $("adapter");
@@ -907,6 +945,16 @@ async function start() {
       $("run-result").textContent = `error: ${errorMessage(e)}`;
       $("run").disabled = false;
     });
+  });
+  $("kernel-run").addEventListener("click", () => {
+    tryKernel().catch((e) => {
+      setStatus($("kernel-verdict"), "error", "ERROR");
+      $("kernel-result").textContent = `error: ${errorMessage(e)}`;
+      $("kernel-run").disabled = false;
+    });
+  });
+  $("kernel-reset").addEventListener("click", () => {
+    if (qkv) $("kernel-source").value = qkv.kernel_example();
   });
   inputsChanged(["example", "qkv"]);
 
@@ -940,6 +988,7 @@ async function start() {
     console.warn("shapes() failed", e);
   }
   fillShapes();
+  if (!$("kernel-source").value) $("kernel-source").value = qkv.kernel_example();
 
   // 2. The GPU.
   try {
@@ -966,6 +1015,7 @@ async function start() {
     w.hidden = false;
   }
   $("run").disabled = false;
+  $("kernel-run").disabled = false;
   resolveReady();
 }
 

@@ -273,6 +273,52 @@ fn module(label: &str, wgsl: &str) -> Result<(naga::Module, naga::valid::ModuleI
     Ok((module, info))
 }
 
+/// The module with its overrides at their defaults (naga's override processing, which
+/// comes with its native back ends).
+#[cfg(feature = "native")]
+fn resolved(
+    module: &naga::Module,
+    info: &naga::valid::ModuleInfo,
+    problems: &mut Vec<String>,
+) -> Option<naga::Module> {
+    let constants: naga::back::PipelineConstants =
+        [("HAS_BIAS", 0.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+    let stage = Some((naga::ShaderStage::Compute, "main"));
+    match naga::back::pipeline_constants::process_overrides(module, info, stage, &constants) {
+        Ok((m, _)) => Some(m.into_owned()),
+        Err(e) => {
+            problems.push(format!("its overrides do not resolve: {e}"));
+            None
+        }
+    }
+}
+
+/// In the browser's build naga has no override processing: the tile must be `const` and the
+/// workgroup size literal (what the page's editor says when they are not).
+#[cfg(not(feature = "native"))]
+fn resolved(
+    module: &naga::Module,
+    _info: &naga::valid::ModuleInfo,
+    problems: &mut Vec<String>,
+) -> Option<naga::Module> {
+    let sized_by_overrides = module
+        .entry_points
+        .iter()
+        .any(|e| e.name == "main" && e.workgroup_size_overrides.is_some());
+    if sized_by_overrides {
+        problems.push(
+            "in the page, `@workgroup_size` must be literal numbers (the CLI also takes \
+             overrides)"
+                .to_string(),
+        );
+        return None;
+    }
+    Some(module.clone())
+}
+
 /// The workgroup's invocations and the tile, from the module with every override at its
 /// default and the host's three at false / false / f32 (a tile or workgroup may be derived
 /// from overrides of the kernel's own, as the built-in kernels' are).
@@ -281,28 +327,18 @@ fn tile_and_workgroup(
     info: &naga::valid::ModuleInfo,
     problems: &mut Vec<String>,
 ) -> (u32, (u32, u32)) {
-    let constants: naga::back::PipelineConstants =
-        [("HAS_BIAS", 0.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-    let stage = Some((naga::ShaderStage::Compute, "main"));
-    let module =
-        match naga::back::pipeline_constants::process_overrides(module, info, stage, &constants) {
-            Ok((m, _)) => m,
-            Err(e) => {
-                problems.push(format!("its overrides do not resolve: {e}"));
-                return (0, (1, 1));
-            }
-        };
+    let module = resolved(module, info, problems);
+    let Some(module) = module.as_ref() else {
+        return (0, (1, 1));
+    };
     let invocations = module
         .entry_points
         .iter()
         .find(|e| e.name == "main")
         .map_or(0, |e| e.workgroup_size.iter().product());
     let tile = match (
-        const_u32(&module, "TILE_COLS"),
-        const_u32(&module, "TILE_ROWS"),
+        const_u32(module, "TILE_COLS"),
+        const_u32(module, "TILE_ROWS"),
     ) {
         (Some(c), Some(r)) if c > 0 && r > 0 => (c, r),
         _ => {

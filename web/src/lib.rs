@@ -16,6 +16,8 @@
 //!   reference, time the kernel.
 #![cfg(target_arch = "wasm32")]
 
+mod try_kernel;
+
 use js_sys::{Function, Promise, Reflect};
 use qkv_wgpu::error::name_settings;
 use qkv_wgpu::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
@@ -33,11 +35,11 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 /// A library error as a JavaScript `Error` with the library's message.
-fn js_err(e: impl std::fmt::Display) -> JsValue {
+pub(crate) fn js_err(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
-fn to_js(v: &impl Serialize) -> Result<JsValue, JsValue> {
+pub(crate) fn to_js(v: &impl Serialize) -> Result<JsValue, JsValue> {
     v.serialize(&serde_wasm_bindgen::Serializer::json_compatible())
         .map_err(js_err)
 }
@@ -321,7 +323,7 @@ impl Gpu {
 }
 
 /// A size from JavaScript: a whole number from 1 to u32::MAX, or a clear error.
-fn whole(name: &str, v: f64) -> Result<u32, JsValue> {
+pub(crate) fn whole(name: &str, v: f64) -> Result<u32, JsValue> {
     if v.fract() == 0.0 && (1.0..=u32::MAX as f64).contains(&v) {
         Ok(v as u32)
     } else {
@@ -416,7 +418,7 @@ struct RunResult {
 }
 
 /// Lets the page paint (a progress line) before the next stretch of host work.
-async fn pause() {
+pub(crate) async fn pause() {
     let promise = Promise::new(&mut |resolve, _| {
         let set_timeout = Reflect::get(&js_sys::global(), &"setTimeout".into())
             .ok()

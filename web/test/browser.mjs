@@ -319,6 +319,39 @@ try {
       }
     });
 
+    // The kernel editor: the example kernel passes every check and is timed; a planted fault
+    // (its bias never added) fails the checks with a bias, shows the wrong elements and the
+    // tile map, and is not timed.
+    await check('kernel editor: the example kernel passes and is timed', async () => {
+      const src = await page.locator('#kernel-source').first().inputValue({ timeout: 5000 });
+      if (!src.includes('TILE_COLS')) fail(`#kernel-source does not hold the example: ${src.slice(0, 120)}`);
+      await setInput(page, '#kernel-tokens', 16);
+      await page.locator('#kernel-run').first().click({ timeout: 30000 });
+      const verdict = (await waitState(page, '#kernel-verdict', ['done'], runTimeoutMs)).text.trim();
+      const t = collapse(await page.locator('#kernel-result').first().textContent());
+      if (verdict !== 'PASS') fail(`#kernel-verdict is "${verdict}": ${t.slice(0, 400)}`);
+      const passes = (t.match(/PASS f32/g) || []).length;
+      if (passes !== 6) fail(`${passes} checks passed, not 6: ${t.slice(0, 400)}`);
+      const timed = t.match(/timed on gpt2 x 16 tokens in f32: kernel [\d.]+ ms \([^)]*\), [\d.]+ GFLOP\/s/);
+      if (!timed) fail(`no timing line: ${t.slice(-300)}`);
+      return timed[0];
+    });
+    await check('kernel editor: a planted fault (no bias) is shown, with its tile map', async () => {
+      const src = await page.locator('#kernel-source').first().inputValue({ timeout: 5000 });
+      await page.locator('#kernel-source').first().fill(src.replace('acc += bias[c];', ''), { timeout: 5000 });
+      await page.locator('#kernel-run').first().click({ timeout: 30000 });
+      const verdict = (await waitState(page, '#kernel-verdict', ['done'], runTimeoutMs)).text.trim();
+      const t = collapse(await page.locator('#kernel-result').first().textContent());
+      if (verdict !== 'FAIL') fail(`#kernel-verdict is "${verdict}", not "FAIL": ${t.slice(0, 300)}`);
+      if (!t.includes('FAIL f32 1 x 3 -> 8 + 2 x 8 one token, with bias')) fail(`the bias case did not fail: ${t.slice(0, 300)}`);
+      if (!t.includes('PASS f32 35 x 37 -> 48 + 2 x 48 35 tokens (2 tiles + 3), no bias')) fail(`the no-bias case did not pass: ${t.slice(0, 600)}`);
+      if (!t.includes('not timed')) fail('a failing kernel was timed');
+      const rects = await page.evaluate(() => document.querySelectorAll('#kernel-map svg rect').length);
+      if (rects < 10) fail(`#kernel-map has ${rects} rects: no tile map`);
+      await page.locator('#kernel-reset').first().click({ timeout: 5000 });
+      return `FAIL shown, ${rects} tile cells in the map`;
+    });
+
     // A batch past what the page can hold is refused by name, and the page stays usable.
     // (After the screenshot, which shows the PASS.)
     await check('llama3-8b, 10,000,000 tokens: refused with a message, not a crash', async () => {

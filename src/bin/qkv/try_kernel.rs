@@ -8,7 +8,7 @@ use crate::stdout::outln;
 use crate::text::progress;
 use clap::Args;
 use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow};
-use qkv_wgpu::conformance::{cases, maps_svg, run_case_blocking, CaseResult, TileMap};
+use qkv_wgpu::conformance::{cases, maps_svg, run_case_blocking, TileMap};
 use qkv_wgpu::kernels::CustomKernel;
 use qkv_wgpu::presets::preset;
 use qkv_wgpu::{random_weights, ChunkOptions, ElementType, Error, Kernel, QkvShape};
@@ -150,20 +150,8 @@ fn try_once(
         |n| n.to_string_lossy().into(),
     );
     let kernel = CustomKernel::parse(&label, &text).map_err(Error::Input)?;
-    let types: Vec<&str> = kernel.elements.iter().map(|e| e.name()).collect();
-    outln!(
-        "kernel {label}: tile {} x {} (columns x tokens), {} invocations per workgroup, \
-         reads {}, W rows padded to {}",
-        kernel.tile.0,
-        kernel.tile.1,
-        kernel.invocations,
-        types.join(", "),
-        kernel.w_align
-    );
-    outln!(
-        "check: Q, K, V filled with NaN first; every element against the f64 reference of \
-         the inputs as the GPU read them"
-    );
+    outln!("{}", qkv_wgpu::records::custom_kernel_line(&kernel));
+    outln!("{}", qkv_wgpu::records::CASES_LINE);
     let timeout = std::time::Duration::from_secs(args.timeout);
     let mut failed = Vec::new();
     for case in cases(kernel.tile, &kernel.elements) {
@@ -178,7 +166,9 @@ fn try_once(
         let result = run_case_blocking(ctx, &spec, &case, args.seed);
         let _ = watch.send(());
         let result = result?;
-        print_case(&result);
+        for line in qkv_wgpu::records::case_lines(&result) {
+            outln!("{line}");
+        }
         if !result.pass {
             failed.push(result);
         }
@@ -200,54 +190,6 @@ fn try_once(
         outln!("map of the wrong elements: {}", map.display());
     }
     Err(Failure::Validation)
-}
-
-/// One case's line, and for a failing one where its wrong elements are.
-fn print_case(r: &CaseResult) {
-    let s = &r.case.shape;
-    outln!(
-        "  {}  {:<4} {:>4} x {:>3} -> {:>3} + 2 x {:>3}  {}",
-        if r.pass { "PASS" } else { "FAIL" },
-        r.case.element.name(),
-        s.tokens,
-        s.d_model,
-        s.q_width,
-        s.kv_width,
-        r.case.name
-    );
-    if r.pass {
-        return;
-    }
-    // Each of Q, K, V's summary (the mismatches follow, with the tile map).
-    for line in qkv_wgpu::records::check_lines(&r.report) {
-        let head = line.lines().next().unwrap_or("").trim_start();
-        if ["Q:", "K:", "V:"].iter().any(|p| head.starts_with(p)) {
-            outln!("        {head}");
-        }
-    }
-    for m in &r.first {
-        outln!(
-            "        {}[{}, {}] = {}, want {:.6} (allowed error {:.3e})",
-            m.part,
-            m.row,
-            m.col,
-            m.got,
-            m.want,
-            m.bound
-        );
-    }
-    if let Some(map) = &r.map {
-        let (bad, all) = map.wrong_tiles();
-        outln!(
-            "        wrong elements in {bad} of {all} output tiles of {} x {} (tokens down, \
-             fused Q|K|V columns across; '#' all wrong, 'x' some, '.' none):",
-            map.tile.0,
-            map.tile.1
-        );
-        for line in map.render().lines() {
-            outln!("    {line}");
-        }
-    }
 }
 
 /// `--against`: `none`, or a comma-separated list of `auto` and configurations (commas
