@@ -213,31 +213,6 @@ impl PlanRecord {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_plan_says_its_chunks_blocks_and_streaming() {
-        let mut p = PlanRecord {
-            chunks: 4,
-            chunk_tokens: 30,
-            chunk_reason: "asked".into(),
-            col_blocks: 1,
-            streamed: true,
-        };
-        assert_eq!(
-            p.line(),
-            "4 of up to 30 tokens (asked); streamed: stages overlap"
-        );
-        (p.col_blocks, p.streamed) = (2, false);
-        assert_eq!(
-            p.line(),
-            "4 of up to 30 tokens (asked), W in 2 column blocks; one after another"
-        );
-    }
-}
-
 /// The lines `qkv try` and the page print for one check of a user's kernel: a PASS or FAIL
 /// line; for a failure, each of Q, K, V's summary, the first wrong elements and the map of
 /// output tiles ([`crate::conformance`]).
@@ -285,16 +260,46 @@ pub fn custom_kernel_line(k: &crate::kernels::CustomKernel) -> String {
     let types: Vec<&str> = k.elements.iter().map(|e| e.name()).collect();
     format!(
         "kernel {}: tile {} x {} (columns x tokens), {} invocations per workgroup, reads {}, \
-         W rows padded to {}",
+         W rows padded to {}{}",
         k.label,
         k.tile.0,
         k.tile.1,
         k.invocations,
         types.join(", "),
-        k.w_align
+        k.w_align,
+        if k.binding == crate::binding::BindingKind::Textured {
+            ", X and W as textures"
+        } else {
+            ""
+        }
     )
 }
 
 /// What the checks of a user's kernel hold it to, in a line.
 pub const CASES_LINE: &str = "check: Q, K, V filled with NaN first; every element against the \
                               f64 reference of the inputs as the GPU read them";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_plan_says_its_chunks_blocks_and_streaming() {
+        let mut p = PlanRecord {
+            chunks: 4,
+            chunk_tokens: 30,
+            chunk_reason: "asked".into(),
+            col_blocks: 1,
+            streamed: true,
+        };
+        assert_eq!(
+            p.line(),
+            "4 of up to 30 tokens (asked); streamed: stages overlap"
+        );
+        (p.col_blocks, p.streamed) = (2, false);
+        assert_eq!(
+            p.line(),
+            "4 of up to 30 tokens (asked), W in 2 column blocks; one after another"
+        );
+    }
+}

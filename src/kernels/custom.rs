@@ -52,6 +52,8 @@ pub struct CustomKernel {
     pub native_f16: bool,
     /// It reads subgroup builtins.
     pub subgroups: bool,
+    /// How X and W are bound (`// qkv: binding textured`: as uint textures).
+    pub binding: BindingKind,
 }
 
 /// The expected binding `b` of group 0, in words.
@@ -71,10 +73,11 @@ fn expected(b: u32) -> &'static str {
     }
 }
 
-/// The header directives: (elements, w_align).
-fn directives(wgsl: &str) -> Result<(Vec<ElementType>, u32), String> {
+/// The header directives: (elements, w_align, binding).
+fn directives(wgsl: &str) -> Result<(Vec<ElementType>, u32, BindingKind), String> {
     let mut elements = vec![ElementType::F32];
     let mut w_align = 1;
+    let mut binding = BindingKind::Storage;
     for (i, line) in wgsl.lines().enumerate() {
         let Some(d) = line.trim().strip_prefix("// qkv:") else {
             continue;
@@ -97,13 +100,24 @@ fn directives(wgsl: &str) -> Result<(Vec<ElementType>, u32), String> {
                 .ok()
                 .filter(|n: &u32| (1..=64).contains(n))
                 .ok_or_else(|| format!("{at}: w_align takes a number of columns, 1 to 64"))?;
+        } else if let Some(kind) = d.strip_prefix("binding") {
+            binding = match kind.trim() {
+                "storage" => BindingKind::Storage,
+                "textured" => BindingKind::Textured,
+                _ => {
+                    return Err(format!(
+                        "{at}: binding is `storage` (the default) or `textured`"
+                    ))
+                }
+            };
         } else {
             return Err(format!(
-                "{at}: unknown directive (known: `elements f32, f16, bf16`, `w_align N`)"
+                "{at}: unknown directive (known: `elements f32, f16, bf16`, `w_align N`, \
+                 `binding storage|textured`)"
             ));
         }
     }
-    Ok((elements, w_align))
+    Ok((elements, w_align, binding))
 }
 
 /// The scalar of `ty` (an array's element, through atomics), if it is a run-time sized array.
@@ -126,7 +140,7 @@ fn array_scalar(module: &naga::Module, ty: naga::Handle<naga::Type>) -> Option<&
 fn check_binding(
     module: &naga::Module,
     var: &naga::GlobalVariable,
-    halves: bool,
+    (halves, textured): (bool, bool),
     problems: &mut Vec<String>,
 ) {
     let Some(rb) = &var.binding else { return };
@@ -168,6 +182,26 @@ fn check_binding(
                     PARAMS_FIELDS.len(),
                     PARAMS_FIELDS.join(", ")
                 ),
+            );
+        }
+        return;
+    }
+    if textured && (b == 1 || b == 2) {
+        let uint_2d = matches!(
+            module.types[var.ty].inner,
+            TypeInner::Image {
+                dim: naga::ImageDimension::D2,
+                arrayed: false,
+                class: naga::ImageClass::Sampled {
+                    kind: naga::ScalarKind::Uint,
+                    multi: false
+                },
+            }
+        );
+        if !uint_2d {
+            wrong(
+                problems,
+                "not a texture_2d<u32> (`// qkv: binding textured`)",
             );
         }
         return;
@@ -357,25 +391,31 @@ fn tile_and_workgroup(
 
 impl CustomKernel {
     /// A starting kernel: the source of the built-in `kernel` with the contract's header
-    /// lines (its storage types, its W padding); an error for a variant that binds its
-    /// operands otherwise than the contract (textures, a reduce pass, a transposed W).
+    /// lines (its storage types, its W padding, textures); an error for a variant outside
+    /// the contract (a reduce pass, a transposed W).
     pub fn template(kernel: Kernel) -> Result<String, String> {
-        let spec = KernelSpec::from(kernel);
-        let fits = spec.binding == BindingKind::Storage
-            && spec.reduce.is_none()
-            && spec.operands == OperandLayout::RowMajor;
+        let def = kernel.def();
+        let fits = def.binding() != BindingKind::SplitK
+            && def.reduce().is_none()
+            && def.operands() == OperandLayout::RowMajor;
         if !fits {
             return Err(format!(
-                "{kernel} binds its operands otherwise than the contract (textures, a reduce \
-                 pass or a transposed W); templates: naive, tiled, regtile, direct, subgroup, \
-                 blocktile"
+                "{kernel} is outside the contract (a reduce pass, or W transposed for \
+                 cooperative matrices); templates: naive, tiled, regtile, direct, subgroup, \
+                 texture, subgroup-texture, blocktile"
             ));
         }
         let elements: Vec<&str> = kernel.elements().iter().map(|e| e.name()).collect();
+        let spec = KernelSpec::from(kernel);
+        let binding = if spec.binding == BindingKind::Textured {
+            "// qkv: binding textured\n"
+        } else {
+            ""
+        };
         Ok(format!(
             "// A projection kernel for `qkv try` (the contract: docs/KERNELS.md), started \
              from the\n// built-in `{kernel}` variant. Edit it, then:\n//     qkv try \
-             this.wgsl --against auto\n//\n// qkv: elements {}\n// qkv: w_align {}\n\n{}",
+             this.wgsl --against auto\n//\n// qkv: elements {}\n// qkv: w_align {}\n{binding}\n{}",
             elements.join(", "),
             spec.w_align,
             spec.source.wgsl
@@ -387,7 +427,8 @@ impl CustomKernel {
     /// the process (pipelines borrow their source).
     pub fn parse(label: &str, wgsl: &str) -> Result<Self, String> {
         let (module, info) = module(label, wgsl)?;
-        let (elements, w_align) = directives(wgsl)?;
+        let (elements, w_align, binding) = directives(wgsl)?;
+        let textured = binding == BindingKind::Textured;
         let halves = elements.iter().any(|e| e.is_half());
         let mut problems = Vec::new();
         let has_main = module
@@ -411,7 +452,7 @@ impl CustomKernel {
         }
         let native_f16 = check_overrides(&module, &mut problems);
         for (_, var) in module.global_variables.iter() {
-            check_binding(&module, var, halves, &mut problems);
+            check_binding(&module, var, (halves, textured), &mut problems);
         }
         let (invocations, tile) = if problems.is_empty() {
             tile_and_workgroup(&module, &info, &mut problems)
@@ -441,6 +482,7 @@ impl CustomKernel {
             w_align,
             native_f16,
             subgroups: wgsl.contains("@builtin(subgroup_"),
+            binding,
         })
     }
 
@@ -466,9 +508,11 @@ impl CustomKernel {
         spec.w_align = self.w_align;
         spec.element = element;
         spec.bounds_proven = false;
+        spec.binding = self.binding;
         spec.requires = Requirements {
             min_subgroup_size: self.subgroups.then_some(1),
             naga_wgsl: self.subgroups,
+            storage_buffers: self.binding.storage_buffers(),
             ..spec.requires
         };
         spec.custom = Some(CustomInfo {

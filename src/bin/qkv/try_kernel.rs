@@ -24,7 +24,7 @@ pub struct TryArgs {
     #[arg(required_unless_present = "template")]
     file: Option<PathBuf>,
     /// Write a starting kernel to standard output instead: the source of a built-in variant
-    /// (naive, tiled, regtile, direct, subgroup or blocktile) with the contract's header
+    /// (any but splitk and coopmat; naive by default) with the contract's header
     #[arg(long, value_name = "VARIANT", num_args = 0..=1, default_missing_value = "naive",
           conflicts_with = "file")]
     template: Option<String>,
