@@ -15,23 +15,9 @@ use super::registry::Kernel;
 use super::requirements::Requirements;
 use super::shaders::ShaderSource;
 use super::spec::{CustomInfo, ElementType, KernelSpec, OperandLayout};
-use crate::binding::BindingKind;
+use crate::binding::{BindingKind, Params};
 use naga::{AddressSpace, StorageAccess, TypeInner};
 use std::hash::{Hash, Hasher};
-
-/// The fields of the `Params` uniform, in order, each a `u32`.
-pub const PARAMS_FIELDS: [&str; 10] = [
-    "tokens",
-    "d_model",
-    "q_width",
-    "kv_width",
-    "seq_len",
-    "q_head_dim",
-    "kv_head_dim",
-    "w_stride",
-    "col0",
-    "n_cols",
-];
 
 /// A user's kernel that meets the contract.
 #[derive(Debug, Clone)]
@@ -173,14 +159,14 @@ fn check_binding(
         let all_u32 = members
             .iter()
             .all(|m| module.types[m.ty].inner == TypeInner::Scalar(naga::Scalar::U32));
-        if names != PARAMS_FIELDS || !all_u32 {
+        if names != Params::MEMBERS || !all_u32 {
             wrong(
                 problems,
                 &format!(
                     "its fields are [{}]; Params is {} u32 fields: {}",
                     names.join(", "),
-                    PARAMS_FIELDS.len(),
-                    PARAMS_FIELDS.join(", ")
+                    Params::MEMBERS.len(),
+                    Params::MEMBERS.join(", ")
                 ),
             );
         }

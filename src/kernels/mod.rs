@@ -36,7 +36,7 @@ mod variant;
 pub mod variants;
 
 pub use config::{CoopBlock, KernelConfig, Param, Slot};
-pub use custom::{CustomKernel, PARAMS_FIELDS};
+pub use custom::CustomKernel;
 pub use registry::{Kernel, Variant};
 pub use requirements::Requirements;
 pub use shaders::{
