@@ -156,19 +156,12 @@ fn worked_weights() -> FusedWeights {
     FusedWeights::fuse(2, p, p, p).expect("the worked example fuses")
 }
 
-/// A head-layout output [batch, heads, seq, dim] back in token order [tokens, width].
-fn to_tokens(data: &[f32], h: &HeadSplit, tokens: u32, width: u32, heads: u32) -> Vec<f32> {
-    let (seq, dim) = (h.seq_len as usize, (width / heads) as usize);
-    let (tokens, width, heads) = (tokens as usize, width as usize, heads as usize);
+/// An output in `layout` back in token order [tokens, width].
+fn to_tokens(data: &[f32], layout: OutputLayout, width: u32, heads: u32) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
-    for b in 0..tokens / seq {
-        for head in 0..heads {
-            for s in 0..seq {
-                let from = ((b * heads + head) * seq + s) * dim;
-                let to = (b * seq + s) * width + head * dim;
-                out[to..to + dim].copy_from_slice(&data[from..from + dim]);
-            }
-        }
+    for (i, &v) in data.iter().enumerate() {
+        let (row, col) = layout.token_position(i, width, heads);
+        out[row * width as usize + col] = v;
     }
     out
 }
@@ -199,9 +192,9 @@ pub async fn run_case(
     let out = projector.run_async(&x).await?;
     let (mut q, mut k, mut v) = (out.q, out.k, out.v);
     if let Some(h) = &case.heads {
-        q = to_tokens(&q, h, s.tokens, s.q_width, h.heads);
-        k = to_tokens(&k, h, s.tokens, s.kv_width, h.kv_heads);
-        v = to_tokens(&v, h, s.tokens, s.kv_width, h.kv_heads);
+        q = to_tokens(&q, layout, s.q_width, h.heads);
+        k = to_tokens(&k, layout, s.kv_width, h.kv_heads);
+        v = to_tokens(&v, layout, s.kv_width, h.kv_heads);
     }
     let (element, input) = (spec.element, spec.input_element());
     let x_read = ElementVec::from_f32(input, &ElementVec::from_f32(element, &x).as_ref().to_f32());

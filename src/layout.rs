@@ -149,6 +149,24 @@ impl OutputLayout {
         }
     }
 
+    /// The (token row, column) of element `i` of an output `width` columns wide laid out
+    /// this way (`heads` of `width / heads` for a head layout): the inverse of
+    /// [`arrange`](Self::arrange), element by element.
+    pub fn token_position(&self, i: usize, width: u32, heads: u32) -> (usize, usize) {
+        let width = width as usize;
+        match self {
+            OutputLayout::Tokens => (i / width.max(1), i % width.max(1)),
+            OutputLayout::Heads(h) => {
+                let (seq, heads) = (h.seq_len as usize, heads as usize);
+                let dim = width / heads.max(1);
+                // [sequences, heads, seq, head_dim].
+                let (d, s) = (i % dim, i / dim % seq);
+                let (head, b) = (i / dim / seq % heads, i / dim / seq / heads);
+                (b * seq + s, head * dim + d)
+            }
+        }
+    }
+
     /// Rearranges a token-major [tokens, width] matrix split into `heads` heads into this
     /// layout (a copy for `Tokens`).
     pub fn arrange<T: Copy>(&self, data: &[T], tokens: u32, width: u32, heads: u32) -> Vec<T> {

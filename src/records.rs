@@ -231,11 +231,13 @@ pub fn case_lines(r: &crate::conformance::CaseResult) -> Vec<String> {
     if r.pass {
         return out;
     }
-    for line in check_lines(&r.report) {
-        let head = line.lines().next().unwrap_or("").trim_start();
-        if ["Q:", "K:", "V:"].iter().any(|p| head.starts_with(p)) {
-            out.push(format!("        {head}"));
-        }
+    // Each of Q, K, V's summary line (its mismatches follow, per part, below).
+    for part in r.report.parts() {
+        let text = part.to_string();
+        out.push(format!(
+            "        {}",
+            text.lines().next().unwrap_or("").trim_start()
+        ));
     }
     for m in &r.first {
         out.push(format!(

@@ -274,6 +274,18 @@ pub fn random_inputs(shape: &QkvShape, seed: u64) -> (Vec<f32>, FusedWeights) {
     (x, random_weights(shape, seed))
 }
 
+/// Row-major [rows, cols] to row-major [cols, rows] (PyTorch's Linear [out, in] to this
+/// crate's in-out [in, out]).
+pub fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
+    let mut out = vec![T::default(); data.len()];
+    for r in 0..rows {
+        for c in 0..cols {
+            out[c * rows + r] = data[r * cols + c];
+        }
+    }
+    out
+}
+
 /// The seeded fused weights (and bias) of [`random_inputs`].
 pub fn random_weights(shape: &QkvShape, seed: u64) -> FusedWeights {
     let mut rng = rand::rngs::StdRng::seed_from_u64(!seed);
@@ -368,6 +380,14 @@ fn x_rows<T: Copy>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transpose_swaps_axes() {
+        assert_eq!(
+            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
+            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
+        );
+    }
 
     #[test]
     fn x_rows_generate_the_same_in_any_chunking() {

@@ -3,10 +3,11 @@
 //! host converts, checks or tunes, so other Python threads run.
 //!
 //! `lib.rs` holds the module, errors, adapters and contexts; `arrays.rs` the arrays in and
-//! out; `projector.rs` the `Projector` class; `bench.rs` the `bench` function.
+//! out; `projector.rs` the `Projector` class; `bench.rs` the `bench` function; `dicts.rs` measurements as dicts.
 
 mod arrays;
 mod bench;
+mod dicts;
 mod projector;
 
 use pyo3::create_exception;

@@ -4,6 +4,7 @@
 //! output arrays, with the GIL released; between chunks it looks for Ctrl-C.
 
 use crate::arrays::{take_chunk, Input, OutType, Outputs};
+use crate::dicts::{check_dict, time_dict};
 use crate::{context, filter, py_err, summary_dict};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -11,7 +12,6 @@ use pyo3::types::PyDict;
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
 use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
 use qkv_wgpu::projector::ChunkOutput;
-use qkv_wgpu::records::CheckRecord;
 use qkv_wgpu::{
     ChunkOptions, ElementType, Elements, ElementsMut, Error, FusedWeights, GpuContext, HeadSplit,
     KernelConfig, KernelSpec, OutputLayout, Projection, QkvShape,
@@ -130,13 +130,11 @@ fn in_out(w: &Bound<'_, PyAny>, out_in: bool, name: &str) -> PyResult<(Vec<f32>,
     if !out_in {
         return Ok((data, cols as u32, rows));
     }
-    let mut t = vec![0.0; data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = data[r * cols + c];
-        }
-    }
-    Ok((t, rows as u32, cols))
+    Ok((
+        qkv_wgpu::weights::transpose(&data, rows, cols),
+        rows as u32,
+        cols,
+    ))
 }
 
 fn bias(b: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<f32>>> {
@@ -470,41 +468,6 @@ impl Projector {
     }
 }
 
-/// The measurement's times as one row.
-fn time_dict<'py>(
-    py: Python<'py>,
-    m: &Measurement,
-    kernel: &str,
-    weights: &FusedWeights,
-    tokens: usize,
-    element: ElementType,
-) -> PyResult<Bound<'py, PyDict>> {
-    let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
-    let (med, min, max) = m
-        .kernel
-        .as_ref()
-        .map_or((f64::NAN, f64::NAN, f64::NAN), |k| {
-            let (a, b, c) = k.spread();
-            (ms(a), ms(b), ms(c))
-        });
-    let shape = weights.shape(tokens as u32).map_err(py_err)?;
-    let e2e = m.median_ms(|t| t.wall);
-    let d = PyDict::new(py);
-    d.set_item("kernel", kernel)?;
-    d.set_item("tokens", tokens)?;
-    d.set_item("dtype", element.name())?;
-    d.set_item("pass", m.pass())?;
-    d.set_item("kernel_ms", med)?;
-    d.set_item("kernel_ms_min", min)?;
-    d.set_item("kernel_ms_max", max)?;
-    d.set_item("timer", m.kernel.as_ref().map(|k| format!("{:?}", k.timer)))?;
-    d.set_item("end_to_end_ms", e2e)?;
-    d.set_item("tokens_per_s", tokens as f64 / (e2e / 1e3))?;
-    d.set_item("gflops", shape.gflops(med / 1e3))?;
-    d.set_item("max_abs_err", m.report.max_abs_err())?;
-    Ok(d)
-}
-
 /// An error where `cancel` is set: the run stops before these rows.
 fn interrupted(cancel: &AtomicBool, rows: &Range<u32>, tokens: u32) -> Result<(), Error> {
     if cancel.load(Ordering::Relaxed) {
@@ -688,26 +651,4 @@ impl Projector {
         }
         result.map_err(py_err)
     }
-}
-
-fn check_dict<'py>(py: Python<'py>, m: &Measurement, kernel: &str) -> PyResult<Bound<'py, PyDict>> {
-    let c = CheckRecord::of(m);
-    let d = PyDict::new(py);
-    d.set_item("kernel", kernel)?;
-    d.set_item("pass", c.pass)?;
-    d.set_item("max_abs_err", c.max_abs_err)?;
-    d.set_item("max_rel_err", c.max_rel_err)?;
-    d.set_item("rel_l2_err", c.rel_l2_err)?;
-    d.set_item("precision_max_abs_err", c.precision_max_abs_err)?;
-    d.set_item("precision_max_rel_err", c.precision_max_rel_err)?;
-    d.set_item("precision_rel_l2_err", c.precision_rel_l2_err)?;
-    d.set_item("atol", c.atol)?;
-    d.set_item("rtol", c.rtol)?;
-    d.set_item("ttol", c.ttol)?;
-    d.set_item("checked_rows", m.checked_rows)?;
-    d.set_item(
-        "report",
-        qkv_wgpu::records::check_lines(&m.report).join("\n"),
-    )?;
-    Ok(d)
 }

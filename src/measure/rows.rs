@@ -89,23 +89,6 @@ pub struct KeptRows {
     non_finite: [(usize, Option<(usize, usize)>); 3],
 }
 
-/// The (token row within the chunk, column) of element `i` of an output `width` columns
-/// wide laid out as `layout` (`heads` of `head_dim` for a head layout).
-fn position(i: usize, width: u32, layout: OutputLayout, heads: u32) -> (usize, usize) {
-    let width = width as usize;
-    match layout {
-        OutputLayout::Tokens => (i / width.max(1), i % width.max(1)),
-        OutputLayout::Heads(h) => {
-            let (seq, heads) = (h.seq_len as usize, heads as usize);
-            let dim = width / heads.max(1);
-            // [sequences, heads, seq, head_dim].
-            let (d, s) = (i % dim, i / dim % seq);
-            let (head, b) = (i / dim / seq % heads, i / dim / seq / heads);
-            (b * seq + s, head * dim + d)
-        }
-    }
-}
-
 impl KeptRows {
     /// Copies the rows `check` picks from one chunk whose Q, K, V are in `layout`; they are
     /// kept token-major, as the reference computes them.
@@ -139,7 +122,7 @@ impl KeptRows {
             seen.0 += count;
             if seen.1.is_none() {
                 seen.1 = first.map(|i| {
-                    let (r, col) = position(i, width, layout, heads);
+                    let (r, col) = layout.token_position(i, width, heads);
                     (c.rows.start as usize + r, col)
                 });
             }

@@ -5,7 +5,7 @@
 use super::{Tensor, WeightLayout, WeightRequest};
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::weights::{FusedWeights, Projection, WeightData};
+use crate::weights::{transpose, FusedWeights, Projection, WeightData};
 
 /// Fuses the three matrices in their stored type when they share one half type (a BF16
 /// checkpoint stays BF16, with no f32 copy), else in f32 (every type widens to it exactly).
@@ -43,17 +43,6 @@ pub(super) fn fuse(
         )
     };
     FusedWeights::fuse(d_model, f(0)?, f(1)?, f(2)?)
-}
-
-/// Row-major [rows, cols] to row-major [cols, rows].
-fn transpose<T: Copy + Default>(data: &[T], rows: usize, cols: usize) -> Vec<T> {
-    let mut out = vec![T::default(); data.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            out[c * rows + r] = data[r * cols + c];
-        }
-    }
-    out
 }
 
 /// The stored layout of explicitly named matrices, proven by their shapes or refused.
@@ -213,14 +202,6 @@ pub(super) fn fuse_one(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn transpose_swaps_axes() {
-        assert_eq!(
-            transpose(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3),
-            vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]
-        );
-    }
 
     #[test]
     fn fused_splits_by_thirds_or_heads() {
