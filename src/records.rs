@@ -114,8 +114,19 @@ pub struct CheckRecord {
     pub atol: f64,
     /// Its part relative to |ref|.
     pub rtol: f64,
-    /// Its part relative to each element's Σ|x·w| + |b|.
+    /// Its part relative to each element's Σ|x·w| + |b|: the probabilistic bound.
     pub ttol: f64,
+    /// The deterministic bound's part relative to Σ|x·w| + |b| (no summation order errs
+    /// past it): elements between the two pass flagged.
+    pub sound_ttol: f64,
+    /// Elements past the probabilistic bound but within the deterministic one: correct, but
+    /// their rounding errors did not cancel.
+    pub flagged: usize,
+    /// The worst |gpu - ref| / Σ|x·w| among them (0 for none).
+    pub worst_flagged: f64,
+    /// Which bound decided: "probabilistic" (every element within it), "deterministic" (an
+    /// element flagged or failed), or "non-finite" (only NaN or infinite outputs failed).
+    pub decided_by: &'static str,
     /// Whether every checked element of every run passed.
     pub pass: bool,
 }
@@ -134,6 +145,10 @@ impl CheckRecord {
             atol: tol.atol,
             rtol: tol.rtol,
             ttol: tol.terms,
+            sound_ttol: tol.sound_terms,
+            flagged: r.flagged(),
+            worst_flagged: r.worst_flagged(),
+            decided_by: r.decided_by(),
             pass: r.pass(),
         }
     }
@@ -173,20 +188,42 @@ impl PeakRecord {
 
 /// The check's condition with its numbers: what the CLI and the page print after `check`.
 pub fn condition_line(tol: &crate::validate::Tolerance) -> String {
+    let sound = if tol.sound_terms > tol.terms {
+        format!(
+            "; past ttol but within {:.3e} (the deterministic bound, any summation order) \
+             passes flagged",
+            tol.sound_terms
+        )
+    } else {
+        String::new()
+    };
     format!(
         "|gpu - ref| <= atol + rtol·|ref| + ttol·Σ|x·w|, atol {:.1e}, rtol {:.1e}, ttol {:.3e} \
-         (Σ|x·w|: each element's sum of |terms| and |bias|, in f64)",
+         (Σ|x·w|: each element's sum of |terms| and |bias|, in f64){sound}",
         tol.atol, tol.rtol, tol.terms
     )
 }
 
-/// The check's report: a line for each of Q, K and V, then PASS or FAIL.
+/// The check's report: a line for each of Q, K and V, then the verdict: PASS, PASS with
+/// the flagged elements counted, or FAIL, and which bound decided.
 pub fn check_lines(report: &crate::validate::QkvReport) -> Vec<String> {
+    let verdict = match (report.pass(), report.flagged()) {
+        (false, _) => match report.decided_by() {
+            "deterministic" => "FAIL (past the deterministic bound)".to_string(),
+            _ => "FAIL (NaN or infinite outputs)".to_string(),
+        },
+        (true, 0) => "PASS".to_string(),
+        (true, n) => format!(
+            "PASS, flagged: {n} element(s) past the probabilistic bound, within the \
+             deterministic one (worst {:.3e} of Σ|x·w|): errors did not cancel",
+            report.worst_flagged()
+        ),
+    };
     report
         .parts()
         .iter()
         .map(|p| p.to_string())
-        .chain([if report.pass() { "PASS" } else { "FAIL" }.to_string()])
+        .chain([verdict])
         .collect()
 }
 

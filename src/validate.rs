@@ -4,11 +4,20 @@
 //! like), where Σ|x·w| is the element's own sum of |terms| (and |bias|), computed in f64
 //! beside the reference: each element is held to the rounding bound of its own dot product,
 //! so an outlier row or column widens nothing but itself.
+//!
+//! The check is sound both ways. `terms` is the probabilistic bound (errors that cancel, as
+//! independent roundings do); `sound_terms` the deterministic one that holds for every
+//! summation order and every way the roundings fall. An element within the first passes;
+//! one past it but within the second passes **flagged** (its errors did not cancel: a
+//! correct result all the same, reported with how many and the worst); past the second it
+//! fails. A correct result never fails, and a wrong one fails once its error is past what
+//! any f32 summation of the same terms could produce.
 
 use serde::Serialize;
 use std::fmt;
 
-/// The tolerance of the check `|gpu - ref| <= atol + rtol·|ref| + terms·Σ|x·w|`.
+/// The tolerance of the check `|gpu - ref| <= atol + rtol·|ref| + terms·Σ|x·w|`, and the
+/// deterministic bound `sound_terms` past which no summation order can err.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Tolerance {
     /// Absolute part.
@@ -16,8 +25,25 @@ pub struct Tolerance {
     /// Relative part (to |ref|).
     pub rtol: f64,
     /// Part relative to the element's sum of |terms|, Σ_i |x_i·w_i| + |b|
-    /// ([`crate::Reference`]'s magnitudes).
+    /// ([`crate::Reference`]'s magnitudes): the probabilistic bound.
     pub terms: f64,
+    /// The deterministic bound's part relative to Σ|x·w| (at least `terms`): an element past
+    /// `terms` but within this passes flagged ([`Verdict::Flagged`]), past it fails. Equal
+    /// to `terms` for a tolerance of one bound ([`Tolerance::single`]), where nothing is
+    /// flagged.
+    pub sound_terms: f64,
+}
+
+/// What the check says of one element.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the probabilistic bound.
+    Pass,
+    /// Past the probabilistic bound, within the deterministic one: correct, but its rounding
+    /// errors did not cancel.
+    Flagged,
+    /// Past the deterministic bound (or NaN or infinite where the reference is not).
+    Fail,
 }
 
 /// A user's tolerance: each part given takes the place of the kernel's own
@@ -30,6 +56,9 @@ pub struct ToleranceOverrides {
     pub rtol: Option<f64>,
     /// Part relative to each element's Σ|x·w| + |b|.
     pub ttol: Option<f64>,
+    /// The deterministic bound's part ([`Tolerance::sound_terms`]); when not given, `ttol`
+    /// where that is given (a user's bound is one bound), else the default's.
+    pub sound_ttol: Option<f64>,
 }
 
 impl ToleranceOverrides {
@@ -39,21 +68,38 @@ impl ToleranceOverrides {
             atol: Some(t.atol),
             rtol: Some(t.rtol),
             ttol: Some(t.terms),
+            sound_ttol: Some(t.sound_terms),
         }
     }
 
-    /// `default` with the parts given taking precedence.
+    /// `default` with the parts given taking precedence. A user's `ttol` is one bound: it
+    /// is both the probabilistic and the deterministic part (nothing is flagged; past it
+    /// fails), since a user who names a bound means it.
     pub fn over(&self, default: Tolerance) -> Tolerance {
         Tolerance {
             atol: self.atol.unwrap_or(default.atol),
             rtol: self.rtol.unwrap_or(default.rtol),
             terms: self.ttol.unwrap_or(default.terms),
+            sound_terms: self.sound_ttol.or(self.ttol).unwrap_or(default.sound_terms),
         }
     }
 }
 
 /// The unit roundoff of f32, 2^-24.
 pub const F32_UNIT_ROUNDOFF: f64 = 1.0 / 16_777_216.0;
+
+/// Higham's γ_n = n·u / (1 - n·u): a sum of n terms (and a dot product of n products),
+/// accumulated in any order with unit roundoff `u`, errs by at most γ_n·Σ|terms| (Accuracy
+/// and Stability of Numerical Algorithms, 3.1). Infinite where n·u >= 1: no finite bound
+/// holds there (an f16 accumulator of 2048 ones stalls at 2048).
+pub fn gamma_n(n: f64, u: f64) -> f64 {
+    let nu = n * u;
+    if nu >= 1.0 {
+        f64::INFINITY
+    } else {
+        nu / (1.0 - nu)
+    }
+}
 
 /// λ of the probabilistic bound ([`Tolerance::for_f32_accumulation`]): an element exceeds it
 /// with probability at most 2·exp(-λ²/2) ≈ 4e-22 under the model.
@@ -87,6 +133,18 @@ impl Tolerance {
             atol: 0.0,
             rtol: 0.0,
             terms: gamma,
+            sound_terms: gamma.max(gamma_n(d_model as f64 + 1.0, u)),
+        }
+    }
+
+    /// A tolerance of one bound: `terms` is both the probabilistic and the deterministic
+    /// part, so nothing is flagged and past it fails.
+    pub fn single(atol: f64, rtol: f64, terms: f64) -> Self {
+        Self {
+            atol,
+            rtol,
+            terms,
+            sound_terms: terms,
         }
     }
 
@@ -107,6 +165,7 @@ impl Tolerance {
             atol: self.atol * (1.0 + u) + element.rounding_abs(),
             rtol: self.rtol * (1.0 + u) + u,
             terms: self.terms * (1.0 + u),
+            sound_terms: self.sound_terms * (1.0 + u),
         }
     }
 
@@ -132,13 +191,8 @@ impl Tolerance {
     /// rounding: at d_model 768, 9.2e-5 of Σ|x·w|, still 14 times below one missed average
     /// term.
     pub fn for_matrix_accumulation(d_model: u32) -> Self {
-        let n = d_model as f64 + 2.0;
-        let u = 2.0 * F32_UNIT_ROUNDOFF;
-        Self {
-            atol: 0.0,
-            rtol: 0.0,
-            terms: n * u / (1.0 - n * u).max(f64::MIN_POSITIVE),
-        }
+        let terms = gamma_n(d_model as f64 + 2.0, 2.0 * F32_UNIT_ROUNDOFF);
+        Self::single(0.0, 0.0, terms)
     }
 
     /// The tolerance of `spec`'s results over `d_model`: its accumulator's bound
@@ -162,19 +216,45 @@ impl Tolerance {
         self.atol + self.rtol * reference.abs() + self.terms * magnitude
     }
 
-    /// Whether one element passes, `magnitude` being its Σ|x·w| + |b|. This is the only
-    /// place the condition is written.
-    pub fn accepts(&self, gpu: f32, reference: f64, magnitude: f64) -> bool {
+    /// The deterministic bound for one element: `atol + rtol·|reference| +
+    /// sound_terms·magnitude` (never below [`bound`](Self::bound)).
+    pub fn sound_bound(&self, reference: f64, magnitude: f64) -> f64 {
+        // An infinite deterministic part (an f16 accumulator past 2047 terms) times a zero
+        // magnitude is no bound at all, not NaN.
+        let terms = if magnitude == 0.0 {
+            0.0
+        } else {
+            self.sound_terms * magnitude
+        };
+        let sound = self.atol + self.rtol * reference.abs() + terms;
+        sound.max(self.bound(reference, magnitude))
+    }
+
+    /// What the check says of one element, `magnitude` being its Σ|x·w| + |b|. This is the
+    /// only place the condition is written.
+    pub fn judge(&self, gpu: f32, reference: f64, magnitude: f64) -> Verdict {
         let g = gpu as f64;
         if g.is_nan() && reference.is_nan() || g == reference {
-            return true;
+            return Verdict::Pass;
         }
         // Otherwise a non-finite value on either side is a mismatch: the bound below would
         // accept +inf against -inf, since a bound of inf is itself infinite.
         if !g.is_finite() || !reference.is_finite() || !magnitude.is_finite() {
-            return false;
+            return Verdict::Fail;
         }
-        (g - reference).abs() <= self.bound(reference, magnitude)
+        let err = (g - reference).abs();
+        if err <= self.bound(reference, magnitude) {
+            Verdict::Pass
+        } else if err <= self.sound_bound(reference, magnitude) {
+            Verdict::Flagged
+        } else {
+            Verdict::Fail
+        }
+    }
+
+    /// Whether one element passes, flagged or not ([`judge`](Self::judge)).
+    pub fn accepts(&self, gpu: f32, reference: f64, magnitude: f64) -> bool {
+        self.judge(gpu, reference, magnitude) != Verdict::Fail
     }
 }
 
@@ -213,8 +293,14 @@ pub struct Report {
     pub max_rel_err: f64,
     /// ||gpu - ref||_2 / ||ref||_2 over elements that are finite on both sides.
     pub rel_l2_err: f64,
-    /// Elements that failed the check.
+    /// Elements that failed the check: past the deterministic bound.
     pub mismatches: usize,
+    /// Elements past the probabilistic bound but within the deterministic one: correct, but
+    /// their rounding errors did not cancel ([`Verdict::Flagged`]).
+    pub flagged: usize,
+    /// The largest |gpu - ref| / Σ|x·w| among the flagged elements (0 for none), to set
+    /// beside the two bounds' parts.
+    pub worst_flagged: f64,
     /// Elements of the whole output, checked rows or not, that are NaN or infinite
     /// ([`Report::add_non_finite`]): with finite inputs, an overflow. Any fails the report.
     pub non_finite: usize,
@@ -225,6 +311,10 @@ pub struct Report {
     pub first_mismatches: Vec<Mismatch>,
     /// The tolerance applied.
     pub tolerance: Tolerance,
+    /// Which bound decided the verdict: "deterministic" when an element failed it or was
+    /// flagged within it, "probabilistic" when every element was within that one,
+    /// "non-finite" when only NaN or infinite elements of the whole output failed.
+    pub decided_by: &'static str,
     /// True when no element failed.
     pub pass: bool,
     /// Sums of squared differences and squared references behind `rel_l2_err`, so that
@@ -254,22 +344,31 @@ pub fn validate(
         max_rel_err: 0.0,
         rel_l2_err: 0.0,
         mismatches: 0,
+        flagged: 0,
+        worst_flagged: 0.0,
         non_finite: 0,
         first_non_finite: None,
         first_mismatches: Vec::new(),
         tolerance: tol,
+        decided_by: "probabilistic",
         pass: true,
         l2_sums: (0.0, 0.0),
     };
     let (mut diff2, mut ref2) = (0f64, 0f64);
     for (i, ((&g, &r), &m)) in gpu.iter().zip(reference).zip(magnitude).enumerate() {
-        let ok = tol.accepts(g, r, m);
+        let verdict = tol.judge(g, r, m);
+        let ok = verdict != Verdict::Fail;
         let g64 = g as f64;
         if g64.is_finite() && r.is_finite() {
             let err = (g64 - r).abs();
             report.max_abs_err = report.max_abs_err.max(err);
             if m > 0.0 && m.is_finite() {
                 report.max_rel_err = report.max_rel_err.max(err / m);
+            }
+            if verdict == Verdict::Flagged {
+                report.flagged += 1;
+                let rel = if m > 0.0 { err / m } else { f64::INFINITY };
+                report.worst_flagged = report.worst_flagged.max(rel);
             }
             diff2 += err * err;
             ref2 += r * r;
@@ -296,6 +395,13 @@ pub fn validate(
 
 impl Report {
     fn finish(&mut self) {
+        self.decided_by = if self.mismatches > 0 || self.flagged > 0 {
+            "deterministic"
+        } else if self.non_finite > 0 {
+            "non-finite"
+        } else {
+            "probabilistic"
+        };
         let (diff2, ref2) = self.l2_sums;
         self.rel_l2_err = if self.max_abs_err.is_infinite() {
             f64::INFINITY
@@ -327,6 +433,8 @@ impl Report {
         self.max_abs_err = self.max_abs_err.max(other.max_abs_err);
         self.max_rel_err = self.max_rel_err.max(other.max_rel_err);
         self.mismatches += other.mismatches;
+        self.flagged += other.flagged;
+        self.worst_flagged = self.worst_flagged.max(other.worst_flagged);
         if self.first_non_finite.is_none() {
             self.first_non_finite = other.first_non_finite.map(|(r, c)| (r + row_offset, c));
         }
@@ -357,8 +465,23 @@ impl fmt::Display for Report {
             self.max_rel_err,
             self.rel_l2_err,
             self.mismatches,
-            if self.pass { "PASS" } else { "FAIL" }
+            if self.pass && self.flagged > 0 {
+                "PASS (flagged)"
+            } else if self.pass {
+                "PASS"
+            } else {
+                "FAIL"
+            }
         )?;
+        if self.flagged > 0 {
+            write!(
+                f,
+                "\n    {} element(s) past the probabilistic bound (ttol {:.3e}) but within the \
+                 deterministic one (ttol {:.3e}), the worst at {:.3e} of Σ|x·w|: errors did \
+                 not cancel, the result is still correct",
+                self.flagged, self.tolerance.terms, self.tolerance.sound_terms, self.worst_flagged
+            )?;
+        }
         for m in &self.first_mismatches {
             write!(
                 f,
@@ -371,6 +494,13 @@ impl fmt::Display for Report {
                 f,
                 "\n    ... and {} more",
                 self.mismatches - self.first_mismatches.len()
+            )?;
+        }
+        if self.mismatches > 0 {
+            write!(
+                f,
+                "\n    {} element(s) past the deterministic bound (ttol {:.3e} of Σ|x·w|)",
+                self.mismatches, self.tolerance.sound_terms
             )?;
         }
         if self.non_finite > 0 {
@@ -396,11 +526,72 @@ mod tests {
         atol: 1e-5,
         rtol: 1e-4,
         terms: 0.0,
+        sound_terms: 0.0,
     };
 
     /// `validate` with magnitudes of 1.
     fn validate(name: &'static str, gpu: &[f32], r: &[f64], cols: usize, tol: Tolerance) -> Report {
         super::validate(name, gpu, (r, &vec![1.0; r.len()]), cols, tol)
+    }
+
+    #[test]
+    fn errors_that_do_not_cancel_pass_flagged_and_past_the_sound_bound_fail() {
+        // Issue #32: X = 1, W = 1.1 over d_model 4096, summed in order in f32: every
+        // rounding goes the same way, past the probabilistic bound, inside the deterministic
+        // one. Correct: it must pass, flagged. One term missed is past both: FAIL.
+        let d = 4096;
+        let w = 1.1f32;
+        let sequential = (0..d).fold(0f32, |acc, _| acc + w);
+        let reference = d as f64 * w as f64;
+        let magnitude = reference;
+        let tol = Tolerance::for_f32_accumulation(d as u32);
+        let err = (sequential as f64 - reference).abs() / magnitude;
+        assert!(err > tol.terms && err <= tol.sound_terms, "{err} {tol:?}");
+        assert_eq!(
+            tol.judge(sequential, reference, magnitude),
+            Verdict::Flagged
+        );
+        let r = super::validate(
+            "Q",
+            &[sequential; 3],
+            (&[reference; 3], &[magnitude; 3]),
+            3,
+            tol,
+        );
+        assert!(r.pass, "{r}");
+        assert_eq!(
+            (r.flagged, r.mismatches, r.decided_by),
+            (3, 0, "deterministic")
+        );
+        assert!(r.to_string().contains("errors did not cancel"), "{r}");
+        // At this d_model the deterministic bound (2.4e-4 of Σ|x·w|) is about one average
+        // term (1/4096): a single missed term can hide in it, flagged; two cannot.
+        let missed = sequential - 2.0 * w;
+        assert_eq!(tol.judge(missed, reference, magnitude), Verdict::Fail);
+        let r = super::validate("Q", &[missed], (&[reference], &[magnitude]), 1, tol);
+        assert!(!r.pass && r.decided_by == "deterministic", "{r}");
+        // A bound the user names is one bound: nothing flagged, past it fails.
+        let user = ToleranceOverrides {
+            ttol: Some(tol.terms),
+            ..Default::default()
+        }
+        .over(tol);
+        assert_eq!(user.judge(sequential, reference, magnitude), Verdict::Fail);
+    }
+
+    #[test]
+    fn the_deterministic_bound_is_gamma_n_of_d_model_plus_one() {
+        // n = d_model products plus the bias; γ_n = n·u / (1 - n·u), u = 2^-24.
+        let t = Tolerance::for_f32_accumulation(768);
+        let n = 769.0 * F32_UNIT_ROUNDOFF;
+        assert_eq!(t.sound_terms, n / (1.0 - n));
+        // Still below one missed average term at d_model 768 (1/768 = 1.3e-3).
+        assert!(t.sound_terms * 20.0 < 1.0 / 768.0, "{t:?}");
+        // An f16 accumulator past 2047 terms has no finite bound, and a zero magnitude is
+        // no NaN bound.
+        let f16 = Tolerance::for_f16_accumulator(4096);
+        assert!(f16.sound_terms.is_infinite());
+        assert_eq!(f16.judge(1.0, 0.0, 0.0), Verdict::Fail);
     }
 
     #[test]
@@ -594,6 +785,30 @@ impl QkvReport {
     /// True when all three pass.
     pub fn pass(&self) -> bool {
         self.parts().iter().all(|r| r.pass)
+    }
+
+    /// Elements of the three flagged: past the probabilistic bound, within the
+    /// deterministic one.
+    pub fn flagged(&self) -> usize {
+        self.parts().iter().map(|r| r.flagged).sum()
+    }
+
+    /// The worst |gpu - ref| / Σ|x·w| among the flagged elements of the three (0 for none).
+    pub fn worst_flagged(&self) -> f64 {
+        self.parts()
+            .iter()
+            .map(|r| r.worst_flagged)
+            .fold(0.0, f64::max)
+    }
+
+    /// Which bound decided the verdict of the three ([`Report::decided_by`]): the
+    /// deterministic one where any part says so, else non-finite elements, else the
+    /// probabilistic one.
+    pub fn decided_by(&self) -> &'static str {
+        ["deterministic", "non-finite"]
+            .into_iter()
+            .find(|d| self.parts().iter().any(|r| r.decided_by == *d))
+            .unwrap_or("probabilistic")
     }
 
     /// The worst max absolute error of the three.

@@ -488,11 +488,7 @@ fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
     // The cached choice (whichever won) is re-checked: with a tolerance nothing meets, it is
     // discarded.
     let strict = qkv_wgpu::tune::TuneOptions {
-        tolerance: Some(Tolerance {
-            atol: 0.0,
-            rtol: 0.0,
-            terms: 0.0,
-        }),
+        tolerance: Some(Tolerance::single(0.0, 0.0, 0.0)),
         ..opts
     };
     let err = qkv_wgpu::tune::choose(ctx(), &shape, &strict)

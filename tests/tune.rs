@@ -144,11 +144,7 @@ fn a_cached_choice_that_no_longer_validates_is_discarded() {
     // A zero tolerance that no f32 result meets: the cached choice must fail its re-check,
     // be discarded, and (with every candidate failing too) nothing may be chosen.
     let strict = TuneOptions {
-        tolerance: Some(Tolerance {
-            atol: 0.0,
-            rtol: 0.0,
-            terms: 0.0,
-        }),
+        tolerance: Some(Tolerance::single(0.0, 0.0, 0.0)),
         ..opts(&dir)
     };
     let err = choose(ctx(), &small(), &strict).unwrap_err().to_string();

@@ -1,5 +1,6 @@
-//! Honest verdicts (issue #22): no NaN or infinity written under a PASS, and one outlier row
-//! cannot widen the check of the others.
+//! Honest verdicts (issues #22 and #32): no NaN or infinity written under a PASS, one outlier
+//! row cannot widen the check of the others, and a correct result whose rounding errors did
+//! not cancel passes, flagged, instead of failing.
 
 mod common;
 
@@ -11,11 +12,16 @@ use std::path::Path;
 
 /// A checkpoint of Wq, Wk, Wv, each `[width, d]` of ones.
 fn ones(path: &Path, d: usize, width: usize) {
+    filled(path, d, width, 1.0);
+}
+
+/// A checkpoint of Wq, Wk, Wv, each `[width, d]` holding `value` everywhere.
+fn filled(path: &Path, d: usize, width: usize, value: f32) {
     let t = |name: &str| T {
         name: name.into(),
         dtype: Dtype::F32,
         shape: vec![width, d],
-        data: vec![1.0; width * d],
+        data: vec![value; width * d],
     };
     write_checkpoint(path, &[t("wq"), t("wk"), t("wv")]);
 }
@@ -116,4 +122,37 @@ fn one_outlier_row_does_not_disable_the_check_item_2() {
     let report = QkvReport::of(&out, &r, &shape, tol);
     assert_eq!(report.q.mismatches, 1, "{}", report.q);
     assert_eq!(report.q.first_mismatches[0].row, 7);
+}
+
+#[test]
+fn errors_that_do_not_cancel_pass_flagged_issue_32() {
+    // X = 1, W = 1.1 over d_model 4096: the naive kernel's sequential f32 sum rounds the same
+    // way at every step, past the probabilistic bound but inside the deterministic one that
+    // holds for every summation order. A correct result: written, PASS, flagged.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    filled(&d.join("w.safetensors"), 4096, 8, 1.1);
+    let xp = d.join("x.npy");
+    npy::write_f32(&xp, &[4, 4096], &[1.0; 4 * 4096]).unwrap();
+    let out = project(d, &xp, &["--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["pass"], true, "{v}");
+    assert_eq!(v["decided_by"], "deterministic", "{v}");
+    assert!(v["flagged"].as_u64().unwrap() > 0, "{v}");
+    assert!(
+        v["sound_ttol"].as_f64().unwrap() > v["ttol"].as_f64().unwrap(),
+        "{v}"
+    );
+    assert!(d.join("out").join("q.npy").exists());
+    // The text says so too.
+    std::fs::remove_dir_all(d.join("out")).unwrap();
+    let out = project(d, &xp, &[]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("PASS, flagged") && stdout.contains("errors did not cancel"),
+        "{stdout}"
+    );
 }

@@ -251,6 +251,7 @@ impl ToleranceArgs {
             atol: self.atol,
             rtol: self.rtol,
             ttol: self.ttol,
+            sound_ttol: None,
         }
     }
 

@@ -67,8 +67,15 @@ pub struct ProjectResult {
     pub precision_rel_l2_err: Option<f64>,
     pub atol: f64,
     pub rtol: f64,
-    /// The part of the bound relative to each element's Σ|x·w| + |b|.
+    /// The part of the bound relative to each element's Σ|x·w| + |b| (probabilistic).
     pub ttol: f64,
+    /// The deterministic bound's part: elements between the two pass flagged.
+    pub sound_ttol: f64,
+    /// Elements past the probabilistic bound, within the deterministic one (errors that did
+    /// not cancel); null without a check.
+    pub flagged: Option<usize>,
+    /// Which bound decided the verdict; null without a check.
+    pub decided_by: Option<&'static str>,
     /// With finite inputs: where the outputs hold NaN or infinities (an overflow), if
     /// anywhere; the run then fails and writes nothing.
     pub overflow: Option<String>,
@@ -263,6 +270,9 @@ impl Facts<'_> {
             atol: checked.tol.atol,
             rtol: checked.tol.rtol,
             ttol: checked.tol.terms,
+            sound_ttol: checked.tol.sound_terms,
+            flagged: report.map(QkvReport::flagged),
+            decided_by: report.map(QkvReport::decided_by),
             overflow,
             pass,
             nonfinite: nonfinite.iter().map(|n| n.to_string()).collect(),
