@@ -156,3 +156,58 @@ fn errors_that_do_not_cancel_pass_flagged_issue_32() {
         "{stdout}"
     );
 }
+
+/// `minimal.wgsl` changed to punish reused outputs: where an output element already holds a
+/// number (not the NaN every dispatch's outputs are filled with), it adds 1000 instead of
+/// writing its result. Correct after a fill; visibly wrong where a dispatch found the
+/// previous one's outputs, as a kernel that skips elements already written would.
+fn reuse_detector() -> qkv_wgpu::kernels::CustomKernel {
+    let path = format!("{}/examples/wgsl/minimal.wgsl", env!("CARGO_MANIFEST_DIR"));
+    let src = std::fs::read_to_string(path).unwrap();
+    let store = "q[out_index(row, c, qw, params.q_head_dim)] = acc;";
+    assert!(src.contains(store));
+    let src = src.replacen(
+        store,
+        "let i = out_index(row, c, qw, params.q_head_dim);
+        let old = q[i];
+        if (bitcast<u32>(old) & 0x7fffffffu) > 0x7f800000u {
+            q[i] = acc;
+        } else {
+            q[i] = old + 1000.0;
+        }",
+        1,
+    );
+    qkv_wgpu::kernels::CustomKernel::parse("reuse.wgsl", &src).unwrap()
+}
+
+#[test]
+fn every_timed_dispatch_starts_from_poisoned_outputs_issue_32() {
+    // Issue #32: the timed dispatches reused outputs that already held the right numbers,
+    // so a kernel that skipped them was timed at 586% of the peak. Three chunks (the last
+    // shorter), timed three times: each dispatch must find its outputs NaN.
+    let ctx = common::ctx();
+    let shape = QkvShape::new(40, 32, 24, 8, false).unwrap();
+    let kernel = reuse_detector();
+    let spec = kernel.spec(qkv_wgpu::ElementType::F32).unwrap();
+    let opts = qkv_wgpu::ChunkOptions {
+        chunk_tokens: Some(16),
+        ..Default::default()
+    };
+    let mut p =
+        Projector::with_spec(ctx, shape, spec, qkv_wgpu::OutputLayout::Tokens, &opts).unwrap();
+    assert_eq!(p.plan().chunks(), 3);
+    let (x, w) = qkv_wgpu::random_inputs(&shape, 5);
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    let r = reference(&shape, &x, &w);
+    let report = QkvReport::of(&out, &r, &shape, Tolerance::for_f32_accumulation(32));
+    assert!(report.pass(), "{:?}", report.parts());
+    p.time_kernel(1, 3).unwrap();
+    let [q, _, _] = p.read_outputs().unwrap();
+    let written: Vec<f32> = q.into_iter().filter(|v| !v.is_nan()).collect();
+    assert_eq!(written.len(), 8 * 24, "the last (8-token) chunk's Q");
+    assert!(
+        written.iter().all(|v| v.abs() < 100.0),
+        "a timed dispatch found the outputs of the one before: {written:?}"
+    );
+}

@@ -8,6 +8,12 @@
 //! (copying, validating) is long enough for that. One dispatch after such a gap can run
 //! several times slower than the same dispatch in a busy stream (seen on an H100: 5x), so
 //! per-run timestamps measure the clock governor, not the kernel.
+//!
+//! Every timed dispatch follows an untimed pass that fills Q, K and V with NaN, as every
+//! checked run's does: outputs left from the dispatch before would hold the right numbers
+//! already, and a kernel that skipped such elements would be timed as if it had done the
+//! work (issue #32: 586% of the measured peak). With timestamps each chunk's pass is timed on
+//! its own and a sample is their sum; on the host clock the fills are inside the sample.
 
 use super::buffers::params_buffers;
 use super::engine::Engine;
@@ -130,12 +136,31 @@ struct Timer<'a, 'c> {
 }
 
 impl Timer<'_, '_> {
-    /// `per` batches, every chunk's dispatches, in one pass (timed into query pair `timed`).
-    /// One submission per repeat: all are queued before waiting, so they run back to back,
-    /// and no single submission runs long enough to trip a driver watchdog.
-    fn encode(&self, timed: Option<u32>, per: u32) -> Result<wgpu::CommandBuffer> {
+    /// Query pairs one sample takes: one per chunk dispatch of each of its `per` batches
+    /// where the query set holds that many, else one bracketing the whole sample.
+    fn pairs_per_sample(&self, per: u32) -> u32 {
+        let dispatches = per.saturating_mul(self.engine.plan.chunks());
+        match self.queries {
+            Some(q) if dispatches <= q.pairs() => dispatches,
+            _ => 1,
+        }
+    }
+
+    /// `per` batches, every chunk's dispatches, each in its own pass after an untimed pass
+    /// that fills Q, K and V with NaN: a timed dispatch never finds its outputs already
+    /// holding the right numbers, so a kernel that skips elements already written cannot be
+    /// timed as if it had done the work. With `first` (a query pair), each kernel pass is
+    /// timed into its own pair from `first` on, or where a sample takes one pair
+    /// ([`pairs_per_sample`](Self::pairs_per_sample)), the first pass's start and the last
+    /// one's end go to `first` (the fills between are then inside the interval: an
+    /// over-estimate, never an under-estimate). One submission per sample: all are queued
+    /// before waiting, so they run back to back, and no single submission runs long enough
+    /// to trip a driver watchdog.
+    fn encode(&self, first: Option<u32>, per: u32) -> Result<wgpu::CommandBuffer> {
         let (engine, plan) = (self.engine, &self.engine.plan);
         let slot = &engine.slots[0];
+        let each = self.pairs_per_sample(per) > 1;
+        let dispatches = per * plan.chunks();
         let mut encoder =
             engine
                 .ctx
@@ -144,48 +169,81 @@ impl Timer<'_, '_> {
                     label: Some("kernel timing"),
                 });
         engine.ctx.checked(&self.label, || {
-            {
+            for i in 0..dispatches {
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("fill_nan (untimed)"),
+                        timestamp_writes: None,
+                    });
+                    engine.encode_fill(&mut pass, 0);
+                }
+                let writes = self.queries.zip(first).map(|(q, pair)| {
+                    if each {
+                        q.writes(pair + i)
+                    } else {
+                        let w = q.writes(pair);
+                        wgpu::ComputePassTimestampWrites {
+                            beginning_of_pass_write_index: w
+                                .beginning_of_pass_write_index
+                                .filter(|_| i == 0),
+                            end_of_pass_write_index: w
+                                .end_of_pass_write_index
+                                .filter(|_| i + 1 == dispatches),
+                            ..w
+                        }
+                    }
+                });
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some(engine.spec.kernel().name()),
-                    timestamp_writes: self.queries.zip(timed).map(|(q, i)| q.writes(i)),
+                    timestamp_writes: writes,
                 });
-                for _ in 0..per {
-                    for c in 0..plan.chunks() {
-                        let rows = plan.chunk(c).len() as u32;
-                        let groups = if rows == plan.chunk_tokens {
-                            &slot.bind_groups[..]
-                        } else {
-                            self.last_groups
-                        };
-                        engine.encode_dispatches(&mut pass, groups, rows);
-                    }
-                }
+                let c = i % plan.chunks();
+                let rows = plan.chunk(c).len() as u32;
+                let groups = if rows == plan.chunk_tokens {
+                    &slot.bind_groups[..]
+                } else {
+                    self.last_groups
+                };
+                engine.encode_dispatches(&mut pass, groups, rows);
             }
             encoder.finish()
         })
     }
 
-    /// `count` samples of `per` batches each, their durations as measured.
+    /// `count` samples of `per` batches each, their durations as measured: with timestamps,
+    /// the sum of each sample's kernel passes (in rounds of as many samples as the query set
+    /// holds); on the host clock, each sample's submit-and-wait, the NaN fills included.
     async fn measure(&self, count: u32, per: u32) -> Result<Vec<Duration>> {
         let (ctx, label) = (self.engine.ctx, &self.label);
         if let Some(q) = self.queries {
-            debug_assert!(count <= q.pairs());
-            for i in 0..count {
-                let commands = self.encode(Some(i), per)?;
-                ctx.checked(label, || ctx.queue.submit([commands]))?;
+            let each = self.pairs_per_sample(per);
+            let per_round = (q.pairs() / each).max(1);
+            let mut samples = Vec::with_capacity(count as usize);
+            while (samples.len() as u32) < count {
+                let round = per_round.min(count - samples.len() as u32);
+                for i in 0..round {
+                    let commands = self.encode(Some(i * each), per)?;
+                    ctx.checked(label, || ctx.queue.submit([commands]))?;
+                }
+                let mut encoder =
+                    ctx.device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("kernel timing resolve"),
+                        });
+                q.resolve(&mut encoder, round * each);
+                let index = ctx.checked(label, || ctx.queue.submit([encoder.finish()]))?;
+                ctx.finished(index, label).await?;
+                let mut ticks = vec![0u64; 2 * (round * each) as usize];
+                ctx.read_mapped_async(q.readback(), &mut ticks, label)
+                    .await?;
+                let passes = q.durations(&ticks);
+                samples.extend(
+                    passes
+                        .chunks(each as usize)
+                        .map(|p| p.iter().sum::<Duration>()),
+                );
             }
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("kernel timing resolve"),
-                });
-            q.resolve(&mut encoder, count);
-            let index = ctx.checked(label, || ctx.queue.submit([encoder.finish()]))?;
-            ctx.finished(index, label).await?;
-            let mut ticks = vec![0u64; 2 * count as usize];
-            ctx.read_mapped_async(q.readback(), &mut ticks, label)
-                .await?;
-            Ok(q.durations(&ticks))
+            Ok(samples)
         } else {
             // Host clock: each sample's submit-and-wait (the warm-ups are still queued ahead
             // of the first one).
