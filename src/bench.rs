@@ -76,6 +76,13 @@ pub struct BenchRow {
     pub peak_gflops: Option<f64>,
     /// What it is ("f32 FMA" or a cooperative-matrix configuration).
     pub peak_of: Option<String>,
+    /// Either share past 100% ([`crate::peak::Share::impossible`]): the timing or the peak
+    /// is wrong; null without a peak.
+    pub share_impossible: Option<bool>,
+    /// What makes this row's timing untrustworthy, if anything (samples far apart, the
+    /// kernel alone slower than the whole run): a figure to measure again, on a quiet
+    /// machine.
+    pub noisy: Option<String>,
     /// Whether every run passed its check.
     pub pass: bool,
 }
@@ -216,7 +223,9 @@ pub fn bench_row(
         peak_share: share.as_ref().map(|s| s.peak_share),
         roofline_share: share.as_ref().map(|s| s.roofline_share),
         peak_gflops: share.as_ref().map(|s| s.peak_gflops),
+        share_impossible: share.as_ref().map(|s| s.impossible),
         peak_of: share.map(|s| s.peak_of),
+        noisy: m.noise(),
         pass: m.pass(),
     };
     Ok((row, m))

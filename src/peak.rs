@@ -32,6 +32,13 @@ pub const SAMPLES: u32 = 5;
 /// measured again.
 pub const VERSION: u32 = 2;
 
+/// The range a measured compute rate can fall in, GFLOP/s: from a millionth of a GFLOP/s
+/// to ten PFLOP/s.
+pub const PLAUSIBLE_GFLOPS: (f64, f64) = (1e-3, 1e7);
+
+/// The range a measured bandwidth can fall in, GB/s.
+pub const PLAUSIBLE_GBS: (f64, f64) = (1e-3, 1e6);
+
 /// One cooperative-matrix configuration's measured rate.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoopPeak {
@@ -104,6 +111,35 @@ impl Peak {
             )
     }
 
+    /// Why this peak cannot be a measurement, if it cannot: a rate that is not finite, not
+    /// positive, or outside [`PLAUSIBLE_GFLOPS`] / [`PLAUSIBLE_GBS`] (a cache file edited or
+    /// damaged: 0 would print every share as infinite, a negative one as negative).
+    pub fn implausible(&self) -> Option<String> {
+        let rates = std::iter::once(("f32 FMA", self.f32_fma_gflops, PLAUSIBLE_GFLOPS, "GFLOP/s"))
+            .chain(self.coop.iter().map(|c| {
+                (
+                    "a cooperative-matrix",
+                    c.gflops,
+                    PLAUSIBLE_GFLOPS,
+                    "GFLOP/s",
+                )
+            }))
+            .chain(std::iter::once((
+                "copy",
+                self.copy_gbs,
+                PLAUSIBLE_GBS,
+                "GB/s",
+            )));
+        for (what, v, (lo, hi), unit) in rates {
+            if !(v.is_finite() && (lo..=hi).contains(&v)) {
+                return Some(format!(
+                    "its {what} rate is {v:e} {unit}, outside {lo:e} to {hi:e}"
+                ));
+            }
+        }
+        None
+    }
+
     /// The rate of the arithmetic `spec` runs on: its cooperative-matrix configuration's, or
     /// the f32 FMA rate (every other kernel multiplies and adds in f32, whatever it stores);
     /// None for a configuration that was not measured.
@@ -166,11 +202,19 @@ pub fn cached(
     let Some(cache) = cache(dir) else {
         return (None, Vec::new());
     };
-    let (mut entries, notes) = cache.load();
+    let (mut entries, mut notes) = cache.load();
     let peak = entries
         .remove(&Peak::key(summary))
         .filter(|p| p.is_for(summary));
-    (peak, notes)
+    match peak.as_ref().and_then(Peak::implausible) {
+        Some(why) => {
+            notes.push(format!(
+                "the cached peak of this adapter is not a measurement ({why}): ignored;                  `qkv peak` measures it again"
+            ));
+            (None, notes)
+        }
+        None => (peak, notes),
+    }
 }
 
 /// Keeps `peak` in the cache (`dir` as for [`cache`]); notes, or why it could not.
@@ -202,6 +246,10 @@ pub struct Share {
     pub memory_bound: bool,
     /// The kernel's GFLOP/s over `roofline_gflops`.
     pub roofline_share: f64,
+    /// Either share past 100%: no kernel runs faster than the measured peak or the
+    /// roofline, so the timing or the cached peak is wrong, and the figure is not shown as
+    /// one (text: "impossible").
+    pub impossible: bool,
 }
 
 impl Peak {
@@ -211,6 +259,7 @@ impl Peak {
         let compute = self.compute_for(spec)?;
         let roofline = self.roofline_for(spec, shape)?;
         Some(Share {
+            impossible: gflops > compute.gflops || gflops > roofline,
             peak_share: gflops / compute.gflops,
             memory_bound: roofline < compute.gflops,
             peak_gflops: compute.gflops,
@@ -225,6 +274,19 @@ impl std::fmt::Display for Share {
     /// `61.0% of the f32 FMA peak (23.5 GFLOP/s); 80.2% of the roofline here (17.9 GFLOP/s,
     /// memory-bound)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.impossible {
+            return write!(
+                f,
+                "impossible: {:.2}x the {} peak ({:.1} GFLOP/s) and {:.2}x the roofline here \
+                 ({:.1} GFLOP/s): no kernel runs past them, so the timing or the cached peak \
+                 is wrong (a peak measured under load? `qkv peak` measures again)",
+                self.peak_share,
+                self.peak_of,
+                self.peak_gflops,
+                self.roofline_share,
+                self.roofline_gflops
+            );
+        }
         write!(
             f,
             "{:.1}% of the {} peak ({:.1} GFLOP/s); {:.1}% of the roofline here ({:.1} \
@@ -241,6 +303,39 @@ impl std::fmt::Display for Share {
             }
         )
     }
+}
+
+/// The fraction of an earlier peak below which a new measurement of the same adapter and
+/// driver is called suspect ([`fell`]).
+pub const FELL_BELOW: f64 = 0.5;
+
+/// Why `new` is not to be trusted beside `earlier` (the same adapter and driver), if it is
+/// not: a rate below [`FELL_BELOW`] of the earlier one. A peak is the fastest of its
+/// samples, and other work on the machine only slows samples down, so a peak far below an
+/// earlier one was most likely measured under load; every later share would then read high.
+pub fn fell(earlier: &Peak, new: &Peak) -> Option<String> {
+    let pairs = [
+        (
+            "f32 FMA",
+            earlier.f32_fma_gflops,
+            new.f32_fma_gflops,
+            "GFLOP/s",
+        ),
+        ("copy", earlier.copy_gbs, new.copy_gbs, "GB/s"),
+    ];
+    let fell: Vec<String> = pairs
+        .iter()
+        .filter(|(_, e, n, _)| *n < FELL_BELOW * e)
+        .map(|(what, e, n, unit)| format!("{what} {n:.1} {unit}, was {e:.1}"))
+        .collect();
+    (!fell.is_empty()).then(|| {
+        format!(
+            "this peak is far below the one measured before on this adapter and driver ({}): \
+             measured under load? every share is read against it; measure again on a quiet \
+             machine (`qkv peak --refresh`)",
+            fell.join(", ")
+        )
+    })
 }
 
 /// Progress of a measurement: what is being measured now.

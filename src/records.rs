@@ -170,6 +170,9 @@ pub struct PeakRecord {
     pub roofline_gflops: Option<f64>,
     /// Whether the roofline is the memory bound.
     pub memory_bound: Option<bool>,
+    /// Whether either share is past 100% ([`Share::impossible`]): the timing or the peak is
+    /// wrong, and the shares are not figures to read.
+    pub impossible: Option<bool>,
 }
 
 impl PeakRecord {
@@ -182,6 +185,7 @@ impl PeakRecord {
             roofline_share: Some(s.roofline_share),
             roofline_gflops: Some(s.roofline_gflops),
             memory_bound: Some(s.memory_bound),
+            impossible: Some(s.impossible),
         })
     }
 }

@@ -215,3 +215,101 @@ fn qkv_peak_measures_once_then_run_and_bench_show_each_kernels_share() {
         "{table}"
     );
 }
+
+#[test]
+fn a_cached_peak_that_cannot_be_a_measurement_is_ignored_issue_32() {
+    // Issue #32: 0, -5, 1e-30 and 1e30 in peak.json printed inf%, -14.3%, a 32-digit share
+    // and 0.0%. Each is named and ignored, and the next `qkv peak` measures again.
+    let dir = tempfile::tempdir().unwrap();
+    let d = || Some(dir.path().to_path_buf());
+    let s = &ctx().summary;
+    for bad in [0.0, -5.0, 1e-30, 1e30, f64::NAN] {
+        for which in ["fma", "copy"] {
+            let mut p = measured().clone();
+            if which == "fma" {
+                p.f32_fma_gflops = bad;
+            } else {
+                p.copy_gbs = bad;
+            }
+            peak::store(&p, d()).unwrap();
+            let (back, notes) = peak::cached(s, d());
+            assert_eq!(back, None, "{which} {bad}");
+            assert!(
+                // NaN is written as null, which the cache drops as malformed.
+                notes
+                    .iter()
+                    .any(|n| n.contains("not a measurement") || n.contains("malformed")),
+                "{which} {bad}: {notes:?}"
+            );
+        }
+    }
+    let p = measured().clone();
+    peak::store(&p, d()).unwrap();
+    assert_eq!(peak::cached(s, d()).0.as_ref(), Some(&p));
+}
+
+#[test]
+fn a_share_past_the_peak_is_marked_impossible_not_printed_issue_32() {
+    // A plausible but far too low cached peak (1 MFLOP/s, 1 MB/s): every kernel "beats" it,
+    // which no kernel can; the share is marked impossible in text and JSON.
+    let dir = tempfile::tempdir().unwrap();
+    let mut low = measured().clone();
+    low.f32_fma_gflops = 1e-3;
+    low.copy_gbs = 1e-3;
+    peak::store(&low, Some(dir.path().to_path_buf())).unwrap();
+    let run = [
+        "run",
+        "--tokens",
+        "16",
+        "--d-model",
+        "32",
+        "--q-width",
+        "16",
+        "--kernel",
+        "naive",
+    ];
+    let (text, _) = qkv(dir.path(), &run);
+    assert!(
+        text.contains("of the peak  impossible:") && !text.contains("% of the f32 FMA peak"),
+        "{text}"
+    );
+    let (json, _) = qkv(dir.path(), &[&run[..], &["--json"]].concat());
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["impossible"], true, "{v}");
+    let (table, _) = qkv(
+        dir.path(),
+        &[
+            "bench",
+            "--tokens",
+            "16",
+            "--d-model",
+            "32",
+            "--q-width",
+            "16",
+            "--kernel",
+            "naive",
+            "--no-cpu",
+            "--repeats",
+            "1",
+        ],
+    );
+    assert!(
+        table.contains("!>100") && table.contains("no kernel is"),
+        "{table}"
+    );
+}
+
+#[test]
+fn a_peak_far_below_the_earlier_one_is_called_suspect() {
+    let p = measured().clone();
+    assert_eq!(peak::fell(&p, &p), None);
+    let loaded = Peak {
+        f32_fma_gflops: p.f32_fma_gflops * 0.3,
+        ..p.clone()
+    };
+    let why = peak::fell(&p, &loaded).expect("suspect");
+    assert!(
+        why.contains("under load") && why.contains("f32 FMA"),
+        "{why}"
+    );
+}

@@ -99,6 +99,11 @@ pub enum Progress {
     TimingKernel,
 }
 
+/// The ratio of a kernel's slowest timed sample to its fastest past which its timing is
+/// called noisy ([`Measurement::noise`]): back-to-back dispatches of one batch on a quiet
+/// machine stay within a few percent (lavapipe: 1.06 over 5 samples at GPT-2 256 tokens).
+pub const NOISY_SPREAD: f64 = 1.5;
+
 /// A kernel's measurement: its check and its times.
 #[derive(Debug, Clone)]
 pub struct Measurement {
@@ -133,6 +138,38 @@ impl Measurement {
     /// Runs checked: the first and the timed ones.
     pub fn runs_checked(&self) -> u32 {
         1 + self.runs.len() as u32
+    }
+
+    /// What makes this measurement's timing untrustworthy, if anything: the kernel alone
+    /// timed slower than the whole end-to-end run that contains it, or its samples further
+    /// apart than [`NOISY_SPREAD`] (max over min). Both come of other work on the machine;
+    /// the figure is to be measured again on a quiet one, not read.
+    pub fn noise(&self) -> Option<String> {
+        let kernel = self.kernel.as_ref()?;
+        let (median, min, max) = kernel.spread();
+        let mut why = Vec::new();
+        let end_to_end = self.median_ms(|t| t.total());
+        let kernel_ms = median.as_secs_f64() * 1e3;
+        if kernel_ms > end_to_end {
+            why.push(format!(
+                "the kernel alone ({kernel_ms:.3} ms) timed slower than the whole run \
+                 ({end_to_end:.3} ms)"
+            ));
+        }
+        let spread = max.as_secs_f64() / min.as_secs_f64().max(1e-12);
+        if kernel.samples.len() >= 2 && spread > NOISY_SPREAD {
+            why.push(format!(
+                "its samples range from {:.3} to {:.3} ms ({spread:.1}x)",
+                min.as_secs_f64() * 1e3,
+                max.as_secs_f64() * 1e3
+            ));
+        }
+        (!why.is_empty()).then(|| {
+            format!(
+                "not trustworthy: {}: other work on the machine? measure again",
+                why.join("; ")
+            )
+        })
     }
 
     /// The median of the timed runs' `f`, in ms (NaN without timed runs).
@@ -319,4 +356,54 @@ async fn one_run(
         }
     }
     Ok((t, kept))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projector::{KernelTimer, KernelTimes};
+
+    fn measurement(samples_ms: &[u64], end_to_end_ms: u64) -> Measurement {
+        let tol = Tolerance::for_f32_accumulation(8);
+        let empty = || crate::validate::validate("Q", &[], (&[], &[]), 1, tol);
+        let run = RunTimings {
+            wall: Duration::from_millis(end_to_end_ms),
+            ..Default::default()
+        };
+        Measurement {
+            tolerance: tol,
+            report: QkvReport {
+                q: empty(),
+                k: empty(),
+                v: empty(),
+            },
+            precision: None,
+            first: run,
+            runs: vec![run; 3],
+            reference: Duration::ZERO,
+            checked_rows: 0,
+            kernel: Some(KernelTimes {
+                samples: samples_ms
+                    .iter()
+                    .map(|&m| Duration::from_millis(m))
+                    .collect(),
+                per_sample: 1,
+                warmups: 0,
+                timer: KernelTimer::GpuTimestamp,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_kernel_slower_than_its_run_or_samples_far_apart_are_called_noisy() {
+        // Issue #32: on a busy machine a bench row showed the kernel slower than end to end.
+        assert_eq!(measurement(&[10, 10, 11], 20).noise(), None);
+        let slow = measurement(&[85, 86, 85], 77).noise().expect("noisy");
+        assert!(slow.contains("slower than the whole run"), "{slow}");
+        let apart = measurement(&[10, 30, 11], 40).noise().expect("noisy");
+        assert!(
+            apart.contains("samples range from 10.000 to 30.000"),
+            "{apart}"
+        );
+    }
 }

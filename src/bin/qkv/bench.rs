@@ -393,7 +393,12 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
         "max err",
         "check"
     );
-    let pct = |v: Option<f64>| v.map_or("-".into(), |v| format!("{:.1}", 100.0 * v));
+    // A share past 100% is no figure: the timing or the cached peak is wrong.
+    let pct = |v: Option<f64>, impossible: Option<bool>| match (v, impossible) {
+        (Some(_), Some(true)) => "!>100".to_string(),
+        (Some(v), _) => format!("{:.1}", 100.0 * v),
+        (None, _) => "-".into(),
+    };
     for r in rows {
         outln!(
             "{:<10} {:>7} {:<5} {:<width$} {:>11.3} {:>9.2} {:>6} {:>6} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
@@ -403,8 +408,8 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
             r.kernel,
             r.kernel_ms,
             r.gpu_gflops,
-            pct(r.peak_share),
-            pct(r.roofline_share),
+            pct(r.peak_share, r.share_impossible),
+            pct(r.roofline_share, r.share_impossible),
             r.end_to_end_ms,
             opt(r.cpu_ms, 3),
             opt(r.cpu_gflops, 2),
@@ -412,6 +417,20 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
             r.max_abs_err,
             if r.pass { "PASS" } else { "FAIL" }
         );
+    }
+    for r in rows {
+        if let Some(why) = &r.noisy {
+            outln!("{} {} tokens {}: timing {why}", r.shape, r.tokens, r.kernel);
+        }
+        if r.share_impossible == Some(true) {
+            outln!(
+                "{} {} tokens {}: !>100: faster than the measured peak or the roofline, which \
+                 no kernel is: the timing or the cached peak is wrong (`qkv peak --refresh`)",
+                r.shape,
+                r.tokens,
+                r.kernel
+            );
+        }
     }
     outln!(
         "kernel ms: median of back-to-back dispatches after warm-ups, GPU timestamps where the \

@@ -22,14 +22,11 @@ pub struct PeakArgs {
 
 pub fn peak(gpu: &GpuArgs, args: &PeakArgs) -> Result<(), Failure> {
     let ctx = gpu.context()?;
-    let (cached, notes) = if args.refresh {
-        (None, Vec::new())
-    } else {
-        peak::cached(&ctx.summary, None)
-    };
+    let (earlier, notes) = peak::cached(&ctx.summary, None);
     for n in &notes {
         eprintln!("note: {n}");
     }
+    let cached = if args.refresh { None } else { earlier.clone() };
     let (peak, how) = match cached {
         Some(p) => (p, "cached (qkv peak --refresh measures again)".to_string()),
         None => {
@@ -44,6 +41,9 @@ pub fn peak(gpu: &GpuArgs, args: &PeakArgs) -> Result<(), Failure> {
                 }
             ));
             let p = peak::measure(&ctx, &mut |what| progress(&format!("peak: {what}")))?;
+            if let Some(why) = earlier.as_ref().and_then(|e| peak::fell(e, &p)) {
+                eprintln!("warning: {why}");
+            }
             let how = match peak::store(&p, None) {
                 Ok(notes) => {
                     for n in notes {

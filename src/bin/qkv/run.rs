@@ -119,6 +119,8 @@ struct KernelResult {
     peak: PeakRecord,
     #[serde(flatten)]
     check: CheckRecord,
+    /// What makes the kernel's timing untrustworthy, if anything (Measurement::noise).
+    noisy: Option<String>,
     #[serde(skip)]
     report: Option<QkvReport>,
 }
@@ -322,6 +324,7 @@ fn measure_kernel(
         gflop_per_run: shape.flops() / 1e9,
         peak: PeakRecord::of(share.as_ref()),
         check: CheckRecord::of(&m),
+        noisy: m.noise(),
         report: Some(m.report.clone()),
     };
     Ok((result, share))
@@ -415,6 +418,9 @@ fn print_text(
         r.gpu_kernel_ms_max,
         r.gflops
     );
+    if let Some(why) = &r.noisy {
+        outln!("  timing       {why}");
+    }
     match share {
         Some(s) if r.gflops.is_finite() => outln!("  of the peak  {s} (qkv peak)"),
         Some(_) => {}
