@@ -41,14 +41,31 @@ impl std::str::FromStr for CheckRows {
     }
 }
 
+/// The most memory the rows kept for the default check take: Q, K, V and X of each kept row
+/// as f32, and at the check its f64 reference and magnitudes ([`CheckRows::row_bytes`]).
+pub const CHECK_KEEP_BYTES: u64 = 256 << 20;
+
+/// The rows the default check samples where it cannot check every row.
+pub const CHECK_SAMPLE_ROWS: u32 = 4096;
+
 impl CheckRows {
-    /// The default: every row where the f64 reference is cheap, else a sample.
+    /// The default: every row where the f64 reference is cheap (at most 20 GFLOP) and the
+    /// rows kept for it fit in [`CHECK_KEEP_BYTES`], else a sample of
+    /// [`CHECK_SAMPLE_ROWS`], fewer where those would not fit (at least 16): the check's
+    /// memory is bounded however many tokens, unless the user asks for all rows.
     pub fn default_for(shape: &QkvShape) -> Self {
-        if shape.flops() <= 20e9 {
+        let fit = CHECK_KEEP_BYTES / Self::row_bytes(shape).max(1);
+        if shape.flops() <= 20e9 && shape.tokens as u64 <= fit {
             CheckRows::All
         } else {
-            CheckRows::Sample(4096)
+            CheckRows::Sample(fit.clamp(16, CHECK_SAMPLE_ROWS as u64) as u32)
         }
+    }
+
+    /// Bytes one kept row costs: its Q, K, V (f32) and X (f32), and at the check its f64
+    /// reference and f64 magnitudes.
+    pub fn row_bytes(shape: &QkvShape) -> u64 {
+        shape.n_out() as u64 * (4 + 8 + 8) + shape.d_model as u64 * 4
     }
 
     /// The rows of a chunk to check, as offsets within it: all, or `n x len / tokens`
@@ -360,6 +377,30 @@ pub fn keep_source_rows(
 mod tests {
     use super::*;
     use crate::layout::HeadSplit;
+
+    #[test]
+    fn the_default_check_keeps_bounded_memory_however_many_tokens() {
+        // Issue #32: 1M tokens at d_model 16 kept every row (2.0 GB peak for 188 MB of
+        // outputs). Now every row only while they fit in CHECK_KEEP_BYTES.
+        let small = QkvShape::new(4096, 16, 16, 16, false).unwrap();
+        assert_eq!(CheckRows::default_for(&small), CheckRows::All);
+        let long = QkvShape::new(1 << 20, 16, 16, 16, false).unwrap();
+        let CheckRows::Sample(n) = CheckRows::default_for(&long) else {
+            panic!("1M tokens: every row kept");
+        };
+        assert!(
+            n as u64 * CheckRows::row_bytes(&long) <= CHECK_KEEP_BYTES,
+            "{n}"
+        );
+        // Wide rows: fewer than 4096, still bounded.
+        let wide = QkvShape::new(1 << 16, 8192, 8192, 8192, false).unwrap();
+        let CheckRows::Sample(n) = CheckRows::default_for(&wide) else {
+            panic!("wide: every row kept");
+        };
+        assert!(
+            n < CHECK_SAMPLE_ROWS && n as u64 * CheckRows::row_bytes(&wide) <= CHECK_KEEP_BYTES
+        );
+    }
 
     #[test]
     fn sampled_rows_include_each_chunks_ends_and_all_means_all() {

@@ -77,7 +77,8 @@ pub struct BenchArgs {
     #[command(flatten)]
     chunking: ChunkArgs,
     /// Rows of each run checked against the f64 reference: `all`, or N spread over every
-    /// chunk [default: all up to 20 GFLOP per run, else 4096]
+    /// chunk [default: all while they cost at most 20 GFLOP and 256 MiB kept, else a sample of
+    /// up to 4096 within 256 MiB]
     #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
 }

@@ -56,8 +56,8 @@ pub struct RunArgs {
     #[command(flatten)]
     chunking: ChunkArgs,
     /// Rows checked against the f64 reference in every run: `all`, or N rows spread over
-    /// every chunk (each chunk's first and last row included) [default: all up to 20 GFLOP
-    /// per run, else 4096]
+    /// every chunk (each chunk's first and last row included) [default: all while they cost at
+    /// most 20 GFLOP and 256 MiB kept, else a sample of up to 4096 within 256 MiB]
     #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
     /// Print one JSON object per kernel (one line each) instead of text

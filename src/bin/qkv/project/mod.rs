@@ -106,7 +106,7 @@ pub struct ProjectArgs {
     #[arg(long, conflicts_with = "check_rows")]
     no_check: bool,
     /// Rows checked against the f64 reference: `all`, or N rows spread over every chunk (each
-    /// chunk's first and last row included) [default: all up to 20 GFLOP, else 4096]
+    /// chunk's first and last row included) [default: all while they cost at most 20 GFLOP and 256 MiB kept, else a sample of up to 4096 within 256 MiB]
     #[arg(long, value_parser = measure::parse_check_rows)]
     check_rows: Option<CheckRows>,
     #[command(flatten)]
