@@ -87,6 +87,74 @@ pub struct BenchRow {
     pub pass: bool,
 }
 
+/// What a measured run of `shape` stored as `element` (seeded X, generated weights:
+/// `qkv run`, `qkv bench`, the Python module's `bench`) holds in host memory at once, by
+/// part, for [`crate::host::check_room`] before any of it is allocated: the generated f32
+/// weights, the weights as the GPU reads them and their upload, the chunk buffers, the rows
+/// kept for `check`, the CPU baseline's X and output; on a CPU driver (`cpu_device`) the
+/// GPU's buffers too, which live in the same memory.
+pub fn run_footprint(
+    shape: &QkvShape,
+    element: ElementType,
+    check: CheckRows,
+    cpu_device: bool,
+) -> Vec<(&'static str, u64)> {
+    let (w, n_out) = (shape.w_len() as u64, shape.n_out() as u64);
+    let kept = match check {
+        CheckRows::All => shape.tokens as u64,
+        CheckRows::Sample(n) => (n as u64).min(shape.tokens as u64),
+    };
+    let cpu_tokens = (shape.tokens as u64).min(CPU_MAX_TOKENS as u64);
+    let chunk = crate::plan::DEFAULT_CHUNK_BYTES;
+    vec![
+        ("weights (f32, generated)", (w + n_out) * 4),
+        (
+            "the weights' upload (and in a half type their rounded copy)",
+            w * element.size()
+                + if element == ElementType::F32 {
+                    0
+                } else {
+                    w * 4
+                },
+        ),
+        ("chunk buffers", 2 * chunk),
+        (
+            "rows kept for the check",
+            kept * CheckRows::row_bytes(shape),
+        ),
+        (
+            "the CPU baseline",
+            cpu_tokens * (shape.d_model as u64 + n_out) * 4,
+        ),
+        (
+            "GPU buffers (a CPU driver's memory is the host's)",
+            if cpu_device {
+                w * element.size() + 3 * chunk
+            } else {
+                0
+            },
+        ),
+    ]
+}
+
+/// Refuses a measured run of `shape` ([`run_footprint`]) that would not fit the memory the
+/// system has left, before any of it is allocated (`qkv run` and `qkv bench` with
+/// `--d-model 32768 --q-width 32768` aborted allocating 12.9 GB of weights).
+pub fn check_room_for(
+    shape: &QkvShape,
+    element: ElementType,
+    check: CheckRows,
+    cpu_device: bool,
+) -> Result<()> {
+    crate::host::check_room(
+        &run_footprint(shape, element, check, cpu_device),
+        crate::host::available_memory(),
+        "use a smaller d_model or widths (the weights alone are d_model x (q_width + 2 \
+         kv_width) f32 values), check a sample of rows rather than all, or run on a machine \
+         with more memory",
+    )
+}
+
 /// The CPU baseline's time for one batch: an f32 GEMM through `matrixmultiply` on every
 /// core, timed on at most the first [`CPU_MAX_TOKENS`] tokens and scaled to the batch.
 #[derive(Debug, Clone, Copy)]

@@ -70,6 +70,23 @@ pub enum Error {
     #[error("invalid input: {0}")]
     Input(String),
 
+    /// The machine has not the memory a run needs, found before any of it is allocated
+    /// ([`crate::host::check_room`]): never an abort half way.
+    #[error(
+        "this needs about {needed} of memory ({parts}) but the system has {available} \
+         available; {way_out}"
+    )]
+    HostMemory {
+        /// The total, formatted ("38.7 GB").
+        needed: String,
+        /// Each part and its size.
+        parts: String,
+        /// What the system can still give, formatted.
+        available: String,
+        /// What to do instead.
+        way_out: String,
+    },
+
     /// wgpu reported a validation, out-of-memory or internal error.
     #[error("GPU error during {during}: {message}")]
     Gpu {

@@ -448,8 +448,105 @@ pub(crate) fn threads() -> usize {
     }
 }
 
+/// The bytes of memory a run may use: what the system can still give, where it says
+/// (Linux's `MemAvailable` plus free swap), capped by `QKV_MEMORY_LIMIT` where that is set
+/// (bytes, or with a K, M or G suffix: a user's cap on this tool, and how the tests stand
+/// in for a small machine); None where neither says, and no guard can be kept.
+pub fn available_memory() -> Option<u64> {
+    let limit = std::env::var("QKV_MEMORY_LIMIT")
+        .ok()
+        .and_then(|v| parse_bytes(&v));
+    match (system_memory(), limit) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// "8G", "512M", "1048576K" or a plain count of bytes; None for anything else.
+pub fn parse_bytes(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, scale) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 1u64 << 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 1 << 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(scale)
+}
+
+/// What the operating system says it can still give.
+fn system_memory() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    {
+        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+        let field = |name: &str| -> Option<u64> {
+            let line = info.lines().find(|l| l.starts_with(name))?;
+            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            kb.checked_mul(1024)
+        };
+        Some(field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0)))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
+/// `bytes` as "12.9 GB", or below a gigabyte "67.1 MB".
+pub fn gigabytes(bytes: u64) -> String {
+    if bytes >= 1_000_000_000 {
+        format!("{:.1} GB", bytes as f64 / 1e9)
+    } else {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    }
+}
+
+/// Refuses, before any of it is allocated, work whose `parts` (what each holds, bytes) add
+/// up past `available` (the system's, [`available_memory`]; None: no guard), with the sizes
+/// and `way_out`: a run is never started to be killed, or to abort, half way.
+pub fn check_room(
+    parts: &[(&str, u64)],
+    available: Option<u64>,
+    way_out: &str,
+) -> crate::error::Result<()> {
+    let needed = parts.iter().fold(0u64, |a, (_, b)| a.saturating_add(*b));
+    match available {
+        Some(available) if needed > available => Err(crate::error::Error::HostMemory {
+            needed: gigabytes(needed),
+            parts: parts
+                .iter()
+                .filter(|(_, b)| *b >= 1_000_000)
+                .map(|(what, b)| format!("{what} {}", gigabytes(*b)))
+                .collect::<Vec<_>>()
+                .join(", "),
+            available: gigabytes(available),
+            way_out: way_out.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn memory_limits_parse_and_refuse_with_their_sizes() {
+        assert_eq!(parse_bytes("8G"), Some(8 << 30));
+        assert_eq!(parse_bytes("512m"), Some(512 << 20));
+        assert_eq!(parse_bytes("1000"), Some(1000));
+        assert_eq!(parse_bytes("lots"), None);
+        assert_eq!(parse_bytes(""), None);
+        let parts = [("weights", 12_900_000_000), ("rows", 10)];
+        let e = check_room(&parts, Some(8 << 30), "smaller")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("12.9 GB") && e.contains("8.6 GB available; smaller"),
+            "{e}"
+        );
+        assert!(check_room(&parts, None, "x").is_ok());
+        assert!(check_room(&parts, Some(u64::MAX), "x").is_ok());
+    }
+
     use super::*;
 
     #[test]

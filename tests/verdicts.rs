@@ -211,3 +211,24 @@ fn every_timed_dispatch_starts_from_poisoned_outputs_issue_32() {
         "a timed dispatch found the outputs of the one before: {written:?}"
     );
 }
+
+#[test]
+fn a_shape_past_the_hosts_memory_is_refused_before_any_allocation_issue_32() {
+    // Issue #32: `qkv run --tokens 1 --d-model 32768 --q-width 32768` aborted allocating
+    // 12.9 GB of weights; `qkv bench` the same. Now refused up front, with the sizes.
+    let shape = ["--tokens", "1", "--d-model", "32768", "--q-width", "32768"];
+    for cmd in ["run", "bench"] {
+        // A machine of 8 GiB, whatever this one has.
+        let out = qkv_command()
+            .env("QKV_MEMORY_LIMIT", "8G")
+            .args([&[cmd][..], &shape, &["--kernel", "naive"]].concat())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {stderr}");
+        assert!(
+            stderr.contains("of memory") && stderr.contains("weights (f32, generated) 12.9 GB"),
+            "{cmd}: {stderr}"
+        );
+    }
+}

@@ -136,6 +136,11 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     }
     let ctx = gpu.context()?;
     let jobs = jobs(&ctx, &loads, &args.dtype)?;
+    // Every shape of the sweep refused now, before any is measured, if it cannot fit.
+    for (_, shape) in &jobs {
+        let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
+        qkv_wgpu::bench::check_room_for(shape, ElementType::F32, check, ctx.is_cpu())?;
+    }
     // The sweep's bar, and under it a bar over the tokens of each run that has several chunks.
     let bars = indicatif::MultiProgress::new();
     let bar = bars.add(indicatif::ProgressBar::new(jobs.len() as u64));

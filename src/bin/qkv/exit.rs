@@ -30,7 +30,10 @@ impl From<Error> for Failure {
 /// The exit code of a library error.
 pub fn exit_code(e: &Error) -> u8 {
     match e {
-        Error::Shape(_) | Error::Input(_) | Error::DeviceLimit { .. } => INPUT,
+        Error::Shape(_)
+        | Error::Input(_)
+        | Error::DeviceLimit { .. }
+        | Error::HostMemory { .. } => INPUT,
         Error::Io { .. } => IO,
         _ => GPU,
     }

@@ -136,6 +136,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         .with_element(args.dtype)
         .map_err(qkv_wgpu::Error::Input)?;
     check_fits(&limits, &shape, &naive)?;
+    let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
+    qkv_wgpu::bench::check_room_for(&shape, args.dtype, check, ctx.is_cpu())?;
     let mut planned = Vec::new();
     for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune, args.dtype)? {
         let opts = args.chunking.options();
@@ -145,7 +147,6 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
 
     progress(&format!("generating weights (seed {})", args.seed));
     let weights = random_weights(&shape, args.seed);
-    let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
     progress("timing the CPU baseline (f32 GEMM)");
     let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
     let (peak, peak_notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
