@@ -63,9 +63,20 @@ impl Header {
     /// The error is one line, without the file's name.
     pub fn read(r: &mut impl Read) -> Result<Self, String> {
         let mut pre = [0u8; 8];
-        read_all(r, &mut pre, "the magic string")?;
-        if &pre[..6] != b"\x93NUMPY" {
-            return Err("not a .npy file (it does not start with \\x93NUMPY)".into());
+        // A short file is judged by what it has: a 6-byte text file is "not a .npy file",
+        // like a longer one; only a file that starts as .npy and stops is "ends inside".
+        let got =
+            read_up_to(r, &mut pre).map_err(|e| format!("cannot read the magic string: {e}"))?;
+        let magic = b"\x93NUMPY";
+        if pre[..got.min(6)] != magic[..got.min(6)] || got == 0 {
+            return Err(if got == 0 {
+                "not a .npy file (it is empty)".into()
+            } else {
+                "not a .npy file (it does not start with \\x93NUMPY)".into()
+            });
+        }
+        if got < pre.len() {
+            return Err("the file ends inside the magic string".into());
         }
         let (major, minor) = (pre[6], pre[7]);
         let len_bytes = match major {
@@ -100,6 +111,20 @@ impl Header {
         header.data_start = (8 + len_bytes + header_len) as u64;
         Ok(header)
     }
+}
+
+/// Reads into `buf` until it is full or the file ends; the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
 }
 
 fn read_all(r: &mut impl Read, buf: &mut [u8], what: &str) -> Result<(), String> {
@@ -543,5 +568,13 @@ mod tests {
         assert!(e.contains("ends inside the header length"), "{e}");
         let e = Header::read(&mut &b"PK\x03\x04 zip"[..]).unwrap_err();
         assert!(e.contains("not a .npy file"), "{e}");
+        // Issue #32: a 6-byte text file is not a .npy file either (it was "the file ends
+        // inside the magic string"); a true .npy cut short still says where it ends.
+        let e = Header::read(&mut &b"hello\n"[..]).unwrap_err();
+        assert!(e.contains("not a .npy file"), "{e}");
+        let e = Header::read(&mut &b""[..]).unwrap_err();
+        assert!(e.contains("not a .npy file (it is empty)"), "{e}");
+        let e = Header::read(&mut &b"\x93NUM"[..]).unwrap_err();
+        assert!(e.contains("ends inside the magic string"), "{e}");
     }
 }
