@@ -52,16 +52,18 @@ pub struct TryArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Also draw the failing checks' maps of wrong elements by output tile into this SVG
-    /// file (written only when a check fails)
+    /// file (written only when a check fails; its directory must exist; never the kernel
+    /// itself; qkv's own earlier map there is replaced)
     #[arg(long, value_name = "FILE.svg")]
     map: Option<PathBuf>,
-    /// Overwrite the --map file if it exists
+    /// Overwrite an existing --map file that is not a map qkv drew
     #[arg(long, requires = "map")]
     force: bool,
     /// Check (and time) again each time the file changes, until Ctrl-C
     #[arg(long)]
     watch: bool,
-    /// Seconds a check may take before the kernel is taken for one that never ends: qkv
+    /// Seconds a step of the kernel (a check; in its timing, each run and each of the
+    /// back-to-back dispatches) may take before it is taken for one that never ends: qkv
     /// then stops with exit code 3 (a GPU cannot be made to drop a running dispatch)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
