@@ -57,7 +57,7 @@ pub use kernels::{Kernel, KernelConfig, KernelSpec};
 pub use layout::{HeadSplit, OutputLayout};
 pub use plan::{ChunkOptions, ChunkPlan, DEFAULT_BUFFER_SETS, MAX_BUFFER_SETS, MIN_BUFFER_SETS};
 pub use projector::{
-    spread, ChunkOutput, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings,
+    spread, ChunkOutput, GuardDamage, KernelTimer, KernelTimes, Projector, QkvOutput, RunTimings,
 };
 pub use reference::{reference, Reference};
 pub use shape::QkvShape;

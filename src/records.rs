@@ -4,6 +4,7 @@
 //! and each saying itself in one line of text.
 
 use crate::adapter::AdapterSummary;
+use crate::conformance::{CaseResult, PartWrong};
 use crate::measure::Measurement;
 use crate::peak::Share;
 use crate::plan::ChunkPlan;
@@ -254,12 +255,11 @@ impl PlanRecord {
     }
 }
 
-/// The lines `qkv try` and the page print for one check of a user's kernel: a PASS or FAIL
-/// line; for a failure, each of Q, K, V's summary, the first wrong elements and the map of
-/// output tiles ([`crate::conformance`]).
-pub fn case_lines(r: &crate::conformance::CaseResult) -> Vec<String> {
+/// The line `qkv try` and the page print for one check of a user's kernel as it finishes:
+/// PASS or FAIL, the storage type, the shape and what it checks.
+pub fn case_line(r: &CaseResult) -> String {
     let s = &r.case.shape;
-    let mut out = vec![format!(
+    format!(
         "  {}  {:<4} {:>4} x {:>3} -> {:>3} + 2 x {:>3}  {}",
         if r.pass { "PASS" } else { "FAIL" },
         r.case.element.name(),
@@ -268,16 +268,30 @@ pub fn case_lines(r: &crate::conformance::CaseResult) -> Vec<String> {
         s.q_width,
         s.kv_width,
         r.case.name
-    )];
+    )
+}
+
+/// A failed check in detail: its line, each of Q, K, V's summary, the outputs written past
+/// their end, the first wrong elements and the map of output tiles
+/// ([`crate::conformance`]). Nothing for a check that passed.
+pub fn case_details(r: &CaseResult) -> Vec<String> {
     if r.pass {
-        return out;
+        return Vec::new();
     }
+    let mut out = vec![case_line(r)];
     // Each of Q, K, V's summary line (its mismatches follow, per part, below).
     for part in r.report.parts() {
         let text = part.to_string();
         out.push(format!(
             "        {}",
             text.lines().next().unwrap_or("").trim_start()
+        ));
+    }
+    for g in &r.past_end {
+        out.push(format!(
+            "        {}: wrote past the end: {} of the words after it changed (the first {} \
+             past the end)",
+            g.part, g.words, g.first
         ));
     }
     for m in &r.first {
@@ -294,6 +308,110 @@ pub fn case_lines(r: &crate::conformance::CaseResult) -> Vec<String> {
             map.tile.0, map.tile.1
         ));
         out.extend(map.render().lines().map(|l| format!("    {l}")));
+    }
+    out
+}
+
+/// "column 5", "columns 5, 9": a few numbers.
+fn numbered(one: &str, many: &str, n: &[u32]) -> String {
+    let list: Vec<String> = n.iter().map(|c| c.to_string()).collect();
+    let word = if n.len() == 1 { one } else { many };
+    format!("{word} {}", list.join(", "))
+}
+
+/// The pattern of one output's wrong elements over the checks where it has any, in words:
+/// "Q column 5 wrong", "K: the last token row wrong", ...
+fn pattern(part: &str, wrong: &[&PartWrong]) -> String {
+    let mut cols: Vec<u32> = wrong.iter().flat_map(|w| w.cols.iter().copied()).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    if wrong
+        .iter()
+        .all(|w| w.wrong == w.tokens as u64 * w.width as u64)
+    {
+        format!("{part}: every element wrong")
+    } else if cols.len() <= 3 {
+        let every_row = wrong.iter().all(|w| w.rows.len() == w.tokens as usize);
+        format!(
+            "{part} {} wrong{}",
+            numbered("column", "columns", &cols),
+            if every_row {
+                " (in every token row)"
+            } else {
+                ""
+            }
+        )
+    } else if wrong.iter().all(|w| w.rows == [w.tokens - 1]) {
+        format!("{part}: the last token row wrong")
+    } else {
+        let most = wrong
+            .iter()
+            .map(|w| (w.wrong, w.tokens as u64 * w.width as u64))
+            .max_by(|a, b| (a.0 * b.1).cmp(&(b.0 * a.1)))
+            .unwrap_or((0, 0));
+        format!(
+            "{part}: some elements wrong (at worst {} of {}, in {} of {} columns)",
+            most.0,
+            most.1,
+            wrong.iter().map(|w| w.cols.len()).max().unwrap_or(0),
+            wrong.iter().map(|w| w.width).max().unwrap_or(0)
+        )
+    }
+}
+
+/// What the failed checks of a user's kernel have in common, before their details: for each
+/// of Q, K and V, in how many checks it is wrong and the pattern ("Q column 5 wrong in 16 of
+/// 16 checks"), and in how many it was written past its end. Nothing when every check
+/// passed.
+pub fn failure_summary(results: &[CaseResult]) -> Vec<String> {
+    let failed = results.iter().filter(|r| !r.pass).count();
+    if failed == 0 {
+        return Vec::new();
+    }
+    let n = results.len();
+    let mut out = vec![format!("{failed} of {n} checks failed:")];
+    let mut right = Vec::new();
+    for part in ["Q", "K", "V"] {
+        let wrong: Vec<&PartWrong> = results
+            .iter()
+            .flat_map(|r| r.wrong.iter().filter(|w| w.part == part))
+            .collect();
+        let past = results
+            .iter()
+            .filter(|r| r.past_end.iter().any(|g| g.part == part))
+            .count();
+        if !wrong.is_empty() {
+            out.push(format!(
+                "  {} in {} of {n} checks",
+                pattern(part, &wrong),
+                wrong.len()
+            ));
+        }
+        if past > 0 {
+            out.push(format!(
+                "  {part}: wrote past the end (its guard words changed) in {past} of {n} checks"
+            ));
+        }
+        if wrong.is_empty() && past == 0 {
+            right.push(part);
+        }
+    }
+    if !right.is_empty() {
+        out.push(format!("  {}: right in every check", right.join(", ")));
+    }
+    out
+}
+
+/// Everything printed after the checks when some failed: [`failure_summary`], then each
+/// failed check's [`case_details`].
+pub fn failure_report(results: &[CaseResult]) -> Vec<String> {
+    let mut out = failure_summary(results);
+    if out.is_empty() {
+        return out;
+    }
+    out.push("details of each failed check:".into());
+    for r in results {
+        out.extend(case_details(r));
     }
     out
 }

@@ -11,7 +11,8 @@ use qkv_wgpu::{ElementType, Kernel};
 
 /// Every case of `kernel`, in every type it reads.
 fn run_all(kernel: &CustomKernel) -> Vec<CaseResult> {
-    cases(kernel.tile, &kernel.elements)
+    cases(kernel.tile, &kernel.elements, &ctx().limits())
+        .unwrap()
         .iter()
         .map(|case| {
             let spec = kernel.spec(case.element).unwrap();
@@ -269,7 +270,7 @@ fn qkv_try_checks_then_times_a_template_and_reports_a_fault_it_plants() {
         out.contains("tile 16 x 16") && !out.contains("FAIL"),
         "{out}"
     );
-    assert_eq!(out.matches("  PASS  ").count(), 6, "{out}");
+    assert_eq!(out.matches("  PASS  ").count(), 7, "{out}");
     // The timing table: this kernel by its file name, beside naive.
     assert!(
         out.contains("tiled.wgsl") && out.lines().any(|l| l.contains(" naive ")),
@@ -325,8 +326,9 @@ fn a_kernel_that_never_ends_is_stopped_with_a_clear_error_and_one_that_writes_ou
     );
     assert!(start.elapsed().as_secs() < 60, "stopped, not hung");
 
-    // Writes past the end of Q: bounds-checked (a user's kernel always is), they land on
-    // the last element; the check sees it.
+    // Writes far past the end of Q instead of into it: bounds-checked (a user's kernel
+    // always is), they never leave Q's binding; Q's own elements stay NaN, and the check
+    // sees it.
     let oob = minimal().replacen(
         "q[out_index(row, c, qw, params.q_head_dim)] = acc;",
         "q[out_index(row, c, qw, params.q_head_dim) + 1000000u] = acc;",
@@ -411,4 +413,287 @@ fn watch_runs_again_when_the_file_changes() {
     child.kill().unwrap();
     let _ = child.wait();
     assert!(second.iter().any(|l| l.contains("FAIL")), "{second:?}");
+}
+
+/// `qkv try ARGS`, killed after `secs` (a hang shows as exit code -1); (exit code, stdout,
+/// stderr).
+fn qkv_try_within(secs: u64, args: &[&str]) -> (i32, String, String) {
+    let out = assert_cmd::Command::cargo_bin("qkv")
+        .unwrap()
+        .env(
+            "QKV_CACHE_DIR",
+            std::env::temp_dir().join(format!("qkv-try-cache-{}", std::process::id())),
+        )
+        .arg("try")
+        .args(args)
+        .timeout(std::time::Duration::from_secs(secs))
+        .output()
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stdout, stderr)
+}
+
+/// `minimal.wgsl` with `from` replaced by `to` (which must be there), written to `dir/name`.
+fn planted_minimal(dir: &std::path::Path, name: &str, from: &str, to: &str) -> String {
+    let src = minimal();
+    assert!(src.contains(from), "minimal.wgsl has no `{from}`");
+    let path = dir.join(name);
+    std::fs::write(&path, src.replacen(from, to, 1)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_kernel_slow_only_past_the_checks_token_counts_is_stopped_in_the_timing_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // Endless (as lavapipe runs it: 65535 iterations of 8 loads in every invocation) only
+    // past 100 tokens: every check has fewer, the timing 128.
+    let slow = planted_minimal(
+        dir.path(),
+        "slow.wgsl",
+        "    var acc = 0.0;",
+        "    var acc = 0.0;\n    if params.tokens > 100u {\n        loop {\n            for (var j = \
+         0u; j < 8u; j++) {\n                acc += x[(row * 8u + j) % params.d_model];\n  \
+                   }\n            q[0] = acc;\n        }\n    }",
+    );
+    let start = std::time::Instant::now();
+    let (code, out, err) = qkv_try_within(
+        180,
+        &[
+            &slow,
+            "--timeout",
+            "5",
+            "--tokens",
+            "128",
+            "--against",
+            "none",
+        ],
+    );
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(!out.contains("FAIL"), "the checks pass: {out}");
+    assert!(
+        err.contains("slow.wgsl on gpt2 x 128 tokens did not finish within 5 s (--timeout)"),
+        "{err}"
+    );
+    assert!(start.elapsed().as_secs() < 120, "stopped, not hung");
+}
+
+#[test]
+fn the_map_is_never_written_over_the_kernel_and_replaces_only_its_own_earlier_map() {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = planted_minimal(dir.path(), "k.wgsl", "acc += bias[c];", "");
+    let source = std::fs::read_to_string(&kernel).unwrap();
+    // The kernel itself, --force or not, by its name or a hard link to it.
+    let link = dir.path().join("link.svg");
+    std::fs::hard_link(&kernel, &link).unwrap();
+    for map in [kernel.as_str(), link.to_str().unwrap()] {
+        let (code, out, err) = qkv_try(&[&kernel, "--map", map, "--force"]);
+        assert_eq!(code, 2, "{out}{err}");
+        assert!(
+            err.contains("is the kernel") && err.contains("itself"),
+            "{err}"
+        );
+        assert!(!out.contains("PASS"), "refused before any check: {out}");
+        assert_eq!(std::fs::read_to_string(&kernel).unwrap(), source);
+    }
+    // Its own earlier map is replaced without --force, as an edit-and-rerun loop expects.
+    let map = dir.path().join("m.svg");
+    let map = map.to_str().unwrap();
+    for _ in 0..2 {
+        let (code, out, err) = qkv_try(&[&kernel, "--map", map]);
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(out.contains("map of the wrong elements"), "{out}");
+    }
+    // Someone else's file is not, unless forced.
+    std::fs::write(map, "<svg>a drawing of mine</svg>").unwrap();
+    let (code, _, err) = qkv_try(&[&kernel, "--map", map]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is not a map qkv drew"), "{err}");
+    assert!(std::fs::read_to_string(map).unwrap().contains("of mine"));
+    let (code, _, _) = qkv_try(&[&kernel, "--map", map, "--force"]);
+    assert_eq!(code, 1);
+    // A map in a directory that does not exist: refused before the checks.
+    let nodir = dir.path().join("nodir").join("m.svg");
+    let (code, out, err) = qkv_try(&[&kernel, "--map", nodir.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("does not exist") && !out.contains("FAIL"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn only_a_regular_file_of_at_most_1_mib_is_read_as_a_kernel() {
+    let dir = tempfile::tempdir().unwrap();
+    // A FIFO nobody writes to: refused at once, not waited on.
+    let fifo = dir.path().join("fifo.wgsl");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let (code, _, err) = qkv_try_within(60, &[fifo.to_str().unwrap()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("a FIFO, not a regular file"), "{err}");
+    // A kernel past 1 MiB (a valid one, with a long comment).
+    let big = dir.path().join("big.wgsl");
+    std::fs::write(&big, minimal() + "//" + &"x".repeat(1 << 20) + "\n").unwrap();
+    let (code, out, err) = qkv_try_within(
+        120,
+        &[big.to_str().unwrap(), "--against", "none", "--tokens", "16"],
+    );
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(err.contains("larger than 1048576 bytes (1.0 MiB)"), "{err}");
+}
+
+#[test]
+fn a_tile_too_large_for_the_checks_is_refused_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, name) in [
+        ("const TILE_COLS: u32 = 16u;", "wide.wgsl"),
+        ("const TILE_ROWS: u32 = 16u;", "tall.wgsl"),
+    ] {
+        let huge = from.replace("16u", "4294967295u");
+        let path = planted_minimal(dir.path(), name, from, &huge);
+        let (code, out, err) = qkv_try(&[&path, "--against", "none", "--tokens", "16"]);
+        assert_eq!(code, 2, "{name}: {out}{err}");
+        assert!(
+            err.contains("makes the checks' shapes too large") && err.contains("past 4294967295"),
+            "{name}: {err}"
+        );
+        assert!(!out.contains("PASS"), "{name}: no check ran: {out}");
+    }
+    let e = cases((16, u32::MAX), &[ElementType::F32], &ctx().limits()).unwrap_err();
+    assert!(e.to_string().contains("8589934593 tokens"), "{e}");
+}
+
+#[test]
+fn workgroup_storage_past_the_devices_limit_is_refused_before_any_pipeline() {
+    let dir = tempfile::tempdir().unwrap();
+    // 4 MiB of workgroup storage, written only by an invocation that never runs.
+    let src = minimal()
+        .replacen(
+            "const TILE_COLS: u32 = 16u;",
+            "var<workgroup> big: array<f32, 1048576>;\nconst TILE_COLS: u32 = 16u;",
+            1,
+        )
+        .replacen(
+            "    var acc = 0.0;",
+            "    var acc = 0.0;\n    if row == 4294967295u { big[col] = 1.0; }",
+            1,
+        );
+    let k = CustomKernel::parse("big_shared.wgsl", &src).unwrap();
+    assert_eq!(k.workgroup_storage, 4 << 20);
+    let path = dir.path().join("big_shared.wgsl");
+    std::fs::write(&path, &src).unwrap();
+    let (code, out, err) = qkv_try(&[
+        path.to_str().unwrap(),
+        "--against",
+        "none",
+        "--tokens",
+        "16",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(
+        err.contains("4194304 bytes of workgroup storage")
+            && err.contains("(max_compute_workgroup_storage_size)"),
+        "{err}"
+    );
+    assert!(!out.contains("PASS"), "no check ran: {out}");
+    // The workgroup's shape, each against its own limit.
+    let k = CustomKernel::parse("minimal.wgsl", &minimal()).unwrap();
+    assert_eq!(k.workgroup_size, [16, 16, 1]);
+    let small = wgpu::Limits {
+        max_compute_invocations_per_workgroup: 128,
+        max_compute_workgroup_size_y: 8,
+        ..wgpu::Limits::default()
+    };
+    let e = k.check_limits(&small).unwrap_err();
+    assert!(
+        e.contains("256 invocations per workgroup")
+            && e.contains("allows 128 (max_compute_invocations_per_workgroup)")
+            && e.contains("16 @workgroup_size y; the device allows 8"),
+        "{e}"
+    );
+    assert!(k.check_limits(&wgpu::Limits::default()).is_ok());
+}
+
+#[test]
+fn a_write_just_past_the_end_of_q_fails_naming_q() {
+    let dir = tempfile::tempdir().unwrap();
+    // Every element right, and one more written 3 past Q's end (into its guard words).
+    let past = planted_minimal(
+        dir.path(),
+        "past.wgsl",
+        "q[out_index(row, c, qw, params.q_head_dim)] = acc;",
+        "q[out_index(row, c, qw, params.q_head_dim)] = acc;\n        q[params.tokens * qw + \
+         3u] = acc;",
+    );
+    let (code, out, err) = qkv_try(&[&past, "--against", "none", "--tokens", "16"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("Q: wrote past the end (its guard words changed) in 7 of 7 checks")
+            && out.contains("K, V: right in every check"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Q: wrote past the end: "),
+        "the details: {out}"
+    );
+}
+
+#[test]
+fn a_kernel_that_ignores_col0_fails_the_column_block_check() {
+    let k = CustomKernel::parse(
+        "no_col0.wgsl",
+        &minimal().replacen("let c = params.col0 + col;", "let c = col;", 1),
+    )
+    .unwrap();
+    for r in run_all(&k) {
+        assert_eq!(r.pass, !r.case.split_w, "{}", r.case.name);
+    }
+    // The same, from the command line.
+    let dir = tempfile::tempdir().unwrap();
+    let path = planted_minimal(
+        dir.path(),
+        "no_col0.wgsl",
+        "let c = params.col0 + col;",
+        "let c = col;",
+    );
+    let (code, out, err) = qkv_try(&[&path, "--against", "none", "--tokens", "16"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("FAIL") && out.contains("col0 > 0"), "{out}");
+}
+
+#[test]
+fn one_wrong_column_is_summarized_before_the_details_and_errors_are_not_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    // Q's column 5 one off (the worked example has 2 columns: it passes).
+    let path = planted_minimal(
+        dir.path(),
+        "col5.wgsl",
+        "q[out_index(row, c, qw, params.q_head_dim)] = acc;",
+        "q[out_index(row, c, qw, params.q_head_dim)] = select(acc, acc + 1.0, c == 5u);",
+    );
+    let (code, out, _) = qkv_try(&[&path]);
+    assert_eq!(code, 1, "{out}");
+    let summary = out
+        .find("  Q column 5 wrong (in every token row) in 6 of 7 checks")
+        .unwrap_or_else(|| panic!("no summary: {out}"));
+    let details = out.find("details of each failed check:").unwrap();
+    let first_element = out.find("Q[0, 5] = ").unwrap();
+    assert!(summary < details && details < first_element, "{out}");
+    assert!(out.contains("  K, V: right in every check"), "{out}");
+
+    // A syntax error: one `error:`, then naga's own words.
+    let bad = dir.path().join("syntax.wgsl");
+    std::fs::write(&bad, "fn main() {").unwrap();
+    let (code, _, err) = qkv_try(&[bad.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.starts_with("error: invalid input: syntax.wgsl is not valid WGSL: expected"),
+        "{err}"
+    );
+    assert_eq!(err.matches("error:").count(), 1, "{err}");
 }

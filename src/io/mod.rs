@@ -25,6 +25,51 @@ pub(crate) fn open_error(path: &Path, e: std::io::Error) -> Error {
     }
 }
 
+/// The text of `path`, `what` it is in errors ("the kernel"), read from a regular file only
+/// and at most `cap` bytes: the file is opened without waiting (a FIFO's open would wait
+/// for a writer), the opened handle's own type checked (a symlink to /dev/zero, a FIFO or a
+/// directory is refused, whatever the name said when it was looked at), and at most `cap` +
+/// 1 bytes read, so that a file growing without end cannot fill memory.
+pub fn read_small_text(path: &Path, cap: u64, what: &str) -> Result<String, Error> {
+    use std::io::Read;
+    let cannot =
+        |why: String| Error::Input(format!("cannot read {what} {}: {why}", path.display()));
+    let failed = |e: std::io::Error| Error::io(format!("cannot read {what} {}", path.display()), e);
+    let mut o = std::fs::OpenOptions::new();
+    o.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        o.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = o.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => cannot("no such file".into()),
+        std::io::ErrorKind::IsADirectory => cannot("it is a directory, not a file".into()),
+        _ => failed(e),
+    })?;
+    let meta = file.metadata().map_err(failed)?;
+    if !meta.is_file() {
+        return Err(cannot(format!(
+            "it is {}, not a regular file (qkv reads {what} from regular files only)",
+            commit::kind_of(&meta)
+        )));
+    }
+    let mut bytes = Vec::new();
+    file.take(cap + 1).read_to_end(&mut bytes).map_err(failed)?;
+    if bytes.len() as u64 > cap {
+        return Err(cannot(format!(
+            "it is larger than {}, the most qkv reads for {what}",
+            crate::error::fmt_bytes(cap)
+        )));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        cannot(format!(
+            "it is not UTF-8 text (byte {} is not)",
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 /// Reserves `len` bytes of disk for `file` (written as `shown`) before anything is written
 /// into it, so that a full disk (or a file-size limit, `ulimit -f`) stops a run before its
 /// GPU work, not chunks into it: `posix_fallocate` on Linux, which allocates the blocks (a
@@ -161,6 +206,46 @@ pub fn unravel(mut index: usize, dims: &[usize]) -> Vec<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_text_is_read_from_regular_files_only_and_up_to_its_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("k.wgsl");
+        std::fs::write(&file, "fn main() {}").unwrap();
+        assert_eq!(
+            read_small_text(&file, 12, "the kernel").unwrap(),
+            "fn main() {}"
+        );
+        let e = read_small_text(&file, 11, "the kernel")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 11 bytes"), "{e}");
+        let e = read_small_text(dir.path(), 100, "the kernel")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("directory"), "{e}");
+        let e = read_small_text(&dir.path().join("no"), 100, "the kernel").unwrap_err();
+        assert!(e.to_string().contains("no such file"), "{e}");
+        #[cfg(unix)]
+        {
+            // A FIFO with no writer: refused at once, not waited on.
+            let fifo = dir.path().join("fifo");
+            let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+            // SAFETY: a valid NUL-terminated path.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            let e = read_small_text(&fifo, 100, "the kernel")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("a FIFO, not a regular file"), "{e}");
+            // A symlink to a device that never ends: refused by what it opens.
+            let link = dir.path().join("zero.wgsl");
+            std::os::unix::fs::symlink("/dev/zero", &link).unwrap();
+            let e = read_small_text(&link, 100, "the kernel")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("a device, not a regular file"), "{e}");
+        }
+    }
 
     #[test]
     fn scan_counts_and_locates_the_first() {

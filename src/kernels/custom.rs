@@ -30,6 +30,11 @@ pub struct CustomKernel {
     pub tile: (u32, u32),
     /// Invocations per workgroup (`@workgroup_size`).
     pub invocations: u32,
+    /// `@workgroup_size` (x, y, z), with the overrides at their defaults.
+    pub workgroup_size: [u32; 3],
+    /// Bytes of workgroup storage: the sum of the sizes of every `var<workgroup>` the file
+    /// declares, with the overrides at their defaults.
+    pub workgroup_storage: u64,
     /// The storage types it reads (`// qkv: elements`).
     pub elements: Vec<ElementType>,
     /// W's rows padded to a multiple of this many columns (`// qkv: w_align`).
@@ -276,10 +281,18 @@ fn const_u32(module: &naga::Module, name: &str) -> Option<u32> {
     }
 }
 
+/// naga's report of an error in `label` (which starts `error: `, as a compiler's does):
+/// the error's own words after "{label} is not valid WGSL: ", so that the CLI's `error: `
+/// prefix is not doubled.
+fn naga_error(label: &str, report: String) -> String {
+    let text = report.strip_prefix("error: ").unwrap_or(&report);
+    format!("{label} is not valid WGSL: {}", text.trim_end())
+}
+
 /// `wgsl` parsed and validated by naga, its errors shown with their line and column.
 fn module(label: &str, wgsl: &str) -> Result<(naga::Module, naga::valid::ModuleInfo), String> {
-    let module =
-        naga::front::wgsl::parse_str(wgsl).map_err(|e| e.emit_to_string_with_path(wgsl, label))?;
+    let module = naga::front::wgsl::parse_str(wgsl)
+        .map_err(|e| naga_error(label, e.emit_to_string_with_path(wgsl, label)))?;
     let caps = naga::valid::Capabilities::SUBGROUP
         | naga::valid::Capabilities::SHADER_FLOAT16
         | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
@@ -289,7 +302,7 @@ fn module(label: &str, wgsl: &str) -> Result<(naga::Module, naga::valid::ModuleI
         .subgroup_operations(naga::valid::SubgroupOperationSet::all());
     let info = validator
         .validate(&module)
-        .map_err(|e| e.emit_to_string_with_path(wgsl, label))?;
+        .map_err(|e| naga_error(label, e.emit_to_string_with_path(wgsl, label)))?;
     Ok((module, info))
 }
 
@@ -339,23 +352,48 @@ fn resolved(
     Some(module.clone())
 }
 
-/// The workgroup's invocations and the tile, from the module with every override at its
-/// default and the host's three at false / false / f32 (a tile or workgroup may be derived
-/// from overrides of the kernel's own, as the built-in kernels' are).
+/// What the module asks of a workgroup, with every override at its default and the host's
+/// three at false / false / f32 (a tile or workgroup may be derived from overrides of the
+/// kernel's own, as the built-in kernels' are).
+struct Workgroup {
+    /// `@workgroup_size`.
+    size: [u32; 3],
+    /// Bytes of every `var<workgroup>` together.
+    storage: u64,
+    /// Output columns x token rows.
+    tile: (u32, u32),
+}
+
+/// The sum of the sizes of the module's `var<workgroup>` variables.
+fn workgroup_storage(module: &naga::Module) -> u64 {
+    module
+        .global_variables
+        .iter()
+        .filter(|(_, v)| v.space == AddressSpace::WorkGroup)
+        .map(|(_, v)| {
+            // A size naga cannot tell before the pipeline (an override the browser's build
+            // cannot resolve) counts as 0 here; the browser's WebGPU checks it itself.
+            module.types[v.ty]
+                .inner
+                .try_size(module.to_ctx())
+                .unwrap_or(0) as u64
+        })
+        .sum()
+}
+
+/// The module's [`Workgroup`] (None, with the problem, where its overrides do not resolve).
 fn tile_and_workgroup(
     module: &naga::Module,
     info: &naga::valid::ModuleInfo,
     problems: &mut Vec<String>,
-) -> (u32, (u32, u32)) {
-    let module = resolved(module, info, problems);
-    let Some(module) = module.as_ref() else {
-        return (0, (1, 1));
-    };
-    let invocations = module
+) -> Option<Workgroup> {
+    let module = resolved(module, info, problems)?;
+    let module = &module;
+    let size = module
         .entry_points
         .iter()
         .find(|e| e.name == "main")
-        .map_or(0, |e| e.workgroup_size.iter().product());
+        .map_or([0; 3], |e| e.workgroup_size);
     let tile = match (
         const_u32(module, "TILE_COLS"),
         const_u32(module, "TILE_ROWS"),
@@ -372,7 +410,11 @@ fn tile_and_workgroup(
             (1, 1)
         }
     };
-    (invocations, tile)
+    Some(Workgroup {
+        size,
+        storage: workgroup_storage(module),
+        tile,
+    })
 }
 
 impl CustomKernel {
@@ -440,10 +482,10 @@ impl CustomKernel {
         for (_, var) in module.global_variables.iter() {
             check_binding(&module, var, (halves, textured), &mut problems);
         }
-        let (invocations, tile) = if problems.is_empty() {
+        let workgroup = if problems.is_empty() {
             tile_and_workgroup(&module, &info, &mut problems)
         } else {
-            (0, (1, 1))
+            None
         };
         if !problems.is_empty() {
             return Err(format!(
@@ -451,6 +493,7 @@ impl CustomKernel {
                 problems.join("\n  ")
             ));
         }
+        let workgroup = workgroup.expect("no problems: the workgroup resolved");
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         wgsl.hash(&mut hasher);
         let file: &'static str =
@@ -462,14 +505,76 @@ impl CustomKernel {
                 wgsl: Box::leak(wgsl.to_string().into_boxed_str()),
                 entry_point: "main",
             },
-            tile,
-            invocations,
+            tile: workgroup.tile,
+            invocations: workgroup
+                .size
+                .iter()
+                .map(|&n| n as u64)
+                .product::<u64>()
+                .min(u32::MAX as u64) as u32,
+            workgroup_size: workgroup.size,
+            workgroup_storage: workgroup.storage,
             elements,
             w_align,
             native_f16,
             subgroups: wgsl.contains("@builtin(subgroup_"),
             binding,
         })
+    }
+
+    /// Refuses a kernel whose workgroup a device with `limits` cannot run, before any
+    /// pipeline is made: its invocations, its size along each dimension and its workgroup
+    /// storage (which a device need not check itself: past its limit a kernel may run on
+    /// memory it does not have), each problem naming the limit and both values.
+    pub fn check_limits(&self, limits: &wgpu::Limits) -> Result<(), String> {
+        let [x, y, z] = self.workgroup_size;
+        let checks = [
+            (
+                self.invocations as u64,
+                limits.max_compute_invocations_per_workgroup,
+                "invocations per workgroup (@workgroup_size x * y * z)",
+                "max_compute_invocations_per_workgroup",
+            ),
+            (
+                x as u64,
+                limits.max_compute_workgroup_size_x,
+                "@workgroup_size x",
+                "max_compute_workgroup_size_x",
+            ),
+            (
+                y as u64,
+                limits.max_compute_workgroup_size_y,
+                "@workgroup_size y",
+                "max_compute_workgroup_size_y",
+            ),
+            (
+                z as u64,
+                limits.max_compute_workgroup_size_z,
+                "@workgroup_size z",
+                "max_compute_workgroup_size_z",
+            ),
+            (
+                self.workgroup_storage,
+                limits.max_compute_workgroup_storage_size,
+                "bytes of workgroup storage (every var<workgroup> together)",
+                "max_compute_workgroup_storage_size",
+            ),
+        ];
+        let problems: Vec<String> = checks
+            .iter()
+            .filter(|(value, limit, ..)| *value > *limit as u64)
+            .map(|(value, limit, what, name)| {
+                format!("{value} {what}; the device allows {limit} ({name})")
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "{} asks more of a workgroup than this device has:\n  {}",
+            self.label,
+            problems.join("\n  ")
+        ))
     }
 
     /// The spec that runs this kernel storing `element`: the storage binding, X and W

@@ -406,17 +406,20 @@ pub(super) fn params_buffers(device: &wgpu::Device, plan: &ChunkPlan) -> Vec<wgp
         .collect()
 }
 
-/// One chunk's Q, K, V in `element` on the GPU, and the staging buffers they are read back
-/// through (a MAP_READ buffer may only be a COPY_DST).
+/// One chunk's Q, K, V in `element` on the GPU, each followed by `guard` 32-bit words
+/// (bound with it: see [`super::Projector::from_plan_guarded`]), and the staging buffers
+/// they are read back through (a MAP_READ buffer may only be a COPY_DST).
 fn output_buffers(
     device: &wgpu::Device,
     element: ElementType,
     chunk_shape: &QkvShape,
+    guard: u32,
 ) -> ([wgpu::Buffer; 3], [wgpu::Buffer; 3]) {
     let (q_len, kv_len) = (chunk_shape.q_len() as u64, chunk_shape.kv_len() as u64);
+    let guard = guard as u64 * 4;
     let (q_bytes, kv_bytes) = (
-        storage_bytes(element, q_len),
-        storage_bytes(element, kv_len),
+        storage_bytes(element, q_len) + guard,
+        storage_bytes(element, kv_len) + guard,
     );
     let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
         device.create_buffer(&wgpu::BufferDescriptor {
@@ -461,12 +464,11 @@ fn fill_groups(ctx: &GpuContext, outputs: &[wgpu::Buffer; 3]) -> Vec<(wgpu::Bind
 }
 
 impl Slot {
-    /// Allocates one buffer set for the plan's chunks, with X uploaded as `upload` says, and
-    /// binds it with `weights`.
+    /// Allocates one buffer set for the plan's chunks (Q, K, V each followed by `guard`
+    /// words), with X uploaded as `upload` says, and binds it with `weights`.
     pub(super) fn new(
         ctx: &GpuContext,
-        spec: &KernelSpec,
-        plan: &ChunkPlan,
+        (spec, plan, guard): (&KernelSpec, &ChunkPlan, u32),
         weights: &WeightBuffers,
         (layout, upload): (&Layout, Upload),
     ) -> Self {
@@ -490,7 +492,7 @@ impl Slot {
             chunk_shape.tokens as usize * spec.x_stride(chunk_shape.d_model) as usize,
             tex.x,
         );
-        let (outputs, staging) = output_buffers(device, element, &chunk_shape);
+        let (outputs, staging) = output_buffers(device, element, &chunk_shape, guard);
         let params = params_buffers(device, plan);
         let scratch = spec.reduce.map(|_| {
             // f32: the partial sums are the accumulators'.

@@ -72,8 +72,14 @@ pub(super) struct Engine<'c> {
 }
 
 impl<'c> Engine<'c> {
-    /// Compiles (or reuses) the spec's pipelines and allocates what the plan needs.
-    pub(super) fn new(ctx: &'c GpuContext, spec: KernelSpec, plan: ChunkPlan) -> Result<Self> {
+    /// Compiles (or reuses) the spec's pipelines and allocates what the plan needs, Q, K and
+    /// V each followed by `guard` words.
+    pub(super) fn new(
+        ctx: &'c GpuContext,
+        spec: KernelSpec,
+        plan: ChunkPlan,
+        guard: u32,
+    ) -> Result<Self> {
         let shape = plan.shape;
         let layout = ctx.layout(spec.binding)?;
         let mut constants =
@@ -126,7 +132,7 @@ impl<'c> Engine<'c> {
         for slot in 0..sets {
             let during = format!("{during}, buffer set {slot}");
             slots.push(ctx.checked(&during, || {
-                Slot::new(ctx, &spec, &plan, &weights, (layout, upload))
+                Slot::new(ctx, (&spec, &plan, guard), &weights, (layout, upload))
             })?);
         }
         let engine = Self {

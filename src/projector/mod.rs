@@ -54,6 +54,18 @@ pub struct QkvOutput {
     pub timings: RunTimings,
 }
 
+/// Words after one of Q, K, V that a run changed ([`Projector::guard_damage`]): the kernel
+/// wrote past the output's end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GuardDamage {
+    /// "Q", "K" or "V".
+    pub part: &'static str,
+    /// 32-bit words changed.
+    pub words: u64,
+    /// The first changed word, counted from the output's end (0: the word just past it).
+    pub first: u64,
+}
+
 /// Checks that X holds [tokens, d_model] of `s`.
 fn check_x(s: &QkvShape, x: &[f32]) -> Result<()> {
     if x.len() == s.x_len() {
@@ -213,11 +225,25 @@ impl<'c> Projector<'c> {
     /// The projector for a batch already planned for `spec` on this context's limits
     /// ([`ChunkPlan::new`]).
     pub fn from_plan(ctx: &'c GpuContext, spec: KernelSpec, plan: ChunkPlan) -> Result<Self> {
+        Self::from_plan_guarded(ctx, spec, plan, 0)
+    }
+
+    /// As [`from_plan`](Self::from_plan), with `guard` 32-bit words after each of Q, K and V
+    /// in every buffer set, bound with it, so that a write a little past an output's end
+    /// lands in them (and, where the backend clamps an index to its binding, any write past
+    /// it: on the last guard word) instead of going unseen. Every chunk fills them with NaN
+    /// with the outputs; [`guard_damage`](Self::guard_damage) tells which changed.
+    pub fn from_plan_guarded(
+        ctx: &'c GpuContext,
+        spec: KernelSpec,
+        plan: ChunkPlan,
+        guard: u32,
+    ) -> Result<Self> {
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why));
         }
         Ok(Self {
-            engine: Engine::new(ctx, spec, plan)?,
+            engine: Engine::new(ctx, spec, plan, guard)?,
             steady: steady::SteadyTiming::default(),
             weights_loaded: false,
         })
@@ -399,6 +425,58 @@ impl<'c> Projector<'c> {
         engine.ctx.run_pass("filling outputs with NaN", |pass| {
             engine.encode_fill(pass, 0)
         })
+    }
+
+    /// The outputs a kernel wrote past the end of, in the last chunk each buffer set ran:
+    /// for each of Q, K and V whose words after its last full chunk's elements (the padding
+    /// to 16 bytes and the guard words of
+    /// [`from_plan_guarded`](Self::from_plan_guarded)) no longer hold the NaN every chunk
+    /// fills them with. A shorter last chunk's own tail is not looked at.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn guard_damage(&mut self) -> Result<Vec<GuardDamage>> {
+        pollster::block_on(self.guard_damage_async())
+    }
+
+    /// As [`guard_damage`](Self::guard_damage), as a future.
+    pub async fn guard_damage_async(&mut self) -> Result<Vec<GuardDamage>> {
+        let ctx = self.engine.ctx;
+        let element = self.engine.spec.element;
+        let chunk = self.engine.plan.chunk_shape();
+        let lens = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()];
+        let mut found: Vec<GuardDamage> = Vec::new();
+        for s in &self.engine.slots {
+            let mut encoder = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("guard words readback"),
+                });
+            ctx.checked("copying the guard words for readback", || {
+                for (src, dst) in s.outputs.iter().zip(&s.staging) {
+                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, src.size());
+                }
+            })?;
+            ctx.submit_and_wait(encoder, "copying the guard words for readback")?;
+            for ((staging, len), part) in s.staging.iter().zip(lens).zip(["Q", "K", "V"]) {
+                let mut words = vec![0u32; (staging.size() / 4) as usize];
+                ctx.read_mapped_async(staging, &mut words, "reading the guard words")
+                    .await?;
+                let end = (element.buffer_bytes(len as u64) / 4) as usize;
+                let changed: Vec<usize> = (end..words.len())
+                    .filter(|&i| words[i] != element.nan_word())
+                    .collect();
+                if let Some(&first) = changed.first() {
+                    match found.iter_mut().find(|d| d.part == part) {
+                        Some(d) => d.words += changed.len() as u64,
+                        None => found.push(GuardDamage {
+                            part,
+                            words: changed.len() as u64,
+                            first: (first - end) as u64,
+                        }),
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Copies the first buffer set's Q, K and V (one full chunk's worth) as they are now on

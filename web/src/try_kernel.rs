@@ -5,10 +5,10 @@
 
 use crate::{js_err, pause, to_js, whole, Gpu};
 use js_sys::Promise;
-use qkv_wgpu::conformance::{cases, maps_svg, run_case};
+use qkv_wgpu::conformance::{cases, maps_svg, run_case, CaseResult};
 use qkv_wgpu::kernels::CustomKernel;
 use qkv_wgpu::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
-use qkv_wgpu::records::{case_lines, custom_kernel_line, CASES_LINE};
+use qkv_wgpu::records::{case_line, custom_kernel_line, failure_report, CASES_LINE};
 use qkv_wgpu::{ChunkOptions, ElementType, GpuContext, OutputLayout, Projector, QkvShape};
 use serde::Serialize;
 use wasm_bindgen::prelude::*;
@@ -47,6 +47,41 @@ impl Gpu {
     }
 }
 
+/// The kernel checked against the device's limits, then through every case, each case's
+/// line added to `lines`; None (the reason in `lines`) where the kernel or its tile asks
+/// more than the device has.
+async fn run_checks(
+    ctx: &GpuContext,
+    kernel: &CustomKernel,
+    lines: &mut Vec<String>,
+) -> Result<Option<Vec<CaseResult>>, qkv_wgpu::Error> {
+    let limits = ctx.limits();
+    let checked = kernel
+        .check_limits(&limits)
+        .map_err(qkv_wgpu::Error::Input)
+        .and_then(|()| cases(kernel.tile, &kernel.elements, &limits));
+    let cases = match checked {
+        Ok(cases) => cases,
+        Err(why) => {
+            lines.extend(why.to_string().lines().map(str::to_string));
+            return Ok(None);
+        }
+    };
+    lines.push(CASES_LINE.to_string());
+    let mut results = Vec::new();
+    for case in cases {
+        let spec = kernel.spec(case.element).map_err(qkv_wgpu::Error::Input)?;
+        if let Some(why) = spec.unsupported_on(&ctx.summary) {
+            return Err(qkv_wgpu::Error::Input(why));
+        }
+        pause().await;
+        let r = run_case(ctx, &spec, &case, 42).await?;
+        lines.push(case_line(&r));
+        results.push(r);
+    }
+    Ok(Some(results))
+}
+
 async fn check_and_time(
     ctx: &GpuContext,
     source: &str,
@@ -62,21 +97,17 @@ async fn check_and_time(
             })
         }
     };
-    let mut lines = vec![custom_kernel_line(&kernel), CASES_LINE.to_string()];
-    let mut failed = Vec::new();
-    for case in cases(kernel.tile, &kernel.elements) {
-        let spec = kernel.spec(case.element).map_err(qkv_wgpu::Error::Input)?;
-        if let Some(why) = spec.unsupported_on(&ctx.summary) {
-            return Err(qkv_wgpu::Error::Input(why));
-        }
-        pause().await;
-        let r = run_case(ctx, &spec, &case, 42).await?;
-        lines.extend(case_lines(&r));
-        if !r.pass {
-            failed.push(r);
-        }
-    }
+    let mut lines = vec![custom_kernel_line(&kernel)];
+    let Some(results) = run_checks(ctx, &kernel, &mut lines).await? else {
+        return Ok(TryReport {
+            pass: false,
+            lines,
+            map_svg: None,
+        });
+    };
+    let failed: Vec<_> = results.iter().filter(|r| !r.pass).collect();
     if !failed.is_empty() {
+        lines.extend(failure_report(&results));
         lines.push(format!("{} check(s) failed: not timed", failed.len()));
         let maps: Vec<_> = failed
             .iter()

@@ -17,6 +17,7 @@ mod signals;
 mod stdout;
 mod text;
 mod try_kernel;
+mod watchdog;
 
 use args::GpuArgs;
 use clap::{Parser, Subcommand};

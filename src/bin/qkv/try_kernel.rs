@@ -6,13 +6,16 @@ use crate::args::{dtype_help, parse_kernels, resolve_kernels, GpuArgs, KernelLis
 use crate::exit::Failure;
 use crate::stdout::outln;
 use crate::text::progress;
+use crate::watchdog::Watchdog;
 use clap::Args;
 use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow};
-use qkv_wgpu::conformance::{cases, maps_svg, run_case_blocking, TileMap};
+use qkv_wgpu::conformance::{cases, maps_svg, run_case_blocking, CaseResult, TileMap, MAP_MARKER};
 use qkv_wgpu::kernels::CustomKernel;
+use qkv_wgpu::measure::Progress;
 use qkv_wgpu::presets::preset;
+use qkv_wgpu::records::{case_line, failure_report};
 use qkv_wgpu::{random_weights, ChunkOptions, ElementType, Error, Kernel, QkvShape};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 #[command(
@@ -49,20 +52,25 @@ pub struct TryArgs {
     #[arg(long, default_value_t = 42)]
     seed: u64,
     /// Also draw the failing checks' maps of wrong elements by output tile into this SVG
-    /// file (written only when a check fails)
+    /// file (written only when a check fails; its directory must exist; never the kernel
+    /// itself; qkv's own earlier map there is replaced)
     #[arg(long, value_name = "FILE.svg")]
     map: Option<PathBuf>,
-    /// Overwrite the --map file if it exists
+    /// Overwrite an existing --map file that is not a map qkv drew
     #[arg(long, requires = "map")]
     force: bool,
     /// Check (and time) again each time the file changes, until Ctrl-C
     #[arg(long)]
     watch: bool,
-    /// Seconds a check may take before the kernel is taken for one that never ends: qkv
+    /// Seconds a step of the kernel (a check; in its timing, each run and each of the
+    /// back-to-back dispatches) may take before it is taken for one that never ends: qkv
     /// then stops with exit code 3 (a GPU cannot be made to drop a running dispatch)
     #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     timeout: u64,
 }
+
+/// The most bytes of WGSL `qkv try` reads.
+const KERNEL_CAP: u64 = 1 << 20;
 
 pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
     if let Some(name) = &args.template {
@@ -75,22 +83,16 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
         .as_ref()
         .expect("clap requires FILE without --template");
     if let Some(map) = &args.map {
-        qkv_wgpu::io::commit::not_special(map)?;
-        if map.exists() && !args.force {
-            return Err(Error::Input(format!(
-                "--map {} already exists; pass --force to overwrite it",
-                map.display()
-            ))
-            .into());
-        }
+        map_destination(map, path, args.force)?;
     }
     let ctx = gpu.context()?;
+    let dog = Watchdog::start();
     if !args.watch {
-        return try_once(&ctx, path, args);
+        return try_once(&ctx, path, args, &dog);
     }
     loop {
         let before = stamp(path);
-        match try_once(&ctx, path, args) {
+        match try_once(&ctx, path, args, &dog) {
             Ok(()) | Err(Failure::Validation) => {}
             Err(Failure::Error(e)) => eprintln!("error: {}", crate::args::flags(&e.to_string())),
         }
@@ -104,78 +106,97 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
 
 /// What tells a change of the file: its modification time and length (None while it cannot
 /// be read, as during an editor's save).
-fn stamp(path: &std::path::Path) -> Option<(std::time::SystemTime, u64)> {
+fn stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
 
-/// Stops the process with exit code 3 if a check runs past `timeout` (a kernel that never
-/// ends: the GPU, or a CPU driver, cannot be made to drop it, and waiting would hang); the
-/// returned sender, sent to or dropped, ends the watch.
-fn watchdog(timeout: std::time::Duration, what: String) -> std::sync::mpsc::Sender<()> {
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(timeout) {
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-            eprintln!(
-                "error: {what} did not finish within {} s (--timeout): the kernel may never \
-                 end (a loop without an exit?); stopping",
-                timeout.as_secs()
-            );
-            // At once, without the driver's exit handlers, which may wait for the dispatch
-            // that never ends.
-            #[cfg(unix)]
-            // SAFETY: _exit ends the process; nothing of it runs afterwards.
-            unsafe {
-                libc::_exit(3)
-            };
-            #[cfg(not(unix))]
-            std::process::exit(3);
-        }
-    });
-    tx
+/// Whether the regular file at `path` is a map `qkv try` drew (its marker near the start).
+fn is_our_map(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = Vec::new();
+    let read = std::fs::File::open(path).and_then(|f| f.take(4096).read_to_end(&mut head));
+    read.is_ok() && String::from_utf8_lossy(&head).contains(MAP_MARKER)
 }
 
-/// Reads, checks and (if every check passed) times the kernel at `path`, once.
+/// Refuses a `--map` destination before any check runs: one in a directory that does not
+/// exist, one that is not a regular file, the kernel itself (by file identity: a hard link
+/// is caught too), and without `force` an existing file that is not a map `qkv try` drew
+/// (its own earlier map is replaced, as an edit-and-rerun loop expects).
+fn map_destination(map: &Path, kernel: &Path, force: bool) -> Result<(), Error> {
+    let dir = match map.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+        return Err(Error::Input(format!(
+            "--map {}: the directory {} does not exist",
+            map.display(),
+            dir.display()
+        )));
+    }
+    qkv_wgpu::io::commit::not_special(map)?;
+    if std::fs::symlink_metadata(map).is_err() {
+        return Ok(());
+    }
+    if same_file::is_same_file(kernel, map).unwrap_or(false) {
+        return Err(Error::Input(format!(
+            "--map {} is the kernel {} itself; the map is never written over an input, \
+             --force or not: choose another name",
+            map.display(),
+            kernel.display()
+        )));
+    }
+    if force || is_our_map(map) {
+        return Ok(());
+    }
+    Err(Error::Input(format!(
+        "--map {} already exists and is not a map qkv drew; pass --force to overwrite it",
+        map.display()
+    )))
+}
+
+/// Reads, checks and (if every check passed) times the kernel at `path`, once, each step
+/// under `dog`.
 fn try_once(
     ctx: &qkv_wgpu::GpuContext,
-    path: &std::path::Path,
+    path: &Path,
     args: &TryArgs,
+    dog: &Watchdog,
 ) -> Result<(), Failure> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::Input(format!("cannot read the kernel {}: {e}", path.display())))?;
+    let text = qkv_wgpu::io::read_small_text(path, KERNEL_CAP, "the kernel")?;
     let label = path.file_name().map_or_else(
         || path.display().to_string(),
         |n| n.to_string_lossy().into(),
     );
     let kernel = CustomKernel::parse(&label, &text).map_err(Error::Input)?;
     outln!("{}", qkv_wgpu::records::custom_kernel_line(&kernel));
+    let limits = ctx.limits();
+    kernel.check_limits(&limits).map_err(Error::Input)?;
+    let cases = cases(kernel.tile, &kernel.elements, &limits)?;
     outln!("{}", qkv_wgpu::records::CASES_LINE);
     let timeout = std::time::Duration::from_secs(args.timeout);
-    let mut failed = Vec::new();
-    for case in cases(kernel.tile, &kernel.elements) {
+    let mut results = Vec::new();
+    for case in cases {
         let spec = kernel.spec(case.element).map_err(Error::Input)?;
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why).into());
         }
-        let watch = watchdog(
-            timeout,
-            format!("the check '{}' in {}", case.name, case.element),
-        );
+        let what = format!("the check '{}' in {}", case.name, case.element);
+        dog.arm(what, timeout);
         let result = run_case_blocking(ctx, &spec, &case, args.seed);
-        let _ = watch.send(());
+        dog.disarm();
         let result = result?;
-        for line in qkv_wgpu::records::case_lines(&result) {
-            outln!("{line}");
-        }
-        if !result.pass {
-            failed.push(result);
-        }
+        outln!("{}", case_line(&result));
+        results.push(result);
     }
-    if failed.is_empty() {
-        return time_beside(ctx, &kernel, args);
+    if results.iter().all(|r| r.pass) {
+        return time_beside(ctx, &kernel, args, dog);
     }
+    for line in failure_report(&results) {
+        outln!("{line}");
+    }
+    let failed: Vec<&CaseResult> = results.iter().filter(|r| !r.pass).collect();
     outln!("{} check(s) failed: not timed", failed.len());
     if let Some(map) = &args.map {
         let maps: Vec<(String, &TileMap)> = failed
@@ -186,6 +207,7 @@ fn try_once(
             })
             .collect();
         let svg = maps_svg(&maps);
+        map_destination(map, path, args.force)?;
         qkv_wgpu::io::commit::write_file(map, svg.as_bytes(), true)?;
         outln!("map of the wrong elements: {}", map.display());
     }
@@ -217,11 +239,14 @@ fn against(list: &str) -> Result<Vec<KernelList>, Error> {
         .collect()
 }
 
-/// Times the kernel (each `--dtype`) and the `--against` kernels on the named shape.
+/// Times the kernel (each `--dtype`) and the `--against` kernels on the named shape, each
+/// step of the kernel's own (making its projector, each run, the back-to-back dispatches)
+/// under `dog`; the built-in kernels are the project's own and end.
 fn time_beside(
     ctx: &qkv_wgpu::GpuContext,
     kernel: &CustomKernel,
     args: &TryArgs,
+    dog: &Watchdog,
 ) -> Result<(), Failure> {
     let p = preset(args.shape.trim()).map_err(Error::Input)?;
     let shape = QkvShape::new(args.tokens, p.d_model, p.q_width, p.kv_width, p.bias)?;
@@ -254,8 +279,32 @@ fn time_beside(
         p.name, shape.tokens
     ));
     let mut rows: Vec<BenchRow> = Vec::new();
+    let timeout = std::time::Duration::from_secs(args.timeout);
     for spec in specs {
-        rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+        if spec.custom.is_none() {
+            rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+            continue;
+        }
+        let on = format!("{} on {} x {} tokens", kernel.label, p.name, shape.tokens);
+        dog.arm(format!("preparing {on} for timing"), timeout);
+        let mut step = String::new();
+        let row = bench_row(ctx, spec, &job, &opts, |progress| match progress {
+            Progress::Run { index, of } => {
+                step = format!("run {} of {of} of {on}", index + 1);
+                dog.arm(step.clone(), timeout);
+            }
+            // A chunk done: the next one gets its time.
+            Progress::Tokens(_) => dog.arm(step.clone(), timeout),
+            // The host's check of the results: not the kernel's time.
+            Progress::Checking => dog.disarm(),
+            // --repeats dispatches after at most 3 warm-ups (none on a CPU driver).
+            Progress::TimingKernel => dog.arm(
+                format!("the back-to-back timing of {on}"),
+                timeout * (args.repeats + 3),
+            ),
+        });
+        dog.disarm();
+        rows.push(row?.0);
     }
     crate::bench::print_table(&rows, peak.is_some());
     if rows.iter().all(|r| r.pass) {
