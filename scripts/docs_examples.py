@@ -9,8 +9,8 @@ numpy are installed), and each `$ ` line of a ```text block (a command whose out
 document shows). A document's examples run in order, in one scratch directory of their own
 (so the Python block that writes `gpt2-tiny.safetensors` feeds the `qkv project` line after
 it), with `examples/` linked in and `qkv` on PATH as the release binary that the README's
-first example (`scripts/run.sh`) builds. Commands that name `scripts/` run from the
-repository's root, as a reader in a fresh clone would run them.
+first example (`scripts/run.sh`) builds. Commands that name the repository's own files
+(`scripts/...`, `./python`) run from its root, as a reader in a fresh clone would run them.
 
 A few examples cannot run on a machine without a GPU, or are this lane's neighbours; each is
 named in SKIPPED with the reason, printed as it is passed over, and a SKIPPED entry that no
@@ -77,6 +77,12 @@ def command_of(line: str) -> str:
     return re.split(r"\s+#\s", line, maxsplit=1)[0].strip()
 
 
+def at_root(cmd: str) -> bool:
+    """Whether a command names the repository's own files (`scripts/run.sh`, `pip install
+    ./python`): a reader runs those from the root of the clone."""
+    return bool(re.search(r"(^|\s)(\./|scripts/)", cmd))
+
+
 def serve_until_up(cmd, url, env):
     proc = subprocess.Popen(["bash", "-c", cmd], cwd=ROOT, env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -105,6 +111,7 @@ def main() -> int:
                     help="the Python that runs the python blocks (the Python lane's venv)")
     ap.add_argument("--list", action="store_true", help="list the examples and exit")
     args = ap.parse_args()
+    args.python = os.path.abspath(args.python)
 
     found = [(doc, *e) for doc in DOCS for e in examples(doc)]
     if args.list:
@@ -146,7 +153,7 @@ def main() -> int:
                 code = 0 if ok else 1
             else:
                 argv = [args.python, "-c", body] if kind == "python" else ["bash", "-c", body]
-                cwd = ROOT if kind == "sh" and "scripts/" in cmd else work
+                cwd = ROOT if kind == "sh" and at_root(cmd) else work
                 try:
                     r = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True,
                                        timeout=TIMEOUT_S)
