@@ -33,3 +33,27 @@ not fit in the memory the machine has left.
 from ._native import GpuError, Projector, adapters, bench
 
 __all__ = ["GpuError", "Projector", "adapters", "bench"]
+
+# A class's __call__ made in Rust is a slot, whose help Python writes itself ("Call self as a
+# function."): it is called through this function, which carries the documentation.
+_project = Projector.__call__
+
+
+def __call__(self, x):
+    """Q, K, V of X [tokens, d_model] or [batch, seq, d_model].
+
+    X is a C-contiguous float32, float16 or bfloat16 array, never copied (its one copy is the
+    upload to the GPU). Q, K, V come back in the storage type (``dtype``; float32 with
+    ``out_dtype="float32"``) as [tokens, width] ([batch, seq, width] for 3-D X), or as
+    [batch, heads, seq, head_dim] with ``head_layout="heads"``. The call streams X chunk by
+    chunk with the GIL released; Ctrl-C stops it between chunks (``KeyboardInterrupt``).
+
+    Raises ``ValueError`` for a wrong shape or type, or X holding NaN or Inf; ``MemoryError``,
+    before any work, where Q, K and V would not fit in the memory left.
+    """
+    return _project(self, x)
+
+
+__call__.__qualname__ = "Projector.__call__"
+Projector.__call__ = __call__
+del __call__
