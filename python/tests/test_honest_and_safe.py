@@ -2,6 +2,7 @@
 no NaN weights, a MemoryError (never an abort) before anything too large, a check against
 X as the GPU read it, a quiet first use, and the names and help the documentation gives."""
 
+import importlib
 import os
 import pydoc
 import re
@@ -202,3 +203,8 @@ def test_calling_a_projector_is_documented():
     assert "Call self as a function" not in text, text
     assert "Q, K, V of X" in text and "[batch, seq, d_model]" in text, text
     assert "Q, K, V of X" in pydoc.render_doc(qkv_wgpu.Projector, renderer=pydoc.plaintext)
+    # The documented __call__ survives a reload of the package (no call through itself).
+    importlib.reload(qkv_wgpu)
+    w = np.eye(4, dtype=np.float32)
+    q, _, _ = qkv_wgpu.Projector(w, w, w, kernel="naive")(np.ones((2, 4), dtype=np.float32))
+    assert q.tolist() == [[1.0] * 4] * 2
