@@ -1,28 +1,53 @@
 """Project one attention layer of a real checkpoint with qkv-wgpu, in f32 and bf16; compare
 with NumPy in float64; plot GFLOP/s against tokens.
 
-    pip install ./python safetensors ml_dtypes matplotlib
+It needs the module and two packages besides NumPy (checked before any work):
+
+    pip install ./python safetensors matplotlib
     # GPT-2 small from the Hugging Face hub (548 MB):
     curl -LO https://huggingface.co/openai-community/gpt2/resolve/main/model.safetensors
     python examples/python/project_checkpoint.py model.safetensors --prefix h.0
 
-Without a download, --demo writes a GPT-2-shaped checkpoint of random weights and uses it.
+Without a download, `--demo PATH` writes a GPT-2-shaped checkpoint of random weights to PATH
+(a .safetensors file of 7 MB) and uses it:
+
+    python examples/python/project_checkpoint.py --demo demo.safetensors
+
 The layer is found as `qkv project` finds it (GPT-2's c_attn, BERT's query/key/value,
 Llama's q/k/v_proj under the prefix); X is drawn like a LayerNorm's output (mean 0, std 1).
+The plot goes to gflops.png (--plot PATH).
 """
 
 import argparse
+import importlib
 import sys
 
 import numpy as np
-from safetensors import safe_open
 
-import qkv_wgpu
+# What the example imports besides NumPy, and what pip installs it from.
+NEEDS = [("safetensors", "safetensors"), ("matplotlib", "matplotlib"), ("qkv_wgpu", "./python")]
+
+
+def require():
+    """Exits with a message (and code 2) unless every package the example needs imports."""
+    missing = []
+    for module, package in NEEDS:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(package)
+    if missing:
+        names = ", ".join(m for m, p in NEEDS if p in missing)
+        print(f"{sys.argv[0]}: cannot import {names}, which it needs: "
+              f"pip install {' '.join(missing)}", file=sys.stderr)
+        sys.exit(2)
 
 
 def layer_weights(path, prefix):
     """Wq, Wk, Wv in-out [d_model, width] and the biases (or None), read with safetensors,
     widened to float64: what the NumPy reference multiplies."""
+    from safetensors import safe_open
+
     p = prefix.rstrip(".") + "." if prefix else ""
     with safe_open(path, framework="numpy") as f:
         names = set(f.keys())
@@ -63,6 +88,9 @@ def main():
     ap.add_argument("--plot", default="gflops.png", help="where the plot goes")
     ap.add_argument("--demo", metavar="PATH", help="write a GPT-2-shaped checkpoint and use it")
     args = ap.parse_args()
+    require()
+    import qkv_wgpu
+
     if args.demo:
         write_demo(args.demo)
         args.checkpoint = args.demo
@@ -91,7 +119,7 @@ def main():
             r = p.time(x[:t], repeats=3)
             rows.append(r)
             print(f"{dtype:>4} {t:>6} tokens: kernel {r['kernel_ms']:.3f} ms, "
-                  f"{r['gflops']:.1f} GFLOP/s, end to end {r['end_to_end_ms']:.3f} ms "
+                  f"{r['gpu_gflops']:.1f} GFLOP/s, end to end {r['end_to_end_ms']:.3f} ms "
                   f"({r['kernel']}, {'PASS' if r['pass'] else 'FAIL'})")
 
     import matplotlib
@@ -101,7 +129,7 @@ def main():
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for dtype in ("f32", "bf16"):
-        pts = [(r["tokens"], r["gflops"]) for r in rows if r["dtype"] == dtype]
+        pts = [(r["tokens"], r["gpu_gflops"]) for r in rows if r["dtype"] == dtype]
         ax.plot(*zip(*pts), marker="o", label=dtype)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("tokens")

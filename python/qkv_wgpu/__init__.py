@@ -25,11 +25,39 @@ Q, K, V come back in the storage type (``dtype``): float32, float16, or bfloat16
 
 The GIL is released while the GPU works and while the host converts, checks or tunes; Ctrl-C
 stops a run between chunks (``chunk_tokens`` sets their size) with ``KeyboardInterrupt``.
-Errors: ``ValueError`` for shapes, types and bad input, ``qkv_wgpu.GpuError`` (a
-``RuntimeError``) for the device, ``OSError`` for files, ``MemoryError`` where Q, K, V would
-not fit in the memory the machine has left.
+Errors: ``ValueError`` for shapes, types and bad input (weights holding NaN or Inf among
+them), ``qkv_wgpu.GpuError`` (a ``RuntimeError``) for the device, ``OSError`` for files,
+``MemoryError``, before any work, where what a call, check, time, bench or the constructor
+would allocate would not fit in the memory left (the machine's, the container's, or
+``ulimit -v``).
 """
 
 from ._native import GpuError, Projector, adapters, bench
 
 __all__ = ["GpuError", "Projector", "adapters", "bench"]
+
+# A class's __call__ made in Rust is a slot, whose help Python writes itself ("Call self as a
+# function."): it is called through this function, which carries the documentation. (Where
+# the package is reloaded, Projector.__call__ is already this function: its slot is kept.)
+_slot = getattr(Projector.__call__, "_slot", Projector.__call__)
+
+
+def __call__(self, x):
+    """Q, K, V of X [tokens, d_model] or [batch, seq, d_model].
+
+    X is a C-contiguous float32, float16 or bfloat16 array, never copied (its one copy is the
+    upload to the GPU). Q, K, V come back in the storage type (``dtype``; float32 with
+    ``out_dtype="float32"``) as [tokens, width] ([batch, seq, width] for 3-D X), or as
+    [batch, heads, seq, head_dim] with ``head_layout="heads"``. The call streams X chunk by
+    chunk with the GIL released; Ctrl-C stops it between chunks (``KeyboardInterrupt``).
+
+    Raises ``ValueError`` for a wrong shape or type, or X holding NaN or Inf; ``MemoryError``,
+    before any work, where Q, K and V would not fit in the memory left.
+    """
+    return _slot(self, x)
+
+
+__call__.__qualname__ = "Projector.__call__"
+__call__._slot = _slot
+Projector.__call__ = __call__
+del __call__

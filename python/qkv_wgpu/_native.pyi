@@ -125,6 +125,8 @@ class Projector:
     def time(self, x: Array, repeats: int = 5) -> dict[str, Any]:
         """Checks, then times the projection of X: `repeats` end-to-end runs after an
         untimed first one (each checked), then, if every run passed, `repeats` back-to-back
-        kernel dispatches. Keys: kernel, tokens, dtype, pass, kernel_ms (median, NaN when
-        the check failed), kernel_ms_min, kernel_ms_max, timer, end_to_end_ms, tokens_per_s,
-        gflops, max_abs_err. One row of a pandas DataFrame."""
+        kernel dispatches. Keys, named as in bench()'s rows where they measure the same:
+        kernel, tokens, dtype, pass, kernel_ms (median, NaN when the check failed),
+        kernel_ms_min, kernel_ms_max, kernel_timer ("GpuTimestamp" or "Host"; "" when the
+        check failed), end_to_end_ms, tokens_per_s, gpu_gflops, max_abs_err. A list of these
+        dicts (or of bench()'s rows) is a pandas DataFrame."""

@@ -3,11 +3,12 @@
 //! X is its upload to the GPU. Outputs are allocated once at their final size and filled
 //! chunk by chunk as the projection streams, in the storage type where NumPy has it.
 
+use crate::memory::{bytes, guard};
 use numpy::{
     PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArray1,
     PyUntypedArrayMethods,
 };
-use pyo3::exceptions::{PyMemoryError, PyValueError};
+use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use qkv_wgpu::projector::ChunkOutput;
 use qkv_wgpu::{ElementType, Elements, Error};
@@ -163,43 +164,25 @@ pub struct Outputs<'py> {
     out: OutType,
 }
 
-/// The bytes of memory the system can still give, where it says (Linux's MemAvailable plus
-/// free swap); None elsewhere.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let field = |name: &str| -> Option<u64> {
-        let line = info.lines().find(|l| l.starts_with(name))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
-    };
-    Some(field("MemAvailable:")? + field("SwapFree:").unwrap_or(0))
-}
-
-fn gb(bytes: u64) -> String {
-    format!("{:.1} GB", bytes as f64 / 1e9)
-}
-
 impl<'py> Outputs<'py> {
     /// Buffers of `lens` elements of `out`; a `MemoryError` saying what they need and what
     /// to do where they would not fit in the memory the system has left (a run is never
     /// started to be killed half way).
     pub fn new(py: Python<'py>, lens: [usize; 3], out: OutType, tokens: usize) -> PyResult<Self> {
-        let need: u64 = lens.iter().map(|&l| l as u64 * out.size()).sum();
-        if let Some(free) = available_memory().filter(|&free| need > free) {
-            return Err(PyMemoryError::new_err(format!(
-                "Q, K and V of {tokens} tokens need {} as {} and this machine has {} free: \
-                 project X in parts (X[i:j]), keep the outputs in a half type (dtype=\"f16\" \
-                 or \"bf16\"), or stream them to files with `qkv project`, which holds only a \
-                 chunk at a time",
-                gb(need),
-                match out {
-                    OutType::F32 => "float32",
-                    OutType::F16 => "float16",
-                    OutType::Bf16 => "bfloat16",
-                },
-                gb(free)
-            )));
-        }
+        let need: u64 = lens.iter().map(|&l| bytes(l as u64, out.size())).sum();
+        let as_type = match out {
+            OutType::F32 => "float32",
+            OutType::F16 => "float16",
+            OutType::Bf16 => "bfloat16",
+        };
+        guard(need, |need, free| {
+            format!(
+                "Q, K and V of {tokens} tokens need {need} as {as_type} and this process has \
+                 {free} free: project X in parts (X[i:j]), keep the outputs in a half type \
+                 (dtype=\"f16\" or \"bf16\"), or stream them to files with `qkv project`, which \
+                 holds only a chunk at a time"
+            )
+        })?;
         let bufs = lens
             .iter()
             .map(|&l| match out {

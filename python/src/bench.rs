@@ -1,10 +1,12 @@
 //! `qkv_wgpu.bench`: the sweep `qkv bench` runs, returning its rows as the dicts
 //! `qkv bench --json` prints (the library's `BenchRow`, through serde).
 
+use crate::memory::{bytes, check_bytes, gb, guard};
 use crate::{context, filter, py_err};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow, CpuBaseline};
+use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow, CpuBaseline, CPU_MAX_TOKENS};
+use qkv_wgpu::measure::CheckRows;
 use qkv_wgpu::presets::{preset, token_sweep, Preset, PRESETS};
 use qkv_wgpu::{
     random_weights, ChunkOptions, ElementType, Error, GpuContext, KernelConfig, KernelSpec,
@@ -77,6 +79,41 @@ fn specs(
         .collect()
 }
 
+/// A `MemoryError` unless one row of the sweep fits in the memory left: the shape's weights
+/// (and their rounding to a half type, where `half`), the CPU baseline's X and outputs
+/// (where `cpu`), and the rows checked with their reference.
+fn guard_row(name: &str, shape: &QkvShape, cpu: bool, half: bool) -> PyResult<()> {
+    let (t, d, n) = (
+        shape.tokens as u64,
+        shape.d_model as u64,
+        shape.n_out() as u64,
+    );
+    let weights = bytes(d * n + n, 4).saturating_mul(if half { 2 } else { 1 });
+    let baseline = match cpu {
+        true => bytes(t.min(CPU_MAX_TOKENS as u64), (d + n) * 4),
+        false => 0,
+    };
+    let checked = match CheckRows::default_for(shape) {
+        CheckRows::All => t,
+        // About this many, and both ends of every chunk.
+        CheckRows::Sample(rows) => t.min(2 * rows as u64),
+    };
+    let rows = check_bytes(checked, d, n);
+    let need = weights.saturating_add(baseline).saturating_add(rows);
+    let (tokens, q, kv) = (shape.tokens, shape.q_width, shape.kv_width);
+    guard(need, |need, free| {
+        format!(
+            "bench of {name} (d_model {d}, q_width {q}, kv_width {kv}) at {tokens} token(s) \
+             needs about {need} (weights {}, CPU baseline {}, rows checked with their float64 \
+             reference {}) and this process has {free} free: a smaller shape, fewer tokens \
+             (tokens=, max_tokens=), or cpu=False",
+            gb(weights),
+            gb(baseline),
+            gb(rows)
+        )
+    })
+}
+
 /// `qkv bench` from Python: every named shape (or the custom one) at each token count, in
 /// each storage type, with each kernel configuration (or the autotuned one), checked then
 /// timed; a list of dicts, the rows `qkv bench --json` prints (a pandas DataFrame takes it
@@ -123,6 +160,21 @@ pub fn bench<'py>(
         .collect::<PyResult<_>>()?;
     let kernels = strings(kernel, "kernel", "auto")?;
     let f = filter(backend, adapter)?;
+    // Every row's shape made and its memory guarded before any work.
+    let half = dtypes.iter().any(|e| e.is_half());
+    let mut sweep = Vec::new();
+    for p in &loads {
+        let counts = match &tokens {
+            Some(t) => t.clone(),
+            None => token_sweep(p.tokens_unit, max_tokens.max(p.tokens_unit)),
+        };
+        for t in counts {
+            let shape =
+                QkvShape::new(t, p.d_model, p.q_width, p.kv_width, p.bias).map_err(py_err)?;
+            guard_row(p.name, &shape, cpu, half)?;
+            sweep.push((p.name, shape));
+        }
+    }
     let opts = BenchOptions {
         repeats,
         check: None,
@@ -137,31 +189,27 @@ pub fn bench<'py>(
         let ctx = context(&f)?;
         let (peak, _) = qkv_wgpu::peak::cached(&ctx.summary, None);
         let mut rows = Vec::new();
-        for p in &loads {
-            let counts = match &tokens {
-                Some(t) => t.clone(),
-                None => token_sweep(p.tokens_unit, max_tokens.max(p.tokens_unit)),
-            };
-            for t in counts {
-                let shape = QkvShape::new(t, p.d_model, p.q_width, p.kv_width, p.bias)?;
-                let w = random_weights(&shape, seed);
-                let cpu = cpu.then(|| CpuBaseline::measure(&shape, seed, &w, repeats));
-                for &element in &dtypes {
-                    for spec in specs(ctx, &shape, &kernels, element)? {
-                        if let Err(e) = Python::attach(|py| py.check_signals()) {
-                            signal = Some(e);
-                            return Err(Error::Interrupted { done: 0, tokens: t });
-                        }
-                        let job = BenchJob {
-                            name: p.name,
-                            shape: &shape,
-                            weights: &w,
-                            seed,
-                            cpu,
-                            peak: peak.as_ref(),
-                        };
-                        rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+        for (name, shape) in &sweep {
+            let w = random_weights(shape, seed);
+            let cpu = cpu.then(|| CpuBaseline::measure(shape, seed, &w, repeats));
+            for &element in &dtypes {
+                for spec in specs(ctx, shape, &kernels, element)? {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        signal = Some(e);
+                        return Err(Error::Interrupted {
+                            done: 0,
+                            tokens: shape.tokens,
+                        });
                     }
+                    let job = BenchJob {
+                        name,
+                        shape,
+                        weights: &w,
+                        seed,
+                        cpu,
+                        peak: peak.as_ref(),
+                    };
+                    rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! Measurements as Python dicts: one row of a pandas DataFrame each.
+//! Measurements as Python dicts: one row of a pandas DataFrame each. A measure `bench()`'s
+//! rows (the CLI's `qkv bench --json`) also hold goes by their name for it.
 
 use crate::py_err;
 use pyo3::prelude::*;
@@ -7,7 +8,9 @@ use qkv_wgpu::measure::Measurement;
 use qkv_wgpu::records::CheckRecord;
 use qkv_wgpu::{ElementType, FusedWeights};
 
-/// The measurement's times as one row.
+/// The measurement's times as one row, under the names of `bench()`'s rows (`gpu_gflops`,
+/// `kernel_timer`: "" where the kernel was not timed), with the spread of the kernel's
+/// times and the throughput end to end besides.
 pub fn time_dict<'py>(
     py: Python<'py>,
     m: &Measurement,
@@ -34,10 +37,11 @@ pub fn time_dict<'py>(
     d.set_item("kernel_ms", med)?;
     d.set_item("kernel_ms_min", min)?;
     d.set_item("kernel_ms_max", max)?;
-    d.set_item("timer", m.kernel.as_ref().map(|k| format!("{:?}", k.timer)))?;
+    let timer = m.kernel.as_ref().map(|k| format!("{:?}", k.timer));
+    d.set_item("kernel_timer", timer.unwrap_or_default())?;
     d.set_item("end_to_end_ms", e2e)?;
     d.set_item("tokens_per_s", tokens as f64 / (e2e / 1e3))?;
-    d.set_item("gflops", shape.gflops(med / 1e3))?;
+    d.set_item("gpu_gflops", shape.gflops(med / 1e3))?;
     d.set_item("max_abs_err", m.report.max_abs_err())?;
     Ok(d)
 }

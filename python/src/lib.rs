@@ -3,11 +3,14 @@
 //! host converts, checks or tunes, so other Python threads run.
 //!
 //! `lib.rs` holds the module, errors, adapters and contexts; `arrays.rs` the arrays in and
-//! out; `projector.rs` the `Projector` class; `bench.rs` the `bench` function; `dicts.rs` measurements as dicts.
+//! out; `projector.rs` the `Projector` class; `bench.rs` the `bench` function; `dicts.rs`
+//! measurements as dicts; `memory.rs` the guard that raises `MemoryError` before an
+//! allocation too large for the memory left.
 
 mod arrays;
 mod bench;
 mod dicts;
+mod memory;
 mod projector;
 
 use pyo3::create_exception;
@@ -146,8 +149,23 @@ fn adapters<'py>(
     found.iter().map(|s| summary_dict(py, s)).collect()
 }
 
+/// Mesa's Vulkan device-selection layer connects to a Wayland display to learn the default
+/// GPU; with no XDG_RUNTIME_DIR (a server, CI, a container, a notebook kernel) libwayland
+/// prints "error: XDG_RUNTIME_DIR is invalid or not set" for every adapter listing, which
+/// users read as ours. With no session to ask there is nothing for the layer to select by,
+/// so it is switched off (`NODEVICE_SELECT=1`, the layer's own switch) unless the user set
+/// either variable, or chose a device through the layer with MESA_VK_DEVICE_SELECT: as the
+/// CLI does. Called when the module is imported, before any wgpu instance exists.
+fn quiet_mesa_device_select() {
+    let unset = |v: &str| std::env::var_os(v).is_none();
+    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
+        std::env::set_var("NODEVICE_SELECT", "1");
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    quiet_mesa_device_select();
     m.add("GpuError", m.py().get_type::<GpuError>())?;
     m.add_function(wrap_pyfunction!(adapters, m)?)?;
     m.add_function(wrap_pyfunction!(bench::bench, m)?)?;

@@ -5,11 +5,13 @@
 
 use crate::arrays::{take_chunk, Input, OutType, Outputs};
 use crate::dicts::{check_dict, time_dict};
+use crate::memory::{bytes, check_bytes, guard};
 use crate::{context, filter, py_err, summary_dict};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
+use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
 use qkv_wgpu::projector::ChunkOutput;
 use qkv_wgpu::{
@@ -53,12 +55,20 @@ struct Settings {
 }
 
 /// The fused projection of X [tokens, d_model] through Wq, Wk, Wv (and biases) on the GPU.
+///
+/// Locks: `made` is held for a whole projection, so it is only ever taken with the GIL
+/// released (a run takes the GIL between chunks to look for Ctrl-C: a thread that waited
+/// for `made` holding the GIL would deadlock with it). The properties read fields that never
+/// change, or `kernel`, a lock held only for a moment and likewise taken with the GIL
+/// released.
 #[pyclass(module = "qkv_wgpu._native")]
 pub struct Projector {
     ctx: &'static GpuContext,
     weights: FusedWeights,
     settings: Settings,
     made: Mutex<Option<Made>>,
+    /// The configuration of the projector last made (None before the first call).
+    kernel: Mutex<Option<String>>,
 }
 
 /// The error for a string setting that is none of `valid`.
@@ -119,33 +129,73 @@ fn settings(
     })
 }
 
+/// A weight in in-out layout as f32, with its width and d_model.
+type InOut = (Vec<f32>, u32, usize);
+
 /// A weight [d_model, width] in in-out layout from an array in `out_in` (PyTorch's Linear)
-/// or in-out layout, widened exactly to f32, with its width.
-fn in_out(w: &Bound<'_, PyAny>, out_in: bool, name: &str) -> PyResult<(Vec<f32>, u32, usize)> {
-    let input = Input::extract(w, name)?;
+/// or in-out layout, widened exactly to f32, with its width and d_model; where it holds NaN
+/// or Inf, where the first is (in the array's own indices) instead.
+fn in_out(input: &Input<'_>, out_in: bool, name: &str) -> PyResult<Result<InOut, NonFinite>> {
     let (data, shape) = input.to_f32(name)?;
     let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).map_err(|_| {
         PyValueError::new_err(format!("{name} has shape {shape:?}; a weight is 2-D"))
     })?;
-    if !out_in {
-        return Ok((data, cols as u32, rows));
+    if let Some(found) = NonFinite::scan(name, &data, &shape) {
+        return Ok(Err(found));
     }
-    Ok((
+    if !out_in {
+        return Ok(Ok((data, cols as u32, rows)));
+    }
+    Ok(Ok((
         qkv_wgpu::weights::transpose(&data, rows, cols),
         rows as u32,
         cols,
-    ))
+    )))
 }
 
-fn bias(b: Option<&Bound<'_, PyAny>>, name: &str) -> PyResult<Option<Vec<f32>>> {
-    let Some(b) = b else { return Ok(None) };
-    let (data, shape) = Input::extract(b, name)?.to_f32(name)?;
+/// A bias widened exactly to f32; where it holds NaN or Inf, where the first is instead.
+fn bias(input: Option<&Input<'_>>, name: &str) -> PyResult<Option<Result<Vec<f32>, NonFinite>>> {
+    let Some(input) = input else { return Ok(None) };
+    let (data, shape) = input.to_f32(name)?;
     if shape.len() != 1 {
         return Err(PyValueError::new_err(format!(
             "{name} has shape {shape:?}; a bias is 1-D"
         )));
     }
-    Ok(Some(data))
+    Ok(Some(match NonFinite::scan(name, &data, &shape) {
+        Some(found) => Err(found),
+        None => Ok(data),
+    }))
+}
+
+/// The `ValueError` for weights that hold NaN or Inf (each tensor that does, with its count
+/// and first index), as `from_checkpoint` and `qkv project` refuse them.
+fn refuse_nonfinite(found: &[NonFinite]) -> PyResult<()> {
+    if found.is_empty() {
+        return Ok(());
+    }
+    let found: Vec<String> = found.iter().map(|n| n.to_string()).collect();
+    Err(PyValueError::new_err(format!(
+        "the weights hold NaN or Inf ({}): they would be carried into Q, K and V",
+        found.join("; ")
+    )))
+}
+
+/// A `MemoryError` unless the module's copies of the weights fit: each widened to f32 (and
+/// transposed, from `out_in` layout) and then fused into one.
+fn guard_weights(weights: &[&Input<'_>], out_in: bool) -> PyResult<()> {
+    let elements = |i: &&Input<'_>| i.shape().iter().map(|&d| d as u64).product::<u64>();
+    let all: u64 = weights.iter().map(elements).sum();
+    let largest = weights.iter().map(elements).max().unwrap_or(0);
+    let need = bytes(all, 8).saturating_add(bytes(largest, if out_in { 4 } else { 0 }));
+    guard(need, |need, free| {
+        format!(
+            "the weights ({all} values) need about {need} as float32 while they are widened \
+             and fused, and this process has {free} free: give smaller weights, or a \
+             checkpoint's f16/bf16 tensors through Projector.from_checkpoint, which keeps them \
+             in their type"
+        )
+    })
 }
 
 /// The tensors named by `names` (one fused matrix's name, or three) and `biases`.
@@ -217,18 +267,39 @@ impl Projector {
             chunk_tokens,
             out_dtype,
         )?;
-        let mats = [
-            in_out(wq, out_in, "wq")?,
-            in_out(wk, out_in, "wk")?,
-            in_out(wv, out_in, "wv")?,
-        ];
-        let biases = [bias(bq, "bq")?, bias(bk, "bk")?, bias(bv, "bv")?];
-        let given = biases.iter().filter(|b| b.is_some()).count();
+        let inputs = [(wq, "wq"), (wk, "wk"), (wv, "wv")]
+            .map(|(w, name)| Input::extract(w, name))
+            .into_iter()
+            .collect::<PyResult<Vec<_>>>()?;
+        let bias_inputs = [(bq, "bq"), (bk, "bk"), (bv, "bv")]
+            .map(|(b, name)| b.map(|b| Input::extract(b, name)).transpose())
+            .into_iter()
+            .collect::<PyResult<Vec<_>>>()?;
+        let given = bias_inputs.iter().filter(|b| b.is_some()).count();
         if given != 0 && given != 3 {
             return Err(PyValueError::new_err(
                 "give all three biases (bq, bk, bv) or none",
             ));
         }
+        let all: Vec<&Input<'_>> = inputs.iter().chain(bias_inputs.iter().flatten()).collect();
+        guard_weights(&all, out_in)?;
+        let mut nonfinite = Vec::new();
+        let mut mats = Vec::new();
+        for (input, name) in inputs.iter().zip(["wq", "wk", "wv"]) {
+            match in_out(input, out_in, name)? {
+                Ok(m) => mats.push(m),
+                Err(found) => nonfinite.push(found),
+            }
+        }
+        let mut biases = Vec::new();
+        for (input, name) in bias_inputs.iter().zip(["bq", "bk", "bv"]) {
+            match bias(input.as_ref(), name)? {
+                Some(Err(found)) => nonfinite.push(found),
+                Some(Ok(b)) => biases.push(Some(b)),
+                None => biases.push(None),
+            }
+        }
+        refuse_nonfinite(&nonfinite)?;
         let d_model = mats[0].2 as u32;
         let p = |i: usize| Projection {
             w: &mats[i].0,
@@ -318,13 +389,7 @@ impl Projector {
                 ckpt.load_qkv(&request, d)
             })
             .map_err(py_err)?;
-        if !loaded.nonfinite.is_empty() {
-            let found: Vec<String> = loaded.nonfinite.iter().map(|n| n.to_string()).collect();
-            return Err(PyValueError::new_err(format!(
-                "the weights hold NaN or Inf ({}): they would be carried into Q, K and V",
-                found.join("; ")
-            )));
-        }
+        refuse_nonfinite(&loaded.nonfinite)?;
         Self::made_of(py, loaded.weights, settings, backend, adapter)
     }
 
@@ -360,12 +425,18 @@ impl Projector {
 
     /// The kernel configuration the last call ran (None before the first).
     #[getter]
-    fn kernel(&self) -> Option<String> {
-        let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
-        made.as_ref().map(|m| m.projector.config().to_string())
+    fn kernel(&self, py: Python<'_>) -> Option<String> {
+        // Taken with the GIL released, as every lock of the module (see the struct).
+        py.detach(|| {
+            self.kernel
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+        })
     }
 
-    /// Q, K, V of X.
+    /// Q, K, V of X. (Python sees the docstring `qkv_wgpu/__init__.py` gives `__call__`:
+    /// Python keeps none of a slot's own.)
     fn __call__<'py>(
         &self,
         py: Python<'py>,
@@ -426,16 +497,17 @@ impl Projector {
             precision_cost: true,
             ..MeasureOptions::default()
         };
-        let (m, kernel, _) = self.measure(py, x, opts)?;
+        let (m, kernel, _) = self.measure(py, x, opts, "check")?;
         check_dict(py, &m, &kernel)
     }
 
     /// Checks, then times the projection of X: `repeats` end-to-end runs after an untimed
     /// first one (each checked), then, if every run passed, `repeats` back-to-back kernel
-    /// dispatches. A dict (one row of a pandas DataFrame): `kernel`, `tokens`, `dtype`,
-    /// `pass`, `kernel_ms` (median; `kernel_ms_min`, `kernel_ms_max`; NaN when the check
-    /// failed), `timer` ("GpuTimestamp" or "Host"), `end_to_end_ms` (median),
-    /// `tokens_per_s`, `gflops`, `max_abs_err`.
+    /// dispatches. A dict whose keys are those of `bench()`'s rows where they measure the
+    /// same (a list of them is a pandas DataFrame): `kernel`, `tokens`, `dtype`, `pass`,
+    /// `kernel_ms` (median; `kernel_ms_min`, `kernel_ms_max`; NaN when the check failed),
+    /// `kernel_timer` ("GpuTimestamp" or "Host"; "" when the check failed),
+    /// `end_to_end_ms` (median), `tokens_per_s`, `gpu_gflops`, `max_abs_err`.
     #[pyo3(signature = (x, repeats=5))]
     fn time<'py>(
         &self,
@@ -456,7 +528,7 @@ impl Projector {
             stop_at_failure: true,
             ..MeasureOptions::default()
         };
-        let (m, kernel, tokens) = self.measure(py, x, opts)?;
+        let (m, kernel, tokens) = self.measure(py, x, opts, "time")?;
         time_dict(
             py,
             &m,
@@ -523,6 +595,31 @@ impl Projector {
             weights,
             settings,
             made: Mutex::new(None),
+            kernel: Mutex::new(None),
+        })
+    }
+
+    /// A `MemoryError` unless the check of every row of `tokens` fits in the memory left
+    /// (with the weights rounded once to a half type where the run reads one).
+    fn guard_check(&self, tokens: u32, verb: &str) -> PyResult<()> {
+        let w = &self.weights;
+        let (d, n) = (w.d_model as u64, w.n_out() as u64);
+        let rounded = match self.settings.element.is_half() {
+            true => bytes(d * n, 4),
+            false => 0,
+        };
+        let need = check_bytes(tokens as u64, d, n).saturating_add(rounded);
+        let gerund = if verb == "check" {
+            "checking"
+        } else {
+            "timing"
+        };
+        guard(need, |need, free| {
+            format!(
+                "{gerund} {tokens} tokens needs about {need} (every row is checked: Q, K and V \
+                 as float32 and their float64 reference) and this process has {free} free: \
+                 {verb} X in parts (p.{verb}(X[i:j]))"
+            )
         })
     }
 
@@ -596,6 +693,8 @@ impl Projector {
                 &self.settings.chunking,
             )?;
             projector.set_weights(&self.weights)?;
+            let config = projector.config().to_string();
+            *self.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
             *made = Some(Made { dims, projector });
         }
         f(&mut made.as_mut().expect("made above").projector)
@@ -619,16 +718,20 @@ impl Projector {
         }
     }
 
-    /// [`validate_then_time`] on X (its shape checked, finite) with the GIL released and
-    /// Ctrl-C watched between chunks; the measurement, the kernel that ran and X's tokens.
+    /// [`validate_then_time`] on X (its shape checked, finite, its check fitting in the
+    /// memory left) with the GIL released and Ctrl-C watched between chunks; the
+    /// measurement, the kernel that ran and X's tokens. `verb` ("check", "time") names the
+    /// method in a `MemoryError`.
     fn measure(
         &self,
         py: Python<'_>,
         x: &Bound<'_, PyAny>,
         opts: MeasureOptions<'_>,
+        verb: &str,
     ) -> PyResult<(Measurement, String, u32)> {
         let input = Input::extract(x, "X")?;
         let dims = self.x_dims(input.shape())?;
+        self.guard_check(dims.tokens, verb)?;
         let xs = input.elements("X")?;
         let weights = &self.weights;
         let cancel = AtomicBool::new(false);

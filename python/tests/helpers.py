@@ -1,5 +1,8 @@
 """Helpers shared by the tests: inputs, the NumPy float64 reference and its tolerance."""
 
+import re
+from pathlib import Path
+
 import numpy as np
 
 import ml_dtypes
@@ -50,3 +53,10 @@ def assert_close(got, want, d_model, dtype="f32"):
     err = np.abs(got - y)
     worst = np.unravel_index(np.argmax(err - bound), err.shape) if err.size else None
     assert np.all(err <= bound), (worst, err[worst], bound[worst])
+
+
+def cli_bench_keys():
+    """The keys `qkv bench --json` prints, as the Rust tests pin them."""
+    common = Path(__file__).resolve().parents[2] / "tests" / "common" / "mod.rs"
+    body = common.read_text().split("BENCH_JSON_KEYS")[1].split("];")[0]
+    return sorted(re.findall(r'"([a-z_]+)"', body))

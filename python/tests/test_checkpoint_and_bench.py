@@ -1,15 +1,13 @@
 """Checkpoints written with safetensors.numpy, and bench's rows against the CLI's keys."""
 
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
 import qkv_wgpu
-from helpers import assert_close, rand, reference
+from helpers import assert_close, cli_bench_keys, rand, reference
 
 
 def test_a_bert_layer_in_linear_layout_is_found_by_its_prefix(tmp_path):
@@ -76,13 +74,6 @@ def test_named_tensors_and_the_errors_of_a_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="NaN or Inf"):
         qkv_wgpu.Projector.from_checkpoint(tmp_path / "inf.safetensors",
                                            names=["wq", "wk", "wv"], weight_layout="in-out")
-
-
-def cli_bench_keys():
-    """The keys `qkv bench --json` prints, as the Rust tests pin them."""
-    common = Path(__file__).resolve().parents[2] / "tests" / "common" / "mod.rs"
-    body = common.read_text().split("BENCH_JSON_KEYS")[1].split("];")[0]
-    return sorted(re.findall(r'"([a-z_]+)"', body))
 
 
 def test_bench_returns_the_rows_of_qkv_bench_json():

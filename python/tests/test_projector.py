@@ -75,8 +75,8 @@ def test_time_checks_then_times_and_reports_a_row():
     r = p.time(rand(rng, 40, 64), repeats=2)
     assert r["pass"] is True and r["kernel"] == "tiled" and r["tokens"] == 40
     assert 0 < r["kernel_ms_min"] <= r["kernel_ms"] <= r["kernel_ms_max"]
-    assert r["end_to_end_ms"] > 0 and r["tokens_per_s"] > 0 and r["gflops"] > 0
-    assert r["timer"] in ("GpuTimestamp", "Host")
+    assert r["end_to_end_ms"] > 0 and r["tokens_per_s"] > 0 and r["gpu_gflops"] > 0
+    assert r["kernel_timer"] in ("GpuTimestamp", "Host")
     with pytest.raises(ValueError, match="repeats"):
         p.time(rand(rng, 4, 64), repeats=0)
 

@@ -35,7 +35,9 @@ pub enum XSource<'a> {
     Seeded(u64),
     /// The caller's X, [tokens, d_model] row-major, in any type: copied as it is where it is
     /// the run's type, else rounded to it as it is uploaded (a value the run's type cannot
-    /// hold is refused).
+    /// hold is refused). The rows checked are copied first and uploaded from that copy, so
+    /// the check is of X as the GPU read it even where the caller's X changes during the run
+    /// (another thread writing it).
     Given(Elements<'a>),
 }
 
@@ -317,6 +319,7 @@ async fn one_run(
     let (shape, layout) = (*projector.shape(), projector.layout());
     let d = shape.d_model as usize;
     let mut kept = KeptRows::default();
+    let mut kept_x = Vec::new();
     let source = |rows: Range<u32>, dst: ElementsMut<'_>| -> Result<()> {
         if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Interrupted {
@@ -326,13 +329,7 @@ async fn one_run(
         }
         match x {
             XSource::Seeded(seed) => random_x_rows_in(shape.d_model, seed, rows, dst),
-            XSource::Given(x) => {
-                let (a, b) = (rows.start as usize * d, rows.end as usize * d);
-                let mut dst = dst;
-                dst.put(0, x.slice(a..b)).map_err(|e| {
-                    Error::Input(format!("X of rows {}..{}: {e}", rows.start, rows.end))
-                })?;
-            }
+            XSource::Given(x) => put_given(x, &rows, dst, (check, shape.tokens, d), &mut kept_x)?,
         }
         Ok(())
     };
@@ -347,15 +344,39 @@ async fn one_run(
     let t = projector.stream_async(source, sink, tokens).await?;
     match x {
         XSource::Seeded(seed) => kept.regenerate_source_x(shape.d_model, seed),
-        XSource::Given(x) => {
-            let mut rows_x = Vec::with_capacity(kept.len() * d);
-            for &r in kept.rows() {
-                x.slice(r * d..(r + 1) * d).extend_f32(&mut rows_x);
-            }
-            kept.set_source_x(rows_x, shape.d_model);
-        }
+        XSource::Given(_) => kept.set_source_x(kept_x, shape.d_model),
     }
     Ok((t, kept))
+}
+
+/// Uploads rows `rows` of the caller's X [tokens, d_model] into `dst`, the rows `check` picks
+/// (those [`KeptRows::take`] keeps) from a copy first appended to `kept_x` (f32, as given):
+/// what the GPU reads of them is that copy, whatever the caller's X holds by the check.
+fn put_given(
+    x: Elements<'_>,
+    rows: &Range<u32>,
+    mut dst: ElementsMut<'_>,
+    (check, tokens, d): (CheckRows, u32, usize),
+    kept_x: &mut Vec<f32>,
+) -> Result<()> {
+    let picked = check.rows_in(rows.len(), tokens as usize);
+    let first = kept_x.len();
+    for &r in &picked {
+        let at = (rows.start as usize + r) * d;
+        x.slice(at..at + d).extend_f32(kept_x);
+    }
+    let copy = &kept_x[first..];
+    let refused = |e| Error::Input(format!("X of rows {}..{}: {e}", rows.start, rows.end));
+    if picked.len() == rows.len() {
+        // Every row checked: the copy is the chunk.
+        return dst.put(0, Elements::F32(copy)).map_err(refused);
+    }
+    let (a, b) = (rows.start as usize * d, rows.end as usize * d);
+    dst.put(0, x.slice(a..b)).map_err(refused)?;
+    for (row, values) in picked.iter().zip(copy.chunks_exact(d)) {
+        dst.put(row * d, Elements::F32(values)).map_err(refused)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
