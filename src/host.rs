@@ -448,8 +448,8 @@ pub(crate) fn threads() -> usize {
     }
 }
 
-/// The bytes of memory a run may use: what the system can still give, where it says
-/// (Linux's `MemAvailable` plus free swap), capped by `QKV_MEMORY_LIMIT` where that is set
+/// The bytes of memory a run may use: what the system can still give this process, where
+/// it says ([`system_memory`]: the machine's, its cgroup's, `ulimit -v`), capped by `QKV_MEMORY_LIMIT` where that is set
 /// (bytes, or with a K, M or G suffix: a user's cap on this tool, and how the tests stand
 /// in for a small machine); None where neither says, and no guard can be kept.
 pub fn available_memory() -> Option<u64> {
@@ -474,22 +474,68 @@ pub fn parse_bytes(s: &str) -> Option<u64> {
     digits.parse::<u64>().ok()?.checked_mul(scale)
 }
 
-/// What the operating system says it can still give.
+/// What the operating system says this process can still allocate: the least of the
+/// memory the machine has left (Linux's `MemAvailable` plus free swap), what its cgroup
+/// (container) allows on top of what the cgroup holds, and its address-space limit
+/// (`ulimit -v`) above its size; None where none is known (not Linux).
 fn system_memory() -> Option<u64> {
-    #[cfg(target_os = "linux")]
-    {
-        let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let field = |name: &str| -> Option<u64> {
-            let line = info.lines().find(|l| l.starts_with(name))?;
-            let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            kb.checked_mul(1024)
-        };
-        Some(field("MemAvailable:")?.saturating_add(field("SwapFree:").unwrap_or(0)))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        None
-    }
+    [machine_left(), cgroup_left(), address_space_left()]
+        .into_iter()
+        .flatten()
+        .min()
+}
+
+fn read_proc(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+/// The number after `name` in a /proc file's line ("MemAvailable:   24244812 kB"), in
+/// bytes.
+fn kb_field(text: &str, name: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(name))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
+fn machine_left() -> Option<u64> {
+    let info = read_proc("/proc/meminfo")?;
+    Some(
+        kb_field(&info, "MemAvailable:")?.saturating_add(kb_field(&info, "SwapFree:").unwrap_or(0)),
+    )
+}
+
+/// cgroup v2's memory.max less memory.current for this process's cgroup.
+fn cgroup_left() -> Option<u64> {
+    let cgroup = read_proc("/proc/self/cgroup")?;
+    let path = cgroup.lines().find_map(|l| l.strip_prefix("0::"))?.trim();
+    let dir = format!("/sys/fs/cgroup{}", path.trim_end_matches('/'));
+    // "max" (no limit) does not parse: None.
+    let max: u64 = read_proc(&format!("{dir}/memory.max"))?
+        .trim()
+        .parse()
+        .ok()?;
+    let current: u64 = read_proc(&format!("{dir}/memory.current"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(max.saturating_sub(current))
+}
+
+/// RLIMIT_AS's soft limit less this process's virtual size.
+fn address_space_left() -> Option<u64> {
+    let limits = read_proc("/proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))?;
+    // "Max address space   <soft>   <hard>   bytes": "unlimited", or a number.
+    let limit: u64 = line
+        .trim_start_matches("Max address space")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let size = kb_field(&read_proc("/proc/self/status")?, "VmSize:")?;
+    Some(limit.saturating_sub(size))
 }
 
 /// `bytes` as "12.9 GB", or below a gigabyte "67.1 MB".

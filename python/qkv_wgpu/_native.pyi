@@ -121,7 +121,9 @@ class Projector:
     def check(self, x: Array) -> dict[str, Any]:
         """Projects X and checks every row against the f64 reference of the inputs as the
         GPU read them: pass, max_abs_err, max_rel_err, rel_l2_err, precision_* (half types),
-        atol, rtol, ttol, checked_rows, kernel, report."""
+        atol, rtol, ttol (the probabilistic bound), sound_ttol (the deterministic one),
+        flagged (elements between the two: correct, their errors did not cancel),
+        worst_flagged, decided_by, checked_rows, kernel, report."""
     def time(self, x: Array, repeats: int = 5) -> dict[str, Any]:
         """Checks, then times the projection of X: `repeats` end-to-end runs after an
         untimed first one (each checked), then, if every run passed, `repeats` back-to-back

@@ -65,6 +65,10 @@ pub fn check_dict<'py>(
     d.set_item("atol", c.atol)?;
     d.set_item("rtol", c.rtol)?;
     d.set_item("ttol", c.ttol)?;
+    d.set_item("sound_ttol", c.sound_ttol)?;
+    d.set_item("flagged", c.flagged)?;
+    d.set_item("worst_flagged", c.worst_flagged)?;
+    d.set_item("decided_by", c.decided_by)?;
     d.set_item("checked_rows", m.checked_rows)?;
     d.set_item(
         "report",

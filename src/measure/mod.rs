@@ -106,6 +106,10 @@ pub enum Progress {
 /// machine stay within a few percent (lavapipe: 1.06 over 5 samples at GPT-2 256 tokens).
 pub const NOISY_SPREAD: f64 = 1.5;
 
+/// How much slower than the whole end-to-end run (which contains it) the kernel alone may
+/// time before its timing is called noisy: a few percent is the noise of one quiet machine.
+pub const NOISY_SPREAD_RUN: f64 = 1.05;
+
 /// A kernel's measurement: its check and its times.
 #[derive(Debug, Clone)]
 pub struct Measurement {
@@ -143,7 +147,8 @@ impl Measurement {
     }
 
     /// What makes this measurement's timing untrustworthy, if anything: the kernel alone
-    /// timed slower than the whole end-to-end run that contains it, or its samples further
+    /// timed [`NOISY_SPREAD_RUN`] times slower than the whole end-to-end run that contains
+    /// it, or more, or its samples further
     /// apart than [`NOISY_SPREAD`] (max over min). Both come of other work on the machine;
     /// the figure is to be measured again on a quiet one, not read.
     pub fn noise(&self) -> Option<String> {
@@ -152,7 +157,7 @@ impl Measurement {
         let mut why = Vec::new();
         let end_to_end = self.median_ms(|t| t.total());
         let kernel_ms = median.as_secs_f64() * 1e3;
-        if kernel_ms > end_to_end {
+        if kernel_ms > NOISY_SPREAD_RUN * end_to_end {
             why.push(format!(
                 "the kernel alone ({kernel_ms:.3} ms) timed slower than the whole run \
                  ({end_to_end:.3} ms)"

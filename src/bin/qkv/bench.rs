@@ -426,11 +426,16 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
     }
     for r in rows {
         if let Some(why) = &r.noisy {
-            outln!("{} {} tokens {}: timing {why}", r.shape, r.tokens, r.kernel);
+            outln!(
+                "note: {}, {} tokens, {}: timing {why}",
+                r.shape,
+                r.tokens,
+                r.kernel
+            );
         }
         if r.share_impossible == Some(true) {
             outln!(
-                "{} {} tokens {}: !>100: faster than the measured peak or the roofline, which \
+                "note: {}, {} tokens, {}: !>100: faster than the measured peak or the roofline, which \
                  no kernel is: the timing or the cached peak is wrong (`qkv peak --refresh`)",
                 r.shape,
                 r.tokens,
