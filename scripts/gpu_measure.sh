@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One command that buys a full measurement on a GPU lent for a few minutes: the adapter, its
+# One command that buys a full measurement on a GPU machine available for a few minutes: the adapter, its
 # measured peak (`qkv peak`), the coopmat block sweep (checked, then unchecked), what the
 # tuner picks for f16, every kernel in every type, the 400,000-token batch end to end (streamed
 # and not, f32 and bf16, generated and file to file), and cuBLAS on the same shapes where
@@ -12,8 +12,8 @@
 # Environment: QKV (the binary; default target/release/qkv), QKV_MEASURE_QUICK=1 (tiny
 # shapes: a dry run of the script on any adapter, lavapipe included). Every step has a time
 # limit and the script goes on past a failed step, so ten minutes always leave results. Where
-# no Vulkan loader is installed it unpacks .gl/*.deb (see /work/.library/device/README.md,
-# "Headless rendering") and points Vulkan at NVIDIA's driver files where they are.
+# no Vulkan loader is installed it unpacks a Vulkan loader package brought along as .gl/*.deb
+# (Debian's libvulkan1) and points Vulkan at NVIDIA's driver files where they are.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-${OUT:-gpu-measure}}"
