@@ -439,27 +439,13 @@ impl<'c> Projector<'c> {
 
     /// As [`guard_damage`](Self::guard_damage), as a future.
     pub async fn guard_damage_async(&mut self) -> Result<Vec<GuardDamage>> {
-        let ctx = self.engine.ctx;
         let element = self.engine.spec.element;
         let chunk = self.engine.plan.chunk_shape();
         let lens = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()];
         let mut found: Vec<GuardDamage> = Vec::new();
-        for s in &self.engine.slots {
-            let mut encoder = ctx
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("guard words readback"),
-                });
-            ctx.checked("copying the guard words for readback", || {
-                for (src, dst) in s.outputs.iter().zip(&s.staging) {
-                    encoder.copy_buffer_to_buffer(src, 0, dst, 0, src.size());
-                }
-            })?;
-            ctx.submit_and_wait(encoder, "copying the guard words for readback")?;
-            for ((staging, len), part) in s.staging.iter().zip(lens).zip(["Q", "K", "V"]) {
-                let mut words = vec![0u32; (staging.size() / 4) as usize];
-                ctx.read_mapped_async(staging, &mut words, "reading the guard words")
-                    .await?;
+        for slot in 0..self.engine.slots.len() {
+            let all = self.output_words(slot, "the guard words").await?;
+            for ((words, len), part) in all.iter().zip(lens).zip(["Q", "K", "V"]) {
                 let end = (element.buffer_bytes(len as u64) / 4) as usize;
                 let changed: Vec<usize> = (end..words.len())
                     .filter(|&i| words[i] != element.nan_word())
@@ -488,31 +474,38 @@ impl<'c> Projector<'c> {
 
     /// As [`read_outputs`](Self::read_outputs), as a future.
     pub async fn read_outputs_async(&mut self) -> Result<[Vec<f32>; 3]> {
+        let all = self.output_words(0, "Q, K, V").await?;
+        let element = self.engine.spec.element;
+        let chunk = self.engine.plan.chunk_shape();
+        let mut out = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()].map(|n| vec![0f32; n]);
+        for (words, buf) in all.iter().zip(out.iter_mut()) {
+            element.decode(bytemuck::cast_slice(words), buf);
+        }
+        Ok(out)
+    }
+
+    /// Buffer set `slot`'s Q, K and V buffers as they are now on the GPU, whole (guard words
+    /// included), as 32-bit words; `what` names them in errors.
+    async fn output_words(&self, slot: usize, what: &str) -> Result<[Vec<u32>; 3]> {
         let ctx = self.engine.ctx;
-        let s = &self.engine.slots[0];
+        let s = &self.engine.slots[slot];
         let mut encoder = ctx
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("readback"),
             });
-        ctx.checked("copying Q, K, V for readback", || {
+        let during = format!("copying {what} for readback");
+        ctx.checked(&during, || {
             for (src, dst) in s.outputs.iter().zip(&s.staging) {
                 encoder.copy_buffer_to_buffer(src, 0, dst, 0, src.size());
             }
         })?;
-        ctx.submit_and_wait(encoder, "copying Q, K, V for readback")?;
-        let element = self.engine.spec.element;
-        let chunk = self.engine.plan.chunk_shape();
-        let mut out = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()].map(|n| vec![0f32; n]);
-        for ((staging, buf), name) in
-            s.staging
-                .iter()
-                .zip(out.iter_mut())
-                .zip(["reading Q", "reading K", "reading V"])
-        {
-            let mut words = vec![0u32; (staging.size() / 4) as usize];
-            ctx.read_mapped_async(staging, &mut words, name).await?;
-            element.decode(bytemuck::cast_slice(&words), buf);
+        ctx.submit_and_wait(encoder, &during)?;
+        let mut out: [Vec<u32>; 3] = Default::default();
+        for (staging, words) in s.staging.iter().zip(out.iter_mut()) {
+            *words = vec![0u32; (staging.size() / 4) as usize];
+            ctx.read_mapped_async(staging, words, &format!("reading {what}"))
+                .await?;
         }
         Ok(out)
     }
