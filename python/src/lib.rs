@@ -14,7 +14,9 @@ mod memory;
 mod projector;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use qkv_wgpu::{AdapterFilter, AdapterSummary, BackendChoice, Error, GpuContext};
@@ -29,7 +31,8 @@ create_exception!(
 );
 
 /// The library's error as the Python exception that fits it: `ValueError` for shapes, types
-/// and bad input, `OSError` for files, `GpuError` for the device. Settings are named as the
+/// and bad input, `OSError` for files, `MemoryError` for a run the host's memory cannot
+/// hold, `GpuError` for the device. Settings are named as the
 /// keyword arguments are.
 pub(crate) fn py_err(e: Error) -> PyErr {
     let names = [
@@ -42,6 +45,7 @@ pub(crate) fn py_err(e: Error) -> PyErr {
     match e {
         Error::Shape(_) | Error::Input(_) => PyValueError::new_err(message),
         Error::Io { .. } => PyOSError::new_err(message),
+        Error::HostMemory { .. } => PyMemoryError::new_err(message),
         Error::Interrupted { .. } => PyKeyboardInterrupt::new_err(message),
         _ => GpuError::new_err(message),
     }
