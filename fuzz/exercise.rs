@@ -74,13 +74,11 @@ pub fn kernel_config(data: &[u8]) {
         for c in configs {
             // A bare `coopmat` takes its tile from the adapter (`KernelConfig::for_adapter`;
             // 8x8 with an f32 accumulator where none is offered): resolve it as that does.
-            let resolved = match c {
-                KernelConfig {
-                    kernel: Kernel::Coopmat,
-                    wg: 0,
-                    ..
-                } => KernelConfig::coopmat(8, true, CoopBlock::default_for(8)),
-                c => c,
+            let bare_coopmat = c.kernel == Kernel::Coopmat && c.value(0) == 0;
+            let resolved = if bare_coopmat {
+                KernelConfig::coopmat(8, true, CoopBlock::default_for(8))
+            } else {
+                c
             };
             let spec = KernelSpec::new(resolved).expect("a parsed configuration resolves");
             let back: KernelConfig = c.to_string().parse().expect("displays as it parses");

@@ -533,7 +533,7 @@ mod tests {
     fn split_k_partial_sums_bound_chunks_and_splits_fit_the_dispatch() {
         // 64 KiB bindings; Q of 100 columns: 163 rows. Partial sums of 8 x 160 columns: 12.
         let s = shape(300, 16, 100, 30);
-        let splitk = |n: u32| KernelSpec::new(KernelConfig::new(Kernel::Splitk, n, 0)).unwrap();
+        let splitk = |n: u32| KernelSpec::new(KernelConfig::new(Kernel::Splitk, &[n])).unwrap();
         let p = plan(
             &limits(1 << 16, 65535, 8192),
             &s,

@@ -70,7 +70,7 @@ fn params_layout(file: &str, module: &naga::Module) -> (Vec<String>, Vec<u32>, u
 #[test]
 fn every_kernel_declares_its_binding_kinds_layout_and_the_rust_params() {
     for kernel in Kernel::ALL {
-        let source = kernel.source();
+        let source = kernel.source().expect("a built-in's source");
         let module = parse(source.file, source.wgsl);
         let want: BTreeMap<u32, Slot> = (0..).zip(kernel.binding().slots()).collect();
         assert_eq!(
@@ -106,6 +106,7 @@ fn the_check_catches_a_binding_that_drifts() {
     // two members swapped: both must show up as differences.
     let wgsl = Kernel::Naive
         .source()
+        .unwrap()
         .wgsl
         .replace(
             "@group(0) @binding(2) var<storage, read> w",

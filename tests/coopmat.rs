@@ -10,7 +10,7 @@
 mod common;
 
 use common::{assert_pass, ctx};
-use qkv_wgpu::kernels::CoopBlock;
+use qkv_wgpu::kernels::{CoopBlock, CoopParams};
 use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::{
     random_inputs, reference, ContextOptions, ElementType, FusedWeights, GpuContext, HeadSplit,
@@ -76,17 +76,22 @@ fn small_block(tile: u32) -> CoopBlock {
 fn defaults(ctx: &GpuContext) -> Vec<KernelConfig> {
     configs(ctx)
         .into_iter()
-        .map(|c| KernelConfig {
-            block: CoopBlock::default_for(c.wg),
-            ..c
+        .map(|c| {
+            let p = CoopParams::of(&c).unwrap();
+            KernelConfig::coopmat(p.tile, p.f32_accumulator, CoopBlock::default_for(p.tile))
         })
         .collect()
+}
+
+/// Whether `config` accumulates in f32.
+fn f32_accumulator(config: &KernelConfig) -> bool {
+    CoopParams::of(config).is_some_and(|p| p.f32_accumulator)
 }
 
 /// The storage types a test runs `config` in: all three with an f32 accumulator, f16 with an
 /// f16 one (the accumulator does not see the storage type).
 fn elements_for(config: KernelConfig) -> &'static [ElementType] {
-    if config.wgy == 32 {
+    if CoopParams::of(&config).unwrap().f32_accumulator {
         &ELEMENTS
     } else {
         &ELEMENTS[..1]
@@ -195,8 +200,8 @@ fn every_block_shape_fragment_grid_step_and_stage_count() {
     // type changes none of that (the other tests run both with the default block). Blocks
     // this adapter refuses (workgroup memory, pieces per invocation) are named and skipped;
     // most must run.
-    for config in defaults(ctx()).into_iter().filter(|c| c.wgy == 32) {
-        let t = config.wg;
+    for config in defaults(ctx()).into_iter().filter(f32_accumulator) {
+        let t = CoopParams::of(&config).unwrap().tile;
         let d = CoopBlock::default_for(t);
         // Both sources, one and two stages, steps of 16, 32 and 64, square and oblong
         // blocks, 4 to 8 subgroups (each a pipeline: seconds to compile on a CPU driver).
@@ -221,7 +226,7 @@ fn every_block_shape_fragment_grid_step_and_stage_count() {
         ];
         let (mut ran, mut refused) = (0, Vec::new());
         for block in blocks {
-            let c = KernelConfig { block, ..config };
+            let c = KernelConfig::coopmat(t, true, block);
             if let Some(why) = c.unsupported_on(&ctx().summary) {
                 refused.push(why);
                 continue;
@@ -264,14 +269,8 @@ fn every_block_shape_fragment_grid_step_and_stage_count() {
 fn a_block_past_the_devices_workgroup_memory_is_refused_by_name() {
     let mut summary = ctx().summary.clone();
     for config in configs(ctx()).into_iter().chain(defaults(ctx())) {
-        let needs = match KernelSpec::new(config).unwrap().variant {
-            qkv_wgpu::kernels::Variant::Coopmat {
-                tile,
-                f32_accumulator,
-                block,
-            } => block.workgroup_bytes(tile, f32_accumulator),
-            v => panic!("{v:?}"),
-        };
+        let p = CoopParams::of(&config).unwrap();
+        let needs = p.block.workgroup_bytes(p.tile, p.f32_accumulator);
         summary.max_compute_workgroup_storage_size = needs - 1;
         let why = config.unsupported_on(&summary).expect("refused");
         assert!(
@@ -458,7 +457,7 @@ fn inputs_past_f16s_range_are_refused_by_name() {
 #[test]
 fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
     let offered = defaults(ctx());
-    let f32_acc: Vec<_> = offered.iter().filter(|c| c.wgy == 32).copied().collect();
+    let f32_acc: Vec<_> = offered.iter().copied().filter(f32_accumulator).collect();
     let cands = qkv_wgpu::tune::candidates(ctx(), ElementType::F16);
     for c in &f32_acc {
         assert!(cands.contains(c), "{c} not among {cands:?}");
@@ -515,7 +514,7 @@ fn the_unchecked_build_passes_the_same_checks() {
     // Kernels without a bounds proof stay checked.
     let texture = KernelSpec::new("texture(wg=32)".parse().unwrap()).unwrap();
     assert!(!unchecked.runs_unchecked(&texture));
-    let defaults_f32_acc = defaults(&unchecked).into_iter().filter(|c| c.wgy == 32);
+    let defaults_f32_acc = defaults(&unchecked).into_iter().filter(f32_accumulator);
     for config in configs(&unchecked).into_iter().chain(defaults_f32_acc) {
         let spec = KernelSpec::new(config).unwrap();
         assert!(unchecked.runs_unchecked(&spec) && !ctx().runs_unchecked(&spec));

@@ -6,8 +6,8 @@ mod common;
 
 use common::ctx;
 use qkv_wgpu::conformance::{cases, run_case_blocking, CaseResult};
-use qkv_wgpu::kernels::CustomKernel;
-use qkv_wgpu::{ElementType, Kernel};
+use qkv_wgpu::kernels::{CustomInfo, CustomKernel};
+use qkv_wgpu::{ElementType, Kernel, KernelConfig, KernelSpec};
 
 /// Every case of `kernel`, in every type it reads.
 fn run_all(kernel: &CustomKernel) -> Vec<CaseResult> {
@@ -696,4 +696,31 @@ fn one_wrong_column_is_summarized_before_the_details_and_errors_are_not_doubled(
         "{err}"
     );
     assert_eq!(err.matches("error:").count(), 1, "{err}");
+}
+
+#[test]
+fn a_users_kernel_is_a_variant_of_its_own() {
+    let k = CustomKernel::parse("mine.wgsl", &naive()).unwrap();
+    assert!(k.native_f16, "naive's template declares NATIVE_F16");
+    let spec = k.spec(ElementType::F16).unwrap();
+    assert_eq!(
+        (spec.kernel(), spec.to_string()),
+        (Kernel::User, "mine.wgsl".into())
+    );
+    assert!(!Kernel::ALL.contains(&Kernel::User));
+    assert!("user".parse::<Kernel>().is_err());
+    // NATIVE_F16 is the user's kernel's own answer: given where declared, never otherwise.
+    let mut summary = ctx().summary.clone();
+    (summary.shader_f16, summary.f16_unpack) = (true, true);
+    assert_eq!(spec.device_constants(&summary), vec![("NATIVE_F16", 1.0)]);
+    let mut undeclared = spec.clone();
+    undeclared.custom = undeclared.custom.map(|c| CustomInfo {
+        native_f16: false,
+        ..c
+    });
+    assert!(undeclared.device_constants(&summary).is_empty());
+    // It has no configuration to resolve and is no template.
+    let e = KernelSpec::new(KernelConfig::from(Kernel::User)).unwrap_err();
+    assert!(e.contains("resolved from its file"), "{e}");
+    assert!(CustomKernel::template(Kernel::User).is_err());
 }

@@ -108,7 +108,7 @@ fn split_k_in_half_types_sums_every_range_once() {
     let shape = QkvShape::new(33, 45, 21, 11, true).unwrap();
     for element in HALF {
         for splits in [2, 3, 8] {
-            let config = KernelConfig::new(Kernel::Splitk, splits, 0);
+            let config = KernelConfig::new(Kernel::Splitk, &[splits]);
             let (report, _) = check_typed(ctx(), shape, config, element, tokens_layout(), 61);
             assert_pass(&report, &format!("{config} in {element}"));
         }

@@ -60,7 +60,7 @@ fn no_projection_kernel_beats_the_peak_of_its_arithmetic() {
     let (x, w) = qkv_wgpu::random_inputs(&shape, 3);
     let mut configs = vec![
         KernelConfig::from(Kernel::Blocktile),
-        KernelConfig::new(Kernel::Texture, 32, 0),
+        KernelConfig::new(Kernel::Texture, &[32]),
     ];
     configs.extend(
         qkv_wgpu::tune::candidates(ctx(), ElementType::F16)

@@ -131,7 +131,7 @@ fn split_k_sums_every_range_of_d_model_once() {
     for (t, d, q, kv, bias) in shapes {
         let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
         for splits in [1, 2, 3, 8, 16] {
-            let config = KernelConfig::new(Kernel::Splitk, splits, 0);
+            let config = KernelConfig::new(Kernel::Splitk, &[splits]);
             let report = check(shape, config, 40 + splits as u64);
             assert_pass(&report, &format!("{config} on {shape}"));
         }

@@ -19,7 +19,7 @@
 //! - Loops end: their bounds are uniforms and override constants. No workgroup memory is read
 //!   before it is written: each step writes every row and every piece of BK it reads.
 
-use qkv_wgpu::kernels::{CoopBlock, KernelSpec, OperandLayout, Variant, COOPMAT_MAX_PIECES};
+use qkv_wgpu::kernels::{CoopBlock, CoopParams, KernelSpec, OperandLayout, COOPMAT_MAX_PIECES};
 use qkv_wgpu::plan::{ChunkOptions, ChunkPlan};
 use qkv_wgpu::{ElementType, HeadSplit, KernelConfig, OutputLayout, QkvShape};
 
@@ -67,7 +67,7 @@ fn blocks(tile: u32) -> Vec<CoopBlock> {
 }
 
 fn check(spec: &KernelSpec, plan: &ChunkPlan, sgs: u32) {
-    let Variant::Coopmat { tile, block: b, .. } = spec.variant else {
+    let Some(CoopParams { tile, block: b, .. }) = CoopParams::of(&spec.config) else {
         panic!("not coopmat: {spec}");
     };
     assert_eq!(spec.operands, OperandLayout::KMajor);

@@ -1,6 +1,6 @@
-//! `coopmat`'s block: the group of its parameters that shapes a workgroup's work (kept apart
-//! from its module, `variants/coopmat.rs`, because [`KernelConfig`](super::KernelConfig) and
-//! [`Variant`](super::Variant) hold it).
+//! `coopmat`'s block: the group of its parameters that shapes a workgroup's work (its typed
+//! parameters, [`CoopParams`](super::CoopParams), hold one), with the arithmetic on it that
+//! the variant's module and the tests share.
 
 /// The block: each workgroup computes `bm` x `bn` outputs as subgroups that each own a
 /// `wm` x `wn` part of it (4 x 2 or 4 x 4 accumulator matrices), walking d_model `bk` at a
@@ -22,16 +22,6 @@ pub struct CoopBlock {
 }
 
 impl CoopBlock {
-    /// All zero: no block (a bare `coopmat`, or another variant).
-    pub const NONE: CoopBlock = CoopBlock {
-        bm: 0,
-        bn: 0,
-        wm: 0,
-        wn: 0,
-        bk: 0,
-        stages: 0,
-    };
-
     /// The block `coopmat(tile=T)` runs with unless told otherwise. 16x16 (NVIDIA, AMD): 8
     /// subgroups of 4 x 2 matrices, 128 x 128 outputs (CUTLASS's usual block), steps of 32,
     /// two stages. 8x8 (Apple, lavapipe): 8 subgroups of 4 x 4 matrices, 128 x 64 outputs,

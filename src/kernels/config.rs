@@ -1,67 +1,29 @@
 //! A kernel configuration as users and the tuning cache name it: a variant and the raw values
 //! of its parameters, parsed from and displayed as `direct(wg=32)`, `regtile(wgx=8,wgy=16)`,
-//! `splitk(splits=8)`, by one parser and one printer that read each variant's parameter list
-//! ([`VariantDef::params`](super::VariantDef::params)). It is checked by the variant and resolved once into a
-//! [`KernelSpec`](super::KernelSpec), whose typed [`Variant`](super::Variant) is what the
-//! rest of the crate reads.
+//! `splitk(splits=8)`, by one parser and one printer that read each variant's parameter names
+//! ([`VariantDef::params`](super::VariantDef::params)). Value `i` is the variant's parameter
+//! `i`, nothing else: a variant reads its values typed in its own module when it resolves
+//! ([`VariantDef::resolve`](super::VariantDef::resolve)) into a
+//! [`KernelSpec`](super::KernelSpec), which is what the rest of the crate reads.
 
-pub use super::block::CoopBlock;
 use super::registry::Kernel;
 use std::fmt;
 use std::str::FromStr;
 
+/// The most parameters a variant takes (`coopmat`'s eight).
+pub const MAX_PARAMS: usize = 8;
+
 /// A kernel variant with the raw values of its parameters, as named on the command line and
-/// stored in the tuning cache. Which parameter lives in which field is the variant's
-/// ([`VariantDef::params`](super::VariantDef::params)): `wg` holds the first (`wg`, `wgx`, `splits` or `tile`), `wgy`
-/// the second (`regtile`'s `wgy`, `coopmat`'s `acc`), `block` `coopmat`'s block; fields a
-/// variant does not use are 0. Resolve it with [`KernelSpec::new`](super::KernelSpec::new)
-/// to read them typed.
+/// stored in the tuning cache: value `i` is parameter `i` of the variant's list
+/// ([`VariantDef::params`](super::VariantDef::params)), written as the user writes it
+/// (`coopmat`'s `acc=32` is 32); values past the list are 0. Resolve it with
+/// [`KernelSpec::new`](super::KernelSpec::new).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct KernelConfig {
     /// The variant.
     pub kernel: Kernel,
-    /// First parameter: invocations per workgroup (`direct`, `subgroup`, `texture`,
-    /// `subgroup-texture`), invocations along columns (`regtile`'s `wgx`), the number of
-    /// d_model ranges (`splitk`'s `splits`), or the cooperative matrices' size (`coopmat`'s
-    /// `tile`: 8 or 16).
-    pub wg: u32,
-    /// Second parameter: invocations along token rows (`regtile`'s `wgy`), or the
-    /// accumulator's bits (`coopmat`'s `acc`: 32 or 16); 0 otherwise.
-    pub wgy: u32,
-    /// `coopmat`'s block (all 0 for every other variant, and for a bare `coopmat`, whose
-    /// tile and block come from the adapter).
-    pub block: CoopBlock,
-}
-
-/// Where a parameter's raw value lives in a [`KernelConfig`] (the form the tuning cache and
-/// the command line name), so that one parser and one printer serve every variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Slot {
-    /// [`KernelConfig::wg`].
-    First,
-    /// [`KernelConfig::wgy`].
-    Second,
-    /// `coopmat`'s block: [`CoopBlock::bm`].
-    Bm,
-    /// [`CoopBlock::bn`].
-    Bn,
-    /// [`CoopBlock::wm`].
-    Wm,
-    /// [`CoopBlock::wn`].
-    Wn,
-    /// [`CoopBlock::bk`].
-    Bk,
-    /// [`CoopBlock::stages`].
-    Stages,
-}
-
-/// One tuning parameter of a variant, as written in `name(param=value,...)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Param {
-    /// Its name on the command line.
-    pub name: &'static str,
-    /// Where its value is kept.
-    pub slot: Slot,
+    /// The parameters' values, in the variant's order.
+    values: [u32; MAX_PARAMS],
 }
 
 impl From<Kernel> for KernelConfig {
@@ -71,23 +33,19 @@ impl From<Kernel> for KernelConfig {
 }
 
 impl KernelConfig {
-    /// A variant with its two first parameters (`block` all 0).
-    pub const fn new(kernel: Kernel, wg: u32, wgy: u32) -> Self {
+    /// `kernel` with `values` for its parameters in the order of its list
+    /// ([`VariantDef::params`](super::VariantDef::params)); at most [`MAX_PARAMS`]. A list
+    /// of the wrong length is caught by [`check`](Self::check).
+    pub const fn new(kernel: Kernel, values: &[u32]) -> Self {
+        let mut all = [0; MAX_PARAMS];
+        let mut i = 0;
+        while i < values.len() {
+            all[i] = values[i];
+            i += 1;
+        }
         Self {
             kernel,
-            wg,
-            wgy,
-            block: CoopBlock::NONE,
-        }
-    }
-
-    /// `coopmat` with `tile` x `tile` matrices, an f32 accumulator or an f16 one, and `block`.
-    pub const fn coopmat(tile: u32, f32_accumulator: bool, block: CoopBlock) -> Self {
-        Self {
-            kernel: Kernel::Coopmat,
-            wg: tile,
-            wgy: if f32_accumulator { 32 } else { 16 },
-            block,
+            values: all,
         }
     }
 
@@ -96,57 +54,38 @@ impl KernelConfig {
         kernel.def().default_config()
     }
 
-    /// The raw value in `slot`.
-    pub fn slot(&self, slot: Slot) -> u32 {
-        let b = &self.block;
-        match slot {
-            Slot::First => self.wg,
-            Slot::Second => self.wgy,
-            Slot::Bm => b.bm,
-            Slot::Bn => b.bn,
-            Slot::Wm => b.wm,
-            Slot::Wn => b.wn,
-            Slot::Bk => b.bk,
-            Slot::Stages => b.stages,
+    /// The values of the variant's parameters, in its order.
+    pub fn values(&self) -> &[u32] {
+        &self.values[..self.kernel.def().params().len().min(MAX_PARAMS)]
+    }
+
+    /// The value of parameter `i` of the variant's list (0 past it).
+    pub const fn value(&self, i: usize) -> u32 {
+        if i < MAX_PARAMS {
+            self.values[i]
+        } else {
+            0
         }
     }
 
-    fn slot_mut(&mut self, slot: Slot) -> &mut u32 {
-        let b = &mut self.block;
-        match slot {
-            Slot::First => &mut self.wg,
-            Slot::Second => &mut self.wgy,
-            Slot::Bm => &mut b.bm,
-            Slot::Bn => &mut b.bn,
-            Slot::Wm => &mut b.wm,
-            Slot::Wn => &mut b.wn,
-            Slot::Bk => &mut b.bk,
-            Slot::Stages => &mut b.stages,
-        }
+    /// The value of the parameter named `name`, if the variant has one.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        let i = self.kernel.def().params().iter().position(|p| *p == name)?;
+        Some(self.values[i])
     }
 
-    /// Whether the fields the variant does not use are all 0.
-    fn unused_slots_clear(&self, params: &[Param]) -> bool {
-        const SLOTS: [Slot; 8] = [
-            Slot::First,
-            Slot::Second,
-            Slot::Bm,
-            Slot::Bn,
-            Slot::Wm,
-            Slot::Wn,
-            Slot::Bk,
-            Slot::Stages,
-        ];
-        SLOTS
-            .into_iter()
-            .filter(|s| !params.iter().any(|p| p.slot == *s))
-            .all(|s| self.slot(s) == 0)
+    /// Sets parameter `i` (a variant filling in what a partial configuration implies).
+    pub fn set(&mut self, i: usize, value: u32) {
+        self.values[i] = value;
     }
 
     /// Checks the parameters against what the variant's shader supports.
     pub fn check(&self) -> Result<(), String> {
         let def = self.kernel.def();
-        if self.unused_slots_clear(def.params()) && def.valid(self) {
+        let unused_clear = self.values[def.params().len().min(MAX_PARAMS)..]
+            .iter()
+            .all(|&v| v == 0);
+        if unused_clear && def.valid(self) {
             return Ok(());
         }
         Err(format!(
@@ -240,14 +179,14 @@ impl FromStr for KernelConfig {
                 .trim()
                 .parse()
                 .map_err(|_| format!("'{kv}': {} is not a whole number", value.trim()))?;
-            let Some(param) = def.params().iter().find(|p| p.name == key) else {
+            let Some(i) = def.params().iter().position(|p| *p == key) else {
                 return Err(format!(
                     "{s} is not a valid configuration of {kernel}: it has no parameter '{key}' \
                      ({})",
                     valid_values(def.ranges())
                 ));
             };
-            *config.slot_mut(param.slot) = value;
+            config.values[i] = value;
         }
         def.complete(&mut config);
         config.check()?;
@@ -261,12 +200,13 @@ impl fmt::Display for KernelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let params = self.kernel.def().params();
         f.write_str(self.kernel.name())?;
-        if params.iter().all(|p| self.slot(p.slot) == 0) {
+        if self.values.iter().all(|&v| v == 0) {
             return Ok(());
         }
         let values: Vec<String> = params
             .iter()
-            .map(|p| format!("{}={}", p.name, self.slot(p.slot)))
+            .zip(self.values)
+            .map(|(name, v)| format!("{name}={v}"))
             .collect();
         write!(f, "({})", values.join(","))
     }
@@ -275,6 +215,7 @@ impl fmt::Display for KernelConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::{CoopBlock, CoopParams};
 
     #[test]
     fn lists_parse_dedup_and_expand_all() {
@@ -290,7 +231,7 @@ mod tests {
         assert!(Kernel::parse_list("tiled,nope").is_err());
         let c = Kernel::parse_list("0,direct( wg=32 );3").unwrap();
         assert_eq!(c.len(), 3);
-        assert_eq!(c[1].wg, 32);
+        assert_eq!(c[1].values(), &[32]);
         assert_eq!(c[1].to_string(), "direct(wg=32)");
         assert_eq!(c[1].to_string().parse::<KernelConfig>(), Ok(c[1]));
         assert_eq!(c[2], KernelConfig::from(Kernel::Direct));
@@ -298,23 +239,31 @@ mod tests {
         assert!("direct(rows=2)".parse::<KernelConfig>().is_err());
         assert!("direct(wgy=4)".parse::<KernelConfig>().is_err());
         let r: KernelConfig = "regtile(wgx=8,wgy=16)".parse().unwrap();
-        assert_eq!((r.wg, r.wgy, r.workgroup_tile()), (8, 16, (32, 64)));
+        assert_eq!((r.values(), r.workgroup_tile()), (&[8, 16][..], (32, 64)));
+        assert_eq!((r.get("wgy"), r.get("wg")), (Some(16), None));
         assert_eq!(r.to_string().parse::<KernelConfig>(), Ok(r));
         assert!("naive(wg=2)".parse::<KernelConfig>().is_err());
         let k: KernelConfig = "splitk(splits=8)".parse().unwrap();
-        assert_eq!((k.wg, k.to_string()), (8, "splitk(splits=8)".to_string()));
+        assert_eq!(
+            (k.value(0), k.to_string()),
+            (8, "splitk(splits=8)".to_string())
+        );
         assert_eq!(k.to_string().parse::<KernelConfig>(), Ok(k));
         assert!("splitk(splits=0)".parse::<KernelConfig>().is_err());
         assert!("direct(wg=8".parse::<KernelConfig>().is_err());
         let c: KernelConfig = "coopmat(tile=16)".parse().unwrap();
-        assert_eq!((c.wg, c.wgy, c.block), (16, 32, CoopBlock::default_for(16)));
+        assert_eq!(
+            c,
+            KernelConfig::coopmat(16, true, CoopBlock::default_for(16))
+        );
         assert_eq!(
             c.to_string(),
             "coopmat(tile=16,acc=32,bm=128,bn=128,wm=64,wn=32,bk=32,stages=2)"
         );
         assert_eq!(c.to_string().parse::<KernelConfig>(), Ok(c));
         let w: KernelConfig = "coopmat(tile=16,bn=256,wn=64,stages=1)".parse().unwrap();
-        assert_eq!((w.block.bn, w.block.wn, w.block.subgroups()), (256, 64, 8));
+        let wb = CoopParams::of(&w).unwrap().block;
+        assert_eq!((wb.bn, wb.wn, wb.subgroups()), (256, 64, 8));
         assert_eq!(w.to_string().parse::<KernelConfig>(), Ok(w));
         for bad in [
             "coopmat(tile=16,wm=32)",
@@ -337,9 +286,10 @@ mod tests {
         );
         let bare: KernelConfig = "coopmat".parse().unwrap();
         assert_eq!(
-            (bare.wg, bare.wgy, bare.to_string()),
-            (0, 0, "coopmat".into())
+            (bare.values(), bare.to_string()),
+            (&[0; 8][..], "coopmat".into())
         );
+        assert_eq!(CoopParams::of(&bare), None);
         assert_eq!(
             "coopmat(tile=8,acc=16)"
                 .parse::<KernelConfig>()

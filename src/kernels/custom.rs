@@ -11,10 +11,13 @@
 //! f16, bf16` and `// qkv: w_align 4` say which storage types it reads (f32 alone by
 //! default) and the multiple of columns W's rows are padded to (1 by default).
 
+use super::config::KernelConfig;
 use super::registry::Kernel;
 use super::requirements::Requirements;
 use super::shaders::ShaderSource;
-use super::spec::{CustomInfo, ElementType, KernelSpec, OperandLayout};
+use super::spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout};
+use super::variant::{Resolved, VariantDef};
+use crate::adapter::AdapterSummary;
 use crate::binding::{BindingKind, Params};
 use naga::{AddressSpace, StorageAccess, TypeInner};
 use std::hash::{Hash, Hasher};
@@ -434,7 +437,8 @@ impl CustomKernel {
             ));
         }
         let elements: Vec<&str> = kernel.elements().iter().map(|e| e.name()).collect();
-        let spec = KernelSpec::from(kernel);
+        // A built-in's default configuration; a user's kernel has none to start from.
+        let spec = KernelSpec::new(KernelConfig::from(kernel))?;
         let binding = if spec.binding == BindingKind::Textured {
             "// qkv: binding textured\n"
         } else {
@@ -591,25 +595,72 @@ impl CustomKernel {
                 names.join(", ")
             ));
         }
-        let mut spec = KernelSpec::from(Kernel::Naive);
-        spec.source = self.source;
-        spec.constants = Vec::new();
-        spec.tile = self.tile;
-        spec.invocations = self.invocations;
-        spec.w_align = self.w_align;
-        spec.element = element;
-        spec.bounds_proven = false;
-        spec.binding = self.binding;
-        spec.requires = Requirements {
-            min_subgroup_size: self.subgroups.then_some(1),
-            naga_wgsl: self.subgroups,
-            storage_buffers: self.binding.storage_buffers(),
-            ..spec.requires
-        };
-        spec.custom = Some(CustomInfo {
-            label: self.label,
-            native_f16: self.native_f16,
-        });
-        Ok(spec)
+        Ok(KernelSpec {
+            config: KernelConfig::from(Kernel::User),
+            source: self.source,
+            reduce: None,
+            constants: Vec::new(),
+            binding: self.binding,
+            tile: self.tile,
+            w_align: self.w_align,
+            operands: OperandLayout::RowMajor,
+            splits: 1,
+            invocations: self.invocations,
+            element,
+            requires: Requirements {
+                min_subgroup_size: self.subgroups.then_some(1),
+                naga_wgsl: self.subgroups,
+                storage_buffers: self.binding.storage_buffers(),
+                ..Requirements::default()
+            },
+            arithmetic: Arithmetic::F32Fma,
+            bounds_proven: false,
+            custom: Some(CustomInfo {
+                label: self.label,
+                native_f16: self.native_f16,
+            }),
+        })
+    }
+}
+
+/// The definition of [`Kernel::User`]: what is true of every user's kernel. Its file's own
+/// facts (tile, workgroup, types, binding) are in its spec ([`CustomKernel::spec`]); a
+/// user's kernel has no configuration to resolve and no source compiled in.
+pub struct UserKernel;
+
+impl VariantDef for UserKernel {
+    fn name(&self) -> &'static str {
+        "user"
+    }
+    fn description(&self) -> &'static str {
+        "a user's kernel (`qkv try FILE.wgsl`), checked against the contract of docs/KERNELS.md"
+    }
+    fn default_config(&self) -> KernelConfig {
+        KernelConfig::new(Kernel::User, &[])
+    }
+    fn resolve(&self, _: &KernelConfig) -> Result<Resolved, String> {
+        Err(
+            "a user's kernel is resolved from its file (`qkv try FILE.wgsl`), not from a \
+             configuration"
+                .to_string(),
+        )
+    }
+    fn sources(&self) -> Vec<ShaderSource> {
+        Vec::new()
+    }
+    /// `NATIVE_F16` where the device widens f16 in hardware, only for a kernel that
+    /// declares the override.
+    fn device_constants(
+        &self,
+        spec: &KernelSpec,
+        summary: &AdapterSummary,
+    ) -> Vec<(&'static str, f64)> {
+        let declared = spec.custom.is_some_and(|c| c.native_f16);
+        if declared && spec.element == ElementType::F16 && summary.shader_f16 && summary.f16_unpack
+        {
+            vec![("NATIVE_F16", 1.0)]
+        } else {
+            Vec::new()
+        }
     }
 }

@@ -1,111 +1,70 @@
-//! The registry's names: every projection kernel variant by number ([`Kernel`]) and the
-//! typed form of its parameters ([`Variant`]). Each variant is a module under `variants/`
-//! implementing [`VariantDef`](super::VariantDef), which `variants/mod.rs` maps each
-//! [`Kernel`] to ([`Kernel::def`]); everything a [`Kernel`] answers here it asks of that
-//! definition.
+//! The one list of kernel variants ([`with_variants!`]), the [`Kernel`] enum it makes, and
+//! what a [`Kernel`] answers by name and number: each answer is its definition's
+//! ([`Kernel::def`], made from the same list in `variants/mod.rs`), a
+//! [`VariantDef`](super::VariantDef) in the variant's module under `variants/`.
 
-use super::block::CoopBlock;
 use super::shaders::ShaderSource;
 use crate::binding::BindingKind;
 use crate::element::ElementType;
 use std::fmt;
 use std::str::FromStr;
 
-/// A projection kernel variant. The discriminant is its number on the command line; its
-/// definition is [`Kernel::def`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    /// One output per invocation, no workgroup memory.
-    Naive = 0,
-    /// Workgroup-memory tiles over d_model.
-    Tiled = 1,
-    /// Register-blocked 4x4 per invocation over workgroup-memory tiles.
-    Regtile = 2,
-    /// Register-blocked, storage only, no barriers.
-    Direct = 3,
-    /// `Direct` with X shared through subgroup broadcasts.
-    Subgroup = 4,
-    /// Register-blocked, X and W read through textures.
-    Texture = 5,
-    /// `Texture` with X shared through subgroup broadcasts.
-    SubgroupTexture = 6,
-    /// Register-blocked 8x8 per invocation over 128x128 workgroup tiles, with prefetch.
-    Blocktile = 7,
-    /// `Blocktile` over ranges of d_model (split-K), partial sums added by a second pass.
-    Splitk = 8,
-    /// Cooperative matrices (tensor cores): f16 inputs, f32 (or f16) accumulator.
-    Coopmat = 9,
+/// Calls `$then!` with the list of built-in variants, one line each: the doc and arm of
+/// [`Kernel`] (its number is its place here), then its module under `variants/` and the
+/// definition there. The one place a variant is listed.
+macro_rules! with_variants {
+    ($then:ident) => {
+        $then! {
+            /// One output per invocation, no workgroup memory.
+            Naive => naive::Naive,
+            /// Workgroup-memory tiles over d_model.
+            Tiled => tiled::Tiled,
+            /// Register-blocked 4x4 per invocation over workgroup-memory tiles.
+            Regtile => regtile::Regtile,
+            /// Register-blocked, storage only, no barriers.
+            Direct => direct::Direct,
+            /// `Direct` with X shared through subgroup broadcasts.
+            Subgroup => subgroup::Subgroup,
+            /// Register-blocked, X and W read through textures.
+            Texture => texture::Texture,
+            /// `Texture` with X shared through subgroup broadcasts.
+            SubgroupTexture => subgroup_texture::SubgroupTexture,
+            /// Register-blocked 8x8 per invocation over 128x128 workgroup tiles, with prefetch.
+            Blocktile => blocktile::Blocktile,
+            /// `Blocktile` over ranges of d_model (split-K), partial sums added by a second pass.
+            Splitk => splitk::Splitk,
+            /// Cooperative matrices (tensor cores): f16 inputs, f32 (or f16) accumulator.
+            Coopmat => coopmat::Coopmat,
+        }
+    };
+}
+pub(crate) use with_variants;
+
+/// Makes [`Kernel`] and [`Kernel::ALL`] from the list.
+macro_rules! kernel_enum {
+    ($($(#[$doc:meta])* $arm:ident => $module:ident::$def:ident,)*) => {
+        /// A projection kernel variant: one of the built-ins, whose discriminant is its
+        /// number on the command line, or a user's kernel. Its definition is
+        /// [`Kernel::def`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Kernel {
+            $($(#[$doc])* $arm,)*
+            /// A user's kernel (`qkv try FILE.wgsl`): its facts come from its file
+            /// ([`CustomKernel`](super::CustomKernel)), never from a built-in's.
+            User,
+        }
+
+        impl Kernel {
+            /// Every built-in variant, in number order (a user's kernel is not one).
+            pub const ALL: [Kernel; [$(stringify!($arm)),*].len()] = [$(Kernel::$arm),*];
+        }
+    };
 }
 
-/// A variant with its tuning parameters, typed: each field means one thing. Made by the
-/// variant's [`VariantDef::resolve`](super::VariantDef::resolve).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Variant {
-    /// One output per invocation.
-    Naive,
-    /// 16x16 workgroup-memory tiles.
-    Tiled,
-    /// 4x4 outputs per invocation over tiles, `wgx` x `wgy` invocations.
-    Regtile {
-        /// Invocations along output columns.
-        wgx: u32,
-        /// Invocations along token rows.
-        wgy: u32,
-    },
-    /// 8x4 outputs per invocation, `wg` invocations along columns.
-    Direct {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 32x4 outputs per invocation, X by subgroup broadcasts.
-    Subgroup {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 16x4 outputs per invocation through textures.
-    Texture {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 32x4 outputs per invocation through textures and subgroup broadcasts.
-    SubgroupTexture {
-        /// Invocations per workgroup.
-        wg: u32,
-    },
-    /// 8x8 outputs per invocation over 128x128 tiles.
-    Blocktile,
-    /// Blocktile over `splits` ranges of d_model, then a reduce pass.
-    Splitk {
-        /// Ranges of d_model, one partial sum each.
-        splits: u32,
-    },
-    /// Cooperative matrices of `tile` x `tile`, `block` per workgroup.
-    Coopmat {
-        /// M = N = K of the matrices: 8 or 16.
-        tile: u32,
-        /// An f32 accumulator (else f16).
-        f32_accumulator: bool,
-        /// The block, its subgroups' parts, the step along d_model and the stages.
-        block: CoopBlock,
-    },
-}
+with_variants!(kernel_enum);
 
 /// Shortcuts to the variant's definition ([`Kernel::def`]).
 impl Kernel {
-    /// Every variant, in number order.
-    pub const ALL: [Kernel; 10] = [
-        Kernel::Naive,
-        Kernel::Tiled,
-        Kernel::Regtile,
-        Kernel::Direct,
-        Kernel::Subgroup,
-        Kernel::Texture,
-        Kernel::SubgroupTexture,
-        Kernel::Blocktile,
-        Kernel::Splitk,
-        Kernel::Coopmat,
-    ];
-
     /// The variant library callers get when they name none and do not autotune
     /// ([`crate::tune::choose`]), and the one `qkv explain` runs: workgroup-memory tiling,
     /// the classic GPU layout. `qkv run`, `project` and `bench` autotune by default instead.
@@ -156,9 +115,10 @@ impl Kernel {
         self.def().input_element(element)
     }
 
-    /// The variant's WGSL source (of its default configuration, for a variant with several).
-    pub fn source(self) -> ShaderSource {
-        self.def().source()
+    /// The variant's WGSL source (of its default configuration, for a variant with
+    /// several); None for a user's kernel, whose source is its file.
+    pub fn source(self) -> Option<ShaderSource> {
+        self.def().sources().first().copied()
     }
 }
 
@@ -201,12 +161,18 @@ mod tests {
         assert!("bogus".parse::<Kernel>().unwrap_err().contains("naive (0)"));
         let past = Kernel::ALL.len().to_string();
         assert!(past.parse::<Kernel>().is_err());
+        assert_eq!(Kernel::User.number() as usize, Kernel::ALL.len());
+        assert!(Kernel::User.source().is_none());
+        assert!(
+            "user".parse::<Kernel>().is_err(),
+            "a user's kernel is not named"
+        );
     }
 
     #[test]
     fn the_typed_kernels_are_the_ones_whose_shaders_read_words() {
         for k in Kernel::ALL {
-            let wgsl = k.source().wgsl;
+            let wgsl = k.source().unwrap().wgsl;
             let typed = wgsl.contains("fn widen(") || wgsl.contains("array<vec4<f16>>");
             assert_eq!(k.elements().len() == ElementType::ALL.len(), typed, "{k}");
         }
@@ -215,7 +181,11 @@ mod tests {
     #[test]
     fn the_subgroup_requirement_matches_the_shader_text() {
         for k in Kernel::ALL {
-            assert_eq!(k.needs_subgroups(), k.source().needs_subgroups(), "{k}");
+            assert_eq!(
+                k.needs_subgroups(),
+                k.source().unwrap().needs_subgroups(),
+                "{k}"
+            );
         }
     }
 }

@@ -1,11 +1,10 @@
-//! A kernel configuration resolved once into a plain value: the typed parameters of its
-//! variant, its shader sources, override constants, binding kind, output tile, W padding,
+//! A kernel configuration resolved once into a plain value: its shader sources, override constants, binding kind, output tile, W padding,
 //! split-K scratch, dispatch grid and what the adapter must offer. The plan, the projector,
 //! the tuner and the context read these fields; what depends on the device is asked of the
 //! variant's definition here, and nothing downstream asks the variant again.
 
 use super::config::KernelConfig;
-use super::registry::{Kernel, Variant};
+use super::registry::Kernel;
 use super::requirements::Requirements;
 use super::shaders::ShaderSource;
 use crate::adapter::AdapterSummary;
@@ -59,8 +58,6 @@ pub struct CustomInfo {
 pub struct KernelSpec {
     /// The configuration as named (for reports and the tuning cache).
     pub config: KernelConfig,
-    /// Its typed parameters.
-    pub variant: Variant,
     /// The main pass.
     pub source: ShaderSource,
     /// The split-K reduce pass, run after the main pass over each column block.
@@ -102,7 +99,8 @@ pub struct KernelSpec {
 }
 
 impl From<Kernel> for KernelSpec {
-    /// The spec of a variant's default configuration (always valid).
+    /// The spec of a built-in variant's default configuration (always valid; a user's
+    /// kernel's spec comes from its file, [`CustomKernel::spec`](super::CustomKernel::spec)).
     fn from(kernel: Kernel) -> Self {
         KernelSpec::new(KernelConfig::from(kernel)).expect("default configurations are valid")
     }
@@ -117,7 +115,6 @@ impl KernelSpec {
         let r = def.resolve(&config)?;
         Ok(Self {
             config,
-            variant: r.variant,
             source: r.source,
             reduce: def.reduce(),
             constants: r.constants,
@@ -220,14 +217,9 @@ impl KernelSpec {
     }
 
     /// Override constants that depend on the device (`coopmat`'s WG; `NATIVE_F16` where
-    /// the device widens f16 in hardware).
+    /// the device widens f16 in hardware and the kernel takes it).
     pub fn device_constants(&self, summary: &AdapterSummary) -> Vec<(&'static str, f64)> {
-        let mut constants = self.kernel().def().device_constants(self, summary);
-        // A user's kernel is given NATIVE_F16 only where it declares it.
-        if self.custom.is_some_and(|c| !c.native_f16) {
-            constants.retain(|(name, _)| *name != "NATIVE_F16");
-        }
-        constants
+        self.kernel().def().device_constants(self, summary)
     }
 
     /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
@@ -379,13 +371,13 @@ mod tests {
     #[test]
     fn specs_resolve_typed_parameters_grids_and_strides() {
         let s = KernelSpec::new("regtile(wgx=8,wgy=16)".parse().unwrap()).unwrap();
-        assert_eq!(s.variant, Variant::Regtile { wgx: 8, wgy: 16 });
+        assert_eq!(s.constants, vec![("WG_X", 8.0), ("WG_Y", 16.0)]);
         assert_eq!((s.tile, s.invocations), ((32, 64), 128));
         assert_eq!(s.grid(65, 33), (2, 2, 1));
         assert_eq!(s.w_stride(7, 10), 12);
         assert_eq!((s.x_stride(7), s.w_len(7, 10)), (7, 84));
         let k = KernelSpec::new("splitk(splits=8)".parse().unwrap()).unwrap();
-        assert_eq!(k.variant, Variant::Splitk { splits: 8 });
+        assert_eq!((k.splits, k.constants[0]), (8, ("SPLITS", 8.0)));
         assert_eq!(
             (k.grid(129, 128), k.binding),
             ((1, 2, 8), BindingKind::SplitK)
@@ -405,7 +397,7 @@ mod tests {
         assert_eq!((c.tile, c.grid(129, 257)), ((128, 128), (3, 2, 1)));
         assert_eq!(&c.constants[..2], &[("SM", 2.0), ("SN", 4.0)]);
         assert_eq!(n.reduce_groups(1, 1, 1, 256), None);
-        assert!(KernelSpec::new(KernelConfig::new(Kernel::Direct, 0, 0)).is_err());
+        assert!(KernelSpec::new(KernelConfig::new(Kernel::Direct, &[0])).is_err());
         assert_eq!(
             n.pipeline_constants(true, false),
             vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]

@@ -1,11 +1,11 @@
 //! What one kernel variant is: the [`VariantDef`] each module under `variants/` implements
-//! (its name, typed parameters with their defaults and ranges, source, binding kind, element
+//! (its name, parameters with their defaults and ranges, sources, binding kind, element
 //! types, requirements, output tile, override constants and tuning sweep), and the plain
-//! values it resolves a configuration into. The registry ([`super::Kernel`]) lists the
-//! modules; the rest of the crate reads a [`KernelSpec`](super::KernelSpec), never a variant.
+//! values it resolves a configuration into. A module reads its configuration's values typed
+//! in its own `resolve`; the registry ([`super::Kernel`]) lists the modules; the rest of the
+//! crate reads a [`KernelSpec`](super::KernelSpec), never a variant.
 
-use super::config::{KernelConfig, Param};
-use super::registry::Variant;
+use super::config::KernelConfig;
 use super::requirements::Requirements;
 use super::shaders::ShaderSource;
 use super::spec::{Arithmetic, KernelSpec, OperandLayout};
@@ -17,8 +17,6 @@ use crate::element::ElementType;
 /// variant's parameters.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resolved {
-    /// The typed parameters.
-    pub variant: Variant,
     /// The main pass's source.
     pub source: ShaderSource,
     /// The variant's override constants.
@@ -57,8 +55,9 @@ pub trait VariantDef: Sync {
     /// One line on what it does.
     fn description(&self) -> &'static str;
 
-    /// Its tuning parameters, in the order they are printed.
-    fn params(&self) -> &'static [Param] {
+    /// The names of its tuning parameters, in the order they are printed and stored
+    /// ([`KernelConfig::values`]).
+    fn params(&self) -> &'static [&'static str] {
         &[]
     }
 
@@ -70,8 +69,7 @@ pub trait VariantDef: Sync {
     /// The configuration it runs with when none was tuned or named.
     fn default_config(&self) -> KernelConfig;
 
-    /// Whether a configuration's parameter values (those in [`params`](Self::params); the
-    /// others are 0) are ones its shader runs.
+    /// Whether a configuration's parameter values are ones its shader runs.
     fn valid(&self, _config: &KernelConfig) -> bool {
         true
     }
@@ -86,7 +84,8 @@ pub trait VariantDef: Sync {
         config
     }
 
-    /// Resolves a valid configuration: its typed parameters, source, constants, tile.
+    /// Resolves a valid configuration, reading its values typed: its source, constants,
+    /// tile.
     fn resolve(&self, config: &KernelConfig) -> Result<Resolved, String>;
 
     /// How it binds X and W (and whether it has partial sums).
@@ -124,14 +123,9 @@ pub trait VariantDef: Sync {
         OperandLayout::RowMajor
     }
 
-    /// Its source (for a variant with several, that of its default configuration: the one
-    /// checks over every shader read).
-    fn source(&self) -> ShaderSource;
-
-    /// Every source it may run (the checks over every shader read them all).
-    fn sources(&self) -> Vec<ShaderSource> {
-        vec![self.source()]
-    }
+    /// Every source it may run, that of its default configuration first (the checks over
+    /// every shader read them all); none for a user's kernel, whose source is its file.
+    fn sources(&self) -> Vec<ShaderSource>;
 
     /// The second pass that adds up partial sums, if it has one.
     fn reduce(&self) -> Option<ShaderSource> {
@@ -193,33 +187,24 @@ pub(crate) mod prelude {
     pub use crate::binding::BindingKind;
     pub use crate::element::ElementType;
     pub use crate::kernels::block::CoopBlock;
-    pub use crate::kernels::config::{KernelConfig, Param, Slot};
-    pub use crate::kernels::registry::{Kernel, Variant};
+    pub use crate::kernels::config::KernelConfig;
+    pub use crate::kernels::registry::Kernel;
     pub use crate::kernels::requirements::Requirements;
     pub(crate) use crate::kernels::shaders::{shader, ShaderSource};
     pub use crate::kernels::spec::{Arithmetic, KernelSpec, OperandLayout};
     pub use crate::kernels::variant::{Resolved, SweepTarget, VariantDef};
 
     /// The one parameter of the variants sized by `wg` invocations per workgroup.
-    pub const WG_PARAM: &[Param] = &[Param {
-        name: "wg",
-        slot: Slot::First,
-    }];
+    pub const WG_PARAM: &[&str] = &["wg"];
 }
 
 impl Resolved {
     /// A configuration of a variant sized by `wg` invocations along output columns, each
     /// computing 4 columns of `rows` token rows: override constant `WG`, tile (4 wg, rows).
-    pub fn per_wg(
-        def: &dyn VariantDef,
-        variant: Variant,
-        source: ShaderSource,
-        wg: u32,
-        rows: u32,
-    ) -> Self {
+    pub fn per_wg(def: &dyn VariantDef, source: ShaderSource, wg: u32, rows: u32) -> Self {
         Resolved {
             constants: vec![("WG", wg as f64)],
-            ..Self::plain(def, variant, source, (wg * 4, rows), wg)
+            ..Self::plain(def, source, (wg * 4, rows), wg)
         }
     }
 
@@ -228,13 +213,11 @@ impl Resolved {
     /// workgroup of `invocations`.
     pub fn plain(
         def: &dyn VariantDef,
-        variant: Variant,
         source: ShaderSource,
         tile: (u32, u32),
         invocations: u32,
     ) -> Self {
         Resolved {
-            variant,
             source,
             constants: Vec::new(),
             tile,

@@ -18,12 +18,11 @@ impl VariantDef for Blocktile {
         "8x8 outputs per invocation from 128x128 workgroup-memory tiles, prefetched"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Blocktile, 0, 0)
+        KernelConfig::new(Kernel::Blocktile, &[])
     }
     fn resolve(&self, _: &KernelConfig) -> Result<Resolved, String> {
         Ok(Resolved::plain(
             self,
-            Variant::Blocktile,
             SOURCE,
             (128, 128),
             256,
@@ -35,8 +34,8 @@ impl VariantDef for Blocktile {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         vec![self.default_config()]

@@ -102,40 +102,61 @@ pub fn coopmat_for(summary: &AdapterSummary) -> Option<KernelConfig> {
         .map(|(tile, f32_acc)| KernelConfig::coopmat(tile, f32_acc, CoopBlock::default_for(tile)))
 }
 
-const PARAMS: &[Param] = &[
-    Param {
-        name: "tile",
-        slot: Slot::First,
-    },
-    Param {
-        name: "acc",
-        slot: Slot::Second,
-    },
-    Param {
-        name: "bm",
-        slot: Slot::Bm,
-    },
-    Param {
-        name: "bn",
-        slot: Slot::Bn,
-    },
-    Param {
-        name: "wm",
-        slot: Slot::Wm,
-    },
-    Param {
-        name: "wn",
-        slot: Slot::Wn,
-    },
-    Param {
-        name: "bk",
-        slot: Slot::Bk,
-    },
-    Param {
-        name: "stages",
-        slot: Slot::Stages,
-    },
-];
+/// Its parameters' names, in the order of [`CoopParams::values`].
+const PARAMS: &[&str] = &["tile", "acc", "bm", "bn", "wm", "wn", "bk", "stages"];
+
+/// `coopmat`'s parameters, typed: what a complete configuration's values mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CoopParams {
+    /// M = N = K of the matrices: 8 or 16.
+    pub tile: u32,
+    /// An f32 accumulator (`acc=32`; else `acc=16`, f16).
+    pub f32_accumulator: bool,
+    /// The block, its subgroups' parts, the step along d_model and the stages.
+    pub block: CoopBlock,
+}
+
+impl CoopParams {
+    /// The typed parameters of a `coopmat` configuration; None for a bare one (its tile
+    /// comes from the adapter) or another variant's.
+    pub fn of(c: &KernelConfig) -> Option<Self> {
+        if c.kernel != Kernel::Coopmat || c.value(0) == 0 {
+            return None;
+        }
+        let v = |i| c.value(i);
+        Some(Self {
+            tile: v(0),
+            f32_accumulator: v(1) == 32,
+            block: CoopBlock {
+                bm: v(2),
+                bn: v(3),
+                wm: v(4),
+                wn: v(5),
+                bk: v(6),
+                stages: v(7),
+            },
+        })
+    }
+
+    /// The configuration's values, in [`PARAMS`]'s order.
+    pub const fn values(&self) -> [u32; 8] {
+        let b = self.block;
+        let acc = if self.f32_accumulator { 32 } else { 16 };
+        [self.tile, acc, b.bm, b.bn, b.wm, b.wn, b.bk, b.stages]
+    }
+}
+
+impl KernelConfig {
+    /// `coopmat` with `tile` x `tile` matrices, an f32 accumulator or an f16 one, and `block`.
+    pub const fn coopmat(tile: u32, f32_accumulator: bool, block: CoopBlock) -> Self {
+        let p = CoopParams {
+            tile,
+            f32_accumulator,
+            block,
+        };
+        KernelConfig::new(Kernel::Coopmat, &p.values())
+    }
+}
 
 impl VariantDef for Coopmat {
     fn name(&self) -> &'static str {
@@ -145,7 +166,7 @@ impl VariantDef for Coopmat {
         "cooperative matrices (tensor cores): f16 inputs, 128x128 blocks of 8 subgroups, 4x2 \
          matrices each, two stages"
     }
-    fn params(&self) -> &'static [Param] {
+    fn params(&self) -> &'static [&'static str] {
         PARAMS
     }
     fn ranges(&self) -> &'static str {
@@ -159,61 +180,55 @@ impl VariantDef for Coopmat {
     /// Bare: the tile, accumulator and block come from the adapter
     /// ([`KernelConfig::for_adapter`]).
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Coopmat, 0, 0)
+        KernelConfig::new(Kernel::Coopmat, &[])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (c.wg, c.wgy) == (0, 0) && c.block == CoopBlock::NONE
-            || matches!(c.wg, 8 | 16) && matches!(c.wgy, 16 | 32) && c.block.check(c.wg)
+        if c.values().iter().all(|&v| v == 0) {
+            return true;
+        }
+        CoopParams::of(c).is_some_and(|p| {
+            matches!(p.tile, 8 | 16) && matches!(c.value(1), 16 | 32) && p.block.check(p.tile)
+        })
     }
     /// A tile without an accumulator: f32, the one to use wherever it is offered; a block's
     /// unnamed fields keep the tile's defaults.
     fn complete(&self, c: &mut KernelConfig) {
-        if c.wg == 0 {
+        let tile = c.value(0);
+        if tile == 0 {
             return;
         }
-        if c.wgy == 0 {
-            c.wgy = 32;
+        let defaults = CoopParams {
+            tile,
+            f32_accumulator: true,
+            block: CoopBlock::default_for(tile),
         }
-        let d = CoopBlock::default_for(c.wg);
-        let b = &mut c.block;
-        for (v, default) in [
-            (&mut b.bm, d.bm),
-            (&mut b.bn, d.bn),
-            (&mut b.wm, d.wm),
-            (&mut b.wn, d.wn),
-            (&mut b.bk, d.bk),
-            (&mut b.stages, d.stages),
-        ] {
-            if *v == 0 {
-                *v = default;
+        .values();
+        for (i, default) in defaults.into_iter().enumerate() {
+            if c.value(i) == 0 {
+                c.set(i, default);
             }
         }
     }
     /// A bare `coopmat` becomes [`coopmat_for`] the adapter (8x8 with an f32 accumulator
     /// where it offers none, so that it is refused with the reason).
     fn for_adapter(&self, c: KernelConfig, summary: &AdapterSummary) -> KernelConfig {
-        if c.wg != 0 {
+        if c.value(0) != 0 {
             return c;
         }
         coopmat_for(summary).unwrap_or(KernelConfig::coopmat(8, true, CoopBlock::default_for(8)))
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        if c.wg == 0 {
+        let Some(p) = CoopParams::of(c) else {
             return Err(format!(
                 "{c}: its tile is chosen from the adapter's cooperative-matrix \
                  configurations (KernelConfig::for_adapter), or give one: coopmat(tile=8) or \
                  coopmat(tile=16)"
             ));
-        }
-        let (tile, f32_accumulator, b) = (c.wg, c.wgy == 32, c.block);
+        };
+        let (tile, f32_accumulator, b) = (p.tile, p.f32_accumulator, p.block);
         let mut requires = self.requires();
         requires.cooperative_matrix = Some((tile, f32_accumulator));
         Ok(Resolved {
-            variant: Variant::Coopmat {
-                tile,
-                f32_accumulator,
-                block: b,
-            },
             source: coopmat_source(tile, f32_accumulator, b.wn / tile),
             // WG (the invocations) is set from the device's subgroup size
             // (`device_constants`).
@@ -252,9 +267,7 @@ impl VariantDef for Coopmat {
     fn operands(&self) -> OperandLayout {
         OperandLayout::KMajor
     }
-    fn source(&self) -> ShaderSource {
-        coopmat_source(8, true, 2)
-    }
+    /// Every source, 8x8 with an f32 accumulator and 4x2 matrices first.
     fn sources(&self) -> Vec<ShaderSource> {
         COOPMAT_SOURCES.to_vec()
     }
@@ -303,14 +316,11 @@ impl VariantDef for Coopmat {
                 summary.name
             ));
         }
-        let Variant::Coopmat {
+        let CoopParams {
             tile,
             f32_accumulator,
             block,
-        } = spec.variant
-        else {
-            return None;
-        };
+        } = CoopParams::of(&spec.config)?;
         let bytes = block.workgroup_bytes(tile, f32_accumulator);
         if bytes > summary.max_compute_workgroup_storage_size {
             return Some(format!(

@@ -16,34 +16,33 @@ impl VariantDef for Direct {
     fn description(&self) -> &'static str {
         "8x4 outputs per invocation in registers, no workgroup memory or barriers"
     }
-    fn params(&self) -> &'static [Param] {
+    fn params(&self) -> &'static [&'static str] {
         WG_PARAM
     }
     fn ranges(&self) -> &'static str {
         "wg = 1..=256"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Direct, 64, 0)
+        KernelConfig::new(Kernel::Direct, &[64])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (1..=256).contains(&c.wg)
+        (1..=256).contains(&c.value(0))
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let wg = c.wg;
+        let wg = c.value(0);
         Ok(Resolved::per_wg(
             self,
-            Variant::Direct { wg },
             SOURCE,
             wg,
             8,
         ))
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [16, 32, 64, 128]
-            .map(|wg| KernelConfig::new(Kernel::Direct, wg, 0))
+            .map(|wg| KernelConfig::new(Kernel::Direct, &[wg]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

@@ -1,43 +1,33 @@
-//! The registry: one module per kernel variant, each a [`VariantDef`] holding everything
-//! about the variant, and the list that maps each [`Kernel`] to its module ([`Kernel::def`]).
-//! Adding a variant: its shader (or its generator entry in `scripts/gen_kernels.py`), its
-//! module here, its line in [`Kernel::def`], and its names in `registry.rs` ([`Kernel`],
-//! [`Variant`](super::Variant)).
+//! One module per kernel variant, each a [`VariantDef`] holding everything about the
+//! variant, declared from the one list of variants (`registry.rs`'s `with_variants!`), which
+//! also maps each [`Kernel`] to its module's definition here. Adding a variant: its shader
+//! body under `shaders/` (or its generator entry in `scripts/gen_kernels.py`), its module
+//! here, and its line in the list (docs/ARCHITECTURE.md, "How to add a kernel variant").
 
 use super::config::KernelConfig;
-use super::registry::Kernel;
+use super::registry::{with_variants, Kernel};
 use super::shaders::{ShaderSource, UTILITY_SHADERS};
 use super::variant::{SweepTarget, VariantDef};
 use std::sync::LazyLock;
 
-pub mod blocktile;
-pub mod coopmat;
-pub mod direct;
-pub mod naive;
-pub mod regtile;
-pub mod splitk;
-pub mod subgroup;
-pub mod subgroup_texture;
-pub mod texture;
-pub mod tiled;
+/// Declares each listed variant's module and maps each [`Kernel`] to its definition.
+macro_rules! modules_and_defs {
+    ($($(#[$doc:meta])* $arm:ident => $module:ident::$def:ident,)*) => {
+        $(pub mod $module;)*
 
-impl Kernel {
-    /// The variant's definition: every fact about it, from its module.
-    pub fn def(self) -> &'static dyn VariantDef {
-        match self {
-            Kernel::Naive => &naive::Naive,
-            Kernel::Tiled => &tiled::Tiled,
-            Kernel::Regtile => &regtile::Regtile,
-            Kernel::Direct => &direct::Direct,
-            Kernel::Subgroup => &subgroup::Subgroup,
-            Kernel::Texture => &texture::Texture,
-            Kernel::SubgroupTexture => &subgroup_texture::SubgroupTexture,
-            Kernel::Blocktile => &blocktile::Blocktile,
-            Kernel::Splitk => &splitk::Splitk,
-            Kernel::Coopmat => &coopmat::Coopmat,
+        impl Kernel {
+            /// The variant's definition: every fact about it, from its module.
+            pub fn def(self) -> &'static dyn VariantDef {
+                match self {
+                    $(Kernel::$arm => &$module::$def,)*
+                    Kernel::User => &super::custom::UserKernel,
+                }
+            }
         }
-    }
+    };
 }
+
+with_variants!(modules_and_defs);
 
 /// Every shader the crate compiles (each variant's sources, then the utility shaders), for
 /// checks that must cover all of them.

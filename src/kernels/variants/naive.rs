@@ -17,15 +17,15 @@ impl VariantDef for Naive {
         "one output per invocation, operands straight from storage"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Naive, 0, 0)
+        KernelConfig::new(Kernel::Naive, &[])
     }
     fn resolve(&self, _: &KernelConfig) -> Result<Resolved, String> {
-        Ok(Resolved::plain(self, Variant::Naive, SOURCE, (16, 16), 256))
+        Ok(Resolved::plain(self, SOURCE, (16, 16), 256))
     }
     fn elements(&self) -> &'static [ElementType] {
         &ElementType::ALL
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
 }

@@ -16,34 +16,24 @@ impl VariantDef for Regtile {
     fn description(&self) -> &'static str {
         "4x4 outputs per invocation from workgroup-memory tiles, vec4 W"
     }
-    fn params(&self) -> &'static [Param] {
-        &[
-            Param {
-                name: "wgx",
-                slot: Slot::First,
-            },
-            Param {
-                name: "wgy",
-                slot: Slot::Second,
-            },
-        ]
+    fn params(&self) -> &'static [&'static str] {
+        &["wgx", "wgy"]
     }
     fn ranges(&self) -> &'static str {
         "wgx = 1..=64, wgy = 1..=64, wgx·wgy <= 1024"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Regtile, 16, 16)
+        KernelConfig::new(Kernel::Regtile, &[16, 16])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (1..=64).contains(&c.wg) && (1..=64).contains(&c.wgy) && c.wg * c.wgy <= 1024
+        (1..=64).contains(&c.value(0)) && (1..=64).contains(&c.value(1)) && c.value(0) * c.value(1) <= 1024
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let (wgx, wgy) = (c.wg, c.wgy);
+        let (wgx, wgy) = (c.value(0), c.value(1));
         Ok(Resolved {
             constants: vec![("WG_X", wgx as f64), ("WG_Y", wgy as f64)],
             ..Resolved::plain(
                 self,
-                Variant::Regtile { wgx, wgy },
                 SOURCE,
                 (wgx * 4, wgy * 4),
                 wgx * wgy,
@@ -53,12 +43,12 @@ impl VariantDef for Regtile {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [(16, 16), (8, 8), (16, 8), (32, 8)]
-            .map(|(x, y)| KernelConfig::new(Kernel::Regtile, x, y))
+            .map(|(x, y)| KernelConfig::new(Kernel::Regtile, &[x, y]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

@@ -17,27 +17,24 @@ impl VariantDef for Splitk {
     fn description(&self) -> &'static str {
         "blocktile over `splits` ranges of d_model, partial sums added by a second pass"
     }
-    fn params(&self) -> &'static [Param] {
-        &[Param {
-            name: "splits",
-            slot: Slot::First,
-        }]
+    fn params(&self) -> &'static [&'static str] {
+        &["splits"]
     }
     fn ranges(&self) -> &'static str {
         "splits = 1..=64"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Splitk, 4, 0)
+        KernelConfig::new(Kernel::Splitk, &[4])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (1..=64).contains(&c.wg)
+        (1..=64).contains(&c.value(0))
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let splits = c.wg;
+        let splits = c.value(0);
         Ok(Resolved {
             constants: vec![("SPLITS", splits as f64)],
             splits,
-            ..Resolved::plain(self, Variant::Splitk { splits }, SOURCE, (128, 128), 256)
+            ..Resolved::plain(self, SOURCE, (128, 128), 256)
         })
     }
     fn binding(&self) -> BindingKind {
@@ -49,8 +46,8 @@ impl VariantDef for Splitk {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn reduce(&self) -> Option<ShaderSource> {
         Some(ShaderSource {
@@ -64,7 +61,7 @@ impl VariantDef for Splitk {
             return Vec::new();
         }
         [2, 4, 8, 16]
-            .map(|s| KernelConfig::new(Kernel::Splitk, s, 0))
+            .map(|s| KernelConfig::new(Kernel::Splitk, &[s]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

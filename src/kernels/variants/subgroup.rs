@@ -16,23 +16,22 @@ impl VariantDef for Subgroup {
     fn description(&self) -> &'static str {
         "32x4 outputs per invocation, X shared through subgroup broadcasts"
     }
-    fn params(&self) -> &'static [Param] {
+    fn params(&self) -> &'static [&'static str] {
         WG_PARAM
     }
     fn ranges(&self) -> &'static str {
         "wg = 8..=256, a multiple of 8"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Subgroup, 64, 0)
+        KernelConfig::new(Kernel::Subgroup, &[64])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (8..=256).contains(&c.wg) && c.wg.is_multiple_of(8)
+        (8..=256).contains(&c.value(0)) && c.value(0).is_multiple_of(8)
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let wg = c.wg;
+        let wg = c.value(0);
         Ok(Resolved::per_wg(
             self,
-            Variant::Subgroup { wg },
             SOURCE,
             wg,
             32,
@@ -44,12 +43,12 @@ impl VariantDef for Subgroup {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [16, 32, 64]
-            .map(|wg| KernelConfig::new(Kernel::Subgroup, wg, 0))
+            .map(|wg| KernelConfig::new(Kernel::Subgroup, &[wg]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

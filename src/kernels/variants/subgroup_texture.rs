@@ -16,23 +16,22 @@ impl VariantDef for SubgroupTexture {
     fn description(&self) -> &'static str {
         "32x4 outputs per invocation, X and W through textures, X shared by subgroups"
     }
-    fn params(&self) -> &'static [Param] {
+    fn params(&self) -> &'static [&'static str] {
         WG_PARAM
     }
     fn ranges(&self) -> &'static str {
         "wg = 8..=256, a multiple of 8"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::SubgroupTexture, 32, 0)
+        KernelConfig::new(Kernel::SubgroupTexture, &[32])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (8..=256).contains(&c.wg) && c.wg.is_multiple_of(8)
+        (8..=256).contains(&c.value(0)) && c.value(0).is_multiple_of(8)
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let wg = c.wg;
+        let wg = c.value(0);
         Ok(Resolved::per_wg(
             self,
-            Variant::SubgroupTexture { wg },
             SOURCE,
             wg,
             32,
@@ -50,12 +49,12 @@ impl VariantDef for SubgroupTexture {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [16, 32]
-            .map(|wg| KernelConfig::new(Kernel::SubgroupTexture, wg, 0))
+            .map(|wg| KernelConfig::new(Kernel::SubgroupTexture, &[wg]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

@@ -17,23 +17,22 @@ impl VariantDef for Texture {
     fn description(&self) -> &'static str {
         "16x4 outputs per invocation, X and W read through textures"
     }
-    fn params(&self) -> &'static [Param] {
+    fn params(&self) -> &'static [&'static str] {
         WG_PARAM
     }
     fn ranges(&self) -> &'static str {
         "wg = 1..=256"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Texture, 32, 0)
+        KernelConfig::new(Kernel::Texture, &[32])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        (1..=256).contains(&c.wg)
+        (1..=256).contains(&c.value(0))
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let wg = c.wg;
+        let wg = c.value(0);
         Ok(Resolved::per_wg(
             self,
-            Variant::Texture { wg },
             SOURCE,
             wg,
             16,
@@ -48,12 +47,12 @@ impl VariantDef for Texture {
     fn w_align(&self) -> u32 {
         4
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [16, 32]
-            .map(|wg| KernelConfig::new(Kernel::Texture, wg, 0))
+            .map(|wg| KernelConfig::new(Kernel::Texture, &[wg]))
             .to_vec()
     }
     fn sweep_rank(&self, _: bool) -> u32 {

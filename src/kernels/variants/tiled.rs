@@ -17,13 +17,13 @@ impl VariantDef for Tiled {
         "16x16 workgroup-memory tiles of X and W over d_model"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Tiled, 0, 0)
+        KernelConfig::new(Kernel::Tiled, &[])
     }
     fn resolve(&self, _: &KernelConfig) -> Result<Resolved, String> {
-        Ok(Resolved::plain(self, Variant::Tiled, SOURCE, (16, 16), 256))
+        Ok(Resolved::plain(self, SOURCE, (16, 16), 256))
     }
-    fn source(&self) -> ShaderSource {
-        SOURCE
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         vec![self.default_config()]
