@@ -54,8 +54,8 @@ class Projector:
     cached like the CLI's) or a configuration string such as "texture(wg=32)". ``heads`` (and
     ``kv_heads``, by default as many as K's width holds at Q's head size: GQA) with
     ``head_layout="heads"`` return Q as [batch, heads, seq, head_dim] and K, V as
-    [batch, kv_heads, seq, head_dim]. ``chunk_tokens`` fixes the tokens per chunk (default:
-    the largest that fits the device's buffers). ``out_dtype="float32"`` widens half-typed
+    [batch, kv_heads, seq, head_dim]. ``chunk_tokens`` fixes the tokens per chunk (None, the
+    default: the largest that fits the device's buffers; 0 is refused). ``out_dtype="float32"`` widens half-typed
     results. ``backend``/``adapter`` pick the GPU.
     """
 
