@@ -1,21 +1,25 @@
-//! One row of `qkv bench`: a kernel configuration on one shape, checked then timed
-//! ([`validate_then_time`] on seeded X), beside the fast CPU baseline ([`CpuBaseline`]) and
-//! its share of the measured peak. The CLI prints these rows as its table, JSON and CSV; the
-//! Python module's `bench` returns the same rows as dicts.
+//! `qkv bench`'s sweep ([`sweep`]: named or custom shapes at token counts, in storage types,
+//! with named or autotuned kernels) and its rows: a kernel configuration on one shape, checked
+//! then timed ([`validate_then_time`] on seeded X), beside the fast CPU baseline
+//! ([`CpuBaseline`]) and its share of the measured peak. The CLI prints these rows as its
+//! table, JSON and CSV; the Python module's `bench` returns the same rows as dicts. Both run
+//! the one sweep.
 
 use crate::context::GpuContext;
 use crate::element::ElementType;
-use crate::error::Result;
-use crate::kernels::KernelSpec;
+use crate::error::{Error, Result};
+use crate::kernels::{Kernel, KernelSpec};
 use crate::layout::OutputLayout;
 use crate::measure::{
     validate_then_time, CheckRows, MeasureOptions, Measurement, Progress, XSource,
 };
 use crate::peak::Peak;
-use crate::plan::{ChunkOptions, ChunkPlan};
+use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
+use crate::presets::{preset, token_sweep, Preset, PRESETS};
 use crate::projector::{spread, Projector};
 use crate::shape::QkvShape;
-use crate::weights::{random_x_rows, FusedWeights};
+use crate::tune::{resolve, KernelChoice, Resolved, TuneOptions};
+use crate::weights::{random_weights, random_x_rows, FusedWeights};
 use serde::Serialize;
 use std::time::Duration;
 use web_time::Instant;
@@ -91,20 +95,24 @@ pub struct BenchRow {
 /// `qkv run`, `qkv bench`, the Python module's `bench`) holds in host memory at once, by
 /// part, for [`crate::host::check_room`] before any of it is allocated: the generated f32
 /// weights, the weights as the GPU reads them and their upload, the chunk buffers, the rows
-/// kept for `check`, the CPU baseline's X and output; on a CPU driver (`cpu_device`) the
-/// GPU's buffers too, which live in the same memory.
+/// kept for `check`, the CPU baseline's X and output (where `cpu_baseline`); on a CPU driver
+/// (`cpu_device`) the GPU's buffers too, which live in the same memory.
 pub fn run_footprint(
     shape: &QkvShape,
     element: ElementType,
     check: CheckRows,
     cpu_device: bool,
+    cpu_baseline: bool,
 ) -> Vec<(&'static str, u64)> {
     let (w, n_out) = (shape.w_len() as u64, shape.n_out() as u64);
     let kept = match check {
         CheckRows::All => shape.tokens as u64,
         CheckRows::Sample(n) => (n as u64).min(shape.tokens as u64),
     };
-    let cpu_tokens = (shape.tokens as u64).min(CPU_MAX_TOKENS as u64);
+    let cpu_tokens = match cpu_baseline {
+        true => (shape.tokens as u64).min(CPU_MAX_TOKENS as u64),
+        false => 0,
+    };
     let chunk = crate::plan::DEFAULT_CHUNK_BYTES;
     vec![
         ("weights (f32, generated)", (w + n_out) * 4),
@@ -147,7 +155,7 @@ pub fn check_room_for(
     cpu_device: bool,
 ) -> Result<()> {
     crate::host::check_room(
-        &run_footprint(shape, element, check, cpu_device),
+        &run_footprint(shape, element, check, cpu_device, true),
         crate::host::available_memory(),
         "use a smaller d_model or widths (the weights alone are d_model x (q_width + 2 \
          kv_width) f32 values), check a sample of rows rather than all, or run on a machine \
@@ -297,4 +305,226 @@ pub fn bench_row(
         pass: m.pass(),
     };
     Ok((row, m))
+}
+
+/// The shapes a sweep runs: named ones ([`PRESETS`]; `all` alone: every one), or one of the
+/// caller's, named "custom" in the rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SweepShapes {
+    /// Preset names, or `all`.
+    Named(Vec<String>),
+    /// One shape of the caller's.
+    Custom {
+        /// Columns of X.
+        d_model: u32,
+        /// Columns of Q.
+        q_width: u32,
+        /// Columns of K and of V.
+        kv_width: u32,
+        /// Whether the projection adds a bias.
+        bias: bool,
+    },
+}
+
+/// A sweep: every shape at each token count, in each storage type, with each kernel
+/// configuration (or the autotuned one), each row checked then timed ([`sweep`]).
+#[derive(Debug, Clone)]
+pub struct Sweep<'a> {
+    /// The shapes.
+    pub shapes: SweepShapes,
+    /// Token counts; empty: the default sweep ([`token_sweep`]: 64, or the shape's unit of
+    /// tokens, and its doublings up to `max_tokens`).
+    pub tokens: Vec<u32>,
+    /// The largest token count of the default sweep.
+    pub max_tokens: u32,
+    /// Storage types: each shape runs in each.
+    pub dtypes: Vec<ElementType>,
+    /// The kernels of each row.
+    pub kernels: KernelChoice,
+    /// Tune again instead of taking the cached choice (with [`KernelChoice::Auto`]).
+    pub force_tune: bool,
+    /// The seed of X and the weights.
+    pub seed: u64,
+    /// Time the CPU baseline beside each shape.
+    pub cpu: bool,
+    /// The adapter's measured peak, where one is cached ([`crate::peak::cached`]).
+    pub peak: Option<&'a Peak>,
+    /// How each row is measured.
+    pub options: BenchOptions,
+}
+
+/// What a sweep tells its front end as it goes (bars, notes, failures); the front end's
+/// answer, an error, stops it (Ctrl-C): at once, or, heard inside a tuning run or a row's
+/// measurement, when that is done.
+pub enum SweepEvent<'a> {
+    /// Every shape of the sweep (named), checked against the device and the memory left,
+    /// before any is measured.
+    Planned(&'a [(&'static str, QkvShape)]),
+    /// A shape starts: its weights are made and its CPU baseline timed.
+    Shape(&'static str, &'a QkvShape),
+    /// The kernels of a shape in a storage type are about to be resolved (with
+    /// [`KernelChoice::Auto`], chosen, perhaps tuned now).
+    Choosing(&'a QkvShape, ElementType),
+    /// A step of the tuner ("3/18 texture(wg=16)").
+    Tuning(&'a QkvShape, ElementType, &'a str),
+    /// The kernels resolved: their notes and those skipped.
+    Resolved(&'a Resolved),
+    /// A row starts: this spec on this job.
+    Row(&'a BenchJob<'a>, &'a KernelSpec),
+    /// The row's measurement goes on.
+    Progress(Progress),
+    /// A row measured, and the measurement it came from (its report says what failed).
+    Measured(&'a BenchJob<'a>, &'a BenchRow, &'a Measurement),
+    /// Every row of the shape measured.
+    ShapeDone,
+}
+
+impl Sweep<'_> {
+    /// Every shape of the sweep at each of its token counts, named, each checked first
+    /// against the device in every storage type (naive's needs, the least any kernel has)
+    /// and against the memory the system has left ([`run_footprint`]): a sweep should not
+    /// fail an hour in.
+    pub fn plan(&self, ctx: &GpuContext) -> Result<Vec<(&'static str, QkvShape)>> {
+        let presets = match &self.shapes {
+            SweepShapes::Named(names) if matches!(&names[..], [n] if n.trim() == "all") => {
+                PRESETS.to_vec()
+            }
+            SweepShapes::Named(names) => names
+                .iter()
+                .map(|n| preset(n.trim()).map_err(Error::Input))
+                .collect::<Result<_>>()?,
+            &SweepShapes::Custom {
+                d_model,
+                q_width,
+                kv_width,
+                bias,
+            } => vec![Preset {
+                name: "custom",
+                model: "custom",
+                d_model,
+                q_width,
+                kv_width,
+                bias,
+                tokens_unit: 0,
+            }],
+        };
+        let mut out = Vec::new();
+        for p in presets {
+            let counts = match self.tokens.is_empty() {
+                true => token_sweep(p.tokens_unit, self.max_tokens.max(p.tokens_unit)),
+                false => self.tokens.clone(),
+            };
+            for t in counts {
+                let shape = QkvShape::new(t, p.d_model, p.q_width, p.kv_width, p.bias)?;
+                for &e in &self.dtypes {
+                    self.check_room(ctx, p.name, &shape, e)?;
+                    let naive = KernelSpec::from(Kernel::Naive)
+                        .with_element(e)
+                        .map_err(Error::Input)?;
+                    check_fits(&ctx.limits(), &shape, &naive)?;
+                }
+                out.push((p.name, shape));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Refuses a row of `shape` in `element` that would not fit the memory the system has
+    /// left ([`run_footprint`]), naming it and the ways out.
+    fn check_room(
+        &self,
+        ctx: &GpuContext,
+        name: &str,
+        shape: &QkvShape,
+        element: ElementType,
+    ) -> Result<()> {
+        let check = self.options.check.unwrap_or(CheckRows::default_for(shape));
+        let parts = run_footprint(shape, element, check, ctx.is_cpu(), self.cpu);
+        let way_out = format!(
+            "{name} at {} token{} in {element} is a row of this sweep: use fewer `tokens` (a \
+             lower `max_tokens`), a smaller shape (the weights alone are d_model x (q_width + \
+             2 kv_width) f32 values){}{}, or a machine with more memory",
+            shape.tokens,
+            if shape.tokens == 1 { "" } else { "s" },
+            if self.cpu {
+                ", no CPU baseline (`cpu`)"
+            } else {
+                ""
+            },
+            if check == CheckRows::All {
+                ", a sample of rows checked rather than all (`check_rows`)"
+            } else {
+                ""
+            }
+        );
+        crate::host::check_room(&parts, crate::host::available_memory(), &way_out)
+    }
+}
+
+/// Runs `sweep` ([`Sweep::plan`] first: every shape checked before any is measured): for
+/// each shape, seeded weights and the CPU baseline; in each storage type, the kernels
+/// [`resolve`]d (named, or autotuned); each measured into its row ([`bench_row`]). `on`
+/// hears each step ([`SweepEvent`]) and may stop the sweep. The rows, in order.
+pub fn sweep(
+    ctx: &GpuContext,
+    sweep: &Sweep<'_>,
+    mut on: impl FnMut(SweepEvent<'_>) -> Result<()>,
+) -> Result<Vec<BenchRow>> {
+    let shapes = sweep.plan(ctx)?;
+    on(SweepEvent::Planned(&shapes))?;
+    let mut rows = Vec::new();
+    // The first error `on` returned inside a tuning run or a measurement, which cannot stop.
+    let mut stop: Option<Error> = None;
+    for (name, shape) in &shapes {
+        on(SweepEvent::Shape(name, shape))?;
+        let w = random_weights(shape, sweep.seed);
+        let repeats = sweep.options.repeats;
+        let cpu = sweep
+            .cpu
+            .then(|| CpuBaseline::measure(shape, sweep.seed, &w, repeats));
+        for &element in &sweep.dtypes {
+            on(SweepEvent::Choosing(shape, element))?;
+            let opts = TuneOptions {
+                force: sweep.force_tune,
+                element,
+                ..TuneOptions::default()
+            };
+            let resolved = resolve(ctx, shape, &sweep.kernels, &opts, |step| {
+                keep(&mut stop, on(SweepEvent::Tuning(shape, element, step)))
+            })?;
+            stopped(&mut stop)?;
+            on(SweepEvent::Resolved(&resolved))?;
+            for (spec, _) in resolved.specs {
+                let job = BenchJob {
+                    name,
+                    shape,
+                    weights: &w,
+                    seed: sweep.seed,
+                    cpu,
+                    peak: sweep.peak,
+                };
+                on(SweepEvent::Row(&job, &spec))?;
+                let (row, m) = bench_row(ctx, spec, &job, &sweep.options, |p| {
+                    keep(&mut stop, on(SweepEvent::Progress(p)))
+                })?;
+                stopped(&mut stop)?;
+                on(SweepEvent::Measured(&job, &row, &m))?;
+                rows.push(row);
+            }
+        }
+        on(SweepEvent::ShapeDone)?;
+    }
+    Ok(rows)
+}
+
+/// Keeps the first error of `answer` in `stop`.
+fn keep(stop: &mut Option<Error>, answer: Result<()>) {
+    if let Err(e) = answer {
+        stop.get_or_insert(e);
+    }
+}
+
+/// The error kept in `stop`, if any.
+fn stopped(stop: &mut Option<Error>) -> Result<()> {
+    stop.take().map_or(Ok(()), Err)
 }

@@ -167,13 +167,18 @@ pub(crate) fn fmt_bytes(bytes: u64) -> String {
 /// message each is written in backquotes (`` `chunk_tokens` 11 does not fit ``), so that a
 /// front end can put its own name in its place ([`name_settings`]): the CLI its flags, the
 /// page and a Python caller the names they use.
-pub const SETTINGS: [&str; 6] = [
+pub const SETTINGS: [&str; 11] = [
     "chunk_tokens",
+    "kernel",
+    "tokens",
+    "max_tokens",
+    "cpu",
     "force",
     "out",
     "weight_layout",
     "heads",
     "kv_heads",
+    "check_rows",
 ];
 
 /// `message` with each backquoted setting named as `names` says: (setting, the front end's

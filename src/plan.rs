@@ -21,7 +21,8 @@ pub const DEFAULT_CHUNK_BYTES: u64 = 64 << 20;
 /// How to split a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkOptions {
-    /// Tokens per chunk; `None` picks the largest that fits the device and `max_chunk_bytes`.
+    /// Tokens per chunk; `None` picks the largest that fits the device and `max_chunk_bytes`
+    /// (`None` is the one way to ask for that: 0 is refused, [`ChunkOptions::check`]).
     pub chunk_tokens: Option<u32>,
     /// The byte budget of X + Q + K + V of every chunk in flight together when
     /// `chunk_tokens` is `None`: one chunk's without streaming, else divided among the
@@ -51,6 +52,18 @@ impl Default for ChunkOptions {
             max_chunk_bytes: DEFAULT_CHUNK_BYTES,
             streaming: true,
             buffer_sets: DEFAULT_BUFFER_SETS,
+        }
+    }
+}
+
+impl ChunkOptions {
+    /// Refuses a `chunk_tokens` of 0: `None` asks for the size that fits, and no other value
+    /// means "automatic". What [`ChunkPlan::new`] refuses, for a front end to check its
+    /// user's setting before any work, with the same message.
+    pub fn check(&self) -> Result<()> {
+        match self.chunk_tokens {
+            Some(0) => Err(Error::Input("`chunk_tokens` must be at least 1".into())),
+            _ => Ok(()),
         }
     }
 }
@@ -143,6 +156,7 @@ fn plan(
     layout: OutputLayout,
     opts: &ChunkOptions,
 ) -> Result<ChunkPlan> {
+    opts.check()?;
     let room = Room::of(limits, spec);
     let col_blocks = column_blocks(&room, shape, spec)?;
     let seq = match layout {
@@ -356,12 +370,9 @@ fn most_tokens(
         .expect("bounds is not empty"))
 }
 
-/// A chunk size the user gave, checked (never shrunk): at least 1, within what the device
-/// allows, whole sequences of `seq` tokens.
+/// A chunk size the user gave, checked (never shrunk; at least 1 already,
+/// [`ChunkOptions::check`]): within what the device allows, whole sequences of `seq` tokens.
 fn given_chunk(c: u32, seq: u64, device_max: u64, what: &str, name: &str) -> Result<u64> {
-    if c == 0 {
-        return Err(Error::Input("`chunk_tokens` must be at least 1".into()));
-    }
     let c = c as u64;
     if c > device_max {
         return Err(Error::Input(format!(
@@ -513,6 +524,31 @@ mod tests {
             err.contains("`chunk_tokens` 11") && err.contains("at most 10"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_chunk_of_zero_tokens_is_refused_and_none_is_automatic() {
+        let zero = ChunkOptions {
+            chunk_tokens: Some(0),
+            ..Default::default()
+        };
+        let said = "invalid input: `chunk_tokens` must be at least 1";
+        assert_eq!(zero.check().unwrap_err().to_string(), said);
+        let s = shape(95, 64, 100, 30);
+        let planned = |opts: &ChunkOptions| {
+            let limits = limits(1 << 20, 65535, 8192);
+            plan(
+                &limits,
+                &s,
+                &Kernel::Naive.into(),
+                OutputLayout::Tokens,
+                opts,
+            )
+        };
+        // The plan refuses it in the same words; None picks the size that fits.
+        assert_eq!(planned(&zero).unwrap_err().to_string(), said);
+        assert!(ChunkOptions::default().check().is_ok());
+        assert_eq!(planned(&ChunkOptions::default()).unwrap().chunk_tokens, 95);
     }
 
     #[test]

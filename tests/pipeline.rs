@@ -1,4 +1,4 @@
-//! The threaded streaming pipeline (src/projector/pipeline.rs): the same bits as the
+//! The threaded streaming pipeline (src/projector/pipeline/): the same bits as the
 //! one-after-another path on ragged chunk counts, in every storage type, through each way X
 //! reaches the GPU (written into mapped staging memory, or by the queue into a texture), with
 //! two to five buffer sets; and a failure at every stage (the source, a panic in it, the

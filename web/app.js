@@ -724,11 +724,13 @@ async function runShape() {
     return;
   }
 
+  // "auto" (or nothing) is the explicit choice of as many as the device holds: passed as
+  // null. A number goes to the library as it is, which refuses 0 as everywhere else.
   const chunkText = $("chunk-tokens").value.trim();
-  const chunk = chunkText === "" ? 0 : Number(chunkText);
-  if (!Number.isInteger(chunk) || chunk < 0 || chunk > 0xffffffff) {
+  const chunk = chunkText === "" || chunkText.toLowerCase() === "auto" ? null : Number(chunkText);
+  if (chunk !== null && (!Number.isInteger(chunk) || chunk < 0 || chunk > 0xffffffff)) {
     setStatus(verdict, "error", "ERROR");
-    result.textContent = `Tokens per chunk must be a whole number (0 or empty: as many as fit), not "${chunkText}".`;
+    result.textContent = `Tokens per chunk must be "auto" or a whole number from 1 to 4294967295, not "${chunkText}".`;
     return;
   }
 
@@ -740,7 +742,7 @@ async function runShape() {
   $("run-log-box").open = true;
   const t0 = performance.now();
   const stamp = () => `[${((performance.now() - t0) / 1000).toFixed(1)} s]`;
-  logLine(`${stamp()} ${s.name}, ${tokens} tokens${chunk ? `, chunks of ${chunk}` : ""}`);
+  logLine(`${stamp()} ${s.name}, ${tokens} tokens${chunk === null ? "" : `, chunks of ${chunk}`}`);
   try {
     const r = plain(
       await withGpu(() =>

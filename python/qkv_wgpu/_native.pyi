@@ -41,8 +41,11 @@ def bench(
     """`qkv bench` from Python: each named shape ("gpt2" by default; "bert-base", "vit-b16",
     "llama3-8b", "all") or the custom one (d_model, q_width, kv_width, bias) at each token
     count (default: powers of two up to max_tokens), in each storage type ("f32" by
-    default), with each kernel configuration ("auto": the autotuned one), checked then timed.
-    The rows `qkv bench --json` prints, as dicts (pandas.DataFrame(rows) takes them)."""
+    default), with each kernel configuration ("auto": the autotuned one; "all"; or
+    configurations as `qkv bench --kernel` takes them), checked then timed: the library's own
+    sweep, every shape checked against the device and the memory left before any is measured.
+    ``chunk_tokens``: None (the default) for the size that fits; 0 is refused. The rows
+    `qkv bench --json` prints, as dicts (pandas.DataFrame(rows) takes them)."""
 
 class Projector:
     """The fused projection of X through Wq, Wk, Wv (and biases).
@@ -54,9 +57,9 @@ class Projector:
     cached like the CLI's) or a configuration string such as "texture(wg=32)". ``heads`` (and
     ``kv_heads``, by default as many as K's width holds at Q's head size: GQA) with
     ``head_layout="heads"`` return Q as [batch, heads, seq, head_dim] and K, V as
-    [batch, kv_heads, seq, head_dim]. ``chunk_tokens`` fixes the tokens per chunk (default:
-    the largest that fits the device's buffers). ``out_dtype="float32"`` widens half-typed
-    results. ``backend``/``adapter`` pick the GPU.
+    [batch, kv_heads, seq, head_dim]. ``chunk_tokens`` fixes the tokens per chunk (None, the
+    default: the largest that fits the device's buffers; 0 is refused).
+    ``out_dtype="float32"`` widens half-typed results. ``backend``/``adapter`` pick the GPU.
     """
 
     def __init__(

@@ -3,13 +3,14 @@
 //! X is its upload to the GPU. Outputs are allocated once at their final size and filled
 //! chunk by chunk as the projection streams, in the storage type where NumPy has it.
 
-use crate::memory::{bytes, guard};
+use crate::errors::py_err;
 use numpy::{
     PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArrayDyn, PyReadwriteArray1,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
+use qkv_wgpu::host::{available_memory, check_room};
 use qkv_wgpu::projector::ChunkOutput;
 use qkv_wgpu::{ElementType, Elements, Error};
 
@@ -169,20 +170,23 @@ impl<'py> Outputs<'py> {
     /// to do where they would not fit in the memory the system has left (a run is never
     /// started to be killed half way).
     pub fn new(py: Python<'py>, lens: [usize; 3], out: OutType, tokens: usize) -> PyResult<Self> {
-        let need: u64 = lens.iter().map(|&l| bytes(l as u64, out.size())).sum();
+        let need: u64 = lens
+            .iter()
+            .map(|&l| (l as u64).saturating_mul(out.size()))
+            .fold(0, u64::saturating_add);
         let as_type = match out {
             OutType::F32 => "float32",
             OutType::F16 => "float16",
             OutType::Bf16 => "bfloat16",
         };
-        guard(need, |need, free| {
-            format!(
-                "Q, K and V of {tokens} tokens need {need} as {as_type} and this process has \
-                 {free} free: project X in parts (X[i:j]), keep the outputs in a half type \
-                 (dtype=\"f16\" or \"bf16\"), or stream them to files with `qkv project`, which \
-                 holds only a chunk at a time"
-            )
-        })?;
+        let parts = [(
+            &*format!("Q, K and V of {tokens} tokens as {as_type}"),
+            need,
+        )];
+        let way_out = "project X in parts (X[i:j]), keep the outputs in a half type \
+                       (dtype=\"f16\" or \"bf16\"), or stream them to files with `qkv project`, \
+                       which holds only a chunk at a time";
+        check_room(&parts, available_memory(), way_out).map_err(py_err)?;
         let bufs = lens
             .iter()
             .map(|&l| match out {

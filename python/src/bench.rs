@@ -1,17 +1,14 @@
-//! `qkv_wgpu.bench`: the sweep `qkv bench` runs, returning its rows as the dicts
-//! `qkv bench --json` prints (the library's `BenchRow`, through serde).
+//! `qkv_wgpu.bench`: the library's sweep (`qkv_wgpu::bench::sweep`, the one `qkv bench`
+//! runs), returning its rows as the dicts `qkv bench --json` prints (the library's
+//! `BenchRow`, through serde).
 
-use crate::memory::{bytes, check_bytes, gb, guard};
-use crate::{context, filter, py_err};
+use crate::errors::py_err;
+use crate::gpu::{context, filter};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow, CpuBaseline, CPU_MAX_TOKENS};
-use qkv_wgpu::measure::CheckRows;
-use qkv_wgpu::presets::{preset, token_sweep, Preset, PRESETS};
-use qkv_wgpu::{
-    random_weights, ChunkOptions, ElementType, Error, GpuContext, KernelConfig, KernelSpec,
-    QkvShape,
-};
+use qkv_wgpu::bench::{BenchOptions, Sweep, SweepEvent, SweepShapes};
+use qkv_wgpu::tune::KernelChoice;
+use qkv_wgpu::{ChunkOptions, ElementType, Error};
 
 /// One string (comma-separated) or a list of them, as a list; `default` where None.
 fn strings(o: Option<&Bound<'_, PyAny>>, what: &str, default: &str) -> PyResult<Vec<String>> {
@@ -25,93 +22,39 @@ fn strings(o: Option<&Bound<'_, PyAny>>, what: &str, default: &str) -> PyResult<
         .map_err(|_| PyValueError::new_err(format!("{what}: give a string or a list of strings")))
 }
 
-/// The shapes to sweep: named presets, or the custom one.
+/// `kernel=`: "auto", configurations as `qkv bench --kernel` takes them (one string, commas
+/// inside a configuration's parentheses its own), or a list of them; "auto" where None.
+fn kernels(o: Option<&Bound<'_, PyAny>>) -> PyResult<KernelChoice> {
+    let list = match o {
+        None => "auto".to_string(),
+        Some(o) => match o.extract::<String>() {
+            Ok(s) => s,
+            Err(_) => o
+                .extract::<Vec<String>>()
+                .map_err(|_| PyValueError::new_err("kernel: give a string or a list of strings"))?
+                .join(","),
+        },
+    };
+    KernelChoice::parse(&list).map_err(PyValueError::new_err)
+}
+
+/// The shapes to sweep: named presets, or the custom one (d_model, q_width, kv_width, bias).
 fn shapes(
     shape: Option<&Bound<'_, PyAny>>,
     custom: Option<(u32, u32, u32, bool)>,
-) -> PyResult<Vec<Preset>> {
-    if let Some((d_model, q_width, kv_width, bias)) = custom {
-        if shape.is_some() {
-            return Err(PyValueError::new_err(
-                "give a named shape or a custom one (d_model, q_width), not both",
-            ));
-        }
-        return Ok(vec![Preset {
-            name: "custom",
-            model: "custom",
+) -> PyResult<SweepShapes> {
+    match custom {
+        Some(_) if shape.is_some() => Err(PyValueError::new_err(
+            "give a named shape or a custom one (d_model, q_width), not both",
+        )),
+        Some((d_model, q_width, kv_width, bias)) => Ok(SweepShapes::Custom {
             d_model,
             q_width,
             kv_width,
             bias,
-            tokens_unit: 0,
-        }]);
+        }),
+        None => Ok(SweepShapes::Named(strings(shape, "shape", "gpt2")?)),
     }
-    let names = strings(shape, "shape", "gpt2")?;
-    if names == ["all"] {
-        return Ok(PRESETS.to_vec());
-    }
-    names
-        .iter()
-        .map(|n| preset(n).map_err(PyValueError::new_err))
-        .collect()
-}
-
-/// The specs to run on `shape` in `element`: each named configuration, or the autotuned one.
-fn specs(
-    ctx: &GpuContext,
-    shape: &QkvShape,
-    kernels: &[String],
-    element: ElementType,
-) -> Result<Vec<KernelSpec>, Error> {
-    if kernels == ["auto"] {
-        let opts = qkv_wgpu::tune::TuneOptions {
-            element,
-            ..Default::default()
-        };
-        return Ok(vec![qkv_wgpu::tune::choose(ctx, shape, &opts)?.spec]);
-    }
-    kernels
-        .iter()
-        .map(|k| {
-            let c: KernelConfig = k.parse().map_err(Error::Input)?;
-            KernelSpec::resolve(c, element, &ctx.summary).map_err(Error::Input)
-        })
-        .collect()
-}
-
-/// A `MemoryError` unless one row of the sweep fits in the memory left: the shape's weights
-/// (and their rounding to a half type, where `half`), the CPU baseline's X and outputs
-/// (where `cpu`), and the rows checked with their reference.
-fn guard_row(name: &str, shape: &QkvShape, cpu: bool, half: bool) -> PyResult<()> {
-    let (t, d, n) = (
-        shape.tokens as u64,
-        shape.d_model as u64,
-        shape.n_out() as u64,
-    );
-    let weights = bytes(d * n + n, 4).saturating_mul(if half { 2 } else { 1 });
-    let baseline = match cpu {
-        true => bytes(t.min(CPU_MAX_TOKENS as u64), (d + n) * 4),
-        false => 0,
-    };
-    let checked = match CheckRows::default_for(shape) {
-        CheckRows::All => t,
-        // About this many, and both ends of every chunk.
-        CheckRows::Sample(rows) => t.min(2 * rows as u64),
-    };
-    let rows = check_bytes(checked, d, n);
-    let need = weights.saturating_add(baseline).saturating_add(rows);
-    let (tokens, q, kv) = (shape.tokens, shape.q_width, shape.kv_width);
-    guard(need, |need, free| {
-        format!(
-            "bench of {name} (d_model {d}, q_width {q}, kv_width {kv}) at {tokens} token(s) \
-             needs about {need} (weights {}, CPU baseline {}, rows checked with their float64 \
-             reference {}) and this process has {free} free: a smaller shape, fewer tokens \
-             (tokens=, max_tokens=), or cpu=False",
-            gb(weights),
-            gb(baseline),
-            gb(rows)
-        )
-    })
 }
 
 /// `qkv bench` from Python: every named shape (or the custom one) at each token count, in
@@ -144,6 +87,11 @@ pub fn bench<'py>(
             "repeats must be 1 to 1000, not {repeats}"
         )));
     }
+    if tokens.as_ref().is_some_and(Vec::is_empty) {
+        return Err(PyValueError::new_err(
+            "tokens: give at least one token count, or None for the default sweep",
+        ));
+    }
     let custom = match (d_model, q_width) {
         (Some(d), Some(q)) => Some((d, q, kv_width.unwrap_or(q), bias)),
         (None, None) if kv_width.is_none() => None,
@@ -153,67 +101,52 @@ pub fn bench<'py>(
             ))
         }
     };
-    let loads = shapes(shape, custom)?;
+    let chunking = ChunkOptions {
+        chunk_tokens,
+        ..ChunkOptions::default()
+    };
+    chunking.check().map_err(py_err)?;
+    let shapes = shapes(shape, custom)?;
     let dtypes: Vec<ElementType> = strings(dtype, "dtype", "f32")?
         .iter()
         .map(|d| d.parse().map_err(PyValueError::new_err))
         .collect::<PyResult<_>>()?;
-    let kernels = strings(kernel, "kernel", "auto")?;
+    let kernels = kernels(kernel)?;
     let f = filter(backend, adapter)?;
-    // Every row's shape made and its memory guarded before any work.
-    let half = dtypes.iter().any(|e| e.is_half());
-    let mut sweep = Vec::new();
-    for p in &loads {
-        let counts = match &tokens {
-            Some(t) => t.clone(),
-            None => token_sweep(p.tokens_unit, max_tokens.max(p.tokens_unit)),
-        };
-        for t in counts {
-            let shape =
-                QkvShape::new(t, p.d_model, p.q_width, p.kv_width, p.bias).map_err(py_err)?;
-            guard_row(p.name, &shape, cpu, half)?;
-            sweep.push((p.name, shape));
-        }
-    }
-    let opts = BenchOptions {
-        repeats,
-        check: None,
-        chunking: ChunkOptions {
-            chunk_tokens,
-            ..ChunkOptions::default()
-        },
-    };
-    // Ctrl-C, looked for between rows (Python's handlers run with the GIL taken a moment).
+    // Ctrl-C, looked for before each row (Python's handlers run with the GIL taken a moment).
     let mut signal = None;
-    let result = py.detach(|| -> Result<Vec<BenchRow>, Error> {
+    let result = py.detach(|| {
         let ctx = context(&f)?;
         let (peak, _) = qkv_wgpu::peak::cached(&ctx.summary, None);
-        let mut rows = Vec::new();
-        for (name, shape) in &sweep {
-            let w = random_weights(shape, seed);
-            let cpu = cpu.then(|| CpuBaseline::measure(shape, seed, &w, repeats));
-            for &element in &dtypes {
-                for spec in specs(ctx, shape, &kernels, element)? {
-                    if let Err(e) = Python::attach(|py| py.check_signals()) {
-                        signal = Some(e);
-                        return Err(Error::Interrupted {
-                            done: 0,
-                            tokens: shape.tokens,
-                        });
-                    }
-                    let job = BenchJob {
-                        name,
-                        shape,
-                        weights: &w,
-                        seed,
-                        cpu,
-                        peak: peak.as_ref(),
-                    };
-                    rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+        let sweep = Sweep {
+            shapes,
+            tokens: tokens.unwrap_or_default(),
+            max_tokens,
+            dtypes,
+            kernels,
+            force_tune: false,
+            seed,
+            cpu,
+            peak: peak.as_ref(),
+            options: BenchOptions {
+                repeats,
+                check: None,
+                chunking,
+            },
+        };
+        qkv_wgpu::bench::sweep(ctx, &sweep, |event| match event {
+            SweepEvent::Row(job, _) => match Python::attach(|py| py.check_signals()) {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    signal = Some(e);
+                    Err(Error::Interrupted {
+                        done: 0,
+                        tokens: job.shape.tokens,
+                    })
                 }
-            }
-        }
-        Ok(rows)
+            },
+            _ => Ok(()),
+        })
     });
     if let Some(e) = signal {
         return Err(e);

@@ -1,7 +1,7 @@
 //! Measurements as Python dicts: one row of a pandas DataFrame each. A measure `bench()`'s
 //! rows (the CLI's `qkv bench --json`) also hold goes by their name for it.
 
-use crate::py_err;
+use crate::errors::py_err;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use qkv_wgpu::measure::Measurement;

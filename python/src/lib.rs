@@ -2,176 +2,30 @@
 //! docstrings). NumPy arrays in and out; the GIL released while the GPU works and while the
 //! host converts, checks or tunes, so other Python threads run.
 //!
-//! `lib.rs` holds the module, errors, adapters and contexts; `arrays.rs` the arrays in and
-//! out; `projector.rs` the `Projector` class; `bench.rs` the `bench` function; `dicts.rs`
-//! measurements as dicts; `memory.rs` the guard that raises `MemoryError` before an
-//! allocation too large for the memory left.
+//! `lib.rs` only registers the module's contents, from the layers below it: `errors.rs` the
+//! library's errors as Python exceptions; `gpu.rs` adapters and contexts; `arrays.rs` the
+//! arrays in and out; `dicts.rs` measurements as dicts; `settings.rs` a projector's keyword
+//! settings; `weights.rs` its weights, from arrays or a checkpoint; `projector.rs` the
+//! `Projector` class; `bench.rs` the `bench` function (the library's sweep). A `MemoryError`
+//! comes before any allocation too large for the memory left (the library's
+//! `host::check_room`).
 
 mod arrays;
 mod bench;
 mod dicts;
-mod memory;
+mod errors;
+mod gpu;
 mod projector;
+mod settings;
+mod weights;
 
-use pyo3::create_exception;
-use pyo3::exceptions::{
-    PyKeyboardInterrupt, PyMemoryError, PyOSError, PyRuntimeError, PyValueError,
-};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use qkv_wgpu::{AdapterFilter, AdapterSummary, BackendChoice, Error, GpuContext};
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
-
-create_exception!(
-    _native,
-    GpuError,
-    PyRuntimeError,
-    "A GPU failed: no adapter, a device error, a lost device, a limit past the device's."
-);
-
-/// The library's error as the Python exception that fits it: `ValueError` for shapes, types
-/// and bad input, `OSError` for files, `MemoryError` for a run the host's memory cannot
-/// hold, `GpuError` for the device. Settings are named as the
-/// keyword arguments are.
-pub(crate) fn py_err(e: Error) -> PyErr {
-    let names = [
-        ("chunk_tokens", "chunk_tokens"),
-        ("heads", "heads"),
-        ("kv_heads", "kv_heads"),
-        ("weight_layout", "weight_layout"),
-    ];
-    let message = qkv_wgpu::error::name_settings(&e.to_string(), &names);
-    match e {
-        Error::Shape(_) | Error::Input(_) => PyValueError::new_err(message),
-        Error::Io { .. } => PyOSError::new_err(message),
-        Error::HostMemory { .. } => PyMemoryError::new_err(message),
-        Error::Interrupted { .. } => PyKeyboardInterrupt::new_err(message),
-        _ => GpuError::new_err(message),
-    }
-}
-
-/// The adapter filter of `backend` and `adapter` (a name substring); the environment's
-/// `QKV_BACKEND` / `QKV_ADAPTER` where both are None.
-pub(crate) fn filter(backend: Option<&str>, adapter: Option<&str>) -> PyResult<AdapterFilter> {
-    if backend.is_none() && adapter.is_none() {
-        return AdapterFilter::from_env().map_err(py_err);
-    }
-    let backend = match backend {
-        Some(b) => Some(b.parse::<BackendChoice>().map_err(PyValueError::new_err)?),
-        None => None,
-    };
-    Ok(AdapterFilter {
-        backend,
-        name: adapter.map(str::to_string),
-    })
-}
-
-/// One GPU context per adapter filter, made on first use and kept for the process: a
-/// projector borrows its context, and contexts are costly to make.
-pub(crate) fn context(filter: &AdapterFilter) -> Result<&'static GpuContext, Error> {
-    static CONTEXTS: OnceLock<Mutex<HashMap<String, &'static GpuContext>>> = OnceLock::new();
-    let key = format!("{:?}/{:?}", filter.backend, filter.name);
-    let mut map = CONTEXTS
-        .get_or_init(Default::default)
-        .lock()
-        .expect("no panic while it is held");
-    if let Some(ctx) = map.get(&key) {
-        return Ok(ctx);
-    }
-    let ctx: &'static GpuContext = Box::leak(Box::new(GpuContext::new(filter)?));
-    map.insert(key, ctx);
-    Ok(ctx)
-}
-
-pub(crate) fn summary_dict<'py>(
-    py: Python<'py>,
-    s: &AdapterSummary,
-) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("name", &s.name)?;
-    d.set_item("backend", &s.backend)?;
-    d.set_item("type", &s.device_type)?;
-    d.set_item("driver", &s.driver)?;
-    let limits = PyDict::new(py);
-    limits.set_item(
-        "max_storage_buffer_binding_size",
-        s.max_storage_buffer_binding_size,
-    )?;
-    limits.set_item("max_buffer_size", s.max_buffer_size)?;
-    limits.set_item(
-        "max_compute_workgroup_storage_size",
-        s.max_compute_workgroup_storage_size,
-    )?;
-    limits.set_item(
-        "max_compute_invocations_per_workgroup",
-        s.max_compute_invocations_per_workgroup,
-    )?;
-    limits.set_item(
-        "max_storage_buffers_per_shader_stage",
-        s.max_storage_buffers_per_shader_stage,
-    )?;
-    limits.set_item(
-        "max_compute_workgroups_per_dimension",
-        s.max_compute_workgroups_per_dimension,
-    )?;
-    d.set_item("limits", limits)?;
-    let mut features = Vec::new();
-    for (on, name) in [
-        (s.timestamp_query, "timestamp-query"),
-        (s.shader_f16, "shader-f16"),
-        (s.subgroup, "subgroups"),
-        (!s.cooperative_matrix.is_empty(), "cooperative-matrix"),
-    ] {
-        if on {
-            features.push(name);
-        }
-    }
-    d.set_item("features", features)?;
-    d.set_item("f16", s.shader_f16)?;
-    d.set_item(
-        "subgroups",
-        s.subgroup.then_some((s.subgroup_size.0, s.subgroup_size.1)),
-    )?;
-    let coop: Vec<String> = s.cooperative_matrix.iter().map(|c| c.to_string()).collect();
-    d.set_item("cooperative_matrices", coop)?;
-    Ok(d)
-}
-
-/// The adapters wgpu sees (those `backend` and `adapter`, a name substring, allow), as
-/// dicts: name, backend, type, driver, limits, features, f16, subgroups (min, max sizes, or
-/// None), cooperative_matrices.
-#[pyfunction]
-#[pyo3(signature = (backend=None, adapter=None))]
-fn adapters<'py>(
-    py: Python<'py>,
-    backend: Option<&str>,
-    adapter: Option<&str>,
-) -> PyResult<Vec<Bound<'py, PyDict>>> {
-    let f = filter(backend, adapter)?;
-    let found = py.detach(|| qkv_wgpu::list_adapters(&f));
-    found.iter().map(|s| summary_dict(py, s)).collect()
-}
-
-/// Mesa's Vulkan device-selection layer connects to a Wayland display to learn the default
-/// GPU; with no XDG_RUNTIME_DIR (a server, CI, a container, a notebook kernel) libwayland
-/// prints "error: XDG_RUNTIME_DIR is invalid or not set" for every adapter listing, which
-/// users read as ours. With no session to ask there is nothing for the layer to select by,
-/// so it is switched off (`NODEVICE_SELECT=1`, the layer's own switch) unless the user set
-/// either variable, or chose a device through the layer with MESA_VK_DEVICE_SELECT: as the
-/// CLI does. Called when the module is imported, before any wgpu instance exists.
-fn quiet_mesa_device_select() {
-    let unset = |v: &str| std::env::var_os(v).is_none();
-    if unset("XDG_RUNTIME_DIR") && unset("NODEVICE_SELECT") && unset("MESA_VK_DEVICE_SELECT") {
-        std::env::set_var("NODEVICE_SELECT", "1");
-    }
-}
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    quiet_mesa_device_select();
-    m.add("GpuError", m.py().get_type::<GpuError>())?;
-    m.add_function(wrap_pyfunction!(adapters, m)?)?;
+    gpu::quiet_mesa_device_select();
+    m.add("GpuError", m.py().get_type::<errors::GpuError>())?;
+    m.add_function(wrap_pyfunction!(gpu::adapters, m)?)?;
     m.add_function(wrap_pyfunction!(bench::bench, m)?)?;
     m.add_class::<projector::Projector>()?;
     Ok(())

@@ -5,53 +5,30 @@
 
 use crate::arrays::{take_chunk, Input, OutType, Outputs};
 use crate::dicts::{check_dict, time_dict};
-use crate::memory::{bytes, check_bytes, guard};
-use crate::{context, filter, py_err, summary_dict};
+use crate::errors::py_err;
+use crate::gpu::{context, filter, summary_dict};
+use crate::settings::{settings, Settings, XDims};
+use crate::weights::{fuse_arrays, load_checkpoint, source};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use qkv_wgpu::io::checkpoint::{Checkpoint, Names, WeightLayout, WeightRequest, WeightSource};
-use qkv_wgpu::io::NonFinite;
+use qkv_wgpu::host::{available_memory, check_room};
+use qkv_wgpu::io::checkpoint::{WeightLayout, WeightRequest};
 use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
 use qkv_wgpu::projector::ChunkOutput;
+use qkv_wgpu::tune::TuneOptions;
 use qkv_wgpu::{
-    ChunkOptions, ElementType, Elements, ElementsMut, Error, FusedWeights, GpuContext, HeadSplit,
-    KernelConfig, KernelSpec, OutputLayout, Projection, QkvShape,
+    Elements, ElementsMut, Error, FusedWeights, GpuContext, HeadSplit, KernelSpec, OutputLayout,
+    QkvShape,
 };
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-/// The kernel a projector runs: autotuned per shape, or named.
-#[derive(Clone, Copy)]
-enum KernelChoice {
-    Auto,
-    Named(KernelConfig),
-}
-
-/// X's dimensions: tokens, and the sequence length where X is [batch, seq, d_model].
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct XDims {
-    tokens: u32,
-    batch_seq: Option<(u32, u32)>,
-}
-
 /// A library projector made for one X shape.
 struct Made {
     dims: XDims,
     projector: qkv_wgpu::Projector<'static>,
-}
-
-/// How the projector was configured, apart from its weights.
-struct Settings {
-    element: ElementType,
-    kernel: KernelChoice,
-    /// Query and key/value heads (None: as many as kv_width holds at Q's head size).
-    heads: Option<(u32, Option<u32>)>,
-    /// Outputs as [batch, heads, seq, head_dim].
-    split_heads: bool,
-    chunking: ChunkOptions,
-    widen: bool,
 }
 
 /// The fused projection of X [tokens, d_model] through Wq, Wk, Wv (and biases) on the GPU.
@@ -69,158 +46,6 @@ pub struct Projector {
     made: Mutex<Option<Made>>,
     /// The configuration of the projector last made (None before the first call).
     kernel: Mutex<Option<String>>,
-}
-
-/// The error for a string setting that is none of `valid`.
-fn one_of(name: &str, got: &str, valid: &str) -> PyErr {
-    PyValueError::new_err(format!("{name}='{got}': give {valid}"))
-}
-
-#[allow(clippy::too_many_arguments)]
-fn settings(
-    dtype: &str,
-    kernel: &str,
-    heads: Option<u32>,
-    kv_heads: Option<u32>,
-    head_layout: &str,
-    chunk_tokens: Option<u32>,
-    out_dtype: Option<&str>,
-) -> PyResult<Settings> {
-    let element: ElementType = dtype.parse().map_err(PyValueError::new_err)?;
-    let kernel = match kernel.trim() {
-        "auto" => KernelChoice::Auto,
-        k => KernelChoice::Named(k.parse().map_err(PyValueError::new_err)?),
-    };
-    let split_heads = match head_layout {
-        "tokens" => false,
-        "heads" => true,
-        other => return Err(one_of("head_layout", other, "'tokens' or 'heads'")),
-    };
-    if split_heads && heads.is_none() {
-        return Err(PyValueError::new_err("head_layout='heads' needs heads="));
-    }
-    if kv_heads.is_some() && heads.is_none() {
-        return Err(PyValueError::new_err("kv_heads= needs heads="));
-    }
-    let widen = match out_dtype {
-        None => false,
-        Some("float32") => true,
-        Some(other) => {
-            return Err(one_of(
-                "out_dtype",
-                other,
-                "None (the storage type) or 'float32'",
-            ))
-        }
-    };
-    if chunk_tokens == Some(0) {
-        return Err(PyValueError::new_err("chunk_tokens must be at least 1"));
-    }
-    Ok(Settings {
-        element,
-        kernel,
-        heads: heads.map(|h| (h, kv_heads)),
-        split_heads,
-        chunking: ChunkOptions {
-            chunk_tokens,
-            ..ChunkOptions::default()
-        },
-        widen,
-    })
-}
-
-/// A weight in in-out layout as f32, with its width and d_model.
-type InOut = (Vec<f32>, u32, usize);
-
-/// A weight [d_model, width] in in-out layout from an array in `out_in` (PyTorch's Linear)
-/// or in-out layout, widened exactly to f32, with its width and d_model; where it holds NaN
-/// or Inf, where the first is (in the array's own indices) instead.
-fn in_out(input: &Input<'_>, out_in: bool, name: &str) -> PyResult<Result<InOut, NonFinite>> {
-    let (data, shape) = input.to_f32(name)?;
-    let [rows, cols] = <[usize; 2]>::try_from(shape.as_slice()).map_err(|_| {
-        PyValueError::new_err(format!("{name} has shape {shape:?}; a weight is 2-D"))
-    })?;
-    if let Some(found) = NonFinite::scan(name, &data, &shape) {
-        return Ok(Err(found));
-    }
-    if !out_in {
-        return Ok(Ok((data, cols as u32, rows)));
-    }
-    Ok(Ok((
-        qkv_wgpu::weights::transpose(&data, rows, cols),
-        rows as u32,
-        cols,
-    )))
-}
-
-/// A bias widened exactly to f32; where it holds NaN or Inf, where the first is instead.
-fn bias(input: Option<&Input<'_>>, name: &str) -> PyResult<Option<Result<Vec<f32>, NonFinite>>> {
-    let Some(input) = input else { return Ok(None) };
-    let (data, shape) = input.to_f32(name)?;
-    if shape.len() != 1 {
-        return Err(PyValueError::new_err(format!(
-            "{name} has shape {shape:?}; a bias is 1-D"
-        )));
-    }
-    Ok(Some(match NonFinite::scan(name, &data, &shape) {
-        Some(found) => Err(found),
-        None => Ok(data),
-    }))
-}
-
-/// The `ValueError` for weights that hold NaN or Inf (each tensor that does, with its count
-/// and first index), as `from_checkpoint` and `qkv project` refuse them.
-fn refuse_nonfinite(found: &[NonFinite]) -> PyResult<()> {
-    if found.is_empty() {
-        return Ok(());
-    }
-    let found: Vec<String> = found.iter().map(|n| n.to_string()).collect();
-    Err(PyValueError::new_err(format!(
-        "the weights hold NaN or Inf ({}): they would be carried into Q, K and V",
-        found.join("; ")
-    )))
-}
-
-/// A `MemoryError` unless the module's copies of the weights fit: each widened to f32 (and
-/// transposed, from `out_in` layout) and then fused into one.
-fn guard_weights(weights: &[&Input<'_>], out_in: bool) -> PyResult<()> {
-    let elements = |i: &&Input<'_>| i.shape().iter().map(|&d| d as u64).product::<u64>();
-    let all: u64 = weights.iter().map(elements).sum();
-    let largest = weights.iter().map(elements).max().unwrap_or(0);
-    let need = bytes(all, 8).saturating_add(bytes(largest, if out_in { 4 } else { 0 }));
-    guard(need, |need, free| {
-        format!(
-            "the weights ({all} values) need about {need} as float32 while they are widened \
-             and fused, and this process has {free} free: give smaller weights, or a \
-             checkpoint's f16/bf16 tensors through Projector.from_checkpoint, which keeps them \
-             in their type"
-        )
-    })
-}
-
-/// The tensors named by `names` (one fused matrix's name, or three) and `biases`.
-fn named(names: &Bound<'_, PyAny>, biases: Option<&Bound<'_, PyAny>>) -> PyResult<Names<String>> {
-    if let Ok(w) = names.extract::<String>() {
-        let b = biases
-            .map(|b| b.extract::<String>())
-            .transpose()
-            .map_err(|_| {
-                PyValueError::new_err("with one fused matrix, bias_names is one name too")
-            })?;
-        return Ok(Names::Fused { w, b });
-    }
-    let three = |o: &Bound<'_, PyAny>, what: &str| -> PyResult<[String; 3]> {
-        let v: Vec<String> = o.extract().map_err(|_| {
-            PyValueError::new_err(format!("{what}: give one name, or three (Q, K, V)"))
-        })?;
-        <[String; 3]>::try_from(v).map_err(|_| {
-            PyValueError::new_err(format!("{what}: give one name, or three (Q, K, V)"))
-        })
-    };
-    Ok(Names::Separate {
-        w: three(names, "names")?,
-        b: biases.map(|b| three(b, "bias_names")).transpose()?,
-    })
 }
 
 #[pymethods]
@@ -247,17 +72,6 @@ impl Projector {
         backend: Option<&str>,
         adapter: Option<&str>,
     ) -> PyResult<Self> {
-        let out_in =
-            match layout {
-                "in-out" => false,
-                "out-in" => true,
-                other => return Err(one_of(
-                    "layout",
-                    other,
-                    "'in-out' ([d_model, width], GPT-2's Conv1D) or 'out-in' ([width, d_model], \
-                     PyTorch's Linear)",
-                )),
-            };
         let settings = settings(
             dtype,
             kernel,
@@ -267,46 +81,7 @@ impl Projector {
             chunk_tokens,
             out_dtype,
         )?;
-        let inputs = [(wq, "wq"), (wk, "wk"), (wv, "wv")]
-            .map(|(w, name)| Input::extract(w, name))
-            .into_iter()
-            .collect::<PyResult<Vec<_>>>()?;
-        let bias_inputs = [(bq, "bq"), (bk, "bk"), (bv, "bv")]
-            .map(|(b, name)| b.map(|b| Input::extract(b, name)).transpose())
-            .into_iter()
-            .collect::<PyResult<Vec<_>>>()?;
-        let given = bias_inputs.iter().filter(|b| b.is_some()).count();
-        if given != 0 && given != 3 {
-            return Err(PyValueError::new_err(
-                "give all three biases (bq, bk, bv) or none",
-            ));
-        }
-        let all: Vec<&Input<'_>> = inputs.iter().chain(bias_inputs.iter().flatten()).collect();
-        guard_weights(&all, out_in)?;
-        let mut nonfinite = Vec::new();
-        let mut mats = Vec::new();
-        for (input, name) in inputs.iter().zip(["wq", "wk", "wv"]) {
-            match in_out(input, out_in, name)? {
-                Ok(m) => mats.push(m),
-                Err(found) => nonfinite.push(found),
-            }
-        }
-        let mut biases = Vec::new();
-        for (input, name) in bias_inputs.iter().zip(["bq", "bk", "bv"]) {
-            match bias(input.as_ref(), name)? {
-                Some(Err(found)) => nonfinite.push(found),
-                Some(Ok(b)) => biases.push(Some(b)),
-                None => biases.push(None),
-            }
-        }
-        refuse_nonfinite(&nonfinite)?;
-        let d_model = mats[0].2 as u32;
-        let p = |i: usize| Projection {
-            w: &mats[i].0,
-            width: mats[i].1,
-            bias: biases[i].as_deref(),
-        };
-        let weights = FusedWeights::fuse(d_model, p(0), p(1), p(2)).map_err(py_err)?;
+        let weights = fuse_arrays([wq, wk, wv], [bq, bk, bv], layout)?;
         Self::made_of(py, weights, settings, backend, adapter)
     }
 
@@ -346,51 +121,17 @@ impl Projector {
             chunk_tokens,
             out_dtype,
         )?;
-        let source = match (prefix, names) {
-            (Some(p), None) => WeightSource::Prefix(p),
-            (None, Some(n)) => WeightSource::Named(named(n, bias_names)?),
-            _ => {
-                return Err(PyValueError::new_err(
-                    "give prefix (a layer's name, for a known family) or names, one of them",
-                ))
-            }
-        };
         let layout = weight_layout
             .map(|l| l.parse::<WeightLayout>().map_err(PyValueError::new_err))
             .transpose()?;
         let request = WeightRequest {
-            source,
+            source: source(prefix, names, bias_names)?,
             layout,
             heads,
             kv_heads,
         };
-        // A file that cannot be opened is the OSError subclass Python users expect
-        // (FileNotFoundError, PermissionError, IsADirectoryError); what is in it, the
-        // library's checks.
-        std::fs::File::open(&path)
-            .and_then(|f| f.metadata())
-            .and_then(|m| match m.is_dir() {
-                true => Err(std::io::Error::from(std::io::ErrorKind::IsADirectory)),
-                false => Ok(()),
-            })
-            .map_err(|e| {
-                PyErr::from(std::io::Error::new(
-                    e.kind(),
-                    format!("{}: {e}", path.display()),
-                ))
-            })?;
-        let loaded = py
-            .detach(|| {
-                let ckpt = Checkpoint::open(&path)?;
-                let d = match d_model {
-                    Some(d) => d,
-                    None => ckpt.d_model_of(&request)?,
-                };
-                ckpt.load_qkv(&request, d)
-            })
-            .map_err(py_err)?;
-        refuse_nonfinite(&loaded.nonfinite)?;
-        Self::made_of(py, loaded.weights, settings, backend, adapter)
+        let weights = load_checkpoint(py, &path, &request, d_model)?;
+        Self::made_of(py, weights, settings, backend, adapter)
     }
 
     /// Columns of X.
@@ -600,27 +341,33 @@ impl Projector {
     }
 
     /// A `MemoryError` unless the check of every row of `tokens` fits in the memory left
-    /// (with the weights rounded once to a half type where the run reads one).
+    /// (the library's bytes of a row kept for the check, with the weights rounded once to a
+    /// half type where the run reads one). `verb` ("check", "time") names the method.
     fn guard_check(&self, tokens: u32, verb: &str) -> PyResult<()> {
         let w = &self.weights;
-        let (d, n) = (w.d_model as u64, w.n_out() as u64);
-        let rounded = match self.settings.element.is_half() {
-            true => bytes(d * n, 4),
+        let shape = w.shape(tokens).map_err(py_err)?;
+        let element = self.settings.element;
+        let rounded = match element.is_half() {
+            true => (w.d_model as u64 * w.n_out() as u64).saturating_mul(4),
             false => 0,
         };
-        let need = check_bytes(tokens as u64, d, n).saturating_add(rounded);
+        let rows = (tokens as u64).saturating_mul(CheckRows::row_bytes(&shape));
+        let parts = [
+            (
+                "every row checked: X, Q, K and V as float32 and their float64 reference",
+                rows,
+            ),
+            ("the weights rounded to the storage type", rounded),
+        ];
         let gerund = if verb == "check" {
             "checking"
         } else {
             "timing"
         };
-        guard(need, |need, free| {
-            format!(
-                "{gerund} {tokens} tokens needs about {need} (every row is checked: Q, K and V \
-                 as float32 and their float64 reference) and this process has {free} free: \
-                 {verb} X in parts (p.{verb}(X[i:j]))"
-            )
-        })
+        let way_out = format!(
+            "{gerund} {tokens} tokens checks every row: {verb} X in parts (p.{verb}(X[i:j]))"
+        );
+        check_room(&parts, available_memory(), &way_out).map_err(py_err)
     }
 
     /// X's tokens (and sequences) from its shape: [tokens, d_model] or [batch, seq, d_model].
@@ -701,21 +448,16 @@ impl Projector {
     }
 
     /// The spec for `shape`: the named kernel, or the one autotuned for this adapter and
-    /// shape class (cached like the CLI's).
+    /// shape class (cached like the CLI's): the library's `tune::resolve`.
     fn spec(&self, shape: &QkvShape) -> Result<KernelSpec, Error> {
-        let element = self.settings.element;
-        match self.settings.kernel {
-            KernelChoice::Named(c) => {
-                KernelSpec::resolve(c, element, &self.ctx.summary).map_err(Error::Input)
-            }
-            KernelChoice::Auto => {
-                let opts = qkv_wgpu::tune::TuneOptions {
-                    element,
-                    ..Default::default()
-                };
-                Ok(qkv_wgpu::tune::choose(self.ctx, shape, &opts)?.spec)
-            }
-        }
+        let opts = TuneOptions {
+            element: self.settings.element,
+            ..Default::default()
+        };
+        let resolved =
+            qkv_wgpu::tune::resolve(self.ctx, shape, &self.settings.kernel, &opts, |_| {})?;
+        let spec = resolved.specs.into_iter().next().map(|(spec, _)| spec);
+        spec.ok_or_else(|| Error::Input("no kernel configuration to run".into()))
     }
 
     /// [`validate_then_time`] on X (its shape checked, finite, its check fitting in the

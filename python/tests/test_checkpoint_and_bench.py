@@ -92,3 +92,5 @@ def test_bench_returns_the_rows_of_qkv_bench_json():
         qkv_wgpu.bench("gpt-9")
     with pytest.raises(ValueError, match="not both"):
         qkv_wgpu.bench("gpt2", d_model=8, q_width=8)
+    with pytest.raises(ValueError, match="^invalid input: chunk_tokens must be at least 1$"):
+        qkv_wgpu.bench("gpt2", tokens=[64], chunk_tokens=0)

@@ -127,12 +127,18 @@ def test_everything_too_large_for_memory_raises_memory_error_before_allocating()
     out = done.stdout
     assert done.returncode == 0, f"exit {done.returncode}: {out} {done.stderr}"
     for name, says in [
-        ("call", r"Q, K and V of 100000 tokens need 1258\.3 GB as float32"),
-        ("check", r"checking 100000 tokens needs about \d+\.\d GB .* free: check X in parts"),
-        ("time", r"timing 100000 tokens needs about \d+\.\d GB .* free: time X in parts"),
-        ("bench-tokens", r"at 100000 token\(s\) needs about \d+\.\d GB .* free: .*fewer tokens"),
-        ("bench-weights", r"d_model 32768, .* needs about 12\.9 GB \(weights 12\.9 GB, .* free"),
-        ("constructor", r"weights .* need about \d+\.\d GB .* free"),
+        ("call", r"needs about 1258\.3 GB of memory \(Q, K and V of 100000 tokens as float32 "
+                 r"1258\.3 GB\)"),
+        ("check", r"needs about \d+\.\d GB .* available; checking 100000 tokens .*"
+                  r"check X in parts"),
+        ("time", r"needs about \d+\.\d GB .* available; timing 100000 tokens .*time X in parts"),
+        ("bench-tokens", r"needs about \d+\.\d GB .* available; custom at 100000 tokens in "
+                         r"f32 is a row of this sweep: use fewer tokens .*"
+                         r"no CPU baseline \(cpu=False\)"),
+        ("bench-weights", r"needs about \d+\.\d GB of memory \(weights \(f32, generated\) "
+                          r"12\.9 GB, .* available; custom at 1 token in f32"),
+        ("constructor", r"needs about \d+\.\d GB of memory \(the weights widened to float32 .* "
+                        r"available; the weights \(\d+ values\)"),
     ]:
         line = next((li for li in out.splitlines() if li.startswith(name + " ")), "")
         assert re.match(rf"{name} MemoryError: .*{says}", line), (name, out)

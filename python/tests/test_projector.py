@@ -93,6 +93,12 @@ def test_bad_input_raises_value_error_with_the_message():
         p(rand(rng, 8, 16)[:, ::2])
     with pytest.raises(ValueError, match="unknown kernel"):
         qkv_wgpu.Projector(*ws, kernel="bogus")
+    with pytest.raises(ValueError, match="runs one configuration"):
+        qkv_wgpu.Projector(*ws, kernel="naive,tiled")
+    # None is the one way to ask for the automatic chunk size: 0 is refused, in the library's
+    # words (as `qkv --chunk-tokens 0` and the page refuse it).
+    with pytest.raises(ValueError, match="^invalid input: chunk_tokens must be at least 1$"):
+        qkv_wgpu.Projector(*ws, kernel="naive", chunk_tokens=0)
     with pytest.raises(ValueError, match="layout"):
         qkv_wgpu.Projector(*ws, layout="sideways")
     with pytest.raises(ValueError, match="three biases"):

@@ -167,5 +167,6 @@ def test_outputs_too_large_for_memory_raise_memory_error_before_any_work():
     # d_model 1 and 2^20-wide Q, K, V: 100000 tokens of X are 400 kB, their outputs 1.26 TB.
     w = np.ones((1, 1 << 20), dtype=np.float32)
     p = qkv_wgpu.Projector(w, w, w, kernel="naive")
-    with pytest.raises(MemoryError, match=r"need 1258\.3 GB as float32.*qkv project"):
+    says = r"Q, K and V of 100000 tokens as float32 1258\.3 GB.*qkv project"
+    with pytest.raises(MemoryError, match=says):
         p(np.ones((100000, 1), dtype=np.float32))

@@ -10,6 +10,7 @@
 
 #[cfg(feature = "native")]
 pub mod cache;
+pub mod choice;
 
 use crate::context::GpuContext;
 use crate::element::ElementType;
@@ -26,6 +27,7 @@ use crate::validate::{Tolerance, ToleranceOverrides};
 use crate::weights::{random_inputs, FusedWeights};
 #[cfg(feature = "native")]
 use cache::Cache;
+pub use choice::{KernelChoice, Resolved};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -562,4 +564,55 @@ pub async fn choose_async(
         trials,
         notes,
     })
+}
+
+/// The specs `choice` runs on `shape` in `opts.element`: each named configuration resolved
+/// for this adapter ([`KernelSpec::resolve`]; one it cannot run is an error, or skipped with
+/// `all`), or the autotuned one ([`choose_async`], `progress` hearing of each candidate it
+/// tries). The one way every front end turns "auto or named" into specs.
+pub async fn resolve_async(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    choice: &KernelChoice,
+    opts: &TuneOptions,
+    progress: impl FnMut(&str),
+) -> Result<Resolved> {
+    match choice {
+        KernelChoice::Auto => {
+            let c = choose_async(ctx, shape, opts, progress).await?;
+            Ok(Resolved {
+                specs: vec![(c.spec, c.reason)],
+                notes: c.notes,
+                skipped: Vec::new(),
+            })
+        }
+        KernelChoice::Named { configs, all } => {
+            let mut out = Resolved {
+                specs: Vec::new(),
+                notes: Vec::new(),
+                skipped: Vec::new(),
+            };
+            for &c in configs {
+                // A bare `coopmat` runs the adapter's own tile and accumulator.
+                match KernelSpec::resolve(c, opts.element, &ctx.summary) {
+                    Ok(spec) => out.specs.push((spec, "named with `kernel`".to_string())),
+                    Err(why) if *all => out.skipped.push((c.for_adapter(&ctx.summary), why)),
+                    Err(why) => return Err(Error::Input(why)),
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// As [`resolve_async`], blocking.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn resolve(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    choice: &KernelChoice,
+    opts: &TuneOptions,
+    progress: impl FnMut(&str),
+) -> Result<Resolved> {
+    pollster::block_on(resolve_async(ctx, shape, choice, opts, progress))
 }

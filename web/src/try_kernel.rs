@@ -3,7 +3,8 @@
 //! reference, the same report lines and tile maps), then, if every check passed, the kernel
 //! timed on GPT-2's shape.
 
-use crate::{js_err, pause, to_js, whole, Gpu};
+use crate::gpu::Gpu;
+use crate::js::{js_err, pause, to_js, whole};
 use js_sys::Promise;
 use qkv_wgpu::conformance::{cases, maps_svg, run_case, CaseResult};
 use qkv_wgpu::kernels::CustomKernel;

@@ -106,7 +106,7 @@ async function setInput(page, sel, value) {
 
 // Runs the "Run on this GPU" form on `p` and waits for the verdict to be done: its text and
 // the report's, whitespace collapsed (an error state fails the check with its text).
-async function runForm(p, { shape = 'gpt2', tokens: n, chunk = '' }) {
+async function runForm(p, { shape = 'gpt2', tokens: n, chunk = 'auto' }) {
   await p.selectOption('#shape', shape, { timeout: 5000 });
   await setInput(p, '#tokens', n);
   await setInput(p, '#chunk-tokens', chunk);

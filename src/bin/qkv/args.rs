@@ -6,6 +6,7 @@ use crate::text::progress;
 use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use clap::Args;
 use qkv_wgpu::io::checkpoint::WeightLayout;
+use qkv_wgpu::tune::{Resolved, TuneOptions};
 use qkv_wgpu::{
     AdapterFilter, BackendChoice, ChunkOptions, ElementType, Error, GpuContext, Kernel, KernelSpec,
     QkvShape, Tolerance,
@@ -72,7 +73,7 @@ impl GpuArgs {
 pub struct ChunkArgs {
     /// Tokens per chunk (each chunk its own dispatch) [default: the most that fit the
     /// device's limits and 64 MiB of X, Q, K, V in flight, divided among the buffer sets]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_chunk_tokens)]
     pub chunk_tokens: Option<u32>,
     /// Run chunks one after another instead of overlapping the stages (producing X,
     /// uploading, the GPU, consuming Q, K, V) of different chunks (for comparison)
@@ -84,6 +85,18 @@ pub struct ChunkArgs {
           value_parser = clap::value_parser!(u32).range(
               qkv_wgpu::MIN_BUFFER_SETS as i64..=qkv_wgpu::MAX_BUFFER_SETS as i64))]
     pub buffer_sets: u32,
+}
+
+/// `--chunk-tokens`: a count the library takes, refused now where it would refuse it
+/// ([`ChunkOptions::check`], its message: 0 is not "automatic"; leaving the flag out is).
+fn parse_chunk_tokens(s: &str) -> Result<u32, String> {
+    let n: u32 = s.trim().parse().map_err(|e| format!("{e}"))?;
+    let opts = ChunkOptions {
+        chunk_tokens: Some(n),
+        ..Default::default()
+    };
+    opts.check().map_err(|e| flags(&e.to_string()))?;
+    Ok(n)
 }
 
 impl ChunkArgs {
@@ -107,102 +120,104 @@ pub fn kernel_help() -> String {
     )
 }
 
-/// What `--kernel` asked for.
-#[derive(Debug, Clone)]
-pub enum KernelList {
-    /// The autotuned configuration.
-    Auto,
-    /// Exactly these; `all` means every variant this adapter can run.
-    Given {
-        configs: Vec<qkv_wgpu::KernelConfig>,
-        all: bool,
-    },
+/// What `--kernel` asked for: the library's choice, `auto` or named.
+pub use qkv_wgpu::tune::KernelChoice;
+
+pub fn parse_kernels(s: &str) -> Result<KernelChoice, String> {
+    KernelChoice::parse(s)
 }
 
-pub fn parse_kernels(s: &str) -> Result<KernelList, String> {
-    match s.trim() {
-        "auto" => Ok(KernelList::Auto),
-        other => Kernel::parse_list(other)
-            .map(|configs| KernelList::Given {
-                configs,
-                all: other == "all",
-            })
-            // The list's own words, beside the kernel names the parser knows.
-            .map_err(|e| format!("{e}, or 'auto' (autotuned: the default)")),
+/// What the CLI says while kernels are resolved: that a kernel is being chosen, a note when
+/// tuning starts (it takes a while), each step, then the tuner's notes and what `all`
+/// skipped.
+pub struct Narrator<'a> {
+    ctx: &'a GpuContext,
+    force_tune: bool,
+    started: bool,
+}
+
+impl<'a> Narrator<'a> {
+    pub fn new(ctx: &'a GpuContext, force_tune: bool) -> Self {
+        Self {
+            ctx,
+            force_tune,
+            started: false,
+        }
+    }
+
+    /// Before `list` is resolved on `shape`.
+    pub fn choosing(&mut self, list: &KernelChoice) {
+        self.started = false;
+        if *list == KernelChoice::Auto {
+            progress("choosing a kernel configuration (autotuning on first use)");
+        }
+    }
+
+    /// One step of the tuner on `shape` in `element`.
+    pub fn step(&mut self, shape: &QkvShape, element: ElementType, step: &str) {
+        // Tuning takes seconds on a GPU and minutes on a CPU driver: said when it starts,
+        // not only seen in the time it takes.
+        if !self.started {
+            self.started = true;
+            let count = step
+                .split_once('/')
+                .and_then(|(_, rest)| rest.split_once(' '))
+                .map_or("every", |(n, _)| n);
+            eprintln!(
+                "note: autotuning {} tokens x d_model {} -> {} in {element} ({} class, first \
+                 use on this adapter): {count} candidates validated and timed, {}; the choice \
+                 is cached (--kernel NAME skips this)",
+                shape.tokens,
+                shape.d_model,
+                shape.n_out(),
+                if self.force_tune {
+                    "--tune, this"
+                } else {
+                    "this shape's"
+                },
+                if self.ctx.is_cpu() {
+                    "up to a few minutes on a CPU driver"
+                } else {
+                    "seconds on a GPU"
+                }
+            );
+        }
+        progress(&format!("tuning {step}"));
+    }
+
+    /// The tuner's notes and what `all` skipped.
+    pub fn resolved(&self, r: &Resolved) {
+        for note in &r.notes {
+            eprintln!("note: {note}");
+        }
+        for (config, why) in &r.skipped {
+            eprintln!("skipping {config}: {why}");
+        }
     }
 }
 
-/// The kernels to run, each resolved into its spec, with why it was chosen.
+/// The kernels to run, each resolved into its spec ([`qkv_wgpu::tune::resolve`]), with why
+/// it was chosen.
 pub fn resolve_kernels(
     ctx: &GpuContext,
     shape: &QkvShape,
-    list: &KernelList,
+    list: &KernelChoice,
     force_tune: bool,
     element: ElementType,
 ) -> Result<Vec<(KernelSpec, String)>, Error> {
-    match list {
-        KernelList::Auto => {
-            progress("choosing a kernel configuration (autotuning on first use)");
-            // Tuning takes seconds on a GPU and minutes on a CPU driver: said when it starts,
-            // not only seen in the time it takes.
-            let mut started = false;
-            let choice = pollster::block_on(qkv_wgpu::tune::choose_async(
-                ctx,
-                shape,
-                &qkv_wgpu::tune::TuneOptions {
-                    force: force_tune,
-                    element,
-                    ..Default::default()
-                },
-                |step| {
-                    if !started {
-                        started = true;
-                        let count = step
-                            .split_once('/')
-                            .and_then(|(_, rest)| rest.split_once(' '))
-                            .map_or("every", |(n, _)| n);
-                        eprintln!(
-                            "note: autotuning {} tokens x d_model {} -> {} in {element} ({} \
-                             class, first use on this adapter): {count} candidates validated and \
-                             timed, {}; the choice is cached (--kernel NAME skips this)",
-                            shape.tokens,
-                            shape.d_model,
-                            shape.n_out(),
-                            if force_tune {
-                                "--tune, this"
-                            } else {
-                                "this shape's"
-                            },
-                            if ctx.is_cpu() {
-                                "up to a few minutes on a CPU driver"
-                            } else {
-                                "seconds on a GPU"
-                            }
-                        );
-                    }
-                    progress(&format!("tuning {step}"));
-                },
-            ))?;
-            for note in &choice.notes {
-                eprintln!("note: {note}");
-            }
-            Ok(vec![(choice.spec, choice.reason)])
-        }
-        KernelList::Given { configs, all } => {
-            let mut out = Vec::new();
-            for &c in configs {
-                // A bare `coopmat` runs the adapter's own tile and accumulator.
-                match KernelSpec::resolve(c, element, &ctx.summary) {
-                    Ok(spec) => out.push((spec, "named with --kernel".to_string())),
-                    Err(why) if *all => {
-                        eprintln!("skipping {}: {why}", c.for_adapter(&ctx.summary))
-                    }
-                    Err(why) => return Err(Error::Input(why)),
-                }
-            }
-            Ok(out)
-        }
-    }
+    let mut say = Narrator::new(ctx, force_tune);
+    say.choosing(list);
+    let opts = TuneOptions {
+        force: force_tune,
+        element,
+        ..Default::default()
+    };
+    let r = qkv_wgpu::tune::resolve(ctx, shape, list, &opts, |step| {
+        say.step(shape, element, step)
+    })?;
+    say.resolved(&r);
+    let specs = r.specs.into_iter().map(|(s, why)| (s, flags(&why)));
+    Ok(specs.collect())
 }
 
 /// `--dtype`: the storage type of X, the weights and Q, K, V on the GPU.
@@ -267,8 +282,13 @@ impl ToleranceArgs {
 }
 
 /// The flag of each setting the library's messages name ([`qkv_wgpu::error::SETTINGS`]).
-const FLAGS: [(&str, &str); 6] = [
+const FLAGS: [(&str, &str); 11] = [
     ("chunk_tokens", "--chunk-tokens"),
+    ("kernel", "--kernel"),
+    ("tokens", "--tokens"),
+    ("max_tokens", "--max-tokens"),
+    ("cpu", "--no-cpu"),
+    ("check_rows", "--check-rows"),
     ("force", "--force"),
     ("out", "--out"),
     ("weight_layout", "--weight-layout"),

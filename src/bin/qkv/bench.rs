@@ -2,20 +2,16 @@
 //! configuration validated before it is timed, against the fast CPU baseline; a table, JSON,
 //! CSV and an SVG plot of GFLOP/s against tokens.
 
-use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels};
-use crate::args::{ChunkArgs, GpuArgs, KernelList};
+use crate::args::{dtype_help, kernel_help, parse_kernels, Narrator};
+use crate::args::{ChunkArgs, GpuArgs, KernelChoice};
 use crate::exit::Failure;
 use crate::stdout::outln;
 use crate::text::token_bar;
 use clap::Args;
-use qkv_wgpu::bench::{bench_row, BenchJob, BenchOptions, BenchRow, CpuBaseline};
+use qkv_wgpu::bench::{BenchOptions, BenchRow, Sweep, SweepEvent, SweepShapes};
 use qkv_wgpu::measure::{self, CheckRows, Progress};
-use qkv_wgpu::plan::check_fits;
-use qkv_wgpu::presets::{preset, token_sweep, Preset, PRESETS};
 use qkv_wgpu::records::AdapterRecord;
-use qkv_wgpu::{
-    random_weights, ChunkPlan, ElementType, Error, Kernel, KernelSpec, OutputLayout, QkvShape,
-};
+use qkv_wgpu::{ChunkPlan, ElementType, Error, GpuContext, OutputLayout};
 use std::path::PathBuf;
 
 #[derive(Args, Debug)]
@@ -43,7 +39,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1024)]
     max_tokens: u32,
     #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
-    kernel: KernelList,
+    kernel: KernelChoice,
     /// Storage types to run, comma-separated (each shape in each type; see `qkv run --help`
     /// for what they mean): f32, f16, bf16
     #[arg(long, default_value = "f32", value_delimiter = ',', long_help = format!(
@@ -83,103 +79,47 @@ pub struct BenchArgs {
     check_rows: Option<CheckRows>,
 }
 
-struct Workload {
-    name: String,
-    d_model: u32,
-    q_width: u32,
-    kv_width: u32,
-    bias: bool,
-    tokens: Vec<u32>,
-}
-
-fn workloads(args: &BenchArgs) -> Result<Vec<Workload>, Error> {
-    let from_preset = |p: Preset| Workload {
-        name: p.name.to_string(),
-        d_model: p.d_model,
-        q_width: p.q_width,
-        kv_width: p.kv_width,
-        bias: p.bias,
-        tokens: if args.tokens.is_empty() {
-            token_sweep(p.tokens_unit, args.max_tokens.max(p.tokens_unit))
-        } else {
-            args.tokens.clone()
-        },
-    };
-    if let (Some(d), Some(q)) = (args.d_model, args.q_width) {
-        return Ok(vec![Workload {
-            name: "custom".into(),
-            d_model: d,
-            q_width: q,
-            kv_width: args.kv_width.unwrap_or(q),
+/// The sweep's shapes: the custom one, or the named ones (`all`: every one).
+fn shapes(args: &BenchArgs) -> SweepShapes {
+    match (args.d_model, args.q_width) {
+        (Some(d_model), Some(q_width)) => SweepShapes::Custom {
+            d_model,
+            q_width,
+            kv_width: args.kv_width.unwrap_or(q_width),
             bias: args.bias,
-            tokens: if args.tokens.is_empty() {
-                token_sweep(0, args.max_tokens)
-            } else {
-                args.tokens.clone()
-            },
-        }]);
+        },
+        _ => SweepShapes::Named(args.shape.split(',').map(str::to_string).collect()),
     }
-    if args.shape.trim() == "all" {
-        return Ok(PRESETS.iter().copied().map(from_preset).collect());
-    }
-    args.shape
-        .split(',')
-        .map(|n| preset(n.trim()).map(from_preset).map_err(Error::Input))
-        .collect()
 }
 
 pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
-    let loads = workloads(args)?;
     // Refused now rather than after the sweep; checked again when the plot is written.
     if let Some(path) = &args.plot {
         check_plot_path(path, args.force)?;
     }
     let ctx = gpu.context()?;
-    let jobs = jobs(&ctx, &loads, &args.dtype)?;
-    // Every shape of the sweep refused now, before any is measured, if it cannot fit.
-    for (_, shape) in &jobs {
-        let check = args.check_rows.unwrap_or(CheckRows::default_for(shape));
-        qkv_wgpu::bench::check_room_for(shape, ElementType::F32, check, ctx.is_cpu())?;
-    }
-    // The sweep's bar, and under it a bar over the tokens of each run that has several chunks.
-    let bars = indicatif::MultiProgress::new();
-    let bar = bars.add(indicatif::ProgressBar::new(jobs.len() as u64));
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{bar:30} {pos}/{len} shapes, {elapsed} elapsed, ~{eta} left  {msg}",
-        )
-        .expect("valid template"),
-    );
-    if !args.json && !args.csv {
-        eprintln!("adapter: {}", AdapterRecord::of(&ctx.summary).line());
-    }
     let (peak, notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
-    for n in &notes {
-        eprintln!("note: {n}");
-    }
-    let mut rows = Vec::new();
-    for (name, shape) in &jobs {
-        bar.set_message(format!("{name} x {} tokens", shape.tokens));
-        // X is generated chunk by chunk as each run streams, and checked on sampled rows past
-        // 20 GFLOP, so a batch whose X or Q, K, V pass 2 GiB needs no more memory than a chunk.
-        let w = random_weights(shape, args.seed);
-        let cpu = (!args.no_cpu).then(|| CpuBaseline::measure(shape, args.seed, &w, args.repeats));
-        for &element in &args.dtype {
-            for (spec, _) in resolve_kernels(&ctx, shape, &args.kernel, args.tune, element)? {
-                let job = BenchJob {
-                    name,
-                    shape,
-                    weights: &w,
-                    seed: args.seed,
-                    cpu,
-                    peak: peak.as_ref(),
-                };
-                rows.push(measure_row(&ctx, args, spec, job, (&bars, &bar))?);
-            }
-        }
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+    let sweep = Sweep {
+        shapes: shapes(args),
+        tokens: args.tokens.clone(),
+        max_tokens: args.max_tokens,
+        dtypes: args.dtype.clone(),
+        kernels: args.kernel.clone(),
+        force_tune: args.tune,
+        seed: args.seed,
+        cpu: !args.no_cpu,
+        peak: peak.as_ref(),
+        options: BenchOptions {
+            repeats: args.repeats,
+            check: args.check_rows,
+            chunking: args.chunking.options(),
+        },
+    };
+    let mut watch = Watch::new(&ctx, args, notes);
+    let rows = qkv_wgpu::bench::sweep(&ctx, &sweep, |e| watch.on(e));
+    watch.done_with_tokens();
+    watch.bar.finish_and_clear();
+    let rows = rows?;
     print_rows(&ctx, args, &rows, peak.is_some())?;
     if rows.iter().all(|r| r.pass) {
         Ok(())
@@ -188,85 +128,116 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
     }
 }
 
-/// Every (workload, tokens) of the sweep as a shape, each checked first against the device
-/// in every storage type: a sweep should not fail an hour in.
-fn jobs(
-    ctx: &qkv_wgpu::GpuContext,
-    loads: &[Workload],
-    dtypes: &[ElementType],
-) -> Result<Vec<(String, QkvShape)>, Failure> {
-    let mut jobs = Vec::new();
-    for w in loads {
-        for &t in &w.tokens {
-            let shape = QkvShape::new(t, w.d_model, w.q_width, w.kv_width, w.bias)?;
-            for &e in dtypes {
-                let naive = KernelSpec::from(Kernel::Naive)
-                    .with_element(e)
-                    .map_err(Error::Input)?;
-                check_fits(&ctx.limits(), &shape, &naive)?;
-            }
-            jobs.push((w.name.clone(), shape));
-        }
-    }
-    Ok(jobs)
+/// What the CLI shows of a sweep as it runs: the sweep's bar, and under it a bar over the
+/// tokens of each run that has several chunks; the kernels' resolution; each failure.
+struct Watch<'a> {
+    ctx: &'a GpuContext,
+    args: &'a BenchArgs,
+    /// The peak cache's notes, said once the sweep is planned.
+    notes: Vec<String>,
+    say: Narrator<'a>,
+    bars: indicatif::MultiProgress,
+    bar: indicatif::ProgressBar,
+    tokens_bar: Option<indicatif::ProgressBar>,
+    /// The row being measured: its configuration, tokens and chunks.
+    row: (String, u32, u32),
 }
 
-/// Measures `spec` on `job` into its row ([`bench_row`]), with a bar over each run's tokens
-/// under the sweep's, and says what failed where the check did.
-fn measure_row(
-    ctx: &qkv_wgpu::GpuContext,
-    args: &BenchArgs,
-    spec: KernelSpec,
-    job: BenchJob<'_>,
-    (bars, bar): (&indicatif::MultiProgress, &indicatif::ProgressBar),
-) -> Result<BenchRow, Failure> {
-    let (shape, config) = (job.shape, spec.config);
-    let opts = BenchOptions {
-        repeats: args.repeats,
-        check: args.check_rows,
-        chunking: args.chunking.options(),
-    };
-    let chunks = ChunkPlan::new(
-        &ctx.limits(),
-        shape,
-        &spec,
-        OutputLayout::Tokens,
-        &opts.chunking,
-    )?
-    .chunks();
-    let show = !args.json && !args.csv;
-    let mut tokens_bar: Option<indicatif::ProgressBar> = None;
-    let done_with = |b: Option<indicatif::ProgressBar>| {
-        if let Some(b) = b {
-            b.finish_and_clear();
-            bars.remove(&b);
+impl<'a> Watch<'a> {
+    fn new(ctx: &'a GpuContext, args: &'a BenchArgs, notes: Vec<String>) -> Self {
+        Self {
+            ctx,
+            args,
+            notes,
+            say: Narrator::new(ctx, args.tune),
+            bars: indicatif::MultiProgress::new(),
+            bar: indicatif::ProgressBar::hidden(),
+            tokens_bar: None,
+            row: (String::new(), 0, 1),
         }
-    };
-    let (row, m) = bench_row(ctx, spec, &job, &opts, |p| match p {
-        Progress::Run { .. } => {
-            let old = tokens_bar.replace(bars.add(token_bar(shape.tokens, chunks, show)));
-            done_with(old);
-        }
-        Progress::Tokens(n) => {
-            if let Some(b) = &tokens_bar {
-                b.set_position(n as u64)
-            }
-        }
-        Progress::Checking | Progress::TimingKernel => done_with(tokens_bar.take()),
-    })?;
-    done_with(tokens_bar.take());
-    if !m.pass() {
-        bar.suspend(|| {
-            eprintln!(
-                "FAIL: {config} in {} on {} x {} tokens:",
-                row.dtype, job.name, shape.tokens
-            );
-            for p in m.report.parts() {
-                eprintln!("  {p}");
-            }
-        });
     }
-    Ok(row)
+
+    fn on(&mut self, event: SweepEvent<'_>) -> Result<(), Error> {
+        let show = !self.args.json && !self.args.csv;
+        match event {
+            SweepEvent::Planned(shapes) => {
+                self.bar = self
+                    .bars
+                    .add(indicatif::ProgressBar::new(shapes.len() as u64));
+                self.bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{bar:30} {pos}/{len} shapes, {elapsed} elapsed, ~{eta} left  {msg}",
+                    )
+                    .expect("valid template"),
+                );
+                if show {
+                    eprintln!("adapter: {}", AdapterRecord::of(&self.ctx.summary).line());
+                }
+                for n in &self.notes {
+                    eprintln!("note: {n}");
+                }
+            }
+            SweepEvent::Shape(name, shape) => {
+                self.bar
+                    .set_message(format!("{name} x {} tokens", shape.tokens));
+            }
+            SweepEvent::Choosing(..) => self.say.choosing(&self.args.kernel),
+            SweepEvent::Tuning(shape, element, step) => self.say.step(shape, element, step),
+            SweepEvent::Resolved(r) => self.say.resolved(r),
+            SweepEvent::Row(job, spec) => {
+                let opts = self.args.chunking.options();
+                let plan = ChunkPlan::new(
+                    &self.ctx.limits(),
+                    job.shape,
+                    spec,
+                    OutputLayout::Tokens,
+                    &opts,
+                )?;
+                self.row = (spec.config.to_string(), job.shape.tokens, plan.chunks());
+            }
+            SweepEvent::Progress(p) => self.progress(p, show),
+            SweepEvent::Measured(job, row, m) => {
+                self.done_with_tokens();
+                if !m.pass() {
+                    self.bar.suspend(|| {
+                        eprintln!(
+                            "FAIL: {} in {} on {} x {} tokens:",
+                            self.row.0, row.dtype, job.name, job.shape.tokens
+                        );
+                        for p in m.report.parts() {
+                            eprintln!("  {p}");
+                        }
+                    });
+                }
+            }
+            SweepEvent::ShapeDone => self.bar.inc(1),
+        }
+        Ok(())
+    }
+
+    /// A row's measurement going on: a bar over each run's tokens.
+    fn progress(&mut self, p: Progress, show: bool) {
+        match p {
+            Progress::Run { .. } => {
+                self.done_with_tokens();
+                let bar = token_bar(self.row.1, self.row.2, show);
+                self.tokens_bar = Some(self.bars.add(bar));
+            }
+            Progress::Tokens(n) => {
+                if let Some(b) = &self.tokens_bar {
+                    b.set_position(n as u64)
+                }
+            }
+            Progress::Checking | Progress::TimingKernel => self.done_with_tokens(),
+        }
+    }
+
+    fn done_with_tokens(&mut self) {
+        if let Some(b) = self.tokens_bar.take() {
+            b.finish_and_clear();
+            self.bars.remove(&b);
+        }
+    }
 }
 
 /// The sweep's rows as JSON, CSV or a table, and its plot.
@@ -293,7 +264,7 @@ fn print_rows(
         print_table(rows, peaked);
     }
     if let Some(path) = &args.plot {
-        let auto = matches!(args.kernel, KernelList::Auto);
+        let auto = matches!(args.kernel, KernelChoice::Auto);
         crate::plot::plot(
             path,
             &rows_for_plot(rows, auto),

@@ -1,7 +1,9 @@
 //! `qkv run`: seeded random inputs through one or more kernel variants, every run checked
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
-use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelList};
+use crate::args::{
+    dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelChoice,
+};
 use crate::args::{GpuArgs, ToleranceArgs};
 use crate::exit::Failure;
 use crate::stdout::outln;
@@ -37,7 +39,7 @@ pub struct RunArgs {
     #[arg(long)]
     bias: bool,
     #[arg(long, default_value = "auto", value_parser = parse_kernels, help = kernel_help())]
-    kernel: KernelList,
+    kernel: KernelChoice,
     #[arg(long, default_value = "f32", help = dtype_help())]
     dtype: ElementType,
     /// Autotune again instead of using the cached choice (with --kernel auto)

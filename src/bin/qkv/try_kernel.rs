@@ -2,7 +2,7 @@
 //! then through the checks the built-in kernels pass (the library's `conformance`), then
 //! timed beside built-in kernels on a named shape; `--template` writes a starting kernel.
 
-use crate::args::{dtype_help, parse_kernels, resolve_kernels, GpuArgs, KernelList};
+use crate::args::{dtype_help, parse_kernels, resolve_kernels, GpuArgs, KernelChoice};
 use crate::exit::Failure;
 use crate::stdout::outln;
 use crate::text::progress;
@@ -216,7 +216,7 @@ fn try_once(
 
 /// `--against`: `none`, or a comma-separated list of `auto` and configurations (commas
 /// inside a configuration's parentheses belong to it).
-fn against(list: &str) -> Result<Vec<KernelList>, Error> {
+fn against(list: &str) -> Result<Vec<KernelChoice>, Error> {
     if list.trim() == "none" {
         return Ok(Vec::new());
     }

@@ -2,7 +2,7 @@
 //! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
-use crate::args::{ChunkArgs, GpuArgs, KernelList, ToleranceArgs};
+use crate::args::{ChunkArgs, GpuArgs, KernelChoice, ToleranceArgs};
 use crate::exit::Failure;
 use crate::output_files::{metadata, OutFormat, PartialOutputs};
 use crate::stdout::outln;
@@ -116,7 +116,7 @@ pub struct ProjectArgs {
     allow_nonfinite: bool,
     /// One configuration (see below), or `auto`
     #[arg(long, default_value = "auto", value_parser = parse_kernels, long_help = kernel_help())]
-    kernel: KernelList,
+    kernel: KernelChoice,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,

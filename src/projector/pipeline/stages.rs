@@ -1,34 +1,14 @@
-//! The native streaming pipeline: each stage of a streamed run on a thread of its own, with
-//! every buffer set in flight, so that each stage waits only for the slowest.
-//!
-//! ```text
-//!  producer thread        this thread              poller thread        consumer thread
-//!  source(rows, X) ──▶ unmap X, encode copy  ──▶ wait for the       ──▶ sink(Q, K, V in the
-//!  into the mapped      + fill + kernel +          submission: maps      mapped memory);
-//!  staging buffer       copies back, submit;       done               unmap; set free
-//!         ▲             map X (write), Q, K, V                                  │
-//!         └──────────────────── (read) ◀───────────────────────────────────────┘
-//! ```
-//!
-//! A buffer set goes round that circle, one chunk at a time, chunks in order at every stage.
-//! The source writes X straight into the set's staging buffer, mapped for writing, in the
-//! type and layout the kernel reads ([`Upload::Mapped`]; a kernel that reads another type
-//! or a padded stride gets the source's rows converted there, [`Upload::MappedConverted`];
-//! textures are written by the queue). The sink reads Q, K, V in place from the mapped
-//! staging memory. This thread does the GPU work (so the error scopes that name a failure
-//! are its own) and keeps the books: which set holds which chunk, the stages' busy times,
-//! the first error.
-//!
-//! A failure anywhere (the source, the GPU, a map, the sink, a panic in a closure) stops new
-//! chunks; the chunks already out are waited for, their buffers unmapped, and the first
-//! error returned. The sets are left ready for the next run.
+//! The pipeline's stages, each on a buffer set: the producer fills X of a chunk into the
+//! set's staging buffer mapped for writing; the GPU stage (on the calling thread) submits the
+//! chunk and requests the maps the next stages need; the poller waits for each submission;
+//! the consumer hands Q, K, V to the sink in place. Each tells the calling thread what it
+//! did by an [`Event`]; what to do next is decided there (`super`: the books). Here too:
+//! unmapping a set whatever its state, and readying every set for a run.
 
-use super::buffers::{buffer_bytes, Upload};
-use super::engine::{chunk_label, ChunkOutput, Engine};
-use super::timing::RunTimings;
 use crate::error::{Error, Result};
 use crate::host::ElementsMut;
-use std::collections::BTreeMap;
+use crate::projector::buffers::{buffer_bytes, Upload};
+use crate::projector::engine::{chunk_label, ChunkOutput, Engine};
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,7 +16,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// What the stages tell this thread.
-enum Event {
+pub(super) enum Event {
     /// The producer filled X of chunk `index` into set `set` (or failed to).
     Produced {
         set: usize,
@@ -59,13 +39,13 @@ enum Event {
 }
 
 /// The maps of one submitted set still to complete, and the first that failed.
-struct Maps {
+pub(super) struct Maps {
     left: AtomicUsize,
     failed: Mutex<Option<String>>,
 }
 
 /// Starts a thread of the pipeline, named "qkv NAME".
-fn spawn<'scope>(
+pub(super) fn spawn<'scope>(
     scope: &'scope std::thread::Scope<'scope, '_>,
     name: &str,
     body: impl FnOnce() + Send + 'scope,
@@ -77,7 +57,7 @@ fn spawn<'scope>(
 }
 
 /// A panic in a user's closure, as an error naming where it happened.
-fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
+pub(super) fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
     let message = payload
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -91,7 +71,7 @@ fn panicked(what: &str, payload: Box<dyn std::any::Any + Send>) -> Error {
 /// `maintain`, seen as a panic on lavapipe. Where wgpu has no timeline semaphores, as on
 /// lavapipe, the wait holds the fence lock that `Queue::submit` needs; that submit then
 /// waits, and its time is counted as the GPU stage's, not as upload.)
-fn poll(
+pub(super) fn poll(
     ctx: &crate::context::GpuContext,
     submissions: mpsc::Receiver<(wgpu::SubmissionIndex, String)>,
     events: mpsc::Sender<Event>,
@@ -105,294 +85,9 @@ fn poll(
     }
 }
 
-/// The channels the calling thread hands work down.
-struct Lanes<'a> {
-    produce: &'a mpsc::Sender<(usize, u32)>,
-    consume: &'a mpsc::Sender<(usize, u32)>,
-    poll: &'a mpsc::Sender<(wgpu::SubmissionIndex, String)>,
-    events: &'a mpsc::Sender<Event>,
-}
-
-/// The calling thread's books of a run: what each set holds, how many sets are at each
-/// stage, the stages' busy times, and the first error.
-struct Books {
-    chunks: u32,
-    chunk_of: Vec<u32>,
-    next: u32,
-    producing: usize,
-    on_gpu: usize,
-    consuming: usize,
-    maps: Vec<Option<Arc<Maps>>>,
-    ready: BTreeMap<u32, usize>,
-    next_consumed: u32,
-    gpu_since: Option<Instant>,
-    failed: Option<Error>,
-    t: RunTimings,
-}
-
-impl Books {
-    fn new(chunks: u32, sets: usize, t: RunTimings) -> Self {
-        Self {
-            chunks,
-            chunk_of: vec![0; sets],
-            next: 0,
-            producing: 0,
-            on_gpu: 0,
-            consuming: 0,
-            maps: (0..sets).map(|_| None).collect(),
-            ready: BTreeMap::new(),
-            next_consumed: 0,
-            gpu_since: None,
-            failed: None,
-            t,
-        }
-    }
-
-    /// The run's times, or its first error.
-    fn finish(self) -> Result<RunTimings> {
-        match self.failed {
-            Some(e) => Err(e),
-            None => Ok(self.t),
-        }
-    }
-
-    /// Sets out at some stage.
-    fn out(&self) -> usize {
-        self.producing + self.on_gpu + self.consuming
-    }
-
-    /// Keeps the first error.
-    fn fail(&mut self, e: Error) {
-        self.failed.get_or_insert(e);
-    }
-
-    /// Gives `set` the next chunk to produce.
-    fn produce_next(&mut self, set: usize, lanes: &Lanes<'_>) {
-        self.chunk_of[set] = self.next;
-        lanes.produce.send((set, self.next)).ok();
-        self.next += 1;
-        self.producing += 1;
-    }
-
-    fn on_event(
-        &mut self,
-        engine: &Engine<'_>,
-        event: Event,
-        lanes: &Lanes<'_>,
-        progress: &mut impl FnMut(u32),
-    ) {
-        match event {
-            Event::Produced {
-                set,
-                index,
-                busy,
-                result,
-            } => self.produced(engine, (set, index), busy, result, lanes),
-            Event::Mapped { set, result } => self.mapped(engine, set, result, lanes),
-            Event::Consumed {
-                set,
-                index,
-                busy,
-                kernel,
-                result,
-            } => {
-                self.consuming -= 1;
-                self.t.readback += busy;
-                self.t.kernel += kernel;
-                match result {
-                    Ok(()) if self.failed.is_none() => progress(engine.plan.chunk(index).end),
-                    Ok(()) => {}
-                    Err(e) => self.fail(e),
-                }
-                if self.failed.is_none() && self.next < self.chunks {
-                    self.produce_next(set, lanes);
-                }
-            }
-            Event::PollFailed(e) => {
-                self.fail(e);
-                // Maps that will never complete are aborted (their callbacks then report
-                // it), so that every chunk out comes home.
-                for (set, m) in self.maps.iter().enumerate() {
-                    if m.is_some() {
-                        engine.abort_maps(set);
-                    }
-                }
-            }
-        }
-    }
-
-    /// X of chunk `index` is in `set`'s staging buffer: submit the chunk.
-    fn produced(
-        &mut self,
-        engine: &Engine<'_>,
-        (set, index): (usize, u32),
-        busy: Duration,
-        result: Result<()>,
-        lanes: &Lanes<'_>,
-    ) {
-        self.producing -= 1;
-        self.t.input += busy;
-        if let Err(e) = result {
-            self.fail(e);
-        }
-        if self.failed.is_some() {
-            return;
-        }
-        let start = Instant::now();
-        self.gpu_since.get_or_insert(start);
-        match engine.submit_set(set, index, lanes.events, lanes.poll) {
-            Ok((m, submit)) => {
-                self.maps[set] = Some(m);
-                self.on_gpu += 1;
-                // `Queue::submit` itself can wait for the GPU (lavapipe runs the work before
-                // it returns): that is the GPU stage's time.
-                self.t.upload += start.elapsed().saturating_sub(submit);
-            }
-            Err(e) => {
-                self.fail(e);
-                if self.on_gpu == 0 {
-                    self.gpu_since = None;
-                }
-            }
-        }
-    }
-
-    /// `set`'s results are mapped: hand over every chunk now next in order.
-    fn mapped(&mut self, engine: &Engine<'_>, set: usize, result: Result<()>, lanes: &Lanes<'_>) {
-        self.on_gpu -= 1;
-        self.maps[set] = None;
-        if self.on_gpu == 0 {
-            if let Some(since) = self.gpu_since.take() {
-                self.t.dispatch_wall += since.elapsed();
-            }
-        } else if let Some(since) = self.gpu_since.as_mut() {
-            // Busy time is the union of the chunks' times on the GPU.
-            let now = Instant::now();
-            self.t.dispatch_wall += now - *since;
-            *since = now;
-        }
-        if let Err(e) = result {
-            self.fail(e);
-        }
-        if self.failed.is_some() {
-            engine.unmap_readbacks(set);
-            return;
-        }
-        self.ready.insert(self.chunk_of[set], set);
-        while let Some(set) = self.ready.remove(&self.next_consumed) {
-            lanes.consume.send((set, self.next_consumed)).ok();
-            self.next_consumed += 1;
-            self.consuming += 1;
-        }
-    }
-}
-
 impl Engine<'_> {
-    /// Projects the whole batch through the pipeline (see the module's description and
-    /// [`Projector::stream`](super::Projector::stream)).
-    pub(super) fn pipeline<S, K>(
-        &mut self,
-        source: S,
-        sink: K,
-        mut progress: impl FnMut(u32),
-    ) -> Result<RunTimings>
-    where
-        S: FnMut(Range<u32>, ElementsMut<'_>) -> Result<()> + Send,
-        K: FnMut(ChunkOutput<'_>) -> Result<()> + Send,
-    {
-        let ctx = self.ctx;
-        self.ready_sets()?;
-        // Whatever was queued before (the warm-up, the weights) finishes outside the clocks.
-        let index = ctx.queue.submit([]);
-        ctx.wait(index, "the work queued before this run")?;
-        let mut t = self.timings();
-        t.threaded = true;
-        let wall = Instant::now();
-        let engine = &*self;
-        let n = engine.plan.chunks();
-        let sets = engine.slots.len();
-        let (events_tx, events) = mpsc::channel::<Event>();
-        let result = std::thread::scope(|scope| {
-            let (produce_tx, produce_rx) = mpsc::channel::<(usize, u32)>();
-            let (consume_tx, consume_rx) = mpsc::channel::<(usize, u32)>();
-            let (poll_tx, poll_rx) = mpsc::channel::<(wgpu::SubmissionIndex, String)>();
-            let tx = events_tx.clone();
-            let producer = spawn(scope, "producer", move || {
-                engine.produce(produce_rx, source, tx)
-            })?;
-            let tx = events_tx.clone();
-            let consumer = spawn(scope, "consumer", move || {
-                engine.consume(consume_rx, sink, tx)
-            })?;
-            let tx = events_tx.clone();
-            let poller = spawn(scope, "poller", move || poll(ctx, poll_rx, tx))?;
-            // A stage whose thread has ended while this one still waits on it would leave the
-            // run waiting for good: checked whenever nothing has come for a while.
-            let stopped = |on_gpu: usize| {
-                [
-                    ("producer", &producer),
-                    ("consumer", &consumer),
-                    ("poller", &poller),
-                ]
-                .into_iter()
-                .find(|(name, t)| t.is_finished() && (*name != "poller" || on_gpu > 0))
-                .map(|(name, _)| name)
-            };
-
-            let lanes = Lanes {
-                produce: &produce_tx,
-                consume: &consume_tx,
-                poll: &poll_tx,
-                events: &events_tx,
-            };
-            let mut books = Books::new(n, sets, t);
-            // Set i starts with chunk i.
-            for set in 0..sets.min(n as usize) {
-                books.produce_next(set, &lanes);
-            }
-            while books.out() > 0 {
-                let event = match events.recv_timeout(Duration::from_millis(200)) {
-                    Ok(event) => event,
-                    Err(mpsc::RecvTimeoutError::Timeout) => match stopped(books.on_gpu) {
-                        None => continue,
-                        Some(name) => {
-                            books.fail(Error::Input(format!(
-                                "the pipeline's {name} thread stopped with work out"
-                            )));
-                            // What it held cannot come back; the sets are readied anew.
-                            break;
-                        }
-                    },
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        // Every stage holds a sender while it has work: not reached.
-                        books.fail(Error::Input("the pipeline's stages hung up".into()));
-                        break;
-                    }
-                };
-                books.on_event(engine, event, &lanes, &mut progress);
-            }
-            drop((produce_tx, consume_tx, poll_tx));
-            books.finish()
-        });
-        let mut t = match result {
-            Ok(t) => t,
-            Err(e) => {
-                // Natively, the GPU work out has been waited for; leave the sets ready.
-                let _ = self.ctx.device.poll(wgpu::PollType::wait_indefinitely());
-                let _ = self.ready_sets();
-                return Err(e);
-            }
-        };
-        if t.kernel_timer == super::timing::KernelTimer::Host {
-            // No timestamps: the GPU stage's time, copies included, is all there is.
-            t.kernel = t.dispatch_wall;
-        }
-        t.wall = wall.elapsed();
-        Ok(t)
-    }
-
     /// The producer: fills X of each chunk it is given into its set's staging buffer.
-    fn produce<S>(
+    pub(super) fn produce<S>(
         &self,
         jobs: mpsc::Receiver<(usize, u32)>,
         mut source: S,
@@ -473,7 +168,7 @@ impl Engine<'_> {
     /// to X (or X written by the queue), the chunk's work, then every map the next stages
     /// need (Q, K, V and the timestamps for reading, X's staging buffer for writing again),
     /// which report to `events` when all are done; the submission goes to the poller.
-    fn submit_set(
+    pub(super) fn submit_set(
         &self,
         set: usize,
         index: u32,
@@ -565,7 +260,7 @@ impl Engine<'_> {
     }
 
     /// The consumer: hands each chunk it is given to the sink, in place.
-    fn consume<K>(
+    pub(super) fn consume<K>(
         &self,
         jobs: mpsc::Receiver<(usize, u32)>,
         mut sink: K,
@@ -636,7 +331,7 @@ impl Engine<'_> {
     }
 
     /// Unmaps set `set`'s readback buffers (a map still pending is aborted).
-    fn unmap_readbacks(&self, set: usize) {
+    pub(super) fn unmap_readbacks(&self, set: usize) {
         for (b, _) in self.readback_buffers(set, 0) {
             self.unmap_any(b);
         }
@@ -644,7 +339,7 @@ impl Engine<'_> {
 
     /// Aborts set `set`'s maps still pending (their callbacks report the abort), and
     /// unmaps what is mapped.
-    fn abort_maps(&self, set: usize) {
+    pub(super) fn abort_maps(&self, set: usize) {
         self.unmap_readbacks(set);
         if let Some(up) = &self.slots[set].x_up {
             self.unmap_any(up);
@@ -654,7 +349,7 @@ impl Engine<'_> {
 
     /// Readies every set for a run: readback buffers unmapped, X's staging buffers mapped
     /// for writing (as they are after a run that ended well).
-    fn ready_sets(&self) -> Result<()> {
+    pub(super) fn ready_sets(&self) -> Result<()> {
         let mut pending = Vec::new();
         for (set, s) in self.slots.iter().enumerate() {
             self.unmap_readbacks(set);
