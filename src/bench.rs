@@ -280,7 +280,7 @@ pub fn bench_row(
         q_width: shape.q_width,
         kv_width: shape.kv_width,
         bias: shape.bias,
-        dtype: projector.element(),
+        dtype: projector.dtype(),
         kernel: projector.spec().to_string(),
         kernel_timer: m
             .kernel

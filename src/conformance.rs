@@ -289,8 +289,9 @@ fn case_plan(ctx: &GpuContext, spec: &KernelSpec, case: &Case) -> Result<ChunkPl
     let mut limits = ctx.limits();
     if case.split_w {
         let widest = s.q_width.max(s.kv_width) as u64;
-        let x_row = spec.x_stride(s.d_model) as u64 * spec.input_element().size();
-        let bytes = (s.tokens as u64 * (widest * spec.element.size()).max(x_row)).div_ceil(16);
+        let x_row = spec.x_stride(s.d_model) as u64 * spec.types.x.size();
+        let out_row = widest * spec.types.out.size();
+        let bytes = (s.tokens as u64 * out_row.max(x_row)).div_ceil(16);
         limits.max_storage_buffer_binding_size = bytes * 16;
         // A kernel reading W as a texture has its blocks bounded by the texture's side
         // instead (4 columns a texel): the least that holds X's and W's rows and the tokens.
@@ -417,9 +418,9 @@ pub async fn run_case(
         k = to_tokens(&k, layout, s.kv_width, h.kv_heads);
         v = to_tokens(&v, layout, s.kv_width, h.kv_heads);
     }
-    let (element, input) = (spec.element, spec.input_element());
-    let x_read = ElementVec::from_f32(input, &ElementVec::from_f32(element, &x).as_ref().to_f32());
-    let w_read = weights_read(&weights, element, input);
+    let (dtype, types) = (spec.dtype(), spec.types);
+    let x_read = ElementVec::from_f32(types.x, &ElementVec::from_f32(dtype, &x).as_ref().to_f32());
+    let w_read = weights_read(&weights, dtype, types.w);
     let r = reference(&s, &x_read.as_ref().to_f32(), &w_read);
     let tol = tolerance(s.d_model, spec, &ToleranceOverrides::default());
     let report = QkvReport::new((&q, &k, &v), &r, s.q_width, s.kv_width, tol);

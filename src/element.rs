@@ -243,6 +243,50 @@ impl ElementType {
     }
 }
 
+/// The type each operand of a run is stored in on the GPU: X, W, and the outputs Q, K, V. A
+/// run is given one type (`--dtype`, Python's `dtype=`, the page's choice) and each kernel
+/// variant says which operand types it reads that as
+/// ([`VariantDef::reads`](crate::kernels::VariantDef::reads)): most read and store all
+/// three in it; `coopmat` reads X and W as f16 whatever the run's type. The outputs are
+/// always in the run's type. The host converts each input to its operand's type on upload
+/// (rounded to the run's type first), and sizes each buffer by its operand's type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct OperandTypes {
+    /// X [tokens, d_model] as the kernel reads it.
+    pub x: ElementType,
+    /// The fused W [d_model, n_out] as the kernel reads it.
+    pub w: ElementType,
+    /// Q, K and V as the kernel stores them: the run's type.
+    pub out: ElementType,
+}
+
+impl OperandTypes {
+    /// Every operand in `element`.
+    pub const fn all(element: ElementType) -> Self {
+        Self {
+            x: element,
+            w: element,
+            out: element,
+        }
+    }
+
+    /// Whether X or W is read in a 16-bit type (then the precision cost of rounding them
+    /// is worth reporting).
+    pub const fn reads_half(self) -> bool {
+        self.x.is_half() || self.w.is_half()
+    }
+}
+
+impl fmt::Display for OperandTypes {
+    /// `f32` where all three are one type, else `x f16, w f16, out f32`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if *self == Self::all(self.out) {
+            return self.out.fmt(f);
+        }
+        write!(f, "x {}, w {}, out {}", self.x, self.w, self.out)
+    }
+}
+
 /// Appends 16-bit patterns to `out` in little-endian order.
 fn extend_bits(out: &mut Vec<u8>, bits: &[u16]) {
     if cfg!(target_endian = "little") {
@@ -279,6 +323,19 @@ impl FromStr for ElementType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operand_types_name_the_run_and_print_apart_only_when_apart() {
+        let f32s = OperandTypes::all(ElementType::F32);
+        assert_eq!(f32s.to_string(), "f32");
+        let coop = OperandTypes {
+            x: ElementType::F16,
+            w: ElementType::F16,
+            ..f32s
+        };
+        assert_eq!(coop.to_string(), "x f16, w f16, out f32");
+        assert!(coop.reads_half() && !f32s.reads_half());
+    }
 
     #[test]
     fn names_parse_and_sizes_are_right() {

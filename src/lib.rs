@@ -50,7 +50,7 @@ pub mod weights;
 pub use adapter::list_adapters;
 pub use adapter::{AdapterFilter, AdapterSummary, BackendChoice};
 pub use context::{ContextOptions, GpuContext};
-pub use element::ElementType;
+pub use element::{ElementType, OperandTypes};
 pub use error::{Error, Result};
 pub use host::{ElementVec, Elements, ElementsMut};
 pub use kernels::{Kernel, KernelConfig, KernelSpec};

@@ -215,9 +215,11 @@ struct Room {
     binding_name: &'static str,
     /// `binding` in whole 16-byte units (buffers are, see the projector).
     avail: u64,
-    /// Bytes of an element stored, and of an element of X and W as the kernel reads them.
-    e: u64,
-    ei: u64,
+    /// Bytes of an element of X, of W and of Q, K, V, each in its own type on the GPU
+    /// ([`KernelSpec::types`]).
+    x: u64,
+    w: u64,
+    out: u64,
     /// Workgroups per dimension of a dispatch; texels along a 2-D texture's side.
     max_groups: u64,
     max_tex: u64,
@@ -238,8 +240,9 @@ impl Room {
             binding,
             binding_name,
             avail: binding / 16 * 16,
-            e: spec.element.size(),
-            ei: spec.input_element().size(),
+            x: spec.types.x.size(),
+            w: spec.types.w.size(),
+            out: spec.types.out.size(),
             max_groups: limits.max_compute_workgroups_per_dimension as u64,
             max_tex: limits.max_texture_dimension_2d as u64,
         }
@@ -250,8 +253,8 @@ impl Room {
 /// equal blocks, each a multiple of 4 columns but the last: (first column, columns).
 fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
     let config = spec.config;
-    // X and W are read in the kernel's input type, their rows KS long where the kernel pads
-    // d_model ([`KernelSpec::x_stride`]).
+    // W is read in its own type, its rows (transposed) KS long where the kernel pads d_model
+    // ([`KernelSpec::x_stride`]).
     let ks = spec.x_stride(shape.d_model) as u64;
     let mut max_cols = u64::MAX;
     let mut col_limit = "";
@@ -277,7 +280,7 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
     } else {
         // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
         // A transposed W (KMajor) holds one KS-long row per column.
-        tighten(room.avail / (ks * room.ei) / 4 * 4, room.binding_name);
+        tighten(room.avail / (ks * room.w) / 4 * 4, room.binding_name);
     }
     tighten(
         room.max_groups * spec.tile.0 as u64,
@@ -286,7 +289,7 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
     if max_cols < 4 {
         return Err(Error::DeviceLimit {
             what: "four columns of the fused W [d_model, n_out]".into(),
-            needed: fmt_bytes(ks * 4 * room.ei),
+            needed: fmt_bytes(ks * 4 * room.w),
             limit: fmt_bytes(room.binding),
             limit_name: col_limit,
         });
@@ -316,7 +319,7 @@ fn most_tokens(
     let widest = shape.q_width.max(shape.kv_width) as u64;
     let mut bounds: Vec<(u64, String, &'static str)> = vec![
         (
-            avail / (widest * room.e),
+            avail / (widest * room.out),
             format!("a chunk of Q, K or V ({widest} columns)"),
             binding_name,
         ),
@@ -353,7 +356,7 @@ fn most_tokens(
         ));
     } else {
         bounds.push((
-            avail / (ks * room.ei),
+            avail / (ks * room.x),
             format!("a chunk of X ({} columns)", shape.d_model),
             binding_name,
         ));
@@ -399,7 +402,9 @@ fn chunk_from_budget(
     seq: u64,
     (device_max, what, name): (u64, &str, &str),
 ) -> (u64, String) {
-    let row_bytes = (shape.d_model as u64 + shape.n_out() as u64) * spec.element.size();
+    // A token's row of X and of Q, K, V, each in its type on the GPU.
+    let row_bytes =
+        shape.d_model as u64 * spec.types.x.size() + shape.n_out() as u64 * spec.types.out.size();
     let sets = if opts.streaming {
         opts.buffer_sets.max(1) as u64
     } else {
@@ -437,6 +442,7 @@ fn chunk_from_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::element::ElementType;
     use crate::kernels::{Kernel, KernelConfig, KernelSpec};
 
     fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
@@ -502,6 +508,34 @@ mod tests {
             next += n;
         }
         assert_eq!(next, 160);
+    }
+
+    #[test]
+    fn each_operand_is_counted_in_its_own_type() {
+        // coopmat in f32 reads X and W as f16 (2 bytes) and stores Q, K, V in f32 (4).
+        let coop = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();
+        assert_eq!(coop.types.out.size(), 4);
+        assert_eq!((coop.types.x.size(), coop.types.w.size()), (2, 2));
+        // 32 KiB bindings, d_model 64: W rows (transposed) of 64 f16 = 128 B -> 256 columns
+        // a block, three blocks for n_out 768 (f32 would need six); Q of 256 f32 columns =
+        // 1 KiB -> 32 tokens (X's rows of 128 B would allow 256).
+        let s = shape(1000, 64, 256, 256);
+        let lim = limits(32768, 65535, 8192);
+        let p = plan(&lim, &s, &coop, OutputLayout::Tokens, &Default::default()).unwrap();
+        assert_eq!(p.col_blocks, vec![(0, 256), (256, 256), (512, 256)]);
+        assert_eq!(p.chunk_tokens, 32);
+        let f16 = coop.clone().with_element(ElementType::F16).unwrap();
+        let p = plan(&lim, &s, &f16, OutputLayout::Tokens, &Default::default()).unwrap();
+        assert_eq!((p.col_blocks.len(), p.chunk_tokens), (3, 64));
+        // The host budget: a token's X in f16 and its 768 outputs in f32, 3200 bytes (3328
+        // were X counted in f32): ten tokens in 32000 bytes.
+        let opts = ChunkOptions {
+            max_chunk_bytes: 32000,
+            streaming: false,
+            ..Default::default()
+        };
+        let p = plan(&lim, &s, &coop, OutputLayout::Tokens, &opts).unwrap();
+        assert_eq!(p.chunk_tokens, 10, "{}", p.chunk_reason);
     }
 
     #[test]

@@ -87,7 +87,7 @@ fn every_built_in_kernel_the_contract_covers_passes_as_a_users_kernel() {
         // workgroup for the default configuration.
         assert_eq!(custom.tile, builtin.tile, "{kernel}");
         assert_eq!(custom.invocations, builtin.invocations, "{kernel}");
-        assert_eq!(custom.elements, kernel.elements(), "{kernel}");
+        assert_eq!(custom.elements, kernel.dtypes(), "{kernel}");
         for r in run_all(&custom) {
             assert!(
                 r.pass,

@@ -22,7 +22,7 @@ const HALF: [ElementType; 2] = [ElementType::F16, ElementType::Bf16];
 fn typed_kernels() -> Vec<Kernel> {
     common::kernels()
         .into_iter()
-        .filter(|k| k.elements().contains(&ElementType::Bf16))
+        .filter(|k| k.reads(ElementType::Bf16).is_some())
         .filter(|&k| {
             KernelConfig::from(k)
                 .unsupported_on(&ctx().summary)

@@ -84,6 +84,8 @@ fn check(spec: &KernelSpec, plan: &ChunkPlan, sgs: u32) {
     let ks = spec.x_stride(shape.d_model) as u64;
     assert!(ks >= shape.d_model as u64 && ks.is_multiple_of(8), "{what}");
     let f16 = ElementType::F16;
+    // The shader's X and W are arrays of vec4<f16>, whatever the run's type.
+    assert_eq!((spec.types.x, spec.types.w), (f16, f16), "{what}");
     let rows = plan.chunk_tokens as u64;
     // X: the chunk buffer, read by the chunk's rows (any chunk has at most chunk_tokens).
     let x_vec4s = buffer_elems(f16, rows * ks) / 4;
@@ -103,7 +105,7 @@ fn check(spec: &KernelSpec, plan: &ChunkPlan, sgs: u32) {
             ),
         };
         let (qw, kvw) = (shape.q_width as u64, shape.kv_width as u64);
-        let elem = spec.element;
+        let elem = spec.types.out;
         for col in [c0 as u64, c0 as u64 + n - 1] {
             for row in [0, rows - 1] {
                 let (len, i) = if col < qw {

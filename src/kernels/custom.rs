@@ -15,7 +15,7 @@ use super::config::KernelConfig;
 use super::registry::Kernel;
 use super::requirements::Requirements;
 use super::shaders::ShaderSource;
-use super::spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout};
+use super::spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout, OperandTypes};
 use super::variant::{Resolved, VariantDef};
 use crate::adapter::AdapterSummary;
 use crate::binding::{BindingKind, Params};
@@ -436,7 +436,7 @@ impl CustomKernel {
                  texture, subgroup-texture, blocktile"
             ));
         }
-        let elements: Vec<&str> = kernel.elements().iter().map(|e| e.name()).collect();
+        let elements: Vec<&str> = kernel.dtypes().iter().map(|e| e.name()).collect();
         // A built-in's default configuration; a user's kernel has none to start from.
         let spec = KernelSpec::new(KernelConfig::from(kernel))?;
         let binding = if spec.binding == BindingKind::Textured {
@@ -581,9 +581,9 @@ impl CustomKernel {
         ))
     }
 
-    /// The spec that runs this kernel storing `element`: the storage binding, X and W
-    /// row-major (W's rows padded to `w_align`), f32 arithmetic, no bounds proven (it always
-    /// runs with the runtime's checks).
+    /// The spec that runs this kernel with X, W and Q, K, V all in `element`: the storage
+    /// binding, X and W row-major (W's rows padded to `w_align`), f32 arithmetic, no bounds
+    /// proven (it always runs with the runtime's checks).
     pub fn spec(&self, element: ElementType) -> Result<KernelSpec, String> {
         if !self.elements.contains(&element) {
             let names: Vec<&str> = self.elements.iter().map(|e| e.name()).collect();
@@ -606,7 +606,7 @@ impl CustomKernel {
             operands: OperandLayout::RowMajor,
             splits: 1,
             invocations: self.invocations,
-            element,
+            types: OperandTypes::all(element),
             requires: Requirements {
                 min_subgroup_size: self.subgroups.then_some(1),
                 naga_wgsl: self.subgroups,
@@ -656,8 +656,8 @@ impl VariantDef for UserKernel {
         summary: &AdapterSummary,
     ) -> Vec<(&'static str, f64)> {
         let declared = spec.custom.is_some_and(|c| c.native_f16);
-        if declared && spec.element == ElementType::F16 && summary.shader_f16 && summary.f16_unpack
-        {
+        let reads_f16 = spec.types.x == ElementType::F16 || spec.types.w == ElementType::F16;
+        if declared && reads_f16 && summary.shader_f16 && summary.f16_unpack {
             vec![("NATIVE_F16", 1.0)]
         } else {
             Vec::new()

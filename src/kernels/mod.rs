@@ -34,7 +34,7 @@ pub use shaders::{
     ShaderSource, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
     UTILITY_SHADERS,
 };
-pub use spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout};
+pub use spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout, OperandTypes};
 pub use variant::{Resolved, SweepTarget, VariantDef};
 pub use variants::coopmat::{
     coopmat_blocks, coopmat_for, coopmat_source, CoopParams, COOPMAT_MAX_PIECES, COOPMAT_SOURCES,

@@ -5,7 +5,7 @@
 
 use super::shaders::ShaderSource;
 use crate::binding::BindingKind;
-use crate::element::ElementType;
+use crate::element::{ElementType, OperandTypes};
 use std::fmt;
 use std::str::FromStr;
 
@@ -101,18 +101,22 @@ impl Kernel {
         self.def().requires().min_subgroup_size.is_some()
     }
 
-    /// The storage types the variant reads and writes: every type for the baseline and for
-    /// the fastest variants of each adapter class (GPUs: `blocktile`, `splitk`; CPU drivers:
-    /// `texture`, `subgroup-texture`), f32 for the rest. `coopmat` stores Q, K, V in every
-    /// type but reads X and W as f16 ([`Kernel::input_element`]).
-    pub fn elements(self) -> &'static [ElementType] {
-        self.def().elements()
+    /// The operand types the variant reads and stores for a run given in `given`, or None
+    /// where it cannot run in that type ([`VariantDef::reads`](super::VariantDef::reads)):
+    /// `coopmat` reads X and W as f16 (the host converts on upload).
+    pub fn reads(self, given: ElementType) -> Option<OperandTypes> {
+        self.def().reads(given)
     }
 
-    /// The type the kernel reads X and W in, for a run stored as `element`: f16 for
-    /// `coopmat` (the host converts on upload), `element` for the rest.
-    pub fn input_element(self, element: ElementType) -> ElementType {
-        self.def().input_element(element)
+    /// The types a run of the variant may be given in, in [`ElementType::ALL`]'s order:
+    /// every type for the baseline, `coopmat` and the fastest variants of each adapter class
+    /// (GPUs: `blocktile`, `splitk`; CPU drivers: `texture`, `subgroup-texture`), f32 for
+    /// the rest.
+    pub fn dtypes(self) -> Vec<ElementType> {
+        ElementType::ALL
+            .into_iter()
+            .filter(|&e| self.reads(e).is_some())
+            .collect()
     }
 
     /// The variant's WGSL source (of its default configuration, for a variant with
@@ -174,7 +178,7 @@ mod tests {
         for k in Kernel::ALL {
             let wgsl = k.source().unwrap().wgsl;
             let typed = wgsl.contains("fn widen(") || wgsl.contains("array<vec4<f16>>");
-            assert_eq!(k.elements().len() == ElementType::ALL.len(), typed, "{k}");
+            assert_eq!(k.dtypes().len() == ElementType::ALL.len(), typed, "{k}");
         }
     }
 

@@ -9,7 +9,7 @@ use super::requirements::Requirements;
 use super::shaders::ShaderSource;
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
-pub use crate::element::ElementType;
+pub use crate::element::{ElementType, OperandTypes};
 use std::fmt;
 
 /// The arithmetic a kernel multiplies and adds with: what bounds its rounding error
@@ -79,8 +79,10 @@ pub struct KernelSpec {
     /// invocations are that many times the device's subgroup size
     /// ([`workgroup_invocations`](Self::workgroup_invocations)).
     pub invocations: u32,
-    /// The storage type of X, W and Q, K, V.
-    pub element: ElementType,
+    /// The type X, W and Q, K, V are each stored in on the GPU, as the variant reads the
+    /// run's type ([`VariantDef::reads`](super::VariantDef::reads)); the run's type is the
+    /// outputs' ([`dtype`](Self::dtype)).
+    pub types: OperandTypes,
     /// What the adapter must offer.
     pub requires: Requirements,
     /// The arithmetic it multiplies and adds with (what bounds its error, which peak it is
@@ -107,7 +109,7 @@ impl From<Kernel> for KernelSpec {
 }
 
 impl KernelSpec {
-    /// Checks `config` and resolves it, storing f32 ([`with_element`](Self::with_element)
+    /// Checks `config` and resolves it for a run in f32 ([`with_element`](Self::with_element)
     /// for another type).
     pub fn new(config: KernelConfig) -> Result<Self, String> {
         config.check()?;
@@ -124,7 +126,9 @@ impl KernelSpec {
             operands: def.operands(),
             splits: r.splits,
             invocations: r.invocations,
-            element: ElementType::F32,
+            types: def
+                .reads(ElementType::F32)
+                .ok_or_else(|| format!("kernel {config} reads no f32"))?,
             requires: r.requires,
             arithmetic: r.arithmetic,
             bounds_proven: def.bounds_proven(),
@@ -149,8 +153,9 @@ impl KernelSpec {
         }
     }
 
-    /// The same kernel storing X, W and Q, K, V as `element`; an error for a variant that
-    /// reads only f32 (naming those that read every type).
+    /// The same kernel for a run in `element`: X, W and Q, K, V in the types the variant
+    /// reads it as ([`Kernel::reads`]); an error for a variant that cannot run in it (naming
+    /// those that can).
     pub fn with_element(self, element: ElementType) -> Result<Self, String> {
         self.with_element_on(element, None)
     }
@@ -164,21 +169,23 @@ impl KernelSpec {
         summary: Option<&AdapterSummary>,
     ) -> Result<Self, String> {
         let kernel = self.kernel();
-        if !kernel.elements().contains(&element) {
+        let Some(types) = kernel.reads(element) else {
             let typed: Vec<&str> = Kernel::ALL
                 .iter()
-                .filter(|k| k.elements().contains(&element))
+                .filter(|k| k.reads(element).is_some())
                 .filter(|&&k| {
                     summary.is_none_or(|s| KernelConfig::from(k).unsupported_on(s).is_none())
                 })
                 .map(|k| k.name())
                 .collect();
+            let reads: Vec<&str> = kernel.dtypes().iter().map(|e| e.name()).collect();
             return Err(format!(
-                "kernel {self} reads only f32; in {element} run one of: {}",
+                "kernel {self} reads only {}; in {element} run one of: {}",
+                reads.join(", "),
                 typed.join(", ")
             ));
-        }
-        Ok(Self { element, ..self })
+        };
+        Ok(Self { types, ..self })
     }
 
     /// The variant.
@@ -186,9 +193,11 @@ impl KernelSpec {
         self.config.kernel
     }
 
-    /// The type X and W are read in on the GPU: f16 for `coopmat`, else the storage type.
-    pub fn input_element(&self) -> ElementType {
-        self.kernel().input_element(self.element)
+    /// The run's type (`--dtype`, Python's `dtype=`, the page's choice): that of Q, K and
+    /// V, what the user's X, W and bias are rounded to before any conversion to the type
+    /// the kernel reads them in, and the one type reports name.
+    pub const fn dtype(&self) -> ElementType {
+        self.types.out
     }
 
     /// Invocations per workgroup on a device with `summary`'s subgroup size: for `coopmat`,
@@ -316,13 +325,14 @@ impl KernelSpec {
     }
 
     /// The override constants a pipeline is compiled with: the variant's, plus `HAS_BIAS`,
-    /// `HEAD_LAYOUT` and `ELEM` (the storage type).
+    /// `HEAD_LAYOUT` and `ELEM`: the shaders' one type, the outputs' (which every variant but
+    /// `coopmat`, whose X and W are f16 arrays, also reads X and W in).
     pub fn pipeline_constants(&self, bias: bool, head_layout: bool) -> Vec<(&'static str, f64)> {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
         let mut constants = vec![
             ("HAS_BIAS", flag(bias)),
             ("HEAD_LAYOUT", flag(head_layout)),
-            ("ELEM", self.element.shader_code() as f64),
+            ("ELEM", self.types.out.shader_code() as f64),
         ];
         constants.extend(self.constants.iter().copied());
         constants
@@ -413,5 +423,34 @@ mod tests {
             e.contains("reads only f32") && e.contains("blocktile"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn each_variant_reads_the_run_type_into_its_operand_types() {
+        for k in Kernel::ALL {
+            assert!(k.dtypes().contains(&ElementType::F32), "{k}");
+            for e in ElementType::ALL {
+                // The outputs are always in the run's type: what reports name.
+                assert!(k.reads(e).is_none_or(|t| t.out == e), "{k} in {e}");
+            }
+        }
+        let f16 = ElementType::F16;
+        let c = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();
+        let coop = |out| OperandTypes {
+            x: f16,
+            w: f16,
+            out,
+        };
+        assert_eq!(
+            (c.types, c.dtype()),
+            (coop(ElementType::F32), ElementType::F32)
+        );
+        // ELEM stays the outputs' type (the run's), as before the types came apart.
+        assert_eq!(c.pipeline_constants(false, false)[2], ("ELEM", 0.0));
+        let c = c.with_element(ElementType::Bf16).unwrap();
+        assert_eq!(c.types, coop(ElementType::Bf16));
+        assert_eq!(c.pipeline_constants(false, false)[2], ("ELEM", 2.0));
+        let s = KernelSpec::from(Kernel::Splitk).with_element(f16).unwrap();
+        assert_eq!(s.types, OperandTypes::all(f16));
     }
 }

@@ -1,9 +1,10 @@
 //! What one kernel variant is: the [`VariantDef`] each module under `variants/` implements
-//! (its name, parameters with their defaults and ranges, sources, binding kind, element
-//! types, requirements, output tile, override constants and tuning sweep), and the plain
-//! values it resolves a configuration into. A module reads its configuration's values typed
-//! in its own `resolve`; the registry ([`super::Kernel`]) lists the modules; the rest of the
-//! crate reads a [`KernelSpec`](super::KernelSpec), never a variant.
+//! (its name, parameters with their defaults and ranges, sources, binding kind, the operand
+//! types it reads for each run type, requirements, output tile, override constants and
+//! tuning sweep), and the plain values it resolves a configuration into. A module reads its
+//! configuration's values typed in its own `resolve`; the registry ([`super::Kernel`]) lists
+//! the modules; the rest of the crate reads a [`KernelSpec`](super::KernelSpec), never a
+//! variant.
 
 use super::config::KernelConfig;
 use super::requirements::Requirements;
@@ -11,7 +12,7 @@ use super::shaders::ShaderSource;
 use super::spec::{Arithmetic, KernelSpec, OperandLayout};
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
-use crate::element::ElementType;
+use crate::element::{ElementType, OperandTypes};
 
 /// What a configuration resolves into: the fields of a [`KernelSpec`] that depend on the
 /// variant's parameters.
@@ -102,14 +103,12 @@ pub trait VariantDef: Sync {
         }
     }
 
-    /// The storage types it reads and writes.
-    fn elements(&self) -> &'static [ElementType] {
-        &[ElementType::F32]
-    }
-
-    /// The type it reads X and W in for a run stored as `element`.
-    fn input_element(&self, element: ElementType) -> ElementType {
-        element
+    /// The operand types it reads and stores for a run given in `given` (`--dtype`), or
+    /// None where it cannot run in that type. The outputs are always in `given`
+    /// ([`OperandTypes::out`]). By default f32 alone, every operand in it; a typed variant
+    /// reads every type ([`reads_every_type`]).
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        (given == ElementType::F32).then_some(OperandTypes::all(given))
     }
 
     /// W's rows are padded with zeros to a multiple of this many columns (the padding is
@@ -162,7 +161,8 @@ pub trait VariantDef: Sync {
         spec: &KernelSpec,
         summary: &AdapterSummary,
     ) -> Vec<(&'static str, f64)> {
-        if spec.element == ElementType::F16 && summary.shader_f16 && summary.f16_unpack {
+        let reads_f16 = spec.types.x == ElementType::F16 || spec.types.w == ElementType::F16;
+        if reads_f16 && summary.shader_f16 && summary.f16_unpack {
             vec![("NATIVE_F16", 1.0)]
         } else {
             Vec::new()
@@ -185,17 +185,23 @@ pub trait VariantDef: Sync {
 pub(crate) mod prelude {
     pub use crate::adapter::AdapterSummary;
     pub use crate::binding::BindingKind;
-    pub use crate::element::ElementType;
+    pub use crate::element::{ElementType, OperandTypes};
     pub use crate::kernels::block::CoopBlock;
     pub use crate::kernels::config::KernelConfig;
     pub use crate::kernels::registry::Kernel;
     pub use crate::kernels::requirements::Requirements;
     pub(crate) use crate::kernels::shaders::{shader, ShaderSource};
     pub use crate::kernels::spec::{Arithmetic, KernelSpec, OperandLayout};
-    pub use crate::kernels::variant::{Resolved, SweepTarget, VariantDef};
+    pub use crate::kernels::variant::{reads_every_type, Resolved, SweepTarget, VariantDef};
 
     /// The one parameter of the variants sized by `wg` invocations per workgroup.
     pub const WG_PARAM: &[&str] = &["wg"];
+}
+
+/// What a typed variant reads: every operand in the run's type, whichever it is (its shader
+/// reads X and W as 32-bit words and widens them, and stores Q, K, V in that type).
+pub fn reads_every_type(given: ElementType) -> Option<OperandTypes> {
+    Some(OperandTypes::all(given))
 }
 
 impl Resolved {

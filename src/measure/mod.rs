@@ -222,7 +222,7 @@ pub async fn validate_then_time_async(
 ) -> Result<Measurement> {
     let shape = *projector.shape();
     let spec = projector.spec().clone();
-    let (element, input) = (spec.element, spec.input_element());
+    let (dtype, types) = (spec.dtype(), spec.types);
     let tolerance = tolerance(shape.d_model, &spec, &opts.tolerance);
     let f32_tolerance = opts
         .tolerance
@@ -244,7 +244,7 @@ pub async fn validate_then_time_async(
         opts.check
     };
     // The weights as the kernel read them, rounded once for every run's reference.
-    let read = weights_read(weights, element, input);
+    let read = weights_read(weights, dtype, types.w);
     let of = 1 + opts.runs;
     let mut failed: Option<QkvReport> = None;
     let mut last = None;
@@ -259,12 +259,12 @@ pub async fn validate_then_time_async(
         let report = match opts.expected {
             Some(expected) => kept.check_expected(&shape, expected, tolerance),
             None => {
-                let (report, took) = kept.check(&shape, &read, (element, input), tolerance);
+                let (report, took) = kept.check(&shape, &read, (dtype, types.x), tolerance);
                 reference_time += took;
                 report
             }
         };
-        if index == 0 && opts.precision_cost && input.is_half() {
+        if index == 0 && opts.precision_cost && types.reads_half() {
             precision = Some(kept.precision_cost(&shape, weights, f32_tolerance));
         }
         checked_rows = kept.len();

@@ -236,9 +236,9 @@ impl KeptRows {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// Checks the kept rows of a run stored as `element` whose kernel read X and W as
-    /// `input`, against the f64 reference computed from the inputs as the GPU read them: X
-    /// rounded here, the weights as [`weights_read`] gives them (rounded once per run by
+    /// Checks the kept rows of a run in `dtype` whose kernel read X as `x`, against the f64
+    /// reference computed from the inputs as the GPU read them: X rounded here (to `dtype`,
+    /// then to `x`), the weights as [`weights_read`] gives them (rounded once per run by
     /// the caller); `tol` covers the final rounding ([`Tolerance::for_output`]). The report
     /// names batch rows, and counts the NaN and infinite elements of every row scanned.
     /// Returns the report and the time the reference took.
@@ -246,14 +246,14 @@ impl KeptRows {
         &self,
         shape: &QkvShape,
         weights_read: &FusedWeights,
-        (element, input): (ElementType, ElementType),
+        (dtype, x): (ElementType, ElementType),
         tol: Tolerance,
     ) -> (QkvReport, Duration) {
         let start = Instant::now();
         let x: Vec<f32> = self
             .source_x()
             .iter()
-            .map(|&v| input.round(element.round(v)))
+            .map(|&v| x.round(dtype.round(v)))
             .collect();
         let expected = reference(&self.kept_shape(shape), &x, weights_read);
         let report = self.report_against(shape, &expected, tol);
@@ -330,25 +330,20 @@ impl KeptRows {
     }
 }
 
-/// The weights as a kernel that stores `element` and reads `input` reads them: rounded to
-/// `element` then `input` (bias to `element`); borrowed as they are where that changes
-/// nothing.
+/// The weights as a kernel of a run in `dtype` that reads W as `w` reads them: rounded to
+/// `dtype` then `w` (bias to `dtype`); borrowed as they are where that changes nothing.
 pub fn weights_read(
     weights: &FusedWeights,
-    element: ElementType,
-    input: ElementType,
+    dtype: ElementType,
+    w: ElementType,
 ) -> std::borrow::Cow<'_, FusedWeights> {
-    let exact = element == input
-        && weights.w.element() == input
-        && weights
-            .bias
-            .iter()
-            .flatten()
-            .all(|&b| element.round(b) == b);
+    let exact = dtype == w
+        && weights.w.element() == w
+        && weights.bias.iter().flatten().all(|&b| dtype.round(b) == b);
     if exact {
         std::borrow::Cow::Borrowed(weights)
     } else {
-        std::borrow::Cow::Owned(weights.rounded_for(element, input))
+        std::borrow::Cow::Owned(weights.rounded_for(dtype, w))
     }
 }
 

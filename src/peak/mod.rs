@@ -168,15 +168,15 @@ impl Peak {
 
     /// The roofline of `spec` on `shape`, GFLOP/s: the lower of its compute peak and the
     /// bandwidth times the shape's arithmetic intensity (its flops over the bytes it must
-    /// move at least: X and W read once in the kernel's input type, Q, K and V written once
-    /// in the storage type, the bias read once).
+    /// move at least: X and W each read once in its own type, Q, K and V written once in
+    /// theirs ([`KernelSpec::types`]), the bias read once, in f32).
     pub fn roofline_for(&self, spec: &KernelSpec, shape: &QkvShape) -> Option<f64> {
         let compute = self.compute_for(spec)?.gflops;
-        let input = spec.input_element().size() as f64;
-        let output = spec.element.size() as f64;
+        let size = |e: crate::element::ElementType| e.size() as f64;
         let n_out = shape.n_out() as f64;
-        let bytes = (shape.x_len() + shape.w_len()) as f64 * input
-            + shape.tokens as f64 * n_out * output
+        let bytes = shape.x_len() as f64 * size(spec.types.x)
+            + shape.w_len() as f64 * size(spec.types.w)
+            + shape.tokens as f64 * n_out * size(spec.types.out)
             + if shape.bias { n_out * 4.0 } else { 0.0 };
         let bound = self.copy_gbs * shape.flops() / bytes;
         Some(compute.min(bound))
@@ -577,6 +577,12 @@ mod tests {
         assert!((r - 4000.0 * small.flops() / bytes).abs() < 1e-6 * r, "{r}");
         let big = QkvShape::new(16384, 4096, 4096, 1024, false).unwrap();
         assert_eq!(p.roofline_for(&coop, &big), Some(600_000.0));
+        // In f32, coopmat still reads X and W as f16 (2 bytes each) and writes Q, K, V in
+        // f32 (4 bytes).
+        let coop32 = coop.with_element(crate::element::ElementType::F32).unwrap();
+        let r = p.roofline_for(&coop32, &small).unwrap();
+        let bytes = (16.0 * 768.0 + 768.0 * 2304.0) * 2.0 + 16.0 * 2304.0 * 4.0;
+        assert!((r - 4000.0 * small.flops() / bytes).abs() < 1e-6 * r, "{r}");
     }
 
     #[test]

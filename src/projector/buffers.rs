@@ -212,7 +212,7 @@ impl WeightBuffers {
     pub(super) fn new(device: &wgpu::Device, spec: &KernelSpec, plan: &ChunkPlan) -> Self {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
-        let kind = (spec.reads_textures(), spec.input_element());
+        let kind = (spec.reads_textures(), spec.types.w);
         let w = plan
             .col_blocks
             .iter()
@@ -244,8 +244,8 @@ impl WeightBuffers {
     }
 
     /// Writes the fused weights (already checked against the plan's shape, and against the
-    /// storage type's range) into every column block in the spec's storage type, and the
-    /// bias rounded to that type (it is stored as f32, exactly).
+    /// range of the run's type and of W's) into every column block in W's type, and the
+    /// bias rounded to the run's type (it is stored as f32, exactly).
     pub(super) fn write(
         &self,
         ctx: &GpuContext,
@@ -255,16 +255,15 @@ impl WeightBuffers {
     ) -> Result<()> {
         let n_out = plan.shape.n_out() as usize;
         let mut scratch = Vec::new();
-        let input = spec.input_element();
-        // Patterns of another half type than the spec's are converted first (rounded or
-        // widened); f32 is rounded as it is written, and patterns of the spec's type are
-        // written as they are.
-        // A kernel that reads another type than the run's (`coopmat`: f16) gets the run's
-        // values converted, as X is: rounded to the run's type first, then to the input type.
+        let input = spec.types.w;
+        // Patterns of another half type than W's are converted first (rounded or widened);
+        // f32 is rounded as it is written, and patterns of W's type are written as they are.
+        // A kernel that reads W in another type than the run's (`coopmat`: f16) gets the
+        // run's values converted, as X is: rounded to the run's type first, then to W's.
         let converted;
         let data = match &weights.w {
-            w if input != spec.element => {
-                converted = w.to_element_via(spec.element, input);
+            w if input != spec.dtype() => {
+                converted = w.to_element_via(spec.dtype(), input);
                 &converted
             }
             WeightData::Half(e, _) if *e != input => {
@@ -331,7 +330,7 @@ impl WeightBuffers {
         if let Some(b) = &weights.bias {
             let mut rounded = b.clone();
             // Added in f32 by every kernel: rounded to the run's type only.
-            spec.element.round_slice(&mut rounded);
+            spec.dtype().round_slice(&mut rounded);
             ctx.checked("uploading the bias", || {
                 ctx.queue
                     .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))
@@ -474,7 +473,6 @@ impl Slot {
     ) -> Self {
         let device = &ctx.device;
         let chunk_shape = plan.chunk_shape();
-        let element = spec.element;
         let storage = |label: &str, bytes: u64, usage: wgpu::BufferUsages| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
@@ -488,11 +486,11 @@ impl Slot {
         let x = Operand::new(
             device,
             "x (one chunk)",
-            (textures, spec.input_element()),
+            (textures, spec.types.x),
             chunk_shape.tokens as usize * spec.x_stride(chunk_shape.d_model) as usize,
             tex.x,
         );
-        let (outputs, staging) = output_buffers(device, element, &chunk_shape, guard);
+        let (outputs, staging) = output_buffers(device, spec.types.out, &chunk_shape, guard);
         let params = params_buffers(device, plan);
         let scratch = spec.reduce.map(|_| {
             // f32: the partial sums are the accumulators'.
@@ -522,7 +520,8 @@ impl Slot {
         };
         let mut slot = Slot {
             x,
-            x_host: Mutex::new(ElementVec::zeros(element, host_len)),
+            // X as the source fills it: in the run's type.
+            x_host: Mutex::new(ElementVec::zeros(spec.dtype(), host_len)),
             x_bytes: Mutex::new(Vec::new()),
             x_up_mapped: Arc::new(AtomicBool::new(x_up.is_some())),
             x_up,

@@ -100,7 +100,7 @@ impl<'c> Engine<'c> {
             FILL_NAN,
             &[
                 ("WG", utility_wg as f64),
-                ("NAN_WORD", spec.element.nan_word() as f64),
+                ("NAN_WORD", spec.types.out.nan_word() as f64),
             ],
             &ctx.fill_layout().pipeline,
         )?;
@@ -116,9 +116,7 @@ impl<'c> Engine<'c> {
         let threaded = threaded(&plan);
         let upload = if !threaded || spec.reads_textures() {
             Upload::Queued
-        } else if spec.input_element() == spec.element
-            && spec.x_stride(shape.d_model) == shape.d_model
-        {
+        } else if spec.types.x == spec.dtype() && spec.x_stride(shape.d_model) == shape.d_model {
             Upload::Mapped
         } else {
             Upload::MappedConverted
@@ -251,11 +249,11 @@ impl<'c> Engine<'c> {
         threaded(&self.plan)
     }
 
-    /// Refuses X of a chunk of `rows` where the kernel reads another type than the run's
-    /// (`coopmat`: f16) and a value cannot be held in it, naming the row and column.
+    /// Refuses X of a chunk of `rows` where the kernel reads X in another type than the
+    /// run's (`coopmat`: f16) and a value cannot be held in it, naming the row and column.
     pub(super) fn check_input_range(&self, x: Elements<'_>, rows: &Range<u32>) -> Result<()> {
-        let input = self.spec.input_element();
-        if input != self.spec.element {
+        let input = self.spec.types.x;
+        if input != self.spec.dtype() {
             if let Some(e) = input.check_range_of(x.values()) {
                 return Err(e.in_rows("X", rows.start, self.plan.shape.d_model));
             }
@@ -271,10 +269,10 @@ impl<'c> Engine<'c> {
         let s = &self.slots[slot];
         let x_host = s.x_host.lock().expect("no panic holds it");
         let x = x_host.as_ref().slice(0..rows.len() * d);
-        // A kernel that reads another type than the run's (`coopmat`: f16) gets X converted
-        // on upload; a value that type cannot hold is refused by name.
+        // A kernel that reads X in another type than the run's (`coopmat`: f16) gets it
+        // converted on upload; a value that type cannot hold is refused by name.
         self.check_input_range(x, rows)?;
-        let input = self.spec.input_element();
+        let input = self.spec.types.x;
         let mut scratch = s.x_bytes.lock().expect("no panic holds it");
         self.ctx.checked(&format!("{label}: uploading X"), || {
             let stride = self.spec.x_stride(d as u32) as usize;
@@ -444,7 +442,7 @@ impl<'c> Engine<'c> {
                     0,
                     dst,
                     0,
-                    self.spec.element.buffer_bytes(len as u64),
+                    self.spec.types.out.buffer_bytes(len as u64),
                 );
             }
         })?;
@@ -460,7 +458,7 @@ impl<'c> Engine<'c> {
             .staging
             .iter()
             .zip(self.output_lens(count))
-            .map(|(b, len)| (b, self.spec.element.buffer_bytes(len as u64)))
+            .map(|(b, len)| (b, self.spec.types.out.buffer_bytes(len as u64)))
             .collect();
         if let Some(q) = &s.timestamps {
             buffers.push((q.readback(), super::timing::Queries::bytes(1)));
@@ -491,7 +489,7 @@ impl<'c> Engine<'c> {
         let count = rows.len();
         let buffers = self.readback_buffers(slot, count);
         let lens = self.output_lens(count);
-        let element = self.spec.element;
+        let element = self.spec.types.out;
         let result = (|| {
             let views = buffers
                 .iter()

@@ -23,7 +23,7 @@ mod steady;
 pub mod timing;
 
 use crate::context::GpuContext;
-use crate::element::ElementType;
+use crate::element::{ElementType, OperandTypes};
 use crate::error::{Error, Result};
 use crate::host::{Elements, ElementsMut};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
@@ -193,8 +193,9 @@ impl<'c> Projector<'c> {
         Self::typed(ctx, shape, config, ElementType::F32, layout, opts)
     }
 
-    /// As [`Projector::with_options`], with X, W and Q, K, V stored as `element` on the GPU
-    /// (f32 inputs rounded to nearest even as they are written; [`run`](Self::run) widens the
+    /// As [`Projector::with_options`], for a run in `element`: Q, K, V in it, X and W in the
+    /// types the kernel reads it as ([`KernelSpec::types`]; f32 inputs rounded to nearest
+    /// even as they are written; [`run`](Self::run) widens the
     /// results back to f32, [`stream`](Self::stream) hands them over in the type).
     pub fn typed(
         ctx: &'c GpuContext,
@@ -259,15 +260,17 @@ impl<'c> Projector<'c> {
         self.engine.plan.layout
     }
 
-    /// The storage type of X, W and Q, K, V on the GPU.
-    pub fn element(&self) -> ElementType {
-        self.engine.spec.element
+    /// The run's type ([`KernelSpec::dtype`]): that of Q, K, V, and what X, W and the bias
+    /// are rounded to before any conversion to the types the kernel reads.
+    pub fn dtype(&self) -> ElementType {
+        self.engine.spec.dtype()
     }
 
-    /// The type X and W are read in on the GPU: the storage type, or f16 for `coopmat`
-    /// (converted on upload). The reference must be computed from inputs rounded to it.
-    pub fn input_element(&self) -> ElementType {
-        self.engine.spec.input_element()
+    /// The type each of X, W and Q, K, V is stored in on the GPU (`coopmat` reads X and W
+    /// as f16, converted on upload). The reference must be computed from inputs rounded to
+    /// them.
+    pub fn types(&self) -> OperandTypes {
+        self.engine.spec.types
     }
 
     /// The kernel variant it dispatches.
@@ -295,16 +298,16 @@ impl<'c> Projector<'c> {
         self.engine.plan.streaming
     }
 
-    /// Uploads the fused weights (and bias), rounded to the storage type; they stay on the
-    /// GPU for every later run. Returns the host time the upload took (in the browser, which
-    /// cannot wait here, the time to queue it: the queue runs it before any later dispatch).
-    /// A value the storage type cannot hold is an [`Error::Input`] naming the matrix, row
-    /// and column.
+    /// Uploads the fused weights (and bias), rounded to the run's type (W then to its own
+    /// type, where the kernel reads it in another); they stay on the GPU for every later run.
+    /// Returns the host time the upload took (in the browser, which cannot wait here, the
+    /// time to queue it: the queue runs it before any later dispatch). A value either type
+    /// cannot hold is an [`Error::Input`] naming the matrix, row and column.
     pub fn set_weights(&mut self, weights: &FusedWeights) -> Result<Duration> {
         let e = &self.engine;
         buffers::check_weights(&e.plan, weights)?;
-        weights.check_range(e.spec.element)?;
-        weights.check_range_read_as(e.spec.element, e.spec.input_element())?;
+        weights.check_range(e.spec.dtype())?;
+        weights.check_range_read_as(e.spec.dtype(), e.spec.types.w)?;
         let start = Instant::now();
         e.weights.write(e.ctx, &e.spec, &e.plan, weights)?;
         let index = e.ctx.queue.submit([]);
@@ -439,7 +442,7 @@ impl<'c> Projector<'c> {
 
     /// As [`guard_damage`](Self::guard_damage), as a future.
     pub async fn guard_damage_async(&mut self) -> Result<Vec<GuardDamage>> {
-        let element = self.engine.spec.element;
+        let element = self.engine.spec.types.out;
         let chunk = self.engine.plan.chunk_shape();
         let lens = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()];
         let mut found: Vec<GuardDamage> = Vec::new();
@@ -475,7 +478,7 @@ impl<'c> Projector<'c> {
     /// As [`read_outputs`](Self::read_outputs), as a future.
     pub async fn read_outputs_async(&mut self) -> Result<[Vec<f32>; 3]> {
         let all = self.output_words(0, "Q, K, V").await?;
-        let element = self.engine.spec.element;
+        let element = self.engine.spec.types.out;
         let chunk = self.engine.plan.chunk_shape();
         let mut out = [chunk.q_len(), chunk.kv_len(), chunk.kv_len()].map(|n| vec![0f32; n]);
         for (words, buf) in all.iter().zip(out.iter_mut()) {

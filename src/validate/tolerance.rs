@@ -187,7 +187,9 @@ impl Tolerance {
     /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16,
     /// [`for_matrix_accumulation`](Self::for_matrix_accumulation) for cooperative matrices
     /// with an f32 one, else [`for_f32_accumulation`](Self::for_f32_accumulation)), then the
-    /// final rounding to its storage type ([`for_output`](Self::for_output)).
+    /// final rounding to its outputs' type ([`for_output`](Self::for_output)). The rounding
+    /// of X and W to their types is not in it: the reference is computed from the inputs
+    /// rounded as the kernel reads them.
     pub fn for_kernel(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
         let acc = if spec.accumulates_in_f16() {
             Self::for_f16_accumulator(d_model)
@@ -196,7 +198,7 @@ impl Tolerance {
         } else {
             Self::for_f32_accumulation(d_model)
         };
-        acc.for_output(spec.element)
+        acc.for_output(spec.types.out)
     }
 
     /// The bound for one element: `atol + rtol·|reference| + terms·magnitude`.

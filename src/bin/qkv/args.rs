@@ -224,7 +224,7 @@ pub fn resolve_kernels(
 pub fn dtype_help() -> String {
     let typed: Vec<&str> = Kernel::ALL
         .iter()
-        .filter(|k| k.elements().len() == ElementType::ALL.len())
+        .filter(|k| k.dtypes().len() == ElementType::ALL.len())
         .map(|k| k.name())
         .collect();
     format!(

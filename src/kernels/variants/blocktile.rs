@@ -28,8 +28,8 @@ impl VariantDef for Blocktile {
             256,
         ))
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
     }
     fn w_align(&self) -> u32 {
         4

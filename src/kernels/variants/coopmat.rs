@@ -258,11 +258,14 @@ impl VariantDef for Coopmat {
             ..Requirements::default()
         }
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
-    }
-    fn input_element(&self, _: ElementType) -> ElementType {
-        ElementType::F16
+    /// X and W as f16 in every run type (the host converts them on upload); Q, K, V in the
+    /// run's type.
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        Some(OperandTypes {
+            x: ElementType::F16,
+            w: ElementType::F16,
+            out: given,
+        })
     }
     fn operands(&self) -> OperandLayout {
         OperandLayout::KMajor

@@ -22,8 +22,8 @@ impl VariantDef for Naive {
     fn resolve(&self, _: &KernelConfig) -> Result<Resolved, String> {
         Ok(Resolved::plain(self, SOURCE, (16, 16), 256))
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
     }
     fn sources(&self) -> Vec<ShaderSource> {
         vec![SOURCE]

@@ -40,8 +40,8 @@ impl VariantDef for Splitk {
     fn binding(&self) -> BindingKind {
         BindingKind::SplitK
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
     }
     fn w_align(&self) -> u32 {
         4

@@ -43,8 +43,8 @@ impl VariantDef for SubgroupTexture {
     fn requires(&self) -> Requirements {
         Requirements::subgroup_broadcasts(self.binding().storage_buffers())
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
     }
     fn w_align(&self) -> u32 {
         4

@@ -41,8 +41,8 @@ impl VariantDef for Texture {
     fn binding(&self) -> BindingKind {
         BindingKind::Textured
     }
-    fn elements(&self) -> &'static [ElementType] {
-        &ElementType::ALL
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
     }
     fn w_align(&self) -> u32 {
         4

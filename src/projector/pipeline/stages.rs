@@ -129,7 +129,8 @@ impl Engine<'_> {
             during: format!("{label}: mapping X's staging buffer"),
             message: e.to_string(),
         };
-        let element = self.spec.element;
+        // Mapped X is the source's own, in the run's type (which is X's on the GPU).
+        let element = self.spec.dtype();
         match (self.upload, &s.x_up) {
             (Upload::Mapped, Some(up)) => {
                 let bytes = element.buffer_bytes(len as u64).next_multiple_of(4);
@@ -144,7 +145,7 @@ impl Engine<'_> {
                 source(rows.clone(), host.as_mut().slice_mut(0..len))?;
                 let x = host.as_ref().slice(0..len);
                 self.check_input_range(x, &rows)?;
-                let input = self.spec.input_element();
+                let input = self.spec.types.x;
                 let stride = self.spec.x_stride(d as u32) as usize;
                 let mut scratch = s.x_bytes.lock().expect("no panic holds it");
                 let bytes = buffer_bytes((x, input), (d, stride), &mut scratch);
@@ -185,7 +186,7 @@ impl Engine<'_> {
                 up.unmap();
                 s.x_up_mapped.store(false, Ordering::Release);
                 let stride = self.spec.x_stride(self.plan.shape.d_model) as u64;
-                let input = self.spec.input_element();
+                let input = self.spec.types.x;
                 Some((
                     up,
                     input

@@ -451,11 +451,11 @@ fn check_rows(
         kept.len()
     ));
     kept.set_source_x(std::mem::take(&mut run.source_x), d_model);
-    let (element, input) = (spec.element, spec.input_element());
-    let read = weights_read(w, element, input);
-    let (report, took) = kept.check(shape, &read, (element, input), tol);
-    let cost = input
-        .is_half()
+    let (dtype, types) = (spec.dtype(), spec.types);
+    let read = weights_read(w, dtype, types.w);
+    let (report, took) = kept.check(shape, &read, (dtype, types.x), tol);
+    let cost = types
+        .reads_half()
         .then(|| kept.precision_cost(shape, w, f32_tol));
     Ok(Checked {
         report: Some(report),

@@ -212,7 +212,7 @@ impl Facts<'_> {
     ) -> ProjectResult {
         let (args, s, shape, t) = (self.args, &self.ctx.summary, self.shape, &run.timings);
         let (report, cost) = (checked.report.as_ref(), checked.cost.as_ref());
-        let element = self.projector.element();
+        let element = self.projector.dtype();
         ProjectResult {
             adapter: s.name.clone(),
             backend: s.backend.clone(),
