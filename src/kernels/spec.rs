@@ -453,4 +453,47 @@ mod tests {
         let s = KernelSpec::from(Kernel::Splitk).with_element(f16).unwrap();
         assert_eq!(s.types, OperandTypes::all(f16));
     }
+
+    /// A GPU that offers f16 and its conversions, subgroups of 32 and 16x16 cooperative
+    /// matrices with an f32 accumulator.
+    fn f16_gpu() -> AdapterSummary {
+        AdapterSummary {
+            name: "gpu".into(),
+            backend: "Vulkan".into(),
+            device_type: "DiscreteGpu".into(),
+            driver: "1".into(),
+            max_storage_buffer_binding_size: 1 << 30,
+            max_buffer_size: 1 << 30,
+            max_compute_workgroup_storage_size: 1 << 16,
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroups_per_dimension: 65535,
+            timestamp_query: true,
+            shader_f16: true,
+            f16_unpack: true,
+            subgroup: true,
+            subgroup_size: (32, 32),
+            cooperative_matrix: vec![crate::adapter::CoopMatrix::f16_inputs(16, true)],
+            naga_wgsl: true,
+        }
+    }
+
+    #[test]
+    fn the_shaders_get_the_constants_they_got_before_the_types_came_apart() {
+        // The shaders are the same, so the same constants give bit-identical outputs: ELEM
+        // the run's type, NATIVE_F16 in f16 runs of the kernels that read X and W in the
+        // run's type (coopmat reads f16 arrays and sets only its WG).
+        let gpu = f16_gpu();
+        for k in Kernel::ALL {
+            for e in k.dtypes() {
+                let spec = KernelSpec::resolve(KernelConfig::from(k), e, &gpu).unwrap();
+                let elem = ("ELEM", e.shader_code() as f64);
+                assert_eq!(spec.pipeline_constants(true, true)[2], elem, "{k} in {e}");
+                let native = spec.device_constants(&gpu).contains(&("NATIVE_F16", 1.0));
+                let before = e == ElementType::F16 && k != Kernel::Coopmat;
+                assert_eq!(native, before, "{k} in {e}");
+            }
+        }
+    }
 }
