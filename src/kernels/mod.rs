@@ -15,7 +15,10 @@
 //! | 6 | `subgroup-texture` | `shaders/qkv_subgroup_texture.wgsl` | 32x4, textures and broadcasts; `wg` |
 //! | 7 | `blocktile`        | `shaders/qkv_blocktile.wgsl`        | 8x8 per invocation, 128x128 tiles, prefetch |
 //! | 8 | `splitk`           | `shaders/qkv_splitk.wgsl`           | blocktile over `splits` ranges of d_model + reduce |
-//! | 9 | `coopmat`          | `shaders/qkv_coopmat{8,16}_{f32,f16}_{4x2,4x4}.wgsl` | cooperative matrices (tensor cores), 128x128 blocks, two stages; `tile`, `acc`, `bm`, `bn`, `wm`, `wn`, `bk`, `stages` |
+//! | 9 | `coopmat`          | `shaders/qkv_coopmat.wgsl` (8 sources: type parts) | cooperative matrices (tensor cores), 128x128 blocks, two stages; `tile`, `acc`, `bm`, `bn`, `wm`, `wn`, `bk`, `stages` |
+//!
+//! Each file is the kernel's body, composed at compile time with the parts under
+//! `shaders/parts/` its module names (`shader!`, in `shaders.rs`).
 //!
 //! Run one variant (`qkv run --help` lists them with their parameters):
 //! ```text

@@ -3,10 +3,12 @@
 //! the tests and the benchmarks all load shaders through these, so there is exactly one
 //! copy of each.
 
-/// A WGSL source file under `shaders/`, compiled into the binary.
+/// A WGSL module compiled into the binary: a file under `shaders/`, or a kernel's body
+/// composed with its parts (`shaders/parts/`, [`shader!`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ShaderSource {
-    /// File name under `shaders/`, used as the shader module's label.
+    /// File name under `shaders/` (the kernel's body, or the label of a composed module), used
+    /// as the shader module's label.
     pub file: &'static str,
     /// The WGSL text.
     pub wgsl: &'static str,
@@ -14,12 +16,28 @@ pub struct ShaderSource {
     pub entry_point: &'static str,
 }
 
-/// The source of `shaders/<file>`, entry point `main`.
+/// The source of `shaders/<file>`, entry point `main`; with `parts`, the module composed at
+/// compile time of each part (`shaders/parts/<part>`, in the order given, each followed by a
+/// newline) and then the kernel's body (`shaders/<file>`), so that it stays a `&'static str`
+/// (the browser build uses the same). Parts come first: they declare the override constants
+/// every kernel has, which naga 30 wants before any array sized by an override expression
+/// (the bodies' workgroup arrays), and a part that needs `enable` directives holds them and
+/// comes first of all. With `label`, the module's label where one body serves several sources
+/// (the cooperative-matrix kernels, one per type part): the pipeline cache keys modules by it.
 macro_rules! shader {
     ($file:literal) => {
+        $crate::kernels::shaders::shader!($file, label: $file, parts: [])
+    };
+    ($file:literal, parts: [$($part:literal),* $(,)?]) => {
+        $crate::kernels::shaders::shader!($file, label: $file, parts: [$($part),*])
+    };
+    ($file:literal, label: $label:literal, parts: [$($part:literal),* $(,)?]) => {
         $crate::kernels::ShaderSource {
-            file: $file,
-            wgsl: include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+            file: $label,
+            wgsl: concat!(
+                $(include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/parts/", $part)), "\n",)*
+                include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/shaders/", $file)),
+            ),
             entry_point: "main",
         }
     };
@@ -42,10 +60,26 @@ pub const PEAK_COPY: ShaderSource = shader!("peak_copy.wgsl");
 /// `qkv peak`'s cooperative-matrix rate, one source per (tile, accumulator): 8x8 with f32,
 /// 8x8 with f16, 16x16 with f32, 16x16 with f16.
 pub const PEAK_COOPMAT_SOURCES: [ShaderSource; 4] = [
-    shader!("peak_coopmat8_f32.wgsl"),
-    shader!("peak_coopmat8_f16.wgsl"),
-    shader!("peak_coopmat16_f32.wgsl"),
-    shader!("peak_coopmat16_f16.wgsl"),
+    shader!(
+        "peak_coopmat.wgsl",
+        label: "peak_coopmat.wgsl (8x8, f32 accumulator)",
+        parts: ["coop8_f32.wgsl"]
+    ),
+    shader!(
+        "peak_coopmat.wgsl",
+        label: "peak_coopmat.wgsl (8x8, f16 accumulator)",
+        parts: ["coop8_f16.wgsl"]
+    ),
+    shader!(
+        "peak_coopmat.wgsl",
+        label: "peak_coopmat.wgsl (16x16, f32 accumulator)",
+        parts: ["coop16_f32.wgsl"]
+    ),
+    shader!(
+        "peak_coopmat.wgsl",
+        label: "peak_coopmat.wgsl (16x16, f16 accumulator)",
+        parts: ["coop16_f16.wgsl"]
+    ),
 ];
 
 /// The utility shaders: everything compiled that is not a projection kernel.

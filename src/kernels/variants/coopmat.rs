@@ -19,14 +19,94 @@ pub const COOPMAT_MAX_PIECES: u32 = 8;
 /// 16x16; f32 then f16 accumulators; 4x2 then 4x4 matrices ([`coopmat_source`]). The block
 /// shape, d_model step and stages are override constants.
 pub const COOPMAT_SOURCES: [ShaderSource; 8] = [
-    shader!("qkv_coopmat8_f32_4x2.wgsl"),
-    shader!("qkv_coopmat8_f32_4x4.wgsl"),
-    shader!("qkv_coopmat8_f16_4x2.wgsl"),
-    shader!("qkv_coopmat8_f16_4x4.wgsl"),
-    shader!("qkv_coopmat16_f32_4x2.wgsl"),
-    shader!("qkv_coopmat16_f32_4x4.wgsl"),
-    shader!("qkv_coopmat16_f16_4x2.wgsl"),
-    shader!("qkv_coopmat16_f16_4x4.wgsl"),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (8x8, f32 accumulator, 4x2)",
+        parts: [
+            "coop8_f32.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x2.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (8x8, f32 accumulator, 4x4)",
+        parts: [
+            "coop8_f32.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x4.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (8x8, f16 accumulator, 4x2)",
+        parts: [
+            "coop8_f16.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x2.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (8x8, f16 accumulator, 4x4)",
+        parts: [
+            "coop8_f16.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x4.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (16x16, f32 accumulator, 4x2)",
+        parts: [
+            "coop16_f32.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x2.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (16x16, f32 accumulator, 4x4)",
+        parts: [
+            "coop16_f32.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x4.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (16x16, f16 accumulator, 4x2)",
+        parts: [
+            "coop16_f16.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x2.wgsl",
+            "store.wgsl",
+        ]
+    ),
+    shader!(
+        "qkv_coopmat.wgsl",
+        label: "qkv_coopmat.wgsl (16x16, f16 accumulator, 4x4)",
+        parts: [
+            "coop16_f16.wgsl",
+            "params.wgsl",
+            "f16_rows.wgsl",
+            "coop_4x4.wgsl",
+            "store.wgsl",
+        ]
+    ),
 ];
 
 /// The source for `tile` x `tile` matrices (8 or 16) with an f32 accumulator (or an f16

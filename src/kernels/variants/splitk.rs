@@ -8,7 +8,17 @@ use super::super::variant::prelude::*;
 pub struct Splitk;
 
 /// `shaders/qkv_splitk.wgsl`: entry points `main` (the partial sums) and `reduce`.
-pub const SOURCE: ShaderSource = shader!("qkv_splitk.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_splitk.wgsl",
+    parts: [
+        "params.wgsl",
+        "x_words.wgsl",
+        "w4_words.wgsl",
+        "widen.wgsl",
+        "tile128.wgsl",
+        "store.wgsl",
+    ]
+);
 
 impl VariantDef for Splitk {
     fn name(&self) -> &'static str {

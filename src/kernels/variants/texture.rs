@@ -8,7 +8,10 @@ use super::super::variant::prelude::*;
 pub struct Texture;
 
 /// `shaders/qkv_texture.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_texture.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_texture.wgsl",
+    parts: ["params.wgsl", "textures.wgsl", "widen.wgsl", "rows.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Texture {
     fn name(&self) -> &'static str {
