@@ -28,10 +28,10 @@ macro_rules! shader {
     ($file:literal) => {
         $crate::kernels::shaders::shader!($file, label: $file, parts: [])
     };
-    ($file:literal, parts: [$($part:literal),* $(,)?]) => {
+    ($file:literal, parts: [$($part:expr),* $(,)?]) => {
         $crate::kernels::shaders::shader!($file, label: $file, parts: [$($part),*])
     };
-    ($file:literal, label: $label:literal, parts: [$($part:literal),* $(,)?]) => {
+    ($file:literal, label: $label:expr, parts: [$($part:expr),* $(,)?]) => {
         $crate::kernels::ShaderSource {
             file: $label,
             wgsl: concat!(
@@ -43,6 +43,21 @@ macro_rules! shader {
     };
 }
 pub(crate) use shader;
+
+/// A cooperative-matrix source: `body` composed with the type part of `tile` x `tile` matrices
+/// and an `acc` accumulator (`coop<tile>_<acc>.wgsl`, first: it holds the `enable` directives)
+/// and then `parts`, labelled by its body, its type and `grid` (the matrices per subgroup, or
+/// nothing).
+macro_rules! coop_shader {
+    ($body:literal, $tile:literal, $acc:literal, $grid:expr, parts: [$($part:expr),* $(,)?]) => {
+        $crate::kernels::shaders::shader!(
+            $body,
+            label: concat!($body, " (", $tile, "x", $tile, ", ", $acc, " accumulator", $grid, ")"),
+            parts: [concat!("coop", $tile, "_", $acc, ".wgsl"), $($part),*]
+        )
+    };
+}
+pub(crate) use coop_shader;
 
 /// The utility shader that fills output buffers with NaN before each dispatch.
 pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
@@ -60,26 +75,10 @@ pub const PEAK_COPY: ShaderSource = shader!("peak_copy.wgsl");
 /// `qkv peak`'s cooperative-matrix rate, one source per (tile, accumulator): 8x8 with f32,
 /// 8x8 with f16, 16x16 with f32, 16x16 with f16.
 pub const PEAK_COOPMAT_SOURCES: [ShaderSource; 4] = [
-    shader!(
-        "peak_coopmat.wgsl",
-        label: "peak_coopmat.wgsl (8x8, f32 accumulator)",
-        parts: ["coop8_f32.wgsl"]
-    ),
-    shader!(
-        "peak_coopmat.wgsl",
-        label: "peak_coopmat.wgsl (8x8, f16 accumulator)",
-        parts: ["coop8_f16.wgsl"]
-    ),
-    shader!(
-        "peak_coopmat.wgsl",
-        label: "peak_coopmat.wgsl (16x16, f32 accumulator)",
-        parts: ["coop16_f32.wgsl"]
-    ),
-    shader!(
-        "peak_coopmat.wgsl",
-        label: "peak_coopmat.wgsl (16x16, f16 accumulator)",
-        parts: ["coop16_f16.wgsl"]
-    ),
+    coop_shader!("peak_coopmat.wgsl", 8, "f32", "", parts: []),
+    coop_shader!("peak_coopmat.wgsl", 8, "f16", "", parts: []),
+    coop_shader!("peak_coopmat.wgsl", 16, "f32", "", parts: []),
+    coop_shader!("peak_coopmat.wgsl", 16, "f16", "", parts: []),
 ];
 
 /// The utility shaders: everything compiled that is not a projection kernel.
