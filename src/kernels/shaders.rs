@@ -24,9 +24,31 @@ pub struct ShaderSource {
 /// (the bodies' workgroup arrays), and a part that needs `enable` directives holds them and
 /// comes first of all. With `label`, the module's label where one body serves several sources
 /// (the cooperative-matrix kernels, one per type part): the pipeline cache keys modules by it.
+/// Two lists of parts have names, for the variants that share them: `textured` (X and W as
+/// textures, rows of vec4 registers: texture, subgroup-texture) and `tile128` (X and W as
+/// words, the 128 x 128 tile: blocktile, splitk).
 macro_rules! shader {
     ($file:literal) => {
         $crate::kernels::shaders::shader!($file, label: $file, parts: [])
+    };
+    ($file:literal, parts: textured) => {
+        $crate::kernels::shaders::shader!(
+            $file,
+            parts: ["params.wgsl", "textures.wgsl", "widen.wgsl", "rows.wgsl", "store.wgsl"]
+        )
+    };
+    ($file:literal, parts: tile128) => {
+        $crate::kernels::shaders::shader!(
+            $file,
+            parts: [
+                "params.wgsl",
+                "x_words.wgsl",
+                "w4_words.wgsl",
+                "widen.wgsl",
+                "tile128.wgsl",
+                "store.wgsl",
+            ]
+        )
     };
     ($file:literal, parts: [$($part:expr),* $(,)?]) => {
         $crate::kernels::shaders::shader!($file, label: $file, parts: [$($part),*])

@@ -8,17 +8,7 @@ use super::super::variant::prelude::*;
 pub struct Splitk;
 
 /// `shaders/qkv_splitk.wgsl`: entry points `main` (the partial sums) and `reduce`.
-pub const SOURCE: ShaderSource = shader!(
-    "qkv_splitk.wgsl",
-    parts: [
-        "params.wgsl",
-        "x_words.wgsl",
-        "w4_words.wgsl",
-        "widen.wgsl",
-        "tile128.wgsl",
-        "store.wgsl",
-    ]
-);
+pub const SOURCE: ShaderSource = shader!("qkv_splitk.wgsl", parts: tile128);
 
 impl VariantDef for Splitk {
     fn name(&self) -> &'static str {
