@@ -4,7 +4,8 @@
 //! `tests/binding_contract.rs` reflects every shader with naga and checks it against this
 //! module, member offsets and bindings alike.
 //!
-//! Bindings of every `shaders/qkv_*.wgsl` (group 0):
+//! Bindings of every projection kernel (group 0), declared once in the parts under
+//! `shaders/parts/` that each kernel is composed with:
 //!
 //! | binding | storage kind (`Storage`)  | `Textured`                  | `SplitK`            |
 //! |---------|---------------------------|-----------------------------|---------------------|
@@ -25,7 +26,8 @@ use crate::layout::OutputLayout;
 use crate::shape::QkvShape;
 
 /// The uniform every projection kernel reads at binding 0: `struct Params` in
-/// `shaders/qkv_*.wgsl`, member for member (the reflection test checks names and offsets).
+/// `shaders/parts/params.wgsl`, member for member (the reflection test checks names and
+/// offsets in every composed kernel).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct Params {

@@ -1,5 +1,6 @@
-//! Every WGSL file under `shaders/` parses and validates with naga, with no adapter needed,
-//! and every file is one the crate actually compiles (no orphans, no missing files).
+//! Every module the crate compiles (a kernel's body composed with its parts, or a whole file)
+//! parses and validates with naga, with no adapter needed, and every file under `shaders/`
+//! and `shaders/parts/` is one the crate actually composes (no orphans, no missing files).
 
 use qkv_wgpu::kernels::ALL_SHADERS;
 use std::path::Path;
@@ -50,40 +51,89 @@ fn validated(name: &str, source: &str) -> (naga::Module, naga::valid::ModuleInfo
 }
 
 #[test]
-fn every_shader_file_parses_and_validates() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).expect("shaders/ exists") {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "wgsl") {
-            let source = std::fs::read_to_string(&path).unwrap();
-            validate(&path.display().to_string(), &source);
-            seen += 1;
-        }
+fn every_composed_shader_parses_and_validates() {
+    assert!(ALL_SHADERS.len() > 20, "{} shaders", ALL_SHADERS.len());
+    for s in ALL_SHADERS.iter() {
+        validate(s.file, s.wgsl);
     }
-    assert!(seen > 0, "no .wgsl files found in {}", dir.display());
+}
+
+/// The `.wgsl` files of `shaders/<sub>`, by name, with their text.
+fn files(sub: &str) -> Vec<(String, String)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("shaders")
+        .join(sub);
+    let mut found: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wgsl"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    found.sort();
+    assert!(!found.is_empty(), "no .wgsl files in {}", dir.display());
+    found
+}
+
+/// The parts and the body `wgsl` is composed of (as `shader!` composes: each part followed by
+/// a newline, then the body), read back from the files on disk.
+fn composition<'a>(
+    wgsl: &str,
+    bodies: &'a [(String, String)],
+    parts: &'a [(String, String)],
+) -> Option<(&'a str, Vec<&'a str>)> {
+    let mut rest = wgsl;
+    let mut used = Vec::new();
+    loop {
+        if let Some((body, _)) = bodies.iter().find(|(_, text)| rest == text) {
+            return Some((body.as_str(), used));
+        }
+        let (name, text) = parts
+            .iter()
+            .find(|(_, text)| rest.starts_with(&format!("{text}\n")))?;
+        used.push(name.as_str());
+        rest = &rest[text.len() + 1..];
+    }
 }
 
 #[test]
-fn the_registry_and_the_directory_name_the_same_files() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".wgsl"))
-        .collect();
-    on_disk.sort();
-    let mut registered: Vec<String> = ALL_SHADERS.iter().map(|s| s.file.to_string()).collect();
-    registered.sort();
-    assert_eq!(on_disk, registered);
+fn every_shader_is_a_body_and_parts_on_disk_and_every_file_is_used() {
+    let bodies = files("");
+    let parts = files("parts");
+    let mut used: std::collections::BTreeSet<&str> = Default::default();
     for s in ALL_SHADERS.iter() {
-        let on_disk = std::fs::read_to_string(dir.join(s.file)).unwrap();
-        assert_eq!(
-            on_disk, s.wgsl,
-            "{} differs from the compiled-in copy",
-            s.file
+        let (body, with) = composition(s.wgsl, &bodies, &parts).unwrap_or_else(|| {
+            panic!(
+                "{} is not a file of shaders/ and parts of shaders/parts/",
+                s.file
+            )
+        });
+        used.insert(body);
+        used.extend(with.iter().copied());
+        // A module of several sources is labelled by its body and what tells them apart.
+        assert!(s.file.starts_with(body), "{} is labelled {}", body, s.file);
+    }
+    for (name, _) in bodies.iter().chain(&parts) {
+        assert!(
+            used.contains(name.as_str()),
+            "{name} is composed into no shader"
         );
-        validate(s.file, s.wgsl);
+    }
+}
+
+#[test]
+fn every_part_says_what_it_provides_and_expects() {
+    for (name, text) in files("parts") {
+        assert!(text.starts_with("// Part: "), "parts/{name}: no header");
+        let header: String = text.lines().take_while(|l| l.starts_with("//")).collect();
+        for word in ["Provides", "Expects"] {
+            assert!(
+                header.contains(word),
+                "parts/{name}: its header says nothing of what it {word}"
+            );
+        }
     }
 }
 
@@ -104,81 +154,15 @@ fn a_broken_shader_is_caught() {
     assert!(rejected);
 }
 
-/// The text from `start` to the line that closes it at column 0 (a struct or a function).
-fn block<'a>(source: &'a str, start: &str, file: &str) -> &'a str {
-    let from = source
-        .find(start)
-        .unwrap_or_else(|| panic!("{file} has no `{start}`"));
-    let len = source[from..]
-        .find("\n}\n")
-        .unwrap_or_else(|| panic!("{file}: `{start}` never closes"));
-    &source[from..from + len + 2]
-}
-
-#[test]
-fn the_blocks_every_kernel_repeats_are_identical() {
-    // WGSL has no includes, so each kernel file carries its own copy of the uniform struct
-    // and of the output routing; they must not drift apart (the host writes one Params).
-    let kernels: Vec<_> = ALL_SHADERS
-        .iter()
-        .filter(|s| s.file.starts_with("qkv_"))
-        .collect();
-    assert!(kernels.len() >= 2);
-    for start in [
-        "struct Params {",
-        "fn out_index(",
-        "fn store(",
-        "fn half_bits(",
-        "fn put(",
-        "fn store4(",
-        "fn put_word(",
-    ] {
-        let first = block(kernels[0].wgsl, start, kernels[0].file);
-        for s in &kernels[1..] {
-            assert_eq!(
-                block(s.wgsl, start, s.file),
-                first,
-                "`{start}` in {} differs from {}",
-                s.file,
-                kernels[0].file
-            );
-        }
-    }
-}
-
-#[test]
-fn the_element_widening_every_typed_kernel_repeats_is_identical() {
-    // The kernels that read f16 and bf16 widen them with the same two functions.
-    let typed: Vec<_> = ALL_SHADERS
-        .iter()
-        .filter(|s| s.wgsl.contains("fn widen("))
-        .collect();
-    assert!(typed.len() >= 5, "{} typed kernels", typed.len());
-    for start in ["fn widen(", "fn widen4("] {
-        let first = block(typed[0].wgsl, start, typed[0].file);
-        for s in &typed[1..] {
-            assert_eq!(
-                block(s.wgsl, start, s.file),
-                first,
-                "`{start}` in {} differs from {}",
-                s.file,
-                typed[0].file
-            );
-        }
-    }
-}
-
 #[test]
 fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
     // A device without f16 conversions gets the half-reading kernels with this expression
     // replaced (src/context.rs): each shader that uses `unpack2x16float` must use it only
     // there, and the module built without it must still validate with no capability.
     let (unpack, none) = qkv_wgpu::kernels::F16_UNPACK;
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        let source = std::fs::read_to_string(&path).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in ALL_SHADERS.iter() {
+        let source = s.wgsl;
         // Outside comments.
         let code: String = source
             .lines()
@@ -189,7 +173,7 @@ fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
         if uses == 0 {
             continue;
         }
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let name = s.file;
         assert_eq!(source.matches(unpack).count(), 1, "{name}");
         assert_eq!(
             uses, 2,
@@ -208,11 +192,17 @@ fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
         }
         v.validate(&module)
             .unwrap_or_else(|e| panic!("{name} without it:\n{}", e.emit_to_string(&without)));
-        seen += 1;
+        seen.insert(name);
     }
     assert_eq!(
-        seen, 5,
-        "naive, texture, subgroup-texture, blocktile, splitk"
+        seen.into_iter().collect::<Vec<_>>(),
+        [
+            "qkv_blocktile.wgsl",
+            "qkv_naive.wgsl",
+            "qkv_splitk.wgsl",
+            "qkv_subgroup_texture.wgsl",
+            "qkv_texture.wgsl"
+        ]
     );
 }
 

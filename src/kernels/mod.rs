@@ -5,7 +5,9 @@
 //! instead of asking the variant again. docs/ARCHITECTURE.md says how to add a variant.
 //!
 //! The README's "Kernel variants and autotuning" table says what each variant does (and
-//! `qkv run --help` lists them with their parameters: [`Kernel::help_list`]).
+//! `qkv run --help` lists them with their parameters: [`Kernel::help_list`]). Each variant's
+//! shader file is its body, composed at compile time with the parts under `shaders/parts/`
+//! its module names (`shader!`, in `shaders.rs`).
 //!
 //! Run one variant:
 //! ```text

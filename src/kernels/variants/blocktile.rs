@@ -8,7 +8,7 @@ use super::super::variant::prelude::*;
 pub struct Blocktile;
 
 /// `shaders/qkv_blocktile.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_blocktile.wgsl");
+pub const SOURCE: ShaderSource = shader!("qkv_blocktile.wgsl", parts: tile128);
 
 impl VariantDef for Blocktile {
     fn name(&self) -> &'static str {

@@ -18,16 +18,35 @@ pub const COOPMAT_MAX_PIECES: u32 = 8;
 /// The sources, one per (tile, accumulator, accumulator matrices per subgroup): 8x8 then
 /// 16x16; f32 then f16 accumulators; 4x2 then 4x4 matrices ([`coopmat_source`]). The block
 /// shape, d_model step and stages are override constants.
-pub const COOPMAT_SOURCES: [ShaderSource; 8] = [
-    shader!("qkv_coopmat8_f32_4x2.wgsl"),
-    shader!("qkv_coopmat8_f32_4x4.wgsl"),
-    shader!("qkv_coopmat8_f16_4x2.wgsl"),
-    shader!("qkv_coopmat8_f16_4x4.wgsl"),
-    shader!("qkv_coopmat16_f32_4x2.wgsl"),
-    shader!("qkv_coopmat16_f32_4x4.wgsl"),
-    shader!("qkv_coopmat16_f16_4x2.wgsl"),
-    shader!("qkv_coopmat16_f16_4x4.wgsl"),
-];
+pub const COOPMAT_SOURCES: [ShaderSource; 8] = {
+    // The body, a type part, the bindings, the matrices per subgroup, the store.
+    macro_rules! coopmat {
+        ($tile:literal, $acc:literal, $grid:literal) => {
+            crate::kernels::shaders::coop_shader!(
+                "qkv_coopmat.wgsl",
+                $tile,
+                $acc,
+                concat!(", ", $grid),
+                parts: [
+                    "params.wgsl",
+                    "f16_rows.wgsl",
+                    concat!("coop_", $grid, ".wgsl"),
+                    "store.wgsl",
+                ]
+            )
+        };
+    }
+    [
+        coopmat!(8, "f32", "4x2"),
+        coopmat!(8, "f32", "4x4"),
+        coopmat!(8, "f16", "4x2"),
+        coopmat!(8, "f16", "4x4"),
+        coopmat!(16, "f32", "4x2"),
+        coopmat!(16, "f32", "4x4"),
+        coopmat!(16, "f16", "4x2"),
+        coopmat!(16, "f16", "4x4"),
+    ]
+};
 
 /// The source for `tile` x `tile` matrices (8 or 16) with an f32 accumulator (or an f16
 /// one), each subgroup owning 4 x `fn_` of them (`fn_` 2 or 4).

@@ -7,7 +7,10 @@ use super::super::variant::prelude::*;
 pub struct Direct;
 
 /// `shaders/qkv_direct.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_direct.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_direct.wgsl",
+    parts: ["params.wgsl", "x_f32.wgsl", "w_f32.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Direct {
     fn name(&self) -> &'static str {

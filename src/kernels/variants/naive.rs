@@ -7,7 +7,10 @@ use super::super::variant::prelude::*;
 pub struct Naive;
 
 /// `shaders/qkv_naive.wgsl`: a 16x16 workgroup, one output each.
-pub const SOURCE: ShaderSource = shader!("qkv_naive.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_naive.wgsl",
+    parts: ["params.wgsl", "x_words.wgsl", "w_words.wgsl", "widen.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Naive {
     fn name(&self) -> &'static str {

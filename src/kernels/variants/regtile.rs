@@ -7,7 +7,10 @@ use super::super::variant::prelude::*;
 pub struct Regtile;
 
 /// `shaders/qkv_regtile.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_regtile.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_regtile.wgsl",
+    parts: ["params.wgsl", "x_f32.wgsl", "w4_f32.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Regtile {
     fn name(&self) -> &'static str {

@@ -8,7 +8,7 @@ use super::super::variant::prelude::*;
 pub struct Splitk;
 
 /// `shaders/qkv_splitk.wgsl`: entry points `main` (the partial sums) and `reduce`.
-pub const SOURCE: ShaderSource = shader!("qkv_splitk.wgsl");
+pub const SOURCE: ShaderSource = shader!("qkv_splitk.wgsl", parts: tile128);
 
 impl VariantDef for Splitk {
     fn name(&self) -> &'static str {

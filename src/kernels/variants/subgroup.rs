@@ -7,7 +7,10 @@ use super::super::variant::prelude::*;
 pub struct Subgroup;
 
 /// `shaders/qkv_subgroup.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_subgroup.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_subgroup.wgsl",
+    parts: ["params.wgsl", "x_f32.wgsl", "w4_f32.wgsl", "rows.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Subgroup {
     fn name(&self) -> &'static str {

@@ -7,7 +7,7 @@ use super::super::variant::prelude::*;
 pub struct SubgroupTexture;
 
 /// `shaders/qkv_subgroup_texture.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_subgroup_texture.wgsl");
+pub const SOURCE: ShaderSource = shader!("qkv_subgroup_texture.wgsl", parts: textured);
 
 impl VariantDef for SubgroupTexture {
     fn name(&self) -> &'static str {

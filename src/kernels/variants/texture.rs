@@ -8,7 +8,7 @@ use super::super::variant::prelude::*;
 pub struct Texture;
 
 /// `shaders/qkv_texture.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_texture.wgsl");
+pub const SOURCE: ShaderSource = shader!("qkv_texture.wgsl", parts: textured);
 
 impl VariantDef for Texture {
     fn name(&self) -> &'static str {

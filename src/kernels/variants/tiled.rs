@@ -7,7 +7,10 @@ use super::super::variant::prelude::*;
 pub struct Tiled;
 
 /// `shaders/qkv_tiled.wgsl`.
-pub const SOURCE: ShaderSource = shader!("qkv_tiled.wgsl");
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_tiled.wgsl",
+    parts: ["params.wgsl", "x_f32.wgsl", "w_f32.wgsl", "store.wgsl"]
+);
 
 impl VariantDef for Tiled {
     fn name(&self) -> &'static str {

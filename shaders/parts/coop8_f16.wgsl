@@ -1,0 +1,16 @@
+// Part: cooperative matrices of 8 x 8 x 8, f16 inputs, f16 accumulator (the device's
+// EXPERIMENTAL_COOPERATIVE_MATRIX with 8x8x8 f16 -> f16).
+// An f16 accumulator, offered alone by some adapters, is used only when asked for by name, with
+// a tolerance for f16 accumulation (the results are rounded at every step).
+// Provides T, Acc (the accumulator's scalar type), MatA and MatB (the f16 inputs) and MatC (the
+// accumulator), and the `enable` directives they need, so it comes first in the module.
+// Expects nothing.
+
+enable f16;
+enable wgpu_cooperative_matrix;
+
+const T: u32 = 8u;
+alias Acc = f16;
+alias MatA = coop_mat8x8<f16, A>;
+alias MatB = coop_mat8x8<f16, B>;
+alias MatC = coop_mat8x8<f16, C>;
