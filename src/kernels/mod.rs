@@ -1,5 +1,5 @@
 //! The kernels: every projection variant, each a module under `variants/` holding all its
-//! facts (a [`VariantDef`]), listed once (`variants/mod.rs`); how a user names one with its
+//! facts (a [`VariantDef`]), listed once (`registry.rs`'s `with_variants!`); how a user names one with its
 //! parameters (a [`KernelConfig`]); and the [`KernelSpec`] a configuration resolves into once
 //! ([`KernelSpec::resolve`]), which the plan, the projector, the tuner and the context read
 //! instead of asking the variant again. docs/ARCHITECTURE.md says how to add a variant.
