@@ -247,6 +247,37 @@ impl std::fmt::Display for CoopMatrix {
 }
 
 impl AdapterSummary {
+    /// A discrete GPU described, not found: "gpu" on Vulkan, driver "1", buffers of 1 GiB,
+    /// 64 KiB of workgroup memory, 1024 invocations per workgroup, subgroups of 32, f16 with
+    /// its conversions, timestamps, and cooperative matrices with f16 inputs of each
+    /// (tile, f32 accumulator) in `coop`. For resolving and planning kernels without an
+    /// adapter (tests, examples).
+    pub fn described_gpu(coop: &[(u32, bool)]) -> Self {
+        Self {
+            name: "gpu".into(),
+            backend: "Vulkan".into(),
+            device_type: "DiscreteGpu".into(),
+            driver: "1".into(),
+            max_storage_buffer_binding_size: 1 << 30,
+            max_buffer_size: 1 << 30,
+            max_compute_workgroup_storage_size: 1 << 16,
+            max_compute_invocations_per_workgroup: 1024,
+            max_compute_workgroup_size_x: 1024,
+            max_storage_buffers_per_shader_stage: 8,
+            max_compute_workgroups_per_dimension: 65535,
+            timestamp_query: true,
+            shader_f16: true,
+            f16_unpack: true,
+            subgroup: true,
+            subgroup_size: (32, 32),
+            cooperative_matrix: coop
+                .iter()
+                .map(|&(t, f32_acc)| CoopMatrix::f16_inputs(t, f32_acc))
+                .collect(),
+            naga_wgsl: true,
+        }
+    }
+
     /// The summary of `adapter`.
     pub fn of(adapter: &wgpu::Adapter) -> Self {
         let info = adapter.get_info();

@@ -208,29 +208,7 @@ fn every_native_f16_widening_is_the_one_the_host_can_leave_out() {
 /// A GPU with every cooperative-matrix configuration and subgroups of 32, for resolving the
 /// configurations of every variant without an adapter.
 fn gpu_summary() -> qkv_wgpu::AdapterSummary {
-    use qkv_wgpu::adapter::CoopMatrix;
-    qkv_wgpu::AdapterSummary {
-        name: "gpu".into(),
-        backend: "Vulkan".into(),
-        device_type: "DiscreteGpu".into(),
-        driver: "1".into(),
-        max_storage_buffer_binding_size: 1 << 30,
-        max_buffer_size: 1 << 30,
-        max_compute_workgroup_storage_size: 1 << 16,
-        max_compute_invocations_per_workgroup: 1024,
-        max_compute_workgroup_size_x: 1024,
-        max_storage_buffers_per_shader_stage: 8,
-        max_compute_workgroups_per_dimension: 65535,
-        timestamp_query: true,
-        shader_f16: true,
-        f16_unpack: true,
-        subgroup: true,
-        subgroup_size: (32, 32),
-        cooperative_matrix: [(8, true), (8, false), (16, true), (16, false)]
-            .map(|(t, a)| CoopMatrix::f16_inputs(t, a))
-            .to_vec(),
-        naga_wgsl: true,
-    }
+    qkv_wgpu::AdapterSummary::described_gpu(&[(8, true), (8, false), (16, true), (16, false)])
 }
 
 /// The value of constant `name` of a module whose overrides were all given.

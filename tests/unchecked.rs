@@ -244,23 +244,7 @@ fn only_proven_kernels_are_marked() {
 
 fn summary_with_coop() -> qkv_wgpu::AdapterSummary {
     qkv_wgpu::AdapterSummary {
-        name: "gpu".into(),
-        backend: "Vulkan".into(),
-        device_type: "DiscreteGpu".into(),
-        driver: "1".into(),
-        max_storage_buffer_binding_size: 1 << 30,
-        max_buffer_size: 1 << 30,
         max_compute_workgroup_storage_size: 49152,
-        max_compute_invocations_per_workgroup: 1024,
-        max_compute_workgroup_size_x: 1024,
-        max_storage_buffers_per_shader_stage: 8,
-        max_compute_workgroups_per_dimension: 65535,
-        timestamp_query: true,
-        shader_f16: true,
-        f16_unpack: true,
-        subgroup: true,
-        subgroup_size: (32, 32),
-        cooperative_matrix: vec![qkv_wgpu::adapter::CoopMatrix::f16_inputs(16, true)],
-        naga_wgsl: true,
+        ..qkv_wgpu::AdapterSummary::described_gpu(&[(16, true)])
     }
 }

@@ -589,24 +589,8 @@ mod tests {
     fn a_peak_is_for_one_adapter_driver_and_kernel_version() {
         let p = peak();
         let mut s = AdapterSummary {
-            name: "gpu".into(),
-            backend: "Vulkan".into(),
-            device_type: "DiscreteGpu".into(),
-            driver: "1".into(),
-            max_storage_buffer_binding_size: 1 << 30,
-            max_buffer_size: 1 << 30,
             max_compute_workgroup_storage_size: 49152,
-            max_compute_invocations_per_workgroup: 1024,
-            max_compute_workgroup_size_x: 1024,
-            max_storage_buffers_per_shader_stage: 8,
-            max_compute_workgroups_per_dimension: 65535,
-            timestamp_query: true,
-            shader_f16: true,
-            f16_unpack: true,
-            subgroup: true,
-            subgroup_size: (32, 32),
-            cooperative_matrix: Vec::new(),
-            naga_wgsl: true,
+            ..AdapterSummary::described_gpu(&[])
         };
         assert!(p.is_for(&s));
         assert_eq!(Peak::key(&s), "gpu | Vulkan | 1");
