@@ -8,6 +8,7 @@
 #![allow(dead_code)] // each fuzz target calls one of these
 
 use qkv_wgpu::io::checkpoint::{Checkpoint, WeightRequest, WeightSource};
+use qkv_wgpu::io::gguf::Gguf;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::kernels::CoopBlock;
 use qkv_wgpu::{Kernel, KernelConfig, KernelSpec};
@@ -23,6 +24,20 @@ pub fn npy(data: &[u8]) {
         rows.read(&mut rest).expect("the second half is there");
         assert!(rows.read(&mut [0f32]).is_err());
     }
+}
+
+/// GGUF files: the header check promises every tensor it lists is there, inside the file,
+/// in whole blocks of its format: read each one.
+pub fn gguf(data: &[u8]) {
+    let Ok(g) = Gguf::from_bytes("fuzz.gguf", data.to_vec()) else {
+        return;
+    };
+    for t in &g.tensors {
+        let bytes = g.read(t).expect("a listed tensor is inside the file");
+        assert_eq!(bytes.len() as u64, t.bytes);
+        assert_eq!(t.ty.row_bytes(t.dims[0]).map(|r| r > 0), Some(true));
+    }
+    let _ = (g.architecture(), g.uint("general.alignment"));
 }
 
 /// safetensors checkpoints: the header check, family detection under every prefix the

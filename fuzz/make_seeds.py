@@ -40,6 +40,27 @@ def safetensors(tensors):
     return struct.pack("<Q", len(h)) + h + blob
 
 
+def gguf(meta, tensors, version=3, alignment=32):
+    """A GGUF file: `meta` as (key, type number, packed value), `tensors` as (name, dims in
+    ggml's order, ggml type number, raw bytes), each tensor at the next aligned offset."""
+    def string(t):
+        return struct.pack("<Q", len(t)) + t.encode()
+    out = b"GGUF" + struct.pack("<IQQ", version, len(tensors), len(meta))
+    for key, ty, value in meta:
+        out += string(key) + struct.pack("<I", ty) + value
+    at, blobs = 0, []
+    for name, dims, ty, raw in tensors:
+        out += string(name) + struct.pack("<I", len(dims)) + b"".join(struct.pack("<Q", d) for d in dims)
+        out += struct.pack("<IQ", ty, at)
+        blobs.append((at, raw))
+        at = -(-(at + len(raw)) // alignment) * alignment
+    data = -(-len(out) // alignment) * alignment
+    out += b"\0" * (data - len(out))
+    for offset, raw in blobs:
+        out += b"\0" * (data + offset - len(out)) + raw
+    return out
+
+
 def main():
     shutil.rmtree(SEEDS, ignore_errors=True)
     f32 = lambda vals: b"".join(struct.pack("<f", v) for v in vals)
@@ -53,6 +74,16 @@ def main():
     put("npy", "scalar.npy", npy("<f4", [], f32([3])))
     put("npy", "int32_refused.npy", npy("<i4", [2], struct.pack("<ii", 1, 2)))
     put("npy", "truncated.npy", npy("<f4", [4, 4], f32([1] * 5)))
+
+    arch = struct.pack("<Q", 5) + b"llama"
+    q8 = bytes((i * 7) % 256 for i in range(2 * 34))
+    put("gguf", "llama_q8_0_f32.gguf", gguf(
+        [("general.architecture", 8, arch), ("llama.attention.head_count", 4, struct.pack("<I", 2)),
+         ("llama.embedding_length", 4, struct.pack("<I", 32))],
+        [("blk.0.attn_q.weight", [32, 2], 8, q8), ("blk.0.attn_k.weight", [32, 1], 0, f32(range(32))),
+         ("blk.0.attn_v.weight", [32, 1], 1, b"".join(struct.pack("<e", v) for v in range(32)))]))
+    put("gguf", "q4_k_v2.gguf", gguf([("general.alignment", 4, struct.pack("<I", 64))],
+                                     [("w", [256, 1], 12, bytes(range(144)))], version=2, alignment=64))
 
     d, w = 2, [1.0, 10.0, 0.0, -1.0]
     put("checkpoint", "bert.safetensors", safetensors({

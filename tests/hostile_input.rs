@@ -120,6 +120,16 @@ proptest! {
     }
 
     #[test]
+    fn gguf_never_panics_on_arbitrary_bytes(data in prop::collection::vec(any::<u8>(), 0..512)) {
+        exercise::gguf(&data);
+    }
+
+    #[test]
+    fn gguf_never_panics_on_mutated_files(data in mutated("gguf")) {
+        exercise::gguf(&data);
+    }
+
+    #[test]
     fn kernel_config_never_panics_on_arbitrary_text(text in "\\PC{0,40}") {
         exercise::kernel_config(text.as_bytes());
     }

@@ -1,11 +1,14 @@
 //! Reading model data from files and writing results: `.npy` arrays ([`npy`]),
 //! safetensors checkpoints with the Q/K/V naming conventions of common model families
-//! ([`checkpoint`]), and Q, K, V streamed into one safetensors file ([`safetensors`]).
+//! ([`checkpoint`]), GGUF files' headers and tensors in their ggml formats ([`gguf`]), and
+//! Q, K, V streamed into one safetensors file ([`safetensors`]).
 
 pub mod checkpoint;
 pub mod commit;
+pub mod gguf;
 pub mod npy;
 pub mod safetensors;
+pub(crate) mod source;
 
 use crate::error::Error;
 use std::fmt;

@@ -12,11 +12,10 @@
 
 mod family;
 mod fuse;
-mod source;
 
+use crate::io::source::Source;
 pub use family::{Family, Names, WeightLayout};
 use fuse::{decide_layout, fuse, fuse_one, to_in_out};
-use source::Source;
 
 use crate::element::ElementType;
 use crate::error::{Error, Result};

@@ -5,7 +5,7 @@
 use std::fs::File;
 
 /// Where a checkpoint's bytes are.
-pub(super) enum Source {
+pub(crate) enum Source {
     File(File),
     Bytes(Vec<u8>),
 }
@@ -13,7 +13,7 @@ pub(super) enum Source {
 impl Source {
     /// `len` bytes at `offset`, or None if there are fewer (a file shortened since it was
     /// opened).
-    pub(super) fn read(&self, offset: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
+    pub(crate) fn read(&self, offset: u64, len: usize) -> std::io::Result<Option<Vec<u8>>> {
         match self {
             Source::Bytes(b) => {
                 let start = usize::try_from(offset).unwrap_or(usize::MAX);
