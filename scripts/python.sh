@@ -30,5 +30,5 @@ say "pip install ./python (builds the extension with maturin: a few minutes the 
 "$py" -m pip install -q ./python
 say "installed in $(( $(date +%s) - start )) s"
 [ "${1:-}" = install ] && exit 0
-"$py" -m pip install -q pytest safetensors ml_dtypes matplotlib
+"$py" -m pip install -q pytest safetensors ml_dtypes matplotlib gguf
 QKV_BACKEND="${QKV_BACKEND:-vulkan}" "$py" -m pytest -q python/tests

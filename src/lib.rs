@@ -39,6 +39,7 @@ pub mod peak;
 pub mod plan;
 pub mod presets;
 pub mod projector;
+pub mod quant;
 pub mod records;
 pub mod reference;
 pub mod shape;

@@ -135,3 +135,12 @@ class Projector:
         kernel_ms_min, kernel_ms_max, kernel_timer ("GpuTimestamp" or "Host"; "" when the
         check failed), end_to_end_ms, tokens_per_s, gpu_gflops, max_abs_err. A list of these
         dicts (or of bench()'s rows) is a pandas DataFrame."""
+
+def quantize(x: np.ndarray, weight_type: str) -> bytes:
+    """1-D float32 `x` (whole blocks, finite) quantized to the block format `weight_type`
+    (q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k) by ggml's reference quantizer: the bytes
+    llama.cpp writes for it."""
+
+def dequantize(data: bytes, weight_type: str) -> np.ndarray:
+    """Whole blocks of `weight_type` as 1-D float32, each value what ggml's
+    `dequantize_row_*` computes."""

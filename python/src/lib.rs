@@ -6,7 +6,8 @@
 //! library's errors as Python exceptions; `gpu.rs` adapters and contexts; `arrays.rs` the
 //! arrays in and out; `dicts.rs` measurements as dicts; `settings.rs` a projector's keyword
 //! settings; `weights.rs` its weights, from arrays or a checkpoint; `projector.rs` the
-//! `Projector` class; `bench.rs` the `bench` function (the library's sweep). A `MemoryError`
+//! `Projector` class; `bench.rs` the `bench` function (the library's sweep); `quant.rs` `quantize` and
+//! `dequantize` in ggml's block formats. A `MemoryError`
 //! comes before any allocation too large for the memory left (the library's
 //! `host::check_room`).
 
@@ -16,6 +17,7 @@ mod dicts;
 mod errors;
 mod gpu;
 mod projector;
+mod quant;
 mod settings;
 mod weights;
 
@@ -27,6 +29,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GpuError", m.py().get_type::<errors::GpuError>())?;
     m.add_function(wrap_pyfunction!(gpu::adapters, m)?)?;
     m.add_function(wrap_pyfunction!(bench::bench, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     m.add_class::<projector::Projector>()?;
     Ok(())
 }

@@ -126,4 +126,22 @@ mod tests {
         );
         assert!(!GgmlType(10).is_supported() && GgmlType(14).is_supported());
     }
+
+    #[test]
+    fn the_weight_types_are_the_supported_ggml_types() {
+        use crate::quant::{BlockFormat, WeightType};
+        for f in BlockFormat::ALL {
+            let t = GgmlType(f.ggml_type());
+            assert_eq!(
+                t.block(),
+                Some((f.block_elems() as u64, f.block_bytes() as u64)),
+                "{f}"
+            );
+            assert_eq!(t.name().unwrap().to_ascii_lowercase(), f.name());
+        }
+        for n in 0..64 {
+            let t = GgmlType(n);
+            assert_eq!(WeightType::of_ggml_type(n).is_some(), t.is_supported(), "{t}");
+        }
+    }
 }

@@ -15,8 +15,10 @@
 //! a linear layer's `[out, in]` weight is stored with dimensions `[in, out]`.
 
 mod formats;
+mod layer;
 
 pub use formats::GgmlType;
+pub use layer::{AttentionLayer, REORDERED_ARCHITECTURES};
 
 use crate::error::{Error, Result};
 use crate::io::source::Source;

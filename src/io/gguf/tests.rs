@@ -261,3 +261,218 @@ fn the_fuzz_seeds_are_valid_files() {
     }
     assert!(n >= 2, "{n} seeds");
 }
+
+/// A metadata string value.
+fn str_value(s: &str) -> Vec<u8> {
+    let mut b = Vec::new();
+    string(&mut b, s);
+    b
+}
+
+/// `rows` x `cols` values, each distinct.
+fn values(rows: usize, cols: usize, seed: f32) -> Vec<f32> {
+    (0..rows * cols)
+        .map(|i| (i as f32 * 0.37 + seed).sin() * 1.5)
+        .collect()
+}
+
+fn stored(ty: crate::quant::WeightType, rows: u32, cols: u32, seed: f32) -> StoredMatrixBytes {
+    let v = values(rows as usize, cols as usize, seed);
+    let m = crate::quant::StoredMatrix::quantize(ty, rows, cols, &v, "test").unwrap();
+    StoredMatrixBytes {
+        values: m.values(),
+        bytes: m.bytes,
+    }
+}
+
+struct StoredMatrixBytes {
+    values: Vec<f32>,
+    bytes: Vec<u8>,
+}
+
+fn qwen_header(heads: u32, kv_heads: u32, d_model: u64) -> Writer {
+    Writer::new()
+        .meta("general.architecture", 8, &str_value("qwen2"))
+        .meta("qwen2.attention.head_count", 4, &heads.to_le_bytes())
+        .meta("qwen2.attention.head_count_kv", 4, &kv_heads.to_le_bytes())
+        .meta("qwen2.embedding_length", 10, &d_model.to_le_bytes())
+}
+
+#[test]
+fn an_attention_layer_is_found_with_each_matrix_in_its_format() {
+    use crate::quant::{BlockFormat as B, WeightType as T};
+    use crate::element::ElementType as E;
+    let (q, k, v) = (
+        stored(T::Blocks(B::Q4_0), 8, 64, 0.1),
+        stored(T::Blocks(B::Q8_0), 4, 64, 0.2),
+        stored(T::Element(E::F16), 4, 64, 0.3),
+    );
+    let bias: Vec<u8> = (0..16)
+        .flat_map(|i| (i as f32 * 0.5).to_le_bytes())
+        .collect();
+    let w = qwen_header(4, 2, 64)
+        .tensor("blk.3.attn_q.weight", &[64, 8], 2, q.bytes.clone())
+        .tensor("blk.3.attn_k.weight", &[64, 4], 8, k.bytes.clone())
+        .tensor("blk.3.attn_v.weight", &[64, 4], 1, v.bytes.clone())
+        .tensor("blk.3.attn_q.bias", &[8], 0, bias[..32].to_vec())
+        .tensor("blk.3.attn_k.bias", &[4], 0, bias[32..48].to_vec())
+        .tensor("blk.3.attn_v.bias", &[4], 0, bias[48..].to_vec());
+    let g = Gguf::from_bytes("qwen.gguf", w.bytes()).unwrap();
+    assert_eq!(g.attention_prefixes(), ["blk.3"]);
+    let layer = g.attention("blk.3").unwrap();
+    assert_eq!(
+        (
+            layer.d_model,
+            layer.heads,
+            layer.kv_heads,
+            layer.q_width(),
+            layer.kv_width()
+        ),
+        (64, Some(4), Some(2), 8, 4)
+    );
+    assert!(!layer.rows_reordered, "qwen2 keeps the model's order");
+    let types: Vec<T> = layer.matrices.iter().map(|m| m.ty).collect();
+    assert_eq!(
+        types,
+        [T::Blocks(B::Q4_0), T::Blocks(B::Q8_0), T::Element(E::F16)]
+    );
+    for (m, want) in layer.matrices.iter().zip([&q, &k, &v]) {
+        assert_eq!(m.values(), want.values, "{:?}", m.ty);
+    }
+    let b = layer.bias.unwrap();
+    assert_eq!((b[0][1], b[1][0], b[2][3]), (0.5, 4.0, 7.5));
+    assert_eq!(layer.tensors.len(), 6);
+
+    // Missing: the message lists the prefixes there are.
+    let err = g.attention("blk.0").unwrap_err().to_string();
+    assert!(
+        err.contains("no tensor blk.0.attn_q.weight") && err.contains("blk.3"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_fused_qkv_is_split_by_the_metadatas_heads() {
+    use crate::quant::{BlockFormat as B, WeightType as T};
+    // 4 heads and 2 KV heads of head_dim 2: Q 8 rows, K and V 4 each.
+    let all = stored(T::Blocks(B::Q5_1), 16, 32, 0.5);
+    let bias: Vec<u8> = (0..16).flat_map(|i| (i as f32).to_le_bytes()).collect();
+    let w = qwen_header(4, 2, 32)
+        .tensor("blk.0.attn_qkv.weight", &[32, 16], 7, all.bytes.clone())
+        .tensor("blk.0.attn_qkv.bias", &[16], 0, bias);
+    let g = Gguf::from_bytes("fused.gguf", w.bytes()).unwrap();
+    let layer = g.attention("blk.0").unwrap();
+    assert_eq!((layer.q_width(), layer.kv_width()), (8, 4));
+    let joined: Vec<f32> = layer.matrices.iter().flat_map(|m| m.values()).collect();
+    assert_eq!(joined, all.values);
+    let b = layer.bias.unwrap();
+    assert_eq!((b[0][7], b[1][0], b[2][0]), (7.0, 8.0, 12.0));
+
+    // 15 rows are not head_dim x (4 + 2 x 2).
+    let bad = qwen_header(4, 2, 32).tensor(
+        "blk.0.attn_qkv.weight",
+        &[32, 15],
+        7,
+        stored(T::Blocks(B::Q5_1), 15, 32, 0.5).bytes,
+    );
+    let err = Gguf::from_bytes("f.gguf", bad.bytes())
+        .unwrap()
+        .attention("blk.0")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("15 rows"), "{err}");
+}
+
+#[test]
+fn a_layer_the_projection_cannot_use_is_refused_with_the_reason() {
+    use crate::quant::{BlockFormat as B, WeightType as T};
+    let q = stored(T::Blocks(B::Q8_0), 8, 32, 0.1).bytes;
+    let kv = stored(T::Blocks(B::Q8_0), 4, 32, 0.2).bytes;
+    let refused = |w: Writer| {
+        Gguf::from_bytes("l.gguf", w.bytes())
+            .unwrap()
+            .attention("blk.0")
+            .unwrap_err()
+            .to_string()
+    };
+    // A format that is not read (Q2_K: 84 bytes per 256), by name with the list.
+    let err = refused(
+        qwen_header(4, 2, 256)
+            .tensor("blk.0.attn_q.weight", &[256, 8], 10, vec![0; 8 * 84])
+            .tensor("blk.0.attn_k.weight", &[256, 4], 10, vec![0; 4 * 84])
+            .tensor("blk.0.attn_v.weight", &[256, 4], 10, vec![0; 4 * 84]),
+    );
+    assert!(err.contains("Q2_K") && err.contains("Q5_K, Q6_K"), "{err}");
+    // Two biases of three.
+    let err = refused(
+        qwen_header(4, 2, 32)
+            .tensor("blk.0.attn_q.weight", &[32, 8], 8, q.clone())
+            .tensor("blk.0.attn_k.weight", &[32, 4], 8, kv.clone())
+            .tensor("blk.0.attn_v.weight", &[32, 4], 8, kv.clone())
+            .tensor("blk.0.attn_q.bias", &[8], 0, vec![0; 32])
+            .tensor("blk.0.attn_k.bias", &[4], 0, vec![0; 16]),
+    );
+    assert!(err.contains("not blk.0.attn_v.bias"), "{err}");
+    // K and V of different widths.
+    let err = refused(
+        qwen_header(4, 2, 32)
+            .tensor("blk.0.attn_q.weight", &[32, 8], 8, q.clone())
+            .tensor("blk.0.attn_k.weight", &[32, 4], 8, kv.clone())
+            .tensor("blk.0.attn_v.weight", &[32, 8], 8, q.clone()),
+    );
+    assert!(err.contains("K and V must be as wide"), "{err}");
+    // Rows of another length than the metadata's d_model.
+    let err = refused(
+        qwen_header(4, 2, 64)
+            .tensor("blk.0.attn_q.weight", &[32, 8], 8, q.clone())
+            .tensor("blk.0.attn_k.weight", &[32, 4], 8, kv.clone())
+            .tensor("blk.0.attn_v.weight", &[32, 4], 8, kv.clone()),
+    );
+    assert!(err.contains("d_model is 64"), "{err}");
+    // Widths that are not the metadata's heads: 8 rows for 3 heads.
+    let err = refused(
+        qwen_header(3, 1, 32)
+            .tensor("blk.0.attn_q.weight", &[32, 8], 8, q.clone())
+            .tensor("blk.0.attn_k.weight", &[32, 4], 8, kv.clone())
+            .tensor("blk.0.attn_v.weight", &[32, 4], 8, kv),
+    );
+    assert!(err.contains("not one head size"), "{err}");
+    // A per-layer head count (an array).
+    let per_layer = {
+        let mut b = 4u32.to_le_bytes().to_vec();
+        b.extend(2u64.to_le_bytes());
+        b.extend(4u32.to_le_bytes());
+        b.extend(4u32.to_le_bytes());
+        b
+    };
+    let err = refused(
+        Writer::new()
+            .meta("general.architecture", 8, &str_value("qwen2"))
+            .meta("qwen2.attention.head_count", 9, &per_layer)
+            .tensor("blk.0.attn_q.weight", &[32, 8], 8, q),
+    );
+    assert!(err.contains("qwen2.attention.head_count"), "{err}");
+}
+
+#[test]
+fn llama_files_say_their_rows_are_reordered() {
+    use crate::quant::{BlockFormat as B, WeightType as T};
+    let q = stored(T::Blocks(B::Q8_0), 8, 32, 0.1).bytes;
+    let kv = stored(T::Blocks(B::Q8_0), 8, 32, 0.2).bytes;
+    let w = Writer::new()
+        .meta("general.architecture", 8, &str_value("llama"))
+        .meta("llama.attention.head_count", 4, &4u32.to_le_bytes())
+        .tensor("blk.0.attn_q.weight", &[32, 8], 8, q)
+        .tensor("blk.0.attn_k.weight", &[32, 8], 8, kv.clone())
+        .tensor("blk.0.attn_v.weight", &[32, 8], 8, kv);
+    let layer = Gguf::from_bytes("llama.gguf", w.bytes())
+        .unwrap()
+        .attention("blk.0")
+        .unwrap();
+    assert!(layer.rows_reordered);
+    assert_eq!(
+        layer.kv_heads,
+        Some(4),
+        "no head_count_kv: as many as heads"
+    );
+}

@@ -1,0 +1,102 @@
+"""ggml's block formats against the `gguf` package (llama.cpp's own Python reader and
+quantizer): our quantizers write its bytes, our dequantization gives its values, exactly."""
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+
+import qkv_wgpu
+
+FORMATS = {
+    "q8_0": T.Q8_0,
+    "q4_0": T.Q4_0,
+    "q4_1": T.Q4_1,
+    "q5_0": T.Q5_0,
+    "q5_1": T.Q5_1,
+    "q4_k": T.Q4_K,
+    "q5_k": T.Q5_K,
+    "q6_k": T.Q6_K,
+}
+# gguf's numpy quantizers exist for these (the K-quants it only dequantizes).
+QUANTIZED_BY_GGUF = ["q8_0", "q4_0", "q4_1", "q5_0", "q5_1"]
+# Where each block's f16 scales lie (byte offsets).
+SCALES = {
+    "q8_0": [0],
+    "q4_0": [0],
+    "q4_1": [0, 2],
+    "q5_0": [0],
+    "q5_1": [0, 2],
+    "q4_k": [0, 2],
+    "q5_k": [0, 2],
+    "q6_k": [208],
+}
+
+
+def block(fmt):
+    elems, size = gguf.GGML_QUANT_SIZES[FORMATS[fmt]]
+    return elems, size
+
+
+def random_blocks(rng, fmt, n):
+    """`n` blocks of random bytes with finite f16 scales (any finite value, subnormals and
+    negatives included: every bit pattern of the integers is a valid block)."""
+    _, size = block(fmt)
+    raw = rng.integers(0, 256, size=(n, size), dtype=np.uint8)
+    for at in SCALES[fmt]:
+        finite = rng.uniform(-4.0, 4.0, size=n).astype(np.float16)
+        finite[::7] = np.float16(6e-6)  # subnormal
+        raw[:, at : at + 2] = finite.view(np.uint8).reshape(n, 2)
+    return raw
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_dequantize_matches_gguf_bit_for_bit_on_random_blocks(fmt):
+    rng = np.random.default_rng(len(fmt) * 1009 + sum(map(ord, fmt)))
+    raw = random_blocks(rng, fmt, 64)
+    ours = qkv_wgpu.dequantize(raw.tobytes(), fmt)
+    theirs = gguf.quants.dequantize(raw, FORMATS[fmt]).reshape(-1).astype(np.float32)
+    assert ours.dtype == np.float32 and ours.shape == theirs.shape
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+@pytest.mark.parametrize("fmt", QUANTIZED_BY_GGUF)
+def test_quantize_writes_ggufs_bytes(fmt):
+    rng = np.random.default_rng(sum(map(ord, fmt)))
+    elems, _ = block(fmt)
+    x = rng.normal(0.0, 0.7, size=(8, 4 * elems)).astype(np.float32)
+    x[0, :elems] = 0.0  # an all-zero block
+    x[1, 3] = 40.0  # an outlier
+    ours = qkv_wgpu.quantize(x.reshape(-1), fmt)
+    theirs = gguf.quants.quantize(x, FORMATS[fmt]).tobytes()
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_quantized_then_dequantized_by_gguf_is_close(fmt):
+    # The K-quants' quantizers have no gguf counterpart: their blocks are checked by gguf's
+    # reader, and their values against the input (a few steps of the format at most).
+    rng = np.random.default_rng(3)
+    elems, _ = block(fmt)
+    x = rng.uniform(-1.0, 1.0, size=(4, 2 * elems)).astype(np.float32)
+    data = qkv_wgpu.quantize(x.reshape(-1), fmt)
+    raw = np.frombuffer(data, dtype=np.uint8).reshape(4, -1)
+    back = gguf.quants.dequantize(raw, FORMATS[fmt]).reshape(x.shape)
+    np.testing.assert_array_equal(back.reshape(-1), qkv_wgpu.dequantize(data, fmt))
+    bits = {"q8_0": 8, "q4_0": 4, "q4_1": 4, "q5_0": 5, "q5_1": 5, "q4_k": 4, "q5_k": 5, "q6_k": 6}
+    step = 2.0 / (2 ** bits[fmt] - 1)
+    assert np.max(np.abs(back - x)) <= 1.05 * step
+
+
+def test_bad_arguments_are_refused_by_name():
+    with pytest.raises(ValueError, match="q6_k"):
+        qkv_wgpu.quantize(np.zeros(32, np.float32), "q3_k")
+    with pytest.raises(ValueError, match="not a block format"):
+        qkv_wgpu.quantize(np.zeros(32, np.float32), "f16")
+    with pytest.raises(ValueError, match="whole blocks of 256"):
+        qkv_wgpu.quantize(np.zeros(32, np.float32), "q4_k")
+    with pytest.raises(ValueError, match="only finite"):
+        qkv_wgpu.quantize(np.full(32, np.nan, np.float32), "q8_0")
+    with pytest.raises(ValueError, match="not whole blocks"):
+        qkv_wgpu.dequantize(b"\x00" * 35, "q8_0")
