@@ -79,6 +79,7 @@ def main():
     q8 = bytes((i * 7) % 256 for i in range(2 * 34))
     put("gguf", "llama_q8_0_f32.gguf", gguf(
         [("general.architecture", 8, arch), ("llama.attention.head_count", 4, struct.pack("<I", 2)),
+         ("llama.attention.head_count_kv", 4, struct.pack("<I", 1)),
          ("llama.embedding_length", 4, struct.pack("<I", 32))],
         [("blk.0.attn_q.weight", [32, 2], 8, q8), ("blk.0.attn_k.weight", [32, 1], 0, f32(range(32))),
          ("blk.0.attn_v.weight", [32, 1], 1, b"".join(struct.pack("<e", v) for v in range(32)))]))

@@ -679,3 +679,33 @@ fn run_help_lists_the_global_options_apart() {
     }
     assert!(help.find("--tokens").is_some_and(|i| i < heading), "{help}");
 }
+
+#[test]
+fn gguf_shows_each_layers_formats_and_the_metadatas_heads() {
+    let seed = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fuzz/seeds/gguf/llama_q8_0_f32.gguf"
+    );
+    let (out, _) = exits(&["gguf", seed], 0);
+    assert!(out.contains("architecture llama"), "{out}");
+    assert!(out.contains("d_model 32, heads 2, KV heads 1"), "{out}");
+    assert!(out.contains("blk.0: Q q8_0 [2, 32]"), "{out}");
+    assert!(
+        out.contains("K f32 [1, 32]") && out.contains("V f16 [1, 32]"),
+        "{out}"
+    );
+    assert!(out.contains("llama.cpp's order"), "{out}");
+    let (json, _) = exits(&["gguf", seed, "--json", "--prefix", "blk.0"], 0);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["layers"][0]["matrices"][0]["type"], "q8_0");
+    assert_eq!(v["kv_heads"], 1);
+    // A prefix with no layer, and a file that is not GGUF: input errors (exit 2), by name.
+    let (_, err) = exits(&["gguf", seed, "--prefix", "blk.9"], 2);
+    assert!(
+        err.contains("no tensor blk.9.attn_q.weight") && err.contains("blk.0"),
+        "{err}"
+    );
+    let not_gguf = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+    let (_, err) = exits(&["gguf", not_gguf], 2);
+    assert!(err.contains("does not start with `GGUF`"), "{err}");
+}

@@ -32,9 +32,9 @@ would allocate would not fit in the memory left (the machine's, the container's,
 ``ulimit -v``).
 """
 
-from ._native import GpuError, Projector, adapters, bench, dequantize, quantize
+from ._native import GpuError, Projector, adapters, bench, dequantize, gguf_layer, quantize
 
-__all__ = ["GpuError", "Projector", "adapters", "bench", "dequantize", "quantize"]
+__all__ = ["GpuError", "Projector", "adapters", "bench", "dequantize", "gguf_layer", "quantize"]
 
 # A class's __call__ made in Rust is a slot, whose help Python writes itself ("Call self as a
 # function."): it is called through this function, which carries the documentation. (Where

@@ -7,7 +7,7 @@
 //! arrays in and out; `dicts.rs` measurements as dicts; `settings.rs` a projector's keyword
 //! settings; `weights.rs` its weights, from arrays or a checkpoint; `projector.rs` the
 //! `Projector` class; `bench.rs` the `bench` function (the library's sweep); `quant.rs` `quantize` and
-//! `dequantize` in ggml's block formats. A `MemoryError`
+//! `dequantize` in ggml's block formats, and `gguf_layer` (a GGUF file's attention layer). A `MemoryError`
 //! comes before any allocation too large for the memory left (the library's
 //! `host::check_room`).
 
@@ -31,6 +31,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(bench::bench, m)?)?;
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
+    m.add_function(wrap_pyfunction!(quant::gguf_layer, m)?)?;
     m.add_class::<projector::Projector>()?;
     Ok(())
 }

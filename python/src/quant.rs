@@ -6,7 +6,7 @@ use crate::errors::py_err;
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict};
 use qkv_wgpu::host::{available_memory, check_room};
 use qkv_wgpu::quant::{BlockFormat, WeightType};
 
@@ -81,4 +81,40 @@ pub fn dequantize<'py>(
     }
     debug_assert_eq!(out.len(), n);
     Ok(out)
+}
+
+/// One attention layer of a GGUF file (`prefix`, e.g. "blk.0"), as the projector reads it:
+/// a dict of `architecture`, `d_model`, `heads`, `kv_heads`, `rows_reordered`, `types` (Q's,
+/// K's and V's formats), `wq`/`wk`/`wv` (float32 `[rows, d_model]`, each value what ggml's
+/// dequantization gives) and `bias` (three float32 arrays, or None).
+#[pyfunction]
+pub fn gguf_layer<'py>(
+    py: Python<'py>,
+    path: std::path::PathBuf,
+    prefix: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    let layer = py
+        .detach(|| qkv_wgpu::io::gguf::Gguf::open(&path)?.attention(prefix))
+        .map_err(py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("architecture", layer.architecture.clone())?;
+    d.set_item("d_model", layer.d_model)?;
+    d.set_item("heads", layer.heads)?;
+    d.set_item("kv_heads", layer.kv_heads)?;
+    d.set_item("rows_reordered", layer.rows_reordered)?;
+    let types: Vec<&str> = layer.matrices.iter().map(|m| m.ty.name()).collect();
+    d.set_item("types", types)?;
+    for (key, m) in ["wq", "wk", "wv"].into_iter().zip(&layer.matrices) {
+        let values = py.detach(|| m.values());
+        let arr = PyArray1::from_vec(py, values).reshape([m.rows as usize, m.cols as usize])?;
+        d.set_item(key, arr)?;
+    }
+    match &layer.bias {
+        Some(b) => {
+            let arrays: Vec<_> = b.iter().map(|v| PyArray1::from_slice(py, v)).collect();
+            d.set_item("bias", arrays)?;
+        }
+        None => d.set_item("bias", py.None())?,
+    }
+    Ok(d)
 }

@@ -100,3 +100,67 @@ def test_bad_arguments_are_refused_by_name():
         qkv_wgpu.quantize(np.full(32, np.nan, np.float32), "q8_0")
     with pytest.raises(ValueError, match="not whole blocks"):
         qkv_wgpu.dequantize(b"\x00" * 35, "q8_0")
+
+
+def write_layer(path, arch="qwen2", fused=False):
+    """A layer written by gguf's GGUFWriter: Q in Q4_K (our quantizer; gguf has none for the
+    K-quants), K in Q8_0 (gguf's), V in F16, f32 biases; 4 heads, 2 KV heads of 16."""
+    rng = np.random.default_rng(11)
+    d_model = 256
+    wq = rng.uniform(-1, 1, (64, d_model)).astype(np.float32)
+    wk = rng.uniform(-1, 1, (32, d_model)).astype(np.float32)
+    wv = rng.uniform(-1, 1, (32, d_model)).astype(np.float32)
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_embedding_length(d_model)
+    if fused:
+        qkv = np.concatenate([wq, wk, wv])
+        w.add_tensor("blk.0.attn_qkv.weight", gguf.quants.quantize(qkv, T.Q8_0), raw_dtype=T.Q8_0)
+    else:
+        q4k = np.frombuffer(qkv_wgpu.quantize(wq.reshape(-1), "q4_k"), np.uint8).reshape(64, -1)
+        w.add_tensor("blk.0.attn_q.weight", q4k, raw_dtype=T.Q4_K)
+        w.add_tensor("blk.0.attn_k.weight", gguf.quants.quantize(wk, T.Q8_0), raw_dtype=T.Q8_0)
+        w.add_tensor("blk.0.attn_v.weight", wv.astype(np.float16))
+        for name, n in (("attn_q", 64), ("attn_k", 32), ("attn_v", 32)):
+            w.add_tensor(f"blk.0.{name}.bias", rng.uniform(-1, 1, n).astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def gguf_values(path):
+    """Every tensor of the file as gguf's reader and dequantizer give it, by name."""
+    r = gguf.GGUFReader(str(path))
+    out = {}
+    for t in r.tensors:
+        v = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        out[t.name] = v.reshape([int(n) for n in reversed(t.shape)])
+    return out
+
+
+def test_a_layer_written_by_ggufwriter_reads_as_ggufs_reader_reads_it(tmp_path):
+    path = tmp_path / "layer.gguf"
+    write_layer(path)
+    layer = qkv_wgpu.gguf_layer(path, "blk.0")
+    assert layer["types"] == ["q4_k", "q8_0", "f16"]
+    assert (layer["d_model"], layer["heads"], layer["kv_heads"]) == (256, 4, 2)
+    assert layer["architecture"] == "qwen2" and not layer["rows_reordered"]
+    theirs = gguf_values(path)
+    for key, name in (("wq", "attn_q"), ("wk", "attn_k"), ("wv", "attn_v")):
+        np.testing.assert_array_equal(layer[key], theirs[f"blk.0.{name}.weight"])
+    for ours, name in zip(layer["bias"], ("attn_q", "attn_k", "attn_v")):
+        np.testing.assert_array_equal(ours, theirs[f"blk.0.{name}.bias"])
+
+
+def test_a_fused_llama_layer_is_split_by_heads_and_says_its_rows_are_reordered(tmp_path):
+    path = tmp_path / "fused.gguf"
+    write_layer(path, arch="llama", fused=True)
+    layer = qkv_wgpu.gguf_layer(path, "blk.0")
+    assert layer["rows_reordered"] and layer["bias"] is None
+    whole = gguf_values(path)["blk.0.attn_qkv.weight"]
+    assert [layer[k].shape[0] for k in ("wq", "wk", "wv")] == [64, 32, 32]
+    np.testing.assert_array_equal(np.concatenate([layer["wq"], layer["wk"], layer["wv"]]), whole)
+    with pytest.raises(ValueError, match="blk.0"):
+        qkv_wgpu.gguf_layer(path, "blk.7")

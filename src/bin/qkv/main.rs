@@ -8,6 +8,7 @@ mod adapters;
 mod args;
 mod bench;
 mod exit;
+mod gguf;
 mod output_files;
 mod peak;
 mod plot;
@@ -71,6 +72,9 @@ enum Command {
     /// beside them
     #[command(name = "try")]
     Try(try_kernel::TryArgs),
+    /// What a GGUF file holds for a projection: architecture, d_model, heads, and each
+    /// attention layer's Q, K, V formats and shapes
+    Gguf(gguf::GgufArgs),
     /// The worked example x = (2, 3), W = [[1, 10], [0, -1]] -> (2, 17), computed on the GPU
     Explain {
         /// Kernel variant: a name or number (see `qkv run --help`) [default: tiled, or direct
@@ -93,6 +97,7 @@ impl Command {
             Command::Bench(a) => a.json,
             Command::Adapters(a) => a.json,
             Command::Peak(a) => a.json,
+            Command::Gguf(a) => a.json,
             Command::Try(_) => false,
             Command::Explain { .. } => false,
         }
@@ -136,6 +141,7 @@ fn main() -> ExitCode {
         Command::Adapters(args) => adapters::adapters(&cli.gpu, args),
         Command::Peak(args) => peak::peak(&cli.gpu, args),
         Command::Try(args) => try_kernel::try_kernel(&cli.gpu, args),
+        Command::Gguf(args) => gguf::gguf(args),
         Command::Explain { kernel } => explain(&cli.gpu, *kernel),
     };
     let mut code = match result {

@@ -141,7 +141,11 @@ mod tests {
         }
         for n in 0..64 {
             let t = GgmlType(n);
-            assert_eq!(WeightType::of_ggml_type(n).is_some(), t.is_supported(), "{t}");
+            assert_eq!(
+                WeightType::of_ggml_type(n).is_some(),
+                t.is_supported(),
+                "{t}"
+            );
         }
     }
 }

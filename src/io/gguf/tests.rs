@@ -300,8 +300,8 @@ fn qwen_header(heads: u32, kv_heads: u32, d_model: u64) -> Writer {
 
 #[test]
 fn an_attention_layer_is_found_with_each_matrix_in_its_format() {
-    use crate::quant::{BlockFormat as B, WeightType as T};
     use crate::element::ElementType as E;
+    use crate::quant::{BlockFormat as B, WeightType as T};
     let (q, k, v) = (
         stored(T::Blocks(B::Q4_0), 8, 64, 0.1),
         stored(T::Blocks(B::Q8_0), 4, 64, 0.2),
