@@ -104,6 +104,15 @@ pub(super) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The (scale, minimum) of the two sub-blocks of the `chunk`-th 64 elements of a Q4_K/Q5_K
+/// block: `d * sc` and `dmin * m`, as ggml's `d1, m1` and `d2, m2`.
+fn sub_scales(chunk: usize, scales: &[u8], d: f32, min: f32) -> [(f32, f32); 2] {
+    [2 * chunk, 2 * chunk + 1].map(|j| {
+        let (sc, m) = scale_min_k4(j, scales);
+        (d * sc as f32, min * m as f32)
+    })
+}
+
 /// d, dmin, 12 scale bytes, 128 bytes of nibbles: per 64 elements, 32 low nibbles then 32
 /// high ones, each sub-block `d * sc * q - dmin * m`.
 fn q4_k(b: &[u8], y: &mut [f32]) {
@@ -111,10 +120,7 @@ fn q4_k(b: &[u8], y: &mut [f32]) {
     let scales = &b[4..16];
     let qs = &b[16..144];
     for (chunk, out) in y.chunks_exact_mut(64).enumerate() {
-        let (sc, m) = scale_min_k4(2 * chunk, scales);
-        let (d1, m1) = (d * sc as f32, min * m as f32);
-        let (sc, m) = scale_min_k4(2 * chunk + 1, scales);
-        let (d2, m2) = (d * sc as f32, min * m as f32);
+        let [(d1, m1), (d2, m2)] = sub_scales(chunk, scales, d, min);
         let q = &qs[32 * chunk..32 * chunk + 32];
         for l in 0..32 {
             out[l] = d1 * (q[l] & 0xf) as f32 - m1;
@@ -132,10 +138,7 @@ fn q5_k(b: &[u8], y: &mut [f32]) {
     let qh = &b[16..48];
     let qs = &b[48..176];
     for (chunk, out) in y.chunks_exact_mut(64).enumerate() {
-        let (sc, m) = scale_min_k4(2 * chunk, scales);
-        let (d1, m1) = (d * sc as f32, min * m as f32);
-        let (sc, m) = scale_min_k4(2 * chunk + 1, scales);
-        let (d2, m2) = (d * sc as f32, min * m as f32);
+        let [(d1, m1), (d2, m2)] = sub_scales(chunk, scales, d, min);
         let (u1, u2) = (1u8 << (2 * chunk), 2u8 << (2 * chunk));
         let q = &qs[32 * chunk..32 * chunk + 32];
         for l in 0..32 {
