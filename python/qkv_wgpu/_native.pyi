@@ -145,8 +145,11 @@ def dequantize(data: bytes, weight_type: str) -> np.ndarray:
     """Whole blocks of `weight_type` as 1-D float32, each value what ggml's
     `dequantize_row_*` computes."""
 
-def gguf_layer(path: Union[str, PathLike], prefix: str) -> dict[str, Any]:
-    """The attention layer under `prefix` ("blk.0") of a GGUF file, as the projector reads it:
-    architecture, d_model, heads, kv_heads, rows_reordered (llama.cpp reordered Q's and K's
-    rows for its RoPE), types (Q's, K's, V's formats), wq/wk/wv (float32 [rows, d_model],
-    ggml's dequantized values) and bias (three arrays, or None)."""
+def gguf_layer(
+    path: Union[str, PathLike], prefix: str, original_order: bool = False
+) -> dict[str, Any]:
+    """The attention layer under `prefix` ("blk.0") of a GGUF file: architecture, d_model,
+    heads, kv_heads, rows_reordered (llama.cpp reordered Q's and K's rows for its RoPE),
+    types (Q's, K's, V's formats), wq/wk/wv (float32 [rows, d_model], ggml's dequantized
+    values) and bias (three arrays, or None). With `original_order`, Q's and K's rows as the
+    original model had them (then rows_reordered is False)."""

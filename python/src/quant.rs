@@ -83,18 +83,27 @@ pub fn dequantize<'py>(
     Ok(out)
 }
 
-/// One attention layer of a GGUF file (`prefix`, e.g. "blk.0"), as the projector reads it:
-/// a dict of `architecture`, `d_model`, `heads`, `kv_heads`, `rows_reordered`, `types` (Q's,
+/// One attention layer of a GGUF file (`prefix`, e.g. "blk.0"): a dict of `architecture`,
+/// `d_model`, `heads`, `kv_heads`, `rows_reordered`, `types` (Q's,
 /// K's and V's formats), `wq`/`wk`/`wv` (float32 `[rows, d_model]`, each value what ggml's
-/// dequantization gives) and `bias` (three float32 arrays, or None).
+/// dequantization gives) and `bias` (three float32 arrays, or None). With `original_order`,
+/// Q's and K's rows as the original model had them where llama.cpp reordered them.
 #[pyfunction]
+#[pyo3(signature = (path, prefix, original_order = false))]
 pub fn gguf_layer<'py>(
     py: Python<'py>,
     path: std::path::PathBuf,
     prefix: &str,
+    original_order: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let layer = py
-        .detach(|| qkv_wgpu::io::gguf::Gguf::open(&path)?.attention(prefix))
+        .detach(|| {
+            let layer = qkv_wgpu::io::gguf::Gguf::open(&path)?.attention(prefix)?;
+            if original_order {
+                return layer.into_original_order();
+            }
+            Ok(layer)
+        })
         .map_err(py_err)?;
     let d = PyDict::new(py);
     d.set_item("architecture", layer.architecture.clone())?;

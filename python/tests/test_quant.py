@@ -164,3 +164,39 @@ def test_a_fused_llama_layer_is_split_by_heads_and_says_its_rows_are_reordered(t
     np.testing.assert_array_equal(np.concatenate([layer["wq"], layer["wk"], layer["wv"]]), whole)
     with pytest.raises(ValueError, match="blk.0"):
         qkv_wgpu.gguf_layer(path, "blk.7")
+
+
+def test_the_original_row_order_undoes_llama_cpps_converter(tmp_path):
+    # convert_hf_to_gguf.py's LlamaModel.permute, applied to Hugging Face's q_proj (n_head
+    # heads) and k_proj (n_head_kv heads), then quantized row by row as llama.cpp does.
+    def permute(w, n_head):
+        return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+    rng = np.random.default_rng(5)
+    d_model, heads, kv_heads, head_dim = 64, 4, 2, 8
+    hf_q = rng.uniform(-1, 1, (heads * head_dim, d_model)).astype(np.float32)
+    hf_k = rng.uniform(-1, 1, (kv_heads * head_dim, d_model)).astype(np.float32)
+    hf_v = rng.uniform(-1, 1, (kv_heads * head_dim, d_model)).astype(np.float32)
+    path = tmp_path / "llama.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_head_count(heads)
+    w.add_head_count_kv(kv_heads)
+    w.add_embedding_length(d_model)
+    for name, m in (("attn_q", permute(hf_q, heads)), ("attn_k", permute(hf_k, kv_heads)), ("attn_v", hf_v)):
+        w.add_tensor(f"blk.0.{name}.weight", gguf.quants.quantize(m, T.Q8_0), raw_dtype=T.Q8_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    def q8(m):
+        return gguf.quants.dequantize(gguf.quants.quantize(m, T.Q8_0), T.Q8_0)
+
+    as_stored = qkv_wgpu.gguf_layer(path, "blk.0")
+    assert as_stored["rows_reordered"]
+    np.testing.assert_array_equal(as_stored["wq"], q8(permute(hf_q, heads)))
+    original = qkv_wgpu.gguf_layer(path, "blk.0", original_order=True)
+    assert not original["rows_reordered"]
+    # Rows are quantized one by one, so reordering them commutes with Q8_0.
+    for key, hf in (("wq", hf_q), ("wk", hf_k), ("wv", hf_v)):
+        np.testing.assert_array_equal(original[key], q8(hf))

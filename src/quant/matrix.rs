@@ -97,6 +97,21 @@ impl StoredMatrix {
         decode(self.ty, bytes, out);
     }
 
+    /// The matrix with its rows in another order: row `r` of the result is row `from(r)`
+    /// of this one (`from` a permutation of `0..rows`). Whole rows move, so any format.
+    pub fn rows_from(&self, from: impl Fn(u32) -> u32) -> Self {
+        let n = self.row_bytes() as usize;
+        let mut bytes = Vec::with_capacity(self.bytes.len());
+        for r in 0..self.rows {
+            let s = from(r) as usize * n;
+            bytes.extend_from_slice(&self.bytes[s..s + n]);
+        }
+        Self {
+            bytes,
+            ..self.clone()
+        }
+    }
+
     /// Every row as f32 `[rows, cols]`.
     pub fn values(&self) -> Vec<f32> {
         let mut out = vec![0f32; self.rows as usize * self.cols as usize];

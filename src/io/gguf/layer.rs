@@ -55,6 +55,48 @@ impl AttentionLayer {
     }
 }
 
+impl AttentionLayer {
+    /// Q's and K's rows put back in the original model's order where llama.cpp's converter
+    /// reordered them ([`rows_reordered`](Self::rows_reordered); nothing to do otherwise):
+    /// within each head of `head_dim` rows, the converter's row `2i + j` (j = 0, 1) is the
+    /// original row `j * head_dim / 2 + i`. Q has `heads` heads and K `kv_heads`, as the
+    /// converter permuted them.
+    pub fn into_original_order(mut self) -> Result<Self> {
+        if !self.rows_reordered {
+            return Ok(self);
+        }
+        for (i, heads) in [(0, self.heads), (1, self.kv_heads)] {
+            let m = &self.matrices[i];
+            let hd = heads
+                .map(|h| m.rows / h)
+                .filter(|hd| hd % 2 == 0 && *hd > 0);
+            let Some(hd) = hd else {
+                return Err(Error::Input(format!(
+                    "{}: the original row order needs the head count (from the metadata) and                      an even head size; {} has {} rows for {heads:?} heads",
+                    self.prefix,
+                    ["Q", "K"][i],
+                    m.rows
+                )));
+            };
+            let half = hd / 2;
+            // Original row r = (head, j, i) came from the converter's (head, i, j).
+            self.matrices[i] = m.rows_from(|r| {
+                let (head, within) = (r / hd, r % hd);
+                head * hd + 2 * (within % half) + within / half
+            });
+            if let Some(b) = &mut self.bias {
+                let old = b[i].clone();
+                for (r, v) in b[i].iter_mut().enumerate() {
+                    let (head, within) = (r as u32 / hd, r as u32 % hd);
+                    *v = old[(head * hd + 2 * (within % half) + within / half) as usize];
+                }
+            }
+        }
+        self.rows_reordered = false;
+        Ok(self)
+    }
+}
+
 impl Gguf {
     /// The metadata's unsigned integer at `{arch}.{key}`, refusing one that is not a u32
     /// (a per-layer array, a negative number).

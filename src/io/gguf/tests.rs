@@ -476,3 +476,67 @@ fn llama_files_say_their_rows_are_reordered() {
         "no head_count_kv: as many as heads"
     );
 }
+
+#[test]
+fn llamas_rows_are_put_back_in_the_original_order() {
+    use crate::element::ElementType as E;
+    use crate::quant::WeightType as T;
+    // The original (Hugging Face) rows, each its own index, and llama.cpp's converter's
+    // permutation of them per head (`LlamaModel.permute`): its row (h, i, j) is the
+    // original (h, j, i), head_dim 4.
+    let (d, hd) = (32usize, 4usize);
+    let converted = |rows: usize| -> Vec<f32> {
+        (0..rows)
+            .flat_map(|g| {
+                let (h, within) = (g / hd, g % hd);
+                let original = h * hd + (within % 2) * (hd / 2) + within / 2;
+                std::iter::repeat_n(original as f32, d)
+            })
+            .collect()
+    };
+    let f32_bytes = |v: Vec<f32>| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    let bias = |rows: usize| f32_bytes(converted(rows).into_iter().step_by(d).collect());
+    let w = Writer::new()
+        .meta("general.architecture", 8, &str_value("llama"))
+        .meta("llama.attention.head_count", 4, &2u32.to_le_bytes())
+        .meta("llama.attention.head_count_kv", 4, &1u32.to_le_bytes())
+        .tensor("blk.0.attn_q.weight", &[32, 8], 0, f32_bytes(converted(8)))
+        .tensor("blk.0.attn_k.weight", &[32, 4], 0, f32_bytes(converted(4)))
+        .tensor("blk.0.attn_v.weight", &[32, 4], 0, f32_bytes(converted(4)))
+        .tensor("blk.0.attn_q.bias", &[8], 0, bias(8))
+        .tensor("blk.0.attn_k.bias", &[4], 0, bias(4))
+        .tensor("blk.0.attn_v.bias", &[4], 0, bias(4));
+    let layer = Gguf::from_bytes("llama.gguf", w.bytes())
+        .unwrap()
+        .attention("blk.0")
+        .unwrap();
+    assert!(layer.rows_reordered);
+    assert_eq!(layer.matrices[0].ty, T::Element(E::F32));
+    let original = layer.clone().into_original_order().unwrap();
+    assert!(!original.rows_reordered);
+    let rows = |m: &crate::quant::StoredMatrix| -> Vec<f32> {
+        m.values().into_iter().step_by(d).collect()
+    };
+    assert_eq!(
+        rows(&original.matrices[0]),
+        (0..8).map(|r| r as f32).collect::<Vec<_>>()
+    );
+    assert_eq!(rows(&original.matrices[1]), [0.0, 1.0, 2.0, 3.0]);
+    assert_eq!(
+        original.matrices[2], layer.matrices[2],
+        "V is never reordered"
+    );
+    let b = original.bias.unwrap();
+    assert_eq!(b[0], (0..8).map(|r| r as f32).collect::<Vec<_>>());
+    assert_eq!(b[1], [0.0, 1.0, 2.0, 3.0]);
+    // A file of another architecture is left as it is.
+    let qwen = qwen_header(4, 2, 32)
+        .tensor("blk.0.attn_q.weight", &[32, 8], 0, f32_bytes(converted(8)))
+        .tensor("blk.0.attn_k.weight", &[32, 4], 0, f32_bytes(converted(4)))
+        .tensor("blk.0.attn_v.weight", &[32, 4], 0, f32_bytes(converted(4)));
+    let kept = Gguf::from_bytes("q.gguf", qwen.bytes())
+        .unwrap()
+        .attention("blk.0")
+        .unwrap();
+    assert_eq!(kept.clone().into_original_order().unwrap(), kept);
+}
