@@ -35,6 +35,8 @@ macro_rules! with_variants {
             Splitk => splitk::Splitk,
             /// Cooperative matrices (tensor cores): f16 inputs, f32 (or f16) accumulator.
             Coopmat => coopmat::Coopmat,
+            /// Matrix-vector for few tokens: W transposed, each element used for every token.
+            Decode => decode::Decode,
         }
     };
 }

@@ -1,0 +1,78 @@
+//! `decode` (10): a matrix-vector kernel for few tokens, where the cost is reading W once: W
+//! transposed (a row per fused column, [`OperandLayout::KMajor`]), `split` invocations
+//! sharing each of a workgroup's `cols` columns, every W element used for `rows` tokens
+//! (1, 4 or 8) from registers; partial sums added through workgroup memory.
+
+use super::super::variant::prelude::*;
+use crate::kernels::spec::OperandLayout;
+
+/// The variant.
+pub struct Decode;
+
+/// `shaders/qkv_decode.wgsl`.
+pub const SOURCE: ShaderSource = shader!(
+    "qkv_decode.wgsl",
+    parts: ["params.wgsl", "x_words.wgsl", "w_words.wgsl", "widen.wgsl", "store.wgsl"]
+);
+
+/// The tokens one workgroup may serve.
+const ROWS: [u32; 3] = [1, 4, 8];
+
+impl VariantDef for Decode {
+    fn name(&self) -> &'static str {
+        "decode"
+    }
+    fn description(&self) -> &'static str {
+        "matrix-vector for few tokens: W transposed, split invocations per column"
+    }
+    fn params(&self) -> &'static [&'static str] {
+        &["cols", "split", "rows"]
+    }
+    fn ranges(&self) -> &'static str {
+        "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8"
+    }
+    fn default_config(&self) -> KernelConfig {
+        KernelConfig::new(Kernel::Decode, &[8, 8, 8])
+    }
+    fn valid(&self, c: &KernelConfig) -> bool {
+        let (cols, split, rows) = (c.value(0), c.value(1), c.value(2));
+        cols >= 1
+            && split.is_power_of_two()
+            && cols.checked_mul(split).is_some_and(|n| n <= 256)
+            && ROWS.contains(&rows)
+    }
+    fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
+        let (cols, split, rows) = (c.value(0), c.value(1), c.value(2));
+        Ok(Resolved {
+            constants: vec![
+                ("COLS", cols as f64),
+                ("SPLIT", split as f64),
+                ("ROWS", rows as f64),
+                ("WG", (cols * split) as f64),
+            ],
+            ..Resolved::plain(self, SOURCE, (cols, rows), cols * split)
+        })
+    }
+    fn reads(&self, given: ElementType) -> Option<OperandTypes> {
+        reads_every_type(given)
+    }
+    fn operands(&self) -> OperandLayout {
+        OperandLayout::KMajor
+    }
+    fn sources(&self) -> Vec<ShaderSource> {
+        vec![SOURCE]
+    }
+    fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
+        // A few shapes of workgroup for one token and for eight: the tuner's proxy has the
+        // run's token count, and the others lose there quickly.
+        [[8, 8, 8], [4, 16, 8], [16, 4, 1], [4, 16, 1]]
+            .map(|v| KernelConfig::new(Kernel::Decode, &v))
+            .to_vec()
+    }
+    fn sweep_rank(&self, _: bool) -> u32 {
+        40
+    }
+    fn smaller_workgroup_hint(&self) -> &'static str {
+        "give fewer cols or a smaller split"
+    }
+}
