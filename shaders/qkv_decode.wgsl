@@ -3,10 +3,11 @@
 // column along d_model, so the invocations of a column read consecutive elements; each W
 // element read is used for all ROWS tokens of the workgroup, from registers. A workgroup owns
 // COLS columns; SPLIT invocations share each column's d_model (lane j takes k = j, j + SPLIT,
-// ...) and their partial sums are added through workgroup memory.
+// ...) four elements at a time (16 bytes of f32, 8 of a half type), and their partial sums
+// are added through workgroup memory.
 //
 // It runs in every storage type (ELEM): X and W read as 32-bit words and widened; it
-// accumulates in f32 and rounds once, at the store.
+// accumulates in f32 (four products at a time) and rounds once, at the store.
 //
 // Shape contract (in the storage type; bias always f32):
 //   x    [tokens, KS], KS = d_model rounded up to 8, zeros past d_model (params.w_stride)
@@ -36,39 +37,54 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    let ks = params.w_stride;
-    let d = params.d_model;
+    // Rows are KS long, zeros past d_model: read four elements at a time.
+    let steps = params.w_stride / 4u;
     let lane = lid.x % SPLIT;
     let col = wid.x * TILE_COLS + lid.x / SPLIT;
-    let w0 = min(col, params.n_cols - 1u) * ks;
+    let w0 = min(col, params.n_cols - 1u) * steps;
     let row0 = wid.y * TILE_ROWS;
     // Rows past the last token read the last one's X (clamped, so the loop has no branches)
     // and are never stored.
     let last = params.tokens - 1u;
-    let x0 = min(row0, last) * ks;
-    let x1 = min(row0 + 1u, last) * ks;
-    let x2 = min(row0 + 2u, last) * ks;
-    let x3 = min(row0 + 3u, last) * ks;
-    let x4 = min(row0 + 4u, last) * ks;
-    let x5 = min(row0 + 5u, last) * ks;
-    let x6 = min(row0 + 6u, last) * ks;
-    let x7 = min(row0 + 7u, last) * ks;
+    let x0 = min(row0, last) * steps;
+    let x1 = min(row0 + 1u, last) * steps;
+    let x2 = min(row0 + 2u, last) * steps;
+    let x3 = min(row0 + 3u, last) * steps;
+    let x4 = min(row0 + 4u, last) * steps;
+    let x5 = min(row0 + 5u, last) * steps;
+    let x6 = min(row0 + 6u, last) * steps;
+    let x7 = min(row0 + 7u, last) * steps;
     var a = vec4<f32>();
     var b = vec4<f32>();
     if ROWS == 1u {
-        for (var k = lane; k < d; k += SPLIT) {
-            a.x += x_at(x0 + k) * w_at(w0 + k);
+        for (var j = lane; j < steps; j += SPLIT) {
+            a.x += dot(x4_at(x0 + j), w4_at(w0 + j));
         }
     } else if ROWS == 4u {
-        for (var k = lane; k < d; k += SPLIT) {
-            let wk = w_at(w0 + k);
-            a += vec4<f32>(x_at(x0 + k), x_at(x1 + k), x_at(x2 + k), x_at(x3 + k)) * wk;
+        for (var j = lane; j < steps; j += SPLIT) {
+            let wj = w4_at(w0 + j);
+            a += vec4<f32>(
+                dot(x4_at(x0 + j), wj),
+                dot(x4_at(x1 + j), wj),
+                dot(x4_at(x2 + j), wj),
+                dot(x4_at(x3 + j), wj),
+            );
         }
     } else {
-        for (var k = lane; k < d; k += SPLIT) {
-            let wk = w_at(w0 + k);
-            a += vec4<f32>(x_at(x0 + k), x_at(x1 + k), x_at(x2 + k), x_at(x3 + k)) * wk;
-            b += vec4<f32>(x_at(x4 + k), x_at(x5 + k), x_at(x6 + k), x_at(x7 + k)) * wk;
+        for (var j = lane; j < steps; j += SPLIT) {
+            let wj = w4_at(w0 + j);
+            a += vec4<f32>(
+                dot(x4_at(x0 + j), wj),
+                dot(x4_at(x1 + j), wj),
+                dot(x4_at(x2 + j), wj),
+                dot(x4_at(x3 + j), wj),
+            );
+            b += vec4<f32>(
+                dot(x4_at(x4 + j), wj),
+                dot(x4_at(x5 + j), wj),
+                dot(x4_at(x6 + j), wj),
+                dot(x4_at(x7 + j), wj),
+            );
         }
     }
     if SPLIT > 1u {

@@ -6,9 +6,5 @@
 
 // Elements 4j .. 4j + 3 of W: one vec4 of words for f32, half of one for the 16-bit types.
 fn w4_at(j: u32) -> vec4<f32> {
-    if ELEM == 0u {
-        return bitcast<vec4<f32>>(w[j]);
-    }
-    let words = w[j >> 1u];
-    return widen4(select(words.xy, words.zw, (j & 1u) == 1u));
+    return quad(w[quad_word(j)], j);
 }

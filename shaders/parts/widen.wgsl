@@ -1,5 +1,6 @@
 // Part: 16-bit storage types widened to f32 exactly. Provides `widen` (one element of a
-// word), `widen4` (four elements of two words) and NATIVE_F16. Expects params.wgsl (ELEM).
+// word), `widen4` (four elements of two words), `quad_word` and `quad` (four elements of an
+// array of vec4 words) and NATIVE_F16. Expects params.wgsl (ELEM).
 
 // The half-typed element of 32-bit word `word` (the high half when `high`), widened to f32
 // exactly, by integer arithmetic (no capability needed): see `widen4`.
@@ -49,4 +50,18 @@ fn widen4(words: vec2<u32>) -> vec4<f32> {
     let special = vec4<u32>(0x7f800000u) | (m << vec4<u32>(13u));
     let bits = select(select(normal, sub, e == vec4<u32>(0u)), special, e == vec4<u32>(31u));
     return bitcast<vec4<f32>>(sign | bits);
+}
+
+// The vec4 of words that holds elements 4j .. 4j + 3 of an array read as vec4s: vec4 j for
+// f32, j / 2 for the 16-bit types (eight to a vec4).
+fn quad_word(j: u32) -> u32 {
+    return select(j >> 1u, j, ELEM == 0u);
+}
+
+// Elements 4j .. 4j + 3, from `words` = the vec4 at `quad_word(j)`, widened.
+fn quad(words: vec4<u32>, j: u32) -> vec4<f32> {
+    if ELEM == 0u {
+        return bitcast<vec4<f32>>(words);
+    }
+    return widen4(select(words.xy, words.zw, (j & 1u) == 1u));
 }

@@ -12,7 +12,7 @@ pub struct Decode;
 /// `shaders/qkv_decode.wgsl`.
 pub const SOURCE: ShaderSource = shader!(
     "qkv_decode.wgsl",
-    parts: ["params.wgsl", "x_words.wgsl", "w_words.wgsl", "widen.wgsl", "store.wgsl"]
+    parts: ["params.wgsl", "x4_words.wgsl", "w4_words.wgsl", "widen.wgsl", "store.wgsl"]
 );
 
 /// The tokens one workgroup may serve.
