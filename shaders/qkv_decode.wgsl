@@ -60,16 +60,6 @@ fn main(
         for (var j = lane; j < steps; j += SPLIT) {
             a.x += dot(x4_at(x0 + j), w4_at(w0 + j));
         }
-    } else if ROWS == 4u {
-        for (var j = lane; j < steps; j += SPLIT) {
-            let wj = w4_at(w0 + j);
-            a += vec4<f32>(
-                dot(x4_at(x0 + j), wj),
-                dot(x4_at(x1 + j), wj),
-                dot(x4_at(x2 + j), wj),
-                dot(x4_at(x3 + j), wj),
-            );
-        }
     } else {
         for (var j = lane; j < steps; j += SPLIT) {
             let wj = w4_at(w0 + j);
@@ -79,12 +69,15 @@ fn main(
                 dot(x4_at(x2 + j), wj),
                 dot(x4_at(x3 + j), wj),
             );
-            b += vec4<f32>(
-                dot(x4_at(x4 + j), wj),
-                dot(x4_at(x5 + j), wj),
-                dot(x4_at(x6 + j), wj),
-                dot(x4_at(x7 + j), wj),
-            );
+            // An override constant: the branch is compiled away.
+            if ROWS == 8u {
+                b += vec4<f32>(
+                    dot(x4_at(x4 + j), wj),
+                    dot(x4_at(x5 + j), wj),
+                    dot(x4_at(x6 + j), wj),
+                    dot(x4_at(x7 + j), wj),
+                );
+            }
         }
     }
     if SPLIT > 1u {
