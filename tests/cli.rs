@@ -688,16 +688,21 @@ fn gguf_shows_each_layers_formats_and_the_metadatas_heads() {
     );
     let (out, _) = exits(&["gguf", seed], 0);
     assert!(out.contains("architecture llama"), "{out}");
-    assert!(out.contains("d_model 32, heads 2, KV heads 1"), "{out}");
-    assert!(out.contains("blk.0: Q q8_0 [2, 32]"), "{out}");
     assert!(
-        out.contains("K f32 [1, 32]") && out.contains("V f16 [1, 32]"),
+        out.contains("d_model 32, heads 2, KV heads 1; Q 2 wide, K and V 1"),
         "{out}"
     );
+    assert!(out.contains("blk.0: attn_q.weight q8_0 [2, 32]"), "{out}");
+    assert!(out.contains("attn_k.weight f32 [1, 32]"), "{out}");
+    assert!(out.contains("attn_v.weight f16 [1, 32]"), "{out}");
     assert!(out.contains("llama.cpp's order"), "{out}");
     let (json, _) = exits(&["gguf", seed, "--json", "--prefix", "blk.0"], 0);
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    assert_eq!(v["layers"][0]["matrices"][0]["type"], "q8_0");
+    assert_eq!(v["layers"][0]["tensors"][0]["type"], "q8_0");
+    assert_eq!(
+        v["layers"][0]["tensors"][0]["shape"],
+        serde_json::json!([2, 32])
+    );
     assert_eq!(v["kv_heads"], 1);
     // A prefix with no layer, and a file that is not GGUF: input errors (exit 2), by name.
     let (_, err) = exits(&["gguf", seed, "--prefix", "blk.9"], 2);

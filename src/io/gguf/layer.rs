@@ -134,6 +134,21 @@ impl Gguf {
         out
     }
 
+    /// The projection tensors of the layer under `prefix` that the table lists (`attn_q`,
+    /// `attn_k`, `attn_v`, `attn_qkv`, weights then biases), read from the header alone:
+    /// what a listing of every layer shows without reading them.
+    pub fn attention_tensors(&self, prefix: &str) -> Vec<&TensorInfo> {
+        let mut out = Vec::new();
+        for kind in ["weight", "bias"] {
+            for part in ["attn_q", "attn_k", "attn_v", "attn_qkv"] {
+                if let Some(t) = self.tensor(&format!("{prefix}.{part}.{kind}")) {
+                    out.push(t);
+                }
+            }
+        }
+        out
+    }
+
     /// A 2-D weight `[rows, d_model]` (ggml dimensions `[d_model, rows]`) read as stored.
     fn matrix(&self, t: &TensorInfo, d_model: Option<u32>) -> Result<StoredMatrix> {
         let ty = self.weight_type(t)?;

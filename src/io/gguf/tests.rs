@@ -361,6 +361,12 @@ fn a_fused_qkv_is_split_by_the_metadatas_heads() {
         .tensor("blk.0.attn_qkv.weight", &[32, 16], 7, all.bytes.clone())
         .tensor("blk.0.attn_qkv.bias", &[16], 0, bias);
     let g = Gguf::from_bytes("fused.gguf", w.bytes()).unwrap();
+    let names: Vec<&str> = g
+        .attention_tensors("blk.0")
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect();
+    assert_eq!(names, ["blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias"]);
     let layer = g.attention("blk.0").unwrap();
     assert_eq!((layer.q_width(), layer.kv_width()), (8, 4));
     let joined: Vec<f32> = layer.matrices.iter().flat_map(|m| m.values()).collect();
