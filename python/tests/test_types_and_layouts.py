@@ -118,31 +118,39 @@ def test_inputs_are_refused_not_copied_and_the_message_says_how_to_convert():
 
 def test_a_run_stopped_by_ctrl_c_raises_keyboard_interrupt_and_the_projector_goes_on():
     import _thread
+    import signal
     import threading
     import time
 
-    rng = np.random.default_rng(7)
-    ws, _ = weights(rng, 64, 64, 64, False)
-    # 16384 tokens in chunks of 32: 512 chunks, Ctrl-C looked for after each.
-    p = qkv_wgpu.Projector(*ws, kernel="tiled", chunk_tokens=32)
-    x = rand(rng, 16384, 64)
-    # Timed warm: a first run's pipeline builds and buffers would make the interrupt come
-    # after a warm run has already finished.
-    p(x)
-    start = time.perf_counter()
-    p(x)
-    whole = time.perf_counter() - start
-    timer = threading.Timer(whole / 4, _thread.interrupt_main)
-    timer.start()
-    start = time.perf_counter()
-    with pytest.raises(KeyboardInterrupt):
+    # Python's own SIGINT handler, whatever this process inherited: a shell that runs the
+    # tests in the background without job control starts them with SIGINT ignored, and then
+    # `interrupt_main` does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        rng = np.random.default_rng(7)
+        ws, _ = weights(rng, 64, 64, 64, False)
+        # 16384 tokens in chunks of 32: 512 chunks, Ctrl-C looked for after each.
+        p = qkv_wgpu.Projector(*ws, kernel="tiled", chunk_tokens=32)
+        x = rand(rng, 16384, 64)
+        # Timed warm: a first run's pipeline builds and buffers would make the interrupt
+        # come after a warm run has already finished.
         p(x)
-    stopped = time.perf_counter() - start
-    timer.join()
-    assert stopped < whole * 0.9, (stopped, whole)
-    small = rand(rng, 70, 64)
-    for got, want in zip(p(small), reference(small, ws)):
-        assert_close(got, want, 64)
+        start = time.perf_counter()
+        p(x)
+        whole = time.perf_counter() - start
+        timer = threading.Timer(whole / 4, _thread.interrupt_main)
+        timer.start()
+        start = time.perf_counter()
+        with pytest.raises(KeyboardInterrupt):
+            p(x)
+        stopped = time.perf_counter() - start
+        timer.join()
+        assert stopped < whole * 0.9, (stopped, whole)
+        small = rand(rng, 70, 64)
+        for got, want in zip(p(small), reference(small, ws)):
+            assert_close(got, want, 64)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @pytest.mark.parametrize("dtype", ["f32", "bf16"])
