@@ -7,11 +7,15 @@
 // are added through workgroup memory.
 //
 // It runs in every storage type (ELEM): X and W read as 32-bit words and widened; it
-// accumulates in f32 (four products at a time) and rounds once, at the store.
+// accumulates in f32 (four products at a time) and rounds once, at the store. Composed with
+// w_blocks.wgsl instead of w4_words.wgsl, it reads W as a checkpoint stores it (a row per
+// column along d_model, in its block format) and dequantizes each unit of 32 elements once
+// for all the tokens: one scale read per unit, then eight vec4s.
 //
 // Shape contract (in the storage type; bias always f32):
 //   x    [tokens, KS], KS = d_model rounded up to 8, zeros past d_model (params.w_stride)
-//   w    [n_cols, KS]: row c is fused column col0 + c of [Wq | Wk | Wv], zeros past d_model
+//   w    [n_cols, KS]: row c is fused column col0 + c of [Wq | Wk | Wv], zeros past d_model;
+//        or (w_blocks.wgsl) Wq's, Wk's and Wv's stored rows, KS = d_model a multiple of 32
 //   bias [n_out], read only when HAS_BIAS
 //   q, k, v as every kernel stores them (store.wgsl), in token rows or the head layout
 // Dispatch: (ceil(n_cols / COLS), ceil(tokens / ROWS), 1) workgroups of COLS x SPLIT
@@ -37,11 +41,13 @@ fn main(
     @builtin(local_invocation_id) lid: vec3<u32>,
     @builtin(workgroup_id) wid: vec3<u32>,
 ) {
-    // Rows are KS long, zeros past d_model: read four elements at a time.
+    // Rows are KS long, zeros past d_model: read in units of UNIT_QUADS vec4s (one vec4
+    // of elements, or 32 elements of a stored block format).
     let steps = params.w_stride / 4u;
+    let units = steps / UNIT_QUADS;
     let lane = lid.x % SPLIT;
     let col = wid.x * TILE_COLS + lid.x / SPLIT;
-    let w0 = min(col, params.n_cols - 1u) * steps;
+    let wcol = min(col, params.n_cols - 1u);
     let row0 = wid.y * TILE_ROWS;
     // Rows past the last token read the last one's X (clamped, so the loop has no branches)
     // and are never stored.
@@ -56,20 +62,22 @@ fn main(
     let x7 = min(row0 + 7u, last) * steps;
     var a = vec4<f32>();
     var b = vec4<f32>();
-    if ROWS == 1u {
-        for (var j = lane; j < steps; j += SPLIT) {
-            a.x += dot(x4_at(x0 + j), w4_at(w0 + j));
-        }
-    } else {
-        for (var j = lane; j < steps; j += SPLIT) {
-            let wj = w4_at(w0 + j);
-            a += vec4<f32>(
-                dot(x4_at(x0 + j), wj),
-                dot(x4_at(x1 + j), wj),
-                dot(x4_at(x2 + j), wj),
-                dot(x4_at(x3 + j), wj),
-            );
-            // An override constant: the branch is compiled away.
+    for (var u = lane; u < units; u += SPLIT) {
+        let unit = w_unit(wcol, u);
+        for (var i = 0u; i < UNIT_QUADS; i++) {
+            let wj = w_quad(unit, i);
+            let j = u * UNIT_QUADS + i;
+            // Override constants: the branches are compiled away.
+            if ROWS == 1u {
+                a.x += dot(x4_at(x0 + j), wj);
+            } else {
+                a += vec4<f32>(
+                    dot(x4_at(x0 + j), wj),
+                    dot(x4_at(x1 + j), wj),
+                    dot(x4_at(x2 + j), wj),
+                    dot(x4_at(x3 + j), wj),
+                );
+            }
             if ROWS == 8u {
                 b += vec4<f32>(
                     dot(x4_at(x4 + j), wj),

@@ -25,6 +25,9 @@ pub fn fused_gemm(shape: &QkvShape, x: &[f32], weights: &FusedWeights, out: &mut
         shape.n_out() as usize,
     );
     assert_eq!(x.len(), m * k, "X does not match the shape");
+    if weights.stored.is_some() {
+        return fused_gemm(shape, x, &weights.dequantized(), out);
+    }
     assert_eq!(weights.w.len(), k * n, "W does not match the shape");
     // An f32 GEMM: half-typed weights are widened (the baseline is f32 in every case).
     let widened: Vec<f32>;

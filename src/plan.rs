@@ -253,6 +253,9 @@ impl Room {
 /// equal blocks, each a multiple of 4 columns but the last: (first column, columns).
 fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
     let config = spec.config;
+    if spec.w_formats.is_some() {
+        return stored_w_block(room, shape, spec);
+    }
     // W is read in its own type, its rows (transposed) KS long where the kernel pads d_model
     // ([`KernelSpec::x_stride`]).
     let ks = spec.x_stride(shape.d_model) as u64;
@@ -302,6 +305,44 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
         .take_while(|&c0| c0 < n_out)
         .map(|c0| (c0 as u32, per_block.min(n_out - c0) as u32))
         .collect())
+}
+
+/// W read as a checkpoint stores it is one binding of all its columns: the blocks of a
+/// row are not split; a W past the binding limit, or a grid past the dispatch limit, is an
+/// error naming the limit.
+fn stored_w_block(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
+    let formats = spec.w_formats.map(|f| f.map(|t| t.name()).join(", "));
+    let Some(bytes) = spec.w_block_bytes(shape) else {
+        return Err(Error::Shape(format!(
+            "d_model {} is not whole blocks of W's formats ({})",
+            shape.d_model,
+            formats.unwrap_or_default()
+        )));
+    };
+    if bytes.div_ceil(16) * 16 > room.avail {
+        return Err(Error::DeviceLimit {
+            what: format!(
+                "W in its stored formats ({}; kept whole: its blocks are not split into column                  blocks)",
+                formats.unwrap_or_default()
+            ),
+            needed: fmt_bytes(bytes),
+            limit: fmt_bytes(room.binding),
+            limit_name: room.binding_name,
+        });
+    }
+    let n_out = shape.n_out() as u64;
+    if n_out.div_ceil(spec.tile.0 as u64) > room.max_groups {
+        return Err(Error::DeviceLimit {
+            what: format!(
+                "the dispatch over W's {n_out} columns ({} per workgroup, kept whole)",
+                spec.tile.0
+            ),
+            needed: format!("{} workgroups", n_out.div_ceil(spec.tile.0 as u64)),
+            limit: room.max_groups.to_string(),
+            limit_name: "max_compute_workgroups_per_dimension",
+        });
+    }
+    Ok(vec![(0, n_out as u32)])
 }
 
 /// The most tokens one chunk may hold: the least that every per-chunk buffer, texture and

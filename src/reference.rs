@@ -85,6 +85,10 @@ fn fused_rows(
 /// Rows are split across the machine's cores (with the `native` feature; one thread in the
 /// browser).
 pub fn reference(shape: &QkvShape, x: &[f32], weights: &FusedWeights) -> Reference {
+    if weights.stored.is_some() {
+        // W in blocks: exactly the values the kernels dequantize.
+        return reference(shape, x, &weights.dequantized());
+    }
     assert_eq!(x.len(), shape.x_len(), "X does not match the shape");
     assert_eq!(weights.w.len(), shape.w_len(), "W does not match the shape");
     let tokens = shape.tokens as usize;
@@ -151,6 +155,7 @@ mod tests {
             kv_width: 2,
             w: crate::weights::WeightData::F32(w),
             bias: None,
+            stored: None,
         };
         let r = reference(&shape, &[2.0, 3.0], &weights);
         assert_eq!(r.q, vec![2.0, 17.0]);

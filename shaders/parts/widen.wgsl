@@ -1,6 +1,7 @@
 // Part: 16-bit storage types widened to f32 exactly. Provides `widen` (one element of a
-// word), `widen4` (four elements of two words), `quad_word` and `quad` (four elements of an
-// array of vec4 words) and NATIVE_F16. Expects params.wgsl (ELEM).
+// word), `widen4` (four elements of two words), `f16_bits4` (four f16 patterns, whatever
+// ELEM), `quad_word` and `quad` (four elements of an array of vec4 words) and NATIVE_F16.
+// Expects params.wgsl (ELEM).
 
 // The half-typed element of 32-bit word `word` (the high half when `high`), widened to f32
 // exactly, by integer arithmetic (no capability needed): see `widen4`.
@@ -19,8 +20,7 @@ override NATIVE_F16: bool = false;
 
 // Four consecutive half-typed elements held in two words, widened to f32 exactly. bf16 is
 // the top half of an f32: a shift or a mask. f16: the hardware's conversion (NATIVE_F16), or
-// normal values rebias the exponent (127 - 15 = 112); subnormals are m x 2^-24 (a normal
-// f32, so no flush to zero); infinities and NaN keep their payload.
+// integer arithmetic (`f16_bits4`).
 fn widen4(words: vec2<u32>) -> vec4<f32> {
     if ELEM == 2u {
         return bitcast<vec4<f32>>(vec4<u32>(
@@ -42,6 +42,14 @@ fn widen4(words: vec2<u32>) -> vec4<f32> {
     if ELEM != 1u {
         return bitcast<vec4<f32>>(h << vec4<u32>(16u));
     }
+    return f16_bits4(h);
+}
+
+// Four f16 bit patterns (the low 16 bits of each lane) widened to f32 exactly by integer
+// arithmetic, on every adapter: normal values rebias the exponent (127 - 15 = 112);
+// subnormals are m x 2^-24 (a normal f32, so no flush to zero); infinities and NaN keep
+// their payload.
+fn f16_bits4(h: vec4<u32>) -> vec4<f32> {
     let sign = (h & vec4<u32>(0x8000u)) << vec4<u32>(16u);
     let e = (h >> vec4<u32>(10u)) & vec4<u32>(0x1fu);
     let m = h & vec4<u32>(0x3ffu);

@@ -619,6 +619,7 @@ impl CustomKernel {
                 label: self.label,
                 native_f16: self.native_f16,
             }),
+            w_formats: None,
         })
     }
 }

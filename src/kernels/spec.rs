@@ -10,6 +10,8 @@ use super::shaders::ShaderSource;
 use crate::adapter::AdapterSummary;
 use crate::binding::BindingKind;
 pub use crate::element::{ElementType, OperandTypes};
+use crate::quant::WeightType;
+use crate::shape::QkvShape;
 use std::fmt;
 
 /// The arithmetic a kernel multiplies and adds with: what bounds its rounding error
@@ -98,6 +100,11 @@ pub struct KernelSpec {
     /// A user's kernel (`qkv try`) in the place of the variant's source: its name, and
     /// whether it takes `NATIVE_F16` ([`crate::kernels::CustomKernel::spec`]).
     pub custom: Option<CustomInfo>,
+    /// Wq's, Wk's and Wv's formats where W is read as a checkpoint stores it (rows along
+    /// d_model, each part in its own format, dequantized in the kernel:
+    /// [`with_w_formats`](Self::with_w_formats)); None where W is fused in
+    /// [`types`](Self::types)' `w`.
+    pub w_formats: Option<[WeightType; 3]>,
 }
 
 impl From<Kernel> for KernelSpec {
@@ -133,6 +140,7 @@ impl KernelSpec {
             arithmetic: r.arithmetic,
             bounds_proven: def.bounds_proven(),
             custom: None,
+            w_formats: None,
         })
     }
 
@@ -186,6 +194,43 @@ impl KernelSpec {
             ));
         };
         Ok(Self { types, ..self })
+    }
+
+    /// The same kernel reading W as a checkpoint stores it: Wq, Wk and Wv in `formats`,
+    /// dequantized as they are read; an error naming the variants that can, for one that
+    /// cannot.
+    pub fn with_w_formats(self, formats: [WeightType; 3]) -> Result<Self, String> {
+        let Some(source) = (self.custom.is_none())
+            .then(|| self.kernel().def().blocks_source(&self.config))
+            .flatten()
+        else {
+            let can: Vec<&str> = Kernel::ALL
+                .iter()
+                .filter(|k| k.def().blocks_source(&KernelConfig::from(**k)).is_some())
+                .map(|k| k.name())
+                .collect();
+            return Err(format!(
+                "kernel {self} reads W only in f32, f16 or bf16; weights in {} are read by: {}",
+                formats.map(|f| f.name()).join(", "),
+                can.join(", ")
+            ));
+        };
+        Ok(Self {
+            source,
+            w_formats: Some(formats),
+            ..self
+        })
+    }
+
+    /// Bytes of W on the GPU where it is read in its stored formats: each part's rows, the
+    /// part padded to a word, and one word more (the kernels read two words at a time); None
+    /// for a fused W, or where a part's rows are not whole blocks.
+    pub fn w_block_bytes(&self, shape: &QkvShape) -> Option<u64> {
+        let [q, k, v] = self.w_formats?;
+        let d = shape.d_model as u64;
+        let part =
+            |ty: WeightType, rows: u32| ty.row_bytes(d).map(|r| (r * rows as u64).div_ceil(4) * 4);
+        Some(part(q, shape.q_width)? + part(k, shape.kv_width)? + part(v, shape.kv_width)? + 4)
     }
 
     /// The variant.
@@ -335,6 +380,11 @@ impl KernelSpec {
             ("ELEM", self.types.out.shader_code() as f64),
         ];
         constants.extend(self.constants.iter().copied());
+        if let Some(formats) = self.w_formats {
+            for (name, f) in ["FMT_Q", "FMT_K", "FMT_V"].into_iter().zip(formats) {
+                constants.push((name, f.ggml_type() as f64));
+            }
+        }
         constants
     }
 }

@@ -126,6 +126,13 @@ pub trait VariantDef: Sync {
     /// every shader read them all); none for a user's kernel, whose source is its file.
     fn sources(&self) -> Vec<ShaderSource>;
 
+    /// The main pass's source for W kept in a checkpoint's formats, dequantized as it is
+    /// read (`shaders/parts/w_blocks.wgsl`), for a configuration `resolve` gave `source`;
+    /// None for a variant that reads W only in an element type.
+    fn blocks_source(&self, _config: &KernelConfig) -> Option<ShaderSource> {
+        None
+    }
+
     /// The second pass that adds up partial sums, if it has one.
     fn reduce(&self) -> Option<ShaderSource> {
         None

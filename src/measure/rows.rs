@@ -338,7 +338,7 @@ pub fn weights_read(
     w: ElementType,
 ) -> std::borrow::Cow<'_, FusedWeights> {
     let exact = dtype == w
-        && weights.w.element() == w
+        && (weights.w.element() == w || weights.stored.is_some())
         && weights.bias.iter().flatten().all(|&b| dtype.round(b) == b);
     if exact {
         std::borrow::Cow::Borrowed(weights)

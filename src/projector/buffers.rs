@@ -213,21 +213,33 @@ impl WeightBuffers {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
         let kind = (spec.reads_textures(), spec.types.w);
-        let w = plan
-            .col_blocks
-            .iter()
-            .map(|&(_, n_cols)| {
-                let stride = spec.w_stride(d as u32, n_cols);
-                let tex = TextureLayout::of(&chunk_shape, stride);
-                Operand::new(
-                    device,
-                    "w (fused Wq|Wk|Wv, one column block)",
-                    kind,
-                    spec.w_len(d as u32, n_cols) as usize,
-                    tex.w,
-                )
-            })
-            .collect();
+        let stored = spec.w_block_bytes(&plan.shape).map(|bytes| {
+            Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("w (Wq, Wk, Wv as stored, in their formats)"),
+                size: bytes.div_ceil(16) * 16,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }))
+        });
+        let w = stored.into_iter().collect::<Vec<_>>();
+        let w = if !w.is_empty() {
+            w
+        } else {
+            plan.col_blocks
+                .iter()
+                .map(|&(_, n_cols)| {
+                    let stride = spec.w_stride(d as u32, n_cols);
+                    let tex = TextureLayout::of(&chunk_shape, stride);
+                    Operand::new(
+                        device,
+                        "w (fused Wq|Wk|Wv, one column block)",
+                        kind,
+                        spec.w_len(d as u32, n_cols) as usize,
+                        tex.w,
+                    )
+                })
+                .collect()
+        };
         // Without a bias the binding still needs a buffer; HAS_BIAS=false never reads it.
         let bias_len = if plan.shape.bias {
             plan.shape.n_out() as usize
@@ -247,6 +259,56 @@ impl WeightBuffers {
     /// range of the run's type and of W's) into every column block in W's type, and the
     /// bias rounded to the run's type (it is stored as f32, exactly).
     pub(super) fn write(
+        &self,
+        ctx: &GpuContext,
+        spec: &KernelSpec,
+        plan: &ChunkPlan,
+        weights: &FusedWeights,
+    ) -> Result<()> {
+        if let Some(parts) = &weights.stored {
+            // As stored: each part's bytes at the next word, as w_blocks.wgsl finds them.
+            let buffer = match self.w.as_slice() {
+                [Operand::Buffer(b)] => b,
+                _ => {
+                    return Err(Error::Input(format!(
+                        "kernel {} was not planned for W in its stored formats",
+                        spec
+                    )))
+                }
+            };
+            let mut at = 0u64;
+            for p in parts.iter() {
+                let bytes = &p.bytes;
+                let whole = bytes.len() / 4 * 4;
+                let mut tail = bytes[whole..].to_vec();
+                tail.resize(tail.len().div_ceil(4) * 4, 0);
+                ctx.checked("uploading weights", || {
+                    if whole > 0 {
+                        ctx.queue.write_buffer(buffer, at, &bytes[..whole]);
+                    }
+                    if !tail.is_empty() {
+                        ctx.queue.write_buffer(buffer, at + whole as u64, &tail);
+                    }
+                })?;
+                at += (bytes.len() as u64).div_ceil(4) * 4;
+            }
+        } else {
+            self.write_fused(ctx, spec, plan, weights)?;
+        }
+        if let Some(b) = &weights.bias {
+            let mut rounded = b.clone();
+            // Added in f32 by every kernel: rounded to the run's type only.
+            spec.dtype().round_slice(&mut rounded);
+            ctx.checked("uploading the bias", || {
+                ctx.queue
+                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Writes a fused W into every column block (see [`write`](Self::write)).
+    fn write_fused(
         &self,
         ctx: &GpuContext,
         spec: &KernelSpec,
@@ -325,15 +387,6 @@ impl WeightBuffers {
             };
             ctx.checked("uploading weights", || {
                 operand.write(&ctx.queue, (host, input), row, &mut scratch)
-            })?;
-        }
-        if let Some(b) = &weights.bias {
-            let mut rounded = b.clone();
-            // Added in f32 by every kernel: rounded to the run's type only.
-            spec.dtype().round_slice(&mut rounded);
-            ctx.checked("uploading the bias", || {
-                ctx.queue
-                    .write_buffer(&self.bias, 0, bytemuck::cast_slice(&rounded))
             })?;
         }
         Ok(())
@@ -577,8 +630,23 @@ impl Slot {
 }
 
 /// Checks that `weights` are what a projector planned as `plan` takes.
-pub(super) fn check_weights(plan: &ChunkPlan, weights: &FusedWeights) -> Result<()> {
+pub(super) fn check_weights(
+    spec: &KernelSpec,
+    plan: &ChunkPlan,
+    weights: &FusedWeights,
+) -> Result<()> {
     let s = &plan.shape;
+    if spec.w_formats != weights.w_formats() {
+        let names = |f: Option<[crate::quant::WeightType; 3]>| match f {
+            Some(f) => format!("Wq, Wk, Wv in {}", f.map(|t| t.name()).join(", ")),
+            None => "a fused W".to_string(),
+        };
+        return Err(Error::Input(format!(
+            "the weights hold {} but the projector was made for {}",
+            names(weights.w_formats()),
+            names(spec.w_formats)
+        )));
+    }
     if (weights.d_model, weights.q_width, weights.kv_width) != (s.d_model, s.q_width, s.kv_width) {
         return Err(Error::Shape(format!(
             "weights are d_model {} -> {}+{}+{} but the projector was made for d_model {} -> \
@@ -593,7 +661,7 @@ pub(super) fn check_weights(plan: &ChunkPlan, weights: &FusedWeights) -> Result<
             s.kv_width
         )));
     }
-    if weights.w.len() != s.w_len() {
+    if weights.stored.is_none() && weights.w.len() != s.w_len() {
         return Err(Error::Shape(format!(
             "W has {} elements; [{}, {}] needs {}",
             weights.w.len(),

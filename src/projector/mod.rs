@@ -305,7 +305,7 @@ impl<'c> Projector<'c> {
     /// cannot hold is an [`Error::Input`] naming the matrix, row and column.
     pub fn set_weights(&mut self, weights: &FusedWeights) -> Result<Duration> {
         let e = &self.engine;
-        buffers::check_weights(&e.plan, weights)?;
+        buffers::check_weights(&e.spec, &e.plan, weights)?;
         weights.check_range(e.spec.dtype())?;
         weights.check_range_read_as(e.spec.dtype(), e.spec.types.w)?;
         let start = Instant::now();

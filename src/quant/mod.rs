@@ -188,6 +188,25 @@ impl WeightType {
         }
     }
 
+    /// ggml's number for the type (`enum ggml_type`): the value of the kernels' format
+    /// constants (`FMT_Q`, `FMT_K`, `FMT_V`).
+    pub const fn ggml_type(self) -> u32 {
+        match self {
+            WeightType::Element(ElementType::F32) => 0,
+            WeightType::Element(ElementType::F16) => 1,
+            WeightType::Element(ElementType::Bf16) => 30,
+            WeightType::Blocks(b) => b.ggml_type(),
+        }
+    }
+
+    /// Bytes of a row of `elems` elements, or None where the row is not whole blocks.
+    pub fn row_bytes(self, elems: u64) -> Option<u64> {
+        match self {
+            WeightType::Element(e) => elems.checked_mul(e.size()),
+            WeightType::Blocks(b) => b.row_bytes(elems),
+        }
+    }
+
     /// Every name `--weight-type` takes, for errors and `--help`.
     pub fn names() -> String {
         let mut all: Vec<&str> = ElementType::ALL.iter().map(|e| e.name()).collect();

@@ -10,6 +10,21 @@ pub struct Blocktile;
 /// `shaders/qkv_blocktile.wgsl`.
 pub const SOURCE: ShaderSource = shader!("qkv_blocktile.wgsl", parts: tile128);
 
+/// The same with W in a checkpoint's formats (`shaders/parts/w_blocks.wgsl`): the prefill
+/// kernel of quantized weights, each W element dequantized as it is staged.
+pub const SOURCE_BLOCKS: ShaderSource = shader!(
+    "qkv_blocktile.wgsl",
+    label: "qkv_blocktile.wgsl (W in blocks)",
+    parts: [
+        "params.wgsl",
+        "x_words.wgsl",
+        "w_blocks.wgsl",
+        "widen.wgsl",
+        "tile128.wgsl",
+        "store.wgsl",
+    ]
+);
+
 impl VariantDef for Blocktile {
     fn name(&self) -> &'static str {
         "blocktile"
@@ -34,8 +49,11 @@ impl VariantDef for Blocktile {
     fn w_align(&self) -> u32 {
         4
     }
+    fn blocks_source(&self, _: &KernelConfig) -> Option<ShaderSource> {
+        Some(SOURCE_BLOCKS)
+    }
     fn sources(&self) -> Vec<ShaderSource> {
-        vec![SOURCE]
+        vec![SOURCE, SOURCE_BLOCKS]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         vec![self.default_config()]

@@ -15,6 +15,14 @@ pub const SOURCE: ShaderSource = shader!(
     parts: ["params.wgsl", "x4_words.wgsl", "w4_words.wgsl", "widen.wgsl", "store.wgsl"]
 );
 
+/// The same with W as a checkpoint stores it (`shaders/parts/w_blocks.wgsl`), each unit of
+/// 32 elements dequantized once for all the workgroup's tokens.
+pub const SOURCE_BLOCKS: ShaderSource = shader!(
+    "qkv_decode.wgsl",
+    label: "qkv_decode.wgsl (W in blocks)",
+    parts: ["params.wgsl", "x4_words.wgsl", "w_blocks.wgsl", "widen.wgsl", "store.wgsl"]
+);
+
 /// The tokens one workgroup may serve.
 const ROWS: [u32; 3] = [1, 4, 8];
 
@@ -59,8 +67,11 @@ impl VariantDef for Decode {
     fn operands(&self) -> OperandLayout {
         OperandLayout::KMajor
     }
+    fn blocks_source(&self, _: &KernelConfig) -> Option<ShaderSource> {
+        Some(SOURCE_BLOCKS)
+    }
     fn sources(&self) -> Vec<ShaderSource> {
-        vec![SOURCE]
+        vec![SOURCE, SOURCE_BLOCKS]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         // A few shapes of workgroup for one token and for eight: the tuner's proxy has the

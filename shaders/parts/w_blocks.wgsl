@@ -1,0 +1,236 @@
+// Part: W as a checkpoint stores it, dequantized as it is read. Wq, Wk and Wv each keep the
+// rows of their file, a row per output feature along d_model, in their own format (FMT_Q,
+// FMT_K, FMT_V: ggml's type numbers, F32, F16, BF16 or one of the block formats Q8_0, Q4_0,
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), one after another in `w`, each part starting on 4
+// bytes. Every value is ggml's `dequantize_row_*` of its block: a product that is exact in
+// f32 (d x q, or d x sc x q with d x sc first), plus the minimum where the format has one
+// (rounded once, as there), so the kernel reads exactly the values the reference uses.
+// Provides `w` (binding 2), FMT_Q/K/V, and for W read along d_model (the decode kernel):
+// UNIT_QUADS, `WUnit`, `w_unit` and `w_quad`; for W read across columns (the tiled kernels'
+// row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`. Expects params.wgsl
+// and widen.wgsl (`f16_bits4`). The host pads the buffer by a word past the last part, so
+// that reading two words at the last even offset stays inside it.
+//
+// d_model is a multiple of 32 (the host refuses others with block formats), so that every
+// run of 32 elements starting at a multiple of 32 (a "unit") has one scale and minimum per
+// 16 elements: Q8_0 ... Q5_1 blocks are units, Q4_K and Q5_K blocks hold 8 with their own
+// 6-bit scale and minimum, Q6_K blocks 8 with an 8-bit scale per 16 elements.
+
+@group(0) @binding(2) var<storage, read> w: array<u32>;
+
+// Each part's format (ggml's numbering; the host sets them).
+override FMT_Q: u32 = 0u;
+override FMT_K: u32 = 0u;
+override FMT_V: u32 = 0u;
+
+// Bytes of one stored row of `d` elements in format `fmt`.
+fn row_bytes(fmt: u32, d: u32) -> u32 {
+    switch fmt {
+        case 0u: { return 4u * d; }
+        case 1u, 30u: { return 2u * d; }
+        case 2u: { return d / 32u * 18u; }
+        case 3u: { return d / 32u * 20u; }
+        case 6u: { return d / 32u * 22u; }
+        case 7u: { return d / 32u * 24u; }
+        case 8u: { return d / 32u * 34u; }
+        case 12u: { return d / 256u * 144u; }
+        case 13u: { return d / 256u * 176u; }
+        default: { return d / 256u * 210u; }
+    }
+}
+
+// A part's bytes, padded to whole words.
+fn part_bytes(fmt: u32, rows: u32) -> u32 {
+    return (rows * row_bytes(fmt, params.d_model) + 3u) & ~3u;
+}
+
+// The 32-bit word at byte `b` (even: every field of every format is).
+fn word_at(b: u32) -> u32 {
+    let i = b >> 2u;
+    if (b & 2u) == 0u {
+        return w[i];
+    }
+    return (w[i] >> 16u) | (w[i + 1u] << 16u);
+}
+
+// The f16 at byte `b` (even), widened exactly.
+fn f16_at(b: u32) -> f32 {
+    return f16_bits4(vec4<u32>((w[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu)).x;
+}
+
+// The byte at `b`, unsigned and signed.
+fn u8_at(b: u32) -> u32 {
+    return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
+}
+fn i8_at(b: u32) -> f32 {
+    return f32(bitcast<i32>(u8_at(b) << 24u) >> 24u);
+}
+
+// The four bytes of a word, unsigned.
+fn bytes4(word: u32) -> vec4<u32> {
+    return (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+}
+
+// The low (hi false) or high nibbles of four bytes.
+fn nibbles(b: vec4<u32>, hi: bool) -> vec4<u32> {
+    return select(b & vec4<u32>(15u), b >> vec4<u32>(4u), hi);
+}
+
+// Q4_K's and Q5_K's 6-bit scale and minimum of sub-block `j` (ggml's get_scale_min_k4), from
+// the 12 bytes at `s`.
+fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
+    if j < 4u {
+        return vec2<f32>(f32(u8_at(s + j) & 63u), f32(u8_at(s + j + 4u) & 63u));
+    }
+    let a = u8_at(s + j + 4u);
+    let d = (a & 15u) | ((u8_at(s + j - 4u) >> 6u) << 4u);
+    let m = (a >> 4u) | ((u8_at(s + j) >> 6u) << 4u);
+    return vec2<f32>(f32(d), f32(m));
+}
+
+// One unit of a row: its format, the first byte of its block, which unit of the block it is,
+// and value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31.
+struct WUnit {
+    fmt: u32,
+    at: u32,
+    sub: u32,
+    scale: vec4<f32>,
+}
+
+// Vec4s of W per unit.
+const UNIT_QUADS: u32 = 8u;
+
+// Unit `u` (elements 32 u .. 32 u + 31) of the row of fused column params.col0 + `col`.
+fn w_unit(col: u32, u: u32) -> WUnit {
+    let c = params.col0 + col;
+    var fmt = FMT_Q;
+    var base = 0u;
+    var r = c;
+    if c >= params.q_width + params.kv_width {
+        fmt = FMT_V;
+        base = part_bytes(FMT_Q, params.q_width) + part_bytes(FMT_K, params.kv_width);
+        r = c - params.q_width - params.kv_width;
+    } else if c >= params.q_width {
+        fmt = FMT_K;
+        base = part_bytes(FMT_Q, params.q_width);
+        r = c - params.q_width;
+    }
+    let row = base + r * row_bytes(fmt, params.d_model);
+    switch fmt {
+        case 0u, 1u, 30u: {
+            let size = select(2u, 4u, fmt == 0u);
+            return WUnit(fmt, row + u * 32u * size, 0u, vec4<f32>(1.0, 0.0, 1.0, 0.0));
+        }
+        case 2u, 6u, 8u: {
+            let at = row + u * (row_bytes(fmt, 32u));
+            let d = f16_at(at);
+            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0));
+        }
+        case 3u, 7u: {
+            let at = row + u * (row_bytes(fmt, 32u));
+            let d = f16_at(at);
+            let m = f16_at(at + 2u);
+            return WUnit(fmt, at, 0u, vec4<f32>(d, m, d, m));
+        }
+        case 12u, 13u: {
+            let at = row + u / 8u * row_bytes(fmt, 256u);
+            let sub = u % 8u;
+            let sm = scale_min_k4(at + 4u, sub);
+            let d = f16_at(at) * sm.x;
+            let m = f16_at(at + 2u) * sm.y;
+            return WUnit(fmt, at, sub, vec4<f32>(d, -m, d, -m));
+        }
+        default: {
+            // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
+            let at = row + u / 8u * 210u;
+            let sub = u % 8u;
+            let d = f16_at(at + 208u);
+            let s = at + 192u + 8u * (sub / 4u) + 2u * (sub % 4u);
+            return WUnit(fmt, at, sub, vec4<f32>(d * i8_at(s), 0.0, d * i8_at(s + 1u), 0.0));
+        }
+    }
+}
+
+// Elements 4 i .. 4 i + 3 (i < 8) of a unit, dequantized.
+fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
+    let at = unit.at;
+    var q: vec4<f32>;
+    switch unit.fmt {
+        case 0u: {
+            let j = (at >> 2u) + 4u * i;
+            return bitcast<vec4<f32>>(vec4<u32>(w[j], w[j + 1u], w[j + 2u], w[j + 3u]));
+        }
+        case 1u, 30u: {
+            let h = vec2<u32>(w[(at >> 2u) + 2u * i], w[(at >> 2u) + 2u * i + 1u]);
+            let halves = vec4<u32>(h.x & 0xffffu, h.x >> 16u, h.y & 0xffffu, h.y >> 16u);
+            if unit.fmt == 1u {
+                return f16_bits4(halves);
+            }
+            return bitcast<vec4<f32>>(halves << vec4<u32>(16u));
+        }
+        case 8u: {
+            let b = vec4<u32>(word_at(at + 2u + 4u * i)) << vec4<u32>(24u, 16u, 8u, 0u);
+            q = vec4<f32>(bitcast<vec4<i32>>(b) >> vec4<u32>(24u));
+        }
+        case 2u: {
+            q = vec4<f32>(nibbles(bytes4(word_at(at + 2u + 4u * (i & 3u))), i >= 4u)) - 8.0;
+        }
+        case 3u: {
+            q = vec4<f32>(nibbles(bytes4(word_at(at + 4u + 4u * (i & 3u))), i >= 4u));
+        }
+        case 6u, 7u: {
+            // Q5_0 (d, qh, qs) and Q5_1 (d, m, qh, qs): element e's fifth bit is bit e of qh.
+            let qh_at = at + select(2u, 4u, unit.fmt == 7u);
+            let low = nibbles(bytes4(word_at(qh_at + 4u + 4u * (i & 3u))), i >= 4u);
+            let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
+            let high = ((vec4<u32>(word_at(qh_at)) >> e) & vec4<u32>(1u)) << vec4<u32>(4u);
+            q = vec4<f32>(low | high) - select(16.0, 0.0, unit.fmt == 7u);
+        }
+        case 12u: {
+            // Q4_K: d, dmin, scales[12], qs[128]; unit 2g + h is the low (h = 0) or high
+            // nibbles of qs[32 g ..].
+            let b = bytes4(word_at(at + 16u + 32u * (unit.sub / 2u) + 4u * i));
+            q = vec4<f32>(nibbles(b, (unit.sub & 1u) == 1u));
+        }
+        case 13u: {
+            // Q5_K: d, dmin, scales[12], qh[32], qs[128]; unit s's fifth bits are bit s of
+            // qh[l].
+            let b = bytes4(word_at(at + 48u + 32u * (unit.sub / 2u) + 4u * i));
+            let low = nibbles(b, (unit.sub & 1u) == 1u);
+            let high = ((bytes4(word_at(at + 16u + 4u * i)) >> vec4<u32>(unit.sub)) & vec4<u32>(1u));
+            q = vec4<f32>(low | (high << vec4<u32>(4u)));
+        }
+        default: {
+            // Q6_K: ql[128], qh[64], scales[16], d. Quarter t of half n: the low (t < 2) or
+            // high nibbles of ql[64 n + 32 (t & 1) + l], bits 2t, 2t + 1 of qh[32 n + l].
+            let n = unit.sub / 4u;
+            let t = unit.sub % 4u;
+            let b = bytes4(word_at(at + 64u * n + 32u * (t & 1u) + 4u * i));
+            let low = nibbles(b, t >= 2u);
+            let hb = (bytes4(word_at(at + 128u + 32u * n + 4u * i)) >> vec4<u32>(2u * t)) & vec4<u32>(3u);
+            q = vec4<f32>(low | (hb << vec4<u32>(4u))) - 32.0;
+        }
+    }
+    let s = select(unit.scale.xy, unit.scale.zw, i >= 4u);
+    return fma(vec4<f32>(s.x), q, vec4<f32>(s.y));
+}
+
+// One element of W: row k of d_model, fused column params.col0 + col.
+fn w_elem(k: u32, col: u32) -> f32 {
+    return w_quad(w_unit(col, k / 32u), (k % 32u) / 4u)[k % 4u];
+}
+
+// Elements W[k, 4 c .. 4 c + 3] in the row-major view of the tiled kernels, j = k x (w_stride
+// / 4) + c: zero past n_cols, as a padded row-major W would hold.
+fn w4_at(j: u32) -> vec4<f32> {
+    let stride = params.w_stride / 4u;
+    let k = j / stride;
+    let c = 4u * (j % stride);
+    var v = vec4<f32>();
+    for (var i = 0u; i < 4u; i++) {
+        if c + i < params.n_cols {
+            v[i] = w_elem(k, c + i);
+        }
+    }
+    return v;
+}
