@@ -21,7 +21,11 @@ fn projection(c: &mut Criterion) {
         .and_then(|t| t.parse().ok())
         .unwrap_or(128);
     let mut configs = vec![qkv_wgpu::KernelConfig::from(qkv_wgpu::Kernel::Naive)];
-    configs.extend(qkv_wgpu::tune::candidates(&ctx, qkv_wgpu::ElementType::F32));
+    configs.extend(qkv_wgpu::tune::candidates(
+        &ctx,
+        qkv_wgpu::ElementType::F32,
+        None,
+    ));
     for p in PRESETS {
         let shape = QkvShape::new(tokens, p.d_model, p.q_width, p.kv_width, p.bias).unwrap();
         let (x, w) = random_inputs(&shape, 42);

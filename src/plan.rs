@@ -313,6 +313,9 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
 fn stored_w_block(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
     let formats = spec.w_formats.map(|f| f.map(|t| t.name()).join(", "));
     let Some(bytes) = spec.w_block_bytes(shape) else {
+        for (ty, name) in spec.w_formats.into_iter().flatten().zip(["Wq", "Wk", "Wv"]) {
+            crate::quant::StoredMatrix::row_bytes_of(ty, shape.d_model, name)?;
+        }
         return Err(Error::Shape(format!(
             "d_model {} is not whole blocks of W's formats ({})",
             shape.d_model,

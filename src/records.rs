@@ -111,6 +111,13 @@ pub struct CheckRecord {
     pub precision_max_rel_err: Option<f64>,
     /// As above, relative L2.
     pub precision_rel_l2_err: Option<f64>,
+    /// Where W was quantized (`--weight-type`): the errors against the reference of X as
+    /// given and the weights before quantization (the cost of the format); null otherwise.
+    pub quantization_max_abs_err: Option<f64>,
+    /// As above, relative.
+    pub quantization_max_rel_err: Option<f64>,
+    /// As above, relative L2.
+    pub quantization_rel_l2_err: Option<f64>,
     /// The tolerance's absolute part.
     pub atol: f64,
     /// Its part relative to |ref|.
@@ -143,6 +150,9 @@ impl CheckRecord {
             precision_max_abs_err: cost.map(|c| c.max_abs_err()),
             precision_max_rel_err: cost.map(|c| c.max_rel_err()),
             precision_rel_l2_err: cost.map(|c| c.rel_l2_err()),
+            quantization_max_abs_err: m.quantization.as_ref().map(|c| c.max_abs_err()),
+            quantization_max_rel_err: m.quantization.as_ref().map(|c| c.max_rel_err()),
+            quantization_rel_l2_err: m.quantization.as_ref().map(|c| c.rel_l2_err()),
             atol: tol.atol,
             rtol: tol.rtol,
             ttol: tol.terms,

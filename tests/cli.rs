@@ -714,3 +714,82 @@ fn gguf_shows_each_layers_formats_and_the_metadatas_heads() {
     let (_, err) = exits(&["gguf", not_gguf], 2);
     assert!(err.contains("does not start with `GGUF`"), "{err}");
 }
+
+#[test]
+fn weight_type_keeps_w_quantized_and_reports_the_quantization_cost() {
+    // Issue #34: Q, K, V each in its own format, checked against the quantized weights, with
+    // the cost against the weights before.
+    let args = [
+        "run",
+        "--tokens",
+        "3",
+        "--d-model",
+        "256",
+        "--q-width",
+        "32",
+        "--kv-width",
+        "16",
+        "--bias",
+        "--weight-type",
+        "q4_k,q6_k,q8_0",
+        "--kernel",
+        "decode,blocktile",
+        "--repeats",
+        "1",
+    ];
+    let (text, _) = exits(&args, 0);
+    assert!(text.contains("W stored as q4_k,q6_k,q8_0"), "{text}");
+    assert!(text.contains("quantization W as q4_k,q6_k,q8_0"), "{text}");
+    let mut json = args.to_vec();
+    json.push("--json");
+    let (out, _) = exits(&json, 0);
+    for line in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["pass"], true);
+        assert_eq!(v["weight_type"], "q4_k,q6_k,q8_0");
+        // 32 rows of Q4_K (144 bytes), 16 of Q6_K (210) and 16 of Q8_0 (8 x 34).
+        assert_eq!(v["w_bytes"], 32 * 144 + 16 * 210 + 16 * 8 * 34);
+        // Four bits cost far more than f32's rounding, yet stay bounded.
+        let cost = v["quantization_rel_l2_err"].as_f64().unwrap();
+        assert!(cost > 1e-3 && cost < 0.2, "{cost}");
+        assert!(v["rel_l2_err"].as_f64().unwrap() < 1e-5);
+    }
+    // Without the option there is no cost to report.
+    let (out, _) = exits(
+        &[
+            "run",
+            "--tokens",
+            "2",
+            "--d-model",
+            "32",
+            "--kernel",
+            "decode",
+            "--repeats",
+            "1",
+            "--json",
+        ],
+        0,
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["quantization_rel_l2_err"].is_null());
+    assert_eq!(v["weight_type"], "f32");
+
+    // A kernel that cannot read blocks, an unknown format, a d_model that is not whole
+    // blocks: each refused by name.
+    let base = ["run", "--tokens", "2", "--d-model", "64", "--repeats", "1"];
+    let mut tiled = base.to_vec();
+    tiled.extend(["--weight-type", "q4_0", "--kernel", "tiled"]);
+    let (_, err) = exits(&tiled, 2);
+    assert!(err.contains("decode") && err.contains("blocktile"), "{err}");
+    let mut unknown = base.to_vec();
+    unknown.extend(["--weight-type", "q3_k"]);
+    let (_, err) = exits(&unknown, 2);
+    assert!(
+        err.contains("unknown weight type 'q3_k'") && err.contains("q4_k"),
+        "{err}"
+    );
+    let mut ragged = base.to_vec();
+    ragged.extend(["--weight-type", "q6_k", "--kernel", "decode"]);
+    let (_, err) = exits(&ragged, 2);
+    assert!(err.contains("multiple of 256"), "{err}");
+}

@@ -458,13 +458,13 @@ fn inputs_past_f16s_range_are_refused_by_name() {
 fn the_tuner_tries_coopmat_for_f16_and_rechecks_a_cached_choice() {
     let offered = defaults(ctx());
     let f32_acc: Vec<_> = offered.iter().copied().filter(f32_accumulator).collect();
-    let cands = qkv_wgpu::tune::candidates(ctx(), ElementType::F16);
+    let cands = qkv_wgpu::tune::candidates(ctx(), ElementType::F16, None);
     for c in &f32_acc {
         assert!(cands.contains(c), "{c} not among {cands:?}");
     }
     // Never for f32 or bf16 runs: it would round their inputs to f16.
     for e in [ElementType::F32, ElementType::Bf16] {
-        assert!(!qkv_wgpu::tune::candidates(ctx(), e)
+        assert!(!qkv_wgpu::tune::candidates(ctx(), e, None)
             .iter()
             .any(|c| c.kernel == Kernel::Coopmat));
     }

@@ -63,7 +63,7 @@ fn no_projection_kernel_beats_the_peak_of_its_arithmetic() {
         KernelConfig::new(Kernel::Texture, &[32]),
     ];
     configs.extend(
-        qkv_wgpu::tune::candidates(ctx(), ElementType::F16)
+        qkv_wgpu::tune::candidates(ctx(), ElementType::F16, None)
             .into_iter()
             .filter(|c| c.kernel == Kernel::Coopmat),
     );

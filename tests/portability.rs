@@ -93,7 +93,7 @@ fn a_device_of_128_invocations_runs_what_fits_and_names_what_does_not() {
         let err = Projector::new(&ctx, shape(), k).unwrap_err().to_string();
         assert!(err.contains("allows 128"), "{k}: {err}");
     }
-    let candidates = qkv_wgpu::tune::candidates(&ctx, qkv_wgpu::ElementType::F32);
+    let candidates = qkv_wgpu::tune::candidates(&ctx, qkv_wgpu::ElementType::F32, None);
     assert!(!candidates.is_empty());
     for c in candidates {
         assert!(KernelSpec::new(c).unwrap().invocations <= 128, "{c}");

@@ -927,3 +927,121 @@ fn every_family_stored_in_f16_and_bf16_runs_in_its_own_type() {
         }
     }
 }
+
+/// The fuzz seed `llama_q8_0_f32.gguf` (fuzz/make_seeds.py): a Llama layer with d_model 32,
+/// 2 query heads and 1 key/value head of 1, Wq in Q8_0, Wk in F32, Wv in F16.
+fn llama_seed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/gguf/llama_q8_0_f32.gguf")
+}
+
+#[test]
+fn a_gguf_layer_is_projected_in_its_formats_with_the_heads_from_its_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(34);
+    let x = write_x(&d.join("x.npy"), "f32", &[6, 32], &mut rng);
+    let gguf = llama_seed();
+    let out = d.join("out");
+    // No --heads: the metadata's 2 and 1 split Q and K/V.
+    let stdout = ok(&[
+        "project",
+        "--input",
+        s(&d.join("x.npy")),
+        "--weights",
+        s(&gguf),
+        "--prefix",
+        "blk.0",
+        "--head-layout",
+        "heads",
+        "--out",
+        s(&out),
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["weight_type"], "q8_0,f32,f16");
+    assert_eq!(v["row_order"], "file");
+    assert_eq!(
+        (v["heads"].as_u64(), v["kv_heads"].as_u64()),
+        (Some(2), Some(1))
+    );
+    assert_eq!(v["pass"], true);
+    // Against the f64 reference of the weights as ggml dequantizes them.
+    let layer = qkv_wgpu::io::gguf::Gguf::open(&gguf)
+        .unwrap()
+        .attention("blk.0")
+        .unwrap();
+    let w = layer.weights().unwrap().dequantized();
+    let shape = w.shape(6).unwrap();
+    let r = qkv_wgpu::reference(&shape, &x, &w);
+    let q = read(&out.join("q.npy"));
+    assert_eq!(q.shape, vec![1, 2, 6, 1]);
+    // [batch, heads, seq, 1]: head h of token t is Q[t, h].
+    let want: Vec<f64> = (0..2)
+        .flat_map(|h| (0..6).map(move |t| (t, h)))
+        .map(|(t, h)| r.q[t * 2 + h])
+        .collect();
+    assert_close("Q", &q.data, &want, 32);
+    let k = read(&out.join("k.npy"));
+    assert_close("K", &k.data, &r.k, 32);
+    let text = ok(&[
+        "project",
+        "--input",
+        s(&d.join("x.npy")),
+        "--weights",
+        s(&gguf),
+        "--prefix",
+        "blk.0",
+        "--out",
+        s(&d.join("text")),
+    ]);
+    assert!(text.contains("--original-order restores"), "{text}");
+}
+
+#[test]
+fn gguf_options_that_cannot_apply_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(35);
+    write_x(&d.join("x.npy"), "f32", &[2, 32], &mut rng);
+    let gguf = llama_seed();
+    let out = d.join("out");
+    let base = |extra: &[&str]| -> Vec<String> {
+        [
+            "project",
+            "--input",
+            s(&d.join("x.npy")),
+            "--weights",
+            s(&gguf),
+            "--out",
+            s(&out),
+        ]
+        .iter()
+        .chain(extra)
+        .map(|a| a.to_string())
+        .collect()
+    };
+    let run = |extra: &[&str], message: &str| {
+        let args = base(extra);
+        let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+        fails(&args, 2, message, &out);
+    };
+    // Heads of 1 row: the converter's pairs need an even head size.
+    run(
+        &["--prefix", "blk.0", "--original-order"],
+        "an even head size",
+    );
+    run(&["--prefix", "blk.7"], "blk.0");
+    run(
+        &["--wq", "a", "--wk", "b", "--wv", "c"],
+        "found by --prefix",
+    );
+    run(
+        &["--prefix", "blk.0", "--weight-layout", "in-out"],
+        "does not apply to a GGUF file",
+    );
+    // d_model 32 is not whole Q4_K blocks of 256: refused by name.
+    run(
+        &["--prefix", "blk.0", "--weight-type", "q4_k"],
+        "multiple of 256",
+    );
+}

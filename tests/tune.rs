@@ -10,7 +10,7 @@ use qkv_wgpu::{ElementType, Kernel, QkvShape, Tolerance};
 
 #[test]
 fn every_candidate_is_correct_on_ragged_shapes() {
-    let cands = candidates(ctx(), ElementType::F32);
+    let cands = candidates(ctx(), ElementType::F32, None);
     assert!(cands.len() >= 5, "{cands:?}");
     // lavapipe, the CI adapter, has subgroups of 8: the subgroup variant must be in the set.
     if ctx().summary.subgroup && ctx().summary.subgroup_size.0 >= 8 {
@@ -106,7 +106,7 @@ fn tamper(dir: &tempfile::TempDir, edit: impl Fn(&mut serde_json::Value)) {
     let path = dir.path().join("tuning.json");
     let mut v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let key = shape_class_key(ctx(), &small(), ElementType::F32);
+    let key = shape_class_key(ctx(), &small(), ElementType::F32, None);
     edit(&mut v["entries"][&key]);
     std::fs::write(&path, serde_json::to_string(&v).unwrap()).unwrap();
 }
@@ -155,7 +155,7 @@ fn a_cached_choice_that_no_longer_validates_is_discarded() {
 #[test]
 fn a_tiny_ragged_shape_passes_for_every_candidate_and_the_default() {
     let shape = QkvShape::new(3, 5, 7, 2, false).unwrap();
-    for config in candidates(ctx(), ElementType::F32) {
+    for config in candidates(ctx(), ElementType::F32, None) {
         assert_pass(&check_config(shape, config, 1), &config.to_string());
     }
     // And the plain helper still covers the default kernels.
@@ -173,7 +173,7 @@ fn a_choice_tuned_on_a_busy_machine_is_tuned_again_and_the_margin_is_kept() {
     let path = dir.path().join("tuning.json");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let key = shape_class_key(ctx(), &small(), ElementType::F32);
+    let key = shape_class_key(ctx(), &small(), ElementType::F32, None);
     let margin = v["entries"][&key]["margin"].as_f64().expect("a margin");
     assert!(margin >= 1.0, "{margin}");
     tamper(&dir, |e| {

@@ -100,11 +100,17 @@ class Projector:
         out_dtype: Optional[str] = None,
         backend: Optional[str] = None,
         adapter: Optional[str] = None,
+        original_order: bool = False,
+        weight_type: Optional[str] = None,
     ) -> "Projector":
-        """One attention layer's projection from a safetensors checkpoint, as `qkv project`
-        reads it: under `prefix` by the BERT, Llama and GPT-2 naming conventions, or
+        """One attention layer's projection from a safetensors or GGUF checkpoint, as `qkv
+        project` reads it: under `prefix` by the BERT, Llama and GPT-2 naming conventions, or
         `names` (one fused matrix, or Wq, Wk, Wv) and `bias_names`. F16/BF16 tensors stay
-        in their type. Weights holding NaN or Inf are refused."""
+        in their type. A GGUF file's layer is `prefix` ("blk.0"), each matrix in its format
+        (block formats kept in their blocks on the GPU), heads from its metadata;
+        `original_order=True` undoes llama.cpp's reordering of Q's and K's rows. `weight_type`
+        ("q4_0", or "q4_k,q4_k,q6_k" for Q, K, V) quantizes on load. Weights holding NaN or
+        Inf are refused."""
     @property
     def d_model(self) -> int: ...
     @property

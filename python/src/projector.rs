@@ -16,6 +16,7 @@ use qkv_wgpu::host::{available_memory, check_room};
 use qkv_wgpu::io::checkpoint::{WeightLayout, WeightRequest};
 use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
 use qkv_wgpu::projector::ChunkOutput;
+use qkv_wgpu::quant::WeightType;
 use qkv_wgpu::tune::TuneOptions;
 use qkv_wgpu::{
     Elements, ElementsMut, Error, FusedWeights, GpuContext, HeadSplit, KernelSpec, OutputLayout,
@@ -91,8 +92,16 @@ impl Projector {
     /// likewise). `weight_layout` ("out-in" or "in-out") where neither a family's
     /// convention nor `d_model` settles it; `heads`/`kv_heads` also split a fused matrix
     /// with grouped K/V. Weights holding NaN or Inf are refused.
+    ///
+    /// A GGUF file (told by its magic) is read by llama.cpp's names under `prefix`
+    /// (`blk.0`): `attn_q`/`attn_k`/`attn_v` or `attn_qkv`, each matrix in its own format
+    /// (F32, F16, BF16 or a block format, kept in its blocks on the GPU), the heads from the
+    /// file's metadata unless given; `original_order=True` puts Q's and K's rows back in the
+    /// model's order where llama.cpp's converter reordered them (Llama-family files).
+    /// `weight_type` ("q4_0", or "q4_k,q4_k,q6_k" for Q, K, V) quantizes the weights on
+    /// load with llama.cpp's reference quantizers.
     #[staticmethod]
-    #[pyo3(signature = (path, prefix=None, *, names=None, bias_names=None, weight_layout=None, d_model=None, dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None))]
+    #[pyo3(signature = (path, prefix=None, *, names=None, bias_names=None, weight_layout=None, d_model=None, dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None, original_order=false, weight_type=None))]
     #[allow(clippy::too_many_arguments)]
     fn from_checkpoint(
         py: Python<'_>,
@@ -111,7 +120,47 @@ impl Projector {
         out_dtype: Option<&str>,
         backend: Option<&str>,
         adapter: Option<&str>,
+        original_order: bool,
+        weight_type: Option<&str>,
     ) -> PyResult<Self> {
+        let types = weight_type
+            .map(|t| WeightType::parse_parts(t).map_err(PyValueError::new_err))
+            .transpose()?;
+        if qkv_wgpu::io::gguf::is_gguf(&path) {
+            if names.is_some() || bias_names.is_some() || weight_layout.is_some() {
+                return Err(PyValueError::new_err(
+                    "a GGUF file's layer is found by prefix= ('blk.0'); names=, bias_names= \
+                     and weight_layout= are for safetensors checkpoints",
+                ));
+            }
+            let Some(prefix) = prefix else {
+                return Err(PyValueError::new_err(
+                    "a GGUF file's layer is found by prefix= ('blk.0', 'blk.1', ...)",
+                ));
+            };
+            let (weights, (file_heads, file_kv)) =
+                load_gguf_layer(py, &path, &prefix, original_order, d_model)?;
+            let (heads, kv_heads) = match heads {
+                Some(h) => (Some(h), kv_heads),
+                None => (file_heads, kv_heads.or(file_kv)),
+            };
+            let settings = settings(
+                dtype,
+                kernel,
+                heads,
+                kv_heads,
+                head_layout,
+                chunk_tokens,
+                out_dtype,
+            )?;
+            let weights = quantized(py, weights, types, settings.element)?;
+            return Self::made_of(py, weights, settings, backend, adapter);
+        }
+        if original_order {
+            return Err(PyValueError::new_err(
+                "original_order=True applies to GGUF files, whose converter reorders Q and K",
+            ));
+        }
         let settings = settings(
             dtype,
             kernel,
@@ -131,6 +180,7 @@ impl Projector {
             kv_heads,
         };
         let weights = load_checkpoint(py, &path, &request, d_model)?;
+        let weights = quantized(py, weights, types, settings.element)?;
         Self::made_of(py, weights, settings, backend, adapter)
     }
 
@@ -452,6 +502,7 @@ impl Projector {
     fn spec(&self, shape: &QkvShape) -> Result<KernelSpec, Error> {
         let opts = TuneOptions {
             element: self.settings.element,
+            weights: self.weights.w_formats(),
             ..Default::default()
         };
         let resolved =
@@ -495,5 +546,44 @@ impl Projector {
             return Err(e);
         }
         result.map_err(py_err)
+    }
+}
+
+/// One attention layer of a GGUF file, each matrix in its format (kept in blocks where any
+/// is a block format), and the heads its metadata gives.
+fn load_gguf_layer(
+    py: Python<'_>,
+    path: &std::path::Path,
+    prefix: &str,
+    original_order: bool,
+    d_model: Option<u32>,
+) -> PyResult<(FusedWeights, (Option<u32>, Option<u32>))> {
+    py.detach(|| {
+        let mut layer = qkv_wgpu::io::gguf::Gguf::open(path)?.attention(prefix)?;
+        if original_order {
+            layer = layer.into_original_order()?;
+        }
+        if let Some(d) = d_model.filter(|&d| d != layer.d_model) {
+            return Err(qkv_wgpu::Error::Shape(format!(
+                "d_model={d} but {prefix} reads rows of {}",
+                layer.d_model
+            )));
+        }
+        Ok((layer.weights()?, (layer.heads, layer.kv_heads)))
+    })
+    .map_err(py_err)
+}
+
+/// The weights stored as `types` where given (`weight_type=`) and not the run's type
+/// ([`WeightType::stored_formats`]).
+fn quantized(
+    py: Python<'_>,
+    weights: FusedWeights,
+    types: Option<[WeightType; 3]>,
+    run: qkv_wgpu::ElementType,
+) -> PyResult<FusedWeights> {
+    match types.and_then(|t| WeightType::stored_formats(t, run)) {
+        Some(t) => py.detach(|| weights.stored_as(t)).map_err(py_err),
+        None => Ok(weights),
     }
 }

@@ -200,3 +200,48 @@ def test_the_original_row_order_undoes_llama_cpps_converter(tmp_path):
     # Rows are quantized one by one, so reordering them commutes with Q8_0.
     for key, hf in (("wq", hf_q), ("wk", hf_k), ("wv", hf_v)):
         np.testing.assert_array_equal(original[key], q8(hf))
+
+
+def rel_l2(got, want):
+    return float(np.linalg.norm(got.astype(np.float64) - want) / np.linalg.norm(want))
+
+
+def test_a_gguf_layer_projects_on_the_gpu_as_numpy_f64_of_ggufs_dequantized_weights(tmp_path):
+    # The must-show of issue #34: a layer written by GGUFWriter (Q in Q4_K, K in Q8_0, V in
+    # F16, f32 biases, 4 heads over 2 KV heads), kept in its blocks on the GPU, against
+    # NumPy's f64 product of the weights as gguf's own dequantizer gives them.
+    path = tmp_path / "layer.gguf"
+    write_layer(path)
+    values = gguf_values(path)
+    rng = np.random.default_rng(34)
+    x = rng.uniform(-1, 1, (5, 256)).astype(np.float32)
+    for kernel in ("auto", "decode", "blocktile"):
+        p = qkv_wgpu.Projector.from_checkpoint(path, "blk.0", kernel=kernel)
+        q, k, v = p(x)
+        for got, name in ((q, "attn_q"), (k, "attn_k"), (v, "attn_v")):
+            w = values[f"blk.0.{name}.weight"].astype(np.float64)
+            want = x.astype(np.float64) @ w.T + values[f"blk.0.{name}.bias"]
+            assert rel_l2(got, want) < 1e-5, (kernel, name)
+    # The heads come from the metadata: 4 of 16 for Q, 2 for K and V.
+    q, k, v = qkv_wgpu.Projector.from_checkpoint(path, "blk.0", head_layout="heads")(x)
+    assert q.shape == (1, 4, 5, 16) and k.shape == (1, 2, 5, 16)
+
+
+def test_weight_type_quantizes_a_checkpoint_on_load_and_original_order_is_offered(tmp_path):
+    path = tmp_path / "layer.gguf"
+    write_layer(path, arch="llama", fused=True)
+    values = gguf_values(path)["blk.0.attn_qkv.weight"].astype(np.float64)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 256)).astype(np.float32)
+    p = qkv_wgpu.Projector.from_checkpoint(path, "blk.0", weight_type="q4_0", kernel="decode")
+    q, _, _ = p(x)
+    # Q8_0 weights stored again as Q4_0: close to the product of the file's weights, not
+    # equal (the cost of four bits).
+    want = x.astype(np.float64) @ values[:64].T
+    assert 1e-3 < rel_l2(q, want) < 0.2
+    reordered = qkv_wgpu.Projector.from_checkpoint(path, "blk.0", original_order=True)
+    q2, _, _ = reordered(x)
+    assert not np.array_equal(q2, p(x)[0])
+    with pytest.raises(ValueError, match="GGUF"):
+        qkv_wgpu.Projector.from_checkpoint(path, "blk.0", names=["a", "b", "c"])
+    with pytest.raises(ValueError, match="q3_k"):
+        qkv_wgpu.Projector.from_checkpoint(path, "blk.0", weight_type="q3_k")

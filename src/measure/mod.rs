@@ -60,6 +60,9 @@ pub struct MeasureOptions<'a> {
     /// Where X and W are read in a half type, the precision cost of the first run: its
     /// results against the reference of the unrounded inputs ([`Measurement::precision`]).
     pub precision_cost: bool,
+    /// Where the run's W was quantized from other weights (`--weight-type`): those, for the
+    /// quantization cost of the first run ([`Measurement::quantization`]).
+    pub quantized_from: Option<&'a FusedWeights>,
     /// Stop at the first run that fails its check (else every run runs, and the report is
     /// the first failing one's).
     pub stop_at_failure: bool,
@@ -77,6 +80,7 @@ impl Default for MeasureOptions<'_> {
             tolerance: ToleranceOverrides::default(),
             expected: None,
             precision_cost: false,
+            quantized_from: None,
             stop_at_failure: false,
             cancel: None,
         }
@@ -122,6 +126,10 @@ pub struct Measurement {
     /// against the reference of the unrounded inputs, held to f32's tolerance. A cost, not a
     /// check.
     pub precision: Option<QkvReport>,
+    /// Where W was quantized ([`MeasureOptions::quantized_from`]): the first run's results
+    /// against the reference of X as given and the weights before quantization, held to
+    /// f32's tolerance. A cost, not a check.
+    pub quantization: Option<QkvReport>,
     /// The first run (untimed: it validates and warms up).
     pub first: RunTimings,
     /// The timed runs (fewer than asked where a failure stopped them).
@@ -227,17 +235,7 @@ pub async fn validate_then_time_async(
     let f32_tolerance = opts
         .tolerance
         .over(Tolerance::for_f32_accumulation(shape.d_model).for_output(ElementType::F32));
-    if let XSource::Given(x) = x {
-        let want = shape.tokens as usize * shape.d_model as usize;
-        if x.len() != want {
-            return Err(Error::Input(format!(
-                "X has {} values; {} tokens x d_model {} need {want}",
-                x.len(),
-                shape.tokens,
-                shape.d_model
-            )));
-        }
-    }
+    check_given(&shape, x)?;
     let check = if opts.expected.is_some() {
         CheckRows::All
     } else {
@@ -249,6 +247,7 @@ pub async fn validate_then_time_async(
     let mut failed: Option<QkvReport> = None;
     let mut last = None;
     let mut precision = None;
+    let mut quantization = None;
     let mut reference_time = Duration::ZERO;
     let mut checked_rows = 0;
     let mut timings = Vec::new();
@@ -266,6 +265,9 @@ pub async fn validate_then_time_async(
         };
         if index == 0 && opts.precision_cost && types.reads_half() {
             precision = Some(kept.precision_cost(&shape, weights, f32_tolerance));
+        }
+        if let (0, Some(original)) = (index, opts.quantized_from) {
+            quantization = Some(kept.precision_cost(&shape, original, f32_tolerance));
         }
         checked_rows = kept.len();
         timings.push(t);
@@ -305,12 +307,29 @@ pub async fn validate_then_time_async(
         tolerance,
         report,
         precision,
+        quantization,
         first,
         runs: timings,
         reference: reference_time,
         checked_rows,
         kernel,
     })
+}
+
+/// Checks that a caller's X holds the shape's [tokens, d_model].
+fn check_given(shape: &crate::shape::QkvShape, x: XSource<'_>) -> Result<()> {
+    if let XSource::Given(x) = x {
+        let want = shape.tokens as usize * shape.d_model as usize;
+        if x.len() != want {
+            return Err(Error::Input(format!(
+                "X has {} values; {} tokens x d_model {} need {want}",
+                x.len(),
+                shape.tokens,
+                shape.d_model
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One run of the batch from `x`, token-major or in the projector's layout, keeping the
@@ -404,6 +423,7 @@ mod tests {
                 v: empty(),
             },
             precision: None,
+            quantization: None,
             first: run,
             runs: vec![run; 3],
             reference: Duration::ZERO,

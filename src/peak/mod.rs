@@ -168,14 +168,20 @@ impl Peak {
 
     /// The roofline of `spec` on `shape`, GFLOP/s: the lower of its compute peak and the
     /// bandwidth times the shape's arithmetic intensity (its flops over the bytes it must
-    /// move at least: X and W each read once in its own type, Q, K and V written once in
+    /// move at least: X and W each read once in its own type (W kept in a checkpoint's
+    /// formats: its stored bytes, [`KernelSpec::w_block_bytes`]), Q, K and V written once in
     /// theirs ([`KernelSpec::types`]), the bias read once, in f32).
     pub fn roofline_for(&self, spec: &KernelSpec, shape: &QkvShape) -> Option<f64> {
         let compute = self.compute_for(spec)?.gflops;
         let size = |e: crate::element::ElementType| e.size() as f64;
         let n_out = shape.n_out() as f64;
+        let w_bytes = match spec.w_block_bytes(shape) {
+            // Less the word of padding the kernels never need.
+            Some(b) => b.saturating_sub(4) as f64,
+            None => shape.w_len() as f64 * size(spec.types.w),
+        };
         let bytes = shape.x_len() as f64 * size(spec.types.x)
-            + shape.w_len() as f64 * size(spec.types.w)
+            + w_bytes
             + shape.tokens as f64 * n_out * size(spec.types.out)
             + if shape.bias { n_out * 4.0 } else { 0.0 };
         let bound = self.copy_gbs * shape.flops() / bytes;

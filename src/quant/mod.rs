@@ -207,6 +207,37 @@ impl WeightType {
         }
     }
 
+    /// Wq's, Wk's and Wv's types from `--weight-type`'s value: one name for all three
+    /// (`q4_0`), or three separated by commas (`q4_k,q4_k,q6_k`, in Q, K, V order).
+    pub fn parse_parts(s: &str) -> Result<[WeightType; 3], String> {
+        let parts: Vec<&str> = s.split(',').collect();
+        match parts.as_slice() {
+            [one] => Ok([one.parse::<WeightType>()?; 3]),
+            [q, k, v] => Ok([q.parse()?, k.parse()?, v.parse()?]),
+            _ => Err(format!(
+                "'{s}': give one weight type for Wq, Wk and Wv, or three separated by commas \
+                 (Q, K, V); known: {}",
+                WeightType::names()
+            )),
+        }
+    }
+
+    /// The formats a kernel of a run in `run` reads W in for Wq, Wk and Wv stored as
+    /// `types` (`--weight-type`): None where all three are `run` itself (W is fused in it, as
+    /// without the option), else all three ([`crate::FusedWeights::stored_as`]).
+    pub fn stored_formats(types: [WeightType; 3], run: ElementType) -> Option<[WeightType; 3]> {
+        (types != [WeightType::Element(run); 3]).then_some(types)
+    }
+
+    /// `--weight-type`'s value for Wq's, Wk's and Wv's types: one name where they agree.
+    pub fn parts_name(types: [WeightType; 3]) -> String {
+        if types[1..].iter().all(|t| *t == types[0]) {
+            types[0].name().to_string()
+        } else {
+            types.map(|t| t.name()).join(",")
+        }
+    }
+
     /// Every name `--weight-type` takes, for errors and `--help`.
     pub fn names() -> String {
         let mut all: Vec<&str> = ElementType::ALL.iter().map(|e| e.name()).collect();

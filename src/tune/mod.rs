@@ -21,6 +21,7 @@ use crate::layout::OutputLayout;
 use crate::measure::{validate_then_time_async, CheckRows, MeasureOptions, XSource};
 use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
 use crate::projector::Projector;
+use crate::quant::WeightType;
 use crate::reference::{reference, Reference};
 use crate::shape::QkvShape;
 use crate::validate::{Tolerance, ToleranceOverrides};
@@ -105,7 +106,13 @@ const NO_CACHE: &str = if cfg!(feature = "native") {
 /// once one has set a best time a candidate over 4x slower is measured once instead of four
 /// times), those the adapter cannot run left out. The naive baseline is not among them: it
 /// exists to be beaten.
-pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
+/// With W kept in `weights`' formats, only the variants that read them
+/// ([`KernelSpec::with_w_formats`]).
+pub fn candidates(
+    ctx: &GpuContext,
+    element: ElementType,
+    weights: Option<[WeightType; 3]>,
+) -> Vec<KernelConfig> {
     let target = SweepTarget {
         summary: &ctx.summary,
         on_cpu: ctx.is_cpu(),
@@ -115,10 +122,26 @@ pub fn candidates(ctx: &GpuContext, element: ElementType) -> Vec<KernelConfig> {
     crate::kernels::sweep(&target)
         .into_iter()
         .filter(|&c| {
-            KernelSpec::resolve(c, element, &ctx.summary)
+            spec_for(c, element, weights, &ctx.summary)
                 .is_ok_and(|s| s.workgroup_invocations(&ctx.summary) <= max_wg)
         })
         .collect()
+}
+
+/// `config` resolved for a run in `element` on `summary`'s adapter
+/// ([`KernelSpec::resolve`]), reading W in `weights`' formats where given
+/// ([`KernelSpec::with_w_formats`]).
+pub fn spec_for(
+    config: KernelConfig,
+    element: ElementType,
+    weights: Option<[WeightType; 3]>,
+    summary: &crate::adapter::AdapterSummary,
+) -> std::result::Result<KernelSpec, String> {
+    let spec = KernelSpec::resolve(config, element, summary)?;
+    match weights {
+        Some(f) => spec.with_w_formats(f),
+        None => Ok(spec),
+    }
 }
 
 pub use crate::kernels::coopmat_blocks;
@@ -137,6 +160,10 @@ pub struct TuneOptions {
     pub tolerance: Option<Tolerance>,
     /// The storage type to tune for (each type is its own cache entry).
     pub element: ElementType,
+    /// Wq's, Wk's and Wv's formats where W is kept in them (`--weight-type`, a GGUF
+    /// checkpoint): only kernels that read them are candidates, and each set of formats is
+    /// its own cache entry.
+    pub weights: Option<[WeightType; 3]>,
 }
 
 /// One candidate's result.
@@ -201,10 +228,15 @@ fn bucket(v: u32) -> u32 {
 /// The cache key: adapter, backend, driver, shape class and storage type (f32 keys carry no
 /// type, as they did before there were others). Token counts at or above the proxy's share
 /// one class: tuning runs on the proxy, so they would tune identically.
-pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape, element: ElementType) -> String {
+pub fn shape_class_key(
+    ctx: &GpuContext,
+    shape: &QkvShape,
+    element: ElementType,
+    weights: Option<[WeightType; 3]>,
+) -> String {
     let s = &ctx.summary;
     format!(
-        "{} | {} | {} | tokens<={} d_model<={} n_out<={}{}",
+        "{} | {} | {} | tokens<={} d_model<={} n_out<={}{}{}",
         s.name,
         s.backend,
         s.driver,
@@ -215,7 +247,11 @@ pub fn shape_class_key(ctx: &GpuContext, shape: &QkvShape, element: ElementType)
             format!(" | {element}")
         } else {
             String::new()
-        }
+        },
+        weights.map_or(String::new(), |w| format!(
+            " | w {}",
+            w.map(|t| t.name()).join(",")
+        ))
     )
 }
 
@@ -263,19 +299,28 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn new(shape: &QkvShape, seed: u64, tol: Option<Tolerance>, element: ElementType) -> Self {
+    fn new(
+        shape: &QkvShape,
+        seed: u64,
+        tol: Option<Tolerance>,
+        opts: &TuneOptions,
+    ) -> Result<Self> {
         let (mut x, w) = random_inputs(shape, seed);
-        element.round_slice(&mut x);
-        let w = w.rounded(element);
+        let w = match opts.weights {
+            Some(types) => w.stored_as(types)?,
+            None => w,
+        };
+        opts.element.round_slice(&mut x);
+        let w = w.rounded(opts.element);
         let expected = reference(shape, &x, &w);
         let tol = tol.map(ToleranceOverrides::all).unwrap_or_default();
-        Inputs {
+        Ok(Inputs {
             shape: *shape,
             x,
             w,
             expected,
             tol,
-        }
+        })
     }
 }
 
@@ -305,6 +350,7 @@ async fn trial(
         tolerance: inputs.tol,
         expected: Some(&inputs.expected),
         precision_cost: false,
+        quantized_from: None,
         stop_at_failure: true,
         cancel: None,
     };
@@ -331,14 +377,14 @@ async fn recheck(
     ctx: &GpuContext,
     shape: &QkvShape,
     entry: &Entry,
-    tol: Option<Tolerance>,
-    element: ElementType,
+    opts: &TuneOptions,
 ) -> Result<std::result::Result<KernelSpec, String>> {
+    let (tol, element) = (opts.tolerance, opts.element);
     let config: KernelConfig = match entry.config.parse() {
         Ok(c) => c,
         Err(e) => return Ok(Err(format!("it names no usable configuration ({e})"))),
     };
-    let spec = match KernelSpec::resolve(config, element, &ctx.summary) {
+    let spec = match spec_for(config, element, opts.weights, &ctx.summary) {
         Ok(s) => s,
         Err(why) if KernelSpec::new(config).is_err() => {
             return Ok(Err(format!("it names no usable configuration ({why})")))
@@ -354,7 +400,7 @@ async fn recheck(
             spec.source.file
         )));
     }
-    let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol, element);
+    let inputs = Inputs::new(&proxy(ctx, shape), 0x5eed_cafe, tol, opts)?;
     let now = match trial(ctx, &inputs, &spec, 1).await? {
         Ok(t) => t.as_secs_f64() * 1e3,
         Err(why) => return Ok(Err(why)),
@@ -384,17 +430,17 @@ async fn try_candidates(
     progress: &mut impl FnMut(&str),
 ) -> Result<(Vec<Trial>, Option<(Duration, KernelSpec)>)> {
     let element = opts.element;
-    let first_inputs = Inputs::new(p, 1, opts.tolerance, element);
+    let first_inputs = Inputs::new(p, 1, opts.tolerance, opts)?;
     let mut timed_inputs = None;
     let mut trials = Vec::new();
     let mut best: Option<(Duration, KernelSpec)> = None;
     let limits = ctx.limits();
-    let configs = candidates(ctx, element);
+    let configs = candidates(ctx, element, opts.weights);
     let count = configs.len();
     for (i, config) in configs.into_iter().enumerate() {
         progress(&format!("{}/{count} {config}", i + 1));
         // The sweep holds only configurations this adapter runs in `element`.
-        let spec = KernelSpec::resolve(config, element, &ctx.summary).map_err(Error::Input)?;
+        let spec = spec_for(config, element, opts.weights, &ctx.summary).map_err(Error::Input)?;
         // Tuning runs on the proxy; a configuration that cannot hold the real shape (a
         // texture past the device's texture size, say) is not a candidate for it.
         if let Err(e) = check_fits(&limits, shape, &spec) {
@@ -414,8 +460,10 @@ async fn try_candidates(
                 Ok(Ok((t, "ok (one run: over 4x the best so far)")))
             }
             Ok(Ok(_)) => {
-                let inputs =
-                    timed_inputs.get_or_insert_with(|| Inputs::new(p, 2, opts.tolerance, element));
+                if timed_inputs.is_none() {
+                    timed_inputs = Some(Inputs::new(p, 2, opts.tolerance, opts)?);
+                }
+                let inputs = timed_inputs.as_ref().expect("made above");
                 trial(ctx, inputs, &spec, 3)
                     .await
                     .map(|r| r.map(|t| (t, "ok")))
@@ -495,12 +543,12 @@ pub async fn choose_async(
 ) -> Result<Choice> {
     let cache = cache(opts);
     let element = opts.element;
-    let key = shape_class_key(ctx, shape, element);
+    let key = shape_class_key(ctx, shape, element, opts.weights);
     let (entries, mut notes) = cache.as_ref().map(Cache::load).unwrap_or_default();
     let mut discarded = None;
     if !opts.force {
         if let Some(entry) = entries.get(&key) {
-            match recheck(ctx, shape, entry, opts.tolerance, element).await? {
+            match recheck(ctx, shape, entry, opts).await? {
                 Ok(spec) => {
                     return Ok(Choice {
                         config: spec.config,
@@ -594,7 +642,7 @@ pub async fn resolve_async(
             };
             for &c in configs {
                 // A bare `coopmat` runs the adapter's own tile and accumulator.
-                match KernelSpec::resolve(c, opts.element, &ctx.summary) {
+                match spec_for(c, opts.element, opts.weights, &ctx.summary) {
                     Ok(spec) => out.specs.push((spec, "named with `kernel`".to_string())),
                     Err(why) if *all => out.skipped.push((c.for_adapter(&ctx.summary), why)),
                     Err(why) => return Err(Error::Input(why)),

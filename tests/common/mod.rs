@@ -79,7 +79,7 @@ pub fn assert_pass(report: &QkvReport, what: &str) {
 /// The keys of the JSON objects `qkv run --json`, `qkv bench --json` (each row) and `qkv
 /// project --json` print, as they were before issue #24 moved the measurement into the
 /// library: scripts read them, so they do not change (tests/cli.rs and tests/project.rs
-/// compare).
+/// compare); keys are only ever added (issue #34's are marked).
 pub const RUN_JSON_KEYS: &[&str] = &[
     "adapter",
     "atol",
@@ -129,6 +129,12 @@ pub const RUN_JSON_KEYS: &[&str] = &[
     "precision_max_abs_err",
     "precision_max_rel_err",
     "precision_rel_l2_err",
+    // Issue #34: how W is stored, its bytes, the quantization cost.
+    "quantization_max_abs_err",
+    "quantization_max_rel_err",
+    "quantization_rel_l2_err",
+    "w_bytes",
+    "weight_type",
     "q_width",
     "readback_ms",
     "reference_ms",
@@ -223,6 +229,13 @@ pub const PROJECT_JSON_KEYS: &[&str] = &[
     "precision_max_abs_err",
     "precision_max_rel_err",
     "precision_rel_l2_err",
+    // Issue #34: how W is stored, its bytes, the quantization cost, GGUF row order.
+    "quantization_max_abs_err",
+    "quantization_max_rel_err",
+    "quantization_rel_l2_err",
+    "row_order",
+    "w_bytes",
+    "weight_type",
     "q_shape",
     "q_width",
     "read_ms",

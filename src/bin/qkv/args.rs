@@ -203,13 +203,14 @@ pub fn resolve_kernels(
     shape: &QkvShape,
     list: &KernelChoice,
     force_tune: bool,
-    element: ElementType,
+    (element, weights): (ElementType, Option<[qkv_wgpu::quant::WeightType; 3]>),
 ) -> Result<Vec<(KernelSpec, String)>, Error> {
     let mut say = Narrator::new(ctx, force_tune);
     say.choosing(list);
     let opts = TuneOptions {
         force: force_tune,
         element,
+        weights,
         ..Default::default()
     };
     let r = qkv_wgpu::tune::resolve(ctx, shape, list, &opts, |step| {
@@ -218,6 +219,23 @@ pub fn resolve_kernels(
     say.resolved(&r);
     let specs = r.specs.into_iter().map(|(s, why)| (s, flags(&why)));
     Ok(specs.collect())
+}
+
+/// `--weight-type`: how W is stored on the GPU.
+pub fn weight_type_help() -> String {
+    format!(
+        "How Wq, Wk and Wv are stored on the GPU: one type for all three, or three separated by \
+         commas (Q, K, V). A block format keeps W quantized on the GPU (llama.cpp's reference \
+         quantizers) and dequantized in the kernel (decode or blocktile); the check is against \
+         the quantized weights, and the quantization cost against the weights before. One of: \
+         {} [default: --dtype]",
+        qkv_wgpu::quant::WeightType::names()
+    )
+}
+
+/// Parses `--weight-type` ([`qkv_wgpu::quant::WeightType::parse_parts`]).
+pub fn parse_weight_type(s: &str) -> Result<[qkv_wgpu::quant::WeightType; 3], String> {
+    qkv_wgpu::quant::WeightType::parse_parts(s)
 }
 
 /// `--dtype`: the storage type of X, the weights and Q, K, V on the GPU.

@@ -2,7 +2,8 @@
 //! against the f64 CPU reference, then timed (warm-up, then the median of repeats).
 
 use crate::args::{
-    dtype_help, kernel_help, parse_kernels, resolve_kernels, ChunkArgs, KernelChoice,
+    dtype_help, kernel_help, parse_kernels, parse_weight_type, resolve_kernels, weight_type_help,
+    ChunkArgs, KernelChoice,
 };
 use crate::args::{GpuArgs, ToleranceArgs};
 use crate::exit::Failure;
@@ -13,6 +14,7 @@ use qkv_wgpu::bench::CpuBaseline;
 use qkv_wgpu::measure::{self, validate_then_time, CheckRows, MeasureOptions, Progress, XSource};
 use qkv_wgpu::plan::check_fits;
 use qkv_wgpu::projector::MAX_REPEATS;
+use qkv_wgpu::quant::WeightType;
 use qkv_wgpu::records::{AdapterRecord, CheckRecord, PeakRecord, PlanRecord, ShapeRecord};
 use qkv_wgpu::{
     random_weights, ChunkPlan, ElementType, Kernel, KernelConfig, KernelSpec, KernelTimer,
@@ -42,6 +44,8 @@ pub struct RunArgs {
     kernel: KernelChoice,
     #[arg(long, default_value = "f32", help = dtype_help())]
     dtype: ElementType,
+    #[arg(long, value_parser = parse_weight_type, help = weight_type_help())]
+    weight_type: Option<[WeightType; 3]>,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
@@ -76,6 +80,10 @@ struct KernelResult {
     kernel_number: u32,
     /// The storage type of X, W and Q, K, V.
     dtype: ElementType,
+    /// How Wq, Wk, Wv are stored on the GPU (`--weight-type`; the dtype without it).
+    weight_type: String,
+    /// Bytes of W on the GPU (as stored: the blocks' bytes for a block format).
+    w_bytes: u64,
     config: String,
     config_reason: String,
     #[serde(flatten)]
@@ -134,23 +142,43 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     let limits = ctx.limits();
     // Fail on a shape the device cannot hold before spending time on tuning, inputs and the
     // reference; then plan each kernel once, before any work.
-    let naive = KernelSpec::from(Kernel::Naive)
-        .with_element(args.dtype)
-        .map_err(qkv_wgpu::Error::Input)?;
-    check_fits(&limits, &shape, &naive)?;
+    let formats = args
+        .weight_type
+        .and_then(|t| WeightType::stored_formats(t, args.dtype));
+    let fit = match formats {
+        // W kept in blocks is one binding whichever kernel reads it.
+        Some(f) => KernelSpec::from(Kernel::Decode)
+            .with_element(args.dtype)
+            .and_then(|s| s.with_w_formats(f)),
+        None => KernelSpec::from(Kernel::Naive).with_element(args.dtype),
+    }
+    .map_err(qkv_wgpu::Error::Input)?;
+    check_fits(&limits, &shape, &fit)?;
     let check = args.check_rows.unwrap_or(CheckRows::default_for(&shape));
     qkv_wgpu::bench::check_room_for(&shape, args.dtype, check, ctx.is_cpu())?;
     let mut planned = Vec::new();
-    for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune, args.dtype)? {
+    let kinds = (args.dtype, formats);
+    for (spec, why) in resolve_kernels(&ctx, &shape, &args.kernel, args.tune, kinds)? {
         let opts = args.chunking.options();
         let plan = ChunkPlan::new(&limits, &shape, &spec, OutputLayout::Tokens, &opts)?;
         planned.push((spec, plan, why));
     }
 
     progress(&format!("generating weights (seed {})", args.seed));
-    let weights = random_weights(&shape, args.seed);
+    let original = random_weights(&shape, args.seed);
+    let quantized = match formats {
+        Some(types) => {
+            progress(&format!(
+                "storing W as {} (llama.cpp's reference quantizers)",
+                WeightType::parts_name(types)
+            ));
+            Some(original.stored_as(types)?)
+        }
+        None => None,
+    };
+    let weights = quantized.as_ref().unwrap_or(&original);
     progress("timing the CPU baseline (f32 GEMM)");
-    let cpu = CpuBaseline::measure(&shape, args.seed, &weights, args.repeats);
+    let cpu = CpuBaseline::measure(&shape, args.seed, &original, args.repeats);
     let (peak, peak_notes) = qkv_wgpu::peak::cached(&ctx.summary, None);
     for n in &peak_notes {
         eprintln!("note: {n}");
@@ -165,7 +193,8 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         let inputs = Inputs {
             peak: peak.as_ref(),
             shape: &shape,
-            weights: &weights,
+            weights,
+            quantized_from: quantized.is_some().then_some(&original),
             check,
             cpu: &cpu,
         };
@@ -197,6 +226,12 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
     }
 }
 
+/// `--weight-type` as given, else the run's type.
+fn weight_type_name(args: &RunArgs) -> String {
+    args.weight_type
+        .map_or(args.dtype.name().to_string(), WeightType::parts_name)
+}
+
 /// The lines before the kernels': adapter, shape, inputs, the check.
 fn print_header(s: &qkv_wgpu::AdapterSummary, shape: &QkvShape, args: &RunArgs, check: CheckRows) {
     outln!("adapter   {}", AdapterRecord::of(s).line());
@@ -213,6 +248,13 @@ fn print_header(s: &qkv_wgpu::AdapterSummary, shape: &QkvShape, args: &RunArgs, 
             ""
         }
     );
+    if let Some(types) = args.weight_type {
+        outln!(
+            "          W stored as {} (llama.cpp's reference quantizers; dequantized in the \
+             kernel): checked against the reference of the quantized weights",
+            WeightType::parts_name(types)
+        );
+    }
     // X is generated chunk by chunk, uniform in [-1, 1): 1 bounds its magnitude.
     print_condition(&args.tolerance.tolerance(shape.d_model, args.dtype));
     match check {
@@ -229,6 +271,8 @@ struct Inputs<'a> {
     peak: Option<&'a qkv_wgpu::peak::Peak>,
     shape: &'a QkvShape,
     weights: &'a qkv_wgpu::FusedWeights,
+    /// The weights before `--weight-type` quantized them.
+    quantized_from: Option<&'a qkv_wgpu::FusedWeights>,
     check: CheckRows,
     cpu: &'a CpuBaseline,
 }
@@ -263,6 +307,7 @@ fn measure_kernel(
         tolerance: args.tolerance.overrides(),
         expected: None,
         precision_cost: true,
+        quantized_from: inputs.quantized_from,
         stop_at_failure: false,
         cancel: None,
     };
@@ -289,6 +334,8 @@ fn measure_kernel(
         kernel: kernel.name(),
         kernel_number: kernel.number(),
         dtype: args.dtype,
+        weight_type: weight_type_name(args),
+        w_bytes: inputs.weights.w_bytes(),
         config: config.to_string(),
         config_reason: why,
         shape: ShapeRecord::of(shape),
@@ -502,6 +549,18 @@ fn print_run_lines(r: &KernelResult) {
             "  precision    storing in {} moved Q, K, V from the reference of the unrounded f32 \
              inputs by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, not a check)",
             r.dtype
+        );
+    }
+    if let (Some(abs), Some(rel), Some(l2)) = (
+        c.quantization_max_abs_err,
+        c.quantization_max_rel_err,
+        c.quantization_rel_l2_err,
+    ) {
+        outln!(
+            "  quantization W as {} ({:.1} MB) moved Q, K, V from the reference of the weights \
+             before by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, not a check)",
+            r.weight_type,
+            r.w_bytes as f64 / 1e6
         );
     }
 }

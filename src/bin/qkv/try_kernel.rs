@@ -270,7 +270,7 @@ fn time_beside(
     for &e in &args.dtype {
         specs.push(kernel.spec(e).map_err(Error::Input)?);
         for list in &lists {
-            let resolved = resolve_kernels(ctx, &shape, list, false, e)?;
+            let resolved = resolve_kernels(ctx, &shape, list, false, (e, None))?;
             specs.extend(resolved.into_iter().map(|s| s.0));
         }
     }

@@ -13,6 +13,7 @@
 use super::{Gguf, TensorInfo};
 use crate::error::{Error, Result};
 use crate::quant::{StoredMatrix, WeightType};
+use crate::weights::FusedWeights;
 
 /// Architectures whose Q and K rows llama.cpp's converter reorders for its RoPE
 /// (`LlamaModel.permute` in `convert_hf_to_gguf.py`: within each head, the rotary pairs
@@ -53,6 +54,14 @@ impl AttentionLayer {
     pub fn kv_width(&self) -> u32 {
         self.matrices[1].rows
     }
+
+    /// The projection's weights: each matrix kept in its stored format where any is a block
+    /// format, else fused ([`FusedWeights::from_stored`]); the biases fused in Q, K, V order.
+    pub fn weights(&self) -> Result<FusedWeights> {
+        let bias = self.bias.as_ref().map(|b| b.concat());
+        FusedWeights::from_stored(self.matrices.clone(), bias)
+            .map_err(|e| Error::Input(format!("{}: {e}", self.prefix)))
+    }
 }
 
 impl AttentionLayer {
@@ -72,7 +81,7 @@ impl AttentionLayer {
                 .filter(|hd| hd % 2 == 0 && *hd > 0);
             let Some(hd) = hd else {
                 return Err(Error::Input(format!(
-                    "{}: the original row order needs the head count (from the metadata) and                      an even head size; {} has {} rows for {heads:?} heads",
+                    "{}: the original row order needs the head count (from the metadata) and an even head size; {} has {} rows for {heads:?} heads",
                     self.prefix,
                     ["Q", "K"][i],
                     m.rows

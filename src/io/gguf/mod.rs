@@ -283,6 +283,18 @@ fn tensor_bytes(name: &str, dims: &[u64], ty: GgmlType) -> std::result::Result<u
         .ok_or_else(|| format!("{name}: dimensions {dims:?} overflow"))
 }
 
+/// Whether `path` is a regular file that starts with GGUF's magic (`GGUF`): how `qkv
+/// project` and the Python module tell a GGUF checkpoint from a safetensors one. A pipe or a
+/// device is not opened (opening a FIFO waits for a writer).
+pub fn is_gguf(path: &Path) -> bool {
+    use std::io::Read;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    File::open(path).is_ok_and(|mut f| f.read_exact(&mut magic).is_ok() && &magic == b"GGUF")
+}
+
 impl Gguf {
     /// Opens `path` and parses and checks its header.
     pub fn open(path: &Path) -> Result<Self> {

@@ -1,27 +1,30 @@
-//! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors checkpoint,
-//! checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
+//! `qkv project`: X from a `.npy` file through Q/K/V weights from a safetensors or GGUF
+//! checkpoint, checked against the CPU reference, written as `q.npy`, `k.npy`, `v.npy`.
 
 use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weight_layout_parser};
+use crate::args::{parse_weight_type, weight_type_help};
 use crate::args::{ChunkArgs, GpuArgs, KernelChoice, ToleranceArgs};
 use crate::exit::Failure;
 use crate::output_files::{metadata, OutFormat, PartialOutputs};
 use crate::stdout::outln;
 use crate::text::{ms, progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
-use qkv_wgpu::io::checkpoint::{
-    Checkpoint, LoadedWeights, Names, WeightLayout, WeightRequest, WeightSource,
-};
+use qkv_wgpu::io::checkpoint::{LoadedWeights, WeightLayout};
 use qkv_wgpu::io::commit::OutputDir;
-use qkv_wgpu::io::npy::NpyRows;
+use qkv_wgpu::io::npy::{NpyRows, XDims};
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::measure::{self, keep_source_rows, weights_read, CheckRows, KeptRows};
+use qkv_wgpu::quant::WeightType;
 use qkv_wgpu::{
     ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
 use std::path::PathBuf;
 use std::time::Instant;
 
+mod load;
 mod report;
+
+use load::{load, GgufFacts, Loaded};
 
 use report::{print_text, Facts};
 
@@ -31,18 +34,24 @@ use report::{print_text, Facts};
     after_help = "Families --prefix recognizes (P is the prefix of one attention layer):\n  \
         BERT   P.attention.self.{query,key,value}.{weight,bias}   [out, in]\n  \
         Llama  P.self_attn.{q,k,v}_proj.weight (+ .bias)          [out, in]\n  \
-        GPT-2  P.attn.c_attn.weight [d_model, 3·d_model] + .bias   [in, out]\n\n\
+        GPT-2  P.attn.c_attn.weight [d_model, 3·d_model] + .bias   [in, out]\n  \
+        GGUF   P.attn_{q,k,v}.weight or P.attn_qkv.weight (+ .bias), P = blk.N; heads and \
+        d_model from the file's metadata; any of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, \
+        Q4_K, Q5_K, Q6_K, kept in its blocks on the GPU\n\n\
         Examples:\n  \
         qkv project --input x.npy --weights model.safetensors --prefix bert.encoder.layer.0 --out out/\n  \
         qkv project --input x.npy --weights model.safetensors --prefix model.layers.0 \\\n      \
-        --heads 32 --kv-heads 8 --head-layout heads --out out/"
+        --heads 32 --kv-heads 8 --head-layout heads --out out/\n  \
+        qkv project --input x.npy --weights model-Q4_K_M.gguf --prefix blk.0 --head-layout heads \
+        --out out/"
 )]
 pub struct ProjectArgs {
     /// X as a C-order .npy array of f32, f16 or f64: [tokens, d_model] or [batch, seq, d_model]
     #[arg(long, value_name = "X.npy")]
     input: PathBuf,
-    /// safetensors checkpoint holding the projection weights (F32, F16 or BF16)
-    #[arg(long, value_name = "MODEL.safetensors")]
+    /// Checkpoint holding the projection weights: safetensors (F32, F16 or BF16), or GGUF
+    /// (also its block formats, kept in their blocks on the GPU)
+    #[arg(long, value_name = "MODEL")]
     weights: PathBuf,
     /// Find a BERT, Llama or GPT-2 attention layer under this tensor-name prefix
     #[arg(long, value_name = "P")]
@@ -80,6 +89,13 @@ pub struct ProjectArgs {
     /// Key/value heads [default: --heads, or as many as kv_width holds at Q's head size]
     #[arg(long, value_name = "H", requires = "heads")]
     kv_heads: Option<u32>,
+    /// GGUF: put Q's and K's rows (and biases) back in the original model's order where
+    /// llama.cpp's converter reordered them for its RoPE (Llama-family files); without it Q
+    /// and K come out in the file's order
+    #[arg(long)]
+    original_order: bool,
+    #[arg(long, value_parser = parse_weight_type, help = weight_type_help())]
+    weight_type: Option<[WeightType; 3]>,
     /// Output layout: [tokens, width] (or [batch, seq, width]), or [batch, heads, seq, head_dim]
     #[arg(long, value_enum, default_value_t = HeadLayoutArg::Tokens)]
     head_layout: HeadLayoutArg,
@@ -135,42 +151,45 @@ enum HeadLayoutArg {
     Heads,
 }
 
-fn request(args: &ProjectArgs) -> WeightRequest {
-    let source = if let Some(p) = &args.prefix {
-        WeightSource::Prefix(p.clone())
-    } else if let Some(w) = &args.wqkv {
-        WeightSource::Named(Names::Fused {
-            w: w.clone(),
-            b: args.bqkv.clone(),
-        })
-    } else {
-        // clap's group and `requires` guarantee all three when --wq is given.
-        let name = |n: &Option<String>| n.clone().unwrap_or_default();
-        WeightSource::Named(Names::Separate {
-            w: [name(&args.wq), name(&args.wk), name(&args.wv)],
-            b: args
-                .bq
-                .as_ref()
-                .map(|_| [name(&args.bq), name(&args.bk), name(&args.bv)]),
-        })
+/// The head split for `--head-layout heads`, or a check of the heads alone: --heads and
+/// --kv-heads, else a GGUF file's own.
+fn head_split(
+    args: &ProjectArgs,
+    gguf: Option<&GgufFacts>,
+    shape: &QkvShape,
+    seq: u32,
+) -> Result<Option<HeadSplit>, Error> {
+    let (heads, kv_heads) = match (args.heads, gguf) {
+        (Some(h), _) => (Some(h), args.kv_heads),
+        (None, Some(g)) => (g.heads, g.kv_heads),
+        (None, None) => (None, None),
     };
-    WeightRequest {
-        source,
-        layout: args.weight_layout,
-        heads: args.heads,
-        kv_heads: args.kv_heads,
-    }
-}
-
-/// The head split for `--head-layout heads`, or a check of --heads alone.
-fn head_split(args: &ProjectArgs, shape: &QkvShape, seq: u32) -> Result<Option<HeadSplit>, Error> {
-    let Some(heads) = args.heads else {
+    let Some(heads) = heads else {
         if args.head_layout == HeadLayoutArg::Heads {
-            return Err(Error::Input("--head-layout heads needs --heads".into()));
+            return Err(Error::Input(
+                "--head-layout heads needs --heads (a GGUF file's metadata gives them)".into(),
+            ));
         }
         return Ok(None);
     };
-    HeadSplit::with_default_kv(shape, seq, heads, args.kv_heads).map(Some)
+    HeadSplit::with_default_kv(shape, seq, heads, kv_heads).map(Some)
+}
+
+/// The head split (for `--head-layout heads`, or a check of the heads alone) and the
+/// outputs' layout.
+fn output_layout(
+    args: &ProjectArgs,
+    gguf: Option<&GgufFacts>,
+    shape: &QkvShape,
+    dims: XDims,
+) -> Result<(Option<HeadSplit>, OutputLayout), Error> {
+    let seq = dims.batch_seq.map_or(dims.tokens, |(_, s)| s);
+    let split = head_split(args, gguf, shape, seq)?;
+    let layout = match (args.head_layout, split) {
+        (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
+        _ => OutputLayout::Tokens,
+    };
+    Ok((split, layout))
 }
 
 pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
@@ -180,9 +199,12 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     // X is read chunk by chunk as the projection streams; only its header is read here.
     let mut x = NpyRows::open(&args.input)?;
     let dims = x.x_dims()?;
-    progress(&format!("reading {}", args.weights.display()));
-    let ckpt = Checkpoint::open(&args.weights)?;
-    let loaded = ckpt.load_qkv(&request(args), dims.d_model)?;
+    let Loaded {
+        loaded,
+        gguf,
+        original,
+        element,
+    } = load(args, dims.d_model)?;
     let w = &loaded.weights;
     let shape = QkvShape::new(
         dims.tokens,
@@ -191,16 +213,11 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         w.kv_width,
         w.bias.is_some(),
     )?;
-    let split = head_split(args, &shape, dims.batch_seq.map_or(dims.tokens, |(_, s)| s))?;
-    let layout = match (args.head_layout, split) {
-        (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
-        _ => OutputLayout::Tokens,
-    };
-    refuse_nonfinite_weights(args, &loaded)?;
+    let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
     let out_dir = open_out_dir(args)?;
-    let element = run_element(args, &loaded)?;
     let ctx = gpu.context()?;
-    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, element)?;
+    let kinds = (element, w.w_formats());
+    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, kinds)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
@@ -232,7 +249,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     if run.x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
         run.kept.inputs_not_finite();
     }
-    let checked = check_rows(&projector, &mut run, args, check.is_some(), w)?;
+    let weights = (w, original.as_ref());
+    let checked = check_rows(&projector, &mut run, args, check.is_some(), weights)?;
     let Settled {
         nonfinite,
         overflow,
@@ -251,6 +269,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         out_shapes: &out_shapes,
         projector: &projector,
         config_reason,
+        gguf: gguf.as_ref(),
     };
     let result = facts.result(
         &run,
@@ -271,28 +290,6 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     verdict(element, overflow, pass, blocked_by_nonfinite, &nonfinite)
 }
 
-/// NaN or Inf in the weights is refused before any GPU work, unless allowed (then each is a
-/// warning).
-fn refuse_nonfinite_weights(args: &ProjectArgs, loaded: &LoadedWeights) -> Result<(), Failure> {
-    if !loaded.nonfinite.is_empty() && !args.allow_nonfinite {
-        return Err(Error::Input(format!(
-            "the weights hold NaN or Inf ({}); nothing was run. Pass --allow-nonfinite to \
-             project them anyway",
-            loaded
-                .nonfinite
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-        .into());
-    }
-    for nf in &loaded.nonfinite {
-        eprintln!("warning: {nf}");
-    }
-    Ok(())
-}
-
 /// The output directory, locked against other runs, before any GPU work: what an
 /// interrupted run left there is cleaned up and named, inputs are never outputs, and
 /// existing outputs need --force.
@@ -310,27 +307,6 @@ fn open_out_dir(args: &ProjectArgs) -> Result<OutputDir, Failure> {
         &[("--input", &args.input), ("--weights", &args.weights)],
     )?;
     Ok(out_dir)
-}
-
-/// The storage type to run in: the checkpoint's own unless asked otherwise; a weight the
-/// type cannot hold is refused by name before any GPU work.
-fn run_element(args: &ProjectArgs, loaded: &LoadedWeights) -> Result<ElementType, Failure> {
-    let w = &loaded.weights;
-    let element = args.dtype.unwrap_or(w.w.element());
-    w.check_range(element).map_err(|e| {
-        let names: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
-        // The message alone: Error::Input's own "invalid input: " is added once, when shown.
-        let e = match e {
-            Error::Input(m) => m,
-            other => other.to_string(),
-        };
-        Error::Input(format!(
-            "{e}; the weights are {} in {}: run them in f32 (--dtype f32) or bf16",
-            names.join(", "),
-            args.weights.display()
-        ))
-    })?;
-    Ok(element)
 }
 
 /// A streamed projection: its times, the rows kept for the check (and X as given for them),
@@ -420,6 +396,8 @@ fn stream(
 struct Checked {
     report: Option<QkvReport>,
     cost: Option<QkvReport>,
+    /// Against the weights before --weight-type quantized them.
+    quantization: Option<QkvReport>,
     cpu_ms: Option<f64>,
     tol: qkv_wgpu::Tolerance,
 }
@@ -431,7 +409,7 @@ fn check_rows(
     run: &mut Streamed,
     args: &ProjectArgs,
     checked: bool,
-    w: &qkv_wgpu::FusedWeights,
+    (w, original): (&qkv_wgpu::FusedWeights, Option<&qkv_wgpu::FusedWeights>),
 ) -> Result<Checked, Failure> {
     let (shape, spec) = (projector.shape(), projector.spec());
     let d_model = shape.d_model;
@@ -441,6 +419,7 @@ fn check_rows(
         return Ok(Checked {
             report: None,
             cost: None,
+            quantization: None,
             cpu_ms: None,
             tol,
         });
@@ -457,9 +436,11 @@ fn check_rows(
     let cost = types
         .reads_half()
         .then(|| kept.precision_cost(shape, w, f32_tol));
+    let quantization = original.map(|o| kept.precision_cost(shape, o, f32_tol));
     Ok(Checked {
         report: Some(report),
         cost,
+        quantization,
         cpu_ms: Some(ms(took)),
         tol,
     })

@@ -28,6 +28,13 @@ pub struct ProjectResult {
     pub family: Option<&'static str>,
     pub weight_layout: String,
     pub weight_layout_reason: String,
+    /// How Wq, Wk, Wv are held on the GPU: a type, or three (Q, K, V) where they differ.
+    pub weight_type: String,
+    /// Bytes of W on the GPU (a block format's blocks as stored).
+    pub w_bytes: u64,
+    /// GGUF: the order of Q's and K's rows: "file" (llama.cpp's RoPE order, for a
+    /// Llama-family file), "original" (the model's); null for other checkpoints.
+    pub row_order: Option<&'static str>,
     pub tensors: Vec<(String, String, Vec<usize>)>,
     pub tokens: u32,
     pub batch: Option<u32>,
@@ -65,6 +72,11 @@ pub struct ProjectResult {
     pub precision_max_abs_err: Option<f64>,
     pub precision_max_rel_err: Option<f64>,
     pub precision_rel_l2_err: Option<f64>,
+    /// With --weight-type: the errors against the reference of X as given and the weights
+    /// before quantization; null otherwise.
+    pub quantization_max_abs_err: Option<f64>,
+    pub quantization_max_rel_err: Option<f64>,
+    pub quantization_rel_l2_err: Option<f64>,
     pub atol: f64,
     pub rtol: f64,
     /// The part of the bound relative to each element's Σ|x·w| + |b| (probabilistic).
@@ -120,6 +132,19 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
         r.weight_layout_reason
     );
     outln!(
+        "          on the GPU as {} ({:.2} MB){}",
+        r.weight_type,
+        r.w_bytes as f64 / 1e6,
+        match r.row_order {
+            Some("file") => {
+                "; Q's and K's rows in the file's order (llama.cpp's, for its RoPE): \
+                 --original-order restores the model's"
+            }
+            Some(_) => "; rows in the model's order",
+            None => "",
+        }
+    );
+    outln!(
         "shape     d_model {} -> q {} + k {} + v {}{}; Q {:?}, K and V {:?} ({} layout)",
         r.d_model,
         r.q_width,
@@ -150,6 +175,15 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
         r.write_ms
     );
     outln!("stages    {}", r.stages.line());
+    print_check(r, report, tol);
+    if r.written {
+        outln!("wrote     {}", r.outputs.join(", "));
+    }
+}
+
+/// The check's lines: the tolerance, the reference's time, each part's verdict, and the
+/// precision and quantization costs.
+fn print_check(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::Tolerance) {
     match (report, r.cpu_ms) {
         (Some(report), Some(cpu)) => {
             print_condition(tol);
@@ -175,11 +209,20 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
                     r.dtype
                 );
             }
+            if let (Some(abs), Some(rel), Some(l2)) = (
+                r.quantization_max_abs_err,
+                r.quantization_max_rel_err,
+                r.quantization_rel_l2_err,
+            ) {
+                outln!(
+                    "  quantization: W as {} moved Q, K, V from the reference of the weights \
+                     before by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
+                     not a check)",
+                    r.weight_type
+                );
+            }
         }
         _ => outln!("check     skipped (--no-check)"),
-    }
-    if r.written {
-        outln!("wrote     {}", r.outputs.join(", "));
     }
 }
 
@@ -197,6 +240,8 @@ pub struct Facts<'a> {
     pub out_shapes: &'a [Vec<u64>; 2],
     pub projector: &'a Projector<'a>,
     pub config_reason: String,
+    /// What a GGUF file told beyond its weights.
+    pub gguf: Option<&'a super::load::GgufFacts>,
 }
 
 impl Facts<'_> {
@@ -231,6 +276,14 @@ impl Facts<'_> {
             family: self.loaded.family.map(|f| f.name()),
             weight_layout: self.loaded.layout.to_string(),
             weight_layout_reason: crate::args::flags(&self.loaded.layout_reason),
+            weight_type: match self.loaded.weights.w_formats() {
+                Some(f) => qkv_wgpu::quant::WeightType::parts_name(f),
+                None => self.loaded.weights.w.element().name().to_string(),
+            },
+            w_bytes: self.loaded.weights.w_bytes(),
+            row_order: self
+                .gguf
+                .map(|g| if g.rows_reordered { "file" } else { "original" }),
             tensors: self.loaded.tensors.clone(),
             tokens: shape.tokens,
             batch: self.dims.batch_seq.map(|b| b.0),
@@ -267,6 +320,9 @@ impl Facts<'_> {
             precision_max_abs_err: cost.map(QkvReport::max_abs_err),
             precision_max_rel_err: cost.map(QkvReport::max_rel_err),
             precision_rel_l2_err: cost.map(QkvReport::rel_l2_err),
+            quantization_max_abs_err: checked.quantization.as_ref().map(QkvReport::max_abs_err),
+            quantization_max_rel_err: checked.quantization.as_ref().map(QkvReport::max_rel_err),
+            quantization_rel_l2_err: checked.quantization.as_ref().map(QkvReport::rel_l2_err),
             atol: checked.tol.atol,
             rtol: checked.tol.rtol,
             ttol: checked.tol.terms,
