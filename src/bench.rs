@@ -17,6 +17,7 @@ use crate::peak::Peak;
 use crate::plan::{check_fits, ChunkOptions, ChunkPlan};
 use crate::presets::{preset, token_sweep, Preset, PRESETS};
 use crate::projector::{spread, Projector};
+use crate::quant::WeightType;
 use crate::shape::QkvShape;
 use crate::tune::{resolve, KernelChoice, Resolved, TuneOptions};
 use crate::weights::{random_weights, random_x_rows, FusedWeights};
@@ -46,6 +47,11 @@ pub struct BenchRow {
     pub bias: bool,
     /// The storage type of X, W and Q, K, V.
     pub dtype: ElementType,
+    /// How Wq, Wk, Wv are held on the GPU: the run's type, or `--weight-type`'s (one name, or
+    /// three for Q, K, V where they differ).
+    pub weight_type: String,
+    /// Bytes of W on the GPU (a block format's blocks as stored): what the roofline counts.
+    pub w_bytes: u64,
     /// The configuration measured.
     pub kernel: String,
     /// "GpuTimestamp" or "Host"; empty where the kernel was not timed (a failed check).
@@ -210,7 +216,7 @@ pub struct BenchJob<'a> {
     pub name: &'a str,
     /// The shape.
     pub shape: &'a QkvShape,
-    /// Its weights (seeded: [`crate::random_weights`]).
+    /// Its weights (seeded: [`crate::random_weights`], stored as `--weight-type` asks).
     pub weights: &'a FusedWeights,
     /// The seed X is generated from, chunk by chunk as each run streams.
     pub seed: u64,
@@ -281,6 +287,11 @@ pub fn bench_row(
         kv_width: shape.kv_width,
         bias: shape.bias,
         dtype: projector.dtype(),
+        weight_type: match job.weights.w_formats() {
+            Some(f) => WeightType::parts_name(f),
+            None => job.weights.w.element().name().to_string(),
+        },
+        w_bytes: job.weights.w_bytes(),
         kernel: projector.spec().to_string(),
         kernel_timer: m
             .kernel
@@ -339,6 +350,10 @@ pub struct Sweep<'a> {
     pub max_tokens: u32,
     /// Storage types: each shape runs in each.
     pub dtypes: Vec<ElementType>,
+    /// Wq's, Wk's and Wv's types where W is stored otherwise than in the run's type
+    /// (`--weight-type`: [`FusedWeights::stored_as`], kept in its blocks on the GPU); each
+    /// row checked against the weights so stored.
+    pub weight_type: Option<[WeightType; 3]>,
     /// The kernels of each row.
     pub kernels: KernelChoice,
     /// Tune again instead of taking the cached choice (with [`KernelChoice::Auto`]).
@@ -418,10 +433,18 @@ impl Sweep<'_> {
                 let shape = QkvShape::new(t, p.d_model, p.q_width, p.kv_width, p.bias)?;
                 for &e in &self.dtypes {
                     self.check_room(ctx, p.name, &shape, e)?;
-                    let naive = KernelSpec::from(Kernel::Naive)
-                        .with_element(e)
-                        .map_err(Error::Input)?;
-                    check_fits(&ctx.limits(), &shape, &naive)?;
+                    let formats = self
+                        .weight_type
+                        .and_then(|t| WeightType::stored_formats(t, e));
+                    // W kept as stored is one binding, whichever kernel reads it.
+                    let least = match formats {
+                        Some(f) => KernelSpec::from(Kernel::Decode)
+                            .with_element(e)
+                            .and_then(|s| s.with_w_formats(f)),
+                        None => KernelSpec::from(Kernel::Naive).with_element(e),
+                    }
+                    .map_err(Error::Input)?;
+                    check_fits(&ctx.limits(), &shape, &least)?;
                 }
                 out.push((p.name, shape));
             }
@@ -482,11 +505,20 @@ pub fn sweep(
         let cpu = sweep
             .cpu
             .then(|| CpuBaseline::measure(shape, sweep.seed, &w, repeats));
+        let stored = sweep.weight_type.map(|t| w.stored_as(t)).transpose()?;
         for &element in &sweep.dtypes {
             on(SweepEvent::Choosing(shape, element))?;
+            let formats = sweep
+                .weight_type
+                .and_then(|t| WeightType::stored_formats(t, element));
+            let weights = match (&stored, formats) {
+                (Some(s), Some(_)) => s,
+                _ => &w,
+            };
             let opts = TuneOptions {
                 force: sweep.force_tune,
                 element,
+                weights: formats,
                 ..TuneOptions::default()
             };
             let resolved = resolve(ctx, shape, &sweep.kernels, &opts, |step| {
@@ -498,7 +530,7 @@ pub fn sweep(
                 let job = BenchJob {
                     name,
                     shape,
-                    weights: &w,
+                    weights,
                     seed: sweep.seed,
                     cpu,
                     peak: sweep.peak,

@@ -37,12 +37,14 @@ def bench(
     chunk_tokens: Optional[int] = None,
     backend: Optional[str] = None,
     adapter: Optional[str] = None,
+    weight_type: Optional[str] = None,
 ) -> list[dict[str, Any]]:
     """`qkv bench` from Python: each named shape ("gpt2" by default; "bert-base", "vit-b16",
     "llama3-8b", "all") or the custom one (d_model, q_width, kv_width, bias) at each token
     count (default: powers of two up to max_tokens), in each storage type ("f32" by
-    default), with each kernel configuration ("auto": the autotuned one; "all"; or
-    configurations as `qkv bench --kernel` takes them), checked then timed: the library's own
+    default), W stored as `weight_type` where given ("q4_0", or "q4_k,q4_k,q6_k" for Q, K,
+    V: kept in its blocks on the GPU), with each kernel configuration ("auto": the autotuned
+    one; "all"; or configurations as `qkv bench --kernel` takes them), checked then timed: the library's own
     sweep, every shape checked against the device and the memory left before any is measured.
     ``chunk_tokens``: None (the default) for the size that fits; 0 is refused. The rows
     `qkv bench --json` prints, as dicts (pandas.DataFrame(rows) takes them)."""

@@ -62,7 +62,7 @@ fn shapes(
 /// timed; a list of dicts, the rows `qkv bench --json` prints (a pandas DataFrame takes it
 /// as it is).
 #[pyfunction]
-#[pyo3(signature = (shape=None, *, tokens=None, max_tokens=1024, dtype=None, kernel=None, repeats=3, cpu=true, seed=42, d_model=None, q_width=None, kv_width=None, bias=false, chunk_tokens=None, backend=None, adapter=None))]
+#[pyo3(signature = (shape=None, *, tokens=None, max_tokens=1024, dtype=None, kernel=None, repeats=3, cpu=true, seed=42, d_model=None, q_width=None, kv_width=None, bias=false, chunk_tokens=None, backend=None, adapter=None, weight_type=None))]
 #[allow(clippy::too_many_arguments)]
 pub fn bench<'py>(
     py: Python<'py>,
@@ -81,7 +81,11 @@ pub fn bench<'py>(
     chunk_tokens: Option<u32>,
     backend: Option<&str>,
     adapter: Option<&str>,
+    weight_type: Option<&str>,
 ) -> PyResult<Bound<'py, PyAny>> {
+    let weight_type = weight_type
+        .map(|t| qkv_wgpu::quant::WeightType::parse_parts(t).map_err(PyValueError::new_err))
+        .transpose()?;
     if !(1..=1000).contains(&repeats) {
         return Err(PyValueError::new_err(format!(
             "repeats must be 1 to 1000, not {repeats}"
@@ -123,6 +127,7 @@ pub fn bench<'py>(
             tokens: tokens.unwrap_or_default(),
             max_tokens,
             dtypes,
+            weight_type,
             kernels,
             force_tune: false,
             seed,

@@ -549,6 +549,9 @@ impl Projector {
     }
 }
 
+/// A GGUF layer's weights, and its query and key/value heads from the metadata.
+type GgufLayer = (FusedWeights, (Option<u32>, Option<u32>));
+
 /// One attention layer of a GGUF file, each matrix in its format (kept in blocks where any
 /// is a block format), and the heads its metadata gives.
 fn load_gguf_layer(
@@ -557,7 +560,7 @@ fn load_gguf_layer(
     prefix: &str,
     original_order: bool,
     d_model: Option<u32>,
-) -> PyResult<(FusedWeights, (Option<u32>, Option<u32>))> {
+) -> PyResult<GgufLayer> {
     py.detach(|| {
         let mut layer = qkv_wgpu::io::gguf::Gguf::open(path)?.attention(prefix)?;
         if original_order {

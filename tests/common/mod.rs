@@ -166,6 +166,9 @@ pub const BENCH_JSON_KEYS: &[&str] = &[
     "cpu_tokens",
     "d_model",
     "dtype",
+    // Issue #34: how W is stored and its bytes.
+    "w_bytes",
+    "weight_type",
     "end_to_end_ms",
     "gpu_gflops",
     "kernel",

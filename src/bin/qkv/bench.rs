@@ -45,6 +45,9 @@ pub struct BenchArgs {
     #[arg(long, default_value = "f32", value_delimiter = ',', long_help = format!(
         "Storage types to run, comma-separated: each shape in each type. {}", dtype_help()))]
     dtype: Vec<ElementType>,
+    #[arg(long, value_parser = crate::args::parse_weight_type,
+          help = crate::args::weight_type_help())]
+    weight_type: Option<[qkv_wgpu::quant::WeightType; 3]>,
     /// Autotune again instead of using the cached choice (with --kernel auto)
     #[arg(long)]
     tune: bool,
@@ -104,6 +107,7 @@ pub fn bench(gpu: &GpuArgs, args: &BenchArgs) -> Result<(), Failure> {
         tokens: args.tokens.clone(),
         max_tokens: args.max_tokens,
         dtypes: args.dtype.clone(),
+        weight_type: args.weight_type,
         kernels: args.kernel.clone(),
         force_tune: args.tune,
         seed: args.seed,
@@ -346,7 +350,23 @@ fn opt(v: Option<f64>, digits: usize) -> String {
     v.map_or("-".into(), |v| format!("{v:.digits$}"))
 }
 
+/// The row's type: the run's, with W's after a slash where W is stored otherwise
+/// (`f32/q4_0`).
+fn type_cell(r: &BenchRow) -> String {
+    if r.weight_type == r.dtype.name() {
+        r.dtype.name().to_string()
+    } else {
+        format!("{}/{}", r.dtype.name(), r.weight_type)
+    }
+}
+
 pub fn print_table(rows: &[BenchRow], peaked: bool) {
+    let tw = rows
+        .iter()
+        .map(|r| type_cell(r).len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let width = rows
         .iter()
         .map(|r| r.kernel.len())
@@ -354,7 +374,7 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
         .unwrap_or(0)
         .max(6);
     outln!(
-        "{:<10} {:>7} {:<5} {:<width$} {:>11} {:>9} {:>6} {:>6} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
+        "{:<10} {:>7} {:<tw$} {:<width$} {:>11} {:>9} {:>6} {:>6} {:>11} {:>10} {:>9} {:>8} {:>9} {:>5}",
         "shape",
         "tokens",
         "dtype",
@@ -378,10 +398,10 @@ pub fn print_table(rows: &[BenchRow], peaked: bool) {
     };
     for r in rows {
         outln!(
-            "{:<10} {:>7} {:<5} {:<width$} {:>11.3} {:>9.2} {:>6} {:>6} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
+            "{:<10} {:>7} {:<tw$} {:<width$} {:>11.3} {:>9.2} {:>6} {:>6} {:>11.3} {:>10} {:>9} {:>8} {:>9.2e} {:>5}",
             r.shape,
             r.tokens,
-            r.dtype.name(),
+            type_cell(r),
             r.kernel,
             r.kernel_ms,
             r.gpu_gflops,
