@@ -8,8 +8,8 @@
 // Provides `w` (binding 2), FMT_Q/K/V, and for W read along d_model (the decode kernel):
 // UNIT_QUADS, `WUnit`, `w_unit` and `w_quad`; for W read across columns (the tiled kernels'
 // row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`. Expects params.wgsl
-// and widen.wgsl (`f16_bits4`). The host pads the buffer by a word past the last part, so
-// that reading two words at the last even offset stays inside it.
+// and widen.wgsl (`f16_bits4`). The host pads the buffer by 16 bytes past the last part:
+// a unit's bytes are read as aligned words, up to a word past them.
 //
 // d_model is a multiple of 32 (the host refuses others with block formats), so that every
 // run of 32 elements starting at a multiple of 32 (a "unit") has one scale and minimum per
@@ -66,6 +66,16 @@ fn i8_at(b: u32) -> f32 {
     return f32(bitcast<i32>(u8_at(b) << 24u) >> 24u);
 }
 
+// The 16 bytes at byte `b` (even) as four words: five aligned loads, shifted by half a word
+// where `b` is 2 mod 4.
+fn words4(b: u32) -> vec4<u32> {
+    let i = b >> 2u;
+    let v = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+    let next = vec4<u32>(v.yzw, w[i + 4u]);
+    let shifted = (v >> vec4<u32>(16u)) | (next << vec4<u32>(16u));
+    return select(v, shifted, (b & 2u) != 0u);
+}
+
 // The four bytes of a word, unsigned.
 fn bytes4(word: u32) -> vec4<u32> {
     return (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
@@ -89,12 +99,19 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
 }
 
 // One unit of a row: its format, the first byte of its block, which unit of the block it is,
-// and value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31.
+// value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31, and its
+// quantized bytes read once (realigned to words): 16 or 32 bytes of low bits (q0, q1) and
+// the high bits of the Q5 and Q6 formats (h0, h1; Q5_0's and Q5_1's one word in h0.x).
+// Element formats read their words at `at` as they go.
 struct WUnit {
     fmt: u32,
     at: u32,
     sub: u32,
     scale: vec4<f32>,
+    q0: vec4<u32>,
+    q1: vec4<u32>,
+    h0: vec4<u32>,
+    h1: vec4<u32>,
 }
 
 // Vec4s of W per unit.
@@ -119,18 +136,37 @@ fn w_unit(col: u32, u: u32) -> WUnit {
     switch fmt {
         case 0u, 1u, 30u: {
             let size = select(2u, 4u, fmt == 0u);
-            return WUnit(fmt, row + u * 32u * size, 0u, vec4<f32>(1.0, 0.0, 1.0, 0.0));
+            let none = vec4<u32>();
+            let one = vec4<f32>(1.0, 0.0, 1.0, 0.0);
+            return WUnit(fmt, row + u * 32u * size, 0u, one, none, none, none, none);
         }
         case 2u, 6u, 8u: {
+            // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]).
             let at = row + u * (row_bytes(fmt, 32u));
             let d = f16_at(at);
-            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0));
+            let qs = at + select(2u, 6u, fmt == 6u);
+            var h = vec4<u32>();
+            var q1 = vec4<u32>();
+            if fmt == 6u {
+                h.x = word_at(at + 2u);
+            }
+            if fmt == 8u {
+                q1 = words4(at + 18u);
+            }
+            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), words4(qs), q1, h, vec4<u32>());
         }
         case 3u, 7u: {
+            // Q4_1 (d, m, qs[16]), Q5_1 (d, m, qh, qs[16]).
             let at = row + u * (row_bytes(fmt, 32u));
             let d = f16_at(at);
             let m = f16_at(at + 2u);
-            return WUnit(fmt, at, 0u, vec4<f32>(d, m, d, m));
+            let qs = at + select(4u, 8u, fmt == 7u);
+            var h = vec4<u32>();
+            if fmt == 7u {
+                h.x = word_at(at + 4u);
+            }
+            let none = vec4<u32>();
+            return WUnit(fmt, at, 0u, vec4<f32>(d, m, d, m), words4(qs), none, h, none);
         }
         case 12u, 13u: {
             let at = row + u / 8u * row_bytes(fmt, 256u);
@@ -138,7 +174,17 @@ fn w_unit(col: u32, u: u32) -> WUnit {
             let sm = scale_min_k4(at + 4u, sub);
             let d = f16_at(at) * sm.x;
             let m = f16_at(at + 2u) * sm.y;
-            return WUnit(fmt, at, sub, vec4<f32>(d, -m, d, -m));
+            // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs.
+            // Units 2g and 2g + 1 share qs[32 g ..] (low and high nibbles).
+            let qs = at + select(16u, 48u, fmt == 13u) + 32u * (sub / 2u);
+            var h0 = vec4<u32>();
+            var h1 = vec4<u32>();
+            if fmt == 13u {
+                h0 = words4(at + 16u);
+                h1 = words4(at + 32u);
+            }
+            let scale = vec4<f32>(d, -m, d, -m);
+            return WUnit(fmt, at, sub, scale, words4(qs), words4(qs + 16u), h0, h1);
         }
         default: {
             // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
@@ -146,9 +192,18 @@ fn w_unit(col: u32, u: u32) -> WUnit {
             let sub = u % 8u;
             let d = f16_at(at + 208u);
             let s = at + 192u + 8u * (sub / 4u) + 2u * (sub % 4u);
-            return WUnit(fmt, at, sub, vec4<f32>(d * i8_at(s), 0.0, d * i8_at(s + 1u), 0.0));
+            let scale = vec4<f32>(d * i8_at(s), 0.0, d * i8_at(s + 1u), 0.0);
+            // Quarter t of half n: ql[64 n + 32 (t & 1) ..], qh[32 n ..].
+            let ql = at + 64u * (sub / 4u) + 32u * (sub & 1u);
+            let qh = at + 128u + 32u * (sub / 4u);
+            return WUnit(fmt, at, sub, scale, words4(ql), words4(ql + 16u), words4(qh), words4(qh + 16u));
         }
     }
+}
+
+// Word i (bytes 4 i .. 4 i + 3) of a unit's 32 bytes of low bits.
+fn word32(unit: WUnit, i: u32) -> u32 {
+    return select(unit.q1[i & 3u], unit.q0[i & 3u], i < 4u);
 }
 
 // Elements 4 i .. 4 i + 3 (i < 8) of a unit, dequantized.
@@ -169,45 +224,39 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
             return bitcast<vec4<f32>>(halves << vec4<u32>(16u));
         }
         case 8u: {
-            let b = vec4<u32>(word_at(at + 2u + 4u * i)) << vec4<u32>(24u, 16u, 8u, 0u);
+            let b = vec4<u32>(word32(unit, i)) << vec4<u32>(24u, 16u, 8u, 0u);
             q = vec4<f32>(bitcast<vec4<i32>>(b) >> vec4<u32>(24u));
         }
-        case 2u: {
-            q = vec4<f32>(nibbles(bytes4(word_at(at + 2u + 4u * (i & 3u))), i >= 4u)) - 8.0;
-        }
-        case 3u: {
-            q = vec4<f32>(nibbles(bytes4(word_at(at + 4u + 4u * (i & 3u))), i >= 4u));
+        case 2u, 3u: {
+            // Q4_0 (centred on 8) and Q4_1: element e < 16 the low nibble of qs[e], else the
+            // high nibble of qs[e - 16].
+            let low = nibbles(bytes4(unit.q0[i & 3u]), i >= 4u);
+            q = vec4<f32>(low) - select(8.0, 0.0, unit.fmt == 3u);
         }
         case 6u, 7u: {
-            // Q5_0 (d, qh, qs) and Q5_1 (d, m, qh, qs): element e's fifth bit is bit e of qh.
-            let qh_at = at + select(2u, 4u, unit.fmt == 7u);
-            let low = nibbles(bytes4(word_at(qh_at + 4u + 4u * (i & 3u))), i >= 4u);
+            // Q5_0 (centred on 16) and Q5_1: element e's fifth bit is bit e of qh.
+            let low = nibbles(bytes4(unit.q0[i & 3u]), i >= 4u);
             let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
-            let high = ((vec4<u32>(word_at(qh_at)) >> e) & vec4<u32>(1u)) << vec4<u32>(4u);
+            let high = ((vec4<u32>(unit.h0.x) >> e) & vec4<u32>(1u)) << vec4<u32>(4u);
             q = vec4<f32>(low | high) - select(16.0, 0.0, unit.fmt == 7u);
         }
         case 12u: {
-            // Q4_K: d, dmin, scales[12], qs[128]; unit 2g + h is the low (h = 0) or high
-            // nibbles of qs[32 g ..].
-            let b = bytes4(word_at(at + 16u + 32u * (unit.sub / 2u) + 4u * i));
-            q = vec4<f32>(nibbles(b, (unit.sub & 1u) == 1u));
+            // Q4_K: unit 2g + h is the low (h = 0) or high nibbles of qs[32 g ..].
+            q = vec4<f32>(nibbles(bytes4(word32(unit, i)), (unit.sub & 1u) == 1u));
         }
         case 13u: {
-            // Q5_K: d, dmin, scales[12], qh[32], qs[128]; unit s's fifth bits are bit s of
-            // qh[l].
-            let b = bytes4(word_at(at + 48u + 32u * (unit.sub / 2u) + 4u * i));
-            let low = nibbles(b, (unit.sub & 1u) == 1u);
-            let high = ((bytes4(word_at(at + 16u + 4u * i)) >> vec4<u32>(unit.sub)) & vec4<u32>(1u));
+            // Q5_K: as Q4_K, unit s's fifth bits bit s of qh[l].
+            let low = nibbles(bytes4(word32(unit, i)), (unit.sub & 1u) == 1u);
+            let qh = select(unit.h1[i & 3u], unit.h0[i & 3u], i < 4u);
+            let high = (bytes4(qh) >> vec4<u32>(unit.sub)) & vec4<u32>(1u);
             q = vec4<f32>(low | (high << vec4<u32>(4u)));
         }
         default: {
-            // Q6_K: ql[128], qh[64], scales[16], d. Quarter t of half n: the low (t < 2) or
-            // high nibbles of ql[64 n + 32 (t & 1) + l], bits 2t, 2t + 1 of qh[32 n + l].
-            let n = unit.sub / 4u;
+            // Q6_K: quarter t: the low (t < 2) or high nibbles of ql, bits 2t, 2t + 1 of qh.
             let t = unit.sub % 4u;
-            let b = bytes4(word_at(at + 64u * n + 32u * (t & 1u) + 4u * i));
-            let low = nibbles(b, t >= 2u);
-            let hb = (bytes4(word_at(at + 128u + 32u * n + 4u * i)) >> vec4<u32>(2u * t)) & vec4<u32>(3u);
+            let low = nibbles(bytes4(word32(unit, i)), t >= 2u);
+            let qh = select(unit.h1[i & 3u], unit.h0[i & 3u], i < 4u);
+            let hb = (bytes4(qh) >> vec4<u32>(2u * t)) & vec4<u32>(3u);
             q = vec4<f32>(low | (hb << vec4<u32>(4u))) - 32.0;
         }
     }

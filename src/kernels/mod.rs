@@ -36,7 +36,9 @@ pub use shaders::{
     ShaderSource, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
     UTILITY_SHADERS,
 };
-pub use spec::{Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout, OperandTypes};
+pub use spec::{
+    Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout, OperandTypes, W_BLOCK_PAD,
+};
 pub use variant::{Resolved, SweepTarget, VariantDef};
 pub use variants::coopmat::{
     coopmat_blocks, coopmat_for, coopmat_source, CoopParams, COOPMAT_MAX_PIECES, COOPMAT_SOURCES,

@@ -44,6 +44,9 @@ pub enum OperandLayout {
     KMajor,
 }
 
+/// Bytes past the last part of a W kept in its stored formats ([`KernelSpec::w_block_bytes`]).
+pub const W_BLOCK_PAD: u64 = 16;
+
 /// What a spec made from a user's kernel carries: its name for reports, and whether it takes
 /// the host's `NATIVE_F16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -223,14 +226,20 @@ impl KernelSpec {
     }
 
     /// Bytes of W on the GPU where it is read in its stored formats: each part's rows, the
-    /// part padded to a word, and one word more (the kernels read two words at a time); None
-    /// for a fused W, or where a part's rows are not whole blocks.
+    /// part padded to a word, and [`W_BLOCK_PAD`] more (the kernels read a unit's bytes as
+    /// aligned words, up to a word past them); None for a fused W, or where a part's rows are
+    /// not whole blocks.
     pub fn w_block_bytes(&self, shape: &QkvShape) -> Option<u64> {
         let [q, k, v] = self.w_formats?;
         let d = shape.d_model as u64;
         let part =
             |ty: WeightType, rows: u32| ty.row_bytes(d).map(|r| (r * rows as u64).div_ceil(4) * 4);
-        Some(part(q, shape.q_width)? + part(k, shape.kv_width)? + part(v, shape.kv_width)? + 4)
+        Some(
+            part(q, shape.q_width)?
+                + part(k, shape.kv_width)?
+                + part(v, shape.kv_width)?
+                + W_BLOCK_PAD,
+        )
     }
 
     /// The variant.

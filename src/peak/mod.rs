@@ -176,8 +176,8 @@ impl Peak {
         let size = |e: crate::element::ElementType| e.size() as f64;
         let n_out = shape.n_out() as f64;
         let w_bytes = match spec.w_block_bytes(shape) {
-            // Less the word of padding the kernels never need.
-            Some(b) => b.saturating_sub(4) as f64,
+            // Less the padding, never read as data.
+            Some(b) => b.saturating_sub(crate::kernels::W_BLOCK_PAD) as f64,
             None => shape.w_len() as f64 * size(spec.types.w),
         };
         let bytes = shape.x_len() as f64 * size(spec.types.x)
