@@ -192,3 +192,38 @@ fn a_choice_tuned_on_a_busy_machine_is_tuned_again_and_the_margin_is_kept() {
         again.reason
     );
 }
+
+#[test]
+fn with_w_in_blocks_the_tuner_tries_only_kernels_that_read_them_and_keeps_them_apart() {
+    // Issue #34: decode and blocktile read block formats; the others are no candidates, and a
+    // choice for Q4_0 weights is its own cache entry, apart from f32's.
+    use qkv_wgpu::quant::{BlockFormat, WeightType};
+    let q4 = Some([WeightType::Blocks(BlockFormat::Q4_0); 3]);
+    let cands = candidates(ctx(), ElementType::F32, q4);
+    assert!(
+        cands.iter().any(|c| c.kernel == Kernel::Decode),
+        "{cands:?}"
+    );
+    assert!(cands
+        .iter()
+        .all(|c| matches!(c.kernel, Kernel::Decode | Kernel::Blocktile)));
+    let shape = QkvShape::new(1, 64, 32, 16, true).unwrap();
+    let plain = shape_class_key(ctx(), &shape, ElementType::F32, None);
+    let blocks = shape_class_key(ctx(), &shape, ElementType::F32, q4);
+    assert!(
+        blocks.starts_with(&plain) && blocks.ends_with("| w q4_0,q4_0,q4_0"),
+        "{blocks}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let opts = TuneOptions {
+        cache_dir: Some(dir.path().to_path_buf()),
+        weights: q4,
+        ..TuneOptions::default()
+    };
+    let choice = choose(ctx(), &shape, &opts).unwrap();
+    assert!(choice.spec.w_formats == q4, "{:?}", choice.spec);
+    assert!(matches!(
+        choice.config.kernel,
+        Kernel::Decode | Kernel::Blocktile
+    ));
+}

@@ -98,6 +98,21 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(d), f32(m));
 }
 
+// The format and first byte of the row of fused column params.col0 + `col`.
+fn w_row(col: u32) -> vec2<u32> {
+    let c = params.col0 + col;
+    let d = params.d_model;
+    if c >= params.q_width + params.kv_width {
+        let base = part_bytes(FMT_Q, params.q_width) + part_bytes(FMT_K, params.kv_width);
+        return vec2<u32>(FMT_V, base + (c - params.q_width - params.kv_width) * row_bytes(FMT_V, d));
+    }
+    if c >= params.q_width {
+        let base = part_bytes(FMT_Q, params.q_width);
+        return vec2<u32>(FMT_K, base + (c - params.q_width) * row_bytes(FMT_K, d));
+    }
+    return vec2<u32>(FMT_Q, c * row_bytes(FMT_Q, d));
+}
+
 // One unit of a row: its format, the first byte of its block, which unit of the block it is,
 // value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31, and its
 // quantized bytes read once (realigned to words): 16 or 32 bytes of low bits (q0, q1) and
@@ -119,20 +134,9 @@ const UNIT_QUADS: u32 = 8u;
 
 // Unit `u` (elements 32 u .. 32 u + 31) of the row of fused column params.col0 + `col`.
 fn w_unit(col: u32, u: u32) -> WUnit {
-    let c = params.col0 + col;
-    var fmt = FMT_Q;
-    var base = 0u;
-    var r = c;
-    if c >= params.q_width + params.kv_width {
-        fmt = FMT_V;
-        base = part_bytes(FMT_Q, params.q_width) + part_bytes(FMT_K, params.kv_width);
-        r = c - params.q_width - params.kv_width;
-    } else if c >= params.q_width {
-        fmt = FMT_K;
-        base = part_bytes(FMT_Q, params.q_width);
-        r = c - params.q_width;
-    }
-    let row = base + r * row_bytes(fmt, params.d_model);
+    let r = w_row(col);
+    let fmt = r.x;
+    let row = r.y;
     switch fmt {
         case 0u, 1u, 30u: {
             let size = select(2u, 4u, fmt == 0u);
@@ -264,9 +268,71 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
     return fma(vec4<f32>(s.x), q, vec4<f32>(s.y));
 }
 
-// One element of W: row k of d_model, fused column params.col0 + col.
+// One element of W, row k of d_model, fused column params.col0 + col: its block's scale and
+// its own bits only (a few byte reads), for the tiled kernels, which stage each element once
+// for a tile of tokens. The same expressions as `w_unit` and `w_quad`.
 fn w_elem(k: u32, col: u32) -> f32 {
-    return w_quad(w_unit(col, k / 32u), (k % 32u) / 4u)[k % 4u];
+    let r = w_row(col);
+    let fmt = r.x;
+    let row = r.y;
+    switch fmt {
+        case 0u: {
+            return bitcast<f32>(w[(row >> 2u) + k]);
+        }
+        case 1u, 30u: {
+            let h = (w[(row + 2u * k) >> 2u] >> (((row + 2u * k) & 2u) * 8u)) & 0xffffu;
+            if fmt == 1u {
+                return f16_bits4(vec4<u32>(h)).x;
+            }
+            return bitcast<f32>(h << 16u);
+        }
+        case 2u, 3u, 6u, 7u, 8u: {
+            let at = row + k / 32u * row_bytes(fmt, 32u);
+            let e = k % 32u;
+            let d = f16_at(at);
+            if fmt == 8u {
+                return d * i8_at(at + 2u + e);
+            }
+            // The nibble: low of qs[e] for e < 16, high of qs[e - 16]; qs after d (and m,
+            // and Q5's qh).
+            let qs = at + select(select(2u, 4u, fmt == 3u), select(6u, 8u, fmt == 7u), fmt >= 6u);
+            var q = (u8_at(qs + (e & 15u)) >> (4u * (e / 16u))) & 15u;
+            if fmt >= 6u {
+                let qh = word_at(at + select(2u, 4u, fmt == 7u));
+                q |= ((qh >> e) & 1u) << 4u;
+            }
+            switch fmt {
+                case 2u: { return d * (f32(q) - 8.0); }
+                case 6u: { return d * (f32(q) - 16.0); }
+                default: { return fma(d, f32(q), f16_at(at + 2u)); }
+            }
+        }
+        case 12u, 13u: {
+            let at = row + k / 256u * row_bytes(fmt, 256u);
+            let e = k % 256u;
+            let sub = e / 32u;
+            let l = e % 32u;
+            let sm = scale_min_k4(at + 4u, sub);
+            let qs = at + select(16u, 48u, fmt == 13u) + 32u * (sub / 2u) + l;
+            var q = (u8_at(qs) >> (4u * (sub & 1u))) & 15u;
+            if fmt == 13u {
+                q |= ((u8_at(at + 16u + l) >> sub) & 1u) << 4u;
+            }
+            return fma(f16_at(at) * sm.x, f32(q), -(f16_at(at + 2u) * sm.y));
+        }
+        default: {
+            // Q6_K: element e = 128 n + 32 t + l.
+            let at = row + k / 256u * 210u;
+            let e = k % 256u;
+            let n = e / 128u;
+            let t = (e % 128u) / 32u;
+            let l = e % 32u;
+            let low = (u8_at(at + 64u * n + 32u * (t & 1u) + l) >> (4u * (t / 2u))) & 15u;
+            let hb = (u8_at(at + 128u + 32u * n + l) >> (2u * t)) & 3u;
+            let sc = i8_at(at + 192u + 8u * n + 2u * t + l / 16u);
+            return f16_at(at + 208u) * sc * (f32(low | (hb << 4u)) - 32.0);
+        }
+    }
 }
 
 // Elements W[k, 4 c .. 4 c + 3] in the row-major view of the tiled kernels, j = k x (w_stride
