@@ -98,19 +98,22 @@ fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
     return vec2<f32>(f32(d), f32(m));
 }
 
-// The format and first byte of the row of fused column params.col0 + `col`.
-fn w_row(col: u32) -> vec2<u32> {
-    let c = params.col0 + col;
+// The format of fused column `c` (params.col0 + the block's column): a select of the three
+// override constants, so that where they are one format the compiler folds every switch on
+// it away (a vector or a branch there kept it a run-time value, and every format's code ran).
+fn w_fmt(c: u32) -> u32 {
+    let kv = select(FMT_K, FMT_V, c >= params.q_width + params.kv_width);
+    return select(FMT_Q, kv, c >= params.q_width);
+}
+
+// The first byte of the row of fused column `c`, stored in `fmt`.
+fn w_row(c: u32, fmt: u32) -> u32 {
     let d = params.d_model;
-    if c >= params.q_width + params.kv_width {
-        let base = part_bytes(FMT_Q, params.q_width) + part_bytes(FMT_K, params.kv_width);
-        return vec2<u32>(FMT_V, base + (c - params.q_width - params.kv_width) * row_bytes(FMT_V, d));
-    }
-    if c >= params.q_width {
-        let base = part_bytes(FMT_Q, params.q_width);
-        return vec2<u32>(FMT_K, base + (c - params.q_width) * row_bytes(FMT_K, d));
-    }
-    return vec2<u32>(FMT_Q, c * row_bytes(FMT_Q, d));
+    let q = part_bytes(FMT_Q, params.q_width);
+    let k = part_bytes(FMT_K, params.kv_width);
+    let base = select(select(0u, q, c >= params.q_width), q + k, c >= params.q_width + params.kv_width);
+    let first = select(select(0u, params.q_width, c >= params.q_width), params.q_width + params.kv_width, c >= params.q_width + params.kv_width);
+    return base + (c - first) * row_bytes(fmt, d);
 }
 
 // One unit of a row: its format, the first byte of its block, which unit of the block it is,
@@ -134,9 +137,9 @@ const UNIT_QUADS: u32 = 8u;
 
 // Unit `u` (elements 32 u .. 32 u + 31) of the row of fused column params.col0 + `col`.
 fn w_unit(col: u32, u: u32) -> WUnit {
-    let r = w_row(col);
-    let fmt = r.x;
-    let row = r.y;
+    let c = params.col0 + col;
+    let fmt = w_fmt(c);
+    let row = w_row(c, fmt);
     switch fmt {
         case 0u, 1u, 30u: {
             let size = select(2u, 4u, fmt == 0u);
@@ -272,9 +275,9 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
 // its own bits only (a few byte reads), for the tiled kernels, which stage each element once
 // for a tile of tokens. The same expressions as `w_unit` and `w_quad`.
 fn w_elem(k: u32, col: u32) -> f32 {
-    let r = w_row(col);
-    let fmt = r.x;
-    let row = r.y;
+    let c = params.col0 + col;
+    let fmt = w_fmt(c);
+    let row = w_row(c, fmt);
     switch fmt {
         case 0u: {
             return bitcast<f32>(w[(row >> 2u) + k]);
