@@ -126,41 +126,32 @@ impl Projector {
         let types = weight_type
             .map(|t| WeightType::parse_parts(t).map_err(PyValueError::new_err))
             .transpose()?;
-        if qkv_wgpu::io::gguf::is_gguf(&path) {
+        // A GGUF file gives the heads from its metadata before the settings are made.
+        let (gguf, heads, kv_heads) = if qkv_wgpu::io::gguf::is_gguf(&path) {
             if names.is_some() || bias_names.is_some() || weight_layout.is_some() {
                 return Err(PyValueError::new_err(
                     "a GGUF file's layer is found by prefix= ('blk.0'); names=, bias_names= \
                      and weight_layout= are for safetensors checkpoints",
                 ));
             }
-            let Some(prefix) = prefix else {
+            let Some(prefix) = &prefix else {
                 return Err(PyValueError::new_err(
                     "a GGUF file's layer is found by prefix= ('blk.0', 'blk.1', ...)",
                 ));
             };
             let (weights, (file_heads, file_kv)) =
-                load_gguf_layer(py, &path, &prefix, original_order, d_model)?;
-            let (heads, kv_heads) = match heads {
-                Some(h) => (Some(h), kv_heads),
-                None => (file_heads, kv_heads.or(file_kv)),
-            };
-            let settings = settings(
-                dtype,
-                kernel,
-                heads,
-                kv_heads,
-                head_layout,
-                chunk_tokens,
-                out_dtype,
-            )?;
-            let weights = quantized(py, weights, types, settings.element)?;
-            return Self::made_of(py, weights, settings, backend, adapter);
-        }
-        if original_order {
+                load_gguf_layer(py, &path, prefix, original_order, d_model)?;
+            match heads {
+                Some(h) => (Some(weights), Some(h), kv_heads),
+                None => (Some(weights), file_heads, kv_heads.or(file_kv)),
+            }
+        } else if original_order {
             return Err(PyValueError::new_err(
                 "original_order=True applies to GGUF files, whose converter reorders Q and K",
             ));
-        }
+        } else {
+            (None, heads, kv_heads)
+        };
         let settings = settings(
             dtype,
             kernel,
@@ -170,16 +161,21 @@ impl Projector {
             chunk_tokens,
             out_dtype,
         )?;
-        let layout = weight_layout
-            .map(|l| l.parse::<WeightLayout>().map_err(PyValueError::new_err))
-            .transpose()?;
-        let request = WeightRequest {
-            source: source(prefix, names, bias_names)?,
-            layout,
-            heads,
-            kv_heads,
+        let weights = match gguf {
+            Some(w) => w,
+            None => {
+                let layout = weight_layout
+                    .map(|l| l.parse::<WeightLayout>().map_err(PyValueError::new_err))
+                    .transpose()?;
+                let request = WeightRequest {
+                    source: source(prefix, names, bias_names)?,
+                    layout,
+                    heads,
+                    kv_heads,
+                };
+                load_checkpoint(py, &path, &request, d_model)?
+            }
         };
-        let weights = load_checkpoint(py, &path, &request, d_model)?;
         let weights = quantized(py, weights, types, settings.element)?;
         Self::made_of(py, weights, settings, backend, adapter)
     }

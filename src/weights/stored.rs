@@ -58,32 +58,25 @@ impl FusedWeights {
             }
         }
         let types = parts.each_ref().map(|p| p.ty);
-        if types.iter().all(|t| t.blocks().is_none()) {
-            // Element types only: the fused matrix, in the half type all three share, else f32.
-            let mut fused = Self {
-                d_model,
-                q_width,
-                kv_width,
-                w: WeightData::F32(Vec::new()),
-                bias,
-                stored: Some(Arc::new(parts)),
-            }
-            .dequantized();
-            if let [WeightType::Element(e), ..] = types {
-                if e.is_half() && types.iter().all(|t| *t == types[0]) {
-                    fused.w = fused.w.to_element(e);
-                }
-            }
-            return Ok(fused);
-        }
-        Ok(Self {
+        let kept = Self {
             d_model,
             q_width,
             kv_width,
             w: WeightData::F32(Vec::new()),
             bias,
             stored: Some(Arc::new(parts)),
-        })
+        };
+        if types.iter().any(|t| t.blocks().is_some()) {
+            return Ok(kept);
+        }
+        // Element types only: the fused matrix, in the half type all three share, else f32.
+        let mut fused = kept.dequantized();
+        if let [WeightType::Element(e), ..] = types {
+            if e.is_half() && types.iter().all(|t| *t == types[0]) {
+                fused.w = fused.w.to_element(e);
+            }
+        }
+        Ok(fused)
     }
 
     /// These weights with W stored as `types` (Wq's, Wk's, Wv's): each part's columns as

@@ -197,32 +197,38 @@ fn print_check(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu::To
             };
             outln!("  CPU reference (f64) over {rows}: {cpu:.1} ms");
             print_checks(report);
-            if let (Some(abs), Some(rel), Some(l2)) = (
+            let precision = format!(
+                "precision: storing in {} moved Q, K, V from the reference of the inputs as given",
+                r.dtype
+            );
+            let errs = (
                 r.precision_max_abs_err,
                 r.precision_max_rel_err,
                 r.precision_rel_l2_err,
-            ) {
-                outln!(
-                    "  precision: storing in {} moved Q, K, V from the reference of the inputs \
-                     as given by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
-                     not a check)",
-                    r.dtype
-                );
-            }
-            if let (Some(abs), Some(rel), Some(l2)) = (
+            );
+            cost_line(&precision, errs);
+            let quantization = format!(
+                "quantization: W as {} moved Q, K, V from the reference of the weights before",
+                r.weight_type
+            );
+            let errs = (
                 r.quantization_max_abs_err,
                 r.quantization_max_rel_err,
                 r.quantization_rel_l2_err,
-            ) {
-                outln!(
-                    "  quantization: W as {} moved Q, K, V from the reference of the weights \
-                     before by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, \
-                     not a check)",
-                    r.weight_type
-                );
-            }
+            );
+            cost_line(&quantization, errs);
         }
         _ => outln!("check     skipped (--no-check)"),
+    }
+}
+
+/// A cost's line (`what` moved the outputs by these errors), where it was measured.
+fn cost_line(what: &str, errs: (Option<f64>, Option<f64>, Option<f64>)) {
+    if let (Some(abs), Some(rel), Some(l2)) = errs {
+        outln!(
+            "  {what} by max abs {abs:.3e}, max rel {rel:.3e}, rel L2 {l2:.3e} (a cost, not a \
+             check)"
+        );
     }
 }
 
