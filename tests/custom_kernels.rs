@@ -724,3 +724,38 @@ fn a_users_kernel_is_a_variant_of_its_own() {
     assert!(e.contains("resolved from its file"), "{e}");
     assert!(CustomKernel::template(Kernel::User).is_err());
 }
+
+#[test]
+fn qkv_try_weight_type_times_the_built_in_kernels_on_blocks_and_the_users_on_their_values() {
+    // Issue #34: the user's kernel reads W in the run's type (the contract); decode reads the
+    // same weights in Q4_0 blocks. Both are checked: one product.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, template, _) = qkv_try(&["--template", "tiled"]);
+    let file = dir.path().join("tiled.wgsl");
+    std::fs::write(&file, &template).unwrap();
+    let (code, out, err) = qkv_try(&[
+        file.to_str().unwrap(),
+        "--tokens",
+        "2",
+        "--against",
+        "decode",
+        "--weight-type",
+        "q4_0",
+        "--repeats",
+        "1",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.starts_with("gpt2")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(rows.iter().all(|l| l.ends_with("PASS")), "{out}");
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("f32/q4_0") && l.contains("decode")),
+        "{out}"
+    );
+    assert!(
+        rows.iter()
+            .any(|l| l.contains("tiled.wgsl") && !l.contains("q4_0")),
+        "{out}"
+    );
+}

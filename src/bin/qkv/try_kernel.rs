@@ -45,6 +45,15 @@ pub struct TryArgs {
     #[arg(long, default_value = "f32", value_delimiter = ',', long_help = format!(
         "Storage types to time it in, comma-separated. {}", dtype_help()))]
     dtype: Vec<ElementType>,
+    /// W stored otherwise for the built-in kernels it is timed beside (one type, or three for
+    /// Q, K, V): they read it in its blocks; your kernel reads the same values, dequantized,
+    /// in the run's type (the contract of docs/KERNELS.md), so both compute one product
+    #[arg(long, value_parser = crate::args::parse_weight_type, long_help = format!(
+        "W stored otherwise for the built-in kernels it is timed beside: they read it in its \
+         blocks; your kernel reads the same values, dequantized, in the run's type (the \
+         contract of docs/KERNELS.md), so both compute one product. {}",
+        crate::args::weight_type_help()))]
+    weight_type: Option<[qkv_wgpu::quant::WeightType; 3]>,
     /// Timed end-to-end runs after a validated warm-up, and as many back-to-back dispatches
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     repeats: u32,
@@ -251,14 +260,21 @@ fn time_beside(
     let p = preset(args.shape.trim()).map_err(Error::Input)?;
     let shape = QkvShape::new(args.tokens, p.d_model, p.q_width, p.kv_width, p.bias)?;
     let w = random_weights(&shape, args.seed);
+    // With --weight-type: the blocks for the built-in kernels, their values for the user's.
+    let stored = args.weight_type.map(|t| w.stored_as(t)).transpose()?;
+    let values = stored.as_ref().map(|s| s.dequantized());
     let (peak, _) = qkv_wgpu::peak::cached(&ctx.summary, None);
     let job = BenchJob {
         name: p.name,
         shape: &shape,
-        weights: &w,
+        weights: values.as_ref().unwrap_or(&w),
         seed: args.seed,
         cpu: None,
         peak: peak.as_ref(),
+    };
+    let built_in_job = BenchJob {
+        weights: stored.as_ref().unwrap_or(&w),
+        ..job
     };
     let opts = BenchOptions {
         repeats: args.repeats,
@@ -270,7 +286,10 @@ fn time_beside(
     for &e in &args.dtype {
         specs.push(kernel.spec(e).map_err(Error::Input)?);
         for list in &lists {
-            let resolved = resolve_kernels(ctx, &shape, list, false, (e, None))?;
+            let formats = args
+                .weight_type
+                .and_then(|t| qkv_wgpu::quant::WeightType::stored_formats(t, e));
+            let resolved = resolve_kernels(ctx, &shape, list, false, (e, formats))?;
             specs.extend(resolved.into_iter().map(|s| s.0));
         }
     }
@@ -282,7 +301,11 @@ fn time_beside(
     let timeout = std::time::Duration::from_secs(args.timeout);
     for spec in specs {
         if spec.custom.is_none() {
-            rows.push(bench_row(ctx, spec, &job, &opts, |_| {})?.0);
+            let job = match spec.w_formats {
+                Some(_) => &built_in_job,
+                None => &job,
+            };
+            rows.push(bench_row(ctx, spec, job, &opts, |_| {})?.0);
             continue;
         }
         let on = format!("{} on {} x {} tokens", kernel.label, p.name, shape.tokens);
