@@ -245,3 +245,15 @@ def test_weight_type_quantizes_a_checkpoint_on_load_and_original_order_is_offere
         qkv_wgpu.Projector.from_checkpoint(path, "blk.0", names=["a", "b", "c"])
     with pytest.raises(ValueError, match="q3_k"):
         qkv_wgpu.Projector.from_checkpoint(path, "blk.0", weight_type="q3_k")
+
+
+def test_bench_with_weight_type_reads_the_blocks_and_says_so():
+    rows = qkv_wgpu.bench(d_model=64, q_width=32, kv_width=16, bias=True, tokens=[1, 9],
+                          kernel=["decode", "blocktile"], weight_type="q4_0,q8_0,q8_0", repeats=1)
+    assert len(rows) == 4
+    for r in rows:
+        assert r["pass"] is True and r["weight_type"] == "q4_0,q8_0,q8_0"
+        # 32 rows of two Q4_0 blocks (18 bytes), 32 rows of two Q8_0 blocks (34 bytes).
+        assert r["w_bytes"] == 32 * 2 * 18 + 32 * 2 * 34
+    with pytest.raises(ValueError, match="q3_k"):
+        qkv_wgpu.bench("gpt2", tokens=[1], weight_type="q3_k")

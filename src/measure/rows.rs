@@ -331,14 +331,24 @@ impl KeptRows {
 }
 
 /// The weights as a kernel of a run in `dtype` that reads W as `w` reads them: rounded to
-/// `dtype` then `w` (bias to `dtype`); borrowed as they are where that changes nothing.
+/// `dtype` then `w` (bias to `dtype`); borrowed as they are where that changes nothing. W kept
+/// in its blocks comes back dequantized (exactly, as the kernels read it), once.
 pub fn weights_read(
     weights: &FusedWeights,
     dtype: ElementType,
     w: ElementType,
 ) -> std::borrow::Cow<'_, FusedWeights> {
+    if weights.stored.is_some() {
+        // W kept in its blocks is read as its exact values in f32, whatever the run's type:
+        // dequantized once here for every run's reference; the bias rounded to the run's type.
+        let mut read = weights.dequantized();
+        if let Some(b) = &mut read.bias {
+            dtype.round_slice(b);
+        }
+        return std::borrow::Cow::Owned(read);
+    }
     let exact = dtype == w
-        && (weights.w.element() == w || weights.stored.is_some())
+        && weights.w.element() == w
         && weights.bias.iter().flatten().all(|&b| dtype.round(b) == b);
     if exact {
         std::borrow::Cow::Borrowed(weights)
