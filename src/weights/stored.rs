@@ -18,6 +18,24 @@ impl FusedWeights {
     /// Every value must be finite (a block's scale may not be): the error names the first
     /// that is not.
     pub fn from_stored(parts: [StoredMatrix; 3], bias: Option<Vec<f32>>) -> Result<Self> {
+        let types = parts.each_ref().map(|p| p.ty);
+        let kept = Self::kept(parts, bias)?;
+        if types.iter().any(|t| t.blocks().is_some()) {
+            return Ok(kept);
+        }
+        // Element types only: the fused matrix, in the half type all three share, else f32.
+        let mut fused = kept.dequantized();
+        if let [WeightType::Element(e), ..] = types {
+            if e.is_half() && types.iter().all(|t| *t == types[0]) {
+                fused.w = fused.w.to_element(e);
+            }
+        }
+        Ok(fused)
+    }
+
+    /// The parts kept as stored, whatever their types, after checking their shapes, the
+    /// bias's length and that every value is finite.
+    fn kept(parts: [StoredMatrix; 3], bias: Option<Vec<f32>>) -> Result<Self> {
         let d_model = parts[0].cols;
         for (name, p) in ["Wq", "Wk", "Wv"].into_iter().zip(&parts) {
             if p.cols != d_model {
@@ -57,26 +75,14 @@ impl FusedWeights {
                 }
             }
         }
-        let types = parts.each_ref().map(|p| p.ty);
-        let kept = Self {
+        Ok(Self {
             d_model,
             q_width,
             kv_width,
             w: WeightData::F32(Vec::new()),
             bias,
             stored: Some(Arc::new(parts)),
-        };
-        if types.iter().any(|t| t.blocks().is_some()) {
-            return Ok(kept);
-        }
-        // Element types only: the fused matrix, in the half type all three share, else f32.
-        let mut fused = kept.dequantized();
-        if let [WeightType::Element(e), ..] = types {
-            if e.is_half() && types.iter().all(|t| *t == types[0]) {
-                fused.w = fused.w.to_element(e);
-            }
-        }
-        Ok(fused)
+        })
     }
 
     /// These weights with W stored as `types` (Wq's, Wk's, Wv's): each part's columns as
@@ -101,17 +107,20 @@ impl FusedWeights {
                 self.d_model
             )));
         }
-        let mut w = Self::from_stored(parts.clone(), self.bias.clone())?;
-        if w.stored.is_none() {
-            w.w = WeightData::F32(Vec::new());
-            w.stored = Some(Arc::new(parts));
-        }
-        Ok(w)
+        Self::kept(parts, self.bias.clone())
     }
 
     /// Wq, Wk and Wv as `[width, d_model]` rows stored as `types`.
     fn parts_as(&self, types: [WeightType; 3]) -> Result<[StoredMatrix; 3]> {
-        let source = self.dequantized();
+        // A fused W is read where it lies; a stored one dequantized first.
+        let dequantized;
+        let source = match self.stored {
+            Some(_) => {
+                dequantized = self.dequantized();
+                &dequantized
+            }
+            None => self,
+        };
         let values = match &source.w {
             WeightData::F32(w) => std::borrow::Cow::Borrowed(w),
             half => std::borrow::Cow::Owned(half.values().collect::<Vec<f32>>()),
