@@ -1,10 +1,12 @@
 // Variant 10, `decode`: a matrix-vector kernel for few tokens (decoding one token at a time,
 // or a few in a batch), where the cost is reading W once. W lies transposed, a row per fused
 // column along d_model, so the invocations of a column read consecutive elements; each W
-// element read is used for all ROWS tokens of the workgroup, from registers. A workgroup owns
-// COLS columns; SPLIT invocations share each column's d_model (lane j takes k = j, j + SPLIT,
-// ...) four elements at a time (16 bytes of f32, 8 of a half type), and their partial sums
-// are added through workgroup memory.
+// element read is used for all ROWS tokens of the workgroup, and each X element read for all
+// EACH columns of the invocation, from registers. A workgroup owns COLS columns; SPLIT
+// invocations share each column's d_model (lane j takes k = j, j + SPLIT, ...) four elements
+// at a time (16 bytes of f32, 8 of a half type), and their partial sums are added through
+// workgroup memory. On a CPU driver every load is a loop over the SIMD lanes, whatever its
+// bytes, so the loads per product, not the bytes, bound the kernel there: EACH divides X's.
 //
 // It runs in every storage type (ELEM): X and W read as 32-bit words and widened; it
 // accumulates in f32 (four products at a time) and rounds once, at the store. Composed with
@@ -18,14 +20,17 @@
 //        or (w_blocks.wgsl) Wq's, Wk's and Wv's stored rows, KS = d_model a multiple of 32
 //   bias [n_out], read only when HAS_BIAS
 //   q, k, v as every kernel stores them (store.wgsl), in token rows or the head layout
-// Dispatch: (ceil(n_cols / COLS), ceil(tokens / ROWS), 1) workgroups of COLS x SPLIT
-// invocations; invocation i serves column COLS gx + i / SPLIT, tokens ROWS gy .. + ROWS - 1.
+// Dispatch: (ceil(n_cols / COLS), ceil(tokens / ROWS), 1) workgroups of COLS / EACH x SPLIT
+// invocations; invocation i serves columns COLS gx + EACH (i / SPLIT) .. + EACH - 1, tokens
+// ROWS gy .. + ROWS - 1.
 
-// Columns per workgroup, invocations per column, tokens per workgroup (1, 4 or 8), and their
-// product the workgroup's size: the host sets all four.
+// Columns per workgroup, invocations per column, tokens per workgroup (1, 4 or 8), columns
+// per invocation (EACH: 1, 2 or 4, dividing COLS) and the workgroup's size, COLS / EACH x
+// SPLIT: the host sets them all.
 override COLS: u32 = 8u;
 override SPLIT: u32 = 8u;
 override ROWS: u32 = 8u;
+override EACH: u32 = 1u;
 override WG: u32 = 64u;
 
 // The outputs one workgroup covers: the host's grid divides by these
@@ -33,8 +38,91 @@ override WG: u32 = 64u;
 override TILE_COLS: u32 = COLS;
 override TILE_ROWS: u32 = ROWS;
 
-// Each invocation's partial sums of 8 tokens, as two vec4s.
+// Each invocation's partial sums of 8 tokens for each of its columns, two vec4s a column
+// (COLS x SPLIT <= 256).
 var<workgroup> partial: array<vec4<f32>, 512>;
+
+// One column's sums of up to 8 tokens: tokens 0..3 in a, 4..7 in b.
+struct Sums {
+    a: vec4<f32>,
+    b: vec4<f32>,
+}
+
+// Elements 4j .. 4j + 3 of the workgroup's up to 8 tokens (named, not an array, so that
+// they stay in registers).
+struct Xs {
+    x0: vec4<f32>,
+    x1: vec4<f32>,
+    x2: vec4<f32>,
+    x3: vec4<f32>,
+    x4: vec4<f32>,
+    x5: vec4<f32>,
+    x6: vec4<f32>,
+    x7: vec4<f32>,
+}
+
+// Tokens ROWS gy .. + 7 as indexes of their first vec4: past the last token, the last one's
+// (clamped, so the loop has no branches; those rows are never stored).
+fn token_rows(row0: u32, steps: u32) -> array<u32, 8> {
+    let last = params.tokens - 1u;
+    var r: array<u32, 8>;
+    for (var t = 0u; t < 8u; t++) {
+        r[t] = min(row0 + t, last) * steps;
+    }
+    return r;
+}
+
+// Elements 4j .. 4j + 3 of every token; only the first ROWS are read (the others are
+// never used, and the compiler drops their loads).
+fn xs_at(r: array<u32, 8>, j: u32) -> Xs {
+    return Xs(
+        x4_at(r[0] + j), x4_at(r[1] + j), x4_at(r[2] + j), x4_at(r[3] + j),
+        x4_at(r[4] + j), x4_at(r[5] + j), x4_at(r[6] + j), x4_at(r[7] + j),
+    );
+}
+
+// A column's sums plus the products of W's vec4 `wj` with each token's. Override
+// constants: the branches are compiled away.
+fn add_dots(s: Sums, x: Xs, wj: vec4<f32>) -> Sums {
+    var r = s;
+    if ROWS == 1u {
+        r.a.x += dot(x.x0, wj);
+    } else {
+        r.a += vec4<f32>(dot(x.x0, wj), dot(x.x1, wj), dot(x.x2, wj), dot(x.x3, wj));
+    }
+    if ROWS == 8u {
+        r.b += vec4<f32>(dot(x.x4, wj), dot(x.x5, wj), dot(x.x6, wj), dot(x.x7, wj));
+    }
+    return r;
+}
+
+// Adds the other SPLIT - 1 invocations' sums of column `c` (of EACH) to `s`.
+fn gather(s: Sums, i: u32, c: u32) -> Sums {
+    var r = s;
+    for (var j = 1u; j < SPLIT; j++) {
+        let at = 2u * (EACH * (i + j) + c);
+        r.a += partial[at];
+        r.b += partial[at + 1u];
+    }
+    return r;
+}
+
+// Column `col`'s outputs for tokens row0 .. (those that exist).
+fn finish(col: u32, row0: u32, s: Sums) {
+    if col >= params.n_cols {
+        return;
+    }
+    var add = 0.0;
+    if HAS_BIAS {
+        add = bias[params.col0 + col];
+    }
+    let sums = array<f32, 8>(s.a.x, s.a.y, s.a.z, s.a.w, s.b.x, s.b.y, s.b.z, s.b.w);
+    for (var t = 0u; t < ROWS; t++) {
+        if row0 + t < params.tokens {
+            store(row0 + t, col, sums[t] + add);
+        }
+    }
+}
 
 @compute @workgroup_size(WG, 1, 1)
 fn main(
@@ -46,71 +134,71 @@ fn main(
     let steps = params.w_stride / 4u;
     let units = steps / UNIT_QUADS;
     let lane = lid.x % SPLIT;
-    let col = wid.x * TILE_COLS + lid.x / SPLIT;
-    let wcol = min(col, params.n_cols - 1u);
+    // Invocation i computes columns EACH (i / SPLIT) .. + EACH - 1 of the workgroup's; past
+    // the last column it reads the last one's W, and stores nothing.
+    let first = wid.x * TILE_COLS + lid.x / SPLIT * EACH;
+    let lastc = params.n_cols - 1u;
+    let c1 = min(first + 1u, lastc);
+    let c2 = min(first + 2u, lastc);
+    let c3 = min(first + 3u, lastc);
     let row0 = wid.y * TILE_ROWS;
-    // Rows past the last token read the last one's X (clamped, so the loop has no branches)
-    // and are never stored.
-    let last = params.tokens - 1u;
-    let x0 = min(row0, last) * steps;
-    let x1 = min(row0 + 1u, last) * steps;
-    let x2 = min(row0 + 2u, last) * steps;
-    let x3 = min(row0 + 3u, last) * steps;
-    let x4 = min(row0 + 4u, last) * steps;
-    let x5 = min(row0 + 5u, last) * steps;
-    let x6 = min(row0 + 6u, last) * steps;
-    let x7 = min(row0 + 7u, last) * steps;
-    var a = vec4<f32>();
-    var b = vec4<f32>();
+    let rows = token_rows(row0, steps);
+    var s0 = Sums();
+    var s1 = Sums();
+    var s2 = Sums();
+    var s3 = Sums();
     for (var u = lane; u < units; u += SPLIT) {
-        let unit = w_unit(wcol, u);
+        // The units of columns EACH and up are never used, and their loads dropped.
+        let u0 = w_unit(min(first, lastc), u);
+        let u1 = w_unit(c1, u);
+        let u2 = w_unit(c2, u);
+        let u3 = w_unit(c3, u);
         for (var i = 0u; i < UNIT_QUADS; i++) {
-            let wj = w_quad(unit, i);
-            let j = u * UNIT_QUADS + i;
-            // Override constants: the branches are compiled away.
-            if ROWS == 1u {
-                a.x += dot(x4_at(x0 + j), wj);
-            } else {
-                a += vec4<f32>(
-                    dot(x4_at(x0 + j), wj),
-                    dot(x4_at(x1 + j), wj),
-                    dot(x4_at(x2 + j), wj),
-                    dot(x4_at(x3 + j), wj),
-                );
+            // Each X vec4 read once for the invocation's columns.
+            let x = xs_at(rows, u * UNIT_QUADS + i);
+            s0 = add_dots(s0, x, w_quad(u0, i));
+            if EACH >= 2u {
+                s1 = add_dots(s1, x, w_quad(u1, i));
             }
-            if ROWS == 8u {
-                b += vec4<f32>(
-                    dot(x4_at(x4 + j), wj),
-                    dot(x4_at(x5 + j), wj),
-                    dot(x4_at(x6 + j), wj),
-                    dot(x4_at(x7 + j), wj),
-                );
+            if EACH == 4u {
+                s2 = add_dots(s2, x, w_quad(u2, i));
+                s3 = add_dots(s3, x, w_quad(u3, i));
             }
         }
     }
     if SPLIT > 1u {
-        partial[2u * lid.x] = a;
-        partial[2u * lid.x + 1u] = b;
+        let at = 2u * EACH * lid.x;
+        partial[at] = s0.a;
+        partial[at + 1u] = s0.b;
+        if EACH >= 2u {
+            partial[at + 2u] = s1.a;
+            partial[at + 3u] = s1.b;
+        }
+        if EACH == 4u {
+            partial[at + 4u] = s2.a;
+            partial[at + 5u] = s2.b;
+            partial[at + 6u] = s3.a;
+            partial[at + 7u] = s3.b;
+        }
         workgroupBarrier();
         if lane != 0u {
             return;
         }
-        for (var j = 1u; j < SPLIT; j++) {
-            a += partial[2u * (lid.x + j)];
-            b += partial[2u * (lid.x + j) + 1u];
+        s0 = gather(s0, lid.x, 0u);
+        if EACH >= 2u {
+            s1 = gather(s1, lid.x, 1u);
+        }
+        if EACH == 4u {
+            s2 = gather(s2, lid.x, 2u);
+            s3 = gather(s3, lid.x, 3u);
         }
     }
-    if col >= params.n_cols {
-        return;
+    finish(first, row0, s0);
+    if EACH >= 2u {
+        finish(first + 1u, row0, s1);
     }
-    var add = 0.0;
-    if HAS_BIAS {
-        add = bias[params.col0 + col];
-    }
-    let sums = array<f32, 8>(a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w);
-    for (var t = 0u; t < ROWS; t++) {
-        if row0 + t < params.tokens {
-            store(row0 + t, col, sums[t] + add);
-        }
+    if EACH == 4u {
+        finish(first + 2u, row0, s2);
+        finish(first + 3u, row0, s3);
     }
 }

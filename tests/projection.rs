@@ -121,7 +121,7 @@ fn many_runs_on_one_projector_give_fresh_right_answers() {
 #[test]
 fn decode_sums_every_column_for_every_row_count_and_split() {
     // One token and a few, d_model from 1 to past the splits, column counts that no
-    // workgroup's columns divide; lanes with no k (split past d_model) add nothing.
+    // workgroup's columns divide (nor, with two columns per invocation, the invocations'); lanes with no k (split past d_model) add nothing.
     let shapes = [
         (1, 45, 24, 8, true),
         (3, 40, 20, 12, false),
@@ -131,12 +131,13 @@ fn decode_sums_every_column_for_every_row_count_and_split() {
     for (t, d, q, kv, bias) in shapes {
         let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
         for v in [
-            [1, 1, 1],
-            [3, 2, 4],
-            [8, 8, 8],
-            [4, 16, 1],
-            [64, 1, 8],
-            [2, 128, 4],
+            [1, 1, 1, 1],
+            [3, 2, 4, 1],
+            [8, 8, 8, 4],
+            [4, 16, 1, 4],
+            [6, 4, 1, 2],
+            [64, 1, 8, 2],
+            [2, 128, 4, 2],
         ] {
             let config = KernelConfig::new(Kernel::Decode, &v);
             let report = check(shape, config, 70 + v[1] as u64);

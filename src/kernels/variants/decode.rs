@@ -1,7 +1,8 @@
 //! `decode` (10): a matrix-vector kernel for few tokens, where the cost is reading W once: W
 //! transposed (a row per fused column, [`OperandLayout::KMajor`]), `split` invocations
 //! sharing each of a workgroup's `cols` columns, every W element used for `rows` tokens
-//! (1, 4 or 8) from registers; partial sums added through workgroup memory.
+//! (1, 4 or 8) and every X element for `each` columns (1, 2 or 4) from registers; partial
+//! sums added through workgroup memory.
 
 use super::super::variant::prelude::*;
 use crate::kernels::spec::OperandLayout;
@@ -26,39 +27,46 @@ pub const SOURCE_BLOCKS: ShaderSource = shader!(
 /// The tokens one workgroup may serve.
 const ROWS: [u32; 3] = [1, 4, 8];
 
+/// The columns one invocation may compute.
+const EACH: [u32; 3] = [1, 2, 4];
+
 impl VariantDef for Decode {
     fn name(&self) -> &'static str {
         "decode"
     }
     fn description(&self) -> &'static str {
-        "matrix-vector for few tokens: W transposed, split invocations per column"
+        "matrix-vector for few tokens: W transposed, split invocations per column, each X element read once for `each` columns"
     }
     fn params(&self) -> &'static [&'static str] {
-        &["cols", "split", "rows"]
+        &["cols", "split", "rows", "each"]
     }
     fn ranges(&self) -> &'static str {
-        "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8"
+        "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8, each = 1, 2 or 4 dividing cols"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Decode, &[8, 8, 8])
+        KernelConfig::new(Kernel::Decode, &[8, 8, 8, 1])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
-        let (cols, split, rows) = (c.value(0), c.value(1), c.value(2));
+        let (cols, split, rows, each) = (c.value(0), c.value(1), c.value(2), c.value(3));
         cols >= 1
             && split.is_power_of_two()
             && cols.checked_mul(split).is_some_and(|n| n <= 256)
             && ROWS.contains(&rows)
+            && EACH.contains(&each)
+            && cols % each == 0
     }
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
-        let (cols, split, rows) = (c.value(0), c.value(1), c.value(2));
+        let (cols, split, rows, each) = (c.value(0), c.value(1), c.value(2), c.value(3));
+        let wg = cols / each * split;
         Ok(Resolved {
             constants: vec![
                 ("COLS", cols as f64),
                 ("SPLIT", split as f64),
                 ("ROWS", rows as f64),
-                ("WG", (cols * split) as f64),
+                ("EACH", each as f64),
+                ("WG", wg as f64),
             ],
-            ..Resolved::plain(self, SOURCE, (cols, rows), cols * split)
+            ..Resolved::plain(self, SOURCE, (cols, rows), wg)
         })
     }
     fn reads(&self, given: ElementType) -> Option<OperandTypes> {
@@ -76,7 +84,7 @@ impl VariantDef for Decode {
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         // A few shapes of workgroup for one token and for eight: the tuner's proxy has the
         // run's token count, and the others lose there quickly.
-        [[8, 8, 8], [4, 16, 8], [16, 4, 1], [4, 16, 1]]
+        [[8, 8, 8, 1], [16, 8, 8, 2], [16, 8, 8, 4], [16, 8, 1, 4], [32, 8, 1, 4], [16, 4, 1, 1]]
             .map(|v| KernelConfig::new(Kernel::Decode, &v))
             .to_vec()
     }
