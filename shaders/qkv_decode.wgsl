@@ -3,9 +3,9 @@
 // column along d_model, so the invocations of a column read consecutive elements; each W
 // element read is used for all ROWS tokens of the workgroup, and each X element read for all
 // EACH columns of the invocation, from registers. A workgroup owns COLS columns; SPLIT
-// invocations share each column's d_model (lane j takes k = j, j + SPLIT, ...) four elements
-// at a time (16 bytes of f32, 8 of a half type), and their partial sums are added through
-// workgroup memory. On a CPU driver every load is a loop over the SIMD lanes, whatever its
+// invocations share each column's d_model (lane j takes unit j, j + SPLIT, ...: a vec4 of
+// words, 4 f32 elements or 8 of a half type, each word read once), and their partial sums are
+// added through workgroup memory. On a CPU driver every load is a loop over the SIMD lanes, whatever its
 // bytes, so the loads per product, not the bytes, bound the kernel there: EACH divides X's.
 //
 // It runs in every storage type (ELEM): X and W read as 32-bit words and widened; it
@@ -72,12 +72,33 @@ fn token_rows(row0: u32, steps: u32) -> array<u32, 8> {
     return r;
 }
 
-// Elements 4j .. 4j + 3 of every token; only the first ROWS are read (the others are
-// never used, and the compiler drops their loads).
-fn xs_at(r: array<u32, 8>, j: u32) -> Xs {
+// The vec4 of words holding elements 4j .. 4j + 3 of every token (and, in a half type,
+// their neighbours 4 (j ^ 1) ..); only the first ROWS are read (the others are never used,
+// and the compiler drops their loads).
+struct XWords {
+    x0: vec4<u32>,
+    x1: vec4<u32>,
+    x2: vec4<u32>,
+    x3: vec4<u32>,
+    x4: vec4<u32>,
+    x5: vec4<u32>,
+    x6: vec4<u32>,
+    x7: vec4<u32>,
+}
+
+fn x_words(r: array<u32, 8>, j: u32) -> XWords {
+    return XWords(
+        x[quad_word(r[0] + j)], x[quad_word(r[1] + j)], x[quad_word(r[2] + j)],
+        x[quad_word(r[3] + j)], x[quad_word(r[4] + j)], x[quad_word(r[5] + j)],
+        x[quad_word(r[6] + j)], x[quad_word(r[7] + j)],
+    );
+}
+
+// Elements 4j .. 4j + 3 of every token, from their words.
+fn xs_of(v: XWords, j: u32) -> Xs {
     return Xs(
-        x4_at(r[0] + j), x4_at(r[1] + j), x4_at(r[2] + j), x4_at(r[3] + j),
-        x4_at(r[4] + j), x4_at(r[5] + j), x4_at(r[6] + j), x4_at(r[7] + j),
+        quad(v.x0, j), quad(v.x1, j), quad(v.x2, j), quad(v.x3, j),
+        quad(v.x4, j), quad(v.x5, j), quad(v.x6, j), quad(v.x7, j),
     );
 }
 
@@ -153,9 +174,16 @@ fn main(
         let u1 = w_unit(c1, u);
         let u2 = w_unit(c2, u);
         let u3 = w_unit(c3, u);
+        var words: XWords;
         for (var i = 0u; i < UNIT_QUADS; i++) {
-            // Each X vec4 read once for the invocation's columns.
-            let x = xs_at(rows, u * UNIT_QUADS + i);
+            // Each vec4 of X's words read once for the invocation's columns: one per vec4
+            // of elements in f32, one per two in a half type. Token rows are a multiple of
+            // 8 elements long and units of 2 or 8 vec4s, so j and j + 1 share a vec4 there.
+            let j = u * UNIT_QUADS + i;
+            if ELEM == 0u || (i & 1u) == 0u {
+                words = x_words(rows, j);
+            }
+            let x = xs_of(words, j);
             s0 = add_dots(s0, x, w_quad(u0, i));
             if EACH >= 2u {
                 s1 = add_dots(s1, x, w_quad(u1, i));

@@ -104,6 +104,32 @@ fn ragged_shapes_pass_in_both_half_types_on_every_typed_kernel() {
 }
 
 #[test]
+fn decode_reads_each_word_of_x_and_w_once_in_half_types() {
+    // Half-typed units are one vec4 of words (8 elements) of W and of X, read once and
+    // used as two vec4s of elements: every row count and column count per invocation, on
+    // d_model that ends mid-word and column counts the invocations do not divide.
+    let configs = [[8, 8, 8, 4], [6, 4, 1, 2], [3, 2, 4, 1], [4, 16, 1, 4]];
+    let shapes = [(1, 45, 24, 8), (9, 70, 16, 13), (5, 3, 7, 3)];
+    for v in configs {
+        let config = KernelConfig::new(Kernel::Decode, &v);
+        for element in HALF {
+            for (i, &(t, d, q, kv)) in shapes.iter().enumerate() {
+                let shape = QkvShape::new(t, d, q, kv, i % 2 == 0).unwrap();
+                let (report, _) = check_typed(
+                    ctx(),
+                    shape,
+                    config,
+                    element,
+                    tokens_layout(),
+                    340 + i as u64,
+                );
+                assert_pass(&report, &format!("{config} in {element}, {shape}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn split_k_in_half_types_sums_every_range_once() {
     let shape = QkvShape::new(33, 45, 21, 11, true).unwrap();
     for element in HALF {

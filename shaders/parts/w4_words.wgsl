@@ -11,19 +11,20 @@ fn w4_at(j: u32) -> vec4<f32> {
     return quad(w[quad_word(j)], j);
 }
 
-// Vec4s of W per unit: a unit is one vec4 here.
-const UNIT_QUADS: u32 = 1u;
+// Vec4s of elements per unit: a unit is one vec4 of words here, read once: 4 f32 elements or
+// 8 half-typed ones.
+override UNIT_QUADS: u32 = select(2u, 1u, ELEM == 0u);
 
-// Unit `u` of transposed row `col`: the vec4 of elements 4 u .. 4 u + 3.
+// Unit `u` of transposed row `col`: its vec4 of words.
 struct WUnit {
-    j: u32,
+    words: vec4<u32>,
 }
 
 fn w_unit(col: u32, u: u32) -> WUnit {
-    return WUnit(col * (params.w_stride / 4u) + u);
+    return WUnit(w[col * (params.w_stride / 4u) / UNIT_QUADS + u]);
 }
 
-// The unit's vec4 (i is always 0).
+// Elements 4 i .. 4 i + 3 of the unit (i < UNIT_QUADS), widened.
 fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
-    return w4_at(unit.j + i);
+    return quad(unit.words, i);
 }

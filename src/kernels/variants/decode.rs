@@ -44,7 +44,7 @@ impl VariantDef for Decode {
         "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8, each = 1, 2 or 4 dividing cols"
     }
     fn default_config(&self) -> KernelConfig {
-        KernelConfig::new(Kernel::Decode, &[8, 8, 8, 1])
+        KernelConfig::new(Kernel::Decode, &[16, 8, 8, 4])
     }
     fn valid(&self, c: &KernelConfig) -> bool {
         let (cols, split, rows, each) = (c.value(0), c.value(1), c.value(2), c.value(3));
@@ -82,9 +82,18 @@ impl VariantDef for Decode {
         vec![SOURCE, SOURCE_BLOCKS]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
-        // A few shapes of workgroup for one token and for eight: the tuner's proxy has the
-        // run's token count, and the others lose there quickly.
-        [[8, 8, 8, 1], [16, 8, 8, 2], [16, 8, 8, 4], [16, 8, 1, 4], [32, 8, 1, 4], [16, 4, 1, 1]]
+        // A few shapes of workgroup for one token and for eight, four columns per invocation
+        // (the fastest in every format on lavapipe, BENCHMARKS.md) and one: the tuner's
+        // proxy has the run's token count, and the others lose there quickly.
+        [
+            [16, 8, 8, 4],
+            [32, 4, 8, 4],
+            [8, 16, 8, 4],
+            [16, 8, 1, 4],
+            [32, 8, 1, 4],
+            [8, 16, 1, 4],
+            [8, 8, 8, 1],
+        ]
             .map(|v| KernelConfig::new(Kernel::Decode, &v))
             .to_vec()
     }
