@@ -66,14 +66,28 @@ fn i8_at(b: u32) -> f32 {
     return f32(bitcast<i32>(u8_at(b) << 24u) >> 24u);
 }
 
+// Four words from word `i` on: four aligned loads.
+fn words_from(i: u32) -> vec4<u32> {
+    return vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+}
+
+// The 16 bytes that start half-way into word v.x: v shifted down by half a word, the low
+// half of the next word `e` on top.
+fn half_on(v: vec4<u32>, e: u32) -> vec4<u32> {
+    return (v >> vec4<u32>(16u)) | (vec4<u32>(v.yzw, e) << vec4<u32>(16u));
+}
+
 // The 16 bytes at byte `b` (even) as four words: five aligned loads, shifted by half a word
 // where `b` is 2 mod 4.
 fn words4(b: u32) -> vec4<u32> {
     let i = b >> 2u;
-    let v = vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
-    let next = vec4<u32>(v.yzw, w[i + 4u]);
-    let shifted = (v >> vec4<u32>(16u)) | (next << vec4<u32>(16u));
-    return select(v, shifted, (b & 2u) != 0u);
+    let v = words_from(i);
+    return select(v, half_on(v, w[i + 4u]), (b & 2u) != 0u);
+}
+
+// The low (high false) or high half of a word as an f16, widened exactly.
+fn f16_half(word: u32, high: bool) -> f32 {
+    return f16_bits4(vec4<u32>(select(word & 0xffffu, word >> 16u, high))).x;
 }
 
 // The four bytes of a word, unsigned.
@@ -87,15 +101,15 @@ fn nibbles(b: vec4<u32>, hi: bool) -> vec4<u32> {
 }
 
 // Q4_K's and Q5_K's 6-bit scale and minimum of sub-block `j` (ggml's get_scale_min_k4), from
-// the 12 bytes at `s`.
-fn scale_min_k4(s: u32, j: u32) -> vec2<f32> {
-    if j < 4u {
-        return vec2<f32>(f32(u8_at(s + j) & 63u), f32(u8_at(s + j + 4u) & 63u));
-    }
-    let a = u8_at(s + j + 4u);
-    let d = (a & 15u) | ((u8_at(s + j - 4u) >> 6u) << 4u);
-    let m = (a >> 4u) | ((u8_at(s + j) >> 6u) << 4u);
-    return vec2<f32>(f32(d), f32(m));
+// the 12 bytes of scales as three words (s0 bytes 0..3, s1 4..7, s2 8..11): no branch, so
+// that lanes at different sub-blocks read the same three words.
+fn scale_min_k4(s0: u32, s1: u32, s2: u32, j: u32) -> vec2<f32> {
+    let sh = 8u * (j % 4u);
+    let x0 = (s0 >> sh) & 255u;
+    let x1 = (s1 >> sh) & 255u;
+    let x2 = (s2 >> sh) & 255u;
+    let high = vec2<u32>((x2 & 15u) | ((x0 >> 6u) << 4u), (x2 >> 4u) | ((x1 >> 6u) << 4u));
+    return vec2<f32>(select(high, vec2<u32>(x0 & 63u, x1 & 63u), j < 4u));
 }
 
 // The format of fused column `c` (params.col0 + the block's column): a select of the three
@@ -148,50 +162,70 @@ fn w_unit(col: u32, u: u32) -> WUnit {
             return WUnit(fmt, row + u * 32u * size, 0u, one, none, none, none, none);
         }
         case 2u, 6u, 8u: {
-            // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]).
-            let at = row + u * (row_bytes(fmt, 32u));
-            let d = f16_at(at);
-            let qs = at + select(2u, 6u, fmt == 6u);
-            var h = vec4<u32>();
+            // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]): a unit starts on an
+            // even byte, at a word (odd false) or half-way into one. Its words are read once
+            // and the fields cut from them: 5, 6 and 9 loads.
+            let at = row + u * row_bytes(fmt, 32u);
+            let i = at >> 2u;
+            let odd = (at & 2u) != 0u;
+            let v = words_from(i);
+            let e = w[i + 4u];
+            let d = f16_half(v.x, odd);
+            // The 16 bytes at unit byte 2 (Q4_0's and Q8_0's qs).
+            var q0 = select(half_on(v, e), vec4<u32>(v.yzw, e), odd);
             var q1 = vec4<u32>();
-            if fmt == 6u {
-                h.x = word_at(at + 2u);
-            }
+            var h = vec4<u32>();
             if fmt == 8u {
-                q1 = words4(at + 18u);
+                let v2 = vec4<u32>(e, w[i + 5u], w[i + 6u], w[i + 7u]);
+                let e2 = w[i + 8u];
+                q1 = select(half_on(v2, e2), vec4<u32>(v2.yzw, e2), odd);
             }
-            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), words4(qs), q1, h, vec4<u32>());
+            if fmt == 6u {
+                // qh at unit byte 2, qs at 6.
+                h.x = select((v.x >> 16u) | (v.y << 16u), v.y, odd);
+                let v1 = vec4<u32>(v.yzw, e);
+                let e1 = w[i + 5u];
+                q0 = select(half_on(v1, e1), vec4<u32>(v1.yzw, e1), odd);
+            }
+            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), q0, q1, h, vec4<u32>());
         }
         case 3u, 7u: {
-            // Q4_1 (d, m, qs[16]), Q5_1 (d, m, qh, qs[16]).
-            let at = row + u * (row_bytes(fmt, 32u));
-            let d = f16_at(at);
-            let m = f16_at(at + 2u);
-            let qs = at + select(4u, 8u, fmt == 7u);
+            // Q4_1 (d, m, qs[16]), Q5_1 (d, m, qh, qs[16]): their units (20 and 24 bytes)
+            // start on a word, as every part and row does: 5 and 6 loads.
+            let i = (row + u * row_bytes(fmt, 32u)) >> 2u;
+            let v = words_from(i);
+            let e = w[i + 4u];
+            let scale = vec2<f32>(f16_half(v.x, false), f16_half(v.x, true));
+            var q0 = vec4<u32>(v.yzw, e);
             var h = vec4<u32>();
             if fmt == 7u {
-                h.x = word_at(at + 4u);
+                h.x = v.y;
+                q0 = vec4<u32>(v.zw, e, w[i + 5u]);
             }
             let none = vec4<u32>();
-            return WUnit(fmt, at, 0u, vec4<f32>(d, m, d, m), words4(qs), none, h, none);
+            return WUnit(fmt, 4u * i, 0u, vec4<f32>(scale, scale), q0, none, h, none);
         }
         case 12u, 13u: {
+            // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs. Their
+            // blocks (144 and 176 bytes) start on a word, so every field is read in whole
+            // words: 12 and 20 loads.
             let at = row + u / 8u * row_bytes(fmt, 256u);
+            let i = at >> 2u;
             let sub = u % 8u;
-            let sm = scale_min_k4(at + 4u, sub);
-            let d = f16_at(at) * sm.x;
-            let m = f16_at(at + 2u) * sm.y;
-            // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs.
+            let head = words_from(i);
+            let sm = scale_min_k4(head.y, head.z, head.w, sub);
+            let d = f16_half(head.x, false) * sm.x;
+            let m = f16_half(head.x, true) * sm.y;
             // Units 2g and 2g + 1 share qs[32 g ..] (low and high nibbles).
-            let qs = at + select(16u, 48u, fmt == 13u) + 32u * (sub / 2u);
+            let qs = i + select(4u, 12u, fmt == 13u) + 8u * (sub / 2u);
             var h0 = vec4<u32>();
             var h1 = vec4<u32>();
             if fmt == 13u {
-                h0 = words4(at + 16u);
-                h1 = words4(at + 32u);
+                h0 = words_from(i + 4u);
+                h1 = words_from(i + 8u);
             }
             let scale = vec4<f32>(d, -m, d, -m);
-            return WUnit(fmt, at, sub, scale, words4(qs), words4(qs + 16u), h0, h1);
+            return WUnit(fmt, at, sub, scale, words_from(qs), words_from(qs + 4u), h0, h1);
         }
         default: {
             // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
@@ -315,7 +349,8 @@ fn w_elem(k: u32, col: u32) -> f32 {
             let e = k % 256u;
             let sub = e / 32u;
             let l = e % 32u;
-            let sm = scale_min_k4(at + 4u, sub);
+            let i = at >> 2u;
+            let sm = scale_min_k4(w[i + 1u], w[i + 2u], w[i + 3u], sub);
             let qs = at + select(16u, 48u, fmt == 13u) + 32u * (sub / 2u) + l;
             var q = (u8_at(qs) >> (4u * (sub & 1u))) & 15u;
             if fmt == 13u {
