@@ -83,8 +83,9 @@ impl VariantDef for Decode {
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         // A few shapes of workgroup for one token and for eight, four columns per invocation
-        // (the fastest in every format on lavapipe, BENCHMARKS.md) and one: the tuner's
-        // proxy has the run's token count, and the others lose there quickly.
+        // (the fastest in every format on lavapipe, BENCHMARKS.md) and one; split = 1 has no
+        // barrier, which pays where rows are short. The tuner's proxy has the run's token
+        // count, and the others lose there quickly.
         [
             [16, 8, 8, 4],
             [32, 4, 8, 4],
@@ -92,6 +93,7 @@ impl VariantDef for Decode {
             [16, 8, 1, 4],
             [32, 8, 1, 4],
             [8, 16, 1, 4],
+            [32, 1, 1, 4],
             [8, 8, 8, 1],
         ]
             .map(|v| KernelConfig::new(Kernel::Decode, &v))
