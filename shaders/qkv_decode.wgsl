@@ -88,9 +88,9 @@ struct XWords {
 
 fn x_words(r: array<u32, 8>, j: u32) -> XWords {
     return XWords(
-        x[quad_word(r[0] + j)], x[quad_word(r[1] + j)], x[quad_word(r[2] + j)],
-        x[quad_word(r[3] + j)], x[quad_word(r[4] + j)], x[quad_word(r[5] + j)],
-        x[quad_word(r[6] + j)], x[quad_word(r[7] + j)],
+        x_quad_words(r[0] + j), x_quad_words(r[1] + j), x_quad_words(r[2] + j),
+        x_quad_words(r[3] + j), x_quad_words(r[4] + j), x_quad_words(r[5] + j),
+        x_quad_words(r[6] + j), x_quad_words(r[7] + j),
     );
 }
 

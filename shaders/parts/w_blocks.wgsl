@@ -77,6 +77,12 @@ fn half_on(v: vec4<u32>, e: u32) -> vec4<u32> {
     return (v >> vec4<u32>(16u)) | (vec4<u32>(v.yzw, e) << vec4<u32>(16u));
 }
 
+// The 16 bytes two bytes into a unit whose words are v, e, ...: half-way into v.x where the
+// unit starts on a word (odd false), from v.y where it starts half-way into one.
+fn past_half(v: vec4<u32>, e: u32, odd: bool) -> vec4<u32> {
+    return select(half_on(v, e), vec4<u32>(v.yzw, e), odd);
+}
+
 // The 16 bytes at byte `b` (even) as four words: five aligned loads, shifted by half a word
 // where `b` is 2 mod 4.
 fn words4(b: u32) -> vec4<u32> {
@@ -172,20 +178,20 @@ fn w_unit(col: u32, u: u32) -> WUnit {
             let e = w[i + 4u];
             let d = f16_half(v.x, odd);
             // The 16 bytes at unit byte 2 (Q4_0's and Q8_0's qs).
-            var q0 = select(half_on(v, e), vec4<u32>(v.yzw, e), odd);
+            var q0 = past_half(v, e, odd);
             var q1 = vec4<u32>();
             var h = vec4<u32>();
             if fmt == 8u {
                 let v2 = vec4<u32>(e, w[i + 5u], w[i + 6u], w[i + 7u]);
                 let e2 = w[i + 8u];
-                q1 = select(half_on(v2, e2), vec4<u32>(v2.yzw, e2), odd);
+                q1 = past_half(v2, e2, odd);
             }
             if fmt == 6u {
                 // qh at unit byte 2, qs at 6.
                 h.x = select((v.x >> 16u) | (v.y << 16u), v.y, odd);
                 let v1 = vec4<u32>(v.yzw, e);
                 let e1 = w[i + 5u];
-                q0 = select(half_on(v1, e1), vec4<u32>(v1.yzw, e1), odd);
+                q0 = past_half(v1, e1, odd);
             }
             return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), q0, q1, h, vec4<u32>());
         }
