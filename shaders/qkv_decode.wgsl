@@ -117,6 +117,53 @@ fn add_dots(s: Sums, x: Xs, wj: vec4<f32>) -> Sums {
     return r;
 }
 
+// The sums of an invocation's EACH columns, and their units of W.
+struct Acc {
+    s0: Sums,
+    s1: Sums,
+    s2: Sums,
+    s3: Sums,
+}
+
+struct Units {
+    u0: WUnit,
+    u1: WUnit,
+    u2: WUnit,
+    u3: WUnit,
+}
+
+// The products of quad i of each column's unit with X's elements 4j .. 4j + 3.
+fn quad_step(a: Acc, w: Units, x: Xs, i: u32) -> Acc {
+    var r = a;
+    r.s0 = add_dots(r.s0, x, w_quad(w.u0, i));
+    if EACH >= 2u {
+        r.s1 = add_dots(r.s1, x, w_quad(w.u1, i));
+    }
+    if EACH == 4u {
+        r.s2 = add_dots(r.s2, x, w_quad(w.u2, i));
+        r.s3 = add_dots(r.s3, x, w_quad(w.u3, i));
+    }
+    return r;
+}
+
+// Quads i and i + 1 (i even; i alone where UNIT_QUADS is 1) of unit u: each vec4 of X's
+// words read once for the invocation's columns, one per quad in f32, one per two in a half
+// type (token rows are a multiple of 8 elements long, units 2 or 8 quads, so quads j and
+// j + 1 share a vec4 there, and i has j's parity).
+fn pair_step(a: Acc, w: Units, rows: array<u32, 8>, u: u32, i: u32) -> Acc {
+    let j = u * UNIT_QUADS + i;
+    let words = x_words(rows, j);
+    var r = quad_step(a, w, xs_of(words, i), i);
+    if UNIT_QUADS > 1u {
+        var next = words;
+        if ELEM == 0u {
+            next = x_words(rows, j + 1u);
+        }
+        r = quad_step(r, w, xs_of(next, i + 1u), i + 1u);
+    }
+    return r;
+}
+
 // Adds the other SPLIT - 1 invocations' sums of column `c` (of EACH) to `s`.
 fn gather(s: Sums, i: u32, c: u32) -> Sums {
     var r = s;
@@ -164,36 +211,24 @@ fn main(
     let c3 = min(first + 3u, lastc);
     let row0 = wid.y * TILE_ROWS;
     let rows = token_rows(row0, steps);
-    var s0 = Sums();
-    var s1 = Sums();
-    var s2 = Sums();
-    var s3 = Sums();
+    var acc = Acc(Sums(), Sums(), Sums(), Sums());
     for (var u = lane; u < units; u += SPLIT) {
         // The units of columns EACH and up are never used, and their loads dropped.
-        let u0 = w_unit(min(first, lastc), u);
-        let u1 = w_unit(c1, u);
-        let u2 = w_unit(c2, u);
-        let u3 = w_unit(c3, u);
-        var words: XWords;
-        for (var i = 0u; i < UNIT_QUADS; i++) {
-            // Each vec4 of X's words read once for the invocation's columns: one per vec4
-            // of elements in f32, one per two in a half type. Token rows are a multiple of
-            // 8 elements long and units of 2 or 8 vec4s, so j and j + 1 share a vec4 there.
-            let j = u * UNIT_QUADS + i;
-            if ELEM == 0u || (i & 1u) == 0u {
-                words = x_words(rows, j);
-            }
-            let x = xs_of(words, j);
-            s0 = add_dots(s0, x, w_quad(u0, i));
-            if EACH >= 2u {
-                s1 = add_dots(s1, x, w_quad(u1, i));
-            }
-            if EACH == 4u {
-                s2 = add_dots(s2, x, w_quad(u2, i));
-                s3 = add_dots(s3, x, w_quad(u3, i));
-            }
+        let units4 = Units(w_unit(min(first, lastc), u), w_unit(c1, u), w_unit(c2, u), w_unit(c3, u));
+        // Quads 0 .. UNIT_QUADS - 1 of the units, two at a time, unrolled: each quad's
+        // index a constant, so that its fields are cut from the unit's words with constant
+        // shifts and selects (a loop over them ran a quarter slower on lavapipe).
+        acc = pair_step(acc, units4, rows, u, 0u);
+        if UNIT_QUADS == 8u {
+            acc = pair_step(acc, units4, rows, u, 2u);
+            acc = pair_step(acc, units4, rows, u, 4u);
+            acc = pair_step(acc, units4, rows, u, 6u);
         }
     }
+    var s0 = acc.s0;
+    var s1 = acc.s1;
+    var s2 = acc.s2;
+    var s3 = acc.s3;
     if SPLIT > 1u {
         let at = 2u * EACH * lid.x;
         partial[at] = s0.a;

@@ -8,15 +8,63 @@
 // Provides `w` (binding 2), FMT_Q/K/V, and for W read along d_model (the decode kernel):
 // UNIT_QUADS, `WUnit`, `w_unit` and `w_quad`; for W read across columns (the tiled kernels'
 // row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`. Expects params.wgsl
-// and widen.wgsl (`f16_bits4`). The host pads the buffer by 16 bytes past the last part:
-// a unit's bytes are read as aligned words, up to a word past them.
+// and widen.wgsl (`f16_bits4`). `w` is an array of vec4s, because a CPU driver runs each
+// load as a loop over the SIMD lanes (lavapipe: one loop per load, whatever its width): a
+// unit's words are read as the two or three vec4s that hold them and cut out with selects.
+// The host pads the buffer by 48 bytes past the last part, so that those vec4s exist (a
+// buffer whose length is not a multiple of 16 ends in a part of one no kernel can index).
 //
 // d_model is a multiple of 32 (the host refuses others with block formats), so that every
 // run of 32 elements starting at a multiple of 32 (a "unit") has one scale and minimum per
 // 16 elements: Q8_0 ... Q5_1 blocks are units, Q4_K and Q5_K blocks hold 8 with their own
 // 6-bit scale and minimum, Q6_K blocks 8 with an 8-bit scale per 16 elements.
 
-@group(0) @binding(2) var<storage, read> w: array<u32>;
+@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
+
+// Word i of W: one load.
+fn wd(i: u32) -> u32 {
+    return w[i >> 2u][i & 3u];
+}
+
+// Words o .. o + 3 of the eight words a, b (o < 4): selects, not a branch.
+fn from_pair(a: vec4<u32>, b: vec4<u32>, o: u32) -> vec4<u32> {
+    let low = select(a, vec4<u32>(a.yzw, b.x), o == 1u);
+    let high = select(vec4<u32>(a.zw, b.xy), vec4<u32>(a.w, b.xyz), o == 3u);
+    return select(low, high, o >= 2u);
+}
+
+// Word o of v (o < 4).
+fn word_of(v: vec4<u32>, o: u32) -> u32 {
+    return select(select(v.x, v.y, o == 1u), select(v.z, v.w, o == 3u), o >= 2u);
+}
+
+// Words i .. i + 4 of W (v, then e): two vec4 loads.
+struct Words5 {
+    v: vec4<u32>,
+    e: u32,
+}
+
+fn words5(i: u32) -> Words5 {
+    let a = w[i >> 2u];
+    let b = w[(i >> 2u) + 1u];
+    return Words5(from_pair(a, b, i & 3u), word_of(b, i & 3u));
+}
+
+// Words i .. i + 8 of W (v, v2, then e): three vec4 loads (two where nothing of the third
+// is used: the compiler drops its load).
+struct Words9 {
+    v: vec4<u32>,
+    v2: vec4<u32>,
+    e: u32,
+}
+
+fn words9(i: u32) -> Words9 {
+    let a = w[i >> 2u];
+    let b = w[(i >> 2u) + 1u];
+    let c = w[(i >> 2u) + 2u];
+    let o = i & 3u;
+    return Words9(from_pair(a, b, o), from_pair(b, c, o), word_of(c, o));
+}
 
 // Each part's format (ggml's numbering; the host sets them).
 override FMT_Q: u32 = 0u;
@@ -47,28 +95,37 @@ fn part_bytes(fmt: u32, rows: u32) -> u32 {
 // The 32-bit word at byte `b` (even: every field of every format is).
 fn word_at(b: u32) -> u32 {
     let i = b >> 2u;
-    if (b & 2u) == 0u {
-        return w[i];
-    }
-    return (w[i] >> 16u) | (w[i + 1u] << 16u);
+    let v = words5(i);
+    return select(v.v.x, (v.v.x >> 16u) | (v.v.y << 16u), (b & 2u) != 0u);
 }
 
 // The f16 at byte `b` (even), widened exactly.
 fn f16_at(b: u32) -> f32 {
-    return f16_bits4(vec4<u32>((w[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu)).x;
+    return f16_bits4(vec4<u32>((wd(b >> 2u) >> ((b & 2u) * 8u)) & 0xffffu)).x;
 }
 
 // The byte at `b`, unsigned and signed.
 fn u8_at(b: u32) -> u32 {
-    return (w[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
+    return (wd(b >> 2u) >> ((b & 3u) * 8u)) & 0xffu;
 }
 fn i8_at(b: u32) -> f32 {
     return f32(bitcast<i32>(u8_at(b) << 24u) >> 24u);
 }
 
-// Four words from word `i` on: four aligned loads.
-fn words_from(i: u32) -> vec4<u32> {
-    return vec4<u32>(w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+// Words i .. i + 11 of W: four vec4 loads.
+struct Words12 {
+    v: vec4<u32>,
+    v2: vec4<u32>,
+    v3: vec4<u32>,
+}
+
+fn words12(i: u32) -> Words12 {
+    let a = w[i >> 2u];
+    let b = w[(i >> 2u) + 1u];
+    let c = w[(i >> 2u) + 2u];
+    let d = w[(i >> 2u) + 3u];
+    let o = i & 3u;
+    return Words12(from_pair(a, b, o), from_pair(b, c, o), from_pair(c, d, o));
 }
 
 // The 16 bytes that start half-way into word v.x: v shifted down by half a word, the low
@@ -83,12 +140,12 @@ fn past_half(v: vec4<u32>, e: u32, odd: bool) -> vec4<u32> {
     return select(half_on(v, e), vec4<u32>(v.yzw, e), odd);
 }
 
-// The 16 bytes at byte `b` (even) as four words: five aligned loads, shifted by half a word
-// where `b` is 2 mod 4.
-fn words4(b: u32) -> vec4<u32> {
-    let i = b >> 2u;
-    let v = words_from(i);
-    return select(v, half_on(v, w[i + 4u]), (b & 2u) != 0u);
+// The 32 bytes at byte `b` (even) as eight words (v, v2; e unused): three vec4 loads,
+// shifted by half a word where `b` is 2 mod 4.
+fn bytes32(b: u32) -> Words9 {
+    let n = words9(b >> 2u);
+    let odd = (b & 2u) != 0u;
+    return Words9(select(n.v, half_on(n.v, n.v2.x), odd), select(n.v2, half_on(n.v2, n.e), odd), 0u);
 }
 
 // The low (high false) or high half of a word as an f16, widened exactly.
@@ -170,43 +227,42 @@ fn w_unit(col: u32, u: u32) -> WUnit {
         case 2u, 6u, 8u: {
             // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]): a unit starts on an
             // even byte, at a word (odd false) or half-way into one. Its words are read once
-            // and the fields cut from them: 5, 6 and 9 loads.
+            // and the fields cut from them: two, three and three vec4 loads.
             let at = row + u * row_bytes(fmt, 32u);
             let i = at >> 2u;
             let odd = (at & 2u) != 0u;
-            let v = words_from(i);
-            let e = w[i + 4u];
+            let n = words9(i);
+            let v = n.v;
+            let e = n.v2.x;
             let d = f16_half(v.x, odd);
             // The 16 bytes at unit byte 2 (Q4_0's and Q8_0's qs).
             var q0 = past_half(v, e, odd);
             var q1 = vec4<u32>();
             var h = vec4<u32>();
             if fmt == 8u {
-                let v2 = vec4<u32>(e, w[i + 5u], w[i + 6u], w[i + 7u]);
-                let e2 = w[i + 8u];
-                q1 = past_half(v2, e2, odd);
+                q1 = past_half(n.v2, n.e, odd);
             }
             if fmt == 6u {
                 // qh at unit byte 2, qs at 6.
                 h.x = select((v.x >> 16u) | (v.y << 16u), v.y, odd);
                 let v1 = vec4<u32>(v.yzw, e);
-                let e1 = w[i + 5u];
-                q0 = past_half(v1, e1, odd);
+                q0 = past_half(v1, n.v2.y, odd);
             }
             return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), q0, q1, h, vec4<u32>());
         }
         case 3u, 7u: {
             // Q4_1 (d, m, qs[16]), Q5_1 (d, m, qh, qs[16]): their units (20 and 24 bytes)
-            // start on a word, as every part and row does: 5 and 6 loads.
+            // start on a word, as every part and row does: two and three vec4 loads.
             let i = (row + u * row_bytes(fmt, 32u)) >> 2u;
-            let v = words_from(i);
-            let e = w[i + 4u];
+            let n = words9(i);
+            let v = n.v;
+            let e = n.v2.x;
             let scale = vec2<f32>(f16_half(v.x, false), f16_half(v.x, true));
             var q0 = vec4<u32>(v.yzw, e);
             var h = vec4<u32>();
             if fmt == 7u {
                 h.x = v.y;
-                q0 = vec4<u32>(v.zw, e, w[i + 5u]);
+                q0 = vec4<u32>(v.zw, e, n.v2.y);
             }
             let none = vec4<u32>();
             return WUnit(fmt, 4u * i, 0u, vec4<f32>(scale, scale), q0, none, h, none);
@@ -214,24 +270,25 @@ fn w_unit(col: u32, u: u32) -> WUnit {
         case 12u, 13u: {
             // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs. Their
             // blocks (144 and 176 bytes) start on a word, so every field is read in whole
-            // words: 12 and 20 loads.
+            // words: five and seven vec4 loads (the head and Q5_K's qh are one run).
             let at = row + u / 8u * row_bytes(fmt, 256u);
             let i = at >> 2u;
             let sub = u % 8u;
-            let head = words_from(i);
+            let run = words12(i);
+            let head = run.v;
             let sm = scale_min_k4(head.y, head.z, head.w, sub);
             let d = f16_half(head.x, false) * sm.x;
             let m = f16_half(head.x, true) * sm.y;
             // Units 2g and 2g + 1 share qs[32 g ..] (low and high nibbles).
-            let qs = i + select(4u, 12u, fmt == 13u) + 8u * (sub / 2u);
+            let qs = words9(i + select(4u, 12u, fmt == 13u) + 8u * (sub / 2u));
             var h0 = vec4<u32>();
             var h1 = vec4<u32>();
             if fmt == 13u {
-                h0 = words_from(i + 4u);
-                h1 = words_from(i + 8u);
+                h0 = run.v2;
+                h1 = run.v3;
             }
             let scale = vec4<f32>(d, -m, d, -m);
-            return WUnit(fmt, at, sub, scale, words_from(qs), words_from(qs + 4u), h0, h1);
+            return WUnit(fmt, at, sub, scale, qs.v, qs.v2, h0, h1);
         }
         default: {
             // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
@@ -243,7 +300,9 @@ fn w_unit(col: u32, u: u32) -> WUnit {
             // Quarter t of half n: ql[64 n + 32 (t & 1) ..], qh[32 n ..].
             let ql = at + 64u * (sub / 4u) + 32u * (sub & 1u);
             let qh = at + 128u + 32u * (sub / 4u);
-            return WUnit(fmt, at, sub, scale, words4(ql), words4(ql + 16u), words4(qh), words4(qh + 16u));
+            let low = bytes32(ql);
+            let high = bytes32(qh);
+            return WUnit(fmt, at, sub, scale, low.v, low.v2, high.v, high.v2);
         }
     }
 }
@@ -260,10 +319,10 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
     switch unit.fmt {
         case 0u: {
             let j = (at >> 2u) + 4u * i;
-            return bitcast<vec4<f32>>(vec4<u32>(w[j], w[j + 1u], w[j + 2u], w[j + 3u]));
+            return bitcast<vec4<f32>>(words5(j).v);
         }
         case 1u, 30u: {
-            let h = vec2<u32>(w[(at >> 2u) + 2u * i], w[(at >> 2u) + 2u * i + 1u]);
+            let h = words5((at >> 2u) + 2u * i).v.xy;
             let halves = vec4<u32>(h.x & 0xffffu, h.x >> 16u, h.y & 0xffffu, h.y >> 16u);
             if unit.fmt == 1u {
                 return f16_bits4(halves);
@@ -320,10 +379,10 @@ fn w_elem(k: u32, col: u32) -> f32 {
     let row = w_row(c, fmt);
     switch fmt {
         case 0u: {
-            return bitcast<f32>(w[(row >> 2u) + k]);
+            return bitcast<f32>(wd((row >> 2u) + k));
         }
         case 1u, 30u: {
-            let h = (w[(row + 2u * k) >> 2u] >> (((row + 2u * k) & 2u) * 8u)) & 0xffffu;
+            let h = (wd((row + 2u * k) >> 2u) >> (((row + 2u * k) & 2u) * 8u)) & 0xffffu;
             if fmt == 1u {
                 return f16_bits4(vec4<u32>(h)).x;
             }
@@ -356,7 +415,7 @@ fn w_elem(k: u32, col: u32) -> f32 {
             let sub = e / 32u;
             let l = e % 32u;
             let i = at >> 2u;
-            let sm = scale_min_k4(w[i + 1u], w[i + 2u], w[i + 3u], sub);
+            let sm = scale_min_k4(wd(i + 1u), wd(i + 2u), wd(i + 3u), sub);
             let qs = at + select(16u, 48u, fmt == 13u) + 32u * (sub / 2u) + l;
             var q = (u8_at(qs) >> (4u * (sub & 1u))) & 15u;
             if fmt == 13u {

@@ -44,8 +44,11 @@ pub enum OperandLayout {
     KMajor,
 }
 
-/// Bytes past the last part of a W kept in its stored formats ([`KernelSpec::w_block_bytes`]).
-pub const W_BLOCK_PAD: u64 = 16;
+/// Bytes past the last part of a W kept in its stored formats ([`KernelSpec::w_block_bytes`]):
+/// the kernels read a unit's words as the vec4s that hold them, up to 48 bytes from the
+/// vec4 of its first word (`shaders/parts/w_blocks.wgsl`), and a buffer whose length is not
+/// a multiple of 16 ends in a part of a vec4 they cannot index.
+pub const W_BLOCK_PAD: u64 = 48;
 
 /// What a spec made from a user's kernel carries: its name for reports, and whether it takes
 /// the host's `NATIVE_F16`.
@@ -227,7 +230,7 @@ impl KernelSpec {
 
     /// Bytes of W on the GPU where it is read in its stored formats: each part's rows, the
     /// part padded to a word, and [`W_BLOCK_PAD`] more (the kernels read a unit's bytes as
-    /// aligned words, up to a word past them); None for a fused W, or where a part's rows are
+    /// the vec4s that hold them, past its end); None for a fused W, or where a part's rows are
     /// not whole blocks.
     pub fn w_block_bytes(&self, shape: &QkvShape) -> Option<u64> {
         let [q, k, v] = self.w_formats?;
