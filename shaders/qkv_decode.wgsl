@@ -25,7 +25,7 @@
 // ROWS gy .. + ROWS - 1.
 
 // Columns per workgroup, invocations per column, tokens per workgroup (1, 4 or 8), columns
-// per invocation (EACH: 1, 2 or 4, dividing COLS) and the workgroup's size, COLS / EACH x
+// per invocation (EACH: 1, 2, 4 or 8, dividing COLS) and the workgroup's size, COLS / EACH x
 // SPLIT: the host sets them all.
 override COLS: u32 = 8u;
 override SPLIT: u32 = 8u;
@@ -117,12 +117,17 @@ fn add_dots(s: Sums, x: Xs, wj: vec4<f32>) -> Sums {
     return r;
 }
 
-// The sums of an invocation's EACH columns, and their units of W.
+// The sums of an invocation's EACH columns, and their units of W (named, not arrays, so
+// that they stay in registers; those of columns EACH and up are never used).
 struct Acc {
     s0: Sums,
     s1: Sums,
     s2: Sums,
     s3: Sums,
+    s4: Sums,
+    s5: Sums,
+    s6: Sums,
+    s7: Sums,
 }
 
 struct Units {
@@ -130,6 +135,24 @@ struct Units {
     u1: WUnit,
     u2: WUnit,
     u3: WUnit,
+    u4: WUnit,
+    u5: WUnit,
+    u6: WUnit,
+    u7: WUnit,
+}
+
+// The sums of column c (< 8) of the invocation's.
+fn column(a: Acc, c: u32) -> Sums {
+    switch c {
+        case 0u: { return a.s0; }
+        case 1u: { return a.s1; }
+        case 2u: { return a.s2; }
+        case 3u: { return a.s3; }
+        case 4u: { return a.s4; }
+        case 5u: { return a.s5; }
+        case 6u: { return a.s6; }
+        default: { return a.s7; }
+    }
 }
 
 // The products of quad i of each column's unit with X's elements 4j .. 4j + 3.
@@ -139,9 +162,15 @@ fn quad_step(a: Acc, w: Units, x: Xs, i: u32) -> Acc {
     if EACH >= 2u {
         r.s1 = add_dots(r.s1, x, w_quad(w.u1, i));
     }
-    if EACH == 4u {
+    if EACH >= 4u {
         r.s2 = add_dots(r.s2, x, w_quad(w.u2, i));
         r.s3 = add_dots(r.s3, x, w_quad(w.u3, i));
+    }
+    if EACH == 8u {
+        r.s4 = add_dots(r.s4, x, w_quad(w.u4, i));
+        r.s5 = add_dots(r.s5, x, w_quad(w.u5, i));
+        r.s6 = add_dots(r.s6, x, w_quad(w.u6, i));
+        r.s7 = add_dots(r.s7, x, w_quad(w.u7, i));
     }
     return r;
 }
@@ -206,62 +235,44 @@ fn main(
     // the last column it reads the last one's W, and stores nothing.
     let first = wid.x * TILE_COLS + lid.x / SPLIT * EACH;
     let lastc = params.n_cols - 1u;
-    let c1 = min(first + 1u, lastc);
-    let c2 = min(first + 2u, lastc);
-    let c3 = min(first + 3u, lastc);
     let row0 = wid.y * TILE_ROWS;
     let rows = token_rows(row0, steps);
-    var acc = Acc(Sums(), Sums(), Sums(), Sums());
+    var acc = Acc(Sums(), Sums(), Sums(), Sums(), Sums(), Sums(), Sums(), Sums());
     for (var u = lane; u < units; u += SPLIT) {
         // The units of columns EACH and up are never used, and their loads dropped.
-        let units4 = Units(w_unit(min(first, lastc), u), w_unit(c1, u), w_unit(c2, u), w_unit(c3, u));
+        let units8 = Units(
+            w_unit(min(first, lastc), u), w_unit(min(first + 1u, lastc), u),
+            w_unit(min(first + 2u, lastc), u), w_unit(min(first + 3u, lastc), u),
+            w_unit(min(first + 4u, lastc), u), w_unit(min(first + 5u, lastc), u),
+            w_unit(min(first + 6u, lastc), u), w_unit(min(first + 7u, lastc), u),
+        );
         // Quads 0 .. UNIT_QUADS - 1 of the units, two at a time, unrolled: each quad's
         // index a constant, so that its fields are cut from the unit's words with constant
         // shifts and selects (a loop over them ran a quarter slower on lavapipe).
-        acc = pair_step(acc, units4, rows, u, 0u);
+        acc = pair_step(acc, units8, rows, u, 0u);
         if UNIT_QUADS == 8u {
-            acc = pair_step(acc, units4, rows, u, 2u);
-            acc = pair_step(acc, units4, rows, u, 4u);
-            acc = pair_step(acc, units4, rows, u, 6u);
+            acc = pair_step(acc, units8, rows, u, 2u);
+            acc = pair_step(acc, units8, rows, u, 4u);
+            acc = pair_step(acc, units8, rows, u, 6u);
         }
     }
-    var s0 = acc.s0;
-    var s1 = acc.s1;
-    var s2 = acc.s2;
-    var s3 = acc.s3;
     if SPLIT > 1u {
-        let at = 2u * EACH * lid.x;
-        partial[at] = s0.a;
-        partial[at + 1u] = s0.b;
-        if EACH >= 2u {
-            partial[at + 2u] = s1.a;
-            partial[at + 3u] = s1.b;
-        }
-        if EACH == 4u {
-            partial[at + 4u] = s2.a;
-            partial[at + 5u] = s2.b;
-            partial[at + 6u] = s3.a;
-            partial[at + 7u] = s3.b;
+        for (var c = 0u; c < EACH; c++) {
+            let s = column(acc, c);
+            let at = 2u * (EACH * lid.x + c);
+            partial[at] = s.a;
+            partial[at + 1u] = s.b;
         }
         workgroupBarrier();
         if lane != 0u {
             return;
         }
-        s0 = gather(s0, lid.x, 0u);
-        if EACH >= 2u {
-            s1 = gather(s1, lid.x, 1u);
-        }
-        if EACH == 4u {
-            s2 = gather(s2, lid.x, 2u);
-            s3 = gather(s3, lid.x, 3u);
-        }
     }
-    finish(first, row0, s0);
-    if EACH >= 2u {
-        finish(first + 1u, row0, s1);
-    }
-    if EACH == 4u {
-        finish(first + 2u, row0, s2);
-        finish(first + 3u, row0, s3);
+    for (var c = 0u; c < EACH; c++) {
+        var s = column(acc, c);
+        if SPLIT > 1u {
+            s = gather(s, lid.x, c);
+        }
+        finish(first + c, row0, s);
     }
 }

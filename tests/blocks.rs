@@ -15,7 +15,7 @@ use qkv_wgpu::{
     KernelConfig, KernelSpec, OutputLayout, Projector, QkvReport, QkvShape, Tolerance,
 };
 
-/// The kernels that read W in its formats: decode in its three row counts, its three column
+/// The kernels that read W in its formats: decode in its three row counts, its four column
 /// counts per invocation and splits that leave lanes without a unit, and blocktile's
 /// 128 x 128 tile.
 fn block_kernels() -> Vec<KernelConfig> {
@@ -23,6 +23,7 @@ fn block_kernels() -> Vec<KernelConfig> {
         KernelConfig::new(Kernel::Decode, &[8, 8, 8, 2]),
         KernelConfig::new(Kernel::Decode, &[4, 16, 1, 4]),
         KernelConfig::new(Kernel::Decode, &[3, 2, 4, 1]),
+        KernelConfig::new(Kernel::Decode, &[16, 2, 8, 8]),
         KernelConfig::new(Kernel::Blocktile, &[]),
     ]
 }

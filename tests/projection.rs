@@ -138,6 +138,8 @@ fn decode_sums_every_column_for_every_row_count_and_split() {
             [6, 4, 1, 2],
             [64, 1, 8, 2],
             [2, 128, 4, 2],
+            [16, 2, 8, 8],
+            [8, 1, 1, 8],
         ] {
             let config = KernelConfig::new(Kernel::Decode, &v);
             let report = check(shape, config, 70 + v[1] as u64);

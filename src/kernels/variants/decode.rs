@@ -1,7 +1,7 @@
 //! `decode` (10): a matrix-vector kernel for few tokens, where the cost is reading W once: W
 //! transposed (a row per fused column, [`OperandLayout::KMajor`]), `split` invocations
 //! sharing each of a workgroup's `cols` columns, every W element used for `rows` tokens
-//! (1, 4 or 8) and every X element for `each` columns (1, 2 or 4) from registers; partial
+//! (1, 4 or 8) and every X element for `each` columns (1, 2, 4 or 8) from registers; partial
 //! sums added through workgroup memory.
 
 use super::super::variant::prelude::*;
@@ -28,7 +28,7 @@ pub const SOURCE_BLOCKS: ShaderSource = shader!(
 const ROWS: [u32; 3] = [1, 4, 8];
 
 /// The columns one invocation may compute.
-const EACH: [u32; 3] = [1, 2, 4];
+const EACH: [u32; 4] = [1, 2, 4, 8];
 
 impl VariantDef for Decode {
     fn name(&self) -> &'static str {
@@ -41,7 +41,7 @@ impl VariantDef for Decode {
         &["cols", "split", "rows", "each"]
     }
     fn ranges(&self) -> &'static str {
-        "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8, each = 1, 2 or 4 dividing cols"
+        "cols x split = 1..=256, split a power of two, rows = 1, 4 or 8, each = 1, 2, 4 or 8 dividing cols"
     }
     fn default_config(&self) -> KernelConfig {
         KernelConfig::new(Kernel::Decode, &[16, 8, 8, 4])
@@ -82,18 +82,19 @@ impl VariantDef for Decode {
         vec![SOURCE, SOURCE_BLOCKS]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
-        // A few shapes of workgroup for one token and for eight, four columns per invocation
-        // (the fastest in every format on lavapipe, BENCHMARKS.md) and one; split = 1 has no
-        // barrier, which pays where rows are short. The tuner's proxy has the run's token
-        // count, and the others lose there quickly.
+        // A few shapes of workgroup for one token and for eight, eight or four columns per
+        // invocation (eight the fastest for eight tokens in every format on lavapipe, and
+        // for one in the block formats; four for one token in f32: BENCHMARKS.md) and one;
+        // split = 1 has no barrier, which pays where rows are short. The tuner's proxy has
+        // the run's token count, and the others lose there quickly.
         [
+            [64, 1, 8, 8],
+            [32, 4, 8, 8],
             [16, 8, 8, 4],
-            [32, 4, 8, 4],
-            [8, 16, 8, 4],
-            [16, 8, 1, 4],
-            [32, 8, 1, 4],
-            [8, 16, 1, 4],
+            [64, 1, 1, 8],
+            [128, 1, 1, 8],
             [32, 1, 1, 4],
+            [16, 8, 1, 4],
             [8, 8, 8, 1],
         ]
             .map(|v| KernelConfig::new(Kernel::Decode, &v))
