@@ -130,6 +130,17 @@ struct Acc {
     s7: Sums,
 }
 
+struct Cols {
+    c0: WCol,
+    c1: WCol,
+    c2: WCol,
+    c3: WCol,
+    c4: WCol,
+    c5: WCol,
+    c6: WCol,
+    c7: WCol,
+}
+
 struct Units {
     u0: WUnit,
     u1: WUnit,
@@ -238,13 +249,17 @@ fn main(
     let row0 = wid.y * TILE_ROWS;
     let rows = token_rows(row0, steps);
     var acc = Acc(Sums(), Sums(), Sums(), Sums(), Sums(), Sums(), Sums(), Sums());
+    let wc = Cols(
+        w_col(min(first, lastc)), w_col(min(first + 1u, lastc)),
+        w_col(min(first + 2u, lastc)), w_col(min(first + 3u, lastc)),
+        w_col(min(first + 4u, lastc)), w_col(min(first + 5u, lastc)),
+        w_col(min(first + 6u, lastc)), w_col(min(first + 7u, lastc)),
+    );
     for (var u = lane; u < units; u += SPLIT) {
         // The units of columns EACH and up are never used, and their loads dropped.
         let units8 = Units(
-            w_unit(min(first, lastc), u), w_unit(min(first + 1u, lastc), u),
-            w_unit(min(first + 2u, lastc), u), w_unit(min(first + 3u, lastc), u),
-            w_unit(min(first + 4u, lastc), u), w_unit(min(first + 5u, lastc), u),
-            w_unit(min(first + 6u, lastc), u), w_unit(min(first + 7u, lastc), u),
+            w_unit(wc.c0, u), w_unit(wc.c1, u), w_unit(wc.c2, u), w_unit(wc.c3, u),
+            w_unit(wc.c4, u), w_unit(wc.c5, u), w_unit(wc.c6, u), w_unit(wc.c7, u),
         );
         // Quads 0 .. UNIT_QUADS - 1 of the units, two at a time, unrolled: each quad's
         // index a constant, so that its fields are cut from the unit's words with constant

@@ -1,8 +1,8 @@
 // Part: W in any storage type, as vec4s of 32-bit words (rows padded to a multiple of 4
 // columns, or transposed rows KS long): one vec4 holds 4 f32 elements or 8 half-typed ones.
 // Provides `w` (binding 2), `w4_at`, and for W read along d_model (the decode kernel, W
-// transposed) the interface w_blocks.wgsl also offers: UNIT_QUADS, `WUnit`, `w_unit` and
-// `w_quad`. Expects params.wgsl (ELEM) and widen.wgsl.
+// transposed) the interface w_blocks.wgsl also offers: UNIT_QUADS, `WCol`, `w_col`,
+// `WUnit`, `w_unit` and `w_quad`. Expects params.wgsl (ELEM) and widen.wgsl.
 
 @group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
 
@@ -15,13 +15,22 @@ fn w4_at(j: u32) -> vec4<f32> {
 // 8 half-typed ones.
 override UNIT_QUADS: u32 = select(2u, 1u, ELEM == 0u);
 
-// Unit `u` of transposed row `col`: its vec4 of words.
+// Unit `u` of a transposed row: its vec4 of words.
 struct WUnit {
     words: vec4<u32>,
 }
 
-fn w_unit(col: u32, u: u32) -> WUnit {
-    return WUnit(w[col * (params.w_stride / 4u) / UNIT_QUADS + u]);
+// Where transposed row `col` lies: its first unit (found once, before the loop over them).
+struct WCol {
+    first: u32,
+}
+
+fn w_col(col: u32) -> WCol {
+    return WCol(col * (params.w_stride / 4u) / UNIT_QUADS);
+}
+
+fn w_unit(wc: WCol, u: u32) -> WUnit {
+    return WUnit(w[wc.first + u]);
 }
 
 // Elements 4 i .. 4 i + 3 of the unit (i < UNIT_QUADS), widened.

@@ -6,11 +6,12 @@
 // f32 (d x q, or d x sc x q with d x sc first), plus the minimum where the format has one
 // (rounded once, as there), so the kernel reads exactly the values the reference uses.
 // Provides `w` (binding 2), FMT_Q/K/V, and for W read along d_model (the decode kernel):
-// UNIT_QUADS, `WUnit`, `w_unit` and `w_quad`; for W read across columns (the tiled kernels'
-// row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`. Expects params.wgsl
-// and widen.wgsl (`f16_bits4`). `w` is an array of vec4s, because a CPU driver runs each
-// load as a loop over the SIMD lanes (lavapipe: one loop per load, whatever its width): a
-// unit's words are read as the two or three vec4s that hold them and cut out with selects.
+// UNIT_QUADS, `WCol`, `w_col`, `WUnit`, `w_unit` and `w_quad`; for W read across columns
+// (the tiled kernels' row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`.
+// Expects params.wgsl and widen.wgsl (`f16_bits4`). `w` is an array of vec4s, because a
+// CPU driver runs each load as a loop over the SIMD lanes (lavapipe: one loop per load,
+// whatever its width): a unit's words are read as the two or three vec4s that hold them and
+// cut out with selects.
 // The host pads the buffer by 48 bytes past the last part, so that those vec4s exist (a
 // buffer whose length is not a multiple of 16 ends in a part of one no kernel can index).
 //
@@ -145,7 +146,8 @@ fn past_half(v: vec4<u32>, e: u32, odd: bool) -> vec4<u32> {
 fn bytes32(b: u32) -> Words9 {
     let n = words9(b >> 2u);
     let odd = (b & 2u) != 0u;
-    return Words9(select(n.v, half_on(n.v, n.v2.x), odd), select(n.v2, half_on(n.v2, n.e), odd), 0u);
+    let low = select(n.v, half_on(n.v, n.v2.x), odd);
+    return Words9(low, select(n.v2, half_on(n.v2, n.e), odd), 0u);
 }
 
 // The low (high false) or high half of a word as an f16, widened exactly.
@@ -212,11 +214,23 @@ struct WUnit {
 // Vec4s of W per unit.
 const UNIT_QUADS: u32 = 8u;
 
-// Unit `u` (elements 32 u .. 32 u + 31) of the row of fused column params.col0 + `col`.
-fn w_unit(col: u32, u: u32) -> WUnit {
+// Where the row of fused column params.col0 + `col` lies: its format and first byte (the
+// same for all of its units: found once, before the loop over them).
+struct WCol {
+    fmt: u32,
+    row: u32,
+}
+
+fn w_col(col: u32) -> WCol {
     let c = params.col0 + col;
     let fmt = w_fmt(c);
-    let row = w_row(c, fmt);
+    return WCol(fmt, w_row(c, fmt));
+}
+
+// Unit `u` (elements 32 u .. 32 u + 31) of the row `wc`.
+fn w_unit(wc: WCol, u: u32) -> WUnit {
+    let fmt = wc.fmt;
+    let row = wc.row;
     switch fmt {
         case 0u, 1u, 30u: {
             let size = select(2u, 4u, fmt == 0u);
