@@ -1,7 +1,7 @@
 // Part: W as a checkpoint stores it, dequantized as it is read. Wq, Wk and Wv each keep the
 // rows of their file, a row per output feature along d_model, in their own format (FMT_Q,
 // FMT_K, FMT_V: ggml's type numbers, F32, F16, BF16 or one of the block formats Q8_0, Q4_0,
-// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), one after another in `w`, each part starting on 4
+// Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K), one after another in `w`, each part starting on 16
 // bytes. Every value is ggml's `dequantize_row_*` of its block: a product that is exact in
 // f32 (d x q, or d x sc x q with d x sc first), plus the minimum where the format has one
 // (rounded once, as there), so the kernel reads exactly the values the reference uses.
@@ -88,9 +88,9 @@ fn row_bytes(fmt: u32, d: u32) -> u32 {
     }
 }
 
-// A part's bytes, padded to whole words.
+// A part's bytes, padded to 16 (the next part starts on a vec4).
 fn part_bytes(fmt: u32, rows: u32) -> u32 {
-    return (rows * row_bytes(fmt, params.d_model) + 3u) & ~3u;
+    return (rows * row_bytes(fmt, params.d_model) + 15u) & ~15u;
 }
 
 // The 32-bit word at byte `b` (even: every field of every format is).
@@ -199,7 +199,8 @@ fn w_row(c: u32, fmt: u32) -> u32 {
 // value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31, and its
 // quantized bytes read once (realigned to words): 16 or 32 bytes of low bits (q0, q1) and
 // the high bits of the Q5 and Q6 formats (h0, h1; Q5_0's and Q5_1's one word in h0.x).
-// Element formats read their words at `at` as they go.
+// An f32 unit's vec4s are read as they go, from vec4 `at` on; an f16 or bf16 one's four
+// are q0, q1, h0, h1.
 struct WUnit {
     fmt: u32,
     at: u32,
@@ -233,10 +234,16 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
     let row = wc.row;
     switch fmt {
         case 0u, 1u, 30u: {
-            let size = select(2u, 4u, fmt == 0u);
-            let none = vec4<u32>();
+            // Rows of elements start on 16 bytes (parts do, and d_model is a multiple of
+            // 32): a unit is 8 vec4s of f32, read a quad at a time, or 4 of f16 or bf16,
+            // read here.
             let one = vec4<f32>(1.0, 0.0, 1.0, 0.0);
-            return WUnit(fmt, row + u * 32u * size, 0u, one, none, none, none, none);
+            let i = (row >> 4u) + u * select(4u, 8u, fmt == 0u);
+            if fmt == 0u {
+                let none = vec4<u32>();
+                return WUnit(fmt, i, 0u, one, none, none, none, none);
+            }
+            return WUnit(fmt, i, 0u, one, w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
         }
         case 2u, 6u, 8u: {
             // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]): a unit starts on an
@@ -332,11 +339,12 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
     var q: vec4<f32>;
     switch unit.fmt {
         case 0u: {
-            let j = (at >> 2u) + 4u * i;
-            return bitcast<vec4<f32>>(words5(j).v);
+            return bitcast<vec4<f32>>(w[at + i]);
         }
         case 1u, 30u: {
-            let h = words5((at >> 2u) + 2u * i).v.xy;
+            let low = select(unit.q0, unit.q1, i >= 2u);
+            let v = select(low, select(unit.h0, unit.h1, i >= 6u), i >= 4u);
+            let h = select(v.xy, v.zw, (i & 1u) == 1u);
             let halves = vec4<u32>(h.x & 0xffffu, h.x >> 16u, h.y & 0xffffu, h.y >> 16u);
             if unit.fmt == 1u {
                 return f16_bits4(halves);

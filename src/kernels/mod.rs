@@ -38,6 +38,7 @@ pub use shaders::{
 };
 pub use spec::{
     Arithmetic, CustomInfo, ElementType, KernelSpec, OperandLayout, OperandTypes, W_BLOCK_PAD,
+    W_PART_ALIGN,
 };
 pub use variant::{Resolved, SweepTarget, VariantDef};
 pub use variants::coopmat::{

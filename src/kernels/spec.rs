@@ -50,6 +50,11 @@ pub enum OperandLayout {
 /// a multiple of 16 ends in a part of a vec4 they cannot index.
 pub const W_BLOCK_PAD: u64 = 48;
 
+/// Where each part of a W kept in its stored formats starts: on 16 bytes, a vec4 of the
+/// kernels' view, so that rows of f32, f16 and bf16 elements (d_model a multiple of 32)
+/// are whole vec4s, each read with one load (`shaders/parts/w_blocks.wgsl`).
+pub const W_PART_ALIGN: u64 = 16;
+
 /// What a spec made from a user's kernel carries: its name for reports, and whether it takes
 /// the host's `NATIVE_F16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -229,14 +234,16 @@ impl KernelSpec {
     }
 
     /// Bytes of W on the GPU where it is read in its stored formats: each part's rows, the
-    /// part padded to a word, and [`W_BLOCK_PAD`] more (the kernels read a unit's bytes as
-    /// the vec4s that hold them, past its end); None for a fused W, or where a part's rows are
-    /// not whole blocks.
+    /// part padded to [`W_PART_ALIGN`] bytes, and [`W_BLOCK_PAD`] more (the kernels read a
+    /// unit's bytes as the vec4s that hold them, past its end); None for a fused W, or where
+    /// a part's rows are not whole blocks.
     pub fn w_block_bytes(&self, shape: &QkvShape) -> Option<u64> {
         let [q, k, v] = self.w_formats?;
         let d = shape.d_model as u64;
-        let part =
-            |ty: WeightType, rows: u32| ty.row_bytes(d).map(|r| (r * rows as u64).div_ceil(4) * 4);
+        let part = |ty: WeightType, rows: u32| {
+            ty.row_bytes(d)
+                .map(|r| (r * rows as u64).div_ceil(W_PART_ALIGN) * W_PART_ALIGN)
+        };
         Some(
             part(q, shape.q_width)?
                 + part(k, shape.kv_width)?

@@ -8,7 +8,7 @@ use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
 use crate::host::{ElementVec, Elements};
-use crate::kernels::{KernelSpec, OperandLayout};
+use crate::kernels::{KernelSpec, OperandLayout, W_PART_ALIGN};
 use crate::plan::ChunkPlan;
 use crate::shape::QkvShape;
 use crate::weights::{FusedWeights, WeightData};
@@ -266,7 +266,7 @@ impl WeightBuffers {
         weights: &FusedWeights,
     ) -> Result<()> {
         if let Some(parts) = &weights.stored {
-            // As stored: each part's bytes at the next word, as w_blocks.wgsl finds them.
+            // As stored: each part's bytes on the next 16 bytes, as w_blocks.wgsl finds them.
             let buffer = match self.w.as_slice() {
                 [Operand::Buffer(b)] => b,
                 _ => {
@@ -290,7 +290,7 @@ impl WeightBuffers {
                         ctx.queue.write_buffer(buffer, at + whole as u64, &tail);
                     }
                 })?;
-                at += (bytes.len() as u64).div_ceil(4) * 4;
+                at += (bytes.len() as u64).div_ceil(W_PART_ALIGN) * W_PART_ALIGN;
             }
         } else {
             self.write_fused(ctx, spec, plan, weights)?;
