@@ -113,22 +113,6 @@ fn i8_at(b: u32) -> f32 {
     return f32(bitcast<i32>(u8_at(b) << 24u) >> 24u);
 }
 
-// Words i .. i + 11 of W: four vec4 loads.
-struct Words12 {
-    v: vec4<u32>,
-    v2: vec4<u32>,
-    v3: vec4<u32>,
-}
-
-fn words12(i: u32) -> Words12 {
-    let a = w[i >> 2u];
-    let b = w[(i >> 2u) + 1u];
-    let c = w[(i >> 2u) + 2u];
-    let d = w[(i >> 2u) + 3u];
-    let o = i & 3u;
-    return Words12(from_pair(a, b, o), from_pair(b, c, o), from_pair(c, d, o));
-}
-
 // The 16 bytes that start half-way into word v.x: v shifted down by half a word, the low
 // half of the next word `e` on top.
 fn half_on(v: vec4<u32>, e: u32) -> vec4<u32> {
@@ -290,26 +274,26 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
         }
         case 12u, 13u: {
             // Q4_K: d, dmin, scales[12], qs[128]; Q5_K: the same with qh[32] before qs. Their
-            // blocks (144 and 176 bytes) start on a word, so every field is read in whole
-            // words: five and seven vec4 loads (the head and Q5_K's qh are one run).
+            // blocks (144 and 176 bytes, multiples of 16) start on 16 bytes, as every part
+            // does, so each field is whole vec4s: the head (d, dmin, scales), Q5_K's qh, and
+            // the 32 bytes of qs a unit reads: three and five vec4 loads.
             let at = row + u / 8u * row_bytes(fmt, 256u);
-            let i = at >> 2u;
+            let b = at >> 4u;
             let sub = u % 8u;
-            let run = words12(i);
-            let head = run.v;
+            let head = w[b];
             let sm = scale_min_k4(head.y, head.z, head.w, sub);
             let d = f16_half(head.x, false) * sm.x;
             let m = f16_half(head.x, true) * sm.y;
             // Units 2g and 2g + 1 share qs[32 g ..] (low and high nibbles).
-            let qs = words9(i + select(4u, 12u, fmt == 13u) + 8u * (sub / 2u));
+            let qs = b + select(1u, 3u, fmt == 13u) + 2u * (sub / 2u);
             var h0 = vec4<u32>();
             var h1 = vec4<u32>();
             if fmt == 13u {
-                h0 = run.v2;
-                h1 = run.v3;
+                h0 = w[b + 1u];
+                h1 = w[b + 2u];
             }
             let scale = vec4<f32>(d, -m, d, -m);
-            return WUnit(fmt, at, sub, scale, qs.v, qs.v2, h0, h1);
+            return WUnit(fmt, at, sub, scale, w[qs], w[qs + 1u], h0, h1);
         }
         default: {
             // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
