@@ -39,18 +39,6 @@ fn word_of(v: vec4<u32>, o: u32) -> u32 {
     return select(select(v.x, v.y, o == 1u), select(v.z, v.w, o == 3u), o >= 2u);
 }
 
-// Words i .. i + 4 of W (v, then e): two vec4 loads.
-struct Words5 {
-    v: vec4<u32>,
-    e: u32,
-}
-
-fn words5(i: u32) -> Words5 {
-    let a = w[i >> 2u];
-    let b = w[(i >> 2u) + 1u];
-    return Words5(from_pair(a, b, i & 3u), word_of(b, i & 3u));
-}
-
 // Words i .. i + 8 of W (v, v2, then e): three vec4 loads (two where nothing of the third
 // is used: the compiler drops its load).
 struct Words9 {
@@ -96,8 +84,8 @@ fn part_bytes(fmt: u32, rows: u32) -> u32 {
 // The 32-bit word at byte `b` (even: every field of every format is).
 fn word_at(b: u32) -> u32 {
     let i = b >> 2u;
-    let v = words5(i);
-    return select(v.v.x, (v.v.x >> 16u) | (v.v.y << 16u), (b & 2u) != 0u);
+    let v = words9(i).v;
+    return select(v.x, (v.x >> 16u) | (v.y << 16u), (b & 2u) != 0u);
 }
 
 // The f16 at byte `b` (even), widened exactly.
