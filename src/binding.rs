@@ -7,14 +7,14 @@
 //! Bindings of every projection kernel (group 0), declared once in the parts under
 //! `shaders/parts/` that each kernel is composed with:
 //!
-//! | binding | storage kind (`Storage`)  | `Textured`                  | `SplitK`            |
-//! |---------|---------------------------|-----------------------------|---------------------|
-//! | 0       | params (uniform)          | params                      | params              |
-//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)       | x                   |
-//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)       | w                   |
-//! | 3       | bias (read-only storage)  | bias                        | bias                |
-//! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                     | q, k, v             |
-//! | 7       |                           |                             | partial sums (rw)   |
+//! | binding | storage kind (`Storage`)  | `Textured`              | `Texels`                | `SplitK`          |
+//! |---------|---------------------------|-------------------------|-------------------------|-------------------|
+//! | 0       | params (uniform)          | params                  | params                  | params            |
+//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)   | x (read-only storage)   | x                 |
+//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)   | w (`texture_2d<u32>`)   | w                 |
+//! | 3       | bias (read-only storage)  | bias                    | bias                    | bias              |
+//! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                 | q, k, v                 | q, k, v           |
+//! | 7       |                           |                         |                         | partial sums (rw) |
 //!
 //! X, W and Q, K, V hold the storage type's bits ([`crate::element`]): the kernels that read
 //! every type declare X and W as 32-bit words (`array<u32>`, `array<vec4<u32>>`, uint
@@ -121,6 +121,22 @@ pub enum BindingKind {
     Textured,
     /// As `Storage`, plus the split-K partial sums at binding 7.
     SplitK,
+    /// As `Storage`, but W an rgba32uint texture holding the bytes its storage buffer would,
+    /// in order, [`W_TEXEL_ROW`] texels (16 bytes each) a row ([`texel_extent`]).
+    Texels,
+}
+
+/// Texels per row of a W bound as [`BindingKind::Texels`]: vec4 `i` of W's bytes is texel
+/// (i mod W_TEXEL_ROW, i / W_TEXEL_ROW). A power of two (the shader divides by shifting)
+/// that every device's `max_texture_dimension_2d` allows (WebGPU's least is 8192).
+pub const W_TEXEL_ROW: u32 = 4096;
+
+/// The extent (width, height) of a [`BindingKind::Texels`] texture holding `bytes` bytes: one
+/// row where they fit in one, else [`W_TEXEL_ROW`] wide, the last row zero-padded.
+pub fn texel_extent(bytes: u64) -> (u32, u32) {
+    let texels = bytes.div_ceil(16).max(1);
+    let width = texels.min(W_TEXEL_ROW as u64);
+    (width as u32, texels.div_ceil(width) as u32)
 }
 
 /// What a binding slot holds, as both sides of the contract describe it.
@@ -145,28 +161,30 @@ impl BindingKind {
             BindingKind::Storage => 6,
             BindingKind::Textured => 4,
             BindingKind::SplitK => 7,
+            BindingKind::Texels => 5,
         }
     }
 
-    /// Every kind, for layouts made once per context.
-    pub const ALL: [BindingKind; 3] = [
+    /// Every kind, for layouts made once per context (in discriminant order: [`Layouts`]
+    /// indexes them so).
+    pub const ALL: [BindingKind; 4] = [
         BindingKind::Storage,
         BindingKind::Textured,
         BindingKind::SplitK,
+        BindingKind::Texels,
     ];
 
     /// The slots of group 0, binding 0 first.
     pub fn slots(self) -> Vec<Slot> {
-        let operand = match self {
-            BindingKind::Textured => Slot::Texture,
-            _ => Slot::Storage { read_only: true },
+        let (x, w) = match self {
+            BindingKind::Textured => (Slot::Texture, Slot::Texture),
+            BindingKind::Texels => (Slot::Storage { read_only: true }, Slot::Texture),
+            _ => (
+                Slot::Storage { read_only: true },
+                Slot::Storage { read_only: true },
+            ),
         };
-        let mut slots = vec![
-            Slot::Uniform,
-            operand,
-            operand,
-            Slot::Storage { read_only: true },
-        ];
+        let mut slots = vec![Slot::Uniform, x, w, Slot::Storage { read_only: true }];
         slots.extend([Slot::Storage { read_only: false }; 3]);
         if self == BindingKind::SplitK {
             slots.push(Slot::Storage { read_only: false });
@@ -179,6 +197,7 @@ impl BindingKind {
             BindingKind::Storage => "projection",
             BindingKind::Textured => "projection (textures)",
             BindingKind::SplitK => "projection (split-K)",
+            BindingKind::Texels => "projection (W as texels)",
         }
     }
 }
@@ -239,7 +258,7 @@ impl Layout {
 /// bind group serves every kernel of a kind.
 #[derive(Debug)]
 pub(crate) struct Layouts {
-    kinds: [Option<Layout>; 3],
+    kinds: [Option<Layout>; 4],
     pub(crate) fill: Layout,
 }
 

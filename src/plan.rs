@@ -6,7 +6,7 @@
 //! projector is given it. Every size comes from those limits; `--chunk-tokens` overrides the
 //! token chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
 
-use crate::binding::TextureLayout;
+use crate::binding::{BindingKind, TextureLayout, W_TEXEL_ROW};
 use crate::error::{fmt_bytes, Error, Result};
 use crate::kernels::KernelSpec;
 use crate::layout::{HeadSplit, OutputLayout};
@@ -247,6 +247,18 @@ impl Room {
             max_tex: limits.max_texture_dimension_2d as u64,
         }
     }
+
+    /// Bytes W may hold in one binding for `spec`, and the limit that says so: a storage
+    /// binding's, or for W as texels ([`BindingKind::Texels`]) a texture [`W_TEXEL_ROW`]
+    /// texels wide and as high as the device allows (one row where textures are narrower).
+    fn w_room(&self, spec: &KernelSpec) -> (u64, &'static str) {
+        if spec.binding != BindingKind::Texels {
+            return (self.avail, self.binding_name);
+        }
+        let (row, tex) = (W_TEXEL_ROW as u64, self.max_tex);
+        let texels = if tex >= row { row * tex } else { tex };
+        (texels * 16, "max_texture_dimension_2d")
+    }
 }
 
 /// W's column blocks: the widest slice (a multiple of 4 columns) every limit allows, as
@@ -283,7 +295,8 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
     } else {
         // Vec4 kernels pad each block's rows to 4 columns; a multiple of 4 needs no padding.
         // A transposed W (KMajor) holds one KS-long row per column.
-        tighten(room.avail / (ks * room.w) / 4 * 4, room.binding_name);
+        let (avail, name) = room.w_room(spec);
+        tighten(avail / (ks * room.w) / 4 * 4, name);
     }
     tighten(
         room.max_groups * spec.tile.0 as u64,
@@ -322,15 +335,17 @@ fn stored_w_block(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Ve
             formats.unwrap_or_default()
         )));
     };
-    if bytes.div_ceil(16) * 16 > room.avail {
+    let (avail, name) = room.w_room(spec);
+    if bytes.div_ceil(16) * 16 > avail {
         return Err(Error::DeviceLimit {
             what: format!(
-                "W in its stored formats ({}; kept whole: its blocks are not split into column                  blocks)",
+                "W in its stored formats ({}; kept whole: its blocks are not split into column \
+                 blocks)",
                 formats.unwrap_or_default()
             ),
             needed: fmt_bytes(bytes),
-            limit: fmt_bytes(room.binding),
-            limit_name: room.binding_name,
+            limit: fmt_bytes(avail),
+            limit_name: name,
         });
     }
     let n_out = shape.n_out() as u64;
@@ -484,208 +499,4 @@ fn chunk_from_budget(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::element::ElementType;
-    use crate::kernels::{Kernel, KernelConfig, KernelSpec};
-
-    fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
-        wgpu::Limits {
-            max_storage_buffer_binding_size: binding,
-            max_buffer_size: 1 << 40,
-            max_compute_workgroups_per_dimension: groups,
-            max_texture_dimension_2d: tex,
-            ..wgpu::Limits::default()
-        }
-    }
-
-    fn shape(tokens: u32, d: u32, q: u32, kv: u32) -> QkvShape {
-        QkvShape::new(tokens, d, q, kv, false).unwrap()
-    }
-
-    #[test]
-    fn chunks_cover_every_row_once() {
-        let s = shape(1000, 8, 8, 8);
-        for chunk in [1, 7, 250, 999, 1000] {
-            let opts = ChunkOptions {
-                chunk_tokens: Some(chunk),
-                ..Default::default()
-            };
-            let p = plan(
-                &limits(1 << 20, 65535, 8192),
-                &s,
-                &Kernel::Naive.into(),
-                OutputLayout::Tokens,
-                &opts,
-            )
-            .unwrap();
-            let mut next = 0;
-            for i in 0..p.chunks() {
-                let r = p.chunk(i);
-                assert_eq!(r.start, next);
-                assert!(!r.is_empty() && r.len() as u32 <= chunk);
-                next = r.end;
-            }
-            assert_eq!(next, 1000);
-        }
-    }
-
-    #[test]
-    fn binding_limit_bounds_chunks_and_splits_columns() {
-        // 4 KiB bindings: X rows of 64 f32 = 256 B -> 16 rows; Q of 100 columns -> 10 rows.
-        let s = shape(95, 64, 100, 30);
-        let p = plan(
-            &limits(4096, 65535, 8192),
-            &s,
-            &Kernel::Naive.into(),
-            OutputLayout::Tokens,
-            &ChunkOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(p.chunk_tokens, 10);
-        // W is 64 x 160 f32 = 40 KiB: blocks of at most 4096 / 256 = 16 columns.
-        assert!(p.col_blocks.len() >= 10);
-        let mut next = 0;
-        for &(c0, n) in &p.col_blocks {
-            assert_eq!(c0, next);
-            assert!(n <= 16 && n > 0);
-            next += n;
-        }
-        assert_eq!(next, 160);
-    }
-
-    #[test]
-    fn each_operand_is_counted_in_its_own_type() {
-        // coopmat in f32 reads X and W as f16 (2 bytes) and stores Q, K, V in f32 (4).
-        let coop = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();
-        assert_eq!(coop.types.out.size(), 4);
-        assert_eq!((coop.types.x.size(), coop.types.w.size()), (2, 2));
-        // 32 KiB bindings, d_model 64: W rows (transposed) of 64 f16 = 128 B -> 256 columns
-        // a block, three blocks for n_out 768 (f32 would need six); Q of 256 f32 columns =
-        // 1 KiB -> 32 tokens (X's rows of 128 B would allow 256).
-        let s = shape(1000, 64, 256, 256);
-        let lim = limits(32768, 65535, 8192);
-        let p = plan(&lim, &s, &coop, OutputLayout::Tokens, &Default::default()).unwrap();
-        assert_eq!(p.col_blocks, vec![(0, 256), (256, 256), (512, 256)]);
-        assert_eq!(p.chunk_tokens, 32);
-        let f16 = coop.clone().with_element(ElementType::F16).unwrap();
-        let p = plan(&lim, &s, &f16, OutputLayout::Tokens, &Default::default()).unwrap();
-        assert_eq!((p.col_blocks.len(), p.chunk_tokens), (3, 64));
-        // The host budget: a token's X in f16 and its 768 outputs in f32, 3200 bytes (3328
-        // were X counted in f32): ten tokens in 32000 bytes.
-        let opts = ChunkOptions {
-            max_chunk_bytes: 32000,
-            streaming: false,
-            ..Default::default()
-        };
-        let p = plan(&lim, &s, &coop, OutputLayout::Tokens, &opts).unwrap();
-        assert_eq!(p.chunk_tokens, 10, "{}", p.chunk_reason);
-    }
-
-    #[test]
-    fn a_chunk_that_does_not_fit_is_refused_not_shrunk() {
-        let s = shape(95, 64, 100, 30);
-        let opts = ChunkOptions {
-            chunk_tokens: Some(11),
-            ..Default::default()
-        };
-        let err = plan(
-            &limits(4096, 65535, 8192),
-            &s,
-            &Kernel::Naive.into(),
-            OutputLayout::Tokens,
-            &opts,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("`chunk_tokens` 11") && err.contains("at most 10"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn a_chunk_of_zero_tokens_is_refused_and_none_is_automatic() {
-        let zero = ChunkOptions {
-            chunk_tokens: Some(0),
-            ..Default::default()
-        };
-        let said = "invalid input: `chunk_tokens` must be at least 1";
-        assert_eq!(zero.check().unwrap_err().to_string(), said);
-        let s = shape(95, 64, 100, 30);
-        let planned = |opts: &ChunkOptions| {
-            let limits = limits(1 << 20, 65535, 8192);
-            plan(
-                &limits,
-                &s,
-                &Kernel::Naive.into(),
-                OutputLayout::Tokens,
-                opts,
-            )
-        };
-        // The plan refuses it in the same words; None picks the size that fits.
-        assert_eq!(planned(&zero).unwrap_err().to_string(), said);
-        assert!(ChunkOptions::default().check().is_ok());
-        assert_eq!(planned(&ChunkOptions::default()).unwrap().chunk_tokens, 95);
-    }
-
-    #[test]
-    fn one_row_past_the_limit_is_a_device_limit_error() {
-        let s = shape(4, 2048, 8, 8);
-        let err = plan(
-            &limits(4096, 65535, 8192),
-            &s,
-            &Kernel::Naive.into(),
-            OutputLayout::Tokens,
-            &ChunkOptions::default(),
-        )
-        .unwrap_err();
-        assert!(matches!(err, Error::DeviceLimit { .. }), "{err}");
-    }
-
-    #[test]
-    fn split_k_partial_sums_bound_chunks_and_splits_fit_the_dispatch() {
-        // 64 KiB bindings; Q of 100 columns: 163 rows. Partial sums of 8 x 160 columns: 12.
-        let s = shape(300, 16, 100, 30);
-        let splitk = |n: u32| KernelSpec::new(KernelConfig::new(Kernel::Splitk, &[n])).unwrap();
-        let p = plan(
-            &limits(1 << 16, 65535, 8192),
-            &s,
-            &splitk(8),
-            OutputLayout::Tokens,
-            &ChunkOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(p.chunk_tokens, 12);
-        assert!(
-            p.chunk_reason.contains("partial sums"),
-            "{}",
-            p.chunk_reason
-        );
-        let err = plan(
-            &limits(1 << 16, 4, 8192),
-            &s,
-            &splitk(8),
-            OutputLayout::Tokens,
-            &ChunkOptions::default(),
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(err.contains("d_model ranges"), "{err}");
-    }
-
-    #[test]
-    fn texture_kernels_chunk_by_texture_rows() {
-        let s = shape(300, 8, 8, 8);
-        let p = plan(
-            &limits(1 << 20, 65535, 64),
-            &s,
-            &Kernel::Texture.into(),
-            OutputLayout::Tokens,
-            &ChunkOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(p.chunk_tokens, 64);
-        assert_eq!(p.chunks(), 5);
-    }
-}
+mod tests;

@@ -5,7 +5,8 @@
 
 use naga::{AddressSpace, ImageClass, ImageDimension, ScalarKind, StorageAccess, TypeInner};
 use qkv_wgpu::binding::{BindingKind, Params, Slot};
-use qkv_wgpu::kernels::{Kernel, FILL_NAN};
+use qkv_wgpu::kernels::{Kernel, KernelSpec, ShaderSource, FILL_NAN};
+use qkv_wgpu::quant::{BlockFormat, WeightType};
 use std::collections::BTreeMap;
 
 fn parse(file: &str, wgsl: &str) -> naga::Module {
@@ -69,16 +70,37 @@ fn params_layout(file: &str, module: &naga::Module) -> (Vec<String>, Vec<u32>, u
 
 #[test]
 fn every_kernel_declares_its_binding_kinds_layout_and_the_rust_params() {
-    for kernel in Kernel::ALL {
-        let source = kernel.source().expect("a built-in's source");
+    // Every variant's default configuration, decode's with W as a storage buffer (a parameter
+    // that picks the binding kind: texels=0), and each of them reading W in its stored formats.
+    // (A bare coopmat takes its tile from an adapter: its default source, as the variant's.)
+    let mut specs: Vec<(ShaderSource, BindingKind)> = Kernel::ALL
+        .map(|k| (k.source().expect("a built-in's source"), k.binding()))
+        .to_vec();
+    let storage = KernelSpec::new("decode(texels=0)".parse().unwrap()).unwrap();
+    let resolved = Kernel::ALL
+        .iter()
+        .filter_map(|&k| KernelSpec::new(k.into()).ok())
+        .chain([storage]);
+    let q4_0 = [WeightType::Blocks(BlockFormat::Q4_0); 3];
+    for spec in resolved {
+        specs.push((spec.source, spec.binding));
+        if let Ok(stored) = spec.with_w_formats(q4_0) {
+            specs.push((stored.source, stored.binding));
+        }
+    }
+    let texel_sources = specs.iter().filter(|s| s.1 == BindingKind::Texels).count();
+    assert_eq!(
+        texel_sources, 3,
+        "decode (texels=1) as its variant's default source, resolved, and in blocks"
+    );
+    for (source, binding) in specs {
         let module = parse(source.file, source.wgsl);
-        let want: BTreeMap<u32, Slot> = (0..).zip(kernel.binding().slots()).collect();
+        let want: BTreeMap<u32, Slot> = (0..).zip(binding.slots()).collect();
         assert_eq!(
             declared(source.file, &module),
             want,
-            "{}: bindings differ from binding kind {:?}",
+            "{}: bindings differ from binding kind {binding:?}",
             source.file,
-            kernel.binding()
         );
         let (names, offsets, span) = params_layout(source.file, &module);
         assert_eq!(names, Params::MEMBERS, "{}: Params members", source.file);

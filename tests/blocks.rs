@@ -16,14 +16,16 @@ use qkv_wgpu::{
 };
 
 /// The kernels that read W in its formats: decode in its three row counts, its four column
-/// counts per invocation and splits that leave lanes without a unit, and blocktile's
-/// 128 x 128 tile.
+/// counts per invocation and splits that leave lanes without a unit, with W as a buffer and
+/// as texels, and blocktile's 128 x 128 tile.
 fn block_kernels() -> Vec<KernelConfig> {
     vec![
         KernelConfig::new(Kernel::Decode, &[8, 8, 8, 2]),
         KernelConfig::new(Kernel::Decode, &[4, 16, 1, 4]),
         KernelConfig::new(Kernel::Decode, &[3, 2, 4, 1]),
         KernelConfig::new(Kernel::Decode, &[16, 2, 8, 8]),
+        KernelConfig::new(Kernel::Decode, &[4, 16, 1, 4, 1]),
+        KernelConfig::new(Kernel::Decode, &[16, 2, 8, 8, 1]),
         KernelConfig::new(Kernel::Blocktile, &[]),
     ]
 }
@@ -131,6 +133,30 @@ fn blocks_run_in_both_half_types() {
             assert_pass(&report, &format!("{config} in {element}"));
         }
     }
+}
+
+#[test]
+fn w_as_texels_wraps_rows_of_the_texture_anywhere_in_a_unit() {
+    // W's bytes in a texture 4096 texels (64 KiB) wide: Q4_0's 18-byte units and Q6_K's
+    // 210-byte blocks straddle its rows (224 rows of 576 and 840 bytes: 129 and 188 KB), and
+    // a fused f32 W of 18.3 MB is written in two bands of rows, the second one partial.
+    let config = KernelConfig::new(Kernel::Decode, &[16, 2, 8, 8, 1]);
+    let q4_0 = [WeightType::Blocks(BlockFormat::Q4_0); 3];
+    let q6_k = [WeightType::Blocks(BlockFormat::Q6K); 3];
+    for (types, d) in [(q4_0, 1024), (q6_k, 1024)] {
+        let shape = QkvShape::new(3, d, 100, 62, true).unwrap();
+        let report = check_stored(shape, types, tokens(config), 400);
+        assert_pass(&report, &format!("{config} over {types:?} on {shape}"));
+    }
+    let shape = QkvShape::new(2, 2080, 2000, 100, true).unwrap();
+    let (x, w) = random_inputs(&shape, 401);
+    let mut p = Projector::new(ctx(), shape, config).unwrap();
+    p.set_weights(&w).unwrap();
+    let out = p.run(&x).unwrap();
+    let tol = Tolerance::for_kernel(shape.d_model, p.spec());
+    let r = reference(&shape, &x, &w);
+    let report = QkvReport::new((&out.q, &out.k, &out.v), &r, 2000, 100, tol);
+    assert_pass(&report, &format!("{config}, fused f32 W on {shape}"));
 }
 
 #[test]

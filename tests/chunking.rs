@@ -7,9 +7,10 @@ mod common;
 
 use common::{assert_pass, ctx, tolerance};
 use qkv_wgpu::plan::ChunkOptions;
+use qkv_wgpu::quant::{BlockFormat, WeightType};
 use qkv_wgpu::{
-    random_inputs, reference, ContextOptions, GpuContext, HeadSplit, Kernel, KernelConfig,
-    OutputLayout, Projector, QkvReport, QkvShape,
+    random_inputs, reference, ContextOptions, ElementType, GpuContext, HeadSplit, Kernel,
+    KernelConfig, KernelSpec, OutputLayout, Projector, QkvReport, QkvShape,
 };
 use std::sync::OnceLock;
 
@@ -99,6 +100,29 @@ fn texture_kernels_split_columns_past_the_texture_width() {
         let (_, blocks) = check_chunked(small(), shape, config, ChunkOptions::default(), 9);
         assert!(blocks >= 2, "{kernel}: W was not split ({blocks} blocks)");
     }
+}
+
+#[test]
+fn w_as_texels_splits_columns_past_the_texture_and_refuses_blocks_that_do_not_fit() {
+    // 64-texel textures hold 1 KiB of W as texels: a transposed f32 W of 40-element rows
+    // (160 B a column) takes 4 columns a block, so 160 + 2 x 32 columns need 56 blocks.
+    let shape = QkvShape::new(3, 40, 160, 32, true).unwrap();
+    let config: KernelConfig = "decode(texels=1)".parse().unwrap();
+    let (_, blocks) = check_chunked(small(), shape, config, ChunkOptions::default(), 13);
+    assert_eq!(blocks, 56, "{config}: W split by the texture's room");
+    // W in blocks is kept whole: Q8_0's 224 rows of 68 bytes do not fit, and say why.
+    let shape = QkvShape::new(3, 64, 160, 32, true).unwrap();
+    let spec = KernelSpec::resolve(config, ElementType::F32, &small().summary)
+        .and_then(|s| s.with_w_formats([WeightType::Blocks(BlockFormat::Q8_0); 3]))
+        .unwrap();
+    let opts = ChunkOptions::default();
+    let e = Projector::with_spec(small(), shape, spec, OutputLayout::Tokens, &opts)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        e.contains("max_texture_dimension_2d") && e.contains("q8_0"),
+        "{e}"
+    );
 }
 
 #[test]

@@ -108,16 +108,17 @@ fn decode_reads_each_word_of_x_and_w_once_in_half_types() {
     // Half-typed units are one vec4 of words (8 elements) of W and of X, read once and
     // used as two vec4s of elements: every row count and column count per invocation, on
     // d_model that ends mid-word and column counts the invocations do not divide.
-    let configs = [
-        [8, 8, 8, 4],
-        [6, 4, 1, 2],
-        [3, 2, 4, 1],
-        [4, 16, 1, 4],
-        [16, 2, 8, 8],
+    let configs: [&[u32]; 6] = [
+        &[8, 8, 8, 4],
+        &[6, 4, 1, 2],
+        &[3, 2, 4, 1],
+        &[4, 16, 1, 4],
+        &[16, 2, 8, 8],
+        &[16, 2, 8, 8, 1],
     ];
     let shapes = [(1, 45, 24, 8), (9, 70, 16, 13), (5, 3, 7, 3)];
     for v in configs {
-        let config = KernelConfig::new(Kernel::Decode, &v);
+        let config = KernelConfig::new(Kernel::Decode, v);
         for element in HALF {
             for (i, &(t, d, q, kv)) in shapes.iter().enumerate() {
                 let shape = QkvShape::new(t, d, q, kv, i % 2 == 0).unwrap();

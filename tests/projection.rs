@@ -130,18 +130,22 @@ fn decode_sums_every_column_for_every_row_count_and_split() {
     ];
     for (t, d, q, kv, bias) in shapes {
         let shape = QkvShape::new(t, d, q, kv, bias).unwrap();
-        for v in [
-            [1, 1, 1, 1],
-            [3, 2, 4, 1],
-            [8, 8, 8, 4],
-            [4, 16, 1, 4],
-            [6, 4, 1, 2],
-            [64, 1, 8, 2],
-            [2, 128, 4, 2],
-            [16, 2, 8, 8],
-            [8, 1, 1, 8],
-        ] {
-            let config = KernelConfig::new(Kernel::Decode, &v);
+        let configs: [&[u32]; 11] = [
+            &[1, 1, 1, 1],
+            &[3, 2, 4, 1],
+            &[8, 8, 8, 4],
+            &[4, 16, 1, 4],
+            &[6, 4, 1, 2],
+            &[64, 1, 8, 2],
+            &[2, 128, 4, 2],
+            &[16, 2, 8, 8],
+            &[8, 1, 1, 8],
+            // W as texels.
+            &[3, 2, 4, 1, 1],
+            &[8, 1, 1, 8, 1],
+        ];
+        for v in configs {
+            let config = KernelConfig::new(Kernel::Decode, v);
             let report = check(shape, config, 70 + v[1] as u64);
             assert_pass(&report, &format!("{config} on {shape}"));
         }

@@ -5,13 +5,13 @@
 // bytes. Every value is ggml's `dequantize_row_*` of its block: a product that is exact in
 // f32 (d x q, or d x sc x q with d x sc first), plus the minimum where the format has one
 // (rounded once, as there), so the kernel reads exactly the values the reference uses.
-// Provides `w` (binding 2), FMT_Q/K/V, and for W read along d_model (the decode kernel):
-// UNIT_QUADS, `WCol`, `w_col`, `WUnit`, `w_unit` and `w_quad`; for W read across columns
-// (the tiled kernels' row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`.
-// Expects params.wgsl and widen.wgsl (`f16_bits4`). `w` is an array of vec4s, because a
-// CPU driver runs each load as a loop over the SIMD lanes (lavapipe: one loop per load,
-// whatever its width): a unit's words are read as the two or three vec4s that hold them and
-// cut out with selects.
+// Provides FMT_Q/K/V, and for W read along d_model (the decode kernel): UNIT_QUADS, `WCol`,
+// `w_col`, `WUnit`, `w_unit` and `w_quad`; for W read across columns (the tiled kernels'
+// row-major view, params.w_stride = n_cols rounded up to 4): `w4_at`. Expects params.wgsl,
+// widen.wgsl (`f16_bits4`) and W's bytes as vec4s (`w_vec4`: w_buffer.wgsl or
+// w_texels.wgsl). W is read in vec4s, because a CPU driver runs each storage load as a loop
+// over the SIMD lanes (lavapipe: one loop per load, whatever its width): a unit's words are
+// read as the two or three vec4s that hold them and cut out with selects.
 // The host pads the buffer by 48 bytes past the last part, so that those vec4s exist (a
 // buffer whose length is not a multiple of 16 ends in a part of one no kernel can index).
 //
@@ -20,11 +20,9 @@
 // 16 elements: Q8_0 ... Q5_1 blocks are units, Q4_K and Q5_K blocks hold 8 with their own
 // 6-bit scale and minimum, Q6_K blocks 8 with an 8-bit scale per 16 elements.
 
-@group(0) @binding(2) var<storage, read> w: array<vec4<u32>>;
-
 // Word i of W: one load.
 fn wd(i: u32) -> u32 {
-    return w[i >> 2u][i & 3u];
+    return w_vec4(i >> 2u)[i & 3u];
 }
 
 // Words o .. o + 3 of the eight words a, b (o < 4): selects, not a branch.
@@ -48,9 +46,9 @@ struct Words9 {
 }
 
 fn words9(i: u32) -> Words9 {
-    let a = w[i >> 2u];
-    let b = w[(i >> 2u) + 1u];
-    let c = w[(i >> 2u) + 2u];
+    let a = w_vec4(i >> 2u);
+    let b = w_vec4((i >> 2u) + 1u);
+    let c = w_vec4((i >> 2u) + 2u);
     let o = i & 3u;
     return Words9(from_pair(a, b, o), from_pair(b, c, o), word_of(c, o));
 }
@@ -215,7 +213,9 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
                 let none = vec4<u32>();
                 return WUnit(fmt, i, 0u, one, none, none, none, none);
             }
-            return WUnit(fmt, i, 0u, one, w[i], w[i + 1u], w[i + 2u], w[i + 3u]);
+            let q0 = w_vec4(i);
+            let q1 = w_vec4(i + 1u);
+            return WUnit(fmt, i, 0u, one, q0, q1, w_vec4(i + 2u), w_vec4(i + 3u));
         }
         case 2u, 6u, 8u: {
             // Q4_0 (d, qs[16]), Q5_0 (d, qh, qs[16]), Q8_0 (d, qs[32]): a unit starts on an
@@ -268,7 +268,7 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
             let at = row + u / 8u * row_bytes(fmt, 256u);
             let b = at >> 4u;
             let sub = u % 8u;
-            let head = w[b];
+            let head = w_vec4(b);
             let sm = scale_min_k4(head.y, head.z, head.w, sub);
             let d = f16_half(head.x, false) * sm.x;
             let m = f16_half(head.x, true) * sm.y;
@@ -277,11 +277,11 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
             var h0 = vec4<u32>();
             var h1 = vec4<u32>();
             if fmt == 13u {
-                h0 = w[b + 1u];
-                h1 = w[b + 2u];
+                h0 = w_vec4(b + 1u);
+                h1 = w_vec4(b + 2u);
             }
             let scale = vec4<f32>(d, -m, d, -m);
-            return WUnit(fmt, at, sub, scale, w[qs], w[qs + 1u], h0, h1);
+            return WUnit(fmt, at, sub, scale, w_vec4(qs), w_vec4(qs + 1u), h0, h1);
         }
         default: {
             // Q6_K: halves of 128, each four quarters of 32, a signed scale per 16.
@@ -311,7 +311,7 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
     var q: vec4<f32>;
     switch unit.fmt {
         case 0u: {
-            return bitcast<vec4<f32>>(w[at + i]);
+            return bitcast<vec4<f32>>(w_vec4(at + i));
         }
         case 1u, 30u: {
             let low = select(unit.q0, unit.q1, i >= 2u);

@@ -43,6 +43,7 @@ macro_rules! shader {
             parts: [
                 "params.wgsl",
                 "x_words.wgsl",
+                "w_buffer.wgsl",
                 "w4_words.wgsl",
                 "widen.wgsl",
                 "tile128.wgsl",

@@ -138,7 +138,7 @@ impl KernelSpec {
             source: r.source,
             reduce: def.reduce(),
             constants: r.constants,
-            binding: def.binding(),
+            binding: r.binding,
             tile: r.tile,
             w_align: def.w_align(),
             operands: def.operands(),

@@ -33,6 +33,9 @@ pub struct Resolved {
     pub requires: Requirements,
     /// The arithmetic.
     pub arithmetic: Arithmetic,
+    /// How it binds X and W: the variant's [`VariantDef::binding`], or one a parameter picks
+    /// (`decode(texels=1)`).
+    pub binding: BindingKind,
 }
 
 /// The adapter and storage type a tuning sweep is for.
@@ -238,6 +241,7 @@ impl Resolved {
             splits: 1,
             requires: def.requires(),
             arithmetic: Arithmetic::F32Fma,
+            binding: def.binding(),
         }
     }
 }

@@ -1,13 +1,14 @@
-//! The GPU memory of a projector: X and W as storage buffers or textures ([`Operand`]), the
+//! The GPU memory of a projector: X and W ([`Operand`]: buffers or textures), the
 //! weights and bias uploaded once ([`WeightBuffers`]), and the chunk buffer sets runs stream
 //! through ([`Slot`]), each with its bind groups made once.
 
+use super::operand::{storage_bytes, Operand};
 use super::timing::Queries;
-use crate::binding::{Layout, Params, TextureLayout};
+use crate::binding::{BindingKind, Layout, Params, TextureLayout};
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
-use crate::host::{ElementVec, Elements};
+use crate::host::ElementVec;
 use crate::kernels::{KernelSpec, OperandLayout, W_PART_ALIGN};
 use crate::plan::ChunkPlan;
 use crate::shape::QkvShape;
@@ -15,191 +16,6 @@ use crate::weights::{FusedWeights, WeightData};
 use std::ops::Range;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-
-/// Where a kernel reads X or W from.
-pub(super) enum Operand {
-    Buffer(wgpu::Buffer),
-    Texture(wgpu::Texture, wgpu::TextureView),
-}
-
-/// Bytes of a storage buffer of `elems` elements of `element`: whole 16-byte units, so that
-/// a kernel reading vec4s of 32-bit words sees every element (a binding's last partial
-/// vec4 would be out of bounds).
-pub(super) fn storage_bytes(element: ElementType, elems: u64) -> u64 {
-    element.buffer_bytes(elems).div_ceil(16).max(1) * 16
-}
-
-impl Operand {
-    /// A storage buffer of `elems` elements of `element`, or a texture `(width, height)`
-    /// texels of 4 elements ([`TextureLayout::format`]).
-    fn new(
-        device: &wgpu::Device,
-        label: &str,
-        (textures, element): (bool, ElementType),
-        elems: usize,
-        (width, height): (u32, u32),
-    ) -> Self {
-        if textures {
-            let texture = device.create_texture(&wgpu::TextureDescriptor {
-                label: Some(label),
-                size: wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: TextureLayout::format(element),
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                label: Some(label),
-                ..Default::default()
-            });
-            Operand::Texture(texture, view)
-        } else {
-            Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: storage_bytes(element, elems as u64),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            }))
-        }
-    }
-
-    /// Writes a matrix of `row_len`-element rows stored as `element`: f32 data rounded to
-    /// nearest even into a half type ([`ElementType::encode`]), or 16-bit patterns already in
-    /// it; into a buffer with each row zero-padded to `stride` elements (as it is where the
-    /// stride is the row's length), into a texture with each row zero-padded to the
-    /// texture's width. `scratch` holds the bytes where they are not written as they are.
-    pub(super) fn write(
-        &self,
-        queue: &wgpu::Queue,
-        (data, element): (Elements<'_>, ElementType),
-        (row_len, stride): (usize, usize),
-        scratch: &mut Vec<u8>,
-    ) {
-        match self {
-            Operand::Buffer(b) => {
-                let bytes = buffer_bytes((data, element), (row_len, stride), scratch);
-                queue.write_buffer(b, 0, bytes);
-            }
-            Operand::Texture(t, _) => {
-                let (width, height) = (t.width(), t.height());
-                let padded_len = width as usize * 4;
-                let texels: &[u8] = match data {
-                    Elements::F32(d)
-                        if padded_len == row_len
-                            && data.len() / row_len.max(1) == height as usize
-                            && !element.is_half() =>
-                    {
-                        bytemuck::cast_slice(d)
-                    }
-                    _ => {
-                        let total = padded_len * element.size() as usize * height as usize;
-                        scratch.clear();
-                        padded_rows((data, element), (row_len, padded_len), total, scratch);
-                        scratch
-                    }
-                };
-                queue.write_texture(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: t,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d::ZERO,
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    texels,
-                    wgpu::TexelCopyBufferLayout {
-                        offset: 0,
-                        bytes_per_row: Some(width * 4 * element.size() as u32),
-                        rows_per_image: Some(height),
-                    },
-                    t.size(),
-                );
-            }
-        }
-    }
-
-    /// Bytes of the buffer (for a texture, its texels' bytes).
-    fn size(&self) -> u64 {
-        match self {
-            Operand::Buffer(b) => b.size(),
-            Operand::Texture(t, _) => {
-                let size = t.size();
-                t.format().block_copy_size(None).unwrap_or(16) as u64
-                    * size.width as u64
-                    * size.height as u64
-            }
-        }
-    }
-
-    /// The storage buffer, for a buffer operand.
-    #[cfg_attr(target_arch = "wasm32", allow(dead_code))] // the pipeline's, native only
-    pub(super) fn buffer(&self) -> Option<&wgpu::Buffer> {
-        match self {
-            Operand::Buffer(b) => Some(b),
-            Operand::Texture(..) => None,
-        }
-    }
-
-    fn resource(&self) -> wgpu::BindingResource<'_> {
-        match self {
-            Operand::Buffer(b) => b.as_entire_binding(),
-            Operand::Texture(_, view) => wgpu::BindingResource::TextureView(view),
-        }
-    }
-}
-
-/// A matrix of `row_len`-element rows as a storage buffer holds it in `element`, each row
-/// zero-padded to `stride` elements (see [`Operand::write`]): `data`'s own bytes where they
-/// are that already, else built in `scratch`.
-pub(super) fn buffer_bytes<'s>(
-    (data, element): (Elements<'s>, ElementType),
-    (row_len, stride): (usize, usize),
-    scratch: &'s mut Vec<u8>,
-) -> &'s [u8] {
-    scratch.clear();
-    let len = data.len();
-    match data {
-        Elements::F32(d) if !element.is_half() && stride == row_len => bytemuck::cast_slice(d),
-        _ if stride == row_len => {
-            data.encode(element, scratch);
-            // Whole words: a half-typed matrix of odd length ends in half a word.
-            scratch.resize(element.buffer_bytes(len as u64) as usize, 0);
-            scratch
-        }
-        _ => {
-            let elems = (len / row_len.max(1) * stride) as u64;
-            padded_rows(
-                (data, element),
-                (row_len, stride),
-                element.buffer_bytes(elems) as usize,
-                scratch,
-            );
-            scratch
-        }
-    }
-}
-
-/// Appends each row of `data` in `element`'s bytes followed by zeros up to `padded_len`
-/// elements, then zeros up to `total` bytes in all.
-fn padded_rows(
-    (data, element): (Elements<'_>, ElementType),
-    (row_len, padded_len): (usize, usize),
-    total: usize,
-    out: &mut Vec<u8>,
-) {
-    let pad = (padded_len - row_len.min(padded_len)) * element.size() as usize;
-    for r in 0..data.len() / row_len.max(1) {
-        data.slice(r * row_len..(r + 1) * row_len)
-            .encode(element, out);
-        out.resize(out.len() + pad, 0);
-    }
-    out.resize(total, 0);
-}
 
 /// W per column block and the bias, on the GPU for every run.
 pub(super) struct WeightBuffers {
@@ -213,9 +29,14 @@ impl WeightBuffers {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
         let kind = (spec.reads_textures(), spec.types.w);
+        let texels = spec.binding == BindingKind::Texels;
         let stored = spec.w_block_bytes(&plan.shape).map(|bytes| {
+            let label = "w (Wq, Wk, Wv as stored, in their formats)";
+            if texels {
+                return Operand::texels(device, label, bytes);
+            }
             Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("w (Wq, Wk, Wv as stored, in their formats)"),
+                label: Some(label),
                 size: bytes.div_ceil(16) * 16,
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
@@ -230,13 +51,12 @@ impl WeightBuffers {
                 .map(|&(_, n_cols)| {
                     let stride = spec.w_stride(d as u32, n_cols);
                     let tex = TextureLayout::of(&chunk_shape, stride);
-                    Operand::new(
-                        device,
-                        "w (fused Wq|Wk|Wv, one column block)",
-                        kind,
-                        spec.w_len(d as u32, n_cols) as usize,
-                        tex.w,
-                    )
+                    let label = "w (fused Wq|Wk|Wv, one column block)";
+                    let len = spec.w_len(d as u32, n_cols);
+                    if texels {
+                        return Operand::texels(device, label, storage_bytes(spec.types.w, len));
+                    }
+                    Operand::new(device, label, kind, len as usize, tex.w)
                 })
                 .collect()
         };
@@ -269,6 +89,17 @@ impl WeightBuffers {
             // As stored: each part's bytes on the next 16 bytes, as w_blocks.wgsl finds them.
             let buffer = match self.w.as_slice() {
                 [Operand::Buffer(b)] => b,
+                [Operand::Texels(t, _)] => {
+                    let mut bytes = Vec::new();
+                    for p in parts.iter() {
+                        bytes.extend_from_slice(&p.bytes);
+                        bytes.resize(bytes.len().next_multiple_of(W_PART_ALIGN as usize), 0);
+                    }
+                    ctx.checked("uploading weights", || {
+                        Operand::write_texels(t, &ctx.queue, &bytes)
+                    })?;
+                    return self.write_bias(ctx, spec, weights);
+                }
                 _ => {
                     return Err(Error::Input(format!(
                         "kernel {} was not planned for W in its stored formats",
@@ -295,6 +126,16 @@ impl WeightBuffers {
         } else {
             self.write_fused(ctx, spec, plan, weights)?;
         }
+        self.write_bias(ctx, spec, weights)
+    }
+
+    /// Writes the bias rounded to the run's type (see [`write`](Self::write)).
+    fn write_bias(
+        &self,
+        ctx: &GpuContext,
+        spec: &KernelSpec,
+        weights: &FusedWeights,
+    ) -> Result<()> {
         if let Some(b) = &weights.bias {
             let mut rounded = b.clone();
             // Added in f32 by every kernel: rounded to the run's type only.

@@ -17,6 +17,7 @@
 
 mod buffers;
 mod engine;
+mod operand;
 #[cfg(not(target_arch = "wasm32"))]
 mod pipeline;
 mod steady;

@@ -18,6 +18,7 @@ pub const SOURCE_BLOCKS: ShaderSource = shader!(
     parts: [
         "params.wgsl",
         "x_words.wgsl",
+        "w_buffer.wgsl",
         "w_blocks.wgsl",
         "widen.wgsl",
         "tile128.wgsl",

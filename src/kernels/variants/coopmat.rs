@@ -268,6 +268,7 @@ impl VariantDef for Coopmat {
                 tile,
                 f32_accumulator,
             },
+            binding: self.binding(),
         })
     }
     fn requires(&self) -> Requirements {

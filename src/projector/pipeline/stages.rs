@@ -7,8 +7,9 @@
 
 use crate::error::{Error, Result};
 use crate::host::ElementsMut;
-use crate::projector::buffers::{buffer_bytes, Upload};
+use crate::projector::buffers::Upload;
 use crate::projector::engine::{chunk_label, ChunkOutput, Engine};
+use crate::projector::operand::buffer_bytes;
 use std::ops::Range;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
