@@ -37,24 +37,12 @@ impl Operand {
         (width, height): (u32, u32),
     ) -> Self {
         if textures {
-            let texture = device.create_texture(&wgpu::TextureDescriptor {
-                label: Some(label),
-                size: wgpu::Extent3d {
-                    width,
-                    height,
-                    depth_or_array_layers: 1,
-                },
-                mip_level_count: 1,
-                sample_count: 1,
-                dimension: wgpu::TextureDimension::D2,
-                format: TextureLayout::format(element),
-                usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-                view_formats: &[],
-            });
-            let view = texture.create_view(&wgpu::TextureViewDescriptor {
-                label: Some(label),
-                ..Default::default()
-            });
+            let (texture, view) = texture(
+                device,
+                label,
+                (width, height),
+                TextureLayout::format(element),
+            );
             Operand::Texture(texture, view)
         } else {
             Operand::Buffer(device.create_buffer(&wgpu::BufferDescriptor {
@@ -68,25 +56,8 @@ impl Operand {
 
     /// An rgba32uint texture of at least `bytes` bytes, in the extent [`texel_extent`] gives.
     pub(super) fn texels(device: &wgpu::Device, label: &str, bytes: u64) -> Self {
-        let (width, height) = texel_extent(bytes);
-        let texture = device.create_texture(&wgpu::TextureDescriptor {
-            label: Some(label),
-            size: wgpu::Extent3d {
-                width,
-                height,
-                depth_or_array_layers: 1,
-            },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        let view = texture.create_view(&wgpu::TextureViewDescriptor {
-            label: Some(label),
-            ..Default::default()
-        });
+        let extent = texel_extent(bytes);
+        let (texture, view) = texture(device, label, extent, wgpu::TextureFormat::Rgba32Uint);
         Operand::Texels(texture, view)
     }
 
@@ -225,6 +196,35 @@ impl Operand {
             }
         }
     }
+}
+
+/// A 2-D texture of `(width, height)` texels of `format` that kernels read and the queue
+/// writes, and its view.
+fn texture(
+    device: &wgpu::Device,
+    label: &str,
+    (width, height): (u32, u32),
+    format: wgpu::TextureFormat,
+) -> (wgpu::Texture, wgpu::TextureView) {
+    let texture = device.create_texture(&wgpu::TextureDescriptor {
+        label: Some(label),
+        size: wgpu::Extent3d {
+            width,
+            height,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format,
+        usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+        view_formats: &[],
+    });
+    let view = texture.create_view(&wgpu::TextureViewDescriptor {
+        label: Some(label),
+        ..Default::default()
+    });
+    (texture, view)
 }
 
 /// A matrix of `row_len`-element rows as a storage buffer holds it in `element`, each row
