@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command that buys a full measurement on a GPU machine available for a few minutes: the adapter, its
 # measured peak (`qkv peak`), the coopmat block sweep (checked, then unchecked), what the
-# tuner picks for f16, every kernel in every type, the 400,000-token batch end to end (streamed
+# tuner picks for f16, every kernel in every type, quantized decode (f32, Q8_0, Q4_0, Q4_K at
+# one and eight tokens), the 400,000-token batch end to end (streamed
 # and not, f32 and bf16, generated and file to file), and cuBLAS on the same shapes where
 # PyTorch with CUDA is installed. It uses a binary built beforehand (nothing is compiled
 # here) and leaves each step's JSON and log, and a summary table (summary.md), in OUT_DIR.
@@ -83,6 +84,18 @@ step tuned_f16 240 "$qkv" "${bench[@]}" --tokens "$big" --dtype f16 --kernel aut
     --repeats "$repeats"
 step all_kernels 300 "$qkv" "${bench[@]}" --tokens "$big" --dtype f32,f16,bf16 --kernel all \
     --repeats 3
+# Issue #34: the decode kernel at one and eight tokens on Llama-3-8B's Q/K/V, W in f32 and in
+# the block formats users hold, read from a storage buffer and as texels, against the peak's
+# bandwidth by bytes actually read (the rows carry W's bytes).
+decode_kernels="decode(cols=64,split=1,rows=1,each=8,texels=0);decode(cols=64,split=1,rows=1,each=8,texels=1);\
+decode(cols=16,split=8,rows=1,each=4,texels=0);decode(cols=16,split=8,rows=1,each=4,texels=1);\
+decode(cols=32,split=4,rows=8,each=8,texels=0);decode(cols=32,split=4,rows=8,each=8,texels=1)"
+if [ -n "${QKV_MEASURE_QUICK:-}" ]; then decode_shape=(--d-model 256 --q-width 256 --kv-width 128)
+else decode_shape=(--d-model 4096 --q-width 4096 --kv-width 1024); fi
+for wt in f32 q8_0 q4_0 q4_k; do
+    step "decode_$wt" 60 "$qkv" bench "${decode_shape[@]}" --tokens 1,8 --weight-type "$wt" \
+        --kernel "$decode_kernels" --no-cpu --check-rows 8 --repeats "$repeats" --json
+done
 # Issue #23: the large batch end to end, streamed through the pipeline and one after another,
 # in f32 and bf16; then file to file (scripts/make_batch.py writes X and a checkpoint).
 if [ -n "${QKV_MEASURE_QUICK:-}" ]; then batch=2000; else batch=400000; fi
@@ -133,7 +146,8 @@ for f in ("cublas_coopmat_sweep.out.json", "cublas_all_kernels.out.json"):
         key = (r.get("tokens"), r.get("d_model"), r.get("q_width"), r.get("kv_width"), r.get("dtype", "f32"))
         if r.get("cublas_gflops"):
             cublas[key] = r["cublas_gflops"]
-for name in ("coopmat_sweep", "coopmat_unchecked", "tuned_f16", "all_kernels"):
+decode = ["decode_" + w for w in ("f32", "q8_0", "q4_0", "q4_k")]
+for name in ["coopmat_sweep", "coopmat_unchecked", "tuned_f16", "all_kernels"] + decode:
     rows = load(f"{name}.json")
     if not isinstance(rows, list):
         print("### %s: no results (see %s.log)\n" % (name, name))
@@ -145,7 +159,8 @@ for name in ("coopmat_sweep", "coopmat_unchecked", "tuned_f16", "all_kernels"):
         key = (r["tokens"], r["d_model"], r["q_width"], r["kv_width"], r["dtype"])
         cb = cublas.get(key)
         pct = lambda v: "-" if v is None else "%.1f" % (100 * v)
-        kernel = "`%s`%s" % (r["kernel"], " unchecked" if r.get("unchecked") else "")
+        kernel = "`%s`%s%s" % (r["kernel"], " unchecked" if r.get("unchecked") else "",
+                               " W %s" % r["weight_type"] if name in decode else "")
         cb_tf = "-" if cb is None else "%.0f" % cb
         of_cb = "-" if cb is None else "%.1f%%" % (100 * r["gpu_gflops"] / cb)
         print("| %s | %s | %s | %s | %.1f | %s | %s | %s | %s | %s |" % (
