@@ -124,6 +124,9 @@ pub enum BindingKind {
     /// As `Storage`, but W an rgba32uint texture holding the bytes its storage buffer would,
     /// in order, [`W_TEXEL_ROW`] texels (16 bytes each) a row ([`texel_extent`]).
     Texels,
+    /// X as in `Textured`, W's bytes as in `Texels` (W in a checkpoint's formats read by a
+    /// texture kernel), the rest as storage.
+    TexturedTexels,
 }
 
 /// Texels per row of a W bound as [`BindingKind::Texels`]: vec4 `i` of W's bytes is texel
@@ -162,27 +165,42 @@ impl BindingKind {
             BindingKind::Textured => 4,
             BindingKind::SplitK => 7,
             BindingKind::Texels => 5,
+            BindingKind::TexturedTexels => 4,
         }
+    }
+
+    /// Whether X is a texture packed by [`TextureLayout`] (else a storage buffer).
+    pub const fn x_texture(self) -> bool {
+        matches!(self, BindingKind::Textured | BindingKind::TexturedTexels)
+    }
+
+    /// Whether W is its bytes as texels ([`texel_extent`]).
+    pub const fn w_texels(self) -> bool {
+        matches!(self, BindingKind::Texels | BindingKind::TexturedTexels)
     }
 
     /// Every kind, for layouts made once per context (in discriminant order: [`Layouts`]
     /// indexes them so).
-    pub const ALL: [BindingKind; 4] = [
+    pub const ALL: [BindingKind; 5] = [
         BindingKind::Storage,
         BindingKind::Textured,
         BindingKind::SplitK,
         BindingKind::Texels,
+        BindingKind::TexturedTexels,
     ];
 
     /// The slots of group 0, binding 0 first.
     pub fn slots(self) -> Vec<Slot> {
-        let (x, w) = match self {
-            BindingKind::Textured => (Slot::Texture, Slot::Texture),
-            BindingKind::Texels => (Slot::Storage { read_only: true }, Slot::Texture),
-            _ => (
-                Slot::Storage { read_only: true },
-                Slot::Storage { read_only: true },
-            ),
+        let storage = Slot::Storage { read_only: true };
+        let x = if self.x_texture() {
+            Slot::Texture
+        } else {
+            storage
+        };
+        let w = if self.x_texture() || self.w_texels() {
+            Slot::Texture
+        } else {
+            storage
         };
         let mut slots = vec![Slot::Uniform, x, w, Slot::Storage { read_only: true }];
         slots.extend([Slot::Storage { read_only: false }; 3]);
@@ -198,6 +216,7 @@ impl BindingKind {
             BindingKind::Textured => "projection (textures)",
             BindingKind::SplitK => "projection (split-K)",
             BindingKind::Texels => "projection (W as texels)",
+            BindingKind::TexturedTexels => "projection (X as a texture, W as texels)",
         }
     }
 }
@@ -258,7 +277,7 @@ impl Layout {
 /// bind group serves every kernel of a kind.
 #[derive(Debug)]
 pub(crate) struct Layouts {
-    kinds: [Option<Layout>; 4],
+    kinds: [Option<Layout>; BindingKind::ALL.len()],
     pub(crate) fill: Layout,
 }
 

@@ -6,7 +6,7 @@
 //! projector is given it. Every size comes from those limits; `--chunk-tokens` overrides the
 //! token chunk, and a chunk it asks for that does not fit is an error, never silently shrunk.
 
-use crate::binding::{BindingKind, TextureLayout, W_TEXEL_ROW};
+use crate::binding::{TextureLayout, W_TEXEL_ROW};
 use crate::error::{fmt_bytes, Error, Result};
 use crate::kernels::KernelSpec;
 use crate::layout::{HeadSplit, OutputLayout};
@@ -252,7 +252,7 @@ impl Room {
     /// binding's, or for W as texels ([`BindingKind::Texels`]) a texture [`W_TEXEL_ROW`]
     /// texels wide and as high as the device allows (one row where textures are narrower).
     fn w_room(&self, spec: &KernelSpec) -> (u64, &'static str) {
-        if spec.binding != BindingKind::Texels {
+        if !spec.binding.w_texels() {
             return (self.avail, self.binding_name);
         }
         let (row, tex) = (W_TEXEL_ROW as u64, self.max_tex);
@@ -407,7 +407,7 @@ fn most_tokens(
             binding_name,
         ));
     }
-    if spec.reads_textures() {
+    if spec.x_texture() {
         bounds.push((
             room.max_tex,
             format!("X as a texture (kernel {config}): one row per token"),

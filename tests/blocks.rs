@@ -17,9 +17,11 @@ use qkv_wgpu::{
 
 /// The kernels that read W in its formats: decode in its three row counts, its four column
 /// counts per invocation and splits that leave lanes without a unit, with W as a buffer and
-/// as texels, and blocktile's 128 x 128 tile.
+/// as texels, blocktile's 128 x 128 tile, and subgroup-texture's 32 rows of 4 columns per
+/// invocation (8 invocations: 32 columns a workgroup, which no width here fills evenly).
 fn block_kernels() -> Vec<KernelConfig> {
     vec![
+        KernelConfig::new(Kernel::SubgroupTexture, &[8]),
         KernelConfig::new(Kernel::Decode, &[8, 8, 8, 2]),
         KernelConfig::new(Kernel::Decode, &[4, 16, 1, 4]),
         KernelConfig::new(Kernel::Decode, &[3, 2, 4, 1]),
@@ -94,6 +96,24 @@ fn every_block_format_is_read_exactly_by_decode_and_prefill() {
 }
 
 #[test]
+fn prefill_over_several_tiles_of_tokens_and_columns() {
+    // subgroup-texture's 32-row tiles: 70 tokens are two whole ones and a ragged third; 102
+    // + 2 x 38 = 178 columns are three workgroups of 16 x 4, the last one ragged, and an
+    // invocation's four columns straddle Wq's end and Wk's start, each in its own format.
+    use BlockFormat::*;
+    let shape = QkvShape::new(70, 256, 102, 38, true).unwrap();
+    let config = KernelConfig::new(Kernel::SubgroupTexture, &[16]);
+    for (i, types) in [[Q4_0; 3], [Q8_0; 3], [Q4K, Q6K, Q5_1], [Q5K, Q4_1, Q5_0]]
+        .into_iter()
+        .enumerate()
+    {
+        let types = types.map(WeightType::Blocks);
+        let report = check_stored(shape, types, tokens(config), 250 + i as u64);
+        assert_pass(&report, &format!("{config} over {types:?} on {shape}"));
+    }
+}
+
+#[test]
 fn q_k_and_v_each_in_its_own_format_with_gqa_bias_and_the_head_layout() {
     // llama.cpp's mixes keep Wv in more bits than Wq and Wk; an element type may sit beside
     // blocks. GQA: 4 query heads of 8 over 2 key/value heads, in the head layout.
@@ -143,10 +163,13 @@ fn w_as_texels_wraps_rows_of_the_texture_anywhere_in_a_unit() {
     let config = KernelConfig::new(Kernel::Decode, &[16, 2, 8, 8, 1]);
     let q4_0 = [WeightType::Blocks(BlockFormat::Q4_0); 3];
     let q6_k = [WeightType::Blocks(BlockFormat::Q6K); 3];
+    let prefill = KernelConfig::new(Kernel::SubgroupTexture, &[8]);
     for (types, d) in [(q4_0, 1024), (q6_k, 1024)] {
         let shape = QkvShape::new(3, d, 100, 62, true).unwrap();
-        let report = check_stored(shape, types, tokens(config), 400);
-        assert_pass(&report, &format!("{config} over {types:?} on {shape}"));
+        for config in [config, prefill] {
+            let report = check_stored(shape, types, tokens(config), 400);
+            assert_pass(&report, &format!("{config} over {types:?} on {shape}"));
+        }
     }
     let shape = QkvShape::new(2, 2080, 2000, 100, true).unwrap();
     let (x, w) = random_inputs(&shape, 401);

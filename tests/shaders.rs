@@ -228,8 +228,10 @@ fn every_variants_tile_and_workgroup_are_its_shaders() {
     // The host's grid divides the outputs by the spec's tile and sizes workgroups by its
     // invocations; the shader covers TILE_COLS x TILE_ROWS outputs per workgroup of
     // @workgroup_size. Compiled with the spec's own override constants, the two must agree,
-    // for every variant's default and every configuration its tuner sweeps (GPU and CPU).
+    // for every variant's default and every configuration its tuner sweeps (GPU and CPU),
+    // and for the source each reads W in blocks with, where it has one.
     use qkv_wgpu::kernels::{sweep, KernelConfig, KernelSpec, SweepTarget};
+    use qkv_wgpu::quant::{BlockFormat, WeightType};
     use qkv_wgpu::{ElementType, Kernel};
     let summary = gpu_summary();
     let mut configs: Vec<KernelConfig> = Vec::new();
@@ -252,46 +254,75 @@ fn every_variants_tile_and_workgroup_are_its_shaders() {
             continue;
         }
         let spec = KernelSpec::new(config).unwrap();
-        let mut constants: naga::back::PipelineConstants = spec
-            .pipeline_constants(false, false)
-            .into_iter()
-            .chain(spec.device_constants(&summary))
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
-        if !spec.source.wgsl.contains("override NATIVE_F16") {
-            constants.remove("NATIVE_F16");
+        let blocks = spec
+            .clone()
+            .with_w_formats([WeightType::Blocks(BlockFormat::Q4_0); 3]);
+        for spec in std::iter::once(spec).chain(blocks.ok()) {
+            check_tile_and_workgroup(config, &spec, &summary);
         }
-        let (module, info) = validated(spec.source.file, spec.source.wgsl);
-        let (module, _) = naga::back::pipeline_constants::process_overrides(
-            &module,
-            &info,
-            Some((naga::ShaderStage::Compute, "main")),
-            &constants,
-        )
-        .unwrap_or_else(|e| panic!("{config}: {e:?}"));
-        let ep = module
-            .entry_points
-            .iter()
-            .find(|e| e.name == "main")
-            .unwrap();
-        let [x, y, z] = ep.workgroup_size;
-        assert_eq!(
-            x * y * z,
-            spec.workgroup_invocations(&summary),
-            "{config}: @workgroup_size of {}",
-            spec.source.file
-        );
-        let tile = (
-            constant(&module, "TILE_COLS")
-                .unwrap_or_else(|| panic!("{} has no TILE_COLS", spec.source.file)),
-            constant(&module, "TILE_ROWS")
-                .unwrap_or_else(|| panic!("{} has no TILE_ROWS", spec.source.file)),
-        );
-        assert_eq!(
-            tile, spec.tile,
-            "{config}: the tile of {}",
-            spec.source.file
-        );
     }
     assert!(seen.len() > 30, "{} configurations", seen.len());
+}
+
+/// [`every_variants_tile_and_workgroup_are_its_shaders`] for one spec.
+fn check_tile_and_workgroup(
+    config: qkv_wgpu::kernels::KernelConfig,
+    spec: &qkv_wgpu::kernels::KernelSpec,
+    summary: &qkv_wgpu::AdapterSummary,
+) {
+    let mut constants: naga::back::PipelineConstants = spec
+        .pipeline_constants(false, false)
+        .into_iter()
+        .chain(spec.device_constants(summary))
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    if !spec.source.wgsl.contains("override NATIVE_F16") {
+        constants.remove("NATIVE_F16");
+    }
+    let (module, info) = validated(spec.source.file, spec.source.wgsl);
+    let (module, _) = naga::back::pipeline_constants::process_overrides(
+        &module,
+        &info,
+        Some((naga::ShaderStage::Compute, "main")),
+        &constants,
+    )
+    .unwrap_or_else(|e| panic!("{config}: {e:?}"));
+    let ep = module
+        .entry_points
+        .iter()
+        .find(|e| e.name == "main")
+        .unwrap();
+    let [x, y, z] = ep.workgroup_size;
+    assert_eq!(
+        x * y * z,
+        spec.workgroup_invocations(summary),
+        "{config}: @workgroup_size of {}",
+        spec.source.file
+    );
+    let tile = (
+        constant(&module, "TILE_COLS")
+            .unwrap_or_else(|| panic!("{} has no TILE_COLS", spec.source.file)),
+        constant(&module, "TILE_ROWS")
+            .unwrap_or_else(|| panic!("{} has no TILE_ROWS", spec.source.file)),
+    );
+    assert_eq!(
+        tile, spec.tile,
+        "{config}: the tile of {}",
+        spec.source.file
+    );
+}
+
+#[test]
+fn the_width_of_w_as_texels_is_the_hosts() {
+    // The host lays W's bytes out W_TEXEL_ROW texels a row; w_texels.wgsl reads them so.
+    let part = files("parts")
+        .into_iter()
+        .find(|(name, _)| name == "w_texels.wgsl")
+        .expect("parts/w_texels.wgsl")
+        .1;
+    let line = format!(
+        "const W_TEXEL_ROW: u32 = {}u;",
+        qkv_wgpu::binding::W_TEXEL_ROW
+    );
+    assert!(part.contains(&line), "w_texels.wgsl does not say `{line}`");
 }

@@ -34,7 +34,14 @@ macro_rules! shader {
     ($file:literal, parts: textured) => {
         $crate::kernels::shaders::shader!(
             $file,
-            parts: ["params.wgsl", "textures.wgsl", "widen.wgsl", "rows.wgsl", "store.wgsl"]
+            parts: [
+                "params.wgsl",
+                "x_texture.wgsl",
+                "w_texture.wgsl",
+                "widen.wgsl",
+                "rows.wgsl",
+                "store.wgsl",
+            ]
         )
     };
     ($file:literal, parts: tile128) => {

@@ -211,7 +211,7 @@ impl KernelSpec {
     /// dequantized as they are read; an error naming the variants that can, for one that
     /// cannot.
     pub fn with_w_formats(self, formats: [WeightType; 3]) -> Result<Self, String> {
-        let Some(source) = (self.custom.is_none())
+        let Some((source, binding)) = (self.custom.is_none())
             .then(|| self.kernel().def().blocks_source(&self.config))
             .flatten()
         else {
@@ -228,6 +228,11 @@ impl KernelSpec {
         };
         Ok(Self {
             source,
+            binding,
+            requires: Requirements {
+                storage_buffers: binding.storage_buffers(),
+                ..self.requires
+            },
             w_formats: Some(formats),
             ..self
         })
@@ -298,6 +303,12 @@ impl KernelSpec {
     /// Whether X and W are bound as textures (see [`crate::binding::TextureLayout`]).
     pub fn reads_textures(&self) -> bool {
         self.binding == BindingKind::Textured
+    }
+
+    /// Whether X is bound as a texture ([`crate::binding::TextureLayout`]): with W as a
+    /// texture of the same layout, or as texels of its bytes.
+    pub fn x_texture(&self) -> bool {
+        self.binding.x_texture()
     }
 
     /// Why the adapter (or device) `summary` describes cannot run this kernel, if it

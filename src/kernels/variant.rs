@@ -130,9 +130,10 @@ pub trait VariantDef: Sync {
     fn sources(&self) -> Vec<ShaderSource>;
 
     /// The main pass's source for W kept in a checkpoint's formats, dequantized as it is
-    /// read (`shaders/parts/w_blocks.wgsl`), for a configuration `resolve` gave `source`;
-    /// None for a variant that reads W only in an element type.
-    fn blocks_source(&self, _config: &KernelConfig) -> Option<ShaderSource> {
+    /// read (`shaders/parts/w_blocks.wgsl`), for a configuration `resolve` gave `source`,
+    /// and the binding kind it reads its operands through; None for a variant that reads W
+    /// only in an element type.
+    fn blocks_source(&self, _config: &KernelConfig) -> Option<(ShaderSource, BindingKind)> {
         None
     }
 

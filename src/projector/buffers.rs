@@ -4,7 +4,7 @@
 
 use super::operand::{storage_bytes, Operand};
 use super::timing::Queries;
-use crate::binding::{BindingKind, Layout, Params, TextureLayout};
+use crate::binding::{Layout, Params, TextureLayout};
 use crate::context::GpuContext;
 use crate::element::ElementType;
 use crate::error::{Error, Result};
@@ -29,7 +29,7 @@ impl WeightBuffers {
         let chunk_shape = plan.chunk_shape();
         let d = plan.shape.d_model as usize;
         let kind = (spec.reads_textures(), spec.types.w);
-        let texels = spec.binding == BindingKind::Texels;
+        let texels = spec.binding.w_texels();
         let stored = spec.w_block_bytes(&plan.shape).map(|bytes| {
             let label = "w (Wq, Wk, Wv as stored, in their formats)";
             if texels {
@@ -376,7 +376,7 @@ impl Slot {
             })
         };
         let tex = TextureLayout::of(&chunk_shape, 4);
-        let textures = spec.reads_textures();
+        let textures = spec.x_texture();
         let x = Operand::new(
             device,
             "x (one chunk)",

@@ -114,7 +114,7 @@ impl<'c> Engine<'c> {
         // staging memory (textures are written by the queue); the browser streams on its one
         // thread through two buffer sets.
         let threaded = threaded(&plan);
-        let upload = if !threaded || spec.reads_textures() {
+        let upload = if !threaded || spec.x_texture() {
             Upload::Queued
         } else if spec.types.x == spec.dtype() && spec.x_stride(shape.d_model) == shape.d_model {
             Upload::Mapped

@@ -50,8 +50,8 @@ impl VariantDef for Blocktile {
     fn w_align(&self) -> u32 {
         4
     }
-    fn blocks_source(&self, _: &KernelConfig) -> Option<ShaderSource> {
-        Some(SOURCE_BLOCKS)
+    fn blocks_source(&self, _: &KernelConfig) -> Option<(ShaderSource, BindingKind)> {
+        Some((SOURCE_BLOCKS, BindingKind::Storage))
     }
     fn sources(&self) -> Vec<ShaderSource> {
         vec![SOURCE, SOURCE_BLOCKS]

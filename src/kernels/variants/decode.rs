@@ -6,7 +6,6 @@
 //! bytes ([`BindingKind::Texels`]): the same reads, fetched as texels.
 
 use super::super::variant::prelude::*;
-use crate::binding::W_TEXEL_ROW;
 use crate::kernels::spec::OperandLayout;
 
 /// The variant.
@@ -104,7 +103,7 @@ impl VariantDef for Decode {
     fn resolve(&self, c: &KernelConfig) -> Result<Resolved, String> {
         let (cols, split, rows, each) = (c.value(0), c.value(1), c.value(2), c.value(3));
         let wg = cols / each * split;
-        let mut constants = vec![
+        let constants = vec![
             ("COLS", cols as f64),
             ("SPLIT", split as f64),
             ("ROWS", rows as f64),
@@ -113,7 +112,6 @@ impl VariantDef for Decode {
         ];
         let texels = c.value(4) == 1;
         let (source, binding) = if texels {
-            constants.push(("W_TEXEL_ROW", W_TEXEL_ROW as f64));
             (SOURCE_TEXELS, BindingKind::Texels)
         } else {
             (SOURCE, BindingKind::Storage)
@@ -139,11 +137,11 @@ impl VariantDef for Decode {
     fn operands(&self) -> OperandLayout {
         OperandLayout::KMajor
     }
-    fn blocks_source(&self, c: &KernelConfig) -> Option<ShaderSource> {
+    fn blocks_source(&self, c: &KernelConfig) -> Option<(ShaderSource, BindingKind)> {
         Some(if c.value(4) == 1 {
-            SOURCE_BLOCKS_TEXELS
+            (SOURCE_BLOCKS_TEXELS, BindingKind::Texels)
         } else {
-            SOURCE_BLOCKS
+            (SOURCE_BLOCKS, BindingKind::Storage)
         })
     }
     fn sources(&self) -> Vec<ShaderSource> {

@@ -9,6 +9,22 @@ pub struct SubgroupTexture;
 /// `shaders/qkv_subgroup_texture.wgsl`.
 pub const SOURCE: ShaderSource = shader!("qkv_subgroup_texture.wgsl", parts: textured);
 
+/// The same with W in a checkpoint's formats (`shaders/parts/w_blocks.wgsl`), its bytes as
+/// texels: the prefill kernel of quantized weights on CPU drivers, each unit of 32 elements
+/// dequantized once for the invocation's 32 rows.
+pub const SOURCE_BLOCKS: ShaderSource = shader!(
+    "qkv_subgroup_texture_blocks.wgsl",
+    parts: [
+        "params.wgsl",
+        "x_texture.wgsl",
+        "w_texels.wgsl",
+        "w_blocks.wgsl",
+        "widen.wgsl",
+        "rows.wgsl",
+        "store.wgsl",
+    ]
+);
+
 impl VariantDef for SubgroupTexture {
     fn name(&self) -> &'static str {
         "subgroup-texture"
@@ -49,8 +65,11 @@ impl VariantDef for SubgroupTexture {
     fn w_align(&self) -> u32 {
         4
     }
+    fn blocks_source(&self, _: &KernelConfig) -> Option<(ShaderSource, BindingKind)> {
+        Some((SOURCE_BLOCKS, BindingKind::TexturedTexels))
+    }
     fn sources(&self) -> Vec<ShaderSource> {
-        vec![SOURCE]
+        vec![SOURCE, SOURCE_BLOCKS]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         [16, 32]
