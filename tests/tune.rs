@@ -195,18 +195,18 @@ fn a_choice_tuned_on_a_busy_machine_is_tuned_again_and_the_margin_is_kept() {
 
 #[test]
 fn with_w_in_blocks_the_tuner_tries_only_kernels_that_read_them_and_keeps_them_apart() {
-    // Issue #34: decode and blocktile read block formats; the others are no candidates, and a
-    // choice for Q4_0 weights is its own cache entry, apart from f32's.
+    // Issue #34: decode, blocktile and subgroup-texture read block formats; the others are no
+    // candidates, and a choice for Q4_0 weights is its own cache entry, apart from f32's.
     use qkv_wgpu::quant::{BlockFormat, WeightType};
     let q4 = Some([WeightType::Blocks(BlockFormat::Q4_0); 3]);
     let cands = candidates(ctx(), ElementType::F32, q4);
-    assert!(
-        cands.iter().any(|c| c.kernel == Kernel::Decode),
-        "{cands:?}"
-    );
-    assert!(cands
-        .iter()
-        .all(|c| matches!(c.kernel, Kernel::Decode | Kernel::Blocktile)));
+    for kernel in [Kernel::Decode, Kernel::SubgroupTexture] {
+        assert!(cands.iter().any(|c| c.kernel == kernel), "{cands:?}");
+    }
+    assert!(cands.iter().all(|c| matches!(
+        c.kernel,
+        Kernel::Decode | Kernel::Blocktile | Kernel::SubgroupTexture
+    )));
     let shape = QkvShape::new(1, 64, 32, 16, true).unwrap();
     let plain = shape_class_key(ctx(), &shape, ElementType::F32, None);
     let blocks = shape_class_key(ctx(), &shape, ElementType::F32, q4);

@@ -226,8 +226,9 @@ pub fn weight_type_help() -> String {
     format!(
         "How Wq, Wk and Wv are stored on the GPU: one type for all three, or three separated by \
          commas (Q, K, V). A block format keeps W quantized on the GPU (llama.cpp's reference \
-         quantizers) and dequantized in the kernel (decode or blocktile); the check is against \
-         the quantized weights, and the quantization cost against the weights before. One of: \
+         quantizers) and dequantized in the kernel (decode, subgroup-texture or blocktile); the \
+         check is against the quantized weights, and the quantization cost against the weights \
+         before. One of: \
          {} [default: --dtype]",
         qkv_wgpu::quant::WeightType::names()
     )

@@ -1,5 +1,6 @@
 //! `subgroup-texture` (6): `texture`'s operands through textures with `subgroup`'s sharing
-//! of X by broadcasts: 32x4 outputs per invocation, `wg` invocations per workgroup.
+//! of X by broadcasts: 32x4 outputs per invocation, `wg` invocations per workgroup. Reads W
+//! in a checkpoint's formats too (its bytes as texels, [`BindingKind::TexturedTexels`]).
 
 use super::super::variant::prelude::*;
 
