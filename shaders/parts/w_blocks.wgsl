@@ -125,14 +125,16 @@ fn f16_half(word: u32, high: bool) -> f32 {
     return f16_bits4(vec4<u32>(select(word & 0xffffu, word >> 16u, high))).x;
 }
 
-// The four bytes of a word, unsigned.
-fn bytes4(word: u32) -> vec4<u32> {
-    return (vec4<u32>(word) >> vec4<u32>(0u, 8u, 16u, 24u)) & vec4<u32>(0xffu);
+// Small unsigned integers (below 2^31) as f32, exactly: converted as signed integers, one
+// instruction on x86, where an unsigned conversion takes several.
+fn small_f32(v: vec4<u32>) -> vec4<f32> {
+    return vec4<f32>(bitcast<vec4<i32>>(v));
 }
 
-// The low (hi false) or high nibbles of four bytes.
-fn nibbles(b: vec4<u32>, hi: bool) -> vec4<u32> {
-    return select(b & vec4<u32>(15u), b >> vec4<u32>(4u), hi);
+// Bits sh .. sh + width - 1 (`mask`: 2^width - 1) of each of the four bytes of a word: one
+// shift and one mask (sh < 8: 0 or 4 takes the low or high nibbles).
+fn byte_bits(word: u32, sh: u32, mask: u32) -> vec4<u32> {
+    return (vec4<u32>(word) >> (vec4<u32>(0u, 8u, 16u, 24u) + vec4<u32>(sh))) & vec4<u32>(mask);
 }
 
 // Q4_K's and Q5_K's 6-bit scale and minimum of sub-block `j` (ggml's get_scale_min_k4), from
@@ -166,8 +168,10 @@ fn w_row(c: u32, fmt: u32) -> u32 {
 }
 
 // One unit of a row: its format, the first byte of its block, which unit of the block it is,
-// value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31, and its
-// quantized bytes read once (realigned to words): 16 or 32 bytes of low bits (q0, q1) and
+// value = scale.x q + scale.y for elements 0..15, scale.z q + scale.w for 16..31 (q the
+// stored bits as an unsigned integer, Q8_0's signed; a format centred on 8, 16 or 32 has
+// -8, -16 or -32 times the scale as its minimum: the product is exact, so one fma gives the
+// value exactly, with no subtraction per element), and its quantized bytes read once (realigned to words): 16 or 32 bytes of low bits (q0, q1) and
 // the high bits of the Q5 and Q6 formats (h0, h1; Q5_0's and Q5_1's one word in h0.x).
 // An f32 unit's vec4s are read as they go, from vec4 `at` on; an f16 or bf16 one's four
 // are q0, q1, h0, h1.
@@ -228,6 +232,9 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
             let v = n.v;
             let e = n.v2.x;
             let d = f16_half(v.x, odd);
+            // Q4_0's and Q5_0's values are d (q - 8) and d (q - 16): the offset goes in the
+            // minimum, -8 d and -16 d (exact), so that fma(d, q, -8 d) is the value exactly.
+            let m = select(select(0.0, -8.0 * d, fmt == 2u), -16.0 * d, fmt == 6u);
             // The 16 bytes at unit byte 2 (Q4_0's and Q8_0's qs).
             var q0 = past_half(v, e, odd);
             var q1 = vec4<u32>();
@@ -241,7 +248,7 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
                 let v1 = vec4<u32>(v.yzw, e);
                 q0 = past_half(v1, n.v2.y, odd);
             }
-            return WUnit(fmt, at, 0u, vec4<f32>(d, 0.0, d, 0.0), q0, q1, h, vec4<u32>());
+            return WUnit(fmt, at, 0u, vec4<f32>(d, m, d, m), q0, q1, h, vec4<u32>());
         }
         case 3u, 7u: {
             // Q4_1 (d, m, qs[16]), Q5_1 (d, m, qh, qs[16]): their units (20 and 24 bytes)
@@ -288,8 +295,13 @@ fn w_unit(wc: WCol, u: u32) -> WUnit {
             let at = row + u / 8u * 210u;
             let sub = u % 8u;
             let d = f16_at(at + 208u);
+            // Its two scales, bytes s and s + 1 (s even: one word); values d sc (q - 32), the
+            // offset in the minimum, -32 d sc (exact: d sc is, and 32 a power of two).
             let s = at + 192u + 8u * (sub / 4u) + 2u * (sub % 4u);
-            let scale = vec4<f32>(d * i8_at(s), 0.0, d * i8_at(s + 1u), 0.0);
+            let sw = wd(s >> 2u) >> ((s & 2u) * 8u);
+            let sc = vec2<f32>(vec2<i32>(bitcast<i32>(sw << 24u), bitcast<i32>(sw << 16u)) >> vec2<u32>(24u));
+            let ds = d * sc;
+            let scale = vec4<f32>(ds.x, -32.0 * ds.x, ds.y, -32.0 * ds.y);
             // Quarter t of half n: ql[64 n + 32 (t & 1) ..], qh[32 n ..].
             let ql = at + 64u * (sub / 4u) + 32u * (sub & 1u);
             let qh = at + 128u + 32u * (sub / 4u);
@@ -328,36 +340,35 @@ fn w_quad(unit: WUnit, i: u32) -> vec4<f32> {
             q = vec4<f32>(bitcast<vec4<i32>>(b) >> vec4<u32>(24u));
         }
         case 2u, 3u: {
-            // Q4_0 (centred on 8) and Q4_1: element e < 16 the low nibble of qs[e], else the
-            // high nibble of qs[e - 16].
-            let low = nibbles(bytes4(unit.q0[i & 3u]), i >= 4u);
-            q = vec4<f32>(low) - select(8.0, 0.0, unit.fmt == 3u);
+            // Q4_0 (centred on 8: the minimum holds -8 d) and Q4_1: element e < 16 the low
+            // nibble of qs[e], else the high nibble of qs[e - 16].
+            q = small_f32(byte_bits(unit.q0[i & 3u], select(0u, 4u, i >= 4u), 15u));
         }
         case 6u, 7u: {
-            // Q5_0 (centred on 16) and Q5_1: element e's fifth bit is bit e of qh.
-            let low = nibbles(bytes4(unit.q0[i & 3u]), i >= 4u);
+            // Q5_0 (centred on 16: the minimum holds -16 d) and Q5_1: element e's fifth bit
+            // is bit e of qh.
+            let low = byte_bits(unit.q0[i & 3u], select(0u, 4u, i >= 4u), 15u);
             let e = vec4<u32>(4u * i) + vec4<u32>(0u, 1u, 2u, 3u);
             let high = ((vec4<u32>(unit.h0.x) >> e) & vec4<u32>(1u)) << vec4<u32>(4u);
-            q = vec4<f32>(low | high) - select(16.0, 0.0, unit.fmt == 7u);
+            q = small_f32(low | high);
         }
         case 12u: {
             // Q4_K: unit 2g + h is the low (h = 0) or high nibbles of qs[32 g ..].
-            q = vec4<f32>(nibbles(bytes4(word32(unit, i)), (unit.sub & 1u) == 1u));
+            q = small_f32(byte_bits(word32(unit, i), 4u * (unit.sub & 1u), 15u));
         }
         case 13u: {
             // Q5_K: as Q4_K, unit s's fifth bits bit s of qh[l].
-            let low = nibbles(bytes4(word32(unit, i)), (unit.sub & 1u) == 1u);
+            let low = byte_bits(word32(unit, i), 4u * (unit.sub & 1u), 15u);
             let qh = select(unit.h1[i & 3u], unit.h0[i & 3u], i < 4u);
-            let high = (bytes4(qh) >> vec4<u32>(unit.sub)) & vec4<u32>(1u);
-            q = vec4<f32>(low | (high << vec4<u32>(4u)));
+            q = small_f32(low | (byte_bits(qh, unit.sub, 1u) << vec4<u32>(4u)));
         }
         default: {
-            // Q6_K: quarter t: the low (t < 2) or high nibbles of ql, bits 2t, 2t + 1 of qh.
+            // Q6_K (centred on 32: the minimum holds -32 d sc): quarter t, the low (t < 2) or
+            // high nibbles of ql and bits 2t, 2t + 1 of qh.
             let t = unit.sub % 4u;
-            let low = nibbles(bytes4(word32(unit, i)), t >= 2u);
+            let low = byte_bits(word32(unit, i), 4u * (t / 2u), 15u);
             let qh = select(unit.h1[i & 3u], unit.h0[i & 3u], i < 4u);
-            let hb = (bytes4(qh) >> vec4<u32>(2u * t)) & vec4<u32>(3u);
-            q = vec4<f32>(low | (hb << vec4<u32>(4u))) - 32.0;
+            q = small_f32(low | (byte_bits(qh, 2u * t, 3u) << vec4<u32>(4u)));
         }
     }
     let s = select(unit.scale.xy, unit.scale.zw, i >= 4u);
