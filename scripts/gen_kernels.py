@@ -233,6 +233,14 @@ def texture_kernel():
     return "".join(o)
 
 
+def x_texels(rows, t):
+    """Each lane's X texel `t` of each of the `rows` rows, widened: s0, s1, ..."""
+    o = [f"        let t = {t};\n"]
+    for r in range(rows):
+        o.append(f"        let s{r} = texel(textureLoad(x, vec2<u32>(t, r{r}), 0));\n")
+    return "".join(o)
+
+
 def subgroup_texture_kernel():
     rows = 32
     o = [TEXTURE_HEADER["subgroup_texture"], TEXTURE_CONTRACT.replace("ROWS", "32"), "\n"]
@@ -243,9 +251,7 @@ def subgroup_texture_kernel():
     o.append("    let my_t = min(lane, 7u);\n")
     o.append("    // a_r accumulates row r0 + r, columns col_base .. col_base + 3.\n")
     o.append("    for (var k0 = 0u; k0 < d; k0 += 32u) {\n")
-    o.append("        let t = k0 / 4u + my_t;\n")
-    for r in range(rows):
-        o.append(f"        let s{r} = texel(textureLoad(x, vec2<u32>(t, r{r}), 0));\n")
+    o.append(x_texels(rows, "k0 / 4u + my_t"))
     for l in range(8):
         for c, comp in enumerate("xyzw"):
             o.append("        {\n")
@@ -302,9 +308,7 @@ def subgroup_texture_blocks_kernel():
     o.append("    // a_r accumulates row r0 + r, columns col_base .. col_base + 3; unit u is elements\n")
     o.append("    // 32 u .. 32 u + 31 of d_model, lane l's X texel its elements 4 l .. 4 l + 3.\n")
     o.append("    for (var u = 0u; u < d / 32u; u++) {\n")
-    o.append("        let t = 8u * u + my_t;\n")
-    for r in range(rows):
-        o.append(f"        let s{r} = texel(textureLoad(x, vec2<u32>(t, r{r}), 0));\n")
+    o.append(x_texels(rows, "8u * u + my_t"))
     for j in range(4):
         o.append(f"        let u{j} = w_unit(c{j}, u);\n")
     for l in range(8):
