@@ -438,10 +438,10 @@ impl Sweep<'_> {
                         .and_then(|t| WeightType::stored_formats(t, e));
                     // W kept as stored is one binding, whichever kernel reads it.
                     let least = match formats {
-                        Some(f) => KernelSpec::from(Kernel::Decode)
-                            .with_element(e)
+                        Some(f) => KernelSpec::try_from(Kernel::Decode)
+                            .and_then(|s| s.with_element(e))
                             .and_then(|s| s.with_w_formats(f)),
-                        None => KernelSpec::from(Kernel::Naive).with_element(e),
+                        None => KernelSpec::try_from(Kernel::Naive).and_then(|s| s.with_element(e)),
                     }
                     .map_err(Error::Input)?;
                     check_fits(&ctx.limits(), &shape, &least)?;

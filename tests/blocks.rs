@@ -185,14 +185,16 @@ fn w_as_texels_wraps_rows_of_the_texture_anywhere_in_a_unit() {
 #[test]
 fn a_kernel_that_cannot_read_blocks_is_refused_by_name_and_so_are_mismatched_weights() {
     let types = [WeightType::Blocks(BlockFormat::Q8_0); 3];
-    let e = KernelSpec::from(Kernel::Tiled)
+    let e = KernelSpec::try_from(Kernel::Tiled)
+        .unwrap()
         .with_w_formats(types)
         .unwrap_err();
     assert!(e.contains("decode") && e.contains("blocktile"), "{e}");
     // A projector made for blocks refuses fused weights, and the other way round.
     let shape = QkvShape::new(2, 64, 8, 8, false).unwrap();
     let (_, w) = random_inputs(&shape, 1);
-    let spec = KernelSpec::from(Kernel::Decode)
+    let spec = KernelSpec::try_from(Kernel::Decode)
+        .unwrap()
         .with_w_formats(types)
         .unwrap();
     let mut p = Projector::with_spec(

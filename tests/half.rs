@@ -202,7 +202,7 @@ fn chunks_and_column_blocks_run_in_half_types_sized_by_two_bytes() {
         let f32_plan = qkv_wgpu::ChunkPlan::new(
             &small().limits(),
             &shape,
-            &qkv_wgpu::KernelSpec::from(kernel),
+            &qkv_wgpu::KernelSpec::try_from(kernel).unwrap(),
             OutputLayout::Tokens,
             &ChunkOptions::default(),
         )

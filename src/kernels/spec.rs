@@ -118,11 +118,14 @@ pub struct KernelSpec {
     pub w_formats: Option<[WeightType; 3]>,
 }
 
-impl From<Kernel> for KernelSpec {
-    /// The spec of a built-in variant's default configuration (always valid; a user's
-    /// kernel's spec comes from its file, [`CustomKernel::spec`](super::CustomKernel::spec)).
-    fn from(kernel: Kernel) -> Self {
-        KernelSpec::new(KernelConfig::from(kernel)).expect("default configurations are valid")
+impl TryFrom<Kernel> for KernelSpec {
+    type Error = String;
+
+    /// The spec of a built-in variant's default configuration: an error for `coopmat`, whose
+    /// tile comes from the adapter ([`KernelConfig::for_adapter`]). A user's kernel's spec
+    /// comes from its file, [`CustomKernel::spec`](super::CustomKernel::spec).
+    fn try_from(kernel: Kernel) -> Result<Self, String> {
+        KernelSpec::new(KernelConfig::from(kernel))
     }
 }
 
@@ -476,7 +479,8 @@ mod tests {
         assert_eq!(k.reduce_groups(10, 1000, 4096, 256), Some(40));
         assert_eq!(k.reduce_groups(10, 1000, 4096, 128), Some(79));
         assert_eq!(k.reduce_groups(1000, 1000, 16, 256), Some(16));
-        let n = KernelSpec::from(Kernel::Naive);
+        let n = KernelSpec::try_from(Kernel::Naive).unwrap();
+        assert!(KernelSpec::try_from(Kernel::Coopmat).is_err());
         assert_eq!((n.w_stride(3, 10), n.scratch_len(10, 20)), (10, 0));
         let c = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();
         assert_eq!(c.operands, OperandLayout::KMajor);
@@ -492,11 +496,13 @@ mod tests {
             n.pipeline_constants(true, false),
             vec![("HAS_BIAS", 1.0), ("HEAD_LAYOUT", 0.0), ("ELEM", 0.0)]
         );
-        let b = KernelSpec::from(Kernel::Blocktile)
+        let b = KernelSpec::try_from(Kernel::Blocktile)
+            .unwrap()
             .with_element(ElementType::Bf16)
             .unwrap();
         assert_eq!(b.pipeline_constants(false, true)[2], ("ELEM", 2.0));
-        let e = KernelSpec::from(Kernel::Tiled)
+        let e = KernelSpec::try_from(Kernel::Tiled)
+            .unwrap()
             .with_element(ElementType::F16)
             .unwrap_err();
         assert!(
@@ -530,7 +536,9 @@ mod tests {
         let c = c.with_element(ElementType::Bf16).unwrap();
         assert_eq!(c.types, coop(ElementType::Bf16));
         assert_eq!(c.pipeline_constants(false, false)[2], ("ELEM", 2.0));
-        let s = KernelSpec::from(Kernel::Splitk).with_element(f16).unwrap();
+        let s = KernelSpec::try_from(Kernel::Splitk)
+            .and_then(|s| s.with_element(f16))
+            .unwrap();
         assert_eq!(s.types, OperandTypes::all(f16));
     }
 

@@ -561,7 +561,7 @@ mod tests {
     #[test]
     fn each_kernel_is_held_to_the_peak_of_its_arithmetic_and_its_roofline() {
         let p = peak();
-        let blocktile = KernelSpec::from(crate::kernels::Kernel::Blocktile);
+        let blocktile = KernelSpec::try_from(crate::kernels::Kernel::Blocktile).unwrap();
         assert_eq!(p.compute_for(&blocktile).unwrap().what, "f32 FMA");
         let coop = KernelSpec::new(KernelConfig::coopmat(16, true, CoopBlock::default_for(16)))
             .unwrap()

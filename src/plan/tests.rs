@@ -14,6 +14,11 @@ fn limits(binding: u64, groups: u32, tex: u32) -> wgpu::Limits {
     }
 }
 
+/// The default configuration of `kernel` (every variant but `coopmat` has one).
+fn spec(kernel: Kernel) -> KernelSpec {
+    KernelSpec::try_from(kernel).unwrap()
+}
+
 fn shape(tokens: u32, d: u32, q: u32, kv: u32) -> QkvShape {
     QkvShape::new(tokens, d, q, kv, false).unwrap()
 }
@@ -29,7 +34,7 @@ fn chunks_cover_every_row_once() {
         let p = plan(
             &limits(1 << 20, 65535, 8192),
             &s,
-            &Kernel::Naive.into(),
+            &spec(Kernel::Naive),
             OutputLayout::Tokens,
             &opts,
         )
@@ -52,7 +57,7 @@ fn binding_limit_bounds_chunks_and_splits_columns() {
     let p = plan(
         &limits(4096, 65535, 8192),
         &s,
-        &Kernel::Naive.into(),
+        &spec(Kernel::Naive),
         OutputLayout::Tokens,
         &ChunkOptions::default(),
     )
@@ -107,7 +112,7 @@ fn a_chunk_that_does_not_fit_is_refused_not_shrunk() {
     let err = plan(
         &limits(4096, 65535, 8192),
         &s,
-        &Kernel::Naive.into(),
+        &spec(Kernel::Naive),
         OutputLayout::Tokens,
         &opts,
     )
@@ -133,7 +138,7 @@ fn a_chunk_of_zero_tokens_is_refused_and_none_is_automatic() {
         plan(
             &limits,
             &s,
-            &Kernel::Naive.into(),
+            &spec(Kernel::Naive),
             OutputLayout::Tokens,
             opts,
         )
@@ -150,7 +155,7 @@ fn one_row_past_the_limit_is_a_device_limit_error() {
     let err = plan(
         &limits(4096, 65535, 8192),
         &s,
-        &Kernel::Naive.into(),
+        &spec(Kernel::Naive),
         OutputLayout::Tokens,
         &ChunkOptions::default(),
     )
@@ -195,7 +200,7 @@ fn texture_kernels_chunk_by_texture_rows() {
     let p = plan(
         &limits(1 << 20, 65535, 64),
         &s,
-        &Kernel::Texture.into(),
+        &spec(Kernel::Texture),
         OutputLayout::Tokens,
         &ChunkOptions::default(),
     )

@@ -147,10 +147,10 @@ pub fn run(gpu: &GpuArgs, args: &RunArgs) -> Result<(), Failure> {
         .and_then(|t| WeightType::stored_formats(t, args.dtype));
     let fit = match formats {
         // W kept in blocks is one binding whichever kernel reads it.
-        Some(f) => KernelSpec::from(Kernel::Decode)
-            .with_element(args.dtype)
+        Some(f) => KernelSpec::try_from(Kernel::Decode)
+            .and_then(|s| s.with_element(args.dtype))
             .and_then(|s| s.with_w_formats(f)),
-        None => KernelSpec::from(Kernel::Naive).with_element(args.dtype),
+        None => KernelSpec::try_from(Kernel::Naive).and_then(|s| s.with_element(args.dtype)),
     }
     .map_err(qkv_wgpu::Error::Input)?;
     check_fits(&limits, &shape, &fit)?;
