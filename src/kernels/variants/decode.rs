@@ -78,7 +78,7 @@ impl VariantDef for Decode {
         "decode"
     }
     fn description(&self) -> &'static str {
-        "matrix-vector for few tokens: W transposed, split invocations per column, each X element read once for `each` columns"
+        "matrix-vector for few tokens: W transposed (or in its blocks), split invocations per column, each X element read once for `each` columns, W's bytes from a texture (texels=1) or a buffer"
     }
     fn params(&self) -> &'static [&'static str] {
         &["cols", "split", "rows", "each", "texels"]
