@@ -8,6 +8,7 @@ pub mod commit;
 pub mod gguf;
 pub mod npy;
 pub mod safetensors;
+pub mod shards;
 pub(crate) mod source;
 
 use crate::error::Error;

@@ -19,6 +19,9 @@ pub enum Failure {
     Validation,
     /// A library error (exit 2 for the user's input, 3 for the GPU, 4 for the machine).
     Error(Error),
+    /// Errors already reported in the command's own output (a sharded run's failed shards):
+    /// the exit code, and one line for stderr.
+    Reported(u8, String),
 }
 
 impl From<Error> for Failure {

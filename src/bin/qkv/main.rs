@@ -147,6 +147,10 @@ fn main() -> ExitCode {
     let mut code = match result {
         Ok(()) => 0,
         Err(Failure::Validation) => 1,
+        Err(Failure::Reported(code, line)) => {
+            eprintln!("error: {line}");
+            code
+        }
         Err(Failure::Error(e)) => {
             let message = args::flags(&e.to_string());
             eprintln!("error: {message}");

@@ -7,6 +7,8 @@ use qkv_wgpu::io::npy::NpyRowWriter;
 use qkv_wgpu::io::safetensors::SafetensorsWriter;
 use qkv_wgpu::{ElementType, Elements, Error};
 use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutFormat {
@@ -98,8 +100,16 @@ impl PartialOutputs {
         Ok(())
     }
 
-    /// Flushes the files (each must be complete) and puts them in place.
-    pub fn commit(self, out: &OutputDir, force: bool) -> Result<Vec<String>, Error> {
+    /// Flushes the files (each must be complete) and puts them in place, with one more file
+    /// in the same transaction where `extra` returns one: it is given each output's name and
+    /// the path of its finished partial file, and returns the file's name and bytes (a
+    /// shard's manifest), or None.
+    pub fn commit_with(
+        self,
+        out: &OutputDir,
+        force: bool,
+        extra: impl FnOnce(&[(&str, &Path)]) -> Result<Option<(&'static str, Vec<u8>)>, Error>,
+    ) -> Result<Vec<String>, Error> {
         let files = match self.writers {
             Writers::Npy(writers) => writers
                 .into_iter()
@@ -107,7 +117,15 @@ impl PartialOutputs {
                 .collect::<Result<Vec<_>, Error>>()?,
             Writers::Safetensors(w) => vec![w.finish()?],
         };
-        let parts: Vec<_> = self.partials.into_iter().zip(files).collect();
+        let mut parts: Vec<_> = self.partials.into_iter().zip(files).collect();
+        let named: Vec<(&str, &Path)> = parts.iter().map(|(p, _)| (p.name(), p.path())).collect();
+        if let Some((name, bytes)) = extra(&named)? {
+            let mut p = out.partial(name)?;
+            let mut f = p.take_file();
+            f.write_all(&bytes)
+                .map_err(|e| Error::io(format!("cannot write {}", p.path().display()), e))?;
+            parts.push((p, f));
+        }
         Ok(out
             .commit(parts, force)?
             .iter()

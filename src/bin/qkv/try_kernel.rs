@@ -104,6 +104,7 @@ pub fn try_kernel(gpu: &GpuArgs, args: &TryArgs) -> Result<(), Failure> {
         match try_once(&ctx, path, args, &dog) {
             Ok(()) | Err(Failure::Validation) => {}
             Err(Failure::Error(e)) => eprintln!("error: {}", crate::args::flags(&e.to_string())),
+            Err(Failure::Reported(_, line)) => eprintln!("error: {line}"),
         }
         eprintln!("watching {} for changes (Ctrl-C to stop)", path.display());
         while stamp(path) == before {

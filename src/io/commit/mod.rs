@@ -180,6 +180,11 @@ impl Partial {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// The name it is put in place under.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 impl Drop for Partial {

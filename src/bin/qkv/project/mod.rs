@@ -12,17 +12,19 @@ use clap::{ArgGroup, Args, ValueEnum};
 use qkv_wgpu::io::checkpoint::{LoadedWeights, WeightLayout};
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::{NpyRows, XDims};
+use qkv_wgpu::io::shards::{self, FileDigest as Digest, Inputs, Manifest, MANIFEST};
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::measure::{self, keep_source_rows, weights_read, CheckRows, KeptRows};
 use qkv_wgpu::quant::WeightType;
 use qkv_wgpu::{
     ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod load;
 mod report;
+mod sharded;
 
 use load::{load, GgufFacts, Loaded};
 
@@ -46,9 +48,12 @@ use report::{print_text, Facts};
         --out out/"
 )]
 pub struct ProjectArgs {
-    /// X as a C-order .npy array of f32, f16 or f64: [tokens, d_model] or [batch, seq, d_model]
-    #[arg(long, value_name = "X.npy")]
-    input: PathBuf,
+    /// X as a C-order .npy array of f32, f16 or f64: [tokens, d_model] or [batch, seq,
+    /// d_model]. Or shards of X: several files, a directory of them, a quoted glob pattern
+    /// ('dir/*.npy') or a list file (.txt or .list: one path a line); each shard's Q, K, V go
+    /// to OUT/<name>/ with a manifest, and a rerun skips the shards whose outputs are complete
+    #[arg(long, value_name = "X.npy|DIR|PATTERN|LIST", num_args = 1.., required = true)]
+    input: Vec<PathBuf>,
     /// Checkpoint holding the projection weights: safetensors (F32, F16 or BF16), or GGUF
     /// (also its block formats, kept in their blocks on the GPU)
     #[arg(long, value_name = "MODEL")]
@@ -196,44 +201,123 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     // From here a SIGINT, SIGTERM or SIGHUP removes the partial files before the process
     // dies by it.
     crate::signals::remove_partials_on_signal();
+    let input = match shards::expand(&args.input)? {
+        Inputs::One(input) => input,
+        Inputs::Shards(list) => return sharded::project_shards(gpu, args, &list),
+    };
     // X is read chunk by chunk as the projection streams; only its header is read here.
-    let mut x = NpyRows::open(&args.input)?;
+    let x = NpyRows::open(&input)?;
+    let session = Session::new(gpu, args, x.x_dims()?.d_model)?;
+    let run = project_file(
+        &session,
+        args,
+        (&input, x),
+        &args.out,
+        None,
+        Bar::Own(!args.json),
+    )?;
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string(&run.result).expect("results serialize")
+        );
+    } else {
+        print_text(&run.result, run.report.as_ref(), &run.tol);
+    }
+    run.outcome.verdict()
+}
+
+/// What every file of a run shares: the weights, loaded once, and the GPU.
+pub(super) struct Session {
+    loaded: Loaded,
+    ctx: qkv_wgpu::GpuContext,
+}
+
+impl Session {
+    /// The weights for X of `d_model` columns, and the adapter.
+    fn new(gpu: &GpuArgs, args: &ProjectArgs, d_model: u32) -> Result<Self, Failure> {
+        let loaded = load(args, d_model)?;
+        let ctx = gpu.context()?;
+        Ok(Self { loaded, ctx })
+    }
+}
+
+/// The progress bar a file's projection moves: its own over its tokens (shown or not), or a
+/// sharded run's over every shard's, from the tokens of the shards before it.
+#[derive(Clone, Copy)]
+pub(super) enum Bar<'a> {
+    Own(bool),
+    Shared(&'a indicatif::ProgressBar, u64),
+}
+
+/// One file projected: its result, its check, and what decides its exit.
+pub(super) struct FileRun {
+    result: report::ProjectResult,
+    report: Option<QkvReport>,
+    tol: qkv_wgpu::Tolerance,
+    outcome: Outcome,
+}
+
+/// The projection of X of `dims` (from `input`) through `w`.
+fn file_shape(input: &Path, dims: XDims, w: &qkv_wgpu::FusedWeights) -> Result<QkvShape, Error> {
+    if dims.d_model != w.d_model {
+        return Err(Error::Input(format!(
+            "{}: X has {} columns, the weights' d_model is {}",
+            input.display(),
+            dims.d_model,
+            w.d_model
+        )));
+    }
+    QkvShape::new(
+        dims.tokens,
+        dims.d_model,
+        w.q_width,
+        w.kv_width,
+        w.bias.is_some(),
+    )
+}
+
+/// X from `input` (its rows opened) through the session's weights into `out`, checked, the
+/// outputs put in place (with a shard's manifest where `seal` is given) only where all is
+/// well.
+fn project_file(
+    session: &Session,
+    args: &ProjectArgs,
+    (input, mut x): (&Path, NpyRows),
+    out: &Path,
+    seal: Option<&Seal>,
+    bar: Bar<'_>,
+) -> Result<FileRun, Failure> {
     let dims = x.x_dims()?;
     let Loaded {
         loaded,
         gguf,
         original,
         element,
-    } = load(args, dims.d_model)?;
+    } = &session.loaded;
+    let (ctx, element) = (&session.ctx, *element);
     let w = &loaded.weights;
-    let shape = QkvShape::new(
-        dims.tokens,
-        dims.d_model,
-        w.q_width,
-        w.kv_width,
-        w.bias.is_some(),
-    )?;
+    let shape = file_shape(input, dims, w)?;
     let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
-    let out_dir = open_out_dir(args)?;
-    let ctx = gpu.context()?;
+    let out_dir = open_out_dir(args, input, out, seal.is_some())?;
     let kinds = (element, w.w_formats());
-    let specs = resolve_kernels(&ctx, &shape, &args.kernel, args.tune, kinds)?;
+    let specs = resolve_kernels(ctx, &shape, &args.kernel, args.tune, kinds)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
     let opts = args.chunking.options();
     let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
-    let mut projector = Projector::from_plan(&ctx, spec, plan)?;
+    let mut projector = Projector::from_plan(ctx, spec, plan)?;
     projector.set_weights(w)?;
     let out_shapes = [
         layout.dims(&shape, false, dims.batch_seq),
         layout.dims(&shape, true, dims.batch_seq),
     ];
     let sources = [
-        ("source_input", args.input.as_path()),
+        ("source_input", input),
         ("source_weights", args.weights.as_path()),
     ];
-    let meta = metadata(sources, &loaded, element, projector.config(), layout);
+    let meta = metadata(sources, loaded, element, projector.config(), layout);
     let [q_shape, kv_shape] = &out_shapes;
     let outputs = PartialOutputs::create(
         &out_dir,
@@ -243,27 +327,29 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         &meta,
     )?;
     let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
-    let mut run = stream(&mut projector, &mut x, outputs, args, check)?;
+    let quiet = seal.is_some();
+    let mut run = stream(&mut projector, &mut x, outputs, args, (check, quiet), bar)?;
     // Inputs that carry NaN or Inf (allowed by --allow-nonfinite) carry them into the
     // outputs: no overflow then.
     if run.x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
         run.kept.inputs_not_finite();
     }
     let weights = (w, original.as_ref());
-    let checked = check_rows(&projector, &mut run, args, check.is_some(), weights)?;
-    let Settled {
-        nonfinite,
-        overflow,
-        pass,
-        blocked_by_nonfinite,
-        written,
-    } = settle(&mut run, &checked, &loaded, args, &out_dir)?;
+    let checked = check_rows(
+        &projector,
+        &mut run,
+        args,
+        (check.is_some(), quiet),
+        weights,
+    )?;
+    let (outcome, written) = settle(&mut run, &checked, loaded, args, (&out_dir, seal))?;
     let facts = Facts {
         args,
-        ctx: &ctx,
+        ctx,
+        input,
         x: &x,
         dims,
-        loaded: &loaded,
+        loaded,
         shape: &shape,
         split,
         out_shapes: &out_shapes,
@@ -274,37 +360,42 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let result = facts.result(
         &run,
         &checked,
-        (overflow.clone(), pass),
-        &nonfinite,
+        (outcome.overflow.clone(), outcome.pass),
+        &outcome.nonfinite,
         &out_dir,
         written,
     );
-    if args.json {
-        outln!(
-            "{}",
-            serde_json::to_string(&result).expect("results serialize")
-        );
-    } else {
-        print_text(&result, checked.report.as_ref(), &checked.tol);
-    }
-    verdict(element, overflow, pass, blocked_by_nonfinite, &nonfinite)
+    Ok(FileRun {
+        result,
+        report: checked.report,
+        tol: checked.tol,
+        outcome: Outcome { element, ..outcome },
+    })
 }
 
 /// The output directory, locked against other runs, before any GPU work: what an
 /// interrupted run left there is cleaned up and named, inputs are never outputs, and
-/// existing outputs need --force.
-fn open_out_dir(args: &ProjectArgs) -> Result<OutputDir, Failure> {
-    let out_dir = OutputDir::open(&args.out)?;
+/// existing outputs need --force (a shard's manifest among them).
+fn open_out_dir(
+    args: &ProjectArgs,
+    input: &Path,
+    out: &Path,
+    shard: bool,
+) -> Result<OutputDir, Failure> {
+    let out_dir = OutputDir::open(out)?;
     for note in &out_dir.notes {
         eprintln!("note: {note}");
     }
-    let outputs_named = args.out_format.files();
+    let mut outputs_named = args.out_format.files().to_vec();
+    if shard {
+        outputs_named.push(qkv_wgpu::io::shards::MANIFEST);
+    }
     // First what is at the outputs' names (a FIFO there must be refused before anything
     // opens it), then whether any is an input.
-    out_dir.check_free(outputs_named, args.force)?;
+    out_dir.check_free(&outputs_named, args.force)?;
     out_dir.check_not_inputs(
-        outputs_named,
-        &[("--input", &args.input), ("--weights", &args.weights)],
+        &outputs_named,
+        &[("--input", input), ("--weights", &args.weights)],
     )?;
     Ok(out_dir)
 }
@@ -327,19 +418,30 @@ fn stream(
     x: &mut NpyRows,
     mut outputs: PartialOutputs,
     args: &ProjectArgs,
-    check: Option<CheckRows>,
+    (check, quiet): (Option<CheckRows>, bool),
+    bar: Bar<'_>,
 ) -> Result<Streamed, Failure> {
     let (shape, layout, plan) = (
         *projector.shape(),
         projector.layout(),
         projector.plan().clone(),
     );
-    progress(&format!(
-        "projecting: {} chunk(s) of up to {} tokens",
-        plan.chunks(),
-        plan.chunk_tokens
-    ));
-    let bar = token_bar(shape.tokens, plan.chunks(), !args.json);
+    if !quiet {
+        progress(&format!(
+            "projecting: {} chunk(s) of up to {} tokens",
+            plan.chunks(),
+            plan.chunk_tokens
+        ));
+    }
+    let own = match bar {
+        Bar::Own(show) => Some(token_bar(shape.tokens, plan.chunks(), show)),
+        Bar::Shared(..) => None,
+    };
+    let set_position = |done: u64| match (&own, bar) {
+        (Some(b), _) => b.set_position(done),
+        (None, Bar::Shared(b, base)) => b.set_position(base + done),
+        (None, Bar::Own(_)) => {}
+    };
     let (mut kept, mut source_x) = (KeptRows::default(), Vec::new());
     let mut x_nonfinite: Option<NonFinite> = None;
     let mut write_time = std::time::Duration::ZERO;
@@ -378,9 +480,11 @@ fn stream(
             }
             Ok(())
         },
-        |done| bar.set_position(done as u64),
+        |done| set_position(done as u64),
     )?;
-    bar.finish_and_clear();
+    if let Some(b) = own {
+        b.finish_and_clear();
+    }
     Ok(Streamed {
         timings,
         kept,
@@ -408,7 +512,7 @@ fn check_rows(
     projector: &Projector<'_>,
     run: &mut Streamed,
     args: &ProjectArgs,
-    checked: bool,
+    (checked, quiet): (bool, bool),
     (w, original): (&qkv_wgpu::FusedWeights, Option<&qkv_wgpu::FusedWeights>),
 ) -> Result<Checked, Failure> {
     let (shape, spec) = (projector.shape(), projector.spec());
@@ -425,10 +529,12 @@ fn check_rows(
         });
     }
     let kept = &mut run.kept;
-    progress(&format!(
-        "checking {} rows against the CPU reference (f64)",
-        kept.len()
-    ));
+    if !quiet {
+        progress(&format!(
+            "checking {} rows against the CPU reference (f64)",
+            kept.len()
+        ));
+    }
     kept.set_source_x(std::mem::take(&mut run.source_x), d_model);
     let (dtype, types) = (spec.dtype(), spec.types);
     let read = weights_read(w, dtype, types.w);
@@ -447,7 +553,9 @@ fn check_rows(
 }
 
 /// How a checked run ends.
-struct Settled {
+pub(super) struct Outcome {
+    /// The run's storage type.
+    element: ElementType,
     /// NaN or Inf found in X and in the weights.
     nonfinite: Vec<NonFinite>,
     /// NaN or infinities in the outputs of finite inputs.
@@ -456,20 +564,27 @@ struct Settled {
     pass: Option<bool>,
     /// Inputs held NaN or Inf and that was not allowed.
     blocked_by_nonfinite: bool,
-    /// The files put in place.
-    written: Vec<String>,
+}
+
+/// A shard's manifest, but for its outputs: the job and the input's digest, taken before
+/// the input was read.
+pub(super) struct Seal {
+    job: String,
+    input: PathBuf,
+    digest: Digest,
 }
 
 /// Decides the run: the outputs are put in place only where the check passed, nothing
 /// overflowed and the inputs were finite (or allowed not to be); else the partial files
-/// are removed.
+/// are removed. A shard's manifest, with each output's size and checksum, is put in place
+/// with them. Returns the outcome and the files put in place.
 fn settle(
     run: &mut Streamed,
     checked: &Checked,
     loaded: &LoadedWeights,
     args: &ProjectArgs,
-    out_dir: &OutputDir,
-) -> Result<Settled, Failure> {
+    (out_dir, seal): (&OutputDir, Option<&Seal>),
+) -> Result<(Outcome, Vec<String>), Failure> {
     let mut nonfinite: Vec<NonFinite> = run.x_nonfinite.iter().cloned().collect();
     nonfinite.extend(loaded.nonfinite.iter().cloned());
     if let Some(nf) = nonfinite.first().filter(|n| n.what == "X") {
@@ -484,51 +599,60 @@ fn settle(
         (r, None) => r.as_ref().map(QkvReport::pass),
     };
     let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
+    let manifest = |named: &[(&str, &Path)]| -> Result<_, Error> {
+        let Some(seal) = seal else {
+            return Ok(None);
+        };
+        let mut m = Manifest::new(&seal.input, seal.digest.clone(), &seal.job);
+        for (name, path) in named {
+            m.outputs.insert(name.to_string(), Digest::of(path)?);
+        }
+        Ok(Some((MANIFEST, m.to_bytes())))
+    };
     let written = match run.outputs.take() {
-        Some(o) if pass != Some(false) && !blocked_by_nonfinite => o.commit(out_dir, args.force)?,
+        Some(o) if pass != Some(false) && !blocked_by_nonfinite => {
+            o.commit_with(out_dir, args.force, manifest)?
+        }
         _ => Vec::new(),
     };
-    Ok(Settled {
+    let outcome = Outcome {
+        element: ElementType::F32,
         nonfinite,
         overflow,
         pass,
         blocked_by_nonfinite,
-        written,
-    })
+    };
+    Ok((outcome, written))
 }
 
-/// The exit: a failure for an overflow, a failed check or inputs that hold NaN or Inf
-/// (unless allowed), each said on stderr.
-fn verdict(
-    element: ElementType,
-    overflow: Option<String>,
-    pass: Option<bool>,
-    blocked_by_nonfinite: bool,
-    nonfinite: &[NonFinite],
-) -> Result<(), Failure> {
-    if let Some(o) = &overflow {
-        eprintln!(
-            "FAIL: the projection overflowed {}'s range (the inputs are finite): {o}; nothing \
-             was written",
-            element
-        );
-        return Err(Failure::Validation);
+impl Outcome {
+    /// The exit: a failure for an overflow, a failed check or inputs that hold NaN or Inf
+    /// (unless allowed), each said on stderr.
+    fn verdict(&self) -> Result<(), Failure> {
+        if let Some(o) = &self.overflow {
+            eprintln!(
+                "FAIL: the projection overflowed {}'s range (the inputs are finite): {o}; \
+                 nothing was written",
+                self.element
+            );
+            return Err(Failure::Validation);
+        }
+        if self.pass == Some(false) {
+            eprintln!("FAIL: the GPU result does not match the reference; nothing was written");
+            return Err(Failure::Validation);
+        }
+        if self.blocked_by_nonfinite {
+            return Err(Error::Input(format!(
+                "the inputs hold NaN or Inf ({}); nothing was written. Pass --allow-nonfinite \
+                 to write the outputs anyway",
+                self.nonfinite
+                    .iter()
+                    .map(|n| n.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+            .into());
+        }
+        Ok(())
     }
-    if pass == Some(false) {
-        eprintln!("FAIL: the GPU result does not match the reference; nothing was written");
-        return Err(Failure::Validation);
-    }
-    if blocked_by_nonfinite {
-        return Err(Error::Input(format!(
-            "the inputs hold NaN or Inf ({}); nothing was written. Pass --allow-nonfinite to \
-             write the outputs anyway",
-            nonfinite
-                .iter()
-                .map(|n| n.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        ))
-        .into());
-    }
-    Ok(())
 }

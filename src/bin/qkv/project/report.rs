@@ -237,6 +237,8 @@ fn cost_line(what: &str, errs: (Option<f64>, Option<f64>, Option<f64>)) {
 pub struct Facts<'a> {
     pub args: &'a ProjectArgs,
     pub ctx: &'a GpuContext,
+    /// X's file.
+    pub input: &'a std::path::Path,
     pub x: &'a NpyRows,
     pub dims: XDims,
     pub loaded: &'a LoadedWeights,
@@ -270,7 +272,7 @@ impl Facts<'_> {
             device_type: s.device_type.clone(),
             kernel: self.projector.config().to_string(),
             config_reason: self.config_reason.clone(),
-            input: args.input.display().to_string(),
+            input: self.input.display().to_string(),
             input_dtype: self.x.dtype,
             dtype: element,
             out_format: match args.out_format {

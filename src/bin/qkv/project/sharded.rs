@@ -1,0 +1,350 @@
+//! `qkv project` over shards of X: the weights loaded and uploaded once, each shard projected
+//! into `OUT/<name>/` and committed with its manifest, all or nothing; a rerun skips the
+//! shards whose manifest still vouches for their outputs (`qkv_wgpu::io::shards`), and
+//! refuses, before any GPU work, to replace outputs it cannot vouch for unless `--force`.
+
+use super::{project_file, Bar, FileRun, ProjectArgs, Seal, Session};
+use crate::args::GpuArgs;
+use crate::exit::Failure;
+use crate::stdout::outln;
+use qkv_wgpu::io::commit::OutputDir;
+use qkv_wgpu::io::npy::NpyRows;
+use qkv_wgpu::io::shards::MANIFEST;
+use qkv_wgpu::io::shards::{digest_parts, shard_name, FileDigest, Manifest, ShardState};
+use qkv_wgpu::{Error, FusedWeights};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One shard in the report.
+#[derive(Debug, Serialize)]
+struct ShardReport {
+    name: String,
+    input: String,
+    tokens: u32,
+    /// "projected", "skipped" (its outputs were complete) or "failed".
+    state: &'static str,
+    /// Why it failed.
+    error: Option<String>,
+    /// Its projection's result, as `qkv project` of one file reports it.
+    result: Option<super::report::ProjectResult>,
+    /// A failure's exit code (1: its check failed, or it overflowed; else the error's).
+    #[serde(skip)]
+    code: u8,
+}
+
+/// The whole run's report.
+#[derive(Debug, Serialize)]
+struct ShardsReport {
+    out: String,
+    shards: Vec<ShardReport>,
+    projected: usize,
+    skipped: usize,
+    failed: usize,
+    /// Tokens of the shards projected this run.
+    tokens: u64,
+    wall_s: f64,
+    /// Tokens projected per second of wall time (reading, projecting, checking, writing).
+    tokens_per_s: f64,
+}
+
+/// The job's key in every manifest: the weights as uploaded, and every setting that changes
+/// the outputs' values, types, layout or files (not the kernel: any kernel's outputs pass the
+/// same check).
+fn job_key(args: &ProjectArgs, session: &Session) -> String {
+    let l = &session.loaded;
+    let w: &FusedWeights = &l.loaded.weights;
+    let settings = format!(
+        "weights {} {} {} | dtype {} | layout {:?} heads {:?} {:?} | order {} | out {:?} | \
+         tensors {:?}",
+        w.d_model,
+        w.q_width,
+        w.kv_width,
+        l.element,
+        args.head_layout,
+        args.heads,
+        args.kv_heads,
+        args.original_order,
+        args.out_format,
+        l.loaded.tensors,
+    );
+    let w_bytes: &[u8] = match &w.w {
+        qkv_wgpu::ElementVec::F32(v) => bytemuck::cast_slice(v),
+        qkv_wgpu::ElementVec::Half(_, v) => bytemuck::cast_slice(v),
+    };
+    let bias: &[u8] = w.bias.as_deref().map_or(&[], bytemuck::cast_slice);
+    let mut parts: Vec<&[u8]> = vec![settings.as_bytes(), w_bytes, bias];
+    if let Some(stored) = &w.stored {
+        parts.extend(stored.iter().map(|m| m.bytes.as_slice()));
+    }
+    digest_parts(&parts)
+}
+
+/// A shard to project: its input, its outputs' directory, its tokens.
+struct Todo {
+    input: PathBuf,
+    name: String,
+    dir: PathBuf,
+    tokens: u32,
+}
+
+/// Every shard's header, refused unless all have one d_model (before the weights are read
+/// or any GPU work): that d_model, and each shard's tokens.
+fn headers(list: &[PathBuf]) -> Result<(u32, Vec<u32>), Failure> {
+    let mut dims = Vec::new();
+    for p in list {
+        dims.push(NpyRows::open(p)?.x_dims()?);
+    }
+    let d_model = dims[0].d_model;
+    if let Some((p, d)) = list.iter().zip(&dims).find(|(_, d)| d.d_model != d_model) {
+        return Err(Error::Input(format!(
+            "shard {} has {} columns, {} has {d_model}: every shard is X of one d_model",
+            p.display(),
+            d.d_model,
+            list[0].display()
+        ))
+        .into());
+    }
+    Ok((d_model, dims.iter().map(|d| d.tokens).collect()))
+}
+
+/// Where each shard stands in `root` for `job`: those to project, and the reports of those
+/// skipped; refused where outputs are there that this run cannot vouch for, without
+/// --force.
+fn sort_shards(
+    args: &ProjectArgs,
+    root: &OutputDir,
+    job: &str,
+    (list, tokens): (&[PathBuf], &[u32]),
+) -> Result<(Vec<Todo>, Vec<ShardReport>), Failure> {
+    let names = args.out_format.files();
+    let (mut todo, mut skipped, mut stale) = (Vec::new(), Vec::new(), Vec::new());
+    for (p, &tokens) in list.iter().zip(tokens) {
+        let name = shard_name(p)?;
+        let dir = root.path().join(&name);
+        match Manifest::state(&dir, p, job, names)? {
+            ShardState::Done => skipped.push(ShardReport {
+                name,
+                input: p.display().to_string(),
+                tokens,
+                state: "skipped",
+                error: None,
+                result: None,
+                code: 0,
+            }),
+            ShardState::Stale(why) if !args.force => stale.push(format!("{name}: {why}")),
+            _ => todo.push(Todo {
+                input: p.to_path_buf(),
+                name,
+                dir,
+                tokens,
+            }),
+        }
+    }
+    if !stale.is_empty() {
+        return Err(Error::Input(format!(
+            "{} shard(s) hold outputs this run cannot vouch for, so they were left as they \
+             are and nothing was projected ({}); pass --force to project them again",
+            stale.len(),
+            stale.join("; ")
+        ))
+        .into());
+    }
+    Ok((todo, skipped))
+}
+
+pub(super) fn project_shards(
+    gpu: &GpuArgs,
+    args: &ProjectArgs,
+    list: &[PathBuf],
+) -> Result<(), Failure> {
+    let started = Instant::now();
+    let (d_model, tokens) = headers(list)?;
+    let session = Session::new(gpu, args, d_model)?;
+    let job = job_key(args, &session);
+    // One sharded run per output directory at a time: the root's lock is held to the end.
+    let root = OutputDir::open(&args.out)?;
+    let (todo, mut reports) = sort_shards(args, &root, &job, (list, &tokens))?;
+    let total: u64 = todo.iter().map(|t| t.tokens as u64).sum();
+    let bar = shards_bar(total, todo.len(), reports.len(), !args.json);
+    let mut tokens_done = 0u64;
+    for (i, t) in todo.iter().enumerate() {
+        bar.set_message(format!("shard {}/{} {}", i + 1, todo.len(), t.name));
+        let outcome = project_shard(&session, args, t, &job, Bar::Shared(&bar, tokens_done));
+        tokens_done += t.tokens as u64;
+        bar.set_position(tokens_done);
+        reports.push(outcome);
+    }
+    bar.finish_and_clear();
+    // In the order given.
+    let order = |r: &ShardReport| list.iter().position(|p| p.display().to_string() == r.input);
+    reports.sort_by_key(order);
+    let tokens = reports
+        .iter()
+        .filter(|r| r.state == "projected")
+        .map(|r| r.tokens as u64)
+        .sum();
+    let wall_s = started.elapsed().as_secs_f64();
+    let count = |s: &str| reports.iter().filter(|r| r.state == s).count();
+    let report = ShardsReport {
+        out: args.out.display().to_string(),
+        projected: count("projected"),
+        skipped: count("skipped"),
+        failed: count("failed"),
+        tokens,
+        wall_s,
+        tokens_per_s: tokens as f64 / wall_s,
+        shards: reports,
+    };
+    if args.json {
+        outln!(
+            "{}",
+            serde_json::to_string(&report).expect("results serialize")
+        );
+    } else {
+        print_shards(&report);
+    }
+    // A failed check (or an overflow) decides the exit, as for one file; else the first
+    // shard's error.
+    let codes = report.shards.iter().map(|r| r.code).filter(|&c| c != 0);
+    match codes.min_by_key(|&c| c != crate::exit::VALIDATION) {
+        None => Ok(()),
+        Some(crate::exit::VALIDATION) => Err(Failure::Validation),
+        Some(code) => Err(Failure::Reported(
+            code,
+            format!(
+                "{} of {} shard(s) failed, and were not written (above)",
+                report.failed,
+                report.shards.len()
+            ),
+        )),
+    }
+}
+
+/// The run's bar over the tokens of every shard to project (hidden when stderr is not a
+/// terminal, or with --json).
+fn shards_bar(tokens: u64, shards: usize, skipped: usize, show: bool) -> indicatif::ProgressBar {
+    if !show || shards == 0 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(tokens);
+    let skipped = if skipped > 0 {
+        format!(" ({skipped} done before)")
+    } else {
+        String::new()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{msg}}{skipped}: {{bar:30}} {{pos}}/{{len}} tokens, {{per_sec}}, ~{{eta}} left"
+        ))
+        .expect("valid template"),
+    );
+    bar
+}
+
+/// One shard projected into its directory, with its manifest; a failure is the shard's,
+/// reported, not the run's.
+fn project_shard(
+    session: &Session,
+    args: &ProjectArgs,
+    t: &Todo,
+    job: &str,
+    bar: Bar<'_>,
+) -> ShardReport {
+    let run = || -> Result<FileRun, Failure> {
+        let digest = FileDigest::of(&t.input)?;
+        let seal = Seal {
+            job: job.to_string(),
+            input: t.input.clone(),
+            digest,
+        };
+        let x = NpyRows::open(&t.input)?;
+        project_file(session, args, (&t.input, x), &t.dir, Some(&seal), bar)
+    };
+    let (state, error, result, code) = match run() {
+        Ok(r) => match r.outcome.verdict() {
+            Ok(()) => ("projected", None, Some(r.result), 0),
+            Err(f) => {
+                let code = failure_code(&f);
+                ("failed", Some(failure_line(&r)), Some(r.result), code)
+            }
+        },
+        Err(f) => {
+            let why = match &f {
+                Failure::Validation => "validation failed".to_string(),
+                Failure::Error(e) => e.to_string(),
+                Failure::Reported(_, line) => line.clone(),
+            };
+            ("failed", Some(why), None, failure_code(&f))
+        }
+    };
+    ShardReport {
+        name: t.name.clone(),
+        input: t.input.display().to_string(),
+        tokens: t.tokens,
+        state,
+        error,
+        result,
+        code,
+    }
+}
+
+fn failure_code(f: &Failure) -> u8 {
+    match f {
+        Failure::Validation => crate::exit::VALIDATION,
+        Failure::Error(e) => crate::exit::exit_code(e),
+        Failure::Reported(code, _) => *code,
+    }
+}
+
+/// Why a shard's projection was not written.
+fn failure_line(r: &FileRun) -> String {
+    let o = &r.outcome;
+    if let Some(over) = &o.overflow {
+        format!("overflowed {}'s range: {over}", o.element)
+    } else if o.pass == Some(false) {
+        "the GPU result does not match the reference".into()
+    } else {
+        "the inputs hold NaN or Inf (--allow-nonfinite writes them anyway)".into()
+    }
+}
+
+fn print_shards(r: &ShardsReport) {
+    for s in &r.shards {
+        let line = match (&s.result, s.state) {
+            (Some(p), "projected") => format!(
+                "{:>8} tokens  {:>9.1} ms ({:.0} tokens/s)  {}  -> {}",
+                s.tokens,
+                p.gpu_total_ms,
+                p.tokens_per_s,
+                match p.pass {
+                    Some(true) => "PASS",
+                    Some(false) => "FAIL",
+                    None => "unchecked",
+                },
+                Path::new(&r.out).join(&s.name).display()
+            ),
+            (_, "skipped") => format!(
+                "{:>8} tokens  skipped: its outputs are complete (its {MANIFEST})",
+                s.tokens
+            ),
+            _ => format!(
+                "{:>8} tokens  FAILED, nothing written: {}",
+                s.tokens,
+                s.error.as_deref().unwrap_or("")
+            ),
+        };
+        outln!("shard {:<12} {line}", s.name);
+    }
+    outln!(
+        "total     {} shard(s): {} projected, {} skipped (done before), {} failed; {} tokens \
+         in {:.2} s, {:.0} tokens/s end to end",
+        r.shards.len(),
+        r.projected,
+        r.skipped,
+        r.failed,
+        r.tokens,
+        r.wall_s,
+        r.tokens_per_s
+    );
+}
