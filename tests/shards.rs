@@ -262,3 +262,34 @@ fn shards_that_cannot_make_one_run_are_refused_before_anything_is_written() {
         &out,
     );
 }
+
+#[test]
+fn what_a_killed_run_leaves_is_cleaned_up_and_projected_again() {
+    // A run killed in the middle of a shard leaves that shard's directory with partial files
+    // only (its outputs and manifest are committed together, or not at all), and the shards
+    // after it without a directory. The rerun removes the partial files, says so, and
+    // projects exactly those shards.
+    let b = bert();
+    let d = b.dir.path();
+    write_shards(d, &[5, 6, 7], 9);
+    let out = d.join("out");
+    let x_dir = d.join("x");
+    ok(&strs(&args(d, &[s(&x_dir)], &out, &[])));
+    std::fs::remove_dir_all(out.join("part-2")).unwrap();
+    for f in ["q.npy", "k.npy", "v.npy", "shard.json"] {
+        std::fs::remove_file(out.join("part-1").join(f)).unwrap();
+    }
+    let partial = out.join("part-1/.q.npy.0123456789abcdef.qkv-partial");
+    std::fs::write(&partial, b"half a shard").unwrap();
+    let run = qkv(&strs(&args(d, &[s(&x_dir)], &out, &["--json"])));
+    assert!(run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("qkv-partial"), "{stderr}");
+    assert!(!partial.exists());
+    let v = json(&String::from_utf8_lossy(&run.stdout));
+    assert_eq!(
+        states(&v),
+        ["part-0:skipped", "part-1:projected", "part-2:projected"]
+    );
+    assert!(out.join("part-2/shard.json").exists());
+}

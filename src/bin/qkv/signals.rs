@@ -28,9 +28,11 @@ pub fn remove_partials_on_signal() {
                     let removed = qkv_wgpu::io::commit::remove_partials();
                     let name = signal_hook::low_level::signal_name(sig).unwrap_or("a signal");
                     if removed > 0 {
+                        // What was put in place before (a sharded run's finished shards)
+                        // stays; the files in progress are gone.
                         eprintln!(
-                            "\ninterrupted by {name}: {removed} partial file{} removed, nothing \
-                             written",
+                            "\ninterrupted by {name}: {removed} partial file{} removed; \
+                             nothing in progress was written",
                             if removed == 1 { "" } else { "s" }
                         );
                     } else {
