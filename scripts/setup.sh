@@ -2,8 +2,10 @@
 # Makes this machine ready to build and run qkv-wgpu: checks for Rust, and on Linux makes
 # sure a Vulkan loader and at least one Vulkan driver exist. Where no GPU driver is installed
 # it installs Mesa's software Vulkan driver, lavapipe (Debian/Ubuntu: mesa-vulkan-drivers),
-# which runs the same WGSL kernels on the CPU. Safe to run again: it installs only what is
-# missing. macOS (Metal) and Windows (DX12/Vulkan) need nothing beyond their GPU drivers.
+# which runs the same WGSL kernels on the CPU, and where no EGL driver is installed, Mesa's
+# (a GL adapter, the second one `qkv project --adapters` is tested with). Safe to run again:
+# it installs only what is missing. macOS (Metal) and Windows (DX12/Vulkan) need nothing
+# beyond their GPU drivers.
 #
 # `bash scripts/setup.sh --wasm` also readies the build of the browser page (web/,
 # scripts/web.sh, which runs this itself): the wasm32-unknown-unknown Rust target and
@@ -81,6 +83,26 @@ setup_vulkan() {
   apt_install "${packages[@]}"
   have_loader && have_driver || { say "installation finished but no Vulkan driver was found"; exit 1; }
   say "installed: Vulkan now runs on the CPU through lavapipe"
+}
+
+# A GL adapter (wgpu's GL backend goes through EGL): the second adapter of a machine without
+# a GPU (Mesa's llvmpipe), for the tests of `qkv project --adapters` (shards spread over
+# adapters). Where an EGL driver is installed already (Mesa's, or a GPU vendor's), nothing.
+have_egl() {
+  ldconfig -p 2>/dev/null | grep 'libEGL\.so\.1' >/dev/null &&
+    compgen -G '/usr/share/glvnd/egl_vendor.d/*.json' >/dev/null 2>&1
+}
+
+setup_gl() {
+  [ "$(uname -s)" = Linux ] || return 0
+  have_egl && return 0
+  if ! command -v apt-get >/dev/null 2>&1; then
+    say "no EGL driver found: install your distribution's Mesa EGL and GL drivers for a GL adapter"
+    exit 1
+  fi
+  say "no EGL driver found; installing Mesa's (a GL adapter on the CPU: llvmpipe)"
+  apt_install libegl1 libegl-mesa0 libgl1-mesa-dri
+  have_egl || { say "installation finished but no EGL driver was found"; exit 1; }
 }
 
 # The wasm-bindgen crate's version in Cargo.lock (empty when there is none).
@@ -194,7 +216,7 @@ setup_wasm_bindgen() {
 }
 
 # The page and its browser test need no system GPU driver (Chromium brings SwiftShader).
-[ "$web" != none ] || setup_vulkan
+[ "$web" != none ] || { setup_vulkan; setup_gl; }
 case "$web" in
   wasm) setup_wasm ;;
   all) setup_wasm; setup_browser ;;

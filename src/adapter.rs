@@ -414,6 +414,70 @@ pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
+/// Several adapters, one a worker: `all` (every adapter `filter` allows, best first) or a
+/// comma list of `BACKEND`, `BACKEND:NAME` or `NAME` (each the best adapter it matches,
+/// within `filter`'s backend where the item names none). The same adapter twice is refused,
+/// as is a list that names none.
+pub fn pick_adapters(filter: &AdapterFilter, spec: &str) -> Result<Vec<wgpu::Adapter>> {
+    let key = |a: &wgpu::Adapter| {
+        let i = a.get_info();
+        (i.backend, i.vendor, i.device, i.name)
+    };
+    let picked = if spec.trim() == "all" {
+        let all: Vec<wgpu::Adapter> = candidate_adapters(filter)
+            .into_iter()
+            .filter(|a| filter.matches(&a.get_info()))
+            .collect();
+        if all.is_empty() {
+            return Err(no_adapter(filter));
+        }
+        all
+    } else {
+        let mut picked = Vec::new();
+        for item in spec.split(',').map(str::trim) {
+            let one = adapter_item(filter, item)?;
+            if picked.iter().any(|p| key(p) == key(&one)) {
+                return Err(Error::Input(format!(
+                    "--adapters {spec}: {item} names an adapter named before ({})",
+                    one.get_info().name
+                )));
+            }
+            picked.push(one);
+        }
+        picked
+    };
+    Ok(picked)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+/// One item of an adapter list: `BACKEND`, `BACKEND:NAME` or `NAME`.
+fn adapter_item(filter: &AdapterFilter, item: &str) -> Result<wgpu::Adapter> {
+    if item.is_empty() {
+        return Err(Error::Input(
+            "--adapters: an empty item (all, or BACKEND, BACKEND:NAME or NAME, comma-separated)"
+                .into(),
+        ));
+    }
+    let (backend, name) = match item.split_once(':') {
+        Some((b, n)) => (Some(b), Some(n)),
+        None if item.parse::<BackendChoice>().is_ok() => (Some(item), None),
+        None => (None, Some(item)),
+    };
+    let backend = match backend {
+        Some(b) => Some(
+            b.parse::<BackendChoice>()
+                .map_err(|e| Error::Input(format!("--adapters: {item}: {e}")))?,
+        ),
+        None => filter.backend,
+    };
+    let one = AdapterFilter {
+        backend,
+        name: name.map(str::to_string).or_else(|| filter.name.clone()),
+    };
+    pick_adapter(&one)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
 /// The best adapter the filter allows, or an error naming what exists.
 pub(crate) fn pick_adapter(filter: &AdapterFilter) -> Result<wgpu::Adapter> {
     let candidates = candidate_adapters(filter);

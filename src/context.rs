@@ -100,6 +100,21 @@ impl GpuContext {
         pollster::block_on(Self::on_adapter(adapter, options))
     }
 
+    /// A context on each adapter `spec` names ([`crate::pick_adapters`]: `all` the
+    /// filter allows, or a comma list of `BACKEND`, `BACKEND:NAME` or `NAME`), for work
+    /// spread over several adapters, each with its own projector.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn on_each(
+        filter: &AdapterFilter,
+        spec: &str,
+        options: &ContextOptions,
+    ) -> Result<Vec<Self>> {
+        crate::adapter::pick_adapters(filter, spec)?
+            .into_iter()
+            .map(|a| pollster::block_on(Self::on_adapter(a, options)))
+            .collect()
+    }
+
     /// The browser's WebGPU adapter (a high-performance one where there is a choice) and a
     /// device on it. Fails with [`Error::NoWebGpu`] where the page has no WebGPU.
     #[cfg(target_arch = "wasm32")]

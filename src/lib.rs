@@ -48,7 +48,7 @@ pub mod validate;
 pub mod weights;
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use adapter::list_adapters;
+pub use adapter::{list_adapters, pick_adapters};
 pub use adapter::{AdapterFilter, AdapterSummary, BackendChoice};
 pub use context::{ContextOptions, GpuContext};
 pub use element::{ElementType, OperandTypes};

@@ -293,3 +293,71 @@ fn what_a_killed_run_leaves_is_cleaned_up_and_projected_again() {
     );
     assert!(out.join("part-2/shard.json").exists());
 }
+
+#[test]
+fn shards_spread_over_two_adapters_are_each_written_and_each_adapters_share_is_reported() {
+    // Issue #35, item 2: lavapipe on Vulkan and llvmpipe on GL, each with its own projector,
+    // taking shards from one queue.
+    let b = bert();
+    let d = b.dir.path();
+    let shards = write_shards(d, &[9, 4, 11, 6, 8, 5], 13);
+    let out = d.join("out");
+    let x_dir = d.join("x");
+    let extra = ["--adapters", "vulkan,gl", "--json"];
+    let v = json(&ok(&strs(&args(d, &[s(&x_dir)], &out, &extra))));
+    assert_eq!(v["projected"].as_u64(), Some(6));
+    let adapters = v["adapters"].as_array().unwrap();
+    assert_eq!(adapters.len(), 2);
+    let names: Vec<&str> = adapters
+        .iter()
+        .map(|a| a["adapter"].as_str().unwrap())
+        .collect();
+    assert!(
+        names[0].ends_with("(Vulkan)") && names[1].ends_with("(Gl)"),
+        "{names:?}"
+    );
+    let shares: u64 = adapters.iter().map(|a| a["shards"].as_u64().unwrap()).sum();
+    assert_eq!(shares, 6);
+    let tokens: u64 = adapters.iter().map(|a| a["tokens"].as_u64().unwrap()).sum();
+    assert_eq!(tokens, 43);
+    let w = find(&b.tensors, "bert.encoder.layer.1.attention.self.key.weight");
+    let bias = find(&b.tensors, "bert.encoder.layer.1.attention.self.key.bias");
+    for (i, shard) in v["shards"].as_array().unwrap().iter().enumerate() {
+        let on = shard["adapter"].as_str().unwrap();
+        assert!(names.contains(&on), "{on}");
+        let x = read(&shards[i]).data;
+        let k = read(&out.join(format!("part-{i}/k.npy")));
+        let t = x.len() / 24;
+        assert_close(
+            &format!("K of part-{i} on {on}"),
+            &k.data,
+            &expected(&x, t, 24, w, true, Some(bias)),
+            24,
+        );
+    }
+    // One file is one adapter's.
+    let one = qkv(&strs(&args(
+        d,
+        &[s(&shards[0])],
+        &d.join("one"),
+        &["--adapters", "all"],
+    )));
+    assert!(String::from_utf8_lossy(&one.stderr).contains("--adapters spreads shards"));
+    // The same adapter twice, and a backend that is not one.
+    for (spec, says) in [
+        ("vulkan,vulkan", "named before"),
+        ("vulkan,nope:x", "possible values"),
+    ] {
+        let r = qkv(&strs(&args(
+            d,
+            &[s(&x_dir)],
+            &d.join("bad"),
+            &["--adapters", spec],
+        )));
+        let stderr = String::from_utf8_lossy(&r.stderr);
+        assert!(
+            r.status.code() == Some(2) && stderr.contains(says),
+            "{spec}: {stderr}"
+        );
+    }
+}

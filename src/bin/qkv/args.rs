@@ -57,14 +57,20 @@ impl GpuArgs {
         }
     }
 
+    fn options(&self) -> qkv_wgpu::ContextOptions {
+        qkv_wgpu::ContextOptions {
+            unchecked_kernels: self.unchecked,
+            ..Default::default()
+        }
+    }
+
     pub fn context(&self) -> Result<GpuContext, Error> {
-        GpuContext::with_options(
-            &self.filter(),
-            &qkv_wgpu::ContextOptions {
-                unchecked_kernels: self.unchecked,
-                ..Default::default()
-            },
-        )
+        GpuContext::with_options(&self.filter(), &self.options())
+    }
+
+    /// A context on each adapter `spec` names (`--adapters`: all, or a comma list).
+    pub fn contexts(&self, spec: &str) -> Result<Vec<GpuContext>, Error> {
+        GpuContext::on_each(&self.filter(), spec, &self.options())
     }
 }
 

@@ -85,6 +85,11 @@ pub struct ProjectArgs {
     /// Name of its fused bias
     #[arg(long, value_name = "NAME", requires = "wqkv")]
     bqkv: Option<String>,
+    /// Shards on several adapters at once, each its own projector taking shards from one
+    /// queue: `all` (every adapter --backend and --adapter allow), or a comma list of
+    /// BACKEND, BACKEND:NAME or NAME (each the best adapter it matches): `vulkan,gl`
+    #[arg(long, value_name = "all|LIST")]
+    adapters: Option<String>,
     /// How the weights are stored [default: the family's convention, or what the shapes prove]
     #[arg(long, value_parser = weight_layout_parser())]
     weight_layout: Option<WeightLayout>,
@@ -205,9 +210,22 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
         Inputs::One(input) => input,
         Inputs::Shards(list) => return sharded::project_shards(gpu, args, &list),
     };
+    if args.adapters.is_some() {
+        return Err(Error::Input(format!(
+            "--adapters spreads shards over adapters; {} is one file, which runs on one \
+             (--adapter picks it)",
+            input.display()
+        ))
+        .into());
+    }
     // X is read chunk by chunk as the projection streams; only its header is read here.
     let x = NpyRows::open(&input)?;
-    let session = Session::new(gpu, args, x.x_dims()?.d_model)?;
+    let loaded = load(args, x.x_dims()?.d_model)?;
+    let ctx = gpu.context()?;
+    let session = Session {
+        loaded: &loaded,
+        ctx: &ctx,
+    };
     let run = project_file(
         &session,
         args,
@@ -227,27 +245,19 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     run.outcome.verdict()
 }
 
-/// What every file of a run shares: the weights, loaded once, and the GPU.
-pub(super) struct Session {
-    loaded: Loaded,
-    ctx: qkv_wgpu::GpuContext,
-}
-
-impl Session {
-    /// The weights for X of `d_model` columns, and the adapter.
-    fn new(gpu: &GpuArgs, args: &ProjectArgs, d_model: u32) -> Result<Self, Failure> {
-        let loaded = load(args, d_model)?;
-        let ctx = gpu.context()?;
-        Ok(Self { loaded, ctx })
-    }
+/// What every file of a run shares: the weights, loaded once, and an adapter's context (a
+/// sharded run over several adapters has one session each, the weights shared).
+pub(super) struct Session<'a> {
+    loaded: &'a Loaded,
+    ctx: &'a qkv_wgpu::GpuContext,
 }
 
 /// The progress bar a file's projection moves: its own over its tokens (shown or not), or a
-/// sharded run's over every shard's, from the tokens of the shards before it.
+/// sharded run's over every shard's tokens (shards may run at once on several adapters).
 #[derive(Clone, Copy)]
 pub(super) enum Bar<'a> {
     Own(bool),
-    Shared(&'a indicatif::ProgressBar, u64),
+    Shared(&'a indicatif::ProgressBar),
 }
 
 /// One file projected: its result, its check, and what decides its exit.
@@ -294,8 +304,8 @@ fn project_file(
         gguf,
         original,
         element,
-    } = &session.loaded;
-    let (ctx, element) = (&session.ctx, *element);
+    } = session.loaded;
+    let (ctx, element) = (session.ctx, *element);
     let w = &loaded.weights;
     let shape = file_shape(input, dims, w)?;
     let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
@@ -437,9 +447,11 @@ fn stream(
         Bar::Own(show) => Some(token_bar(shape.tokens, plan.chunks(), show)),
         Bar::Shared(..) => None,
     };
+    // A shared bar counts every shard's tokens: this one's are added as they are done.
+    let counted = std::cell::Cell::new(0u64);
     let set_position = |done: u64| match (&own, bar) {
         (Some(b), _) => b.set_position(done),
-        (None, Bar::Shared(b, base)) => b.set_position(base + done),
+        (None, Bar::Shared(b)) => b.inc(done.saturating_sub(counted.replace(done))),
         (None, Bar::Own(_)) => {}
     };
     let (mut kept, mut source_x) = (KeptRows::default(), Vec::new());
@@ -482,8 +494,10 @@ fn stream(
         },
         |done| set_position(done as u64),
     )?;
-    if let Some(b) = own {
-        b.finish_and_clear();
+    match (own, bar) {
+        (Some(b), _) => b.finish_and_clear(),
+        (None, Bar::Shared(b)) => b.inc((shape.tokens as u64).saturating_sub(counted.get())),
+        (None, Bar::Own(_)) => {}
     }
     Ok(Streamed {
         timings,

@@ -3,6 +3,7 @@
 //! shards whose manifest still vouches for their outputs (`qkv_wgpu::io::shards`), and
 //! refuses, before any GPU work, to replace outputs it cannot vouch for unless `--force`.
 
+use super::load::{load, Loaded};
 use super::{project_file, Bar, FileRun, ProjectArgs, Seal, Session};
 use crate::args::GpuArgs;
 use crate::exit::Failure;
@@ -11,9 +12,11 @@ use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
 use qkv_wgpu::io::shards::MANIFEST;
 use qkv_wgpu::io::shards::{digest_parts, shard_name, FileDigest, Manifest, ShardState};
-use qkv_wgpu::{Error, FusedWeights};
+use qkv_wgpu::{Error, FusedWeights, GpuContext};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
 /// One shard in the report.
@@ -28,9 +31,24 @@ struct ShardReport {
     error: Option<String>,
     /// Its projection's result, as `qkv project` of one file reports it.
     result: Option<super::report::ProjectResult>,
+    /// The adapter that projected it ("name (backend)"); null where skipped.
+    adapter: Option<String>,
+    /// Seconds its adapter spent on it, reading and writing included.
+    busy_s: f64,
     /// A failure's exit code (1: its check failed, or it overflowed; else the error's).
     #[serde(skip)]
     code: u8,
+}
+
+/// What one adapter did in the run.
+#[derive(Debug, Serialize)]
+struct AdapterShare {
+    /// "name (backend)".
+    adapter: String,
+    shards: usize,
+    failed: usize,
+    tokens: u64,
+    busy_s: f64,
 }
 
 /// The whole run's report.
@@ -38,6 +56,8 @@ struct ShardReport {
 struct ShardsReport {
     out: String,
     shards: Vec<ShardReport>,
+    /// Each adapter's share of the shards projected this run.
+    adapters: Vec<AdapterShare>,
     projected: usize,
     skipped: usize,
     failed: usize,
@@ -51,8 +71,7 @@ struct ShardsReport {
 /// The job's key in every manifest: the weights as uploaded, and every setting that changes
 /// the outputs' values, types, layout or files (not the kernel: any kernel's outputs pass the
 /// same check).
-fn job_key(args: &ProjectArgs, session: &Session) -> String {
-    let l = &session.loaded;
+fn job_key(args: &ProjectArgs, l: &Loaded) -> String {
     let w: &FusedWeights = &l.loaded.weights;
     let settings = format!(
         "weights {} {} {} | dtype {} | layout {:?} heads {:?} {:?} | order {} | out {:?} | \
@@ -130,6 +149,8 @@ fn sort_shards(
                 state: "skipped",
                 error: None,
                 result: None,
+                adapter: None,
+                busy_s: 0.0,
                 code: 0,
             }),
             ShardState::Stale(why) if !args.force => stale.push(format!("{name}: {why}")),
@@ -160,22 +181,20 @@ pub(super) fn project_shards(
 ) -> Result<(), Failure> {
     let started = Instant::now();
     let (d_model, tokens) = headers(list)?;
-    let session = Session::new(gpu, args, d_model)?;
-    let job = job_key(args, &session);
+    let loaded = load(args, d_model)?;
+    let contexts = match &args.adapters {
+        Some(spec) => gpu.contexts(spec)?,
+        None => vec![gpu.context()?],
+    };
+    let job = job_key(args, &loaded);
     // One sharded run per output directory at a time: the root's lock is held to the end.
     let root = OutputDir::open(&args.out)?;
     let (todo, mut reports) = sort_shards(args, &root, &job, (list, &tokens))?;
     let total: u64 = todo.iter().map(|t| t.tokens as u64).sum();
     let bar = shards_bar(total, todo.len(), reports.len(), !args.json);
-    let mut tokens_done = 0u64;
-    for (i, t) in todo.iter().enumerate() {
-        bar.set_message(format!("shard {}/{} {}", i + 1, todo.len(), t.name));
-        let outcome = project_shard(&session, args, t, &job, Bar::Shared(&bar, tokens_done));
-        tokens_done += t.tokens as u64;
-        bar.set_position(tokens_done);
-        reports.push(outcome);
-    }
+    reports.extend(run_workers(args, (&loaded, &contexts), (&todo, &job), &bar));
     bar.finish_and_clear();
+    let adapters = shares(&contexts, &reports);
     // In the order given.
     let order = |r: &ShardReport| list.iter().position(|p| p.display().to_string() == r.input);
     reports.sort_by_key(order);
@@ -194,6 +213,7 @@ pub(super) fn project_shards(
         tokens,
         wall_s,
         tokens_per_s: tokens as f64 / wall_s,
+        adapters,
         shards: reports,
     };
     if args.json {
@@ -219,6 +239,61 @@ pub(super) fn project_shards(
             ),
         )),
     }
+}
+
+/// The shards to project, taken from one queue by one worker per context (an adapter
+/// each, its own projector, the weights shared): their reports, in the order they finished.
+fn run_workers(
+    args: &ProjectArgs,
+    (loaded, contexts): (&Loaded, &[GpuContext]),
+    (todo, job): (&[Todo], &str),
+    bar: &indicatif::ProgressBar,
+) -> Vec<ShardReport> {
+    let next = AtomicUsize::new(0);
+    let reports = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for ctx in contexts {
+            let (next, reports) = (&next, &reports);
+            scope.spawn(move || {
+                let session = Session { loaded, ctx };
+                let adapter = format!("{} ({})", ctx.summary.name, ctx.summary.backend);
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(t) = todo.get(i) else {
+                        break;
+                    };
+                    bar.set_message(format!("shard {}/{} {}", i + 1, todo.len(), t.name));
+                    let started = Instant::now();
+                    let mut r = project_shard(&session, args, t, job, Bar::Shared(bar));
+                    r.adapter = Some(adapter.clone());
+                    r.busy_s = started.elapsed().as_secs_f64();
+                    reports.lock().unwrap_or_else(|p| p.into_inner()).push(r);
+                }
+            });
+        }
+    });
+    reports.into_inner().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What each adapter did: its shards, their tokens, and its busy time.
+fn shares(contexts: &[GpuContext], reports: &[ShardReport]) -> Vec<AdapterShare> {
+    contexts
+        .iter()
+        .map(|c| {
+            let adapter = format!("{} ({})", c.summary.name, c.summary.backend);
+            let mine: Vec<&ShardReport> = reports
+                .iter()
+                .filter(|r| r.adapter.as_deref() == Some(adapter.as_str()))
+                .collect();
+            AdapterShare {
+                shards: mine.len(),
+                failed: mine.iter().filter(|r| r.state == "failed").count(),
+                tokens: mine.iter().map(|r| r.tokens as u64).sum(),
+                busy_s: mine.iter().map(|r| r.busy_s).sum(),
+                adapter,
+            }
+        })
+        .collect()
 }
 
 /// The run's bar over the tokens of every shard to project (hidden when stderr is not a
@@ -285,6 +360,8 @@ fn project_shard(
         state,
         error,
         result,
+        adapter: None,
+        busy_s: 0.0,
         code,
     }
 }
@@ -334,7 +411,23 @@ fn print_shards(r: &ShardsReport) {
                 s.error.as_deref().unwrap_or("")
             ),
         };
-        outln!("shard {:<12} {line}", s.name);
+        let on = match (&s.adapter, r.adapters.len() > 1) {
+            (Some(a), true) => format!("  on {a}"),
+            _ => String::new(),
+        };
+        outln!("shard {:<12} {line}{on}", s.name);
+    }
+    if r.adapters.len() > 1 {
+        for a in &r.adapters {
+            outln!(
+                "adapter   {}: {} shard(s) ({} failed), {} tokens, {:.2} s busy",
+                a.adapter,
+                a.shards,
+                a.failed,
+                a.tokens,
+                a.busy_s
+            );
+        }
     }
     outln!(
         "total     {} shard(s): {} projected, {} skipped (done before), {} failed; {} tokens \
