@@ -352,7 +352,13 @@ fn project_file(
         (check.is_some(), quiet),
         weights,
     )?;
-    let (outcome, written) = settle(&mut run, &checked, loaded, args, (&out_dir, seal))?;
+    let (outcome, written) = settle(
+        &mut run,
+        &checked,
+        (loaded, element),
+        args,
+        (&out_dir, seal),
+    )?;
     let facts = Facts {
         args,
         ctx,
@@ -379,7 +385,7 @@ fn project_file(
         result,
         report: checked.report,
         tol: checked.tol,
-        outcome: Outcome { element, ..outcome },
+        outcome,
     })
 }
 
@@ -595,7 +601,7 @@ pub(super) struct Seal {
 fn settle(
     run: &mut Streamed,
     checked: &Checked,
-    loaded: &LoadedWeights,
+    (loaded, element): (&LoadedWeights, ElementType),
     args: &ProjectArgs,
     (out_dir, seal): (&OutputDir, Option<&Seal>),
 ) -> Result<(Outcome, Vec<String>), Failure> {
@@ -630,7 +636,7 @@ fn settle(
         _ => Vec::new(),
     };
     let outcome = Outcome {
-        element: ElementType::F32,
+        element,
         nonfinite,
         overflow,
         pass,
@@ -643,30 +649,45 @@ impl Outcome {
     /// The exit: a failure for an overflow, a failed check or inputs that hold NaN or Inf
     /// (unless allowed), each said on stderr.
     fn verdict(&self) -> Result<(), Failure> {
+        match self.why_not_written() {
+            None => Ok(()),
+            Some((true, why)) => {
+                eprintln!("FAIL: {why}");
+                Err(Failure::Validation)
+            }
+            Some((false, why)) => Err(Error::Input(why).into()),
+        }
+    }
+
+    /// Why the outputs were not written, if they were not, and whether that is the check's
+    /// verdict (an overflow or a mismatch: exit 1) rather than the input's (NaN or Inf).
+    fn why_not_written(&self) -> Option<(bool, String)> {
         if let Some(o) = &self.overflow {
-            eprintln!(
-                "FAIL: the projection overflowed {}'s range (the inputs are finite): {o}; \
-                 nothing was written",
-                self.element
-            );
-            return Err(Failure::Validation);
+            return Some((
+                true,
+                format!(
+                    "the projection overflowed {}'s range (the inputs are finite): {o}; \
+                     nothing was written",
+                    self.element
+                ),
+            ));
         }
         if self.pass == Some(false) {
-            eprintln!("FAIL: the GPU result does not match the reference; nothing was written");
-            return Err(Failure::Validation);
+            return Some((
+                true,
+                "the GPU result does not match the reference; nothing was written".into(),
+            ));
         }
-        if self.blocked_by_nonfinite {
-            return Err(Error::Input(format!(
-                "the inputs hold NaN or Inf ({}); nothing was written. Pass --allow-nonfinite \
-                 to write the outputs anyway",
-                self.nonfinite
-                    .iter()
-                    .map(|n| n.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))
-            .into());
-        }
-        Ok(())
+        self.blocked_by_nonfinite.then(|| {
+            let found: Vec<String> = self.nonfinite.iter().map(|n| n.to_string()).collect();
+            (
+                false,
+                format!(
+                    "the inputs hold NaN or Inf ({}); nothing was written. Pass \
+                     --allow-nonfinite to write the outputs anyway",
+                    found.join("; ")
+                ),
+            )
+        })
     }
 }

@@ -6,7 +6,7 @@
 use super::load::{load, Loaded};
 use super::{project_file, Bar, FileRun, ProjectArgs, Seal, Session};
 use crate::args::GpuArgs;
-use crate::exit::Failure;
+use crate::exit::{Failure, INPUT, VALIDATION};
 use crate::stdout::outln;
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
@@ -19,14 +19,26 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+/// What became of a shard in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum State {
+    Projected,
+    /// Its outputs were complete.
+    Skipped,
+    Failed,
+}
+
 /// One shard in the report.
 #[derive(Debug, Serialize)]
 struct ShardReport {
+    /// Its place in the list given (the report's order).
+    #[serde(skip)]
+    index: usize,
     name: String,
     input: String,
     tokens: u32,
-    /// "projected", "skipped" (its outputs were complete) or "failed".
-    state: &'static str,
+    state: State,
     /// Why it failed.
     error: Option<String>,
     /// Its projection's result, as `qkv project` of one file reports it.
@@ -101,6 +113,8 @@ fn job_key(args: &ProjectArgs, l: &Loaded) -> String {
 
 /// A shard to project: its input, its outputs' directory, its tokens.
 struct Todo {
+    /// Its place in the list given.
+    index: usize,
     input: PathBuf,
     name: String,
     dir: PathBuf,
@@ -138,15 +152,16 @@ fn sort_shards(
 ) -> Result<(Vec<Todo>, Vec<ShardReport>), Failure> {
     let names = args.out_format.files();
     let (mut todo, mut skipped, mut stale) = (Vec::new(), Vec::new(), Vec::new());
-    for (p, &tokens) in list.iter().zip(tokens) {
+    for (index, (p, &tokens)) in list.iter().zip(tokens).enumerate() {
         let name = shard_name(p)?;
         let dir = root.path().join(&name);
         match Manifest::state(&dir, p, job, names)? {
             ShardState::Done => skipped.push(ShardReport {
+                index,
                 name,
                 input: p.display().to_string(),
                 tokens,
-                state: "skipped",
+                state: State::Skipped,
                 error: None,
                 result: None,
                 adapter: None,
@@ -155,6 +170,7 @@ fn sort_shards(
             }),
             ShardState::Stale(why) if !args.force => stale.push(format!("{name}: {why}")),
             _ => todo.push(Todo {
+                index,
                 input: p.to_path_buf(),
                 name,
                 dir,
@@ -195,21 +211,19 @@ pub(super) fn project_shards(
     reports.extend(run_workers(args, (&loaded, &contexts), (&todo, &job), &bar));
     bar.finish_and_clear();
     let adapters = shares(&contexts, &reports);
-    // In the order given.
-    let order = |r: &ShardReport| list.iter().position(|p| p.display().to_string() == r.input);
-    reports.sort_by_key(order);
+    reports.sort_by_key(|r| r.index);
     let tokens = reports
         .iter()
-        .filter(|r| r.state == "projected")
+        .filter(|r| r.state == State::Projected)
         .map(|r| r.tokens as u64)
         .sum();
     let wall_s = started.elapsed().as_secs_f64();
-    let count = |s: &str| reports.iter().filter(|r| r.state == s).count();
+    let count = |s: State| reports.iter().filter(|r| r.state == s).count();
     let report = ShardsReport {
         out: args.out.display().to_string(),
-        projected: count("projected"),
-        skipped: count("skipped"),
-        failed: count("failed"),
+        projected: count(State::Projected),
+        skipped: count(State::Skipped),
+        failed: count(State::Failed),
         tokens,
         wall_s,
         tokens_per_s: tokens as f64 / wall_s,
@@ -287,7 +301,7 @@ fn shares(contexts: &[GpuContext], reports: &[ShardReport]) -> Vec<AdapterShare>
                 .collect();
             AdapterShare {
                 shards: mine.len(),
-                failed: mine.iter().filter(|r| r.state == "failed").count(),
+                failed: mine.iter().filter(|r| r.state == State::Failed).count(),
                 tokens: mine.iter().map(|r| r.tokens as u64).sum(),
                 busy_s: mine.iter().map(|r| r.busy_s).sum(),
                 adapter,
@@ -337,23 +351,24 @@ fn project_shard(
         project_file(session, args, (&t.input, x), &t.dir, Some(&seal), bar)
     };
     let (state, error, result, code) = match run() {
-        Ok(r) => match r.outcome.verdict() {
-            Ok(()) => ("projected", None, Some(r.result), 0),
-            Err(f) => {
-                let code = failure_code(&f);
-                ("failed", Some(failure_line(&r)), Some(r.result), code)
+        Ok(r) => match r.outcome.why_not_written() {
+            None => (State::Projected, None, Some(r.result), 0),
+            Some((check, why)) => {
+                let code = if check { VALIDATION } else { INPUT };
+                (State::Failed, Some(why), Some(r.result), code)
             }
         },
         Err(f) => {
-            let why = match &f {
-                Failure::Validation => "validation failed".to_string(),
-                Failure::Error(e) => e.to_string(),
-                Failure::Reported(_, line) => line.clone(),
+            let (why, code) = match f {
+                Failure::Validation => ("validation failed".to_string(), VALIDATION),
+                Failure::Error(e) => (e.to_string(), crate::exit::exit_code(&e)),
+                Failure::Reported(code, line) => (line, code),
             };
-            ("failed", Some(why), None, failure_code(&f))
+            (State::Failed, Some(why), None, code)
         }
     };
     ShardReport {
+        index: t.index,
         name: t.name.clone(),
         input: t.input.display().to_string(),
         tokens: t.tokens,
@@ -366,30 +381,10 @@ fn project_shard(
     }
 }
 
-fn failure_code(f: &Failure) -> u8 {
-    match f {
-        Failure::Validation => crate::exit::VALIDATION,
-        Failure::Error(e) => crate::exit::exit_code(e),
-        Failure::Reported(code, _) => *code,
-    }
-}
-
-/// Why a shard's projection was not written.
-fn failure_line(r: &FileRun) -> String {
-    let o = &r.outcome;
-    if let Some(over) = &o.overflow {
-        format!("overflowed {}'s range: {over}", o.element)
-    } else if o.pass == Some(false) {
-        "the GPU result does not match the reference".into()
-    } else {
-        "the inputs hold NaN or Inf (--allow-nonfinite writes them anyway)".into()
-    }
-}
-
 fn print_shards(r: &ShardsReport) {
     for s in &r.shards {
         let line = match (&s.result, s.state) {
-            (Some(p), "projected") => format!(
+            (Some(p), State::Projected) => format!(
                 "{:>8} tokens  {:>9.1} ms ({:.0} tokens/s)  {}  -> {}",
                 s.tokens,
                 p.gpu_total_ms,
@@ -401,7 +396,7 @@ fn print_shards(r: &ShardsReport) {
                 },
                 Path::new(&r.out).join(&s.name).display()
             ),
-            (_, "skipped") => format!(
+            (_, State::Skipped) => format!(
                 "{:>8} tokens  skipped: its outputs are complete (its {MANIFEST})",
                 s.tokens
             ),
