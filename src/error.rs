@@ -167,7 +167,7 @@ pub(crate) fn fmt_bytes(bytes: u64) -> String {
 /// message each is written in backquotes (`` `chunk_tokens` 11 does not fit ``), so that a
 /// front end can put its own name in its place ([`name_settings`]): the CLI its flags, the
 /// page and a Python caller the names they use.
-pub const SETTINGS: [&str; 11] = [
+pub const SETTINGS: [&str; 12] = [
     "chunk_tokens",
     "kernel",
     "tokens",
@@ -179,6 +179,7 @@ pub const SETTINGS: [&str; 11] = [
     "heads",
     "kv_heads",
     "check_rows",
+    "allow_nonfinite",
 ];
 
 /// `message` with each backquoted setting named as `names` says: (setting, the front end's

@@ -143,6 +143,43 @@ class Projector:
         kernel_ms_min, kernel_ms_max, kernel_timer ("GpuTimestamp" or "Host"; "" when the
         check failed), end_to_end_ms, tokens_per_s, gpu_gflops, max_abs_err. A list of these
         dicts (or of bench()'s rows) is a pandas DataFrame."""
+    def project_shard(
+        self,
+        input: Union[str, PathLike[str]],
+        out: Union[str, PathLike[str]],
+        *,
+        out_format: str = "npy",
+        check: bool = True,
+        check_rows: Optional[Union[int, str]] = None,
+        force: bool = False,
+        allow_nonfinite: bool = False,
+    ) -> dict[str, Any]:
+        """One shard (the X of the .npy file `input`) projected into `out/<name>/` exactly
+        as `qkv project --input 'dir/*.npy' --out out` writes it: q.npy, k.npy, v.npy (or
+        qkv.safetensors) and its manifest shard.json, all or none, only where the check
+        (sampled over every chunk; `check_rows` "all" or a number) passed. Complete shards
+        are skipped; outputs it cannot vouch for are left as they are unless `force`. A
+        failure is returned, not raised: name, input, dir, tokens, state ("projected",
+        "skipped", "failed"), error, pass, max_abs_err, max_rel_err, checked_rows, kernel,
+        kernel_ms, gpu_total_ms, seconds, outputs, adapter."""
+
+def shard_paths(inputs: Sequence[Union[str, PathLike[str]]]) -> list[str]:
+    """The shards `inputs` name, as `qkv project --input` takes them: .npy files,
+    directories of them, glob patterns, list files (.txt, .list: a path a line). Each must
+    be a file, none named twice, no two sharing a name (their outputs' directory)."""
+
+def project_shard(
+    projector: Projector,
+    input: Union[str, PathLike[str]],
+    out: Union[str, PathLike[str]],
+    *,
+    out_format: str = "npy",
+    check: bool = True,
+    check_rows: Optional[Union[int, str]] = None,
+    force: bool = False,
+    allow_nonfinite: bool = False,
+) -> dict[str, Any]:
+    """`Projector.project_shard` (the package makes it the method; see there)."""
 
 def quantize(x: np.ndarray, weight_type: str) -> bytes:
     """1-D float32 `x` (whole blocks, finite) quantized to the block format `weight_type`

@@ -20,6 +20,18 @@ create_exception!(
 /// and bad input, `OSError` for files, `MemoryError` for a run the host's memory cannot
 /// hold, `GpuError` for the device. Settings are named as the keyword arguments are.
 pub fn py_err(e: Error) -> PyErr {
+    let message = named(&e.to_string());
+    match e {
+        Error::Shape(_) | Error::Input(_) => PyValueError::new_err(message),
+        Error::Io { .. } => PyOSError::new_err(message),
+        Error::HostMemory { .. } => PyMemoryError::new_err(message),
+        Error::Interrupted { .. } => PyKeyboardInterrupt::new_err(message),
+        _ => GpuError::new_err(message),
+    }
+}
+
+/// A library message with each setting named as the keyword arguments are.
+pub fn named(message: &str) -> String {
     let names = [
         ("chunk_tokens", "chunk_tokens"),
         ("kernel", "kernel"),
@@ -30,13 +42,8 @@ pub fn py_err(e: Error) -> PyErr {
         ("heads", "heads"),
         ("kv_heads", "kv_heads"),
         ("weight_layout", "weight_layout"),
+        ("allow_nonfinite", "allow_nonfinite=True"),
+        ("force", "force=True"),
     ];
-    let message = qkv_wgpu::error::name_settings(&e.to_string(), &names);
-    match e {
-        Error::Shape(_) | Error::Input(_) => PyValueError::new_err(message),
-        Error::Io { .. } => PyOSError::new_err(message),
-        Error::HostMemory { .. } => PyMemoryError::new_err(message),
-        Error::Interrupted { .. } => PyKeyboardInterrupt::new_err(message),
-        _ => GpuError::new_err(message),
-    }
+    qkv_wgpu::error::name_settings(message, &names)
 }

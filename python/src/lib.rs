@@ -7,7 +7,9 @@
 //! arrays in and out; `dicts.rs` measurements as dicts; `settings.rs` a projector's keyword
 //! settings; `weights.rs` its weights, from arrays or a checkpoint; `projector.rs` the
 //! `Projector` class; `bench.rs` the `bench` function (the library's sweep); `quant.rs` `quantize` and
-//! `dequantize` in ggml's block formats, and `gguf_layer` (a GGUF file's attention layer). A `MemoryError`
+//! `dequantize` in ggml's block formats, and `gguf_layer` (a GGUF file's attention layer);
+//! `shards.rs` a corpus's shards, each projected into its own directory with its manifest
+//! (`Projector.project_shard`, `shard_paths`). A `MemoryError`
 //! comes before any allocation too large for the memory left (the library's
 //! `host::check_room`).
 
@@ -19,6 +21,7 @@ mod gpu;
 mod projector;
 mod quant;
 mod settings;
+mod shards;
 mod weights;
 
 use pyo3::prelude::*;
@@ -32,6 +35,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(quant::quantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant::dequantize, m)?)?;
     m.add_function(wrap_pyfunction!(quant::gguf_layer, m)?)?;
+    m.add_function(wrap_pyfunction!(shards::shard_paths, m)?)?;
+    m.add_function(wrap_pyfunction!(shards::project_shard, m)?)?;
     m.add_class::<projector::Projector>()?;
     Ok(())
 }

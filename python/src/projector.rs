@@ -47,6 +47,8 @@ pub struct Projector {
     made: Mutex<Option<Made>>,
     /// The configuration of the projector last made (None before the first call).
     kernel: Mutex<Option<String>>,
+    /// The checkpoint the weights came from (None: arrays).
+    source: Option<std::path::PathBuf>,
 }
 
 #[pymethods]
@@ -177,7 +179,9 @@ impl Projector {
             }
         };
         let weights = quantized(py, weights, types, settings.element)?;
-        Self::made_of(py, weights, settings, backend, adapter)
+        let mut made = Self::made_of(py, weights, settings, backend, adapter)?;
+        made.source = Some(path);
+        Ok(made)
     }
 
     /// Columns of X.
@@ -340,7 +344,7 @@ fn interrupted(cancel: &AtomicBool, rows: &Range<u32>, tokens: u32) -> Result<()
 
 /// Between chunks, on the calling thread: Ctrl-C (Python's pending signal handlers, run
 /// with the GIL taken for a moment) sets `cancel` and keeps the exception to raise.
-fn watch(cancel: &AtomicBool, signal: &mut Option<PyErr>) {
+pub(crate) fn watch(cancel: &AtomicBool, signal: &mut Option<PyErr>) {
     if signal.is_none() {
         if let Err(e) = Python::attach(|py| py.check_signals()) {
             *signal = Some(e);
@@ -383,7 +387,28 @@ impl Projector {
             settings,
             made: Mutex::new(None),
             kernel: Mutex::new(None),
+            source: None,
         })
+    }
+
+    /// The fused weights.
+    pub(crate) fn weights(&self) -> &FusedWeights {
+        &self.weights
+    }
+
+    /// The settings apart from the weights.
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Its GPU context.
+    pub(crate) fn context(&self) -> &'static GpuContext {
+        self.ctx
+    }
+
+    /// The checkpoint the weights came from (None: arrays).
+    pub(crate) fn source(&self) -> Option<&std::path::Path> {
+        self.source.as_deref()
     }
 
     /// A `MemoryError` unless the check of every row of `tokens` fits in the memory left
@@ -467,7 +492,7 @@ impl Projector {
     /// Runs `f` on the library projector for X of `dims`, made (and its kernel chosen or
     /// tuned) on first use of that shape. One projection at a time per projector: a second
     /// thread waits for the first.
-    fn with_projector<T>(
+    pub(crate) fn with_projector<T>(
         &self,
         dims: XDims,
         f: impl FnOnce(&mut qkv_wgpu::Projector<'static>) -> Result<T, Error>,

@@ -1,12 +1,16 @@
 //! Reading model data from files and writing results: `.npy` arrays ([`npy`]),
 //! safetensors checkpoints with the Q/K/V naming conventions of common model families
-//! ([`checkpoint`]), GGUF files' headers and tensors in their ggml formats ([`gguf`]), and
-//! Q, K, V streamed into one safetensors file ([`safetensors`]).
+//! ([`checkpoint`]), GGUF files' headers and tensors in their ggml formats ([`gguf`]),
+//! Q, K, V streamed into one safetensors file ([`safetensors`]) or `.npy` files, put in
+//! place all or none ([`outputs`], [`commit`]); a file of X projected into them ([`project`])
+//! and a corpus of shards, resumably ([`shards`]).
 
 pub mod checkpoint;
 pub mod commit;
 pub mod gguf;
 pub mod npy;
+pub mod outputs;
+pub mod project;
 pub mod safetensors;
 pub mod shards;
 pub(crate) mod source;

@@ -12,7 +12,12 @@
 //! missing) is [`ShardState::Stale`] and is redone only with `--force`, since its files may
 //! not be this tool's to replace.
 
+use super::outputs::OutFormat;
+use crate::element::ElementType;
 use crate::error::{Error, Result};
+use crate::host::ElementVec;
+use crate::layout::HeadSplit;
+use crate::weights::FusedWeights;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -207,6 +212,42 @@ pub fn digest_parts(parts: &[&[u8]]) -> String {
         h.update(p);
     }
     format!("{:032x}", h.digest128())
+}
+
+/// The job's key in every manifest: XXH3-128 of the weights as uploaded (W, in each
+/// matrix's stored format where it has one, and the bias) and of every setting that changes
+/// the outputs' values, types, layout or files: the storage type `element`, the heads of a
+/// [batch, heads, seq, head_dim] layout (`heads`: the query heads and the key/value heads
+/// where given, else as many as K's width holds at Q's head size), and the output `format`.
+/// Not the kernel: any kernel's outputs pass the same check. Every front end (the CLI, the
+/// Python module) keys its manifests with it, so each skips what another completed.
+pub fn job_key(
+    w: &FusedWeights,
+    element: ElementType,
+    heads: Option<(u32, Option<u32>)>,
+    format: OutFormat,
+) -> Result<String> {
+    let layout = match heads {
+        None => "tokens".to_string(),
+        Some((h, kv)) => {
+            let split = HeadSplit::with_default_kv(&w.shape(1)?, 1, h, kv)?;
+            format!("heads {} {}", split.heads, split.kv_heads)
+        }
+    };
+    let settings = format!(
+        "weights {} {} {} | dtype {element} | layout {layout} | out {format}",
+        w.d_model, w.q_width, w.kv_width,
+    );
+    let w_bytes: &[u8] = match &w.w {
+        ElementVec::F32(v) => bytemuck::cast_slice(v),
+        ElementVec::Half(_, v) => bytemuck::cast_slice(v),
+    };
+    let bias: &[u8] = w.bias.as_deref().map_or(&[], bytemuck::cast_slice);
+    let mut parts: Vec<&[u8]> = vec![settings.as_bytes(), w_bytes, bias];
+    if let Some(stored) = &w.stored {
+        parts.extend(stored.iter().map(|m| m.bytes.as_slice()));
+    }
+    Ok(digest_parts(&parts))
 }
 
 /// What a shard's directory says of it: written in the same commit as its outputs.

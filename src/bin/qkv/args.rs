@@ -307,7 +307,7 @@ impl ToleranceArgs {
 }
 
 /// The flag of each setting the library's messages name ([`qkv_wgpu::error::SETTINGS`]).
-const FLAGS: [(&str, &str); 11] = [
+const FLAGS: [(&str, &str); 12] = [
     ("chunk_tokens", "--chunk-tokens"),
     ("kernel", "--kernel"),
     ("tokens", "--tokens"),
@@ -319,6 +319,7 @@ const FLAGS: [(&str, &str); 11] = [
     ("weight_layout", "--weight-layout"),
     ("heads", "--heads"),
     ("kv_heads", "--kv-heads"),
+    ("allow_nonfinite", "--allow-nonfinite"),
 ];
 
 /// A library message as the CLI says it: each setting named by its flag.

@@ -9,7 +9,6 @@ mod args;
 mod bench;
 mod exit;
 mod gguf;
-mod output_files;
 mod peak;
 mod plot;
 mod project;

@@ -5,22 +5,20 @@ use crate::args::{dtype_help, kernel_help, parse_kernels, resolve_kernels, weigh
 use crate::args::{parse_weight_type, weight_type_help};
 use crate::args::{ChunkArgs, GpuArgs, KernelChoice, ToleranceArgs};
 use crate::exit::Failure;
-use crate::output_files::{metadata, OutFormat, PartialOutputs};
 use crate::stdout::outln;
-use crate::text::{ms, progress, token_bar};
+use crate::text::{progress, token_bar};
 use clap::{ArgGroup, Args, ValueEnum};
-use qkv_wgpu::io::checkpoint::{LoadedWeights, WeightLayout};
-use qkv_wgpu::io::commit::OutputDir;
+use qkv_wgpu::io::checkpoint::WeightLayout;
 use qkv_wgpu::io::npy::{NpyRows, XDims};
-use qkv_wgpu::io::shards::{self, FileDigest as Digest, Inputs, Manifest, MANIFEST};
-use qkv_wgpu::io::NonFinite;
-use qkv_wgpu::measure::{self, keep_source_rows, weights_read, CheckRows, KeptRows};
+use qkv_wgpu::io::outputs::{OutFormat, PartialOutputs};
+use qkv_wgpu::io::project::{self as file, FileJob, JobWeights, Outcome, Seal};
+use qkv_wgpu::io::shards::{self, Inputs};
+use qkv_wgpu::measure::{self, CheckRows};
 use qkv_wgpu::quant::WeightType;
 use qkv_wgpu::{
     ChunkPlan, ElementType, Error, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape,
 };
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 mod load;
 mod report;
@@ -120,7 +118,8 @@ pub struct ProjectArgs {
     /// results, which NumPy has no type for, are widened to f32 without loss); `safetensors`
     /// writes qkv.safetensors, tensors q, k, v in the run's type with metadata naming the
     /// source
-    #[arg(long, value_enum, default_value_t = OutFormat::Npy)]
+    #[arg(long, value_name = "npy|safetensors", default_value = "npy",
+          value_parser = |s: &str| s.parse::<OutFormat>())]
     out_format: OutFormat,
     /// Directory for the outputs (created if missing)
     #[arg(long, value_name = "DIR")]
@@ -242,7 +241,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     } else {
         print_text(&run.result, run.report.as_ref(), &run.tol);
     }
-    run.outcome.verdict()
+    verdict(&run.outcome)
 }
 
 /// What every file of a run shares: the weights, loaded once, and an adapter's context (a
@@ -268,25 +267,6 @@ pub(super) struct FileRun {
     outcome: Outcome,
 }
 
-/// The projection of X of `dims` (from `input`) through `w`.
-fn file_shape(input: &Path, dims: XDims, w: &qkv_wgpu::FusedWeights) -> Result<QkvShape, Error> {
-    if dims.d_model != w.d_model {
-        return Err(Error::Input(format!(
-            "{}: X has {} columns, the weights' d_model is {}",
-            input.display(),
-            dims.d_model,
-            w.d_model
-        )));
-    }
-    QkvShape::new(
-        dims.tokens,
-        dims.d_model,
-        w.q_width,
-        w.kv_width,
-        w.bias.is_some(),
-    )
-}
-
 /// X from `input` (its rows opened) through the session's weights into `out`, checked, the
 /// outputs put in place (with a shard's manifest where `seal` is given) only where all is
 /// well.
@@ -307,9 +287,13 @@ fn project_file(
     } = session.loaded;
     let (ctx, element) = (session.ctx, *element);
     let w = &loaded.weights;
-    let shape = file_shape(input, dims, w)?;
+    let shape = file::file_shape(input, dims, w)?;
     let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
-    let out_dir = open_out_dir(args, input, out, seal.is_some())?;
+    let inputs = [("--input", input), ("--weights", args.weights.as_path())];
+    let out_dir = file::open_outputs(out, args.out_format, seal.is_some(), &inputs, args.force)?;
+    for note in &out_dir.notes {
+        eprintln!("note: {note}");
+    }
     let kinds = (element, w.w_formats());
     let specs = resolve_kernels(ctx, &shape, &args.kernel, args.tune, kinds)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
@@ -319,45 +303,38 @@ fn project_file(
     let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
     let mut projector = Projector::from_plan(ctx, spec, plan)?;
     projector.set_weights(w)?;
-    let out_shapes = [
-        layout.dims(&shape, false, dims.batch_seq),
-        layout.dims(&shape, true, dims.batch_seq),
-    ];
     let sources = [
         ("source_input", input),
         ("source_weights", args.weights.as_path()),
     ];
-    let meta = metadata(sources, loaded, element, projector.config(), layout);
-    let [q_shape, kv_shape] = &out_shapes;
-    let outputs = PartialOutputs::create(
+    let tensors: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
+    let (outputs, out_shapes) = file::create_outputs(
         &out_dir,
         args.out_format,
-        args.out_format.stored(element),
-        [q_shape, kv_shape, kv_shape],
-        &meta,
+        &projector,
+        dims.batch_seq,
+        (sources, &tensors),
     )?;
-    let check = (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape)));
+    let job = FileJob {
+        check: (!args.no_check).then(|| args.check_rows.unwrap_or(CheckRows::default_for(&shape))),
+        tolerance: args.tolerance.overrides(),
+        allow_nonfinite: args.allow_nonfinite,
+        force: args.force,
+        cancel: None,
+    };
     let quiet = seal.is_some();
-    let mut run = stream(&mut projector, &mut x, outputs, args, (check, quiet), bar)?;
-    // Inputs that carry NaN or Inf (allowed by --allow-nonfinite) carry them into the
-    // outputs: no overflow then.
-    if run.x_nonfinite.is_some() || !loaded.nonfinite.is_empty() {
-        run.kept.inputs_not_finite();
-    }
-    let weights = (w, original.as_ref());
-    let checked = check_rows(
+    let mut run = stream(&mut projector, &mut x, outputs, &job, quiet, bar)?;
+    let weights = JobWeights {
+        w,
+        original: original.as_ref(),
+        nonfinite: &loaded.nonfinite,
+    };
+    let (checked, outcome, written) = check_and_settle(
         &projector,
         &mut run,
-        args,
-        (check.is_some(), quiet),
-        weights,
-    )?;
-    let (outcome, written) = settle(
-        &mut run,
-        &checked,
-        (loaded, element),
-        args,
+        (&job, weights),
         (&out_dir, seal),
+        quiet,
     )?;
     let facts = Facts {
         args,
@@ -389,59 +366,17 @@ fn project_file(
     })
 }
 
-/// The output directory, locked against other runs, before any GPU work: what an
-/// interrupted run left there is cleaned up and named, inputs are never outputs, and
-/// existing outputs need --force (a shard's manifest among them).
-fn open_out_dir(
-    args: &ProjectArgs,
-    input: &Path,
-    out: &Path,
-    shard: bool,
-) -> Result<OutputDir, Failure> {
-    let out_dir = OutputDir::open(out)?;
-    for note in &out_dir.notes {
-        eprintln!("note: {note}");
-    }
-    let mut outputs_named = args.out_format.files().to_vec();
-    if shard {
-        outputs_named.push(qkv_wgpu::io::shards::MANIFEST);
-    }
-    // First what is at the outputs' names (a FIFO there must be refused before anything
-    // opens it), then whether any is an input.
-    out_dir.check_free(&outputs_named, args.force)?;
-    out_dir.check_not_inputs(
-        &outputs_named,
-        &[("--input", input), ("--weights", &args.weights)],
-    )?;
-    Ok(out_dir)
-}
-
-/// A streamed projection: its times, the rows kept for the check (and X as given for them),
-/// NaN or Inf found in X, and the partial outputs written so far (taken when committed).
-struct Streamed {
-    timings: qkv_wgpu::RunTimings,
-    kept: KeptRows,
-    source_x: Vec<f32>,
-    x_nonfinite: Option<NonFinite>,
-    write_time: std::time::Duration,
-    outputs: Option<PartialOutputs>,
-}
-
-/// Streams X from the file through the projector into the partial outputs, keeping the rows
-/// `check` picks (or scanning every row for NaN and infinities, unchecked).
+/// [`file::stream`] with the run's progress: a line naming the chunks (unless `quiet`, a
+/// shard's), and the bar the tokens move.
 fn stream(
     projector: &mut Projector<'_>,
     x: &mut NpyRows,
-    mut outputs: PartialOutputs,
-    args: &ProjectArgs,
-    (check, quiet): (Option<CheckRows>, bool),
+    outputs: PartialOutputs,
+    job: &FileJob<'_>,
+    quiet: bool,
     bar: Bar<'_>,
-) -> Result<Streamed, Failure> {
-    let (shape, layout, plan) = (
-        *projector.shape(),
-        projector.layout(),
-        projector.plan().clone(),
-    );
+) -> Result<file::Streamed, Failure> {
+    let (tokens, plan) = (projector.shape().tokens, projector.plan().clone());
     if !quiet {
         progress(&format!(
             "projecting: {} chunk(s) of up to {} tokens",
@@ -450,7 +385,7 @@ fn stream(
         ));
     }
     let own = match bar {
-        Bar::Own(show) => Some(token_bar(shape.tokens, plan.chunks(), show)),
+        Bar::Own(show) => Some(token_bar(tokens, plan.chunks(), show)),
         Bar::Shared(..) => None,
     };
     // A shared bar counts every shard's tokens: this one's are added as they are done.
@@ -460,234 +395,48 @@ fn stream(
         (None, Bar::Shared(b)) => b.inc(done.saturating_sub(counted.replace(done))),
         (None, Bar::Own(_)) => {}
     };
-    let (mut kept, mut source_x) = (KeptRows::default(), Vec::new());
-    let mut x_nonfinite: Option<NonFinite> = None;
-    let mut write_time = std::time::Duration::ZERO;
-    let (d, x_dims) = (shape.d_model as usize, x.shape.clone());
-    let allow_nonfinite = args.allow_nonfinite;
-    let timings = projector.stream(
-        |rows, dst| {
-            // What every value read goes through: the NaN/Inf scan, the kept rows.
-            let inspect = |r0: usize, values: &[f32]| -> Result<(), Error> {
-                let start = (rows.start as usize + r0) * d;
-                let found = NonFinite::scan_at("X", values, start, &x_dims);
-                x_nonfinite = NonFinite::merge(x_nonfinite.take(), found);
-                // Refused at the chunk that holds it, not after the whole run.
-                if let Some(nf) = x_nonfinite.as_ref().filter(|_| !allow_nonfinite) {
-                    return Err(Error::Input(format!(
-                        "X holds NaN or Inf ({nf}); the run stopped there and nothing was \
-                         written. Pass --allow-nonfinite to project it anyway"
-                    )));
-                }
-                if let Some(check) = check {
-                    let chunk = (rows.len(), shape.tokens as usize);
-                    keep_source_rows(&mut source_x, chunk, check, r0, values, d);
-                }
-                Ok(())
-            };
-            x.fill_rows((rows.start, rows.len(), d), dst, inspect)
-        },
-        |c| {
-            let start = Instant::now();
-            outputs.write([c.q, c.k, c.v])?;
-            write_time += start.elapsed();
-            match check {
-                Some(check) => kept.take(&c, &shape, layout, check),
-                // Unchecked, every element is still scanned for NaN and infinities.
-                None => kept.scan(&c, &shape, layout),
-            }
-            Ok(())
-        },
-        |done| set_position(done as u64),
-    )?;
+    let run = file::stream(projector, x, outputs, job, |done| set_position(done as u64))?;
     match (own, bar) {
         (Some(b), _) => b.finish_and_clear(),
-        (None, Bar::Shared(b)) => b.inc((shape.tokens as u64).saturating_sub(counted.get())),
+        (None, Bar::Shared(b)) => b.inc((tokens as u64).saturating_sub(counted.get())),
         (None, Bar::Own(_)) => {}
     }
-    Ok(Streamed {
-        timings,
-        kept,
-        source_x,
-        x_nonfinite,
-        write_time,
-        outputs: Some(outputs),
-    })
+    Ok(run)
 }
 
-/// The check of the kept rows: its report, the precision cost, the reference's time, and
-/// the tolerance.
-struct Checked {
-    report: Option<QkvReport>,
-    cost: Option<QkvReport>,
-    /// Against the weights before --weight-type quantized them.
-    quantization: Option<QkvReport>,
-    cpu_ms: Option<f64>,
-    tol: qkv_wgpu::Tolerance,
-}
-
-/// Checks the kept rows against the f64 reference of the inputs as the GPU read them
-/// ([`KeptRows::check`]), where asked.
-fn check_rows(
+/// The streamed run checked ([`file::check`], said unless `quiet`) and settled
+/// ([`file::settle`]): the check, how the run ends, and the files put in place.
+fn check_and_settle(
     projector: &Projector<'_>,
-    run: &mut Streamed,
-    args: &ProjectArgs,
-    (checked, quiet): (bool, bool),
-    (w, original): (&qkv_wgpu::FusedWeights, Option<&qkv_wgpu::FusedWeights>),
-) -> Result<Checked, Failure> {
-    let (shape, spec) = (projector.shape(), projector.spec());
-    let d_model = shape.d_model;
-    let tol = measure::tolerance(d_model, spec, &args.tolerance.overrides());
-    let f32_tol = args.tolerance.tolerance(d_model, ElementType::F32);
-    if !checked {
-        return Ok(Checked {
-            report: None,
-            cost: None,
-            quantization: None,
-            cpu_ms: None,
-            tol,
-        });
-    }
-    let kept = &mut run.kept;
-    if !quiet {
+    run: &mut file::Streamed,
+    (job, weights): (&FileJob<'_>, JobWeights<'_>),
+    (out_dir, seal): (&qkv_wgpu::io::commit::OutputDir, Option<&Seal>),
+    quiet: bool,
+) -> Result<(file::Checked, Outcome, Vec<String>), Error> {
+    if job.check.is_some() && !quiet {
         progress(&format!(
             "checking {} rows against the CPU reference (f64)",
-            kept.len()
+            run.kept.len()
         ));
     }
-    kept.set_source_x(std::mem::take(&mut run.source_x), d_model);
-    let (dtype, types) = (spec.dtype(), spec.types);
-    let read = weights_read(w, dtype, types.w);
-    let (report, took) = kept.check(shape, &read, (dtype, types.x), tol);
-    let cost = types
-        .reads_half()
-        .then(|| kept.precision_cost(shape, w, f32_tol));
-    let quantization = original.map(|o| kept.precision_cost(shape, o, f32_tol));
-    Ok(Checked {
-        report: Some(report),
-        cost,
-        quantization,
-        cpu_ms: Some(ms(took)),
-        tol,
-    })
-}
-
-/// How a checked run ends.
-pub(super) struct Outcome {
-    /// The run's storage type.
-    element: ElementType,
-    /// NaN or Inf found in X and in the weights.
-    nonfinite: Vec<NonFinite>,
-    /// NaN or infinities in the outputs of finite inputs.
-    overflow: Option<String>,
-    /// The check's verdict (None unchecked).
-    pass: Option<bool>,
-    /// Inputs held NaN or Inf and that was not allowed.
-    blocked_by_nonfinite: bool,
-}
-
-/// A shard's manifest, but for its outputs: the job and the input's digest, taken before
-/// the input was read.
-pub(super) struct Seal {
-    job: String,
-    input: PathBuf,
-    digest: Digest,
-}
-
-/// Decides the run: the outputs are put in place only where the check passed, nothing
-/// overflowed and the inputs were finite (or allowed not to be); else the partial files
-/// are removed. A shard's manifest, with each output's size and checksum, is put in place
-/// with them. Returns the outcome and the files put in place.
-fn settle(
-    run: &mut Streamed,
-    checked: &Checked,
-    (loaded, element): (&LoadedWeights, ElementType),
-    args: &ProjectArgs,
-    (out_dir, seal): (&OutputDir, Option<&Seal>),
-) -> Result<(Outcome, Vec<String>), Failure> {
-    let mut nonfinite: Vec<NonFinite> = run.x_nonfinite.iter().cloned().collect();
-    nonfinite.extend(loaded.nonfinite.iter().cloned());
-    if let Some(nf) = nonfinite.first().filter(|n| n.what == "X") {
+    let checked = file::check(projector, run, job, weights);
+    let element = projector.dtype();
+    let (outcome, written) = file::settle(run, &checked, (weights, element), job, (out_dir, seal))?;
+    if let Some(nf) = outcome.nonfinite.first().filter(|n| n.what == "X") {
         eprintln!("warning: {nf}");
     }
-    // With finite inputs, a NaN or infinity in the outputs is an overflow (the report of the
-    // checked rows counts it too): the run fails and nothing is written. Inputs that carry
-    // NaN or Inf (--allow-nonfinite) carry them into the outputs.
-    let overflow = run.kept.non_finite_outputs();
-    let pass = match (&checked.report, &overflow) {
-        (_, Some(_)) => Some(false),
-        (r, None) => r.as_ref().map(QkvReport::pass),
-    };
-    let blocked_by_nonfinite = !nonfinite.is_empty() && !args.allow_nonfinite;
-    let manifest = |named: &[(&str, &Path)]| -> Result<_, Error> {
-        let Some(seal) = seal else {
-            return Ok(None);
-        };
-        let mut m = Manifest::new(&seal.input, seal.digest.clone(), &seal.job);
-        for (name, path) in named {
-            m.outputs.insert(name.to_string(), Digest::of(path)?);
-        }
-        Ok(Some((MANIFEST, m.to_bytes())))
-    };
-    let written = match run.outputs.take() {
-        Some(o) if pass != Some(false) && !blocked_by_nonfinite => {
-            o.commit_with(out_dir, args.force, manifest)?
-        }
-        _ => Vec::new(),
-    };
-    let outcome = Outcome {
-        element,
-        nonfinite,
-        overflow,
-        pass,
-        blocked_by_nonfinite,
-    };
-    Ok((outcome, written))
+    Ok((checked, outcome, written))
 }
 
-impl Outcome {
-    /// The exit: a failure for an overflow, a failed check or inputs that hold NaN or Inf
-    /// (unless allowed), each said on stderr.
-    fn verdict(&self) -> Result<(), Failure> {
-        match self.why_not_written() {
-            None => Ok(()),
-            Some((true, why)) => {
-                eprintln!("FAIL: {why}");
-                Err(Failure::Validation)
-            }
-            Some((false, why)) => Err(Error::Input(why).into()),
+/// The exit of a one-file run: a failure for an overflow, a failed check or inputs that
+/// hold NaN or Inf (unless allowed), each said on stderr.
+fn verdict(outcome: &Outcome) -> Result<(), Failure> {
+    match outcome.why_not_written() {
+        None => Ok(()),
+        Some((true, why)) => {
+            eprintln!("FAIL: {}", crate::args::flags(&why));
+            Err(Failure::Validation)
         }
-    }
-
-    /// Why the outputs were not written, if they were not, and whether that is the check's
-    /// verdict (an overflow or a mismatch: exit 1) rather than the input's (NaN or Inf).
-    fn why_not_written(&self) -> Option<(bool, String)> {
-        if let Some(o) = &self.overflow {
-            return Some((
-                true,
-                format!(
-                    "the projection overflowed {}'s range (the inputs are finite): {o}; \
-                     nothing was written",
-                    self.element
-                ),
-            ));
-        }
-        if self.pass == Some(false) {
-            return Some((
-                true,
-                "the GPU result does not match the reference; nothing was written".into(),
-            ));
-        }
-        self.blocked_by_nonfinite.then(|| {
-            let found: Vec<String> = self.nonfinite.iter().map(|n| n.to_string()).collect();
-            (
-                false,
-                format!(
-                    "the inputs hold NaN or Inf ({}); nothing was written. Pass \
-                     --allow-nonfinite to write the outputs anyway",
-                    found.join("; ")
-                ),
-            )
-        })
+        Some((false, why)) => Err(Error::Input(why).into()),
     }
 }

@@ -1,12 +1,12 @@
 //! What `qkv project` reports: the result (its JSON) and the text a person reads.
 
-use super::{Checked, ProjectArgs, Streamed};
-use crate::output_files::OutFormat;
+use super::ProjectArgs;
 use crate::stdout::outln;
 use crate::text::{ms, print_checks, print_condition, Stages};
 use qkv_wgpu::io::checkpoint::LoadedWeights;
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::{NpyRows, XDims};
+use qkv_wgpu::io::project::{Checked, Streamed};
 use qkv_wgpu::io::NonFinite;
 use qkv_wgpu::{ElementType, GpuContext, HeadSplit, OutputLayout, Projector, QkvReport, QkvShape};
 use serde::Serialize;
@@ -275,10 +275,7 @@ impl Facts<'_> {
             input: self.input.display().to_string(),
             input_dtype: self.x.dtype,
             dtype: element,
-            out_format: match args.out_format {
-                OutFormat::Npy => "npy",
-                OutFormat::Safetensors => "safetensors",
-            },
+            out_format: args.out_format.name(),
             out_dtype: args.out_format.stored(element),
             weights: args.weights.display().to_string(),
             family: self.loaded.family.map(|f| f.name()),

@@ -4,15 +4,15 @@
 //! refuses, before any GPU work, to replace outputs it cannot vouch for unless `--force`.
 
 use super::load::{load, Loaded};
-use super::{project_file, Bar, FileRun, ProjectArgs, Seal, Session};
+use super::{project_file, Bar, FileRun, ProjectArgs, Session};
 use crate::args::GpuArgs;
 use crate::exit::{Failure, INPUT, VALIDATION};
 use crate::stdout::outln;
 use qkv_wgpu::io::commit::OutputDir;
 use qkv_wgpu::io::npy::NpyRows;
-use qkv_wgpu::io::shards::MANIFEST;
-use qkv_wgpu::io::shards::{digest_parts, shard_name, FileDigest, Manifest, ShardState};
-use qkv_wgpu::{Error, FusedWeights, GpuContext};
+use qkv_wgpu::io::project::Seal;
+use qkv_wgpu::io::shards::{self, shard_name, FileDigest, Manifest, ShardState, MANIFEST};
+use qkv_wgpu::{Error, GpuContext};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,35 +80,22 @@ struct ShardsReport {
     tokens_per_s: f64,
 }
 
-/// The job's key in every manifest: the weights as uploaded, and every setting that changes
-/// the outputs' values, types, layout or files (not the kernel: any kernel's outputs pass the
-/// same check).
-fn job_key(args: &ProjectArgs, l: &Loaded) -> String {
-    let w: &FusedWeights = &l.loaded.weights;
-    let settings = format!(
-        "weights {} {} {} | dtype {} | layout {:?} heads {:?} {:?} | order {} | out {:?} | \
-         tensors {:?}",
-        w.d_model,
-        w.q_width,
-        w.kv_width,
-        l.element,
-        args.head_layout,
-        args.heads,
-        args.kv_heads,
-        args.original_order,
-        args.out_format,
-        l.loaded.tensors,
-    );
-    let w_bytes: &[u8] = match &w.w {
-        qkv_wgpu::ElementVec::F32(v) => bytemuck::cast_slice(v),
-        qkv_wgpu::ElementVec::Half(_, v) => bytemuck::cast_slice(v),
+/// The job's key in every manifest ([`shards::job_key`]): the weights as uploaded and the
+/// settings that change the outputs.
+fn job_key(args: &ProjectArgs, l: &Loaded) -> Result<String, Error> {
+    let heads = match args.head_layout {
+        super::HeadLayoutArg::Tokens => None,
+        super::HeadLayoutArg::Heads => {
+            let g = l.gguf.as_ref();
+            match (args.heads, g.and_then(|g| g.heads)) {
+                (Some(h), _) => Some((h, args.kv_heads)),
+                (None, Some(h)) => Some((h, g.and_then(|g| g.kv_heads))),
+                // Refused with the first shard's split, as for one file.
+                (None, None) => None,
+            }
+        }
     };
-    let bias: &[u8] = w.bias.as_deref().map_or(&[], bytemuck::cast_slice);
-    let mut parts: Vec<&[u8]> = vec![settings.as_bytes(), w_bytes, bias];
-    if let Some(stored) = &w.stored {
-        parts.extend(stored.iter().map(|m| m.bytes.as_slice()));
-    }
-    digest_parts(&parts)
+    shards::job_key(&l.loaded.weights, l.element, heads, args.out_format)
 }
 
 /// A shard to project: its input, its outputs' directory, its tokens.
@@ -202,7 +189,7 @@ pub(super) fn project_shards(
         Some(spec) => gpu.contexts(spec)?,
         None => vec![gpu.context()?],
     };
-    let job = job_key(args, &loaded);
+    let job = job_key(args, &loaded)?;
     // One sharded run per output directory at a time: the root's lock is held to the end.
     let root = OutputDir::open(&args.out)?;
     let (todo, mut reports) = sort_shards(args, &root, &job, (list, &tokens))?;
@@ -355,13 +342,17 @@ fn project_shard(
             None => (State::Projected, None, Some(r.result), 0),
             Some((check, why)) => {
                 let code = if check { VALIDATION } else { INPUT };
+                let why = crate::args::flags(&why);
                 (State::Failed, Some(why), Some(r.result), code)
             }
         },
         Err(f) => {
             let (why, code) = match f {
                 Failure::Validation => ("validation failed".to_string(), VALIDATION),
-                Failure::Error(e) => (e.to_string(), crate::exit::exit_code(&e)),
+                Failure::Error(e) => (
+                    crate::args::flags(&e.to_string()),
+                    crate::exit::exit_code(&e),
+                ),
                 Failure::Reported(code, line) => (line, code),
             };
             (State::Failed, Some(why), None, code)

@@ -1,24 +1,56 @@
-//! The files `qkv project` writes: `q.npy`, `k.npy`, `v.npy`, or one `qkv.safetensors`,
-//! streamed chunk by chunk into partial files and put in place all or none.
+//! The files a projection writes: `q.npy`, `k.npy`, `v.npy`, or one `qkv.safetensors`,
+//! streamed chunk by chunk into partial files and put in place all or none
+//! ([`PartialOutputs`], through [`commit`](super::commit)).
 
-use clap::ValueEnum;
-use qkv_wgpu::io::commit::{OutputDir, Partial};
-use qkv_wgpu::io::npy::NpyRowWriter;
-use qkv_wgpu::io::safetensors::SafetensorsWriter;
-use qkv_wgpu::{ElementType, Elements, Error};
+use super::commit::{OutputDir, Partial};
+use super::npy::NpyRowWriter;
+use super::safetensors::SafetensorsWriter;
+use crate::element::ElementType;
+use crate::error::Error;
+use crate::host::Elements;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+/// The output files' format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OutFormat {
-    /// q.npy, k.npy, v.npy
+    /// q.npy, k.npy, v.npy.
     Npy,
-    /// qkv.safetensors with tensors q, k, v
+    /// qkv.safetensors with tensors q, k, v.
     Safetensors,
 }
 
+impl std::str::FromStr for OutFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "npy" => Ok(OutFormat::Npy),
+            "safetensors" => Ok(OutFormat::Safetensors),
+            _ => Err(format!(
+                "unknown output format '{s}': expected npy or safetensors"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for OutFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 impl OutFormat {
+    /// Its name: `npy` or `safetensors`.
+    pub fn name(self) -> &'static str {
+        match self {
+            OutFormat::Npy => "npy",
+            OutFormat::Safetensors => "safetensors",
+        }
+    }
+
+    /// The files it writes.
     pub fn files(self) -> &'static [&'static str] {
         match self {
             OutFormat::Npy => &["q.npy", "k.npy", "v.npy"],
@@ -36,7 +68,7 @@ impl OutFormat {
 }
 
 /// Q, K and V being written chunk by chunk into partial files in the output directory, put
-/// in place only by [`commit`](Self::commit), all or none (see `qkv_wgpu::io::commit`).
+/// in place only by [`commit_with`](Self::commit_with), all or none (see [`super::commit`]).
 /// Dropped uncommitted (an error, a failed check, NaN in the inputs), it removes the partial
 /// files: nothing incomplete is ever left under a final name, and existing outputs stay
 /// untouched.
@@ -53,6 +85,9 @@ enum Writers {
 }
 
 impl PartialOutputs {
+    /// The partial files of `format` in `out`, holding `element` (see [`OutFormat::stored`]),
+    /// Q of `shapes[0]` and K, V of `shapes[1]` and `shapes[2]`; a safetensors file carries
+    /// `metadata`.
     pub fn create(
         out: &OutputDir,
         format: OutFormat,
@@ -84,6 +119,7 @@ impl PartialOutputs {
         Ok(Self { partials, writers })
     }
 
+    /// Q's, K's and V's next rows.
     pub fn write(&mut self, parts: [Elements<'_>; 3]) -> Result<(), Error> {
         match &mut self.writers {
             Writers::Npy(writers) => {
@@ -135,19 +171,19 @@ impl PartialOutputs {
 }
 
 /// The metadata the output files carry: where the inputs came from (`sources`: key and
-/// path), the tensors, the storage type, the kernel, the layout and the producer.
+/// path), the tensors read (`tensors`), the storage type, the kernel, the layout and the
+/// producer.
 pub fn metadata(
     sources: [(&str, &std::path::Path); 2],
-    loaded: &qkv_wgpu::io::checkpoint::LoadedWeights,
+    tensors: &[&str],
     element: ElementType,
-    config: qkv_wgpu::KernelConfig,
-    layout: qkv_wgpu::OutputLayout,
+    config: crate::kernels::KernelConfig,
+    layout: crate::layout::OutputLayout,
 ) -> BTreeMap<String, String> {
     let mut meta: BTreeMap<String, String> = sources
         .iter()
         .map(|(k, p)| (k.to_string(), p.display().to_string()))
         .collect();
-    let tensors: Vec<&str> = loaded.tensors.iter().map(|t| t.0.as_str()).collect();
     meta.extend([
         ("tensors".to_string(), tensors.join(",")),
         ("dtype".to_string(), element.to_string()),
@@ -155,8 +191,8 @@ pub fn metadata(
         (
             "layout".to_string(),
             match layout {
-                qkv_wgpu::OutputLayout::Tokens => "tokens".to_string(),
-                qkv_wgpu::OutputLayout::Heads(_) => {
+                crate::layout::OutputLayout::Tokens => "tokens".to_string(),
+                crate::layout::OutputLayout::Heads(_) => {
                     "heads [batch, heads, seq, head_dim]".to_string()
                 }
             },
