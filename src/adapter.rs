@@ -100,8 +100,25 @@ impl FromStr for BackendChoice {
 pub struct AdapterFilter {
     /// Only adapters of this backend.
     pub backend: Option<BackendChoice>,
-    /// Only adapters whose name contains this text (case-insensitive).
+    /// Only adapters whose name contains this text (case-insensitive), or, written
+    /// `pci:BUS` (`pci:0000:18:00.0`), the adapter at that PCI address: how one of several
+    /// identical GPUs is named.
     pub name: Option<String>,
+}
+
+/// A PCI address as (domain, bus, device, function), from `0000:18:00.0` or
+/// `00000000:18:00.0` (nvidia-smi's): the form each tool writes it in compared as numbers.
+pub fn pci_address(s: &str) -> Option<(u32, u8, u8, u8)> {
+    let s = s.trim();
+    let (rest, function) = s.rsplit_once('.')?;
+    let mut parts = rest.rsplitn(3, ':');
+    let device = u8::from_str_radix(parts.next()?, 16).ok()?;
+    let bus = u8::from_str_radix(parts.next()?, 16).ok()?;
+    let domain = match parts.next() {
+        Some(d) => u32::from_str_radix(d, 16).ok()?,
+        None => 0,
+    };
+    Some((domain, bus, device, function.parse().ok()?))
 }
 
 impl AdapterFilter {
@@ -126,17 +143,23 @@ impl AdapterFilter {
         if let Some(b) = self.backend {
             parts.push(format!("backend {b}"));
         }
-        if let Some(n) = &self.name {
-            parts.push(format!("name containing '{n}'"));
+        match self.name.as_deref().map(|n| (n, n.strip_prefix("pci:"))) {
+            Some((_, Some(bus))) => parts.push(format!("PCI address {bus}")),
+            Some((n, None)) => parts.push(format!("name containing '{n}'")),
+            None => {}
         }
         parts.join(" and ")
     }
 
     #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
     fn matches(&self, info: &wgpu::AdapterInfo) -> bool {
-        self.name
-            .as_ref()
-            .is_none_or(|n| info.name.to_lowercase().contains(&n.to_lowercase()))
+        match self.name.as_deref().map(|n| (n, n.strip_prefix("pci:"))) {
+            None => true,
+            Some((_, Some(bus))) => {
+                pci_address(bus).is_some_and(|a| pci_address(&info.device_pci_bus_id) == Some(a))
+            }
+            Some((n, None)) => info.name.to_lowercase().contains(&n.to_lowercase()),
+        }
     }
 }
 
@@ -151,6 +174,9 @@ pub struct AdapterSummary {
     pub device_type: String,
     /// Driver name and version.
     pub driver: String,
+    /// Its PCI address (`0000:18:00.0`) where the backend reports one (Vulkan does), else
+    /// empty: `--adapter pci:ADDRESS` names it.
+    pub pci_bus_id: String,
     /// Largest storage buffer one binding may view, in bytes (bounds X, W, Q, K, V).
     pub max_storage_buffer_binding_size: u64,
     /// Largest buffer, in bytes.
@@ -258,6 +284,7 @@ impl AdapterSummary {
             backend: "Vulkan".into(),
             device_type: "DiscreteGpu".into(),
             driver: "1".into(),
+            pci_bus_id: String::new(),
             max_storage_buffer_binding_size: 1 << 30,
             max_buffer_size: 1 << 30,
             max_compute_workgroup_storage_size: 1 << 16,
@@ -290,6 +317,7 @@ impl AdapterSummary {
             driver: format!("{} {}", info.driver, info.driver_info)
                 .trim()
                 .to_string(),
+            pci_bus_id: info.device_pci_bus_id.clone(),
             max_storage_buffer_binding_size: limits.max_storage_buffer_binding_size,
             max_buffer_size: limits.max_buffer_size,
             max_compute_workgroup_storage_size: limits.max_compute_workgroup_storage_size,
@@ -421,7 +449,7 @@ pub fn list_adapters(filter: &AdapterFilter) -> Vec<AdapterSummary> {
 pub fn pick_adapters(filter: &AdapterFilter, spec: &str) -> Result<Vec<wgpu::Adapter>> {
     let key = |a: &wgpu::Adapter| {
         let i = a.get_info();
-        (i.backend, i.vendor, i.device, i.name)
+        (i.backend, i.vendor, i.device, i.name, i.device_pci_bus_id)
     };
     let picked = if spec.trim() == "all" {
         let all: Vec<wgpu::Adapter> = candidate_adapters(filter)
@@ -459,6 +487,8 @@ fn adapter_item(filter: &AdapterFilter, item: &str) -> Result<wgpu::Adapter> {
         ));
     }
     let (backend, name) = match item.split_once(':') {
+        // An address alone: `pci:0000:18:00.0`.
+        Some(("pci", _)) => (None, Some(item)),
         Some((b, n)) => (Some(b), Some(n)),
         None if item.parse::<BackendChoice>().is_ok() => (Some(item), None),
         None => (None, Some(item)),
@@ -546,5 +576,42 @@ mod tests {
             err.contains("invalid value 'opengl'") && err.contains("dx12"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pci_addresses_compare_in_every_tool_s_form() {
+        let a = Some((0, 0x18, 0, 0));
+        assert_eq!(pci_address("0000:18:00.0"), a);
+        assert_eq!(pci_address("00000000:18:00.0"), a, "nvidia-smi's form");
+        assert_eq!(pci_address(" 18:00.0\n"), a);
+        assert_eq!(pci_address("0001:3B:1f.7"), Some((1, 0x3b, 0x1f, 7)));
+        for bad in [
+            "",
+            "18",
+            "0000:18:00",
+            "zz:00.0",
+            "0000:18:00.x",
+            "1:2:3:4.0",
+        ] {
+            assert_eq!(pci_address(bad), None, "{bad:?}");
+        }
+        let info = |bus: &str| wgpu::AdapterInfo {
+            name: "NVIDIA H100 80GB HBM3".into(),
+            device_pci_bus_id: bus.into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::DiscreteGpu, wgpu::Backend::Vulkan)
+        };
+        let pci = AdapterFilter {
+            backend: None,
+            name: Some("pci:00000000:18:00.0".into()),
+        };
+        assert!(pci.matches(&info("0000:18:00.0")));
+        assert!(!pci.matches(&info("0000:19:00.0")));
+        assert!(!pci.matches(&info("")), "a backend that reports no address");
+        assert_eq!(pci.describe(), "PCI address 00000000:18:00.0");
+        let named = AdapterFilter {
+            backend: None,
+            name: Some("h100".into()),
+        };
+        assert!(named.matches(&info("")));
     }
 }

@@ -154,6 +154,8 @@ fn adapters_lists_limits_and_features() {
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     let first = &v.as_array().unwrap()[0];
     assert!(first["max_storage_buffer_binding_size"].as_u64().unwrap() > 0);
+    // Empty where the backend reports no PCI address (lavapipe has none).
+    assert!(first["pci_bus_id"].is_string(), "{first}");
     // Native or emulated f16 is what the adapter's SHADER_F16 says.
     let native = first["shader_f16"].as_bool().unwrap();
     assert_eq!(out.contains("f16: native (SHADER_F16)"), native, "{out}");

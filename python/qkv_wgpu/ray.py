@@ -19,7 +19,7 @@ or, to build the pipeline yourself::
     ds = ray.data.from_items([{"path": p} for p in qkv_wgpu.shard_paths(["corpus/"])])
     ds.map_batches(qkv_wgpu.ray.Project, fn_constructor_kwargs=dict(
         weights="model.safetensors", prefix="h.0", out="corpus-out"),
-        concurrency=2, num_gpus=1, batch_size=1).take_all()
+        compute=ray.data.ActorPoolStrategy(size=2), num_gpus=1, batch_size=1).take_all()
 
 Ray itself is not a dependency of ``qkv_wgpu``: install it (``pip install 'ray[data]'``)
 where this module is used. The outputs directory must be one every worker can reach (a
@@ -27,6 +27,7 @@ shared file system), as the shards must.
 """
 
 import os
+import subprocess
 import time
 
 from . import Projector, shard_paths
@@ -49,6 +50,43 @@ class ShardsFailed(RuntimeError):
         self.report = report
 
 
+def _gpu_adapter(gpu_ids, run=subprocess.run):
+    """The adapter filter (``pci:ADDRESS``) of the GPU Ray gave this worker, or None where
+    it gave none. Ray says which GPU by setting CUDA_VISIBLE_DEVICES, which Vulkan does not
+    read: without this every worker of a machine would take its first GPU. nvidia-smi gives
+    the PCI address of the device Ray named (an index in nvidia-smi's order, which is CUDA's
+    for identical GPUs and with CUDA_DEVICE_ORDER=PCI_BUS_ID, or a UUID), and wgpu's adapter
+    is found by it."""
+    ids = [str(i) for i in gpu_ids]
+    if not ids:
+        return None
+    if len(set(ids)) > 1:
+        raise ValueError(f"Ray gave this worker GPUs {', '.join(ids)}: a projector runs on "
+                         "one GPU; give num_gpus=1 (or a fraction to share one)")
+    how = ("pass adapter='pci:ADDRESS' yourself (qkv_wgpu.adapters() lists each adapter's "
+           "pci_bus_id)")
+    try:
+        done = run(["nvidia-smi", "--query-gpu=pci.bus_id", "--format=csv,noheader",
+                    "-i", ids[0]], capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise RuntimeError(f"Ray gave this worker GPU {ids[0]}, but nvidia-smi, which says "
+                           f"where that GPU is, is not installed: {how}") from None
+    address = done.stdout.strip()
+    if done.returncode != 0 or not address or "\n" in address:
+        raise RuntimeError(f"nvidia-smi does not say where GPU {ids[0]} is "
+                           f"({(done.stderr or done.stdout).strip()}): {how}")
+    return f"pci:{address}"
+
+
+def _ray_gpu_ids():
+    try:
+        import ray
+
+        return ray.get_gpu_ids()
+    except Exception:  # not in a Ray worker
+        return []
+
+
 def _node_id():
     try:
         import ray
@@ -65,7 +103,9 @@ class Project:
 
     The projector is built once, when Ray makes the worker: from ``weights`` (a safetensors
     or GGUF checkpoint) and ``prefix``, with ``projector`` the keyword arguments of
-    ``qkv_wgpu.Projector.from_checkpoint`` (``dtype``, ``kernel``, ``heads``, ...). Each
+    ``qkv_wgpu.Projector.from_checkpoint`` (``dtype``, ``kernel``, ``heads``, ...). On the
+    GPU Ray gave the worker (``num_gpus``), found by its PCI address (NVIDIA: nvidia-smi),
+    unless ``adapter`` names one. Each
     shard is written by ``Projector.project_shard`` into ``out`` with ``out_format``,
     ``check``, ``check_rows``, ``force`` and ``allow_nonfinite``. A shard's failure is its
     report's ``state``, not an exception, so that one bad shard does not stop the others.
@@ -73,6 +113,8 @@ class Project:
 
     def __init__(self, weights, prefix=None, *, out, out_format="npy", check=True,
                  check_rows=None, force=False, allow_nonfinite=False, **projector):
+        if projector.get("adapter") is None:
+            projector["adapter"] = _gpu_adapter(_ray_gpu_ids())
         self.projector = Projector.from_checkpoint(weights, prefix, **projector)
         self.out = os.fspath(out)
         self.shard = dict(out_format=out_format, check=check, check_rows=check_rows,
@@ -116,8 +158,9 @@ def project_shards(inputs, out, weights, prefix=None, *, concurrency=1, num_gpus
     if num_gpus is not None:
         remote["num_gpus"] = num_gpus
     ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=len(paths))
-    ds = ds.map_batches(Project, fn_constructor_kwargs=kwargs, concurrency=concurrency,
-                        batch_size=1, batch_format="numpy", **remote)
+    ds = ds.map_batches(Project, fn_constructor_kwargs=kwargs,
+                        compute=ray.data.ActorPoolStrategy(size=concurrency), batch_size=1,
+                        batch_format="numpy", **remote)
     rows = ds.take_all()
     wall_s = time.perf_counter() - started
     order = {p: i for i, p in enumerate(paths)}

@@ -49,6 +49,7 @@ pub fn summary_dict<'py>(py: Python<'py>, s: &AdapterSummary) -> PyResult<Bound<
     d.set_item("backend", &s.backend)?;
     d.set_item("type", &s.device_type)?;
     d.set_item("driver", &s.driver)?;
+    d.set_item("pci_bus_id", &s.pci_bus_id)?;
     let limits = PyDict::new(py);
     limits.set_item(
         "max_storage_buffer_binding_size",

@@ -60,7 +60,7 @@ def test_each_shard_is_written_with_its_manifest_and_matches_the_reference(corpu
         for out, ref in zip("qkv", want):
             assert_close(np.load(d / f"{out}.npy"), ref, D)
         m = json.loads((d / "shard.json").read_text())
-        assert m["format"] == "qkv-wgpu shard manifest 1"
+        assert m["format"] == "qkv-wgpu shard manifest 2"
         assert sorted(m["outputs"]) == ["k.npy", "q.npy", "v.npy"]
         assert m["input_digest"]["bytes"] == os.path.getsize(path)
 
@@ -161,3 +161,38 @@ def test_shard_paths_take_what_the_cli_takes(corpus, tmp_path):
         qkv_wgpu.shard_paths([str(x / "*.bin")])
     with pytest.raises(ValueError, match="no inputs"):
         qkv_wgpu.shard_paths([])
+
+
+def test_a_ray_worker_finds_its_gpu_by_pci_address():
+    """Ray names a worker's GPU in CUDA_VISIBLE_DEVICES, which Vulkan ignores: the worker
+    asks nvidia-smi where that GPU is and picks wgpu's adapter at that address."""
+    from qkv_wgpu.ray import _gpu_adapter
+
+    calls = []
+
+    def smi(out, code=0, err=""):
+        def run(cmd, **kw):
+            calls.append(cmd)
+            return type("Done", (), dict(stdout=out, stderr=err, returncode=code))()
+        return run
+
+    assert _gpu_adapter([]) is None
+    assert _gpu_adapter([3], run=smi("00000000:3B:00.0\n")) == "pci:00000000:3B:00.0"
+    assert calls[-1][-2:] == ["-i", "3"]
+    with pytest.raises(ValueError, match="one GPU"):
+        _gpu_adapter([0, 1], run=smi(""))
+    with pytest.raises(RuntimeError, match="does not say where GPU 7 is.*adapter='pci:"):
+        _gpu_adapter(["7"], run=smi("", 6, "No devices were found"))
+
+    def missing(cmd, **kw):
+        raise FileNotFoundError(cmd[0])
+
+    with pytest.raises(RuntimeError, match="nvidia-smi.*not installed"):
+        _gpu_adapter([0], run=missing)
+
+
+def test_an_adapter_named_by_pci_address_is_that_one_or_none(corpus):
+    for a in qkv_wgpu.adapters():
+        assert isinstance(a["pci_bus_id"], str)
+    with pytest.raises(qkv_wgpu.GpuError, match="PCI address 0000:ff:1f.7"):
+        qkv_wgpu.Projector.from_checkpoint(corpus["ckpt"], "h.0", adapter="pci:0000:ff:1f.7")

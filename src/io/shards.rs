@@ -26,8 +26,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 /// The manifest's name in each shard's directory.
 pub const MANIFEST: &str = "shard.json";
-/// What the manifest's `format` says: its layout and version.
-pub const MANIFEST_FORMAT: &str = "qkv-wgpu shard manifest 1";
+/// What the manifest's `format` says: its layout and version (2: the job key of
+/// [`job_key`], which every front end computes alike).
+pub const MANIFEST_FORMAT: &str = "qkv-wgpu shard manifest 2";
 
 /// The inputs of a run: one file (projected as before, outputs straight into `--out`), or
 /// shards (each into its own directory under `--out`).

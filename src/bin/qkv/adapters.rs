@@ -34,6 +34,9 @@ pub fn adapters(gpu: &GpuArgs, args: &AdaptersArgs) -> Result<(), Failure> {
     for (i, a) in list.iter().enumerate() {
         outln!("[{i}] {} ({}, {})", a.name, a.backend, a.device_type);
         outln!("    driver:                      {}", a.driver);
+        if !a.pci_bus_id.is_empty() {
+            outln!("    PCI address:                 {}", a.pci_bus_id);
+        }
         outln!(
             "    max storage binding / buffer: {} / {}",
             mib(a.max_storage_buffer_binding_size),

@@ -38,8 +38,10 @@ pub struct GpuArgs {
     #[arg(long, global = true, env = "QKV_BACKEND", value_parser = backend_parser(),
           help_heading = GLOBAL)]
     backend: Option<BackendChoice>,
-    /// Use the first adapter whose name contains this text (case-insensitive)
-    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING",
+    /// Use the first adapter whose name contains this text (case-insensitive), or the one
+    /// at a PCI address, `pci:0000:18:00.0` (`qkv adapters` lists them): one of several
+    /// identical GPUs
+    #[arg(long, global = true, env = "QKV_ADAPTER", value_name = "SUBSTRING|pci:ADDRESS",
           help_heading = GLOBAL)]
     adapter: Option<String>,
     /// Build the kernels whose every memory access the plan proves in bounds (coopmat)
