@@ -168,17 +168,7 @@ def shard_paths(inputs: Sequence[Union[str, PathLike[str]]]) -> list[str]:
     directories of them, glob patterns, list files (.txt, .list: a path a line). Each must
     be a file, none named twice, no two sharing a name (their outputs' directory)."""
 
-def project_shard(
-    projector: Projector,
-    input: Union[str, PathLike[str]],
-    out: Union[str, PathLike[str]],
-    *,
-    out_format: str = "npy",
-    check: bool = True,
-    check_rows: Optional[Union[int, str]] = None,
-    force: bool = False,
-    allow_nonfinite: bool = False,
-) -> dict[str, Any]:
+def project_shard(projector: Projector, input: Any, out: Any, **kwargs: Any) -> dict[str, Any]:
     """`Projector.project_shard` (the package makes it the method; see there)."""
 
 def quantize(x: np.ndarray, weight_type: str) -> bytes:

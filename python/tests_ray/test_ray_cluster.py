@@ -9,6 +9,7 @@ The Ray lane (scripts/ray_lane.sh) runs this with Ray from PyPI and `QKV_BIN` na
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,11 +20,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import ray
-from safetensors.numpy import save_file
 
-import qkv_wgpu
-import qkv_wgpu.ray
+# Token authentication, said outright, before Ray is imported (it reads the mode once):
+# with the mode unset, Ray 2.60's head turns it on wherever ~/.ray/auth_token exists (a
+# local ray.init() writes one) while a joining node and this driver leave it off, and
+# cannot connect. The cluster's processes inherit this token.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+
+import ray  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
+
+import qkv_wgpu  # noqa: E402
+import qkv_wgpu.ray  # noqa: E402
 
 QKV = os.environ.get("QKV_BIN", "qkv")
 RAY = str(Path(sys.executable).with_name("ray"))
