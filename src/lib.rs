@@ -27,6 +27,7 @@ pub mod context;
 #[cfg(feature = "native")]
 pub mod cpu;
 pub mod element;
+pub mod epilogue;
 pub mod error;
 pub mod explain;
 pub mod host;
