@@ -9,7 +9,9 @@
 //! ([`Epilogue::apply_f64`]), applied to Q and K as [`crate::reference`] computes them:
 //! each token a row, [tokens, width]. The rotation's angles come from [`Rope::inv_freq`] in
 //! f64, as Hugging Face's `_compute_default_rope_parameters` and `_compute_llama3_parameters`
-//! define them.
+//! define them. [`config`] reads them from a Hugging Face model's `config.json`.
+
+pub mod config;
 
 use crate::error::{Error, Result};
 
