@@ -245,7 +245,8 @@ fn project(
         return Ok(());
     };
     let inputs = [("the input", input)];
-    let out_dir = file::open_outputs(&dir, opts.format, true, &inputs, opts.force)?;
+    let out_dir = qkv_wgpu::io::commit::OutputDir::open(&dir)?;
+    file::check_outputs(&out_dir, opts.format, true, &inputs, opts.force)?;
     let xdims = XDims {
         tokens: dims.tokens,
         batch_seq: dims.batch_seq,

@@ -1,6 +1,6 @@
 //! X from a `.npy` file projected into output files, as `qkv project` does it for one file
 //! and for each shard of a corpus (and the Python module's `project_shard`): the output
-//! directory opened and locked ([`open_outputs`]); X streamed chunk by chunk from the file
+//! directory, opened and locked, checked ([`check_outputs`]); X streamed chunk by chunk from the file
 //! through a [`Projector`] into partial output files ([`stream`]), the rows the check picks
 //! kept and every row scanned for NaN and infinities; the kept rows checked against the
 //! f64 reference of the inputs as the GPU read them ([`check`]); and the outputs put in
@@ -60,18 +60,17 @@ pub fn file_shape(input: &Path, dims: XDims, w: &FusedWeights) -> Result<QkvShap
     )
 }
 
-/// The output directory `out` for `format`, locked against other runs, before any GPU
-/// work: what an interrupted run left there is cleaned up (and named in its `notes`),
-/// `inputs` (a name for errors, and a path) are never outputs, and existing outputs (a
-/// shard's manifest among them where `shard`) need `force`.
-pub fn open_outputs(
-    out: &Path,
+/// Checks the output directory (opened and locked by [`OutputDir::open`], which cleaned up
+/// what an interrupted run left and named it in its `notes`, for the caller to show first)
+/// for `format`, before any GPU work: `inputs` (a name for errors, and a path) are never
+/// outputs, and existing outputs (a shard's manifest among them where `shard`) need `force`.
+pub fn check_outputs(
+    out_dir: &OutputDir,
     format: OutFormat,
     shard: bool,
     inputs: &[(&str, &Path)],
     force: bool,
-) -> Result<OutputDir, Error> {
-    let out_dir = OutputDir::open(out)?;
+) -> Result<(), Error> {
     let mut names = format.files().to_vec();
     if shard {
         names.push(MANIFEST);
@@ -79,8 +78,7 @@ pub fn open_outputs(
     // First what is at the outputs' names (a FIFO there must be refused before anything
     // opens it), then whether any is an input.
     out_dir.check_free(&names, force)?;
-    out_dir.check_not_inputs(&names, inputs)?;
-    Ok(out_dir)
+    out_dir.check_not_inputs(&names, inputs)
 }
 
 /// The partial outputs in `out_dir` of `projector`'s run over X of `batch_seq` (None: 2-D X),

@@ -290,10 +290,18 @@ fn project_file(
     let shape = file::file_shape(input, dims, w)?;
     let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
     let inputs = [("--input", input), ("--weights", args.weights.as_path())];
-    let out_dir = file::open_outputs(out, args.out_format, seal.is_some(), &inputs, args.force)?;
+    // What an interrupted run left is cleaned up and said before anything is refused.
+    let out_dir = qkv_wgpu::io::commit::OutputDir::open(out)?;
     for note in &out_dir.notes {
         eprintln!("note: {note}");
     }
+    file::check_outputs(
+        &out_dir,
+        args.out_format,
+        seal.is_some(),
+        &inputs,
+        args.force,
+    )?;
     let kinds = (element, w.w_formats());
     let specs = resolve_kernels(ctx, &shape, &args.kernel, args.tune, kinds)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
