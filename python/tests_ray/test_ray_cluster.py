@@ -192,3 +192,20 @@ def test_a_worker_killed_mid_shard_and_the_job_still_completes(cluster, tmp_path
     assert redone["pid"] != pid
     cli_project(xdir, ckpt, tmp_path / "cli")
     assert_same_as_cli(out, tmp_path / "cli", names)
+
+
+def test_a_failed_shard_is_raised_with_the_report_after_the_others_are_written(cluster, tmp_path):
+    ckpt, xdir = make_corpus(tmp_path, shards=3, tokens=50, d_model=16, seed=3)
+    bad = np.load(xdir / "part-01.npy")
+    bad[7, 3] = np.inf
+    np.save(xdir / "part-01.npy", bad)
+    with pytest.raises(qkv_wgpu.ray.ShardsFailed, match="1 of 3 shard.*part-01.*Inf") as e:
+        qkv_wgpu.ray.project_shards(xdir, tmp_path / "ray", ckpt, "h.0", concurrency=2,
+                                    kernel="tiled")
+    report = e.value.report
+    assert [r["state"] for r in report["shards"]] == ["projected", "failed", "projected"]
+    assert (report["projected"], report["failed"]) == (2, 1)
+    assert sorted(os.listdir(tmp_path / "ray" / "part-00")) == [
+        "k.npy", "q.npy", "shard.json", "v.npy"]
+    failed = tmp_path / "ray" / "part-01"
+    assert not failed.exists() or not [n for n in os.listdir(failed) if not n.startswith(".")]
