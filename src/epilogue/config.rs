@@ -193,6 +193,7 @@ pub fn from_hf_config(text: &str, layer: Option<u32>) -> Result<LayerEpilogue> {
         rotary_dim: (head_dim as f64 * partial) as u32,
         pairs: RopePairs::Half,
         scaling: scaling(&p)?,
+        freq_factors: None,
     };
     let eps = number(m, "rms_norm_eps").unwrap_or(1e-6);
     Ok(LayerEpilogue {

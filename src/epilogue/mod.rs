@@ -54,6 +54,10 @@ pub struct Rope {
     pub rotary_dim: u32,
     pub pairs: RopePairs,
     pub scaling: RopeScaling,
+    /// Each pair's frequency divided by its factor, after the scaling: how a GGUF file
+    /// stores Llama 3's scaling (`rope_freqs.weight`, one factor per pair, as ggml's
+    /// `ggml_rope_ext` applies it).
+    pub freq_factors: Option<Vec<f64>>,
 }
 
 /// Where each token sits in its sequence.
@@ -116,6 +120,15 @@ impl Rope {
         let base: Vec<f64> = (0..self.rotary_dim / 2)
             .map(|i| 1.0 / self.theta.powf(2.0 * i as f64 / r))
             .collect();
+        let scaled = self.scaled(base);
+        match &self.freq_factors {
+            Some(ff) => scaled.iter().zip(ff).map(|(f, d)| f / d).collect(),
+            None => scaled,
+        }
+    }
+
+    /// `base` frequencies scaled as [`RopeScaling`] says.
+    fn scaled(&self, base: Vec<f64>) -> Vec<f64> {
         match self.scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
@@ -192,6 +205,18 @@ impl Epilogue {
                      the head size, {}",
                     r.rotary_dim, h.head_dim
                 )));
+            }
+            if let Some(ff) = &r.freq_factors {
+                if ff.len() != (r.rotary_dim / 2) as usize
+                    || ff.iter().any(|f| !(f.is_finite() && *f > 0.0))
+                {
+                    return Err(Error::Input(format!(
+                        "RoPE's frequency factors: {} given for {} pairs; each a finite \
+                         number above 0",
+                        ff.len(),
+                        r.rotary_dim / 2
+                    )));
+                }
             }
             if !(r.theta.is_finite() && r.theta > 1.0) {
                 return Err(Error::Input(format!(
@@ -294,6 +319,7 @@ mod tests {
             rotary_dim,
             pairs,
             scaling: RopeScaling::None,
+            freq_factors: None,
         }
     }
 
@@ -384,6 +410,7 @@ mod tests {
                 high_freq_factor: 4.0,
                 original_max_position_embeddings: 8192.0,
             },
+            freq_factors: None,
         };
         let plain = Rope {
             scaling: RopeScaling::None,

@@ -14,8 +14,11 @@
 //! it. All little-endian. Dimensions are ggml's order: the first is the row (contiguous), so
 //! a linear layer's `[out, in]` weight is stored with dimensions `[in, out]`.
 
+mod epilogue;
 mod formats;
 mod layer;
+
+pub use epilogue::GgufEpilogue;
 
 pub use formats::GgmlType;
 pub use layer::{AttentionLayer, REORDERED_ARCHITECTURES};

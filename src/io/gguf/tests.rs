@@ -4,7 +4,7 @@
 use super::*;
 
 /// A GGUF file under construction.
-struct Writer {
+pub(super) struct Writer {
     meta: Vec<u8>,
     n_meta: u64,
     table: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
@@ -17,7 +17,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
 }
 
 impl Writer {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Self {
             meta: Vec::new(),
             n_meta: 0,
@@ -27,7 +27,7 @@ impl Writer {
     }
 
     /// A metadata entry of value type `ty` whose value is `bytes`.
-    fn meta(mut self, key: &str, ty: u32, bytes: &[u8]) -> Self {
+    pub(super) fn meta(mut self, key: &str, ty: u32, bytes: &[u8]) -> Self {
         string(&mut self.meta, key);
         self.meta.extend(ty.to_le_bytes());
         self.meta.extend(bytes);
@@ -35,7 +35,7 @@ impl Writer {
         self
     }
 
-    fn tensor(mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> Self {
+    pub(super) fn tensor(mut self, name: &str, dims: &[u64], ty: u32, data: Vec<u8>) -> Self {
         self.table.push((name.into(), dims.to_vec(), ty, data));
         self
     }
@@ -73,7 +73,7 @@ impl Writer {
         out
     }
 
-    fn bytes(&self) -> Vec<u8> {
+    pub(super) fn bytes(&self) -> Vec<u8> {
         self.bytes_with(None)
     }
 }
@@ -263,7 +263,7 @@ fn the_fuzz_seeds_are_valid_files() {
 }
 
 /// A metadata string value.
-fn str_value(s: &str) -> Vec<u8> {
+pub(super) fn str_value(s: &str) -> Vec<u8> {
     let mut b = Vec::new();
     string(&mut b, s);
     b

@@ -289,19 +289,7 @@ fn project_file(
     let w = &loaded.weights;
     let shape = file::file_shape(input, dims, w)?;
     let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
-    let inputs = [("--input", input), ("--weights", args.weights.as_path())];
-    // What an interrupted run left is cleaned up and said before anything is refused.
-    let out_dir = qkv_wgpu::io::commit::OutputDir::open(out)?;
-    for note in &out_dir.notes {
-        eprintln!("note: {note}");
-    }
-    file::check_outputs(
-        &out_dir,
-        args.out_format,
-        seal.is_some(),
-        &inputs,
-        args.force,
-    )?;
+    let out_dir = open_out_dir(args, input, out, seal.is_some())?;
     let kinds = (element, w.w_formats());
     let specs = resolve_kernels(ctx, &shape, &args.kernel, args.tune, kinds)?;
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
@@ -372,6 +360,24 @@ fn project_file(
         tol: checked.tol,
         outcome,
     })
+}
+
+/// The output directory, locked against other runs, before any GPU work: what an
+/// interrupted run left there is cleaned up and said first, then the library's checks
+/// ([`file::check_outputs`]: inputs are never outputs, existing outputs need --force).
+fn open_out_dir(
+    args: &ProjectArgs,
+    input: &Path,
+    out: &Path,
+    shard: bool,
+) -> Result<qkv_wgpu::io::commit::OutputDir, Error> {
+    let out_dir = qkv_wgpu::io::commit::OutputDir::open(out)?;
+    for note in &out_dir.notes {
+        eprintln!("note: {note}");
+    }
+    let inputs = [("--input", input), ("--weights", args.weights.as_path())];
+    file::check_outputs(&out_dir, args.out_format, shard, &inputs, args.force)?;
+    Ok(out_dir)
 }
 
 /// [`file::stream`] with the run's progress: a line naming the chunks (unless `quiet`, a
