@@ -21,6 +21,11 @@
 //! textures) and Q, K, V as `array<atomic<u32>>`; the bias and split-K's partial sums are f32.
 //!
 //! `fill_nan.wgsl`: 0 data (read-write storage).
+//!
+//! `qkv_epilogue.wgsl` (the pass after a kernel run with `QK_SCRATCH`, [`crate::epilogue`]):
+//! 0 params, 4, 5, 6 q, k, v (read-write: Q and K written, V bound only because `put` names
+//! it), 7, 8 Q and K as the kernel left them (f32, read-only), 9 [`EpilogueParams`]
+//! (uniform), 10 the angle tables, norm weights and positions (read-only).
 
 use crate::layout::OutputLayout;
 use crate::shape::QkvShape;
@@ -142,11 +147,51 @@ pub fn texel_extent(bytes: u64) -> (u32, u32) {
     (width as u32, texels.div_ceil(width) as u32)
 }
 
+/// The epilogue pass's uniform at binding 9: `struct EpilogueParams` in
+/// `shaders/qkv_epilogue.wgsl`, member for member; what each member means is written there.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+pub struct EpilogueParams {
+    pub row0: u32,
+    pub pos_offset: u32,
+    pub seq: u32,
+    pub lo_bits: u32,
+    pub lo_mask: u32,
+    pub table_hi: u32,
+    pub q_weight: u32,
+    pub k_weight: u32,
+    pub positions: u32,
+    pub eps: f32,
+    pub q_inv_span: f32,
+    pub k_inv_span: f32,
+}
+
+impl EpilogueParams {
+    /// The member names of `struct EpilogueParams`, in order (each 4 bytes, so member i is at
+    /// byte 4i).
+    pub const MEMBERS: [&'static str; 12] = [
+        "row0",
+        "pos_offset",
+        "seq",
+        "lo_bits",
+        "lo_mask",
+        "table_hi",
+        "q_weight",
+        "k_weight",
+        "positions",
+        "eps",
+        "q_inv_span",
+        "k_inv_span",
+    ];
+}
+
 /// What a binding slot holds, as both sides of the contract describe it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
     /// A uniform buffer of [`Params`].
     Uniform,
+    /// A uniform buffer of [`EpilogueParams`].
+    EpilogueUniform,
     /// A storage buffer, read-only or read-write.
     Storage {
         /// Whether the shader only reads it.
@@ -228,6 +273,11 @@ fn entry(binding: u32, slot: Slot) -> wgpu::BindGroupLayoutEntry {
             has_dynamic_offset: false,
             min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<Params>() as u64),
         },
+        Slot::EpilogueUniform => wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Uniform,
+            has_dynamic_offset: false,
+            min_binding_size: wgpu::BufferSize::new(std::mem::size_of::<EpilogueParams>() as u64),
+        },
         Slot::Storage { read_only } => wgpu::BindingType::Buffer {
             ty: wgpu::BufferBindingType::Storage { read_only },
             has_dynamic_offset: false,
@@ -255,10 +305,17 @@ pub(crate) struct Layout {
 }
 
 impl Layout {
+    /// The layout of `slots` at bindings 0, 1, 2, ...
     pub(crate) fn new(device: &wgpu::Device, label: &str, slots: &[Slot]) -> Self {
-        let entries: Vec<_> = (0..)
-            .zip(slots)
-            .map(|(binding, &slot)| entry(binding, slot))
+        let numbered: Vec<_> = (0..).zip(slots.iter().copied()).collect();
+        Self::at(device, label, &numbered)
+    }
+
+    /// The layout of each (binding, slot).
+    pub(crate) fn at(device: &wgpu::Device, label: &str, slots: &[(u32, Slot)]) -> Self {
+        let entries: Vec<_> = slots
+            .iter()
+            .map(|&(binding, slot)| entry(binding, slot))
             .collect();
         let group = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some(&format!("{label} bind group layout")),
@@ -279,7 +336,20 @@ impl Layout {
 pub(crate) struct Layouts {
     kinds: [Option<Layout>; BindingKind::ALL.len()],
     pub(crate) fill: Layout,
+    pub(crate) epilogue: Layout,
 }
+
+/// The epilogue pass's bindings (see the table at the top).
+pub const EPILOGUE_SLOTS: [(u32, Slot); 8] = [
+    (0, Slot::Uniform),
+    (4, Slot::Storage { read_only: false }),
+    (5, Slot::Storage { read_only: false }),
+    (6, Slot::Storage { read_only: false }),
+    (7, Slot::Storage { read_only: true }),
+    (8, Slot::Storage { read_only: true }),
+    (9, Slot::EpilogueUniform),
+    (10, Slot::Storage { read_only: true }),
+];
 
 impl Layouts {
     /// Layouts of every kind the device's storage-buffer limit allows (split-K's seven
@@ -291,6 +361,7 @@ impl Layouts {
                 (k.storage_buffers() <= storage).then(|| Layout::new(device, k.label(), &k.slots()))
             }),
             fill: Layout::new(device, "fill_nan", &[Slot::Storage { read_only: false }]),
+            epilogue: Layout::at(device, "epilogue", &EPILOGUE_SLOTS),
         }
     }
 

@@ -222,6 +222,11 @@ impl GpuContext {
         &self.layouts.fill
     }
 
+    /// The layouts of the epilogue pass ([`crate::epilogue`]).
+    pub(crate) fn epilogue_layout(&self) -> &Layout {
+        &self.layouts.epilogue
+    }
+
     /// Whether the adapter runs on the CPU (lavapipe, WARP, SwiftShader): no clocks that
     /// ramp from idle, and barriers that cost more than they do on a GPU.
     pub fn is_cpu(&self) -> bool {

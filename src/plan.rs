@@ -35,6 +35,11 @@ pub struct ChunkOptions {
     /// [`MAX_BUFFER_SETS`], and never more than there are chunks. Each set holds one chunk's X,
     /// Q, K, V on the GPU and its staging memory on the host.
     pub buffer_sets: u32,
+    /// Q and K also pass through f32 buffers of a chunk on the GPU, for the epilogue pass
+    /// ([`crate::epilogue`]): the device's bound on a chunk counts them at 4 bytes an
+    /// element, whatever the storage type. They stay on the GPU, so the host budget
+    /// (`max_chunk_bytes`) does not count them.
+    pub qk_f32: bool,
 }
 
 /// Buffer sets the native pipeline streams through by default: one chunk being produced, one
@@ -52,6 +57,7 @@ impl Default for ChunkOptions {
             max_chunk_bytes: DEFAULT_CHUNK_BYTES,
             streaming: true,
             buffer_sets: DEFAULT_BUFFER_SETS,
+            qk_f32: false,
         }
     }
 }
@@ -86,6 +92,8 @@ pub struct ChunkPlan {
     pub streaming: bool,
     /// Chunk buffer sets: 1 without streaming, else as asked but no more than the chunks.
     pub buffer_sets: u32,
+    /// Whether chunks have room for Q and K in f32 besides ([`ChunkOptions::qk_f32`]).
+    pub qk_f32: bool,
 }
 
 impl ChunkPlan {
@@ -163,7 +171,7 @@ fn plan(
         OutputLayout::Tokens => 1,
         OutputLayout::Heads(h) => h.seq_len as u64,
     };
-    let (device_max, what, name) = most_tokens(&room, shape, spec, &col_blocks)?;
+    let (device_max, what, name) = most_tokens(&room, shape, spec, &col_blocks, opts.qk_f32)?;
     if device_max < seq.max(1) {
         return Err(Error::DeviceLimit {
             what,
@@ -205,6 +213,7 @@ fn plan(
         } else {
             1
         },
+        qk_f32: opts.qk_f32,
     })
 }
 
@@ -370,6 +379,7 @@ fn most_tokens(
     shape: &QkvShape,
     spec: &KernelSpec,
     col_blocks: &[(u32, u32)],
+    qk_f32: bool,
 ) -> Result<(u64, String, &'static str)> {
     let config = spec.config;
     let (avail, binding_name, max_groups) = (room.avail, room.binding_name, room.max_groups);
@@ -388,6 +398,14 @@ fn most_tokens(
             "max_compute_workgroups_per_dimension",
         ),
     ];
+    if qk_f32 {
+        let qk = shape.q_width.max(shape.kv_width) as u64;
+        bounds.push((
+            avail / (qk * 4),
+            format!("a chunk of Q or K in f32 before the epilogue ({qk} columns)"),
+            binding_name,
+        ));
+    }
     if spec.reduce.is_some() {
         // Split-K partial sums: [splits, chunk tokens, widest column block].
         let splits = spec.splits as u64;

@@ -25,6 +25,24 @@ pub struct Reference {
 }
 
 impl Reference {
+    /// Q and K after `ep` over `heads` (token-major; row i the batch's token `rows[i]`, or
+    /// with `rows` None token i), their magnitudes carried through it
+    /// ([`crate::epilogue::Epilogue::apply_with_magnitudes`]); V as it was.
+    pub fn with_epilogue(
+        mut self,
+        ep: &crate::epilogue::Epilogue,
+        heads: &crate::epilogue::Heads,
+        rows: Option<&[usize]>,
+    ) -> Self {
+        ep.apply_with_magnitudes(
+            (&mut self.q, &mut self.q_mag),
+            (&mut self.k, &mut self.k_mag),
+            heads,
+            rows,
+        );
+        self
+    }
+
     /// Each of the six matrices rearranged by `f` (Q and its magnitudes by `fq`, K and V
     /// and theirs by `fkv`): for a head layout.
     pub fn map(&self, fq: impl Fn(&[f64]) -> Vec<f64>, fkv: impl Fn(&[f64]) -> Vec<f64>) -> Self {

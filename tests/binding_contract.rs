@@ -145,3 +145,42 @@ fn the_check_catches_a_binding_that_drifts() {
     let (names, _, _) = params_layout("drifted", &module);
     assert_ne!(names, Params::MEMBERS);
 }
+
+#[test]
+fn the_epilogue_pass_declares_its_layout_and_the_rust_uniform() {
+    use qkv_wgpu::binding::{EpilogueParams, EPILOGUE_SLOTS};
+    use qkv_wgpu::kernels::EPILOGUE;
+    let module = parse(EPILOGUE.file, EPILOGUE.wgsl);
+    let mut declared = declared(EPILOGUE.file, &module);
+    // store.wgsl's bias, which the pass never reads, is not in its layout.
+    assert_eq!(declared.remove(&3), Some(Slot::Storage { read_only: true }));
+    // Reflection tells uniforms apart by type only: both are uniforms.
+    let want: BTreeMap<u32, Slot> = EPILOGUE_SLOTS
+        .iter()
+        .map(|&(b, s)| {
+            (
+                b,
+                if s == Slot::EpilogueUniform {
+                    Slot::Uniform
+                } else {
+                    s
+                },
+            )
+        })
+        .collect();
+    assert_eq!(declared, want);
+    let ty = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("EpilogueParams"))
+        .expect("struct EpilogueParams")
+        .1;
+    let TypeInner::Struct { members, span } = &ty.inner else {
+        panic!("EpilogueParams is not a struct");
+    };
+    let names: Vec<String> = members.iter().map(|m| m.name.clone().unwrap()).collect();
+    assert_eq!(names, EpilogueParams::MEMBERS);
+    let offsets: Vec<u32> = members.iter().map(|m| m.offset).collect();
+    assert_eq!(offsets, (0..12).map(|i| i * 4).collect::<Vec<u32>>());
+    assert_eq!(*span as usize, std::mem::size_of::<EpilogueParams>());
+}

@@ -70,7 +70,7 @@ __all__ = [
 _slot = getattr(Projector.__call__, "_slot", Projector.__call__)
 
 
-def __call__(self, x):
+def __call__(self, x, *, position_offset=None, positions=None):
     """Q, K, V of X [tokens, d_model] or [batch, seq, d_model].
 
     X is a C-contiguous float32, float16 or bfloat16 array, never copied (its one copy is the
@@ -79,10 +79,16 @@ def __call__(self, x):
     [batch, heads, seq, head_dim] with ``head_layout="heads"``. The call streams X chunk by
     chunk with the GIL released; Ctrl-C stops it between chunks (``KeyboardInterrupt``).
 
-    Raises ``ValueError`` for a wrong shape or type, or X holding NaN or Inf; ``MemoryError``,
-    before any work, where Q, K and V would not fit in the memory left.
+    A projector made with ``rope=True`` rotates Q and K at each token's position: from
+    ``position_offset`` (a decode step's: the tokens before it; 0 if not given) within each
+    sequence, or ``positions``, one integer per token (a sequence or NumPy array). The
+    positions are the call's own: the next call starts again from 0 unless told otherwise.
+
+    Raises ``ValueError`` for a wrong shape or type, or X holding NaN or Inf, or positions
+    without ``rope=True``; ``MemoryError``, before any work, where Q, K and V would not fit in
+    the memory left.
     """
-    return _slot(self, x)
+    return _slot(self, x, position_offset=position_offset, positions=positions)
 
 
 __call__.__qualname__ = "Projector.__call__"

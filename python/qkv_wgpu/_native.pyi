@@ -104,6 +104,9 @@ class Projector:
         adapter: Optional[str] = None,
         original_order: bool = False,
         weight_type: Optional[str] = None,
+        rope: bool = False,
+        qk_norm: bool = False,
+        config: Optional[Union[str, PathLike[str]]] = None,
     ) -> "Projector":
         """One attention layer's projection from a safetensors or GGUF checkpoint, as `qkv
         project` reads it: under `prefix` by the BERT, Llama and GPT-2 naming conventions, or
@@ -112,7 +115,11 @@ class Projector:
         (block formats kept in their blocks on the GPU), heads from its metadata;
         `original_order=True` undoes llama.cpp's reordering of Q's and K's rows. `weight_type`
         ("q4_0", or "q4_k,q4_k,q6_k" for Q, K, V) quantizes on load. Weights holding NaN or
-        Inf are refused."""
+        Inf are refused. `rope=True` and `qk_norm=True` apply the model's own RoPE and
+        QK-norm to Q and K on the GPU after the projection, in f32 before the final rounding,
+        as `qkv project --rope --qk-norm` does: from `config` (default: config.json beside a
+        safetensors checkpoint) and the layer's q_norm/k_norm weights, or from a GGUF file's
+        metadata and attn_q_norm/attn_k_norm; heads from the same files."""
     @property
     def d_model(self) -> int: ...
     @property
@@ -126,13 +133,25 @@ class Projector:
     @property
     def kernel(self) -> Optional[str]:
         """The configuration the last call ran (None before the first)."""
-    def __call__(self, x: Array) -> Tuple[Array, Array, Array]:
+    @property
+    def epilogue(self) -> Optional[str]:
+        """The RoPE and QK-norm applied to Q and K, in words (None without them)."""
+    def __call__(
+        self,
+        x: Array,
+        *,
+        position_offset: Optional[int] = None,
+        positions: Optional[Sequence[int]] = None,
+    ) -> Tuple[Array, Array, Array]:
         """Q, K, V of X [tokens, d_model] or [batch, seq, d_model] (C-contiguous float32,
-        float16 or bfloat16; never copied), in the storage type (see the class)."""
+        float16 or bfloat16; never copied), in the storage type (see the class). With
+        rope=True, Q and K are rotated at each token's position: position_offset + its index
+        within its sequence, or positions (one per token)."""
     def check(self, x: Array) -> dict[str, Any]:
         """Projects X and checks every row against the f64 reference of the inputs as the
         GPU read them: pass, max_abs_err, max_rel_err, rel_l2_err, precision_* (half types),
-        atol, rtol, ttol (the probabilistic bound), sound_ttol (the deterministic one),
+        atol, rtol, ttol (the probabilistic bound), sound_ttol (the deterministic one), qk_ttol
+        (Q's and K's ttol: with rope= or qk_norm=, the epilogue's own rounding added),
         flagged (elements between the two: correct, their errors did not cancel),
         worst_flagged, decided_by, checked_rows, kernel, report."""
     def time(self, x: Array, repeats: int = 5) -> dict[str, Any]:

@@ -66,6 +66,8 @@ pub fn check_dict<'py>(
     d.set_item("rtol", c.rtol)?;
     d.set_item("ttol", c.ttol)?;
     d.set_item("sound_ttol", c.sound_ttol)?;
+    // Q's and K's, which the epilogue's own rounding adds to (ttol's without one).
+    d.set_item("qk_ttol", m.report.q.tolerance.terms)?;
     d.set_item("flagged", c.flagged)?;
     d.set_item("worst_flagged", c.worst_flagged)?;
     d.set_item("decided_by", c.decided_by)?;

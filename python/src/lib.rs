@@ -5,7 +5,8 @@
 //! `lib.rs` only registers the module's contents, from the layers below it: `errors.rs` the
 //! library's errors as Python exceptions; `gpu.rs` adapters and contexts; `arrays.rs` the
 //! arrays in and out; `dicts.rs` measurements as dicts; `settings.rs` a projector's keyword
-//! settings; `weights.rs` its weights, from arrays or a checkpoint; `projector.rs` the
+//! settings; `weights.rs` its weights, from arrays or a checkpoint; `epilogue.rs` the RoPE
+//! and QK-norm a checkpoint's model applies, and each call's positions; `projector.rs` the
 //! `Projector` class; `bench.rs` the `bench` function (the library's sweep); `quant.rs` `quantize` and
 //! `dequantize` in ggml's block formats, and `gguf_layer` (a GGUF file's attention layer);
 //! `shards.rs` a corpus's shards, each projected into its own directory with its manifest
@@ -16,6 +17,7 @@
 mod arrays;
 mod bench;
 mod dicts;
+mod epilogue;
 mod errors;
 mod gpu;
 mod projector;

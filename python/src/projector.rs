@@ -5,6 +5,7 @@
 
 use crate::arrays::{take_chunk, Input, OutType, Outputs};
 use crate::dicts::{check_dict, time_dict};
+use crate::epilogue;
 use crate::errors::py_err;
 use crate::gpu::{context, filter, summary_dict};
 use crate::settings::{settings, Settings, XDims};
@@ -12,6 +13,7 @@ use crate::weights::{fuse_arrays, load_checkpoint, source};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use qkv_wgpu::epilogue::{Epilogue, Heads, Positions};
 use qkv_wgpu::host::{available_memory, check_room};
 use qkv_wgpu::io::checkpoint::{WeightLayout, WeightRequest};
 use qkv_wgpu::measure::{validate_then_time, CheckRows, MeasureOptions, Measurement, XSource};
@@ -49,6 +51,9 @@ pub struct Projector {
     kernel: Mutex<Option<String>>,
     /// The checkpoint the weights came from (None: arrays).
     source: Option<std::path::PathBuf>,
+    /// RoPE and QK-norm after the projection, as the checkpoint's model applies them
+    /// (`rope=`, `qk_norm=`), positions from 0 until a call says otherwise.
+    epilogue: Option<(Epilogue, Heads)>,
 }
 
 #[pymethods]
@@ -103,7 +108,7 @@ impl Projector {
     /// `weight_type` ("q4_0", or "q4_k,q4_k,q6_k" for Q, K, V) quantizes the weights on
     /// load with llama.cpp's reference quantizers.
     #[staticmethod]
-    #[pyo3(signature = (path, prefix=None, *, names=None, bias_names=None, weight_layout=None, d_model=None, dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None, original_order=false, weight_type=None))]
+    #[pyo3(signature = (path, prefix=None, *, names=None, bias_names=None, weight_layout=None, d_model=None, dtype="f32", kernel="auto", heads=None, kv_heads=None, head_layout="tokens", chunk_tokens=None, out_dtype=None, backend=None, adapter=None, original_order=false, weight_type=None, rope=false, qk_norm=false, config=None))]
     #[allow(clippy::too_many_arguments)]
     fn from_checkpoint(
         py: Python<'_>,
@@ -124,6 +129,9 @@ impl Projector {
         adapter: Option<&str>,
         original_order: bool,
         weight_type: Option<&str>,
+        rope: bool,
+        qk_norm: bool,
+        config: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let types = weight_type
             .map(|t| WeightType::parse_parts(t).map_err(PyValueError::new_err))
@@ -154,15 +162,6 @@ impl Projector {
         } else {
             (None, heads, kv_heads)
         };
-        let settings = settings(
-            dtype,
-            kernel,
-            heads,
-            kv_heads,
-            head_layout,
-            chunk_tokens,
-            out_dtype,
-        )?;
         let weights = match gguf {
             Some(w) => w,
             None => {
@@ -170,7 +169,7 @@ impl Projector {
                     .map(|l| l.parse::<WeightLayout>().map_err(PyValueError::new_err))
                     .transpose()?;
                 let request = WeightRequest {
-                    source: source(prefix, names, bias_names)?,
+                    source: source(prefix.clone(), names, bias_names)?,
                     layout,
                     heads,
                     kv_heads,
@@ -178,9 +177,38 @@ impl Projector {
                 load_checkpoint(py, &path, &request, d_model)?
             }
         };
+        let epilogue = epilogue::from_files(
+            py,
+            (&path, prefix.as_deref()),
+            (weights.q_width, weights.kv_width),
+            (rope, qk_norm, config),
+            original_order,
+        )?;
+        if let Some((_, h)) = &epilogue {
+            let wrong_heads = heads.is_some_and(|g| g != h.heads);
+            if wrong_heads || kv_heads.is_some_and(|k| k != h.kv_heads) {
+                return Err(PyValueError::new_err(format!(
+                    "heads={heads:?}, kv_heads={kv_heads:?}, but the model's files say {} \
+                     heads and {} KV heads",
+                    h.heads, h.kv_heads
+                )));
+            }
+        }
+        // The model's files give the heads where they give the epilogue.
+        let files = epilogue.as_ref().map(|(_, h)| (h.heads, h.kv_heads));
+        let settings = settings(
+            dtype,
+            kernel,
+            heads.or(files.map(|f| f.0)),
+            kv_heads.or(files.map(|f| f.1)),
+            head_layout,
+            chunk_tokens,
+            out_dtype,
+        )?;
         let weights = quantized(py, weights, types, settings.element)?;
         let mut made = Self::made_of(py, weights, settings, backend, adapter)?;
         made.source = Some(path);
+        made.epilogue = epilogue;
         Ok(made)
     }
 
@@ -214,6 +242,13 @@ impl Projector {
         summary_dict(py, &self.ctx.summary)
     }
 
+    /// The RoPE and QK-norm applied to Q and K after the projection, in words (None
+    /// without them).
+    #[getter]
+    fn epilogue(&self) -> Option<String> {
+        self.epilogue.as_ref().map(|(e, _)| e.to_string())
+    }
+
     /// The kernel configuration the last call ran (None before the first).
     #[getter]
     fn kernel(&self, py: Python<'_>) -> Option<String> {
@@ -228,11 +263,16 @@ impl Projector {
 
     /// Q, K, V of X. (Python sees the docstring `qkv_wgpu/__init__.py` gives `__call__`:
     /// Python keeps none of a slot's own.)
+    #[pyo3(signature = (x, *, position_offset=None, positions=None))]
     fn __call__<'py>(
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
+        position_offset: Option<u32>,
+        positions: Option<Vec<i64>>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        let rotates = self.epilogue.as_ref().is_some_and(|e| e.0.rope.is_some());
+        let at = epilogue::positions(rotates, position_offset, positions)?;
         let input = Input::extract(x, "X")?;
         let dims = self.x_dims(input.shape())?;
         let xs = input.elements("X")?;
@@ -248,7 +288,7 @@ impl Projector {
         let cancel = AtomicBool::new(false);
         let mut signal = None;
         let result = py.detach(|| {
-            self.with_projector(dims, |p| {
+            self.with_projector(dims, at, |p| {
                 let source = |rows: Range<u32>, mut dst: ElementsMut<'_>| {
                     interrupted(&cancel, &rows, shape.tokens)?;
                     let part = xs.slice(rows.start as usize * d..rows.end as usize * d);
@@ -388,7 +428,14 @@ impl Projector {
             made: Mutex::new(None),
             kernel: Mutex::new(None),
             source: None,
+            epilogue: None,
         })
+    }
+
+    /// RoPE and QK-norm as the checkpoint's model applies them, over which heads, if asked
+    /// for.
+    pub(crate) fn epilogue_settings(&self) -> Option<&(Epilogue, Heads)> {
+        self.epilogue.as_ref()
     }
 
     /// The fused weights.
@@ -489,12 +536,13 @@ impl Projector {
         })
     }
 
-    /// Runs `f` on the library projector for X of `dims`, made (and its kernel chosen or
-    /// tuned) on first use of that shape. One projection at a time per projector: a second
-    /// thread waits for the first.
+    /// Runs `f` on the library projector for X of `dims` (its tokens at `positions`, where it
+    /// rotates), made (and its kernel chosen or tuned) on first use of that shape. One
+    /// projection at a time per projector: a second thread waits for the first.
     pub(crate) fn with_projector<T>(
         &self,
         dims: XDims,
+        positions: Positions,
         f: impl FnOnce(&mut qkv_wgpu::Projector<'static>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let mut made = self.made.lock().unwrap_or_else(|p| p.into_inner());
@@ -503,19 +551,34 @@ impl Projector {
             let shape: QkvShape = self.weights.shape(dims.tokens)?;
             let layout = self.layout(&shape, dims)?;
             let spec = self.spec(&shape)?;
-            let mut projector = qkv_wgpu::Projector::with_spec(
-                self.ctx,
-                shape,
-                spec,
-                layout,
-                &self.settings.chunking,
-            )?;
+            let opts = &self.settings.chunking;
+            let mut projector = match &self.epilogue {
+                None => qkv_wgpu::Projector::with_spec(self.ctx, shape, spec, layout, opts)?,
+                Some(e) => {
+                    let (ep, heads) = epilogue::for_dims(e, dims);
+                    let (ep, heads) = (&ep, heads);
+                    qkv_wgpu::Projector::with_epilogue(
+                        self.ctx,
+                        shape,
+                        spec,
+                        (layout, opts),
+                        (ep, heads),
+                    )?
+                }
+            };
             projector.set_weights(&self.weights)?;
             let config = projector.config().to_string();
             *self.kernel.lock().unwrap_or_else(|p| p.into_inner()) = Some(config);
             *made = Some(Made { dims, projector });
         }
-        f(&mut made.as_mut().expect("made above").projector)
+        let projector = &mut made.as_mut().expect("made above").projector;
+        let moved = projector
+            .epilogue()
+            .is_some_and(|(e, _)| e.rope.is_some() && e.positions != positions);
+        if moved {
+            projector.set_positions(positions)?;
+        }
+        f(projector)
     }
 
     /// The spec for `shape`: the named kernel, or the one autotuned for this adapter and
@@ -556,7 +619,7 @@ impl Projector {
         };
         let result = py.detach(|| {
             finite(xs, 0, weights.d_model)?;
-            self.with_projector(dims, |p| {
+            self.with_projector(dims, Positions::Offset(0), |p| {
                 let m = validate_then_time(p, weights, XSource::Given(xs), &opts, |_| {
                     watch(&cancel, &mut signal)
                 })?;

@@ -204,7 +204,8 @@ fn seal(
 ) -> Result<Option<Seal>, Error> {
     let settings = p.settings();
     let heads = settings.heads.filter(|_| settings.split_heads);
-    let job = shards::job_key(p.weights(), settings.element, heads, opts.format)?;
+    let epilogue = p.epilogue_settings().map(|(e, h)| (e, h));
+    let job = shards::job_key(p.weights(), settings.element, heads, epilogue, opts.format)?;
     match Manifest::state(dir, input, &job, opts.format.files())? {
         ShardState::Done => return Ok(None),
         ShardState::Stale(why) if !opts.force => {
@@ -251,54 +252,58 @@ fn project(
         tokens: dims.tokens,
         batch_seq: dims.batch_seq,
     };
-    p.with_projector(xdims, |projector| {
-        let shape = *projector.shape();
-        let weights_path = p.source().unwrap_or(Path::new("arrays given in Python"));
-        let sources = [("source_input", input), ("source_weights", weights_path)];
-        let (outputs, _) = file::create_outputs(
-            &out_dir,
-            opts.format,
-            projector,
-            dims.batch_seq,
-            (sources, &[]),
-        )?;
-        let job = FileJob {
-            check: opts
-                .check
-                .then(|| opts.rows.unwrap_or(CheckRows::default_for(&shape))),
-            tolerance: Default::default(),
-            allow_nonfinite: opts.allow_nonfinite,
-            force: opts.force,
-            cancel: Some(cancel),
-        };
-        let mut run = file::stream(projector, &mut x, outputs, &job, progress)?;
-        let weights = JobWeights {
-            w,
-            original: None,
-            nonfinite: &[],
-        };
-        let checked = file::check(projector, &mut run, &job, weights);
-        let (outcome, written) = file::settle(
-            &mut run,
-            &checked,
-            (weights, settings.element),
-            &job,
-            (&out_dir, Some(&seal)),
-        )?;
-        r.kernel = Some(projector.config().to_string());
-        r.kernel_ms = Some(run.timings.kernel.as_secs_f64() * 1e3);
-        r.gpu_total_ms = Some(run.timings.total().as_secs_f64() * 1e3);
-        r.checked_rows = run.kept.len();
-        r.pass = outcome.pass;
-        r.report = checked.report;
-        r.outputs = written;
-        match outcome.why_not_written() {
-            None => r.state = "projected",
-            Some((_, why)) => {
-                r.state = "failed";
-                r.error = Some(crate::errors::named(&why));
+    p.with_projector(
+        xdims,
+        qkv_wgpu::epilogue::Positions::Offset(0),
+        |projector| {
+            let shape = *projector.shape();
+            let weights_path = p.source().unwrap_or(Path::new("arrays given in Python"));
+            let sources = [("source_input", input), ("source_weights", weights_path)];
+            let (outputs, _) = file::create_outputs(
+                &out_dir,
+                opts.format,
+                projector,
+                dims.batch_seq,
+                (sources, &[]),
+            )?;
+            let job = FileJob {
+                check: opts
+                    .check
+                    .then(|| opts.rows.unwrap_or(CheckRows::default_for(&shape))),
+                tolerance: Default::default(),
+                allow_nonfinite: opts.allow_nonfinite,
+                force: opts.force,
+                cancel: Some(cancel),
+            };
+            let mut run = file::stream(projector, &mut x, outputs, &job, progress)?;
+            let weights = JobWeights {
+                w,
+                original: None,
+                nonfinite: &[],
+            };
+            let checked = file::check(projector, &mut run, &job, weights);
+            let (outcome, written) = file::settle(
+                &mut run,
+                &checked,
+                (weights, settings.element),
+                &job,
+                (&out_dir, Some(&seal)),
+            )?;
+            r.kernel = Some(projector.config().to_string());
+            r.kernel_ms = Some(run.timings.kernel.as_secs_f64() * 1e3);
+            r.gpu_total_ms = Some(run.timings.total().as_secs_f64() * 1e3);
+            r.checked_rows = run.kept.len();
+            r.pass = outcome.pass;
+            r.report = checked.report;
+            r.outputs = written;
+            match outcome.why_not_written() {
+                None => r.state = "projected",
+                Some((_, why)) => {
+                    r.state = "failed";
+                    r.error = Some(crate::errors::named(&why));
+                }
             }
-        }
-        Ok(())
-    })
+            Ok(())
+        },
+    )
 }

@@ -1,8 +1,14 @@
 // Part: the epilogue every projection kernel ends with. Provides `bias` (binding 3) and Q, K, V
 // (bindings 4 to 6, 32-bit words), and the store: `out_index` (the row-major or head layout),
 // `store` (one element, routed to Q, K or V), `store4` (four columns), `put`, `put_word`,
-// `half_bits` (rounding to the storage type). Expects params.wgsl (`params`, HEAD_LAYOUT,
-// ELEM).
+// `half_bits` (rounding to the storage type), QK_SCRATCH. Expects params.wgsl (`params`,
+// HEAD_LAYOUT, ELEM).
+
+// With QK_SCRATCH the kernel is followed by the epilogue pass (qkv_epilogue.wgsl: QK-norm,
+// RoPE): Q and K go as f32, token-major [tokens, width], to the scratch buffers bound at 4
+// and 5 in their place, to be normalized, rotated, laid out and rounded there. V is stored
+// as always.
+override QK_SCRATCH: bool = false;
 
 // The bias of each fused column, f32 in every storage type, read only when HAS_BIAS (a
 // 1-element placeholder is bound otherwise).
@@ -34,7 +40,13 @@ fn store(row: u32, local: u32, value: f32) {
     let qw = params.q_width;
     let kvw = params.kv_width;
     let col = params.col0 + local;
-    if col < qw {
+    if QK_SCRATCH && col < qw + kvw {
+        if col < qw {
+            put(0u, row * qw + col, value);
+        } else {
+            put(1u, row * kvw + col - qw, value);
+        }
+    } else if col < qw {
         put(0u, out_index(row, col, qw, params.q_head_dim), value);
     } else if col < qw + kvw {
         put(1u, out_index(row, col - qw, kvw, params.kv_head_dim), value);
@@ -45,10 +57,11 @@ fn store(row: u32, local: u32, value: f32) {
 
 // Stores columns local .. local + 3 of `row` that are below `n`, as `store` does. In a half
 // type, four columns of one output that land on consecutive elements starting on a word
-// boundary are written as two whole words (no read-modify-write); anything else goes
-// element by element.
+// boundary are written as two whole words (no read-modify-write); anything else (Q's and K's
+// f32 scratch among it) goes element by element.
 fn store4(row: u32, local: u32, value: vec4<f32>, n: u32) {
-    if ELEM != 0u && local + 3u < n {
+    let scratch = QK_SCRATCH && params.col0 + local < params.q_width + params.kv_width;
+    if ELEM != 0u && local + 3u < n && !scratch {
         let qw = params.q_width;
         let kvw = params.kv_width;
         let col = params.col0 + local;
@@ -129,9 +142,10 @@ fn half_bits(value: f32) -> u32 {
     return sign | u32(round(abs(value) * 16777216.0));
 }
 
-// Writes element `i` of output `which` (0 Q, 1 K, 2 V) in the storage type.
+// Writes element `i` of output `which` (0 Q, 1 K, 2 V) in the storage type (Q and K in f32
+// with QK_SCRATCH).
 fn put(which: u32, i: u32, value: f32) {
-    if ELEM == 0u {
+    if ELEM == 0u || (QK_SCRATCH && which < 2u) {
         put_word(which, i, bitcast<u32>(value));
         return;
     }

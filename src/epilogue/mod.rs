@@ -166,30 +166,54 @@ impl Rope {
         }
     }
 
-    /// Rotates one head's elements `x` at position `pos` (f64, in place).
-    fn rotate(&self, x: &mut [f64], pos: f64, inv_freq: &[f64]) {
+    /// Rotates one head's elements `x` at position `pos` (f64, in place), and where `m`
+    /// holds their magnitudes, each rotated pair's becomes the sum of the two: |a·cos -
+    /// b·sin| errs by at most |cos|·e_a + |sin|·e_b <= e_a + e_b.
+    fn rotate(&self, x: &mut [f64], mut m: Option<&mut [f64]>, pos: f64, inv_freq: &[f64]) {
         for (i, f) in inv_freq.iter().enumerate() {
             let (a, b) = self.pair(i as u32);
             let (sin, cos) = (pos * f).sin_cos();
             let (xa, xb) = (x[a], x[b]);
             x[a] = xa * cos - xb * sin;
             x[b] = xb * cos + xa * sin;
+            if let Some(m) = m.as_deref_mut() {
+                let sum = m[a] + m[b];
+                (m[a], m[b]) = (sum, sum);
+            }
         }
     }
 }
 
 impl QkNorm {
-    /// Normalizes `x` (one head, or the whole width) with `w` in place.
-    fn normalize(&self, x: &mut [f64], w: &[f32]) {
-        let mean = x.iter().map(|v| v * v).sum::<f64>() / x.len() as f64;
+    /// Normalizes `x` (one head, or the whole width) with `w` in place, and where `m` holds
+    /// the magnitudes its errors are bounded by (|e_i| <= τ·m_i), propagates them to first
+    /// order: with S = Σy², r = (S/n + ε)^-1/2 and out_i = y_i·r·w_i, an error e in y moves
+    /// out_i by w_i·(r·e_i - y_i·r³·Σ_j y_j·e_j / n), at most τ·|w_i|·r·(m_i + |y_i|·r²·Σ_j
+    /// |y_j|·m_j / n): the new m_i.
+    fn normalize(&self, x: &mut [f64], m: Option<&mut [f64]>, w: &[f32]) {
+        let n = x.len() as f64;
+        let mean = x.iter().map(|v| v * v).sum::<f64>() / n;
         let scale = 1.0 / (mean + self.eps).sqrt();
-        for (v, &w) in x.iter_mut().zip(w) {
-            let w = if self.plus_one {
+        let weight = |w: f32| {
+            if self.plus_one {
                 1.0 + w as f64
             } else {
                 w as f64
-            };
-            *v *= scale * w;
+            }
+        };
+        if let Some(m) = m {
+            let spread = x
+                .iter()
+                .zip(m.iter())
+                .map(|(y, m)| y.abs() * m)
+                .sum::<f64>()
+                / n;
+            for ((mi, y), &w) in m.iter_mut().zip(x.iter()).zip(w) {
+                *mi = weight(w).abs() * scale * (*mi + y.abs() * scale * scale * spread);
+            }
+        }
+        for (v, &w) in x.iter_mut().zip(w) {
+            *v *= scale * weight(w);
         }
     }
 }
@@ -268,34 +292,104 @@ impl Epilogue {
     /// Applies the norm, then RoPE, to Q [tokens, heads · head_dim] and K [tokens,
     /// kv_heads · head_dim] in f64, in place.
     pub fn apply_f64(&self, q: &mut [f64], k: &mut [f64], h: &Heads) {
+        self.apply((q, None), (k, None), h, None);
+    }
+
+    /// As [`apply_f64`](Self::apply_f64), carrying each element's magnitude (the scale its
+    /// error is bounded by, [`crate::Reference`]'s) through the norm and the rotation to
+    /// first order (see [`QkNorm`]'s and [`Rope`]'s steps), so that the kernel's error bound
+    /// still holds of every element after them. Row i is the batch's token `rows[i]` (its
+    /// position is that token's), or with `rows` None token i.
+    pub fn apply_with_magnitudes(
+        &self,
+        (q, q_mag): (&mut [f64], &mut [f64]),
+        (k, k_mag): (&mut [f64], &mut [f64]),
+        h: &Heads,
+        rows: Option<&[usize]>,
+    ) {
+        self.apply((q, Some(q_mag)), (k, Some(k_mag)), h, rows);
+    }
+
+    fn apply(
+        &self,
+        q: (&mut [f64], Option<&mut [f64]>),
+        k: (&mut [f64], Option<&mut [f64]>),
+        h: &Heads,
+        rows: Option<&[usize]>,
+    ) {
         let d = h.head_dim as usize;
         let inv_freq = self.rope.as_ref().map(Rope::inv_freq);
-        for (x, heads, w) in [
-            (
-                q,
-                h.heads as usize,
-                self.qk_norm.as_ref().map(|n| &n.q_weight),
-            ),
-            (
-                k,
-                h.kv_heads as usize,
-                self.qk_norm.as_ref().map(|n| &n.k_weight),
-            ),
+        let norm = self.qk_norm.as_ref();
+        for ((x, mut mag), heads, w) in [
+            (q, h.heads as usize, norm.map(|n| &n.q_weight)),
+            (k, h.kv_heads as usize, norm.map(|n| &n.k_weight)),
         ] {
-            for (t, row) in x.chunks_exact_mut(heads * d).enumerate() {
-                if let (Some(n), Some(w)) = (&self.qk_norm, w) {
+            let width = heads * d;
+            for (t, row) in x.chunks_exact_mut(width).enumerate() {
+                let mut m = mag
+                    .as_deref_mut()
+                    .map(|m| &mut m[t * width..(t + 1) * width]);
+                if let (Some(n), Some(w)) = (norm, w) {
                     match n.scope {
-                        NormScope::Width => n.normalize(row, w),
+                        NormScope::Width => n.normalize(row, m.as_deref_mut(), w),
                         NormScope::PerHead => {
-                            row.chunks_exact_mut(d).for_each(|hd| n.normalize(hd, w))
+                            for (i, hd) in row.chunks_exact_mut(d).enumerate() {
+                                let hm = m.as_deref_mut().map(|m| &mut m[i * d..(i + 1) * d]);
+                                n.normalize(hd, hm, w);
+                            }
                         }
                     }
                 }
                 if let (Some(r), Some(f)) = (&self.rope, &inv_freq) {
-                    let pos = self.position(t, h.seq);
-                    row.chunks_exact_mut(d).for_each(|hd| r.rotate(hd, pos, f));
+                    let pos = self.position(rows.map_or(t, |r| r[t]), h.seq);
+                    for (i, hd) in row.chunks_exact_mut(d).enumerate() {
+                        let hm = m.as_deref_mut().map(|m| &mut m[i * d..(i + 1) * d]);
+                        r.rotate(hd, hm, pos, f);
+                    }
                 }
             }
+        }
+    }
+}
+
+impl std::fmt::Display for Epilogue {
+    /// One line: "RMSNorm per head (ε 1e-6) then RoPE (rotate-half pairs, θ 1000000, 128 of
+    /// each head's dimensions), positions from 0".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut steps = Vec::new();
+        if let Some(n) = &self.qk_norm {
+            let scope = match n.scope {
+                NormScope::PerHead => "per head",
+                NormScope::Width => "over the width",
+            };
+            let weight = if n.plus_one { ", weights as 1 + w" } else { "" };
+            steps.push(format!("RMSNorm {scope} (ε {:e}{weight})", n.eps));
+        }
+        if let Some(r) = &self.rope {
+            let pairs = match r.pairs {
+                RopePairs::Half => "rotate-half pairs",
+                RopePairs::Adjacent => "neighbouring pairs",
+            };
+            let scaling = match r.scaling {
+                RopeScaling::None => String::new(),
+                RopeScaling::Linear { factor } => format!(", linear scaling {factor}"),
+                RopeScaling::Llama3 { factor, .. } => format!(", Llama 3 scaling {factor}"),
+            };
+            let factors = if r.freq_factors.is_some() {
+                ", per-pair frequency factors"
+            } else {
+                ""
+            };
+            steps.push(format!(
+                "RoPE ({pairs}, θ {}, {} dimensions of each head{scaling}{factors})",
+                r.theta, r.rotary_dim
+            ));
+        }
+        write!(f, "{}", steps.join(" then "))?;
+        match &self.positions {
+            _ if self.rope.is_none() => Ok(()),
+            Positions::Offset(o) => write!(f, ", positions from {o}"),
+            Positions::Given(p) => write!(f, ", {} positions given", p.len()),
         }
     }
 }

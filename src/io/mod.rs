@@ -7,6 +7,7 @@
 
 pub mod checkpoint;
 pub mod commit;
+pub mod epilogue;
 pub mod gguf;
 pub mod npy;
 pub mod outputs;

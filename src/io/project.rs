@@ -235,6 +235,9 @@ pub fn check(
         .over(Tolerance::for_f32_accumulation(d_model).for_output(ElementType::F32));
     let kept = &mut run.kept;
     kept.set_source_x(std::mem::take(&mut run.source_x), d_model);
+    if let Some((ep, heads)) = projector.epilogue() {
+        kept.set_epilogue(ep, heads, spec.types.out);
+    }
     let (dtype, types) = (spec.dtype(), spec.types);
     let read = weights_read(w, dtype, types.w);
     let (report, took) = kept.check(shape, &read, (dtype, types.x), tol);

@@ -14,6 +14,7 @@
 
 use super::outputs::OutFormat;
 use crate::element::ElementType;
+use crate::epilogue::{Epilogue, Heads};
 use crate::error::{Error, Result};
 use crate::host::ElementVec;
 use crate::layout::HeadSplit;
@@ -219,13 +220,15 @@ pub fn digest_parts(parts: &[&[u8]]) -> String {
 /// matrix's stored format where it has one, and the bias) and of every setting that changes
 /// the outputs' values, types, layout or files: the storage type `element`, the heads of a
 /// [batch, heads, seq, head_dim] layout (`heads`: the query heads and the key/value heads
-/// where given, else as many as K's width holds at Q's head size), and the output `format`.
-/// Not the kernel: any kernel's outputs pass the same check. Every front end (the CLI, the
+/// where given, else as many as K's width holds at Q's head size), the norm and RoPE applied
+/// to Q and K over which heads (their settings whole; not the sequence length, which each
+/// shard's X gives), and the output `format`. Not the kernel: any kernel's outputs pass the same check. Every front end (the CLI, the
 /// Python module) keys its manifests with it, so each skips what another completed.
 pub fn job_key(
     w: &FusedWeights,
     element: ElementType,
     heads: Option<(u32, Option<u32>)>,
+    epilogue: Option<(&Epilogue, &Heads)>,
     format: OutFormat,
 ) -> Result<String> {
     let layout = match heads {
@@ -235,8 +238,16 @@ pub fn job_key(
             format!("heads {} {}", split.heads, split.kv_heads)
         }
     };
+    // Without an epilogue the key is what it was before there was one.
+    let epilogue = match epilogue {
+        None => String::new(),
+        Some((ep, h)) => format!(
+            " | epilogue {ep:?} over {} {} {}",
+            h.heads, h.kv_heads, h.head_dim
+        ),
+    };
     let settings = format!(
-        "weights {} {} {} | dtype {element} | layout {layout} | out {format}",
+        "weights {} {} {} | dtype {element} | layout {layout}{epilogue} | out {format}",
         w.d_model, w.q_width, w.kv_width,
     );
     let w_bytes: &[u8] = match &w.w {

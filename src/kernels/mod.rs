@@ -33,7 +33,7 @@ pub use custom::CustomKernel;
 pub use registry::Kernel;
 pub use requirements::Requirements;
 pub use shaders::{
-    ShaderSource, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
+    ShaderSource, EPILOGUE, FILL_NAN, PEAK_COOPMAT_SOURCES, PEAK_COPY, PEAK_FMA, SUBGROUP_SIZE,
     UTILITY_SHADERS,
 };
 pub use spec::{

@@ -92,6 +92,14 @@ pub(crate) use coop_shader;
 /// The utility shader that fills output buffers with NaN before each dispatch.
 pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
 
+/// The epilogue pass (QK-norm and RoPE, [`crate::epilogue`]) after a kernel run with
+/// `QK_SCRATCH`, composed with the parts it shares with every kernel: the params and the
+/// store.
+pub const EPILOGUE: ShaderSource = shader!(
+    "qkv_epilogue.wgsl",
+    parts: ["params.wgsl", "store.wgsl"]
+);
+
 /// The utility shader that measures the subgroup sizes a device runs (on Metal, where wgpu's
 /// reported range is a placeholder).
 pub const SUBGROUP_SIZE: ShaderSource = shader!("subgroup_size.wgsl");
@@ -112,8 +120,9 @@ pub const PEAK_COOPMAT_SOURCES: [ShaderSource; 4] = [
 ];
 
 /// The utility shaders: everything compiled that is not a projection kernel.
-pub const UTILITY_SHADERS: [ShaderSource; 8] = [
+pub const UTILITY_SHADERS: [ShaderSource; 9] = [
     FILL_NAN,
+    EPILOGUE,
     SUBGROUP_SIZE,
     PEAK_FMA,
     PEAK_COPY,

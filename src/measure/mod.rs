@@ -370,6 +370,9 @@ async fn one_run(
         XSource::Seeded(seed) => kept.regenerate_source_x(shape.d_model, seed),
         XSource::Given(_) => kept.set_source_x(kept_x, shape.d_model),
     }
+    if let Some((ep, heads)) = projector.epilogue() {
+        kept.set_epilogue(ep, heads, projector.spec().types.out);
+    }
     Ok((t, kept))
 }
 

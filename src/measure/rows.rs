@@ -3,6 +3,7 @@
 //! ([`KeptRows`]), and their check against the f64 reference of the inputs the GPU read.
 
 use crate::element::ElementType;
+use crate::epilogue::{Epilogue, Heads};
 use crate::host::Elements;
 use crate::layout::OutputLayout;
 use crate::projector::ChunkOutput;
@@ -104,6 +105,9 @@ pub struct KeptRows {
     /// NaN or infinite elements of every row of Q, K and V (checked or not), with the
     /// (batch row, column) of the first of each.
     non_finite: [(usize, Option<(usize, usize)>); 3],
+    /// The norm and RoPE the run applied to Q and K, over which heads, in which storage type
+    /// ([`set_epilogue`](Self::set_epilogue)).
+    epilogue: Option<(Epilogue, Heads, ElementType)>,
 }
 
 impl KeptRows {
@@ -283,6 +287,13 @@ impl KeptRows {
         self.report_against(shape, &expected, f32_tol)
     }
 
+    /// Checks Q and K as the run's epilogue left them: the reference with `ep` applied at
+    /// each kept row's own position, Q's and K's tolerance with its part
+    /// ([`Tolerance::with_epilogue`], outputs in `out`).
+    pub fn set_epilogue(&mut self, ep: &Epilogue, heads: &Heads, out: ElementType) {
+        self.epilogue = Some((ep.clone(), *heads, out));
+    }
+
     /// The shape of the kept rows.
     fn kept_shape(&self, shape: &QkvShape) -> QkvShape {
         QkvShape {
@@ -307,13 +318,16 @@ impl KeptRows {
         expected: &crate::reference::Reference,
         tol: Tolerance,
     ) -> QkvReport {
-        let mut report = QkvReport::new(
-            (&self.q, &self.k, &self.v),
-            expected,
-            shape.q_width,
-            shape.kv_width,
-            tol,
-        );
+        let widths = (shape.q_width, shape.kv_width);
+        let gpu = (&self.q[..], &self.k[..], &self.v[..]);
+        let mut report = match &self.epilogue {
+            None => QkvReport::split(gpu, expected, widths, (tol, tol)),
+            Some((ep, heads, out)) => {
+                let expected = expected.clone().with_epilogue(ep, heads, Some(&self.rows));
+                let qk = tol.with_epilogue(ep, heads, *out);
+                QkvReport::split(gpu, &expected, widths, (qk, tol))
+            }
+        };
         // The report counts rows of the kept set; name the batch rows instead.
         for part in [&mut report.q, &mut report.k, &mut report.v] {
             for m in &mut part.first_mismatches {

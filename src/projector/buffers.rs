@@ -2,6 +2,7 @@
 //! weights and bias uploaded once ([`WeightBuffers`]), and the chunk buffer sets runs stream
 //! through ([`Slot`]), each with its bind groups made once.
 
+use super::epilogue::{EpilogueBuffers, EpiloguePass};
 use super::operand::{storage_bytes, Operand};
 use super::timing::Queries;
 use crate::binding::{Layout, Params, TextureLayout};
@@ -273,9 +274,12 @@ pub(super) struct Slot {
     pub(super) x_up_mapped: Arc<AtomicBool>,
     pub(super) outputs: [wgpu::Buffer; 3],
     pub(super) staging: [wgpu::Buffer; 3],
-    /// Per column block: its params uniform and its bind group.
+    /// Per column block: its params uniform and its bind group (then the epilogue pass's,
+    /// where there is one: see [`Slot::bind`]).
     pub(super) params: Vec<wgpu::Buffer>,
     pub(super) bind_groups: Vec<wgpu::BindGroup>,
+    /// Q and K in f32 before the epilogue pass, where there is one.
+    pub(super) epilogue: Option<EpilogueBuffers>,
     pub(super) fill_groups: Vec<(wgpu::BindGroup, u64)>,
     /// Split-K partial sums (only for kernels with a reduce pass).
     scratch: Option<wgpu::Buffer>,
@@ -338,8 +342,8 @@ fn output_buffers(
     )
 }
 
-/// The `fill_nan` bind group of each output, with its length in 32-bit words.
-fn fill_groups(ctx: &GpuContext, outputs: &[wgpu::Buffer; 3]) -> Vec<(wgpu::BindGroup, u64)> {
+/// The `fill_nan` bind group of each buffer, with its length in 32-bit words.
+fn fill_groups(ctx: &GpuContext, outputs: &[wgpu::Buffer]) -> Vec<(wgpu::BindGroup, u64)> {
     outputs
         .iter()
         .map(|b| {
@@ -358,11 +362,12 @@ fn fill_groups(ctx: &GpuContext, outputs: &[wgpu::Buffer; 3]) -> Vec<(wgpu::Bind
 
 impl Slot {
     /// Allocates one buffer set for the plan's chunks (Q, K, V each followed by `guard`
-    /// words), with X uploaded as `upload` says, and binds it with `weights`.
+    /// words, and the scratch of the `epilogue` pass if any), with X uploaded as `upload`
+    /// says, and binds it with `weights`.
     pub(super) fn new(
         ctx: &GpuContext,
         (spec, plan, guard): (&KernelSpec, &ChunkPlan, u32),
-        weights: &WeightBuffers,
+        (weights, epilogue): (&WeightBuffers, Option<&EpiloguePass>),
         (layout, upload): (&Layout, Upload),
     ) -> Self {
         let device = &ctx.device;
@@ -395,9 +400,11 @@ impl Slot {
             )
         });
         let fill_groups = fill_groups(ctx, &outputs);
-        let timestamps = ctx
-            .has_timestamps()
-            .then(|| Queries::new(device, &ctx.queue, 1, "kernel timestamps"));
+        let timestamps = ctx.has_timestamps().then(|| {
+            // The kernel's pass, and the epilogue's apart.
+            let pairs = 1 + u32::from(epilogue.is_some());
+            Queries::new(device, &ctx.queue, pairs, "kernel timestamps")
+        });
         let x_up = (upload != Upload::Queued).then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("x staging (one chunk, mapped for writing)"),
@@ -423,25 +430,35 @@ impl Slot {
             staging,
             params,
             bind_groups: Vec::new(),
+            epilogue: epilogue.map(|e| {
+                let mut b = e.buffers(ctx, plan);
+                b.fill_groups = self::fill_groups(ctx, &[b.q_in.clone(), b.k_in.clone()]);
+                b
+            }),
             fill_groups,
             scratch,
             timestamps,
             pending: None,
         };
-        slot.bind_groups = slot.bind(device, layout, &slot.params, weights);
+        slot.bind_groups = slot.bind(device, layout, &slot.params, (weights, epilogue));
         slot
     }
 
     /// One bind group per column block: `params` (one per block), this slot's X, that
-    /// block's W, the bias, this slot's Q, K, V (and partial sums).
+    /// block's W, the bias, this slot's Q, K, V (and partial sums); with an `epilogue`, Q
+    /// and K are its scratch, and its pass's group comes last.
     pub(super) fn bind(
         &self,
         device: &wgpu::Device,
         layout: &Layout,
         params: &[wgpu::Buffer],
-        weights: &WeightBuffers,
+        (weights, epilogue): (&WeightBuffers, Option<&EpiloguePass>),
     ) -> Vec<wgpu::BindGroup> {
-        params
+        let outputs = match &self.epilogue {
+            Some(e) => [&e.q_in, &e.k_in, &self.outputs[2]],
+            None => [&self.outputs[0], &self.outputs[1], &self.outputs[2]],
+        };
+        let mut groups: Vec<wgpu::BindGroup> = params
             .iter()
             .zip(&weights.w)
             .map(|(params, w)| {
@@ -452,7 +469,7 @@ impl Slot {
                     weights.bias.as_entire_binding(),
                 ]
                 .into_iter()
-                .chain(self.outputs.iter().map(|b| b.as_entire_binding()))
+                .chain(outputs.iter().map(|b| b.as_entire_binding()))
                 .chain(self.scratch.as_ref().map(|b| b.as_entire_binding()))
                 .enumerate()
                 .map(|(i, resource)| wgpu::BindGroupEntry {
@@ -466,7 +483,11 @@ impl Slot {
                     entries: &entries,
                 })
             })
-            .collect()
+            .collect();
+        if let (Some(pass), Some(b)) = (epilogue, &self.epilogue) {
+            groups.push(pass.bind(device, &params[0], &self.outputs, b));
+        }
+        groups
     }
 }
 

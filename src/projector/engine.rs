@@ -8,9 +8,11 @@
 //! ([`super::pipeline`]) over three or more buffer sets.
 
 use super::buffers::{Pending, Slot, Upload, WeightBuffers};
+use super::epilogue::EpiloguePass;
 use super::timing::{KernelTimer, RunTimings};
 use crate::binding::Params;
 use crate::context::GpuContext;
+use crate::epilogue::{Epilogue, Heads};
 use crate::error::{Error, Result};
 use crate::host::{Elements, ElementsMut};
 use crate::kernels::{KernelSpec, FILL_NAN};
@@ -64,6 +66,8 @@ pub(super) struct Engine<'c> {
     /// The split-K kernel's second pass.
     reduce_pipeline: Option<Arc<wgpu::ComputePipeline>>,
     fill_pipeline: Arc<wgpu::ComputePipeline>,
+    /// QK-norm and RoPE after the kernel, where asked for.
+    pub(super) epilogue: Option<EpiloguePass>,
     pub(super) weights: WeightBuffers,
     pub(super) slots: Vec<Slot>,
     /// How X reaches the GPU.
@@ -73,18 +77,26 @@ pub(super) struct Engine<'c> {
 
 impl<'c> Engine<'c> {
     /// Compiles (or reuses) the spec's pipelines and allocates what the plan needs, Q, K and
-    /// V each followed by `guard` words.
+    /// V each followed by `guard` words, with the `epilogue` pass over its heads if any.
     pub(super) fn new(
         ctx: &'c GpuContext,
         spec: KernelSpec,
         plan: ChunkPlan,
         guard: u32,
+        epilogue: Option<(&Epilogue, Heads)>,
     ) -> Result<Self> {
         let shape = plan.shape;
         let layout = ctx.layout(spec.binding)?;
+        let epilogue = match epilogue {
+            Some(e) => Some(EpiloguePass::new(ctx, &spec, &plan, e)?),
+            None => None,
+        };
         let mut constants =
             spec.pipeline_constants(shape.bias, matches!(plan.layout, OutputLayout::Heads(_)));
         constants.extend(spec.device_constants(&ctx.summary));
+        if epilogue.is_some() {
+            constants.push(("QK_SCRATCH", 1.0));
+        }
         let utility_wg = ctx.grid_stride_workgroup();
         if spec.reduce.is_some() {
             constants.push(("REDUCE_WG", utility_wg as f64));
@@ -130,7 +142,12 @@ impl<'c> Engine<'c> {
         for slot in 0..sets {
             let during = format!("{during}, buffer set {slot}");
             slots.push(ctx.checked(&during, || {
-                Slot::new(ctx, (&spec, &plan, guard), &weights, (layout, upload))
+                Slot::new(
+                    ctx,
+                    (&spec, &plan, guard),
+                    (&weights, epilogue.as_ref()),
+                    (layout, upload),
+                )
             })?);
         }
         let engine = Self {
@@ -140,25 +157,35 @@ impl<'c> Engine<'c> {
             pipeline,
             reduce_pipeline,
             fill_pipeline,
+            epilogue,
             weights,
             slots,
             upload,
         };
 
-        // Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
-        // pipeline creation. One workgroup on the fresh (zeroed) buffers forces that here,
-        // outside every timed region; every run poisons the outputs before its own dispatch.
-        engine.write_params(&engine.slots[0].params, 1)?;
-        ctx.run_pass("warming up the pipeline", |pass| {
-            pass.set_bind_group(0, &engine.slots[0].bind_groups[0], &[]);
-            pass.set_pipeline(&engine.pipeline);
+        engine.warm_up()?;
+        Ok(engine)
+    }
+
+    /// Some drivers (lavapipe among them) compile a shader at its first dispatch, not at
+    /// pipeline creation. One workgroup of each pipeline on the fresh (zeroed) buffers forces
+    /// that here, outside every timed region; every run poisons the outputs before its own
+    /// dispatch.
+    fn warm_up(&self) -> Result<()> {
+        self.write_params(&self.slots[0].params, 1)?;
+        let groups = &self.slots[0].bind_groups;
+        self.ctx.run_pass("warming up the pipeline", |pass| {
+            pass.set_bind_group(0, &groups[0], &[]);
+            pass.set_pipeline(&self.pipeline);
             pass.dispatch_workgroups(1, 1, 1);
-            if let Some(reduce) = &engine.reduce_pipeline {
+            if let Some(reduce) = &self.reduce_pipeline {
                 pass.set_pipeline(reduce);
                 pass.dispatch_workgroups(1, 1, 1);
             }
-        })?;
-        Ok(engine)
+            if let Some(e) = &self.epilogue {
+                e.encode(pass, groups.last().expect("the epilogue's group"), 1, 1);
+            }
+        })
     }
 
     /// Writes the params of every column block for a chunk of `rows` tokens into `buffers`
@@ -179,6 +206,42 @@ impl<'c> Engine<'c> {
                     .write_buffer(buffer, 0, bytemuck::bytes_of(&params));
             }
         })
+    }
+
+    /// Moves the tokens to `positions` ([`EpiloguePass::set_positions`]), binding every
+    /// buffer set again where the tables moved. Refused without an epilogue that rotates.
+    pub(super) fn set_positions(&mut self, positions: crate::epilogue::Positions) -> Result<()> {
+        let tokens = self.plan.shape.tokens;
+        let Some(e) = self
+            .epilogue
+            .as_mut()
+            .filter(|e| e.settings.0.rope.is_some())
+        else {
+            return Err(Error::Input(
+                "positions apply to RoPE, and this projector rotates nothing".into(),
+            ));
+        };
+        if e.set_positions(self.ctx, positions, tokens)? {
+            return Ok(());
+        }
+        for s in &mut self.slots {
+            let group = e.bind(
+                &self.ctx.device,
+                &s.params[0],
+                &s.outputs,
+                s.epilogue.as_ref().expect("an epilogue's buffers"),
+            );
+            *s.bind_groups.last_mut().expect("the epilogue's group") = group;
+        }
+        Ok(())
+    }
+
+    /// Sets the first token of the chunk buffer set `slot` holds next, for the epilogue's
+    /// positions (nothing without one).
+    pub(super) fn write_epilogue(&self, slot: usize, row0: u32) {
+        if let (Some(e), Some(b)) = (&self.epilogue, &self.slots[slot].epilogue) {
+            e.write(&self.ctx.queue, b, row0);
+        }
     }
 
     /// Dispatches the kernel over a chunk of `rows` tokens, one column block per bind group
@@ -206,6 +269,24 @@ impl<'c> Engine<'c> {
         }
     }
 
+    /// Dispatches the epilogue pass over a chunk of `rows` tokens, with the group after the
+    /// column blocks' (nothing without an epilogue).
+    pub(super) fn encode_epilogue(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        groups: &[wgpu::BindGroup],
+        rows: u32,
+    ) {
+        if let Some(e) = &self.epilogue {
+            e.encode(
+                pass,
+                &groups[self.plan.col_blocks.len()],
+                rows,
+                self.max_grid(),
+            );
+        }
+    }
+
     /// Workgroups the grid-stride passes use at most: a modest grid within the device's
     /// per-dimension limit.
     fn max_grid(&self) -> u32 {
@@ -215,15 +296,23 @@ impl<'c> Engine<'c> {
             .min(4096)
     }
 
-    /// Fills the outputs of buffer set `slot` with NaN.
+    /// Fills the outputs of buffer set `slot` with NaN (and the epilogue's scratch with
+    /// f32 NaN).
     pub(super) fn encode_fill(&self, pass: &mut wgpu::ComputePass<'_>, slot: usize) {
-        pass.set_pipeline(&self.fill_pipeline);
         // The shader's grid-stride loop covers any size with any number of groups.
         let max_groups = self.max_grid() as u64;
         let wg = self.ctx.grid_stride_workgroup() as u64;
-        for (group, words) in &self.slots[slot].fill_groups {
-            pass.set_bind_group(0, group, &[]);
-            pass.dispatch_workgroups(words.div_ceil(wg).clamp(1, max_groups) as u32, 1, 1);
+        let s = &self.slots[slot];
+        let scratch = self.epilogue.as_ref().zip(s.epilogue.as_ref());
+        let fills = [(&self.fill_pipeline, &s.fill_groups)]
+            .into_iter()
+            .chain(scratch.map(|(e, b)| (&e.fill, &b.fill_groups)));
+        for (pipeline, groups) in fills {
+            pass.set_pipeline(pipeline);
+            for (group, words) in groups {
+                pass.set_bind_group(0, group, &[]);
+                pass.dispatch_workgroups(words.div_ceil(wg).clamp(1, max_groups) as u32, 1, 1);
+            }
         }
     }
 
@@ -367,6 +456,7 @@ impl<'c> Engine<'c> {
         let start = Instant::now();
         self.upload_queued(slot, &rows, label)?;
         self.write_params(&self.slots[slot].params, rows.len() as u32)?;
+        self.write_epilogue(slot, rows.start);
         if !self.plan.streaming {
             let index = ctx.queue.submit([]);
             ctx.finished(index, &format!("{label}: uploading X"))
@@ -429,8 +519,16 @@ impl<'c> Engine<'c> {
                 });
                 self.encode_dispatches(&mut pass, &s.bind_groups, count);
             }
+            if self.epilogue.is_some() {
+                // A pass of its own, timed apart: the run reports what the epilogue costs.
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("epilogue"),
+                    timestamp_writes: s.timestamps.as_ref().map(|q| q.writes(1)),
+                });
+                self.encode_epilogue(&mut pass, &s.bind_groups, count);
+            }
             if let Some(q) = &s.timestamps {
-                q.resolve(&mut encoder, 1);
+                q.resolve(&mut encoder, q.pairs());
             }
             for ((src, dst), len) in s.outputs.iter().zip(&s.staging).zip([
                 chunk_shape.q_len(),
@@ -461,7 +559,7 @@ impl<'c> Engine<'c> {
             .map(|(b, len)| (b, self.spec.types.out.buffer_bytes(len as u64)))
             .collect();
         if let Some(q) = &s.timestamps {
-            buffers.push((q.readback(), super::timing::Queries::bytes(1)));
+            buffers.push((q.readback(), super::timing::Queries::bytes(q.pairs())));
         }
         buffers
     }
@@ -478,14 +576,15 @@ impl<'c> Engine<'c> {
 
     /// Hands chunk `index` (token `rows`), read back into set `slot`'s staging buffers and
     /// mapped, to `sink` as it lies in the mapped memory, then unmaps them. Returns the
-    /// kernel's GPU time where it was timed (else zero).
+    /// GPU time of the kernel's pass and of the epilogue's where they were timed (else
+    /// zero).
     pub(super) fn hand_over(
         &self,
         slot: usize,
         (index, rows): (u32, Range<u32>),
         sink: &mut impl FnMut(ChunkOutput<'_>) -> Result<()>,
         label: &str,
-    ) -> Result<Duration> {
+    ) -> Result<(Duration, Duration)> {
         let count = rows.len();
         let buffers = self.readback_buffers(slot, count);
         let lens = self.output_lens(count);
@@ -499,12 +598,13 @@ impl<'c> Engine<'c> {
                         .map_err(|e| Error::Readback(format!("{label}: {e}")))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            // The kernel's pass, then the epilogue's where there is one.
             let kernel = match &self.slots[slot].timestamps {
-                Some(q) => q
-                    .durations(bytemuck::cast_slice(&views[3]))
-                    .into_iter()
-                    .sum::<Duration>(),
-                None => Duration::ZERO,
+                Some(q) => {
+                    let d = q.durations(bytemuck::cast_slice(&views[3]));
+                    (d[0], d.get(1).copied().unwrap_or_default())
+                }
+                None => Default::default(),
             };
             let [q, k, v] = [0, 1, 2].map(|i| {
                 let bytes = &views[i][..];
@@ -583,7 +683,9 @@ impl<'c> Engine<'c> {
             t.dispatch_wall += start.elapsed();
         }
         let start = Instant::now();
-        t.kernel += self.hand_over(slot, (p.index, p.rows), sink, &label)?;
+        let (kernel, epilogue) = self.hand_over(slot, (p.index, p.rows), sink, &label)?;
+        t.kernel += kernel + epilogue;
+        t.epilogue += epilogue;
         t.readback += start.elapsed();
         if self.slots[slot].timestamps.is_none() {
             // Host timer: without streaming, the dispatch's submit-and-wait.

@@ -12,11 +12,13 @@
 //! element the kernel never writes reads back as NaN and fails validation.
 //!
 //! The parts, from the ground up: [`timing`] (timers, run timings, the median, timestamp
-//! queries), `buffers` (GPU memory and bind groups), `engine` (pipelines and the chunk
-//! stream), `steady` (back-to-back kernel timing); this file is the API over them.
+//! queries), `buffers` (GPU memory and bind groups), `epilogue` (QK-norm and RoPE after the
+//! kernel), `engine` (pipelines and the chunk stream), `steady` (back-to-back kernel
+//! timing); this file is the API over them.
 
 mod buffers;
 mod engine;
+mod epilogue;
 mod operand;
 #[cfg(not(target_arch = "wasm32"))]
 mod pipeline;
@@ -25,6 +27,7 @@ pub mod timing;
 
 use crate::context::GpuContext;
 use crate::element::{ElementType, OperandTypes};
+use crate::epilogue::{Epilogue, Heads};
 use crate::error::{Error, Result};
 use crate::host::{Elements, ElementsMut};
 use crate::kernels::{Kernel, KernelConfig, KernelSpec};
@@ -241,11 +244,41 @@ impl<'c> Projector<'c> {
         plan: ChunkPlan,
         guard: u32,
     ) -> Result<Self> {
+        Self::build(ctx, spec, plan, guard, None)
+    }
+
+    /// As [`with_spec`](Self::with_spec), with Q and K normalized and rotated after the
+    /// projection as `epilogue` says ([`crate::epilogue`]), over `heads` (which must tile Q
+    /// and K, and match a head layout's): planned with room for Q and K in f32 on the GPU
+    /// ([`ChunkOptions::qk_f32`]), whatever `opts` says of it. Only the built-in kernels
+    /// take an epilogue.
+    pub fn with_epilogue(
+        ctx: &'c GpuContext,
+        shape: QkvShape,
+        spec: KernelSpec,
+        (layout, opts): (OutputLayout, &ChunkOptions),
+        (epilogue, heads): (&Epilogue, Heads),
+    ) -> Result<Self> {
+        let opts = ChunkOptions {
+            qk_f32: true,
+            ..*opts
+        };
+        let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
+        Self::build(ctx, spec, plan, 0, Some((epilogue, heads)))
+    }
+
+    fn build(
+        ctx: &'c GpuContext,
+        spec: KernelSpec,
+        plan: ChunkPlan,
+        guard: u32,
+        epilogue: Option<(&Epilogue, Heads)>,
+    ) -> Result<Self> {
         if let Some(why) = spec.unsupported_on(&ctx.summary) {
             return Err(Error::Input(why));
         }
         Ok(Self {
-            engine: Engine::new(ctx, spec, plan, guard)?,
+            engine: Engine::new(ctx, spec, plan, guard, epilogue)?,
             steady: steady::SteadyTiming::default(),
             weights_loaded: false,
         })
@@ -254,6 +287,25 @@ impl<'c> Projector<'c> {
     /// The shape this projector was made for.
     pub fn shape(&self) -> &QkvShape {
         &self.engine.plan.shape
+    }
+
+    /// The norm and RoPE applied to Q and K after the projection, over which heads, if any
+    /// ([`with_epilogue`](Self::with_epilogue)).
+    pub fn epilogue(&self) -> Option<(&Epilogue, &Heads)> {
+        self.engine
+            .epilogue
+            .as_ref()
+            .map(|e| (&e.settings.0, &e.settings.1))
+    }
+
+    /// Moves the tokens of the next runs to `positions` (a decode step's offset, or one
+    /// position per token), keeping everything else: the epilogue's tables are written
+    /// again. Refused without an epilogue that rotates, and for positions its checks refuse.
+    pub fn set_positions(&mut self, positions: crate::epilogue::Positions) -> Result<()> {
+        self.engine.set_positions(positions)?;
+        // Timing's groups for a shorter last chunk were bound to the old tables.
+        self.steady = steady::SteadyTiming::default();
+        Ok(())
     }
 
     /// The layout Q, K and V are written in.

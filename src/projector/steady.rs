@@ -113,7 +113,8 @@ impl SteadyTiming {
             let slot = &engine.slots[0];
             self.last = Some(ctx.checked(during, || {
                 let params = params_buffers(device, plan);
-                let groups = slot.bind(device, layout, &params, &engine.weights);
+                let epilogue = engine.epilogue.as_ref();
+                let groups = slot.bind(device, layout, &params, (&engine.weights, epilogue));
                 (params, groups)
             })?);
         }
@@ -205,6 +206,7 @@ impl Timer<'_, '_> {
                     self.last_groups
                 };
                 engine.encode_dispatches(&mut pass, groups, rows);
+                engine.encode_epilogue(&mut pass, groups, rows);
             }
             encoder.finish()
         })

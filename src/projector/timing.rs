@@ -33,6 +33,10 @@ pub struct RunTimings {
     pub upload: Duration,
     /// The fused dispatches alone.
     pub kernel: Duration,
+    /// Of `kernel`, the epilogue pass (QK-norm, RoPE: [`crate::epilogue`]) in its own timed
+    /// pass; zero without an epilogue, or without GPU timestamps (the host timer cannot tell
+    /// the passes apart).
+    pub epilogue: Duration,
     /// How `kernel` was measured.
     pub kernel_timer: KernelTimer,
     /// Host clock: the GPU stage (without streaming, submit-and-wait of each dispatch, which

@@ -506,11 +506,22 @@ impl QkvReport {
         kv_width: u32,
         tol: Tolerance,
     ) -> Self {
+        Self::split(gpu, reference, (q_width, kv_width), (tol, tol))
+    }
+
+    /// As [`new`](Self::new), Q and K checked with `qk_tol` and V with `v_tol`: after an
+    /// epilogue ([`Tolerance::with_epilogue`]), which V does not pass through.
+    pub fn split(
+        gpu: (&[f32], &[f32], &[f32]),
+        reference: &crate::reference::Reference,
+        (q_width, kv_width): (u32, u32),
+        (qk_tol, v_tol): (Tolerance, Tolerance),
+    ) -> Self {
         let r = reference;
         Self {
-            q: validate("Q", gpu.0, (&r.q, &r.q_mag), q_width as usize, tol),
-            k: validate("K", gpu.1, (&r.k, &r.k_mag), kv_width as usize, tol),
-            v: validate("V", gpu.2, (&r.v, &r.v_mag), kv_width as usize, tol),
+            q: validate("Q", gpu.0, (&r.q, &r.q_mag), q_width as usize, qk_tol),
+            k: validate("K", gpu.1, (&r.k, &r.k_mag), kv_width as usize, qk_tol),
+            v: validate("V", gpu.2, (&r.v, &r.v_mag), kv_width as usize, v_tol),
         }
     }
 

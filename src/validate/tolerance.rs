@@ -89,6 +89,23 @@ pub fn gamma_n(n: f64, u: f64) -> f64 {
     }
 }
 
+/// Units of f32 rounding (u = 2^-24) the norm's steps after its sum of squares add to each
+/// element's error, relative to its magnitude (at least |out|): ε rounded to f32, 1/n rounded
+/// and the product by it, the addition of ε (4u on mean + ε, so 2u on its inverse root),
+/// `inverseSqrt` (2 ulp: 4u), y·r and ·w (2u), and 1 + w (u). [`Tolerance::with_epilogue`].
+pub const NORM_STEPS: f64 = 9.0;
+
+/// Units of f32 rounding RoPE adds, relative to the rotated pair's summed magnitudes: cos and
+/// sin from the angle-sum of two f32 tables (each value within u, two products and a sum: 7u
+/// absolute), the products by them and their sum (2u). [`Tolerance::with_epilogue`].
+pub const ROPE_STEPS: f64 = 9.0;
+
+/// γ̃_n(λ) = exp(λ·√n·u + n·u²/(1 - u)) - 1, the probabilistic bound of a sum of n terms
+/// ([`Tolerance::for_f32_accumulation`]).
+fn probabilistic_gamma(n: f64, u: f64) -> f64 {
+    (LAMBDA * n.sqrt() * u + n * u * u / (1.0 - u)).exp_m1()
+}
+
 /// λ of the probabilistic bound ([`Tolerance::for_f32_accumulation`]): an element exceeds it
 /// with probability at most 2·exp(-λ²/2) ≈ 4e-22 under the model.
 pub const LAMBDA: f64 = 10.0;
@@ -116,7 +133,7 @@ impl Tolerance {
     /// accumulator of unit roundoff `u`.
     fn for_accumulation(d_model: u32, u: f64) -> Self {
         let n = d_model as f64 + 2.0;
-        let gamma = (LAMBDA * n.sqrt() * u + n * u * u / (1.0 - u)).exp_m1();
+        let gamma = probabilistic_gamma(n, u);
         Self {
             atol: 0.0,
             rtol: 0.0,
@@ -184,21 +201,66 @@ impl Tolerance {
     }
 
     /// The tolerance of `spec`'s results over `d_model`: its accumulator's bound
-    /// ([`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16,
-    /// [`for_matrix_accumulation`](Self::for_matrix_accumulation) for cooperative matrices
-    /// with an f32 one, else [`for_f32_accumulation`](Self::for_f32_accumulation)), then the
-    /// final rounding to its outputs' type ([`for_output`](Self::for_output)). The rounding
-    /// of X and W to their types is not in it: the reference is computed from the inputs
-    /// rounded as the kernel reads them.
+    /// ([`for_accumulator`](Self::for_accumulator)), then the final rounding to its outputs'
+    /// type ([`for_output`](Self::for_output)). The rounding of X and W to their types is not
+    /// in it: the reference is computed from the inputs rounded as the kernel reads them.
     pub fn for_kernel(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
-        let acc = if spec.accumulates_in_f16() {
+        Self::for_accumulator(d_model, spec).for_output(spec.types.out)
+    }
+
+    /// The bound of `spec`'s accumulation over `d_model`, before the final rounding:
+    /// [`for_f16_accumulator`](Self::for_f16_accumulator) where it accumulates in f16,
+    /// [`for_matrix_accumulation`](Self::for_matrix_accumulation) for cooperative matrices
+    /// with an f32 one, else [`for_f32_accumulation`](Self::for_f32_accumulation).
+    pub fn for_accumulator(d_model: u32, spec: &crate::kernels::KernelSpec) -> Self {
+        if spec.accumulates_in_f16() {
             Self::for_f16_accumulator(d_model)
         } else if matches!(spec.arithmetic, crate::kernels::Arithmetic::Matrix { .. }) {
             Self::for_matrix_accumulation(d_model)
         } else {
             Self::for_f32_accumulation(d_model)
-        };
-        acc.for_output(spec.types.out)
+        }
+    }
+
+    /// This tolerance for Q and K after `ep` over `heads` ([`crate::epilogue`], the GPU's
+    /// pass in f32, before the final rounding to `out`), against a reference that carried
+    /// each element's magnitude through the norm and the rotation
+    /// ([`crate::epilogue::Epilogue::apply_with_magnitudes`]): there the accumulation's error
+    /// is still within `terms` of the new magnitudes, to first order, and each step's own
+    /// rounding adds its part. The norm's sum of n squares (all positive) errs by at most
+    /// γ_n of itself (probabilistically γ̃_n(λ), as the accumulation), half of which reaches
+    /// its inverse root, plus [`NORM_STEPS`] units; RoPE adds [`ROPE_STEPS`]. Those parts are
+    /// added times 1 + u of `out`'s rounding, as [`for_output`](Self::for_output) scales
+    /// `terms`, so this applies before or after it alike. For Q and K only: V keeps the
+    /// kernel's.
+    pub fn with_epilogue(
+        self,
+        ep: &crate::epilogue::Epilogue,
+        heads: &crate::epilogue::Heads,
+        out: crate::element::ElementType,
+    ) -> Self {
+        let u = F32_UNIT_ROUNDOFF;
+        let (mut prob, mut det) = (0.0, 0.0);
+        if let Some(n) = &ep.qk_norm {
+            let span = match n.scope {
+                crate::epilogue::NormScope::PerHead => heads.head_dim,
+                crate::epilogue::NormScope::Width => {
+                    heads.heads.max(heads.kv_heads) * heads.head_dim
+                }
+            } as f64;
+            prob += 0.5 * probabilistic_gamma(span, u) + NORM_STEPS * u;
+            det += 0.5 * gamma_n(span, u) + NORM_STEPS * u;
+        }
+        if ep.rope.is_some() {
+            prob += ROPE_STEPS * u;
+            det += ROPE_STEPS * u;
+        }
+        let scale = 1.0 + out.rounding_rel();
+        Self {
+            terms: self.terms + prob * scale,
+            sound_terms: self.sound_terms + det * scale,
+            ..self
+        }
     }
 
     /// The bound for one element: `atol + rtol·|reference| + terms·magnitude`.

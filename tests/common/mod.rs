@@ -257,6 +257,10 @@ pub const PROJECT_JSON_KEYS: &[&str] = &[
     "weights",
     "write_ms",
     "written",
+    // Issue #36: QK-norm and RoPE, and the cost of their pass.
+    "epilogue",
+    "epilogue_ms",
+    "qk_ttol",
 ];
 
 /// Asserts that `v` is an object with exactly the keys `want`, naming the ones missing and

@@ -109,6 +109,14 @@ impl AttentionLayer {
 impl Gguf {
     /// The metadata's unsigned integer at `{arch}.{key}`, refusing one that is not a u32
     /// (a per-layer array, a negative number).
+    /// The file's query and key/value head counts (`{arch}.attention.head_count` and
+    /// `.head_count_kv`, which defaults to the first), where it names them.
+    pub fn head_counts(&self) -> Result<Option<(u32, u32)>> {
+        let heads = self.hyper("attention.head_count")?;
+        let kv_heads = self.hyper("attention.head_count_kv")?;
+        Ok(heads.map(|h| (h, kv_heads.unwrap_or(h))))
+    }
+
     fn hyper(&self, key: &str) -> Result<Option<u32>> {
         let Some(arch) = self.architecture() else {
             return Ok(None);

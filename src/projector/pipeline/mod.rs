@@ -131,7 +131,8 @@ impl Books {
             } => {
                 self.consuming -= 1;
                 self.t.readback += busy;
-                self.t.kernel += kernel;
+                self.t.kernel += kernel.0 + kernel.1;
+                self.t.epilogue += kernel.1;
                 match result {
                     Ok(()) if self.failed.is_none() => progress(engine.plan.chunk(index).end),
                     Ok(()) => {}

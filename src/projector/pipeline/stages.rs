@@ -32,7 +32,8 @@ pub(super) enum Event {
         set: usize,
         index: u32,
         busy: Duration,
-        kernel: Duration,
+        /// The kernel's pass and the epilogue's (GPU timestamps; zero without them).
+        kernel: (Duration, Duration),
         result: Result<()>,
     },
     /// Waiting for a submission failed (a lost device, an error the GPU raised).
@@ -201,6 +202,7 @@ impl Engine<'_> {
             }
         };
         self.write_params(&s.params, count)?;
+        self.write_epilogue(set, rows.start);
         let kernel_label = format!("{label}: dispatch of kernel {}", self.spec);
         let encoder = self.encode_chunk(set, count, &kernel_label, |encoder| {
             if let (Some((up, bytes)), Some(x)) = (x_bytes, s.x.buffer()) {
@@ -279,7 +281,7 @@ impl Engine<'_> {
                     set,
                     index,
                     busy: Duration::ZERO,
-                    kernel: Duration::ZERO,
+                    kernel: Default::default(),
                     result: Ok(()),
                 };
                 if events.send(event).is_err() {
@@ -304,7 +306,7 @@ impl Engine<'_> {
                 Ok(kernel) => (kernel, Ok(())),
                 Err(e) => {
                     sink_failed = true;
-                    (Duration::ZERO, Err(e))
+                    (Default::default(), Err(e))
                 }
             };
             let event = Event::Consumed {

@@ -20,6 +20,7 @@ use qkv_wgpu::{
 };
 use std::path::{Path, PathBuf};
 
+mod epilogue;
 mod load;
 mod report;
 mod sharded;
@@ -147,6 +148,8 @@ pub struct ProjectArgs {
     tune: bool,
     #[command(flatten)]
     tolerance: ToleranceArgs,
+    #[command(flatten)]
+    epilogue: epilogue::EpilogueArgs,
     /// Print one JSON object instead of text
     #[arg(long)]
     pub json: bool,
@@ -207,7 +210,15 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     crate::signals::remove_partials_on_signal();
     let input = match shards::expand(&args.input)? {
         Inputs::One(input) => input,
-        Inputs::Shards(list) => return sharded::project_shards(gpu, args, &list),
+        Inputs::Shards(list) => {
+            if args.epilogue.positions_given() {
+                return Err(Error::Input(
+                    "--positions lists one X's positions; shards take --position-offset".into(),
+                )
+                .into());
+            }
+            return sharded::project_shards(gpu, args, &list);
+        }
     };
     if args.adapters.is_some() {
         return Err(Error::Input(format!(
@@ -224,6 +235,7 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
     let session = Session {
         loaded: &loaded,
         ctx: &ctx,
+        epilogue: epilogue::settings(args, &loaded)?,
     };
     let run = project_file(
         &session,
@@ -249,6 +261,8 @@ pub fn project(gpu: &GpuArgs, args: &ProjectArgs) -> Result<(), Failure> {
 pub(super) struct Session<'a> {
     loaded: &'a Loaded,
     ctx: &'a qkv_wgpu::GpuContext,
+    /// `--rope` and `--qk-norm` as the model's files say ([`epilogue::settings`]).
+    epilogue: Option<(qkv_wgpu::epilogue::Epilogue, qkv_wgpu::epilogue::Heads)>,
 }
 
 /// The progress bar a file's projection moves: its own over its tokens (shown or not), or a
@@ -296,8 +310,15 @@ fn project_file(
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
     let opts = args.chunking.options();
-    let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
-    let mut projector = Projector::from_plan(ctx, spec, plan)?;
+    let mut projector = match epilogue::for_file(&session.epilogue, dims) {
+        None => {
+            let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
+            Projector::from_plan(ctx, spec, plan)?
+        }
+        Some((ep, heads)) => {
+            Projector::with_epilogue(ctx, shape, spec, (layout, &opts), (&ep, heads))?
+        }
+    };
     projector.set_weights(w)?;
     let sources = [
         ("source_input", input),

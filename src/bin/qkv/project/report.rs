@@ -49,6 +49,13 @@ pub struct ProjectResult {
     pub q_shape: Vec<u64>,
     pub kv_shape: Vec<u64>,
     pub gpu_kernel_ms: f64,
+    /// --rope and --qk-norm as applied (null without them).
+    pub epilogue: Option<String>,
+    /// Of gpu_kernel_ms, the epilogue's pass (GPU timestamps; null without an epilogue or
+    /// timestamps).
+    pub epilogue_ms: Option<f64>,
+    /// Q's and K's ttol, with the epilogue's part (null without one: then ttol is theirs).
+    pub qk_ttol: Option<f64>,
     pub gpu_total_ms: f64,
     pub chunks: u32,
     pub chunk_tokens: u32,
@@ -165,6 +172,25 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
         r.tokens_per_s,
         r.config_reason
     );
+    if let Some(e) = &r.epilogue {
+        let cost = match r.epilogue_ms {
+            Some(e_ms) => {
+                let alone = r.gpu_kernel_ms - e_ms;
+                format!(
+                    "\n          its pass {e_ms:.3} ms of the kernel's {:.3} ms: {:+.1}% over the \
+                     projection alone ({alone:.3} ms)",
+                    r.gpu_kernel_ms,
+                    100.0 * e_ms / alone
+                )
+            }
+            None => String::new(),
+        };
+        let tol = match r.qk_ttol {
+            Some(t) => format!("\n          Q and K checked with ttol {t:.3e}: the norm's and RoPE's own rounding added"),
+            None => String::new(),
+        };
+        outln!("epilogue  {e} (on the GPU, a pass after the projection){cost}{tol}");
+    }
     outln!(
         "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
         r.chunks,
@@ -306,6 +332,13 @@ impl Facts<'_> {
             q_shape: self.out_shapes[0].clone(),
             kv_shape: self.out_shapes[1].clone(),
             gpu_kernel_ms: ms(t.kernel),
+            epilogue: self.projector.epilogue().map(|(e, _)| e.to_string()),
+            epilogue_ms: (self.projector.epilogue().is_some()
+                && t.kernel_timer == qkv_wgpu::KernelTimer::GpuTimestamp)
+                .then(|| ms(t.epilogue)),
+            qk_ttol: report
+                .filter(|_| self.projector.epilogue().is_some())
+                .map(|r| r.q.tolerance.terms),
             gpu_total_ms: ms(t.total()),
             chunks: self.projector.plan().chunks(),
             chunk_tokens: self.projector.plan().chunk_tokens,

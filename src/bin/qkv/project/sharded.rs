@@ -80,9 +80,12 @@ struct ShardsReport {
     tokens_per_s: f64,
 }
 
+/// `--rope` and `--qk-norm` as the model's files say, if asked for.
+type Epilogue = Option<(qkv_wgpu::epilogue::Epilogue, qkv_wgpu::epilogue::Heads)>;
+
 /// The job's key in every manifest ([`shards::job_key`]): the weights as uploaded and the
 /// settings that change the outputs.
-fn job_key(args: &ProjectArgs, l: &Loaded) -> Result<String, Error> {
+fn job_key(args: &ProjectArgs, l: &Loaded, epilogue: &Epilogue) -> Result<String, Error> {
     let heads = match args.head_layout {
         super::HeadLayoutArg::Tokens => None,
         super::HeadLayoutArg::Heads => {
@@ -95,7 +98,14 @@ fn job_key(args: &ProjectArgs, l: &Loaded) -> Result<String, Error> {
             }
         }
     };
-    shards::job_key(&l.loaded.weights, l.element, heads, args.out_format)
+    let epilogue = epilogue.as_ref().map(|(ep, h)| (ep, h));
+    shards::job_key(
+        &l.loaded.weights,
+        l.element,
+        heads,
+        epilogue,
+        args.out_format,
+    )
 }
 
 /// A shard to project: its input, its outputs' directory, its tokens.
@@ -189,13 +199,15 @@ pub(super) fn project_shards(
         Some(spec) => gpu.contexts(spec)?,
         None => vec![gpu.context()?],
     };
-    let job = job_key(args, &loaded)?;
+    let epilogue = super::epilogue::settings(args, &loaded)?;
+    let job = job_key(args, &loaded, &epilogue)?;
     // One sharded run per output directory at a time: the root's lock is held to the end.
     let root = OutputDir::open(&args.out)?;
     let (todo, mut reports) = sort_shards(args, &root, &job, (list, &tokens))?;
     let total: u64 = todo.iter().map(|t| t.tokens as u64).sum();
     let bar = shards_bar(total, todo.len(), reports.len(), !args.json);
-    reports.extend(run_workers(args, (&loaded, &contexts), (&todo, &job), &bar));
+    let session = (&loaded, &contexts[..], &epilogue);
+    reports.extend(run_workers(args, session, (&todo, &job), &bar));
     bar.finish_and_clear();
     let adapters = shares(&contexts, &reports);
     reports.sort_by_key(|r| r.index);
@@ -246,7 +258,7 @@ pub(super) fn project_shards(
 /// each, its own projector, the weights shared): their reports, in the order they finished.
 fn run_workers(
     args: &ProjectArgs,
-    (loaded, contexts): (&Loaded, &[GpuContext]),
+    (loaded, contexts, epilogue): (&Loaded, &[GpuContext], &Epilogue),
     (todo, job): (&[Todo], &str),
     bar: &indicatif::ProgressBar,
 ) -> Vec<ShardReport> {
@@ -256,7 +268,11 @@ fn run_workers(
         for ctx in contexts {
             let (next, reports) = (&next, &reports);
             scope.spawn(move || {
-                let session = Session { loaded, ctx };
+                let session = Session {
+                    loaded,
+                    ctx,
+                    epilogue: epilogue.clone(),
+                };
                 let adapter = format!("{} ({})", ctx.summary.name, ctx.summary.backend);
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
