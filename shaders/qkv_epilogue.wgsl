@@ -109,8 +109,18 @@ fn inv_rms(is_k: bool, base: u32, span: u32) -> f32 {
     return inverseSqrt(s * select(epi.q_inv_span, epi.k_inv_span, is_k) + epi.eps);
 }
 
-// Normalizes and rotates the span `j` of row `row`: spans 0 .. q_spans - 1 are Q's, the rest
-// K's.
+// Element `col` of Q (K) row `row` (at element `base`), normalized with `scale`, written.
+fn keep(is_k: bool, row: u32, base: u32, col: u32, scale: f32) {
+    let width = select(params.q_width, params.kv_width, is_k);
+    let head_dim = select(params.q_head_dim, params.kv_head_dim, is_k);
+    let wc = select(col % HEAD_DIM, col, NORM == 2u);
+    let out = normed(is_k, load(is_k, base + col), wc, scale);
+    put(select(0u, 1u, is_k), out_index(row, col, width, head_dim), out);
+}
+
+// Normalizes and rotates the span `j` of row `row` (spans 0 .. q_spans - 1 are Q's, the rest
+// K's), head by head: each rotated pair read, turned and written once (a·cos - b·sin, b·cos +
+// a·sin), its angle's tables read once; the dimensions past ROTARY only normalized.
 fn span_of(row: u32, j: u32, q_spans: u32) {
     let is_k = j >= q_spans;
     let width = select(params.q_width, params.kv_width, is_k);
@@ -118,36 +128,33 @@ fn span_of(row: u32, j: u32, q_spans: u32) {
     let first = select(j, j - q_spans, is_k) * span;
     let head_dim = select(params.q_head_dim, params.kv_head_dim, is_k);
     let which = select(0u, 1u, is_k);
-    let half = ROTARY / 2u;
     let base = row * width;
     var scale = 1.0;
     if NORM != 0u {
         scale = inv_rms(is_k, base + first, span);
     }
     let pos = position(epi.row0 + row);
-    for (var c = 0u; c < span; c++) {
-        let col = first + c;
-        // The weight's index: within the head, or over the width.
-        let wc = select(col % HEAD_DIM, col, NORM == 2u);
-        var out = normed(is_k, load(is_k, base + col), wc, scale);
-        let d = col % HEAD_DIM;
-        if ROPE != 0u && d < ROTARY {
-            // Element a of pair i becomes a·cos - b·sin, element b becomes b·cos + a·sin.
-            var i = d / 2u;
-            var partner = d ^ 1u;
-            var sign = select(1.0, -1.0, (d & 1u) == 0u);
+    let rotary = select(0u, ROTARY, ROPE != 0u);
+    for (var head = first; head < first + span; head += HEAD_DIM) {
+        for (var i = 0u; i < rotary / 2u; i++) {
+            // Pair i: (i, i + ROTARY / 2), or (2i, 2i + 1).
+            var a = head + 2u * i;
+            var b = a + 1u;
             if ROPE == 1u {
-                i = select(d - half, d, d < half);
-                partner = select(d - half, d + half, d < half);
-                sign = select(1.0, -1.0, d < half);
+                a = head + i;
+                b = a + ROTARY / 2u;
             }
-            let pc = col - d + partner;
-            let pw = select(pc % HEAD_DIM, pc, NORM == 2u);
-            let other = normed(is_k, load(is_k, base + pc), pw, scale);
+            let wa = select(a - head, a, NORM == 2u);
+            let wb = select(b - head, b, NORM == 2u);
+            let na = normed(is_k, load(is_k, base + a), wa, scale);
+            let nb = normed(is_k, load(is_k, base + b), wb, scale);
             let cs = angle(pos, i);
-            out = out * cs.x + sign * (other * cs.y);
+            put(which, out_index(row, a, width, head_dim), na * cs.x - nb * cs.y);
+            put(which, out_index(row, b, width, head_dim), nb * cs.x + na * cs.y);
         }
-        put(which, out_index(row, col, width, head_dim), out);
+        for (var c = head + rotary; c < head + HEAD_DIM; c++) {
+            keep(is_k, row, base, c, scale);
+        }
     }
 }
 
