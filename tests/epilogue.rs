@@ -218,7 +218,7 @@ fn adjacent_pairs_a_norm_over_the_width_gemma_s_weights_and_llama3_scaling_pass(
 }
 
 #[test]
-fn the_head_layout_chunks_and_column_blocks_keep_each_token_s_position() {
+fn the_head_layout_and_chunks_keep_each_token_s_position() {
     // 4 sequences of 9 tokens, in chunks of 2 sequences: positions restart each sequence.
     let shape = QkvShape::new(36, 45, 30, 10, false).unwrap();
     let heads = heads_of(3, 1, 10, 9);
@@ -420,18 +420,37 @@ fn qkv_project_applies_the_model_s_rope_and_qk_norm_from_its_config() {
     assert_close("k.npy", &read(&out.join("k.npy")).data, &k, 32);
     let v_want = expected(&f.x, 10, 32, &f.tensors[2], true, None);
     assert_close("v.npy", &read(&out.join("v.npy")).data, &v_want, 32);
+    // The head layout takes its heads from the same config.json.
+    let more = [
+        "--rope",
+        "--qk-norm",
+        "--position-offset",
+        "7",
+        "--head-layout",
+        "heads",
+    ];
+    ok(&refs(&f.args("heads", &more)));
+    let q_heads = read(&f.dir.path().join("heads/q.npy"));
+    assert_eq!(q_heads.shape, [2, 4, 5, 8]);
+    let want = common::model::to_heads(&q, 2, 5, 4, 8);
+    assert_close("q.npy in heads", &q_heads.data, &want, 32);
 }
 
 impl Qwen3Files {
     /// `qkv project` on these files with `tiled`, into `out` (under the files' directory),
     /// with `more` arguments.
     fn args(&self, out: &str, more: &[&str]) -> Vec<String> {
+        self.args_on("x.npy", out, more)
+    }
+
+    /// As [`args`](Self::args), on `input` (under the files' directory).
+    fn args_on(&self, input: &str, out: &str, more: &[&str]) -> Vec<String> {
         let d = self.dir.path();
         let path = |p: &str| d.join(p).to_str().unwrap().to_string();
         let mut a: Vec<String> = ["project", "--prefix", "model.layers.3", "--kernel", "tiled"]
             .map(String::from)
             .to_vec();
-        a.extend(["--input".into(), path("x.npy"), "--weights".into()]);
+        a.extend(["--input".into(), path(input), "--weights".into()]);
         a.extend([path("model.safetensors"), "--out".into(), path(out)]);
         a.extend(more.iter().map(|m| m.to_string()));
         a
@@ -522,4 +541,90 @@ fn set_positions_moves_a_decode_step_without_a_new_projector() {
         few.to_string().contains("2 positions given for 6 tokens"),
         "{few}"
     );
+}
+
+#[test]
+fn shards_keyed_by_their_epilogue_are_skipped_only_by_the_same_one() {
+    use common::model::{ok, qkv, write_x};
+    use rand::SeedableRng;
+    let f = qwen3_files("qwen3");
+    let d = f.dir.path();
+    let shards = d.join("shards");
+    std::fs::create_dir(&shards).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2);
+    for i in 0..2 {
+        write_x(
+            &shards.join(format!("part-{i}.npy")),
+            "f32",
+            &[3, 32],
+            &mut rng,
+        );
+    }
+    let with = |more: &[&str]| f.args_on("shards", "corpus", more);
+    let states = |stdout: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let list = v["shards"].as_array().unwrap().iter();
+        list.map(|s| s["state"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let rope = ["--rope", "--qk-norm", "--position-offset", "4", "--json"];
+    assert_eq!(states(&ok(&refs(&with(&rope)))), ["projected", "projected"]);
+    assert_eq!(states(&ok(&refs(&with(&rope)))), ["skipped", "skipped"]);
+    // Another offset, or none, is another job: its outputs are not these.
+    for other in [&["--rope", "--qk-norm", "--json"][..], &["--json"][..]] {
+        let out = qkv(&refs(&with(other)));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("other weights or settings"),
+            "{other:?}: {stderr}"
+        );
+    }
+    std::fs::write(d.join("pos.txt"), "0 1 2").unwrap();
+    let pos = d.join("pos.txt");
+    let out = qkv(&refs(&with(&[
+        "--rope",
+        "--positions",
+        pos.to_str().unwrap(),
+    ])));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("shards take --position-offset"), "{stderr}");
+}
+
+/// A context on the same adapter with storage bindings of 4 KiB: W in column blocks, X and
+/// the outputs in chunks, the f32 scratch bounding the chunk in a half type.
+fn small() -> &'static GpuContext {
+    static SMALL: std::sync::OnceLock<GpuContext> = std::sync::OnceLock::new();
+    SMALL.get_or_init(|| {
+        let filter = qkv_wgpu::AdapterFilter {
+            name: Some(ctx().summary.name.clone()),
+            ..qkv_wgpu::AdapterFilter::from_env().unwrap()
+        };
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: 4 * 1024,
+            ..wgpu::Limits::default()
+        };
+        let opts = qkv_wgpu::ContextOptions {
+            limits: Some(limits),
+            ..Default::default()
+        };
+        GpuContext::with_options(&filter, &opts).expect("a context with lowered limits")
+    })
+}
+
+#[test]
+fn column_blocks_and_chunks_sized_for_the_f32_scratch_keep_every_element() {
+    let shape = QkvShape::new(40, 45, 30, 10, true).unwrap();
+    let heads = heads_of(3, 1, 10, 40);
+    let ep = qwen3(10, 6, Positions::Offset(11));
+    for element in [ElementType::F32, ElementType::F16] {
+        let mut run = Run::new(shape, Kernel::Naive);
+        run.ctx = small();
+        run.element = element;
+        let p = run.projector(&ep, heads).unwrap();
+        let plan = p.plan();
+        assert!(plan.col_blocks.len() > 1 && plan.chunks() > 1, "{plan:?}");
+        // Q's f32 scratch, 30 columns of 4 bytes, bounds the chunk whatever the type.
+        assert!(plan.chunk_tokens as u64 * 30 * 4 <= 4096, "{plan:?}");
+        assert_pass(&run.check(&ep, heads), &format!("{element}"));
+    }
 }

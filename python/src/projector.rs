@@ -54,6 +54,9 @@ pub struct Projector {
     /// RoPE and QK-norm after the projection, as the checkpoint's model applies them
     /// (`rope=`, `qk_norm=`), positions from 0 until a call says otherwise.
     epilogue: Option<(Epilogue, Heads)>,
+    /// The shard manifests' job key per output format, computed once (it hashes every
+    /// weight): a lock held only for a moment, taken with the GIL released.
+    job_keys: Mutex<Vec<(qkv_wgpu::io::outputs::OutFormat, String)>>,
 }
 
 #[pymethods]
@@ -429,13 +432,26 @@ impl Projector {
             kernel: Mutex::new(None),
             source: None,
             epilogue: None,
+            job_keys: Mutex::new(Vec::new()),
         })
     }
 
-    /// RoPE and QK-norm as the checkpoint's model applies them, over which heads, if asked
-    /// for.
-    pub(crate) fn epilogue_settings(&self) -> Option<&(Epilogue, Heads)> {
-        self.epilogue.as_ref()
+    /// The job key of shard manifests written in `format` ([`qkv_wgpu::io::shards::job_key`]:
+    /// the weights, the type, the head layout, the epilogue), computed on first use.
+    pub(crate) fn job_key(
+        &self,
+        format: qkv_wgpu::io::outputs::OutFormat,
+    ) -> Result<String, Error> {
+        let mut keys = self.job_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, key)) = keys.iter().find(|(f, _)| *f == format) {
+            return Ok(key.clone());
+        }
+        let s = &self.settings;
+        let heads = s.heads.filter(|_| s.split_heads);
+        let epilogue = self.epilogue.as_ref().map(|(e, h)| (e, h));
+        let key = qkv_wgpu::io::shards::job_key(&self.weights, s.element, heads, epilogue, format)?;
+        keys.push((format, key.clone()));
+        Ok(key)
     }
 
     /// The fused weights.

@@ -202,10 +202,7 @@ fn seal(
     (dir, name): (&Path, &str),
     opts: &ShardOptions,
 ) -> Result<Option<Seal>, Error> {
-    let settings = p.settings();
-    let heads = settings.heads.filter(|_| settings.split_heads);
-    let epilogue = p.epilogue_settings().map(|(e, h)| (e, h));
-    let job = shards::job_key(p.weights(), settings.element, heads, epilogue, opts.format)?;
+    let job = p.job_key(opts.format)?;
     match Manifest::state(dir, input, &job, opts.format.files())? {
         ShardState::Done => return Ok(None),
         ShardState::Stale(why) if !opts.force => {

@@ -160,3 +160,22 @@ def test_a_gguf_layer_s_rope_and_qk_norm_come_from_its_metadata(tmp_path):
     want_q, want_k = expected(t, x, range(40, 46))
     assert_within(q, want_q, ttol)
     assert_within(k, want_k, ttol)
+
+
+def test_shards_written_with_rope_are_skipped_only_by_a_projector_that_rotates(tmp_path):
+    rng = np.random.default_rng(3)
+    qwen3_layer(tmp_path, rng)
+    path = tmp_path / "model.safetensors"
+    shard = tmp_path / "part-0.npy"
+    np.save(shard, rand(rng, 5, D_MODEL))
+    out = tmp_path / "out"
+
+    def make(**kw):
+        return qkv_wgpu.Projector.from_checkpoint(path, "model.layers.0", kernel="tiled", **kw)
+
+    rotating = make(rope=True, qk_norm=True)
+    assert rotating.project_shard(shard, out)["state"] == "projected"
+    assert rotating.project_shard(shard, out)["state"] == "skipped"
+    # A projector without the epilogue is another job: the outputs are left as they are.
+    r = make().project_shard(shard, out)
+    assert r["state"] == "failed" and "other weights or settings" in r["error"], r

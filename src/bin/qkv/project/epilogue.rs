@@ -10,6 +10,9 @@ use qkv_wgpu::io::npy::XDims;
 use qkv_wgpu::Error;
 use std::path::PathBuf;
 
+/// `--rope` and `--qk-norm` as the model's files say, over which heads, if asked for.
+pub(super) type Settings = Option<(Epilogue, Heads)>;
+
 /// The most bytes `--positions` is read up to.
 const TEXT_CAP: u64 = 64 << 20;
 
@@ -80,10 +83,7 @@ fn positions(e: &EpilogueArgs) -> Result<Positions, Error> {
 
 /// The epilogue `--rope` and `--qk-norm` ask for, over the heads the model's files give (a
 /// sequence of one token until [`for_file`] sets it), or None where neither was asked for.
-pub(super) fn settings(
-    args: &ProjectArgs,
-    loaded: &Loaded,
-) -> Result<Option<(Epilogue, Heads)>, Error> {
+pub(super) fn settings(args: &ProjectArgs, loaded: &Loaded) -> Result<Settings, Error> {
     let e = &args.epilogue;
     let req = EpilogueRequest {
         rope: e.rope,

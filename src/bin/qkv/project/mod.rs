@@ -25,7 +25,7 @@ mod load;
 mod report;
 mod sharded;
 
-use load::{load, GgufFacts, Loaded};
+use load::{load, Loaded};
 
 use report::{print_text, Facts};
 
@@ -163,23 +163,37 @@ enum HeadLayoutArg {
     Heads,
 }
 
-/// The head split for `--head-layout heads`, or a check of the heads alone: --heads and
-/// --kv-heads, else a GGUF file's own.
+/// The heads asked for: --heads and --kv-heads, else the model's files' (the config.json of
+/// --rope and --qk-norm, or a GGUF file's metadata).
+fn requested_heads(
+    args: &ProjectArgs,
+    (loaded, epilogue): (&Loaded, &epilogue::Settings),
+) -> Option<(u32, Option<u32>)> {
+    let files = match (epilogue, &loaded.gguf) {
+        (Some((_, h)), _) => Some((h.heads, Some(h.kv_heads))),
+        (None, Some(g)) => g.heads.map(|h| (h, g.kv_heads)),
+        (None, None) => None,
+    };
+    match args.heads {
+        Some(h) => Some((h, args.kv_heads)),
+        None => files,
+    }
+}
+
+/// The head split for `--head-layout heads`, or a check of the heads alone
+/// ([`requested_heads`]).
 fn head_split(
     args: &ProjectArgs,
-    gguf: Option<&GgufFacts>,
+    session: &Session,
     shape: &QkvShape,
     seq: u32,
 ) -> Result<Option<HeadSplit>, Error> {
-    let (heads, kv_heads) = match (args.heads, gguf) {
-        (Some(h), _) => (Some(h), args.kv_heads),
-        (None, Some(g)) => (g.heads, g.kv_heads),
-        (None, None) => (None, None),
-    };
-    let Some(heads) = heads else {
+    let Some((heads, kv_heads)) = requested_heads(args, (session.loaded, &session.epilogue)) else {
         if args.head_layout == HeadLayoutArg::Heads {
             return Err(Error::Input(
-                "--head-layout heads needs --heads (a GGUF file's metadata gives them)".into(),
+                "--head-layout heads needs --heads (a GGUF file's metadata, or the config.json \
+                 of --rope and --qk-norm, gives them)"
+                    .into(),
             ));
         }
         return Ok(None);
@@ -191,12 +205,12 @@ fn head_split(
 /// outputs' layout.
 fn output_layout(
     args: &ProjectArgs,
-    gguf: Option<&GgufFacts>,
+    session: &Session,
     shape: &QkvShape,
     dims: XDims,
 ) -> Result<(Option<HeadSplit>, OutputLayout), Error> {
     let seq = dims.batch_seq.map_or(dims.tokens, |(_, s)| s);
-    let split = head_split(args, gguf, shape, seq)?;
+    let split = head_split(args, session, shape, seq)?;
     let layout = match (args.head_layout, split) {
         (HeadLayoutArg::Heads, Some(h)) => OutputLayout::Heads(h),
         _ => OutputLayout::Tokens,
@@ -262,7 +276,7 @@ pub(super) struct Session<'a> {
     loaded: &'a Loaded,
     ctx: &'a qkv_wgpu::GpuContext,
     /// `--rope` and `--qk-norm` as the model's files say ([`epilogue::settings`]).
-    epilogue: Option<(qkv_wgpu::epilogue::Epilogue, qkv_wgpu::epilogue::Heads)>,
+    epilogue: epilogue::Settings,
 }
 
 /// The progress bar a file's projection moves: its own over its tokens (shown or not), or a
@@ -302,7 +316,7 @@ fn project_file(
     let (ctx, element) = (session.ctx, *element);
     let w = &loaded.weights;
     let shape = file::file_shape(input, dims, w)?;
-    let (split, layout) = output_layout(args, gguf.as_ref(), &shape, dims)?;
+    let (split, layout) = output_layout(args, session, &shape, dims)?;
     let out_dir = open_out_dir(args, input, out, seal.is_some())?;
     let kinds = (element, w.w_formats());
     let specs = resolve_kernels(ctx, &shape, &args.kernel, args.tune, kinds)?;

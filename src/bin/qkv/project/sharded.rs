@@ -80,23 +80,17 @@ struct ShardsReport {
     tokens_per_s: f64,
 }
 
-/// `--rope` and `--qk-norm` as the model's files say, if asked for.
-type Epilogue = Option<(qkv_wgpu::epilogue::Epilogue, qkv_wgpu::epilogue::Heads)>;
-
 /// The job's key in every manifest ([`shards::job_key`]): the weights as uploaded and the
 /// settings that change the outputs.
-fn job_key(args: &ProjectArgs, l: &Loaded, epilogue: &Epilogue) -> Result<String, Error> {
+fn job_key(
+    args: &ProjectArgs,
+    l: &Loaded,
+    epilogue: &super::epilogue::Settings,
+) -> Result<String, Error> {
     let heads = match args.head_layout {
         super::HeadLayoutArg::Tokens => None,
-        super::HeadLayoutArg::Heads => {
-            let g = l.gguf.as_ref();
-            match (args.heads, g.and_then(|g| g.heads)) {
-                (Some(h), _) => Some((h, args.kv_heads)),
-                (None, Some(h)) => Some((h, g.and_then(|g| g.kv_heads))),
-                // Refused with the first shard's split, as for one file.
-                (None, None) => None,
-            }
-        }
+        // None is refused with the first shard's split, as for one file.
+        super::HeadLayoutArg::Heads => super::requested_heads(args, (l, epilogue)),
     };
     let epilogue = epilogue.as_ref().map(|(ep, h)| (ep, h));
     shards::job_key(
@@ -258,7 +252,7 @@ pub(super) fn project_shards(
 /// each, its own projector, the weights shared): their reports, in the order they finished.
 fn run_workers(
     args: &ProjectArgs,
-    (loaded, contexts, epilogue): (&Loaded, &[GpuContext], &Epilogue),
+    (loaded, contexts, epilogue): (&Loaded, &[GpuContext], &super::epilogue::Settings),
     (todo, job): (&[Todo], &str),
     bar: &indicatif::ProgressBar,
 ) -> Vec<ShardReport> {
