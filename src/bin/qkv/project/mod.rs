@@ -44,7 +44,9 @@ use report::{print_text, Facts};
         qkv project --input x.npy --weights model.safetensors --prefix model.layers.0 \\\n      \
         --heads 32 --kv-heads 8 --head-layout heads --out out/\n  \
         qkv project --input x.npy --weights model-Q4_K_M.gguf --prefix blk.0 --head-layout heads \
-        --out out/"
+        --out out/\n  \
+        qkv project --input x.npy --weights qwen3/model.safetensors --prefix model.layers.0 \
+        --rope --qk-norm --position-offset 512 --head-layout heads --out out/"
 )]
 pub struct ProjectArgs {
     /// X as a C-order .npy array of f32, f16 or f64: [tokens, d_model] or [batch, seq,
