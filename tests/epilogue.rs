@@ -200,6 +200,13 @@ fn adjacent_pairs_a_norm_over_the_width_gemma_s_weights_and_llama3_scaling_pass(
     for k in [Kernel::Naive, Kernel::Blocktile, Kernel::Splitk] {
         assert_pass(&Run::new(shape, k).check(&width, heads), &format!("{k}"));
     }
+    // The given positions over chunks of 8 tokens: each chunk reads its own.
+    let mut run = Run::new(shape, Kernel::Direct);
+    run.opts = ChunkOptions {
+        chunk_tokens: Some(8),
+        ..Default::default()
+    };
+    assert_pass(&run.check(&width, heads), "given positions in chunks of 8");
     let rope_only = Epilogue {
         qk_norm: None,
         ..width.clone()
@@ -283,11 +290,12 @@ fn an_epilogue_left_out_or_at_other_positions_fails_the_check() {
 }
 
 #[test]
-fn the_worked_example_is_exact_at_position_zero() {
-    // x = (2, 3), W = [[1, 10], [0, -1]]: y = (2, 17) as Q (one head of 2) and as K; at
-    // position 0 the rotation is the identity, exactly.
-    let shape = QkvShape::new(1, 2, 2, 2, false).unwrap();
-    let heads = heads_of(1, 1, 2, 1);
+fn the_worked_example_is_exact_at_position_zero_and_turned_at_one() {
+    // x = (2, 3), W = [[1, 10], [0, -1]]: y = (2, 17) as Q (one head of 2) and as K. At
+    // position 0 the rotation is the identity, exactly; at position 1 (θ^0 = 1: one radian)
+    // it is (2 cos 1 - 17 sin 1, 17 cos 1 + 2 sin 1).
+    let shape = QkvShape::new(2, 2, 2, 2, false).unwrap();
+    let heads = heads_of(1, 1, 2, 2);
     let w = [1.0f32, 10.0, 0.0, -1.0];
     let p = || Projection {
         w: &w,
@@ -303,12 +311,20 @@ fn the_worked_example_is_exact_at_position_zero() {
     let run = Run::new(shape, Kernel::Naive);
     let mut p = run.projector(&ep, heads).unwrap();
     p.set_weights(&weights).unwrap();
-    let out = p.run(&[2.0, 3.0]).unwrap();
-    assert_eq!(
-        (out.q.as_slice(), out.k.as_slice()),
-        ([2.0, 17.0].as_slice(), [2.0, 17.0].as_slice())
-    );
-    assert_eq!(out.v, [2.0, 17.0]);
+    let out = p.run(&[2.0, 3.0, 2.0, 3.0]).unwrap();
+    for got in [&out.q, &out.k] {
+        assert_eq!(got[..2], [2.0, 17.0]);
+        let (c, s) = (1f64.cos(), 1f64.sin());
+        let want = [2.0 * c - 17.0 * s, 17.0 * c + 2.0 * s];
+        for (g, w) in got[2..].iter().zip(want) {
+            // Within the bound of the rotation's f32 steps: ROPE_STEPS units of |2| + |17|.
+            assert!(
+                (*g as f64 - w).abs() <= 9.0 * 19.0 * 2f64.powi(-24),
+                "{g} {w}"
+            );
+        }
+    }
+    assert_eq!(out.v, [2.0, 17.0, 2.0, 17.0]);
 }
 
 #[test]
@@ -317,10 +333,7 @@ fn bad_settings_are_refused_by_name() {
     let run = Run::new(shape, Kernel::Naive);
     let err = |ep: &Epilogue, h: Heads| run.projector(ep, h).unwrap_err().to_string();
     let ep = qwen3(10, 10, Positions::Offset(0));
-    let wrong = Heads {
-        head_dim: 5,
-        ..heads
-    };
+    let wrong = Heads { heads: 2, ..heads };
     assert!(
         err(&ep, wrong).contains("do not make Q's width 30"),
         "{}",
@@ -334,6 +347,22 @@ fn bad_settings_are_refused_by_name() {
     );
     let few = qwen3(10, 10, Positions::Given(vec![0; 3]));
     assert!(err(&few, heads).contains("3 positions given for 8 tokens"));
+    let unset = Heads { seq: 0, ..heads };
+    assert!(
+        err(&ep, unset).contains("must all be at least 1"),
+        "{}",
+        err(&ep, unset)
+    );
+    let mut zero = qwen3(10, 10, Positions::Offset(0));
+    zero.rope.as_mut().unwrap().scaling = RopeScaling::Linear { factor: 0.0 };
+    assert!(err(&zero, heads).contains("every factor must be finite"));
+    let mut tiny = qwen3(10, 10, Positions::Offset(0));
+    tiny.qk_norm.as_mut().unwrap().eps = 1e-46;
+    assert!(
+        err(&tiny, heads).contains("that f32 holds"),
+        "{}",
+        err(&tiny, heads)
+    );
     let past = qwen3(10, 10, Positions::Offset(u32::MAX));
     assert!(
         err(&past, heads).contains("past 32 bits"),
@@ -480,6 +509,8 @@ fn qkv_project_takes_given_positions_and_refuses_what_the_model_does_not_have() 
     std::fs::write(d.join("bad.txt"), "0 1 x").unwrap();
     let a = run("bad", &["--rope", "--positions", s(&d.join("bad.txt"))]);
     fails(&refs(&a), 2, "'x' is not a position", &d.join("bad"));
+    let a = run("config", &["--config", "config.json"]);
+    fails(&refs(&a), 2, "--rope", &d.join("config"));
     let a = run("heads", &["--rope", "--heads", "8"]);
     fails(
         &refs(&a),

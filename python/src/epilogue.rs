@@ -11,7 +11,8 @@ use qkv_wgpu::io::epilogue::{layer_epilogue, EpilogueRequest};
 use std::path::{Path, PathBuf};
 
 /// The layer's epilogue where `rope` or `qk_norm` asks for one (positions from 0 until a call
-/// says otherwise; a sequence of one token until X's shape says otherwise).
+/// says otherwise; the sequence length unset until X's shape gives it), its heads checked
+/// against Q's and K's widths.
 pub fn from_files(
     py: Python<'_>,
     (path, prefix): (&Path, Option<&str>),
@@ -25,8 +26,20 @@ pub fn from_files(
         config,
         positions: Positions::Offset(0),
     };
-    py.detach(|| layer_epilogue(path, prefix, (q_width, kv_width), original_order, &req))
-        .map_err(py_err)
+    let e = py
+        .detach(|| layer_epilogue(path, prefix, (q_width, kv_width), original_order, &req))
+        .map_err(py_err)?;
+    if let Some((_, h)) = &e {
+        let cols = |n: u32| n as u64 * h.head_dim as u64;
+        if cols(h.heads) != q_width as u64 || cols(h.kv_heads) != kv_width as u64 {
+            return Err(PyValueError::new_err(format!(
+                "the model's files say {} heads and {} KV heads of {}, which do not make Q's \
+                 width {q_width} and K's {kv_width}",
+                h.heads, h.kv_heads, h.head_dim
+            )));
+        }
+    }
+    Ok(e)
 }
 
 /// The epilogue for X of `dims`: positions restart with each sequence ([batch, seq,
@@ -40,9 +53,17 @@ pub fn for_dims(e: &(Epilogue, Heads), dims: XDims) -> (Epilogue, Heads) {
 /// `position_offset`, else 0; refused where the projector rotates nothing.
 pub fn positions(
     rotates: bool,
-    position_offset: Option<u32>,
+    position_offset: Option<i64>,
     positions: Option<Vec<i64>>,
 ) -> PyResult<Positions> {
+    let position = |p: i64| {
+        u32::try_from(p).map_err(|_| {
+            PyValueError::new_err(format!(
+                "{p} is not a position (an integer from 0 to {})",
+                u32::MAX
+            ))
+        })
+    };
     if !rotates && (position_offset.is_some() || positions.is_some()) {
         return Err(PyValueError::new_err(
             "positions apply to RoPE: make the projector with rope=True",
@@ -54,16 +75,9 @@ pub fn positions(
         )),
         (_, Some(list)) => list
             .into_iter()
-            .map(|p| {
-                u32::try_from(p).map_err(|_| {
-                    PyValueError::new_err(format!(
-                        "positions: {p} is not a position (an integer from 0 to {})",
-                        u32::MAX
-                    ))
-                })
-            })
+            .map(position)
             .collect::<PyResult<Vec<u32>>>()
             .map(Positions::Given),
-        (offset, None) => Ok(Positions::Offset(offset.unwrap_or(0))),
+        (offset, None) => Ok(Positions::Offset(position(offset.unwrap_or(0))?)),
     }
 }

@@ -271,7 +271,7 @@ impl Projector {
         &self,
         py: Python<'py>,
         x: &Bound<'py, PyAny>,
-        position_offset: Option<u32>,
+        position_offset: Option<i64>,
         positions: Option<Vec<i64>>,
     ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         let rotates = self.epilogue.as_ref().is_some_and(|e| e.0.rope.is_some());

@@ -120,6 +120,8 @@ def test_positions_and_steps_the_model_does_not_have_are_refused(tmp_path):
         p(x, positions=[1, 2])
     with pytest.raises(ValueError, match="not a position"):
         p(x, positions=[1, 2, -1])
+    with pytest.raises(ValueError, match="not a position"):
+        p(x, position_offset=-1)
     with pytest.raises(ValueError, match="not both"):
         p(x, positions=[1, 2, 3], position_offset=1)
     with pytest.raises(ValueError, match="model's files say 4"):

@@ -112,6 +112,38 @@ pub struct Heads {
     pub seq: u32,
 }
 
+impl RopeScaling {
+    /// Refuses factors that give infinite or undefined frequencies: each finite and above 0,
+    /// Llama 3's high-frequency factor above its low one.
+    fn check(&self) -> Result<()> {
+        let ok = |v: f64| v.is_finite() && v > 0.0;
+        let good = match *self {
+            RopeScaling::None => true,
+            RopeScaling::Linear { factor } => ok(factor),
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => {
+                ok(factor)
+                    && ok(low_freq_factor)
+                    && ok(high_freq_factor)
+                    && ok(original_max_position_embeddings)
+                    && high_freq_factor > low_freq_factor
+            }
+        };
+        if good {
+            Ok(())
+        } else {
+            Err(Error::Input(format!(
+                "RoPE scaling {self:?}: every factor must be finite and above 0, and Llama 3's \
+                 high_freq_factor above its low_freq_factor"
+            )))
+        }
+    }
+}
+
 impl Rope {
     /// The angle per position of each rotated pair, in f64: θ^(-2i/r) for i < r/2, then
     /// scaled ([`RopeScaling`]) as Hugging Face's rope initializers do.
@@ -222,7 +254,23 @@ impl Epilogue {
     /// Checks the settings against the heads: rotary dimensions even and within a head, the
     /// norm weights of the size their scope needs, as many positions as tokens.
     pub fn check(&self, h: &Heads, tokens: u32) -> Result<()> {
+        if h.seq == 0 || h.head_dim == 0 || h.heads == 0 || h.kv_heads == 0 {
+            return Err(Error::Input(format!(
+                "the epilogue's heads ({} and {} KV heads of {}) and sequence length ({}) must \
+                 all be at least 1",
+                h.heads, h.kv_heads, h.head_dim, h.seq
+            )));
+        }
+        if h.heads.checked_mul(h.head_dim).is_none() || h.kv_heads.checked_mul(h.head_dim).is_none()
+        {
+            return Err(Error::Input(format!(
+                "{} heads of {} are past 32 bits of columns",
+                h.heads.max(h.kv_heads),
+                h.head_dim
+            )));
+        }
         if let Some(r) = &self.rope {
+            r.scaling.check()?;
             if r.rotary_dim == 0 || r.rotary_dim % 2 != 0 || r.rotary_dim > h.head_dim {
                 return Err(Error::Input(format!(
                     "RoPE rotates {} dimensions of each head: give an even number from 2 to \
@@ -263,9 +311,11 @@ impl Epilogue {
                     )));
                 }
             }
-            if !(n.eps.is_finite() && n.eps > 0.0) {
+            // The GPU adds it in f32: it must stay a positive normal number there.
+            if !(n.eps.is_finite() && n.eps > 0.0 && (n.eps as f32).is_normal()) {
                 return Err(Error::Input(format!(
-                    "the norm's ε is {}: give a finite number above 0",
+                    "the norm's ε is {}: give a finite number above 0 that f32 holds (1.2e-38 \
+                     or more)",
                     n.eps
                 )));
             }
@@ -279,6 +329,19 @@ impl Epilogue {
             }
         }
         Ok(())
+    }
+
+    /// The largest angle any rotation turns by, in radians (the last position times the
+    /// highest frequency; 0 without RoPE): what the f64 rounding of the angles scales with.
+    pub fn max_angle(&self, h: &Heads) -> f64 {
+        let Some(r) = &self.rope else {
+            return 0.0;
+        };
+        let last = match &self.positions {
+            Positions::Offset(o) => *o as f64 + h.seq.max(1) as f64 - 1.0,
+            Positions::Given(p) => p.iter().copied().max().unwrap_or(0) as f64,
+        };
+        last * r.inv_freq().into_iter().fold(0.0, f64::max)
     }
 
     /// The position of token `t`.

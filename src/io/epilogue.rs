@@ -26,8 +26,9 @@ pub struct EpilogueRequest {
 }
 
 /// The layer under `prefix` of the checkpoint at `weights` (Q `q_width` and K `kv_width`
-/// wide): the epilogue `req` asks for, over the heads the model's files give (a sequence of
-/// one token: the caller sets `seq` from its X), or None where it asks for neither step.
+/// wide): the epilogue `req` asks for, over the heads the model's files give, or None where
+/// it asks for neither step. `seq` is 0, which the projector refuses: the caller sets it from
+/// its X (tokens per sequence; a 2-D X is one sequence).
 /// `original_order`: a GGUF file's Q and K rows were put back in the model's order.
 pub fn layer_epilogue(
     weights: &Path,
@@ -40,6 +41,13 @@ pub fn layer_epilogue(
         return Ok(None);
     }
     let (qk_norm, rope, heads, kv_heads, head_dim) = if is_gguf(weights) {
+        if let Some(c) = &req.config {
+            return Err(Error::Input(format!(
+                "{} is a GGUF file, whose metadata gives RoPE and QK-norm: {} is not read",
+                weights.display(),
+                c.display()
+            )));
+        }
         let file = Gguf::open(weights)?;
         let Some((heads, kv_heads)) = file.head_counts()? else {
             return Err(Error::Input(format!(
@@ -69,7 +77,7 @@ pub fn layer_epilogue(
         heads,
         kv_heads,
         head_dim,
-        seq: 1,
+        seq: 0,
     };
     Ok(Some((ep, heads)))
 }

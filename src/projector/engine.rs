@@ -221,7 +221,17 @@ impl<'c> Engine<'c> {
                 "positions apply to RoPE, and this projector rotates nothing".into(),
             ));
         };
-        if e.set_positions(self.ctx, positions, tokens)? {
+        let fits = e.set_positions(self.ctx, positions, tokens)?;
+        // Every set's uniform names the new tables (a run rewrites its row0 chunk by chunk;
+        // kernel timing does not).
+        for s in &self.slots {
+            e.write(
+                &self.ctx.queue,
+                s.epilogue.as_ref().expect("an epilogue's buffers"),
+                0,
+            );
+        }
+        if fits {
             return Ok(());
         }
         for s in &mut self.slots {

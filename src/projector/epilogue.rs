@@ -54,6 +54,13 @@ pub(super) struct EpilogueBuffers {
 /// a head layout (if any) of the same heads and sequences, a plan with room for the scratch.
 fn check(spec: &KernelSpec, plan: &ChunkPlan, ep: &Epilogue, heads: &Heads) -> Result<()> {
     let s = &plan.shape;
+    ep.check(heads, s.tokens)?;
+    if ep.qk_norm.is_some() && spec.accumulates_in_f16() {
+        return Err(Error::Input(format!(
+            "QK-norm after kernel {spec}, which accumulates in f16: its sums err too much for \
+             the norm's bound (which is first-order); run it with an f32 accumulator"
+        )));
+    }
     if spec.custom.is_some() {
         return Err(Error::Input(format!(
             "QK-norm and RoPE follow the built-in kernels only: kernel {spec} stores Q and K \
@@ -67,11 +74,14 @@ fn check(spec: &KernelSpec, plan: &ChunkPlan, ep: &Epilogue, heads: &Heads) -> R
         )));
     }
     if let OutputLayout::Heads(h) = plan.layout {
-        if h.q_head_dim(s) != heads.head_dim || h.seq_len != heads.seq {
+        if h.q_head_dim(s) != heads.head_dim
+            || h.seq_len != heads.seq
+            || h.kv_heads != heads.kv_heads
+        {
             return Err(Error::Shape(format!(
-                "the head layout ({} heads, sequences of {}) is not the epilogue's ({} heads, \
-                 sequences of {})",
-                h.heads, h.seq_len, heads.heads, heads.seq
+                "the head layout ({} and {} KV heads, sequences of {}) is not the epilogue's ({} \
+                 and {} KV heads, sequences of {})",
+                h.heads, h.kv_heads, h.seq_len, heads.heads, heads.kv_heads, heads.seq
             )));
         }
     }
@@ -82,7 +92,7 @@ fn check(spec: &KernelSpec, plan: &ChunkPlan, ep: &Epilogue, heads: &Heads) -> R
                 .into(),
         ));
     }
-    ep.check(heads, s.tokens)
+    Ok(())
 }
 
 /// The highest position any token takes, refused where it does not fit in 32 bits.

@@ -229,10 +229,14 @@ impl Tolerance {
     /// is still within `terms` of the new magnitudes, to first order, and each step's own
     /// rounding adds its part. The norm's sum of n squares (all positive) errs by at most
     /// γ_n of itself (probabilistically γ̃_n(λ), as the accumulation), half of which reaches
-    /// its inverse root, plus [`NORM_STEPS`] units; RoPE adds [`ROPE_STEPS`]. Those parts are
-    /// added times 1 + u of `out`'s rounding, as [`for_output`](Self::for_output) scales
-    /// `terms`, so this applies before or after it alike. For Q and K only: V keeps the
-    /// kernel's.
+    /// its inverse root, plus [`NORM_STEPS`] units; RoPE adds [`ROPE_STEPS`], and the f64
+    /// rounding of the angles (the reference's p·f and the two tables' parts, 2^-53 of the
+    /// largest angle each: [`Epilogue::max_angle`](crate::epilogue::Epilogue::max_angle)). Those
+    /// parts are added times 1 + u of `out`'s rounding, as [`for_output`](Self::for_output)
+    /// scales `terms`, so this applies before or after it alike. An absolute part (`atol`, of
+    /// an f16 accumulator's subnormal sums) is turned with its pair: |cos|·e_a + |sin|·e_b <=
+    /// √2·atol (the norm, which would scale it by |w|/rms, is refused after such a kernel).
+    /// For Q and K only: V keeps the kernel's.
     pub fn with_epilogue(
         self,
         ep: &crate::epilogue::Epilogue,
@@ -243,20 +247,24 @@ impl Tolerance {
         let (mut prob, mut det) = (0.0, 0.0);
         if let Some(n) = &ep.qk_norm {
             let span = match n.scope {
-                crate::epilogue::NormScope::PerHead => heads.head_dim,
+                crate::epilogue::NormScope::PerHead => heads.head_dim as f64,
                 crate::epilogue::NormScope::Width => {
-                    heads.heads.max(heads.kv_heads) * heads.head_dim
+                    heads.heads.max(heads.kv_heads) as f64 * heads.head_dim as f64
                 }
-            } as f64;
+            };
             prob += 0.5 * probabilistic_gamma(span, u) + NORM_STEPS * u;
             det += 0.5 * gamma_n(span, u) + NORM_STEPS * u;
         }
+        let mut atol = self.atol;
         if ep.rope.is_some() {
-            prob += ROPE_STEPS * u;
-            det += ROPE_STEPS * u;
+            let angles = 3.0 * ep.max_angle(heads) * f64::EPSILON / 2.0;
+            prob += ROPE_STEPS * u + angles;
+            det += ROPE_STEPS * u + angles;
+            atol *= std::f64::consts::SQRT_2;
         }
         let scale = 1.0 + out.rounding_rel();
         Self {
+            atol,
             terms: self.terms + prob * scale,
             sound_terms: self.sound_terms + det * scale,
             ..self

@@ -107,8 +107,6 @@ impl AttentionLayer {
 }
 
 impl Gguf {
-    /// The metadata's unsigned integer at `{arch}.{key}`, refusing one that is not a u32
-    /// (a per-layer array, a negative number).
     /// The file's query and key/value head counts (`{arch}.attention.head_count` and
     /// `.head_count_kv`, which defaults to the first), where it names them.
     pub fn head_counts(&self) -> Result<Option<(u32, u32)>> {
@@ -117,6 +115,8 @@ impl Gguf {
         Ok(heads.map(|h| (h, kv_heads.unwrap_or(h))))
     }
 
+    /// The metadata's unsigned integer at `{arch}.{key}`, refusing one that is not a u32
+    /// (a per-layer array, a negative number).
     fn hyper(&self, key: &str) -> Result<Option<u32>> {
         let Some(arch) = self.architecture() else {
             return Ok(None);

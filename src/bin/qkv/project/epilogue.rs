@@ -3,7 +3,7 @@
 
 use super::load::Loaded;
 use super::ProjectArgs;
-use clap::Args;
+use clap::{ArgGroup, Args};
 use qkv_wgpu::epilogue::{Epilogue, Heads, Positions};
 use qkv_wgpu::io::epilogue::{layer_epilogue, EpilogueRequest};
 use qkv_wgpu::io::npy::XDims;
@@ -17,6 +17,7 @@ pub(super) type Settings = Option<(Epilogue, Heads)>;
 const TEXT_CAP: u64 = 64 << 20;
 
 #[derive(Args, Debug)]
+#[command(group(ArgGroup::new("epilogue_step").args(["rope", "qk_norm"]).multiple(true)))]
 pub struct EpilogueArgs {
     /// Rotate Q and K (RoPE) as the model does: base, rotary dimensions, scaling and pairs
     /// from config.json beside a safetensors checkpoint (--config), or from a GGUF file's
@@ -29,7 +30,7 @@ pub struct EpilogueArgs {
     #[arg(long)]
     qk_norm: bool,
     /// The model's config.json [default: config.json beside --weights]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "epilogue_step")]
     config: Option<PathBuf>,
     /// With --rope: each sequence's first token is at this position (a decode step's
     /// offset: the tokens before it) [default: 0]
