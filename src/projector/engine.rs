@@ -208,44 +208,6 @@ impl<'c> Engine<'c> {
         })
     }
 
-    /// Moves the tokens to `positions` ([`EpiloguePass::set_positions`]), binding every
-    /// buffer set again where the tables moved. Refused without an epilogue that rotates.
-    pub(super) fn set_positions(&mut self, positions: crate::epilogue::Positions) -> Result<()> {
-        let tokens = self.plan.shape.tokens;
-        let Some(e) = self
-            .epilogue
-            .as_mut()
-            .filter(|e| e.settings.0.rope.is_some())
-        else {
-            return Err(Error::Input(
-                "positions apply to RoPE, and this projector rotates nothing".into(),
-            ));
-        };
-        let fits = e.set_positions(self.ctx, positions, tokens)?;
-        // Every set's uniform names the new tables (a run rewrites its row0 chunk by chunk;
-        // kernel timing does not).
-        for s in &self.slots {
-            e.write(
-                &self.ctx.queue,
-                s.epilogue.as_ref().expect("an epilogue's buffers"),
-                0,
-            );
-        }
-        if fits {
-            return Ok(());
-        }
-        for s in &mut self.slots {
-            let group = e.bind(
-                &self.ctx.device,
-                &s.params[0],
-                &s.outputs,
-                s.epilogue.as_ref().expect("an epilogue's buffers"),
-            );
-            *s.bind_groups.last_mut().expect("the epilogue's group") = group;
-        }
-        Ok(())
-    }
-
     /// Sets the first token of the chunk buffer set `slot` holds next, for the epilogue's
     /// positions (nothing without one).
     pub(super) fn write_epilogue(&self, slot: usize, row0: u32) {

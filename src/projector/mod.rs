@@ -302,9 +302,30 @@ impl<'c> Projector<'c> {
     /// position per token), keeping everything else: the epilogue's tables are written
     /// again. Refused without an epilogue that rotates, and for positions its checks refuse.
     pub fn set_positions(&mut self, positions: crate::epilogue::Positions) -> Result<()> {
-        self.engine.set_positions(positions)?;
+        let engine = &mut self.engine;
+        let tokens = engine.plan.shape.tokens;
+        let Some(e) = engine
+            .epilogue
+            .as_mut()
+            .filter(|e| e.settings.0.rope.is_some())
+        else {
+            return Err(Error::Input(
+                "positions apply to RoPE, and this projector rotates nothing".into(),
+            ));
+        };
+        let (ctx, fits) = (engine.ctx, e.set_positions(engine.ctx, positions, tokens)?);
         // Timing's groups for a shorter last chunk were bound to the old tables.
         self.steady = steady::SteadyTiming::default();
+        for s in &mut engine.slots {
+            let b = s.epilogue.as_ref().expect("an epilogue's buffers");
+            // Every set's uniform names the new tables (a run rewrites its row0 chunk by
+            // chunk; kernel timing does not); a new table buffer is bound again.
+            e.write(&ctx.queue, b, 0);
+            if !fits {
+                let group = e.bind(&ctx.device, &s.params[0], &s.outputs, b);
+                *s.bind_groups.last_mut().expect("the epilogue's group") = group;
+            }
+        }
         Ok(())
     }
 
