@@ -17,15 +17,20 @@ HEADS, KV_HEADS, HEAD_DIM, D_MODEL = 4, 2, 8, 32
 PRE = "model.layers.0.self_attn"
 
 
-def qwen3_layer(tmp_path, rng, model_type="qwen3"):
-    """A Qwen3-like layer (and its config.json) with random weights, norm weights too."""
-    t = {
+def layer_tensors(rng):
+    """A Qwen3-like layer's random weights, norm weights too, by their Hugging Face names."""
+    return {
         f"{PRE}.q_proj.weight": rand(rng, HEADS * HEAD_DIM, D_MODEL),
         f"{PRE}.k_proj.weight": rand(rng, KV_HEADS * HEAD_DIM, D_MODEL),
         f"{PRE}.v_proj.weight": rand(rng, KV_HEADS * HEAD_DIM, D_MODEL),
         f"{PRE}.q_norm.weight": rand(rng, HEAD_DIM) + 1.0,
         f"{PRE}.k_norm.weight": rand(rng, HEAD_DIM) + 1.0,
     }
+
+
+def qwen3_layer(tmp_path, rng, model_type="qwen3"):
+    """A Qwen3-like layer (and its config.json) with random weights, norm weights too."""
+    t = layer_tensors(rng)
     save_file(t, str(tmp_path / "model.safetensors"))
     config = {
         "model_type": model_type, "hidden_size": D_MODEL, "num_attention_heads": HEADS,
@@ -133,13 +138,7 @@ def test_a_gguf_layer_s_rope_and_qk_norm_come_from_its_metadata(tmp_path):
     and ε in the metadata): the same Q and K as the reference of the same numbers."""
     import gguf
     rng = np.random.default_rng(7)
-    t = {
-        f"{PRE}.q_proj.weight": rand(rng, HEADS * HEAD_DIM, D_MODEL),
-        f"{PRE}.k_proj.weight": rand(rng, KV_HEADS * HEAD_DIM, D_MODEL),
-        f"{PRE}.v_proj.weight": rand(rng, KV_HEADS * HEAD_DIM, D_MODEL),
-        f"{PRE}.q_norm.weight": rand(rng, HEAD_DIM) + 1.0,
-        f"{PRE}.k_norm.weight": rand(rng, HEAD_DIM) + 1.0,
-    }
+    t = layer_tensors(rng)
     path = tmp_path / "qwen3.gguf"
     w = gguf.GGUFWriter(str(path), "qwen3")
     w.add_head_count(HEADS)
