@@ -7,14 +7,15 @@
 //! Bindings of every projection kernel (group 0), declared once in the parts under
 //! `shaders/parts/` that each kernel is composed with:
 //!
-//! | binding | storage kind (`Storage`)  | `Textured`              | `Texels`                | `SplitK`          |
-//! |---------|---------------------------|-------------------------|-------------------------|-------------------|
-//! | 0       | params (uniform)          | params                  | params                  | params            |
-//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)   | x (read-only storage)   | x                 |
-//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)   | w (`texture_2d<u32>`)   | w                 |
-//! | 3       | bias (read-only storage)  | bias                    | bias                    | bias              |
-//! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                 | q, k, v                 | q, k, v           |
-//! | 7       |                           |                         |                         | partial sums (rw) |
+//! | binding | storage kind (`Storage`)  | `Textured`              | `Texels`                | `SplitK`          | `RopeNorm`                |
+//! |---------|---------------------------|-------------------------|-------------------------|-------------------|---------------------------|
+//! | 0       | params (uniform)          | params                  | params                  | params            | params                    |
+//! | 1       | x (read-only storage)     | x (`texture_2d<u32>`)   | x (read-only storage)   | x                 | x                         |
+//! | 2       | w (read-only storage)     | w (`texture_2d<u32>`)   | w (`texture_2d<u32>`)   | w                 | w                         |
+//! | 3       | bias (read-only storage)  | bias                    | bias                    | bias              | bias                      |
+//! | 4, 5, 6 | q, k, v (read-write)      | q, k, v                 | q, k, v                 | q, k, v           | q, k, v                   |
+//! | 7       |                           |                         |                         | partial sums (rw) | [`EpilogueParams`]        |
+//! | 8       |                           |                         |                         |                   | the epilogue's tables (r) |
 //!
 //! X, W and Q, K, V hold the storage type's bits ([`crate::element`]): the kernels that read
 //! every type declare X and W as 32-bit words (`array<u32>`, `array<vec4<u32>>`, uint
@@ -24,8 +25,9 @@
 //!
 //! `qkv_epilogue.wgsl` (the pass after a kernel run with `QK_SCRATCH`, [`crate::epilogue`]):
 //! 0 params, 4, 5, 6 q, k, v (read-write: Q and K written, V bound only because `put` names
-//! it), 7, 8 Q and K as the kernel left them (f32, read-only), 9 [`EpilogueParams`]
-//! (uniform), 10 the angle tables, norm weights and positions (read-only).
+//! it), 7 [`EpilogueParams`] (uniform) and 8 the angle tables, norm weights and positions
+//! (read-only), as `RopeNorm` binds them (`shaders/parts/rope_norm.wgsl` declares both), 9,
+//! 10 Q and K as the kernel left them (f32, read-only).
 
 use crate::layout::OutputLayout;
 use crate::shape::QkvShape;
@@ -132,6 +134,9 @@ pub enum BindingKind {
     /// X as in `Textured`, W's bytes as in `Texels` (W in a checkpoint's formats read by a
     /// texture kernel), the rest as storage.
     TexturedTexels,
+    /// As `Storage`, plus QK-norm's and RoPE's uniform and tables at 7 and 8: a kernel with
+    /// the epilogue fused into its store ([`crate::kernels::KernelSpec::with_rope_norm`]).
+    RopeNorm,
 }
 
 /// Texels per row of a W bound as [`BindingKind::Texels`]: vec4 `i` of W's bytes is texel
@@ -147,8 +152,8 @@ pub fn texel_extent(bytes: u64) -> (u32, u32) {
     (width as u32, texels.div_ceil(width) as u32)
 }
 
-/// The epilogue pass's uniform at binding 9: `struct EpilogueParams` in
-/// `shaders/qkv_epilogue.wgsl`, member for member; what each member means is written there.
+/// The epilogue's uniform at binding 7: `struct EpilogueParams` in
+/// `shaders/parts/rope_norm.wgsl`, member for member; what each member means is written there.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 pub struct EpilogueParams {
@@ -211,6 +216,7 @@ impl BindingKind {
             BindingKind::SplitK => 7,
             BindingKind::Texels => 5,
             BindingKind::TexturedTexels => 4,
+            BindingKind::RopeNorm => 7,
         }
     }
 
@@ -226,12 +232,13 @@ impl BindingKind {
 
     /// Every kind, for layouts made once per context (in discriminant order: [`Layouts`]
     /// indexes them so).
-    pub const ALL: [BindingKind; 5] = [
+    pub const ALL: [BindingKind; 6] = [
         BindingKind::Storage,
         BindingKind::Textured,
         BindingKind::SplitK,
         BindingKind::Texels,
         BindingKind::TexturedTexels,
+        BindingKind::RopeNorm,
     ];
 
     /// The slots of group 0, binding 0 first.
@@ -249,8 +256,12 @@ impl BindingKind {
         };
         let mut slots = vec![Slot::Uniform, x, w, Slot::Storage { read_only: true }];
         slots.extend([Slot::Storage { read_only: false }; 3]);
-        if self == BindingKind::SplitK {
-            slots.push(Slot::Storage { read_only: false });
+        match self {
+            BindingKind::SplitK => slots.push(Slot::Storage { read_only: false }),
+            BindingKind::RopeNorm => {
+                slots.extend([Slot::EpilogueUniform, Slot::Storage { read_only: true }])
+            }
+            _ => {}
         }
         slots
     }
@@ -262,6 +273,7 @@ impl BindingKind {
             BindingKind::SplitK => "projection (split-K)",
             BindingKind::Texels => "projection (W as texels)",
             BindingKind::TexturedTexels => "projection (X as a texture, W as texels)",
+            BindingKind::RopeNorm => "projection (QK-norm and RoPE in the store)",
         }
     }
 }
@@ -345,9 +357,9 @@ pub const EPILOGUE_SLOTS: [(u32, Slot); 8] = [
     (4, Slot::Storage { read_only: false }),
     (5, Slot::Storage { read_only: false }),
     (6, Slot::Storage { read_only: false }),
-    (7, Slot::Storage { read_only: true }),
+    (7, Slot::EpilogueUniform),
     (8, Slot::Storage { read_only: true }),
-    (9, Slot::EpilogueUniform),
+    (9, Slot::Storage { read_only: true }),
     (10, Slot::Storage { read_only: true }),
 ];
 

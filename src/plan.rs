@@ -38,7 +38,9 @@ pub struct ChunkOptions {
     /// Q and K also pass through f32 buffers of a chunk on the GPU, for the epilogue pass
     /// ([`crate::epilogue`]): the device's bound on a chunk counts them at 4 bytes an
     /// element, whatever the storage type. They stay on the GPU, so the host budget
-    /// (`max_chunk_bytes`) does not count them.
+    /// (`max_chunk_bytes`) does not count them. Given to
+    /// [`Projector::with_epilogue`](crate::Projector::with_epilogue), it asks for the pass
+    /// even where the kernel could apply the epilogue in its store (to compare the two).
     pub qk_f32: bool,
 }
 

@@ -68,6 +68,14 @@ fn params_layout(file: &str, module: &naga::Module) -> (Vec<String>, Vec<u32>, u
     )
 }
 
+/// `slot` as reflection sees it: both uniforms are uniforms (their types are checked apart).
+fn uniform_as_params(slot: Slot) -> Slot {
+    match slot {
+        Slot::EpilogueUniform => Slot::Uniform,
+        s => s,
+    }
+}
+
 #[test]
 fn every_kernel_declares_its_binding_kinds_layout_and_the_rust_params() {
     // Every variant's default configuration, decode's with W as a storage buffer (a parameter
@@ -84,6 +92,12 @@ fn every_kernel_declares_its_binding_kinds_layout_and_the_rust_params() {
     let q4_0 = [WeightType::Blocks(BlockFormat::Q4_0); 3];
     for spec in resolved {
         specs.push((spec.source, spec.binding));
+        // With QK-norm and RoPE in the store, W fused or in blocks.
+        for s in [Ok(spec.clone()), spec.clone().with_w_formats(q4_0)] {
+            if let Ok(fused) = s.and_then(KernelSpec::with_rope_norm) {
+                specs.push((fused.source, fused.binding));
+            }
+        }
         if let Ok(stored) = spec.with_w_formats(q4_0) {
             specs.push((stored.source, stored.binding));
         }
@@ -93,9 +107,21 @@ fn every_kernel_declares_its_binding_kinds_layout_and_the_rust_params() {
         texel_sources, 3,
         "decode (texels=1) as its variant's default source, resolved, and in blocks"
     );
+    let fused = specs
+        .iter()
+        .filter(|s| s.1 == BindingKind::RopeNorm)
+        .count();
+    assert_eq!(
+        fused, 2,
+        "blocktile with the epilogue fused, W fused and in blocks"
+    );
     for (source, binding) in specs {
         let module = parse(source.file, source.wgsl);
-        let want: BTreeMap<u32, Slot> = (0..).zip(binding.slots()).collect();
+        // Reflection tells uniforms apart by type only (the epilogue's is checked below).
+        let want: BTreeMap<u32, Slot> = (0..)
+            .zip(binding.slots())
+            .map(|(b, s)| (b, uniform_as_params(s)))
+            .collect();
         assert_eq!(
             declared(source.file, &module),
             want,
@@ -154,19 +180,9 @@ fn the_epilogue_pass_declares_its_layout_and_the_rust_uniform() {
     let mut declared = declared(EPILOGUE.file, &module);
     // store.wgsl's bias, which the pass never reads, is not in its layout.
     assert_eq!(declared.remove(&3), Some(Slot::Storage { read_only: true }));
-    // Reflection tells uniforms apart by type only: both are uniforms.
     let want: BTreeMap<u32, Slot> = EPILOGUE_SLOTS
         .iter()
-        .map(|&(b, s)| {
-            (
-                b,
-                if s == Slot::EpilogueUniform {
-                    Slot::Uniform
-                } else {
-                    s
-                },
-            )
-        })
+        .map(|&(b, s)| (b, uniform_as_params(s)))
         .collect();
     assert_eq!(declared, want);
     let ty = module

@@ -9,158 +9,18 @@
 
 mod common;
 
+use common::epilogue::{
+    each_step_alone, heads_of, per_head_norm, qwen3, ragged, rope, small, supported, weights, Run,
+};
 use common::{assert_pass, ctx};
 use qkv_wgpu::epilogue::{
     Epilogue, Heads, NormScope, Positions, QkNorm, Rope, RopePairs, RopeScaling,
 };
 use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::{
-    random_inputs, reference, ElementType, Error, FusedWeights, GpuContext, HeadSplit, Kernel,
-    KernelConfig, KernelSpec, OutputLayout, Projection, Projector, QkvReport, QkvShape, Reference,
-    Tolerance,
+    random_inputs, reference, ElementType, FusedWeights, HeadSplit, Kernel, OutputLayout,
+    Projection, QkvReport, QkvShape, Tolerance,
 };
-
-/// Seeded weights in [-1, 1) for a norm of `n` elements (never zero, never all alike).
-fn weights(n: u32, seed: u32) -> Vec<f32> {
-    (0..n)
-        .map(|i| ((i * 37 + seed * 11) % 23) as f32 / 11.5 - 0.95)
-        .collect()
-}
-
-fn heads_of(heads: u32, kv_heads: u32, head_dim: u32, seq: u32) -> Heads {
-    Heads {
-        heads,
-        kv_heads,
-        head_dim,
-        seq,
-    }
-}
-
-fn rope(rotary_dim: u32, pairs: RopePairs) -> Rope {
-    Rope {
-        theta: 10_000.0,
-        rotary_dim,
-        pairs,
-        scaling: RopeScaling::None,
-        freq_factors: None,
-    }
-}
-
-fn per_head_norm(head_dim: u32) -> QkNorm {
-    QkNorm {
-        scope: NormScope::PerHead,
-        eps: 1e-6,
-        q_weight: weights(head_dim, 1),
-        k_weight: weights(head_dim, 2),
-        plus_one: false,
-    }
-}
-
-/// Qwen3's epilogue: RMSNorm per head, then rotate-half over `rotary_dim`.
-fn qwen3(head_dim: u32, rotary_dim: u32, positions: Positions) -> Epilogue {
-    Epilogue {
-        qk_norm: Some(per_head_norm(head_dim)),
-        rope: Some(rope(rotary_dim, RopePairs::Half)),
-        positions,
-    }
-}
-
-/// A run of `config` in `element` with `ep` over `heads`, and its check: Q and K with the
-/// epilogue's tolerance, V with the kernel's.
-struct Run<'a> {
-    ctx: &'a GpuContext,
-    shape: QkvShape,
-    config: KernelConfig,
-    element: ElementType,
-    layout: OutputLayout,
-    opts: ChunkOptions,
-    seed: u64,
-}
-
-impl<'a> Run<'a> {
-    fn new(shape: QkvShape, config: impl Into<KernelConfig>) -> Self {
-        Self {
-            ctx: ctx(),
-            shape,
-            config: config.into(),
-            element: ElementType::F32,
-            layout: OutputLayout::Tokens,
-            opts: ChunkOptions::default(),
-            seed: 7,
-        }
-    }
-
-    fn projector(&self, ep: &Epilogue, heads: Heads) -> qkv_wgpu::Result<Projector<'a>> {
-        let spec = KernelSpec::resolve(self.config, self.element, &self.ctx.summary)
-            .map_err(Error::Input)?;
-        Projector::with_epilogue(
-            self.ctx,
-            self.shape,
-            spec,
-            (self.layout, &self.opts),
-            (ep, heads),
-        )
-    }
-
-    /// The outputs of the run, and the reference of its rounded inputs (token-major).
-    fn outputs(&self, ep: &Epilogue, heads: Heads) -> (qkv_wgpu::QkvOutput, Reference) {
-        let (mut x, w) = random_inputs(&self.shape, self.seed);
-        let mut p = self
-            .projector(ep, heads)
-            .unwrap_or_else(|e| panic!("{} on {}: {e}", self.config, self.shape));
-        p.set_weights(&w).unwrap();
-        let out = p.run(&x).unwrap();
-        self.element.round_slice(&mut x);
-        let w: FusedWeights = w.rounded(self.element);
-        (out, reference(&self.shape, &x, &w))
-    }
-
-    /// The check of the run against `checked_as` (the epilogue it ran, or another).
-    fn check_as(&self, ep: &Epilogue, checked_as: &Epilogue, heads: Heads) -> QkvReport {
-        let (out, r) = self.outputs(ep, heads);
-        let spec = KernelSpec::resolve(self.config, self.element, &self.ctx.summary).unwrap();
-        let v = Tolerance::for_kernel(self.shape.d_model, &spec);
-        let qk = v.with_epilogue(checked_as, &heads, self.element);
-        let r = r.with_epilogue(checked_as, &heads, None);
-        let r = match self.layout {
-            OutputLayout::Tokens => r,
-            OutputLayout::Heads(h) => r.map(
-                |m| {
-                    self.layout
-                        .arrange(m, self.shape.tokens, self.shape.q_width, h.heads)
-                },
-                |m| {
-                    self.layout
-                        .arrange(m, self.shape.tokens, self.shape.kv_width, h.kv_heads)
-                },
-            ),
-        };
-        QkvReport::split(
-            (&out.q, &out.k, &out.v),
-            &r,
-            (self.shape.q_width, self.shape.kv_width),
-            (qk, v),
-        )
-    }
-
-    fn check(&self, ep: &Epilogue, heads: Heads) -> QkvReport {
-        self.check_as(ep, ep, heads)
-    }
-}
-
-/// 3 query heads and 1 KV head of 10 (Q 30 wide, K and V 10), over d_model 45, `tokens`
-/// tokens of one sequence: sizes no tile divides.
-fn ragged(tokens: u32) -> (QkvShape, Heads) {
-    let shape = QkvShape::new(tokens, 45, 30, 10, true).unwrap();
-    let heads = heads_of(3, 1, 10, tokens);
-    (shape, heads)
-}
-
-fn supported(k: Kernel) -> bool {
-    KernelConfig::from(k)
-        .unsupported_on(&ctx().summary)
-        .is_none()
-}
 
 #[test]
 fn every_kernel_normalizes_and_rotates_q_and_k_as_the_reference_does() {
@@ -207,16 +67,7 @@ fn adjacent_pairs_a_norm_over_the_width_gemma_s_weights_and_llama3_scaling_pass(
         ..Default::default()
     };
     assert_pass(&run.check(&width, heads), "given positions in chunks of 8");
-    let rope_only = Epilogue {
-        qk_norm: None,
-        ..width.clone()
-    };
-    let norm_only = Epilogue {
-        rope: None,
-        positions: Positions::Offset(0),
-        ..width
-    };
-    for ep in [rope_only, norm_only] {
+    for ep in each_step_alone(&width) {
         assert_pass(
             &Run::new(shape, Kernel::Tiled).check(&ep, heads),
             &format!("{ep:?}"),
@@ -424,8 +275,26 @@ fn qkv_project_applies_the_model_s_rope_and_qk_norm_from_its_config() {
         "{said}"
     );
     assert!(v["qk_ttol"].as_f64().unwrap() > v["ttol"].as_f64().unwrap());
-    if ctx().has_timestamps() {
-        assert!(v["epilogue_ms"].as_f64().unwrap() > 0.0);
+    // blocktile applies it in its store (heads of 8 fit its tile), unless asked for the pass.
+    for (kernel, pass) in [("tiled", false), ("blocktile", false), ("blocktile", true)] {
+        let mut more = vec!["--rope", "--qk-norm", "--kernel", kernel, "--json"];
+        more.extend(pass.then_some("--epilogue-pass"));
+        let dir = format!("out-{kernel}-{pass}");
+        let v: serde_json::Value =
+            serde_json::from_str(ok(&refs(&f.args(&dir, &more))).trim()).unwrap();
+        assert_eq!(v["pass"], true, "{kernel} {pass}");
+        let fused = kernel == "blocktile" && !pass;
+        assert_eq!(v["epilogue_fused"], fused, "{kernel} {pass}");
+        let plan = v["epilogue_plan"].as_str().unwrap();
+        let why = match (kernel, pass) {
+            (_, false) if fused => "fused into blocktile's store",
+            ("tiled", _) => "as kernel tiled has no store that applies it",
+            _ => "as asked for",
+        };
+        assert!(plan.contains(why), "{plan}");
+        if ctx().has_timestamps() {
+            assert_eq!(v["epilogue_ms"].as_f64().is_some_and(|ms| ms > 0.0), !fused);
+        }
     }
     // Independently: each part straight from the tensors, then the norm and RoPE in f64 at
     // positions 7 + t within each sequence of 5.
@@ -472,13 +341,17 @@ impl Qwen3Files {
         self.args_on("x.npy", out, more)
     }
 
-    /// As [`args`](Self::args), on `input` (under the files' directory).
+    /// As [`args`](Self::args), on `input` (under the files' directory); with kernel
+    /// `tiled` unless `more` names one.
     fn args_on(&self, input: &str, out: &str, more: &[&str]) -> Vec<String> {
         let d = self.dir.path();
         let path = |p: &str| d.join(p).to_str().unwrap().to_string();
-        let mut a: Vec<String> = ["project", "--prefix", "model.layers.3", "--kernel", "tiled"]
+        let mut a: Vec<String> = ["project", "--prefix", "model.layers.3"]
             .map(String::from)
             .to_vec();
+        if !more.contains(&"--kernel") {
+            a.extend(["--kernel".into(), "tiled".into()]);
+        }
         a.extend(["--input".into(), path(input), "--weights".into()]);
         a.extend([path("model.safetensors"), "--out".into(), path(out)]);
         a.extend(more.iter().map(|m| m.to_string()));
@@ -619,27 +492,6 @@ fn shards_keyed_by_their_epilogue_are_skipped_only_by_the_same_one() {
     ])));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("shards take --position-offset"), "{stderr}");
-}
-
-/// A context on the same adapter with storage bindings of 4 KiB: W in column blocks, X and
-/// the outputs in chunks, the f32 scratch bounding the chunk in a half type.
-fn small() -> &'static GpuContext {
-    static SMALL: std::sync::OnceLock<GpuContext> = std::sync::OnceLock::new();
-    SMALL.get_or_init(|| {
-        let filter = qkv_wgpu::AdapterFilter {
-            name: Some(ctx().summary.name.clone()),
-            ..qkv_wgpu::AdapterFilter::from_env().unwrap()
-        };
-        let limits = wgpu::Limits {
-            max_storage_buffer_binding_size: 4 * 1024,
-            ..wgpu::Limits::default()
-        };
-        let opts = qkv_wgpu::ContextOptions {
-            limits: Some(limits),
-            ..Default::default()
-        };
-        GpuContext::with_options(&filter, &opts).expect("a context with lowered limits")
-    })
 }
 
 #[test]

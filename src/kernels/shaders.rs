@@ -26,7 +26,9 @@ pub struct ShaderSource {
 /// (the cooperative-matrix kernels, one per type part): the pipeline cache keys modules by it.
 /// Two lists of parts have names, for the variants that share them: `textured` (X and W as
 /// textures, rows of vec4 registers: texture, subgroup-texture) and `tile128` (X and W as
-/// words, the 128 x 128 tile: blocktile, splitk).
+/// words, the 128 x 128 tile: blocktile, splitk); `tile128: [w], end: [...]` is the tile's
+/// list with W read through `w` (`w4_words.wgsl`, or `w_blocks.wgsl` for a checkpoint's
+/// formats) and the tile's end (`tile_emit.wgsl`, or QK-norm and RoPE fused).
 macro_rules! shader {
     ($file:literal) => {
         $crate::kernels::shaders::shader!($file, label: $file, parts: [])
@@ -47,14 +49,24 @@ macro_rules! shader {
     ($file:literal, parts: tile128) => {
         $crate::kernels::shaders::shader!(
             $file,
+            label: $file,
+            tile128: ["w4_words.wgsl"],
+            end: ["tile_emit.wgsl"]
+        )
+    };
+    ($file:literal, label: $label:expr, tile128: [$w:expr], end: [$($end:expr),* $(,)?]) => {
+        $crate::kernels::shaders::shader!(
+            $file,
+            label: $label,
             parts: [
                 "params.wgsl",
                 "x_words.wgsl",
                 "w_buffer.wgsl",
-                "w4_words.wgsl",
+                $w,
                 "widen.wgsl",
                 "tile128.wgsl",
                 "store.wgsl",
+                $($end),*
             ]
         )
     };
@@ -93,11 +105,11 @@ pub(crate) use coop_shader;
 pub const FILL_NAN: ShaderSource = shader!("fill_nan.wgsl");
 
 /// The epilogue pass (QK-norm and RoPE, [`crate::epilogue`]) after a kernel run with
-/// `QK_SCRATCH`, composed with the parts it shares with every kernel: the params and the
-/// store.
+/// `QK_SCRATCH`, composed with the parts it shares with every kernel (the params and the
+/// store) and with `blocktile`'s fused epilogue (`rope_norm.wgsl`).
 pub const EPILOGUE: ShaderSource = shader!(
     "qkv_epilogue.wgsl",
-    parts: ["params.wgsl", "store.wgsl"]
+    parts: ["params.wgsl", "store.wgsl", "rope_norm.wgsl"]
 );
 
 /// The utility shader that measures the subgroup sizes a device runs (on Metal, where wgpu's

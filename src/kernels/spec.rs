@@ -230,15 +230,40 @@ impl KernelSpec {
             ));
         };
         Ok(Self {
+            w_formats: Some(formats),
+            ..self.running(source, binding)
+        })
+    }
+
+    /// The same kernel running `source`, bound as `binding` (whose storage buffers it then
+    /// requires).
+    fn running(self, source: ShaderSource, binding: BindingKind) -> Self {
+        Self {
             source,
             binding,
             requires: Requirements {
                 storage_buffers: binding.storage_buffers(),
                 ..self.requires
             },
-            w_formats: Some(formats),
             ..self
-        })
+        }
+    }
+
+    /// The same kernel with QK-norm and RoPE fused into its store (bound as
+    /// [`BindingKind::RopeNorm`]), where the variant has such a source; the caller sees
+    /// that the heads fit its tile (`crate::projector` does, and runs the epilogue as a pass
+    /// of its own otherwise).
+    pub fn with_rope_norm(self) -> Result<Self, String> {
+        let blocks = self.w_formats.is_some();
+        let Some(source) = (self.custom.is_none())
+            .then(|| self.kernel().def().rope_norm_source(&self.config, blocks))
+            .flatten()
+        else {
+            return Err(format!(
+                "kernel {self} leaves QK-norm and RoPE to a pass of their own"
+            ));
+        };
+        Ok(self.running(source, BindingKind::RopeNorm))
     }
 
     /// Bytes of W on the GPU where it is read in its stored formats: each part's rows, the

@@ -137,6 +137,14 @@ pub trait VariantDef: Sync {
         None
     }
 
+    /// The main pass's source with QK-norm and RoPE ([`crate::epilogue`]) fused into its
+    /// store, bound as [`BindingKind::RopeNorm`], for a configuration `resolve` gave a source
+    /// (W in a checkpoint's formats where `blocks`, its [`blocks_source`](Self::blocks_source));
+    /// None for a variant that leaves them to the epilogue pass.
+    fn rope_norm_source(&self, _config: &KernelConfig, _blocks: bool) -> Option<ShaderSource> {
+        None
+    }
+
     /// The second pass that adds up partial sums, if it has one.
     fn reduce(&self) -> Option<ShaderSource> {
         None

@@ -402,7 +402,7 @@ impl Slot {
         let fill_groups = fill_groups(ctx, &outputs);
         let timestamps = ctx.has_timestamps().then(|| {
             // The kernel's pass, and the epilogue's apart.
-            let pairs = 1 + u32::from(epilogue.is_some());
+            let pairs = 1 + u32::from(epilogue.is_some_and(|e| !e.fused()));
             Queries::new(device, &ctx.queue, pairs, "kernel timestamps")
         });
         let x_up = (upload != Upload::Queued).then(|| {
@@ -432,7 +432,9 @@ impl Slot {
             bind_groups: Vec::new(),
             epilogue: epilogue.map(|e| {
                 let mut b = e.buffers(ctx, plan);
-                b.fill_groups = self::fill_groups(ctx, &[b.q_in.clone(), b.k_in.clone()]);
+                if let Some(s) = &mut b.scratch {
+                    s.fill_groups = self::fill_groups(ctx, &[s.q_in.clone(), s.k_in.clone()]);
+                }
                 b
             }),
             fill_groups,
@@ -445,8 +447,9 @@ impl Slot {
     }
 
     /// One bind group per column block: `params` (one per block), this slot's X, that
-    /// block's W, the bias, this slot's Q, K, V (and partial sums); with an `epilogue`, Q
-    /// and K are its scratch, and its pass's group comes last.
+    /// block's W, the bias, this slot's Q, K, V (and partial sums); with an `epilogue`
+    /// fused, its uniform and tables; with its pass, Q and K are its scratch, and its pass's
+    /// group comes last.
     pub(super) fn bind(
         &self,
         device: &wgpu::Device,
@@ -454,10 +457,11 @@ impl Slot {
         params: &[wgpu::Buffer],
         (weights, epilogue): (&WeightBuffers, Option<&EpiloguePass>),
     ) -> Vec<wgpu::BindGroup> {
-        let outputs = match &self.epilogue {
+        let outputs = match self.epilogue.as_ref().and_then(|e| e.scratch.as_ref()) {
             Some(e) => [&e.q_in, &e.k_in, &self.outputs[2]],
             None => [&self.outputs[0], &self.outputs[1], &self.outputs[2]],
         };
+        let fused = epilogue.filter(|e| e.fused()).zip(self.epilogue.as_ref());
         let mut groups: Vec<wgpu::BindGroup> = params
             .iter()
             .zip(&weights.w)
@@ -471,6 +475,7 @@ impl Slot {
                 .into_iter()
                 .chain(outputs.iter().map(|b| b.as_entire_binding()))
                 .chain(self.scratch.as_ref().map(|b| b.as_entire_binding()))
+                .chain(fused.into_iter().flat_map(|(e, b)| e.resources(b)))
                 .enumerate()
                 .map(|(i, resource)| wgpu::BindGroupEntry {
                     binding: i as u32,
@@ -485,7 +490,7 @@ impl Slot {
             })
             .collect();
         if let (Some(pass), Some(b)) = (epilogue, &self.epilogue) {
-            groups.push(pass.bind(device, &params[0], &self.outputs, b));
+            groups.extend(pass.bind(device, &params[0], &self.outputs, b));
         }
         groups
     }

@@ -94,8 +94,12 @@ impl<'c> Engine<'c> {
         let mut constants =
             spec.pipeline_constants(shape.bias, matches!(plan.layout, OutputLayout::Heads(_)));
         constants.extend(spec.device_constants(&ctx.summary));
-        if epilogue.is_some() {
-            constants.push(("QK_SCRATCH", 1.0));
+        match &epilogue {
+            Some(e) if e.fused() => {
+                constants.extend(super::epilogue::constants(&e.settings.0, &e.settings.1))
+            }
+            Some(_) => constants.push(("QK_SCRATCH", 1.0)),
+            None => {}
         }
         let utility_wg = ctx.grid_stride_workgroup();
         if spec.reduce.is_some() {
@@ -182,9 +186,7 @@ impl<'c> Engine<'c> {
                 pass.set_pipeline(reduce);
                 pass.dispatch_workgroups(1, 1, 1);
             }
-            if let Some(e) = &self.epilogue {
-                e.encode(pass, groups.last().expect("the epilogue's group"), 1, 1);
-            }
+            self.encode_epilogue(pass, groups, 1);
         })
     }
 
@@ -249,7 +251,7 @@ impl<'c> Engine<'c> {
         groups: &[wgpu::BindGroup],
         rows: u32,
     ) {
-        if let Some(e) = &self.epilogue {
+        if let Some(e) = self.epilogue.as_ref().filter(|e| !e.fused()) {
             e.encode(
                 pass,
                 &groups[self.plan.col_blocks.len()],
@@ -275,10 +277,11 @@ impl<'c> Engine<'c> {
         let max_groups = self.max_grid() as u64;
         let wg = self.ctx.grid_stride_workgroup() as u64;
         let s = &self.slots[slot];
-        let scratch = self.epilogue.as_ref().zip(s.epilogue.as_ref());
-        let fills = [(&self.fill_pipeline, &s.fill_groups)]
+        let scratch = self.epilogue.as_ref().and_then(|e| e.fill());
+        let scratch = scratch.zip(s.epilogue.as_ref().and_then(|b| b.scratch.as_ref()));
+        let fills = [(&*self.fill_pipeline, &s.fill_groups)]
             .into_iter()
-            .chain(scratch.map(|(e, b)| (&e.fill, &b.fill_groups)));
+            .chain(scratch.map(|(fill, b)| (fill, &b.fill_groups)));
         for (pipeline, groups) in fills {
             pass.set_pipeline(pipeline);
             for (group, words) in groups {
@@ -491,7 +494,7 @@ impl<'c> Engine<'c> {
                 });
                 self.encode_dispatches(&mut pass, &s.bind_groups, count);
             }
-            if self.epilogue.is_some() {
+            if self.epilogue.as_ref().is_some_and(|e| !e.fused()) {
                 // A pass of its own, timed apart: the run reports what the epilogue costs.
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("epilogue"),

@@ -1,10 +1,18 @@
-//! The epilogue pass: [`crate::epilogue`]'s norm and RoPE on the GPU. The kernel, compiled
-//! with `QK_SCRATCH`, leaves Q and K in f32 scratch buffers, token-major; after every column
-//! block of the chunk, `shaders/qkv_epilogue.wgsl` normalizes and rotates them in f32 and
-//! writes them in the storage type and layout through the store every kernel shares. One
-//! pass after the kernel for every kernel and every tiling: a head's norm needs the whole
-//! head (a per-width norm the whole row), which a column block or a tile narrower than it
-//! does not hold.
+//! [`crate::epilogue`]'s norm and RoPE on the GPU, fused into the kernel's store where its
+//! tile holds whole heads, else as a pass of its own.
+//!
+//! - **Fused**: `blocktile` ([`KernelSpec::with_rope_norm`]) stages each 128 x 128 tile in
+//!   workgroup memory after its main loop and normalizes and rotates every head in it before
+//!   the store (`shaders/parts/tile_rope_norm.wgsl`). That needs every head inside one tile:
+//!   128 a multiple of the head size, column blocks that start and end on a head, and a norm
+//!   per head, not over the width ([`unfused_because`]).
+//! - **A pass**: every other kernel and case. The kernel, compiled with `QK_SCRATCH`, leaves
+//!   Q and K in f32 scratch buffers, token-major; after every column block of the chunk,
+//!   `shaders/qkv_epilogue.wgsl` normalizes and rotates them. A head's norm needs the whole
+//!   head (a per-width norm the whole row), which other tiles or column blocks do not hold.
+//!
+//! Both go through `shaders/parts/rope_norm.wgsl`: the same arithmetic in f32, then the store
+//! every kernel shares, in the storage type and layout.
 //!
 //! The angles: each pair's cos and sin at position p = hi·2^b + lo come from two tables
 //! computed in f64 and rounded once to f32 (hi's and lo's), combined by the angle-sum
@@ -12,6 +20,7 @@
 //! by p·2^-24 radians and WGSL's `cos` is only accurate within [-π, π]
 //! ([`crate::validate::Tolerance::with_epilogue`] has the bound).
 
+use crate::binding::BindingKind;
 use crate::binding::EpilogueParams;
 use crate::context::GpuContext;
 use crate::epilogue::{Epilogue, Heads, NormScope, Positions, RopePairs};
@@ -24,12 +33,12 @@ use std::sync::Arc;
 /// Invocations per workgroup of the pass (every device allows 64).
 const WG: u32 = 64;
 
-/// The pass of one projector: its pipeline, its tables, weights and positions on the GPU.
+/// The epilogue of one projector: its tables, weights and positions on the GPU, and the
+/// pass's pipelines unless the kernel applies it itself.
 pub(super) struct EpiloguePass {
-    pipeline: Arc<wgpu::ComputePipeline>,
-    /// Fills the scratch with f32 NaN (the outputs' fill writes the storage type's NaN).
-    pub(super) fill: Arc<wgpu::ComputePipeline>,
-    group_layout: wgpu::BindGroupLayout,
+    /// The pass and the f32 NaN fill of its scratch (the outputs' fill writes the storage
+    /// type's NaN); None where the epilogue is fused into the kernel.
+    pass: Option<Pipelines>,
     /// The angle tables, the norm weights, the positions ([`EpilogueParams`] says where).
     aux: wgpu::Buffer,
     /// The uniform but for `row0`, which each chunk sets.
@@ -40,18 +49,98 @@ pub(super) struct EpiloguePass {
     pub(super) settings: (Epilogue, Heads),
 }
 
-/// One buffer set's part: Q and K as the kernel left them, and the uniform.
+struct Pipelines {
+    pass: Arc<wgpu::ComputePipeline>,
+    fill: Arc<wgpu::ComputePipeline>,
+    group_layout: wgpu::BindGroupLayout,
+}
+
+/// One buffer set's part: the uniform, and for the pass Q and K as the kernel left them.
 pub(super) struct EpilogueBuffers {
+    uniform: wgpu::Buffer,
+    pub(super) scratch: Option<Scratch>,
+}
+
+/// Q and K in f32 between the kernel and the pass.
+pub(super) struct Scratch {
     pub(super) q_in: wgpu::Buffer,
     pub(super) k_in: wgpu::Buffer,
-    uniform: wgpu::Buffer,
-    /// The `fill_nan` groups of the scratch, with their lengths in words (the buffer set's
-    /// to make).
+    /// Their `fill_nan` groups, with their lengths in words (the buffer set's to make).
     pub(super) fill_groups: Vec<(wgpu::BindGroup, u64)>,
 }
 
+/// Why a kernel with the epilogue fused into its store ([`KernelSpec::with_rope_norm`] of
+/// `spec`) cannot apply `ep` over `heads` on `plan`, if it cannot: it needs every head inside
+/// one of its tiles (the tile's columns a multiple of the head size, every column block
+/// starting and ending on a head; Q's and K's widths are whole heads) and the norm, if any,
+/// per head.
+pub(super) fn unfused_because(
+    spec: &KernelSpec,
+    plan: &ChunkPlan,
+    ep: &Epilogue,
+    heads: &Heads,
+) -> Option<String> {
+    let d = heads.head_dim;
+    let fused = match spec.clone().with_rope_norm() {
+        Ok(f) => f,
+        Err(_) => return Some(format!("kernel {spec} has no store that applies it")),
+    };
+    if d == 0 || !fused.tile.0.is_multiple_of(d) {
+        return Some(format!(
+            "heads of {d} straddle {spec}'s tiles of {} columns",
+            fused.tile.0
+        ));
+    }
+    let cut = |&(c0, n): &(u32, u32)| !c0.is_multiple_of(d) || !n.is_multiple_of(d);
+    if plan.col_blocks.iter().any(cut) {
+        let widths: Vec<String> = plan.col_blocks.iter().map(|b| b.1.to_string()).collect();
+        return Some(format!(
+            "W's column blocks of {} columns (the device's limits) cut heads of {d}",
+            widths.join(", ")
+        ));
+    }
+    if ep
+        .qk_norm
+        .as_ref()
+        .is_some_and(|n| n.scope == NormScope::Width)
+    {
+        return Some("the norm spans the whole width, past one tile".into());
+    }
+    None
+}
+
+/// The override constants of `rope_norm.wgsl` for `ep` over `heads`: the pass's and a fused
+/// kernel's.
+pub(super) fn constants(ep: &Epilogue, heads: &Heads) -> Vec<(&'static str, f64)> {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    let norm = ep.qk_norm.as_ref();
+    let rope = ep.rope.as_ref();
+    vec![
+        ("HEAD_DIM", heads.head_dim as f64),
+        (
+            "NORM",
+            match norm.map(|n| n.scope) {
+                None => 0.0,
+                Some(NormScope::PerHead) => 1.0,
+                Some(NormScope::Width) => 2.0,
+            },
+        ),
+        ("PLUS_ONE", flag(norm.is_some_and(|n| n.plus_one))),
+        (
+            "ROPE",
+            match rope.map(|r| r.pairs) {
+                None => 0.0,
+                Some(RopePairs::Half) => 1.0,
+                Some(RopePairs::Adjacent) => 2.0,
+            },
+        ),
+        ("ROTARY", rope.map_or(0, |r| r.rotary_dim) as f64),
+    ]
+}
+
 /// Checks that `ep` can follow `spec` on `plan`: a built-in kernel, heads that tile Q and K,
-/// a head layout (if any) of the same heads and sequences, a plan with room for the scratch.
+/// a head layout (if any) of the same heads and sequences; fused, heads that fit the tile
+/// ([`unfused_because`]); else a plan with room for the scratch.
 fn check(spec: &KernelSpec, plan: &ChunkPlan, ep: &Epilogue, heads: &Heads) -> Result<()> {
     let s = &plan.shape;
     ep.check(heads, s.tokens)?;
@@ -85,7 +174,14 @@ fn check(spec: &KernelSpec, plan: &ChunkPlan, ep: &Epilogue, heads: &Heads) -> R
             )));
         }
     }
-    if !plan.qk_f32 {
+    if spec.binding == BindingKind::RopeNorm {
+        if let Some(why) = unfused_because(spec, plan, ep, heads) {
+            return Err(Error::Input(format!(
+                "kernel {spec} cannot apply this epilogue in its store: {why}; run it as a \
+                 pass (the kernel without with_rope_norm)"
+            )));
+        }
+    } else if !plan.qk_f32 {
         return Err(Error::Input(
             "the plan has no room for Q and K in f32 before the epilogue: plan it with \
              ChunkOptions::qk_f32"
@@ -167,8 +263,9 @@ fn tables(ep: &Epilogue, heads: &Heads) -> Result<(Vec<u32>, EpilogueParams)> {
 }
 
 impl EpiloguePass {
-    /// The pass of `ep` over `heads` after `spec` on `plan` (see [`check`]), its pipeline
-    /// compiled for the run's layout and storage type.
+    /// The epilogue `ep` over `heads` after `spec` on `plan` (see [`check`]): fused into the
+    /// kernel where `spec` is bound as [`BindingKind::RopeNorm`], else a pass compiled for
+    /// the run's layout and storage type.
     pub(super) fn new(
         ctx: &GpuContext,
         spec: &KernelSpec,
@@ -178,63 +275,55 @@ impl EpiloguePass {
         check(spec, plan, ep, &heads)?;
         let (words, params) = tables(ep, &heads)?;
         let aux = Self::aux_buffer(ctx, words.len() as u64 * 4)?;
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        let norm = ep.qk_norm.as_ref();
-        let rope = ep.rope.as_ref();
-        let constants = [
-            ("WG", WG as f64),
-            ("HEAD_DIM", heads.head_dim as f64),
-            (
-                "NORM",
-                match norm.map(|n| n.scope) {
-                    None => 0.0,
-                    Some(NormScope::PerHead) => 1.0,
-                    Some(NormScope::Width) => 2.0,
-                },
-            ),
-            ("PLUS_ONE", flag(norm.is_some_and(|n| n.plus_one))),
-            (
-                "ROPE",
-                match rope.map(|r| r.pairs) {
-                    None => 0.0,
-                    Some(RopePairs::Half) => 1.0,
-                    Some(RopePairs::Adjacent) => 2.0,
-                },
-            ),
-            ("ROTARY", rope.map_or(0, |r| r.rotary_dim) as f64),
-            (
-                "HEAD_LAYOUT",
-                flag(matches!(plan.layout, OutputLayout::Heads(_))),
-            ),
-            ("ELEM", spec.types.out.shader_code() as f64),
-        ];
-        let layout = ctx.epilogue_layout();
-        let pipeline = ctx.pipeline(EPILOGUE, &constants, &layout.pipeline)?;
-        let fill = ctx.pipeline(
-            FILL_NAN,
-            &[
+        let pass = if spec.binding == BindingKind::RopeNorm {
+            None
+        } else {
+            let mut c = constants(ep, &heads);
+            let flag = |b: bool| if b { 1.0 } else { 0.0 };
+            c.extend([
+                ("WG", WG as f64),
+                (
+                    "HEAD_LAYOUT",
+                    flag(matches!(plan.layout, OutputLayout::Heads(_))),
+                ),
+                ("ELEM", spec.types.out.shader_code() as f64),
+            ]);
+            let layout = ctx.epilogue_layout();
+            let fill = [
                 ("WG", ctx.grid_stride_workgroup() as f64),
                 ("NAN_WORD", f32::NAN.to_bits() as f64),
-            ],
-            &ctx.fill_layout().pipeline,
-        )?;
+            ];
+            Some(Pipelines {
+                pass: ctx.pipeline(EPILOGUE, &c, &layout.pipeline)?,
+                fill: ctx.pipeline(FILL_NAN, &fill, &ctx.fill_layout().pipeline)?,
+                group_layout: layout.group.clone(),
+            })
+        };
         ctx.checked("uploading the epilogue's tables", || {
             ctx.queue
                 .write_buffer(&aux, 0, bytemuck::cast_slice(&words))
         })?;
-        let spans = match norm.map(|n| n.scope) {
+        let spans = match ep.qk_norm.as_ref().map(|n| n.scope) {
             Some(NormScope::Width) => 2,
             _ => heads.heads + heads.kv_heads,
         };
         Ok(Self {
-            pipeline,
-            fill,
-            group_layout: layout.group.clone(),
+            pass,
             aux,
             params,
             spans,
             settings: (ep.clone(), heads),
         })
+    }
+
+    /// Whether the kernel applies the epilogue in its store (no scratch, no pass).
+    pub(super) fn fused(&self) -> bool {
+        self.pass.is_none()
+    }
+
+    /// The pass's NaN fill of the scratch (None where fused).
+    pub(super) fn fill(&self) -> Option<&wgpu::ComputePipeline> {
+        self.pass.as_ref().map(|p| &*p.fill)
     }
 
     /// Moves the tokens to `positions` (checked as [`EpiloguePass::new`] checks them, for
@@ -288,7 +377,8 @@ impl EpiloguePass {
         })
     }
 
-    /// One buffer set's scratch (a full chunk's Q and K in f32) and uniform.
+    /// One buffer set's uniform and, for the pass, its scratch (a full chunk's Q and K in
+    /// f32).
     pub(super) fn buffers(&self, ctx: &GpuContext, plan: &ChunkPlan) -> EpilogueBuffers {
         let chunk = plan.chunk_shape();
         let storage = |label: &str, elements: usize| {
@@ -299,8 +389,15 @@ impl EpiloguePass {
                 mapped_at_creation: false,
             })
         };
-        let q_in = storage("q before the epilogue (f32, one chunk)", chunk.q_len());
-        let k_in = storage("k before the epilogue (f32, one chunk)", chunk.kv_len());
+        let scratch = (!self.fused()).then(|| {
+            let q_in = storage("q before the epilogue (f32, one chunk)", chunk.q_len());
+            let k_in = storage("k before the epilogue (f32, one chunk)", chunk.kv_len());
+            Scratch {
+                q_in,
+                k_in,
+                fill_groups: Vec::new(),
+            }
+        });
         let uniform = ctx.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("epilogue params"),
             size: std::mem::size_of::<EpilogueParams>() as u64,
@@ -309,43 +406,49 @@ impl EpiloguePass {
         });
         ctx.queue
             .write_buffer(&uniform, 0, bytemuck::bytes_of(&self.params));
-        EpilogueBuffers {
-            q_in,
-            k_in,
-            uniform,
-            fill_groups: Vec::new(),
-        }
+        EpilogueBuffers { uniform, scratch }
     }
 
-    /// The pass's bind group over a buffer set: `params` (a column block's: the pass reads
-    /// its rows, widths and layout), the set's outputs and scratch.
+    /// What a buffer set binds at 7 and 8, in the kernel's groups where fused and in the
+    /// pass's otherwise: its uniform, and the tables.
+    pub(super) fn resources<'a>(
+        &'a self,
+        b: &'a EpilogueBuffers,
+    ) -> [wgpu::BindingResource<'a>; 2] {
+        [b.uniform.as_entire_binding(), self.aux.as_entire_binding()]
+    }
+
+    /// The pass's bind group over a buffer set (None where fused): `params` (a column
+    /// block's: the pass reads its rows, widths and layout), the set's outputs and scratch.
     pub(super) fn bind(
         &self,
         device: &wgpu::Device,
         params: &wgpu::Buffer,
         outputs: &[wgpu::Buffer; 3],
         b: &EpilogueBuffers,
-    ) -> wgpu::BindGroup {
+    ) -> Option<wgpu::BindGroup> {
+        let (pass, scratch) = (self.pass.as_ref()?, b.scratch.as_ref()?);
+        let [uniform, aux] = self.resources(b);
         let resources = [
             params.as_entire_binding(),
             outputs[0].as_entire_binding(),
             outputs[1].as_entire_binding(),
             outputs[2].as_entire_binding(),
-            b.q_in.as_entire_binding(),
-            b.k_in.as_entire_binding(),
-            b.uniform.as_entire_binding(),
-            self.aux.as_entire_binding(),
+            uniform,
+            aux,
+            scratch.q_in.as_entire_binding(),
+            scratch.k_in.as_entire_binding(),
         ];
         let entries: Vec<_> = crate::binding::EPILOGUE_SLOTS
             .iter()
             .zip(resources)
             .map(|(&(binding, _), resource)| wgpu::BindGroupEntry { binding, resource })
             .collect();
-        device.create_bind_group(&wgpu::BindGroupDescriptor {
+        Some(device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some("epilogue bind group"),
-            layout: &self.group_layout,
+            layout: &pass.group_layout,
             entries: &entries,
-        })
+        }))
     }
 
     /// Sets the first token (in the batch) of the chunk a buffer set holds next.
@@ -357,8 +460,9 @@ impl EpiloguePass {
         queue.write_buffer(&b.uniform, 0, bytemuck::bytes_of(&params));
     }
 
-    /// Dispatches the pass over a chunk of `rows` tokens: an invocation per span of a row,
-    /// in at most `max_grid` workgroups (the shader strides over the rest).
+    /// Dispatches the pass over a chunk of `rows` tokens with its `group`: an invocation per
+    /// span of a row, in at most `max_grid` workgroups (the shader strides over the rest).
+    /// Nothing where fused.
     pub(super) fn encode(
         &self,
         pass: &mut wgpu::ComputePass<'_>,
@@ -366,8 +470,11 @@ impl EpiloguePass {
         rows: u32,
         max_grid: u32,
     ) {
+        let Some(p) = &self.pass else {
+            return;
+        };
         pass.set_bind_group(0, group, &[]);
-        pass.set_pipeline(&self.pipeline);
+        pass.set_pipeline(&p.pass);
         let groups = (rows as u64 * self.spans as u64).div_ceil(WG as u64);
         pass.dispatch_workgroups(groups.clamp(1, max_grid as u64) as u32, 1, 1);
     }

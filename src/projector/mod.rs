@@ -249,9 +249,10 @@ impl<'c> Projector<'c> {
 
     /// As [`with_spec`](Self::with_spec), with Q and K normalized and rotated after the
     /// projection as `epilogue` says ([`crate::epilogue`]), over `heads` (which must tile Q
-    /// and K, and match a head layout's): planned with room for Q and K in f32 on the GPU
-    /// ([`ChunkOptions::qk_f32`]), whatever `opts` says of it. Only the built-in kernels
-    /// take an epilogue.
+    /// and K, and match a head layout's). Fused into the kernel's store where the kernel can
+    /// ([`KernelSpec::with_rope_norm`]: `blocktile`, heads that fit its tile) and `opts` does
+    /// not ask for Q and K in f32 ([`ChunkOptions::qk_f32`]); else a pass after the kernel,
+    /// planned with room for them. Only the built-in kernels take an epilogue.
     pub fn with_epilogue(
         ctx: &'c GpuContext,
         shape: QkvShape,
@@ -259,12 +260,54 @@ impl<'c> Projector<'c> {
         (layout, opts): (OutputLayout, &ChunkOptions),
         (epilogue, heads): (&Epilogue, Heads),
     ) -> Result<Self> {
+        let e = Some((epilogue, heads));
+        // Fused into the kernel's store where it can be (no scratch to plan room for).
+        let fused = spec.clone().with_rope_norm().ok().filter(|f| {
+            !opts.qk_f32
+                && ctx.layout(f.binding).is_ok()
+                && f.unsupported_on(&ctx.summary).is_none()
+        });
+        if let Some(fused) = fused {
+            let plan = ChunkPlan::new(&ctx.limits(), &shape, &fused, layout, opts)?;
+            if epilogue::unfused_because(&fused, &plan, epilogue, &heads).is_none() {
+                return Self::build(ctx, fused, plan, 0, e);
+            }
+        }
         let opts = ChunkOptions {
             qk_f32: true,
             ..*opts
         };
         let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;
-        Self::build(ctx, spec, plan, 0, Some((epilogue, heads)))
+        Self::build(ctx, spec, plan, 0, e)
+    }
+
+    /// Whether the kernel applies the epilogue in its own store (`blocktile` where every
+    /// head lies in one tile), rather than a pass after it; false without an epilogue.
+    pub fn epilogue_fused(&self) -> bool {
+        self.engine.epilogue.as_ref().is_some_and(|e| e.fused())
+    }
+
+    /// Where the epilogue runs, in words: fused into the kernel's store, or a pass after the
+    /// kernel and why (None without an epilogue).
+    pub fn epilogue_plan(&self) -> Option<String> {
+        let (e, engine) = (self.engine.epilogue.as_ref()?, &self.engine);
+        let spec = &engine.spec;
+        if e.fused() {
+            return Some(format!("fused into {spec}'s store"));
+        }
+        let (ep, heads) = (&e.settings.0, &e.settings.1);
+        let why = epilogue::unfused_because(spec, &engine.plan, ep, heads).unwrap_or_else(|| {
+            if engine
+                .ctx
+                .layout(crate::binding::BindingKind::RopeNorm)
+                .is_err()
+            {
+                "the device binds too few storage buffers for the fused store".into()
+            } else {
+                "asked for (ChunkOptions::qk_f32)".into()
+            }
+        });
+        Some(format!("a pass after the kernel, as {why}"))
     }
 
     fn build(
@@ -316,14 +359,16 @@ impl<'c> Projector<'c> {
         let (ctx, fits) = (engine.ctx, e.set_positions(engine.ctx, positions, tokens)?);
         // Timing's groups for a shorter last chunk were bound to the old tables.
         self.steady = steady::SteadyTiming::default();
+        let layout = ctx.layout(engine.spec.binding)?;
+        let engine = &mut self.engine;
+        let e = engine.epilogue.as_ref().expect("an epilogue, found above");
         for s in &mut engine.slots {
             let b = s.epilogue.as_ref().expect("an epilogue's buffers");
             // Every set's uniform names the new tables (a run rewrites its row0 chunk by
             // chunk; kernel timing does not); a new table buffer is bound again.
             e.write(&ctx.queue, b, 0);
             if !fits {
-                let group = e.bind(&ctx.device, &s.params[0], &s.outputs, b);
-                *s.bind_groups.last_mut().expect("the epilogue's group") = group;
+                s.bind_groups = s.bind(&ctx.device, layout, &s.params, (&engine.weights, Some(e)));
             }
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! checked end to end against the CPU reference.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod epilogue;
 pub mod model;
 
 use qkv_wgpu::{
@@ -260,6 +261,8 @@ pub const PROJECT_JSON_KEYS: &[&str] = &[
     // Issue #36: QK-norm and RoPE, and the cost of their pass.
     "epilogue",
     "epilogue_ms",
+    "epilogue_fused",
+    "epilogue_plan",
     "qk_ttol",
 ];
 

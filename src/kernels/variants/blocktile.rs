@@ -15,15 +15,24 @@ pub const SOURCE: ShaderSource = shader!("qkv_blocktile.wgsl", parts: tile128);
 pub const SOURCE_BLOCKS: ShaderSource = shader!(
     "qkv_blocktile.wgsl",
     label: "qkv_blocktile.wgsl (W in blocks)",
-    parts: [
-        "params.wgsl",
-        "x_words.wgsl",
-        "w_buffer.wgsl",
-        "w_blocks.wgsl",
-        "widen.wgsl",
-        "tile128.wgsl",
-        "store.wgsl",
-    ]
+    tile128: ["w_blocks.wgsl"],
+    end: ["tile_emit.wgsl"]
+);
+
+/// [`SOURCE`] with QK-norm and RoPE fused into its store (`shaders/parts/tile_rope_norm.wgsl`).
+pub const SOURCE_ROPE_NORM: ShaderSource = shader!(
+    "qkv_blocktile.wgsl",
+    label: "qkv_blocktile.wgsl (QK-norm and RoPE)",
+    tile128: ["w4_words.wgsl"],
+    end: ["rope_norm.wgsl", "tile_rope_norm.wgsl"]
+);
+
+/// [`SOURCE_BLOCKS`] with QK-norm and RoPE fused into its store.
+pub const SOURCE_BLOCKS_ROPE_NORM: ShaderSource = shader!(
+    "qkv_blocktile.wgsl",
+    label: "qkv_blocktile.wgsl (W in blocks, QK-norm and RoPE)",
+    tile128: ["w_blocks.wgsl"],
+    end: ["rope_norm.wgsl", "tile_rope_norm.wgsl"]
 );
 
 impl VariantDef for Blocktile {
@@ -53,8 +62,20 @@ impl VariantDef for Blocktile {
     fn blocks_source(&self, _: &KernelConfig) -> Option<(ShaderSource, BindingKind)> {
         Some((SOURCE_BLOCKS, BindingKind::Storage))
     }
+    fn rope_norm_source(&self, _: &KernelConfig, blocks: bool) -> Option<ShaderSource> {
+        Some(if blocks {
+            SOURCE_BLOCKS_ROPE_NORM
+        } else {
+            SOURCE_ROPE_NORM
+        })
+    }
     fn sources(&self) -> Vec<ShaderSource> {
-        vec![SOURCE, SOURCE_BLOCKS]
+        vec![
+            SOURCE,
+            SOURCE_BLOCKS,
+            SOURCE_ROPE_NORM,
+            SOURCE_BLOCKS_ROPE_NORM,
+        ]
     }
     fn sweep(&self, _: &SweepTarget) -> Vec<KernelConfig> {
         vec![self.default_config()]

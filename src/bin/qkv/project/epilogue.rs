@@ -45,6 +45,11 @@ pub struct EpilogueArgs {
     /// text file (separated by spaces, commas or newlines)
     #[arg(long, value_name = "FILE", requires = "rope")]
     positions: Option<PathBuf>,
+    /// Run --rope and --qk-norm as a pass of their own after the kernel, even where the
+    /// kernel could apply them in its store (blocktile, when every head lies inside its
+    /// 128-column tile and the norm is per head): to compare the two
+    #[arg(long, requires = "epilogue_step")]
+    epilogue_pass: bool,
 }
 
 impl EpilogueArgs {
@@ -53,9 +58,23 @@ impl EpilogueArgs {
         self.rope || self.qk_norm
     }
 
+    /// Whether the epilogue must run as a pass of its own (`--epilogue-pass`).
+    pub fn separate_pass(&self) -> bool {
+        self.epilogue_pass
+    }
+
     /// Whether the positions come from a file (one list for one X).
     pub fn positions_given(&self) -> bool {
         self.positions.is_some()
+    }
+}
+
+/// The chunking the user asked for, with Q and K in f32 for the pass where `--epilogue-pass`
+/// asks for it.
+pub(super) fn chunk_options(args: &ProjectArgs) -> qkv_wgpu::ChunkOptions {
+    qkv_wgpu::ChunkOptions {
+        qk_f32: args.epilogue.separate_pass(),
+        ..args.chunking.options()
     }
 }
 

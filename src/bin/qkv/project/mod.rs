@@ -325,7 +325,7 @@ fn project_file(
     let [(spec, config_reason)] = <[_; 1]>::try_from(specs).map_err(|_| {
         Error::Input("qkv project runs one kernel configuration; name one, or auto".into())
     })?;
-    let opts = args.chunking.options();
+    let opts = epilogue::chunk_options(args);
     let mut projector = match epilogue::for_file(&session.epilogue, dims) {
         None => {
             let plan = ChunkPlan::new(&ctx.limits(), &shape, &spec, layout, &opts)?;

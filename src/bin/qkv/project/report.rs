@@ -52,8 +52,13 @@ pub struct ProjectResult {
     /// --rope and --qk-norm as applied (null without them).
     pub epilogue: Option<String>,
     /// Of gpu_kernel_ms, the epilogue's pass (GPU timestamps; null without an epilogue or
-    /// timestamps).
+    /// timestamps, or where it is fused into the kernel).
     pub epilogue_ms: Option<f64>,
+    /// Whether the kernel applies the epilogue in its store, with no pass of its own (null
+    /// without an epilogue).
+    pub epilogue_fused: Option<bool>,
+    /// Where the epilogue runs, and why not fused where it is a pass (null without one).
+    pub epilogue_plan: Option<String>,
     /// Q's and K's ttol, with the epilogue's part (null without one: then ttol is theirs).
     pub qk_ttol: Option<f64>,
     pub gpu_total_ms: f64,
@@ -172,25 +177,7 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
         r.tokens_per_s,
         r.config_reason
     );
-    if let Some(e) = &r.epilogue {
-        let cost = match r.epilogue_ms {
-            Some(e_ms) => {
-                let alone = r.gpu_kernel_ms - e_ms;
-                format!(
-                    "\n          its pass {e_ms:.3} ms of the kernel's {:.3} ms: {:+.1}% over the \
-                     projection alone ({alone:.3} ms)",
-                    r.gpu_kernel_ms,
-                    100.0 * e_ms / alone
-                )
-            }
-            None => String::new(),
-        };
-        let tol = match r.qk_ttol {
-            Some(t) => format!("\n          Q and K checked with ttol {t:.3e}: the norm's and RoPE's own rounding added"),
-            None => String::new(),
-        };
-        outln!("epilogue  {e} (on the GPU, a pass after the projection){cost}{tol}");
-    }
+    print_epilogue(r);
     outln!(
         "chunks    {} of up to {} tokens ({}){}; reading X {:.1} ms, writing Q, K, V {:.1} ms",
         r.chunks,
@@ -205,6 +192,37 @@ pub fn print_text(r: &ProjectResult, report: Option<&QkvReport>, tol: &qkv_wgpu:
     if r.written {
         outln!("wrote     {}", r.outputs.join(", "));
     }
+}
+
+/// The epilogue's lines of the text report: what, where it runs, its cost, its tolerance.
+fn print_epilogue(r: &ProjectResult) {
+    let Some(e) = &r.epilogue else {
+        return;
+    };
+    let cost = match r.epilogue_ms {
+        Some(e_ms) => {
+            let alone = r.gpu_kernel_ms - e_ms;
+            format!(
+                "\n          its pass {e_ms:.3} ms of the kernel's {:.3} ms: {:+.1}% over the \
+                 projection alone ({alone:.3} ms)",
+                r.gpu_kernel_ms,
+                100.0 * e_ms / alone
+            )
+        }
+        None => String::new(),
+    };
+    let tol = match r.qk_ttol {
+        Some(t) => format!("\n          Q and K checked with ttol {t:.3e}: the norm's and RoPE's own rounding added"),
+        None => String::new(),
+    };
+    let how = r.epilogue_plan.as_deref().unwrap_or_default();
+    let fused = if r.epilogue_fused == Some(true) {
+        "\n          its cost is inside the kernel's time: compare a run without it, or one \
+         with --epilogue-pass"
+    } else {
+        ""
+    };
+    outln!("epilogue  {e}\n          on the GPU, {how}{fused}{cost}{tol}");
 }
 
 /// The check's lines: the tolerance, the reference's time, each part's verdict, and the
@@ -291,7 +309,7 @@ impl Facts<'_> {
     ) -> ProjectResult {
         let (args, s, shape, t) = (self.args, &self.ctx.summary, self.shape, &run.timings);
         let (report, cost) = (checked.report.as_ref(), checked.cost.as_ref());
-        let element = self.projector.dtype();
+        let (p, element) = (&self.projector, self.projector.dtype());
         ProjectResult {
             adapter: s.name.clone(),
             backend: s.backend.clone(),
@@ -334,8 +352,11 @@ impl Facts<'_> {
             gpu_kernel_ms: ms(t.kernel),
             epilogue: self.projector.epilogue().map(|(e, _)| e.to_string()),
             epilogue_ms: (self.projector.epilogue().is_some()
+                && !self.projector.epilogue_fused()
                 && t.kernel_timer == qkv_wgpu::KernelTimer::GpuTimestamp)
                 .then(|| ms(t.epilogue)),
+            epilogue_fused: Some(p.epilogue_fused()).filter(|_| p.epilogue().is_some()),
+            epilogue_plan: p.epilogue_plan(),
             qk_ttol: report
                 .filter(|_| self.projector.epilogue().is_some())
                 .map(|r| r.q.tolerance.terms),
