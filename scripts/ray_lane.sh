@@ -13,11 +13,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "ray: $*" >&2; }
-venv="${QKV_PY_VENV:-target/py-venv}"
-py="$venv/bin/python"
-if ! "$py" -c 'import qkv_wgpu' >/dev/null 2>&1; then
-  bash scripts/python.sh install
-fi
+# venv, py, and the module installed where missing.
+. scripts/lane_env.sh
 # Pinned: the tests drive Ray's command line and Ray Data's actor pools.
 start=$(date +%s)
 "$py" -m pip install -q "ray[data]==2.60.0" pytest safetensors

@@ -11,11 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 say() { echo "torch: $*" >&2; }
-venv="${QKV_PY_VENV:-target/py-venv}"
-py="$venv/bin/python"
-if ! "$py" -c 'import qkv_wgpu' >/dev/null 2>&1; then
-  bash scripts/python.sh install
-fi
+# venv, py, and the module installed where missing.
+. scripts/lane_env.sh
 # Pinned: the tests register an attention function and read the models' modules.
 start=$(date +%s)
 if ! "$py" -c 'import torch' >/dev/null 2>&1; then

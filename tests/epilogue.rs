@@ -388,7 +388,7 @@ fn qkv_project_takes_given_positions_and_refuses_what_the_model_does_not_have() 
     fails(
         &refs(&a),
         2,
-        "--heads 8, but the model's files say 4",
+        "8 heads named, but the model's files say 4 heads and 2 KV heads",
         &d.join("heads"),
     );
     // A decode batch's positions, one per token, out of order: the check passes.
@@ -408,13 +408,34 @@ fn qkv_project_takes_given_positions_and_refuses_what_the_model_does_not_have() 
 
 #[test]
 fn set_positions_moves_a_decode_step_without_a_new_projector() {
+    // The pass after tiled, and blocktile applying it in its store (heads of 32 fit its
+    // tile; the tables bound in the kernel's own groups).
     let (shape, heads) = ragged(6);
-    let run = Run::new(shape, Kernel::Tiled);
-    let ep = qwen3(10, 10, Positions::Offset(0));
+    decode_steps(
+        Run::new(shape, Kernel::Tiled),
+        qwen3(10, 10, Positions::Offset(0)),
+        heads,
+    );
+    let shape = QkvShape::new(6, 45, 64, 32, true).unwrap();
+    let run = Run {
+        fused: Some(true),
+        ..Run::new(shape, Kernel::Blocktile)
+    };
+    decode_steps(
+        run,
+        qwen3(32, 32, Positions::Offset(0)),
+        heads_of(2, 1, 32, 6),
+    );
+}
+
+/// Runs one projector of `run` with `ep` over six tokens at offsets 0, 6, then far on (the
+/// tables grow and are bound again), then given positions, each checked.
+fn decode_steps(run: Run, ep: Epilogue, heads: Heads) {
+    let shape = run.shape;
     let (mut x, w) = random_inputs(&shape, 3);
     let mut p = run.projector(&ep, heads).unwrap();
+    assert_eq!(p.epilogue_fused(), run.fused.unwrap_or(false));
     p.set_weights(&w).unwrap();
-    // Steps at offsets 0, 6, then far on (the tables grow and are bound again), then given.
     let steps = [
         Positions::Offset(0),
         Positions::Offset(6),
@@ -438,7 +459,7 @@ fn set_positions_moves_a_decode_step_without_a_new_projector() {
             (shape.q_width, shape.kv_width),
             (qk, tol),
         );
-        assert_pass(&report, &format!("{positions:?}"));
+        assert_pass(&report, &format!("{} at {positions:?}", run.config));
     }
     let few = p.set_positions(Positions::Given(vec![1, 2])).unwrap_err();
     assert!(

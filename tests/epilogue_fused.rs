@@ -17,12 +17,17 @@ use qkv_wgpu::plan::ChunkOptions;
 use qkv_wgpu::quant::{BlockFormat, WeightType};
 use qkv_wgpu::{ElementType, HeadSplit, Kernel, OutputLayout, QkvShape};
 
-/// `heads` query heads and `kv_heads` KV heads of 32 over d_model 45, `tokens` tokens of one
-/// sequence: with 2 + 1 heads one tile holds Q's, K's and V's heads (96 of its 128 columns);
-/// with 3 + 1, the first tile Q's and K's and the second V's alone (32 of 128).
+/// `heads` query heads and `kv_heads` KV heads of `size` over d_model 45, `tokens` tokens of
+/// one sequence. Heads of 32: with 2 + 1, one tile holds Q's, K's and V's heads (64 + 32 +
+/// 32 columns); with 3 + 1, the first tile Q's and K's and the second V's alone (32 of its
+/// 128 columns).
+fn heads_of_size(size: u32, tokens: u32, heads: u32, kv_heads: u32) -> (QkvShape, Heads) {
+    let shape = QkvShape::new(tokens, 45, heads * size, kv_heads * size, true).unwrap();
+    (shape, heads_of(heads, kv_heads, size, tokens))
+}
+
 fn heads_of_32(tokens: u32, heads: u32, kv_heads: u32) -> (QkvShape, Heads) {
-    let shape = QkvShape::new(tokens, 45, heads * 32, kv_heads * 32, true).unwrap();
-    (shape, heads_of(heads, kv_heads, 32, tokens))
+    heads_of_size(32, tokens, heads, kv_heads)
 }
 
 fn fused(shape: QkvShape) -> Run<'static> {
@@ -32,14 +37,15 @@ fn fused(shape: QkvShape) -> Run<'static> {
     }
 }
 
-/// Gemma's norm (1 + w) and adjacent pairs with Llama 3's scaling, at given positions.
-fn gemma_like(tokens: u32) -> Epilogue {
+/// Gemma's norm (1 + w) and adjacent pairs with Llama 3's scaling over heads of `size`, at
+/// given positions.
+fn gemma_like(size: u32, tokens: u32) -> Epilogue {
     Epilogue {
         qk_norm: Some(QkNorm {
             scope: NormScope::PerHead,
             eps: 1e-6,
-            q_weight: weights(32, 5),
-            k_weight: weights(32, 6),
+            q_weight: weights(size, 5),
+            k_weight: weights(size, 6),
             plus_one: true,
         }),
         rope: Some(qkv_wgpu::epilogue::Rope {
@@ -50,7 +56,7 @@ fn gemma_like(tokens: u32) -> Epilogue {
                 original_max_position_embeddings: 64.0,
             },
             theta: 500_000.0,
-            ..rope(32, RopePairs::Adjacent)
+            ..rope(size, RopePairs::Adjacent)
         }),
         positions: Positions::Given((0..tokens).map(|t| (t * 7919 + 3) % 100_003).collect()),
     }
@@ -58,14 +64,25 @@ fn gemma_like(tokens: u32) -> Epilogue {
 
 #[test]
 fn blocktile_normalizes_and_rotates_in_its_store_where_heads_fit_its_tile() {
-    // 150 tokens: a second row of tiles, most of its strips past the last token.
-    for (tokens, heads, kv_heads) in [(77, 2, 1), (150, 3, 1)] {
-        let (shape, h) = heads_of_32(tokens, heads, kv_heads);
-        let what = format!("{heads} + {kv_heads} heads, {tokens} tokens");
-        // Qwen3's: per-head norm, rotate-half over 24 of 32, from an offset.
-        let ep = qwen3(32, 24, Positions::Offset(1000));
+    // Heads of 32 in a tile of Q, K and V, and in tiles of Q and K and of V alone; 150
+    // tokens: a second row of tiles, most of its strips past the last token. Heads of 64
+    // (K's and V's in one tile) and of 128 (a tile each), the models' sizes. Heads of 8: 512
+    // (row, head) places a strip, two per invocation, those past the tile's 48 columns
+    // skipped.
+    let cases = [
+        (32, 77, 2, 1),
+        (32, 150, 3, 1),
+        (64, 40, 2, 1),
+        (128, 33, 2, 1),
+        (8, 45, 4, 1),
+    ];
+    for (size, tokens, heads, kv_heads) in cases {
+        let (shape, h) = heads_of_size(size, tokens, heads, kv_heads);
+        let what = format!("{heads} + {kv_heads} heads of {size}, {tokens} tokens");
+        // Qwen3's: per-head norm, rotate-half over 3/4 of each head, from an offset.
+        let ep = qwen3(size, size / 4 * 3, Positions::Offset(1000));
         assert_pass(&fused(shape).check(&ep, h), &format!("Qwen3's, {what}"));
-        let g = gemma_like(tokens);
+        let g = gemma_like(size, tokens);
         assert_pass(&fused(shape).check(&g, h), &format!("Gemma-like, {what}"));
         for ep in each_step_alone(&ep) {
             assert_pass(&fused(shape).check(&ep, h), &format!("{ep:?}, {what}"));
@@ -75,13 +92,20 @@ fn blocktile_normalizes_and_rotates_in_its_store_where_heads_fit_its_tile() {
 
 #[test]
 fn the_fused_store_rounds_once_in_both_half_types_and_lays_out_heads() {
-    let (shape, h) = heads_of_32(77, 3, 1);
     let ep = qwen3(32, 32, Positions::Offset(3));
     for element in [ElementType::F16, ElementType::Bf16] {
-        let mut run = fused(shape);
-        run.element = element;
-        assert_pass(&run.check(&ep, h), &format!("{element}"));
+        // A tile of Q, K and V; then V's alone.
+        for (heads, kv_heads) in [(2, 1), (3, 1)] {
+            let (shape, h) = heads_of_32(77, heads, kv_heads);
+            let mut run = fused(shape);
+            run.element = element;
+            assert_pass(
+                &run.check(&ep, h),
+                &format!("{element}, {heads} + {kv_heads}"),
+            );
+        }
     }
+    let (shape, h) = heads_of_32(77, 3, 1);
     // 7 sequences of 11 tokens, in chunks of 3 sequences: positions restart each sequence.
     let h = Heads { seq: 11, ..h };
     let mut run = fused(shape);

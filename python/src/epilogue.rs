@@ -12,34 +12,23 @@ use std::path::{Path, PathBuf};
 
 /// The layer's epilogue where `rope` or `qk_norm` asks for one (positions from 0 until a call
 /// says otherwise; the sequence length unset until X's shape gives it), its heads checked
-/// against Q's and K's widths.
+/// against Q's and K's widths and against `heads` (the user's `heads=`, `kv_heads=`).
 pub fn from_files(
     py: Python<'_>,
     (path, prefix): (&Path, Option<&str>),
     (q_width, kv_width): (u32, u32),
     (rope, qk_norm, config): (bool, bool, Option<PathBuf>),
-    original_order: bool,
+    (original_order, heads): (bool, (Option<u32>, Option<u32>)),
 ) -> PyResult<Option<(Epilogue, Heads)>> {
     let req = EpilogueRequest {
         rope,
         qk_norm,
         config,
         positions: Positions::Offset(0),
+        heads,
     };
-    let e = py
-        .detach(|| layer_epilogue(path, prefix, (q_width, kv_width), original_order, &req))
-        .map_err(py_err)?;
-    if let Some((_, h)) = &e {
-        let cols = |n: u32| n as u64 * h.head_dim as u64;
-        if cols(h.heads) != q_width as u64 || cols(h.kv_heads) != kv_width as u64 {
-            return Err(PyValueError::new_err(format!(
-                "the model's files say {} heads and {} KV heads of {}, which do not make Q's \
-                 width {q_width} and K's {kv_width}",
-                h.heads, h.kv_heads, h.head_dim
-            )));
-        }
-    }
-    Ok(e)
+    py.detach(|| layer_epilogue(path, prefix, (q_width, kv_width), original_order, &req))
+        .map_err(py_err)
 }
 
 /// The epilogue for X of `dims`: positions restart with each sequence ([batch, seq,

@@ -185,18 +185,8 @@ impl Projector {
             (&path, prefix.as_deref()),
             (weights.q_width, weights.kv_width),
             (rope, qk_norm, config),
-            original_order,
+            (original_order, (heads, kv_heads)),
         )?;
-        if let Some((_, h)) = &epilogue {
-            let wrong_heads = heads.is_some_and(|g| g != h.heads);
-            if wrong_heads || kv_heads.is_some_and(|k| k != h.kv_heads) {
-                return Err(PyValueError::new_err(format!(
-                    "heads={heads:?}, kv_heads={kv_heads:?}, but the model's files say {} \
-                     heads and {} KV heads",
-                    h.heads, h.kv_heads
-                )));
-            }
-        }
         // The model's files give the heads where they give the epilogue.
         let files = epilogue.as_ref().map(|(_, h)| (h.heads, h.kv_heads));
         let settings = settings(

@@ -48,6 +48,10 @@ fn finish_tile(z: u32, tile_row: u32, tile_col: u32, lid: vec3<u32>, acc: array<
     // Strip s holds tile rows 32 s .. 32 s + 31: those of invocations ty = 8 (s % 2) .. + 7,
     // their first four rows (acc[0 .. 7]) for s < 2, their last four (acc[8 .. 15]) after.
     for (var s = 0u; s < 4u; s++) {
+        // Strips past the last token (the same for the whole workgroup) have nothing to store.
+        if tile_row + STRIP * s >= params.tokens {
+            return;
+        }
         // Everyone is done reading xs and ws (the main loop's last step, or the last strip).
         workgroupBarrier();
         if (ty >> 3u) == (s & 1u) {

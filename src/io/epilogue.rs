@@ -23,6 +23,9 @@ pub struct EpilogueRequest {
     /// The model's `config.json` (None: `config.json` beside the checkpoint).
     pub config: Option<PathBuf>,
     pub positions: Positions,
+    /// The query heads and KV heads the user named, if any: refused where the model's files
+    /// say otherwise.
+    pub heads: (Option<u32>, Option<u32>),
 }
 
 /// The layer under `prefix` of the checkpoint at `weights` (Q `q_width` and K `kv_width`
@@ -79,7 +82,42 @@ pub fn layer_epilogue(
         head_dim,
         seq: 0,
     };
+    check_heads(&heads, (q_width, kv_width), req.heads)?;
     Ok(Some((ep, heads)))
+}
+
+/// Refuses heads from the model's files that do not make Q's and K's widths, or that are not
+/// the ones the user named.
+fn check_heads(
+    h: &Heads,
+    (q_width, kv_width): (u32, u32),
+    named: (Option<u32>, Option<u32>),
+) -> Result<()> {
+    let cols = |n: u32| n as u64 * h.head_dim as u64;
+    if cols(h.heads) != q_width as u64 || cols(h.kv_heads) != kv_width as u64 {
+        return Err(Error::Shape(format!(
+            "the model's files say {} heads and {} KV heads of {}, which do not make Q's width \
+             {q_width} and K's {kv_width}",
+            h.heads, h.kv_heads, h.head_dim
+        )));
+    }
+    let wrong = named.0.is_some_and(|n| n != h.heads) || named.1.is_some_and(|n| n != h.kv_heads);
+    if wrong {
+        let said: Vec<String> = [
+            named.0.map(|n| format!("{n} heads")),
+            named.1.map(|n| format!("{n} KV heads")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        return Err(Error::Input(format!(
+            "{} named, but the model's files say {} heads and {} KV heads",
+            said.join(" and "),
+            h.heads,
+            h.kv_heads
+        )));
+    }
+    Ok(())
 }
 
 /// A safetensors checkpoint's layer: RoPE, the norm and the heads from config.json, the

@@ -10,7 +10,7 @@
 use super::buffers::{Pending, Slot, Upload, WeightBuffers};
 use super::epilogue::EpiloguePass;
 use super::timing::{KernelTimer, RunTimings};
-use crate::binding::Params;
+use crate::binding::{BindingKind, Params};
 use crate::context::GpuContext;
 use crate::epilogue::{Epilogue, Heads};
 use crate::error::{Error, Result};
@@ -86,6 +86,12 @@ impl<'c> Engine<'c> {
         epilogue: Option<(&Epilogue, Heads)>,
     ) -> Result<Self> {
         let shape = plan.shape;
+        if spec.binding == BindingKind::RopeNorm && epilogue.is_none() {
+            return Err(Error::Input(format!(
+                "kernel {spec} applies QK-norm and RoPE in its store and needs them: make it \
+                 with Projector::with_epilogue"
+            )));
+        }
         let layout = ctx.layout(spec.binding)?;
         let epilogue = match epilogue {
             Some(e) => Some(EpiloguePass::new(ctx, &spec, &plan, e)?),

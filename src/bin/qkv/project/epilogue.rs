@@ -102,7 +102,8 @@ fn positions(e: &EpilogueArgs) -> Result<Positions, Error> {
 }
 
 /// The epilogue `--rope` and `--qk-norm` ask for, over the heads the model's files give (a
-/// sequence of one token until [`for_file`] sets it), or None where neither was asked for.
+/// sequence of one token until [`for_file`] sets it; `--heads` and `--kv-heads`, if given,
+/// must be those), or None where neither was asked for.
 pub(super) fn settings(args: &ProjectArgs, loaded: &Loaded) -> Result<Settings, Error> {
     let e = &args.epilogue;
     let req = EpilogueRequest {
@@ -114,31 +115,16 @@ pub(super) fn settings(args: &ProjectArgs, loaded: &Loaded) -> Result<Settings, 
         } else {
             Positions::Offset(0)
         },
+        heads: (args.heads, args.kv_heads),
     };
     let w = &loaded.loaded.weights;
-    let Some((ep, heads)) = layer_epilogue(
+    layer_epilogue(
         &args.weights,
         args.prefix.as_deref(),
         (w.q_width, w.kv_width),
         args.original_order,
         &req,
-    )?
-    else {
-        return Ok(None);
-    };
-    if let Some(h) = args.heads.filter(|&h| h != heads.heads) {
-        return Err(Error::Input(format!(
-            "--heads {h}, but the model's files say {} heads",
-            heads.heads
-        )));
-    }
-    if let Some(h) = args.kv_heads.filter(|&h| h != heads.kv_heads) {
-        return Err(Error::Input(format!(
-            "--kv-heads {h}, but the model's files say {} KV heads",
-            heads.kv_heads
-        )));
-    }
-    Ok(Some((ep, heads)))
+    )
 }
 
 /// The run's `settings` for a file of X of `dims`: positions restart with each sequence
