@@ -3,7 +3,8 @@
 # measured peak (`qkv peak`), the coopmat block sweep (checked, then unchecked), what the
 # tuner picks for f16, every kernel in every type, quantized decode (f32, Q8_0, Q4_0, Q4_K at
 # one and eight tokens), the 400,000-token batch end to end (streamed
-# and not, f32 and bf16, generated and file to file), and cuBLAS on the same shapes where
+# and not, f32 and bf16, generated and file to file; with RoPE after blocktile, fused and as
+# a pass), and cuBLAS on the same shapes where
 # PyTorch with CUDA is installed. It uses a binary built beforehand (nothing is compiled
 # here) and leaves each step's JSON and log, and a summary table (summary.md), in OUT_DIR.
 #
@@ -112,6 +113,18 @@ if python3 scripts/make_batch.py "$out/batch" --tokens "$batch" >"$out/make_batc
             --kernel blocktile --out "$out/batch/o-$dt" --force --json
         rm -rf "$out/batch/o-$dt"
     done
+    # Issue #36: RoPE after blocktile on the same batch (heads of 64 from a Llama config
+    # beside the checkpoint), fused into its store, then as a pass of its own.
+    printf '{"model_type": "llama", "hidden_size": 512, "num_attention_heads": 8, %s}\n' \
+        '"num_key_value_heads": 8, "rope_theta": 500000.0' >"$out/batch/config.json"
+    for mode in fused pass; do
+        extra=()
+        if [ "$mode" = pass ]; then extra=(--epilogue-pass); fi
+        step "project_rope_$mode" 90 "$qkv" project --input "$out/batch/x.npy" \
+            --weights "$out/batch/m.safetensors" --prefix model.layers.0 --kernel blocktile \
+            --rope "${extra[@]}" --out "$out/batch/o-rope" --force --json
+        rm -rf "$out/batch/o-rope"
+    done
     rm -rf "$out/batch"
 fi
 if python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
@@ -168,6 +181,19 @@ for name in ["coopmat_sweep", "coopmat_unchecked", "tuned_f16", "all_kernels"] +
             pct(r.get("peak_share")), pct(r.get("roofline_share")), cb_tf, of_cb,
             "PASS" if r["pass"] else "FAIL"))
     print()
+print("### RoPE after blocktile on the large batch, fused and as a pass (issue #36)\n")
+print("| step | kernel ms | of which the pass | tokens/s | where it ran | check |")
+print("|---|---:|---:|---:|---|---|")
+for name in ("project_rope_fused", "project_rope_pass", "project_f32"):
+    r = load(f"{name}.json")
+    if not isinstance(r, dict):
+        print("| %s | no result (see %s.log) | | | | |" % (name, name))
+        continue
+    e_ms = r.get("epilogue_ms")
+    print("| %s | %.1f | %s | %.0f | %s | %s |" % (
+        name, r["gpu_kernel_ms"], "-" if e_ms is None else "%.1f" % e_ms, r["tokens_per_s"],
+        r.get("epilogue_plan") or "no epilogue", {True: "PASS", False: "FAIL"}.get(r.get("pass"), "-")))
+print()
 print("### the large batch, end to end (issue #23)\n")
 print("| step | tokens/s | end to end ms | kernel ms | hidden | stages (busy ms) | bound by | check |")
 print("|---|---:|---:|---:|---:|---|---|---|")
