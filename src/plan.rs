@@ -42,6 +42,12 @@ pub struct ChunkOptions {
     /// [`Projector::with_epilogue`](crate::Projector::with_epilogue), it asks for the pass
     /// even where the kernel could apply the epilogue in its store (to compare the two).
     pub qk_f32: bool,
+    /// W's column blocks start on a multiple of this many columns, and end on one but at
+    /// W's end, where the device's limits allow a block that wide (else on 4 as always): a
+    /// head's width, for an epilogue fused into the kernel's store, which needs every head in
+    /// one block ([`Projector::with_epilogue`](crate::Projector::with_epilogue) sets it).
+    /// 1: no constraint but the kernels' own.
+    pub col_multiple: u32,
 }
 
 /// Buffer sets the native pipeline streams through by default: one chunk being produced, one
@@ -60,6 +66,7 @@ impl Default for ChunkOptions {
             streaming: true,
             buffer_sets: DEFAULT_BUFFER_SETS,
             qk_f32: false,
+            col_multiple: 1,
         }
     }
 }
@@ -168,7 +175,7 @@ fn plan(
 ) -> Result<ChunkPlan> {
     opts.check()?;
     let room = Room::of(limits, spec);
-    let col_blocks = column_blocks(&room, shape, spec)?;
+    let col_blocks = column_blocks(&room, shape, spec, opts.col_multiple)?;
     let seq = match layout {
         OutputLayout::Tokens => 1,
         OutputLayout::Heads(h) => h.seq_len as u64,
@@ -272,9 +279,15 @@ impl Room {
     }
 }
 
-/// W's column blocks: the widest slice (a multiple of 4 columns) every limit allows, as
-/// equal blocks, each a multiple of 4 columns but the last: (first column, columns).
-fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec<(u32, u32)>> {
+/// W's column blocks: the widest slice (a multiple of 4 columns, or of `multiple` and 4
+/// where that fits) every limit allows, as equal blocks, each such a multiple of columns but
+/// the last: (first column, columns).
+fn column_blocks(
+    room: &Room,
+    shape: &QkvShape,
+    spec: &KernelSpec,
+    multiple: u32,
+) -> Result<Vec<(u32, u32)>> {
     let config = spec.config;
     if spec.w_formats.is_some() {
         return stored_w_block(room, shape, spec);
@@ -321,9 +334,14 @@ fn column_blocks(room: &Room, shape: &QkvShape, spec: &KernelSpec) -> Result<Vec
             limit_name: col_limit,
         });
     }
+    // Blocks on multiples of lcm(4, multiple) where one fits, else of 4.
+    let m = multiple.max(1) as u64;
+    let lcm = m / gcd(m, 4) * 4;
+    let unit = if max_cols >= lcm { lcm } else { 4 };
+    let max_cols = max_cols / unit * unit;
     let n_out = shape.n_out() as u64;
     let blocks = n_out.div_ceil(max_cols);
-    let per_block = n_out.div_ceil(blocks).div_ceil(4) * 4;
+    let per_block = n_out.div_ceil(blocks).div_ceil(unit) * unit;
     Ok((0..blocks)
         .map(|b| b * per_block)
         .take_while(|&c0| c0 < n_out)
@@ -516,6 +534,15 @@ fn chunk_from_budget(
         reason = "the whole batch fits one chunk".into();
     }
     (c, reason)
+}
+
+/// The greatest common divisor of `a` and `b`.
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 #[cfg(test)]

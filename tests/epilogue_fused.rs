@@ -119,20 +119,23 @@ fn the_fused_store_rounds_once_in_both_half_types_and_lays_out_heads() {
 
 #[test]
 fn column_blocks_on_heads_and_w_in_blocks_keep_the_epilogue_fused() {
-    // 4 KiB bindings: over d_model 8, W's 256 columns in two blocks of 128 (on heads of 32)
-    // and the chunks a few tokens.
-    let shape = QkvShape::new(40, 8, 128, 64, true).unwrap();
-    let h = heads_of(4, 2, 32, 40);
+    // 4 KiB bindings: over d_model 8, at most 128 columns a block, and chunks of a few
+    // tokens. W's 256 columns in blocks of 128; 160 in blocks of 96 and 64, on heads of 32
+    // (even blocks would be 80 and 80).
     let ep = qwen3(32, 24, Positions::Offset(11));
-    let mut run = fused(shape);
-    run.ctx = small();
-    let p = run.projector(&ep, h).unwrap();
-    assert!(
-        p.plan().col_blocks.len() > 1 && p.plan().chunks() > 1,
-        "{:?}",
-        p.plan()
-    );
-    assert_pass(&run.check(&ep, h), "column blocks and chunks");
+    for (heads, kv_heads, blocks) in [(4, 2, [(0, 128), (128, 128)]), (3, 1, [(0, 96), (96, 64)])] {
+        let shape = QkvShape::new(40, 8, heads * 32, kv_heads * 32, true).unwrap();
+        let h = heads_of(heads, kv_heads, 32, 40);
+        let mut run = fused(shape);
+        run.ctx = small();
+        let p = run.projector(&ep, h).unwrap();
+        assert_eq!(p.plan().col_blocks, blocks);
+        assert!(p.plan().chunks() > 1, "{:?}", p.plan());
+        assert_pass(
+            &run.check(&ep, h),
+            &format!("column blocks {blocks:?} and chunks"),
+        );
+    }
     // Q8_0 and Q4_0 blocks along d_model: d_model 64, the kernel dequantizing as it stages.
     let (shape, h) = heads_of_32(77, 2, 1);
     let shape = QkvShape {

@@ -75,6 +75,31 @@ fn binding_limit_bounds_chunks_and_splits_columns() {
 }
 
 #[test]
+fn column_blocks_fall_on_heads_where_a_block_holds_one() {
+    // 4 KiB bindings over d_model 8: at most 128 columns a block. 160 columns in two even
+    // blocks would be 80 + 80, cutting heads of 32; on heads they are 96 + 64.
+    let s = shape(40, 8, 96, 32);
+    let lim = limits(4096, 65535, 8192);
+    let blocktile = spec(Kernel::Blocktile);
+    let on = |m: u32| {
+        let opts = ChunkOptions {
+            col_multiple: m,
+            ..Default::default()
+        };
+        plan(&lim, &s, &blocktile, OutputLayout::Tokens, &opts)
+            .unwrap()
+            .col_blocks
+    };
+    assert_eq!(on(1), vec![(0, 80), (80, 80)]);
+    assert_eq!(on(32), vec![(0, 96), (96, 64)]);
+    // Heads of 24: blocks on 24 (lcm with 4) of at most 120 columns: 96 + 64, still 24's
+    // multiples but the last.
+    assert_eq!(on(24), vec![(0, 96), (96, 64)]);
+    // Heads of 256 fit no block of 128: blocks on 4, as without.
+    assert_eq!(on(256), on(1));
+}
+
+#[test]
 fn each_operand_is_counted_in_its_own_type() {
     // coopmat in f32 reads X and W as f16 (2 bytes) and stores Q, K, V in f32 (4).
     let coop = KernelSpec::new("coopmat(tile=16)".parse().unwrap()).unwrap();

@@ -268,7 +268,12 @@ impl<'c> Projector<'c> {
                 && f.unsupported_on(&ctx.summary).is_none()
         });
         if let Some(fused) = fused {
-            let plan = ChunkPlan::new(&ctx.limits(), &shape, &fused, layout, opts)?;
+            // W's column blocks on heads, where the device's limits allow a head in a block.
+            let on_heads = ChunkOptions {
+                col_multiple: heads.head_dim,
+                ..*opts
+            };
+            let plan = ChunkPlan::new(&ctx.limits(), &shape, &fused, layout, &on_heads)?;
             if epilogue::unfused_because(&fused, &plan, epilogue, &heads).is_none() {
                 return Self::build(ctx, fused, plan, 0, e);
             }
