@@ -136,6 +136,11 @@ class Projector:
     @property
     def epilogue(self) -> Optional[str]:
         """The RoPE and QK-norm applied to Q and K, in words (None without them)."""
+    @property
+    def epilogue_plan(self) -> Optional[str]:
+        """Where the last call's RoPE and QK-norm ran: fused into the kernel's store
+        (blocktile, heads that fit its 128-column tile), or a pass after it and why (None
+        without them, or before the first call)."""
     def __call__(
         self,
         x: Array,

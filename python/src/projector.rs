@@ -242,6 +242,16 @@ impl Projector {
         self.epilogue.as_ref().map(|(e, _)| e.to_string())
     }
 
+    /// Where the RoPE and QK-norm of the last call ran: fused into the kernel's store, or a
+    /// pass after it and why (None without them, or before the first call).
+    #[getter]
+    fn epilogue_plan(&self, py: Python<'_>) -> Option<String> {
+        py.detach(|| {
+            let made = self.made.lock().unwrap_or_else(|p| p.into_inner());
+            made.as_ref().and_then(|m| m.projector.epilogue_plan())
+        })
+    }
+
     /// The kernel configuration the last call ran (None before the first).
     #[getter]
     fn kernel(&self, py: Python<'_>) -> Option<String> {

@@ -79,16 +79,22 @@ def assert_within(got, want, ttol):
     assert np.all(err <= ttol * m), (err.max(), (err / m).max(), ttol)
 
 
-def test_rope_and_qk_norm_follow_the_config_at_each_call_s_positions(tmp_path):
+@pytest.mark.parametrize("kernel, where", [
+    ("tiled", "a pass after the kernel"),
+    ("blocktile", "fused into blocktile's store"),
+])
+def test_rope_and_qk_norm_follow_the_config_at_each_call_s_positions(tmp_path, kernel, where):
     rng = np.random.default_rng(36)
     t = qwen3_layer(tmp_path, rng)
     p = qkv_wgpu.Projector.from_checkpoint(
         tmp_path / "model.safetensors", "model.layers.0", rope=True, qk_norm=True,
-        kernel="tiled",
+        kernel=kernel,
     )
     assert p.epilogue.startswith("RMSNorm per head"), p.epilogue
+    assert p.epilogue_plan is None
     x = rand(rng, 12, D_MODEL)
     r = p.check(x)
+    assert p.epilogue_plan.startswith(where), p.epilogue_plan
     assert r["pass"] and r["qk_ttol"] > r["ttol"], r
     ttol = r["qk_ttol"]
     given = [5, 0, 9, 70_000, 3, 3, 1, 2, 8, 13, 21, 34]
